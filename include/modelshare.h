@@ -1,0 +1,234 @@
+/*
+ * modelshare.h — the C client API of modelshare.
+ *
+ * One daemon per machine (modelshared) holds each model once, in its own worker process, and
+ * shares it with every process that acquires it by tag. Tensor bytes travel through shared
+ * memory: a client writes its input into a tensor that already lives in memory the worker maps,
+ * and reads the output in place.
+ *
+ * Conventions for the whole API (read once, they hold everywhere):
+ *  - Every function that can fail returns an int: 0 on success, a negative MS_E_* code on error.
+ *  - Output parameters (marked OUT) are written only on success.
+ *  - Handles are opaque. Each has a create/destroy pair; destroy(NULL) is a no-op.
+ *  - After a failed call on a client, ms_errmsg(client) returns a message that says what was
+ *    expected and what came (for the calling thread's last failed call on that client).
+ *  - A client and everything made from it may be used from several threads at once. Calls on one
+ *    model handle are serialised inside the library.
+ *  - A client must not be used across fork(); the child connects again.
+ *
+ * Typical use:
+ *
+ *     ms_client *c;  ms_model *m;  ms_tensor *x, *y;
+ *     ms_connect(NULL, &c);                       // starts the daemon when none runs
+ *     ms_acquire(c, "mlp", "{\"backend\":\"dense\",\"weights\":\"mlp.safetensors\"}", &m);
+ *     int64_t shape[2] = {8, 1024};
+ *     ms_tensor_alloc(m, MS_FLOAT32, 2, shape, &x);
+ *     fill((float *)ms_tensor_data(x));           // written once, straight into shared memory
+ *     ms_infer(m, x, &y);                         // y lives in shared memory too
+ *     use((const float *)ms_tensor_data(y), ms_tensor_shape(y));
+ *     ms_tensor_free(y); ms_tensor_free(x);
+ *     ms_release(m);                              // one lease less; the model stays for keep_alive
+ *     ms_disconnect(c);
+ */
+#ifndef MODELSHARE_H
+#define MODELSHARE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "modelshare/version.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(MS_BUILDING_LIBRARY)
+#define MS_EXPORT __attribute__((visibility("default")))
+#else
+#define MS_EXPORT
+#endif
+
+/* ---------------------------------------------------------------------------------------------
+ * Errors. One table, three views: the enum, ms_strerror() and ms_errname().
+ * Codes are never renumbered; a retired code keeps its number.
+ * ------------------------------------------------------------------------------------------- */
+#define MS_ERRNO_MAP(X)                                                                            \
+    X(INVAL, -1, "invalid argument")                                                               \
+    X(NOMEM, -2, "out of host memory in the calling process")                                      \
+    X(NO_DAEMON, -3, "no daemon answers and none could be started")                                \
+    X(DAEMON_LOST, -4, "the connection to the daemon was lost")                                    \
+    X(PROTOCOL, -5, "malformed message")                                                           \
+    X(VERSION, -6, "protocol version mismatch between client and daemon")                          \
+    X(UNKNOWN_TAG, -7, "no model with this tag")                                                   \
+    X(SPEC_CONFLICT, -8, "the tag is loaded with a different spec")                                \
+    X(SPEC, -9, "invalid model spec")                                                              \
+    X(WEIGHTS, -10, "weights file missing, unreadable or malformed")                               \
+    X(DTYPE, -11, "wrong tensor dtype")                                                            \
+    X(SHAPE, -12, "wrong tensor shape")                                                            \
+    X(TOO_LARGE, -13, "tensor or message too large")                                               \
+    X(LOAD_FAILED, -14, "the worker failed to load the model")                                     \
+    X(WORKER_LOST, -15, "the worker process serving the model died")                               \
+    X(UNLOADED, -16, "the model was unloaded")                                                     \
+    X(BUSY, -17, "the model has leases")                                                           \
+    X(PERMISSION, -18, "permission denied")                                                        \
+    X(NO_MEMORY, -19, "not enough memory in the device budget")                                    \
+    X(TIMEOUT, -20, "timed out")                                                                   \
+    X(DEVICE, -21, "device missing or unusable")                                                   \
+    X(LIMIT, -22, "a resource limit was reached")                                                  \
+    X(IO, -23, "system call failed")                                                               \
+    X(BACKEND, -24, "the backend failed to run the model")
+
+typedef enum ms_error {
+    MS_OK = 0,
+#define MS__ERR_ENUM(name, code, text) MS_E_##name = (code),
+    MS_ERRNO_MAP(MS__ERR_ENUM)
+#undef MS__ERR_ENUM
+} ms_error;
+
+/* Static description of an error code ("no model with this tag"). Never NULL. */
+MS_EXPORT const char *ms_strerror(int code);
+/* Static name of an error code ("MS_E_UNKNOWN_TAG"). Never NULL. */
+MS_EXPORT const char *ms_errname(int code);
+
+/* Library version as MS_VERSION_HEX at run time. */
+MS_EXPORT unsigned ms_version(void);
+
+/* ---------------------------------------------------------------------------------------------
+ * Tensors' element types. Values are stable; names follow safetensors ("F32", ...).
+ * ------------------------------------------------------------------------------------------- */
+typedef enum ms_dtype {
+    MS_FLOAT32 = 1,
+    MS_FLOAT16 = 2,
+    MS_BFLOAT16 = 3,
+    MS_FLOAT64 = 4,
+    MS_INT8 = 5,
+    MS_UINT8 = 6,
+    MS_INT16 = 7,
+    MS_INT32 = 8,
+    MS_INT64 = 9,
+    MS_BOOL = 10,
+} ms_dtype;
+
+#define MS_MAX_RANK 8
+
+/* Size of one element in bytes; 0 for a value that is not an ms_dtype. */
+MS_EXPORT size_t ms_dtype_size(int dtype);
+/* Static name ("float32"); "unknown" for a value that is not an ms_dtype. */
+MS_EXPORT const char *ms_dtype_name(int dtype);
+
+/* ---------------------------------------------------------------------------------------------
+ * Client: one connection to the daemon.
+ * ------------------------------------------------------------------------------------------- */
+typedef struct ms_client ms_client;
+
+/* Connects to the daemon at socket_path, or, when socket_path is NULL, at the default path:
+ * $MODELSHARE_SOCKET, else $XDG_RUNTIME_DIR/modelshare/modelshared.sock, else
+ * /tmp/modelshare-$UID/modelshared.sock.
+ * When no daemon answers there, starts one (the modelshared binary beside libmodelshare, or
+ * $MODELSHARE_DAEMON) under a file lock, so that racing processes start exactly one, and waits
+ * until it answers. A stale socket file left by a dead daemon does not stop this.
+ *   out: OUT, the new client; the caller owns it and frees it with ms_disconnect().
+ * Errors: MS_E_NO_DAEMON (with the reason in ms_errmsg(NULL)), MS_E_VERSION, MS_E_PERMISSION,
+ * MS_E_NOMEM. */
+MS_EXPORT int ms_connect(const char *socket_path, ms_client **out);
+
+/* Closes the connection. Every lease still held through this client is released, and every
+ * model handle and tensor made from it is freed: do not use them afterwards.
+ * ms_disconnect(NULL) is a no-op. */
+MS_EXPORT void ms_disconnect(ms_client *client);
+
+/* Message of the calling thread's last failed call on this client: what was expected, what came.
+ * With client NULL: the last failed ms_connect() of this thread. Never NULL (empty when the last
+ * call succeeded). The string belongs to the library and stays valid until this thread's next
+ * call into the library. */
+MS_EXPORT const char *ms_errmsg(const ms_client *client);
+
+/* Daemon status as one JSON document (the same as `modelshare status --json`).
+ *   out: OUT, a NUL-terminated string the caller frees with free().
+ * Errors: MS_E_DAEMON_LOST, MS_E_NOMEM. */
+MS_EXPORT int ms_status_json(ms_client *client, char **out);
+
+/* Loads a model without taking a lease: it stays loaded for its keep_alive (like `modelshare
+ * load`). Returns once the model is ready. Errors as ms_acquire(). */
+MS_EXPORT int ms_load(ms_client *client, const char *tag, const char *spec_json);
+
+/* Unloads a model now: its worker process is stopped, and all its memory goes back to the
+ * system. Refused with MS_E_BUSY while leases exist, unless force is non-zero; then the holders'
+ * next calls fail with MS_E_UNLOADED. Errors: MS_E_UNKNOWN_TAG, MS_E_BUSY. */
+MS_EXPORT int ms_unload(ms_client *client, const char *tag, int force);
+
+/* ---------------------------------------------------------------------------------------------
+ * Models: a lease on a model loaded by the daemon.
+ * ------------------------------------------------------------------------------------------- */
+typedef struct ms_model ms_model;
+
+/* Acquires a lease on the model with this tag, loading it first when it is not loaded.
+ *   tag:       1 to 128 characters of [A-Za-z0-9._:/@+-].
+ *   spec_json: a JSON object (see the README: backend, weights, device, output, keep_alive,
+ *              max_batch, batch_delay_us, instances, thread_safe, batchable, memory,
+ *              load_timeout). Relative weights paths are resolved against the caller's working
+ *              directory. NULL: attach to the model already loaded under this tag, whatever its
+ *              spec (MS_E_UNKNOWN_TAG when there is none).
+ *   out:       OUT, the lease; the caller owns it and ends it with ms_release().
+ * Returns when the model is ready to serve, or with the load's error.
+ * Errors: MS_E_SPEC (names the field), MS_E_SPEC_CONFLICT (shows both specs), MS_E_UNKNOWN_TAG,
+ * MS_E_WEIGHTS, MS_E_LOAD_FAILED (the worker's message passed through), MS_E_LIMIT,
+ * MS_E_DAEMON_LOST. */
+MS_EXPORT int ms_acquire(ms_client *client, const char *tag, const char *spec_json, ms_model **out);
+
+/* Ends the lease and frees the handle (and every tensor still allocated from it). At zero leases
+ * the model stays loaded for its keep_alive, then its worker exits. ms_release(NULL) is a no-op
+ * returning 0. Returns MS_E_DAEMON_LOST if the daemon could not be told (the handle is freed all
+ * the same; the daemon releases leases of lost connections itself). */
+MS_EXPORT int ms_release(ms_model *model);
+
+/* Describes the model's input and output: dtype, rank and shape, with -1 for a dimension that
+ * may vary (the batch). Any OUT pointer may be NULL. shape arrays hold MS_MAX_RANK entries.
+ * Dimensions of a backend that does not know its signature are all -1 and rank 0. */
+MS_EXPORT int ms_model_signature(const ms_model *model, int *in_dtype, int *in_rank,
+                                 int64_t *in_shape, int *out_dtype, int *out_rank,
+                                 int64_t *out_shape);
+
+/* ---------------------------------------------------------------------------------------------
+ * Tensors in shared memory. Each model handle has its own arena, shared with the worker.
+ * ------------------------------------------------------------------------------------------- */
+typedef struct ms_tensor ms_tensor;
+
+/* Allocates a tensor in the model's shared memory. Its contents are undefined.
+ *   rank:  0 to MS_MAX_RANK;  shape: rank dimensions, each >= 0.
+ *   out:   OUT, the tensor; owned by the caller, freed with ms_tensor_free() (or by
+ *          ms_release() of its model).
+ * Errors: MS_E_INVAL, MS_E_DTYPE, MS_E_TOO_LARGE (over the arena's size, $MODELSHARE_ARENA_BYTES,
+ * default 4 GiB of address space, of which only what is written uses memory). */
+MS_EXPORT int ms_tensor_alloc(ms_model *model, int dtype, int rank, const int64_t *shape,
+                              ms_tensor **out);
+
+/* ms_tensor_alloc() followed by one copy of nbytes from data, which must equal the tensor's
+ * size. For callers whose input already lives elsewhere. */
+MS_EXPORT int ms_tensor_from(ms_model *model, int dtype, int rank, const int64_t *shape,
+                             const void *data, size_t nbytes, ms_tensor **out);
+
+/* Frees a tensor. ms_tensor_free(NULL) is a no-op. */
+MS_EXPORT void ms_tensor_free(ms_tensor *tensor);
+
+/* The tensor's bytes, in shared memory: writable for inputs, readable in place for outputs.
+ * Valid until the tensor is freed. */
+MS_EXPORT void *ms_tensor_data(const ms_tensor *tensor);
+MS_EXPORT size_t ms_tensor_nbytes(const ms_tensor *tensor);
+MS_EXPORT int ms_tensor_dtype(const ms_tensor *tensor);
+MS_EXPORT int ms_tensor_rank(const ms_tensor *tensor);
+/* Pointer to rank dimensions, owned by the tensor. */
+MS_EXPORT const int64_t *ms_tensor_shape(const ms_tensor *tensor);
+
+/* Runs the model on input (a tensor of this model) and returns the output.
+ *   output: OUT, a new tensor in the same shared memory, owned by the caller (ms_tensor_free()).
+ * Errors: MS_E_DTYPE / MS_E_SHAPE (what the model expects and what came; the model keeps serving),
+ * MS_E_TOO_LARGE, MS_E_WORKER_LOST (the worker died; acquire again to get a new one),
+ * MS_E_UNLOADED (the model was force-unloaded), MS_E_BACKEND, MS_E_INVAL (input of another model).
+ */
+MS_EXPORT int ms_infer(ms_model *model, const ms_tensor *input, ms_tensor **output);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

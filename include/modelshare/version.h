@@ -1,0 +1,15 @@
+/* modelshare version. The runtime value is ms_version() in <modelshare.h>. */
+#ifndef MODELSHARE_VERSION_H
+#define MODELSHARE_VERSION_H
+
+#define MS_VERSION_MAJOR 0
+#define MS_VERSION_MINOR 1
+#define MS_VERSION_PATCH 0
+#define MS_VERSION_HEX ((MS_VERSION_MAJOR << 16) | (MS_VERSION_MINOR << 8) | MS_VERSION_PATCH)
+#define MS_VERSION_STRING "0.1.0"
+
+/* Version of the control protocol spoken between libmodelshare and modelshared. A client and a
+ * daemon with different protocol versions refuse each other with MS_E_VERSION. */
+#define MS_PROTOCOL_VERSION 1
+
+#endif

@@ -1,0 +1,49 @@
+/*
+ * The interface every backend implements. A worker process hosts exactly one loaded model of one
+ * backend; the CLI's in-process benchmark and measurement use the same calls.
+ *
+ * Tensors here are plain (pointer, dtype, rank, shape). Errors are MS_E_* codes with a message in
+ * err; a failed run leaves the model usable.
+ */
+#ifndef MS_BACKEND_H
+#define MS_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../common/proto.h" /* ms__sig */
+#include "../common/spec.h"
+
+typedef struct ms__tensor_view {
+    int dtype;
+    int rank;
+    int64_t shape[8];
+    void *data;
+    size_t nbytes;
+} ms__tensor_view;
+
+typedef struct ms__backend_ops {
+    const char *name;
+    /* Loads the model described by spec. *state is the backend's, freed by unload(). Errors:
+     * MS_E_WEIGHTS (file missing, unreadable, not safetensors, corrupt header, shapes that do not
+     * chain), MS_E_DEVICE, MS_E_SPEC, MS_E_NOMEM. */
+    int (*load)(const ms__spec *spec, void **state, char *err, size_t errlen);
+    /* The model's signature (dims that vary are -1). */
+    void (*signature)(void *state, ms__sig *in, ms__sig *out);
+    /* Output dtype/rank/shape/nbytes for this input (data pointers ignored), after checking the
+     * input: MS_E_DTYPE / MS_E_SHAPE with "expected float32 [N, 1024], got float32 [3, 1000]". */
+    int (*output_for)(void *state, const ms__tensor_view *in, ms__tensor_view *out, char *err,
+                      size_t errlen);
+    /* Runs the model: in is checked by output_for; out->data has out->nbytes of room. */
+    int (*run)(void *state, const ms__tensor_view *in, ms__tensor_view *out, char *err,
+               size_t errlen);
+    /* Estimated bytes the model will hold once loaded, from the spec alone (weights file header),
+     * before loading. May return 0 when unknown. */
+    uint64_t (*estimate)(const ms__spec *spec);
+    void (*unload)(void *state);
+} ms__backend_ops;
+
+/* The backend named name ("dense"), or NULL. */
+const ms__backend_ops *ms__backend_find(const char *name);
+
+#endif

@@ -1,0 +1,123 @@
+/*
+ * The control protocol: length-prefixed JSON messages over Unix stream sockets, with file
+ * descriptors passed as SCM_RIGHTS ancillary data.
+ *
+ * Frame: 4-byte little-endian length N (1 <= N <= MS__FRAME_MAX), then N bytes of UTF-8 JSON, one
+ * object. A message that carries descriptors says how many in its "nfds" field; the descriptors
+ * travel as SCM_RIGHTS attached to the frame's bytes, and the receiver takes that many from the
+ * queue of descriptors received on the connection, in order.
+ *
+ * Two links use it:
+ *
+ * 1. client <-> daemon (the socket at ms__socket_path_default()). Each request has "op" and "id"
+ *    (an integer chosen by the client); each reply echoes "id" and has "ok": true, or "ok": false
+ *    with "code" (an MS_E_* value) and "error" (the message for ms_errmsg()). The daemon answers
+ *    one request of a connection at a time, in order.
+ *
+ *    {"op":"hello","id":1,"version":1}           -> {"ok":true,"version":1,"daemon_pid":123}
+ *        Must be the first request. A different version -> MS_E_VERSION and the daemon closes.
+ *    {"op":"acquire","id":2,"tag":"t","spec":{...}|null,"nfds":1}   + fd: the client's arena memfd
+ *        -> {"ok":true,"lease":7,"signature":SIG,"spec":{...canonical...},"nfds":1} + fd: the
+ *           client's end of a SOCK_SEQPACKET socketpair whose other end the worker holds (the
+ *           channel, see chan.h). The reply comes when the model is ready (or failed to load).
+ *    {"op":"release","id":3,"lease":7}          -> {"ok":true}
+ *    {"op":"load","id":4,"tag":"t","spec":{...}} -> {"ok":true}  (loaded, no lease kept)
+ *    {"op":"unload","id":5,"tag":"t","force":false} -> {"ok":true}  (reply once the worker is gone)
+ *    {"op":"status","id":6}                     -> {"ok":true,"status":STATUS}
+ *        STATUS is what `modelshare status --json` prints (see DESIGN.md's contracts):
+ *        {"daemon_pid":..,"socket":"..","uptime_s":..,"clients":N,
+ *         "models":[{"tag","backend","state","device","memory_bytes","leases","worker_pids":[..],
+ *                    "loads","requests","batches","spec":{..},"idle_s"?,"error"?}],
+ *         "budgets":{"host":{"budget_bytes":..,"used_bytes":..}}}
+ *
+ *    SIG (a model's signature) is {"input":{"dtype":"float32","shape":[-1,1024]},
+ *                                  "output":{"dtype":"float32","shape":[-1,1000]}}.
+ *
+ * 2. daemon <-> worker (a socketpair; the worker has it as file descriptor 3).
+ *    worker -> daemon:
+ *    {"op":"ready","memory_bytes":N,"signature":SIG}
+ *    {"op":"failed","code":-10,"error":"weights file ...: not a safetensors file (...)"}
+ *    daemon -> worker:
+ *    {"op":"attach","lease":7,"nfds":2}  + fds: [client arena memfd, worker end of the channel]
+ *    {"op":"detach","lease":7}            the worker unmaps that arena and closes the channel
+ *    The worker's counters live in a shared page the daemon made (stats.h), not in messages.
+ *    The daemon stops a worker with SIGTERM (SIGKILL after a grace period); a worker whose
+ *    daemon dies gets SIGKILL (parent-death signal).
+ */
+#ifndef MS_PROTO_H
+#define MS_PROTO_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Largest frame body, and most descriptors in one message. */
+#define MS__FRAME_MAX (1u << 20)
+#define MS__FDS_MAX 4
+
+/* Pure decoder, used by every reader and fuzzed directly: looks at buf[0..len) and
+ *  - returns 0 and sets *consumed to 0 when more bytes are needed for a whole frame,
+ *  - returns 0, sets *msg (a JSON object, caller owns a reference) and *consumed (4 + N) when a
+ *    whole frame is there,
+ *  - returns MS_E_TOO_LARGE (length over MS__FRAME_MAX or zero) or MS_E_PROTOCOL (not JSON, not
+ *    an object) with a message in err.
+ */
+int ms__frame_decode(const uint8_t *buf, size_t len, json_t **msg, size_t *consumed, char *err,
+                     size_t errlen);
+
+/* Encodes msg as a frame into a new malloc'd buffer (*out, *outlen; caller frees). */
+int ms__frame_encode(const json_t *msg, uint8_t **out, size_t *outlen, char *err, size_t errlen);
+
+/* Sends msg (plus nfds descriptors, attached to the first byte) on a blocking or non-blocking
+ * stream socket. On a non-blocking socket it waits with poll() up to timeout_ms for room (-1:
+ * forever). Does not take ownership of msg or the fds. MSG_NOSIGNAL: a closed peer is an error,
+ * not a SIGPIPE. Errors: MS_E_IO (peer gone, timeout), MS_E_TOO_LARGE. */
+int ms__msg_send(int fd, const json_t *msg, const int *fds, int nfds, int timeout_ms, char *err,
+                 size_t errlen);
+
+/* Blocking receive of one message on a blocking stream socket: *msg (caller owns), and up to
+ * maxfds descriptors in fds (*nfds set; O_CLOEXEC). Descriptors beyond what the message's "nfds"
+ * declares are closed. timeout_ms -1 waits forever. Errors: MS_E_IO (EOF: message "connection
+ * closed"), MS_E_TIMEOUT, MS_E_PROTOCOL, MS_E_TOO_LARGE. */
+int ms__msg_recv(int fd, json_t **msg, int *fds, int *nfds, int maxfds, int timeout_ms, char *err,
+                 size_t errlen);
+
+/* Incremental reader for non-blocking sockets (the daemon). */
+typedef struct ms__reader {
+    uint8_t *buf;
+    size_t len, cap;
+    int fds[MS__FDS_MAX * 4];
+    int nfds;
+    int eof;
+} ms__reader;
+
+void ms__reader_init(ms__reader *r);
+/* Closes queued descriptors, frees the buffer. */
+void ms__reader_free(ms__reader *r);
+/* Reads what the socket has (recvmsg until EAGAIN), queueing descriptors. Returns 0 (r->eof set
+ * on EOF), MS_E_IO, MS_E_TOO_LARGE (buffer would exceed a frame), or MS_E_LIMIT (too many queued
+ * descriptors). */
+int ms__reader_fill(ms__reader *r, int fd, char *err, size_t errlen);
+/* Takes the next whole message if there is one: returns 0 with *msg NULL when none is complete
+ * yet; with *msg set, also moves the message's declared "nfds" descriptors into fds (*nfds), and
+ * fails with MS_E_PROTOCOL if fewer were received than declared or nfds > MS__FDS_MAX. */
+int ms__reader_next(ms__reader *r, json_t **msg, int *fds, int *nfds, char *err, size_t errlen);
+
+/* Reply helpers: {"id":id,"ok":true} (caller adds fields) and
+ * {"id":id,"ok":false,"code":code,"error":message}. Return new references. */
+json_t *ms__reply_ok(json_t *id);
+json_t *ms__reply_err(json_t *id, int code, const char *message);
+
+/* Signature <-> JSON. */
+typedef struct ms__sig {
+    int dtype; /* ms_dtype, 0 when unknown */
+    int rank;  /* 0 when unknown */
+    int64_t shape[8];
+} ms__sig;
+json_t *ms__sig_to_json(const ms__sig *in, const ms__sig *out);
+int ms__sig_from_json(const json_t *j, ms__sig *in, ms__sig *out, char *err, size_t errlen);
+
+/* "float32" <-> MS_FLOAT32 (0 when unknown). Also accepts safetensors names ("F32"). */
+int ms__dtype_from_name(const char *name);
+
+#endif
