@@ -1,0 +1,60 @@
+# modelshare — what a user runs. `make demo` and `make test` install what they need themselves.
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+VENV       ?= .venv
+JOBS       ?= $(shell nproc)
+PYTEST     := $(VENV)/bin/python -m pytest
+
+.PHONY: all build deps venv demo test test-unit test-integration test-asan fuzz format format-check clean
+
+all: build
+
+deps:
+	@bash scripts/install-deps.sh
+
+$(BUILD)/CMakeCache.txt: | deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+
+build: $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+$(VENV)/.ok: tests/requirements.txt | deps
+	python3 -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -r tests/requirements.txt
+	touch $@
+
+venv: $(VENV)/.ok
+
+demo: build
+	$(BUILD)/modelshare demo
+
+# Unit tests and fuzz-corpus replays (ctest), integration tests (pytest), then all of it again
+# under AddressSanitizer and UndefinedBehaviorSanitizer.
+test: test-unit test-integration test-asan
+
+test-unit: build
+	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
+
+test-integration: build venv
+	MODELSHARE_BUILD=$(abspath $(BUILD)) $(PYTEST) -q tests/integration
+
+test-asan: venv | deps
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DMS_SANITIZE=ON >/dev/null
+	cmake --build $(ASAN_BUILD) -j $(JOBS)
+	ASAN_OPTIONS=detect_leaks=1 ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS)
+	MODELSHARE_BUILD=$(abspath $(ASAN_BUILD)) MODELSHARE_SANITIZED=1 $(PYTEST) -q tests/integration
+
+# libFuzzer builds of the fuzz targets (clang); run one with e.g.
+#   build-fuzz/fuzz/fuzz_req -max_total_time=60 tests/fuzz/corpus/fuzz_req
+fuzz: | deps
+	CC=clang cmake -S . -B build-fuzz -DMS_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
+	cmake --build build-fuzz -j $(JOBS)
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+format-check:
+	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz

@@ -1,0 +1,120 @@
+"""Leases, keep-alive, unload, and memory that comes back when a model goes."""
+import os
+import signal
+
+import numpy as np
+
+from conftest import mlp_reference, pid_alive, wait_until
+
+
+def spec(path, **extra):
+    return {"backend": "dense", "weights": str(path), **extra}
+
+
+def mem_available():
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no MemAvailable")
+
+
+def test_release_then_keep_alive_stops_worker_and_returns_memory(ms):
+    # ~256 MB of weights: large enough to see in the machine's available memory.
+    weights = ms.make_dense("big.safetensors", [4096, 8192, 4096, 16])
+    before = mem_available()
+    s = ms.session("big", spec(weights, keep_alive=1))
+    assert s.ok, s.first
+    m = ms.model("big")
+    (worker,) = m["worker_pids"]
+    assert m["memory_bytes"] > 200e6, m
+    loaded = mem_available()
+    assert before - loaded > 200e6, (before, loaded)
+    assert s.command("release") == "released"
+    # Idle now: still loaded during the keep-alive, gone after it.
+    assert ms.model("big")["leases"] == 0
+    wait_until(lambda: not pid_alive(worker), timeout=15, what="worker exit after keep-alive")
+    wait_until(lambda: ms.model("big") is None, timeout=5, what="model removed from status")
+    assert ms.status()["budgets"]["host"]["used_bytes"] == 0
+    # The worker's memory is the system's again (generous margin for unrelated activity).
+    wait_until(lambda: before - mem_available() < 64e6, timeout=10, what="memory returned")
+
+
+def test_keep_alive_zero_unloads_at_once(ms):
+    weights = ms.make_dense("m.safetensors", [8, 8, 2])
+    s = ms.session("now", spec(weights, keep_alive=0))
+    assert s.ok
+    (worker,) = ms.model("now")["worker_pids"]
+    assert s.command("release") == "released"
+    wait_until(lambda: not pid_alive(worker), timeout=10, what="worker exit")
+
+
+def test_model_stays_during_keep_alive_and_is_reused(ms):
+    weights = ms.make_dense("m.safetensors", [8, 8, 2])
+    s = ms.session("warm", spec(weights, keep_alive=60))
+    assert s.ok and s.command("release") == "released"
+    s2 = ms.session("warm", spec(weights, keep_alive=60))
+    assert s2.ok
+    m = ms.model("warm")
+    assert m["loads"] == 1 and m["leases"] == 1
+
+
+def test_killed_client_releases_its_leases(ms):
+    weights = ms.make_dense("m.safetensors", [8, 8, 2])
+    holder = ms.session("k", spec(weights, keep_alive=60))
+    other = ms.session("k", spec(weights, keep_alive=60))
+    assert holder.ok and other.ok
+    assert ms.model("k")["leases"] == 2
+    os.kill(holder.proc.pid, signal.SIGKILL)
+    holder.proc.wait()
+    wait_until(lambda: ms.model("k")["leases"] == 1, timeout=10, what="lease of the dead client")
+    # The survivor does not notice.
+    x = np.ones((1, 8), np.float32)
+    y = other.infer(x, ms.tmp)
+    np.testing.assert_allclose(y, mlp_reference(weights, x), rtol=1e-4, atol=1e-6)
+
+
+def test_unload_refused_with_leases_then_forced(ms):
+    weights = ms.make_dense("m.safetensors", [8, 8, 2])
+    s = ms.session("u", spec(weights, keep_alive=60))
+    assert s.ok
+    (worker,) = ms.model("u")["worker_pids"]
+    r = ms.cli("unload", "u", check=False)
+    assert r.returncode == 1
+    assert "lease" in r.stderr and "--force" in r.stderr, r.stderr
+    assert pid_alive(worker)
+    ms.cli("unload", "u", "--force")
+    assert not pid_alive(worker)
+    assert ms.model("u") is None
+    answer = s.infer(np.ones((1, 8), np.float32), ms.tmp)
+    assert isinstance(answer, str) and answer.startswith("error MS_E_UNLOADED"), answer
+    assert s.command("release") == "released"
+
+
+def test_unload_idle_model_and_unknown_tag(ms):
+    weights = ms.make_dense("m.safetensors", [8, 8, 2])
+    ms.cli("load", "idle", "--backend", "dense", "--weights", weights, "--keep-alive", "300")
+    (worker,) = ms.model("idle")["worker_pids"]
+    ms.cli("unload", "idle")
+    assert not pid_alive(worker)
+    r = ms.cli("unload", "idle", check=False)
+    assert r.returncode == 1 and "idle" in r.stderr
+
+
+def test_worker_killed_gives_worker_lost_then_reload(ms):
+    weights = ms.make_dense("m.safetensors", [8, 8, 2])
+    s = ms.session("w", spec(weights, keep_alive=60))
+    assert s.ok
+    (worker,) = ms.model("w")["worker_pids"]
+    os.kill(worker, signal.SIGKILL)
+    answer = s.infer(np.ones((1, 8), np.float32), ms.tmp)
+    assert isinstance(answer, str) and answer.startswith("error MS_E_WORKER_LOST"), answer
+    wait_until(lambda: ms.model("w")["state"] == "failed", timeout=10, what="state failed")
+    # A new acquire loads it again, in a new worker.
+    s2 = ms.session("w", spec(weights, keep_alive=60))
+    assert s2.ok, s2.first
+    m = ms.model("w")
+    assert m["loads"] == 2 and m["worker_pids"] and m["worker_pids"][0] != worker
+    x = np.ones((2, 8), np.float32)
+    np.testing.assert_allclose(s2.infer(x, ms.tmp), mlp_reference(weights, x), rtol=1e-4,
+                               atol=1e-6)
