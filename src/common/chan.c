@@ -1,1 +1,170 @@
-/* placeholder: being written */
+/* Pure decoders of the channel's request and response records. Every field a peer controls is
+ * checked before anyone uses it to index an arena. */
+#include "chan.h"
+
+#include <string.h>
+
+#include "arena.h"
+#include "modelshare.h"
+#include "util.h"
+
+/* Checks rank and dims (dims past the rank must be 0) and computes the byte size. */
+static int check_shape(const char *what, uint32_t dtype, uint32_t rank, const int64_t *shape,
+                       size_t *nbytes, char *err, size_t errlen)
+{
+    if (rank > MS_MAX_RANK)
+        return ms__fail(err, errlen, MS_E_SHAPE, "%s: expected a rank from 0 to %d, got %u", what,
+                        MS_MAX_RANK, rank);
+    for (uint32_t i = 0; i < rank; i++)
+        if (shape[i] < 0)
+            return ms__fail(err, errlen, MS_E_SHAPE,
+                            "%s: expected every dimension >= 0, dimension %u is %lld", what, i,
+                            (long long)shape[i]);
+    for (uint32_t i = rank; i < 8; i++)
+        if (shape[i] != 0)
+            return ms__fail(err, errlen, MS_E_PROTOCOL,
+                            "%s: expected 0 in unused dimension %u (rank %u), got %lld", what, i,
+                            rank, (long long)shape[i]);
+    size_t numel, n;
+    if (!ms__shape_numel((int)rank, shape, &numel) ||
+        ms__mul_overflow(numel, ms_dtype_size((int)dtype), &n)) {
+        char s[160];
+        ms__shape_str((int)rank, shape, s, sizeof s);
+        return ms__fail(err, errlen, MS_E_TOO_LARGE, "%s: shape %s of %s overflows the byte size",
+                        what, s, ms_dtype_name((int)dtype));
+    }
+    *nbytes = n;
+    return 0;
+}
+
+/* [off, off + len) inside [MS__ARENA_HEADER, cap), aligned to align. */
+static int check_range(const char *what, uint64_t off, uint64_t len, uint64_t cap, size_t align,
+                       char *err, size_t errlen)
+{
+    if (len > cap - MS__ARENA_HEADER)
+        return ms__fail(err, errlen, MS_E_TOO_LARGE,
+                        "%s of %llu bytes: expected at most the arena's %llu bytes of room", what,
+                        (unsigned long long)len, (unsigned long long)(cap - MS__ARENA_HEADER));
+    if (off < MS__ARENA_HEADER || off > cap || len > cap - off)
+        return ms__fail(err, errlen, MS_E_PROTOCOL,
+                        "%s [%llu, +%llu): expected a range inside the arena [%u, %llu)", what,
+                        (unsigned long long)off, (unsigned long long)len, MS__ARENA_HEADER,
+                        (unsigned long long)cap);
+    if (align > 1 && off % align != 0)
+        return ms__fail(err, errlen, MS_E_PROTOCOL,
+                        "%s at offset %llu: expected an offset aligned to %zu bytes", what,
+                        (unsigned long long)off, align);
+    return 0;
+}
+
+int ms__req_decode(const void *buf, size_t len, uint64_t arena_capacity, ms__req *out, char *err,
+                   size_t errlen)
+{
+    if (buf == NULL || len != sizeof(ms__req))
+        return ms__fail(err, errlen, MS_E_PROTOCOL,
+                        "expected a request record of %zu bytes, got %zu bytes", sizeof(ms__req),
+                        buf == NULL ? (size_t)0 : len);
+    ms__req r;
+    memcpy(&r, buf, sizeof r);
+    if (r.magic != MS__REQ_MAGIC)
+        return ms__fail(err, errlen, MS_E_PROTOCOL, "expected request magic 0x%08x, got 0x%08x",
+                        MS__REQ_MAGIC, r.magic);
+    if (r.flags != 0)
+        return ms__fail(err, errlen, MS_E_PROTOCOL, "expected request flags 0, got 0x%x", r.flags);
+    size_t esize = ms_dtype_size((int)r.dtype);
+    if (esize == 0)
+        return ms__fail(err, errlen, MS_E_DTYPE,
+                        "expected an input dtype from %d to %d (float32 ... bool), got %u",
+                        MS_FLOAT32, MS_BOOL, r.dtype);
+    size_t nbytes;
+    int rc = check_shape("input", r.dtype, r.rank, r.shape, &nbytes, err, errlen);
+    if (rc != 0)
+        return rc;
+    if (r.in_len != nbytes) {
+        char s[160];
+        ms__shape_str((int)r.rank, r.shape, s, sizeof s);
+        return ms__fail(err, errlen, MS_E_PROTOCOL,
+                        "expected an input of %zu bytes for %s %s, got in_len %llu", nbytes,
+                        ms_dtype_name((int)r.dtype), s, (unsigned long long)r.in_len);
+    }
+    if (arena_capacity < MS__ARENA_MIN || arena_capacity > MS__ARENA_MAX)
+        return ms__fail(err, errlen, MS_E_PROTOCOL,
+                        "expected an arena of %llu to %llu bytes, got %llu",
+                        (unsigned long long)MS__ARENA_MIN, (unsigned long long)MS__ARENA_MAX,
+                        (unsigned long long)arena_capacity);
+    rc = check_range("input", r.in_off, r.in_len, arena_capacity, esize, err, errlen);
+    if (rc != 0)
+        return rc;
+    rc = check_range("output room", r.out_off, r.out_cap, arena_capacity, esize, err, errlen);
+    if (rc != 0)
+        return rc;
+    /* Both ranges lie inside the arena, so the ends below cannot overflow. */
+    if (r.in_len > 0 && r.out_cap > 0 && r.in_off < r.out_off + r.out_cap &&
+        r.out_off < r.in_off + r.in_len)
+        return ms__fail(err, errlen, MS_E_PROTOCOL,
+                        "expected input [%llu, +%llu) and output room [%llu, +%llu) not to "
+                        "overlap",
+                        (unsigned long long)r.in_off, (unsigned long long)r.in_len,
+                        (unsigned long long)r.out_off, (unsigned long long)r.out_cap);
+    if (r.deadline_ns < 0)
+        return ms__fail(err, errlen, MS_E_PROTOCOL, "expected a deadline >= 0, got %lld",
+                        (long long)r.deadline_ns);
+    *out = r;
+    return 0;
+}
+
+static bool status_known(int32_t status)
+{
+    switch (status) {
+    case MS_OK:
+#define MS__ERR_CASE(name, code, text) case code:
+        MS_ERRNO_MAP(MS__ERR_CASE)
+#undef MS__ERR_CASE
+        return true;
+    default:
+        return false;
+    }
+}
+
+int ms__resp_decode(const void *buf, size_t len, ms__resp *out, char *err, size_t errlen)
+{
+    if (buf == NULL || len != sizeof(ms__resp))
+        return ms__fail(err, errlen, MS_E_PROTOCOL,
+                        "expected a response record of %zu bytes, got %zu bytes", sizeof(ms__resp),
+                        buf == NULL ? (size_t)0 : len);
+    ms__resp r;
+    memcpy(&r, buf, sizeof r);
+    if (r.magic != MS__RESP_MAGIC)
+        return ms__fail(err, errlen, MS_E_PROTOCOL, "expected response magic 0x%08x, got 0x%08x",
+                        MS__RESP_MAGIC, r.magic);
+    if (!status_known(r.status))
+        return ms__fail(err, errlen, MS_E_PROTOCOL,
+                        "expected response status 0 or an MS_E_* code, got %d", (int)r.status);
+    if (memchr(r.msg, '\0', sizeof r.msg) == NULL)
+        return ms__fail(err, errlen, MS_E_PROTOCOL,
+                        "expected a NUL-terminated message of at most %zu bytes in the response",
+                        sizeof r.msg - 1);
+    if (r.status == 0) {
+        if (ms_dtype_size((int)r.dtype) == 0)
+            return ms__fail(err, errlen, MS_E_DTYPE,
+                            "expected an output dtype from %d to %d (float32 ... bool), got %u",
+                            MS_FLOAT32, MS_BOOL, r.dtype);
+        size_t nbytes;
+        int rc = check_shape("output", r.dtype, r.rank, r.shape, &nbytes, err, errlen);
+        if (rc != 0)
+            return rc;
+        if (r.out_len != nbytes) {
+            char s[160];
+            ms__shape_str((int)r.rank, r.shape, s, sizeof s);
+            return ms__fail(err, errlen, MS_E_PROTOCOL,
+                            "expected an output of %zu bytes for %s %s, got out_len %llu", nbytes,
+                            ms_dtype_name((int)r.dtype), s, (unsigned long long)r.out_len);
+        }
+    } else if (r.rank > MS_MAX_RANK) {
+        return ms__fail(err, errlen, MS_E_PROTOCOL,
+                        "expected a rank from 0 to %d in the response, got %u", MS_MAX_RANK,
+                        r.rank);
+    }
+    *out = r;
+    return 0;
+}

@@ -1,1 +1,655 @@
-/* placeholder: being written */
+/* The control protocol: length-prefixed JSON frames over Unix stream sockets, descriptors passed
+ * with SCM_RIGHTS. See proto.h for the messages. */
+#include "proto.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "modelshare.h"
+#include "util.h"
+
+/* Descriptors a single receive call accepts before the kernel truncates the control data. */
+#define CMSG_FDS_MAX (MS__FDS_MAX * 4)
+#define READER_CAP_MAX ((size_t)4 + MS__FRAME_MAX)
+#define READER_CAP_MIN ((size_t)4096)
+
+static uint32_t le32_get(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void le32_put(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+static void close_fds(int *fds, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+}
+
+/* Milliseconds left until deadline_ns (-1: no deadline). */
+static int ms_left(int64_t deadline_ns)
+{
+    if (deadline_ns < 0)
+        return -1;
+    int64_t left = deadline_ns - ms__now_ns();
+    if (left <= 0)
+        return 0;
+    int64_t ms = (left + 999999) / 1000000;
+    return ms > 0x7fffffff ? 0x7fffffff : (int)ms;
+}
+
+static int64_t deadline_from(int timeout_ms)
+{
+    return timeout_ms < 0 ? -1 : ms__now_ns() + (int64_t)timeout_ms * 1000000;
+}
+
+/* Checks the length word of a frame at buf (at least 4 bytes). */
+static int frame_length(const uint8_t *buf, uint32_t *n, char *err, size_t errlen)
+{
+    uint32_t v = le32_get(buf);
+    if (v == 0)
+        return ms__fail(err, errlen, MS_E_TOO_LARGE,
+                        "expected a frame length from 1 to %u bytes, got 0", MS__FRAME_MAX);
+    if (v > MS__FRAME_MAX)
+        return ms__fail(err, errlen, MS_E_TOO_LARGE,
+                        "expected a frame length from 1 to %u bytes, got %u", MS__FRAME_MAX, v);
+    *n = v;
+    return 0;
+}
+
+static int frame_body(const uint8_t *body, uint32_t n, json_t **msg, char *err, size_t errlen)
+{
+    json_error_t jerr;
+    json_t *j = json_loadb((const char *)body, n, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+    if (j == NULL)
+        return ms__fail(err, errlen, MS_E_PROTOCOL,
+                        "expected a JSON object in the frame, got invalid JSON (%s at byte %d)",
+                        jerr.text, jerr.position);
+    if (!json_is_object(j)) {
+        int t = json_typeof(j);
+        json_decref(j);
+        static const char *const names[] = {"an object", "an array", "a string", "an integer",
+                                            "a real",    "true",     "false",    "null"};
+        return ms__fail(err, errlen, MS_E_PROTOCOL, "expected a JSON object in the frame, got %s",
+                        t >= 0 && t < (int)MS__ARRAY_LEN(names) ? names[t] : "something else");
+    }
+    *msg = j;
+    return 0;
+}
+
+int ms__frame_decode(const uint8_t *buf, size_t len, json_t **msg, size_t *consumed, char *err,
+                     size_t errlen)
+{
+    if (buf == NULL && len > 0)
+        return ms__fail(err, errlen, MS_E_INVAL, "expected a buffer, got NULL");
+    if (len < 4) {
+        *consumed = 0;
+        return 0;
+    }
+    uint32_t n;
+    int rc = frame_length(buf, &n, err, errlen);
+    if (rc != 0)
+        return rc;
+    if (len - 4 < n) {
+        *consumed = 0;
+        return 0;
+    }
+    rc = frame_body(buf + 4, n, msg, err, errlen);
+    if (rc != 0)
+        return rc;
+    *consumed = 4 + (size_t)n;
+    return 0;
+}
+
+int ms__frame_encode(const json_t *msg, uint8_t **out, size_t *outlen, char *err, size_t errlen)
+{
+    if (msg == NULL || !json_is_object(msg))
+        return ms__fail(err, errlen, MS_E_INVAL, "expected a JSON object to send");
+    size_t flags = JSON_COMPACT | JSON_ENSURE_ASCII;
+    size_t n = json_dumpb(msg, NULL, 0, flags);
+    if (n == 0)
+        return ms__fail(err, errlen, MS_E_NOMEM, "cannot serialise the message");
+    if (n > MS__FRAME_MAX)
+        return ms__fail(err, errlen, MS_E_TOO_LARGE,
+                        "message of %zu bytes is over the frame limit of %u bytes", n,
+                        MS__FRAME_MAX);
+    uint8_t *buf = malloc(4 + n);
+    if (buf == NULL)
+        return ms__fail(err, errlen, MS_E_NOMEM, "out of memory for a %zu-byte frame", n);
+    if (json_dumpb(msg, (char *)buf + 4, n, flags) != n) {
+        free(buf);
+        return ms__fail(err, errlen, MS_E_NOMEM, "cannot serialise the message");
+    }
+    le32_put(buf, (uint32_t)n);
+    *out = buf;
+    *outlen = 4 + n;
+    return 0;
+}
+
+/* The "nfds" a message declares: 0 when absent; -1 when present but not 0..MS__FDS_MAX. */
+static int declared_nfds(const json_t *msg)
+{
+    const json_t *v = json_object_get(msg, "nfds");
+    if (v == NULL)
+        return 0;
+    if (!json_is_integer(v))
+        return -1;
+    json_int_t n = json_integer_value(v);
+    if (n < 0 || n > MS__FDS_MAX)
+        return -1;
+    return (int)n;
+}
+
+int ms__msg_send(int fd, const json_t *msg, const int *fds, int nfds, int timeout_ms, char *err,
+                 size_t errlen)
+{
+    if (nfds < 0 || nfds > MS__FDS_MAX || (nfds > 0 && fds == NULL))
+        return ms__fail(err, errlen, MS_E_INVAL, "expected 0 to %d descriptors, got %d",
+                        MS__FDS_MAX, nfds);
+    if (msg != NULL && declared_nfds(msg) != nfds)
+        return ms__fail(err, errlen, MS_E_INVAL,
+                        "message carries %d descriptor(s) but its \"nfds\" field says %d", nfds,
+                        declared_nfds(msg));
+    uint8_t *buf;
+    size_t len;
+    int rc = ms__frame_encode(msg, &buf, &len, err, errlen);
+    if (rc != 0)
+        return rc;
+
+    int64_t deadline = deadline_from(timeout_ms);
+    size_t off = 0;
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * MS__FDS_MAX)];
+        struct cmsghdr align;
+    } ctl;
+    while (off < len) {
+        struct iovec iov = {.iov_base = buf + off, .iov_len = len - off};
+        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+        if (off == 0 && nfds > 0) {
+            memset(&ctl, 0, sizeof ctl);
+            mh.msg_control = ctl.buf;
+            mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+            struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+            c->cmsg_level = SOL_SOCKET;
+            c->cmsg_type = SCM_RIGHTS;
+            c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+            memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+        }
+        ssize_t w = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w > 0) {
+            off += (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            int left = ms_left(deadline);
+            if (left == 0) {
+                rc = ms__fail(err, errlen, MS_E_IO,
+                              "timed out after %d ms sending a message (%zu of %zu bytes sent)",
+                              timeout_ms, off, len);
+                goto out;
+            }
+            struct pollfd p = {.fd = fd, .events = POLLOUT};
+            int pr = poll(&p, 1, left);
+            if (pr < 0 && errno != EINTR) {
+                rc = ms__fail(err, errlen, MS_E_IO, "poll failed while sending: %s",
+                              strerror(errno));
+                goto out;
+            }
+            continue;
+        }
+        rc = ms__fail(err, errlen, MS_E_IO, "cannot send a message: %s",
+                      w == 0 ? "connection closed" : strerror(errno));
+        goto out;
+    }
+    rc = 0;
+out:
+    free(buf);
+    return rc;
+}
+
+/* Moves the descriptors of the control messages of mh into q (up to qcap, *qn updated). Those
+ * that do not fit are closed. Returns the number closed that way. */
+static int take_fds(struct msghdr *mh, int *q, int *qn, int qcap)
+{
+    int dropped = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c != NULL; c = CMSG_NXTHDR(mh, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        const unsigned char *data = CMSG_DATA(c);
+        for (size_t i = 0; i < n; i++) {
+            int f;
+            memcpy(&f, data + i * sizeof(int), sizeof(int));
+            if (*qn < qcap) {
+                q[(*qn)++] = f;
+            } else {
+                close(f);
+                dropped++;
+            }
+        }
+    }
+    return dropped;
+}
+
+/* One recvmsg into dst (at most want bytes), queueing descriptors. Returns bytes read, 0 on EOF,
+ * or a negative MS_E_* code (-EAGAIN-like cases are reported as MS_E_TIMEOUT with *again set). */
+static ssize_t recv_some(int fd, uint8_t *dst, size_t want, int *q, int *qn, int qcap, int *again,
+                         char *err, size_t errlen)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * CMSG_FDS_MAX)];
+        struct cmsghdr align;
+    } ctl;
+    *again = 0;
+    for (;;) {
+        struct iovec iov = {.iov_base = dst, .iov_len = want};
+        struct msghdr mh = {.msg_iov = &iov,
+                            .msg_iovlen = 1,
+                            .msg_control = ctl.buf,
+                            .msg_controllen = sizeof ctl.buf};
+        ssize_t r = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                *again = 1;
+                return 0;
+            }
+            return ms__fail(err, errlen, MS_E_IO, "cannot receive: %s", strerror(errno));
+        }
+        int dropped = take_fds(&mh, q, qn, qcap);
+        if (mh.msg_flags & MSG_CTRUNC)
+            return ms__fail(err, errlen, MS_E_LIMIT,
+                            "expected at most %d descriptors in one message, got more "
+                            "(control data truncated)",
+                            CMSG_FDS_MAX);
+        if (dropped > 0)
+            return ms__fail(err, errlen, MS_E_LIMIT,
+                            "expected at most %d queued descriptors, got %d more", qcap, dropped);
+        return r;
+    }
+}
+
+/* Reads exactly len bytes (blocking socket, poll for the deadline). */
+static int recv_exact(int fd, uint8_t *dst, size_t len, int *q, int *qn, int qcap, int64_t deadline,
+                      int timeout_ms, size_t already, char *err, size_t errlen)
+{
+    size_t off = 0;
+    while (off < len) {
+        int left = ms_left(deadline);
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int pr = poll(&p, 1, left);
+        if (pr < 0) {
+            if (errno == EINTR)
+                continue;
+            return ms__fail(err, errlen, MS_E_IO, "poll failed while receiving: %s",
+                            strerror(errno));
+        }
+        if (pr == 0)
+            return ms__fail(err, errlen, MS_E_TIMEOUT,
+                            "timed out after %d ms waiting for a message", timeout_ms);
+        int again;
+        ssize_t r = recv_some(fd, dst + off, len - off, q, qn, qcap, &again, err, errlen);
+        if (r < 0)
+            return (int)r;
+        if (again)
+            continue;
+        if (r == 0) {
+            if (off + already == 0)
+                return ms__fail(err, errlen, MS_E_IO, "connection closed");
+            return ms__fail(err, errlen, MS_E_IO,
+                            "connection closed in the middle of a message (%zu bytes of it came)",
+                            off + already);
+        }
+        off += (size_t)r;
+    }
+    return 0;
+}
+
+int ms__msg_recv(int fd, json_t **msg, int *fds, int *nfds, int maxfds, int timeout_ms, char *err,
+                 size_t errlen)
+{
+    int q[CMSG_FDS_MAX];
+    int qn = 0;
+    uint8_t hdr[4];
+    uint8_t *body = NULL;
+    json_t *j = NULL;
+    int64_t deadline = deadline_from(timeout_ms);
+    if (maxfds < 0 || (maxfds > 0 && fds == NULL))
+        return ms__fail(err, errlen, MS_E_INVAL, "expected room for descriptors, got none");
+
+    int rc = recv_exact(fd, hdr, 4, q, &qn, CMSG_FDS_MAX, deadline, timeout_ms, 0, err, errlen);
+    if (rc != 0)
+        goto fail;
+    uint32_t n;
+    rc = frame_length(hdr, &n, err, errlen);
+    if (rc != 0)
+        goto fail;
+    body = malloc(n);
+    if (body == NULL) {
+        rc = ms__fail(err, errlen, MS_E_NOMEM, "out of memory for a %u-byte message", n);
+        goto fail;
+    }
+    rc = recv_exact(fd, body, n, q, &qn, CMSG_FDS_MAX, deadline, timeout_ms, 4, err, errlen);
+    if (rc != 0)
+        goto fail;
+    rc = frame_body(body, n, &j, err, errlen);
+    if (rc != 0)
+        goto fail;
+    int want = declared_nfds(j);
+    if (want < 0) {
+        rc =
+            ms__fail(err, errlen, MS_E_PROTOCOL,
+                     "expected \"nfds\" to be an integer from 0 to %d in the message", MS__FDS_MAX);
+        goto fail;
+    }
+    if (want > maxfds) {
+        rc = ms__fail(err, errlen, MS_E_PROTOCOL,
+                      "expected a message with at most %d descriptor(s), got one declaring %d",
+                      maxfds, want);
+        goto fail;
+    }
+    if (qn < want) {
+        rc = ms__fail(err, errlen, MS_E_PROTOCOL,
+                      "message declares %d descriptor(s) but %d came with it", want, qn);
+        goto fail;
+    }
+    for (int i = 0; i < want; i++)
+        fds[i] = q[i];
+    close_fds(q + want, qn - want);
+    free(body);
+    if (nfds != NULL)
+        *nfds = want;
+    *msg = j;
+    return 0;
+
+fail:
+    json_decref(j);
+    free(body);
+    close_fds(q, qn);
+    return rc;
+}
+
+void ms__reader_init(ms__reader *r)
+{
+    memset(r, 0, sizeof *r);
+}
+
+void ms__reader_free(ms__reader *r)
+{
+    if (r == NULL)
+        return;
+    close_fds(r->fds, r->nfds);
+    r->nfds = 0;
+    free(r->buf);
+    r->buf = NULL;
+    r->len = r->cap = 0;
+}
+
+/* Checks the first frame's length word once 4 bytes are buffered. */
+static int reader_check_head(const ms__reader *r, char *err, size_t errlen)
+{
+    uint32_t n;
+    if (r->len < 4)
+        return 0;
+    return frame_length(r->buf, &n, err, errlen);
+}
+
+int ms__reader_fill(ms__reader *r, int fd, char *err, size_t errlen)
+{
+    for (;;) {
+        int rc = reader_check_head(r, err, errlen);
+        if (rc != 0)
+            return rc;
+        if (r->len == r->cap) {
+            if (r->cap >= READER_CAP_MAX)
+                return 0; /* a whole frame is buffered (its length was checked): drain first */
+            size_t ncap = r->cap < READER_CAP_MIN ? READER_CAP_MIN : r->cap * 2;
+            /* Grow only as far as the buffered frame needs, never past one whole frame. */
+            if (ncap > READER_CAP_MAX)
+                ncap = READER_CAP_MAX;
+            uint8_t *nb = realloc(r->buf, ncap);
+            if (nb == NULL)
+                return ms__fail(err, errlen, MS_E_NOMEM, "out of memory for a %zu-byte buffer",
+                                ncap);
+            r->buf = nb;
+            r->cap = ncap;
+        }
+        int again;
+        int qcap = (int)MS__ARRAY_LEN(r->fds);
+        ssize_t n = recv_some(fd, r->buf + r->len, r->cap - r->len, r->fds, &r->nfds, qcap, &again,
+                              err, errlen);
+        if (n < 0)
+            return (int)n;
+        if (again)
+            return reader_check_head(r, err, errlen);
+        if (n == 0) {
+            r->eof = 1;
+            return reader_check_head(r, err, errlen);
+        }
+        r->len += (size_t)n;
+    }
+}
+
+int ms__reader_next(ms__reader *r, json_t **msg, int *fds, int *nfds, char *err, size_t errlen)
+{
+    *msg = NULL;
+    if (nfds != NULL)
+        *nfds = 0;
+    if (r->len < 4)
+        return 0;
+    uint32_t n;
+    int rc = frame_length(r->buf, &n, err, errlen);
+    if (rc != 0)
+        return rc;
+    if (r->len - 4 < n)
+        return 0;
+    json_t *j = NULL;
+    rc = frame_body(r->buf + 4, n, &j, err, errlen);
+    /* The frame is consumed whether or not it parsed: its length was valid. */
+    size_t used = 4 + (size_t)n;
+    memmove(r->buf, r->buf + used, r->len - used);
+    r->len -= used;
+    if (r->cap > READER_CAP_MIN && r->len < READER_CAP_MIN) {
+        /* Give back a large buffer once it is drained. */
+        uint8_t *nb = realloc(r->buf, READER_CAP_MIN);
+        if (nb != NULL) {
+            r->buf = nb;
+            r->cap = READER_CAP_MIN;
+        }
+    }
+    if (rc != 0)
+        return rc;
+    int want = declared_nfds(j);
+    if (want < 0) {
+        json_decref(j);
+        return ms__fail(err, errlen, MS_E_PROTOCOL,
+                        "expected \"nfds\" to be an integer from 0 to %d in the message",
+                        MS__FDS_MAX);
+    }
+    if (want > r->nfds) {
+        json_decref(j);
+        return ms__fail(err, errlen, MS_E_PROTOCOL,
+                        "message declares %d descriptor(s) but %d came with it", want, r->nfds);
+    }
+    if (want > 0 && fds == NULL) {
+        json_decref(j);
+        return ms__fail(err, errlen, MS_E_PROTOCOL,
+                        "expected a message without descriptors, got one declaring %d", want);
+    }
+    for (int i = 0; i < want; i++)
+        fds[i] = r->fds[i];
+    memmove(r->fds, r->fds + want, sizeof(int) * (size_t)(r->nfds - want));
+    r->nfds -= want;
+    if (nfds != NULL)
+        *nfds = want;
+    *msg = j;
+    return 0;
+}
+
+/* json_string() that never fails on bytes that are not UTF-8: they become '?'. */
+static json_t *string_lossy(const char *s)
+{
+    json_t *j = json_string(s);
+    if (j != NULL)
+        return j;
+    size_t len = strlen(s);
+    char *copy = malloc(len + 1);
+    if (copy == NULL)
+        return NULL;
+    for (size_t i = 0; i <= len; i++)
+        copy[i] = (unsigned char)s[i] >= 0x80 ? '?' : s[i];
+    j = json_string(copy);
+    free(copy);
+    return j;
+}
+
+json_t *ms__reply_ok(json_t *id)
+{
+    json_t *r = json_object();
+    if (r == NULL)
+        return NULL;
+    json_object_set(r, "id", id != NULL ? id : json_null());
+    json_object_set_new(r, "ok", json_true());
+    return r;
+}
+
+json_t *ms__reply_err(json_t *id, int code, const char *message)
+{
+    json_t *r = json_object();
+    if (r == NULL)
+        return NULL;
+    json_object_set(r, "id", id != NULL ? id : json_null());
+    json_object_set_new(r, "ok", json_false());
+    json_object_set_new(r, "code", json_integer(code));
+    json_object_set_new(
+        r, "error",
+        string_lossy(message != NULL && message[0] != '\0' ? message : ms_strerror(code)));
+    return r;
+}
+
+static json_t *sig_side(const ms__sig *s)
+{
+    json_t *o = json_object();
+    json_t *shape = json_array();
+    if (o == NULL || shape == NULL) {
+        json_decref(o);
+        json_decref(shape);
+        return NULL;
+    }
+    int dtype = s != NULL ? s->dtype : 0;
+    int rank = s != NULL ? s->rank : 0;
+    if (rank < 0 || rank > MS_MAX_RANK)
+        rank = 0;
+    if (ms_dtype_size(dtype) != 0)
+        json_object_set_new(o, "dtype", json_string(ms_dtype_name(dtype)));
+    else
+        json_object_set_new(o, "dtype", json_null());
+    for (int i = 0; i < rank; i++)
+        json_array_append_new(shape, json_integer(s->shape[i]));
+    json_object_set_new(o, "shape", shape);
+    return o;
+}
+
+json_t *ms__sig_to_json(const ms__sig *in, const ms__sig *out)
+{
+    json_t *j = json_object();
+    if (j == NULL)
+        return NULL;
+    json_object_set_new(j, "input", sig_side(in));
+    json_object_set_new(j, "output", sig_side(out));
+    return j;
+}
+
+static int sig_side_from(const json_t *o, const char *which, ms__sig *s, char *err, size_t errlen)
+{
+    memset(s, 0, sizeof *s);
+    if (o == NULL || json_is_null(o))
+        return 0;
+    if (!json_is_object(o))
+        return ms__fail(err, errlen, MS_E_PROTOCOL, "signature %s: expected an object", which);
+    const json_t *d = json_object_get(o, "dtype");
+    if (d != NULL && !json_is_null(d)) {
+        if (!json_is_string(d))
+            return ms__fail(err, errlen, MS_E_PROTOCOL,
+                            "signature %s: expected \"dtype\" to be a dtype name", which);
+        s->dtype = ms__dtype_from_name(json_string_value(d));
+        if (s->dtype == 0)
+            return ms__fail(err, errlen, MS_E_PROTOCOL,
+                            "signature %s: expected a dtype name like \"float32\", got \"%.40s\"",
+                            which, json_string_value(d));
+    }
+    const json_t *sh = json_object_get(o, "shape");
+    if (sh == NULL || json_is_null(sh))
+        return 0;
+    if (!json_is_array(sh) || json_array_size(sh) > MS_MAX_RANK)
+        return ms__fail(err, errlen, MS_E_PROTOCOL,
+                        "signature %s: expected \"shape\" to be an array of at most %d dimensions",
+                        which, MS_MAX_RANK);
+    size_t i;
+    const json_t *v;
+    json_array_foreach(sh, i, v)
+    {
+        if (!json_is_integer(v) || json_integer_value(v) < -1)
+            return ms__fail(err, errlen, MS_E_PROTOCOL,
+                            "signature %s: expected each dimension to be an integer >= -1 "
+                            "(-1: varies), dimension %zu is not",
+                            which, i);
+        s->shape[i] = json_integer_value(v);
+    }
+    s->rank = (int)json_array_size(sh);
+    return 0;
+}
+
+int ms__sig_from_json(const json_t *j, ms__sig *in, ms__sig *out, char *err, size_t errlen)
+{
+    ms__sig a, b;
+    if (j != NULL && !json_is_null(j) && !json_is_object(j))
+        return ms__fail(err, errlen, MS_E_PROTOCOL,
+                        "expected the signature to be an object with \"input\" and \"output\"");
+    int rc =
+        sig_side_from(j != NULL ? json_object_get(j, "input") : NULL, "input", &a, err, errlen);
+    if (rc != 0)
+        return rc;
+    rc = sig_side_from(j != NULL ? json_object_get(j, "output") : NULL, "output", &b, err, errlen);
+    if (rc != 0)
+        return rc;
+    if (in != NULL)
+        *in = a;
+    if (out != NULL)
+        *out = b;
+    return 0;
+}
+
+int ms__dtype_from_name(const char *name)
+{
+    static const struct {
+        const char *name, *st;
+        int dtype;
+    } table[] = {
+        {"float32", "F32", MS_FLOAT32},    {"float16", "F16", MS_FLOAT16},
+        {"bfloat16", "BF16", MS_BFLOAT16}, {"float64", "F64", MS_FLOAT64},
+        {"int8", "I8", MS_INT8},           {"uint8", "U8", MS_UINT8},
+        {"int16", "I16", MS_INT16},        {"int32", "I32", MS_INT32},
+        {"int64", "I64", MS_INT64},        {"bool", "BOOL", MS_BOOL},
+    };
+    if (name == NULL)
+        return 0;
+    for (size_t i = 0; i < MS__ARRAY_LEN(table); i++)
+        if (strcmp(name, table[i].name) == 0 || strcmp(name, table[i].st) == 0)
+            return table[i].dtype;
+    return 0;
+}

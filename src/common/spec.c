@@ -1,1 +1,338 @@
-/* placeholder: being written */
+/* A model's spec: parsing with field-by-field validation, canonical JSON, equality. */
+#include "spec.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "modelshare.h"
+#include "util.h"
+
+#define SPEC_WEIGHTS_MAX 4096
+#define SPEC_DEVICE_CUDA_MAX 63
+#define SPEC_MEMORY_MAX (1ll << 62)
+
+static const char *const known_fields[] = {
+    "backend",        "weights",   "device",      "output",    "keep_alive", "max_batch",
+    "batch_delay_us", "instances", "thread_safe", "batchable", "memory",     "load_timeout",
+};
+
+/* "backend, weights, ..." into buf. */
+static void known_list(char *buf, size_t buflen)
+{
+    size_t pos = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < MS__ARRAY_LEN(known_fields) && pos < buflen; i++) {
+        int n = snprintf(buf + pos, buflen - pos, "%s%s", i > 0 ? ", " : "", known_fields[i]);
+        if (n < 0)
+            break;
+        pos += (size_t)n;
+    }
+}
+
+/* A short rendering of a JSON value for messages: "\"ten\"", "2.5", "null", "an object". */
+static void value_str(const json_t *v, char *buf, size_t buflen)
+{
+    if (json_is_object(v)) {
+        snprintf(buf, buflen, "an object");
+        return;
+    }
+    if (json_is_array(v)) {
+        snprintf(buf, buflen, "an array");
+        return;
+    }
+    char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+    if (s == NULL) {
+        snprintf(buf, buflen, "a value");
+        return;
+    }
+    if (strlen(s) > 60)
+        snprintf(buf, buflen, "%.57s...", s);
+    else
+        snprintf(buf, buflen, "%s", s);
+    free(s);
+}
+
+static int field_fail(char *err, size_t errlen, const char *field, const char *expected,
+                      const json_t *got)
+{
+    char g[80];
+    value_str(got, g, sizeof g);
+    return ms__fail(err, errlen, MS_E_SPEC, "spec field \"%s\": expected %s, got %s", field,
+                    expected, g);
+}
+
+/* An integer in [lo, hi]; a JSON real with an integral value counts. */
+static bool get_int(const json_t *v, long long lo, long long hi, long long *out)
+{
+    if (json_is_integer(v)) {
+        json_int_t x = json_integer_value(v);
+        if (x < lo || x > hi)
+            return false;
+        *out = x;
+        return true;
+    }
+    if (json_is_real(v)) {
+        double x = json_real_value(v);
+        if (!(x >= (double)lo && x <= (double)hi))
+            return false;
+        long long i = (long long)x;
+        if ((double)i != x)
+            return false;
+        *out = i;
+        return true;
+    }
+    return false;
+}
+
+/* A number (integer or real) in [lo, hi]. */
+static bool get_num(const json_t *v, double lo, double hi, double *out)
+{
+    if (!json_is_number(v))
+        return false;
+    double x = json_number_value(v);
+    if (!(x >= lo && x <= hi))
+        return false;
+    *out = x;
+    return true;
+}
+
+/* "cpu", "cuda:N" (N 0..63, no leading zeros), or "cuda" (meaning "cuda:0"). */
+static bool device_canon(const char *s, char *out, size_t outlen)
+{
+    if (strcmp(s, "cpu") == 0) {
+        snprintf(out, outlen, "cpu");
+        return true;
+    }
+    if (strcmp(s, "cuda") == 0) {
+        snprintf(out, outlen, "cuda:0");
+        return true;
+    }
+    if (strncmp(s, "cuda:", 5) != 0)
+        return false;
+    const char *d = s + 5;
+    size_t n = strlen(d);
+    if (n == 0 || n > 2 || (n == 2 && d[0] == '0'))
+        return false;
+    int v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (d[i] < '0' || d[i] > '9')
+            return false;
+        v = v * 10 + (d[i] - '0');
+    }
+    if (v > SPEC_DEVICE_CUDA_MAX)
+        return false;
+    snprintf(out, outlen, "cuda:%d", v);
+    return true;
+}
+
+static int parse_field(const char *key, const json_t *v, ms__spec *s, bool *seen_backend, char *err,
+                       size_t errlen)
+{
+    long long i;
+    double d;
+    if (strcmp(key, "backend") == 0) {
+        const char *b = json_string_value(v);
+        if (b == NULL || (strcmp(b, "dense") != 0 && strcmp(b, "python") != 0))
+            return field_fail(err, errlen, key, "\"dense\" or \"python\"", v);
+        snprintf(s->backend, sizeof s->backend, "%s", b);
+        *seen_backend = true;
+    } else if (strcmp(key, "weights") == 0) {
+        if (json_is_null(v))
+            return 0;
+        const char *w = json_string_value(v);
+        if (w == NULL || w[0] == '\0' || strlen(w) > SPEC_WEIGHTS_MAX)
+            return field_fail(err, errlen, key, "a path (a non-empty string of at most 4096 bytes)",
+                              v);
+        s->weights = strdup(w);
+        if (s->weights == NULL)
+            return ms__fail(err, errlen, MS_E_NOMEM, "out of memory copying the spec");
+    } else if (strcmp(key, "device") == 0) {
+        const char *dev = json_string_value(v);
+        if (dev == NULL || !device_canon(dev, s->device, sizeof s->device))
+            return field_fail(err, errlen, key, "\"cpu\" or \"cuda:N\" with N from 0 to 63", v);
+    } else if (strcmp(key, "output") == 0) {
+        const char *o = json_string_value(v);
+        if (o != NULL && strcmp(o, "linear") == 0)
+            s->output = MS__OUTPUT_LINEAR;
+        else if (o != NULL && strcmp(o, "softmax") == 0)
+            s->output = MS__OUTPUT_SOFTMAX;
+        else
+            return field_fail(err, errlen, key, "\"linear\" or \"softmax\"", v);
+    } else if (strcmp(key, "keep_alive") == 0) {
+        if (!get_num(v, 0, 1e12, &d))
+            return field_fail(err, errlen, key, "a number of seconds >= 0 (at most 1e12)", v);
+        s->keep_alive = d;
+    } else if (strcmp(key, "max_batch") == 0) {
+        if (!get_int(v, 1, 65536, &i))
+            return field_fail(err, errlen, key, "an integer from 1 to 65536", v);
+        s->max_batch = (int)i;
+    } else if (strcmp(key, "batch_delay_us") == 0) {
+        if (!get_int(v, 0, 1000000, &i))
+            return field_fail(err, errlen, key, "an integer from 0 to 1000000 (microseconds)", v);
+        s->batch_delay_us = (int)i;
+    } else if (strcmp(key, "instances") == 0) {
+        if (!get_int(v, 1, 64, &i))
+            return field_fail(err, errlen, key, "an integer from 1 to 64", v);
+        s->instances = (int)i;
+    } else if (strcmp(key, "thread_safe") == 0) {
+        if (!json_is_boolean(v))
+            return field_fail(err, errlen, key, "true or false", v);
+        s->thread_safe = json_is_true(v);
+    } else if (strcmp(key, "batchable") == 0) {
+        if (!json_is_boolean(v))
+            return field_fail(err, errlen, key, "true or false", v);
+        s->batchable = json_is_true(v);
+    } else if (strcmp(key, "memory") == 0) {
+        if (!get_int(v, 0, SPEC_MEMORY_MAX, &i))
+            return field_fail(err, errlen, key,
+                              "an integer number of bytes from 0 (estimate) to 2^62", v);
+        s->memory = (uint64_t)i;
+    } else if (strcmp(key, "load_timeout") == 0) {
+        if (!get_num(v, 0, 86400, &d))
+            return field_fail(err, errlen, key, "a number of seconds from 0 to 86400", v);
+        s->load_timeout = d;
+    } else {
+        char name[80];
+        if (strlen(key) > 64)
+            snprintf(name, sizeof name, "%.61s...", key);
+        else
+            snprintf(name, sizeof name, "%s", key);
+        char known[256];
+        known_list(known, sizeof known);
+        return ms__fail(err, errlen, MS_E_SPEC, "unknown spec field \"%s\" (known: %s)", name,
+                        known);
+    }
+    return 0;
+}
+
+static void spec_defaults(ms__spec *s)
+{
+    memset(s, 0, sizeof *s);
+    s->weights = NULL;
+    snprintf(s->device, sizeof s->device, "cpu");
+    s->output = MS__OUTPUT_LINEAR;
+    s->keep_alive = 300;
+    s->max_batch = 64;
+    s->batch_delay_us = 0;
+    s->instances = 1;
+    s->thread_safe = false;
+    s->batchable = true;
+    s->memory = 0;
+    s->load_timeout = 60;
+}
+
+int ms__spec_from_json(const json_t *obj, ms__spec *out, char *err, size_t errlen)
+{
+    if (obj == NULL || !json_is_object(obj)) {
+        char g[80];
+        if (obj != NULL)
+            value_str(obj, g, sizeof g);
+        return ms__fail(err, errlen, MS_E_SPEC, "expected the spec to be a JSON object, got %s",
+                        obj != NULL ? g : "nothing");
+    }
+    ms__spec s;
+    spec_defaults(&s);
+    bool seen_backend = false;
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)obj, key, v)
+    {
+        /* weights given twice cannot happen (duplicate keys are one key in an object). */
+        int rc = parse_field(key, v, &s, &seen_backend, err, errlen);
+        if (rc != 0) {
+            free(s.weights);
+            return rc;
+        }
+    }
+    if (!seen_backend) {
+        free(s.weights);
+        return ms__fail(err, errlen, MS_E_SPEC,
+                        "spec field \"backend\": expected \"dense\" or \"python\", got nothing "
+                        "(the field is required)");
+    }
+    if (strcmp(s.backend, "dense") == 0 && s.weights == NULL)
+        return ms__fail(err, errlen, MS_E_SPEC,
+                        "spec field \"weights\": expected the path of a safetensors file for the "
+                        "dense backend, got nothing");
+    *out = s;
+    return 0;
+}
+
+int ms__spec_parse(const char *text, ms__spec *out, char *err, size_t errlen)
+{
+    if (text == NULL)
+        return ms__fail(err, errlen, MS_E_SPEC, "expected a spec (a JSON object), got NULL");
+    json_error_t jerr;
+    json_t *j = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
+    if (j == NULL)
+        return ms__fail(err, errlen, MS_E_SPEC,
+                        "expected the spec to be a JSON object, got invalid JSON (%s at line %d "
+                        "column %d)",
+                        jerr.text, jerr.line, jerr.column);
+    int rc = ms__spec_from_json(j, out, err, errlen);
+    json_decref(j);
+    return rc;
+}
+
+json_t *ms__spec_to_json(const ms__spec *spec)
+{
+    json_t *j = json_object();
+    if (j == NULL)
+        return NULL;
+    /* Inserted in sorted order: jansson keeps insertion order when dumping. */
+    int bad = 0;
+    bad |= json_object_set_new(j, "backend", json_string(spec->backend));
+    bad |= json_object_set_new(j, "batch_delay_us", json_integer(spec->batch_delay_us));
+    bad |= json_object_set_new(j, "batchable", json_boolean(spec->batchable));
+    bad |= json_object_set_new(j, "device", json_string(spec->device));
+    bad |= json_object_set_new(j, "instances", json_integer(spec->instances));
+    bad |= json_object_set_new(j, "keep_alive", json_real(spec->keep_alive));
+    bad |= json_object_set_new(j, "load_timeout", json_real(spec->load_timeout));
+    bad |= json_object_set_new(j, "max_batch", json_integer(spec->max_batch));
+    bad |= json_object_set_new(j, "memory", json_integer((json_int_t)spec->memory));
+    bad |= json_object_set_new(
+        j, "output", json_string(spec->output == MS__OUTPUT_SOFTMAX ? "softmax" : "linear"));
+    bad |= json_object_set_new(j, "thread_safe", json_boolean(spec->thread_safe));
+    bad |= json_object_set_new(j, "weights",
+                               spec->weights != NULL ? json_string(spec->weights) : json_null());
+    if (bad) {
+        json_decref(j);
+        return NULL;
+    }
+    return j;
+}
+
+bool ms__spec_equal(const ms__spec *a, const ms__spec *b)
+{
+    if ((a->weights == NULL) != (b->weights == NULL))
+        return false;
+    if (a->weights != NULL && strcmp(a->weights, b->weights) != 0)
+        return false;
+    return strcmp(a->backend, b->backend) == 0 && strcmp(a->device, b->device) == 0 &&
+           a->output == b->output && a->keep_alive == b->keep_alive &&
+           a->max_batch == b->max_batch && a->batch_delay_us == b->batch_delay_us &&
+           a->instances == b->instances && a->thread_safe == b->thread_safe &&
+           a->batchable == b->batchable && a->memory == b->memory &&
+           a->load_timeout == b->load_timeout;
+}
+
+void ms__spec_free(ms__spec *spec)
+{
+    if (spec == NULL)
+        return;
+    free(spec->weights);
+    spec->weights = NULL;
+}
+
+int ms__spec_copy(const ms__spec *src, ms__spec *dst)
+{
+    ms__spec c = *src;
+    if (src->weights != NULL) {
+        c.weights = strdup(src->weights);
+        if (c.weights == NULL)
+            return MS_E_NOMEM;
+    }
+    *dst = c;
+    return 0;
+}

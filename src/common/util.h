@@ -21,7 +21,8 @@ double ms__now_s(void);
 int ms__fail(char *err, size_t errlen, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-/* a * b and a + b on size_t; false on overflow (result untouched then). */
+/* a * b and a + b on size_t, as __builtin_*_overflow: true on overflow (*result untouched
+ * then), false when *result holds the value. */
 bool ms__mul_overflow(size_t a, size_t b, size_t *result);
 bool ms__add_overflow(size_t a, size_t b, size_t *result);
 

@@ -1,1 +1,478 @@
-/* placeholder: being written */
+/* The daemon's bookkeeping of models, clients and leases. See registry.h. */
+#include "registry.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "modelshare.h"
+
+const char *ms__model_state_name(int state)
+{
+    switch (state) {
+    case MS__MODEL_LOADING:
+        return "loading";
+    case MS__MODEL_READY:
+        return "ready";
+    case MS__MODEL_FAILED:
+        return "failed";
+    case MS__MODEL_UNLOADING:
+        return "unloading";
+    default:
+        return "unknown";
+    }
+}
+
+void ms__registry_init(ms__registry *r, ms__clock_fn clock, void *clock_ctx)
+{
+    memset(r, 0, sizeof *r);
+    r->clock = clock;
+    r->clock_ctx = clock_ctx;
+    r->next_lease_id = 1;
+}
+
+int64_t ms__registry_now(const ms__registry *r)
+{
+    return r->clock != NULL ? r->clock(r->clock_ctx) : ms__now_ns();
+}
+
+static int64_t seconds_to_ns(double s)
+{
+    if (!(s > 0))
+        return 0;
+    if (s > 1e9) /* about 31 years: never, for a daemon */
+        s = 1e9;
+    return (int64_t)(s * 1e9);
+}
+
+/* ---- leases (list plumbing) ---- */
+
+static void lease_unlink_model(ms__lease *l)
+{
+    ms__model *m = l->model;
+    if (m == NULL)
+        return;
+    if (l->mprev != NULL)
+        l->mprev->mnext = l->mnext;
+    else
+        m->lease_head = l->mnext;
+    if (l->mnext != NULL)
+        l->mnext->mprev = l->mprev;
+    l->mnext = l->mprev = NULL;
+    m->leases--;
+    if (l->worker != NULL)
+        l->worker->leases--;
+    l->worker = NULL;
+    l->model = NULL;
+}
+
+static void lease_unlink_client(ms__registry *r, ms__lease *l)
+{
+    ms__client *c = l->client;
+    if (l->cprev != NULL)
+        l->cprev->cnext = l->cnext;
+    else
+        c->lease_head = l->cnext;
+    if (l->cnext != NULL)
+        l->cnext->cprev = l->cprev;
+    c->nleases--;
+    r->nleases--;
+}
+
+static void lease_free_arena(ms__lease *l)
+{
+    if (l->hdr != NULL)
+        ms__arena_unmap(l->hdr, MS__ARENA_HEADER);
+    if (l->arena_fd >= 0)
+        close(l->arena_fd);
+    l->hdr = NULL;
+    l->arena_fd = -1;
+}
+
+/* Keep-alive starts when a ready model has no lease. */
+static void model_check_idle(ms__registry *r, ms__model *m, int64_t now)
+{
+    if (m->state == MS__MODEL_READY && m->leases == 0 && !m->idle_armed) {
+        m->idle_armed = true;
+        m->idle_deadline_ns = now + seconds_to_ns(m->spec.keep_alive);
+    }
+    (void)r;
+}
+
+int ms__lease_add(ms__registry *r, ms__client *c, ms__model *m, int arena_fd, ms__arena_header *hdr,
+                  ms__lease **out, char *err, size_t errlen)
+{
+    if (m->state != MS__MODEL_READY || m->nworkers == 0)
+        return ms__fail(err, errlen, MS_E_INVAL,
+                        "model \"%s\": expected a ready model to lease, it is %s", m->tag,
+                        ms__model_state_name(m->state));
+    if (c->nleases >= MS__CLIENT_LEASES_MAX)
+        return ms__fail(err, errlen, MS_E_LIMIT,
+                        "expected at most %d leases per connection, this one already holds %d",
+                        MS__CLIENT_LEASES_MAX, c->nleases);
+    if (r->nleases >= MS__LEASES_MAX)
+        return ms__fail(err, errlen, MS_E_LIMIT,
+                        "expected at most %d leases in all, the daemon already holds %d",
+                        MS__LEASES_MAX, r->nleases);
+    ms__wproc *best = NULL;
+    for (int i = 0; i < m->nworkers; i++)
+        if (best == NULL || m->workers[i]->leases < best->leases)
+            best = m->workers[i];
+    ms__lease *l = calloc(1, sizeof *l);
+    if (l == NULL)
+        return ms__fail(err, errlen, MS_E_NOMEM, "out of memory for a lease");
+    l->id = r->next_lease_id++;
+    l->client = c;
+    l->model = m;
+    l->worker = best;
+    l->arena_fd = arena_fd;
+    l->hdr = hdr;
+    l->cnext = c->lease_head;
+    if (c->lease_head != NULL)
+        c->lease_head->cprev = l;
+    c->lease_head = l;
+    c->nleases++;
+    r->nleases++;
+    l->mnext = m->lease_head;
+    if (m->lease_head != NULL)
+        m->lease_head->mprev = l;
+    m->lease_head = l;
+    m->leases++;
+    best->leases++;
+    m->idle_armed = false;
+    m->last_used_ns = ms__registry_now(r);
+    *out = l;
+    return 0;
+}
+
+void ms__lease_release(ms__registry *r, ms__lease *l)
+{
+    ms__model *m = l->model;
+    lease_unlink_model(l);
+    lease_unlink_client(r, l);
+    lease_free_arena(l);
+    free(l);
+    if (m != NULL) {
+        int64_t now = ms__registry_now(r);
+        m->last_used_ns = now;
+        model_check_idle(r, m, now);
+    }
+}
+
+void ms__model_revoke_leases(ms__registry *r, ms__model *m)
+{
+    (void)r;
+    while (m->lease_head != NULL) {
+        ms__lease *l = m->lease_head;
+        if (l->hdr != NULL)
+            atomic_store(&l->hdr->state, MS__ARENA_UNLOADED);
+        lease_unlink_model(l);
+    }
+}
+
+void ms__model_lease_pids(const ms__model *m, char *buf, size_t buflen)
+{
+    size_t pos = 0;
+    if (buflen == 0)
+        return;
+    buf[0] = '\0';
+    for (const ms__lease *l = m->lease_head; l != NULL; l = l->mnext) {
+        bool seen = false;
+        for (const ms__lease *k = m->lease_head; k != l; k = k->mnext)
+            if (k->client->pid == l->client->pid)
+                seen = true;
+        if (seen)
+            continue;
+        int n = snprintf(buf + pos, buflen - pos, "%s%ld", pos ? ", " : "", (long)l->client->pid);
+        if (n < 0 || (size_t)n >= buflen - pos) {
+            buf[pos] = '\0';
+            return;
+        }
+        pos += (size_t)n;
+    }
+}
+
+/* ---- clients ---- */
+
+int ms__client_add(ms__registry *r, pid_t pid, uid_t uid, void *user, ms__client **out, char *err,
+                   size_t errlen)
+{
+    if (r->nclients >= MS__CLIENTS_MAX)
+        return ms__fail(err, errlen, MS_E_LIMIT,
+                        "expected at most %d client connections, %d are open", MS__CLIENTS_MAX,
+                        r->nclients);
+    ms__client *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return ms__fail(err, errlen, MS_E_NOMEM, "out of memory for a client");
+    c->pid = pid;
+    c->uid = uid;
+    c->user = user;
+    c->next = r->clients;
+    if (r->clients != NULL)
+        r->clients->prev = c;
+    r->clients = c;
+    r->nclients++;
+    *out = c;
+    return 0;
+}
+
+void ms__client_remove(ms__registry *r, ms__client *c, void (*on_release)(ms__lease *, void *),
+                       void *ctx)
+{
+    while (c->lease_head != NULL) {
+        ms__lease *l = c->lease_head;
+        if (on_release != NULL && l->worker != NULL)
+            on_release(l, ctx);
+        ms__lease_release(r, l);
+    }
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        r->clients = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    r->nclients--;
+    free(c);
+}
+
+ms__lease *ms__client_lease(const ms__client *c, uint64_t id)
+{
+    for (ms__lease *l = c->lease_head; l != NULL; l = l->cnext)
+        if (l->id == id)
+            return l;
+    return NULL;
+}
+
+/* ---- models ---- */
+
+ms__model *ms__registry_find(const ms__registry *r, const char *tag)
+{
+    for (int i = 0; i < r->nmodels; i++)
+        if (strcmp(r->models[i]->tag, tag) == 0)
+            return r->models[i];
+    return NULL;
+}
+
+int ms__registry_add(ms__registry *r, const char *tag, const ms__spec *spec, ms__model **out,
+                     char *err, size_t errlen)
+{
+    if (!ms__tag_valid(tag))
+        return ms__fail(
+            err, errlen, MS_E_INVAL,
+            "expected a tag of 1 to %d characters of [A-Za-z0-9._:/@+-], got \"%.160s\"",
+            MS__TAG_MAX, tag);
+    if (r->nmodels >= MS__MODELS_MAX)
+        return ms__fail(err, errlen, MS_E_LIMIT,
+                        "expected at most %d models, %d are registered (unload one first)",
+                        MS__MODELS_MAX, r->nmodels);
+    ms__model *m = calloc(1, sizeof *m);
+    if (m == NULL)
+        return ms__fail(err, errlen, MS_E_NOMEM, "out of memory for a model");
+    snprintf(m->tag, sizeof m->tag, "%s", tag);
+    if (ms__spec_copy(spec, &m->spec) != 0) {
+        free(m);
+        return ms__fail(err, errlen, MS_E_NOMEM, "out of memory for a spec");
+    }
+    m->spec_json = ms__spec_to_json(&m->spec);
+    if (m->spec_json == NULL) {
+        ms__spec_free(&m->spec);
+        free(m);
+        return ms__fail(err, errlen, MS_E_NOMEM, "out of memory for a spec");
+    }
+    m->state = MS__MODEL_LOADING;
+    m->last_used_ns = ms__registry_now(r);
+    r->models[r->nmodels++] = m;
+    *out = m;
+    return 0;
+}
+
+void ms__registry_remove(ms__registry *r, ms__model *m)
+{
+    while (m->lease_head != NULL)
+        lease_unlink_model(m->lease_head);
+    for (int i = 0; i < m->nworkers; i++)
+        m->workers[i]->model = NULL;
+    for (int i = 0; i < r->nmodels; i++) {
+        if (r->models[i] == m) {
+            memmove(&r->models[i], &r->models[i + 1],
+                    sizeof r->models[0] * (size_t)(r->nmodels - i - 1));
+            r->nmodels--;
+            break;
+        }
+    }
+    json_decref(m->spec_json);
+    json_decref(m->signature);
+    ms__spec_free(&m->spec);
+    free(m);
+}
+
+static char *spec_text(const json_t *j)
+{
+    return json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+}
+
+int ms__model_spec_check(const ms__model *m, const ms__spec *spec, char *err, size_t errlen)
+{
+    if (ms__spec_equal(&m->spec, spec))
+        return 0;
+    json_t *other = ms__spec_to_json(spec);
+    char *a = spec_text(m->spec_json);
+    char *b = other != NULL ? spec_text(other) : NULL;
+    int rc = ms__fail(err, errlen, MS_E_SPEC_CONFLICT,
+                      "tag \"%s\" is loaded with spec %s; expected the same spec, got %s", m->tag,
+                      a != NULL ? a : "(?)", b != NULL ? b : "(?)");
+    free(a);
+    free(b);
+    json_decref(other);
+    return rc;
+}
+
+int ms__model_spec_replace(ms__model *m, const ms__spec *spec, char *err, size_t errlen)
+{
+    ms__spec copy;
+    if (ms__spec_copy(spec, &copy) != 0)
+        return ms__fail(err, errlen, MS_E_NOMEM, "out of memory for a spec");
+    json_t *j = ms__spec_to_json(&copy);
+    if (j == NULL) {
+        ms__spec_free(&copy);
+        return ms__fail(err, errlen, MS_E_NOMEM, "out of memory for a spec");
+    }
+    ms__spec_free(&m->spec);
+    json_decref(m->spec_json);
+    m->spec = copy;
+    m->spec_json = j;
+    return 0;
+}
+
+void ms__model_begin_load(ms__registry *r, ms__model *m)
+{
+    m->state = MS__MODEL_LOADING;
+    m->loads++;
+    m->error_code = 0;
+    m->error[0] = '\0';
+    json_decref(m->signature);
+    m->signature = NULL;
+    m->memory_bytes = 0;
+    m->idle_armed = false;
+    m->last_used_ns = ms__registry_now(r);
+}
+
+int ms__model_add_worker(ms__model *m, ms__wproc *w)
+{
+    if (m->nworkers >= MS__INSTANCES_MAX)
+        return MS_E_LIMIT;
+    m->workers[m->nworkers++] = w;
+    w->model = m;
+    return 0;
+}
+
+void ms__model_detach_worker(ms__model *m, ms__wproc *w)
+{
+    for (ms__lease *l = m->lease_head; l != NULL; l = l->mnext)
+        if (l->worker == w)
+            l->worker = NULL;
+    w->leases = 0;
+    for (int i = 0; i < m->nworkers; i++) {
+        if (m->workers[i] == w) {
+            memmove(&m->workers[i], &m->workers[i + 1],
+                    sizeof m->workers[0] * (size_t)(m->nworkers - i - 1));
+            m->nworkers--;
+            break;
+        }
+    }
+    if (w->model == m)
+        w->model = NULL;
+}
+
+bool ms__model_all_ready(const ms__model *m)
+{
+    if (m->nworkers == 0)
+        return false;
+    for (int i = 0; i < m->nworkers; i++)
+        if (!m->workers[i]->ready)
+            return false;
+    return true;
+}
+
+void ms__model_set_ready(ms__registry *r, ms__model *m)
+{
+    int64_t now = ms__registry_now(r);
+    m->state = MS__MODEL_READY;
+    m->memory_bytes = 0;
+    for (int i = 0; i < m->nworkers; i++)
+        m->memory_bytes += m->workers[i]->memory_bytes;
+    json_decref(m->signature);
+    m->signature = NULL;
+    if (m->nworkers > 0 && m->workers[0]->signature != NULL)
+        m->signature = json_incref(m->workers[0]->signature);
+    m->last_used_ns = now;
+    m->idle_armed = false;
+    model_check_idle(r, m, now);
+}
+
+void ms__model_set_failed(ms__model *m, int code, const char *message)
+{
+    m->state = MS__MODEL_FAILED;
+    m->error_code = code;
+    snprintf(m->error, sizeof m->error, "%s", message != NULL ? message : "");
+    m->idle_armed = false;
+    m->memory_bytes = 0;
+}
+
+void ms__model_set_unloading(ms__model *m)
+{
+    m->state = MS__MODEL_UNLOADING;
+    m->idle_armed = false;
+}
+
+void ms__model_touch(ms__registry *r, ms__model *m)
+{
+    int64_t now = ms__registry_now(r);
+    m->last_used_ns = now;
+    if (m->idle_armed)
+        m->idle_deadline_ns = now + seconds_to_ns(m->spec.keep_alive);
+}
+
+/* ---- keep-alive ---- */
+
+bool ms__registry_next_deadline(const ms__registry *r, int64_t *deadline_ns)
+{
+    bool any = false;
+    for (int i = 0; i < r->nmodels; i++) {
+        const ms__model *m = r->models[i];
+        if (!m->idle_armed)
+            continue;
+        if (!any || m->idle_deadline_ns < *deadline_ns)
+            *deadline_ns = m->idle_deadline_ns;
+        any = true;
+    }
+    return any;
+}
+
+ms__model *ms__registry_expired(ms__registry *r)
+{
+    int64_t now = ms__registry_now(r);
+    for (int i = 0; i < r->nmodels; i++) {
+        ms__model *m = r->models[i];
+        if (m->idle_armed && m->state == MS__MODEL_READY && m->leases == 0 &&
+            now >= m->idle_deadline_ns) {
+            m->idle_armed = false;
+            return m;
+        }
+    }
+    return NULL;
+}
+
+void ms__registry_destroy(ms__registry *r)
+{
+    while (r->clients != NULL)
+        ms__client_remove(r, r->clients, NULL, NULL);
+    while (r->nmodels > 0) {
+        ms__model *m = r->models[r->nmodels - 1];
+        while (m->nworkers > 0)
+            ms__model_detach_worker(m, m->workers[m->nworkers - 1]);
+        ms__registry_remove(r, m);
+    }
+}

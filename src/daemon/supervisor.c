@@ -1,1 +1,315 @@
-/* placeholder: being written */
+/* Worker processes: spawn, watch, stop, reap. See supervisor.h. */
+#include "supervisor.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../common/log.h"
+#include "../common/paths.h"
+#include "modelshare.h"
+
+/* Descriptors the child moves to 3 and 4 are first copied at or above this. */
+#define CHILD_FD_HIGH 10
+
+int ms__sup_init(ms__supervisor *s, int epfd, const char *log_level, char *err, size_t errlen)
+{
+    memset(s, 0, sizeof *s);
+    s->epfd = epfd;
+    snprintf(s->log_level, sizeof s->log_level, "%s", log_level != NULL ? log_level : "info");
+    if (ms__sibling_binary("modelshare-worker", "MODELSHARE_WORKER", s->worker_path,
+                           sizeof s->worker_path) != 0)
+        return ms__fail(err, errlen, MS_E_INVAL,
+                        "cannot tell where modelshare-worker is (set MODELSHARE_WORKER)");
+    return 0;
+}
+
+static void list_add(ms__supervisor *s, ms__wproc *w)
+{
+    w->next = s->all;
+    if (s->all != NULL)
+        s->all->prev = w;
+    s->all = w;
+    s->count++;
+}
+
+static void list_del(ms__supervisor *s, ms__wproc *w)
+{
+    if (w->prev != NULL)
+        w->prev->next = w->next;
+    else
+        s->all = w->next;
+    if (w->next != NULL)
+        w->next->prev = w->prev;
+    w->next = w->prev = NULL;
+    s->count--;
+}
+
+/* In the child, between fork and exec: only async-signal-safe calls. */
+static void child_exec(pid_t parent, int ctrl, int stats, const char *path, char *const argv[])
+{
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+        _exit(126);
+    sigset_t all;
+    sigemptyset(&all);
+    sigprocmask(SIG_SETMASK, &all, NULL);
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; sig++)
+        sigaction(sig, &dfl, NULL); /* fails harmlessly for SIGKILL, SIGSTOP and gaps */
+    /* Copies above 3 and 4 first, so that dup2 onto 3 and 4 never meets its own source. */
+    int c = fcntl(ctrl, F_DUPFD_CLOEXEC, CHILD_FD_HIGH);
+    int t = fcntl(stats, F_DUPFD_CLOEXEC, CHILD_FD_HIGH);
+    if (c < 0 || t < 0 || dup2(c, 3) != 3 || dup2(t, 4) != 4)
+        _exit(126);
+    /* dup2 leaves 3 and 4 without close-on-exec: the worker inherits exactly these. */
+    execv(path, argv);
+    _exit(127);
+}
+
+int ms__sup_spawn(ms__supervisor *s, ms__model *m, char *err, size_t errlen)
+{
+    int rc;
+    int sv[2] = {-1, -1};
+    int stats_fd = -1;
+    ms__stats *stats = NULL;
+    char *spec_text = NULL;
+    ms__wproc *w = NULL;
+
+    if (access(s->worker_path, X_OK) != 0)
+        return ms__fail(err, errlen, MS_E_LOAD_FAILED,
+                        "worker program %s: expected an executable file, got %s", s->worker_path,
+                        strerror(errno));
+    if (m->nworkers >= MS__INSTANCES_MAX)
+        return ms__fail(err, errlen, MS_E_LIMIT, "expected at most %d workers per model",
+                        MS__INSTANCES_MAX);
+    w = calloc(1, sizeof *w);
+    spec_text = json_dumps(m->spec_json, JSON_COMPACT | JSON_SORT_KEYS);
+    if (w == NULL || spec_text == NULL) {
+        rc = ms__fail(err, errlen, MS_E_NOMEM, "out of memory starting a worker");
+        goto fail;
+    }
+    w->pidfd = -1;
+    w->ctrl_fd = -1;
+    ms__reader_init(&w->reader);
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+        rc = ms__fail(err, errlen, errno == EMFILE || errno == ENFILE ? MS_E_LIMIT : MS_E_IO,
+                      "socketpair for a worker: %s", strerror(errno));
+        goto fail;
+    }
+    rc = ms__stats_create(&stats_fd, &stats);
+    if (rc != 0) {
+        rc = ms__fail(err, errlen, rc, "cannot create the stats page for a worker: %s",
+                      strerror(errno));
+        goto fail;
+    }
+    char *argv[] = {s->worker_path, "--tag",       m->tag,       "--spec",
+                    spec_text,      "--log-level", s->log_level, NULL};
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) {
+        rc = ms__fail(err, errlen, MS_E_LOAD_FAILED, "cannot fork a worker: %s", strerror(errno));
+        goto fail;
+    }
+    if (pid == 0)
+        child_exec(parent, sv[1], stats_fd, s->worker_path, argv);
+
+    /* Parent. From here on the process exists: it is always recorded, never lost. */
+    close(sv[1]);
+    sv[1] = -1;
+    close(stats_fd);
+    stats_fd = -1;
+    free(spec_text);
+    spec_text = NULL;
+    w->pid = pid;
+    w->ctrl_fd = sv[0];
+    w->stats = stats;
+    w->ev_ctrl.kind = MS__EV_WCTRL;
+    w->ev_ctrl.obj = w;
+    w->ev_pid.kind = MS__EV_WPID;
+    w->ev_pid.obj = w;
+    list_add(s, w);
+    ms__model_add_worker(m, w);
+    fcntl(w->ctrl_fd, F_SETFL, fcntl(w->ctrl_fd, F_GETFL) | O_NONBLOCK);
+
+    /* Watched with a pidfd; without one (kernels before 5.3, valgrind) SIGCHLD reaps it. */
+    w->pidfd = (int)syscall(SYS_pidfd_open, pid, 0); /* always close-on-exec */
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &w->ev_pid};
+    if (w->pidfd >= 0 && epoll_ctl(s->epfd, EPOLL_CTL_ADD, w->pidfd, &ev) != 0) {
+        close(w->pidfd);
+        w->pidfd = -1;
+    }
+    if (w->pidfd < 0)
+        ms__log_debug("worker %ld: no pidfd (%s); reaped on SIGCHLD", (long)pid, strerror(errno));
+    ev.events = EPOLLIN | EPOLLRDHUP;
+    ev.data.ptr = &w->ev_ctrl;
+    if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, w->ctrl_fd, &ev) != 0) {
+        /* Without its control socket the worker is useless; the pidfd still reaps it. */
+        ms__log_error("cannot watch the control socket of worker %ld: %s", (long)pid,
+                      strerror(errno));
+        close(w->ctrl_fd);
+        w->ctrl_fd = -1;
+    }
+    ms__log_info("model \"%s\": started worker %ld (%s)", m->tag, (long)pid, s->worker_path);
+    return 0;
+
+fail:
+    if (sv[0] >= 0)
+        close(sv[0]);
+    if (sv[1] >= 0)
+        close(sv[1]);
+    if (stats_fd >= 0)
+        close(stats_fd);
+    ms__stats_unmap(stats);
+    free(spec_text);
+    free(w);
+    return rc;
+}
+
+void ms__sup_stop(ms__supervisor *s, ms__wproc *w, int64_t now)
+{
+    (void)s;
+    if (w->stopping)
+        return;
+    w->stopping = true;
+    w->kill_at_ns = now + MS__KILL_GRACE_NS;
+    if (kill(w->pid, SIGTERM) != 0 && errno != ESRCH)
+        ms__log_warn("cannot stop worker %ld: %s", (long)w->pid, strerror(errno));
+}
+
+bool ms__sup_timers(ms__supervisor *s, int64_t now, int64_t *next)
+{
+    bool any = false;
+    for (ms__wproc *w = s->all; w != NULL; w = w->next) {
+        if (!w->stopping || w->killed)
+            continue;
+        if (now >= w->kill_at_ns) {
+            ms__log_warn("worker %ld did not stop within %lld s of SIGTERM: sending SIGKILL",
+                         (long)w->pid, (long long)(MS__KILL_GRACE_NS / 1000000000LL));
+            kill(w->pid, SIGKILL);
+            w->killed = true;
+            continue;
+        }
+        if (!any || w->kill_at_ns < *next)
+            *next = w->kill_at_ns;
+        any = true;
+    }
+    return any;
+}
+
+int ms__sup_ctrl_fill(ms__wproc *w, char *err, size_t errlen)
+{
+    if (w->ctrl_fd < 0)
+        return ms__fail(err, errlen, MS_E_IO, "control socket closed");
+    int rc = ms__reader_fill(&w->reader, w->ctrl_fd, err, errlen);
+    if (rc != 0)
+        return rc;
+    return 0;
+}
+
+int ms__sup_ctrl_next(ms__wproc *w, json_t **msg, char *err, size_t errlen)
+{
+    /* Workers send no descriptors: any they declare are a protocol error. */
+    return ms__reader_next(&w->reader, msg, NULL, NULL, err, errlen);
+}
+
+void ms__sup_ctrl_close(ms__supervisor *s, ms__wproc *w)
+{
+    if (w->ctrl_fd < 0)
+        return;
+    epoll_ctl(s->epfd, EPOLL_CTL_DEL, w->ctrl_fd, NULL);
+    close(w->ctrl_fd);
+    w->ctrl_fd = -1;
+    ms__reader_free(&w->reader);
+}
+
+int ms__sup_send(ms__wproc *w, const json_t *msg, const int *fds, int nfds, char *err,
+                 size_t errlen)
+{
+    if (w->ctrl_fd < 0)
+        return ms__fail(err, errlen, MS_E_WORKER_LOST, "worker %ld: control socket is closed",
+                        (long)w->pid);
+    return ms__msg_send(w->ctrl_fd, msg, fds, nfds, 1000, err, errlen);
+}
+
+int ms__sup_reap(ms__supervisor *s, ms__wproc *w, int *status)
+{
+    (void)s;
+    int st;
+    pid_t r;
+    do
+        r = waitpid(w->pid, &st, WNOHANG);
+    while (r < 0 && errno == EINTR);
+    if (r == 0)
+        return 0;
+    if (r < 0) {
+        /* Not our child any more (cannot happen unless reaped elsewhere): treat as gone. */
+        *status = 0;
+        return 1;
+    }
+    *status = st;
+    return 1;
+}
+
+static void release_resources(ms__supervisor *s, ms__wproc *w)
+{
+    ms__sup_ctrl_close(s, w);
+    ms__reader_free(&w->reader);
+    if (w->pidfd >= 0) {
+        epoll_ctl(s->epfd, EPOLL_CTL_DEL, w->pidfd, NULL);
+        close(w->pidfd);
+        w->pidfd = -1;
+    }
+    ms__stats_unmap(w->stats);
+    w->stats = NULL;
+    json_decref(w->signature);
+    w->signature = NULL;
+    if (w->next != NULL || w->prev != NULL || s->all == w)
+        list_del(s, w);
+}
+
+void ms__sup_free(ms__supervisor *s, ms__wproc *w)
+{
+    if (w == NULL)
+        return;
+    release_resources(s, w);
+    free(w);
+}
+
+void ms__sup_retire(ms__supervisor *s, ms__wproc *w)
+{
+    release_resources(s, w);
+    w->gone = true;
+    w->model = NULL;
+    w->next = s->retired;
+    s->retired = w;
+}
+
+void ms__sup_collect(ms__supervisor *s)
+{
+    while (s->retired != NULL) {
+        ms__wproc *w = s->retired;
+        s->retired = w->next;
+        free(w);
+    }
+}
+
+void ms__sup_exit_text(int status, char *buf, size_t buflen)
+{
+    if (WIFEXITED(status))
+        snprintf(buf, buflen, "exited with status %d", WEXITSTATUS(status));
+    else if (WIFSIGNALED(status))
+        snprintf(buf, buflen, "was killed by signal %d", WTERMSIG(status));
+    else
+        snprintf(buf, buflen, "ended with wait status %d", status);
+}

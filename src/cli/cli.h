@@ -1,0 +1,94 @@
+/*
+ * The `modelshare` command line: one file per verb, this header and cli_util.c between them.
+ *
+ * Exit status (a contract that outside tests drive): 0 success, 1 error (a line
+ * "modelshare: <message>" on stderr), 2 usage error (the verb's short usage on stderr).
+ * Each verb's entry point takes the arguments after the verb name with argv[0] set to the verb
+ * ("load", ...) and returns the exit status.
+ */
+#ifndef MS_CLI_H
+#define MS_CLI_H
+
+#include <getopt.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "modelshare.h"
+
+enum { MS__EXIT_OK = 0, MS__EXIT_ERROR = 1, MS__EXIT_USAGE = 2 };
+
+/* Verbs. */
+int ms__cmd_status(int argc, char **argv);
+int ms__cmd_load(int argc, char **argv);
+int ms__cmd_unload(int argc, char **argv);
+int ms__cmd_infer(int argc, char **argv);
+int ms__cmd_make_dense(int argc, char **argv);
+int ms__cmd_demo(int argc, char **argv);
+
+/* Each verb's usage text ("usage: modelshare load TAG ...\n\n...options..."), printed by
+ * --help (stdout) and after a usage error (stderr). */
+extern const char ms__usage_status[];
+extern const char ms__usage_load[];
+extern const char ms__usage_unload[];
+extern const char ms__usage_infer[];
+extern const char ms__usage_make_dense[];
+extern const char ms__usage_demo[];
+
+/* Prints "modelshare: <message>\n" on stderr and returns MS__EXIT_ERROR. */
+int ms__cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Prints "modelshare VERB: <message>\n" and the usage text on stderr; returns MS__EXIT_USAGE. */
+int ms__cli_usage_error(const char *verb, const char *usage, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* The message for a failed call on client (ms_errmsg), or ms_strerror(code) when it is empty. */
+const char *ms__cli_errtext(const ms_client *client, int code);
+
+/* Runs getopt_long over argv with the verb's options (opterr off) and turns getopt's '?' and ':'
+ * into a usage error. Returns the option character, -1 at the end, or '?' after printing the
+ * usage error (the caller returns MS__EXIT_USAGE). --help is handled by the caller (option 'h'). */
+int ms__cli_getopt(int argc, char **argv, const char *shortopts, const struct option *longopts,
+                   const char *usage);
+
+/* Strict number parsing of a whole string. false when text is not a number in [min, max]. */
+bool ms__cli_parse_i64(const char *text, int64_t min, int64_t max, int64_t *out);
+bool ms__cli_parse_double(const char *text, double min, double max, double *out);
+
+/* "1,2,3" -> sizes. Each 1..1,000,000, at least 2 of them, at most max. On error returns false
+ * with a message in err. */
+#define MS__CLI_LAYERS_MAX 64
+bool ms__cli_parse_layers(const char *text, int64_t *sizes, int max, int *count, char *err,
+                          size_t errlen);
+
+/* Human-readable sizes: binary "1.2 GiB" (status) and decimal "1.02 GB" (demo). */
+void ms__cli_fmt_bytes_bin(uint64_t bytes, char *buf, size_t buflen);
+void ms__cli_fmt_bytes_dec(uint64_t bytes, char *buf, size_t buflen);
+
+/* Deterministic PRNG (splitmix64): the same seed gives the same stream on every machine. */
+typedef struct ms__cli_rng {
+    uint64_t state;
+} ms__cli_rng;
+void ms__cli_rng_seed(ms__cli_rng *rng, uint64_t seed);
+uint64_t ms__cli_rng_next(ms__cli_rng *rng);
+/* Fills n floats uniform in [lo, hi). */
+void ms__cli_rng_fill_uniform(ms__cli_rng *rng, float *out, size_t n, float lo, float hi);
+
+/* The dense MLP that make-dense writes: sizes[0] > sizes[1] > ... > sizes[n-1]. */
+typedef struct ms__cli_dense_info {
+    uint64_t params;     /* weights and biases */
+    uint64_t data_bytes; /* params * 4 */
+} ms__cli_dense_info;
+/* Counts the parameters; false on overflow. */
+bool ms__cli_dense_count(const int64_t *sizes, int n, ms__cli_dense_info *info);
+/* Generates the model (uniform in [-1/sqrt(in), 1/sqrt(in)] from a PRNG seeded by seed) and
+ * writes it to path as safetensors: "0.weight" [sizes[1], sizes[0]], "0.bias" [sizes[1]],
+ * "2.weight", ... (nn.Sequential numbering, ReLU between). Written to a temporary file beside path
+ * and renamed, so that path is either the whole model or absent. Returns 0 or an MS_E_* code with
+ * a message in err. */
+int ms__cli_dense_write(const char *path, const int64_t *sizes, int n, uint64_t seed, char *err,
+                        size_t errlen);
+/* Whether path is a safetensors file whose tensors are exactly those of this MLP (names, shapes,
+ * float32). Reads only the header. */
+bool ms__cli_dense_matches(const char *path, const int64_t *sizes, int n);
+
+#endif

@@ -1,0 +1,192 @@
+/* Helpers shared by the CLI's verbs: messages, option parsing, number formatting, the PRNG. */
+#include "cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+int ms__cli_error(const char *fmt, ...)
+{
+    va_list ap;
+    fflush(stdout);
+    fputs("modelshare: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return MS__EXIT_ERROR;
+}
+
+int ms__cli_usage_error(const char *verb, const char *usage, const char *fmt, ...)
+{
+    va_list ap;
+    fflush(stdout);
+    fprintf(stderr, "modelshare %s: ", verb);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputs("\n\n", stderr);
+    fputs(usage, stderr);
+    return MS__EXIT_USAGE;
+}
+
+const char *ms__cli_errtext(const ms_client *client, int code)
+{
+    const char *msg = ms_errmsg(client);
+    if (msg && msg[0])
+        return msg;
+    return ms_strerror(code);
+}
+
+int ms__cli_getopt(int argc, char **argv, const char *shortopts, const struct option *longopts,
+                   const char *usage)
+{
+    opterr = 0;
+    int c = getopt_long(argc, argv, shortopts, longopts, NULL);
+    if (c == ':') {
+        ms__cli_usage_error(argv[0], usage, "option '%s' needs a value", argv[optind - 1]);
+        return '?';
+    }
+    if (c == '?') {
+        if (optopt && optopt != '?')
+            ms__cli_usage_error(argv[0], usage, "unknown option '-%c'", optopt);
+        else
+            ms__cli_usage_error(argv[0], usage, "unknown option '%s'", argv[optind - 1]);
+        return '?';
+    }
+    return c;
+}
+
+bool ms__cli_parse_i64(const char *text, int64_t min, int64_t max, int64_t *out)
+{
+    if (!text || !*text)
+        return false;
+    char *end;
+    errno = 0;
+    long long v = strtoll(text, &end, 10);
+    if (errno || *end || v < min || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+bool ms__cli_parse_double(const char *text, double min, double max, double *out)
+{
+    if (!text || !*text)
+        return false;
+    char *end;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (errno || *end || !isfinite(v) || v < min || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+bool ms__cli_parse_layers(const char *text, int64_t *sizes, int max, int *count, char *err,
+                          size_t errlen)
+{
+    int n = 0;
+    const char *p = text;
+    if (!text || !*text) {
+        snprintf(err, errlen, "--layers needs sizes like 1024,4096,1000");
+        return false;
+    }
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        char item[32];
+        if (len == 0 || len >= sizeof item) {
+            snprintf(err, errlen,
+                     "--layers: expected comma-separated sizes like 1024,4096,1000, "
+                     "got \"%s\"",
+                     text);
+            return false;
+        }
+        memcpy(item, p, len);
+        item[len] = '\0';
+        int64_t v;
+        if (!ms__cli_parse_i64(item, 1, 1000000, &v)) {
+            snprintf(err, errlen,
+                     "--layers: each size must be an integer from 1 to 1000000, "
+                     "got \"%s\"",
+                     item);
+            return false;
+        }
+        if (n == max) {
+            snprintf(err, errlen, "--layers: at most %d sizes", max);
+            return false;
+        }
+        sizes[n++] = v;
+        if (!comma)
+            break;
+        p = comma + 1;
+    }
+    if (n < 2) {
+        snprintf(err, errlen,
+                 "--layers: need at least 2 sizes (input and output), got %d in \"%s\"", n, text);
+        return false;
+    }
+    *count = n;
+    return true;
+}
+
+static void fmt_bytes(uint64_t bytes, double unit, const char *const *names, char *buf,
+                      size_t buflen)
+{
+    double v = (double)bytes;
+    int i = 0;
+    while (v >= unit && i < 4) {
+        v /= unit;
+        i++;
+    }
+    if (i == 0)
+        snprintf(buf, buflen, "%llu %s", (unsigned long long)bytes, names[0]);
+    else if (v >= 100)
+        snprintf(buf, buflen, "%.0f %s", v, names[i]);
+    else if (v >= 10)
+        snprintf(buf, buflen, "%.1f %s", v, names[i]);
+    else
+        snprintf(buf, buflen, "%.2f %s", v, names[i]);
+}
+
+void ms__cli_fmt_bytes_bin(uint64_t bytes, char *buf, size_t buflen)
+{
+    static const char *const names[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    fmt_bytes(bytes, 1024.0, names, buf, buflen);
+}
+
+void ms__cli_fmt_bytes_dec(uint64_t bytes, char *buf, size_t buflen)
+{
+    static const char *const names[] = {"B", "kB", "MB", "GB", "TB"};
+    fmt_bytes(bytes, 1000.0, names, buf, buflen);
+}
+
+void ms__cli_rng_seed(ms__cli_rng *rng, uint64_t seed)
+{
+    rng->state = seed;
+}
+
+uint64_t ms__cli_rng_next(ms__cli_rng *rng)
+{
+    uint64_t z = (rng->state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+void ms__cli_rng_fill_uniform(ms__cli_rng *rng, float *out, size_t n, float lo, float hi)
+{
+    /* Two floats per 64-bit draw, 24 random bits each: every float32 in [0, 1) step 2^-24. */
+    const float scale = (hi - lo) * (1.0f / 16777216.0f);
+    size_t i = 0;
+    for (; i + 1 < n; i += 2) {
+        uint64_t r = ms__cli_rng_next(rng);
+        out[i] = lo + (float)(uint32_t)(r >> 40) * scale;
+        out[i + 1] = lo + (float)(uint32_t)((r >> 8) & 0xffffffu) * scale;
+    }
+    if (i < n)
+        out[i] = lo + (float)(uint32_t)(ms__cli_rng_next(rng) >> 40) * scale;
+}

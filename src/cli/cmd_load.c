@@ -1,0 +1,217 @@
+/* `modelshare load` and `modelshare unload`: a model's life without a lease. */
+#include "cli.h"
+
+#include <jansson.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/util.h"
+
+const char ms__usage_load[] =
+    "usage: modelshare load TAG --spec JSON\n"
+    "       modelshare load TAG --backend dense --weights FILE [--device D] [--keep-alive S]\n"
+    "                           [--output linear|softmax]\n"
+    "\n"
+    "Loads a model under TAG in its own worker process and returns once it is ready. It stays\n"
+    "loaded for its keep-alive (default 300 s) after its last lease ends, or until unloaded.\n"
+    "\n"
+    "  --spec JSON          the whole spec, e.g. '{\"backend\":\"dense\",\"weights\":\"m.st\"}'\n"
+    "  --backend NAME       backend (dense)\n"
+    "  --weights FILE       safetensors weights (dense)\n"
+    "  --device D           cpu (default) or cuda:N\n"
+    "  --keep-alive S       seconds to stay loaded with no lease (0: unload at once)\n"
+    "  --output KIND        linear (default) or softmax (dense)\n"
+    "  -h, --help           this help\n";
+
+const char ms__usage_unload[] = "usage: modelshare unload TAG [--force]\n"
+                                "\n"
+                                "Stops the worker process of the model TAG: every byte it held "
+                                "goes back to the system.\n"
+                                "\n"
+                                "  --force     unload even while processes hold leases (their "
+                                "next calls fail)\n"
+                                "  -h, --help  this help\n";
+
+/* Spec text from the options: --spec as given, else an object built from the separate flags.
+ * Returns NULL after printing a usage error (*rc set). Caller frees. */
+static char *build_spec(const char *verb, const char *spec, const char *backend,
+                        const char *weights, const char *device, const char *keep_alive,
+                        const char *output, int *rc)
+{
+    if (spec) {
+        if (backend || weights || device || keep_alive || output) {
+            *rc = ms__cli_usage_error(verb, ms__usage_load,
+                                      "--spec cannot be combined with --backend, --weights, "
+                                      "--device, --keep-alive or --output");
+            return NULL;
+        }
+        char *copy = strdup(spec);
+        if (!copy)
+            *rc = ms__cli_error("out of memory");
+        return copy;
+    }
+    if (!backend && !weights) {
+        *rc = ms__cli_usage_error(verb, ms__usage_load,
+                                  "missing --spec JSON or --backend dense --weights FILE");
+        return NULL;
+    }
+    if (!weights && (!backend || !strcmp(backend, "dense"))) {
+        *rc = ms__cli_usage_error(verb, ms__usage_load, "the dense backend needs --weights FILE");
+        return NULL;
+    }
+    double ka = 0;
+    if (keep_alive && !ms__cli_parse_double(keep_alive, 0, 1e9, &ka)) {
+        *rc = ms__cli_usage_error(verb, ms__usage_load,
+                                  "--keep-alive: expected seconds (a number >= 0), got \"%s\"",
+                                  keep_alive);
+        return NULL;
+    }
+    if (output && strcmp(output, "linear") && strcmp(output, "softmax")) {
+        *rc = ms__cli_usage_error(verb, ms__usage_load,
+                                  "--output: expected linear or softmax, got \"%s\"", output);
+        return NULL;
+    }
+
+    json_t *obj = json_object();
+    json_object_set_new(obj, "backend", json_string(backend ? backend : "dense"));
+    if (weights) {
+        /* Resolved here so that the daemon and anyone reading `status` see a full path. */
+        char abs[PATH_MAX];
+        json_object_set_new(obj, "weights", json_string(realpath(weights, abs) ? abs : weights));
+    }
+    if (device)
+        json_object_set_new(obj, "device", json_string(device));
+    if (keep_alive) {
+        if (ka == (double)(long long)ka)
+            json_object_set_new(obj, "keep_alive", json_integer((json_int_t)ka));
+        else
+            json_object_set_new(obj, "keep_alive", json_real(ka));
+    }
+    if (output)
+        json_object_set_new(obj, "output", json_string(output));
+    char *text = json_dumps(obj, JSON_COMPACT);
+    json_decref(obj);
+    if (!text)
+        *rc = ms__cli_error("out of memory");
+    return text;
+}
+
+int ms__cmd_load(int argc, char **argv)
+{
+    static const struct option opts[] = {{"spec", required_argument, NULL, 's'},
+                                         {"backend", required_argument, NULL, 'b'},
+                                         {"weights", required_argument, NULL, 'w'},
+                                         {"device", required_argument, NULL, 'd'},
+                                         {"keep-alive", required_argument, NULL, 'k'},
+                                         {"output", required_argument, NULL, 'o'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    const char *spec = NULL, *backend = NULL, *weights = NULL, *device = NULL, *keep_alive = NULL,
+               *output = NULL;
+    int c;
+    while ((c = ms__cli_getopt(argc, argv, ":h", opts, ms__usage_load)) != -1) {
+        switch (c) {
+        case 'h':
+            fputs(ms__usage_load, stdout);
+            return MS__EXIT_OK;
+        case 's':
+            spec = optarg;
+            break;
+        case 'b':
+            backend = optarg;
+            break;
+        case 'w':
+            weights = optarg;
+            break;
+        case 'd':
+            device = optarg;
+            break;
+        case 'k':
+            keep_alive = optarg;
+            break;
+        case 'o':
+            output = optarg;
+            break;
+        default:
+            return MS__EXIT_USAGE;
+        }
+    }
+    if (optind >= argc)
+        return ms__cli_usage_error(argv[0], ms__usage_load, "missing TAG");
+    const char *tag = argv[optind++];
+    if (optind < argc)
+        return ms__cli_usage_error(argv[0], ms__usage_load, "unexpected argument \"%s\"",
+                                   argv[optind]);
+    if (!ms__tag_valid(tag))
+        return ms__cli_usage_error(argv[0], ms__usage_load,
+                                   "invalid tag \"%s\": expected 1 to %d characters of "
+                                   "[A-Za-z0-9._:/@+-]",
+                                   tag, MS__TAG_MAX);
+    int ret = MS__EXIT_OK;
+    char *spec_json = build_spec(argv[0], spec, backend, weights, device, keep_alive, output, &ret);
+    if (!spec_json)
+        return ret;
+
+    ms_client *client = NULL;
+    int rc = ms_connect(NULL, &client);
+    if (rc < 0) {
+        free(spec_json);
+        return ms__cli_error("cannot connect to the daemon: %s", ms__cli_errtext(NULL, rc));
+    }
+    rc = ms_load(client, tag, spec_json);
+    if (rc < 0)
+        ret = ms__cli_error("cannot load \"%s\": %s", tag, ms__cli_errtext(client, rc));
+    else
+        printf("loaded %s\n", tag);
+    ms_disconnect(client);
+    free(spec_json);
+    return ret;
+}
+
+int ms__cmd_unload(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"force", no_argument, NULL, 'f'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    int force = 0;
+    int c;
+    while ((c = ms__cli_getopt(argc, argv, ":hf", opts, ms__usage_unload)) != -1) {
+        switch (c) {
+        case 'h':
+            fputs(ms__usage_unload, stdout);
+            return MS__EXIT_OK;
+        case 'f':
+            force = 1;
+            break;
+        default:
+            return MS__EXIT_USAGE;
+        }
+    }
+    if (optind >= argc)
+        return ms__cli_usage_error(argv[0], ms__usage_unload, "missing TAG");
+    const char *tag = argv[optind++];
+    if (optind < argc)
+        return ms__cli_usage_error(argv[0], ms__usage_unload, "unexpected argument \"%s\"",
+                                   argv[optind]);
+
+    /* Nothing to unload when no daemon runs: do not start one to find out. */
+    setenv("MODELSHARE_NO_AUTOSTART", "1", 1);
+    ms_client *client = NULL;
+    int rc = ms_connect(NULL, &client);
+    if (rc == MS_E_NO_DAEMON)
+        return ms__cli_error("cannot unload \"%s\": %s (no daemon running)", tag,
+                             ms_strerror(MS_E_UNKNOWN_TAG));
+    if (rc < 0)
+        return ms__cli_error("cannot connect to the daemon: %s", ms__cli_errtext(NULL, rc));
+    int ret = MS__EXIT_OK;
+    rc = ms_unload(client, tag, force);
+    if (rc == MS_E_BUSY && !force)
+        ret = ms__cli_error("cannot unload \"%s\": %s (use --force to unload it anyway)", tag,
+                            ms__cli_errtext(client, rc));
+    else if (rc < 0)
+        ret = ms__cli_error("cannot unload \"%s\": %s", tag, ms__cli_errtext(client, rc));
+    else
+        printf("unloaded %s\n", tag);
+    ms_disconnect(client);
+    return ret;
+}

@@ -1,0 +1,206 @@
+/* `modelshare status [--json]`: what the daemon holds. Never starts a daemon just to say that
+ * nothing is there. */
+#include "cli.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/paths.h"
+#include "common/util.h"
+
+const char ms__usage_status[] =
+    "usage: modelshare status [--json]\n"
+    "\n"
+    "Shows the models the daemon holds: one line per model (tag, backend, state, device,\n"
+    "memory, leases, worker pids, loads, requests, batches) and a line per memory budget.\n"
+    "Does not start a daemon when none runs.\n"
+    "\n"
+    "  --json      print the daemon's status as one JSON object\n"
+    "  -h, --help  this help\n";
+
+static const char *jstr(const json_t *obj, const char *key, const char *dflt)
+{
+    const char *s = json_string_value(json_object_get(obj, key));
+    return s ? s : dflt;
+}
+
+static long long jint(const json_t *obj, const char *key)
+{
+    json_t *v = json_object_get(obj, key);
+    if (json_is_integer(v))
+        return (long long)json_integer_value(v);
+    if (json_is_real(v))
+        return (long long)json_real_value(v);
+    return 0;
+}
+
+/* One table: every cell pre-formatted, columns as wide as their widest cell. */
+#define NCOLS 10
+
+static void print_row(char cells[][64], const int *width, FILE *f)
+{
+    for (int c = 0; c < NCOLS; c++) {
+        bool last = c == NCOLS - 1;
+        /* Numbers right-aligned, text left-aligned. */
+        bool right = c == 4 || c == 5 || c >= 7;
+        if (last && !right)
+            fprintf(f, "%s", cells[c]);
+        else if (last)
+            fprintf(f, "%*s", width[c], cells[c]);
+        else if (right)
+            fprintf(f, "%*s  ", width[c], cells[c]);
+        else
+            fprintf(f, "%-*s  ", width[c], cells[c]);
+    }
+    fputc('\n', f);
+}
+
+static void print_table(const json_t *status)
+{
+    static const char *const heads[NCOLS] = {"TAG",    "BACKEND", "STATE", "DEVICE",   "MEMORY",
+                                             "LEASES", "WORKERS", "LOADS", "REQUESTS", "BATCHES"};
+    const json_t *models = json_object_get(status, "models");
+    size_t nmodels = json_is_array(models) ? json_array_size(models) : 0;
+    char(*cells)[NCOLS][64] = calloc(nmodels + 1, sizeof *cells);
+    int width[NCOLS] = {0};
+    if (!cells) {
+        fputs("(out of memory)\n", stdout);
+        return;
+    }
+    for (int c = 0; c < NCOLS; c++)
+        snprintf(cells[0][c], 64, "%s", heads[c]);
+    for (size_t i = 0; i < nmodels; i++) {
+        const json_t *m = json_array_get(models, i);
+        char(*row)[64] = cells[i + 1];
+        snprintf(row[0], 64, "%s", jstr(m, "tag", "?"));
+        snprintf(row[1], 64, "%s", jstr(m, "backend", "?"));
+        snprintf(row[2], 64, "%s", jstr(m, "state", "?"));
+        snprintf(row[3], 64, "%s", jstr(m, "device", "?"));
+        ms__cli_fmt_bytes_bin((uint64_t)jint(m, "memory_bytes"), row[4], 64);
+        snprintf(row[5], 64, "%lld", jint(m, "leases"));
+        const json_t *pids = json_object_get(m, "worker_pids");
+        size_t off = 0;
+        row[6][0] = '\0';
+        for (size_t k = 0; json_is_array(pids) && k < json_array_size(pids); k++) {
+            int w = snprintf(row[6] + off, 64 - off, "%s%lld", k ? "," : "",
+                             (long long)json_integer_value(json_array_get(pids, k)));
+            if (w < 0 || (size_t)w >= 64 - off)
+                break;
+            off += (size_t)w;
+        }
+        if (!row[6][0])
+            snprintf(row[6], 64, "-");
+        snprintf(row[7], 64, "%lld", jint(m, "loads"));
+        snprintf(row[8], 64, "%lld", jint(m, "requests"));
+        snprintf(row[9], 64, "%lld", jint(m, "batches"));
+    }
+    for (size_t r = 0; r <= nmodels; r++)
+        for (int c = 0; c < NCOLS; c++) {
+            int len = (int)strlen(cells[r][c]);
+            if (len > width[c])
+                width[c] = len;
+        }
+
+    printf("daemon pid %lld on %s, up %.0f s, %lld client%s\n", jint(status, "daemon_pid"),
+           jstr(status, "socket", "?"), json_number_value(json_object_get(status, "uptime_s")),
+           jint(status, "clients"), jint(status, "clients") == 1 ? "" : "s");
+    if (nmodels == 0) {
+        printf("no models loaded\n");
+    } else {
+        printf("\n");
+        for (size_t r = 0; r <= nmodels; r++)
+            print_row(cells[r], width, stdout);
+        /* A model that failed says why. */
+        for (size_t i = 0; i < nmodels; i++) {
+            const json_t *m = json_array_get(models, i);
+            const char *e = jstr(m, "error", NULL);
+            if (e)
+                printf("  %s: %s\n", jstr(m, "tag", "?"), e);
+        }
+    }
+    free(cells);
+
+    const json_t *budgets = json_object_get(status, "budgets");
+    if (json_is_object(budgets) && json_object_size(budgets) > 0) {
+        const char *dev;
+        json_t *b;
+        printf("\n");
+        json_object_foreach((json_t *)budgets, dev, b)
+        {
+            char used[32], budget[32];
+            ms__cli_fmt_bytes_bin((uint64_t)jint(b, "used_bytes"), used, sizeof used);
+            ms__cli_fmt_bytes_bin((uint64_t)jint(b, "budget_bytes"), budget, sizeof budget);
+            printf("%s: %s used of %s\n", dev, used, budget);
+        }
+    }
+}
+
+int ms__cmd_status(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"json", no_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    bool as_json = false;
+    int c;
+    while ((c = ms__cli_getopt(argc, argv, ":h", opts, ms__usage_status)) != -1) {
+        switch (c) {
+        case 'h':
+            fputs(ms__usage_status, stdout);
+            return MS__EXIT_OK;
+        case 'j':
+            as_json = true;
+            break;
+        default:
+            return MS__EXIT_USAGE;
+        }
+    }
+    if (optind < argc)
+        return ms__cli_usage_error(argv[0], ms__usage_status, "unexpected argument \"%s\"",
+                                   argv[optind]);
+
+    /* Asking must not start a daemon. */
+    setenv("MODELSHARE_NO_AUTOSTART", "1", 1);
+    ms_client *client = NULL;
+    int rc = ms_connect(NULL, &client);
+    if (rc == MS_E_NO_DAEMON) {
+        if (as_json) {
+            printf("{\"daemon\":null,\"models\":[],\"budgets\":{}}\n");
+        } else {
+            char path[MS__SOCKET_PATH_MAX + 1], err[MS__ERRLEN];
+            if (ms__socket_path_default(path, sizeof path, err, sizeof err) < 0)
+                snprintf(path, sizeof path, "(no valid socket path)");
+            printf("no daemon running on %s\n", path);
+        }
+        return MS__EXIT_OK;
+    }
+    if (rc < 0)
+        return ms__cli_error("cannot connect to the daemon: %s", ms__cli_errtext(NULL, rc));
+
+    char *text = NULL;
+    rc = ms_status_json(client, &text);
+    if (rc < 0) {
+        int ret = ms__cli_error("status: %s", ms__cli_errtext(client, rc));
+        ms_disconnect(client);
+        return ret;
+    }
+    ms_disconnect(client);
+
+    json_error_t jerr;
+    json_t *status = json_loads(text, 0, &jerr);
+    if (!json_is_object(status)) {
+        json_decref(status);
+        int ret = ms__cli_error("the daemon's status is not a JSON object: %s", jerr.text);
+        free(text);
+        return ret;
+    }
+    if (as_json) {
+        char *out = json_dumps(status, JSON_COMPACT);
+        puts(out ? out : text);
+        free(out);
+    } else {
+        print_table(status);
+    }
+    json_decref(status);
+    free(text);
+    return MS__EXIT_OK;
+}

@@ -1,0 +1,53 @@
+/* Types shared by the daemon's files: limits, the epoll event sources and the worker record. */
+#ifndef MS_DAEMON_H
+#define MS_DAEMON_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "../common/proto.h"
+#include "../common/stats.h"
+
+/* Limits on what clients control. */
+#define MS__MODELS_MAX 256
+#define MS__CLIENTS_MAX 1024
+#define MS__CLIENT_LEASES_MAX 4096
+#define MS__LEASES_MAX 65536 /* in all: each holds an arena descriptor in the daemon */
+#define MS__INSTANCES_MAX 64
+
+/* Grace between SIGTERM and SIGKILL when a worker is stopped. */
+#define MS__KILL_GRACE_NS (3 * 1000000000LL)
+
+/* What an epoll event points to. */
+enum { MS__EV_LISTEN = 1, MS__EV_SIGNAL, MS__EV_CONN, MS__EV_WCTRL, MS__EV_WPID };
+typedef struct ms__evsrc {
+    int kind;
+    void *obj;
+} ms__evsrc;
+
+typedef struct ms__model ms__model;
+
+/* One worker process. The registry counts its leases; the supervisor owns its descriptors. */
+typedef struct ms__wproc {
+    pid_t pid;
+    int pidfd;   /* -1 once closed */
+    int ctrl_fd; /* -1 once closed (EOF) */
+    ms__reader reader;
+    ms__stats *stats; /* the worker's counters page, NULL when none */
+    bool ready;       /* it said "ready" */
+    bool said_failed; /* it said "failed" */
+    bool stopping;    /* SIGTERM sent */
+    bool killed;      /* SIGKILL sent */
+    bool gone;        /* reaped and retired: ignore events that still point here */
+    int64_t kill_at_ns;
+    uint64_t memory_bytes; /* from "ready" */
+    json_t *signature;     /* from "ready" */
+    int leases;            /* leases served by this worker */
+    ms__model *model;      /* NULL once detached from its model (an old worker being stopped) */
+    ms__evsrc ev_ctrl, ev_pid;
+    struct ms__wproc *next, *prev; /* the supervisor's list of every worker */
+} ms__wproc;
+
+#endif

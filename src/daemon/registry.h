@@ -1,0 +1,148 @@
+/*
+ * The daemon's bookkeeping: models by tag, clients (connections), leases, keep-alive deadlines.
+ * Pure data: no sockets, no processes (the only system calls are closing and unmapping a lease's
+ * arena when the lease goes). Time comes from an injectable clock so that keep-alive is testable.
+ *
+ * Ownership: the registry owns its models, clients and leases. A model's workers (ms__wproc) are
+ * owned by the supervisor; the registry only links them to the model and counts their leases.
+ */
+#ifndef MS_DAEMON_REGISTRY_H
+#define MS_DAEMON_REGISTRY_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "../common/arena.h"
+#include "../common/spec.h"
+#include "../common/util.h"
+#include "daemon.h"
+
+enum { MS__MODEL_LOADING = 0, MS__MODEL_READY, MS__MODEL_FAILED, MS__MODEL_UNLOADING };
+/* "loading", "ready", "failed", "unloading". */
+const char *ms__model_state_name(int state);
+
+typedef struct ms__client ms__client;
+typedef struct ms__lease ms__lease;
+
+struct ms__model {
+    char tag[MS__TAG_MAX + 1];
+    ms__spec spec;
+    json_t *spec_json; /* canonical */
+    int state;
+    unsigned loads;        /* loads started */
+    int leases;            /* leases on this model (counted until released or revoked) */
+    ms__lease *lease_head; /* its leases */
+    ms__wproc *workers[MS__INSTANCES_MAX];
+    int nworkers;
+    json_t *signature;     /* of the ready model, NULL before */
+    uint64_t memory_bytes; /* sum of the workers' "ready" figures */
+    int64_t last_used_ns;
+    bool idle_armed; /* keep-alive running: unload at idle_deadline_ns */
+    int64_t idle_deadline_ns;
+    int error_code; /* of a failed model */
+    char error[MS__ERRLEN];
+    uint64_t requests_done, batches_done; /* counters of workers that are gone */
+};
+
+struct ms__lease {
+    uint64_t id;
+    ms__client *client;
+    ms__model *model;         /* NULL once dead: its model was unloaded */
+    ms__wproc *worker;        /* NULL once its worker is gone */
+    int arena_fd;             /* owned, -1 when none */
+    ms__arena_header *hdr;    /* owned mapping of the arena's header page, NULL when none */
+    ms__lease *cnext, *cprev; /* the client's list */
+    ms__lease *mnext, *mprev; /* the model's list */
+};
+
+struct ms__client {
+    pid_t pid;
+    uid_t uid;
+    void *user; /* the server's connection */
+    int nleases;
+    ms__lease *lease_head;
+    ms__client *next, *prev;
+};
+
+typedef int64_t (*ms__clock_fn)(void *ctx);
+
+typedef struct ms__registry {
+    ms__clock_fn clock; /* CLOCK_MONOTONIC ns; NULL: ms__now_ns */
+    void *clock_ctx;
+    ms__model *models[MS__MODELS_MAX]; /* in order of creation */
+    int nmodels;
+    ms__client *clients;
+    int nclients;
+    int nleases;
+    uint64_t next_lease_id;
+} ms__registry;
+
+void ms__registry_init(ms__registry *r, ms__clock_fn clock, void *clock_ctx);
+/* Frees every client, lease (closing its arena) and model. Workers are left to the supervisor. */
+void ms__registry_destroy(ms__registry *r);
+int64_t ms__registry_now(const ms__registry *r);
+
+/* ---- clients ---- */
+/* New client record for a connection. MS_E_LIMIT beyond MS__CLIENTS_MAX. */
+int ms__client_add(ms__registry *r, pid_t pid, uid_t uid, void *user, ms__client **out, char *err,
+                   size_t errlen);
+/* Releases every lease of c and frees c. For each lease still served by a worker, on_release
+ * (when non-NULL) is called first, so that the caller can tell the worker. */
+void ms__client_remove(ms__registry *r, ms__client *c, void (*on_release)(ms__lease *, void *),
+                       void *ctx);
+/* The lease with this id held by c, or NULL. */
+ms__lease *ms__client_lease(const ms__client *c, uint64_t id);
+
+/* ---- models ---- */
+ms__model *ms__registry_find(const ms__registry *r, const char *tag);
+/* New model in state loading (loads 0: call ms__model_begin_load). The spec is copied.
+ * MS_E_INVAL for a bad tag, MS_E_LIMIT beyond MS__MODELS_MAX, MS_E_NOMEM. */
+int ms__registry_add(ms__registry *r, const char *tag, const ms__spec *spec, ms__model **out,
+                     char *err, size_t errlen);
+/* Frees m. Its leases become dead (their holders can still release them). Its workers must have
+ * been detached before. */
+void ms__registry_remove(ms__registry *r, ms__model *m);
+
+/* 0 when spec equals m's; else MS_E_SPEC_CONFLICT with both canonical specs in the message. */
+int ms__model_spec_check(const ms__model *m, const ms__spec *spec, char *err, size_t errlen);
+/* Replaces m's spec (a failed model retried with another spec). */
+int ms__model_spec_replace(ms__model *m, const ms__spec *spec, char *err, size_t errlen);
+
+/* State changes. */
+void ms__model_begin_load(ms__registry *r, ms__model *m); /* loading, loads + 1, error cleared */
+int ms__model_add_worker(ms__model *m, ms__wproc *w);     /* MS_E_LIMIT past MS__INSTANCES_MAX */
+/* Unlinks w from m: leases served by w lose their worker. */
+void ms__model_detach_worker(ms__model *m, ms__wproc *w);
+/* True when m has workers and every one said ready. */
+bool ms__model_all_ready(const ms__model *m);
+/* ready: memory and signature from the workers; keep-alive starts when there is no lease. */
+void ms__model_set_ready(ms__registry *r, ms__model *m);
+void ms__model_set_failed(ms__model *m, int code, const char *message);
+void ms__model_set_unloading(ms__model *m);
+/* A load of a model already there: last used now, and a running keep-alive starts again. */
+void ms__model_touch(ms__registry *r, ms__model *m);
+
+/* ---- leases ---- */
+/* A lease of client c on the ready model m, served by its worker with the fewest leases. Takes
+ * ownership of arena_fd and hdr on success only. MS_E_LIMIT past MS__CLIENT_LEASES_MAX per client
+ * or MS__LEASES_MAX in all; MS_E_INVAL when m is not ready. */
+int ms__lease_add(ms__registry *r, ms__client *c, ms__model *m, int arena_fd, ms__arena_header *hdr,
+                  ms__lease **out, char *err, size_t errlen);
+/* Frees l (closing its arena); its model's keep-alive starts at its last lease. */
+void ms__lease_release(ms__registry *r, ms__lease *l);
+/* Force-unload: every lease of m gets its arena marked MS__ARENA_UNLOADED and becomes dead. */
+void ms__model_revoke_leases(ms__registry *r, ms__model *m);
+/* "12, 34": the distinct pids of the clients holding leases on m. */
+void ms__model_lease_pids(const ms__model *m, char *buf, size_t buflen);
+
+/* ---- keep-alive ---- */
+/* Earliest keep-alive deadline; false when none runs. */
+bool ms__registry_next_deadline(const ms__registry *r, int64_t *deadline_ns);
+/* A ready model without leases whose keep-alive has passed (its keep-alive is disarmed), or
+ * NULL. Call until NULL. */
+ms__model *ms__registry_expired(ms__registry *r);
+
+#endif

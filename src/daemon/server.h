@@ -1,0 +1,32 @@
+/*
+ * modelshared's server: the pid lock, the listening socket, the epoll loop, the client protocol
+ * (proto.h) and the life of each model (load, ready, failed, keep-alive, unload).
+ */
+#ifndef MS_DAEMON_SERVER_H
+#define MS_DAEMON_SERVER_H
+
+#include <stddef.h>
+
+typedef struct ms__server ms__server;
+
+typedef struct ms__server_opts {
+    const char *socket_path;
+    double idle_exit_s;    /* 0: never */
+    const char *log_level; /* passed to workers: "error" | "warn" | "info" | "debug" */
+} ms__server_opts;
+
+/* Prepares the socket directory, takes the exclusive lock on <socket>.pid (writing this
+ * process's pid in it), removes a stale socket file, binds (mode 0600) and listens. When this
+ * returns 0 the daemon is ready: clients can connect. Errors: MS_E_BUSY ("another modelshared
+ * is running (pid N) on P"), MS_E_PERMISSION, MS_E_IO, with a message in err. *out is freed with
+ * ms__server_free(). */
+int ms__server_start(const ms__server_opts *opts, ms__server **out, char *err, size_t errlen);
+
+/* Serves until SIGTERM or SIGINT (or the idle exit), then stops every worker and removes the
+ * socket. Returns 0 on a clean stop, or a negative MS_E_* code when the loop could not run. */
+int ms__server_run(ms__server *s);
+
+/* Closes everything; NULL is a no-op. */
+void ms__server_free(ms__server *s);
+
+#endif

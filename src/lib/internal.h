@@ -1,0 +1,139 @@
+/*
+ * libmodelshare's internal types, shared between the library's files and nowhere else.
+ *
+ * Locking: a client has one lock for its control socket (one request at a time) and one for its
+ * list of models. A model has one lock for its allocator, its live tensors and its channel: calls
+ * on one model handle are serialised. The allocator's bookkeeping lives in this process's private
+ * memory, never in the shared arena.
+ */
+#ifndef MS_LIB_INTERNAL_H
+#define MS_LIB_INTERNAL_H
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "modelshare.h"
+#include "../common/chan.h"
+#include "../common/paths.h"
+#include "../common/proto.h"
+#include "../common/util.h"
+
+/* Free blocks of an arena, sorted by offset, never adjacent (coalesced on free). */
+typedef struct ms__free_block {
+    uint64_t off, len;
+    struct ms__free_block *next;
+} ms__free_block;
+
+typedef struct ms__alloc {
+    int fd;         /* the arena memfd, for punching holes; not owned */
+    uint64_t start; /* MS__ARENA_HEADER */
+    uint64_t end;   /* the arena's capacity */
+    ms__free_block *free;
+} ms__alloc;
+
+struct ms_tensor {
+    ms_model *model;
+    uint64_t off;  /* bytes from the start of the arena */
+    uint64_t size; /* bytes reserved in the arena (>= nbytes, MS__ARENA_ALIGN multiple) */
+    size_t nbytes;
+    int dtype;
+    int rank;
+    int64_t shape[MS_MAX_RANK];
+    struct ms_tensor *prev, *next; /* the model's live tensors */
+};
+
+struct ms_model {
+    ms_client *client;
+    int64_t lease;
+    char tag[MS__TAG_MAX + 1];
+    int arena_fd;
+    void *arena_base;
+    uint64_t arena_capacity;
+    int chan_fd;
+    ms__sig sig_in, sig_out;
+    pthread_mutex_t lock;
+    ms__alloc alloc;
+    ms_tensor *tensors;
+    uint64_t next_req_id;
+    struct ms_model *prev, *next; /* the client's models */
+};
+
+struct ms_client {
+    int fd;
+    char socket_path[MS__SOCKET_PATH_MAX + 1];
+    uint64_t serial; /* unique per client in this process, for ms_errmsg */
+    int64_t daemon_pid;
+    pthread_mutex_t lock; /* the control socket */
+    int64_t next_id;
+    bool lost;
+    pthread_mutex_t models_lock;
+    ms_model *models;
+};
+
+/* ---- errors (client.c) ---- */
+
+/* Records message for the calling thread's last failed call on client (NULL: ms_connect) and
+ * returns code. */
+int ms__lib_fail(const ms_client *client, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Same with a message already formatted. */
+int ms__lib_fail_msg(const ms_client *client, int code, const char *msg);
+
+/* ---- control requests (client.c) ---- */
+
+/* Sends req (adding "id"; req stays the caller's) with fds, waits for the reply. A reply with
+ * "ok": false gives its code and message (recorded for ms_errmsg). On success *reply is the
+ * reply (caller owns) and up to maxfds descriptors arrive in rfds (*rnfds). EOF or a broken
+ * socket: MS_E_DAEMON_LOST, and the client stays lost. */
+int ms__lib_call(ms_client *client, json_t *req, const int *fds, int nfds, json_t **reply,
+                 int *rfds, int *rnfds, int maxfds);
+
+/* ---- connecting (connect.c) ---- */
+
+/* Connects to the daemon at path, starting it when none answers. *fd is the connected socket.
+ * Errors: MS_E_NO_DAEMON, MS_E_PERMISSION, MS_E_INVAL, with the message in err. */
+int ms__lib_connect(const char *path, int *fd, char *err, size_t errlen);
+
+/* ---- specs (model.c) ---- */
+
+/* Parses spec_json into a JSON object with "weights" made absolute. *out new reference.
+ * MS_E_SPEC with a message when the text is not a JSON object. */
+int ms__lib_spec_prepare(const char *spec_json, json_t **out, char *err, size_t errlen);
+
+/* Ends a model handle already unlinked from its client: tells the daemon (unless the connection
+ * is lost), closes the channel, unmaps the arena, frees every tensor and the handle. Returns 0 or
+ * MS_E_DAEMON_LOST (message recorded). */
+int ms__lib_model_end(ms_model *model);
+
+/* ---- arena allocator (tensor.c) ---- */
+
+int ms__alloc_init(ms__alloc *a, int fd, uint64_t start, uint64_t end);
+void ms__alloc_destroy(ms__alloc *a);
+/* First fit of size bytes (rounded up to MS__ARENA_ALIGN, at least MS__ARENA_ALIGN). Returns 0
+ * with *off and *got (bytes reserved), MS_E_TOO_LARGE when no free block is large enough, or
+ * MS_E_NOMEM. */
+int ms__alloc_get(ms__alloc *a, uint64_t size, uint64_t *off, uint64_t *got);
+/* Returns [off, off + len) to the free list, coalescing; punches a hole when 1 MiB or more. */
+void ms__alloc_put(ms__alloc *a, uint64_t off, uint64_t len);
+/* Largest free block, for messages. */
+uint64_t ms__alloc_largest(const ms__alloc *a);
+
+/* Makes a tensor of the model with nbytes of room (model lock held). Shape is set by the caller.
+ * Errors: MS_E_TOO_LARGE (message recorded), MS_E_NOMEM. */
+int ms__tensor_new_locked(ms_model *model, uint64_t nbytes, ms_tensor **out);
+/* Frees a tensor (model lock held). */
+void ms__tensor_free_locked(ms_tensor *t);
+/* Gives back the tail of a tensor's room beyond keep bytes (model lock held). */
+void ms__tensor_shrink_locked(ms_tensor *t, uint64_t keep);
+
+/* ---- the data plane (exchange.c) ---- */
+
+/* Sends one request on the model's channel and waits for its response (model lock held).
+ * Returns 0 with *resp decoded, or MS_E_WORKER_LOST / MS_E_UNLOADED / MS_E_PROTOCOL (message
+ * recorded). The response's own status is left for the caller. */
+int ms__exchange(ms_model *model, const ms__req *req, ms__resp *resp);
+
+#endif

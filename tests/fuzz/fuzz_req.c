@@ -1,0 +1,79 @@
+/* Fuzzes the channel's record decoders. The first byte picks the arena capacity; the rest is the
+ * record. An accepted request must only point inside the arena, past its header, aligned, with
+ * input and output apart; an accepted response must describe its output exactly. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "modelshare.h"
+#include "../../src/common/arena.h"
+#include "../../src/common/chan.h"
+#include "../../src/common/util.h"
+
+static void check_req(const ms__req *r, uint64_t cap)
+{
+    size_t es = ms_dtype_size((int)r->dtype), numel;
+    if (r->magic != MS__REQ_MAGIC || es == 0 || r->rank > MS_MAX_RANK)
+        abort();
+    if (!ms__shape_numel((int)r->rank, r->shape, &numel) || numel * es / es != numel ||
+        numel * es != r->in_len)
+        abort();
+    if (r->in_off < MS__ARENA_HEADER || r->in_off > cap || r->in_len > cap - r->in_off)
+        abort();
+    if (r->out_off < MS__ARENA_HEADER || r->out_off > cap || r->out_cap > cap - r->out_off)
+        abort();
+    if (r->in_off % es != 0 || r->out_off % es != 0)
+        abort();
+    if (r->in_len > 0 && r->out_cap > 0 && r->in_off < r->out_off + r->out_cap &&
+        r->out_off < r->in_off + r->in_len)
+        abort();
+}
+
+static void check_resp(const ms__resp *r)
+{
+    if (r->magic != MS__RESP_MAGIC || r->rank > MS_MAX_RANK ||
+        memchr(r->msg, '\0', sizeof r->msg) == NULL)
+        abort();
+    if (r->status == 0) {
+        size_t es = ms_dtype_size((int)r->dtype), numel;
+        if (es == 0 || !ms__shape_numel((int)r->rank, r->shape, &numel) || numel * es != r->out_len)
+            abort();
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static const uint64_t caps[] = {MS__ARENA_MIN, 16ull << 20, MS__ARENA_DEFAULT,
+                                    MS__ARENA_MAX, 100,         MS__ARENA_MAX + 1};
+    if (size < 1)
+        return 0;
+    uint64_t cap = caps[data[0] % MS__ARRAY_LEN(caps)];
+    const uint8_t *rec = data + 1;
+    size_t len = size - 1;
+    char err[MS__ERRLEN];
+
+    /* Records arrive with any alignment: decode from a copy at an odd address too. */
+    uint8_t *copy = malloc(len + 1);
+    if (copy == NULL)
+        return 0;
+    memcpy(copy + 1, rec, len);
+
+    ms__req req;
+    if (ms__req_decode(rec, len, cap, &req, err, sizeof err) == 0) {
+        check_req(&req, cap);
+        ms__req again;
+        if (ms__req_decode(copy + 1, len, cap, &again, err, sizeof err) != 0 ||
+            memcmp(&req, &again, sizeof req) != 0)
+            abort();
+    } else if (strnlen(err, sizeof err) == 0) {
+        abort();
+    }
+    ms__resp resp;
+    err[0] = '\0';
+    if (ms__resp_decode(rec, len, &resp, err, sizeof err) == 0)
+        check_resp(&resp);
+    else if (strnlen(err, sizeof err) == 0)
+        abort();
+    free(copy);
+    return 0;
+}

@@ -1,0 +1,278 @@
+/* Model specs: defaults, every field's errors, unknown fields, equality, canonical JSON. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "modelshare.h"
+#include "../../src/common/spec.h"
+#include "../../src/common/util.h"
+
+static void test_defaults(void **state)
+{
+    (void)state;
+    char err[MS__ERRLEN];
+    ms__spec s;
+    assert_int_equal(
+        ms__spec_parse("{\"backend\":\"dense\",\"weights\":\"/m.st\"}", &s, err, sizeof err), 0);
+    assert_string_equal(s.backend, "dense");
+    assert_string_equal(s.weights, "/m.st");
+    assert_string_equal(s.device, "cpu");
+    assert_int_equal(s.output, MS__OUTPUT_LINEAR);
+    assert_true(s.keep_alive == 300);
+    assert_int_equal(s.max_batch, 64);
+    assert_int_equal(s.batch_delay_us, 0);
+    assert_int_equal(s.instances, 1);
+    assert_false(s.thread_safe);
+    assert_true(s.batchable);
+    assert_true(s.memory == 0);
+    assert_true(s.load_timeout == 60);
+    ms__spec_free(&s);
+    assert_null(s.weights);
+    ms__spec_free(&s); /* twice is harmless */
+
+    assert_int_equal(ms__spec_parse("{\"backend\":\"python\"}", &s, err, sizeof err), 0);
+    assert_null(s.weights);
+    ms__spec_free(&s);
+}
+
+static void test_all_fields(void **state)
+{
+    (void)state;
+    char err[MS__ERRLEN];
+    ms__spec s;
+    const char *text = "{\"backend\":\"dense\",\"weights\":\"w.st\",\"device\":\"cuda:12\","
+                       "\"output\":\"softmax\",\"keep_alive\":0.5,\"max_batch\":65536,"
+                       "\"batch_delay_us\":1000000,\"instances\":64,\"thread_safe\":true,"
+                       "\"batchable\":false,\"memory\":3000000000.0,\"load_timeout\":86400}";
+    assert_int_equal(ms__spec_parse(text, &s, err, sizeof err), 0);
+    assert_string_equal(s.device, "cuda:12");
+    assert_int_equal(s.output, MS__OUTPUT_SOFTMAX);
+    assert_true(s.keep_alive == 0.5);
+    assert_int_equal(s.max_batch, 65536);
+    assert_int_equal(s.batch_delay_us, 1000000);
+    assert_int_equal(s.instances, 64);
+    assert_true(s.thread_safe);
+    assert_false(s.batchable);
+    assert_true(s.memory == 3000000000ull);
+    assert_true(s.load_timeout == 86400);
+    ms__spec_free(&s);
+
+    /* "cuda" means cuda:0; weights null means absent. */
+    assert_int_equal(ms__spec_parse("{\"backend\":\"python\",\"device\":\"cuda\",\"weights\":null}",
+                                    &s, err, sizeof err),
+                     0);
+    assert_string_equal(s.device, "cuda:0");
+    assert_null(s.weights);
+    ms__spec_free(&s);
+}
+
+static void expect_err(const char *text, const char *needle)
+{
+    char err[MS__ERRLEN] = "";
+    ms__spec s;
+    memset(&s, 0x5a, sizeof s);
+    int rc = ms__spec_parse(text, &s, err, sizeof err);
+    if (rc != MS_E_SPEC)
+        fail_msg("spec %s: expected MS_E_SPEC, got %d (%s)", text, rc, err);
+    if (strstr(err, needle) == NULL)
+        fail_msg("spec %s: expected \"%s\" in the message, got \"%s\"", text, needle, err);
+}
+
+#define D "\"backend\":\"dense\",\"weights\":\"w\","
+
+static void test_field_errors(void **state)
+{
+    (void)state;
+    expect_err("{}", "spec field \"backend\"");
+    expect_err("{\"backend\":\"torch\"}", "spec field \"backend\": expected \"dense\" or "
+                                          "\"python\", got \"torch\"");
+    expect_err("{\"backend\":1}", "got 1");
+    expect_err("{\"backend\":\"dense\"}", "spec field \"weights\"");
+    expect_err("{\"backend\":\"dense\",\"weights\":\"\"}", "spec field \"weights\"");
+    expect_err("{\"backend\":\"dense\",\"weights\":3}", "spec field \"weights\"");
+    expect_err("{\"backend\":\"dense\",\"weights\":null}", "spec field \"weights\"");
+    expect_err("{" D "\"device\":\"gpu\"}", "spec field \"device\": expected \"cpu\" or");
+    expect_err("{" D "\"device\":\"cuda:64\"}", "got \"cuda:64\"");
+    expect_err("{" D "\"device\":\"cuda:-1\"}", "spec field \"device\"");
+    expect_err("{" D "\"device\":\"cuda:01\"}", "spec field \"device\"");
+    expect_err("{" D "\"device\":\"cuda:\"}", "spec field \"device\"");
+    expect_err("{" D "\"device\":\"cuda:1x\"}", "spec field \"device\"");
+    expect_err("{" D "\"device\":\"cuda:100\"}", "spec field \"device\"");
+    expect_err("{" D "\"output\":\"relu\"}",
+               "spec field \"output\": expected \"linear\" or \"softmax\", got \"relu\"");
+    expect_err("{" D "\"keep_alive\":-1}", "spec field \"keep_alive\"");
+    expect_err("{" D "\"keep_alive\":\"5\"}", "spec field \"keep_alive\"");
+    expect_err("{" D "\"max_batch\":\"ten\"}",
+               "spec field \"max_batch\": expected an integer from 1 to 65536, got \"ten\"");
+    expect_err("{" D "\"max_batch\":0}", "got 0");
+    expect_err("{" D "\"max_batch\":65537}", "got 65537");
+    expect_err("{" D "\"max_batch\":2.5}", "got 2.5");
+    expect_err("{" D "\"max_batch\":true}", "got true");
+    expect_err("{" D "\"batch_delay_us\":-1}", "spec field \"batch_delay_us\"");
+    expect_err("{" D "\"batch_delay_us\":1000001}", "spec field \"batch_delay_us\"");
+    expect_err("{" D "\"instances\":0}", "spec field \"instances\"");
+    expect_err("{" D "\"instances\":65}", "spec field \"instances\"");
+    expect_err("{" D "\"thread_safe\":1}", "spec field \"thread_safe\": expected true or false");
+    expect_err("{" D "\"batchable\":\"yes\"}", "spec field \"batchable\"");
+    expect_err("{" D "\"memory\":-5}", "spec field \"memory\"");
+    expect_err("{" D "\"memory\":1.5}", "spec field \"memory\"");
+    expect_err("{" D "\"memory\":1e30}", "spec field \"memory\"");
+    expect_err("{" D "\"load_timeout\":86401}", "spec field \"load_timeout\"");
+    expect_err("{" D "\"load_timeout\":-0.1}", "spec field \"load_timeout\"");
+    expect_err("{" D "\"load_timeout\":null}", "got null");
+    expect_err("{" D "\"max_batch\":{\"a\":1}}", "got an object");
+    expect_err("[1]", "expected the spec to be a JSON object, got an array");
+    expect_err("{\"backend\":", "invalid JSON");
+    expect_err("{" D "\"max_batch\":1,\"max_batch\":2}", "invalid JSON");
+}
+
+static void test_unknown_field(void **state)
+{
+    (void)state;
+    expect_err("{\"backend\":\"dense\",\"weigths\":\"w\"}",
+               "unknown spec field \"weigths\" (known: backend, weights, device, output, "
+               "keep_alive, max_batch, batch_delay_us, instances, thread_safe, batchable, memory, "
+               "load_timeout)");
+    /* A very long unknown name is shortened, the message stays whole. */
+    char text[600];
+    char name[400];
+    memset(name, 'z', sizeof name - 1);
+    name[sizeof name - 1] = '\0';
+    snprintf(text, sizeof text, "{\"%s\":1}", name);
+    expect_err(text, "...\" (known: backend");
+}
+
+static void test_integral_reals(void **state)
+{
+    (void)state;
+    char err[MS__ERRLEN];
+    ms__spec s;
+    assert_int_equal(ms__spec_parse("{\"backend\":\"python\",\"max_batch\":32.0,\"instances\":2.0}",
+                                    &s, err, sizeof err),
+                     0);
+    assert_int_equal(s.max_batch, 32);
+    assert_int_equal(s.instances, 2);
+    ms__spec_free(&s);
+}
+
+static void test_equal_and_copy(void **state)
+{
+    (void)state;
+    char err[MS__ERRLEN];
+    ms__spec a, b, c;
+    assert_int_equal(
+        ms__spec_parse("{\"backend\":\"dense\",\"weights\":\"/w\"}", &a, err, sizeof err), 0);
+    /* Same model, defaults written out and fields in another order. */
+    assert_int_equal(ms__spec_parse("{\"max_batch\":64,\"weights\":\"/w\",\"device\":\"cpu\","
+                                    "\"backend\":\"dense\",\"keep_alive\":300}",
+                                    &b, err, sizeof err),
+                     0);
+    assert_true(ms__spec_equal(&a, &b));
+    ms__spec_free(&b);
+    const char *differ[] = {
+        "{\"backend\":\"dense\",\"weights\":\"/w2\"}",
+        "{\"backend\":\"python\",\"weights\":\"/w\"}",
+        "{\"backend\":\"dense\",\"weights\":\"/w\",\"device\":\"cuda:0\"}",
+        "{\"backend\":\"dense\",\"weights\":\"/w\",\"output\":\"softmax\"}",
+        "{\"backend\":\"dense\",\"weights\":\"/w\",\"keep_alive\":300.0001}",
+        "{\"backend\":\"dense\",\"weights\":\"/w\",\"max_batch\":63}",
+        "{\"backend\":\"dense\",\"weights\":\"/w\",\"batch_delay_us\":1}",
+        "{\"backend\":\"dense\",\"weights\":\"/w\",\"instances\":2}",
+        "{\"backend\":\"dense\",\"weights\":\"/w\",\"thread_safe\":true}",
+        "{\"backend\":\"dense\",\"weights\":\"/w\",\"batchable\":false}",
+        "{\"backend\":\"dense\",\"weights\":\"/w\",\"memory\":1}",
+        "{\"backend\":\"dense\",\"weights\":\"/w\",\"load_timeout\":61}",
+    };
+    for (size_t i = 0; i < MS__ARRAY_LEN(differ); i++) {
+        assert_int_equal(ms__spec_parse(differ[i], &b, err, sizeof err), 0);
+        if (ms__spec_equal(&a, &b))
+            fail_msg("expected %s to differ from the defaults", differ[i]);
+        ms__spec_free(&b);
+    }
+    ms__spec p1, p2;
+    assert_int_equal(ms__spec_parse("{\"backend\":\"python\"}", &p1, err, sizeof err), 0);
+    assert_int_equal(
+        ms__spec_parse("{\"backend\":\"python\",\"weights\":\"x\"}", &p2, err, sizeof err), 0);
+    assert_false(ms__spec_equal(&p1, &p2));
+    assert_false(ms__spec_equal(&p2, &p1));
+    ms__spec_free(&p1);
+    ms__spec_free(&p2);
+
+    assert_int_equal(ms__spec_copy(&a, &c), 0);
+    assert_true(ms__spec_equal(&a, &c));
+    assert_ptr_not_equal(a.weights, c.weights);
+    ms__spec_free(&a);
+    assert_string_equal(c.weights, "/w");
+    ms__spec_free(&c);
+}
+
+static void test_canonical(void **state)
+{
+    (void)state;
+    char err[MS__ERRLEN];
+    ms__spec a, b;
+    assert_int_equal(ms__spec_parse("{\"weights\":\"/w\",\"backend\":\"dense\",\"keep_alive\":2.5,"
+                                    "\"device\":\"cuda\"}",
+                                    &a, err, sizeof err),
+                     0);
+    json_t *j = ms__spec_to_json(&a);
+    char *s = json_dumps(j, JSON_COMPACT);
+    assert_string_equal(s, "{\"backend\":\"dense\",\"batch_delay_us\":0,\"batchable\":true,"
+                           "\"device\":\"cuda:0\",\"instances\":1,\"keep_alive\":2.5,"
+                           "\"load_timeout\":60.0,\"max_batch\":64,\"memory\":0,"
+                           "\"output\":\"linear\",\"thread_safe\":false,\"weights\":\"/w\"}");
+    /* The canonical text is sorted (the same with JSON_SORT_KEYS). */
+    char *sorted = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+    assert_string_equal(s, sorted);
+    free(sorted);
+    /* Round trip: parses back to an equal spec, and to the same text. */
+    assert_int_equal(ms__spec_parse(s, &b, err, sizeof err), 0);
+    assert_true(ms__spec_equal(&a, &b));
+    json_t *j2 = ms__spec_to_json(&b);
+    assert_true(json_equal(j, j2));
+    json_decref(j2);
+    ms__spec_free(&b);
+    free(s);
+    json_decref(j);
+    ms__spec_free(&a);
+
+    /* A python spec has weights null, and round-trips too. */
+    assert_int_equal(ms__spec_parse("{\"backend\":\"python\"}", &a, err, sizeof err), 0);
+    j = ms__spec_to_json(&a);
+    assert_true(json_is_null(json_object_get(j, "weights")));
+    assert_int_equal(ms__spec_from_json(j, &b, err, sizeof err), 0);
+    assert_true(ms__spec_equal(&a, &b));
+    ms__spec_free(&a);
+    ms__spec_free(&b);
+    json_decref(j);
+}
+
+static void test_not_object(void **state)
+{
+    (void)state;
+    char err[MS__ERRLEN];
+    ms__spec s;
+    assert_int_equal(ms__spec_from_json(NULL, &s, err, sizeof err), MS_E_SPEC);
+    assert_int_equal(ms__spec_parse(NULL, &s, err, sizeof err), MS_E_SPEC);
+    json_t *j = json_string("dense");
+    assert_int_equal(ms__spec_from_json(j, &s, err, sizeof err), MS_E_SPEC);
+    assert_non_null(strstr(err, "got \"dense\""));
+    json_decref(j);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_defaults),       cmocka_unit_test(test_all_fields),
+        cmocka_unit_test(test_field_errors),   cmocka_unit_test(test_unknown_field),
+        cmocka_unit_test(test_integral_reals), cmocka_unit_test(test_equal_and_copy),
+        cmocka_unit_test(test_canonical),      cmocka_unit_test(test_not_object),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
