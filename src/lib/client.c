@@ -105,7 +105,11 @@ int ms__lib_call(ms_client *client, json_t *req, const int *fds, int nfds, json_
         goto out;
     }
     json_t *rid = json_object_get(msg, "id");
-    if (!json_is_integer(rid) || json_integer_value(rid) != id) {
+    /* A refusal of the whole connection (another uid, too many clients) carries no id: the
+     * daemon sends it before reading anything and closes. Report its code and message. */
+    if ((!rid || json_is_null(rid)) && json_is_false(json_object_get(msg, "ok")))
+        client->lost = true;
+    else if (!json_is_integer(rid) || json_integer_value(rid) != id) {
         client->lost = true;
         r = ms__lib_fail(client, MS_E_PROTOCOL,
                          "daemon reply out of step: expected \"id\": %lld, got %s", (long long)id,

@@ -23,7 +23,9 @@ def test_spec_conflict_shows_both_specs(ms):
 
 
 def test_unknown_tag_without_spec(ms):
-    r = ms.cli("infer", "nothing-here", "--input", "x.npy", check=False)
+    import numpy as np
+    np.save(ms.tmp / "x.npy", np.ones((1, 4), np.float32))
+    r = ms.cli("infer", "nothing-here", "--input", ms.tmp / "x.npy", check=False)
     assert r.returncode == 1
     assert "nothing-here" in r.stderr
 
