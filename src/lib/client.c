@@ -89,20 +89,28 @@ int ms__lib_call(ms_client *client, json_t *req, const int *fds, int nfds, json_
         goto out;
     }
     if (r < 0) {
+        /* The daemon may have refused this connection (another uid, too many clients) and
+         * closed it before reading anything: its refusal is still there to be read. */
+        char why[MS__ERRLEN];
         client->lost = true;
-        r = ms__lib_fail(client, MS_E_DAEMON_LOST, "lost the connection to the daemon at %s: %s",
-                         client->socket_path, err);
-        goto out;
-    }
-    r = ms__msg_recv(client->fd, &msg, got, &ngot, maxfds, -1, err, sizeof err);
-    if (r < 0) {
-        /* Whatever went wrong, the stream is out of step now. */
-        client->lost = true;
-        if (r == MS_E_IO)
-            r = MS_E_DAEMON_LOST;
-        r = ms__lib_fail(client, r, "lost the connection to the daemon at %s: %s",
-                         client->socket_path, err);
-        goto out;
+        if (ms__msg_recv(client->fd, &msg, got, &ngot, maxfds, 200, why, sizeof why) != 0 ||
+            !json_is_false(json_object_get(msg, "ok"))) {
+            r = ms__lib_fail(client, MS_E_DAEMON_LOST,
+                             "lost the connection to the daemon at %s: %s", client->socket_path,
+                             err);
+            goto out;
+        }
+    } else {
+        r = ms__msg_recv(client->fd, &msg, got, &ngot, maxfds, -1, err, sizeof err);
+        if (r < 0) {
+            /* Whatever went wrong, the stream is out of step now. */
+            client->lost = true;
+            if (r == MS_E_IO)
+                r = MS_E_DAEMON_LOST;
+            r = ms__lib_fail(client, r, "lost the connection to the daemon at %s: %s",
+                             client->socket_path, err);
+            goto out;
+        }
     }
     json_t *rid = json_object_get(msg, "id");
     /* A refusal of the whole connection (another uid, too many clients) carries no id: the
