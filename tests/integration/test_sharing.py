@@ -113,3 +113,19 @@ def test_status_json_contract(ms):
         assert budget["budget_bytes"] > 0 and "used_bytes" in budget
     # The human-readable table names the model too.
     assert "contract" in ms.cli("status").stdout
+
+
+def test_c_example_runs_and_matches_numpy(ms):
+    import subprocess
+    from conftest import BUILD
+    weights = ms.make_dense("hello.safetensors", [16, 32, 8], seed=4)
+    r = subprocess.run([str(BUILD / "examples" / "hello"), str(weights)], capture_output=True,
+                       text=True, env=ms.env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    head, values = r.stdout.split(":", 1)
+    assert head == "output [2, 8]"
+    x = (np.arange(2 * 16) % 7 / 7.0).astype(np.float32).reshape(2, 16)
+    expected = mlp_reference(weights, x)[0, :5]
+    got = np.array([float(v) for v in values.split() if v != "..."])
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    assert ms.model("hello-mlp")["loads"] == 1
