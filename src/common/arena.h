@@ -26,9 +26,9 @@ enum { MS__ARENA_LIVE = 0, MS__ARENA_UNLOADED = 1 };
 
 typedef struct ms__arena_header {
     uint32_t magic;
-    uint32_t version;        /* 1 */
-    uint64_t capacity;       /* bytes of the whole file, header included */
-    _Atomic uint32_t state;  /* MS__ARENA_LIVE / MS__ARENA_UNLOADED */
+    uint32_t version;       /* 1 */
+    uint64_t capacity;      /* bytes of the whole file, header included */
+    _Atomic uint32_t state; /* MS__ARENA_LIVE / MS__ARENA_UNLOADED */
 } ms__arena_header;
 
 /* Client side: creates the memfd ("modelshare-arena", MFD_CLOEXEC), sizes it to capacity,

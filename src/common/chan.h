@@ -16,14 +16,14 @@
 /* Client -> worker. All offsets are bytes from the start of the client's arena. */
 typedef struct ms__req {
     uint32_t magic;
-    uint32_t dtype;    /* ms_dtype of the input */
-    uint32_t rank;     /* 0..MS_MAX_RANK */
-    uint32_t flags;    /* 0 */
-    uint64_t id;       /* echoed in the response */
-    int64_t shape[8];  /* rank dims used, the rest 0 */
-    uint64_t in_off;   /* input bytes: [in_off, in_off + in_len) */
-    uint64_t in_len;   /* = numel(shape) * dtype size */
-    uint64_t out_off;  /* room for the output: [out_off, out_off + out_cap) */
+    uint32_t dtype;   /* ms_dtype of the input */
+    uint32_t rank;    /* 0..MS_MAX_RANK */
+    uint32_t flags;   /* 0 */
+    uint64_t id;      /* echoed in the response */
+    int64_t shape[8]; /* rank dims used, the rest 0 */
+    uint64_t in_off;  /* input bytes: [in_off, in_off + in_len) */
+    uint64_t in_len;  /* = numel(shape) * dtype size */
+    uint64_t out_off; /* room for the output: [out_off, out_off + out_cap) */
     uint64_t out_cap;
     int64_t deadline_ns; /* CLOCK_MONOTONIC; 0 = none */
 } ms__req;
@@ -31,14 +31,14 @@ typedef struct ms__req {
 /* Worker -> client. */
 typedef struct ms__resp {
     uint32_t magic;
-    int32_t status;    /* 0 or MS_E_*; MS_E_TOO_LARGE with out_len > out_cap: room too small,
-                          the client makes out_len bytes of room and asks again */
-    uint32_t dtype;    /* output */
+    int32_t status; /* 0 or MS_E_*; MS_E_TOO_LARGE with out_len > out_cap: room too small,
+                       the client makes out_len bytes of room and asks again */
+    uint32_t dtype; /* output */
     uint32_t rank;
     uint64_t id;
     int64_t shape[8];
-    uint64_t out_len;  /* bytes of output written at out_off (or needed, see status) */
-    char msg[400];     /* NUL-terminated message when status != 0 */
+    uint64_t out_len; /* bytes of output written at out_off (or needed, see status) */
+    char msg[400];    /* NUL-terminated message when status != 0 */
 } ms__resp;
 
 /* Pure decoders, fuzzed: check the size of the record, the magic, the dtype, the rank, every

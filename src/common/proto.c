@@ -653,3 +653,27 @@ int ms__dtype_from_name(const char *name)
             return table[i].dtype;
     return 0;
 }
+
+const char *ms__json_kind(const json_t *j)
+{
+    if (j == NULL)
+        return "nothing";
+    switch (json_typeof(j)) {
+    case JSON_OBJECT:
+        return "an object";
+    case JSON_ARRAY:
+        return "an array";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+        return "an integer";
+    case JSON_REAL:
+        return "a real number";
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return "a boolean";
+    case JSON_NULL:
+        return "null";
+    }
+    return "something else";
+}

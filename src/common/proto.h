@@ -117,6 +117,9 @@ typedef struct ms__sig {
 json_t *ms__sig_to_json(const ms__sig *in, const ms__sig *out);
 int ms__sig_from_json(const json_t *j, ms__sig *in, ms__sig *out, char *err, size_t errlen);
 
+/* "an integer", "a string", ... for messages that say what came; "nothing" for NULL. Static. */
+const char *ms__json_kind(const json_t *j);
+
 /* "float32" <-> MS_FLOAT32 (0 when unknown). Also accepts safetensors names ("F32"). */
 int ms__dtype_from_name(const char *name);
 

@@ -1,5 +1,6 @@
 /* safetensors files: the framing (8 bytes of header length) by hand, the header with jansson. */
 #include "safetensors.h"
+#include "proto.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -57,28 +58,6 @@ static const st_dtype *st_dtype_find(const char *name)
     return NULL;
 }
 
-static const char *json_kind(const json_t *j)
-{
-    switch (json_typeof(j)) {
-    case JSON_OBJECT:
-        return "an object";
-    case JSON_ARRAY:
-        return "an array";
-    case JSON_STRING:
-        return "a string";
-    case JSON_INTEGER:
-        return "an integer";
-    case JSON_REAL:
-        return "a real number";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "a boolean";
-    case JSON_NULL:
-        return "null";
-    }
-    return "something else";
-}
-
 static uint64_t le64(const uint8_t *p)
 {
     uint64_t v = 0;
@@ -93,7 +72,7 @@ static int check_metadata(const json_t *meta, char *err, size_t errlen)
         return ms__fail(err, errlen, MS_E_WEIGHTS,
                         "corrupt safetensors header: \"__metadata__\" must be an object of "
                         "strings, got %s",
-                        json_kind(meta));
+                        ms__json_kind(meta));
     const char *key;
     json_t *val;
     json_object_foreach((json_t *)meta, key, val)
@@ -102,7 +81,7 @@ static int check_metadata(const json_t *meta, char *err, size_t errlen)
             return ms__fail(err, errlen, MS_E_WEIGHTS,
                             "corrupt safetensors header: \"__metadata__\" entry \"%s\" must be a "
                             "string, got %s",
-                            key, json_kind(val));
+                            key, ms__json_kind(val));
     }
     return 0;
 }
@@ -115,7 +94,7 @@ static int parse_entry(const char *name, const json_t *val, uint64_t data_len, m
         return ms__fail(err, errlen, MS_E_WEIGHTS,
                         "corrupt safetensors header: tensor \"%s\": expected an object with "
                         "dtype, shape and data_offsets, got %s",
-                        name, json_kind(val));
+                        name, ms__json_kind(val));
     const json_t *jd = json_object_get(val, "dtype");
     const json_t *js = json_object_get(val, "shape");
     const json_t *jo = json_object_get(val, "data_offsets");
@@ -123,7 +102,7 @@ static int parse_entry(const char *name, const json_t *val, uint64_t data_len, m
         return ms__fail(err, errlen, MS_E_WEIGHTS,
                         "corrupt safetensors header: tensor \"%s\": expected \"dtype\" to be a "
                         "string like \"F32\", got %s",
-                        name, jd ? json_kind(jd) : "nothing");
+                        name, jd ? ms__json_kind(jd) : "nothing");
     const st_dtype *dt = st_dtype_find(json_string_value(jd));
     if (!dt)
         return ms__fail(err, errlen, MS_E_WEIGHTS,
@@ -134,7 +113,7 @@ static int parse_entry(const char *name, const json_t *val, uint64_t data_len, m
         return ms__fail(err, errlen, MS_E_WEIGHTS,
                         "corrupt safetensors header: tensor \"%s\": expected \"shape\" to be an "
                         "array of integers, got %s",
-                        name, js ? json_kind(js) : "nothing");
+                        name, js ? ms__json_kind(js) : "nothing");
     size_t rank = json_array_size(js);
     if (rank > 8)
         return ms__fail(err, errlen, MS_E_WEIGHTS,
@@ -149,7 +128,7 @@ static int parse_entry(const char *name, const json_t *val, uint64_t data_len, m
             return ms__fail(err, errlen, MS_E_WEIGHTS,
                             "corrupt safetensors header: tensor \"%s\": shape[%zu] must be an "
                             "integer >= 0, got %s",
-                            name, i, json_is_integer(d) ? "a negative integer" : json_kind(d));
+                            name, i, json_is_integer(d) ? "a negative integer" : ms__json_kind(d));
         t->shape[i] = (int64_t)json_integer_value(d);
     }
     if (!json_is_array(jo) || json_array_size(jo) != 2 || !json_is_integer(json_array_get(jo, 0)) ||
@@ -240,7 +219,7 @@ int ms__st_parse(const uint8_t *buf, size_t len, uint64_t file_size, ms__st_file
     if (!json_is_object(root)) {
         rc = ms__fail(err, errlen, MS_E_WEIGHTS,
                       "not a safetensors file: expected the header to be a JSON object, got %s",
-                      json_kind(root));
+                      ms__json_kind(root));
         goto out;
     }
     size_t cap = json_object_size(root);

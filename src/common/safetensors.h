@@ -15,11 +15,11 @@
 #define MS__ST_TENSORS_MAX 65536
 
 typedef struct ms__st_tensor {
-    char *name;      /* malloc'd */
-    int dtype;       /* ms_dtype; 0 for a dtype modelshare does not know (kept, not an error) */
+    char *name; /* malloc'd */
+    int dtype;  /* ms_dtype; 0 for a dtype modelshare does not know (kept, not an error) */
     int rank;
     int64_t shape[8];
-    uint64_t begin;  /* offset in the data section */
+    uint64_t begin; /* offset in the data section */
     uint64_t end;
 } ms__st_tensor;
 

@@ -10,30 +10,6 @@
 #include "modelshare.h"
 #include "server_int.h"
 
-static const char *json_kind(const json_t *j)
-{
-    if (j == NULL)
-        return "nothing";
-    switch (json_typeof(j)) {
-    case JSON_OBJECT:
-        return "an object";
-    case JSON_ARRAY:
-        return "an array";
-    case JSON_STRING:
-        return "a string";
-    case JSON_INTEGER:
-        return "an integer";
-    case JSON_REAL:
-        return "a real number";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "a boolean";
-    case JSON_NULL:
-        return "null";
-    }
-    return "something else";
-}
-
 static void close_fds(int *fds, int n)
 {
     for (int i = 0; i < n; i++)
@@ -48,7 +24,7 @@ static const char *request_tag(ms__server *s, conn *k, json_t *id, const json_t 
     char err[MS__ERRLEN];
     const json_t *t = json_object_get(msg, "tag");
     if (!json_is_string(t)) {
-        snprintf(err, sizeof err, "%s: expected a string \"tag\", got %s", op, json_kind(t));
+        snprintf(err, sizeof err, "%s: expected a string \"tag\", got %s", op, ms__json_kind(t));
         ms__conn_error(s, k, id, MS_E_PROTOCOL, err);
         return NULL;
     }
@@ -74,7 +50,7 @@ static int request_spec(ms__server *s, conn *k, json_t *id, const json_t *msg, b
         return 0;
     if (!json_is_object(j)) {
         snprintf(full, sizeof full, "expected \"spec\" to be a JSON object%s, got %s",
-                 null_ok ? " or null" : "", json_kind(j));
+                 null_ok ? " or null" : "", ms__json_kind(j));
         ms__conn_error(s, k, id, MS_E_SPEC, full);
         return MS_E_SPEC;
     }
@@ -148,7 +124,7 @@ static void do_hello(ms__server *s, conn *k, json_t *id, const json_t *msg)
         snprintf(err, sizeof err,
                  "hello: expected an integer \"version\" (this daemon speaks %d), "
                  "got %s",
-                 MS_PROTOCOL_VERSION, json_kind(v));
+                 MS_PROTOCOL_VERSION, ms__json_kind(v));
         ms__conn_error(s, k, id, MS_E_PROTOCOL, err);
         return;
     }
@@ -314,7 +290,7 @@ static void do_unload(ms__server *s, conn *k, json_t *id, const json_t *msg)
     const json_t *f = json_object_get(msg, "force");
     if (f != NULL && !json_is_boolean(f)) {
         snprintf(err, sizeof err, "unload: expected \"force\" to be true or false, got %s",
-                 json_kind(f));
+                 ms__json_kind(f));
         ms__conn_error(s, k, id, MS_E_PROTOCOL, err);
         return;
     }
@@ -369,7 +345,8 @@ static void do_release(ms__server *s, conn *k, json_t *id, const json_t *msg)
     char err[MS__ERRLEN];
     const json_t *v = json_object_get(msg, "lease");
     if (!json_is_integer(v)) {
-        snprintf(err, sizeof err, "release: expected an integer \"lease\", got %s", json_kind(v));
+        snprintf(err, sizeof err, "release: expected an integer \"lease\", got %s",
+                 ms__json_kind(v));
         ms__conn_error(s, k, id, MS_E_PROTOCOL, err);
         return;
     }
@@ -419,7 +396,7 @@ static void handle(ms__server *s, conn *k, json_t *msg, int *fds, int nfds)
         snprintf(err, sizeof err,
                  "expected a string \"op\" (hello, acquire, release, load, unload or status), got "
                  "%s",
-                 json_kind(opj));
+                 ms__json_kind(opj));
         ms__conn_error(s, k, id, MS_E_PROTOCOL, err);
     } else if (strcmp(op, "hello") == 0) {
         do_hello(s, k, id, msg);

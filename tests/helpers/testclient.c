@@ -3,15 +3,12 @@
  * separate process.
  *
  *   ms-testclient connect
- *       Connects (starting the daemon when none runs), prints "connected PID" with the daemon's pid.
- *   ms-testclient session TAG SPEC_JSON|-
- *       Acquires TAG ("-": attach to the loaded model without a spec), prints "acquired", then
- *       reads commands on stdin, one per line, answering each with one line:
- *         infer IN.npy OUT.npy   -> "ok" | "error MS_E_NAME message"
- *         release                -> "released" | "error ..."
- *         quit                   -> exits 0 (without releasing: the connection's end does it)
- *       EOF on stdin: exits 0.
- * Errors print "error MS_E_NAME message" on stdout and exit 1.
+ *       Connects (starting the daemon when none runs), prints "connected PID" with the daemon's
+ * pid. ms-testclient session TAG SPEC_JSON|- Acquires TAG ("-": attach to the loaded model without
+ * a spec), prints "acquired", then reads commands on stdin, one per line, answering each with one
+ * line: infer IN.npy OUT.npy   -> "ok" | "error MS_E_NAME message" release                ->
+ * "released" | "error ..." quit                   -> exits 0 (without releasing: the connection's
+ * end does it) EOF on stdin: exits 0. Errors print "error MS_E_NAME message" on stdout and exit 1.
  */
 #include <modelshare.h>
 
