@@ -12,6 +12,7 @@
  */
 #include <modelshare.h>
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,6 +113,143 @@ static int session(const char *tag, const char *spec)
     return 0;
 }
 
+/* --- threads ----------------------------------------------------------------------------- */
+
+typedef struct thread_job {
+    ms_client *client;
+    ms_model *shared;
+    const char *tag;
+    const char *spec;
+    int index, iters;
+    int64_t in_features;
+    float **expected; /* [iters] outputs of this thread's inputs */
+    size_t out_bytes;
+    int rc;
+    char msg[512];
+} thread_job;
+
+static void fill_input(float *x, int64_t n, int thread, int iter)
+{
+    for (int64_t k = 0; k < n; k++)
+        x[k] = (float)((thread * 131 + iter * 17 + k) % 23) / 23.0f - 0.5f;
+}
+
+/* One inference of (thread, iter) through model m; *out is malloc'd (caller frees). */
+static int run_one(ms_model *m, int64_t in_features, int thread, int iter, float **out,
+                   size_t *out_bytes)
+{
+    int64_t shape[2] = {2, in_features};
+    ms_tensor *x = NULL, *y = NULL;
+    int rc = ms_tensor_alloc(m, MS_FLOAT32, 2, shape, &x);
+    if (rc == 0) {
+        fill_input(ms_tensor_data(x), 2 * in_features, thread, iter);
+        rc = ms_infer(m, x, &y);
+    }
+    if (rc == 0) {
+        *out_bytes = ms_tensor_nbytes(y);
+        *out = malloc(*out_bytes);
+        memcpy(*out, ms_tensor_data(y), *out_bytes);
+    }
+    ms_tensor_free(y);
+    ms_tensor_free(x);
+    return rc;
+}
+
+static void *thread_main(void *arg)
+{
+    thread_job *job = arg;
+    ms_model *own = NULL;
+    job->rc = ms_acquire(job->client, job->tag, job->spec, &own);
+    if (job->rc != 0) {
+        snprintf(job->msg, sizeof job->msg, "error %s %s", ms_errname(job->rc),
+                 ms_errmsg(job->client));
+        return NULL;
+    }
+    for (int i = 0; i < job->iters && job->rc == 0; i++) {
+        ms_model *through[2] = {job->shared, own};
+        for (int h = 0; h < 2; h++) {
+            float *out = NULL;
+            size_t n = 0;
+            int rc = run_one(through[h], job->in_features, job->index, i, &out, &n);
+            if (rc != 0) {
+                job->rc = rc;
+                snprintf(job->msg, sizeof job->msg, "error %s %s", ms_errname(rc),
+                         ms_errmsg(job->client));
+            } else if (n != job->out_bytes || memcmp(out, job->expected[i], n) != 0) {
+                job->rc = 1;
+                snprintf(job->msg, sizeof job->msg,
+                         "mismatch: thread %d iteration %d through the %s handle", job->index, i,
+                         h == 0 ? "shared" : "own");
+            }
+            free(out);
+            if (job->rc != 0)
+                break;
+        }
+    }
+    ms_release(own);
+    return NULL;
+}
+
+static int threads_cmd(const char *tag, const char *spec, int nthreads, int iters)
+{
+    ms_client *c = NULL;
+    ms_model *shared = NULL;
+    int rc = ms_connect(NULL, &c);
+    if (rc != 0)
+        return fail(NULL, rc);
+    rc = ms_acquire(c, tag, spec, &shared);
+    if (rc != 0) {
+        fail(c, rc);
+        ms_disconnect(c);
+        return 1;
+    }
+    int in_rank = 0;
+    int64_t in_shape[MS_MAX_RANK];
+    ms_model_signature(shared, NULL, &in_rank, in_shape, NULL, NULL, NULL);
+    thread_job *jobs = calloc((size_t)nthreads, sizeof *jobs);
+    pthread_t *tids = calloc((size_t)nthreads, sizeof *tids);
+    int status = 0;
+    /* The answers, computed by this thread alone first. */
+    for (int t = 0; t < nthreads && status == 0; t++) {
+        jobs[t] = (thread_job){.client = c,
+                               .shared = shared,
+                               .tag = tag,
+                               .spec = spec,
+                               .index = t,
+                               .iters = iters,
+                               .in_features = in_shape[1]};
+        jobs[t].expected = calloc((size_t)iters, sizeof(float *));
+        for (int i = 0; i < iters; i++) {
+            rc = run_one(shared, in_shape[1], t, i, &jobs[t].expected[i], &jobs[t].out_bytes);
+            if (rc != 0) {
+                status = fail(c, rc);
+                break;
+            }
+        }
+    }
+    for (int t = 0; t < nthreads && status == 0; t++)
+        pthread_create(&tids[t], NULL, thread_main, &jobs[t]);
+    for (int t = 0; t < nthreads && status == 0; t++)
+        pthread_join(tids[t], NULL);
+    for (int t = 0; t < nthreads && status == 0; t++)
+        if (jobs[t].rc != 0) {
+            printf("%s\n", jobs[t].msg);
+            status = 1;
+        }
+    if (status == 0)
+        printf("ok %d\n", nthreads * iters * 2);
+    for (int t = 0; t < nthreads; t++) {
+        for (int i = 0; jobs[t].expected && i < iters; i++)
+            free(jobs[t].expected[i]);
+        free(jobs[t].expected);
+    }
+    free(jobs);
+    free(tids);
+    ms_release(shared);
+    ms_disconnect(c);
+    return status;
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "connect") == 0) {
@@ -125,6 +263,9 @@ int main(int argc, char **argv)
     }
     if (argc == 4 && strcmp(argv[1], "session") == 0)
         return session(argv[2], argv[3]);
-    fprintf(stderr, "usage: ms-testclient connect | session TAG SPEC_JSON|-\n");
+    if (argc == 6 && strcmp(argv[1], "threads") == 0)
+        return threads_cmd(argv[2], argv[3], atoi(argv[4]), atoi(argv[5]));
+    fprintf(stderr,
+            "usage: ms-testclient connect | session TAG SPEC_JSON|- | threads TAG SPEC N ITERS\n");
     return 2;
 }

@@ -129,3 +129,15 @@ def test_c_example_runs_and_matches_numpy(ms):
     got = np.array([float(v) for v in values.split() if v != "..."])
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
     assert ms.model("hello-mlp")["loads"] == 1
+
+
+def test_one_client_used_from_many_threads(ms):
+    import subprocess
+    from conftest import TESTCLIENT
+    weights = ms.make_dense("t.safetensors", [32, 64, 16], seed=6)
+    spec = json.dumps(dense_spec(weights))
+    r = subprocess.run([str(TESTCLIENT), "threads", "threaded", spec, "6", "40"],
+                       capture_output=True, text=True, env=ms.env, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok 480", r.stdout + r.stderr
+    m = ms.model("threaded")
+    assert m["loads"] == 1 and m["requests"] >= 480 + 240
