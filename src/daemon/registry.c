@@ -263,6 +263,20 @@ int ms__registry_add(ms__registry *r, const char *tag, const ms__spec *spec, ms_
             err, errlen, MS_E_INVAL,
             "expected a tag of 1 to %d characters of [A-Za-z0-9._:/@+-], got \"%.160s\"",
             MS__TAG_MAX, tag);
+    if (r->nmodels >= MS__MODELS_MAX) {
+        /* A failed model without leases holds nothing but its error message: make room by
+         * forgetting the least recently used one, or failed loads of distinct tags would fill
+         * the table for good. */
+        ms__model *old = NULL;
+        for (int i = 0; i < r->nmodels; i++) {
+            ms__model *f = r->models[i];
+            if (f->state == MS__MODEL_FAILED && f->leases == 0 && f->nworkers == 0 &&
+                (old == NULL || f->last_used_ns < old->last_used_ns))
+                old = f;
+        }
+        if (old != NULL)
+            ms__registry_remove(r, old);
+    }
     if (r->nmodels >= MS__MODELS_MAX)
         return ms__fail(err, errlen, MS_E_LIMIT,
                         "expected at most %d models, %d are registered (unload one first)",

@@ -99,7 +99,9 @@ ms__lease *ms__client_lease(const ms__client *c, uint64_t id);
 /* ---- models ---- */
 ms__model *ms__registry_find(const ms__registry *r, const char *tag);
 /* New model in state loading (loads 0: call ms__model_begin_load). The spec is copied.
- * MS_E_INVAL for a bad tag, MS_E_LIMIT beyond MS__MODELS_MAX, MS_E_NOMEM. */
+ * At MS__MODELS_MAX it first frees the least recently used failed model without leases or
+ * workers, if there is one. MS_E_INVAL for a bad tag, MS_E_LIMIT beyond MS__MODELS_MAX,
+ * MS_E_NOMEM. */
 int ms__registry_add(ms__registry *r, const char *tag, const ms__spec *spec, ms__model **out,
                      char *err, size_t errlen);
 /* Frees m. Its leases become dead (their holders can still release them). Its workers must have

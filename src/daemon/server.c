@@ -35,6 +35,23 @@
 
 static const char *const op_names[] = {"none", "acquire", "load", "unload"};
 
+/* Removes the socket file, but only while the path is still the one this daemon bound: a newer
+ * daemon may have bound the same path since (the directory was recreated, say). */
+static void unlink_socket(ms__server *s)
+{
+    struct stat st;
+    if (!s->sock_bound)
+        return;
+    s->sock_bound = false;
+    if (lstat(s->socket_path, &st) != 0)
+        return;
+    if (st.st_dev != s->sock_dev || st.st_ino != s->sock_ino) {
+        ms__log_info("%s is not this daemon's socket any more: left in place", s->socket_path);
+        return;
+    }
+    unlink(s->socket_path);
+}
+
 /* ---- connections ---------------------------------------------------------------------------- */
 
 static void conn_watch(ms__server *s, conn *k, uint32_t events)
@@ -371,6 +388,10 @@ static void on_worker_pid(ms__server *s, ms__wproc *w)
     int status;
     if (w->gone || ms__sup_reap(&s->sup, w, &status) == 0)
         return;
+    /* Reaped: its pid may already belong to another process. Mark it stopped and killed so that
+     * nothing below (a "failed" that fails the model, the EOF on its socket) signals that pid. */
+    w->stopping = true;
+    w->killed = true;
     /* Whatever it still said before it went counts ("failed" then exit). */
     if (w->ctrl_fd >= 0)
         on_worker_ctrl(s, w);
@@ -398,7 +419,7 @@ static void begin_shutdown(ms__server *s, const char *why)
         epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->listen_fd, NULL);
         close(s->listen_fd);
         s->listen_fd = -1;
-        unlink(s->socket_path);
+        unlink_socket(s);
     }
     for (ms__client *c = s->reg.clients; c != NULL; c = c->next)
         ms__conn_kill(s, c->user, "daemon stopping");
@@ -569,6 +590,16 @@ static int listen_socket(ms__server *s, char *err, size_t errlen)
     if (bind(s->listen_fd, (struct sockaddr *)&addr, sizeof addr) != 0)
         return ms__fail(err, errlen, errno == EACCES ? MS_E_PERMISSION : MS_E_IO,
                         "cannot bind %s: %s", s->socket_path, strerror(errno));
+    struct stat st;
+    if (lstat(s->socket_path, &st) != 0) {
+        int e = errno;
+        unlink(s->socket_path); /* just bound: nobody else can have it yet */
+        return ms__fail(err, errlen, MS_E_IO, "cannot stat %s after bind: %s", s->socket_path,
+                        strerror(e));
+    }
+    s->sock_bound = true;
+    s->sock_dev = st.st_dev;
+    s->sock_ino = st.st_ino;
     if (chmod(s->socket_path, 0600) != 0)
         return ms__fail(err, errlen, MS_E_IO, "cannot chmod %s: %s", s->socket_path,
                         strerror(errno));
@@ -637,7 +668,6 @@ int ms__server_start(const ms__server_opts *opts, ms__server **out, char *err, s
     if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->listen_fd, &ev) != 0 ||
         epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->sig_fd, &sev) != 0) {
         rc = ms__fail(err, errlen, MS_E_IO, "epoll_ctl: %s", strerror(errno));
-        unlink(s->socket_path);
         goto fail;
     }
     *out = s;
@@ -667,10 +697,9 @@ void ms__server_free(ms__server *s)
     }
     ms__sup_collect(&s->sup);
     ms__registry_destroy(&s->reg);
-    if (s->listen_fd >= 0) {
+    if (s->listen_fd >= 0)
         close(s->listen_fd);
-        unlink(s->socket_path);
-    }
+    unlink_socket(s);
     if (s->sig_fd >= 0)
         close(s->sig_fd);
     if (s->epfd >= 0)

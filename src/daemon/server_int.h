@@ -40,6 +40,9 @@ typedef struct conn {
 struct ms__server {
     char socket_path[PATH_MAX];
     int lock_fd, listen_fd, epfd, sig_fd, spare_fd;
+    bool sock_bound; /* the socket file is ours: sock_dev and sock_ino identify it */
+    dev_t sock_dev;
+    ino_t sock_ino;
     double idle_exit_s;
     bool idle_tracking;
     int64_t idle_since_ns;

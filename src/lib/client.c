@@ -41,6 +41,14 @@ int ms__lib_fail(const ms_client *client, int code, const char *fmt, ...)
     return ms__lib_fail_msg(client, code, buf);
 }
 
+void ms__lib_clear(const ms_client *client)
+{
+    if (client == NULL)
+        tls_connect_msg[0] = '\0';
+    else if (tls_client_serial == client->serial)
+        tls_client_msg[0] = '\0';
+}
+
 MS_EXPORT const char *ms_errmsg(const ms_client *client)
 {
     if (client == NULL)
@@ -164,6 +172,7 @@ MS_EXPORT int ms_connect(const char *socket_path, ms_client **out)
     int fd = -1;
     int r;
 
+    ms__lib_clear(NULL);
     if (out == NULL)
         return ms__lib_fail(NULL, MS_E_INVAL, "ms_connect: out is NULL");
     if (socket_path == NULL) {
@@ -247,6 +256,7 @@ MS_EXPORT int ms_status_json(ms_client *client, char **out)
     if (client == NULL || out == NULL)
         return client ? ms__lib_fail(client, MS_E_INVAL, "ms_status_json: out is NULL")
                       : MS_E_INVAL;
+    ms__lib_clear(client);
     json_t *req = json_pack("{s:s}", "op", "status");
     if (req == NULL)
         return ms__lib_fail(client, MS_E_NOMEM, "out of memory building a request");
@@ -277,6 +287,7 @@ MS_EXPORT int ms_load(ms_client *client, const char *tag, const char *spec_json)
 
     if (client == NULL)
         return MS_E_INVAL;
+    ms__lib_clear(client);
     if (tag == NULL || !ms__tag_valid(tag))
         return ms__lib_fail(
             client, MS_E_INVAL,
@@ -301,6 +312,7 @@ MS_EXPORT int ms_unload(ms_client *client, const char *tag, int force)
 {
     if (client == NULL)
         return MS_E_INVAL;
+    ms__lib_clear(client);
     if (tag == NULL || !ms__tag_valid(tag))
         return ms__lib_fail(
             client, MS_E_INVAL,

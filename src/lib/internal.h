@@ -81,6 +81,9 @@ int ms__lib_fail(const ms_client *client, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Same with a message already formatted. */
 int ms__lib_fail_msg(const ms_client *client, int code, const char *msg);
+/* Empties the calling thread's message for client (NULL: ms_connect's), at the start of each
+ * public call: ms_errmsg() is empty after a call that succeeded. */
+void ms__lib_clear(const ms_client *client);
 
 /* ---- control requests (client.c) ---- */
 

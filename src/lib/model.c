@@ -72,6 +72,7 @@ MS_EXPORT int ms_acquire(ms_client *client, const char *tag, const char *spec_js
 
     if (client == NULL)
         return MS_E_INVAL;
+    ms__lib_clear(client);
     if (out == NULL)
         return ms__lib_fail(client, MS_E_INVAL, "ms_acquire: out is NULL");
     if (tag == NULL || !ms__tag_valid(tag))
@@ -203,6 +204,7 @@ MS_EXPORT int ms_release(ms_model *model)
     if (model == NULL)
         return 0;
     ms_client *c = model->client;
+    ms__lib_clear(c);
     pthread_mutex_lock(&c->models_lock);
     if (model->prev)
         model->prev->next = model->next;
@@ -231,6 +233,7 @@ MS_EXPORT int ms_model_signature(const ms_model *model, int *in_dtype, int *in_r
 {
     if (model == NULL)
         return MS_E_INVAL;
+    ms__lib_clear(model->client);
     sig_out_copy(&model->sig_in, in_dtype, in_rank, in_shape);
     sig_out_copy(&model->sig_out, out_dtype, out_rank, out_shape);
     return 0;
@@ -279,6 +282,7 @@ MS_EXPORT int ms_infer(ms_model *model, const ms_tensor *input, ms_tensor **outp
 
     if (model == NULL)
         return MS_E_INVAL;
+    ms__lib_clear(model->client);
     if (input == NULL || output == NULL)
         return ms__lib_fail(model->client, MS_E_INVAL, "ms_infer: %s is NULL",
                             input ? "output" : "input");

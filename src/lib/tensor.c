@@ -219,6 +219,7 @@ MS_EXPORT int ms_tensor_alloc(ms_model *model, int dtype, int rank, const int64_
 
     if (model == NULL)
         return MS_E_INVAL;
+    ms__lib_clear(model->client);
     if (out == NULL)
         return ms__lib_fail(model->client, MS_E_INVAL, "ms_tensor_alloc: out is NULL");
     int r = check_shape(model, dtype, rank, shape, &nbytes);
@@ -246,6 +247,7 @@ MS_EXPORT int ms_tensor_from(ms_model *model, int dtype, int rank, const int64_t
 
     if (model == NULL)
         return MS_E_INVAL;
+    ms__lib_clear(model->client);
     if (out == NULL)
         return ms__lib_fail(model->client, MS_E_INVAL, "ms_tensor_from: out is NULL");
     int r = check_shape(model, dtype, rank, shape, &need);

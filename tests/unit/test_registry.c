@@ -324,6 +324,39 @@ static void test_limits(void **state)
         ms__model_detach_worker(m, m->workers[0]);
 }
 
+/* A full table makes room by forgetting the least recently used failed model without leases;
+ * models that are loading, ready, or failed with leases are never forgotten. */
+static void test_full_table_forgets_failed_models(void **state)
+{
+    fixture *f = *state;
+    char err[MS__ERRLEN], tag[32];
+    ms__model *m;
+    /* "busy" fails with a lease (its worker died under a client): kept. m7 and m9 fail. */
+    ms__model *busy = ready_model_at(f, "busy", 0, 1);
+    for (int i = 1; i < MS__MODELS_MAX; i++) {
+        snprintf(tag, sizeof tag, "m%d", i);
+        fake_now += SEC;
+        assert_int_equal(ms__registry_add(&f->reg, tag, &f->spec, &m, err, sizeof err), 0);
+        ms__model_begin_load(&f->reg, m);
+    }
+    assert_int_equal(f->reg.nmodels, MS__MODELS_MAX);
+    ms__client *c = client(f, 1);
+    ms__lease *l;
+    assert_int_equal(ms__lease_add(&f->reg, c, busy, -1, NULL, &l, err, sizeof err), 0);
+    ms__model_detach_worker(busy, &f->workers[0]);
+    ms__model_set_failed(busy, MS_E_WORKER_LOST, "worker died");
+    ms__model_set_failed(ms__registry_find(&f->reg, "m9"), MS_E_LOAD_FAILED, "bad weights");
+    ms__model_set_failed(ms__registry_find(&f->reg, "m7"), MS_E_LOAD_FAILED, "bad weights");
+    assert_int_equal(ms__registry_add(&f->reg, "new1", &f->spec, &m, err, sizeof err), 0);
+    assert_null(ms__registry_find(&f->reg, "m7")); /* used before m9 */
+    assert_non_null(ms__registry_find(&f->reg, "m9"));
+    assert_int_equal(ms__registry_add(&f->reg, "new2", &f->spec, &m, err, sizeof err), 0);
+    assert_null(ms__registry_find(&f->reg, "m9"));
+    assert_int_equal(ms__registry_add(&f->reg, "new3", &f->spec, &m, err, sizeof err), MS_E_LIMIT);
+    assert_ptr_equal(ms__registry_find(&f->reg, "busy"), busy);
+    assert_int_equal(f->reg.nmodels, MS__MODELS_MAX);
+}
+
 static void test_lease_limit(void **state)
 {
     fixture *f = *state;
@@ -398,6 +431,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_spec_conflict, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lease_on_model_not_ready, setup, teardown),
         cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_full_table_forgets_failed_models, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lease_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_revoke_and_remove_make_leases_dead, setup, teardown),
