@@ -13,7 +13,10 @@
  *  - After a failed call on a client, ms_errmsg(client) returns a message that says what was
  *    expected and what came (for the calling thread's last failed call on that client).
  *  - A client and everything made from it may be used from several threads at once. Calls on one
- *    model handle are serialised inside the library.
+ *    model handle are serialised inside the library, and so are the control calls of one client
+ *    (acquire, release, load, unload, status): while one thread's ms_acquire waits for a model to
+ *    load, another thread's control call on the same client waits too. Threads that load models
+ *    independently should each use a client of their own; ms_infer is never held up by this.
  *  - A client must not be used across fork(); the child connects again.
  *
  * Typical use:
