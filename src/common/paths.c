@@ -135,7 +135,21 @@ int ms__sibling_binary(const char *name, const char *env_override, char *buf, si
     if (slash == NULL)
         return MS_E_INVAL;
     *slash = '\0';
-    int n = snprintf(buf, buflen, "%s/%s", self[0] ? self : "", name);
+    /* Beside this object (the build folder, a bin/ folder, the Python package); else in the
+     * bin/ folder of an installed tree whose library lies in lib/ or lib/<multiarch>/. */
+    const char *const rel[] = {"", "/../bin", "/../../bin"};
+    for (size_t i = 0; i < sizeof rel / sizeof rel[0]; i++) {
+        int n = snprintf(buf, buflen, "%s%s/%s", self, rel[i], name);
+        if (n > 0 && (size_t)n < buflen && access(buf, X_OK) == 0)
+            return 0;
+    }
+#ifdef MS_INSTALL_BINDIR
+    int m = snprintf(buf, buflen, "%s/%s", MS_INSTALL_BINDIR, name);
+    if (m > 0 && (size_t)m < buflen && access(buf, X_OK) == 0)
+        return 0;
+#endif
+    /* None there: name the first place looked, for the caller's error message. */
+    int n = snprintf(buf, buflen, "%s/%s", self, name);
     if (n < 0 || (size_t)n >= buflen)
         return MS_E_INVAL;
     return 0;

@@ -20,11 +20,12 @@ int ms__socket_dir_prepare(const char *socket_path, char *err, size_t errlen);
 /* path + suffix into buf ("…/modelshared.sock" + ".lock"). MS_E_INVAL if it does not fit. */
 int ms__path_with_suffix(const char *path, const char *suffix, char *buf, size_t buflen);
 
-/* Absolute path of a program installed beside the running binary or beside libmodelshare
- * (the directory of the object that contains this function, found with dladdr), e.g.
- * ms__sibling_binary("modelshared", ...). The environment variable env_override (e.g.
- * "MODELSHARE_DAEMON"), when set and non-empty, wins. Returns 0, or MS_E_INVAL when it does not
- * fit; does not check that the file exists. */
+/* Absolute path of a program that comes with modelshare, e.g. ms__sibling_binary("modelshared",
+ * "MODELSHARE_DAEMON"). The environment variable env_override, when set and non-empty, wins.
+ * Otherwise the first executable found of: beside the object that contains this function
+ * (libmodelshare.so or the running program, found with dladdr), ../bin/ and ../../bin/ from there
+ * (an installed tree), the configured install bindir. When none exists, the path beside the
+ * object, for the caller's error message. Returns 0, or MS_E_INVAL when it does not fit. */
 int ms__sibling_binary(const char *name, const char *env_override, char *buf, size_t buflen);
 
 #endif
