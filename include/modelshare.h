@@ -171,7 +171,8 @@ typedef struct ms_model ms_model;
  *              max_batch, batch_delay_us, instances, thread_safe, batchable, memory,
  *              load_timeout). Relative weights paths are resolved against the caller's working
  *              directory. NULL: attach to the model already loaded under this tag, whatever its
- *              spec (MS_E_UNKNOWN_TAG when there is none).
+ *              spec (MS_E_UNKNOWN_TAG when there is none); a model whose worker died is loaded
+ *              again with the spec it had.
  *   out:       OUT, the lease; the caller owns it and ends it with ms_release().
  * Returns when the model is ready to serve, or with the load's error.
  * Errors: MS_E_SPEC (names the field), MS_E_SPEC_CONFLICT (shows both specs), MS_E_UNKNOWN_TAG,

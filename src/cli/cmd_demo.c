@@ -588,10 +588,17 @@ static void report(const demo *d, bool *same_out)
            "once, in one\nworker process, and every request went to that worker through shared "
            "memory. Without\nmodelshare each process would hold its own copy.\n",
            n);
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    const char *exe = "modelshare";
+    if (n > 0) {
+        self[n] = '\0';
+        exe = self;
+    }
     printf("\nLook further, with your own daemon (started on first use):\n");
-    printf("  modelshare load mlp --weights %s\n", d->path);
-    printf("  modelshare status\n");
-    printf("  modelshare unload mlp\n");
+    printf("  %s load mlp --weights %s\n", exe, d->path);
+    printf("  %s status\n", exe);
+    printf("  %s unload mlp\n", exe);
 }
 
 int ms__cmd_demo(int argc, char **argv)

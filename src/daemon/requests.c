@@ -171,14 +171,11 @@ static ms__model *model_for(ms__server *s, conn *k, json_t *id, const char *op, 
         return m;
     }
     if (!has_spec) {
+        /* A failed model (its worker died, or its load failed) is loaded again with the spec it
+         * had: the caller learns of a load that fails again from that load's own error. */
         if (m->state == MS__MODEL_FAILED) {
-            snprintf(
-                err, sizeof err,
-                "model \"%s\" is not loaded: its last load failed (%.600s); %s it with a spec to "
-                "load it again",
-                tag, m->error, op);
-            ms__conn_error(s, k, id, MS_E_UNKNOWN_TAG, err);
-            return NULL;
+            ms__log_info("%s of failed \"%s\" by pid %ld: loading it again", op, tag, (long)k->pid);
+            ms__start_load(s, m);
         }
         return m;
     }

@@ -119,3 +119,18 @@ def test_worker_killed_gives_worker_lost_then_reload(ms):
     x = np.ones((2, 8), np.float32)
     np.testing.assert_allclose(s2.infer(x, ms.tmp), mlp_reference(weights, x), rtol=1e-4,
                                atol=1e-6)
+
+
+def test_attach_without_spec_reloads_a_model_whose_worker_died(ms):
+    weights = ms.make_dense("m.safetensors", [8, 8, 2])
+    ms.cli("load", "r", "--backend", "dense", "--weights", weights, "--keep-alive", "60")
+    (worker,) = ms.model("r")["worker_pids"]
+    os.kill(worker, signal.SIGKILL)
+    wait_until(lambda: ms.model("r")["state"] == "failed", timeout=10, what="state failed")
+    x = np.ones((1, 8), np.float32)
+    np.save(ms.tmp / "x.npy", x)
+    ms.cli("infer", "r", "--input", ms.tmp / "x.npy", "--output", ms.tmp / "y.npy")
+    np.testing.assert_allclose(np.load(ms.tmp / "y.npy"), mlp_reference(weights, x), rtol=1e-4,
+                               atol=1e-6)
+    m = ms.model("r")
+    assert m["loads"] == 2 and m["state"] == "ready" and m["worker_pids"] != [worker]
