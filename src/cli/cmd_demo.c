@@ -589,10 +589,10 @@ static void report(const demo *d, bool *same_out)
            "memory. Without\nmodelshare each process would hold its own copy.\n",
            n);
     char self[4096];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
     const char *exe = "modelshare";
-    if (n > 0) {
-        self[n] = '\0';
+    if (len > 0) {
+        self[len] = '\0';
         exe = self;
     }
     printf("\nLook further, with your own daemon (started on first use):\n");
