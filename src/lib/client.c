@@ -280,6 +280,15 @@ MS_EXPORT int ms_status_json(ms_client *client, char **out)
     return 0;
 }
 
+int ms__lib_check_tag(ms_client *client, const char *tag)
+{
+    if (tag != NULL && ms__tag_valid(tag))
+        return 0;
+    return ms__lib_fail(client, MS_E_INVAL,
+                        "tag: expected 1 to %d characters of [A-Za-z0-9._:/@+-], got \"%.200s\"",
+                        MS__TAG_MAX, tag ? tag : "(null)");
+}
+
 MS_EXPORT int ms_load(ms_client *client, const char *tag, const char *spec_json)
 {
     char err[MS__ERRLEN];
@@ -288,11 +297,8 @@ MS_EXPORT int ms_load(ms_client *client, const char *tag, const char *spec_json)
     if (client == NULL)
         return MS_E_INVAL;
     ms__lib_clear(client);
-    if (tag == NULL || !ms__tag_valid(tag))
-        return ms__lib_fail(
-            client, MS_E_INVAL,
-            "tag: expected 1 to %d characters of [A-Za-z0-9._:/@+-], got \"%.200s\"", MS__TAG_MAX,
-            tag ? tag : "(null)");
+    if (ms__lib_check_tag(client, tag) != 0)
+        return MS_E_INVAL;
     if (spec_json == NULL)
         return ms__lib_fail(client, MS_E_SPEC, "ms_load: expected a spec, got NULL");
     int r = ms__lib_spec_prepare(spec_json, &spec, err, sizeof err);
@@ -313,11 +319,8 @@ MS_EXPORT int ms_unload(ms_client *client, const char *tag, int force)
     if (client == NULL)
         return MS_E_INVAL;
     ms__lib_clear(client);
-    if (tag == NULL || !ms__tag_valid(tag))
-        return ms__lib_fail(
-            client, MS_E_INVAL,
-            "tag: expected 1 to %d characters of [A-Za-z0-9._:/@+-], got \"%.200s\"", MS__TAG_MAX,
-            tag ? tag : "(null)");
+    if (ms__lib_check_tag(client, tag) != 0)
+        return MS_E_INVAL;
     json_t *req = json_pack("{s:s, s:s, s:b}", "op", "unload", "tag", tag, "force", force != 0);
     if (req == NULL)
         return ms__lib_fail(client, MS_E_NOMEM, "out of memory building a request");

@@ -84,6 +84,8 @@ int ms__lib_fail_msg(const ms_client *client, int code, const char *msg);
 /* Empties the calling thread's message for client (NULL: ms_connect's), at the start of each
  * public call: ms_errmsg() is empty after a call that succeeded. */
 void ms__lib_clear(const ms_client *client);
+/* 0 when tag is valid (ms__tag_valid), else MS_E_INVAL with a message saying what a tag is. */
+int ms__lib_check_tag(ms_client *client, const char *tag);
 
 /* ---- control requests (client.c) ---- */
 

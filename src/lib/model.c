@@ -53,13 +53,6 @@ int ms__lib_spec_prepare(const char *spec_json, json_t **out, char *err, size_t 
     return 0;
 }
 
-static int tag_error(ms_client *c, const char *tag)
-{
-    return ms__lib_fail(c, MS_E_INVAL,
-                        "tag: expected 1 to %d characters of [A-Za-z0-9._:/@+-], got \"%.200s\"",
-                        MS__TAG_MAX, tag ? tag : "(null)");
-}
-
 MS_EXPORT int ms_acquire(ms_client *client, const char *tag, const char *spec_json, ms_model **out)
 {
     char err[MS__ERRLEN];
@@ -75,8 +68,8 @@ MS_EXPORT int ms_acquire(ms_client *client, const char *tag, const char *spec_js
     ms__lib_clear(client);
     if (out == NULL)
         return ms__lib_fail(client, MS_E_INVAL, "ms_acquire: out is NULL");
-    if (tag == NULL || !ms__tag_valid(tag))
-        return tag_error(client, tag);
+    if (ms__lib_check_tag(client, tag) != 0)
+        return MS_E_INVAL;
     if (spec_json != NULL) {
         r = ms__lib_spec_prepare(spec_json, &spec, err, sizeof err);
         if (r < 0)
