@@ -228,9 +228,18 @@ MS_EXPORT const int64_t *ms_tensor_shape(const ms_tensor *tensor);
  *   output: OUT, a new tensor in the same shared memory, owned by the caller (ms_tensor_free()).
  * Errors: MS_E_DTYPE / MS_E_SHAPE (what the model expects and what came; the model keeps serving),
  * MS_E_TOO_LARGE, MS_E_WORKER_LOST (the worker died; acquire again to get a new one),
- * MS_E_UNLOADED (the model was force-unloaded), MS_E_BACKEND, MS_E_INVAL (input of another model).
- */
+ * MS_E_UNLOADED (the model was force-unloaded), MS_E_BACKEND, MS_E_INVAL (input of another model),
+ * MS_E_TIMEOUT (see ms_set_timeout), MS_E_DAEMON_LOST.
+ * Several threads may call ms_infer on one model handle at once: their requests are in flight
+ * together (up to 64 per instance of the model) and the worker batches them with everyone
+ * else's. */
 MS_EXPORT int ms_infer(ms_model *model, const ms_tensor *input, ms_tensor **output);
+
+/* Gives every later ms_infer on this handle a deadline timeout_us after it starts (0: none, the
+ * default). A request past its deadline fails with MS_E_TIMEOUT: the worker skips it if it has
+ * not started it, and an answer that comes late is discarded (its memory is reclaimed when the
+ * worker is done with it). Errors: MS_E_INVAL. */
+MS_EXPORT int ms_set_timeout(ms_model *model, uint64_t timeout_us);
 
 #ifdef __cplusplus
 }

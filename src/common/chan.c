@@ -37,19 +37,20 @@ static int check_shape(const char *what, uint32_t dtype, uint32_t rank, const in
     return 0;
 }
 
-/* [off, off + len) inside [MS__ARENA_HEADER, cap), aligned to align. */
+/* [off, off + len) inside [MS__ARENA_DATA, cap), aligned to align. */
 static int check_range(const char *what, uint64_t off, uint64_t len, uint64_t cap, size_t align,
                        char *err, size_t errlen)
 {
-    if (len > cap - MS__ARENA_HEADER)
+    if (len > cap - MS__ARENA_DATA)
         return ms__fail(err, errlen, MS_E_TOO_LARGE,
                         "%s of %llu bytes: expected at most the arena's %llu bytes of room", what,
-                        (unsigned long long)len, (unsigned long long)(cap - MS__ARENA_HEADER));
-    if (off < MS__ARENA_HEADER || off > cap || len > cap - off)
+                        (unsigned long long)len, (unsigned long long)(cap - MS__ARENA_DATA));
+    if (off < MS__ARENA_DATA || off > cap || len > cap - off)
         return ms__fail(err, errlen, MS_E_PROTOCOL,
-                        "%s [%llu, +%llu): expected a range inside the arena [%u, %llu)", what,
-                        (unsigned long long)off, (unsigned long long)len, MS__ARENA_HEADER,
-                        (unsigned long long)cap);
+                        "%s [%llu, +%llu): expected a range inside the arena's tensor space "
+                        "[%llu, %llu)",
+                        what, (unsigned long long)off, (unsigned long long)len,
+                        (unsigned long long)MS__ARENA_DATA, (unsigned long long)cap);
     if (align > 1 && off % align != 0)
         return ms__fail(err, errlen, MS_E_PROTOCOL,
                         "%s at offset %llu: expected an offset aligned to %zu bytes", what,

@@ -1,8 +1,8 @@
 /*
- * The channel: how a client asks the worker to run its model on a tensor in its arena. One
- * request in flight per channel. The transport is a SOCK_SEQPACKET socketpair carrying these
- * fixed-size records; the ring/futex data plane will carry the same records in shared memory,
- * so nothing outside chan.c and the two ends' send/receive calls knows the transport.
+ * The records of the data plane: a request (client -> worker) asks the worker to run its model on
+ * a tensor in the client's arena; a response (worker -> client) says what came out. They travel
+ * in the slots of the rings in shared memory (ring.h). Each side decodes what the other wrote
+ * with the pure functions below before it uses any field.
  */
 #ifndef MS_CHAN_H
 #define MS_CHAN_H
@@ -43,7 +43,7 @@ typedef struct ms__resp {
 
 /* Pure decoders, fuzzed: check the size of the record, the magic, the dtype, the rank, every
  * dimension (>= 0), that in_len equals numel * dtype size without overflow, that both byte ranges
- * lie inside [MS__ARENA_HEADER, arena_capacity) without overflow, that they are aligned to the
+ * lie inside [MS__ARENA_DATA, arena_capacity) without overflow, that they are aligned to the
  * dtype's size, and that they do not overlap. Return 0 with *out filled, or MS_E_PROTOCOL /
  * MS_E_DTYPE / MS_E_SHAPE / MS_E_TOO_LARGE with a message saying what was expected. */
 int ms__req_decode(const void *buf, size_t len, uint64_t arena_capacity, ms__req *out, char *err,

@@ -36,6 +36,7 @@ typedef struct ms__wproc {
     int ctrl_fd; /* -1 once closed (EOF) */
     ms__reader reader;
     ms__stats *stats; /* the worker's counters page, NULL when none */
+    int door_fd;      /* the worker's door (ring.h), given to every client; -1 once closed */
     bool ready;       /* it said "ready" */
     bool said_failed; /* it said "failed" */
     bool stopping;    /* SIGTERM sent */

@@ -175,6 +175,10 @@ void ms__on_worker_exit(ms__server *s, ms__wproc *w, int status)
         model_fail(s, m, MS_E_LOAD_FAILED, msg);
         break;
     case MS__MODEL_READY:
+        /* Clients waiting on their rings look at their arena's state: tell them. */
+        for (ms__lease *l = m->lease_head; l != NULL; l = l->mnext)
+            if (l->hdr != NULL)
+                atomic_store(&l->hdr->state, MS__ARENA_LOST);
         snprintf(msg, sizeof msg, "worker %ld %s", (long)w->pid, how);
         model_fail(s, m, MS_E_WORKER_LOST, msg);
         break;

@@ -75,38 +75,37 @@ void ms__attach(ms__server *s, conn *k, json_t *id, ms__model *m, int arena_fd,
         ms__conn_error(s, k, id, rc, err);
         return;
     }
-    int sp[2];
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) != 0) {
-        snprintf(msg, sizeof msg, "cannot make a channel to the worker: %s", strerror(errno));
-        rc = errno == EMFILE || errno == ENFILE ? MS_E_LIMIT : MS_E_IO;
-        goto fail_lease;
-    }
-    ms__wproc *w = l->worker;
-    json_t *att =
-        json_pack("{s:s, s:I, s:i}", "op", "attach", "lease", (json_int_t)l->id, "nfds", 2);
-    int fds[2] = {l->arena_fd, sp[1]};
-    rc = att != NULL ? ms__sup_send(w, att, fds, 2, err, sizeof err) : MS_E_NOMEM;
-    json_decref(att);
-    close(sp[1]);
-    if (rc != 0) {
-        close(sp[0]);
-        snprintf(msg, sizeof msg, "model \"%s\": cannot attach to worker %ld: %.800s", m->tag,
-                 (long)w->pid, rc == MS_E_NOMEM ? "out of memory" : err);
-        rc = MS_E_WORKER_LOST;
-        goto fail_lease;
+    /* Every instance maps the arena and serves its own ring set in it (ring i for worker i);
+     * the client gets every worker's door, in the same order, and picks one per request. */
+    int doors[MS__INSTANCES_MAX];
+    int n = m->nworkers;
+    for (int i = 0; i < n; i++) {
+        ms__wproc *w = m->workers[i];
+        json_t *att = json_pack("{s:s, s:I, s:i, s:i}", "op", "attach", "lease", (json_int_t)l->id,
+                                "ring", i, "nfds", 1);
+        rc = att != NULL ? ms__sup_send(w, att, &l->arena_fd, 1, err, sizeof err) : MS_E_NOMEM;
+        json_decref(att);
+        if (rc == 0 && w->door_fd < 0)
+            rc = ms__fail(err, sizeof err, MS_E_WORKER_LOST, "its door is closed");
+        if (rc != 0) {
+            snprintf(msg, sizeof msg, "model \"%s\": cannot attach to worker %ld: %.800s", m->tag,
+                     (long)w->pid, rc == MS_E_NOMEM ? "out of memory" : err);
+            rc = MS_E_WORKER_LOST;
+            goto fail_lease;
+        }
+        doors[i] = w->door_fd;
     }
     json_t *reply = ms__reply_ok(id);
     if (reply != NULL) {
         json_object_set_new(reply, "lease", json_integer((json_int_t)l->id));
         json_object_set(reply, "signature", m->signature != NULL ? m->signature : json_null());
         json_object_set(reply, "spec", m->spec_json);
-        json_object_set_new(reply, "nfds", json_integer(1));
+        json_object_set_new(reply, "nfds", json_integer(n));
     }
-    ms__log_info("model \"%s\": lease %llu to pid %ld on worker %ld (%d lease(s))", m->tag,
-                 (unsigned long long)l->id, (long)k->pid, (long)w->pid, m->leases);
+    ms__log_info("model \"%s\": lease %llu to pid %ld on %d worker(s) (%d lease(s))", m->tag,
+                 (unsigned long long)l->id, (long)k->pid, n, m->leases);
     /* A failed send drops the connection, which releases the lease (and detaches it). */
-    ms__conn_send(s, k, reply, &sp[0], 1);
-    close(sp[0]);
+    ms__conn_send(s, k, reply, doors, n);
     return;
 
 fail_lease:

@@ -295,15 +295,19 @@ static void on_conn(ms__server *s, conn *k, uint32_t events)
 void ms__detach_worker_lease(ms__server *s, ms__lease *l)
 {
     char err[MS__ERRLEN];
-    ms__wproc *w = l->worker;
-    if (w == NULL || w->ctrl_fd < 0)
+    /* Every instance of the model mapped the lease's arena. */
+    ms__model *m = l->model;
+    if (m == NULL || l->worker == NULL)
         return;
     json_t *msg = json_pack("{s:s, s:I}", "op", "detach", "lease", (json_int_t)l->id);
     if (msg == NULL)
         return;
-    if (ms__sup_send(w, msg, NULL, 0, err, sizeof err) != 0)
-        ms__log_warn("cannot tell worker %ld to detach lease %llu: %s", (long)w->pid,
-                     (unsigned long long)l->id, err);
+    for (int i = 0; i < m->nworkers; i++) {
+        ms__wproc *w = m->workers[i];
+        if (w->ctrl_fd >= 0 && ms__sup_send(w, msg, NULL, 0, err, sizeof err) != 0)
+            ms__log_warn("cannot tell worker %ld to detach lease %llu: %s", (long)w->pid,
+                         (unsigned long long)l->id, err);
+    }
     json_decref(msg);
     (void)s;
 }

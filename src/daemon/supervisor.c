@@ -16,9 +16,10 @@
 
 #include "../common/log.h"
 #include "../common/paths.h"
+#include "../common/ring.h"
 #include "modelshare.h"
 
-/* Descriptors the child moves to 3 and 4 are first copied at or above this. */
+/* Descriptors the child moves to 3, 4 and 5 are first copied at or above this. */
 #define CHILD_FD_HIGH 10
 
 int ms__sup_init(ms__supervisor *s, int epfd, const char *log_level, char *err, size_t errlen)
@@ -55,7 +56,8 @@ static void list_del(ms__supervisor *s, ms__wproc *w)
 }
 
 /* In the child, between fork and exec: only async-signal-safe calls. */
-static void child_exec(pid_t parent, int ctrl, int stats, const char *path, char *const argv[])
+static void child_exec(pid_t parent, int ctrl, int stats, int door, const char *path,
+                       char *const argv[])
 {
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
         _exit(126);
@@ -67,12 +69,13 @@ static void child_exec(pid_t parent, int ctrl, int stats, const char *path, char
     dfl.sa_handler = SIG_DFL;
     for (int sig = 1; sig < NSIG; sig++)
         sigaction(sig, &dfl, NULL); /* fails harmlessly for SIGKILL, SIGSTOP and gaps */
-    /* Copies above 3 and 4 first, so that dup2 onto 3 and 4 never meets its own source. */
+    /* Copies above 3, 4 and 5 first, so that dup2 onto them never meets its own source. */
     int c = fcntl(ctrl, F_DUPFD_CLOEXEC, CHILD_FD_HIGH);
     int t = fcntl(stats, F_DUPFD_CLOEXEC, CHILD_FD_HIGH);
-    if (c < 0 || t < 0 || dup2(c, 3) != 3 || dup2(t, 4) != 4)
+    int d = fcntl(door, F_DUPFD_CLOEXEC, CHILD_FD_HIGH);
+    if (c < 0 || t < 0 || d < 0 || dup2(c, 3) != 3 || dup2(t, 4) != 4 || dup2(d, 5) != 5)
         _exit(126);
-    /* dup2 leaves 3 and 4 without close-on-exec: the worker inherits exactly these. */
+    /* dup2 leaves 3, 4 and 5 without close-on-exec: the worker inherits exactly these. */
     execv(path, argv);
     _exit(127);
 }
@@ -81,7 +84,7 @@ int ms__sup_spawn(ms__supervisor *s, ms__model *m, char *err, size_t errlen)
 {
     int rc;
     int sv[2] = {-1, -1};
-    int stats_fd = -1;
+    int stats_fd = -1, door_fd = -1;
     ms__stats *stats = NULL;
     char *spec_text = NULL;
     ms__wproc *w = NULL;
@@ -101,6 +104,7 @@ int ms__sup_spawn(ms__supervisor *s, ms__model *m, char *err, size_t errlen)
     }
     w->pidfd = -1;
     w->ctrl_fd = -1;
+    w->door_fd = -1;
     ms__reader_init(&w->reader);
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
         rc = ms__fail(err, errlen, errno == EMFILE || errno == ENFILE ? MS_E_LIMIT : MS_E_IO,
@@ -113,6 +117,9 @@ int ms__sup_spawn(ms__supervisor *s, ms__model *m, char *err, size_t errlen)
                       strerror(errno));
         goto fail;
     }
+    rc = ms__door_create(&door_fd, err, errlen);
+    if (rc != 0)
+        goto fail;
     char *argv[] = {s->worker_path, "--tag",       m->tag,       "--spec",
                     spec_text,      "--log-level", s->log_level, NULL};
     pid_t parent = getpid();
@@ -122,7 +129,7 @@ int ms__sup_spawn(ms__supervisor *s, ms__model *m, char *err, size_t errlen)
         goto fail;
     }
     if (pid == 0)
-        child_exec(parent, sv[1], stats_fd, s->worker_path, argv);
+        child_exec(parent, sv[1], stats_fd, door_fd, s->worker_path, argv);
 
     /* Parent. From here on the process exists: it is always recorded, never lost. */
     close(sv[1]);
@@ -133,6 +140,7 @@ int ms__sup_spawn(ms__supervisor *s, ms__model *m, char *err, size_t errlen)
     spec_text = NULL;
     w->pid = pid;
     w->ctrl_fd = sv[0];
+    w->door_fd = door_fd;
     w->stats = stats;
     w->ev_ctrl.kind = MS__EV_WCTRL;
     w->ev_ctrl.obj = w;
@@ -170,6 +178,8 @@ fail:
         close(sv[1]);
     if (stats_fd >= 0)
         close(stats_fd);
+    if (door_fd >= 0)
+        close(door_fd);
     ms__stats_unmap(stats);
     free(spec_text);
     free(w);
@@ -272,6 +282,9 @@ static void release_resources(ms__supervisor *s, ms__wproc *w)
     }
     ms__stats_unmap(w->stats);
     w->stats = NULL;
+    if (w->door_fd >= 0)
+        close(w->door_fd);
+    w->door_fd = -1;
     json_decref(w->signature);
     w->signature = NULL;
     if (w->next != NULL || w->prev != NULL || s->all == w)

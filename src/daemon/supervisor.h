@@ -25,8 +25,9 @@ typedef struct ms__supervisor {
 /* Finds the worker binary (ms__sibling_binary("modelshare-worker", "MODELSHARE_WORKER")). */
 int ms__sup_init(ms__supervisor *s, int epfd, const char *log_level, char *err, size_t errlen);
 
-/* Starts one worker for m (argv --tag, --spec canonical, --log-level; fd 3 control, fd 4 stats),
- * links it to m and watches it in epoll. MS_E_LOAD_FAILED / MS_E_IO / MS_E_LIMIT with a message. */
+/* Starts one worker for m (argv --tag, --spec canonical, --log-level; fd 3 control, fd 4 stats,
+ * fd 5 its door), links it to m and watches it in epoll. MS_E_LOAD_FAILED / MS_E_IO / MS_E_LIMIT
+ * with a message. */
 int ms__sup_spawn(ms__supervisor *s, ms__model *m, char *err, size_t errlen);
 
 /* SIGTERM now, SIGKILL at now + MS__KILL_GRACE_NS (see ms__sup_timers). Idempotent. */

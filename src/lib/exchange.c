@@ -1,57 +1,212 @@
 /*
- * The client's end of the data plane: one request record out, one response record back, over the
- * model's channel (a SOCK_SEQPACKET socketpair, one record per send/recv). The ring/futex data
- * plane will replace this file and nothing else.
+ * The client's end of the data plane (ring.h): publish a request in a slot of the least busy
+ * instance, ring its worker's door, wait for the slot to be done. No system call on the way when
+ * the worker is awake and the answer comes within the spin time.
  */
 #include <errno.h>
+#include <poll.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
-#include <sys/socket.h>
 
 #include "internal.h"
 #include "../common/arena.h"
 
-/* The channel is gone: the arena header says whether the model was unloaded on purpose. */
-static int channel_lost(ms_model *m)
+/* Spin this long for a response before sleeping, unless $MODELSHARE_SPIN_US says otherwise. */
+#define CLIENT_SPIN_US 50
+/* While asleep, look this often at whether the worker or the daemon is gone. */
+#define LIVENESS_NS 100000000LL
+
+static int64_t client_spin_ns(void)
 {
-    ms__arena_header *h = m->arena_base;
-    if (atomic_load(&h->state) == MS__ARENA_UNLOADED)
-        return ms__lib_fail(m->client, MS_E_UNLOADED,
-                            "model \"%s\" was unloaded (modelshare unload --force)", m->tag);
-    return ms__lib_fail(m->client, MS_E_WORKER_LOST,
-                        "the worker serving \"%s\" died; acquire the model again", m->tag);
+    static _Atomic int64_t cached = -1;
+    int64_t v = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (v < 0) {
+        v = ms__spin_ns(CLIENT_SPIN_US);
+        atomic_store_explicit(&cached, v, memory_order_relaxed);
+    }
+    return v;
 }
 
-int ms__exchange(ms_model *m, const ms__req *req, ms__resp *resp)
+/* The arena's state, written by the daemon: why a worker stopped answering. */
+static int arena_gone(ms_model *m)
+{
+    ms__arena_header *h = m->arena_base;
+    switch (atomic_load(&h->state)) {
+    case MS__ARENA_LIVE:
+        return 0;
+    case MS__ARENA_UNLOADED:
+        return ms__lib_fail(m->client, MS_E_UNLOADED,
+                            "model \"%s\" was unloaded (modelshare unload --force)", m->tag);
+    default:
+        return ms__lib_fail(m->client, MS_E_WORKER_LOST,
+                            "the worker serving \"%s\" died; acquire the model again", m->tag);
+    }
+}
+
+/* The daemon's end of the control socket closed: its workers died with it. */
+static bool daemon_gone(ms_model *m)
+{
+    struct pollfd p = {.fd = m->client->fd, .events = POLLRDHUP};
+    return poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
+void ms__reap_orphans(ms_model *m)
+{
+    bool freed = false;
+    for (int i = 0; i < m->ninst; i++) {
+        ms__inst *in = &m->inst[i];
+        for (uint64_t o = in->orphaned; o != 0; o &= o - 1) {
+            unsigned s = (unsigned)__builtin_ctzll(o);
+            ms__slot *sl = ms__slot_of(m->arena_base, (unsigned)i, s);
+            if (atomic_load(&sl->state) != MS__SLOT_DONE)
+                continue;
+            atomic_store(&sl->state, MS__SLOT_FREE);
+            ms__tensor_free_locked(in->orphan_out[s]);
+            in->orphan_out[s] = NULL;
+            in->orphaned &= ~(1ull << s);
+            in->busy &= ~(1ull << s);
+            freed = true;
+        }
+    }
+    if (freed)
+        pthread_cond_broadcast(&m->slot_free);
+}
+
+/* The instance with the fewest requests in flight that has a free slot for us, or -1. */
+static int pick_instance(ms_model *m)
+{
+    int best = -1;
+    uint32_t best_load = UINT32_MAX;
+    for (int k = 0; k < m->ninst; k++) {
+        int i = (int)((m->next_inst + (unsigned)k) % (unsigned)m->ninst);
+        if (m->inst[i].busy == UINT64_MAX)
+            continue;
+        uint32_t load = atomic_load_explicit(&m->inst[i].door->inflight, memory_order_relaxed);
+        if (load < best_load) {
+            best = i;
+            best_load = load;
+        }
+    }
+    if (best >= 0)
+        m->next_inst = (unsigned)best + 1;
+    return best;
+}
+
+int ms__submit(ms_model *m, ms__req *req, ms__ticket *tk)
+{
+    int i;
+    for (;;) {
+        int r = arena_gone(m);
+        if (r < 0)
+            return r;
+        ms__reap_orphans(m);
+        i = pick_instance(m);
+        if (i >= 0)
+            break;
+        /* Every slot of every instance is in flight (64 per instance): wait for one. */
+        pthread_cond_wait(&m->slot_free, &m->lock);
+    }
+    ms__inst *in = &m->inst[i];
+    unsigned s = (unsigned)__builtin_ctzll(~in->busy);
+    in->busy |= 1ull << s;
+    req->id = ++m->next_req_id;
+    req->deadline_ns = m->timeout_ns > 0 ? ms__now_ns() + m->timeout_ns : 0;
+    ms__slot *sl = ms__slot_of(m->arena_base, (unsigned)i, s);
+    memcpy(&sl->req, req, sizeof *req);
+    atomic_store_explicit(&sl->waiting, 0, memory_order_relaxed);
+    atomic_store_explicit(&sl->state, MS__SLOT_SUBMITTED, memory_order_relaxed);
+    atomic_store_explicit(&in->ring->entries[in->tail % MS__RING_SLOTS], s, memory_order_relaxed);
+    in->tail++;
+    atomic_store_explicit(&in->ring->tail, in->tail, memory_order_release);
+    atomic_fetch_add_explicit(&in->door->inflight, 1, memory_order_relaxed);
+    ms__door_ring(in->door);
+    tk->inst = (unsigned)i;
+    tk->slot = s;
+    tk->id = req->id;
+    tk->deadline_ns = req->deadline_ns;
+    return 0;
+}
+
+/* Waits (no lock held) until the slot is done, the deadline passes, or a peer is gone. */
+static int wait_done(ms_model *m, ms__slot *sl, int64_t deadline)
+{
+    int64_t spin = client_spin_ns();
+    int64_t t0 = ms__now_ns();
+    for (unsigned k = 1;; k++) {
+        if (atomic_load_explicit(&sl->state, memory_order_acquire) == MS__SLOT_DONE)
+            return 0;
+        if ((k & 63) == 0 && ms__now_ns() - t0 >= spin)
+            break;
+        ms__cpu_relax();
+    }
+    for (;;) {
+        atomic_store(&sl->waiting, 1);
+        if (atomic_load(&sl->state) == MS__SLOT_DONE)
+            break;
+        int64_t now = ms__now_ns();
+        int64_t slice = LIVENESS_NS;
+        if (deadline > 0) {
+            if (now >= deadline)
+                return MS_E_TIMEOUT;
+            if (deadline - now < slice)
+                slice = deadline - now;
+        }
+        int timed_out = ms__futex_wait(&sl->state, MS__SLOT_SUBMITTED, slice);
+        if (atomic_load(&sl->state) == MS__SLOT_DONE)
+            break;
+        if (timed_out) {
+            int r = arena_gone(m);
+            if (r < 0)
+                return r;
+            if (daemon_gone(m))
+                return ms__lib_fail(m->client, MS_E_DAEMON_LOST,
+                                    "the daemon went away while \"%s\" ran a request; its workers "
+                                    "stopped with it",
+                                    m->tag);
+        }
+    }
+    atomic_store_explicit(&sl->waiting, 0, memory_order_relaxed);
+    return 0;
+}
+
+int ms__await(ms_model *m, const ms__ticket *tk, ms_tensor *out, ms__resp *resp)
 {
     char err[MS__ERRLEN];
-    /* Larger than a response, so that an oversized record shows up as such. */
+    ms__slot *sl = ms__slot_of(m->arena_base, tk->inst, tk->slot);
+    int r = wait_done(m, sl, tk->deadline_ns);
+    pthread_mutex_lock(&m->lock);
+    ms__inst *in = &m->inst[tk->inst];
+    if (r < 0) {
+        if (r == MS_E_TIMEOUT) {
+            /* The worker still owns the slot and may write into out: both stay reserved. */
+            in->orphaned |= 1ull << tk->slot;
+            in->orphan_out[tk->slot] = out;
+            return ms__lib_fail(m->client, MS_E_TIMEOUT,
+                                "\"%s\" did not answer within the request's timeout of %.3f ms",
+                                m->tag, (double)m->timeout_ns / 1e6);
+        }
+        /* The worker is gone: nobody will complete the slot. */
+        in->busy &= ~(1ull << tk->slot);
+        pthread_cond_broadcast(&m->slot_free);
+        return r;
+    }
     union {
         ms__resp resp;
-        char bytes[sizeof(ms__resp) + 64];
-    } buf;
-    ssize_t n;
-
-    if (m->chan_fd < 0)
-        return channel_lost(m);
-    do
-        n = send(m->chan_fd, req, sizeof *req, MSG_NOSIGNAL);
-    while (n < 0 && errno == EINTR);
-    if (n != (ssize_t)sizeof *req)
-        return channel_lost(m);
-    do
-        n = recv(m->chan_fd, &buf, sizeof buf, 0);
-    while (n < 0 && errno == EINTR);
-    if (n <= 0)
-        return channel_lost(m);
-    int r = ms__resp_decode(&buf, (size_t)n, resp, err, sizeof err);
+        char bytes[sizeof(ms__resp)];
+    } raw;
+    memcpy(&raw, &sl->resp, sizeof raw);
+    atomic_store(&sl->state, MS__SLOT_FREE);
+    in->busy &= ~(1ull << tk->slot);
+    pthread_cond_broadcast(&m->slot_free);
+    r = ms__resp_decode(&raw, sizeof raw, resp, err, sizeof err);
     if (r < 0)
         return ms__lib_fail(m->client, MS_E_PROTOCOL, "bad response from the worker of \"%s\": %s",
                             m->tag, err);
-    if (resp->id != req->id)
+    if (resp->id != tk->id)
         return ms__lib_fail(m->client, MS_E_PROTOCOL,
                             "response from the worker of \"%s\" out of step: expected id %llu, "
                             "got %llu",
-                            m->tag, (unsigned long long)req->id, (unsigned long long)resp->id);
+                            m->tag, (unsigned long long)tk->id, (unsigned long long)resp->id);
     return 0;
 }

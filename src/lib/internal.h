@@ -2,9 +2,10 @@
  * libmodelshare's internal types, shared between the library's files and nowhere else.
  *
  * Locking: a client has one lock for its control socket (one request at a time) and one for its
- * list of models. A model has one lock for its allocator, its live tensors and its channel: calls
- * on one model handle are serialised. The allocator's bookkeeping lives in this process's private
- * memory, never in the shared arena.
+ * list of models. A model has one lock for its allocator, its live tensors and its rings; it is
+ * not held while a request waits for its response, so several threads of one process can have
+ * requests in flight on one handle (up to MS__RING_SLOTS per instance). The allocator's
+ * bookkeeping lives in this process's private memory, never in the shared arena.
  */
 #ifndef MS_LIB_INTERNAL_H
 #define MS_LIB_INTERNAL_H
@@ -17,6 +18,7 @@
 
 #include "modelshare.h"
 #include "../common/chan.h"
+#include "../common/ring.h"
 #include "../common/paths.h"
 #include "../common/proto.h"
 #include "../common/util.h"
@@ -45,6 +47,16 @@ struct ms_tensor {
     struct ms_tensor *prev, *next; /* the model's live tensors */
 };
 
+/* One instance of the model as this handle sees it: the worker's door and our ring set for it. */
+typedef struct ms__inst {
+    ms__door *door;
+    ms__ring *ring;
+    uint32_t tail;     /* entries we published: ours, the shared copy is for the worker */
+    uint64_t busy;     /* slots in use: bit i for slot i */
+    uint64_t orphaned; /* slots whose request timed out, still owned by the worker */
+    ms_tensor *orphan_out[MS__RING_SLOTS]; /* their output room, freed when the worker is done */
+} ms__inst;
+
 struct ms_model {
     ms_client *client;
     int64_t lease;
@@ -52,12 +64,16 @@ struct ms_model {
     int arena_fd;
     void *arena_base;
     uint64_t arena_capacity;
-    int chan_fd;
     ms__sig sig_in, sig_out;
     pthread_mutex_t lock;
+    pthread_cond_t slot_free; /* a slot was freed: for threads waiting for one */
     ms__alloc alloc;
     ms_tensor *tensors;
     uint64_t next_req_id;
+    int64_t timeout_ns; /* per request; 0: none (ms_set_timeout) */
+    int ninst;
+    ms__inst *inst;               /* ninst entries */
+    unsigned next_inst;           /* where the search for the least busy instance starts */
     struct ms_model *prev, *next; /* the client's models */
 };
 
@@ -136,9 +152,26 @@ void ms__tensor_shrink_locked(ms_tensor *t, uint64_t keep);
 
 /* ---- the data plane (exchange.c) ---- */
 
-/* Sends one request on the model's channel and waits for its response (model lock held).
- * Returns 0 with *resp decoded, or MS_E_WORKER_LOST / MS_E_UNLOADED / MS_E_PROTOCOL (message
- * recorded). The response's own status is left for the caller. */
-int ms__exchange(ms_model *model, const ms__req *req, ms__resp *resp);
+/* A request in flight: which instance and slot it occupies. */
+typedef struct ms__ticket {
+    unsigned inst, slot;
+    uint64_t id;
+    int64_t deadline_ns;
+} ms__ticket;
+
+/* Publishes req (its id and deadline are filled in here) in a free slot of the least busy
+ * instance and rings that worker's door (model lock held; it is released while waiting for a
+ * free slot). Errors: MS_E_WORKER_LOST / MS_E_UNLOADED (message recorded). */
+int ms__submit(ms_model *model, ms__req *req, ms__ticket *tk);
+/* Waits for the response to tk without the model lock: spins a bounded time, then sleeps on the
+ * slot, looking every 100 ms whether the worker or the daemon is gone. Then, with the lock held
+ * again, copies the decoded response to *resp and frees the slot. On MS_E_TIMEOUT the slot and
+ * out (the request's output room) stay the worker's until it completes: they are freed then.
+ * Errors: MS_E_TIMEOUT, MS_E_WORKER_LOST, MS_E_UNLOADED, MS_E_DAEMON_LOST, MS_E_PROTOCOL
+ * (message recorded). The response's own status is left for the caller. Returns with the model
+ * lock held. */
+int ms__await(ms_model *model, const ms__ticket *tk, ms_tensor *out, ms__resp *resp);
+/* Frees the slots of timed-out requests that the worker has completed since (model lock held). */
+void ms__reap_orphans(ms_model *model);
 
 #endif

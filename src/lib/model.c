@@ -57,7 +57,7 @@ MS_EXPORT int ms_acquire(ms_client *client, const char *tag, const char *spec_js
 {
     char err[MS__ERRLEN];
     json_t *spec = NULL, *req = NULL, *reply = NULL;
-    int arena_fd = -1, chan[1] = {-1}, nchan = 0;
+    int arena_fd = -1, doors[MS__FDS_MAX], ndoors = 0;
     void *base = NULL;
     uint64_t cap = ms__arena_capacity_from_env();
     ms_model *m = NULL;
@@ -87,21 +87,30 @@ MS_EXPORT int ms_acquire(ms_client *client, const char *tag, const char *spec_js
         r = ms__lib_fail(client, MS_E_NOMEM, "out of memory building a request");
         goto fail;
     }
-    r = ms__lib_call(client, req, &arena_fd, 1, &reply, chan, &nchan, 1);
+    r = ms__lib_call(client, req, &arena_fd, 1, &reply, doors, &ndoors, MS__FDS_MAX);
     if (r < 0)
         goto fail;
     json_t *lease = json_object_get(reply, "lease");
-    if (!json_is_integer(lease) || nchan != 1) {
+    if (!json_is_integer(lease) || ndoors < 1 || ndoors > (int)MS__RINGS_MAX) {
         r = ms__lib_fail(client, MS_E_PROTOCOL,
-                         "acquire reply: expected an integer \"lease\" and one descriptor, got %s "
-                         "and %d",
-                         json_is_integer(lease) ? "a lease" : "no lease", nchan);
+                         "acquire reply: expected an integer \"lease\" and 1 to %u descriptors "
+                         "(one door per instance), got %s and %d",
+                         MS__RINGS_MAX, json_is_integer(lease) ? "a lease" : "no lease", ndoors);
         goto fail_lease;
     }
     m = calloc(1, sizeof *m);
-    if (m == NULL) {
+    if (m == NULL || (m->inst = calloc((size_t)ndoors, sizeof *m->inst)) == NULL) {
         r = ms__lib_fail(client, MS_E_NOMEM, "out of memory for a model handle");
         goto fail_lease;
+    }
+    for (int i = 0; i < ndoors; i++) {
+        r = ms__door_map(doors[i], &m->inst[i].door, err, sizeof err);
+        if (r < 0) {
+            r = ms__lib_fail(client, MS_E_PROTOCOL, "acquire reply: door %d: %s", i, err);
+            goto fail_lease;
+        }
+        m->inst[i].ring = ms__ring_of(base, (unsigned)i);
+        m->ninst = i + 1;
     }
     m->lease = json_integer_value(lease);
     r = ms__sig_from_json(json_object_get(reply, "signature"), &m->sig_in, &m->sig_out, err,
@@ -115,12 +124,14 @@ MS_EXPORT int ms_acquire(ms_client *client, const char *tag, const char *spec_js
     m->arena_fd = arena_fd;
     m->arena_base = base;
     m->arena_capacity = cap;
-    m->chan_fd = chan[0];
-    if (ms__alloc_init(&m->alloc, arena_fd, MS__ARENA_HEADER, cap) < 0) {
+    if (ms__alloc_init(&m->alloc, arena_fd, MS__ARENA_DATA, cap) < 0) {
         r = ms__lib_fail(client, MS_E_NOMEM, "out of memory for the arena's allocator");
         goto fail_lease;
     }
     pthread_mutex_init(&m->lock, NULL);
+    pthread_cond_init(&m->slot_free, NULL);
+    for (int i = 0; i < ndoors; i++)
+        close(doors[i]);
     pthread_mutex_lock(&client->models_lock);
     m->next = client->models;
     if (m->next)
@@ -146,11 +157,15 @@ fail_lease:
         ms__lib_fail_msg(client, r, keep);
     }
 fail:
-    if (m)
+    if (m) {
         ms__alloc_destroy(&m->alloc);
+        for (int i = 0; i < m->ninst; i++)
+            ms__door_unmap(m->inst[i].door);
+        free(m->inst);
+    }
     free(m);
-    if (chan[0] >= 0)
-        close(chan[0]);
+    for (int i = 0; i < ndoors; i++)
+        close(doors[i]);
     json_decref(reply);
     json_decref(req);
     ms__arena_unmap(base, cap);
@@ -183,10 +198,12 @@ int ms__lib_model_end(ms_model *m)
     }
     ms__alloc_destroy(&m->alloc);
     pthread_mutex_unlock(&m->lock);
-    if (m->chan_fd >= 0)
-        close(m->chan_fd);
+    for (int i = 0; i < m->ninst; i++)
+        ms__door_unmap(m->inst[i].door);
+    free(m->inst);
     ms__arena_unmap(m->arena_base, m->arena_capacity);
     close(m->arena_fd);
+    pthread_cond_destroy(&m->slot_free);
     pthread_mutex_destroy(&m->lock);
     free(m);
     return r;
@@ -295,14 +312,20 @@ MS_EXPORT int ms_infer(ms_model *model, const ms_tensor *input, ms_tensor **outp
         req.magic = MS__REQ_MAGIC;
         req.dtype = (uint32_t)input->dtype;
         req.rank = (uint32_t)input->rank;
-        req.id = ++model->next_req_id;
         for (int i = 0; i < input->rank; i++)
             req.shape[i] = input->shape[i];
         req.in_off = input->off;
         req.in_len = input->nbytes;
         req.out_off = out->off;
         req.out_cap = room;
-        r = ms__exchange(model, &req, &resp);
+        ms__ticket tk;
+        r = ms__submit(model, &req, &tk);
+        if (r < 0)
+            goto out;
+        pthread_mutex_unlock(&model->lock);
+        r = ms__await(model, &tk, out, &resp); /* returns with the lock held */
+        if (r == MS_E_TIMEOUT)
+            out = NULL; /* the worker may still write into it: freed once it is done */
         if (r < 0)
             goto out;
         if (resp.status == MS_E_TOO_LARGE && resp.out_len > room && attempt == 0) {
@@ -341,4 +364,19 @@ out:
         ms__tensor_free_locked(out);
     pthread_mutex_unlock(&model->lock);
     return r;
+}
+
+MS_EXPORT int ms_set_timeout(ms_model *model, uint64_t timeout_us)
+{
+    if (model == NULL)
+        return MS_E_INVAL;
+    ms__lib_clear(model->client);
+    if (timeout_us > (uint64_t)INT64_MAX / 1000)
+        return ms__lib_fail(model->client, MS_E_INVAL,
+                            "ms_set_timeout: expected at most %lld microseconds, got %llu",
+                            (long long)(INT64_MAX / 1000), (unsigned long long)timeout_us);
+    pthread_mutex_lock(&model->lock);
+    model->timeout_ns = (int64_t)timeout_us * 1000;
+    pthread_mutex_unlock(&model->lock);
+    return 0;
 }

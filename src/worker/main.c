@@ -3,7 +3,8 @@
  * daemon attaches to it.
  *
  *   modelshare-worker --tag TAG --spec JSON [--log-level L]
- *   fd 3: control socket to the daemon (proto.h); fd 4: stats memfd (stats.h).
+ *   fd 3: control socket to the daemon (proto.h); fd 4: stats memfd (stats.h); fd 5: the
+ *   worker's door (ring.h), which its clients ring.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -27,7 +28,8 @@ static void usage(void)
 {
     fprintf(stderr, "usage: modelshare-worker --tag TAG --spec JSON [--log-level "
                     "error|warn|info|debug]\n"
-                    "  (started by modelshared with fd 3 = control socket, fd 4 = stats memfd)\n");
+                    "  (started by modelshared with fd 3 = control socket, fd 4 = stats memfd,\n"
+                    "   fd 5 = door memfd)\n");
 }
 
 /* Tells the daemon the load failed; the worker exits 1 after this. */
@@ -40,14 +42,18 @@ static void send_failed(int fd, int code, const char *msg)
     json_decref(j);
 }
 
-static int stop_pipe[2] = {-1, -1};
+/* SIGTERM and SIGINT: set the flag the loop checks, and ring the door so that a sleeping loop
+ * wakes up to see it. Both are async-signal-safe (an atomic add and a futex call). */
+static volatile sig_atomic_t stop_flag;
+static ms__door *the_door;
 
 static void on_stop_signal(int signo)
 {
     int saved = errno;
-    unsigned char b = (unsigned char)signo;
-    ssize_t n = write(stop_pipe[1], &b, 1);
-    (void)n;
+    (void)signo;
+    stop_flag = 1;
+    if (the_door != NULL)
+        ms__door_ring(the_door);
     errno = saved;
 }
 
@@ -125,13 +131,22 @@ int main(int argc, char **argv)
                      MS__WORKER_STATS_FD);
     }
 
-    /* SIGTERM and SIGINT reach the loop through a pipe. Not signalfd: libraries (OpenBLAS) start
-     * threads before main() that would not block the signals, and a process-directed signal can
-     * land on any of them. A handler runs on whichever thread gets it. */
-    if (pipe2(stop_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
-        ms__log_error("pipe: %s", strerror(errno));
+    if (!fd_open(MS__WORKER_DOOR_FD)) {
+        ms__log_error("worker for \"%s\": no door on fd %d (start it from modelshared)", tag,
+                      MS__WORKER_DOOR_FD);
         return 1;
     }
+    fcntl(MS__WORKER_DOOR_FD, F_SETFD, FD_CLOEXEC);
+    if (ms__door_map(MS__WORKER_DOOR_FD, &the_door, err, sizeof err) < 0) {
+        ms__log_error("worker for \"%s\": %s", tag, err);
+        return 1;
+    }
+    close(MS__WORKER_DOOR_FD);
+
+    /* SIGTERM and SIGINT reach the loop through a flag and the door. Not signalfd: libraries
+     * (OpenBLAS) start threads before main() that would not block the signals, and a
+     * process-directed signal can land on any of them. A handler runs on whichever thread gets
+     * it. */
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop_signal;
@@ -201,15 +216,18 @@ int main(int argc, char **argv)
         .backend = be,
         .state = state,
         .stats = stats,
+        .door = the_door,
         .ctrl_fd = MS__WORKER_CTRL_FD,
-        .signal_fd = stop_pipe[0],
+        .stop = &stop_flag,
+        .max_batch = spec.max_batch,
+        .batch_delay_ns = (int64_t)spec.batch_delay_us * 1000,
+        .batchable = spec.batchable,
+        .spin_ns = ms__spin_ns(MS__WORKER_SPIN_US),
     };
     r = ms__worker_serve(&w);
     be->unload(state);
     ms__spec_free(&spec);
     if (stats)
         ms__stats_unmap(stats);
-    close(stop_pipe[0]);
-    close(stop_pipe[1]);
     return r < 0 ? 1 : 0;
 }

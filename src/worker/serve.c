@@ -1,23 +1,28 @@
 /*
- * The worker's serving loop: epoll over the control socket, the signal descriptor and every
- * attached client's channel. Each turn collects the requests that are ready, then runs them: one
- * at a time today, the place where batching across clients will go.
+ * The worker's serving loop. Every attached client has a ring set in its arena (ring.h); the
+ * worker takes requests from all of them, round-robin, into one batch, runs the backend once, and
+ * completes each request in its client's slot.
  *
- * A client controls what it writes in its arena and on its channel, nothing else: every request
- * is decoded against that client's arena before any byte of it is touched, and any error is
- * answered to that client only.
+ *   loop:  take a batch  ->  run it  ->  complete  ->  again
+ *   idle:  keep looking for spin_ns (a busy model never sleeps), then say "sleeping" on the door
+ *          and futex-wait on its bell; a client that publishes a request rings it.
+ *
+ * Control messages from the daemon (attach, detach) are read without blocking: before every
+ * sleep, after every wake-up, and every millisecond while busy. A client's first request rings
+ * the bell, so the worker wakes, finds the attach waiting on its control socket, and serves it.
+ *
+ * A client controls what it writes in its arena, nothing else: every index is bounds-checked,
+ * every request is copied out of shared memory and decoded (ms__req_decode) before any byte of
+ * it is used, and any error is answered to that client only.
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "worker.h"
@@ -28,90 +33,92 @@
 #include "../common/util.h"
 #include "modelshare.h"
 
-#define EVENTS_MAX 64
-
-/* Tags for epoll's data of the two fixed descriptors; clients use their slot pointer. */
-static char ctrl_tag, signal_tag;
+#define CTRL_POLL_NS 1000000LL     /* read the control socket at least this often while busy */
+#define SLEEP_SLICE_NS 100000000LL /* and wake up this often while idle */
 
 typedef struct client {
-    bool dead; /* dropped this turn, freed at its end */
-    struct client *next_dead;
-    size_t slot; /* index in server.clients */
     int64_t lease;
-    int chan_fd;
+    unsigned ring; /* our ring set in its arena */
     int arena_fd;
     void *base;
     uint64_t capacity;
+    ms__ring *rg;
+    uint32_t head; /* entries taken: ours, never read back from shared memory */
 } client;
 
-/* A request taken from a channel, waiting to run. */
-typedef struct pending {
+/* A request taken from a ring for the batch being built. */
+typedef struct taken {
     client *c;
-    size_t len;
-    union {
-        ms__req req;
-        char bytes[sizeof(ms__req) + 64];
-    } raw;
-} pending;
+    unsigned slot;
+    ms__req req;
+    ms__tensor_view in, out; /* out.data: where its output goes in the client's arena */
+    int64_t rows;
+} taken;
 
 typedef struct server {
     ms__worker *w;
-    int ep;
-    client **clients; /* MS__WORKER_CLIENTS_MAX slots */
-    size_t nclients;
-    pending pend[EVENTS_MAX];
-    size_t npend;
-    client *graveyard; /* dropped clients, freed once no event of this turn can name them */
+    client **clients; /* dense: [0, n) */
+    size_t n;
+    size_t rr; /* where the next round-robin pass starts */
     ms__reader rd;
+    bool ctrl_eof;
+    taken *batch;
+    size_t nbatch;
+    int64_t batch_rows;
+    size_t batch_bytes;
+    void *stage_in, *stage_out;
+    size_t stage_in_cap, stage_out_cap;
 } server;
 
-static client *find(server *s, int64_t lease)
+/* Counters in the shared stats page, relaxed: the daemon only reads them for status. */
+#define STAT_ADD(s, field, v)                                                                      \
+    do {                                                                                           \
+        if ((s)->w->stats)                                                                         \
+            atomic_fetch_add_explicit(&(s)->w->stats->field, (v), memory_order_relaxed);           \
+    } while (0)
+
+/* ---- clients ----------------------------------------------------------------------------------
+ */
+
+static client *find(server *s, int64_t lease, size_t *at)
 {
-    for (size_t i = 0; i < MS__WORKER_CLIENTS_MAX; i++)
-        if (s->clients[i] && s->clients[i]->lease == lease)
+    for (size_t i = 0; i < s->n; i++)
+        if (s->clients[i]->lease == lease) {
+            if (at)
+                *at = i;
             return s->clients[i];
+        }
     return NULL;
 }
 
-static void drop(server *s, client *c, const char *why)
+static void drop_at(server *s, size_t i, const char *why)
 {
-    s->clients[c->slot] = NULL;
-    s->nclients--;
-    epoll_ctl(s->ep, EPOLL_CTL_DEL, c->chan_fd, NULL);
-    close(c->chan_fd);
+    client *c = s->clients[i];
+    s->clients[i] = s->clients[--s->n];
     ms__arena_unmap(c->base, c->capacity);
     close(c->arena_fd);
     ms__log_debug("model \"%s\": client with lease %lld dropped (%s)", s->w->tag,
                   (long long)c->lease, why);
-    /* Events and requests of this turn may still point at it: free it at the end of the turn. */
-    c->dead = true;
-    c->chan_fd = c->arena_fd = -1;
-    c->base = NULL;
-    c->next_dead = s->graveyard;
-    s->graveyard = c;
+    free(c);
 }
 
-static void bury(server *s)
-{
-    while (s->graveyard) {
-        client *c = s->graveyard;
-        s->graveyard = c->next_dead;
-        free(c);
-    }
-}
-
-static void attach(server *s, int64_t lease, int arena_fd, int chan_fd)
+static void attach(server *s, int64_t lease, int64_t ring, int arena_fd)
 {
     char err[MS__ERRLEN];
     void *base = NULL;
     uint64_t cap = 0;
 
-    if (s->nclients >= MS__WORKER_CLIENTS_MAX) {
+    if (s->n >= MS__WORKER_CLIENTS_MAX) {
         ms__log_error("model \"%s\": refusing client with lease %lld: %d clients attached already",
                       s->w->tag, (long long)lease, MS__WORKER_CLIENTS_MAX);
         goto fail;
     }
-    if (find(s, lease) != NULL) {
+    if (ring < 0 || ring >= (int64_t)MS__RINGS_MAX) {
+        ms__log_error("model \"%s\": refusing lease %lld: ring %lld, expected 0 to %u", s->w->tag,
+                      (long long)lease, (long long)ring, MS__RINGS_MAX - 1);
+        goto fail;
+    }
+    if (find(s, lease, NULL) != NULL) {
         ms__log_error("model \"%s\": refusing a second attach of lease %lld", s->w->tag,
                       (long long)lease);
         goto fail;
@@ -122,12 +129,6 @@ static void attach(server *s, int64_t lease, int arena_fd, int chan_fd)
                       (long long)lease, err);
         goto fail;
     }
-    int fl = fcntl(chan_fd, F_GETFL);
-    if (fl < 0 || fcntl(chan_fd, F_SETFL, fl | O_NONBLOCK) < 0) {
-        ms__log_error("model \"%s\": bad channel descriptor for lease %lld: %s", s->w->tag,
-                      (long long)lease, strerror(errno));
-        goto fail;
-    }
     client *c = calloc(1, sizeof *c);
     if (c == NULL) {
         ms__log_error("model \"%s\": out of memory attaching lease %lld", s->w->tag,
@@ -135,48 +136,38 @@ static void attach(server *s, int64_t lease, int arena_fd, int chan_fd)
         goto fail;
     }
     c->lease = lease;
-    c->chan_fd = chan_fd;
+    c->ring = (unsigned)ring;
     c->arena_fd = arena_fd;
     c->base = base;
     c->capacity = cap;
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-    if (epoll_ctl(s->ep, EPOLL_CTL_ADD, chan_fd, &ev) < 0) {
-        ms__log_error("model \"%s\": epoll_ctl for lease %lld: %s", s->w->tag, (long long)lease,
-                      strerror(errno));
-        free(c);
-        goto fail;
-    }
-    for (size_t i = 0; i < MS__WORKER_CLIENTS_MAX; i++) {
-        if (s->clients[i] == NULL) {
-            s->clients[i] = c;
-            c->slot = i;
-            break;
-        }
-    }
-    s->nclients++;
-    ms__log_debug("model \"%s\": attached lease %lld (arena %llu bytes)", s->w->tag,
-                  (long long)lease, (unsigned long long)cap);
+    c->rg = ms__ring_of(base, c->ring);
+    /* Whatever the client published before we came is taken from where its tail stands now
+     * only if it is plausible: a fresh arena has tail 0. */
+    c->head = 0;
+    s->clients[s->n++] = c;
+    ms__log_debug("model \"%s\": attached lease %lld on ring %u (arena %llu bytes)", s->w->tag,
+                  (long long)lease, c->ring, (unsigned long long)cap);
     return;
 fail:
     if (base)
         ms__arena_unmap(base, cap);
     close(arena_fd);
-    close(chan_fd);
 }
 
-/* One control message: attach or detach. */
 static void control_msg(server *s, json_t *msg, int *fds, int nfds)
 {
     const char *op = json_string_value(json_object_get(msg, "op"));
     json_t *lease = json_object_get(msg, "lease");
-    if (op && strcmp(op, "attach") == 0 && json_is_integer(lease) && nfds == 2) {
-        attach(s, json_integer_value(lease), fds[0], fds[1]);
+    json_t *ring = json_object_get(msg, "ring");
+    if (op && strcmp(op, "attach") == 0 && json_is_integer(lease) && json_is_integer(ring) &&
+        nfds == 1) {
+        attach(s, json_integer_value(lease), json_integer_value(ring), fds[0]);
         return;
     }
     if (op && strcmp(op, "detach") == 0 && json_is_integer(lease)) {
-        client *c = find(s, json_integer_value(lease));
-        if (c)
-            drop(s, c, "detached");
+        size_t at;
+        if (find(s, json_integer_value(lease), &at))
+            drop_at(s, at, "detached");
         else
             ms__log_debug("model \"%s\": detach of unknown lease %lld", s->w->tag,
                           (long long)json_integer_value(lease));
@@ -189,8 +180,8 @@ static void control_msg(server *s, json_t *msg, int *fds, int nfds)
         close(fds[i]);
 }
 
-/* Reads what the control socket has. Returns 1 when the daemon is gone. */
-static int control_readable(server *s)
+/* Reads what the control socket has, without blocking. Returns 1 when the daemon is gone. */
+static int control_poll(server *s)
 {
     char err[MS__ERRLEN];
     int r = ms__reader_fill(&s->rd, s->w->ctrl_fd, err, sizeof err);
@@ -219,143 +210,346 @@ static int control_readable(server *s)
     return 0;
 }
 
-/* Takes one record from a client's channel into the pending list. */
-static void channel_readable(server *s, client *c, uint32_t events)
+/* ---- completing requests ----------------------------------------------------------------------
+ */
+
+static void complete(server *s, client *c, unsigned slot, const ms__resp *resp)
 {
-    pending *p = &s->pend[s->npend];
-    ssize_t n;
-    do
-        n = recv(c->chan_fd, &p->raw, sizeof p->raw, MSG_DONTWAIT);
-    while (n < 0 && errno == EINTR);
-    if (n > 0) {
-        p->c = c;
-        p->len = (size_t)n;
-        s->npend++;
-        return;
-    }
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && !(events & (EPOLLHUP | EPOLLERR)))
-        return;
-    drop(s, c, n == 0 || (events & EPOLLHUP) ? "channel closed" : "channel error");
+    ms__slot *sl = ms__slot_of(c->base, c->ring, slot);
+    /* Only the fixed fields and the message's used bytes: a success writes about 100 bytes. */
+    memcpy(&sl->resp, resp, offsetof(ms__resp, msg));
+    size_t ml = strnlen(resp->msg, sizeof resp->msg - 1);
+    memcpy(sl->resp.msg, resp->msg, ml);
+    sl->resp.msg[ml] = '\0';
+    atomic_store(&sl->state, MS__SLOT_DONE);
+    if (atomic_load(&sl->waiting))
+        ms__futex_wake(&sl->state, 1);
+    /* Never below zero, whatever clients did to the counter. */
+    uint32_t v = atomic_load_explicit(&s->w->door->inflight, memory_order_relaxed);
+    while (v > 0 &&
+           !atomic_compare_exchange_weak_explicit(&s->w->door->inflight, &v, v - 1,
+                                                  memory_order_relaxed, memory_order_relaxed))
+        ;
+    STAT_ADD(s, requests, 1);
+    if (resp->status != 0)
+        STAT_ADD(s, errors, 1);
 }
 
-static void respond(server *s, client *c, ms__resp *resp)
-{
-    ssize_t n;
-    do
-        n = send(c->chan_fd, resp, sizeof *resp, MSG_NOSIGNAL | MSG_DONTWAIT);
-    while (n < 0 && errno == EINTR);
-    if (n != (ssize_t)sizeof *resp)
-        drop(s, c, "cannot send a response");
-}
-
-/* Counters in the shared stats page, relaxed: the daemon only reads them for status. */
-#define STAT_ADD(s, field, v)                                                                      \
-    do {                                                                                           \
-        if ((s)->w->stats)                                                                         \
-            atomic_fetch_add_explicit(&(s)->w->stats->field, (v), memory_order_relaxed);           \
-    } while (0)
-
-static void respond_error(server *s, client *c, uint64_t id, int code, const char *msg)
+static void complete_error(server *s, client *c, unsigned slot, uint64_t id, int code,
+                           const char *msg)
 {
     ms__resp resp;
-    memset(&resp, 0, sizeof resp);
+    memset(&resp, 0, offsetof(ms__resp, msg));
     resp.magic = MS__RESP_MAGIC;
     resp.status = code;
     resp.id = id;
-    snprintf(resp.msg, sizeof resp.msg, "%s", msg);
-    STAT_ADD(s, requests, 1);
-    STAT_ADD(s, errors, 1);
-    respond(s, c, &resp);
+    /* Messages longer than the record's room are cut, always NUL-terminated. */
+    size_t n = strnlen(msg, sizeof resp.msg - 1);
+    memcpy(resp.msg, msg, n);
+    resp.msg[n] = '\0';
+    complete(s, c, slot, &resp);
 }
 
-/* Runs one request. */
-static void run_one(server *s, pending *p)
+static void complete_ok(server *s, taken *t)
+{
+    ms__resp resp;
+    memset(&resp, 0, offsetof(ms__resp, msg));
+    resp.magic = MS__RESP_MAGIC;
+    resp.id = t->req.id;
+    resp.dtype = (uint32_t)t->out.dtype;
+    resp.rank = (uint32_t)t->out.rank;
+    for (int i = 0; i < t->out.rank; i++)
+        resp.shape[i] = t->out.shape[i];
+    resp.out_len = t->out.nbytes;
+    resp.msg[0] = '\0';
+    complete(s, t->c, t->slot, &resp);
+}
+
+/* ---- taking requests --------------------------------------------------------------------------
+ */
+
+/* Whether t can join the batch whose first request is f: same dtype and rank, same dims after
+ * the first, and first dimensions to concatenate along. */
+static bool compatible(const taken *f, const taken *t)
+{
+    if (f->in.dtype != t->in.dtype || f->in.rank != t->in.rank || f->in.rank < 1)
+        return false;
+    for (int i = 1; i < f->in.rank; i++)
+        if (f->in.shape[i] != t->in.shape[i])
+            return false;
+    return true;
+}
+
+enum { TAKE_NONE, TAKE_ANSWERED, TAKE_ADDED, TAKE_DEFERRED };
+
+/* Looks at the next request of c. A bad one is answered at once (TAKE_ANSWERED); one that fits
+ * the batch joins it (TAKE_ADDED); one that does not stays in the ring (TAKE_DEFERRED). */
+static int take_one(server *s, client *c, int64_t now)
 {
     char err[MS__ERRLEN];
-    client *c = p->c;
-    ms__req req;
-    uint64_t id = 0;
-
-    if (p->len >= offsetof(ms__req, id) + sizeof id)
-        memcpy(&id, p->raw.bytes + offsetof(ms__req, id), sizeof id);
-    int r = ms__req_decode(&p->raw, p->len, c->capacity, &req, err, sizeof err);
+    uint32_t tail = atomic_load_explicit(&c->rg->tail, memory_order_acquire);
+    int pending = ms__ring_pending(c->head, tail);
+    if (pending == 0)
+        return TAKE_NONE;
+    if (pending < 0) {
+        /* The client broke its own ring: answer whatever it has submitted, and start again
+         * from where its tail stands. */
+        ms__log_warn("model \"%s\": lease %lld published %u entries past %u slots: resetting its "
+                     "ring",
+                     s->w->tag, (long long)c->lease, tail - c->head, MS__RING_SLOTS);
+        for (unsigned i = 0; i < MS__RING_SLOTS; i++) {
+            ms__slot *sl = ms__slot_of(c->base, c->ring, i);
+            if (atomic_load(&sl->state) == MS__SLOT_SUBMITTED)
+                complete_error(s, c, i, sl->req.id, MS_E_PROTOCOL,
+                               "the request ring's tail ran more than 64 entries ahead of the "
+                               "worker: expected at most 64 requests in flight");
+        }
+        c->head = tail;
+        atomic_store_explicit(&c->rg->head, c->head, memory_order_release);
+        return TAKE_ANSWERED;
+    }
+    uint32_t e =
+        atomic_load_explicit(&c->rg->entries[c->head % MS__RING_SLOTS], memory_order_relaxed);
+    if (e >= MS__RING_SLOTS) {
+        /* No slot to answer in: skip it. The client's own wait will time out. */
+        ms__log_warn("model \"%s\": lease %lld published slot %u, expected 0 to %u", s->w->tag,
+                     (long long)c->lease, e, MS__RING_SLOTS - 1);
+        c->head++;
+        atomic_store_explicit(&c->rg->head, c->head, memory_order_release);
+        STAT_ADD(s, errors, 1);
+        return TAKE_ANSWERED;
+    }
+    ms__slot *sl = ms__slot_of(c->base, c->ring, e);
+    taken *t = &s->batch[s->nbatch];
+    union {
+        ms__req req;
+        char bytes[sizeof(ms__req)];
+    } raw;
+    memcpy(&raw, &sl->req, sizeof raw);
+    int r = ms__req_decode(&raw, sizeof raw, c->capacity, &t->req, err, sizeof err);
+    if (r == 0 && t->req.deadline_ns != 0 && now > t->req.deadline_ns) {
+        r = MS_E_TIMEOUT;
+        snprintf(err, sizeof err, "the request's deadline passed before the worker took it");
+    }
+    if (r == 0) {
+        const ms__backend_ops *be = s->w->backend;
+        memset(&t->in, 0, sizeof t->in);
+        memset(&t->out, 0, sizeof t->out);
+        t->in.dtype = (int)t->req.dtype;
+        t->in.rank = (int)t->req.rank;
+        for (int i = 0; i < t->in.rank; i++)
+            t->in.shape[i] = t->req.shape[i];
+        t->in.data = (char *)c->base + t->req.in_off;
+        t->in.nbytes = (size_t)t->req.in_len;
+        r = be->output_for(s->w->state, &t->in, &t->out, err, sizeof err);
+        if (r == 0 &&
+            (t->out.rank < 0 || t->out.rank > MS_MAX_RANK || ms_dtype_size(t->out.dtype) == 0)) {
+            r = MS_E_BACKEND;
+            snprintf(err, sizeof err, "the backend described an invalid output");
+        }
+        if (r == 0 && t->out.nbytes > t->req.out_cap) {
+            ms__resp resp;
+            memset(&resp, 0, offsetof(ms__resp, msg));
+            resp.magic = MS__RESP_MAGIC;
+            resp.status = MS_E_TOO_LARGE;
+            resp.id = t->req.id;
+            resp.out_len = t->out.nbytes;
+            snprintf(resp.msg, sizeof resp.msg,
+                     "output needs %zu bytes, the request has room for %llu", t->out.nbytes,
+                     (unsigned long long)t->req.out_cap);
+            c->head++;
+            atomic_store_explicit(&c->rg->head, c->head, memory_order_release);
+            complete(s, c, e, &resp);
+            return TAKE_ANSWERED;
+        }
+    }
     if (r < 0) {
-        respond_error(s, c, id, r, err);
+        c->head++;
+        atomic_store_explicit(&c->rg->head, c->head, memory_order_release);
+        complete_error(s, c, e, raw.req.id, r, err);
+        return TAKE_ANSWERED;
+    }
+    t->c = c;
+    t->slot = e;
+    t->rows = t->in.rank >= 1 ? t->in.shape[0] : 1;
+    t->out.data = (char *)c->base + t->req.out_off;
+    if (s->nbatch > 0) {
+        /* Joins only if it fits: same row shape, within max_batch rows and the staging bytes. */
+        if (!s->w->batchable || !compatible(&s->batch[0], t) ||
+            s->batch_rows + t->rows > s->w->max_batch ||
+            s->batch_bytes + t->in.nbytes > MS__BATCH_BYTES_MAX)
+            return TAKE_DEFERRED;
+    }
+    c->head++;
+    atomic_store_explicit(&c->rg->head, c->head, memory_order_release);
+    s->nbatch++;
+    s->batch_rows += t->rows;
+    s->batch_bytes += t->in.nbytes;
+    return TAKE_ADDED;
+}
+
+/* One round-robin pass: at most one request from each client. Returns how many it took or
+ * answered; *deferred when a client's next request has to wait for another batch. */
+static size_t take_pass(server *s, int64_t now, bool *deferred)
+{
+    size_t got = 0, n = s->n;
+    if (n == 0)
+        return 0;
+    size_t start = s->rr % n;
+    for (size_t k = 0; k < n; k++) {
+        if (s->nbatch >= MS__BATCH_REQS_MAX)
+            break;
+        if (s->nbatch > 0 && (!s->w->batchable || s->batch_rows >= s->w->max_batch))
+            break;
+        client *c = s->clients[(start + k) % n];
+        int r = take_one(s, c, now);
+        if (r == TAKE_DEFERRED)
+            *deferred = true;
+        if (r == TAKE_ADDED || r == TAKE_ANSWERED) {
+            got++;
+            /* The next pass starts after the last client served: nobody floods the others. */
+            s->rr = (start + k + 1) % n;
+        }
+    }
+    return got;
+}
+
+/* ---- running a batch --------------------------------------------------------------------------
+ */
+
+static int grow(void **buf, size_t *cap, size_t need)
+{
+    if (need <= *cap)
+        return 0;
+    size_t c = *cap ? *cap : 65536;
+    while (c < need)
+        c *= 2;
+    void *p = realloc(*buf, c);
+    if (p == NULL)
+        return MS_E_NOMEM;
+    *buf = p;
+    *cap = c;
+    return 0;
+}
+
+static void fail_batch(server *s, int code, const char *msg)
+{
+    for (size_t i = 0; i < s->nbatch; i++)
+        complete_error(s, s->batch[i].c, s->batch[i].slot, s->batch[i].req.id, code, msg);
+}
+
+/* Runs one request in place: its input and output both in its client's arena. */
+static void run_alone(server *s, taken *t)
+{
+    char err[MS__ERRLEN];
+    int64_t t0 = ms__now_ns();
+    int r = s->w->backend->run(s->w->state, &t->in, &t->out, err, sizeof err);
+    STAT_ADD(s, busy_ns, (uint64_t)(ms__now_ns() - t0));
+    STAT_ADD(s, batches, 1);
+    if (r < 0) {
+        complete_error(s, t->c, t->slot, t->req.id, r, err);
+        return;
+    }
+    STAT_ADD(s, rows, (uint64_t)t->rows);
+    complete_ok(s, t);
+}
+
+/* Runs the batch as one backend call: inputs concatenated along the first dimension into the
+ * staging buffer, outputs split back into each client's arena. Falls back to one call per
+ * request when the model's output does not follow its input row for row. */
+static void run_batch(server *s)
+{
+    char err[MS__ERRLEN];
+    if (s->nbatch == 1) {
+        run_alone(s, &s->batch[0]);
         return;
     }
     const ms__backend_ops *be = s->w->backend;
-    ms__tensor_view in, out;
-    memset(&in, 0, sizeof in);
+    ms__tensor_view in = s->batch[0].in, out;
+    in.shape[0] = s->batch_rows;
+    in.nbytes = s->batch_bytes;
     memset(&out, 0, sizeof out);
-    in.dtype = (int)req.dtype;
-    in.rank = (int)req.rank;
-    for (int i = 0; i < in.rank; i++)
-        in.shape[i] = req.shape[i];
-    in.data = (char *)c->base + req.in_off;
-    in.nbytes = (size_t)req.in_len;
-    r = be->output_for(s->w->state, &in, &out, err, sizeof err);
-    if (r < 0) {
-        respond_error(s, c, req.id, r, err);
+    int r = be->output_for(s->w->state, &in, &out, err, sizeof err);
+    bool rowwise = r == 0 && out.rank >= 1 && out.shape[0] == s->batch_rows;
+    for (size_t i = 0; rowwise && i < s->nbatch; i++) {
+        const ms__tensor_view *o = &s->batch[i].out;
+        rowwise = o->dtype == out.dtype && o->rank == out.rank && o->shape[0] == s->batch[i].rows;
+        for (int d = 1; rowwise && d < out.rank; d++)
+            rowwise = o->shape[d] == out.shape[d];
+    }
+    if (!rowwise) {
+        for (size_t i = 0; i < s->nbatch; i++)
+            run_alone(s, &s->batch[i]);
         return;
     }
-    if (out.rank < 0 || out.rank > MS_MAX_RANK || ms_dtype_size(out.dtype) == 0) {
-        respond_error(s, c, req.id, MS_E_BACKEND, "the backend described an invalid output");
+    if (grow(&s->stage_in, &s->stage_in_cap, in.nbytes) < 0 ||
+        grow(&s->stage_out, &s->stage_out_cap, out.nbytes) < 0) {
+        fail_batch(s, MS_E_NOMEM, "the worker is out of memory for a batch");
         return;
     }
-    ms__resp resp;
-    memset(&resp, 0, sizeof resp);
-    resp.magic = MS__RESP_MAGIC;
-    resp.id = req.id;
-    if (out.nbytes > req.out_cap) {
-        resp.status = MS_E_TOO_LARGE;
-        resp.out_len = out.nbytes;
-        snprintf(resp.msg, sizeof resp.msg, "output needs %zu bytes, the request has room for %llu",
-                 out.nbytes, (unsigned long long)req.out_cap);
-        STAT_ADD(s, requests, 1);
-        STAT_ADD(s, errors, 1);
-        respond(s, c, &resp);
-        return;
+    size_t off = 0;
+    for (size_t i = 0; i < s->nbatch; i++) {
+        memcpy((char *)s->stage_in + off, s->batch[i].in.data, s->batch[i].in.nbytes);
+        off += s->batch[i].in.nbytes;
     }
-    out.data = (char *)c->base + req.out_off;
+    in.data = s->stage_in;
+    out.data = s->stage_out;
     int64_t t0 = ms__now_ns();
     r = be->run(s->w->state, &in, &out, err, sizeof err);
-    int64_t t1 = ms__now_ns();
-    STAT_ADD(s, busy_ns, (uint64_t)(t1 - t0));
+    STAT_ADD(s, busy_ns, (uint64_t)(ms__now_ns() - t0));
     STAT_ADD(s, batches, 1);
     if (r < 0) {
-        respond_error(s, c, req.id, r, err);
+        fail_batch(s, r, err);
         return;
     }
-    STAT_ADD(s, rows, in.rank >= 1 ? (uint64_t)in.shape[0] : 1);
-    STAT_ADD(s, requests, 1);
-    resp.dtype = (uint32_t)out.dtype;
-    resp.rank = (uint32_t)out.rank;
-    for (int i = 0; i < out.rank; i++)
-        resp.shape[i] = out.shape[i];
-    resp.out_len = out.nbytes;
-    respond(s, c, &resp);
-}
-
-/* Runs what this turn collected. Batching across clients will gather rows here. */
-static void run_pending(server *s)
-{
-    for (size_t i = 0; i < s->npend; i++)
-        if (!s->pend[i].c->dead)
-            run_one(s, &s->pend[i]);
-    s->npend = 0;
-}
-
-/* Returns 1 when a stop signal came. */
-static int signal_readable(server *s)
-{
-    unsigned char signo;
-    ssize_t n = read(s->w->signal_fd, &signo, 1);
-    if (n == 1) {
-        ms__log_info("model \"%s\": signal %u, stopping", s->w->tag, signo);
-        return 1;
+    STAT_ADD(s, rows, (uint64_t)s->batch_rows);
+    off = 0;
+    for (size_t i = 0; i < s->nbatch; i++) {
+        taken *t = &s->batch[i];
+        memcpy(t->out.data, (char *)s->stage_out + off, t->out.nbytes);
+        off += t->out.nbytes;
+        complete_ok(s, t);
     }
-    return 0;
 }
+
+/* Takes a batch (waiting up to batch_delay after its first request for more rows) and runs it.
+ * Returns how many requests it handled. */
+static size_t serve_once(server *s)
+{
+    int64_t now = ms__now_ns();
+    bool deferred = false;
+    size_t handled = 0;
+    s->nbatch = 0;
+    s->batch_rows = 0;
+    s->batch_bytes = 0;
+    /* Passes until the batch is full or nobody has more. */
+    for (;;) {
+        size_t got = take_pass(s, now, &deferred);
+        handled += got;
+        if (got == 0 || deferred || s->nbatch >= MS__BATCH_REQS_MAX ||
+            (s->nbatch > 0 && (!s->w->batchable || s->batch_rows >= s->w->max_batch)))
+            break;
+    }
+    if (s->nbatch > 0 && s->w->batch_delay_ns > 0 && s->w->batchable && !deferred) {
+        int64_t until = now + s->w->batch_delay_ns;
+        while (s->batch_rows < s->w->max_batch && s->nbatch < MS__BATCH_REQS_MAX && !deferred &&
+               !*s->w->stop) {
+            now = ms__now_ns();
+            if (now >= until)
+                break;
+            size_t got = take_pass(s, now, &deferred);
+            handled += got;
+            if (got == 0)
+                ms__cpu_relax();
+        }
+    }
+    if (s->nbatch > 0)
+        run_batch(s);
+    return handled;
+}
+
+/* ---- the loop ---------------------------------------------------------------------------------
+ */
 
 int ms__worker_serve(ms__worker *w)
 {
@@ -366,66 +560,75 @@ int ms__worker_serve(ms__worker *w)
     s.w = w;
     ms__reader_init(&s.rd);
     s.clients = calloc(MS__WORKER_CLIENTS_MAX, sizeof *s.clients);
-    s.ep = epoll_create1(EPOLL_CLOEXEC);
-    if (s.clients == NULL || s.ep < 0) {
-        ms__log_error("model \"%s\": cannot set up the serving loop: %s", w->tag,
-                      s.clients ? strerror(errno) : "out of memory");
-        rc = s.clients ? MS_E_IO : MS_E_NOMEM;
+    s.batch = calloc(MS__BATCH_REQS_MAX, sizeof *s.batch);
+    if (s.clients == NULL || s.batch == NULL) {
+        ms__log_error("model \"%s\": out of memory setting up the serving loop", w->tag);
+        rc = MS_E_NOMEM;
         goto out;
     }
     int fl = fcntl(w->ctrl_fd, F_GETFL);
     if (fl >= 0)
         fcntl(w->ctrl_fd, F_SETFL, fl | O_NONBLOCK);
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &ctrl_tag};
-    struct epoll_event sev = {.events = EPOLLIN, .data.ptr = &signal_tag};
-    if (epoll_ctl(s.ep, EPOLL_CTL_ADD, w->ctrl_fd, &ev) < 0 ||
-        epoll_ctl(s.ep, EPOLL_CTL_ADD, w->signal_fd, &sev) < 0) {
-        ms__log_error("model \"%s\": epoll_ctl: %s", w->tag, strerror(errno));
-        rc = MS_E_IO;
-        goto out;
-    }
+    if (w->max_batch < 1)
+        w->max_batch = 1;
 
-    for (;;) {
-        struct epoll_event evs[EVENTS_MAX];
-        int n = epoll_wait(s.ep, evs, EVENTS_MAX, -1);
-        if (n < 0) {
-            if (errno == EINTR)
+    ms__door *door = w->door;
+    int64_t last_work = ms__now_ns(), last_ctrl = last_work;
+    uint32_t seen_bell = atomic_load(&door->bell);
+    bool more = true; /* the rings may hold requests: look before waiting for the bell */
+    while (!*w->stop) {
+        int64_t now = ms__now_ns();
+        if (now - last_ctrl >= CTRL_POLL_NS) {
+            last_ctrl = now;
+            if (control_poll(&s))
+                break;
+        }
+        /* Every request published rings the bell after it: while the bell has not moved and the
+         * last look found nothing, there is nothing to look at. */
+        uint32_t bell = atomic_load_explicit(&door->bell, memory_order_acquire);
+        if (more || bell != seen_bell) {
+            seen_bell = bell;
+            more = serve_once(&s) > 0;
+            if (more) {
+                last_work = ms__now_ns();
                 continue;
-            ms__log_error("model \"%s\": epoll_wait: %s", w->tag, strerror(errno));
-            rc = MS_E_IO;
+            }
+        }
+        if (now - last_work < w->spin_ns) {
+            ms__cpu_relax();
+            continue;
+        }
+        /* Idle: say so, then look once more before sleeping (see ms__door_ring). */
+        atomic_store(&door->sleeping, 1);
+        seen_bell = atomic_load(&door->bell);
+        if (serve_once(&s) > 0 || *w->stop) {
+            atomic_store(&door->sleeping, 0);
+            last_work = ms__now_ns();
+            more = true;
+            continue;
+        }
+        if (control_poll(&s))
             break;
-        }
-        /* Control and signals first: a detach must not leave a request on unmapped memory. */
-        int stop = 0;
-        for (int i = 0; i < n; i++) {
-            if (evs[i].data.ptr == &signal_tag)
-                stop |= signal_readable(&s);
-            else if (evs[i].data.ptr == &ctrl_tag)
-                stop |= control_readable(&s);
-        }
-        if (stop)
+        int timed_out = ms__futex_wait(&door->bell, seen_bell, SLEEP_SLICE_NS);
+        atomic_store(&door->sleeping, 0);
+        last_ctrl = ms__now_ns();
+        if (control_poll(&s))
             break;
-        for (int i = 0; i < n; i++) {
-            void *p = evs[i].data.ptr;
-            if (p == &signal_tag || p == &ctrl_tag)
-                continue;
-            client *c = p;
-            if (!c->dead)
-                channel_readable(&s, c, evs[i].events);
+        if (!timed_out) {
+            /* Woken: a client has work (or wants to attach). Keep looking a while. */
+            more = true;
+            last_work = last_ctrl;
         }
-        run_pending(&s);
-        bury(&s);
     }
 out:
     if (s.clients) {
-        for (size_t i = 0; i < MS__WORKER_CLIENTS_MAX; i++)
-            if (s.clients[i])
-                drop(&s, s.clients[i], "worker stopping");
+        while (s.n > 0)
+            drop_at(&s, s.n - 1, "worker stopping");
         free(s.clients);
     }
-    bury(&s);
+    free(s.batch);
+    free(s.stage_in);
+    free(s.stage_out);
     ms__reader_free(&s.rd);
-    if (s.ep >= 0)
-        close(s.ep);
     return rc;
 }

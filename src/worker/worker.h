@@ -2,27 +2,45 @@
 #ifndef MS_WORKER_H
 #define MS_WORKER_H
 
+#include <signal.h>
+#include <stdbool.h>
+
 #include "../backends/backend.h"
+#include "../common/ring.h"
 #include "../common/stats.h"
 
 /* The worker's fixed descriptors, set up by the daemon. */
 #define MS__WORKER_CTRL_FD 3
 #define MS__WORKER_STATS_FD 4
+#define MS__WORKER_DOOR_FD 5
+
+/* How long the loop keeps looking for work after the last request before it sleeps, unless
+ * $MODELSHARE_SPIN_US says otherwise. */
+#define MS__WORKER_SPIN_US 200
 
 /* Most clients attached at once. */
 #define MS__WORKER_CLIENTS_MAX 4096
+/* Most requests in one batch, and most bytes staged for one (a single request of any size runs
+ * in place, unstaged). */
+#define MS__BATCH_REQS_MAX 1024
+#define MS__BATCH_BYTES_MAX (64u << 20)
 
 typedef struct ms__worker {
     const char *tag;
     const ms__backend_ops *backend;
-    void *state;      /* the backend's loaded model */
-    ms__stats *stats; /* shared counters page; may be NULL */
-    int ctrl_fd;      /* to the daemon */
-    int signal_fd;    /* SIGTERM, SIGINT */
+    void *state;                 /* the backend's loaded model */
+    ms__stats *stats;            /* shared counters page; may be NULL */
+    ms__door *door;              /* this worker's door: its clients ring it */
+    int ctrl_fd;                 /* to the daemon */
+    volatile sig_atomic_t *stop; /* set by SIGTERM / SIGINT (which also ring the door) */
+    int max_batch;               /* rows per backend run (spec) */
+    int64_t batch_delay_ns;      /* wait for more rows after the oldest (spec) */
+    bool batchable;              /* false: one request per backend run */
+    int64_t spin_ns;             /* keep looking this long after the last request, then sleep */
 } ms__worker;
 
-/* Serves until the daemon goes away (control EOF) or SIGTERM comes. Returns 0 on a normal stop,
- * or a negative MS_E_* code when the loop itself could not run (logged). */
+/* Serves until the daemon goes away (control EOF) or a stop signal comes. Returns 0 on a normal
+ * stop, or a negative MS_E_* code when the loop itself could not run (logged). */
 int ms__worker_serve(ms__worker *w);
 
 #endif

@@ -1,6 +1,7 @@
-/* Fuzzes the channel's record decoders. The first byte picks the arena capacity; the rest is the
- * record. An accepted request must only point inside the arena, past its header, aligned, with
- * input and output apart; an accepted response must describe its output exactly. */
+/* Fuzzes the data plane's record decoders and the ring's index check. The first byte picks the
+ * arena capacity; the rest is the record. An accepted request must only point inside the arena,
+ * past its header, aligned, with input and output apart; an accepted response must describe its
+ * output exactly. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +9,7 @@
 #include "modelshare.h"
 #include "../../src/common/arena.h"
 #include "../../src/common/chan.h"
+#include "../../src/common/ring.h"
 #include "../../src/common/util.h"
 
 static void check_req(const ms__req *r, uint64_t cap)
@@ -18,9 +20,9 @@ static void check_req(const ms__req *r, uint64_t cap)
     if (!ms__shape_numel((int)r->rank, r->shape, &numel) || numel * es / es != numel ||
         numel * es != r->in_len)
         abort();
-    if (r->in_off < MS__ARENA_HEADER || r->in_off > cap || r->in_len > cap - r->in_off)
+    if (r->in_off < MS__ARENA_DATA || r->in_off > cap || r->in_len > cap - r->in_off)
         abort();
-    if (r->out_off < MS__ARENA_HEADER || r->out_off > cap || r->out_cap > cap - r->out_off)
+    if (r->out_off < MS__ARENA_DATA || r->out_off > cap || r->out_cap > cap - r->out_off)
         abort();
     if (r->in_off % es != 0 || r->out_off % es != 0)
         abort();
@@ -74,6 +76,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_resp(&resp);
     else if (strnlen(err, sizeof err) == 0)
         abort();
+    /* The ring's indices: the first 8 bytes of the record as a worker's head and a client's tail.
+     * What the worker may take never runs past the ring. */
+    if (len >= 8) {
+        uint32_t head, tail;
+        memcpy(&head, rec, 4);
+        memcpy(&tail, rec + 4, 4);
+        int n = ms__ring_pending(head, tail);
+        if (n > (int)MS__RING_SLOTS || n < -1 || (n >= 0 && head + (uint32_t)n != tail))
+            abort();
+    }
     free(copy);
     return 0;
 }

@@ -6,8 +6,9 @@
  *       NTHREADS threads of one client each acquire, allocate, infer, free and release TAG ITERS
  *       times, while ms_errmsg() must be empty after each successful call. Prints "ok N".
  *   ms-abuseclient evil TAG SPEC_JSON
- *       Acquires TAG twice; on the first lease's channel sends malformed and hostile records
- *       straight to the worker, then checks that the second lease is still served. Prints "ok".
+ *       Acquires TAG twice; in the first lease's ring publishes malformed and hostile records
+ *       straight to the worker (each must get an error answer), then checks that the second lease
+ *       is still served. Prints "ok".
  *   ms-abuseclient errmsg TAG SPEC_JSON
  *       A failed call then a successful one: ms_errmsg() must be empty after the success.
  */
@@ -17,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "../../src/lib/internal.h"
@@ -109,15 +109,33 @@ static int churn(const char *tag, const char *spec, int n, int iters)
     return 0;
 }
 
-static int send_raw(int fd, const void *buf, size_t len)
+/* Writes a record straight into slot `slot` of the handle's first ring set and publishes it, as
+ * a hostile client could: the library's own bookkeeping is bypassed. */
+static void publish_raw(ms_model *m, unsigned slot, const void *rec, size_t len)
 {
-    return send(fd, buf, len, MSG_NOSIGNAL) == (ssize_t)len ? 0 : -1;
+    ms__inst *in = &m->inst[0];
+    ms__slot *sl = ms__slot_of(m->arena_base, 0, slot % MS__RING_SLOTS);
+    memset(&sl->req, 0, sizeof sl->req);
+    memcpy(&sl->req, rec, len < sizeof sl->req ? len : sizeof sl->req);
+    atomic_store(&sl->state, MS__SLOT_SUBMITTED);
+    atomic_store(&in->ring->entries[in->tail % MS__RING_SLOTS], slot);
+    in->tail++;
+    atomic_store(&in->ring->tail, in->tail);
+    ms__door_ring(in->door);
 }
 
-/* Reads one record; returns its length or -1. */
-static ssize_t recv_raw(int fd, void *buf, size_t len)
+/* Waits up to 10 s for slot to be done; returns its response status, or 1 on no answer. */
+static int answer_of(ms_model *m, unsigned slot)
 {
-    return recv(fd, buf, len, 0);
+    ms__slot *sl = ms__slot_of(m->arena_base, 0, slot);
+    for (int i = 0; i < 10000; i++) {
+        if (atomic_load(&sl->state) == MS__SLOT_DONE) {
+            atomic_store(&sl->state, MS__SLOT_FREE);
+            return sl->resp.status;
+        }
+        usleep(1000);
+    }
+    return 1;
 }
 
 static int evil(const char *tag, const char *spec)
@@ -133,17 +151,18 @@ static int evil(const char *tag, const char *spec)
         printf("error %s %s\n", ms_errname(rc), ms_errmsg(c));
         return 1;
     }
-    int fd = bad->chan_fd;
     uint64_t cap = bad->arena_capacity;
-    char junk[sizeof(ms__req) + 200];
-    ms__resp resp;
+    const uint64_t data = MS__ARENA_DATA;
+    char junk[sizeof(ms__req)];
     memset(junk, 0x5a, sizeof junk);
-    /* A record too long, one too short, one empty-ish. */
-    send_raw(fd, junk, sizeof junk);
-    recv_raw(fd, &resp, sizeof resp);
-    send_raw(fd, junk, 3);
-    recv_raw(fd, &resp, sizeof resp);
-    /* Well-formed records with hostile ranges. */
+    /* Garbage bytes in a slot: an error answer, never a crash. */
+    publish_raw(bad, 0, junk, sizeof junk);
+    int st = answer_of(bad, 0);
+    if (st >= 0) {
+        printf("error garbage record answered %d, expected an MS_E_* code\n", st);
+        return 1;
+    }
+    /* Well-formed records with hostile ranges: each gets an error answer. */
     ms__req req;
     memset(&req, 0, sizeof req);
     req.magic = MS__REQ_MAGIC;
@@ -153,41 +172,57 @@ static int evil(const char *tag, const char *spec)
     req.shape[1] = 4;
     req.in_len = 16;
     const uint64_t offs[][2] = {
-        {0, 8192},               /* input in the header */
-        {cap - 8, 8192},         /* input past the end */
-        {UINT64_MAX - 7, 8192},  /* offset overflow */
-        {8192, 0},               /* output in the header */
-        {8192, cap},             /* output at the end */
-        {8192, UINT64_MAX - 63}, /* output offset overflow */
-        {8192, 8192},            /* overlapping */
-        {8194, 16384},           /* misaligned */
+        {0, data},               /* input in the header */
+        {4096, data},            /* input in the rings */
+        {cap - 8, data},         /* input past the end */
+        {UINT64_MAX - 7, data},  /* offset overflow */
+        {data, 64},              /* output in the header */
+        {data, cap},             /* output at the end */
+        {data, UINT64_MAX - 63}, /* output offset overflow */
+        {data, data},            /* overlapping */
+        {data + 2, data + 8192}, /* misaligned */
     };
     for (size_t i = 0; i < sizeof offs / sizeof offs[0]; i++) {
         req.id = 1000 + i;
         req.in_off = offs[i][0];
         req.out_off = offs[i][1];
         req.out_cap = 1u << 20;
-        if (send_raw(fd, &req, sizeof req) == 0)
-            recv_raw(fd, &resp, sizeof resp);
+        publish_raw(bad, 1, &req, sizeof req);
+        st = answer_of(bad, 1);
+        if (st >= 0) {
+            printf("error hostile range %zu answered %d, expected an MS_E_* code\n", i, st);
+            return 1;
+        }
     }
-    /* Huge shapes. */
-    req.in_off = 8192;
-    req.out_off = 1u << 20;
+    /* Huge and negative shapes. */
+    req.in_off = data;
+    req.out_off = data + (1u << 20);
     req.out_cap = 1u << 20;
     req.shape[0] = INT64_MAX;
     req.in_len = 0;
-    if (send_raw(fd, &req, sizeof req) == 0)
-        recv_raw(fd, &resp, sizeof resp);
+    publish_raw(bad, 2, &req, sizeof req);
     req.shape[0] = -5;
-    if (send_raw(fd, &req, sizeof req) == 0)
-        recv_raw(fd, &resp, sizeof resp);
-    /* Many requests without reading the answers, then hang up. */
+    publish_raw(bad, 3, &req, sizeof req);
+    if (answer_of(bad, 2) >= 0 || answer_of(bad, 3) >= 0) {
+        printf("error a huge or negative shape was not refused\n");
+        return 1;
+    }
+    /* A slot number out of range: skipped. Then a tail far ahead of the worker: every submitted
+     * slot gets MS_E_PROTOCOL. */
+    publish_raw(bad, 999, &req, sizeof req);
     req.shape[0] = 1;
     req.in_len = 16;
-    for (int i = 0; i < 2000; i++) {
-        req.id = 5000 + (uint64_t)i;
-        if (send_raw(fd, &req, sizeof req) != 0)
-            break;
+    ms__slot *s4 = ms__slot_of(bad->arena_base, 0, 4);
+    memcpy(&s4->req, &req, sizeof req);
+    atomic_store(&s4->state, MS__SLOT_SUBMITTED);
+    atomic_store(&bad->inst[0].ring->entries[bad->inst[0].tail % MS__RING_SLOTS], 4);
+    bad->inst[0].tail += 5001; /* published together: the worker cannot see it in range */
+    atomic_store(&bad->inst[0].ring->tail, bad->inst[0].tail);
+    ms__door_ring(bad->inst[0].door);
+    st = answer_of(bad, 4);
+    if (st != MS_E_PROTOCOL) {
+        printf("error a runaway tail gave %d, expected an error\n", st);
+        return 1;
     }
     ms_release(bad);
 

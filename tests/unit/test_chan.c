@@ -15,7 +15,7 @@
 
 #define CAP (16ull << 20)
 
-/* float32 [8, 1024] at 4096, output room 32 KiB right after it. */
+/* float32 [8, 1024] where tensors start, output room 32 KiB right after it. */
 static ms__req good_req(void)
 {
     ms__req r;
@@ -26,7 +26,7 @@ static ms__req good_req(void)
     r.id = 77;
     r.shape[0] = 8;
     r.shape[1] = 1024;
-    r.in_off = MS__ARENA_HEADER;
+    r.in_off = MS__ARENA_DATA;
     r.in_len = 8 * 1024 * 4;
     r.out_off = r.in_off + r.in_len;
     r.out_cap = 32768;
@@ -62,7 +62,7 @@ static void test_req_good(void **state)
     r.shape[0] = r.shape[1] = 0;
     r.in_len = 4;
     r.in_off = CAP - 4;
-    r.out_off = MS__ARENA_HEADER;
+    r.out_off = MS__ARENA_DATA;
     r.out_cap = 0;
     assert_int_equal(ms__req_decode(&r, sizeof r, CAP, &out, err, sizeof err), 0);
 
@@ -144,7 +144,10 @@ static void test_req_rejections(void **state)
     r.in_off = 0; /* over the header */
     expect_req(r, CAP, MS_E_PROTOCOL, "inside the arena");
     r = good_req();
-    r.in_off = MS__ARENA_HEADER - 4;
+    r.in_off = MS__ARENA_DATA - 4; /* over the rings */
+    expect_req(r, CAP, MS_E_PROTOCOL, "inside the arena");
+    r = good_req();
+    r.in_off = MS__ARENA_HEADER; /* in the first ring set */
     expect_req(r, CAP, MS_E_PROTOCOL, "inside the arena");
     r = good_req();
     r.in_off = CAP - 4; /* runs past the end */
@@ -187,8 +190,8 @@ static void test_req_rejections(void **state)
     r = good_req();
     r.out_off = r.in_off - 8;
     r.in_off = r.out_off + 8;
-    r.out_off = MS__ARENA_HEADER;
-    r.in_off = MS__ARENA_HEADER + 16; /* input inside the output room */
+    r.out_off = MS__ARENA_DATA;
+    r.in_off = MS__ARENA_DATA + 16; /* input inside the output room */
     expect_req(r, CAP, MS_E_PROTOCOL, "overlap");
 
     /* Deadline, arena size. */

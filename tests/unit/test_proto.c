@@ -447,7 +447,7 @@ static void test_reader_errors(void **state)
     int p[2];
     assert_int_equal(pipe2(p, O_CLOEXEC), 0);
     int rc = 0;
-    for (int i = 0; i < 40 && rc == 0; i++) {
+    for (int i = 0; i < MS__FDS_MAX * 4 && rc == 0; i++) {
         /* A valid length word (65536), then body bytes: the frame never completes. */
         static const uint8_t head[4] = {0x00, 0x00, 0x01, 0x00};
         uint8_t byte = i < 4 ? head[i] : ' ';

@@ -337,8 +337,8 @@ static void test_arena_env(void **state)
     assert_true(ms__arena_capacity_from_env() == 64ull << 20);
     setenv("MODELSHARE_ARENA_BYTES", "2GiB", 1);
     assert_true(ms__arena_capacity_from_env() == 2ull << 30);
-    setenv("MODELSHARE_ARENA_BYTES", "3145728", 1);
-    assert_true(ms__arena_capacity_from_env() == 3ull << 20);
+    setenv("MODELSHARE_ARENA_BYTES", "12582912", 1);
+    assert_true(ms__arena_capacity_from_env() == 12ull << 20);
     setenv("MODELSHARE_ARENA_BYTES", "512k", 1);
     assert_true(ms__arena_capacity_from_env() == MS__ARENA_MIN);
     setenv("MODELSHARE_ARENA_BYTES", "1000G", 1);

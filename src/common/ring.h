@@ -1,0 +1,111 @@
+/*
+ * The data plane in shared memory: how a client hands a request to a worker and gets the answer
+ * back without a system call when both are busy.
+ *
+ * Two kinds of shared memory:
+ *
+ *  - A worker's door (one page per worker process, a memfd the daemon creates and gives to the
+ *    worker and to every client of its model). `bell` is the futex the worker sleeps on: a client
+ *    bumps it after it publishes a request and makes the futex call only when `sleeping` says the
+ *    worker sleeps. `inflight` counts requests submitted to the worker and not yet completed; a
+ *    client sends each request to the instance with the fewest.
+ *
+ *  - In each client's arena (arena.h), after the header page, one ring set per instance of the
+ *    model: a submission ring of slot numbers and MS__RING_SLOTS slots. A slot holds one request
+ *    record (chan.h), its response record, and a state word the client sleeps on:
+ *        FREE --client fills req--> SUBMITTED --worker writes resp--> DONE --client reads--> FREE
+ *    The client publishes a slot number at ring.entries[tail % SLOTS] and then bumps tail. The
+ *    worker keeps its own head in private memory and never trusts anything in the arena: it copies
+ *    a record out before it decodes it, and a tail that runs more than SLOTS ahead is an error.
+ *
+ * Wake-ups are adaptive (ms__spin_wait): spin a bounded time on the word, then futex-wait on it.
+ * Whoever changes the word skips the futex wake when nobody said it sleeps.
+ */
+#ifndef MS_RING_H
+#define MS_RING_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "arena.h"
+#include "chan.h"
+
+/* MS__RING_SLOTS, MS__SLOT_BYTES, MS__RINGSET_BYTES, MS__RINGS_MAX: see arena.h (the layout). */
+
+enum { MS__SLOT_FREE = 0, MS__SLOT_SUBMITTED = 1, MS__SLOT_DONE = 2 };
+
+typedef struct ms__ring {
+    _Atomic uint32_t tail; /* client: slot numbers published */
+    uint32_t pad0[15];
+    _Atomic uint32_t head; /* worker: taken so far (for the client's information only) */
+    uint32_t pad1[15];
+    _Atomic uint32_t entries[MS__RING_SLOTS];
+} ms__ring;
+
+typedef struct ms__slot {
+    _Atomic uint32_t state;   /* MS__SLOT_*: the futex the client waits on */
+    _Atomic uint32_t waiting; /* the client sleeps (or is about to) on state */
+    uint32_t pad[14];
+    ms__req req;
+    ms__resp resp;
+} ms__slot;
+
+#define MS__DOOR_MAGIC 0x4d53444fu /* "MSDO" */
+#define MS__DOOR_BYTES 4096u
+
+typedef struct ms__door {
+    uint32_t magic;
+    uint32_t pad0;
+    _Atomic uint32_t bell;     /* bumped by whoever has work for the worker; its futex */
+    _Atomic uint32_t sleeping; /* the worker sleeps (or is about to) on bell */
+    uint32_t pad1[12];
+    _Atomic uint32_t inflight; /* requests submitted and not yet completed */
+} ms__door;
+
+/* The ring set of instance i (< MS__RINGS_MAX) in an arena mapped at base. */
+static inline ms__ring *ms__ring_of(void *base, unsigned i)
+{
+    return (ms__ring *)((char *)base + MS__ARENA_HEADER + (size_t)i * MS__RINGSET_BYTES);
+}
+static inline ms__slot *ms__slot_of(void *base, unsigned i, unsigned slot)
+{
+    return (ms__slot *)((char *)ms__ring_of(base, i) + 4096u + (size_t)slot * MS__SLOT_BYTES);
+}
+
+/* The daemon makes a door: a sealed one-page memfd (O_CLOEXEC), initialised. */
+int ms__door_create(int *fd, char *err, size_t errlen);
+/* Maps a door (worker and clients) after checking its size and magic. */
+int ms__door_map(int fd, ms__door **door, char *err, size_t errlen);
+void ms__door_unmap(ms__door *door);
+
+/* Tells the worker behind door that there is work: bumps bell, and wakes it only if it sleeps. */
+void ms__door_ring(ms__door *door);
+
+/* How many entries the worker may take from a ring whose published tail is tail, having taken
+ * head: tail - head (mod 2^32), or -1 when that is more than MS__RING_SLOTS (a corrupt ring).
+ * Pure; fuzzed with the request decoder. */
+int ms__ring_pending(uint32_t head, uint32_t tail);
+
+/* Futex calls on a 32-bit word in shared memory (not FUTEX_PRIVATE: other processes wake it). */
+/* Sleeps while *word == expected, at most timeout_ns (< 0: no limit). Returns 0 when woken or
+ * the word differs, 1 on timeout. */
+int ms__futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t timeout_ns);
+void ms__futex_wake(_Atomic uint32_t *word, int n);
+
+/* How long a waiter spins before it sleeps, in ns: $MODELSHARE_SPIN_US (0..100000 µs) else
+ * def_us. Callers read it once and keep it. */
+int64_t ms__spin_ns(int64_t def_us);
+
+/* A CPU pause for spin loops. */
+static inline void ms__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+#endif
