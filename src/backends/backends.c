@@ -3,10 +3,12 @@
 
 #include "backend.h"
 #include "dense/dense.h"
+#include "identity/identity.h"
 #include "../common/util.h"
 
 static const ms__backend_ops *const backends[] = {
     &ms__dense_ops,
+    &ms__identity_ops,
 };
 
 const ms__backend_ops *ms__backend_find(const char *name)

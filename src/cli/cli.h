@@ -26,6 +26,7 @@ int ms__cmd_unload(int argc, char **argv);
 int ms__cmd_infer(int argc, char **argv);
 int ms__cmd_make_dense(int argc, char **argv);
 int ms__cmd_demo(int argc, char **argv);
+int ms__cmd_bench(int argc, char **argv);
 
 /* Each verb's usage text ("usage: modelshare load TAG ...\n\n...options..."), printed by
  * --help (stdout) and after a usage error (stderr). */
@@ -35,6 +36,11 @@ extern const char ms__usage_unload[];
 extern const char ms__usage_infer[];
 extern const char ms__usage_make_dense[];
 extern const char ms__usage_demo[];
+extern const char ms__usage_bench[];
+
+/* {"backend":"dense","weights":ABSOLUTE-PATH} for --weights FILE. Caller frees; NULL when out of
+ * memory. */
+char *ms__cli_weights_spec(const char *weights);
 
 /* Prints "modelshare: <message>\n" on stderr and returns MS__EXIT_ERROR. */
 int ms__cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -2,6 +2,8 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -189,4 +191,14 @@ void ms__cli_rng_fill_uniform(ms__cli_rng *rng, float *out, size_t n, float lo, 
     }
     if (i < n)
         out[i] = lo + (float)(uint32_t)(ms__cli_rng_next(rng) >> 40) * scale;
+}
+
+char *ms__cli_weights_spec(const char *weights)
+{
+    char abs[PATH_MAX];
+    json_t *obj = json_pack("{s:s, s:s}", "backend", "dense", "weights",
+                            realpath(weights, abs) ? abs : weights);
+    char *text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+    json_decref(obj);
+    return text;
 }

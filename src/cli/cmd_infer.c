@@ -171,16 +171,6 @@ static void print_array(const void *data, int dtype, int rank, const int64_t *sh
 
 /* ---- the verb ---------------------------------------------------------------------------- */
 
-static char *weights_spec(const char *weights)
-{
-    char abs[PATH_MAX];
-    json_t *obj = json_pack("{s:s, s:s}", "backend", "dense", "weights",
-                            realpath(weights, abs) ? abs : weights);
-    char *text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
-    json_decref(obj);
-    return text;
-}
-
 int ms__cmd_infer(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -237,7 +227,7 @@ int ms__cmd_infer(int argc, char **argv)
         goto out;
     }
     if (weights) {
-        spec_json = weights_spec(weights);
+        spec_json = ms__cli_weights_spec(weights);
         if (!spec_json) {
             ms__cli_error("out of memory");
             goto out;

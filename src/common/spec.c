@@ -133,8 +133,9 @@ static int parse_field(const char *key, const json_t *v, ms__spec *s, bool *seen
     double d;
     if (strcmp(key, "backend") == 0) {
         const char *b = json_string_value(v);
-        if (b == NULL || (strcmp(b, "dense") != 0 && strcmp(b, "python") != 0))
-            return field_fail(err, errlen, key, "\"dense\" or \"python\"", v);
+        if (b == NULL || (strcmp(b, "dense") != 0 && strcmp(b, "python") != 0 &&
+                          strcmp(b, "identity") != 0))
+            return field_fail(err, errlen, key, "\"dense\", \"python\" or \"identity\"", v);
         snprintf(s->backend, sizeof s->backend, "%s", b);
         *seen_backend = true;
     } else if (strcmp(key, "weights") == 0) {
@@ -248,7 +249,8 @@ int ms__spec_from_json(const json_t *obj, ms__spec *out, char *err, size_t errle
     if (!seen_backend) {
         free(s.weights);
         return ms__fail(err, errlen, MS_E_SPEC,
-                        "spec field \"backend\": expected \"dense\" or \"python\", got nothing "
+                        "spec field \"backend\": expected \"dense\", \"python\" or \"identity\", got "
+                        "nothing "
                         "(the field is required)");
     }
     if (strcmp(s.backend, "dense") == 0 && s.weights == NULL)

@@ -3,7 +3,7 @@
  * wrong types and out-of-range values are MS_E_SPEC errors that name the field.
  *
  * Fields and defaults:
- *   backend        "dense" | "python"                           (required)
+ *   backend        "dense" | "python" | "identity" (tests)      (required)
  *   weights        path of a safetensors file                   (required for dense)
  *   device         "cpu" | "cuda:N"                             "cpu"
  *   output         "linear" | "softmax"                         "linear" (dense)

@@ -1,6 +1,8 @@
 /*
  * Tensors in a model's arena, and the allocator that places them: first fit over
- * [MS__ARENA_HEADER, capacity), MS__ARENA_ALIGN aligned, free blocks coalesced, large freed blocks
+ * [MS__ARENA_DATA, capacity), MS__ARENA_ALIGN aligned, free blocks coalesced. Freed memory stays
+ * resident up to RETAIN_MAX bytes, so that a loop of large requests reuses pages that both
+ * processes have already mapped (no page faults, no zeroing); beyond that, large freed blocks are
  * handed back to the kernel with a hole punch. The bookkeeping is in private memory only: the
  * worker, which maps the same arena, can neither read nor corrupt it.
  */
@@ -14,6 +16,7 @@
 #include "../common/arena.h"
 
 #define PUNCH_MIN (1ull << 20)
+#define RETAIN_MAX (64ull << 20)
 
 int ms__alloc_init(ms__alloc *a, int fd, uint64_t start, uint64_t end)
 {
@@ -63,6 +66,8 @@ int ms__alloc_get(ms__alloc *a, uint64_t size, uint64_t *off, uint64_t *got)
             continue;
         *off = b->off;
         *got = want;
+        /* First fit reuses the lowest free blocks, where retained pages are: count them used. */
+        a->retained -= a->retained < want ? a->retained : want;
         if (b->len == want) {
             *link = b->next;
             free(b);
@@ -92,8 +97,10 @@ void ms__alloc_put(ms__alloc *a, uint64_t off, uint64_t len)
 {
     if (len == 0)
         return;
-    if (len >= PUNCH_MIN)
+    if (len >= PUNCH_MIN && a->retained + len > RETAIN_MAX)
         punch(a, off, len);
+    else
+        a->retained += len;
     ms__free_block *prev = NULL, *next = a->free;
     while (next && next->off < off) {
         prev = next;

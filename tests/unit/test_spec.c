@@ -90,8 +90,8 @@ static void test_field_errors(void **state)
 {
     (void)state;
     expect_err("{}", "spec field \"backend\"");
-    expect_err("{\"backend\":\"torch\"}", "spec field \"backend\": expected \"dense\" or "
-                                          "\"python\", got \"torch\"");
+    expect_err("{\"backend\":\"torch\"}", "spec field \"backend\": expected \"dense\", "
+                                          "\"python\" or \"identity\", got \"torch\"");
     expect_err("{\"backend\":1}", "got 1");
     expect_err("{\"backend\":\"dense\"}", "spec field \"weights\"");
     expect_err("{\"backend\":\"dense\",\"weights\":\"\"}", "spec field \"weights\"");
