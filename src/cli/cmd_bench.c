@@ -82,8 +82,8 @@ static void fill_input(float *x, size_t n)
     ms__cli_rng_fill_uniform(&rng, x, n, -1.0f, 1.0f);
 }
 
-static void report(const bench_cfg *cfg, const char *mode, int64_t clients, int64_t *lat,
-                   size_t n, double wall_s)
+static void report(const bench_cfg *cfg, const char *mode, int64_t clients, int64_t *lat, size_t n,
+                   double wall_s)
 {
     qsort(lat, n, sizeof *lat, cmp_i64);
     double sum = 0;
@@ -191,8 +191,7 @@ out:
 /* ---- through modelshare --------------------------------------------------------------------- */
 
 /* One client process: connect, acquire, warm up, wait for the start, time R requests. */
-static void client_main(const bench_cfg *cfg, int index, bench_shared *sh, int ready_fd,
-                        int go_fd)
+static void client_main(const bench_cfg *cfg, int index, bench_shared *sh, int ready_fd, int go_fd)
 {
     ms_client *c = NULL;
     ms_model *m = NULL;
@@ -231,8 +230,7 @@ static void client_main(const bench_cfg *cfg, int index, bench_shared *sh, int r
     sh->finish_ns[index] = ms__now_ns();
     sh->rc[index] = rc;
     if (rc != 0)
-        snprintf(sh->msg[index], sizeof sh->msg[index], "%s: %s", ms_errname(rc),
-                 ms_errmsg(c));
+        snprintf(sh->msg[index], sizeof sh->msg[index], "%s: %s", ms_errname(rc), ms_errmsg(c));
     ms_tensor_free(x);
     ms_release(m);
     ms_disconnect(c);
@@ -245,8 +243,8 @@ static int bench_shared_mode(const bench_cfg *cfg)
     ms_model *m = NULL;
     int ret = MS__EXIT_ERROR;
     bench_shared *sh = MAP_FAILED;
-    size_t shbytes = sizeof(bench_shared) +
-                     (size_t)cfg->clients * (size_t)cfg->requests * sizeof(int64_t);
+    size_t shbytes =
+        sizeof(bench_shared) + (size_t)cfg->clients * (size_t)cfg->requests * sizeof(int64_t);
     int ready[2] = {-1, -1}, go[2] = {-1, -1};
     pid_t pids[BENCH_CLIENTS_MAX];
     int64_t started = 0, t0 = 0;
@@ -334,13 +332,17 @@ out:
 
 int ms__cmd_bench(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"spec", required_argument, NULL, 's'},     {"weights", required_argument, NULL, 'w'},
-        {"clients", required_argument, NULL, 'c'},  {"requests", required_argument, NULL, 'r'},
-        {"batch", required_argument, NULL, 'b'},    {"width", required_argument, NULL, 'W'},
-        {"warmup", required_argument, NULL, 'k'},   {"inproc", no_argument, NULL, 'i'},
-        {"json", no_argument, NULL, 'j'},           {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"spec", required_argument, NULL, 's'},
+                                         {"weights", required_argument, NULL, 'w'},
+                                         {"clients", required_argument, NULL, 'c'},
+                                         {"requests", required_argument, NULL, 'r'},
+                                         {"batch", required_argument, NULL, 'b'},
+                                         {"width", required_argument, NULL, 'W'},
+                                         {"warmup", required_argument, NULL, 'k'},
+                                         {"inproc", no_argument, NULL, 'i'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     bench_cfg cfg = {.clients = 1, .requests = 10000, .batch = 1, .width = 256, .warmup = -1};
     const char *weights = NULL;
     int c;

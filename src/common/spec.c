@@ -133,8 +133,8 @@ static int parse_field(const char *key, const json_t *v, ms__spec *s, bool *seen
     double d;
     if (strcmp(key, "backend") == 0) {
         const char *b = json_string_value(v);
-        if (b == NULL || (strcmp(b, "dense") != 0 && strcmp(b, "python") != 0 &&
-                          strcmp(b, "identity") != 0))
+        if (b == NULL ||
+            (strcmp(b, "dense") != 0 && strcmp(b, "python") != 0 && strcmp(b, "identity") != 0))
             return field_fail(err, errlen, key, "\"dense\", \"python\" or \"identity\"", v);
         snprintf(s->backend, sizeof s->backend, "%s", b);
         *seen_backend = true;
@@ -248,10 +248,11 @@ int ms__spec_from_json(const json_t *obj, ms__spec *out, char *err, size_t errle
     }
     if (!seen_backend) {
         free(s.weights);
-        return ms__fail(err, errlen, MS_E_SPEC,
-                        "spec field \"backend\": expected \"dense\", \"python\" or \"identity\", got "
-                        "nothing "
-                        "(the field is required)");
+        return ms__fail(
+            err, errlen, MS_E_SPEC,
+            "spec field \"backend\": expected \"dense\", \"python\" or \"identity\", got "
+            "nothing "
+            "(the field is required)");
     }
     if (strcmp(s.backend, "dense") == 0 && s.weights == NULL)
         return ms__fail(err, errlen, MS_E_SPEC,

@@ -25,20 +25,25 @@ static uint64_t model_memory(const ms__model *m)
 static json_t *model_json(const ms__server *s, const ms__model *m, int64_t now, uint64_t *mem)
 {
     json_t *o = json_object();
-    json_t *pids = json_array();
-    if (o == NULL || pids == NULL) {
+    json_t *pids = json_array(), *per_worker = json_array();
+    if (o == NULL || pids == NULL || per_worker == NULL) {
         json_decref(o);
         json_decref(pids);
+        json_decref(per_worker);
         return NULL;
     }
-    uint64_t requests = m->requests_done, batches = m->batches_done;
+    uint64_t requests = m->requests_done, batches = m->batches_done, rows = 0;
     for (int i = 0; i < m->nworkers; i++) {
         const ms__wproc *w = m->workers[i];
         json_array_append_new(pids, json_integer(w->pid));
+        uint64_t wr = 0;
         if (w->stats != NULL) {
-            requests += atomic_load(&w->stats->requests);
+            wr = atomic_load(&w->stats->requests);
+            requests += wr;
             batches += atomic_load(&w->stats->batches);
+            rows += atomic_load(&w->stats->rows);
         }
+        json_array_append_new(per_worker, json_integer((json_int_t)wr));
     }
     *mem = model_memory(m);
     json_object_set_new(o, "tag", json_string(m->tag));
@@ -51,6 +56,10 @@ static json_t *model_json(const ms__server *s, const ms__model *m, int64_t now, 
     json_object_set_new(o, "loads", json_integer(m->loads));
     json_object_set_new(o, "requests", json_integer((json_int_t)requests));
     json_object_set_new(o, "batches", json_integer((json_int_t)batches));
+    /* Rows run by the live workers (rows / batches: the mean batch size), and each live
+     * worker's requests, in the order of worker_pids. */
+    json_object_set_new(o, "rows", json_integer((json_int_t)rows));
+    json_object_set_new(o, "worker_requests", per_worker);
     json_object_set(o, "spec", m->spec_json);
     if (m->state == MS__MODEL_READY && m->leases == 0)
         json_object_set_new(o, "idle_s", json_real((double)(now - m->last_used_ns) / 1e9));

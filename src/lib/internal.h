@@ -30,9 +30,9 @@ typedef struct ms__free_block {
 } ms__free_block;
 
 typedef struct ms__alloc {
-    int fd;         /* the arena memfd, for punching holes; not owned */
-    uint64_t start; /* MS__ARENA_HEADER */
-    uint64_t end;   /* the arena's capacity */
+    int fd;            /* the arena memfd, for punching holes; not owned */
+    uint64_t start;    /* MS__ARENA_HEADER */
+    uint64_t end;      /* the arena's capacity */
     uint64_t retained; /* about how many free bytes are still resident (not punched) */
     ms__free_block *free;
 } ms__alloc;

@@ -329,7 +329,7 @@ static int take_one(server *s, client *c, int64_t now)
     int r = ms__req_decode(&raw, sizeof raw, c->capacity, &t->req, err, sizeof err);
     if (r == 0 && t->req.deadline_ns != 0 && now > t->req.deadline_ns) {
         r = MS_E_TIMEOUT;
-        snprintf(err, sizeof err, "the request's deadline passed before the worker took it");
+        snprintf(err, sizeof err, "the request's timeout passed before the worker took it");
     }
     if (r == 0) {
         const ms__backend_ops *be = s->w->backend;

@@ -1,0 +1,338 @@
+/*
+ * ms-planeclient: data-plane checks (rings, batching, deadlines, fairness) that the integration
+ * tests (tests/integration/test_dataplane.py) drive as separate processes.
+ *
+ *   ms-planeclient stream TAG SPEC ITERS SEED
+ *       ITERS requests of 1 to 3 rows with inputs that no other client uses (derived from SEED).
+ *       Each output is checked against its own input: equal for the identity backend, equal to
+ *       the same backend run in this process (within float rounding) for dense. Prints "ok N".
+ *   ms-planeclient deadline TAG SPEC
+ *       Requests with a 1 us timeout must fail with MS_E_TIMEOUT, more of them than the ring has
+ *       slots (so the late answers' slots must be reclaimed); then a request without a timeout on
+ *       the same handle must succeed with the right answer. Prints "ok timeouts=N".
+ *   ms-planeclient fairness TAG SPEC NTHREADS ROUNDS ROWS
+ *       One client floods the model from NTHREADS threads (ROWS rows each); another sends ROUNDS
+ *       single-row requests one after the other and counts, for each, how many of the flooder's
+ *       requests completed while it waited. Prints "max N mean M".
+ */
+#include <modelshare.h>
+
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../src/backends/backend.h"
+#include "../../src/common/spec.h"
+
+static int fail(ms_client *c, const char *what, int rc)
+{
+    printf("error %s %s: %s\n", what, ms_errname(rc), c ? ms_errmsg(c) : ms_errmsg(NULL));
+    return 1;
+}
+
+/* The model as this process runs it itself, for reference answers (dense). */
+typedef struct reference {
+    const ms__backend_ops *be;
+    void *state;
+    ms__spec spec;
+} reference;
+
+static int reference_load(reference *r, const char *spec_json)
+{
+    char err[1024];
+    memset(r, 0, sizeof *r);
+    if (ms__spec_parse(spec_json, &r->spec, err, sizeof err) < 0) {
+        printf("error reference spec: %s\n", err);
+        return 1;
+    }
+    r->be = ms__backend_find(r->spec.backend);
+    if (r->be == NULL || r->be->load(&r->spec, &r->state, err, sizeof err) < 0) {
+        printf("error reference load: %s\n", r->be ? err : "no such backend");
+        return 1;
+    }
+    return 0;
+}
+
+static void reference_free(reference *r)
+{
+    if (r->be && r->state)
+        r->be->unload(r->state);
+    ms__spec_free(&r->spec);
+}
+
+/* Runs the reference on x [rows, width]: a malloc'd output and its size. */
+static float *reference_run(reference *r, const float *x, int64_t rows, int64_t width,
+                            size_t *nbytes)
+{
+    char err[1024];
+    ms__tensor_view in = {.dtype = MS_FLOAT32, .rank = 2, .shape = {rows, width}};
+    ms__tensor_view out;
+    in.data = (void *)x;
+    in.nbytes = (size_t)(rows * width) * sizeof(float);
+    memset(&out, 0, sizeof out);
+    if (r->be->output_for(r->state, &in, &out, err, sizeof err) < 0)
+        return NULL;
+    out.data = malloc(out.nbytes ? out.nbytes : 1);
+    if (out.data == NULL || r->be->run(r->state, &in, &out, err, sizeof err) < 0) {
+        free(out.data);
+        return NULL;
+    }
+    *nbytes = out.nbytes;
+    return out.data;
+}
+
+static uint64_t mix(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+static int stream(const char *tag, const char *spec, int iters, int seed)
+{
+    ms_client *c = NULL;
+    ms_model *m = NULL;
+    int rc = ms_connect(NULL, &c);
+    if (rc != 0)
+        return fail(NULL, "connect", rc);
+    rc = ms_acquire(c, tag, spec, &m);
+    if (rc != 0)
+        return fail(c, "acquire", rc);
+    int rank = 0;
+    int64_t shape[MS_MAX_RANK];
+    ms_model_signature(m, NULL, &rank, shape, NULL, NULL, NULL);
+    bool identity = !(rank == 2 && shape[1] > 0);
+    int64_t width = identity ? 16 : shape[1];
+    reference ref;
+    memset(&ref, 0, sizeof ref);
+    if (!identity && reference_load(&ref, spec) != 0)
+        return 1;
+    int status = 0;
+    for (int i = 0; i < iters && status == 0; i++) {
+        int64_t rows = 1 + (int64_t)(mix((uint64_t)seed * 1000003u + (uint64_t)i) % 3);
+        int64_t xs[2] = {rows, width};
+        ms_tensor *x = NULL, *y = NULL;
+        rc = ms_tensor_alloc(m, MS_FLOAT32, 2, xs, &x);
+        if (rc != 0)
+            return fail(c, "alloc", rc);
+        float *xv = ms_tensor_data(x);
+        for (int64_t j = 0; j < rows * width; j++) {
+            if (identity) /* exact in float32: below 2^24 */
+                xv[j] = (float)(seed * 1000000 + i * 64 + (int)j);
+            else
+                xv[j] = (float)((double)(mix(((uint64_t)seed << 40) ^ ((uint64_t)i << 16) ^
+                                             (uint64_t)j) %
+                                         2001) /
+                                    1000.0 -
+                                1.0);
+        }
+        rc = ms_infer(m, x, &y);
+        if (rc != 0) {
+            status = fail(c, "infer", rc);
+        } else if (identity) {
+            if (ms_tensor_nbytes(y) != ms_tensor_nbytes(x) ||
+                memcmp(ms_tensor_data(y), xv, ms_tensor_nbytes(x)) != 0) {
+                printf("mismatch: client %d request %d (%lld rows) got another input's output\n",
+                       seed, i, (long long)rows);
+                status = 1;
+            }
+        } else {
+            size_t n = 0;
+            float *want = reference_run(&ref, xv, rows, width, &n);
+            const float *got = ms_tensor_data(y);
+            if (want == NULL || n != ms_tensor_nbytes(y)) {
+                printf("mismatch: client %d request %d: output of %zu bytes, expected %zu\n",
+                       seed, i, ms_tensor_nbytes(y), n);
+                status = 1;
+            }
+            for (size_t k = 0; status == 0 && k < n / sizeof(float); k++)
+                if (fabsf(got[k] - want[k]) > 1e-4f * (1.0f + fabsf(want[k]))) {
+                    printf("mismatch: client %d request %d value %zu: %g, expected %g\n", seed,
+                           i, k, got[k], want[k]);
+                    status = 1;
+                }
+            free(want);
+        }
+        ms_tensor_free(y);
+        ms_tensor_free(x);
+    }
+    if (status == 0)
+        printf("ok %d\n", iters);
+    if (!identity)
+        reference_free(&ref);
+    ms_release(m);
+    ms_disconnect(c);
+    return status;
+}
+
+static int deadline(const char *tag, const char *spec)
+{
+    ms_client *c = NULL;
+    ms_model *m = NULL;
+    int rc = ms_connect(NULL, &c);
+    if (rc != 0)
+        return fail(NULL, "connect", rc);
+    rc = ms_acquire(c, tag, spec, &m);
+    if (rc != 0)
+        return fail(c, "acquire", rc);
+    int rank = 0;
+    int64_t shape[MS_MAX_RANK];
+    ms_model_signature(m, NULL, &rank, shape, NULL, NULL, NULL);
+    int64_t xs[2] = {256, shape[1]};
+    ms_tensor *x = NULL;
+    rc = ms_tensor_alloc(m, MS_FLOAT32, 2, xs, &x);
+    if (rc != 0)
+        return fail(c, "alloc", rc);
+    float *xv = ms_tensor_data(x);
+    for (int64_t j = 0; j < xs[0] * xs[1]; j++)
+        xv[j] = (float)(j % 7) * 0.1f;
+    ms_set_timeout(m, 1);
+    int timeouts = 0;
+    for (int i = 0; i < 100; i++) {
+        ms_tensor *y = NULL;
+        rc = ms_infer(m, x, &y);
+        if (rc == 0) {
+            printf("error a request with a 1 us timeout succeeded\n");
+            return 1;
+        }
+        if (rc != MS_E_TIMEOUT)
+            return fail(c, "infer with a timeout", rc);
+        if (strstr(ms_errmsg(c), "timeout") == NULL) {
+            printf("error the timeout's message does not say so: %s\n", ms_errmsg(c));
+            return 1;
+        }
+        timeouts++;
+    }
+    ms_set_timeout(m, 0);
+    reference ref;
+    if (reference_load(&ref, spec) != 0)
+        return 1;
+    ms_tensor *y = NULL;
+    rc = ms_infer(m, x, &y);
+    if (rc != 0)
+        return fail(c, "infer after the timeouts", rc);
+    size_t n = 0;
+    float *want = reference_run(&ref, xv, xs[0], xs[1], &n);
+    const float *got = ms_tensor_data(y);
+    int status = want == NULL || n != ms_tensor_nbytes(y);
+    for (size_t k = 0; status == 0 && k < n / sizeof(float); k++)
+        if (fabsf(got[k] - want[k]) > 1e-4f * (1.0f + fabsf(want[k])))
+            status = 1;
+    if (status)
+        printf("mismatch: the answer after the timeouts is wrong\n");
+    else
+        printf("ok timeouts=%d\n", timeouts);
+    free(want);
+    reference_free(&ref);
+    ms_tensor_free(y);
+    ms_tensor_free(x);
+    ms_release(m);
+    ms_disconnect(c);
+    return status;
+}
+
+typedef struct flood {
+    ms_model *m;
+    int64_t rows, width;
+    _Atomic long *done;
+    _Atomic int *stop;
+    int rc;
+} flood;
+
+static void *flood_main(void *arg)
+{
+    flood *f = arg;
+    int64_t xs[2] = {f->rows, f->width};
+    ms_tensor *x = NULL;
+    f->rc = ms_tensor_alloc(f->m, MS_FLOAT32, 2, xs, &x);
+    if (f->rc == 0)
+        memset(ms_tensor_data(x), 0, ms_tensor_nbytes(x));
+    while (f->rc == 0 && !atomic_load(f->stop)) {
+        ms_tensor *y = NULL;
+        f->rc = ms_infer(f->m, x, &y);
+        ms_tensor_free(y);
+        atomic_fetch_add(f->done, 1);
+    }
+    ms_tensor_free(x);
+    return NULL;
+}
+
+static int fairness(const char *tag, const char *spec, int nthreads, int rounds, int64_t rows)
+{
+    ms_client *cf = NULL, *cs = NULL;
+    ms_model *mf = NULL, *ms = NULL;
+    int rc = ms_connect(NULL, &cf);
+    if (rc == 0)
+        rc = ms_connect(NULL, &cs);
+    if (rc != 0)
+        return fail(NULL, "connect", rc);
+    if ((rc = ms_acquire(cf, tag, spec, &mf)) != 0 || (rc = ms_acquire(cs, tag, spec, &ms)) != 0)
+        return fail(cf, "acquire", rc);
+    int rank = 0;
+    int64_t shape[MS_MAX_RANK];
+    ms_model_signature(ms, NULL, &rank, shape, NULL, NULL, NULL);
+    int64_t width = rank == 2 && shape[1] > 0 ? shape[1] : 16;
+    _Atomic long done = 0;
+    _Atomic int stop = 0;
+    flood *fl = calloc((size_t)nthreads, sizeof *fl);
+    pthread_t *tids = calloc((size_t)nthreads, sizeof *tids);
+    for (int t = 0; t < nthreads; t++) {
+        fl[t] = (flood){.m = mf, .rows = rows, .width = width, .done = &done, .stop = &stop};
+        pthread_create(&tids[t], NULL, flood_main, &fl[t]);
+    }
+    /* Let the flood fill the ring first. */
+    while (atomic_load(&done) < 10L * nthreads)
+        ;
+    int64_t xs[2] = {1, width};
+    ms_tensor *x = NULL;
+    rc = ms_tensor_alloc(ms, MS_FLOAT32, 2, xs, &x);
+    long worst = 0, total = 0;
+    for (int r = 0; rc == 0 && r < rounds; r++) {
+        memset(ms_tensor_data(x), 0, ms_tensor_nbytes(x));
+        ms_tensor *y = NULL;
+        long before = atomic_load(&done);
+        rc = ms_infer(ms, x, &y);
+        long waited = atomic_load(&done) - before;
+        ms_tensor_free(y);
+        if (waited > worst)
+            worst = waited;
+        total += waited;
+    }
+    atomic_store(&stop, 1);
+    for (int t = 0; t < nthreads; t++)
+        pthread_join(tids[t], NULL);
+    int status = 0;
+    if (rc != 0)
+        status = fail(cs, "infer of the slow client", rc);
+    for (int t = 0; status == 0 && t < nthreads; t++)
+        if (fl[t].rc != 0)
+            status = fail(cf, "infer of the flooder", fl[t].rc);
+    if (status == 0)
+        printf("max %ld mean %.2f\n", worst, (double)total / rounds);
+    free(fl);
+    free(tids);
+    ms_tensor_free(x);
+    ms_release(mf);
+    ms_release(ms);
+    ms_disconnect(cf);
+    ms_disconnect(cs);
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 6 && strcmp(argv[1], "stream") == 0)
+        return stream(argv[2], argv[3], atoi(argv[4]), atoi(argv[5]));
+    if (argc == 4 && strcmp(argv[1], "deadline") == 0)
+        return deadline(argv[2], argv[3]);
+    if (argc == 7 && strcmp(argv[1], "fairness") == 0)
+        return fairness(argv[2], argv[3], atoi(argv[4]), atoi(argv[5]), atoll(argv[6]));
+    fprintf(stderr, "usage: ms-planeclient stream TAG SPEC ITERS SEED | deadline TAG SPEC | "
+                    "fairness TAG SPEC NTHREADS ROUNDS ROWS\n");
+    return 2;
+}

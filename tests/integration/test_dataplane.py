@@ -1,0 +1,94 @@
+"""The data plane under concurrency: rings, batching across clients, instances, deadlines, fairness.
+
+Correctness, not speed: counts and answers are checked, never timings (speed is bench/'s job).
+"""
+import json
+import subprocess
+
+from conftest import BUILD, SANITIZED
+
+PLANECLIENT = BUILD / "tests" / "ms-planeclient"
+
+
+def start(ms, *args):
+    return subprocess.Popen([str(PLANECLIENT), *map(str, args)], env=ms.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(p, timeout=300):
+    out, err = p.communicate(timeout=timeout)
+    assert p.returncode == 0, f"exit {p.returncode}: {out}{err}"
+    return out.strip()
+
+
+def streams(ms, tag, spec, clients, iters):
+    procs = [start(ms, "stream", tag, json.dumps(spec), iters, seed + 1)
+             for seed in range(clients)]
+    for p in procs:
+        assert finish(p) == f"ok {iters}"
+
+
+def test_eight_clients_get_their_own_answers_identity(ms):
+    # Inputs unique to each client and request, 1 to 3 rows each, so that batches of up to 8 rows
+    # mix clients and split requests at their boundaries: any lost, duplicated or swapped answer
+    # shows as a mismatch.
+    iters = 1500 if SANITIZED else 5000
+    spec = {"backend": "identity", "max_batch": 8, "batch_delay_us": 100}
+    streams(ms, "ident", spec, 8, iters)
+    m = ms.model("ident")
+    assert m["requests"] == 8 * iters
+    assert m["loads"] == 1
+    # Batching happened: fewer backend runs than requests.
+    assert m["batches"] < m["requests"], m
+
+
+def test_eight_clients_get_their_own_answers_dense(ms):
+    weights = ms.make_dense("m.safetensors", [32, 64, 8], seed=5)
+    iters = 300 if SANITIZED else 1000
+    spec = {"backend": "dense", "weights": str(weights), "max_batch": 16, "batch_delay_us": 200}
+    streams(ms, "mlp", spec, 8, iters)
+    m = ms.model("mlp")
+    assert m["requests"] == 8 * iters
+    assert m["batches"] < m["requests"], m
+    assert m["rows"] > m["batches"], m
+
+
+def test_not_batchable_runs_one_request_at_a_time(ms):
+    spec = {"backend": "identity", "batchable": False, "batch_delay_us": 100}
+    streams(ms, "single", spec, 4, 500)
+    m = ms.model("single")
+    assert m["requests"] == 2000
+    assert m["batches"] == m["requests"], m
+
+
+def test_instances_share_the_requests(ms):
+    spec = {"backend": "identity", "instances": 2}
+    streams(ms, "two", spec, 6, 1000)
+    m = ms.model("two")
+    assert len(m["worker_pids"]) == 2
+    assert sum(m["worker_requests"]) == 6000
+    # Each request goes to the instance with fewer in flight: with 6 clients both serve.
+    assert min(m["worker_requests"]) > 0, m
+
+
+def test_deadline_expires_and_the_handle_goes_on(ms):
+    # Big enough that 256 rows take far more than the 1 us timeout.
+    weights = ms.make_dense("slow.safetensors", [512, 512, 512], seed=2)
+    spec = {"backend": "dense", "weights": str(weights)}
+    out = finish(start(ms, "deadline", "slow", json.dumps(spec)))
+    assert out == "ok timeouts=100"
+    m = ms.model("slow")
+    assert m["state"] == "ready"
+
+
+def test_flooding_client_does_not_starve_another(ms):
+    # One client keeps 16 requests in flight; another sends one request at a time. Round-robin
+    # between clients means the second waits for about one of the flooder's requests, not for
+    # the 16 queued before it.
+    weights = ms.make_dense("f.safetensors", [256, 256, 256], seed=3)
+    spec = {"backend": "dense", "weights": str(weights), "batchable": False}
+    out = finish(start(ms, "fairness", "flood", json.dumps(spec), 16, 40, 32))
+    worst = int(out.split()[1])
+    mean = float(out.split()[3])
+    assert mean <= 4, out
+    assert worst <= 12, out
