@@ -5,7 +5,7 @@ VENV       ?= .venv
 JOBS       ?= $(shell nproc)
 PYTEST     := $(VENV)/bin/python -m pytest
 
-.PHONY: all build deps venv demo test test-unit test-integration test-asan fuzz format format-check clean
+.PHONY: all build deps venv demo test test-unit test-integration test-asan fuzz bench format format-check clean
 
 all: build
 
@@ -43,6 +43,10 @@ test-asan: venv | deps
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	ASAN_OPTIONS=detect_leaks=1 ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS)
 	MODELSHARE_BUILD=$(abspath $(ASAN_BUILD)) MODELSHARE_SANITIZED=1 $(PYTEST) -q tests/integration
+
+# Data-plane benchmarks against the in-process limit and a pickling proxy; writes bench/RESULTS.md.
+bench: build venv
+	$(VENV)/bin/python bench/run.py --build $(BUILD)
 
 # libFuzzer builds of the fuzz targets (clang); run one with e.g.
 #   build-fuzz/fuzz/fuzz_req -max_total_time=60 tests/fuzz/corpus/fuzz_req

@@ -26,7 +26,8 @@
 
 const char ms__usage_bench[] =
     "usage: modelshare bench TAG (--spec JSON | --weights FILE) [--clients N] [--requests R]\n"
-    "                        [--batch B] [--width W] [--warmup K] [--inproc] [--json]\n"
+    "                        [--batch B] [--width W] [--warmup K] [--gap-us G] [--inproc]\n"
+    "                        [--json]\n"
     "\n"
     "Measures a model through modelshare: N client processes each send R requests of B rows\n"
     "(after K warm-up requests each) and time every call. --inproc runs the same backend in this\n"
@@ -39,6 +40,8 @@ const char ms__usage_bench[] =
     "  --batch B        rows per request (default 1)\n"
     "  --width W        float32 values per row when the model does not fix it (default 256)\n"
     "  --warmup K       untimed requests per client first (default R/10, at most 1000)\n"
+    "  --gap-us G       pause G microseconds before each request (untimed): with a gap longer\n"
+    "                   than the spin time the worker is asleep when each request comes\n"
     "  --inproc         call the backend in this process (one caller)\n"
     "  --json           print one JSON object: clients, requests, batch, requests_per_s,\n"
     "                   rows_per_s, p50_us, p99_us, mean_us, wall_s, mode\n"
@@ -47,7 +50,7 @@ const char ms__usage_bench[] =
 typedef struct bench_cfg {
     const char *tag;
     const char *spec; /* JSON text */
-    int64_t clients, requests, batch, width, warmup;
+    int64_t clients, requests, batch, width, warmup, gap_us;
     bool inproc, json;
 } bench_cfg;
 
@@ -95,11 +98,11 @@ static void report(const bench_cfg *cfg, const char *mode, int64_t clients, int6
     double rps = (double)n / wall_s;
     double rows = rps * (double)cfg->batch;
     if (cfg->json) {
-        json_t *j = json_pack("{s:s, s:s, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f}", "tag",
+        json_t *j = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f}", "tag",
                               cfg->tag, "mode", mode, "clients", (json_int_t)clients, "requests",
-                              (json_int_t)cfg->requests, "batch", (json_int_t)cfg->batch,
-                              "requests_per_s", rps, "rows_per_s", rows, "p50_us", p50, "p99_us",
-                              p99, "mean_us", mean, "wall_s", wall_s);
+                              (json_int_t)cfg->requests, "batch", (json_int_t)cfg->batch, "gap_us",
+                              (json_int_t)cfg->gap_us, "requests_per_s", rps, "rows_per_s", rows,
+                              "p50_us", p50, "p99_us", p99, "mean_us", mean, "wall_s", wall_s);
         char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
         if (text)
             printf("%s\n", text);
@@ -167,6 +170,8 @@ static int bench_inproc(const bench_cfg *cfg)
         be->run(state, &in, &out, err, sizeof err);
     int64_t t0 = ms__now_ns();
     for (int64_t i = 0; i < cfg->requests; i++) {
+        if (cfg->gap_us > 0)
+            usleep((useconds_t)cfg->gap_us);
         int64_t a = ms__now_ns();
         rc = be->run(state, &in, &out, err, sizeof err);
         lat[i] = ms__now_ns() - a;
@@ -222,6 +227,8 @@ static void client_main(const bench_cfg *cfg, int index, bench_shared *sh, int r
     int64_t *lat = sh->lat_ns + (size_t)index * (size_t)cfg->requests;
     for (int64_t i = 0; rc == 0 && i < cfg->requests; i++) {
         ms_tensor *y = NULL;
+        if (cfg->gap_us > 0)
+            usleep((useconds_t)cfg->gap_us);
         int64_t a = ms__now_ns();
         rc = ms_infer(m, x, &y);
         ms_tensor_free(y);
@@ -332,17 +339,13 @@ out:
 
 int ms__cmd_bench(int argc, char **argv)
 {
-    static const struct option opts[] = {{"spec", required_argument, NULL, 's'},
-                                         {"weights", required_argument, NULL, 'w'},
-                                         {"clients", required_argument, NULL, 'c'},
-                                         {"requests", required_argument, NULL, 'r'},
-                                         {"batch", required_argument, NULL, 'b'},
-                                         {"width", required_argument, NULL, 'W'},
-                                         {"warmup", required_argument, NULL, 'k'},
-                                         {"inproc", no_argument, NULL, 'i'},
-                                         {"json", no_argument, NULL, 'j'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"spec", required_argument, NULL, 's'},    {"weights", required_argument, NULL, 'w'},
+        {"clients", required_argument, NULL, 'c'}, {"requests", required_argument, NULL, 'r'},
+        {"batch", required_argument, NULL, 'b'},   {"width", required_argument, NULL, 'W'},
+        {"warmup", required_argument, NULL, 'k'},  {"inproc", no_argument, NULL, 'i'},
+        {"json", no_argument, NULL, 'j'},          {"gap-us", required_argument, NULL, 'g'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
     bench_cfg cfg = {.clients = 1, .requests = 10000, .batch = 1, .width = 256, .warmup = -1};
     const char *weights = NULL;
     int c;
@@ -373,6 +376,9 @@ int ms__cmd_bench(int argc, char **argv)
             break;
         case 'k':
             num = &cfg.warmup, lo = 0, hi = 100000000, name = "--warmup";
+            break;
+        case 'g':
+            num = &cfg.gap_us, lo = 0, hi = 10000000, name = "--gap-us";
             break;
         case 'i':
             cfg.inproc = true;

@@ -146,14 +146,14 @@ static int stream(const char *tag, const char *spec, int iters, int seed)
             float *want = reference_run(&ref, xv, rows, width, &n);
             const float *got = ms_tensor_data(y);
             if (want == NULL || n != ms_tensor_nbytes(y)) {
-                printf("mismatch: client %d request %d: output of %zu bytes, expected %zu\n",
-                       seed, i, ms_tensor_nbytes(y), n);
+                printf("mismatch: client %d request %d: output of %zu bytes, expected %zu\n", seed,
+                       i, ms_tensor_nbytes(y), n);
                 status = 1;
             }
             for (size_t k = 0; status == 0 && k < n / sizeof(float); k++)
                 if (fabsf(got[k] - want[k]) > 1e-4f * (1.0f + fabsf(want[k]))) {
-                    printf("mismatch: client %d request %d value %zu: %g, expected %g\n", seed,
-                           i, k, got[k], want[k]);
+                    printf("mismatch: client %d request %d value %zu: %g, expected %g\n", seed, i,
+                           k, got[k], want[k]);
                     status = 1;
                 }
             free(want);
