@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <sched.h>
 #include <linux/futex.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,6 +106,14 @@ int ms__futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t timeout_ns
 void ms__futex_wake(_Atomic uint32_t *word, int n)
 {
     syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, n, NULL, NULL, 0);
+}
+
+void ms__spin_step(int64_t t0_ns, int64_t now_ns)
+{
+    if (now_ns - t0_ns < 1000)
+        ms__cpu_relax();
+    else
+        sched_yield();
 }
 
 int64_t ms__spin_ns(int64_t def_us)

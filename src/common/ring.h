@@ -98,6 +98,12 @@ void ms__futex_wake(_Atomic uint32_t *word, int n);
  * def_us. Callers read it once and keep it. */
 int64_t ms__spin_ns(int64_t def_us);
 
+/* One step of a spin loop that started at t0_ns (ms__now_ns): a CPU pause for the first
+ * microsecond, then sched_yield. Yielding matters when the process being waited for was woken
+ * onto this CPU (the scheduler likes to put a wakee beside its waker): a pure spin would keep it
+ * from running until the spin gives up. With nothing else to run, sched_yield returns at once. */
+void ms__spin_step(int64_t t0_ns, int64_t now_ns);
+
 /* A CPU pause for spin loops. */
 static inline void ms__cpu_relax(void)
 {

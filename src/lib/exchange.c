@@ -133,12 +133,13 @@ static int wait_done(ms_model *m, ms__slot *sl, int64_t deadline)
 {
     int64_t spin = client_spin_ns();
     int64_t t0 = ms__now_ns();
-    for (unsigned k = 1;; k++) {
+    for (;;) {
         if (atomic_load_explicit(&sl->state, memory_order_acquire) == MS__SLOT_DONE)
             return 0;
-        if ((k & 63) == 0 && ms__now_ns() - t0 >= spin)
+        int64_t now = ms__now_ns();
+        if (now - t0 >= spin)
             break;
-        ms__cpu_relax();
+        ms__spin_step(t0, now);
     }
     for (;;) {
         atomic_store(&sl->waiting, 1);

@@ -595,7 +595,7 @@ int ms__worker_serve(ms__worker *w)
             }
         }
         if (now - last_work < w->spin_ns) {
-            ms__cpu_relax();
+            ms__spin_step(last_work, now);
             continue;
         }
         /* Idle: say so, then look once more before sleeping (see ms__door_ring). */
@@ -611,11 +611,18 @@ int ms__worker_serve(ms__worker *w)
             break;
         int timed_out = ms__futex_wait(&door->bell, seen_bell, SLEEP_SLICE_NS);
         atomic_store(&door->sleeping, 0);
+        /* Woken: most likely a request, served before anything else. Else (or after) the
+         * control socket: an attach, a detach, or nothing. */
+        if (!timed_out && serve_once(&s) > 0) {
+            more = true;
+            last_work = ms__now_ns();
+            continue;
+        }
         last_ctrl = ms__now_ns();
         if (control_poll(&s))
             break;
         if (!timed_out) {
-            /* Woken: a client has work (or wants to attach). Keep looking a while. */
+            /* Keep looking a while: the client that rang may have just attached. */
             more = true;
             last_work = last_ctrl;
         }
