@@ -482,12 +482,29 @@ static void softmax_rows(float *y, size_t rows, size_t width)
     }
 }
 
+/* OpenBLAS threads for one layer: all of them for large products, one for small ones, where
+ * waking the other threads costs more than it saves (and, in a worker, the CPU they would need
+ * may be the one a client spins on). Set only when it changes: the setting is process-wide. */
+#define SMALL_LAYER_MACS (1u << 20)
+static void blas_threads_for(size_t macs)
+{
+    static int all = -1, now = -1;
+    if (all < 0)
+        all = openblas_get_num_threads();
+    int want = macs < SMALL_LAYER_MACS ? 1 : all;
+    if (want != now) {
+        openblas_set_num_threads(want);
+        now = want;
+    }
+}
+
 /* One pass of every layer over rows rows: x [rows, in] -> y [rows, out]. */
 static void forward(dense_state *s, const float *x, float *y, size_t rows)
 {
     const float *src = x;
     for (size_t i = 0; i < s->nlayers; i++) {
         const dense_layer *l = &s->layers[i];
+        blas_threads_for(rows * (size_t)l->in * (size_t)l->out);
         bool last = i + 1 == s->nlayers;
         float *dst = last ? y : s->work[i & 1];
         float beta = 0.0f;
@@ -496,8 +513,14 @@ static void forward(dense_state *s, const float *x, float *y, size_t rows)
                 memcpy(dst + r * (size_t)l->out, l->b, (size_t)l->out * sizeof(float));
             beta = 1.0f;
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, l->out, l->in, 1.0f, src,
-                    l->in, l->w, l->in, beta, dst, l->out);
+        /* One row: a matrix-vector product, which skips gemm's packing of the whole weight
+         * matrix on every call (5x faster for a 256x256 layer). */
+        if (rows == 1)
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, l->out, l->in, 1.0f, l->w, l->in, src, 1, beta,
+                        dst, 1);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, l->out, l->in, 1.0f,
+                        src, l->in, l->w, l->in, beta, dst, l->out);
         if (!last) {
             size_t n = rows * (size_t)l->out;
             for (size_t j = 0; j < n; j++)
