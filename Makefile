@@ -26,10 +26,18 @@ $(VENV)/.ok: tests/requirements.txt | deps
 
 venv: $(VENV)/.ok
 
-# The Python package, built from this checkout (CMake, in python/build/) into .venv.
-python: venv
+# The Python package, built from this checkout (CMake, in python/build/) into .venv; again only
+# when a source changed.
+PY_SOURCES := CMakeLists.txt python/CMakeLists.txt python/setup.py python/pyproject.toml \
+	$(shell find include src python/src python/modelshare -type f \( -name '*.[ch]' -o -name '*.py' \
+	-o -name CMakeLists.txt \) 2>/dev/null)
+
+$(VENV)/.python-ok: $(VENV)/.ok $(PY_SOURCES)
 	$(VENV)/bin/python -m pip install -q --disable-pip-version-check --no-build-isolation \
 		--no-deps ./python
+	touch $@
+
+python: $(VENV)/.python-ok
 
 demo: build
 	$(BUILD)/modelshare demo

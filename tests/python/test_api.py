@@ -234,3 +234,20 @@ def test_threads_share_one_handle(mlp):
             t.join()
     assert errors == []
     assert model_status("mlp")["requests"] == 160
+
+
+def test_every_dtype_reaches_the_model_as_itself(mlp):
+    # The dense model takes float32 only: its refusal names the dtype that arrived.
+    names = {np.float16: "float16", np.float64: "float64", np.int8: "int8", np.uint8: "uint8",
+             np.int16: "int16", np.int32: "int32", np.int64: "int64", np.bool_: "bool"}
+    with modelshare.Shared.dense(mlp, tag="mlp").acquire() as model:
+        for dtype, name in names.items():
+            with pytest.raises(modelshare.DtypeError, match=f"got {name}$"):
+                model(np.zeros((2, 64), dtype))
+        # bfloat16 travels as its uint16 bits with the dtype given explicitly.
+        with pytest.raises(modelshare.DtypeError, match="got bfloat16$"):
+            model._core.infer(np.zeros((2, 64), np.uint16), modelshare._core.BFLOAT16)
+        with pytest.raises(modelshare.DtypeError, match="2-byte"):
+            model._core.infer(np.zeros((2, 64), np.float32), modelshare._core.BFLOAT16)
+        x = np.ones((2, 64), np.float32)
+        close(model(x), x, mlp)
