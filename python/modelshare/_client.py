@@ -30,6 +30,20 @@ def client():
         return c
 
 
+def control(op):
+    """op(client) on this process's Client. A connection to a daemon that has gone (killed,
+    restarted) is replaced once: the new one starts a daemon when none runs."""
+    global _current
+    c = client()
+    try:
+        return op(c)
+    except _core.DaemonLost:
+        with _lock:
+            if _current is not None and _current[2] is c:
+                _current = None
+        return op(client())
+
+
 def _after_fork_in_child():
     global _lock, _current
     # Another thread may have held the lock at fork(): start afresh.

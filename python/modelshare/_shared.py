@@ -6,7 +6,7 @@ import pickle
 import numpy as np
 
 from . import _core
-from ._client import client
+from ._client import control
 
 # Spec fields a caller may give as keyword arguments (backend and weights come from the factory).
 SPEC_FIELDS = ("device", "output", "keep_alive", "max_batch", "batch_delay_us", "instances",
@@ -91,7 +91,8 @@ class Shared:
     def acquire(self):
         """A lease on the model, loading it first when no process has. Use it as a context
         manager, or end it with release()."""
-        return Model(self, client().acquire(self.tag, self._spec_json()))
+        spec = self._spec_json()
+        return Model(self, control(lambda c: c.acquire(self.tag, spec)))
 
     def release(self, model):
         """Ends the lease of a model from acquire()."""
@@ -99,7 +100,8 @@ class Shared:
 
     def load(self):
         """Loads the model without holding a lease: it stays for its keep_alive."""
-        client().load(self.tag, self._spec_json())
+        spec = self._spec_json()
+        control(lambda c: c.load(self.tag, spec))
 
     def unload(self, force=False):
         """Stops the model's worker now (modelshare.Busy while leases exist, unless force)."""
@@ -160,7 +162,8 @@ class Model:
         # A handle inherited across fork(): this process takes a lease of its own.
         if self._core.released:
             raise _core.InvalidArgument(f"model {self._core.tag!r} was released: acquire it again")
-        self._core = client().acquire(self._shared.tag, self._shared._spec_json())
+        tag, spec = self._shared.tag, self._shared._spec_json()
+        self._core = control(lambda c: c.acquire(tag, spec))
         self._pid = os.getpid()
         return self._core
 
@@ -209,10 +212,10 @@ class Model:
 
 def status():
     """The daemon's status as a dict (as `modelshare status --json`): models, budgets."""
-    return json.loads(client().status())
+    return json.loads(control(lambda c: c.status()))
 
 
 def unload(tag, force=False):
     """Stops the model's worker now; refused with modelshare.Busy while leases exist unless
     force (the holders' next calls then fail with modelshare.Unloaded)."""
-    client().unload(tag, bool(force))
+    control(lambda c: c.unload(tag, bool(force)))
