@@ -5,7 +5,8 @@ VENV       ?= .venv
 JOBS       ?= $(shell nproc)
 PYTEST     := $(VENV)/bin/python -m pytest
 
-.PHONY: all build deps venv demo test test-unit test-integration test-asan fuzz bench format format-check clean
+.PHONY: all build deps venv python demo test test-unit test-integration test-python test-asan fuzz \
+        bench format format-check clean
 
 all: build
 
@@ -25,18 +26,34 @@ $(VENV)/.ok: tests/requirements.txt | deps
 
 venv: $(VENV)/.ok
 
+# The Python package, built from this checkout (CMake, in python/build/) into .venv; again only
+# when a source changed.
+PY_SOURCES := CMakeLists.txt python/CMakeLists.txt python/setup.py python/pyproject.toml \
+	$(shell find include src python/src python/modelshare -type f \( -name '*.[ch]' -o -name '*.py' \
+	-o -name CMakeLists.txt \) 2>/dev/null)
+
+$(VENV)/.python-ok: $(VENV)/.ok $(PY_SOURCES)
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check --no-build-isolation \
+		--no-deps ./python
+	touch $@
+
+python: $(VENV)/.python-ok
+
 demo: build
 	$(BUILD)/modelshare demo
 
-# Unit tests and fuzz-corpus replays (ctest), integration tests (pytest), then all of it again
-# under AddressSanitizer and UndefinedBehaviorSanitizer.
-test: test-unit test-integration test-asan
+# Unit tests and fuzz-corpus replays (ctest), integration tests (pytest), the Python package's
+# tests, then the C tests again under AddressSanitizer and UndefinedBehaviorSanitizer.
+test: test-unit test-integration test-python test-asan
 
 test-unit: build
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
 
 test-integration: build venv
 	MODELSHARE_BUILD=$(abspath $(BUILD)) $(PYTEST) -q tests/integration
+
+test-python: python
+	$(PYTEST) -q tests/python
 
 test-asan: venv | deps
 	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DMS_SANITIZE=ON >/dev/null
@@ -61,4 +78,4 @@ format-check:
 	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz
+	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz python/build

@@ -17,6 +17,12 @@ if python3 -c 'import venv, ensurepip' 2>/dev/null; then
     done
     missing=("${keep[@]+"${keep[@]}"}")
 fi
+# The Python package's extension module is compiled against python3's own headers.
+if ! python3 -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+        2>/dev/null; then
+    missing+=(python3-dev)
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 echo "installing Debian packages: ${missing[*]}"

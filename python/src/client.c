@@ -1,0 +1,233 @@
+/*
+ * Client: one connection to the daemon (ms_client). Every call that talks to the daemon runs
+ * without the GIL. Not for use across fork(): a child connects again (the Python layer does).
+ */
+#include "core.h"
+
+#include <string.h>
+#include <unistd.h>
+
+/* Raises the exception for a failed call on c; msg was copied right after the call. */
+static PyObject *fail(PyObject *self, int code, const char *msg)
+{
+    return ms_py_raise(ms_py_state_of(self), code, msg);
+}
+
+static int check_process(ms_py_client *self)
+{
+    if (self->pid == getpid())
+        return 0;
+    ms_py_raise(ms_py_state_of((PyObject *)self), MS_E_INVAL,
+                "this client was connected in another process (before fork()): connect again");
+    return -1;
+}
+
+static PyObject *client_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *kw[] = {"socket", NULL};
+    PyObject *socket = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:Client", kw, &socket))
+        return NULL;
+    PyObject *path = NULL;
+    if (socket != Py_None && !PyUnicode_FSConverter(socket, &path))
+        return NULL;
+
+    ms_py_client *self = (ms_py_client *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        Py_XDECREF(path);
+        return NULL;
+    }
+    const char *p = path ? PyBytes_AS_STRING(path) : NULL;
+    char msg[MS_PY_MSGLEN];
+    ms_client *c = NULL;
+    int r;
+    PyThreadState *ts = PyEval_SaveThread();
+    r = ms_connect(p, &c);
+    if (r < 0)
+        snprintf(msg, sizeof msg, "%s", ms_errmsg(NULL));
+    PyEval_RestoreThread(ts);
+    Py_XDECREF(path);
+    if (r < 0) {
+        fail((PyObject *)self, r, msg);
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->client = c;
+    self->pid = getpid();
+    return (PyObject *)self;
+}
+
+static void client_dealloc(ms_py_client *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    ms_client *c = self->client;
+    self->client = NULL;
+    /* In a forked child the connection is the parent's: leave it alone. */
+    if (c != NULL && self->pid == getpid()) {
+        PyThreadState *ts = PyEval_SaveThread();
+        ms_disconnect(c);
+        PyEval_RestoreThread(ts);
+    }
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+/* Converts an optional str spec argument; *out is NULL for None. */
+static int spec_arg(PyObject *spec, PyObject **out)
+{
+    *out = NULL;
+    if (spec == Py_None)
+        return 0;
+    if (!PyUnicode_Check(spec)) {
+        PyErr_Format(PyExc_TypeError, "spec: expected a JSON str or None, got %.100s",
+                     Py_TYPE(spec)->tp_name);
+        return -1;
+    }
+    *out = PyUnicode_AsUTF8String(spec);
+    return *out ? 0 : -1;
+}
+
+static PyObject *client_acquire(ms_py_client *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kw[] = {"tag", "spec", NULL};
+    PyObject *tag, *spec = Py_None, *spec_bytes;
+    const char *tag_s;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "U|O:acquire", kw, &tag, &spec))
+        return NULL;
+    if (check_process(self) < 0 || spec_arg(spec, &spec_bytes) < 0)
+        return NULL;
+    tag_s = PyUnicode_AsUTF8(tag);
+    if (tag_s == NULL) {
+        Py_XDECREF(spec_bytes);
+        return NULL;
+    }
+    const char *spec_s = spec_bytes ? PyBytes_AS_STRING(spec_bytes) : NULL;
+    char msg[MS_PY_MSGLEN];
+    ms_model *m = NULL;
+    int r;
+    PyThreadState *ts = PyEval_SaveThread();
+    r = ms_acquire(self->client, tag_s, spec_s, &m);
+    if (r < 0)
+        snprintf(msg, sizeof msg, "%s", ms_errmsg(self->client));
+    PyEval_RestoreThread(ts);
+    Py_XDECREF(spec_bytes);
+    if (r < 0)
+        return fail((PyObject *)self, r, msg);
+
+    ms_py_state *st = ms_py_state_of((PyObject *)self);
+    ms_py_model *obj = (ms_py_model *)st->model_type->tp_alloc(st->model_type, 0);
+    if (obj == NULL) {
+        ts = PyEval_SaveThread();
+        ms_release(m);
+        PyEval_RestoreThread(ts);
+        return NULL;
+    }
+    obj->model = m;
+    obj->client = (ms_py_client *)Py_NewRef(self);
+    obj->tag = Py_NewRef(tag);
+    obj->pid = self->pid;
+    return (PyObject *)obj;
+}
+
+static PyObject *client_load(ms_py_client *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kw[] = {"tag", "spec", NULL};
+    const char *tag, *spec;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "ss:load", kw, &tag, &spec))
+        return NULL;
+    if (check_process(self) < 0)
+        return NULL;
+    char msg[MS_PY_MSGLEN];
+    int r;
+    PyThreadState *ts = PyEval_SaveThread();
+    r = ms_load(self->client, tag, spec);
+    if (r < 0)
+        snprintf(msg, sizeof msg, "%s", ms_errmsg(self->client));
+    PyEval_RestoreThread(ts);
+    if (r < 0)
+        return fail((PyObject *)self, r, msg);
+    Py_RETURN_NONE;
+}
+
+static PyObject *client_unload(ms_py_client *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kw[] = {"tag", "force", NULL};
+    const char *tag;
+    int force = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s|p:unload", kw, &tag, &force))
+        return NULL;
+    if (check_process(self) < 0)
+        return NULL;
+    char msg[MS_PY_MSGLEN];
+    int r;
+    PyThreadState *ts = PyEval_SaveThread();
+    r = ms_unload(self->client, tag, force);
+    if (r < 0)
+        snprintf(msg, sizeof msg, "%s", ms_errmsg(self->client));
+    PyEval_RestoreThread(ts);
+    if (r < 0)
+        return fail((PyObject *)self, r, msg);
+    Py_RETURN_NONE;
+}
+
+static PyObject *client_status(ms_py_client *self, PyObject *unused)
+{
+    (void)unused;
+    if (check_process(self) < 0)
+        return NULL;
+    char msg[MS_PY_MSGLEN];
+    char *text = NULL;
+    int r;
+    PyThreadState *ts = PyEval_SaveThread();
+    r = ms_status_json(self->client, &text);
+    if (r < 0)
+        snprintf(msg, sizeof msg, "%s", ms_errmsg(self->client));
+    PyEval_RestoreThread(ts);
+    if (r < 0)
+        return fail((PyObject *)self, r, msg);
+    PyObject *s = PyUnicode_DecodeUTF8(text, (Py_ssize_t)strlen(text), "replace");
+    free(text);
+    return s;
+}
+
+static PyObject *client_pid(ms_py_client *self, void *closure)
+{
+    (void)closure;
+    return PyLong_FromLong((long)self->pid);
+}
+
+static PyMethodDef client_methods[] = {
+    {"acquire", (PyCFunction)(void (*)(void))client_acquire, METH_VARARGS | METH_KEYWORDS,
+     "acquire(tag, spec=None) -> Model: a lease on the model, loading it first when needed. "
+     "spec is a JSON str; None attaches to the model already loaded under tag."},
+    {"load", (PyCFunction)(void (*)(void))client_load, METH_VARARGS | METH_KEYWORDS,
+     "load(tag, spec): loads without a lease; the model stays for its keep_alive."},
+    {"unload", (PyCFunction)(void (*)(void))client_unload, METH_VARARGS | METH_KEYWORDS,
+     "unload(tag, force=False): stops the model's worker now (Busy while leases exist unless "
+     "force)."},
+    {"status", (PyCFunction)client_status, METH_NOARGS,
+     "status() -> str: the daemon's status as JSON (as `modelshare status --json`)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef client_getset[] = {
+    {"pid", (getter)client_pid, NULL, "the process that connected", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot client_slots[] = {
+    {Py_tp_doc, "Client(socket=None): a connection to the daemon, started when none runs. "
+                "socket None: $MODELSHARE_SOCKET, else the default path."},
+    {Py_tp_new, client_new},
+    {Py_tp_dealloc, client_dealloc},
+    {Py_tp_methods, client_methods},
+    {Py_tp_getset, client_getset},
+    {0, NULL},
+};
+
+PyType_Spec ms_py_client_spec = {
+    .name = "modelshare._core.Client",
+    .basicsize = sizeof(ms_py_client),
+    .flags = Py_TPFLAGS_DEFAULT,
+    .slots = client_slots,
+};

@@ -1,0 +1,84 @@
+/*
+ * modelshare._core: the extension module over libmodelshare. Shared declarations.
+ *
+ * Objects and who keeps whom alive:
+ *   Client  one ms_client (a connection to the daemon).
+ *   Model   one ms_model (a lease); holds its Client.
+ *   Tensor  one output ms_tensor in the model's shared memory, exported with the buffer
+ *           protocol (numpy views it without a copy); holds its Model.
+ * A Model's lease ends when release() was called and nothing uses it any more: no call in flight
+ * and no Tensor alive (their memory is the lease's arena), or when the Model is freed.
+ * Objects inherited across fork() belong to the parent: in a child they never call the library
+ * (that would release the parent's leases or free the parent's tensors); they are just dropped.
+ * No C globals: all state is in the module state or in the objects.
+ */
+#ifndef MS_PY_CORE_H
+#define MS_PY_CORE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <sys/types.h>
+
+#include "modelshare.h"
+
+/* Room for a message copied from ms_errmsg() before the GIL is taken back. */
+#define MS_PY_MSGLEN 4096
+
+typedef struct {
+    PyObject *error;   /* modelshare.Error, base of all */
+    PyObject *by_code; /* dict: int code -> exception type */
+    PyTypeObject *client_type;
+    PyTypeObject *model_type;
+    PyTypeObject *tensor_type;
+} ms_py_state;
+
+typedef struct {
+    PyObject_HEAD ms_client *client;
+    pid_t pid; /* the process that connected */
+} ms_py_client;
+
+typedef struct {
+    PyObject_HEAD ms_model *model; /* NULL once the lease has ended */
+    ms_py_client *client;
+    PyObject *tag;
+    pid_t pid;
+    Py_ssize_t users; /* calls in flight and live Tensors */
+    int closed;       /* release() was called */
+} ms_py_model;
+
+typedef struct {
+    PyObject_HEAD ms_tensor *tensor;
+    ms_py_model *model;
+    pid_t pid;
+    int dtype;
+    int ndim;
+    Py_ssize_t itemsize;
+    Py_ssize_t shape[MS_MAX_RANK];
+    Py_ssize_t strides[MS_MAX_RANK];
+} ms_py_tensor;
+
+/* errors.c */
+int ms_py_errors_init(PyObject *module, ms_py_state *st);
+/* Sets the exception for code with msg (ms_strerror(code) when msg is empty); returns NULL. */
+PyObject *ms_py_raise(ms_py_state *st, int code, const char *msg);
+
+/* client.c, model.c, tensor.c: type specs and helpers. */
+extern PyType_Spec ms_py_client_spec;
+extern PyType_Spec ms_py_model_spec;
+extern PyType_Spec ms_py_tensor_spec;
+
+static inline ms_py_state *ms_py_state_of(PyObject *self)
+{
+    return (ms_py_state *)PyType_GetModuleState(Py_TYPE(self));
+}
+
+/* Ends the model's lease now when release() was called and nothing uses it any more. */
+void ms_py_model_maybe_end(ms_py_model *m);
+
+/* The ms_dtype of a buffer format and item size; 0 when none matches. */
+int ms_py_dtype_of_format(const char *format, Py_ssize_t itemsize);
+/* Wraps an output tensor of m; takes ownership of t (freed on failure). */
+PyObject *ms_py_tensor_wrap(ms_py_state *st, ms_py_model *m, ms_tensor *t);
+
+#endif

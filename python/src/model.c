@@ -1,0 +1,245 @@
+/*
+ * Model: one lease (ms_model). infer() copies its input once into the model's shared memory and
+ * returns the output as a Tensor that numpy views in place. The GIL is released around the copy
+ * and the call.
+ */
+#include "core.h"
+
+#include <string.h>
+#include <unistd.h>
+
+void ms_py_model_maybe_end(ms_py_model *m)
+{
+    if (!m->closed || m->users > 0 || m->model == NULL)
+        return;
+    ms_model *model = m->model;
+    m->model = NULL;
+    if (m->pid != getpid())
+        return; /* a forked child: the lease is the parent's */
+    PyThreadState *ts = PyEval_SaveThread();
+    /* Errors are the daemon's to clean up: a lost connection releases its leases itself. */
+    (void)ms_release(model);
+    PyEval_RestoreThread(ts);
+}
+
+static int usable(ms_py_model *self)
+{
+    ms_py_state *st = ms_py_state_of((PyObject *)self);
+    char msg[256];
+    if (self->closed || self->model == NULL) {
+        snprintf(msg, sizeof msg, "model \"%s\" was released: acquire it again",
+                 PyUnicode_AsUTF8(self->tag));
+        ms_py_raise(st, MS_E_INVAL, msg);
+        return -1;
+    }
+    if (self->pid != getpid()) {
+        snprintf(msg, sizeof msg,
+                 "model \"%s\" was acquired in process %ld and cannot be used in process %ld "
+                 "(after fork()): acquire it again",
+                 PyUnicode_AsUTF8(self->tag), (long)self->pid, (long)getpid());
+        ms_py_raise(st, MS_E_INVAL, msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* Copies a strided buffer into C order at dst. */
+static char *copy_strided(char *dst, const char *src, int dim, const Py_buffer *v)
+{
+    if (dim == v->ndim) {
+        memcpy(dst, src, (size_t)v->itemsize);
+        return dst + v->itemsize;
+    }
+    if (dim == v->ndim - 1 && v->strides[dim] == v->itemsize) {
+        size_t n = (size_t)(v->shape[dim] * v->itemsize);
+        memcpy(dst, src, n);
+        return dst + n;
+    }
+    for (Py_ssize_t i = 0; i < v->shape[dim]; i++)
+        dst = copy_strided(dst, src + i * v->strides[dim], dim + 1, v);
+    return dst;
+}
+
+static PyObject *model_infer(ms_py_model *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kw[] = {"input", "dtype", NULL};
+    PyObject *x;
+    int dtype = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|i:infer", kw, &x, &dtype))
+        return NULL;
+    if (usable(self) < 0)
+        return NULL;
+    ms_py_state *st = ms_py_state_of((PyObject *)self);
+    char msg[MS_PY_MSGLEN];
+    Py_buffer view;
+    if (PyObject_GetBuffer(x, &view, PyBUF_RECORDS_RO) < 0)
+        return NULL;
+
+    int d = dtype != 0 ? dtype : ms_py_dtype_of_format(view.format, view.itemsize);
+    if (d == 0 || (size_t)view.itemsize != ms_dtype_size(d)) {
+        if (dtype != 0)
+            snprintf(msg, sizeof msg, "input dtype %s has %zu-byte elements, the buffer %zd-byte",
+                     ms_dtype_name(dtype), ms_dtype_size(dtype), view.itemsize);
+        else
+            snprintf(msg, sizeof msg,
+                     "input: expected a buffer of float32, float16, bfloat16, float64, int8, "
+                     "uint8, int16, int32, int64 or bool, got buffer format '%.20s' with "
+                     "%zd-byte elements",
+                     view.format ? view.format : "B", view.itemsize);
+        PyBuffer_Release(&view);
+        return ms_py_raise(st, MS_E_DTYPE, msg);
+    }
+    if (view.ndim > MS_MAX_RANK) {
+        snprintf(msg, sizeof msg, "input: expected at most %d dimensions, got %d", MS_MAX_RANK,
+                 view.ndim);
+        PyBuffer_Release(&view);
+        return ms_py_raise(st, MS_E_SHAPE, msg);
+    }
+    int64_t shape[MS_MAX_RANK];
+    for (int i = 0; i < view.ndim; i++)
+        shape[i] = view.shape[i];
+    int contiguous = PyBuffer_IsContiguous(&view, 'C');
+
+    ms_model *m = self->model;
+    ms_client *c = self->client->client;
+    ms_tensor *in = NULL, *out = NULL;
+    int r;
+    self->users++; /* the lease outlives this call, whatever another thread does */
+    PyThreadState *ts = PyEval_SaveThread();
+    r = ms_tensor_alloc(m, d, view.ndim, shape, &in);
+    if (r == 0) {
+        if (contiguous)
+            memcpy(ms_tensor_data(in), view.buf, (size_t)view.len);
+        else
+            copy_strided(ms_tensor_data(in), view.buf, 0, &view);
+        r = ms_infer(m, in, &out);
+    }
+    if (r < 0)
+        snprintf(msg, sizeof msg, "%s", ms_errmsg(c));
+    ms_tensor_free(in);
+    PyEval_RestoreThread(ts);
+    PyBuffer_Release(&view);
+
+    PyObject *result = r < 0 ? ms_py_raise(st, r, msg) : ms_py_tensor_wrap(st, self, out);
+    self->users--;
+    ms_py_model_maybe_end(self);
+    return result;
+}
+
+static PyObject *model_release(ms_py_model *self, PyObject *unused)
+{
+    (void)unused;
+    self->closed = 1;
+    ms_py_model_maybe_end(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *shape_tuple(int rank, const int64_t *shape)
+{
+    PyObject *t = PyTuple_New(rank);
+    if (t == NULL)
+        return NULL;
+    for (int i = 0; i < rank; i++) {
+        PyObject *v = shape[i] < 0 ? Py_NewRef(Py_None) : PyLong_FromLongLong(shape[i]);
+        if (v == NULL) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, i, v);
+    }
+    return t;
+}
+
+static PyObject *model_signature(ms_py_model *self, PyObject *unused)
+{
+    (void)unused;
+    if (usable(self) < 0)
+        return NULL;
+    int in_dtype = 0, in_rank = 0, out_dtype = 0, out_rank = 0;
+    int64_t in_shape[MS_MAX_RANK], out_shape[MS_MAX_RANK];
+    int r = ms_model_signature(self->model, &in_dtype, &in_rank, in_shape, &out_dtype, &out_rank,
+                               out_shape);
+    if (r < 0)
+        return ms_py_raise(ms_py_state_of((PyObject *)self), r, ms_errmsg(self->client->client));
+    PyObject *in = shape_tuple(in_rank, in_shape);
+    PyObject *out = shape_tuple(out_rank, out_shape);
+    PyObject *result = NULL;
+    if (in && out)
+        result = Py_BuildValue("(iO)(iO)", in_dtype, in, out_dtype, out);
+    Py_XDECREF(in);
+    Py_XDECREF(out);
+    return result;
+}
+
+static void model_dealloc(ms_py_model *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    self->closed = 1;
+    ms_py_model_maybe_end(self);
+    Py_XDECREF(self->client);
+    Py_XDECREF(self->tag);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static PyObject *model_tag(ms_py_model *self, void *closure)
+{
+    (void)closure;
+    return Py_NewRef(self->tag);
+}
+
+static PyObject *model_released(ms_py_model *self, void *closure)
+{
+    (void)closure;
+    return PyBool_FromLong(self->closed);
+}
+
+static PyObject *model_held(ms_py_model *self, void *closure)
+{
+    (void)closure;
+    return PyBool_FromLong(self->model != NULL);
+}
+
+static PyObject *model_client(ms_py_model *self, void *closure)
+{
+    (void)closure;
+    return Py_NewRef((PyObject *)self->client);
+}
+
+static PyMethodDef model_methods[] = {
+    {"infer", (PyCFunction)(void (*)(void))model_infer, METH_VARARGS | METH_KEYWORDS,
+     "infer(input, dtype=0) -> Tensor. input: any object with the buffer protocol (C-contiguous "
+     "or strided), copied once into shared memory; dtype overrides the ms_dtype read from the "
+     "buffer's format (e.g. BFLOAT16 for uint16 bits). The Tensor views the output in shared "
+     "memory."},
+    {"release", (PyCFunction)model_release, METH_NOARGS,
+     "release(): ends the lease once no call is in flight and no output Tensor is alive. "
+     "Idempotent."},
+    {"signature", (PyCFunction)model_signature, METH_NOARGS,
+     "signature() -> ((in_dtype, in_shape), (out_dtype, out_shape)); None for a dimension that "
+     "varies."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef model_getset[] = {
+    {"tag", (getter)model_tag, NULL, "the model's tag", NULL},
+    {"released", (getter)model_released, NULL, "release() was called", NULL},
+    {"held", (getter)model_held, NULL, "the lease is still held (outputs may keep it)", NULL},
+    {"client", (getter)model_client, NULL, "the Client this lease belongs to", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot model_slots[] = {
+    {Py_tp_doc, "A lease on a model, from Client.acquire()."},
+    {Py_tp_dealloc, model_dealloc},
+    {Py_tp_methods, model_methods},
+    {Py_tp_getset, model_getset},
+    {0, NULL},
+};
+
+PyType_Spec ms_py_model_spec = {
+    .name = "modelshare._core.Model",
+    .basicsize = sizeof(ms_py_model),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = model_slots,
+};

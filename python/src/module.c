@@ -1,0 +1,132 @@
+/*
+ * modelshare._core: multi-phase initialisation (PEP 489). Everything the module keeps lives in its
+ * state: the exception types and the three object types.
+ */
+#include "core.h"
+
+static int traverse(PyObject *module, visitproc visit, void *arg)
+{
+    ms_py_state *st = PyModule_GetState(module);
+    if (st == NULL)
+        return 0;
+    Py_VISIT(st->error);
+    Py_VISIT(st->by_code);
+    Py_VISIT(st->client_type);
+    Py_VISIT(st->model_type);
+    Py_VISIT(st->tensor_type);
+    return 0;
+}
+
+static int clear(PyObject *module)
+{
+    ms_py_state *st = PyModule_GetState(module);
+    if (st == NULL)
+        return 0;
+    Py_CLEAR(st->error);
+    Py_CLEAR(st->by_code);
+    Py_CLEAR(st->client_type);
+    Py_CLEAR(st->model_type);
+    Py_CLEAR(st->tensor_type);
+    return 0;
+}
+
+static void free_module(void *module)
+{
+    clear((PyObject *)module);
+}
+
+static PyTypeObject *add_type(PyObject *module, PyType_Spec *spec)
+{
+    PyTypeObject *t = (PyTypeObject *)PyType_FromModuleAndSpec(module, spec, NULL);
+    if (t == NULL)
+        return NULL;
+    if (PyModule_AddType(module, t) < 0) {
+        Py_DECREF(t);
+        return NULL;
+    }
+    return t;
+}
+
+static int exec_module(PyObject *module)
+{
+    ms_py_state *st = PyModule_GetState(module);
+    if (ms_py_errors_init(module, st) < 0)
+        return -1;
+    st->client_type = add_type(module, &ms_py_client_spec);
+    if (st->client_type == NULL)
+        return -1;
+    st->model_type = add_type(module, &ms_py_model_spec);
+    if (st->model_type == NULL)
+        return -1;
+    st->tensor_type = add_type(module, &ms_py_tensor_spec);
+    if (st->tensor_type == NULL)
+        return -1;
+
+    static const struct {
+        const char *name;
+        int value;
+    } ints[] = {
+        {"FLOAT32", MS_FLOAT32}, {"FLOAT16", MS_FLOAT16},   {"BFLOAT16", MS_BFLOAT16},
+        {"FLOAT64", MS_FLOAT64}, {"INT8", MS_INT8},         {"UINT8", MS_UINT8},
+        {"INT16", MS_INT16},     {"INT32", MS_INT32},       {"INT64", MS_INT64},
+        {"BOOL", MS_BOOL},       {"MAX_RANK", MS_MAX_RANK},
+    };
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
+        if (PyModule_AddIntConstant(module, ints[i].name, ints[i].value) < 0)
+            return -1;
+    unsigned v = ms_version();
+    PyObject *version =
+        PyUnicode_FromFormat("%u.%u.%u", (v >> 16) & 0xff, (v >> 8) & 0xff, v & 0xff);
+    if (version == NULL || PyModule_AddObjectRef(module, "library_version", version) < 0) {
+        Py_XDECREF(version);
+        return -1;
+    }
+    Py_DECREF(version);
+    return 0;
+}
+
+static PyObject *dtype_name(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    long d = PyLong_AsLong(arg);
+    if (d == -1 && PyErr_Occurred())
+        return NULL;
+    return PyUnicode_FromString(ms_dtype_name((int)d));
+}
+
+static PyObject *strerror_(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    long c = PyLong_AsLong(arg);
+    if (c == -1 && PyErr_Occurred())
+        return NULL;
+    return PyUnicode_FromString(ms_strerror((int)c));
+}
+
+static PyMethodDef methods[] = {
+    {"dtype_name", dtype_name, METH_O, "dtype_name(dtype) -> str: 'float32', ... ('unknown')."},
+    {"strerror", strerror_, METH_O, "strerror(number) -> str: the description of an MS_E_* code."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyModuleDef_Slot slots[] = {
+    {Py_mod_exec, exec_module},
+    {0, NULL},
+};
+
+static struct PyModuleDef moduledef = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "modelshare._core",
+    .m_doc = "The C extension of modelshare: Client, Model and Tensor over libmodelshare.",
+    .m_size = sizeof(ms_py_state),
+    .m_methods = methods,
+    .m_slots = slots,
+    .m_traverse = traverse,
+    .m_clear = clear,
+    .m_free = free_module,
+};
+
+PyMODINIT_FUNC PyInit__core(void)
+{
+    return PyModuleDef_Init(&moduledef);
+}
