@@ -37,6 +37,7 @@
 
 typedef struct dense_layer {
     int in, out;
+    int dtype;      /* of the weight in the file */
     const float *w; /* [out, in], row-major */
     const float *b; /* [out] or NULL */
 } dense_layer;
@@ -307,6 +308,7 @@ static int copy_layers(const char *path, dense_state *s, const uint8_t *data,
         dense_layer *l = &s->layers[i];
         l->out = (int)w[i]->shape[0];
         l->in = (int)w[i]->shape[1];
+        l->dtype = w[i]->dtype;
         size_t wn = (size_t)l->out * (size_t)l->in;
         copy_as_f32(p, data + w[i]->begin, wn, w[i]->dtype);
         l->w = p;
@@ -545,6 +547,22 @@ static uint64_t dense_estimate(const ms__spec *spec)
     if (check_spec(spec, NULL, 0) < 0)
         return 0;
     return ms__dense_estimate(spec);
+}
+
+int ms__dense_layer(void *state, size_t i, ms__dense_layer_view *out)
+{
+    const dense_state *s = state;
+    if (i >= s->nlayers)
+        return MS_E_INVAL;
+    const dense_layer *l = &s->layers[i];
+    *out = (ms__dense_layer_view){
+        .in = l->in, .out = l->out, .dtype = l->dtype, .w = l->w, .b = l->b};
+    return 0;
+}
+
+int ms__dense_output(void *state)
+{
+    return ((const dense_state *)state)->output;
 }
 
 const ms__backend_ops ms__dense_ops = {

@@ -9,6 +9,18 @@
 
 extern const ms__backend_ops ms__dense_ops;
 
+/* Layer i of a model loaded by ms__dense_ops (float32 in host memory; dtype is the weight's in the
+ * file). The CUDA backend loads through the CPU one and uploads these. MS_E_INVAL past the end. */
+typedef struct ms__dense_layer_view {
+    int in, out;
+    int dtype;
+    const float *w; /* [out, in] */
+    const float *b; /* [out] or NULL */
+} ms__dense_layer_view;
+int ms__dense_layer(void *state, size_t i, ms__dense_layer_view *out);
+/* MS__OUTPUT_LINEAR or MS__OUTPUT_SOFTMAX. */
+int ms__dense_output(void *state);
+
 /* Device memory a CUDA worker's context and cuBLAS handle take before any weight: a figure for
  * the estimate only, replaced by NVML's measurement once the model is loaded. */
 #define MS__CUDA_CONTEXT_BYTES (512ull << 20)
