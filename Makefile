@@ -5,7 +5,7 @@ VENV       ?= .venv
 JOBS       ?= $(shell nproc)
 PYTEST     := $(VENV)/bin/python -m pytest
 
-.PHONY: all build deps venv demo test test-unit test-integration test-asan fuzz format format-check clean
+.PHONY: all build deps venv demo test test-unit test-integration test-asan test-gpu fuzz format format-check clean
 
 all: build
 
@@ -38,11 +38,17 @@ test-unit: build
 test-integration: build venv
 	MODELSHARE_BUILD=$(abspath $(BUILD)) $(PYTEST) -q tests/integration
 
+# The CUDA backend is built (and so checked to compile and link) by the normal build only.
 test-asan: venv | deps
-	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DMS_SANITIZE=ON >/dev/null
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DMS_SANITIZE=ON -DMS_CUDA=OFF >/dev/null
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	ASAN_OPTIONS=detect_leaks=1 ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS)
 	MODELSHARE_BUILD=$(abspath $(ASAN_BUILD)) MODELSHARE_SANITIZED=1 $(PYTEST) -q tests/integration
+
+# GPU tests (tests/gpu) and the GPU benchmark (bench/gpu_bench.py); without a GPU it says so
+# and exits 0.
+test-gpu: build venv
+	MODELSHARE_BUILD=$(abspath $(BUILD)) VENV=$(VENV) bash tests/gpu/run.sh
 
 # libFuzzer builds of the fuzz targets (clang); run one with e.g.
 #   build-fuzz/fuzz/fuzz_req -max_total_time=60 tests/fuzz/corpus/fuzz_req

@@ -15,7 +15,7 @@
 #define MS_INSTALL_LIBDIR "/usr/local/lib"
 #endif
 
-/* The first of: $MODELSHARE_CUDA_BACKEND, beside the running program, ../lib, ../lib64 and the
+/* The first of: $MODELSHARE_CUDA_BACKEND, beside the running program, .., ../lib, ../lib64 and the
  * install libdir. false (with the first place looked in buf) when none exists. */
 static bool find_library(char *buf, size_t buflen)
 {
@@ -33,7 +33,7 @@ static bool find_library(char *buf, size_t buflen)
     char *slash = strrchr(self, '/');
     if (slash != NULL)
         *slash = '\0';
-    const char *const rel[] = {"", "/../lib", "/../lib64"};
+    const char *const rel[] = {"", "/..", "/../lib", "/../lib64"};
     for (size_t i = 0; i < MS__ARRAY_LEN(rel); i++) {
         int k = snprintf(buf, buflen, "%s%s/%s", self, rel[i], MS__CUDA_BACKEND_LIB);
         if (k > 0 && (size_t)k < buflen && access(buf, R_OK) == 0)
