@@ -92,8 +92,8 @@ static bool has_waiters(ms__server *s, const ms__model *m)
 }
 
 /* The models holding memory on dev (but m), as holders for the plan. */
-static int holders_of(ms__server *s, const ms__model *m, const ms__budget_dev *dev,
-                      ms__model **who, ms__holder *h)
+static int holders_of(ms__server *s, const ms__model *m, const ms__budget_dev *dev, ms__model **who,
+                      ms__holder *h)
 {
     int n = 0;
     for (int i = 0; i < s->reg.nmodels; i++) {

@@ -44,7 +44,7 @@ struct ms__model {
     ms__lease *lease_head; /* its leases */
     ms__wproc *workers[MS__INSTANCES_MAX];
     int nworkers;
-    json_t *signature;     /* of the ready model, NULL before */
+    json_t *signature; /* of the ready model, NULL before */
     /* What the model is charged in its device's budget: the estimate (spec "memory", else the
      * backend's) until loaded, then the measured figure (host: the workers' proportional set
      * size; GPU: their memory as NVML reports it), re-measured while loaded. */

@@ -71,7 +71,8 @@ static json_t *budget_json(ms__server *s, const ms__budget_dev *d)
     }
     json_object_set_new(o, "budget_bytes", json_integer((json_int_t)budget));
     json_object_set_new(o, "used_bytes", json_integer((json_int_t)used));
-    json_object_set_new(o, "free_bytes", json_integer((json_int_t)(budget > used ? budget - used : 0)));
+    json_object_set_new(o, "free_bytes",
+                        json_integer((json_int_t)(budget > used ? budget - used : 0)));
     json_object_set_new(o, "total_bytes", json_integer((json_int_t)d->total_bytes));
     if (d->percent > 0)
         json_object_set_new(o, "budget_percent", json_real(d->percent));

@@ -45,7 +45,7 @@ typedef struct cuda_state {
     /* Grown on demand up to chunk_rows rows. */
     size_t rows_cap;
     float *d_in, *d_out, *d_work[2];
-    void *d_half; /* float16 copy of a layer's input */
+    void *d_half;        /* float16 copy of a layer's input */
     float *h_in, *h_out; /* pinned staging */
 } cuda_state;
 
@@ -69,17 +69,18 @@ static int open_device(const char *name, int *index, char *err, size_t errlen)
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e == cudaErrorNoDevice || (e == cudaSuccess && n == 0))
-        return ms__fail(err, errlen, MS_E_DEVICE, "%s does not exist: no CUDA device on this machine",
-                        name);
+        return ms__fail(err, errlen, MS_E_DEVICE,
+                        "%s does not exist: no CUDA device on this machine", name);
     if (e == cudaErrorInsufficientDriver)
         return ms__fail(err, errlen, MS_E_DEVICE,
-                        "%s: the NVIDIA driver is older than this CUDA runtime (%d.%d) needs",
-                        name, CUDART_VERSION / 1000, CUDART_VERSION % 1000 / 10);
+                        "%s: the NVIDIA driver is older than this CUDA runtime (%d.%d) needs", name,
+                        CUDART_VERSION / 1000, CUDART_VERSION % 1000 / 10);
     if (e != cudaSuccess)
         return cuda_err(err, errlen, e, "cudaGetDeviceCount", want);
     if (want >= n)
-        return ms__fail(err, errlen, MS_E_DEVICE, "%s does not exist: %d device%s (cuda:0 to cuda:%d)",
-                        name, n, n == 1 ? "" : "s", n - 1);
+        return ms__fail(err, errlen, MS_E_DEVICE,
+                        "%s does not exist: %d device%s (cuda:0 to cuda:%d)", name, n,
+                        n == 1 ? "" : "s", n - 1);
     struct cudaDeviceProp p;
     e = cudaGetDeviceProperties(&p, want);
     if (e != cudaSuccess)
@@ -150,7 +151,8 @@ static int upload(cuda_state *s, void *host, char *err, size_t errlen)
     s->nlayers = n;
     float *tmp = NULL;
     cudaError_t e = cudaSuccess;
-    if (tmp_floats > 0 && (e = cudaMalloc((void **)&tmp, tmp_floats * sizeof(float))) != cudaSuccess)
+    if (tmp_floats > 0 &&
+        (e = cudaMalloc((void **)&tmp, tmp_floats * sizeof(float))) != cudaSuccess)
         return cuda_err(err, errlen, e, "cudaMalloc of the float16 conversion buffer", s->device);
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
@@ -265,8 +267,8 @@ static int cuda_output_for(void *state, const ms__tensor_view *in, ms__tensor_vi
             ms__shape_str(in->rank, in->shape, got, sizeof got);
         else
             snprintf(got, sizeof got, "rank %d", in->rank);
-        return ms__fail(err, errlen, MS_E_SHAPE, "expected [N, %zu] (float32), got %s",
-                        s->in_width, got);
+        return ms__fail(err, errlen, MS_E_SHAPE, "expected [N, %zu] (float32), got %s", s->in_width,
+                        got);
     }
     if (in->shape[0] > CUDA_BATCH_MAX)
         return ms__fail(err, errlen, MS_E_TOO_LARGE,

@@ -555,8 +555,8 @@ int ms__dense_layer(void *state, size_t i, ms__dense_layer_view *out)
     if (i >= s->nlayers)
         return MS_E_INVAL;
     const dense_layer *l = &s->layers[i];
-    *out = (ms__dense_layer_view){
-        .in = l->in, .out = l->out, .dtype = l->dtype, .w = l->w, .b = l->b};
+    *out =
+        (ms__dense_layer_view){.in = l->in, .out = l->out, .dtype = l->dtype, .w = l->w, .b = l->b};
     return 0;
 }
 
