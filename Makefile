@@ -5,8 +5,8 @@ VENV       ?= .venv
 JOBS       ?= $(shell nproc)
 PYTEST     := $(VENV)/bin/python -m pytest
 
-.PHONY: all build deps venv python demo test test-unit test-integration test-python test-asan fuzz \
-        bench format format-check clean
+.PHONY: all build deps venv python demo test test-unit test-integration test-python test-asan \
+        test-gpu fuzz bench format format-check clean
 
 all: build
 
@@ -55,8 +55,9 @@ test-integration: build venv
 test-python: python
 	$(PYTEST) -q tests/python
 
+# The CUDA backend is built (and so checked to compile and link) by the normal build only.
 test-asan: venv | deps
-	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DMS_SANITIZE=ON >/dev/null
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DMS_SANITIZE=ON -DMS_CUDA=OFF >/dev/null
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	ASAN_OPTIONS=detect_leaks=1 ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS)
 	MODELSHARE_BUILD=$(abspath $(ASAN_BUILD)) MODELSHARE_SANITIZED=1 $(PYTEST) -q tests/integration
@@ -64,6 +65,11 @@ test-asan: venv | deps
 # Data-plane benchmarks against the in-process limit and a pickling proxy; writes bench/RESULTS.md.
 bench: build venv
 	$(VENV)/bin/python bench/run.py --build $(BUILD)
+
+# GPU tests (tests/gpu) and the GPU benchmark (bench/gpu_bench.py); without a GPU it says so
+# and exits 0.
+test-gpu: build venv
+	MODELSHARE_BUILD=$(abspath $(BUILD)) VENV=$(VENV) bash tests/gpu/run.sh
 
 # libFuzzer builds of the fuzz targets (clang); run one with e.g.
 #   build-fuzz/fuzz/fuzz_req -max_total_time=60 tests/fuzz/corpus/fuzz_req

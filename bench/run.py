@@ -193,6 +193,11 @@ def main():
         lines.append(f"# {label}")
         lines.append(cmd)
     lines += ["```", ""]
+    # The GPU figures (make test-gpu) are kept in bench/GPU.md and shown here whole.
+    gpu = ROOT / "bench" / "GPU.md"
+    if gpu.exists():
+        text = gpu.read_text()
+        lines += [text.replace("# Benchmark results\n", "", 1).strip(), ""]
     pathlib.Path(a.out).write_text("\n".join(lines))
     print(f"wrote {a.out}")
 

@@ -43,7 +43,22 @@ typedef struct ms__backend_ops {
     void (*unload)(void *state);
 } ms__backend_ops;
 
-/* The backend named name ("dense"), or NULL. */
+/* The backend named name ("dense"), or NULL. These are the CPU backends built in. */
 const ms__backend_ops *ms__backend_find(const char *name);
+
+/* The backend that serves spec: a built-in one, or for "dense" on "cuda:N" the CUDA backend,
+ * loaded with dlopen from libmodelshare-cuda.so ($MODELSHARE_CUDA_BACKEND, else beside the
+ * program, else in ../lib of an installed tree). The library stays loaded for the process's life.
+ * Errors: MS_E_SPEC (no such backend), MS_E_DEVICE with the reason ("no CUDA driver: libcuda.so.1
+ * not found", "CUDA backend not built: ..."). */
+int ms__backend_open(const ms__spec *spec, const ms__backend_ops **out, char *err, size_t errlen);
+
+/* Bytes a model of this spec will hold on its device, from the backend's estimate (spec->memory
+ * is not looked at); 0 when unknown. Cheap: reads at most the weights file's header. */
+uint64_t ms__backend_estimate(const ms__spec *spec);
+
+/* The symbol libmodelshare-cuda.so exports: its ms__backend_ops. */
+#define MS__CUDA_BACKEND_SYMBOL "ms__cuda_dense_ops"
+#define MS__CUDA_BACKEND_LIB "libmodelshare-cuda.so"
 
 #endif

@@ -130,9 +130,11 @@ static int bench_inproc(const bench_cfg *cfg)
     float *x = NULL;
     void *y = NULL;
     int64_t *lat = NULL;
-    const ms__backend_ops *be = ms__backend_find(spec.backend);
-    if (be == NULL) {
-        ms__cli_error("backend \"%s\" cannot run in process", spec.backend);
+    /* The same lookup as a worker's: "dense" on "cuda:N" runs the CUDA backend here too. */
+    const ms__backend_ops *be = NULL;
+    rc = ms__backend_open(&spec, &be, err, sizeof err);
+    if (rc < 0) {
+        ms__cli_error("backend \"%s\" cannot run in process: %s", spec.backend, err);
         goto out;
     }
     rc = be->load(&spec, &state, err, sizeof err);

@@ -128,10 +128,14 @@ static void print_table(const json_t *status)
         printf("\n");
         json_object_foreach((json_t *)budgets, dev, b)
         {
-            char used[32], budget[32];
+            char used[32], budget[32], avail[32];
             ms__cli_fmt_bytes_bin((uint64_t)jint(b, "used_bytes"), used, sizeof used);
             ms__cli_fmt_bytes_bin((uint64_t)jint(b, "budget_bytes"), budget, sizeof budget);
-            printf("%s: %s used of %s\n", dev, used, budget);
+            ms__cli_fmt_bytes_bin((uint64_t)jint(b, "free_bytes"), avail, sizeof avail);
+            if (jint(b, "budget_bytes") > 0)
+                printf("%s: %s used of %s, %s free\n", dev, used, budget, avail);
+            else
+                printf("%s: %s used, budget unknown (device memory not known)\n", dev, used);
         }
     }
 }

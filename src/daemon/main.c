@@ -2,6 +2,7 @@
  * modelshared: the modelshare daemon.
  *
  *   modelshared [--socket PATH] [--foreground] [--idle-exit SECONDS] [--log-level LEVEL]
+ *               [--memory host=SIZE,cuda:N=SIZE]
  *
  * Without --foreground it daemonizes, and the process that was started exits 0 only once the
  * socket listens (1 with the error on stderr otherwise): whoever starts it waits for that exit.
@@ -22,12 +23,13 @@
 #include "../common/paths.h"
 #include "../common/util.h"
 #include "modelshare.h"
+#include "budget.h"
 #include "server.h"
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: modelshared [--socket PATH] [--foreground] [--idle-exit SECONDS]\n"
-               "                   [--log-level error|warn|info|debug]\n"
+               "                   [--log-level error|warn|info|debug] [--memory BUDGETS]\n"
                "  --socket PATH       the control socket (default: $MODELSHARE_SOCKET, else\n"
                "                      $XDG_RUNTIME_DIR/modelshare/modelshared.sock, else\n"
                "                      /tmp/modelshare-$UID/modelshared.sock)\n"
@@ -35,6 +37,10 @@ static void usage(FILE *f)
                "  --idle-exit SECONDS exit when no model is loaded and no client is connected for\n"
                "                      that long (0: never, the default)\n"
                "  --log-level LEVEL   most verbose level logged (default info)\n"
+               "  --memory BUDGETS    memory budget per device, in bytes (units KiB, MiB, GiB,\n"
+               "                      KB, MB, GB, ...) or percent of the device's memory:\n"
+               "                      host=16GiB,cuda:0=90%% (default: $MODELSHARE_MEMORY, else\n"
+               "                      host=80%%, each GPU 90%%)\n"
                "Without --foreground the log goes to modelshared.log beside the socket.\n");
 }
 
@@ -170,7 +176,7 @@ static int daemonize(const char *socket_path, int *ready_fd)
 int main(int argc, char **argv)
 {
     char err[MS__ERRLEN], socket_path[MS__SOCKET_PATH_MAX + 1];
-    const char *socket_arg = NULL, *level_name = "info";
+    const char *socket_arg = NULL, *level_name = "info", *memory = getenv("MODELSHARE_MEMORY");
     bool foreground = false;
     double idle_exit = 0;
 
@@ -184,11 +190,13 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--foreground") == 0) {
             foreground = true;
         } else if (strcmp(a, "--socket") == 0 || strcmp(a, "--idle-exit") == 0 ||
-                   strcmp(a, "--log-level") == 0) {
+                   strcmp(a, "--log-level") == 0 || strcmp(a, "--memory") == 0) {
             if (i + 1 >= argc)
                 return usage_error("%s needs a value", a);
             const char *v = argv[++i];
-            if (strcmp(a, "--socket") == 0) {
+            if (strcmp(a, "--memory") == 0) {
+                memory = v;
+            } else if (strcmp(a, "--socket") == 0) {
                 socket_arg = v;
             } else if (strcmp(a, "--idle-exit") == 0) {
                 char *end;
@@ -218,6 +226,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "modelshared: %s\n", err);
         return 1;
     }
+    if (memory != NULL && memory[0] != '\0') {
+        ms__budgets check;
+        ms__budgets_init(&check);
+        if (ms__budgets_parse(&check, memory, err, sizeof err) != 0)
+            return usage_error("%s", err);
+    }
     int level = ms__log_level_parse(level_name);
     static const char *const canonical[] = {"error", "warn", "info", "debug"};
 
@@ -231,6 +245,7 @@ int main(int argc, char **argv)
         .socket_path = socket_path,
         .idle_exit_s = idle_exit,
         .log_level = canonical[level],
+        .memory = memory,
     };
     ms__server *s = NULL;
     int rc = ms__server_start(&opts, &s, err, sizeof err);

@@ -40,7 +40,7 @@ static void fail_waiters(ms__server *s, ms__model *m, int code, const char *mess
 }
 
 /* m failed: its workers are stopped (and forgotten by it), waiters get the error. */
-static void model_fail(ms__server *s, ms__model *m, int code, const char *message)
+void ms__model_fail(ms__server *s, ms__model *m, int code, const char *message)
 {
     ms__log_error("model \"%s\": %s (%s)", m->tag, message, ms_errname(code));
     ms__model_set_failed(m, code, message);
@@ -55,14 +55,19 @@ static void model_fail(ms__server *s, ms__model *m, int code, const char *messag
 
 int ms__start_load(ms__server *s, ms__model *m)
 {
-    char err[MS__ERRLEN];
     ms__model_begin_load(&s->reg, m);
     ms__log_info("model \"%s\": loading (load %u, backend %s, device %s, %d instance(s))", m->tag,
                  m->loads, m->spec.backend, m->spec.device, m->spec.instances);
+    return ms__admit(s, m);
+}
+
+int ms__spawn_workers(ms__server *s, ms__model *m)
+{
+    char err[MS__ERRLEN];
     for (int i = 0; i < m->spec.instances; i++) {
         int rc = ms__sup_spawn(&s->sup, m, err, sizeof err);
         if (rc != 0) {
-            model_fail(s, m, rc, err);
+            ms__model_fail(s, m, rc, err);
             return rc;
         }
     }
@@ -81,8 +86,10 @@ void ms__on_worker_ready(ms__server *s, ms__wproc *w)
     if (m->state != MS__MODEL_LOADING || !ms__model_all_ready(m))
         return;
     ms__model_set_ready(&s->reg, m);
-    ms__log_info("model \"%s\" ready: %d worker(s), %.1f MiB", m->tag, m->nworkers,
-                 mib(m->memory_bytes));
+    ms__measure_model(s, m);
+    ms__log_info("model \"%s\" ready: %d worker(s), %.1f MiB measured on %s (estimate %.1f MiB)",
+                 m->tag, m->nworkers, mib(m->memory_bytes), ms__budget_device(m->spec.device),
+                 mib(m->estimate_bytes));
     for (ms__client *c = s->reg.clients; c != NULL; c = c->next) {
         conn *k = c->user;
         if (k->dead || k->p_model != m)
@@ -110,14 +117,15 @@ void ms__on_worker_failed(ms__server *s, ms__wproc *w, int code, const char *mes
         ms__log_warn("worker %ld: %s", (long)w->pid, message);
         return;
     }
-    model_fail(s, m, code, message);
+    ms__model_fail(s, m, code, message);
 }
 
 /* m's last worker is gone while unloading: remove it, or load it again for those who wait. */
 static void unload_done(ms__server *s, ms__model *m)
 {
     bool reload = false;
-    ms__log_info("model \"%s\": unloaded, %.1f MiB returned", m->tag, mib(m->memory_bytes));
+    ms__log_info("model \"%s\": unloaded: its workers are gone, %.1f MiB returned to %s", m->tag,
+                 mib(m->memory_bytes), ms__budget_device(m->spec.device));
     for (ms__client *c = s->reg.clients; c != NULL; c = c->next) {
         conn *k = c->user;
         if (k->dead || k->p_model != m)
@@ -172,7 +180,7 @@ void ms__on_worker_exit(ms__server *s, ms__wproc *w, int status)
         else
             snprintf(msg, sizeof msg, "worker %s before the model was ready", how);
         ms__log_info("model \"%s\": worker %ld %s", m->tag, (long)w->pid, how);
-        model_fail(s, m, MS_E_LOAD_FAILED, msg);
+        ms__model_fail(s, m, MS_E_LOAD_FAILED, msg);
         break;
     case MS__MODEL_READY:
         /* Clients waiting on their rings look at their arena's state: tell them. */
@@ -180,10 +188,11 @@ void ms__on_worker_exit(ms__server *s, ms__wproc *w, int status)
             if (l->hdr != NULL)
                 atomic_store(&l->hdr->state, MS__ARENA_LOST);
         snprintf(msg, sizeof msg, "worker %ld %s", (long)w->pid, how);
-        model_fail(s, m, MS_E_WORKER_LOST, msg);
+        ms__model_fail(s, m, MS_E_WORKER_LOST, msg);
         break;
     case MS__MODEL_UNLOADING:
         ms__log_info("model \"%s\": worker %ld %s", m->tag, (long)w->pid, how);
+        ms__verify_release(s, m, w);
         if (m->nworkers == 0)
             unload_done(s, m);
         break;

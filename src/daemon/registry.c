@@ -20,6 +20,8 @@ const char *ms__model_state_name(int state)
         return "failed";
     case MS__MODEL_UNLOADING:
         return "unloading";
+    case MS__MODEL_WAITING:
+        return "waiting";
     default:
         return "unknown";
     }
@@ -369,6 +371,9 @@ void ms__model_begin_load(ms__registry *r, ms__model *m)
     json_decref(m->signature);
     m->signature = NULL;
     m->memory_bytes = 0;
+    m->estimate_bytes = 0;
+    m->host_bytes = 0;
+    m->measured = false;
     m->idle_armed = false;
     m->last_used_ns = ms__registry_now(r);
 }
@@ -433,6 +438,8 @@ void ms__model_set_failed(ms__model *m, int code, const char *message)
     snprintf(m->error, sizeof m->error, "%s", message != NULL ? message : "");
     m->idle_armed = false;
     m->memory_bytes = 0;
+    m->host_bytes = 0;
+    m->measured = false;
 }
 
 void ms__model_set_unloading(ms__model *m)

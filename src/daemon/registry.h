@@ -20,8 +20,15 @@
 #include "../common/util.h"
 #include "daemon.h"
 
-enum { MS__MODEL_LOADING = 0, MS__MODEL_READY, MS__MODEL_FAILED, MS__MODEL_UNLOADING };
-/* "loading", "ready", "failed", "unloading". */
+/* waiting: admitted to nothing yet, it waits for memory in its device's budget (no worker). */
+enum {
+    MS__MODEL_LOADING = 0,
+    MS__MODEL_READY,
+    MS__MODEL_FAILED,
+    MS__MODEL_UNLOADING,
+    MS__MODEL_WAITING
+};
+/* "loading", "ready", "failed", "unloading", "waiting". */
 const char *ms__model_state_name(int state);
 
 typedef struct ms__client ms__client;
@@ -37,8 +44,15 @@ struct ms__model {
     ms__lease *lease_head; /* its leases */
     ms__wproc *workers[MS__INSTANCES_MAX];
     int nworkers;
-    json_t *signature;     /* of the ready model, NULL before */
-    uint64_t memory_bytes; /* sum of the workers' "ready" figures */
+    json_t *signature; /* of the ready model, NULL before */
+    /* What the model is charged in its device's budget: the estimate (spec "memory", else the
+     * backend's) until loaded, then the measured figure (host: the workers' proportional set
+     * size; GPU: their memory as NVML reports it), re-measured while loaded. */
+    uint64_t memory_bytes;
+    uint64_t estimate_bytes;
+    bool measured;       /* memory_bytes is a measurement */
+    uint64_t host_bytes; /* a GPU model's workers' proportional set size on the host */
+    int64_t wait_since_ns, wait_deadline_ns; /* waiting: since, and until load_timeout */
     int64_t last_used_ns;
     bool idle_armed; /* keep-alive running: unload at idle_deadline_ns */
     int64_t idle_deadline_ns;

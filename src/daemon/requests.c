@@ -235,6 +235,7 @@ static void do_acquire(ms__server *s, conn *k, json_t *id, const json_t *msg, in
         ms__attach(s, k, id, m, fd, hdr);
         break;
     case MS__MODEL_LOADING:
+    case MS__MODEL_WAITING:
     case MS__MODEL_UNLOADING:
         ms__conn_set_pending(s, k, MS__OP_ACQUIRE, id, m, fd, hdr, has == 1);
         break;
@@ -268,6 +269,7 @@ static void do_load(ms__server *s, conn *k, json_t *id, const json_t *msg)
         ms__conn_send(s, k, ms__reply_ok(id), NULL, 0);
         break;
     case MS__MODEL_LOADING:
+    case MS__MODEL_WAITING:
     case MS__MODEL_UNLOADING:
         ms__conn_set_pending(s, k, MS__OP_LOAD, id, m, -1, NULL, true);
         break;
@@ -320,7 +322,7 @@ static void do_unload(ms__server *s, conn *k, json_t *id, const json_t *msg)
     } else {
         ms__log_info("model \"%s\": unload by pid %ld", tag, (long)k->pid);
     }
-    if (m->state == MS__MODEL_LOADING) {
+    if (m->state == MS__MODEL_LOADING || m->state == MS__MODEL_WAITING) {
         /* Those waiting for this load will not get it. */
         snprintf(err, sizeof err, "model \"%s\" was unloaded while it was loading", tag);
         for (ms__client *c = s->reg.clients; c != NULL; c = c->next) {

@@ -459,6 +459,9 @@ static int run_timers(ms__server *s)
     int64_t now = ms__registry_now(&s->reg);
     int64_t next = INT64_MAX, t;
     if (!s->stopping) {
+        t = ms__measure_due(s, now);
+        if (t < next)
+            next = t;
         ms__model *m;
         while ((m = ms__registry_expired(&s->reg)) != NULL) {
             ms__log_info("model \"%s\": idle for its keep-alive of %g s: unloading", m->tag,
@@ -505,7 +508,17 @@ int ms__server_run(ms__server *s)
     struct epoll_event evs[EVENTS_MAX];
     for (;;) {
         conns_sweep(s);
+        /* Loads waiting for memory: leases dropped, models went, or time passed. */
+        int64_t admit_at = s->stopping ? INT64_MAX : ms__admission_run(s);
+        conns_sweep(s);
         int timeout = run_timers(s);
+        if (admit_at != INT64_MAX) {
+            int64_t ms = (admit_at - ms__registry_now(&s->reg) + 999999) / 1000000;
+            if (ms < 0)
+                ms = 0;
+            if (timeout < 0 || ms < timeout)
+                timeout = (int)(ms > 60000 ? 60000 : ms);
+        }
         conns_sweep(s);
         if (s->stopping && s->sup.count == 0)
             break;
@@ -661,6 +674,9 @@ int ms__server_start(const ms__server_opts *opts, ms__server **out, char *err, s
         rc = ms__fail(err, errlen, MS_E_IO, "signalfd/epoll: %s", strerror(errno));
         goto fail;
     }
+    rc = ms__admission_init(s, opts->memory, err, errlen);
+    if (rc != 0)
+        goto fail;
     rc = ms__sup_init(&s->sup, s->epfd, opts->log_level, err, errlen);
     if (rc != 0)
         goto fail;

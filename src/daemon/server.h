@@ -13,6 +13,7 @@ typedef struct ms__server_opts {
     const char *socket_path;
     double idle_exit_s;    /* 0: never */
     const char *log_level; /* passed to workers: "error" | "warn" | "info" | "debug" */
+    const char *memory;    /* budgets, "host=16GiB,cuda:0=90%" (budget.h); NULL: defaults */
 } ms__server_opts;
 
 /* Prepares the socket directory, takes the exclusive lock on <socket>.pid (writing this

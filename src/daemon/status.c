@@ -1,28 +1,11 @@
 /* The status document (proto.h, DESIGN.md's contract for `modelshare status --json`). */
 #include <stdatomic.h>
+#include <string.h>
 #include <unistd.h>
 
-#include "../common/procmem.h"
 #include "server_int.h"
 
-/* Memory of m now: each live worker's proportional set size, else what it said when ready. */
-static uint64_t model_memory(const ms__model *m)
-{
-    uint64_t sum = 0;
-    for (int i = 0; i < m->nworkers; i++) {
-        const ms__wproc *w = m->workers[i];
-        if (!w->ready)
-            continue;
-        uint64_t pss;
-        if (ms__proc_pss(w->pid, &pss) == 0 && pss > 0)
-            sum += pss;
-        else
-            sum += w->memory_bytes;
-    }
-    return sum;
-}
-
-static json_t *model_json(const ms__server *s, const ms__model *m, int64_t now, uint64_t *mem)
+static json_t *model_json(ms__server *s, ms__model *m, int64_t now)
 {
     json_t *o = json_object();
     json_t *pids = json_array(), *per_worker = json_array();
@@ -45,12 +28,17 @@ static json_t *model_json(const ms__server *s, const ms__model *m, int64_t now, 
         }
         json_array_append_new(per_worker, json_integer((json_int_t)wr));
     }
-    *mem = model_memory(m);
+    ms__measure_model(s, m);
     json_object_set_new(o, "tag", json_string(m->tag));
     json_object_set_new(o, "backend", json_string(m->spec.backend));
     json_object_set_new(o, "state", json_string(ms__model_state_name(m->state)));
     json_object_set_new(o, "device", json_string(m->spec.device));
-    json_object_set_new(o, "memory_bytes", json_integer((json_int_t)*mem));
+    json_object_set_new(o, "memory_bytes", json_integer((json_int_t)m->memory_bytes));
+    json_object_set_new(o, "memory_measured", json_boolean(m->measured));
+    json_object_set_new(o, "estimate_bytes", json_integer((json_int_t)m->estimate_bytes));
+    json_object_set_new(o, "budget_device", json_string(ms__budget_device(m->spec.device)));
+    if (strcmp(ms__budget_device(m->spec.device), "host") != 0)
+        json_object_set_new(o, "host_bytes", json_integer((json_int_t)m->host_bytes));
     json_object_set_new(o, "leases", json_integer(m->leases));
     json_object_set_new(o, "worker_pids", pids);
     json_object_set_new(o, "loads", json_integer(m->loads));
@@ -63,11 +51,41 @@ static json_t *model_json(const ms__server *s, const ms__model *m, int64_t now, 
     json_object_set(o, "spec", m->spec_json);
     if (m->state == MS__MODEL_READY && m->leases == 0)
         json_object_set_new(o, "idle_s", json_real((double)(now - m->last_used_ns) / 1e9));
+    if (m->state == MS__MODEL_WAITING)
+        json_object_set_new(o, "waiting_s", json_real((double)(now - m->wait_since_ns) / 1e9));
     if (m->state == MS__MODEL_FAILED) {
         json_object_set_new(o, "error", json_string(m->error));
         json_object_set_new(o, "error_code", json_integer(m->error_code));
     }
-    (void)s;
+    return o;
+}
+
+/* {"budget_bytes", "used_bytes", "free_bytes", "total_bytes", "models": {tag: bytes}} */
+static json_t *budget_json(ms__server *s, const ms__budget_dev *d)
+{
+    json_t *o = json_object();
+    json_t *held = json_object();
+    if (o == NULL || held == NULL) {
+        json_decref(o);
+        json_decref(held);
+        return NULL;
+    }
+    uint64_t budget = ms__budget_bytes(d), used = ms__budget_used(s, d);
+    for (int i = 0; i < s->reg.nmodels; i++) {
+        const ms__model *m = s->reg.models[i];
+        if ((m->state == MS__MODEL_LOADING || m->state == MS__MODEL_READY ||
+             m->state == MS__MODEL_UNLOADING) &&
+            strcmp(ms__budget_device(m->spec.device), d->name) == 0)
+            json_object_set_new(held, m->tag, json_integer((json_int_t)m->memory_bytes));
+    }
+    json_object_set_new(o, "budget_bytes", json_integer((json_int_t)budget));
+    json_object_set_new(o, "used_bytes", json_integer((json_int_t)used));
+    json_object_set_new(o, "free_bytes",
+                        json_integer((json_int_t)(budget > used ? budget - used : 0)));
+    json_object_set_new(o, "total_bytes", json_integer((json_int_t)d->total_bytes));
+    if (d->percent > 0)
+        json_object_set_new(o, "budget_percent", json_real(d->percent));
+    json_object_set_new(o, "models", held);
     return o;
 }
 
@@ -77,24 +95,22 @@ json_t *ms__status_json(ms__server *s)
     json_t *st = json_object();
     json_t *models = json_array();
     json_t *budgets = json_object();
-    json_t *host = json_object();
-    if (st == NULL || models == NULL || budgets == NULL || host == NULL)
+    if (st == NULL || models == NULL || budgets == NULL)
         goto fail;
-    uint64_t used = 0;
     for (int i = 0; i < s->reg.nmodels; i++) {
-        uint64_t mem = 0;
-        json_t *mj = model_json(s, s->reg.models[i], now, &mem);
+        ms__model *m = s->reg.models[i];
+        json_t *mj = model_json(s, m, now);
         if (mj == NULL)
             goto fail;
         json_array_append_new(models, mj);
-        used += mem;
+        ms__model_budget(s, m); /* its device is listed below */
     }
-    uint64_t total = 0, avail = 0;
-    if (ms__sys_mem(&total, &avail) != 0)
-        total = 0;
-    json_object_set_new(host, "budget_bytes", json_integer((json_int_t)(total / 10 * 8)));
-    json_object_set_new(host, "used_bytes", json_integer((json_int_t)used));
-    json_object_set_new(budgets, "host", host);
+    for (int i = 0; i < s->budgets.n; i++) {
+        json_t *b = budget_json(s, &s->budgets.dev[i]);
+        if (b == NULL)
+            goto fail;
+        json_object_set_new(budgets, s->budgets.dev[i].name, b);
+    }
     json_object_set_new(st, "daemon_pid", json_integer(getpid()));
     json_object_set_new(st, "socket", json_string(s->socket_path));
     json_object_set_new(st, "uptime_s", json_real((double)(ms__now_ns() - s->start_ns) / 1e9));
@@ -107,6 +123,5 @@ fail:
     json_decref(st);
     json_decref(models);
     json_decref(budgets);
-    json_decref(host);
     return NULL;
 }

@@ -164,11 +164,13 @@ int main(int argc, char **argv)
         send_failed(MS__WORKER_CTRL_FD, r, err);
         return 1;
     }
-    const ms__backend_ops *be = ms__backend_find(spec.backend);
-    if (be == NULL) {
-        snprintf(err, sizeof err, "backend \"%s\" is not built into this worker", spec.backend);
+    /* "cuda:N" names the card NVML (and so the daemon's budget) calls N. */
+    setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID", 0);
+    const ms__backend_ops *be = NULL;
+    r = ms__backend_open(&spec, &be, err, sizeof err);
+    if (r < 0) {
         ms__log_error("model \"%s\": %s", tag, err);
-        send_failed(MS__WORKER_CTRL_FD, MS_E_SPEC, err);
+        send_failed(MS__WORKER_CTRL_FD, r, err);
         ms__spec_free(&spec);
         return 1;
     }

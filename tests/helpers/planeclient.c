@@ -49,9 +49,9 @@ static int reference_load(reference *r, const char *spec_json)
         printf("error reference spec: %s\n", err);
         return 1;
     }
-    r->be = ms__backend_find(r->spec.backend);
-    if (r->be == NULL || r->be->load(&r->spec, &r->state, err, sizeof err) < 0) {
-        printf("error reference load: %s\n", r->be ? err : "no such backend");
+    if (ms__backend_open(&r->spec, &r->be, err, sizeof err) < 0 ||
+        r->be->load(&r->spec, &r->state, err, sizeof err) < 0) {
+        printf("error reference load: %s\n", err);
         return 1;
     }
     return 0;

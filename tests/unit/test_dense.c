@@ -13,6 +13,7 @@
 
 #include "modelshare.h"
 #include "../../src/backends/backend.h"
+#include "../../src/backends/dense/dense.h"
 #include "../../src/common/safetensors.h"
 #include "../../src/common/util.h"
 
@@ -241,6 +242,11 @@ static void test_forward_matches_naive(void **state)
     /* estimate(): float32 weights plus two work buffers of max_batch rows of the widest layer. */
     uint64_t want = (uint64_t)(7 * 5 + 5 + 5 * 4 + 4 * 3 + 3 + 2 * 64 * 5) * 4;
     assert_int_equal(dense->estimate(&spec), want);
+    assert_int_equal(ms__backend_estimate(&spec), want);
+    /* On CUDA: the same float32 weights and buffers, plus the context's share. */
+    strcpy(spec.device, "cuda:0");
+    assert_int_equal(ms__backend_estimate(&spec), want + MS__CUDA_CONTEXT_BYTES);
+    strcpy(spec.device, "cpu");
     dense->unload(st);
     dense->unload(NULL);
     mlp_free(&m);

@@ -37,6 +37,7 @@
 
 typedef struct dense_layer {
     int in, out;
+    int dtype;      /* of the weight in the file */
     const float *w; /* [out, in], row-major */
     const float *b; /* [out] or NULL */
 } dense_layer;
@@ -307,6 +308,7 @@ static int copy_layers(const char *path, dense_state *s, const uint8_t *data,
         dense_layer *l = &s->layers[i];
         l->out = (int)w[i]->shape[0];
         l->in = (int)w[i]->shape[1];
+        l->dtype = w[i]->dtype;
         size_t wn = (size_t)l->out * (size_t)l->in;
         copy_as_f32(p, data + w[i]->begin, wn, w[i]->dtype);
         l->w = p;
@@ -329,8 +331,8 @@ static int dense_load(const ms__spec *spec, void **state, char *err, size_t errl
     if (rc < 0)
         return rc;
     const char *path = spec->weights;
-    int fd;
-    uint64_t size;
+    int fd = -1;
+    uint64_t size = 0;
     rc = open_weights(path, &fd, &size, err, errlen);
     if (rc < 0)
         return rc;
@@ -562,54 +564,28 @@ static int dense_run(void *state, const ms__tensor_view *in, ms__tensor_view *ou
     return 0;
 }
 
+/* The CPU backend estimates CPU loads only: "cuda:N" is served by the CUDA backend. */
 static uint64_t dense_estimate(const ms__spec *spec)
 {
     if (check_spec(spec, NULL, 0) < 0)
         return 0;
-    int fd;
-    uint64_t size, total = 0;
-    if (open_weights(spec->weights, &fd, &size, NULL, 0) < 0)
-        return 0;
-    uint8_t len8[8];
-    uint8_t *head = NULL;
-    ms__st_file f;
-    memset(&f, 0, sizeof f);
-    if (size < 8 || pread(fd, len8, 8, 0) != 8)
-        goto out;
-    uint64_t n = 0;
-    for (int i = 7; i >= 0; i--)
-        n = (n << 8) | len8[i];
-    if (n > MS__ST_HEADER_MAX || n > size - 8)
-        goto out;
-    head = malloc((size_t)n + 8);
-    if (!head)
-        goto out;
-    size_t got = 0;
-    while (got < n + 8) {
-        ssize_t r = pread(fd, head + got, (size_t)n + 8 - got, (off_t)got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            goto out;
-        got += (size_t)r;
-    }
-    if (ms__st_parse(head, (size_t)n + 8, size, &f, NULL, 0) < 0)
-        goto out;
-    uint64_t floats = 0, width = 0;
-    for (size_t i = 0; i < f.ntensors; i++) {
-        size_t numel;
-        if (ms__shape_numel(f.tensors[i].rank, f.tensors[i].shape, &numel))
-            floats += numel;
-        if (f.tensors[i].rank == 2 && (uint64_t)f.tensors[i].shape[0] > width)
-            width = (uint64_t)f.tensors[i].shape[0];
-    }
-    uint64_t rows = spec->max_batch > 0 ? (uint64_t)spec->max_batch : 1;
-    total = (floats + 2 * rows * width) * sizeof(float);
-out:
-    ms__st_free(&f);
-    free(head);
-    close(fd);
-    return total;
+    return ms__dense_estimate(spec);
+}
+
+int ms__dense_layer(void *state, size_t i, ms__dense_layer_view *out)
+{
+    const dense_state *s = state;
+    if (i >= s->nlayers)
+        return MS_E_INVAL;
+    const dense_layer *l = &s->layers[i];
+    *out =
+        (ms__dense_layer_view){.in = l->in, .out = l->out, .dtype = l->dtype, .w = l->w, .b = l->b};
+    return 0;
+}
+
+int ms__dense_output(void *state)
+{
+    return ((const dense_state *)state)->output;
 }
 
 const ms__backend_ops ms__dense_ops = {

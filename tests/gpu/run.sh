@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# make test-gpu: the GPU tests and the GPU benchmark, or a message and exit 0 without a GPU.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BUILD=${MODELSHARE_BUILD:-$PWD/build}
+VENV=${VENV:-.venv}
+why=$("$VENV/bin/python" -c 'import sys; sys.path.insert(0, "tests/gpu"); from nvml import probe; print(probe()[1] or "")')
+if [ -n "$why" ]; then
+    echo "make test-gpu: no GPU here ($why): nothing to run"
+    exit 0
+fi
+if [ ! -e "$BUILD/libmodelshare-cuda.so" ]; then
+    echo "make test-gpu: $BUILD/libmodelshare-cuda.so is missing (CUDA toolkit not found at build time)" >&2
+    exit 1
+fi
+MODELSHARE_BUILD="$BUILD" "$VENV/bin/python" -m pytest -q tests/gpu
+MODELSHARE_BUILD="$BUILD" "$VENV/bin/python" bench/gpu_bench.py
