@@ -35,6 +35,7 @@
 
 #define CTRL_POLL_NS 1000000LL     /* read the control socket at least this often while busy */
 #define SLEEP_SLICE_NS 100000000LL /* and wake up this often while idle */
+#define CATCH_UP_MAX_NS 1000000LL  /* longest wait for the clients of the last batch */
 
 typedef struct client {
     int64_t lease;
@@ -65,6 +66,7 @@ typedef struct server {
     taken *batch;
     size_t nbatch;
     int64_t batch_rows;
+    int64_t last_rows, last_run_ns; /* the previous batch: its rows and how long it ran */
     size_t batch_bytes;
     void *stage_in, *stage_out;
     size_t stage_in_cap, stage_out_cap;
@@ -530,21 +532,37 @@ static size_t serve_once(server *s)
             (s->nbatch > 0 && (!s->w->batchable || s->batch_rows >= s->w->max_batch)))
             break;
     }
-    if (s->nbatch > 0 && s->w->batch_delay_ns > 0 && s->w->batchable && !deferred) {
-        int64_t until = now + s->w->batch_delay_ns;
-        while (s->batch_rows < s->w->max_batch && s->nbatch < MS__BATCH_REQS_MAX && !deferred &&
-               !*s->w->stop) {
-            now = ms__now_ns();
-            if (now >= until)
-                break;
-            size_t got = take_pass(s, now, &deferred);
-            handled += got;
-            if (got == 0)
-                ms__cpu_relax();
+    /* Wait for more rows: batch_delay after the first request when the spec asks for it. Else a
+     * short catch-up when this batch is smaller than the last one: the clients of the last batch
+     * are waking up to send their next request, and a model that ran for a while is worth a
+     * wait of a tenth of that (at most CATCH_UP_MAX_NS) to run them together. */
+    int64_t until = 0, enough = s->w->max_batch;
+    if (s->nbatch > 0 && s->w->batchable && !deferred) {
+        if (s->w->batch_delay_ns > 0) {
+            until = now + s->w->batch_delay_ns;
+        } else if (s->batch_rows < s->last_rows && s->last_run_ns > 0) {
+            int64_t wait = s->last_run_ns / 10;
+            until = now + (wait < CATCH_UP_MAX_NS ? wait : CATCH_UP_MAX_NS);
+            enough = s->last_rows < enough ? s->last_rows : enough;
         }
     }
-    if (s->nbatch > 0)
+    int64_t t0 = now;
+    while (until > 0 && s->batch_rows < enough && s->nbatch < MS__BATCH_REQS_MAX && !deferred &&
+           !*s->w->stop) {
+        now = ms__now_ns();
+        if (now >= until)
+            break;
+        size_t got = take_pass(s, now, &deferred);
+        handled += got;
+        if (got == 0)
+            ms__spin_step(t0, now); /* yields: the clients may need this CPU to send */
+    }
+    if (s->nbatch > 0) {
+        int64_t r0 = ms__now_ns();
         run_batch(s);
+        s->last_run_ns = ms__now_ns() - r0;
+        s->last_rows = s->batch_rows;
+    }
     return handled;
 }
 
