@@ -13,6 +13,7 @@
 
 #include "../common/proto.h" /* ms__sig */
 #include "../common/spec.h"
+#include "modelshare.h" /* MS_FLOAT32 */
 
 typedef struct ms__tensor_view {
     int dtype;
@@ -42,6 +43,13 @@ typedef struct ms__backend_ops {
     uint64_t (*estimate)(const ms__spec *spec);
     void (*unload)(void *state);
 } ms__backend_ops;
+
+/* The signature of a model of rows: float32 [N, in_width] -> float32 [N, out_width]. */
+static inline void ms__sig_rows(ms__sig *in, ms__sig *out, int64_t in_width, int64_t out_width)
+{
+    *in = (ms__sig){.dtype = MS_FLOAT32, .rank = 2, .shape = {-1, in_width}};
+    *out = (ms__sig){.dtype = MS_FLOAT32, .rank = 2, .shape = {-1, out_width}};
+}
 
 /* The backend named name ("dense"), or NULL. These are the CPU backends built in. */
 const ms__backend_ops *ms__backend_find(const char *name);

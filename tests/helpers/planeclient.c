@@ -93,21 +93,34 @@ static uint64_t mix(uint64_t x)
     return x ^ (x >> 31);
 }
 
+/* Connects and acquires; *width is the model's input width (0 when it takes any shape). */
+static int open_model(const char *tag, const char *spec, ms_client **c, ms_model **m,
+                      int64_t *width)
+{
+    int rc = ms_connect(NULL, c);
+    if (rc != 0)
+        return fail(NULL, "connect", rc);
+    rc = ms_acquire(*c, tag, spec, m);
+    if (rc != 0)
+        return fail(*c, "acquire", rc);
+    int rank = 0;
+    int64_t shape[MS_MAX_RANK];
+    ms_model_signature(*m, NULL, &rank, shape, NULL, NULL, NULL);
+    *width = rank == 2 && shape[1] > 0 ? shape[1] : 0;
+    return 0;
+}
+
 static int stream(const char *tag, const char *spec, int iters, int seed)
 {
     ms_client *c = NULL;
     ms_model *m = NULL;
-    int rc = ms_connect(NULL, &c);
-    if (rc != 0)
-        return fail(NULL, "connect", rc);
-    rc = ms_acquire(c, tag, spec, &m);
-    if (rc != 0)
-        return fail(c, "acquire", rc);
-    int rank = 0;
-    int64_t shape[MS_MAX_RANK];
-    ms_model_signature(m, NULL, &rank, shape, NULL, NULL, NULL);
-    bool identity = !(rank == 2 && shape[1] > 0);
-    int64_t width = identity ? 16 : shape[1];
+    int64_t width;
+    int rc;
+    if (open_model(tag, spec, &c, &m, &width) != 0)
+        return 1;
+    bool identity = width == 0;
+    if (identity)
+        width = 16;
     reference ref;
     memset(&ref, 0, sizeof ref);
     if (!identity && reference_load(&ref, spec) != 0)
@@ -174,18 +187,12 @@ static int deadline(const char *tag, const char *spec)
 {
     ms_client *c = NULL;
     ms_model *m = NULL;
-    int rc = ms_connect(NULL, &c);
-    if (rc != 0)
-        return fail(NULL, "connect", rc);
-    rc = ms_acquire(c, tag, spec, &m);
-    if (rc != 0)
-        return fail(c, "acquire", rc);
-    int rank = 0;
-    int64_t shape[MS_MAX_RANK];
-    ms_model_signature(m, NULL, &rank, shape, NULL, NULL, NULL);
-    int64_t xs[2] = {256, shape[1]};
+    int64_t width;
+    if (open_model(tag, spec, &c, &m, &width) != 0)
+        return 1;
+    int64_t xs[2] = {256, width > 0 ? width : 16};
     ms_tensor *x = NULL;
-    rc = ms_tensor_alloc(m, MS_FLOAT32, 2, xs, &x);
+    int rc = ms_tensor_alloc(m, MS_FLOAT32, 2, xs, &x);
     if (rc != 0)
         return fail(c, "alloc", rc);
     float *xv = ms_tensor_data(x);

@@ -245,13 +245,7 @@ fail:
 static void cuda_signature(void *state, ms__sig *in, ms__sig *out)
 {
     const cuda_state *s = state;
-    memset(in, 0, sizeof *in);
-    memset(out, 0, sizeof *out);
-    in->dtype = out->dtype = MS_FLOAT32;
-    in->rank = out->rank = 2;
-    in->shape[0] = out->shape[0] = -1;
-    in->shape[1] = (int64_t)s->in_width;
-    out->shape[1] = (int64_t)s->out_width;
+    ms__sig_rows(in, out, (int64_t)s->in_width, (int64_t)s->out_width);
 }
 
 static int cuda_output_for(void *state, const ms__tensor_view *in, ms__tensor_view *out, char *err,

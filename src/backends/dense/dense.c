@@ -405,13 +405,7 @@ out:
 static void dense_signature(void *state, ms__sig *in, ms__sig *out)
 {
     const dense_state *s = state;
-    memset(in, 0, sizeof *in);
-    memset(out, 0, sizeof *out);
-    in->dtype = out->dtype = MS_FLOAT32;
-    in->rank = out->rank = 2;
-    in->shape[0] = out->shape[0] = -1;
-    in->shape[1] = s->layers[0].in;
-    out->shape[1] = s->layers[s->nlayers - 1].out;
+    ms__sig_rows(in, out, s->layers[0].in, s->layers[s->nlayers - 1].out);
 }
 
 static int dense_output_for(void *state, const ms__tensor_view *in, ms__tensor_view *out, char *err,
