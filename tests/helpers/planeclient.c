@@ -10,6 +10,9 @@
  *       Requests with a 1 us timeout must fail with MS_E_TIMEOUT, more of them than the ring has
  *       slots (so the late answers' slots must be reclaimed); then a request without a timeout on
  *       the same handle must succeed with the right answer. Prints "ok timeouts=N".
+ *   ms-planeclient once TAG SPEC ROWS
+ *       Prints "sending" once the model is acquired, then runs one request of ROWS rows and prints
+ *       "ok" or "error MS_E_NAME message" (for killing the worker while the request runs).
  *   ms-planeclient fairness TAG SPEC NTHREADS ROUNDS ROWS
  *       One client floods the model from NTHREADS threads (ROWS rows each); another sends ROUNDS
  *       single-row requests one after the other and counts, for each, how many of the flooder's
@@ -331,8 +334,36 @@ static int fairness(const char *tag, const char *spec, int nthreads, int rounds,
     return status;
 }
 
+static int once(const char *tag, const char *spec, int64_t rows)
+{
+    ms_client *c = NULL;
+    ms_model *m = NULL;
+    int64_t width;
+    if (open_model(tag, spec, &c, &m, &width) != 0)
+        return 1;
+    int64_t xs[2] = {rows, width > 0 ? width : 16};
+    ms_tensor *x = NULL, *y = NULL;
+    int rc = ms_tensor_alloc(m, MS_FLOAT32, 2, xs, &x);
+    if (rc != 0)
+        return fail(c, "alloc", rc);
+    memset(ms_tensor_data(x), 0, ms_tensor_nbytes(x));
+    printf("sending\n");
+    fflush(stdout);
+    rc = ms_infer(m, x, &y);
+    if (rc != 0)
+        return fail(c, "infer", rc);
+    printf("ok\n");
+    ms_tensor_free(y);
+    ms_tensor_free(x);
+    ms_release(m);
+    ms_disconnect(c);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 5 && strcmp(argv[1], "once") == 0)
+        return once(argv[2], argv[3], atoll(argv[4]));
     if (argc == 6 && strcmp(argv[1], "stream") == 0)
         return stream(argv[2], argv[3], atoi(argv[4]), atoi(argv[5]));
     if (argc == 4 && strcmp(argv[1], "deadline") == 0)
@@ -340,6 +371,6 @@ int main(int argc, char **argv)
     if (argc == 7 && strcmp(argv[1], "fairness") == 0)
         return fairness(argv[2], argv[3], atoi(argv[4]), atoi(argv[5]), atoll(argv[6]));
     fprintf(stderr, "usage: ms-planeclient stream TAG SPEC ITERS SEED | deadline TAG SPEC | "
-                    "fairness TAG SPEC NTHREADS ROUNDS ROWS\n");
+                    "once TAG SPEC ROWS | fairness TAG SPEC NTHREADS ROUNDS ROWS\n");
     return 2;
 }

@@ -3,7 +3,10 @@
 Correctness, not speed: counts and answers are checked, never timings (speed is bench/'s job).
 """
 import json
+import os
+import signal
 import subprocess
+import time
 
 from conftest import BUILD, SANITIZED
 
@@ -92,3 +95,39 @@ def test_flooding_client_does_not_starve_another(ms):
     mean = float(out.split()[3])
     assert mean <= 4, out
     assert worst <= 12, out
+
+
+def cpu_ticks(pid):
+    """User plus system time of a process, in clock ticks."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def test_idle_worker_uses_no_cpu(ms):
+    # A busy worker spins; one with nothing to do must sleep on its door.
+    streams(ms, "idle", {"backend": "identity"}, 2, 300)
+    pid = ms.model("idle")["worker_pids"][0]
+    time.sleep(0.5)  # past the spin time after the last request
+    before = cpu_ticks(pid)
+    time.sleep(3)
+    used = cpu_ticks(pid) - before
+    hz = os.sysconf("SC_CLK_TCK")
+    assert used <= 0.1 * 3 * hz, f"idle worker used {used} ticks in 3 s"
+
+
+def test_worker_killed_while_a_request_runs(ms):
+    # The request takes seconds; the worker is killed under it: the caller gets
+    # MS_E_WORKER_LOST (not a hang), and the next client gets a new worker.
+    weights = ms.make_dense("k.safetensors", [2048, 2048, 2048], seed=4)
+    spec = json.dumps({"backend": "dense", "weights": str(weights)})
+    p = start(ms, "once", "killme", spec, 4096)
+    assert p.stdout.readline().strip() == "sending"
+    pid = ms.model("killme")["worker_pids"][0]
+    time.sleep(0.3)
+    os.kill(pid, signal.SIGKILL)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 1 and out.startswith("error infer MS_E_WORKER_LOST"), out + err
+    # Another client reloads it.
+    assert finish(start(ms, "once", "killme", spec, 2)) == "sending\nok"
+    m = ms.model("killme")
+    assert m["loads"] == 2 and m["worker_pids"] and m["worker_pids"][0] != pid
