@@ -44,7 +44,7 @@ static void *churn_thread(void *arg)
             ms_release(m);
             return NULL;
         }
-        int in_dtype, in_rank;
+        int in_dtype = 0, in_rank = 0;
         int64_t in_shape[MS_MAX_RANK];
         if (rc == 0)
             rc = ms_model_signature(m, &in_dtype, &in_rank, in_shape, NULL, NULL, NULL);
