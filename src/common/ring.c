@@ -85,6 +85,20 @@ void ms__door_ring(ms__door *door)
         ms__futex_wake(&door->bell, 1);
 }
 
+void ms__door_publish(ms__door *door, const ms__ring *ring)
+{
+    uint32_t h = atomic_load_explicit(&ring->hint, memory_order_acquire);
+    if (h >= 1 && h <= MS__DOOR_HINTS) {
+        /* Always the read-modify-write (never "already set, skip it"): ordered against the
+         * worker's exchange of the word, it makes our tail visible to the worker that takes the
+         * bit, or leaves the bit for its next look. */
+        atomic_fetch_or(&door->hints[(h - 1) / 64], 1ull << ((h - 1) % 64));
+    } else {
+        atomic_store(&door->scan_all, 1);
+    }
+    ms__door_ring(door);
+}
+
 int ms__ring_pending(uint32_t head, uint32_t tail)
 {
     uint32_t n = tail - head;

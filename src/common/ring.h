@@ -8,7 +8,10 @@
  *    worker and to every client of its model). `bell` is the futex the worker sleeps on: a client
  *    bumps it after it publishes a request and makes the futex call only when `sleeping` says the
  *    worker sleeps. `inflight` counts requests submitted to the worker and not yet completed; a
- *    client sends each request to the instance with the fewest.
+ *    client sends each request to the instance with the fewest. `hints` has a bit per attached
+ *    client, set by the client when it publishes: the worker looks at the rings of those clients
+ *    only, so that hundreds of idle clients cost it nothing. The worker tells each client its bit
+ *    (ring.hint, 1-based; 0 until the worker has attached it: the client then sets `scan_all`).
  *
  *  - In each client's arena (arena.h), after the header page, one ring set per instance of the
  *    model: a submission ring of slot numbers and MS__RING_SLOTS slots. A slot holds one request
@@ -40,7 +43,8 @@ typedef struct ms__ring {
     _Atomic uint32_t tail; /* client: slot numbers published */
     uint32_t pad0[15];
     _Atomic uint32_t head; /* worker: taken so far (for the client's information only) */
-    uint32_t pad1[15];
+    _Atomic uint32_t hint; /* worker: 1 + this client's bit in door.hints; 0 before attach */
+    uint32_t pad1[14];
     _Atomic uint32_t entries[MS__RING_SLOTS];
 } ms__ring;
 
@@ -54,6 +58,7 @@ typedef struct ms__slot {
 
 #define MS__DOOR_MAGIC 0x4d53444fu /* "MSDO" */
 #define MS__DOOR_BYTES 4096u
+#define MS__DOOR_HINTS 4096u /* clients a worker can tell apart: MS__WORKER_CLIENTS_MAX */
 
 typedef struct ms__door {
     uint32_t magic;
@@ -62,6 +67,9 @@ typedef struct ms__door {
     _Atomic uint32_t sleeping; /* the worker sleeps (or is about to) on bell */
     uint32_t pad1[12];
     _Atomic uint32_t inflight; /* requests submitted and not yet completed */
+    _Atomic uint32_t scan_all; /* a client published before it knew its hint bit */
+    uint32_t pad2[14];
+    _Atomic uint64_t hints[MS__DOOR_HINTS / 64]; /* bit i: client i published */
 } ms__door;
 
 /* The ring set of instance i (< MS__RINGS_MAX) in an arena mapped at base. */
@@ -82,6 +90,8 @@ void ms__door_unmap(ms__door *door);
 
 /* Tells the worker behind door that there is work: bumps bell, and wakes it only if it sleeps. */
 void ms__door_ring(ms__door *door);
+/* Marks the client of ring as having published (its hint bit, or scan_all), then rings. */
+void ms__door_publish(ms__door *door, const ms__ring *ring);
 
 /* How many entries the worker may take from a ring whose published tail is tail, having taken
  * head: tail - head (mod 2^32), or -1 when that is more than MS__RING_SLOTS (a corrupt ring).

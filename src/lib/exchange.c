@@ -8,6 +8,7 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
 #include "../common/arena.h"
@@ -104,8 +105,17 @@ int ms__submit(ms_model *m, ms__req *req, ms__ticket *tk)
         i = pick_instance(m);
         if (i >= 0)
             break;
-        /* Every slot of every instance is in flight (64 per instance): wait for one. */
-        pthread_cond_wait(&m->slot_free, &m->lock);
+        /* Every slot of every instance is in flight (64 per instance): wait for one. Timed-out
+         * requests free theirs only when someone looks (ms__reap_orphans), so look every
+         * millisecond rather than wait for a signal that may not come. */
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 1000000;
+        if (until.tv_nsec >= 1000000000) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&m->slot_free, &m->lock, &until);
     }
     ms__inst *in = &m->inst[i];
     unsigned s = (unsigned)__builtin_ctzll(~in->busy);
@@ -120,7 +130,7 @@ int ms__submit(ms_model *m, ms__req *req, ms__ticket *tk)
     in->tail++;
     atomic_store_explicit(&in->ring->tail, in->tail, memory_order_release);
     atomic_fetch_add_explicit(&in->door->inflight, 1, memory_order_relaxed);
-    ms__door_ring(in->door);
+    ms__door_publish(in->door, in->ring);
     tk->inst = (unsigned)i;
     tk->slot = s;
     tk->id = req->id;

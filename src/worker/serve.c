@@ -45,6 +45,8 @@ typedef struct client {
     uint64_t capacity;
     ms__ring *rg;
     uint32_t head; /* entries taken: ours, never read back from shared memory */
+    unsigned hint; /* our bit in the door's hints */
+    bool active;   /* in the active list: it published, or its ring was not empty last time */
 } client;
 
 /* A request taken from a ring for the batch being built. */
@@ -60,7 +62,10 @@ typedef struct server {
     ms__worker *w;
     client **clients; /* dense: [0, n) */
     size_t n;
-    size_t rr; /* where the next round-robin pass starts */
+    client **by_hint; /* MS__DOOR_HINTS entries: the client of each hint bit, or NULL */
+    client **active;  /* the clients whose rings are worth a look: [0, nactive) */
+    size_t nactive;
+    client *last_served; /* the next round-robin pass starts after it */
     ms__reader rd;
     bool ctrl_eof;
     taken *batch;
@@ -79,8 +84,7 @@ typedef struct server {
             atomic_fetch_add_explicit(&(s)->w->stats->field, (v), memory_order_relaxed);           \
     } while (0)
 
-/* ---- clients ----------------------------------------------------------------------------------
- */
+/* ---- clients ----------------------------------------------------- */
 
 static client *find(server *s, int64_t lease, size_t *at)
 {
@@ -93,10 +97,55 @@ static client *find(server *s, int64_t lease, size_t *at)
     return NULL;
 }
 
+static void activate(server *s, client *c)
+{
+    if (!c->active) {
+        c->active = true;
+        s->active[s->nactive++] = c;
+    }
+}
+
+/* Drops the clients marked inactive from the active list, keeping its order. */
+static void compact_active(server *s)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < s->nactive; i++)
+        if (s->active[i]->active)
+            s->active[k++] = s->active[i];
+    s->nactive = k;
+}
+
+/* Takes the door's hints: every client that published since the last look becomes active. */
+static void collect(server *s)
+{
+    ms__door *d = s->w->door;
+    if (atomic_load_explicit(&d->scan_all, memory_order_relaxed) &&
+        atomic_exchange(&d->scan_all, 0))
+        for (size_t i = 0; i < s->n; i++)
+            activate(s, s->clients[i]);
+    for (unsigned w = 0; w < MS__DOOR_HINTS / 64; w++) {
+        /* A bit set after this plain look stays set for the next one, which the bell brings. */
+        if (atomic_load_explicit(&d->hints[w], memory_order_relaxed) == 0)
+            continue;
+        for (uint64_t bits = atomic_exchange(&d->hints[w], 0); bits != 0; bits &= bits - 1) {
+            client *c = s->by_hint[w * 64 + (unsigned)__builtin_ctzll(bits)];
+            if (c != NULL)
+                activate(s, c);
+        }
+    }
+}
+
 static void drop_at(server *s, size_t i, const char *why)
 {
     client *c = s->clients[i];
     s->clients[i] = s->clients[--s->n];
+    if (c->active) {
+        c->active = false;
+        compact_active(s);
+    }
+    if (s->last_served == c)
+        s->last_served = NULL;
+    s->by_hint[c->hint] = NULL;
     ms__arena_unmap(c->base, c->capacity);
     close(c->arena_fd);
     ms__log_debug("model \"%s\": client with lease %lld dropped (%s)", s->w->tag,
@@ -143,10 +192,18 @@ static void attach(server *s, int64_t lease, int64_t ring, int arena_fd)
     c->base = base;
     c->capacity = cap;
     c->rg = ms__ring_of(base, c->ring);
-    /* Whatever the client published before we came is taken from where its tail stands now
-     * only if it is plausible: a fresh arena has tail 0. */
-    c->head = 0;
+    c->head = 0; /* a fresh arena's ring starts at 0 */
+    /* Its hint bit: a free one exists, as clients are fewer than MS__DOOR_HINTS. */
+    for (unsigned h = 0; h < MS__DOOR_HINTS; h++)
+        if (s->by_hint[h] == NULL) {
+            c->hint = h;
+            break;
+        }
+    s->by_hint[c->hint] = c;
+    atomic_store(&c->rg->hint, c->hint + 1);
     s->clients[s->n++] = c;
+    /* It may have published before we attached it (with scan_all): look at it now. */
+    activate(s, c);
     ms__log_debug("model \"%s\": attached lease %lld on ring %u (arena %llu bytes)", s->w->tag,
                   (long long)lease, c->ring, (unsigned long long)cap);
     return;
@@ -212,8 +269,7 @@ static int control_poll(server *s)
     return 0;
 }
 
-/* ---- completing requests ----------------------------------------------------------------------
- */
+/* ---- completing requests ----------------------------------------- */
 
 static void complete(server *s, client *c, unsigned slot, const ms__resp *resp)
 {
@@ -267,8 +323,7 @@ static void complete_ok(server *s, taken *t)
     complete(s, t->c, t->slot, &resp);
 }
 
-/* ---- taking requests --------------------------------------------------------------------------
- */
+/* ---- taking requests --------------------------------------------- */
 
 /* Whether t can join the batch whose first request is f: same dtype and rank, same dims after
  * the first, and first dimensions to concatenate along. */
@@ -390,34 +445,45 @@ static int take_one(server *s, client *c, int64_t now)
     return TAKE_ADDED;
 }
 
-/* One round-robin pass: at most one request from each client. Returns how many it took or
- * answered; *deferred when a client's next request has to wait for another batch. */
+/* One round-robin pass over the active clients: at most one request from each. Returns how many
+ * it took or answered; *deferred when a client's next request has to wait for another batch.
+ * A client whose ring is empty leaves the active list until it publishes again. */
 static size_t take_pass(server *s, int64_t now, bool *deferred)
 {
-    size_t got = 0, n = s->n;
+    size_t got = 0, n = s->nactive, start = 0;
     if (n == 0)
         return 0;
-    size_t start = s->rr % n;
+    /* Start after the last client served: nobody floods the others. */
+    for (size_t i = 0; s->last_served != NULL && i < n; i++)
+        if (s->active[i] == s->last_served) {
+            start = i + 1;
+            break;
+        }
+    bool emptied = false;
     for (size_t k = 0; k < n; k++) {
         if (s->nbatch >= MS__BATCH_REQS_MAX)
             break;
         if (s->nbatch > 0 && (!s->w->batchable || s->batch_rows >= s->w->max_batch))
             break;
-        client *c = s->clients[(start + k) % n];
+        client *c = s->active[(start + k) % n];
         int r = take_one(s, c, now);
         if (r == TAKE_DEFERRED)
             *deferred = true;
+        if (r == TAKE_NONE) {
+            c->active = false;
+            emptied = true;
+        }
         if (r == TAKE_ADDED || r == TAKE_ANSWERED) {
             got++;
-            /* The next pass starts after the last client served: nobody floods the others. */
-            s->rr = (start + k + 1) % n;
+            s->last_served = c;
         }
     }
+    if (emptied)
+        compact_active(s);
     return got;
 }
 
-/* ---- running a batch --------------------------------------------------------------------------
- */
+/* ---- running a batch --------------------------------------------- */
 
 static int grow(void **buf, size_t *cap, size_t need)
 {
@@ -521,6 +587,7 @@ static size_t serve_once(server *s)
     int64_t now = ms__now_ns();
     bool deferred = false;
     size_t handled = 0;
+    collect(s);
     s->nbatch = 0;
     s->batch_rows = 0;
     s->batch_bytes = 0;
@@ -566,8 +633,7 @@ static size_t serve_once(server *s)
     return handled;
 }
 
-/* ---- the loop ---------------------------------------------------------------------------------
- */
+/* ---- the loop ---------------------------------------------------- */
 
 int ms__worker_serve(ms__worker *w)
 {
@@ -578,8 +644,10 @@ int ms__worker_serve(ms__worker *w)
     s.w = w;
     ms__reader_init(&s.rd);
     s.clients = calloc(MS__WORKER_CLIENTS_MAX, sizeof *s.clients);
+    s.active = calloc(MS__WORKER_CLIENTS_MAX, sizeof *s.active);
+    s.by_hint = calloc(MS__DOOR_HINTS, sizeof *s.by_hint);
     s.batch = calloc(MS__BATCH_REQS_MAX, sizeof *s.batch);
-    if (s.clients == NULL || s.batch == NULL) {
+    if (s.clients == NULL || s.active == NULL || s.by_hint == NULL || s.batch == NULL) {
         ms__log_error("model \"%s\": out of memory setting up the serving loop", w->tag);
         rc = MS_E_NOMEM;
         goto out;
@@ -643,6 +711,11 @@ int ms__worker_serve(ms__worker *w)
             /* Keep looking a while: the client that rang may have just attached. */
             more = true;
             last_work = last_ctrl;
+        } else {
+            /* Every SLEEP_SLICE_NS while idle, one look at every ring, hints or not. */
+            for (size_t i = 0; i < s.n; i++)
+                activate(&s, s.clients[i]);
+            more = true;
         }
     }
 out:
@@ -651,6 +724,8 @@ out:
             drop_at(&s, s.n - 1, "worker stopping");
         free(s.clients);
     }
+    free(s.active);
+    free(s.by_hint);
     free(s.batch);
     free(s.stage_in);
     free(s.stage_out);

@@ -18,8 +18,8 @@
  * $MODELSHARE_SPIN_US says otherwise. */
 #define MS__WORKER_SPIN_US 200
 
-/* Most clients attached at once. */
-#define MS__WORKER_CLIENTS_MAX 4096
+/* Most clients attached at once: each has a hint bit in the door. */
+#define MS__WORKER_CLIENTS_MAX MS__DOOR_HINTS
 /* Most requests in one batch, and most bytes staged for one (a single request of any size runs
  * in place, unstaged). */
 #define MS__BATCH_REQS_MAX 1024
