@@ -147,6 +147,8 @@ static int wait_done(ms_model *m, ms__slot *sl, int64_t deadline)
         if (atomic_load_explicit(&sl->state, memory_order_acquire) == MS__SLOT_DONE)
             return 0;
         int64_t now = ms__now_ns();
+        if (deadline > 0 && now >= deadline)
+            return MS_E_TIMEOUT;
         if (now - t0 >= spin)
             break;
         ms__spin_step(t0, now);

@@ -310,6 +310,20 @@ static void complete_error(server *s, client *c, unsigned slot, uint64_t id, int
 
 static void complete_ok(server *s, taken *t)
 {
+    /* Done after its deadline: the caller has given up on it (or is about to), and an answer
+     * that comes late must not look like one in time. */
+    if (t->req.deadline_ns != 0) {
+        int64_t late = ms__now_ns() - t->req.deadline_ns;
+        if (late > 0) {
+            char msg[128];
+            snprintf(msg, sizeof msg,
+                     "the request's timeout passed while it ran (%.1f us late); its output was "
+                     "discarded",
+                     (double)late / 1e3);
+            complete_error(s, t->c, t->slot, t->req.id, MS_E_TIMEOUT, msg);
+            return;
+        }
+    }
     ms__resp resp;
     memset(&resp, 0, offsetof(ms__resp, msg));
     resp.magic = MS__RESP_MAGIC;
