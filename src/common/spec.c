@@ -403,6 +403,10 @@ json_t *ms__spec_to_json(const ms__spec *spec)
     bad |= json_object_set_new(j, "memory", json_integer((json_int_t)spec->memory));
     bad |= json_object_set_new(
         j, "output", json_string(spec->output == MS__OUTPUT_SOFTMAX ? "softmax" : "linear"));
+    if (spec->python != NULL) {
+        json_t *py = json_loads(spec->python, 0, NULL);
+        bad |= py == NULL ? -1 : json_object_set_new(j, "python", py);
+    }
     bad |= json_object_set_new(j, "thread_safe", json_boolean(spec->thread_safe));
     bad |= json_object_set_new(j, "weights",
                                spec->weights != NULL ? json_string(spec->weights) : json_null());
