@@ -1,5 +1,7 @@
 """Shared models: a tag and a spec; acquire() gives a lease, a callable Model."""
 import base64
+import functools
+import hashlib
 import json
 import os
 import pickle
@@ -50,6 +52,33 @@ def _python_path():
     return out[:256]
 
 
+def _main_file(module):
+    main = sys.modules.get(module)
+    return os.path.abspath(getattr(main, "__file__", "") or "<interactive>")
+
+
+def _identity(obj):
+    """What a constructor of the main script is, the same in the script (module __main__,
+    pickled by value) and in its spawned children (module __mp_main__, pickled by reference):
+    the script's path and the qualified name, with a partial's arguments. None for anything else,
+    whose pickle is its identity."""
+    if isinstance(obj, functools.partial):
+        inner = _identity(obj.func)
+        if inner is None:
+            return None
+        try:
+            args = _dumps((obj.args, sorted(obj.keywords.items())))
+        except Exception:
+            return None
+        return f"partial({inner}, {hashlib.sha256(args).hexdigest()})"
+    module = getattr(obj, "__module__", None)
+    qualname = getattr(obj, "__qualname__", None)
+    if module not in ("__main__", "__mp_main__") or not isinstance(qualname, str) or \
+            "<" in qualname or hasattr(obj, "__self__"):
+        return None
+    return f"{_main_file(module)}:{qualname}"
+
+
 def _pickled(constructor, tag):
     try:
         import cloudpickle
@@ -75,7 +104,9 @@ class Shared:
         started with this interpreter, working directory and sys.path. The constructor travels
         pickled (cloudpickle when installed): two processes share the model when their
         constructors pickle to the same bytes (and the other spec fields agree); another
-        constructor under the same tag is refused with SpecConflict. framework="torch",
+        constructor under the same tag is refused with SpecConflict. (A function or class of the
+        main script is known by the script's path and its name instead, since it pickles by
+        value there and by reference in spawned children.) framework="torch",
         "tensorflow" or "jax" with memory=BYTES on a cuda device applies that framework's own
         memory cap in the worker before the constructor runs.
     Shared.dense(weights, tag=...) -- the built-in dense backend (an MLP from safetensors).
@@ -100,6 +131,8 @@ class Shared:
                 "Pickle a function that loads the model (from a file, a registry), not one that "
                 "captures the model or its weights")
         self._framework = framework
+        ident = _identity(constructor)
+        self._key = None if ident is None else hashlib.sha256(ident.encode()).hexdigest()
 
     @classmethod
     def dense(cls, weights, tag, **spec):
@@ -110,6 +143,7 @@ class Shared:
                       **_spec_from(spec, "Shared.dense")}
         self._payload = None
         self._framework = None
+        self._key = None
         return self
 
     @property
@@ -124,6 +158,7 @@ class Shared:
             spec["python"] = {
                 "constructor": base64.b64encode(self._payload).decode("ascii"),
                 "framework": self._framework,
+                "key": self._key,
                 "executable": os.path.abspath(sys.executable),
                 "cwd": os.getcwd(),
                 "path": _python_path(),
@@ -154,7 +189,7 @@ class Shared:
 
     def __getstate__(self):
         return {"tag": self.tag, "_spec": self._spec, "_payload": self._payload,
-                "_framework": self._framework}
+                "_framework": self._framework, "_key": self._key}
 
     def __setstate__(self, state):
         self.__dict__.update(state)

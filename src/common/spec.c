@@ -155,10 +155,11 @@ static int parse_python(const json_t *v, ms__spec *s, char *err, size_t errlen)
     json_object_foreach((json_t *)v, key, f)
     {
         if (strcmp(key, "constructor") != 0 && strcmp(key, "executable") != 0 &&
-            strcmp(key, "cwd") != 0 && strcmp(key, "path") != 0 && strcmp(key, "framework") != 0)
+            strcmp(key, "cwd") != 0 && strcmp(key, "path") != 0 && strcmp(key, "framework") != 0 &&
+            strcmp(key, "key") != 0)
             return ms__fail(err, errlen, MS_E_SPEC,
                             "unknown spec field \"python.%.64s\" (known: constructor, executable, "
-                            "cwd, path, framework)",
+                            "cwd, path, framework, key)",
                             key);
     }
     const json_t *c = json_object_get(v, "constructor");
@@ -197,20 +198,31 @@ static int parse_python(const json_t *v, ms__spec *s, char *err, size_t errlen)
                          strcmp(fws, "jax") != 0)))
         return field_fail(err, errlen, "python.framework",
                           "null, \"torch\", \"tensorflow\" or \"jax\"", fw);
-    json_t *canon = json_pack("{s:s, s:O, s:O, s:o, s:o}", "constructor", ct, "executable",
+    const json_t *kj = json_object_get(v, "key");
+    const char *ks = json_string_value(kj);
+    if (kj != NULL && !json_is_null(kj) &&
+        (ks == NULL || strlen(ks) != 64 || strspn(ks, "0123456789abcdef") != 64))
+        return field_fail(err, errlen, "python.key",
+                          "null or a SHA-256 in 64 lowercase hex digits (what two constructors "
+                          "compare by, instead of their pickles)",
+                          kj);
+    json_t *canon = json_pack("{s:s, s:O, s:O, s:o, s:o, s:o}", "constructor", ct, "executable",
                               json_object_get(v, "executable"), "cwd", json_object_get(v, "cwd"),
                               "path", path != NULL ? json_deep_copy(path) : json_array(),
-                              "framework", fws != NULL ? json_string(fws) : json_null());
+                              "framework", fws != NULL ? json_string(fws) : json_null(), "key",
+                              ks != NULL ? json_string(ks) : json_null());
     char *text = canon != NULL ? json_dumps(canon, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(canon);
-    size_t klen = strlen(ct) + 2 + (fws != NULL ? strlen(fws) : 0);
+    /* What two specs compare: the framework, and the key when given, else the pickle. */
+    const char *what = ks != NULL ? ks : ct;
+    size_t klen = strlen(what) + 2 + (fws != NULL ? strlen(fws) : 0);
     char *k = malloc(klen);
     if (text == NULL || k == NULL) {
         free(text);
         free(k);
         return ms__fail(err, errlen, MS_E_NOMEM, "out of memory copying the spec");
     }
-    snprintf(k, klen, "%s\n%s", fws != NULL ? fws : "", ct);
+    snprintf(k, klen, "%s\n%s", fws != NULL ? fws : "", what);
     free(s->python);
     free(s->python_key);
     s->python = text;
@@ -433,9 +445,14 @@ void ms__spec_python_brief(const ms__spec *spec, char *buf, size_t buflen)
         snprintf(buf, buflen, "not python");
         return;
     }
-    snprintf(buf, buflen, "framework %.*s, constructor: pickle of %zu base64 characters, fnv1a %016llx",
-             nl == k ? 4 : (int)(nl - k), nl == k ? "null" : k, strlen(nl + 1),
-             (unsigned long long)fnv1a(nl + 1));
+    if (strlen(nl + 1) == 64 && strspn(nl + 1, "0123456789abcdef") == 64)
+        snprintf(buf, buflen, "framework %.*s, constructor key %.16s...", nl == k ? 4 : (int)(nl - k),
+                 nl == k ? "null" : k, nl + 1);
+    else
+        snprintf(buf, buflen,
+                 "framework %.*s, constructor: pickle of %zu base64 characters, fnv1a %016llx",
+                 nl == k ? 4 : (int)(nl - k), nl == k ? "null" : k, strlen(nl + 1),
+                 (unsigned long long)fnv1a(nl + 1));
 }
 
 json_t *ms__spec_to_json_brief(const ms__spec *spec)

@@ -22,8 +22,11 @@
  *     cwd          absolute path of the worker's working directory                 (required)
  *     path         the client's sys.path: at most 256 strings                      []
  *     framework    null | "torch" | "tensorflow" | "jax": its memory cap is set    null
- *   Two python specs are the same model when their constructor and framework are equal (with the
- *   other fields): executable, cwd and path say where the first acquirer's worker runs and are not
+ *     key          null | SHA-256 hex: the constructor's identity, compared instead of the
+ *                  pickle (the Python package sets it for functions and classes of the main
+ *                  script, which pickle differently in a spawned child)                null
+ *   Two python specs are the same model when their key (else constructor) and framework are
+ *   equal (with the other fields): executable, cwd and path say where the first acquirer's worker runs and are not
  *   compared, so processes of one job in different folders share the model.
  */
 #ifndef MS_SPEC_H
