@@ -17,8 +17,8 @@
 typedef struct py_state {
     PyObject *hooks; /* modelshare.worker */
     PyObject *model;
-    PyObject *last;   /* what the last run or call returned: its bytes back the output */
-    Py_buffer view;   /* of last */
+    PyObject *last; /* what the last run or call returned: its bytes back the output */
+    Py_buffer view; /* of last */
     int have_view;
 } py_state;
 
@@ -200,9 +200,8 @@ static int py_call(void *state, const void *in, size_t in_len, const void **out,
     PyGILState_STATE g = PyGILState_Ensure();
     drop_last(st);
     PyObject *payload = PyBytes_FromStringAndSize(in, (Py_ssize_t)in_len);
-    PyObject *r = payload != NULL ? PyObject_CallMethod(st->hooks, "_call", "OO", st->model,
-                                                        payload)
-                                  : NULL;
+    PyObject *r =
+        payload != NULL ? PyObject_CallMethod(st->hooks, "_call", "OO", st->model, payload) : NULL;
     Py_XDECREF(payload);
     if (r == NULL || !PyBytes_Check(r)) {
         Py_XDECREF(r);
@@ -250,8 +249,7 @@ static const ms__backend_ops python_ops = {
     .call = py_call,
 };
 
-static int open_python(const ms__spec *spec, const ms__backend_ops **out, char *err,
-                       size_t errlen)
+static int open_python(const ms__spec *spec, const ms__backend_ops **out, char *err, size_t errlen)
 {
     if (strcmp(spec->backend, "python") != 0)
         return ms__fail(err, errlen, MS_E_SPEC,

@@ -15,9 +15,9 @@
 #define SPEC_PATH_ENTRIES_MAX 256
 
 static const char *const known_fields[] = {
-    "backend",        "weights",   "device",      "output",    "keep_alive", "max_batch",
-    "batch_delay_us", "instances", "thread_safe", "batchable", "memory",     "load_timeout",
-    "python",
+    "backend",   "weights",        "device",    "output",      "keep_alive",
+    "max_batch", "batch_delay_us", "instances", "thread_safe", "batchable",
+    "memory",    "load_timeout",   "python",
 };
 
 /* "backend, weights, ..." into buf. */
@@ -171,11 +171,10 @@ static int parse_python(const json_t *v, ms__spec *s, char *err, size_t errlen)
                           c);
     if (!abs_path(json_object_get(v, "executable")))
         return field_fail(err, errlen, "python.executable",
-                          "the absolute path of a Python interpreter", json_object_get(v,
-                          "executable"));
+                          "the absolute path of a Python interpreter",
+                          json_object_get(v, "executable"));
     if (!abs_path(json_object_get(v, "cwd")))
-        return field_fail(err, errlen, "python.cwd", "an absolute path",
-                          json_object_get(v, "cwd"));
+        return field_fail(err, errlen, "python.cwd", "an absolute path", json_object_get(v, "cwd"));
     const json_t *path = json_object_get(v, "path");
     if (path != NULL) {
         if (!json_is_array(path) || json_array_size(path) > SPEC_PATH_ENTRIES_MAX)
@@ -194,8 +193,8 @@ static int parse_python(const json_t *v, ms__spec *s, char *err, size_t errlen)
     const json_t *fw = json_object_get(v, "framework");
     const char *fws = json_string_value(fw);
     if (fw != NULL && !json_is_null(fw) &&
-        (fws == NULL || (strcmp(fws, "torch") != 0 && strcmp(fws, "tensorflow") != 0 &&
-                         strcmp(fws, "jax") != 0)))
+        (fws == NULL ||
+         (strcmp(fws, "torch") != 0 && strcmp(fws, "tensorflow") != 0 && strcmp(fws, "jax") != 0)))
         return field_fail(err, errlen, "python.framework",
                           "null, \"torch\", \"tensorflow\" or \"jax\"", fw);
     const json_t *kj = json_object_get(v, "key");
@@ -446,8 +445,8 @@ void ms__spec_python_brief(const ms__spec *spec, char *buf, size_t buflen)
         return;
     }
     if (strlen(nl + 1) == 64 && strspn(nl + 1, "0123456789abcdef") == 64)
-        snprintf(buf, buflen, "framework %.*s, constructor key %.16s...", nl == k ? 4 : (int)(nl - k),
-                 nl == k ? "null" : k, nl + 1);
+        snprintf(buf, buflen, "framework %.*s, constructor key %.16s...",
+                 nl == k ? 4 : (int)(nl - k), nl == k ? "null" : k, nl + 1);
     else
         snprintf(buf, buflen,
                  "framework %.*s, constructor: pickle of %zu base64 characters, fnv1a %016llx",

@@ -26,8 +26,8 @@
  *                  pickle (the Python package sets it for functions and classes of the main
  *                  script, which pickle differently in a spawned child)                null
  *   Two python specs are the same model when their key (else constructor) and framework are
- *   equal (with the other fields): executable, cwd and path say where the first acquirer's worker runs and are not
- *   compared, so processes of one job in different folders share the model.
+ *   equal (with the other fields): executable, cwd and path say where the first acquirer's worker
+ * runs and are not compared, so processes of one job in different folders share the model.
  */
 #ifndef MS_SPEC_H
 #define MS_SPEC_H

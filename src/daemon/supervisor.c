@@ -89,8 +89,8 @@ static void child_exec(pid_t parent, int ctrl, int stats, int door, const char *
 /* How a python worker starts: the acquiring client's interpreter, working directory and
  * sys.path (as PYTHONPATH), running `-m modelshare.worker`. All of it is made before fork(). */
 typedef struct py_launch {
-    json_t *obj;   /* the spec's "python" object */
-    char **envp;   /* the daemon's environment, PYTHONPATH replaced (the strings are not copied) */
+    json_t *obj; /* the spec's "python" object */
+    char **envp; /* the daemon's environment, PYTHONPATH replaced (the strings are not copied) */
     char *pythonpath;
 } py_launch;
 
@@ -127,7 +127,8 @@ static int py_launch_make(const ms__spec *spec, py_launch *pl, char *err, size_t
     json_array_foreach(path, i, e) p += sprintf(p, "%s%s", i > 0 ? ":" : "", json_string_value(e));
     size_t k = 0;
     for (size_t j = 0; j < n; j++)
-        if (strncmp(environ[j], "PYTHONPATH=", 11) != 0 && strncmp(environ[j], "PYTHONHOME=", 11) != 0)
+        if (strncmp(environ[j], "PYTHONPATH=", 11) != 0 &&
+            strncmp(environ[j], "PYTHONHOME=", 11) != 0)
             pl->envp[k++] = environ[j];
     pl->envp[k++] = pl->pythonpath;
     pl->envp[k] = NULL;
@@ -197,8 +198,8 @@ int ms__sup_spawn(ms__supervisor *s, ms__model *m, char *err, size_t errlen)
         goto fail;
     char *argv[] = {s->worker_path, "--tag",       m->tag,       "--spec",
                     spec_text,      "--log-level", s->log_level, NULL};
-    char *py_argv[] = {NULL,        "-m",      "modelshare.worker", "--tag",       m->tag,
-                       "--spec",    spec_text, "--log-level",       s->log_level, NULL};
+    char *py_argv[] = {NULL,     "-m",      "modelshare.worker", "--tag",      m->tag,
+                       "--spec", spec_text, "--log-level",       s->log_level, NULL};
     const char *path = s->worker_path, *cwd = NULL;
     char **run_argv = argv, **envp = NULL;
     if (python) {

@@ -266,8 +266,7 @@ static void complete_ok(server *s, taken *t)
 }
 
 /* The request's room is too small: it learns how much it needs and asks again. */
-static void complete_too_large(server *s, client *c, unsigned slot, const ms__req *req,
-                               size_t need)
+static void complete_too_large(server *s, client *c, unsigned slot, const ms__req *req, size_t need)
 {
     ms__resp resp;
     memset(&resp, 0, offsetof(ms__resp, msg));
@@ -406,8 +405,7 @@ static int take_one(server *s, client *c, int64_t now)
         /* Joins only if it fits: same row shape, within max_batch rows and the staging bytes.
          * A method call runs alone. */
         if (!s->w->batchable || is_call(t) || is_call(&s->batch[0]) ||
-            !compatible(&s->batch[0], t) ||
-            s->batch_rows + t->rows > s->w->max_batch ||
+            !compatible(&s->batch[0], t) || s->batch_rows + t->rows > s->w->max_batch ||
             s->batch_bytes + t->in.nbytes > MS__BATCH_BYTES_MAX)
             return TAKE_DEFERRED;
     }
@@ -502,8 +500,7 @@ static void run_call(server *s, taken *t)
     const void *res = NULL;
     size_t len = 0;
     int64_t t0 = ms__now_ns();
-    int r = s->w->backend->call(s->w->state, t->in.data, t->in.nbytes, &res, &len, err,
-                                sizeof err);
+    int r = s->w->backend->call(s->w->state, t->in.data, t->in.nbytes, &res, &len, err, sizeof err);
     STAT_ADD(s, busy_ns, (uint64_t)(ms__now_ns() - t0));
     STAT_ADD(s, batches, 1);
     if (r < 0) {
