@@ -235,6 +235,17 @@ MS_EXPORT const int64_t *ms_tensor_shape(const ms_tensor *tensor);
  * else's. */
 MS_EXPORT int ms_infer(ms_model *model, const ms_tensor *input, ms_tensor **output);
 
+/* A method call on a model of the python backend: input is a uint8 tensor of rank 1 (of this
+ * model) holding the pickled (name, args, kwargs); the output, a new uint8 tensor of rank 1 owned
+ * by the caller (ms_tensor_free()), holds the pickled answer: ("ok", value) or ("error",
+ * exception, traceback text). The Python package makes and reads these; calls are never batched
+ * and, unless the spec says thread_safe, run one at a time with the model's other work.
+ * An answer larger than the room made for it (1 MiB, or the last answer's size) makes the call
+ * run a second time with the room it needs.
+ * Errors: MS_E_INVAL (not uint8 of rank 1, or a backend without methods), MS_E_WORKER_LOST,
+ * MS_E_BACKEND, MS_E_TIMEOUT, MS_E_UNLOADED, MS_E_DAEMON_LOST, as ms_infer(). */
+MS_EXPORT int ms_call(ms_model *model, const ms_tensor *input, ms_tensor **output);
+
 /* Gives every later ms_infer on this handle a deadline timeout_us after it starts (0: none, the
  * default). A request past its deadline fails with MS_E_TIMEOUT: the worker skips it if it has
  * not started it, and an answer that comes late is discarded (its memory is reclaimed when the

@@ -6,13 +6,21 @@ with every process through shared memory.
     with mlp.acquire() as model:
         y = model(x)            # numpy in, numpy out (read in place from shared memory)
 
+    shared = modelshare.Shared(load_my_model, tag="embedder-v3")   # any Python model
+    with shared.acquire() as model:
+        y = model(x)            # arrays: shared memory, batched across processes
+        v = model.vocab_size()  # any other method or attribute: a pickled call in the worker
+
+Integrations: modelshare.beam (MultiProcessShared, SharedModelHandler), modelshare.dask
+(ModelshareDaemon worker plugin).
+
 Errors are modelshare.Error subclasses, one per MS_E_* code of the C library (SpecConflict,
 NoMemory, WorkerLost, Timeout, UnknownTag, ShapeError, DtypeError, ...), each with `code` (the
 MS_E_* name) and the daemon's message.
 """
 from . import _core
 from ._core import Error
-from ._shared import Model, NotPicklable, Shared, status, unload
+from ._shared import Model, NotPicklable, RemoteMethod, Shared, status, unload
 
 __version__ = _core.library_version
 
@@ -21,5 +29,5 @@ for _type in _core.error_types.values():
     globals()[_type.__name__] = _type
 del _type
 
-__all__ = ["Shared", "Model", "status", "unload", "Error", "NotPicklable",
+__all__ = ["Shared", "Model", "RemoteMethod", "status", "unload", "Error", "NotPicklable",
            *sorted(t.__name__ for t in _core.error_types.values())]

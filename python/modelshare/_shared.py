@@ -1,7 +1,11 @@
 """Shared models: a tag and a spec; acquire() gives a lease, a callable Model."""
+import base64
+import functools
+import hashlib
 import json
 import os
 import pickle
+import sys
 
 import numpy as np
 
@@ -31,6 +35,50 @@ def _spec_from(kwargs, where):
     return {k: v for k, v in kwargs.items() if v is not None}
 
 
+# The spec reaches the worker on its command line: the constructor's pickle has a limit (the
+# daemon's is on its base64 text, 98304 characters).
+CONSTRUCTOR_MAX = 73728
+FRAMEWORKS = ("torch", "tensorflow", "jax")
+
+
+def _python_path():
+    """This process's sys.path as the worker's PYTHONPATH: absolute folders that exist."""
+    out, seen = [], set()
+    for p in sys.path:
+        p = os.path.abspath(p or os.getcwd())
+        if p not in seen and ":" not in p and os.path.isdir(p):
+            seen.add(p)
+            out.append(p)
+    return out[:256]
+
+
+def _main_file(module):
+    main = sys.modules.get(module)
+    return os.path.abspath(getattr(main, "__file__", "") or "<interactive>")
+
+
+def _identity(obj):
+    """What a constructor of the main script is, the same in the script (module __main__,
+    pickled by value) and in its spawned children (module __mp_main__, pickled by reference):
+    the script's path and the qualified name, with a partial's arguments. None for anything else,
+    whose pickle is its identity."""
+    if isinstance(obj, functools.partial):
+        inner = _identity(obj.func)
+        if inner is None:
+            return None
+        try:
+            args = _dumps((obj.args, sorted(obj.keywords.items())))
+        except Exception:
+            return None
+        return f"partial({inner}, {hashlib.sha256(args).hexdigest()})"
+    module = getattr(obj, "__module__", None)
+    qualname = getattr(obj, "__qualname__", None)
+    if module not in ("__main__", "__mp_main__") or not isinstance(qualname, str) or \
+            "<" in qualname or hasattr(obj, "__self__"):
+        return None
+    return f"{_main_file(module)}:{qualname}"
+
+
 def _pickled(constructor, tag):
     try:
         import cloudpickle
@@ -52,19 +100,39 @@ def _pickled(constructor, tag):
 class Shared:
     """A model shared by tag between every process of this machine.
 
-    Shared(constructor, tag=...) -- a Python model: constructor() builds it in a worker process.
+    Shared(constructor, tag=...) -- a Python model: constructor() builds it in a worker process
+        started with this interpreter, working directory and sys.path. The constructor travels
+        pickled (cloudpickle when installed): two processes share the model when their
+        constructors pickle to the same bytes (and the other spec fields agree); another
+        constructor under the same tag is refused with SpecConflict. (A function or class of the
+        main script is known by the script's path and its name instead, since it pickles by
+        value there and by reference in spawned children.) framework="torch",
+        "tensorflow" or "jax" with memory=BYTES on a cuda device applies that framework's own
+        memory cap in the worker before the constructor runs.
     Shared.dense(weights, tag=...) -- the built-in dense backend (an MLP from safetensors).
     Spec options are keyword arguments: keep_alive, max_batch, batch_delay_us, instances,
     thread_safe, batchable, memory, load_timeout, device, output.
     """
 
-    def __init__(self, constructor, tag, **spec):
+    def __init__(self, constructor, tag, framework=None, **spec):
         if not callable(constructor):
             raise TypeError(f"Shared(tag={tag!r}): constructor must be callable, got "
                             f"{type(constructor).__name__}")
+        if framework is not None and framework not in FRAMEWORKS:
+            raise ValueError(f"Shared(tag={tag!r}): framework: expected None or one of "
+                             f"{', '.join(FRAMEWORKS)}, got {framework!r}")
         self.tag = tag
         self._spec = {"backend": "python", **_spec_from(spec, "Shared")}
         self._payload = _pickled(constructor, tag)
+        if len(self._payload) > CONSTRUCTOR_MAX:
+            raise NotPicklable(
+                f"Shared(tag={tag!r}): the constructor pickles to {len(self._payload)} bytes, "
+                f"expected at most {CONSTRUCTOR_MAX}: it reaches the worker on its command line. "
+                "Pickle a function that loads the model (from a file, a registry), not one that "
+                "captures the model or its weights")
+        self._framework = framework
+        ident = _identity(constructor)
+        self._key = None if ident is None else hashlib.sha256(ident.encode()).hexdigest()
 
     @classmethod
     def dense(cls, weights, tag, **spec):
@@ -74,6 +142,8 @@ class Shared:
         self._spec = {"backend": "dense", "weights": os.path.abspath(os.fspath(weights)),
                       **_spec_from(spec, "Shared.dense")}
         self._payload = None
+        self._framework = None
+        self._key = None
         return self
 
     @property
@@ -82,11 +152,18 @@ class Shared:
         return dict(self._spec)
 
     def _spec_json(self):
-        if self._spec["backend"] == "python":
-            raise NotImplementedError(
-                f"Shared(tag={self.tag!r}): Python constructors need the python backend, which "
-                "this version does not have yet; Shared.dense() models work")
-        return json.dumps(self._spec, sort_keys=True)
+        spec = dict(self._spec)
+        if spec["backend"] == "python":
+            # Where the worker runs: this (the acquiring) process's interpreter, folder and path.
+            spec["python"] = {
+                "constructor": base64.b64encode(self._payload).decode("ascii"),
+                "framework": self._framework,
+                "key": self._key,
+                "executable": os.path.abspath(sys.executable),
+                "cwd": os.getcwd(),
+                "path": _python_path(),
+            }
+        return json.dumps(spec, sort_keys=True)
 
     def acquire(self):
         """A lease on the model, loading it first when no process has. Use it as a context
@@ -110,6 +187,13 @@ class Shared:
     def __repr__(self):
         return f"Shared(tag={self.tag!r}, spec={self._spec!r})"
 
+    def __getstate__(self):
+        return {"tag": self.tag, "_spec": self._spec, "_payload": self._payload,
+                "_framework": self._framework, "_key": self._key}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
 
 def _as_input(x):
     """Something with the buffer protocol, and its ms_dtype override (0: from the buffer)."""
@@ -131,6 +215,47 @@ def _as_input(x):
     return _as_input(np.asarray(x))
 
 
+def _tensor_arg(x):
+    """Whether a python model's argument takes the tensor path (shared memory, batched): an
+    array of a dtype the data plane carries. Anything else is a pickled call."""
+    if isinstance(x, np.ndarray):
+        return x.dtype in _PLANE_DTYPES or (_BFLOAT16 is not None and x.dtype == _BFLOAT16)
+    if hasattr(x, "__array__") or hasattr(x, "__dlpack__"):
+        try:
+            return np.asarray(x).dtype in _PLANE_DTYPES
+        except Exception:
+            return False
+    return False
+
+
+_PLANE_DTYPES = {np.dtype(t) for t in (np.float32, np.float16, np.float64, np.int8, np.uint8,
+                                       np.int16, np.int32, np.int64, np.bool_)}
+
+
+def _dumps(obj):
+    try:
+        import cloudpickle
+        return cloudpickle.dumps(obj)
+    except ImportError:  # pragma: no cover - optional
+        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+class RemoteMethod:
+    """A method of a python model: calling it runs it in the model's worker (pickled call)."""
+
+    __slots__ = ("_model", "_name")
+
+    def __init__(self, model, name):
+        self._model = model
+        self._name = name
+
+    def __call__(self, *args, **kwargs):
+        return self._model._remote("call", self._name, args, kwargs)
+
+    def __repr__(self):
+        return f"<remote method {self._name!r} of {self._model!r}>"
+
+
 class Model:
     """A lease on a shared model: model(x) runs it. A context manager: the lease ends at the end
     of the with block (or at release()).
@@ -138,33 +263,87 @@ class Model:
     Outputs are numpy arrays that view the model's shared memory, no copy: each keeps the lease
     alive until it is freed, so a released model whose outputs are still in use ends its lease
     when the last of them goes (copy them, y.copy(), to keep them past that point).
+
+    A python model: model(x) with one array goes through shared memory and is batched with other
+    processes' calls (the model must return an array with one row per input row for batching;
+    else each request runs alone). Any other call, method or attribute (model.vocab_size(),
+    model.classes_) is a pickled call in the worker. A model's exception is raised here, with
+    the remote traceback in its notes (and `remote_traceback`). When the worker dies during a
+    call, that call raises WorkerLost and the next one loads the model again.
     """
 
-    __slots__ = ("_shared", "_core", "_pid", "__weakref__")
+    __slots__ = ("_shared", "_core", "_pid", "_methods", "_lost", "__weakref__")
 
     def __init__(self, shared, core):
         self._shared = shared
         self._core = core
         self._pid = os.getpid()
+        self._methods = set()
+        self._lost = False
 
-    def __call__(self, x):
+    def _handle(self):
         core = self._core
-        if self._pid != os.getpid():
+        if self._pid != os.getpid() or self._lost:
             core = self._reacquire()
-        data, dtype = _as_input(x)
-        t = core.infer(data, dtype)
+        return core
+
+    def _guard(self, op):
+        core = self._handle()
+        try:
+            return op(core)
+        except _core.WorkerLost:
+            self._lost = True  # the next call loads the model again
+            raise
+
+    def __call__(self, *args, **kwargs):
+        python = self._shared._spec["backend"] == "python"
+        if python and (kwargs or len(args) != 1 or not _tensor_arg(args[0])):
+            return self._remote("call", "__call__", args, kwargs)
+        if kwargs or len(args) != 1:
+            raise TypeError(f"model {self.tag!r}: expected model(x) with one tensor")
+        data, dtype = _as_input(args[0])
+        t = self._guard(lambda core: core.infer(data, dtype))
         y = np.asarray(t)
         if t.dtype == _core.BFLOAT16 and _BFLOAT16 is not None:
             y = y.view(_BFLOAT16)
         return y
 
+    def _remote(self, op, name, args=(), kwargs=None):
+        if self._shared._spec["backend"] != "python":
+            raise AttributeError(
+                f"model {self.tag!r} has no attribute {name!r}: the {self._shared._spec['backend']}"
+                " backend is called as model(x) only")
+        try:
+            payload = _dumps((op, name, tuple(args), dict(kwargs or {})))
+        except Exception as e:
+            raise NotPicklable(f"model {self.tag!r}: the arguments of {name!r} cannot be "
+                               f"pickled: {type(e).__name__}: {e}") from e
+        answer = pickle.loads(self._guard(lambda core: core.call(payload)))
+        if answer[0] == "ok":
+            return answer[1]
+        if answer[0] == "method":
+            self._methods.add(name)
+            return RemoteMethod(self, name)
+        exc, tb = answer[1], answer[2]
+        try:
+            exc.remote_traceback = tb
+        except Exception:  # pragma: no cover - exceptions without a __dict__
+            pass
+        if hasattr(exc, "add_note"):
+            exc.add_note(f"remote traceback (model {self.tag!r}, in its worker):\n{tb}")
+        raise exc
+
     def _reacquire(self):
-        # A handle inherited across fork(): this process takes a lease of its own.
+        # A handle inherited across fork(), or one whose worker died: a lease of our own.
         if self._core.released:
             raise _core.InvalidArgument(f"model {self._core.tag!r} was released: acquire it again")
         tag, spec = self._shared.tag, self._shared._spec_json()
+        old = self._core
         self._core = control(lambda c: c.acquire(tag, spec))
+        if self._lost:
+            old.release()  # after fork() this is a no-op: the parent's lease stays the parent's
         self._pid = os.getpid()
+        self._lost = False
         return self._core
 
     def release(self):
@@ -199,11 +378,11 @@ class Model:
         return (_core.dtype_name(idt), ishape), (_core.dtype_name(odt), oshape)
 
     def __getattr__(self, name):
-        if name.startswith("_"):
+        if name.startswith("__") or name in Model.__slots__:
             raise AttributeError(name)
-        raise AttributeError(
-            f"model {self._core.tag!r} has no attribute {name!r}: the dense backend is called as "
-            "model(x) only")
+        if name in self._methods:
+            return RemoteMethod(self, name)
+        return self._remote("getattr", name)
 
     def __repr__(self):
         state = "released" if self._core.released else "held"

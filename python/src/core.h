@@ -63,6 +63,9 @@ int ms_py_errors_init(PyObject *module, ms_py_state *st);
 /* Sets the exception for code with msg (ms_strerror(code) when msg is empty); returns NULL. */
 PyObject *ms_py_raise(ms_py_state *st, int code, const char *msg);
 
+/* worker.c: serve_worker(argv) -> exit status: the worker loop with the python backend. */
+PyObject *ms_py_serve_worker(PyObject *module, PyObject *arg);
+
 /* client.c, model.c, tensor.c: type specs and helpers. */
 extern PyType_Spec ms_py_client_spec;
 extern PyType_Spec ms_py_model_spec;

@@ -126,6 +126,43 @@ static PyObject *model_infer(ms_py_model *self, PyObject *args, PyObject *kwargs
     return result;
 }
 
+static PyObject *model_call(ms_py_model *self, PyObject *arg)
+{
+    if (usable(self) < 0)
+        return NULL;
+    ms_py_state *st = ms_py_state_of((PyObject *)self);
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    char msg[MS_PY_MSGLEN];
+    ms_model *m = self->model;
+    ms_client *c = self->client->client;
+    ms_tensor *in = NULL, *out = NULL;
+    int64_t shape[1] = {view.len};
+    PyObject *result = NULL;
+    self->users++;
+    PyThreadState *ts = PyEval_SaveThread();
+    int r = ms_tensor_from(m, MS_UINT8, 1, shape, view.buf, (size_t)view.len, &in);
+    if (r == 0)
+        r = ms_call(m, in, &out);
+    if (r < 0)
+        snprintf(msg, sizeof msg, "%s", ms_errmsg(c));
+    ms_tensor_free(in);
+    PyEval_RestoreThread(ts);
+    PyBuffer_Release(&view);
+    if (r < 0) {
+        ms_py_raise(st, r, msg);
+    } else {
+        result = PyBytes_FromStringAndSize(ms_tensor_data(out), (Py_ssize_t)ms_tensor_nbytes(out));
+        ts = PyEval_SaveThread();
+        ms_tensor_free(out);
+        PyEval_RestoreThread(ts);
+    }
+    self->users--;
+    ms_py_model_maybe_end(self);
+    return result;
+}
+
 static PyObject *model_release(ms_py_model *self, PyObject *unused)
 {
     (void)unused;
@@ -212,6 +249,9 @@ static PyMethodDef model_methods[] = {
      "or strided), copied once into shared memory; dtype overrides the ms_dtype read from the "
      "buffer's format (e.g. BFLOAT16 for uint16 bits). The Tensor views the output in shared "
      "memory."},
+    {"call", (PyCFunction)model_call, METH_O,
+     "call(payload: bytes-like) -> bytes: a method call (ms_call) on a python-backend model: the "
+     "pickled (op, name, args, kwargs) in, the pickled answer out."},
     {"release", (PyCFunction)model_release, METH_NOARGS,
      "release(): ends the lease once no call is in flight and no output Tensor is alive. "
      "Idempotent."},

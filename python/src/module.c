@@ -105,6 +105,9 @@ static PyObject *strerror_(PyObject *module, PyObject *arg)
 
 static PyMethodDef methods[] = {
     {"dtype_name", dtype_name, METH_O, "dtype_name(dtype) -> str: 'float32', ... ('unknown')."},
+    {"serve_worker", ms_py_serve_worker, METH_O,
+     "serve_worker(argv) -> int: runs a python-backend worker (started by modelshared as "
+     "`python -m modelshare.worker`) until the daemon stops it; returns the exit status."},
     {"strerror", strerror_, METH_O, "strerror(number) -> str: the description of an MS_E_* code."},
     {NULL, NULL, 0, NULL},
 };

@@ -42,6 +42,20 @@ typedef struct ms__backend_ops {
      * before loading. May return 0 when unknown. */
     uint64_t (*estimate)(const ms__spec *spec);
     void (*unload)(void *state);
+    /* Optional (NULL: output_for describes every output before the run). For a backend that
+     * learns its output only by running the model (python): runs it on in and describes the
+     * output in *out, whose data the backend owns and keeps valid until its next call. The
+     * worker then checks the output (and, for a batch, that it has one row per input row) and
+     * copies each request's rows to its room. output_for and run are not used for such a
+     * backend. Errors: MS_E_BACKEND with the model's own message. */
+    int (*run_dynamic)(void *state, const ms__tensor_view *in, ms__tensor_view *out, char *err,
+                       size_t errlen);
+    /* Optional (NULL: the backend has no methods). A method call (requests with MS__REQ_CALL):
+     * in_len bytes in, the answer in *out and *out_len, owned by the backend until its next
+     * call. A method that raised is an answer too (the backend encodes it); an error code is for
+     * a call that could not be made at all. */
+    int (*call)(void *state, const void *in, size_t in_len, const void **out, size_t *out_len,
+                char *err, size_t errlen);
 } ms__backend_ops;
 
 /* The signature of a model of rows: float32 [N, in_width] -> float32 [N, out_width]. */

@@ -70,8 +70,14 @@ int ms__req_decode(const void *buf, size_t len, uint64_t arena_capacity, ms__req
     if (r.magic != MS__REQ_MAGIC)
         return ms__fail(err, errlen, MS_E_PROTOCOL, "expected request magic 0x%08x, got 0x%08x",
                         MS__REQ_MAGIC, r.magic);
-    if (r.flags != 0)
-        return ms__fail(err, errlen, MS_E_PROTOCOL, "expected request flags 0, got 0x%x", r.flags);
+    if ((r.flags & ~MS__REQ_FLAGS_KNOWN) != 0)
+        return ms__fail(err, errlen, MS_E_PROTOCOL,
+                        "expected request flags 0 or 0x%x (a method call), got 0x%x", MS__REQ_CALL,
+                        r.flags);
+    if ((r.flags & MS__REQ_CALL) && (r.dtype != MS_UINT8 || r.rank != 1))
+        return ms__fail(err, errlen, MS_E_PROTOCOL,
+                        "a method call: expected a uint8 input of rank 1, got dtype %u rank %u",
+                        r.dtype, r.rank);
     size_t esize = ms_dtype_size((int)r.dtype);
     if (esize == 0)
         return ms__fail(err, errlen, MS_E_DTYPE,

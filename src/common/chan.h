@@ -13,12 +13,18 @@
 #define MS__REQ_MAGIC 0x4d535251u  /* "MSRQ" */
 #define MS__RESP_MAGIC 0x4d535250u /* "MSRP" */
 
+/* flags: a method call, not a tensor run. Its input is a uint8 tensor holding a pickled
+ * (name, args, kwargs) and its output a uint8 tensor holding the pickled answer (python backend).
+ * Calls are never batched. */
+#define MS__REQ_CALL 1u
+#define MS__REQ_FLAGS_KNOWN MS__REQ_CALL
+
 /* Client -> worker. All offsets are bytes from the start of the client's arena. */
 typedef struct ms__req {
     uint32_t magic;
     uint32_t dtype;   /* ms_dtype of the input */
     uint32_t rank;    /* 0..MS_MAX_RANK */
-    uint32_t flags;   /* 0 */
+    uint32_t flags;   /* 0, or MS__REQ_CALL */
     uint64_t id;      /* echoed in the response */
     int64_t shape[8]; /* rank dims used, the rest 0 */
     uint64_t in_off;  /* input bytes: [in_off, in_off + in_len) */

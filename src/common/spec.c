@@ -11,10 +11,13 @@
 #define SPEC_WEIGHTS_MAX 4096
 #define SPEC_DEVICE_CUDA_MAX 63
 #define SPEC_MEMORY_MAX (1ll << 62)
+#define SPEC_CONSTRUCTOR_MAX 98304
+#define SPEC_PATH_ENTRIES_MAX 256
 
 static const char *const known_fields[] = {
-    "backend",        "weights",   "device",      "output",    "keep_alive", "max_batch",
-    "batch_delay_us", "instances", "thread_safe", "batchable", "memory",     "load_timeout",
+    "backend",   "weights",        "device",    "output",      "keep_alive",
+    "max_batch", "batch_delay_us", "instances", "thread_safe", "batchable",
+    "memory",    "load_timeout",   "python",
 };
 
 /* "backend, weights, ..." into buf. */
@@ -126,6 +129,106 @@ static bool device_canon(const char *s, char *out, size_t outlen)
     return true;
 }
 
+static bool abs_path(const json_t *v)
+{
+    const char *p = json_string_value(v);
+    return p != NULL && p[0] == '/' && strlen(p) <= SPEC_WEIGHTS_MAX;
+}
+
+static bool base64_text(const char *t)
+{
+    for (; *t; t++)
+        if (!((*t >= 'A' && *t <= 'Z') || (*t >= 'a' && *t <= 'z') || (*t >= '0' && *t <= '9') ||
+              *t == '+' || *t == '/' || *t == '='))
+            return false;
+    return true;
+}
+
+/* The "python" object: checked field by field, kept as canonical JSON text. */
+static int parse_python(const json_t *v, ms__spec *s, char *err, size_t errlen)
+{
+    if (!json_is_object(v))
+        return field_fail(err, errlen, "python",
+                          "an object with constructor, executable, cwd, path and framework", v);
+    const char *key;
+    json_t *f;
+    json_object_foreach((json_t *)v, key, f)
+    {
+        if (strcmp(key, "constructor") != 0 && strcmp(key, "executable") != 0 &&
+            strcmp(key, "cwd") != 0 && strcmp(key, "path") != 0 && strcmp(key, "framework") != 0 &&
+            strcmp(key, "key") != 0)
+            return ms__fail(err, errlen, MS_E_SPEC,
+                            "unknown spec field \"python.%.64s\" (known: constructor, executable, "
+                            "cwd, path, framework, key)",
+                            key);
+    }
+    const json_t *c = json_object_get(v, "constructor");
+    const char *ct = json_string_value(c);
+    if (ct == NULL || ct[0] == '\0' || strlen(ct) > SPEC_CONSTRUCTOR_MAX || !base64_text(ct))
+        return field_fail(err, errlen, "python.constructor",
+                          "the base64 text of a pickled constructor, 1 to 98304 characters "
+                          "(pickle a function that loads the model, not the model itself)",
+                          c);
+    if (!abs_path(json_object_get(v, "executable")))
+        return field_fail(err, errlen, "python.executable",
+                          "the absolute path of a Python interpreter",
+                          json_object_get(v, "executable"));
+    if (!abs_path(json_object_get(v, "cwd")))
+        return field_fail(err, errlen, "python.cwd", "an absolute path", json_object_get(v, "cwd"));
+    const json_t *path = json_object_get(v, "path");
+    if (path != NULL) {
+        if (!json_is_array(path) || json_array_size(path) > SPEC_PATH_ENTRIES_MAX)
+            return field_fail(err, errlen, "python.path",
+                              "a list of at most 256 folders (sys.path)", path);
+        size_t i;
+        json_t *e;
+        json_array_foreach(path, i, e)
+        {
+            const char *p = json_string_value(e);
+            if (p == NULL || strlen(p) > SPEC_WEIGHTS_MAX || strchr(p, ':') != NULL)
+                return field_fail(err, errlen, "python.path",
+                                  "strings of at most 4096 bytes without ':'", e);
+        }
+    }
+    const json_t *fw = json_object_get(v, "framework");
+    const char *fws = json_string_value(fw);
+    if (fw != NULL && !json_is_null(fw) &&
+        (fws == NULL ||
+         (strcmp(fws, "torch") != 0 && strcmp(fws, "tensorflow") != 0 && strcmp(fws, "jax") != 0)))
+        return field_fail(err, errlen, "python.framework",
+                          "null, \"torch\", \"tensorflow\" or \"jax\"", fw);
+    const json_t *kj = json_object_get(v, "key");
+    const char *ks = json_string_value(kj);
+    if (kj != NULL && !json_is_null(kj) &&
+        (ks == NULL || strlen(ks) != 64 || strspn(ks, "0123456789abcdef") != 64))
+        return field_fail(err, errlen, "python.key",
+                          "null or a SHA-256 in 64 lowercase hex digits (what two constructors "
+                          "compare by, instead of their pickles)",
+                          kj);
+    json_t *canon = json_pack("{s:s, s:O, s:O, s:o, s:o, s:o}", "constructor", ct, "executable",
+                              json_object_get(v, "executable"), "cwd", json_object_get(v, "cwd"),
+                              "path", path != NULL ? json_deep_copy(path) : json_array(),
+                              "framework", fws != NULL ? json_string(fws) : json_null(), "key",
+                              ks != NULL ? json_string(ks) : json_null());
+    char *text = canon != NULL ? json_dumps(canon, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(canon);
+    /* What two specs compare: the framework, and the key when given, else the pickle. */
+    const char *what = ks != NULL ? ks : ct;
+    size_t klen = strlen(what) + 2 + (fws != NULL ? strlen(fws) : 0);
+    char *k = malloc(klen);
+    if (text == NULL || k == NULL) {
+        free(text);
+        free(k);
+        return ms__fail(err, errlen, MS_E_NOMEM, "out of memory copying the spec");
+    }
+    snprintf(k, klen, "%s\n%s", fws != NULL ? fws : "", what);
+    free(s->python);
+    free(s->python_key);
+    s->python = text;
+    s->python_key = k;
+    return 0;
+}
+
 static int parse_field(const char *key, const json_t *v, ms__spec *s, bool *seen_backend, char *err,
                        size_t errlen)
 {
@@ -193,6 +296,8 @@ static int parse_field(const char *key, const json_t *v, ms__spec *s, bool *seen
         if (!get_num(v, 0, 86400, &d))
             return field_fail(err, errlen, key, "a number of seconds from 0 to 86400", v);
         s->load_timeout = d;
+    } else if (strcmp(key, "python") == 0) {
+        return parse_python(v, s, err, errlen);
     } else {
         char name[80];
         if (strlen(key) > 64)
@@ -242,17 +347,30 @@ int ms__spec_from_json(const json_t *obj, ms__spec *out, char *err, size_t errle
         /* weights given twice cannot happen (duplicate keys are one key in an object). */
         int rc = parse_field(key, v, &s, &seen_backend, err, errlen);
         if (rc != 0) {
-            free(s.weights);
+            ms__spec_free(&s);
             return rc;
         }
     }
     if (!seen_backend) {
-        free(s.weights);
+        ms__spec_free(&s);
         return ms__fail(
             err, errlen, MS_E_SPEC,
             "spec field \"backend\": expected \"dense\", \"python\" or \"identity\", got "
             "nothing "
             "(the field is required)");
+    }
+    if (strcmp(s.backend, "python") == 0 && s.python == NULL) {
+        ms__spec_free(&s);
+        return ms__fail(err, errlen, MS_E_SPEC,
+                        "spec field \"python\": expected an object with the pickled constructor "
+                        "for the python backend, got nothing");
+    }
+    if (strcmp(s.backend, "python") != 0 && s.python != NULL) {
+        ms__spec_free(&s);
+        return ms__fail(err, errlen, MS_E_SPEC,
+                        "spec field \"python\": expected only with backend \"python\", got it "
+                        "with backend \"%s\"",
+                        s.backend);
     }
     if (strcmp(s.backend, "dense") == 0 && s.weights == NULL)
         return ms__fail(err, errlen, MS_E_SPEC,
@@ -296,6 +414,10 @@ json_t *ms__spec_to_json(const ms__spec *spec)
     bad |= json_object_set_new(j, "memory", json_integer((json_int_t)spec->memory));
     bad |= json_object_set_new(
         j, "output", json_string(spec->output == MS__OUTPUT_SOFTMAX ? "softmax" : "linear"));
+    if (spec->python != NULL) {
+        json_t *py = json_loads(spec->python, 0, NULL);
+        bad |= py == NULL ? -1 : json_object_set_new(j, "python", py);
+    }
     bad |= json_object_set_new(j, "thread_safe", json_boolean(spec->thread_safe));
     bad |= json_object_set_new(j, "weights",
                                spec->weights != NULL ? json_string(spec->weights) : json_null());
@@ -306,8 +428,54 @@ json_t *ms__spec_to_json(const ms__spec *spec)
     return j;
 }
 
+static uint64_t fnv1a(const char *t)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *t; t++)
+        h = (h ^ (unsigned char)*t) * 1099511628211ull;
+    return h;
+}
+
+void ms__spec_python_brief(const ms__spec *spec, char *buf, size_t buflen)
+{
+    const char *k = spec->python_key;
+    const char *nl = k != NULL ? strchr(k, '\n') : NULL;
+    if (nl == NULL) {
+        snprintf(buf, buflen, "not python");
+        return;
+    }
+    if (strlen(nl + 1) == 64 && strspn(nl + 1, "0123456789abcdef") == 64)
+        snprintf(buf, buflen, "framework %.*s, constructor key %.16s...",
+                 nl == k ? 4 : (int)(nl - k), nl == k ? "null" : k, nl + 1);
+    else
+        snprintf(buf, buflen,
+                 "framework %.*s, constructor: pickle of %zu base64 characters, fnv1a %016llx",
+                 nl == k ? 4 : (int)(nl - k), nl == k ? "null" : k, strlen(nl + 1),
+                 (unsigned long long)fnv1a(nl + 1));
+}
+
+json_t *ms__spec_to_json_brief(const ms__spec *spec)
+{
+    json_t *j = ms__spec_to_json(spec);
+    json_t *py = j != NULL ? json_object_get(j, "python") : NULL;
+    const char *ct = json_string_value(json_object_get(py, "constructor"));
+    if (ct != NULL) {
+        /* FNV-1a: enough to tell two constructors apart in a message. */
+        uint64_t h = fnv1a(ct);
+        char brief[96];
+        snprintf(brief, sizeof brief, "<pickle: %zu base64 characters, fnv1a %016llx>", strlen(ct),
+                 (unsigned long long)h);
+        json_object_set_new(py, "constructor", json_string(brief));
+    }
+    return j;
+}
+
 bool ms__spec_equal(const ms__spec *a, const ms__spec *b)
 {
+    if ((a->python_key == NULL) != (b->python_key == NULL))
+        return false;
+    if (a->python_key != NULL && strcmp(a->python_key, b->python_key) != 0)
+        return false;
     if ((a->weights == NULL) != (b->weights == NULL))
         return false;
     if (a->weights != NULL && strcmp(a->weights, b->weights) != 0)
@@ -326,15 +494,22 @@ void ms__spec_free(ms__spec *spec)
         return;
     free(spec->weights);
     spec->weights = NULL;
+    free(spec->python);
+    spec->python = NULL;
+    free(spec->python_key);
+    spec->python_key = NULL;
 }
 
 int ms__spec_copy(const ms__spec *src, ms__spec *dst)
 {
     ms__spec c = *src;
-    if (src->weights != NULL) {
-        c.weights = strdup(src->weights);
-        if (c.weights == NULL)
-            return MS_E_NOMEM;
+    c.weights = src->weights != NULL ? strdup(src->weights) : NULL;
+    c.python = src->python != NULL ? strdup(src->python) : NULL;
+    c.python_key = src->python_key != NULL ? strdup(src->python_key) : NULL;
+    if ((src->weights != NULL && c.weights == NULL) || (src->python != NULL && c.python == NULL) ||
+        (src->python_key != NULL && c.python_key == NULL)) {
+        ms__spec_free(&c);
+        return MS_E_NOMEM;
     }
     *dst = c;
     return 0;

@@ -15,6 +15,19 @@
  *   batchable      bool                                         true
  *   memory         bytes the model needs (0: estimate)          0
  *   load_timeout   seconds to wait for memory, 0..86400         60
+ *   python         object, required for (and only for) backend "python":
+ *     constructor  base64 of the pickled constructor, at most 98304 characters (the spec reaches
+ *                  the worker on its command line)                                  (required)
+ *     executable   absolute path of the interpreter to run the worker with         (required)
+ *     cwd          absolute path of the worker's working directory                 (required)
+ *     path         the client's sys.path: at most 256 strings                      []
+ *     framework    null | "torch" | "tensorflow" | "jax": its memory cap is set    null
+ *     key          null | SHA-256 hex: the constructor's identity, compared instead of the
+ *                  pickle (the Python package sets it for functions and classes of the main
+ *                  script, which pickle differently in a spawned child)                null
+ *   Two python specs are the same model when their key (else constructor) and framework are
+ *   equal (with the other fields): executable, cwd and path say where the first acquirer's worker
+ * runs and are not compared, so processes of one job in different folders share the model.
  */
 #ifndef MS_SPEC_H
 #define MS_SPEC_H
@@ -39,6 +52,8 @@ typedef struct ms__spec {
     bool batchable;
     uint64_t memory;
     double load_timeout;
+    char *python;     /* malloc'd canonical JSON of the "python" object, NULL when absent */
+    char *python_key; /* malloc'd: what two python specs compare (constructor, framework) */
 } ms__spec;
 
 /* Parses a JSON object into *out (defaults applied). Returns 0, or MS_E_SPEC with a message like
@@ -50,6 +65,12 @@ int ms__spec_from_json(const json_t *obj, ms__spec *out, char *err, size_t errle
 int ms__spec_parse(const char *text, ms__spec *out, char *err, size_t errlen);
 /* Canonical JSON (every field, defaults included, sorted keys). New reference. */
 json_t *ms__spec_to_json(const ms__spec *spec);
+/* The canonical JSON with the python constructor shortened to its length and a hash, for
+ * messages and status. New reference. */
+json_t *ms__spec_to_json_brief(const ms__spec *spec);
+/* "framework torch, constructor: pickle of N base64 characters, fnv1a H" ("not python" when the
+ * spec has none), for messages. */
+void ms__spec_python_brief(const ms__spec *spec, char *buf, size_t buflen);
 /* True when two specs describe the same model (every field equal). */
 bool ms__spec_equal(const ms__spec *a, const ms__spec *b);
 void ms__spec_free(ms__spec *spec);

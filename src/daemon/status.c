@@ -48,7 +48,8 @@ static json_t *model_json(ms__server *s, ms__model *m, int64_t now)
      * worker's requests, in the order of worker_pids. */
     json_object_set_new(o, "rows", json_integer((json_int_t)rows));
     json_object_set_new(o, "worker_requests", per_worker);
-    json_object_set(o, "spec", m->spec_json);
+    json_t *brief = m->spec.python != NULL ? ms__spec_to_json_brief(&m->spec) : NULL;
+    json_object_set_new(o, "spec", brief != NULL ? brief : json_incref(m->spec_json));
     if (m->state == MS__MODEL_READY && m->leases == 0)
         json_object_set_new(o, "idle_s", json_real((double)(now - m->last_used_ns) / 1e9));
     if (m->state == MS__MODEL_WAITING)

@@ -55,9 +55,10 @@ static void list_del(ms__supervisor *s, ms__wproc *w)
     s->count--;
 }
 
-/* In the child, between fork and exec: only async-signal-safe calls. */
+/* In the child, between fork and exec: only async-signal-safe calls. cwd and envp: NULL to keep
+ * the daemon's. */
 static void child_exec(pid_t parent, int ctrl, int stats, int door, const char *path,
-                       char *const argv[])
+                       char *const argv[], const char *cwd, char *const envp[])
 {
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
         _exit(126);
@@ -76,8 +77,73 @@ static void child_exec(pid_t parent, int ctrl, int stats, int door, const char *
     if (c < 0 || t < 0 || d < 0 || dup2(c, 3) != 3 || dup2(t, 4) != 4 || dup2(d, 5) != 5)
         _exit(126);
     /* dup2 leaves 3, 4 and 5 without close-on-exec: the worker inherits exactly these. */
-    execv(path, argv);
+    if (cwd != NULL && chdir(cwd) != 0)
+        _exit(125);
+    if (envp != NULL)
+        execve(path, argv, envp);
+    else
+        execv(path, argv);
     _exit(127);
+}
+
+/* How a python worker starts: the acquiring client's interpreter, working directory and
+ * sys.path (as PYTHONPATH), running `-m modelshare.worker`. All of it is made before fork(). */
+typedef struct py_launch {
+    json_t *obj; /* the spec's "python" object */
+    char **envp; /* the daemon's environment, PYTHONPATH replaced (the strings are not copied) */
+    char *pythonpath;
+} py_launch;
+
+static void py_launch_free(py_launch *pl)
+{
+    json_decref(pl->obj);
+    free(pl->envp);
+    free(pl->pythonpath);
+    memset(pl, 0, sizeof *pl);
+}
+
+extern char **environ;
+
+static int py_launch_make(const ms__spec *spec, py_launch *pl, char *err, size_t errlen)
+{
+    memset(pl, 0, sizeof *pl);
+    pl->obj = json_loads(spec->python, 0, NULL);
+    const json_t *path = json_object_get(pl->obj, "path");
+    if (pl->obj == NULL || !json_is_string(json_object_get(pl->obj, "executable")) ||
+        !json_is_string(json_object_get(pl->obj, "cwd")) || !json_is_array(path))
+        goto nomem; /* the spec was checked: only memory can fail here */
+    size_t len = strlen("PYTHONPATH=") + 1, i;
+    json_t *e;
+    json_array_foreach(path, i, e) len += strlen(json_string_value(e)) + 1;
+    pl->pythonpath = malloc(len);
+    size_t n = 0;
+    while (environ[n] != NULL)
+        n++;
+    pl->envp = calloc(n + 2, sizeof *pl->envp);
+    if (pl->pythonpath == NULL || pl->envp == NULL)
+        goto nomem;
+    char *p = pl->pythonpath;
+    p += sprintf(p, "PYTHONPATH=");
+    json_array_foreach(path, i, e) p += sprintf(p, "%s%s", i > 0 ? ":" : "", json_string_value(e));
+    size_t k = 0;
+    for (size_t j = 0; j < n; j++)
+        if (strncmp(environ[j], "PYTHONPATH=", 11) != 0 &&
+            strncmp(environ[j], "PYTHONHOME=", 11) != 0)
+            pl->envp[k++] = environ[j];
+    pl->envp[k++] = pl->pythonpath;
+    pl->envp[k] = NULL;
+    const char *exe = json_string_value(json_object_get(pl->obj, "executable"));
+    if (access(exe, X_OK) != 0) {
+        int rc = ms__fail(err, errlen, MS_E_LOAD_FAILED,
+                          "python worker: interpreter %s: expected an executable file, got %s", exe,
+                          strerror(errno));
+        py_launch_free(pl);
+        return rc;
+    }
+    return 0;
+nomem:
+    py_launch_free(pl);
+    return ms__fail(err, errlen, MS_E_NOMEM, "out of memory starting a python worker");
 }
 
 int ms__sup_spawn(ms__supervisor *s, ms__model *m, char *err, size_t errlen)
@@ -89,13 +155,23 @@ int ms__sup_spawn(ms__supervisor *s, ms__model *m, char *err, size_t errlen)
     char *spec_text = NULL;
     ms__wproc *w = NULL;
 
-    if (access(s->worker_path, X_OK) != 0)
+    py_launch pl;
+    memset(&pl, 0, sizeof pl);
+    bool python = m->spec.python != NULL;
+    if (python) {
+        rc = py_launch_make(&m->spec, &pl, err, errlen);
+        if (rc < 0)
+            return rc;
+    } else if (access(s->worker_path, X_OK) != 0) {
         return ms__fail(err, errlen, MS_E_LOAD_FAILED,
                         "worker program %s: expected an executable file, got %s", s->worker_path,
                         strerror(errno));
-    if (m->nworkers >= MS__INSTANCES_MAX)
+    }
+    if (m->nworkers >= MS__INSTANCES_MAX) {
+        py_launch_free(&pl);
         return ms__fail(err, errlen, MS_E_LIMIT, "expected at most %d workers per model",
                         MS__INSTANCES_MAX);
+    }
     w = calloc(1, sizeof *w);
     spec_text = json_dumps(m->spec_json, JSON_COMPACT | JSON_SORT_KEYS);
     if (w == NULL || spec_text == NULL) {
@@ -122,6 +198,17 @@ int ms__sup_spawn(ms__supervisor *s, ms__model *m, char *err, size_t errlen)
         goto fail;
     char *argv[] = {s->worker_path, "--tag",       m->tag,       "--spec",
                     spec_text,      "--log-level", s->log_level, NULL};
+    char *py_argv[] = {NULL,     "-m",      "modelshare.worker", "--tag",      m->tag,
+                       "--spec", spec_text, "--log-level",       s->log_level, NULL};
+    const char *path = s->worker_path, *cwd = NULL;
+    char **run_argv = argv, **envp = NULL;
+    if (python) {
+        path = json_string_value(json_object_get(pl.obj, "executable"));
+        cwd = json_string_value(json_object_get(pl.obj, "cwd"));
+        py_argv[0] = (char *)path;
+        run_argv = py_argv;
+        envp = pl.envp;
+    }
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
@@ -129,7 +216,7 @@ int ms__sup_spawn(ms__supervisor *s, ms__model *m, char *err, size_t errlen)
         goto fail;
     }
     if (pid == 0)
-        child_exec(parent, sv[1], stats_fd, door_fd, s->worker_path, argv);
+        child_exec(parent, sv[1], stats_fd, door_fd, path, run_argv, cwd, envp);
 
     /* Parent. From here on the process exists: it is always recorded, never lost. */
     close(sv[1]);
@@ -168,7 +255,9 @@ int ms__sup_spawn(ms__supervisor *s, ms__model *m, char *err, size_t errlen)
         close(w->ctrl_fd);
         w->ctrl_fd = -1;
     }
-    ms__log_info("model \"%s\": started worker %ld (%s)", m->tag, (long)pid, s->worker_path);
+    ms__log_info("model \"%s\": started worker %ld (%s%s)", m->tag, (long)pid, path,
+                 python ? " -m modelshare.worker" : "");
+    py_launch_free(&pl);
     return 0;
 
 fail:
@@ -183,6 +272,7 @@ fail:
     ms__stats_unmap(stats);
     free(spec_text);
     free(w);
+    py_launch_free(&pl);
     return rc;
 }
 

@@ -72,6 +72,10 @@ struct ms_model {
     ms_tensor *tensors;
     uint64_t next_req_id;
     int64_t timeout_ns; /* per request; 0: none (ms_set_timeout) */
+    /* Outputs the signature does not size (python models): bytes per input row of the last
+     * output, and the size of the last call's answer, so that retries for room are rare. */
+    uint64_t out_per_row;
+    uint64_t call_room;
     int ninst;
     ms__inst *inst;               /* ninst entries */
     unsigned next_inst;           /* where the search for the least busy instance starts */

@@ -9,6 +9,9 @@
 #include "internal.h"
 #include "../common/arena.h"
 
+/* First room for a method call's answer: address space only, until written. */
+#define MS__CALL_ROOM_MIN (1u << 20)
+
 int ms__lib_spec_prepare(const char *spec_json, json_t **out, char *err, size_t errlen)
 {
     json_error_t jerr;
@@ -255,8 +258,14 @@ static uint64_t output_room(const ms_model *m, const ms_tensor *in)
 {
     const ms__sig *s = &m->sig_out;
     size_t esize = ms_dtype_size(s->dtype);
-    if (esize == 0 || s->rank < 0 || s->rank > MS_MAX_RANK)
+    if (esize == 0 || s->rank < 0 || s->rank > MS_MAX_RANK) {
+        /* Unknown until the model runs: as many bytes per row as the last output had. */
+        uint64_t rows = in->rank >= 1 && in->shape[0] > 0 ? (uint64_t)in->shape[0] : 1, n;
+        if (m->out_per_row > 0 && !__builtin_mul_overflow(m->out_per_row, rows, &n) &&
+            n > in->nbytes && n <= m->arena_capacity / 4)
+            return n;
         return in->nbytes;
+    }
     size_t n = esize;
     for (int i = 0; i < s->rank; i++) {
         int64_t d = s->shape[i];
@@ -284,7 +293,9 @@ static int check_resp(ms_model *m, const ms__resp *resp, uint64_t room)
     return 0;
 }
 
-MS_EXPORT int ms_infer(ms_model *model, const ms_tensor *input, ms_tensor **output)
+/* One request (flags 0: run the model; MS__REQ_CALL: a method call) and its answer. */
+static int exchange(ms_model *model, const char *fn, uint32_t flags, const ms_tensor *input,
+                    ms_tensor **output)
 {
     ms__resp resp;
     ms_tensor *out = NULL;
@@ -294,15 +305,24 @@ MS_EXPORT int ms_infer(ms_model *model, const ms_tensor *input, ms_tensor **outp
         return MS_E_INVAL;
     ms__lib_clear(model->client);
     if (input == NULL || output == NULL)
-        return ms__lib_fail(model->client, MS_E_INVAL, "ms_infer: %s is NULL",
+        return ms__lib_fail(model->client, MS_E_INVAL, "%s: %s is NULL", fn,
                             input ? "output" : "input");
     if (input->model != model)
         return ms__lib_fail(model->client, MS_E_INVAL,
-                            "ms_infer: expected an input tensor of model \"%s\", got one of "
+                            "%s: expected an input tensor of model \"%s\", got one of "
                             "another model handle (\"%s\")",
-                            model->tag, input->model->tag);
+                            fn, model->tag, input->model->tag);
+    if (flags == MS__REQ_CALL && (input->dtype != MS_UINT8 || input->rank != 1))
+        return ms__lib_fail(model->client, MS_E_INVAL,
+                            "%s: expected a uint8 tensor of rank 1 (the pickled call), got %s of "
+                            "rank %d",
+                            fn, ms_dtype_name(input->dtype), input->rank);
     pthread_mutex_lock(&model->lock);
-    uint64_t room = output_room(model, input);
+    uint64_t room;
+    if (flags == MS__REQ_CALL)
+        room = model->call_room > MS__CALL_ROOM_MIN ? model->call_room : MS__CALL_ROOM_MIN;
+    else
+        room = output_room(model, input);
     for (int attempt = 0;; attempt++) {
         r = ms__tensor_new_locked(model, room, &out);
         if (r < 0)
@@ -310,6 +330,7 @@ MS_EXPORT int ms_infer(ms_model *model, const ms_tensor *input, ms_tensor **outp
         ms__req req;
         memset(&req, 0, sizeof req);
         req.magic = MS__REQ_MAGIC;
+        req.flags = flags;
         req.dtype = (uint32_t)input->dtype;
         req.rank = (uint32_t)input->rank;
         for (int i = 0; i < input->rank; i++)
@@ -357,6 +378,12 @@ MS_EXPORT int ms_infer(ms_model *model, const ms_tensor *input, ms_tensor **outp
         out->shape[i] = resp.shape[i];
     out->nbytes = (size_t)resp.out_len;
     ms__tensor_shrink_locked(out, resp.out_len);
+    if (flags == MS__REQ_CALL) {
+        model->call_room = resp.out_len;
+    } else if (ms_dtype_size(model->sig_out.dtype) == 0) {
+        uint64_t rows = input->rank >= 1 && input->shape[0] > 0 ? (uint64_t)input->shape[0] : 1;
+        model->out_per_row = (resp.out_len + rows - 1) / rows;
+    }
     *output = out;
     out = NULL;
 out:
@@ -364,6 +391,16 @@ out:
         ms__tensor_free_locked(out);
     pthread_mutex_unlock(&model->lock);
     return r;
+}
+
+MS_EXPORT int ms_infer(ms_model *model, const ms_tensor *input, ms_tensor **output)
+{
+    return exchange(model, "ms_infer", 0, input, output);
+}
+
+MS_EXPORT int ms_call(ms_model *model, const ms_tensor *input, ms_tensor **output)
+{
+    return exchange(model, "ms_call", MS__REQ_CALL, input, output);
 }
 
 MS_EXPORT int ms_set_timeout(ms_model *model, uint64_t timeout_us)

@@ -1,6 +1,7 @@
 /*
- * modelshare-worker: hosts one model instance through one backend and serves every client the
- * daemon attaches to it.
+ * The worker: hosts one model instance through one backend and serves every client the daemon
+ * attaches to it. ms__worker_main() is the program; modelshare-worker (program.c) runs it with
+ * the built-in backends, `python -m modelshare.worker` with the python backend.
  *
  *   modelshare-worker --tag TAG --spec JSON [--log-level L]
  *   fd 3: control socket to the daemon (proto.h); fd 4: stats memfd (stats.h); fd 5: the
@@ -62,7 +63,7 @@ static bool fd_open(int fd)
     return fcntl(fd, F_GETFD) >= 0;
 }
 
-int main(int argc, char **argv)
+int ms__worker_main(int argc, char **argv, ms__backend_opener opener)
 {
     const char *tag = NULL, *spec_text = NULL;
     int level = MS_LOG_INFO;
@@ -167,7 +168,7 @@ int main(int argc, char **argv)
     /* "cuda:N" names the card NVML (and so the daemon's budget) calls N. */
     setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID", 0);
     const ms__backend_ops *be = NULL;
-    r = ms__backend_open(&spec, &be, err, sizeof err);
+    r = opener(&spec, &be, err, sizeof err);
     if (r < 0) {
         ms__log_error("model \"%s\": %s", tag, err);
         send_failed(MS__WORKER_CTRL_FD, r, err);

@@ -337,6 +337,32 @@ static void complete_ok(server *s, taken *t)
     complete(s, t->c, t->slot, &resp);
 }
 
+/* The request's room is too small: it learns how much it needs and asks again. */
+static void complete_too_large(server *s, client *c, unsigned slot, const ms__req *req, size_t need)
+{
+    ms__resp resp;
+    memset(&resp, 0, offsetof(ms__resp, msg));
+    resp.magic = MS__RESP_MAGIC;
+    resp.status = MS_E_TOO_LARGE;
+    resp.id = req->id;
+    resp.out_len = need;
+    snprintf(resp.msg, sizeof resp.msg, "output needs %zu bytes, the request has room for %llu",
+             need, (unsigned long long)req->out_cap);
+    complete(s, c, slot, &resp);
+}
+
+static bool is_call(const taken *t)
+{
+    return (t->req.flags & MS__REQ_CALL) != 0;
+}
+
+/* No request joins the batch any more: full, not batchable, or a method call (never batched). */
+static bool batch_closed(const server *s)
+{
+    return s->nbatch > 0 &&
+           (!s->w->batchable || s->batch_rows >= s->w->max_batch || is_call(&s->batch[0]));
+}
+
 /* ---- taking requests --------------------------------------------- */
 
 /* Whether t can join the batch whose first request is f: same dtype and rank, same dims after
@@ -412,26 +438,28 @@ static int take_one(server *s, client *c, int64_t now)
             t->in.shape[i] = t->req.shape[i];
         t->in.data = (char *)c->base + t->req.in_off;
         t->in.nbytes = (size_t)t->req.in_len;
-        r = be->output_for(s->w->state, &t->in, &t->out, err, sizeof err);
-        if (r == 0 &&
-            (t->out.rank < 0 || t->out.rank > MS_MAX_RANK || ms_dtype_size(t->out.dtype) == 0)) {
-            r = MS_E_BACKEND;
-            snprintf(err, sizeof err, "the backend described an invalid output");
-        }
-        if (r == 0 && t->out.nbytes > t->req.out_cap) {
-            ms__resp resp;
-            memset(&resp, 0, offsetof(ms__resp, msg));
-            resp.magic = MS__RESP_MAGIC;
-            resp.status = MS_E_TOO_LARGE;
-            resp.id = t->req.id;
-            resp.out_len = t->out.nbytes;
-            snprintf(resp.msg, sizeof resp.msg,
-                     "output needs %zu bytes, the request has room for %llu", t->out.nbytes,
-                     (unsigned long long)t->req.out_cap);
-            c->head++;
-            atomic_store_explicit(&c->rg->head, c->head, memory_order_release);
-            complete(s, c, e, &resp);
-            return TAKE_ANSWERED;
+        if (is_call(t)) {
+            /* Its output is known after the call. */
+            if (be->call == NULL) {
+                r = MS_E_INVAL;
+                snprintf(err, sizeof err,
+                         "the %s backend has no methods: expected a tensor to run, got a method "
+                         "call",
+                         be->name);
+            }
+        } else if (be->run_dynamic == NULL) {
+            r = be->output_for(s->w->state, &t->in, &t->out, err, sizeof err);
+            if (r == 0 && (t->out.rank < 0 || t->out.rank > MS_MAX_RANK ||
+                           ms_dtype_size(t->out.dtype) == 0)) {
+                r = MS_E_BACKEND;
+                snprintf(err, sizeof err, "the backend described an invalid output");
+            }
+            if (r == 0 && t->out.nbytes > t->req.out_cap) {
+                c->head++;
+                atomic_store_explicit(&c->rg->head, c->head, memory_order_release);
+                complete_too_large(s, c, e, &t->req, t->out.nbytes);
+                return TAKE_ANSWERED;
+            }
         }
     }
     if (r < 0) {
@@ -442,12 +470,13 @@ static int take_one(server *s, client *c, int64_t now)
     }
     t->c = c;
     t->slot = e;
-    t->rows = t->in.rank >= 1 ? t->in.shape[0] : 1;
+    t->rows = is_call(t) ? 1 : t->in.rank >= 1 ? t->in.shape[0] : 1;
     t->out.data = (char *)c->base + t->req.out_off;
     if (s->nbatch > 0) {
-        /* Joins only if it fits: same row shape, within max_batch rows and the staging bytes. */
-        if (!s->w->batchable || !compatible(&s->batch[0], t) ||
-            s->batch_rows + t->rows > s->w->max_batch ||
+        /* Joins only if it fits: same row shape, within max_batch rows and the staging bytes.
+         * A method call runs alone. */
+        if (!s->w->batchable || is_call(t) || is_call(&s->batch[0]) ||
+            !compatible(&s->batch[0], t) || s->batch_rows + t->rows > s->w->max_batch ||
             s->batch_bytes + t->in.nbytes > MS__BATCH_BYTES_MAX)
             return TAKE_DEFERRED;
     }
@@ -477,7 +506,7 @@ static size_t take_pass(server *s, int64_t now, bool *deferred)
     for (size_t k = 0; k < n; k++) {
         if (s->nbatch >= MS__BATCH_REQS_MAX)
             break;
-        if (s->nbatch > 0 && (!s->w->batchable || s->batch_rows >= s->w->max_batch))
+        if (batch_closed(s))
             break;
         client *c = s->active[(start + k) % n];
         int r = take_one(s, c, now);
@@ -520,10 +549,89 @@ static void fail_batch(server *s, int code, const char *msg)
         complete_error(s, s->batch[i].c, s->batch[i].slot, s->batch[i].req.id, code, msg);
 }
 
+/* A backend's output description is sound: a dtype, a rank, nbytes that match the shape. */
+static bool output_sound(const ms__tensor_view *o)
+{
+    size_t esize = ms_dtype_size(o->dtype), numel, n;
+    return esize != 0 && o->rank >= 0 && o->rank <= MS_MAX_RANK &&
+           ms__shape_numel(o->rank, o->shape, &numel) &&
+           !__builtin_mul_overflow(numel, esize, &n) && n == o->nbytes &&
+           (o->data != NULL || n == 0);
+}
+
+/* Copies an output the backend owns (described by o, its bytes at src) to t's room. */
+static void deliver(server *s, taken *t, const ms__tensor_view *o, const void *src)
+{
+    if (o->nbytes > t->req.out_cap) {
+        complete_too_large(s, t->c, t->slot, &t->req, o->nbytes);
+        return;
+    }
+    if (o->nbytes > 0)
+        memcpy(t->out.data, src, o->nbytes);
+    t->out.dtype = o->dtype;
+    t->out.rank = o->rank;
+    memcpy(t->out.shape, o->shape, sizeof t->out.shape);
+    t->out.nbytes = o->nbytes;
+    complete_ok(s, t);
+}
+
+/* A method call: bytes in, bytes out. */
+static void run_call(server *s, taken *t)
+{
+    char err[MS__ERRLEN];
+    const void *res = NULL;
+    size_t len = 0;
+    int64_t t0 = ms__now_ns();
+    int r = s->w->backend->call(s->w->state, t->in.data, t->in.nbytes, &res, &len, err, sizeof err);
+    STAT_ADD(s, busy_ns, (uint64_t)(ms__now_ns() - t0));
+    STAT_ADD(s, batches, 1);
+    if (r < 0) {
+        complete_error(s, t->c, t->slot, t->req.id, r, err);
+        return;
+    }
+    ms__tensor_view o;
+    memset(&o, 0, sizeof o);
+    o.dtype = MS_UINT8;
+    o.rank = 1;
+    o.shape[0] = (int64_t)len;
+    o.nbytes = len;
+    deliver(s, t, &o, res);
+}
+
+/* One request through a backend that describes its output by running. */
+static void run_dynamic_alone(server *s, taken *t)
+{
+    char err[MS__ERRLEN];
+    ms__tensor_view o;
+    memset(&o, 0, sizeof o);
+    int64_t t0 = ms__now_ns();
+    int r = s->w->backend->run_dynamic(s->w->state, &t->in, &o, err, sizeof err);
+    STAT_ADD(s, busy_ns, (uint64_t)(ms__now_ns() - t0));
+    STAT_ADD(s, batches, 1);
+    if (r == 0 && !output_sound(&o)) {
+        r = MS_E_BACKEND;
+        snprintf(err, sizeof err, "the backend described an invalid output");
+    }
+    if (r < 0) {
+        complete_error(s, t->c, t->slot, t->req.id, r, err);
+        return;
+    }
+    STAT_ADD(s, rows, (uint64_t)t->rows);
+    deliver(s, t, &o, o.data);
+}
+
 /* Runs one request in place: its input and output both in its client's arena. */
 static void run_alone(server *s, taken *t)
 {
     char err[MS__ERRLEN];
+    if (is_call(t)) {
+        run_call(s, t);
+        return;
+    }
+    if (s->w->backend->run_dynamic != NULL) {
+        run_dynamic_alone(s, t);
+        return;
+    }
     int64_t t0 = ms__now_ns();
     int r = s->w->backend->run(s->w->state, &t->in, &t->out, err, sizeof err);
     STAT_ADD(s, busy_ns, (uint64_t)(ms__now_ns() - t0));
@@ -534,6 +642,55 @@ static void run_alone(server *s, taken *t)
     }
     STAT_ADD(s, rows, (uint64_t)t->rows);
     complete_ok(s, t);
+}
+
+/* Concatenates the batch's inputs into the staging buffer. */
+static int stage_inputs(server *s)
+{
+    if (grow(&s->stage_in, &s->stage_in_cap, s->batch_bytes) < 0)
+        return MS_E_NOMEM;
+    size_t off = 0;
+    for (size_t i = 0; i < s->nbatch; i++) {
+        memcpy((char *)s->stage_in + off, s->batch[i].in.data, s->batch[i].in.nbytes);
+        off += s->batch[i].in.nbytes;
+    }
+    return 0;
+}
+
+/* A batch through a backend that describes its output by running: one run on the concatenated
+ * inputs; when the output has one row per input row, each request gets its rows. Otherwise (an
+ * output of another shape, or an error, which may be one request's fault) each request runs
+ * alone and gets its own answer. */
+static void run_dynamic_batch(server *s, ms__tensor_view *in)
+{
+    char err[MS__ERRLEN];
+    if (s->batch_rows == 0 || stage_inputs(s) < 0) {
+        for (size_t i = 0; i < s->nbatch; i++)
+            run_dynamic_alone(s, &s->batch[i]);
+        return;
+    }
+    in->data = s->stage_in;
+    ms__tensor_view o;
+    memset(&o, 0, sizeof o);
+    int64_t t0 = ms__now_ns();
+    int r = s->w->backend->run_dynamic(s->w->state, in, &o, err, sizeof err);
+    STAT_ADD(s, busy_ns, (uint64_t)(ms__now_ns() - t0));
+    STAT_ADD(s, batches, 1);
+    if (r < 0 || !output_sound(&o) || o.rank < 1 || o.shape[0] != s->batch_rows) {
+        for (size_t i = 0; i < s->nbatch; i++)
+            run_dynamic_alone(s, &s->batch[i]);
+        return;
+    }
+    STAT_ADD(s, rows, (uint64_t)s->batch_rows);
+    size_t row_bytes = o.nbytes / (size_t)s->batch_rows, off = 0;
+    for (size_t i = 0; i < s->nbatch; i++) {
+        taken *t = &s->batch[i];
+        ms__tensor_view ot = o;
+        ot.shape[0] = t->rows;
+        ot.nbytes = row_bytes * (size_t)t->rows;
+        deliver(s, t, &ot, (char *)o.data + off);
+        off += ot.nbytes;
+    }
 }
 
 /* Runs the batch as one backend call: inputs concatenated along the first dimension into the
@@ -551,6 +708,10 @@ static void run_batch(server *s)
     in.shape[0] = s->batch_rows;
     in.nbytes = s->batch_bytes;
     memset(&out, 0, sizeof out);
+    if (be->run_dynamic != NULL) {
+        run_dynamic_batch(s, &in);
+        return;
+    }
     int r = be->output_for(s->w->state, &in, &out, err, sizeof err);
     bool rowwise = r == 0 && out.rank >= 1 && out.shape[0] == s->batch_rows;
     for (size_t i = 0; rowwise && i < s->nbatch; i++) {
@@ -609,8 +770,7 @@ static size_t serve_once(server *s)
     for (;;) {
         size_t got = take_pass(s, now, &deferred);
         handled += got;
-        if (got == 0 || deferred || s->nbatch >= MS__BATCH_REQS_MAX ||
-            (s->nbatch > 0 && (!s->w->batchable || s->batch_rows >= s->w->max_batch)))
+        if (got == 0 || deferred || s->nbatch >= MS__BATCH_REQS_MAX || batch_closed(s))
             break;
     }
     /* Wait for more rows: batch_delay after the first request when the spec asks for it. Else a
@@ -618,7 +778,7 @@ static size_t serve_once(server *s)
      * are waking up to send their next request, and a model that ran for a while is worth a
      * wait of a tenth of that (at most CATCH_UP_MAX_NS) to run them together. */
     int64_t until = 0, enough = s->w->max_batch;
-    if (s->nbatch > 0 && s->w->batchable && !deferred) {
+    if (s->nbatch > 0 && !batch_closed(s) && !deferred) {
         if (s->w->batch_delay_ns > 0) {
             until = now + s->w->batch_delay_ns;
         } else if (s->batch_rows < s->last_rows && s->last_run_ns > 0) {
@@ -628,8 +788,8 @@ static size_t serve_once(server *s)
         }
     }
     int64_t t0 = now;
-    while (until > 0 && s->batch_rows < enough && s->nbatch < MS__BATCH_REQS_MAX && !deferred &&
-           !*s->w->stop) {
+    while (until > 0 && !batch_closed(s) && s->batch_rows < enough &&
+           s->nbatch < MS__BATCH_REQS_MAX && !deferred && !*s->w->stop) {
         now = ms__now_ns();
         if (now >= until)
             break;

@@ -39,6 +39,17 @@ typedef struct ms__worker {
     int64_t spin_ns;             /* keep looking this long after the last request, then sleep */
 } ms__worker;
 
+/* Finds the backend that serves spec (ms__backend_open for modelshare-worker; the Python
+ * extension's opener gives its python backend). Same contract as ms__backend_open. */
+typedef int (*ms__backend_opener)(const ms__spec *spec, const ms__backend_ops **out, char *err,
+                                  size_t errlen);
+
+/* The whole worker: parses argv (--tag, --spec, --log-level), takes fds 3, 4 and 5 from the
+ * daemon, loads the model through the backend that opener gives, tells the daemon it is ready,
+ * serves until told to stop, and unloads. Returns the process's exit status (0, 1, or 2 for a
+ * usage error). modelshare-worker's main() and `python -m modelshare.worker` both run it. */
+int ms__worker_main(int argc, char **argv, ms__backend_opener opener);
+
 /* Serves until the daemon goes away (control EOF) or a stop signal comes. Returns 0 on a normal
  * stop, or a negative MS_E_* code when the loop itself could not run (logged). */
 int ms__worker_serve(ms__worker *w);

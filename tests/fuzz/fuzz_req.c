@@ -15,7 +15,10 @@
 static void check_req(const ms__req *r, uint64_t cap)
 {
     size_t es = ms_dtype_size((int)r->dtype), numel;
-    if (r->magic != MS__REQ_MAGIC || es == 0 || r->rank > MS_MAX_RANK)
+    if (r->magic != MS__REQ_MAGIC || es == 0 || r->rank > MS_MAX_RANK ||
+        (r->flags & ~MS__REQ_FLAGS_KNOWN) != 0)
+        abort();
+    if ((r->flags & MS__REQ_CALL) && (r->dtype != MS_UINT8 || r->rank != 1))
         abort();
     if (!ms__shape_numel((int)r->rank, r->shape, &numel) || numel * es / es != numel ||
         numel * es != r->in_len)

@@ -108,8 +108,19 @@ static void test_req_rejections(void **state)
     r.magic = MS__RESP_MAGIC;
     expect_req(r, CAP, MS_E_PROTOCOL, "magic");
     r = good_req();
-    r.flags = 1;
+    r.flags = 2;
     expect_req(r, CAP, MS_E_PROTOCOL, "flags");
+    r = good_req();
+    r.flags = MS__REQ_CALL; /* a call's input is uint8 of rank 1 */
+    expect_req(r, CAP, MS_E_PROTOCOL, "uint8 input of rank 1");
+    r.dtype = MS_UINT8;
+    r.rank = 1;
+    r.shape[0] = 100;
+    r.shape[1] = 0;
+    r.in_len = 100;
+    r.out_off = r.in_off + 128;
+    assert_int_equal(ms__req_decode(&r, sizeof r, CAP, &out, err, sizeof err), 0);
+    assert_int_equal(out.flags, MS__REQ_CALL);
     r = good_req();
     r.dtype = 0;
     expect_req(r, CAP, MS_E_DTYPE, "dtype");

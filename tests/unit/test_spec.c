@@ -36,7 +36,10 @@ static void test_defaults(void **state)
     assert_null(s.weights);
     ms__spec_free(&s); /* twice is harmless */
 
-    assert_int_equal(ms__spec_parse("{\"backend\":\"python\"}", &s, err, sizeof err), 0);
+    assert_int_equal(ms__spec_parse("{\"backend\":\"python\",\"python\":{\"constructor\":\"gAR=\","
+                                    "\"executable\":\"/p\",\"cwd\":\"/\"}}",
+                                    &s, err, sizeof err),
+                     0);
     assert_null(s.weights);
     ms__spec_free(&s);
 }
@@ -64,9 +67,11 @@ static void test_all_fields(void **state)
     ms__spec_free(&s);
 
     /* "cuda" means cuda:0; weights null means absent. */
-    assert_int_equal(ms__spec_parse("{\"backend\":\"python\",\"device\":\"cuda\",\"weights\":null}",
-                                    &s, err, sizeof err),
-                     0);
+    assert_int_equal(
+        ms__spec_parse("{\"backend\":\"python\",\"device\":\"cuda\",\"weights\":null,"
+                       "\"python\":{\"constructor\":\"gAR=\",\"executable\":\"/p\",\"cwd\":\"/\"}}",
+                       &s, err, sizeof err),
+        0);
     assert_string_equal(s.device, "cuda:0");
     assert_null(s.weights);
     ms__spec_free(&s);
@@ -138,7 +143,7 @@ static void test_unknown_field(void **state)
     expect_err("{\"backend\":\"dense\",\"weigths\":\"w\"}",
                "unknown spec field \"weigths\" (known: backend, weights, device, output, "
                "keep_alive, max_batch, batch_delay_us, instances, thread_safe, batchable, memory, "
-               "load_timeout)");
+               "load_timeout, python)");
     /* A very long unknown name is shortened, the message stays whole. */
     char text[600];
     char name[400];
@@ -153,9 +158,11 @@ static void test_integral_reals(void **state)
     (void)state;
     char err[MS__ERRLEN];
     ms__spec s;
-    assert_int_equal(ms__spec_parse("{\"backend\":\"python\",\"max_batch\":32.0,\"instances\":2.0}",
-                                    &s, err, sizeof err),
-                     0);
+    assert_int_equal(
+        ms__spec_parse("{\"backend\":\"python\",\"max_batch\":32.0,\"instances\":2.0,"
+                       "\"python\":{\"constructor\":\"gAR=\",\"executable\":\"/p\",\"cwd\":\"/\"}}",
+                       &s, err, sizeof err),
+        0);
     assert_int_equal(s.max_batch, 32);
     assert_int_equal(s.instances, 2);
     ms__spec_free(&s);
@@ -177,7 +184,8 @@ static void test_equal_and_copy(void **state)
     ms__spec_free(&b);
     const char *differ[] = {
         "{\"backend\":\"dense\",\"weights\":\"/w2\"}",
-        "{\"backend\":\"python\",\"weights\":\"/w\"}",
+        "{\"backend\":\"python\",\"weights\":\"/"
+        "w\",\"python\":{\"constructor\":\"gAR=\",\"executable\":\"/p\",\"cwd\":\"/\"}}",
         "{\"backend\":\"dense\",\"weights\":\"/w\",\"device\":\"cuda:0\"}",
         "{\"backend\":\"dense\",\"weights\":\"/w\",\"output\":\"softmax\"}",
         "{\"backend\":\"dense\",\"weights\":\"/w\",\"keep_alive\":300.0001}",
@@ -196,9 +204,15 @@ static void test_equal_and_copy(void **state)
         ms__spec_free(&b);
     }
     ms__spec p1, p2;
-    assert_int_equal(ms__spec_parse("{\"backend\":\"python\"}", &p1, err, sizeof err), 0);
+    assert_int_equal(ms__spec_parse("{\"backend\":\"python\",\"python\":{\"constructor\":\"gAR=\","
+                                    "\"executable\":\"/p\",\"cwd\":\"/\"}}",
+                                    &p1, err, sizeof err),
+                     0);
     assert_int_equal(
-        ms__spec_parse("{\"backend\":\"python\",\"weights\":\"x\"}", &p2, err, sizeof err), 0);
+        ms__spec_parse("{\"backend\":\"python\",\"weights\":\"x\",\"python\":{\"constructor\":"
+                       "\"gAR=\",\"executable\":\"/p\",\"cwd\":\"/\"}}",
+                       &p2, err, sizeof err),
+        0);
     assert_false(ms__spec_equal(&p1, &p2));
     assert_false(ms__spec_equal(&p2, &p1));
     ms__spec_free(&p1);
@@ -243,7 +257,10 @@ static void test_canonical(void **state)
     ms__spec_free(&a);
 
     /* A python spec has weights null, and round-trips too. */
-    assert_int_equal(ms__spec_parse("{\"backend\":\"python\"}", &a, err, sizeof err), 0);
+    assert_int_equal(ms__spec_parse("{\"backend\":\"python\",\"python\":{\"constructor\":\"gAR=\","
+                                    "\"executable\":\"/p\",\"cwd\":\"/\"}}",
+                                    &a, err, sizeof err),
+                     0);
     j = ms__spec_to_json(&a);
     assert_true(json_is_null(json_object_get(j, "weights")));
     assert_int_equal(ms__spec_from_json(j, &b, err, sizeof err), 0);
@@ -251,6 +268,107 @@ static void test_canonical(void **state)
     ms__spec_free(&a);
     ms__spec_free(&b);
     json_decref(j);
+}
+
+/* Two python specs are one model when their constructor (or key) and framework agree: where the
+ * worker runs (executable, cwd, path) is not compared. */
+static void test_python(void **state)
+{
+    (void)state;
+    char err[MS__ERRLEN];
+    ms__spec a, b;
+    assert_int_equal(
+        ms__spec_parse("{\"backend\":\"python\",\"python\":{\"constructor\":\"gAR=\","
+                       "\"executable\":\"/usr/bin/python3\",\"cwd\":\"/a\",\"path\":[\"/x\"]}}",
+                       &a, err, sizeof err),
+        0);
+    assert_int_equal(
+        ms__spec_parse("{\"backend\":\"python\",\"python\":{\"constructor\":\"gAR=\","
+                       "\"executable\":\"/venv/bin/python\",\"cwd\":\"/b\",\"framework\":null}}",
+                       &b, err, sizeof err),
+        0);
+    assert_true(ms__spec_equal(&a, &b));
+    ms__spec_free(&b);
+    const char *differ[] = {
+        "{\"backend\":\"python\",\"python\":{\"constructor\":\"gAU=\",\"executable\":\"/p\","
+        "\"cwd\":\"/\"}}",
+        "{\"backend\":\"python\",\"python\":{\"constructor\":\"gAR=\",\"executable\":\"/p\","
+        "\"cwd\":\"/\",\"framework\":\"torch\"}}",
+        "{\"backend\":\"python\",\"python\":{\"constructor\":\"gAR=\",\"executable\":\"/p\","
+        "\"cwd\":\"/"
+        "\",\"key\":\"0000000000000000000000000000000000000000000000000000000000000000\"}}",
+    };
+    for (size_t i = 0; i < MS__ARRAY_LEN(differ); i++) {
+        assert_int_equal(ms__spec_parse(differ[i], &b, err, sizeof err), 0);
+        if (ms__spec_equal(&a, &b))
+            fail_msg("expected %s to differ", differ[i]);
+        ms__spec_free(&b);
+    }
+    /* With a key, the key is compared, not the pickle. */
+    const char *k1 = "{\"backend\":\"python\",\"python\":{\"constructor\":\"gAR=\",\"executable\":"
+                     "\"/p\",\"cwd\":\"/\",\"key\":\"00000000000000000000000000000000000000000000"
+                     "000000000000000000aa\"}}";
+    const char *k2 = "{\"backend\":\"python\",\"python\":{\"constructor\":\"gAU=\",\"executable\":"
+                     "\"/p\",\"cwd\":\"/\",\"key\":\"00000000000000000000000000000000000000000000"
+                     "000000000000000000aa\"}}";
+    ms__spec c;
+    assert_int_equal(ms__spec_parse(k1, &b, err, sizeof err), 0);
+    assert_int_equal(ms__spec_parse(k2, &c, err, sizeof err), 0);
+    assert_true(ms__spec_equal(&b, &c));
+    ms__spec_free(&c);
+    /* Copy, canonical JSON round trip, and the brief form for messages. */
+    assert_int_equal(ms__spec_copy(&a, &c), 0);
+    assert_true(ms__spec_equal(&a, &c));
+    ms__spec_free(&c);
+    json_t *j = ms__spec_to_json(&a);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(j, "python"), "cwd")),
+                        "/a");
+    assert_int_equal(ms__spec_from_json(j, &c, err, sizeof err), 0);
+    assert_true(ms__spec_equal(&a, &c));
+    ms__spec_free(&c);
+    json_decref(j);
+    j = ms__spec_to_json_brief(&a);
+    assert_non_null(
+        strstr(json_string_value(json_object_get(json_object_get(j, "python"), "constructor")),
+               "<pickle: 4 base64 characters"));
+    json_decref(j);
+    char brief[200];
+    ms__spec_python_brief(&b, brief, sizeof brief);
+    assert_non_null(strstr(brief, "constructor key 0000000000000000"));
+    ms__spec_free(&b);
+    ms__spec_free(&a);
+
+    /* Every bad field names itself. */
+    const char *bad[][2] = {
+        {"{\"backend\":\"python\"}", "pickled constructor"},
+        {"{\"backend\":\"dense\",\"weights\":\"/w\",\"python\":{\"constructor\":\"gAR=\","
+         "\"executable\":\"/p\",\"cwd\":\"/\"}}",
+         "only with backend"},
+        {"{\"backend\":\"python\",\"python\":[]}", "spec field \"python\""},
+        {"{\"backend\":\"python\",\"python\":{\"constructor\":\"%%\",\"executable\":\"/p\","
+         "\"cwd\":\"/\"}}",
+         "python.constructor"},
+        {"{\"backend\":\"python\",\"python\":{\"constructor\":\"gAR=\",\"executable\":\"p\","
+         "\"cwd\":\"/\"}}",
+         "python.executable"},
+        {"{\"backend\":\"python\",\"python\":{\"constructor\":\"gAR=\",\"executable\":\"/p\"}}",
+         "python.cwd"},
+        {"{\"backend\":\"python\",\"python\":{\"constructor\":\"gAR=\",\"executable\":\"/p\","
+         "\"cwd\":\"/\",\"path\":[1]}}",
+         "python.path"},
+        {"{\"backend\":\"python\",\"python\":{\"constructor\":\"gAR=\",\"executable\":\"/p\","
+         "\"cwd\":\"/\",\"key\":\"abc\"}}",
+         "python.key"},
+        {"{\"backend\":\"python\",\"python\":{\"constructor\":\"gAR=\",\"executable\":\"/p\","
+         "\"cwd\":\"/\",\"gpu\":1}}",
+         "python.gpu"},
+    };
+    for (size_t i = 0; i < MS__ARRAY_LEN(bad); i++) {
+        assert_int_equal(ms__spec_parse(bad[i][0], &a, err, sizeof err), MS_E_SPEC);
+        if (strstr(err, bad[i][1]) == NULL)
+            fail_msg("spec %s: expected \"%s\" in the message, got \"%s\"", bad[i][0], bad[i][1],
+                     err);
+    }
 }
 
 static void test_not_object(void **state)
@@ -272,7 +390,8 @@ int main(void)
         cmocka_unit_test(test_defaults),       cmocka_unit_test(test_all_fields),
         cmocka_unit_test(test_field_errors),   cmocka_unit_test(test_unknown_field),
         cmocka_unit_test(test_integral_reals), cmocka_unit_test(test_equal_and_copy),
-        cmocka_unit_test(test_canonical),      cmocka_unit_test(test_not_object),
+        cmocka_unit_test(test_canonical),      cmocka_unit_test(test_python),
+        cmocka_unit_test(test_not_object),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,191 @@
+"""The python backend's worker: `python -m modelshare.worker --tag T --spec JSON`.
+
+modelshared starts it with the acquiring client's interpreter, working directory and sys.path
+(PYTHONPATH), and with fds 3 (control), 4 (stats) and 5 (door) as for modelshare-worker. The serving
+loop is the C worker's (modelshare._core.serve_worker); it calls the three functions below, one at
+a time (the loop is single-threaded), with the GIL held:
+
+    _load(spec_json) -> (True, model) | (False, error text)
+    _run(model, memoryview, ms_dtype, shape) -> (array, ms_dtype, shape) | error text
+    _call(model, payload) -> pickled answer (bytes)
+
+Nothing else is public here.
+"""
+import base64
+import json
+import os
+import pickle
+import sys
+import traceback
+
+import numpy as np
+
+# ms_dtype codes (modelshare.h) <-> numpy.
+_DTYPES = {1: np.float32, 2: np.float16, 4: np.float64, 5: np.int8, 6: np.uint8, 7: np.int16,
+           8: np.int32, 9: np.int64, 10: np.bool_}
+_CODES = {np.dtype(v): k for k, v in _DTYPES.items()}
+BFLOAT16 = 3
+try:  # pragma: no cover - optional
+    import ml_dtypes
+    _CODES[np.dtype(ml_dtypes.bfloat16)] = BFLOAT16
+except ImportError:  # pragma: no cover
+    ml_dtypes = None
+
+# An error's text reaches the client in a record of 400 bytes (tensor path) or 1 KiB (load):
+# the end of a traceback says the most, so that is what is kept.
+_TEXT_MAX = 900
+
+
+def _text(exc, limit=_TEXT_MAX):
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    head = f"{type(exc).__name__}: {exc}"
+    body = f"{head}\nremote traceback (worker pid {os.getpid()}):\n{tb}"
+    if len(body) > limit:
+        keep = max(0, limit - len(head) - 40)
+        body = f"{head}\nremote traceback (end):\n...{tb[-keep:]}" if keep else head[:limit]
+    return body
+
+
+def _cuda_index(device):
+    return int(device.split(":", 1)[1]) if device.startswith("cuda:") else 0
+
+
+def _nvml_total(index):
+    """Total memory of GPU index from NVML, or None."""
+    import ctypes
+    try:
+        nvml = ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        return None
+
+    class Mem(ctypes.Structure):
+        _fields_ = [("total", ctypes.c_ulonglong), ("free", ctypes.c_ulonglong),
+                    ("used", ctypes.c_ulonglong)]
+    handle, mem = ctypes.c_void_p(), Mem()
+    if nvml.nvmlInit_v2() != 0:
+        return None
+    try:
+        if nvml.nvmlDeviceGetHandleByIndex_v2(index, ctypes.byref(handle)) != 0 or \
+                nvml.nvmlDeviceGetMemoryInfo(handle, ctypes.byref(mem)) != 0:
+            return None
+        return mem.total
+    finally:
+        nvml.nvmlShutdown()
+
+
+def apply_framework_cap(framework, device, memory):
+    """Applies the framework's own memory cap for a model of `memory` bytes on `device`, before
+    the constructor runs. Does nothing on the CPU or without a memory figure."""
+    if not framework:
+        return
+    on_gpu = device.startswith("cuda")
+    index = _cuda_index(device)
+    if framework == "jax":
+        # Read when JAX starts its backend: set before the constructor imports it.
+        os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+        if on_gpu and memory:
+            total = _nvml_total(index)
+            if total:
+                fraction = min(1.0, memory / total)
+                os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{fraction:.4f}"
+        return
+    if not on_gpu:
+        return
+    if framework == "torch":
+        import torch
+        if memory and torch.cuda.is_available():
+            total = torch.cuda.get_device_properties(index).total_memory
+            torch.cuda.set_per_process_memory_fraction(min(1.0, memory / total), index)
+    elif framework == "tensorflow":
+        import tensorflow as tf
+        gpus = tf.config.list_physical_devices("GPU")
+        if index < len(gpus):
+            gpu = gpus[index]
+            if memory:
+                tf.config.set_logical_device_configuration(
+                    gpu, [tf.config.LogicalDeviceConfiguration(memory_limit=memory // (1 << 20))])
+            else:
+                tf.config.experimental.set_memory_growth(gpu, True)
+
+
+def _load(spec_json):
+    try:
+        spec = json.loads(spec_json)
+        py = spec["python"]
+        apply_framework_cap(py.get("framework"), spec.get("device", "cpu"),
+                            int(spec.get("memory") or 0))
+        constructor = pickle.loads(base64.b64decode(py["constructor"]))
+        return True, constructor()
+    except BaseException as e:  # the daemon gets the text; the worker exits
+        return False, f"the constructor failed: {_text(e)}"
+
+
+def _run(model, view, dtype, shape):
+    try:
+        if dtype == BFLOAT16 and ml_dtypes is not None:
+            x = np.frombuffer(view, dtype=ml_dtypes.bfloat16).reshape(shape)
+        else:
+            x = np.frombuffer(view, dtype=_DTYPES[dtype]).reshape(shape)
+        y = model(x)
+        del x
+        if hasattr(y, "__array__") or hasattr(y, "__dlpack__") or isinstance(y, (list, tuple)):
+            y = np.ascontiguousarray(np.asarray(y))
+        if not isinstance(y, np.ndarray) or y.dtype.hasobject:
+            return (f"TypeError: the model returned {type(y).__name__}, expected an array "
+                    f"(numpy or anything numpy.asarray takes) for a tensor input; call other "
+                    f"methods by name (model.method(...))")
+        code = _CODES.get(y.dtype)
+        if code is None:
+            return (f"TypeError: the model returned an array of dtype {y.dtype}, expected one of "
+                    f"{', '.join(sorted(str(d) for d in _CODES))}")
+        if y.ndim > 8:
+            return f"ValueError: the model returned an array of rank {y.ndim}, expected at most 8"
+        return y, code, tuple(int(d) for d in y.shape)
+    except Exception as e:
+        return _text(e, 380)
+
+
+def _dumps(obj):
+    try:
+        import cloudpickle
+        return cloudpickle.dumps(obj)
+    except ImportError:  # pragma: no cover - cloudpickle is optional
+        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _call(model, payload):
+    """payload: pickled (op, name, args, kwargs); op "getattr" (an attribute: its value, or
+    ("method",) when it is callable) or "call". The answer: ("ok", value), ("method",) or
+    ("error", exception, traceback text)."""
+    try:
+        op, name, args, kwargs = pickle.loads(payload)
+        if op == "getattr":
+            value = getattr(model, name)
+            if callable(value):
+                return _dumps(("method",))
+            answer = ("ok", value)
+        elif op == "call":
+            target = model if name == "__call__" else getattr(model, name)
+            answer = ("ok", target(*args, **kwargs))
+        else:
+            raise ValueError(f"modelshare: unknown operation {op!r}")
+    except Exception as e:
+        tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+        answer = ("error", e, tb)
+    try:
+        return _dumps(answer)
+    except Exception as e:  # the value or the exception does not pickle
+        what = "result" if answer[0] == "ok" else "exception"
+        tb = answer[2] if answer[0] == "error" else ""
+        return _dumps(("error", TypeError(
+            f"modelshare: the {what} of the call cannot be pickled: {type(e).__name__}: {e}; "
+            f"{what}: {answer[1]!r:.300}"), tb))
+
+
+def main():
+    from . import _core
+    return _core.serve_worker(sys.argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,292 @@
+/*
+ * The python backend, and serve_worker(): `python -m modelshare.worker` runs the worker loop of
+ * modelshare-worker (ms__worker_main) in this interpreter with this backend.
+ *
+ * The loop runs with the GIL released; each backend call takes it for the time of the call. The
+ * Python side of each op is a function of modelshare.worker (_load, _run, _call): this file only
+ * moves bytes and references. The loop is single-threaded, so the model runs one call at a time.
+ */
+#include "core.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "../../src/common/util.h"
+#include "../../src/worker/worker.h"
+
+typedef struct py_state {
+    PyObject *hooks; /* modelshare.worker */
+    PyObject *model;
+    PyObject *last; /* what the last run or call returned: its bytes back the output */
+    Py_buffer view; /* of last */
+    int have_view;
+} py_state;
+
+/* The message of a hook that raised itself (a bug of ours or an interpreter error). */
+static int hook_failed(int code, const char *what, char *err, size_t errlen)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyObject *s = value != NULL ? PyObject_Str(value) : NULL;
+    const char *text = s != NULL ? PyUnicode_AsUTF8(s) : NULL;
+    snprintf(err, errlen, "%s: %s: %s", what,
+             type != NULL ? ((PyTypeObject *)type)->tp_name : "error",
+             text != NULL ? text : "(no message)");
+    PyErr_Clear();
+    Py_XDECREF(s);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    return code;
+}
+
+/* A hook's answer that is a str is the model's error, already formatted. */
+static int str_error(PyObject *r, int code, char *err, size_t errlen)
+{
+    const char *text = PyUnicode_AsUTF8(r);
+    snprintf(err, errlen, "%s", text != NULL ? text : "the model failed (message not readable)");
+    PyErr_Clear();
+    return code;
+}
+
+static void drop_last(py_state *st)
+{
+    if (st->have_view)
+        PyBuffer_Release(&st->view);
+    st->have_view = 0;
+    Py_CLEAR(st->last);
+}
+
+static int py_load(const ms__spec *spec, void **state, char *err, size_t errlen)
+{
+    int rc = 0;
+    PyGILState_STATE g = PyGILState_Ensure();
+    py_state *st = PyMem_RawCalloc(1, sizeof *st);
+    if (st == NULL) {
+        rc = ms__fail(err, errlen, MS_E_NOMEM, "out of memory for the python backend");
+        goto out;
+    }
+    st->hooks = PyImport_ImportModule("modelshare.worker");
+    if (st->hooks == NULL) {
+        rc = hook_failed(MS_E_LOAD_FAILED, "cannot import modelshare.worker", err, errlen);
+        goto out;
+    }
+    json_t *j = ms__spec_to_json(spec);
+    char *text = j != NULL ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(j);
+    if (text == NULL) {
+        rc = ms__fail(err, errlen, MS_E_NOMEM, "out of memory for the spec");
+        goto out;
+    }
+    PyObject *r = PyObject_CallMethod(st->hooks, "_load", "s", text);
+    free(text);
+    if (r == NULL) {
+        rc = hook_failed(MS_E_LOAD_FAILED, "modelshare.worker._load", err, errlen);
+        goto out;
+    }
+    if (!PyTuple_Check(r) || PyTuple_GET_SIZE(r) != 2) {
+        Py_DECREF(r);
+        rc = ms__fail(err, errlen, MS_E_LOAD_FAILED, "modelshare.worker._load: bad answer");
+        goto out;
+    }
+    if (PyTuple_GET_ITEM(r, 0) != Py_True) {
+        rc = str_error(PyTuple_GET_ITEM(r, 1), MS_E_LOAD_FAILED, err, errlen);
+        Py_DECREF(r);
+        goto out;
+    }
+    st->model = Py_NewRef(PyTuple_GET_ITEM(r, 1));
+    Py_DECREF(r);
+    *state = st;
+    st = NULL;
+out:
+    if (st != NULL) {
+        Py_XDECREF(st->hooks);
+        PyMem_RawFree(st);
+    }
+    PyGILState_Release(g);
+    return rc;
+}
+
+static void py_signature(void *state, ms__sig *in, ms__sig *out)
+{
+    (void)state;
+    memset(in, 0, sizeof *in);
+    memset(out, 0, sizeof *out);
+}
+
+static int py_output_for(void *state, const ms__tensor_view *in, ms__tensor_view *out, char *err,
+                         size_t errlen)
+{
+    (void)state;
+    (void)in;
+    (void)out;
+    return ms__fail(err, errlen, MS_E_BACKEND, "the python backend sizes outputs by running");
+}
+
+static int py_run(void *state, const ms__tensor_view *in, ms__tensor_view *out, char *err,
+                  size_t errlen)
+{
+    (void)state;
+    (void)in;
+    (void)out;
+    return ms__fail(err, errlen, MS_E_BACKEND, "the python backend runs through run_dynamic");
+}
+
+static int py_run_dynamic(void *state, const ms__tensor_view *in, ms__tensor_view *out, char *err,
+                          size_t errlen)
+{
+    py_state *st = state;
+    int rc = 0;
+    PyGILState_STATE g = PyGILState_Ensure();
+    drop_last(st);
+    PyObject *shape = PyTuple_New(in->rank);
+    PyObject *mv = PyMemoryView_FromMemory(in->data, (Py_ssize_t)in->nbytes, PyBUF_READ);
+    PyObject *r = NULL;
+    if (shape == NULL || mv == NULL) {
+        rc = hook_failed(MS_E_NOMEM, "python backend", err, errlen);
+        goto out;
+    }
+    for (int i = 0; i < in->rank; i++)
+        PyTuple_SET_ITEM(shape, i, PyLong_FromLongLong(in->shape[i]));
+    r = PyObject_CallMethod(st->hooks, "_run", "OOiO", st->model, mv, in->dtype, shape);
+    /* The input's memory is the client's: nothing may read it after this call. */
+    PyObject *rel = PyObject_CallMethod(mv, "release", NULL);
+    if (rel == NULL)
+        PyErr_Clear();
+    Py_XDECREF(rel);
+    if (r == NULL) {
+        rc = hook_failed(MS_E_BACKEND, "modelshare.worker._run", err, errlen);
+        goto out;
+    }
+    if (PyUnicode_Check(r)) {
+        rc = str_error(r, MS_E_BACKEND, err, errlen);
+        goto out;
+    }
+    PyObject *arr, *oshape;
+    int dtype;
+    if (!PyArg_ParseTuple(r, "OiO!", &arr, &dtype, &PyTuple_Type, &oshape) ||
+        PyTuple_GET_SIZE(oshape) > MS_MAX_RANK) {
+        rc = hook_failed(MS_E_BACKEND, "modelshare.worker._run: bad answer", err, errlen);
+        goto out;
+    }
+    st->last = Py_NewRef(arr);
+    if (PyObject_GetBuffer(st->last, &st->view, PyBUF_C_CONTIGUOUS) < 0) {
+        rc = hook_failed(MS_E_BACKEND, "the model's output", err, errlen);
+        goto out;
+    }
+    st->have_view = 1;
+    memset(out, 0, sizeof *out);
+    out->dtype = dtype;
+    out->rank = (int)PyTuple_GET_SIZE(oshape);
+    for (int i = 0; i < out->rank; i++)
+        out->shape[i] = PyLong_AsLongLong(PyTuple_GET_ITEM(oshape, i));
+    out->data = st->view.buf;
+    out->nbytes = (size_t)st->view.len;
+    if (PyErr_Occurred())
+        rc = hook_failed(MS_E_BACKEND, "the model's output shape", err, errlen);
+out:
+    Py_XDECREF(r);
+    Py_XDECREF(mv);
+    Py_XDECREF(shape);
+    PyGILState_Release(g);
+    return rc;
+}
+
+static int py_call(void *state, const void *in, size_t in_len, const void **out, size_t *out_len,
+                   char *err, size_t errlen)
+{
+    py_state *st = state;
+    int rc = 0;
+    PyGILState_STATE g = PyGILState_Ensure();
+    drop_last(st);
+    PyObject *payload = PyBytes_FromStringAndSize(in, (Py_ssize_t)in_len);
+    PyObject *r =
+        payload != NULL ? PyObject_CallMethod(st->hooks, "_call", "OO", st->model, payload) : NULL;
+    Py_XDECREF(payload);
+    if (r == NULL || !PyBytes_Check(r)) {
+        Py_XDECREF(r);
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "expected bytes");
+        rc = hook_failed(MS_E_BACKEND, "modelshare.worker._call", err, errlen);
+        goto out;
+    }
+    st->last = r;
+    *out = PyBytes_AS_STRING(r);
+    *out_len = (size_t)PyBytes_GET_SIZE(r);
+out:
+    PyGILState_Release(g);
+    return rc;
+}
+
+static uint64_t py_estimate(const ms__spec *spec)
+{
+    (void)spec;
+    return 0;
+}
+
+static void py_unload(void *state)
+{
+    py_state *st = state;
+    if (st == NULL)
+        return;
+    PyGILState_STATE g = PyGILState_Ensure();
+    drop_last(st);
+    Py_CLEAR(st->model);
+    Py_CLEAR(st->hooks);
+    PyMem_RawFree(st);
+    PyGILState_Release(g);
+}
+
+static const ms__backend_ops python_ops = {
+    .name = "python",
+    .load = py_load,
+    .signature = py_signature,
+    .output_for = py_output_for,
+    .run = py_run,
+    .estimate = py_estimate,
+    .unload = py_unload,
+    .run_dynamic = py_run_dynamic,
+    .call = py_call,
+};
+
+static int open_python(const ms__spec *spec, const ms__backend_ops **out, char *err, size_t errlen)
+{
+    if (strcmp(spec->backend, "python") != 0)
+        return ms__fail(err, errlen, MS_E_SPEC,
+                        "python -m modelshare.worker: expected a spec of backend \"python\", got "
+                        "\"%s\"",
+                        spec->backend);
+    *out = &python_ops;
+    return 0;
+}
+
+PyObject *ms_py_serve_worker(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    if (!PyList_Check(arg) || PyList_GET_SIZE(arg) < 1 || PyList_GET_SIZE(arg) > 64) {
+        PyErr_SetString(PyExc_TypeError, "serve_worker(argv): expected a list of 1 to 64 strings");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(arg);
+    char **argv = PyMem_RawCalloc((size_t)n + 1, sizeof *argv);
+    if (argv == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const char *a = PyUnicode_AsUTF8(PyList_GET_ITEM(arg, i));
+        if (a == NULL || (argv[i] = strdup(a)) == NULL) {
+            for (Py_ssize_t k = 0; k < i; k++)
+                free(argv[k]);
+            PyMem_RawFree(argv);
+            if (!PyErr_Occurred())
+                PyErr_NoMemory();
+            return NULL;
+        }
+    }
+    PyThreadState *ts = PyEval_SaveThread();
+    int rc = ms__worker_main((int)n, argv, open_python);
+    PyEval_RestoreThread(ts);
+    for (Py_ssize_t i = 0; i < n; i++)
+        free(argv[i]);
+    PyMem_RawFree(argv);
+    return PyLong_FromLong(rc);
+}

@@ -1,0 +1,124 @@
+"""Models for the python backend's tests: importable by the workers (they get the test process's
+sys.path), so constructors pickle by reference."""
+import os
+import time
+
+import numpy as np
+
+
+class Scale:
+    """y = k * x, with a method, an attribute and a method that raises."""
+
+    def __init__(self, k):
+        self.k = np.float32(k)
+        self.pid = os.getpid()
+        self.calls = 0
+
+    def __call__(self, x):
+        self.calls += 1
+        return x * self.k
+
+    def vocab_size(self):
+        return 30522
+
+    def add(self, a, b=0):
+        return a + b
+
+    def fail(self, why):
+        raise ValueError(f"refused: {why}")
+
+    def block(self, path):
+        """Says it started (writes path), then takes its time: the test kills it meanwhile."""
+        with open(path, "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(120)
+
+
+def make_scale(k=2.0):
+    return Scale(k)
+
+
+def make_other(k=3.0):
+    return Scale(k)
+
+
+def failing_constructor():
+    raise RuntimeError("the weights are not there: /nowhere/model.bin")
+
+
+class Widen:
+    """One row in, a row ten times wider out (float64): the output is larger than the input."""
+
+    def __call__(self, x):
+        return np.repeat(x.astype(np.float64), 10, axis=1)
+
+
+class NotAnArray:
+    def __call__(self, x):
+        return {"sum": float(np.sum(x))}
+
+
+class RaisesOnNegative:
+    def __call__(self, x):
+        if (x < 0).any():
+            raise ValueError("negative input")
+        return x + 1
+
+
+def train_logistic():
+    """A scikit-learn classifier trained the same way wherever it runs."""
+    from sklearn.linear_model import LogisticRegression
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((200, 4))
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(np.int64)
+    return LogisticRegression().fit(x, y)
+
+
+class Sklearn:
+    def __init__(self):
+        self.clf = train_logistic()
+
+    def __call__(self, x):
+        return self.clf.predict_proba(x)
+
+    def predict(self, x):
+        return self.clf.predict(x)
+
+
+def onnx_weights():
+    rng = np.random.default_rng(3)
+    return rng.standard_normal((8, 3)).astype(np.float32), rng.standard_normal(3).astype(np.float32)
+
+
+class Onnx:
+    """y = x @ W + b as an ONNX graph built here, run by ONNX Runtime on the CPU."""
+
+    def __init__(self):
+        import onnx
+        import onnxruntime as ort
+        from onnx import TensorProto, helper, numpy_helper
+        w, b = onnx_weights()
+        graph = helper.make_graph(
+            [helper.make_node("MatMul", ["x", "W"], ["xw"]),
+             helper.make_node("Add", ["xw", "b"], ["y"])],
+            "affine",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 8])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3])],
+            [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "b")])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        model.ir_version = 8
+        self.session = ort.InferenceSession(model.SerializeToString(),
+                                            providers=["CPUExecutionProvider"])
+
+    def __call__(self, x):
+        return self.session.run(["y"], {"x": x})[0]
+
+
+def use_in_child(shared, i, results):
+    """Run in a child process: one call through the shared model."""
+    try:
+        x = np.full((i + 1, 4), i, dtype=np.float32)
+        with shared.acquire() as model:
+            results.put((i, np.array(model(x)), model.vocab_size(), None))
+    except Exception as e:  # reported to the parent
+        results.put((i, None, None, repr(e)))
