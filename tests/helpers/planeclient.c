@@ -34,6 +34,7 @@
 static int fail(ms_client *c, const char *what, int rc)
 {
     printf("error %s %s: %s\n", what, ms_errname(rc), c ? ms_errmsg(c) : ms_errmsg(NULL));
+    fflush(stdout); /* LeakSanitizer's exit does not flush */
     return 1;
 }
 
@@ -350,14 +351,14 @@ static int once(const char *tag, const char *spec, int64_t rows)
     printf("sending\n");
     fflush(stdout);
     rc = ms_infer(m, x, &y);
-    if (rc != 0)
-        return fail(c, "infer", rc);
-    printf("ok\n");
+    int status = rc != 0 ? fail(c, "infer", rc) : 0;
+    if (rc == 0)
+        printf("ok\n");
     ms_tensor_free(y);
     ms_tensor_free(x);
     ms_release(m);
     ms_disconnect(c);
-    return 0;
+    return status;
 }
 
 int main(int argc, char **argv)
