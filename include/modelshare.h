@@ -17,7 +17,10 @@
  *    (acquire, release, load, unload, status): while one thread's ms_acquire waits for a model to
  *    load, another thread's control call on the same client waits too. Threads that load models
  *    independently should each use a client of their own; ms_infer is never held up by this.
- *  - A client must not be used across fork(); the child connects again.
+ *  - A client does not cross fork(): in the child, the copies of every client, model handle and
+ *    tensor answer MS_E_DAEMON_LOST (tensors' bytes stay readable), and their descriptors are
+ *    closed at once, so the parent's leases end when the parent does, whatever the child does.
+ *    The child connects again (and may ms_disconnect() the copies: nothing reaches the daemon).
  *
  * Typical use:
  *

@@ -18,6 +18,78 @@ static _Thread_local char tls_client_msg[MS__ERRLEN];
 
 static atomic_uint_fast64_t next_serial = 1;
 
+/* ---- fork ----------------------------------------------------------------------------------- */
+
+static pthread_mutex_t all_lock = PTHREAD_MUTEX_INITIALIZER;
+static ms_client *all_clients;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void fork_prepare(void)
+{
+    pthread_mutex_lock(&all_lock);
+}
+
+static void fork_parent(void)
+{
+    pthread_mutex_unlock(&all_lock);
+}
+
+/* The child is single-threaded: locks that other threads of the parent held are copied held, so
+ * they are made anew rather than taken. */
+static void fork_child(void)
+{
+    int64_t parent = (int64_t)getppid();
+    for (ms_client *c = all_clients; c != NULL; c = c->all_next) {
+        if (c->fd >= 0)
+            close(c->fd);
+        c->fd = -1;
+        c->lost = true;
+        if (c->forked_from == 0)
+            c->forked_from = parent;
+        pthread_mutex_init(&c->lock, NULL);
+        pthread_mutex_init(&c->models_lock, NULL);
+        for (ms_model *m = c->models; m != NULL; m = m->next) {
+            if (m->arena_fd >= 0)
+                close(m->arena_fd);
+            m->arena_fd = -1;
+            m->alloc.fd = -1;
+            pthread_mutex_init(&m->lock, NULL);
+            pthread_cond_init(&m->slot_free, NULL);
+        }
+    }
+    pthread_mutex_init(&all_lock, NULL);
+}
+
+static void atfork_register(void)
+{
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+void ms__lib_fork_track(ms_client *c)
+{
+    pthread_once(&atfork_once, atfork_register);
+    pthread_mutex_lock(&all_lock);
+    c->all_prev = NULL;
+    c->all_next = all_clients;
+    if (all_clients != NULL)
+        all_clients->all_prev = c;
+    all_clients = c;
+    pthread_mutex_unlock(&all_lock);
+}
+
+void ms__lib_fork_untrack(ms_client *c)
+{
+    pthread_mutex_lock(&all_lock);
+    if (c->all_prev != NULL)
+        c->all_prev->all_next = c->all_next;
+    else if (all_clients == c)
+        all_clients = c->all_next;
+    if (c->all_next != NULL)
+        c->all_next->all_prev = c->all_prev;
+    c->all_prev = c->all_next = NULL;
+    pthread_mutex_unlock(&all_lock);
+}
+
 int ms__lib_fail_msg(const ms_client *client, int code, const char *msg)
 {
     if (client == NULL) {
@@ -80,6 +152,13 @@ int ms__lib_call(ms_client *client, json_t *req, const int *fds, int nfds, json_
     if (maxfds > MS__FDS_MAX)
         maxfds = MS__FDS_MAX;
     pthread_mutex_lock(&client->lock);
+    if (client->forked_from != 0) {
+        r = ms__lib_fail(client, MS_E_DAEMON_LOST,
+                         "this client was made in process %lld, before fork(): connect again in "
+                         "this process",
+                         (long long)client->forked_from);
+        goto out;
+    }
     if (client->lost) {
         r = ms__lib_fail(client, MS_E_DAEMON_LOST,
                          "the connection to the daemon at %s was lost earlier; connect again",
@@ -200,6 +279,7 @@ MS_EXPORT int ms_connect(const char *socket_path, ms_client **out)
     c->serial = atomic_fetch_add(&next_serial, 1);
     pthread_mutex_init(&c->lock, NULL);
     pthread_mutex_init(&c->models_lock, NULL);
+    ms__lib_fork_track(c);
 
     json_t *req = json_pack("{s:s, s:i}", "op", "hello", "version", MS_PROTOCOL_VERSION);
     json_t *reply = NULL;
@@ -244,6 +324,7 @@ MS_EXPORT void ms_disconnect(ms_client *client)
             break;
         ms__lib_model_end(m);
     }
+    ms__lib_fork_untrack(client);
     if (client->fd >= 0)
         close(client->fd);
     pthread_mutex_destroy(&client->lock);

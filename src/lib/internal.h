@@ -90,9 +90,20 @@ struct ms_client {
     pthread_mutex_t lock; /* the control socket */
     int64_t next_id;
     bool lost;
+    int64_t forked_from; /* the parent's pid when this is a copy that fork() made, else 0 */
     pthread_mutex_t models_lock;
     ms_model *models;
+    struct ms_client *all_prev, *all_next; /* every client of the process (fork handling) */
 };
+
+/* ---- fork (client.c) ---- */
+
+/* Adds a client to, or removes it from, the process's list. In a child that fork() made, every
+ * listed client loses its copies of the daemon connection and the arena descriptors (so that the
+ * parent's leases end when the parent does, whatever its children do) and answers
+ * MS_E_DAEMON_LOST from then on; mappings stay, so that outputs read in place stay readable. */
+void ms__lib_fork_track(ms_client *client);
+void ms__lib_fork_untrack(ms_client *client);
 
 /* ---- errors (client.c) ---- */
 

@@ -205,7 +205,8 @@ int ms__lib_model_end(ms_model *m)
         ms__door_unmap(m->inst[i].door);
     free(m->inst);
     ms__arena_unmap(m->arena_base, m->arena_capacity);
-    close(m->arena_fd);
+    if (m->arena_fd >= 0) /* -1 in a child of fork() */
+        close(m->arena_fd);
     pthread_cond_destroy(&m->slot_free);
     pthread_mutex_destroy(&m->lock);
     free(m);

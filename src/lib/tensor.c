@@ -142,6 +142,13 @@ uint64_t ms__alloc_largest(const ms__alloc *a)
 
 int ms__tensor_new_locked(ms_model *model, uint64_t nbytes, ms_tensor **out)
 {
+    /* A copy that fork() made shares the parent's arena: placing a tensor from the copied
+     * allocator would write over the parent's, and its rings are the parent's too. */
+    if (model->client->forked_from != 0)
+        return ms__lib_fail(model->client, MS_E_DAEMON_LOST,
+                            "model \"%s\": this handle was acquired in process %lld, before "
+                            "fork(): acquire the model again in this process",
+                            model->tag, (long long)model->client->forked_from);
     ms_tensor *t = calloc(1, sizeof *t);
     if (t == NULL)
         return ms__lib_fail(model->client, MS_E_NOMEM, "out of memory for a tensor handle");

@@ -13,6 +13,10 @@
  *   ms-planeclient once TAG SPEC ROWS
  *       Prints "sending" once the model is acquired, then runs one request of ROWS rows and prints
  *       "ok" or "error MS_E_NAME message" (for killing the worker while the request runs).
+ *   ms-planeclient forkhold TAG SPEC RESULT_FILE
+ *       Acquires TAG, runs a request, forks. The child tries its copy of the handle (it must get
+ *       MS_E_DAEMON_LOST), writes what it got to RESULT_FILE and sleeps 60 s with its output
+ *       closed; the parent prints "child PID" and exits without releasing anything.
  *   ms-planeclient fairness TAG SPEC NTHREADS ROUNDS ROWS
  *       One client floods the model from NTHREADS threads (ROWS rows each); another sends ROUNDS
  *       single-row requests one after the other and counts, for each, how many of the flooder's
@@ -20,6 +24,7 @@
  */
 #include <modelshare.h>
 
+#include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -27,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../../src/backends/backend.h"
 #include "../../src/common/spec.h"
@@ -361,8 +367,48 @@ static int once(const char *tag, const char *spec, int64_t rows)
     return status;
 }
 
+static int forkhold(const char *tag, const char *spec, const char *result)
+{
+    ms_client *c = NULL;
+    ms_model *m = NULL;
+    int64_t width;
+    if (open_model(tag, spec, &c, &m, &width) != 0)
+        return 1;
+    int64_t xs[2] = {1, width > 0 ? width : 16};
+    ms_tensor *x = NULL, *y = NULL;
+    int rc = ms_tensor_alloc(m, MS_FLOAT32, 2, xs, &x);
+    if (rc == 0) {
+        memset(ms_tensor_data(x), 0, ms_tensor_nbytes(x));
+        rc = ms_infer(m, x, &y);
+    }
+    if (rc != 0)
+        return fail(c, "infer", rc);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0)
+        return 1;
+    if (pid == 0) {
+        ms_tensor *y2 = NULL;
+        int r = ms_infer(m, x, &y2);
+        FILE *f = fopen(result, "w");
+        if (f) {
+            fprintf(f, "%s %s\n", ms_errname(r), ms_errmsg(c));
+            fclose(f);
+        }
+        int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+        dup2(devnull, 1);
+        dup2(devnull, 2);
+        sleep(60);
+        _exit(0);
+    }
+    printf("child %d\n", (int)pid);
+    return 0; /* no release, no disconnect: the process's end is what the daemon sees */
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 5 && strcmp(argv[1], "forkhold") == 0)
+        return forkhold(argv[2], argv[3], argv[4]);
     if (argc == 5 && strcmp(argv[1], "once") == 0)
         return once(argv[2], argv[3], atoll(argv[4]));
     if (argc == 6 && strcmp(argv[1], "stream") == 0)

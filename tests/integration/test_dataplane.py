@@ -8,7 +8,7 @@ import signal
 import subprocess
 import time
 
-from conftest import BUILD, SANITIZED
+from conftest import BUILD, SANITIZED, pid_alive, wait_until
 
 PLANECLIENT = BUILD / "tests" / "ms-planeclient"
 
@@ -131,3 +131,23 @@ def test_worker_killed_while_a_request_runs(ms):
     assert finish(start(ms, "once", "killme", spec, 2)) == "sending\nok"
     m = ms.model("killme")
     assert m["loads"] == 2 and m["worker_pids"] and m["worker_pids"][0] != pid
+
+
+def test_a_forked_child_does_not_keep_its_parents_leases(ms, tmp_path):
+    # A pre-fork server: the parent acquires, forks workers, and goes away. The child's copies
+    # of the parent's descriptors are closed at fork, so the daemon sees the parent leave and
+    # ends its lease at once, while the child lives on; the child's copy of the handle refuses
+    # to run (it would share the parent's rings).
+    result = tmp_path / "child.txt"
+    spec = json.dumps({"backend": "identity"})
+    out = finish(start(ms, "forkhold", "forked", spec, result))
+    child = int(out.split()[1])
+    try:
+        wait_until(lambda: ms.model("forked")["leases"] == 0, timeout=10,
+                   what="the parent's lease to end")
+        assert pid_alive(child)
+        wait_until(result.exists, timeout=10, what="the child's report")
+        assert result.read_text().startswith("MS_E_DAEMON_LOST"), result.read_text()
+        assert "before fork()" in result.read_text()
+    finally:
+        os.kill(child, signal.SIGKILL)
