@@ -15,6 +15,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <jansson.h>
+
 #include "modelshare.h"
 
 enum { MS__EXIT_OK = 0, MS__EXIT_ERROR = 1, MS__EXIT_USAGE = 2 };
@@ -27,6 +29,7 @@ int ms__cmd_infer(int argc, char **argv);
 int ms__cmd_make_dense(int argc, char **argv);
 int ms__cmd_demo(int argc, char **argv);
 int ms__cmd_bench(int argc, char **argv);
+int ms__cmd_top(int argc, char **argv);
 
 /* Each verb's usage text ("usage: modelshare load TAG ...\n\n...options..."), printed by
  * --help (stdout) and after a usage error (stderr). */
@@ -37,6 +40,15 @@ extern const char ms__usage_infer[];
 extern const char ms__usage_make_dense[];
 extern const char ms__usage_demo[];
 extern const char ms__usage_bench[];
+extern const char ms__usage_top[];
+
+/* A string field of a JSON object (dflt when absent), an integer field (0 when absent). */
+const char *ms__cli_jstr(const json_t *obj, const char *key, const char *dflt);
+long long ms__cli_jint(const json_t *obj, const char *key);
+
+/* The daemon's status, without starting a daemon: 0 with *out (caller owns), MS_E_NO_DAEMON
+ * when none runs (nothing printed), or another code after printing the error. */
+int ms__cli_fetch_status(json_t **out);
 
 /* {"backend":"dense","weights":ABSOLUTE-PATH} for --weights FILE. Caller frees; NULL when out of
  * memory. */

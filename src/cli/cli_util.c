@@ -202,3 +202,51 @@ char *ms__cli_weights_spec(const char *weights)
     json_decref(obj);
     return text;
 }
+
+const char *ms__cli_jstr(const json_t *obj, const char *key, const char *dflt)
+{
+    const char *s = json_string_value(json_object_get(obj, key));
+    return s ? s : dflt;
+}
+
+long long ms__cli_jint(const json_t *obj, const char *key)
+{
+    json_t *v = json_object_get(obj, key);
+    if (json_is_integer(v))
+        return (long long)json_integer_value(v);
+    if (json_is_real(v))
+        return (long long)json_real_value(v);
+    return 0;
+}
+
+int ms__cli_fetch_status(json_t **out)
+{
+    /* Asking must not start a daemon. */
+    setenv("MODELSHARE_NO_AUTOSTART", "1", 1);
+    ms_client *client = NULL;
+    int rc = ms_connect(NULL, &client);
+    if (rc == MS_E_NO_DAEMON)
+        return rc;
+    if (rc < 0) {
+        ms__cli_error("cannot connect to the daemon: %s", ms__cli_errtext(NULL, rc));
+        return rc;
+    }
+    char *text = NULL;
+    rc = ms_status_json(client, &text);
+    if (rc < 0) {
+        ms__cli_error("status: %s", ms__cli_errtext(client, rc));
+        ms_disconnect(client);
+        return rc;
+    }
+    ms_disconnect(client);
+    json_error_t jerr;
+    json_t *status = json_loads(text, 0, &jerr);
+    free(text);
+    if (!json_is_object(status)) {
+        json_decref(status);
+        ms__cli_error("the daemon's status is not a JSON object: %s", jerr.text);
+        return MS_E_PROTOCOL;
+    }
+    *out = status;
+    return 0;
+}

@@ -19,21 +19,8 @@ const char ms__usage_status[] =
     "  --json      print the daemon's status as one JSON object\n"
     "  -h, --help  this help\n";
 
-static const char *jstr(const json_t *obj, const char *key, const char *dflt)
-{
-    const char *s = json_string_value(json_object_get(obj, key));
-    return s ? s : dflt;
-}
-
-static long long jint(const json_t *obj, const char *key)
-{
-    json_t *v = json_object_get(obj, key);
-    if (json_is_integer(v))
-        return (long long)json_integer_value(v);
-    if (json_is_real(v))
-        return (long long)json_real_value(v);
-    return 0;
-}
+#define jstr ms__cli_jstr
+#define jint ms__cli_jint
 
 /* One table: every cell pre-formatted, columns as wide as their widest cell. */
 #define NCOLS 10
@@ -162,10 +149,8 @@ int ms__cmd_status(int argc, char **argv)
         return ms__cli_usage_error(argv[0], ms__usage_status, "unexpected argument \"%s\"",
                                    argv[optind]);
 
-    /* Asking must not start a daemon. */
-    setenv("MODELSHARE_NO_AUTOSTART", "1", 1);
-    ms_client *client = NULL;
-    int rc = ms_connect(NULL, &client);
+    json_t *status = NULL;
+    int rc = ms__cli_fetch_status(&status);
     if (rc == MS_E_NO_DAEMON) {
         if (as_json) {
             printf("{\"daemon\":null,\"models\":[],\"budgets\":{}}\n");
@@ -178,33 +163,18 @@ int ms__cmd_status(int argc, char **argv)
         return MS__EXIT_OK;
     }
     if (rc < 0)
-        return ms__cli_error("cannot connect to the daemon: %s", ms__cli_errtext(NULL, rc));
-
-    char *text = NULL;
-    rc = ms_status_json(client, &text);
-    if (rc < 0) {
-        int ret = ms__cli_error("status: %s", ms__cli_errtext(client, rc));
-        ms_disconnect(client);
-        return ret;
-    }
-    ms_disconnect(client);
-
-    json_error_t jerr;
-    json_t *status = json_loads(text, 0, &jerr);
-    if (!json_is_object(status)) {
-        json_decref(status);
-        int ret = ms__cli_error("the daemon's status is not a JSON object: %s", jerr.text);
-        free(text);
-        return ret;
-    }
+        return MS__EXIT_ERROR;
     if (as_json) {
         char *out = json_dumps(status, JSON_COMPACT);
-        puts(out ? out : text);
+        if (out == NULL) {
+            json_decref(status);
+            return ms__cli_error("out of memory");
+        }
+        puts(out);
         free(out);
     } else {
         print_table(status);
     }
     json_decref(status);
-    free(text);
     return MS__EXIT_OK;
 }

@@ -15,6 +15,7 @@ static const char usage_main[] =
     "  unload TAG [--force]            stop a model's worker; its memory goes back\n"
     "  infer TAG --input X.npy ...     run a model on a .npy array\n"
     "  bench TAG --spec JSON ...       measure latency and throughput from N client processes\n"
+    "  top [--interval S]              models' requests/s, rows/s, batch sizes, busy share\n"
     "  make-dense OUT --layers A,B,C   write a random dense MLP as safetensors\n"
     "  demo                            see several processes share one 1 GB model\n"
     "  version                         print the version\n"
@@ -30,7 +31,7 @@ typedef struct verb {
 static const verb verbs[] = {
     {"status", ms__cmd_status}, {"load", ms__cmd_load}, {"unload", ms__cmd_unload},
     {"infer", ms__cmd_infer},   {"demo", ms__cmd_demo}, {"make-dense", ms__cmd_make_dense},
-    {"bench", ms__cmd_bench},
+    {"bench", ms__cmd_bench},   {"top", ms__cmd_top},
 };
 
 static int cmd_version(void)

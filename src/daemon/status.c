@@ -15,7 +15,7 @@ static json_t *model_json(ms__server *s, ms__model *m, int64_t now)
         json_decref(per_worker);
         return NULL;
     }
-    uint64_t requests = m->requests_done, batches = m->batches_done, rows = 0;
+    uint64_t requests = m->requests_done, batches = m->batches_done, rows = 0, busy_ns = 0;
     for (int i = 0; i < m->nworkers; i++) {
         const ms__wproc *w = m->workers[i];
         json_array_append_new(pids, json_integer(w->pid));
@@ -25,6 +25,7 @@ static json_t *model_json(ms__server *s, ms__model *m, int64_t now)
             requests += wr;
             batches += atomic_load(&w->stats->batches);
             rows += atomic_load(&w->stats->rows);
+            busy_ns += atomic_load(&w->stats->busy_ns);
         }
         json_array_append_new(per_worker, json_integer((json_int_t)wr));
     }
@@ -47,6 +48,7 @@ static json_t *model_json(ms__server *s, ms__model *m, int64_t now)
     /* Rows run by the live workers (rows / batches: the mean batch size), and each live
      * worker's requests, in the order of worker_pids. */
     json_object_set_new(o, "rows", json_integer((json_int_t)rows));
+    json_object_set_new(o, "busy_s", json_real((double)busy_ns / 1e9)); /* in the backend */
     json_object_set_new(o, "worker_requests", per_worker);
     json_t *brief = m->spec.python != NULL ? ms__spec_to_json_brief(&m->spec) : NULL;
     json_object_set_new(o, "spec", brief != NULL ? brief : json_incref(m->spec_json));

@@ -151,3 +151,24 @@ def test_a_forked_child_does_not_keep_its_parents_leases(ms, tmp_path):
         assert "before fork()" in result.read_text()
     finally:
         os.kill(child, signal.SIGKILL)
+
+
+def test_top_shows_each_models_rates(ms):
+    p = start(ms, "stream", "topped", json.dumps({"backend": "identity"}), 20000, 1)
+    try:
+        wait_until(lambda: (ms.model("topped") or {}).get("requests", 0) > 0, timeout=30,
+                   what="the first requests")
+        r = ms.cli("top", "--interval", "0.3", "--count", "2")
+    finally:
+        finish(p)
+    frames = r.stdout.strip().split("\n\n")
+    assert len(frames) == 4, r.stdout  # two tables, each a title and a table
+    header, row = frames[-1].splitlines()[:2]
+    assert header.split() == ["TAG", "STATE", "WORKERS", "LEASES", "REQ/S", "ROWS/S", "BATCH",
+                              "BUSY", "MEMORY"], header
+    cells = row.split()
+    assert cells[0] == "topped" and cells[1] == "ready"
+    assert int(cells[4]) >= 0 and int(cells[5]) >= 0 and cells[7].endswith("%")
+    # Without a daemon it says so and exits 0.
+    ms.stop()
+    assert "no daemon running" in ms.cli("top", "--count", "1").stdout
