@@ -24,6 +24,7 @@ const char ms__usage_top[] =
     "  -h, --help    this help\n";
 
 #define TOP_COLS 9
+#define CELL (MS__TAG_MAX + 32) /* a cell holds a whole tag */
 
 /* What one model had at the previous look. */
 typedef struct sample {
@@ -69,7 +70,7 @@ static void take(const json_t *status, samples *out)
     }
 }
 
-static void print_cells(char cells[][48], const int *width)
+static void print_cells(char cells[][CELL], const int *width)
 {
     for (int c = 0; c < TOP_COLS; c++) {
         bool right = c >= 3;
@@ -88,39 +89,39 @@ static void print_frame(const json_t *status, const samples *prev, const samples
                                          "ROWS/S", "BATCH", "BUSY",    "MEMORY"};
     const json_t *models = json_object_get(status, "models");
     size_t n = json_array_size(models);
-    char(*cells)[TOP_COLS][48] = calloc(n + 1, sizeof *cells);
+    char(*cells)[TOP_COLS][CELL] = calloc(n + 1, sizeof *cells);
     if (cells == NULL)
         return;
     int width[TOP_COLS] = {0};
     for (int c = 0; c < TOP_COLS; c++)
-        snprintf(cells[0][c], 48, "%s", head[c]);
+        snprintf(cells[0][c], CELL, "%s", head[c]);
     for (size_t i = 0; i < n; i++) {
         const json_t *m = json_array_get(models, i);
-        char(*row)[48] = cells[i + 1];
+        char(*row)[CELL] = cells[i + 1];
         const sample *a = find(prev, ms__cli_jstr(m, "tag", "?"));
         const sample *b = &now->v[i];
         int workers = (int)json_array_size(json_object_get(m, "worker_pids"));
-        snprintf(row[0], 48, "%s", b->tag);
-        snprintf(row[1], 48, "%s", ms__cli_jstr(m, "state", "?"));
-        snprintf(row[2], 48, "%d", workers);
-        snprintf(row[3], 48, "%lld", ms__cli_jint(m, "leases"));
+        snprintf(row[0], CELL, "%s", b->tag);
+        snprintf(row[1], CELL, "%s", ms__cli_jstr(m, "state", "?"));
+        snprintf(row[2], CELL, "%d", workers);
+        snprintf(row[3], CELL, "%lld", ms__cli_jint(m, "leases"));
         /* Counters start again when a model is loaded again: no rate across that. */
         if (a != NULL && a->loads == b->loads && dt > 0) {
             long long dreq = b->requests - a->requests, drows = b->rows - a->rows;
             long long dbat = b->batches - a->batches;
-            snprintf(row[4], 48, "%.0f", (double)dreq / dt);
-            snprintf(row[5], 48, "%.0f", (double)drows / dt);
+            snprintf(row[4], CELL, "%.0f", (double)dreq / dt);
+            snprintf(row[5], CELL, "%.0f", (double)drows / dt);
             if (dbat > 0)
-                snprintf(row[6], 48, "%.1f", (double)drows / (double)dbat);
+                snprintf(row[6], CELL, "%.1f", (double)drows / (double)dbat);
             else
-                snprintf(row[6], 48, "-");
+                snprintf(row[6], CELL, "-");
             double busy = workers > 0 ? (b->busy_s - a->busy_s) / dt / workers : 0.0;
-            snprintf(row[7], 48, "%.0f%%", fmin(fmax(busy, 0.0), 1.0) * 100.0);
+            snprintf(row[7], CELL, "%.0f%%", fmin(fmax(busy, 0.0), 1.0) * 100.0);
         } else {
             for (int c = 4; c < 8; c++)
-                snprintf(row[c], 48, "-");
+                snprintf(row[c], CELL, "-");
         }
-        ms__cli_fmt_bytes_bin((uint64_t)ms__cli_jint(m, "memory_bytes"), row[8], 48);
+        ms__cli_fmt_bytes_bin((uint64_t)ms__cli_jint(m, "memory_bytes"), row[8], CELL);
     }
     for (size_t r = 0; r <= n; r++)
         for (int c = 0; c < TOP_COLS; c++) {
@@ -216,8 +217,8 @@ int ms__cmd_top(int argc, char **argv)
         if (tty)
             fputs("\033[H\033[J", stdout);
         printf("modelshare top: daemon pid %lld, the last %.1f s%s\n\n",
-               ms__cli_jint(status, "daemon_pid"),
-               (double)(t_now - t_prev) / 1e9, tty ? " (Ctrl-C to stop)" : "");
+               ms__cli_jint(status, "daemon_pid"), (double)(t_now - t_prev) / 1e9,
+               tty ? " (Ctrl-C to stop)" : "");
         print_frame(status, &prev, &now, (double)(t_now - t_prev) / 1e9);
         if (!tty && frame + 1 < count)
             putchar('\n');
