@@ -17,9 +17,10 @@
  *    {"op":"hello","id":1,"version":1}           -> {"ok":true,"version":1,"daemon_pid":123}
  *        Must be the first request. A different version -> MS_E_VERSION and the daemon closes.
  *    {"op":"acquire","id":2,"tag":"t","spec":{...}|null,"nfds":1}   + fd: the client's arena memfd
- *        -> {"ok":true,"lease":7,"signature":SIG,"spec":{...canonical...},"nfds":1} + fd: the
- *           client's end of a SOCK_SEQPACKET socketpair whose other end the worker holds (the
- *           channel, see chan.h). The reply comes when the model is ready (or failed to load).
+ *        -> {"ok":true,"lease":7,"signature":SIG,"spec":{...canonical...},"nfds":N} + fds: the
+ *           door of each of the model's N workers (ring.h), in instance order: requests for
+ *           instance i go in ring set i of the arena. The reply comes when the model is ready
+ *           (or failed to load).
  *    {"op":"release","id":3,"lease":7}          -> {"ok":true}
  *    {"op":"load","id":4,"tag":"t","spec":{...}} -> {"ok":true}  (loaded, no lease kept)
  *    {"op":"unload","id":5,"tag":"t","force":false} -> {"ok":true}  (reply once the worker is gone)
@@ -27,19 +28,22 @@
  *        STATUS is what `modelshare status --json` prints (see DESIGN.md's contracts):
  *        {"daemon_pid":..,"socket":"..","uptime_s":..,"clients":N,
  *         "models":[{"tag","backend","state","device","memory_bytes","leases","worker_pids":[..],
- *                    "loads","requests","batches","spec":{..},"idle_s"?,"error"?}],
+ *                    "loads","requests","batches","rows","busy_s","worker_requests":[..],
+ *                    "spec":{..},"idle_s"?,"error"?, and budget fields (status.c)}],
  *         "budgets":{"host":{"budget_bytes":..,"used_bytes":..}}}
  *
  *    SIG (a model's signature) is {"input":{"dtype":"float32","shape":[-1,1024]},
  *                                  "output":{"dtype":"float32","shape":[-1,1000]}}.
  *
- * 2. daemon <-> worker (a socketpair; the worker has it as file descriptor 3).
+ * 2. daemon <-> worker (a socketpair; the worker has it as file descriptor 3, its stats page as
+ *    4 and its door as 5).
  *    worker -> daemon:
  *    {"op":"ready","memory_bytes":N,"signature":SIG}
  *    {"op":"failed","code":-10,"error":"weights file ...: not a safetensors file (...)"}
  *    daemon -> worker:
- *    {"op":"attach","lease":7,"nfds":2}  + fds: [client arena memfd, worker end of the channel]
- *    {"op":"detach","lease":7}            the worker unmaps that arena and closes the channel
+ *    {"op":"attach","lease":7,"ring":i,"nfds":1}  + fd: the client's arena memfd; the worker
+ *                                         serves ring set i in it (i: its instance number)
+ *    {"op":"detach","lease":7}            the worker unmaps that arena
  *    The worker's counters live in a shared page the daemon made (stats.h), not in messages.
  *    The daemon stops a worker with SIGTERM (SIGKILL after a grace period); a worker whose
  *    daemon dies gets SIGKILL (parent-death signal).

@@ -68,7 +68,8 @@ void ms__detach_worker_lease(ms__server *s, ms__lease *l);
 
 /* requests.c: serves k's buffered requests until one is pending or none is left. */
 void ms__serve_requests(ms__server *s, conn *k);
-/* Leases m to k and replies (id) with the lease and the channel. Takes arena_fd and hdr. */
+/* Leases m to k: attaches the arena to every worker of m and replies (id) with the lease and the
+ * workers' doors. Takes arena_fd and hdr. */
 void ms__attach(ms__server *s, conn *k, json_t *id, ms__model *m, int arena_fd,
                 ms__arena_header *hdr);
 

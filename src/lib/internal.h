@@ -141,7 +141,7 @@ int ms__lib_connect(const char *path, int *fd, char *err, size_t errlen);
 int ms__lib_spec_prepare(const char *spec_json, json_t **out, char *err, size_t errlen);
 
 /* Ends a model handle already unlinked from its client: tells the daemon (unless the connection
- * is lost), closes the channel, unmaps the arena, frees every tensor and the handle. Returns 0 or
+ * is lost), unmaps the doors and the arena, frees every tensor and the handle. Returns 0 or
  * MS_E_DAEMON_LOST (message recorded). */
 int ms__lib_model_end(ms_model *model);
 

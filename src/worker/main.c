@@ -155,7 +155,7 @@ int ms__worker_main(int argc, char **argv, ms__backend_opener opener)
     sa.sa_flags = SA_RESTART;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
-    /* A dead client is an error on its channel, not SIGPIPE. */
+    /* A daemon that went away is an error on the control socket, not SIGPIPE. */
     signal(SIGPIPE, SIG_IGN);
 
     ms__spec spec;
