@@ -219,3 +219,14 @@ def test_python_spec_fields_are_checked(daemon):
         c.acquire("bad-spec", json.dumps({"backend": "python"}))
     with pytest.raises(modelshare.SpecError, match="only with backend"):
         c.acquire("bad-spec", json.dumps({"backend": "identity", "python": good["python"]}))
+
+
+def test_framework_cap_is_applied_before_the_constructor(daemon):
+    # JAX reads its caps from the environment when it starts; on the CPU the worker still turns
+    # preallocation off (GPU caps need a card: tests/gpu). Without framework, nothing is set.
+    jax = modelshare.Shared(pymodels.SeesEnvironment, tag="jaxcap", framework="jax")
+    with jax.acquire() as model:
+        assert model.seen == {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+    plain = modelshare.Shared(pymodels.SeesEnvironment, tag="nocap")
+    with plain.acquire() as model:
+        assert "XLA_PYTHON_CLIENT_PREALLOCATE" not in model.seen
