@@ -875,7 +875,9 @@ int ms__worker_serve(ms__worker *w)
          * control socket: an attach, a detach, or nothing. */
         if (!timed_out && serve_once(&s) > 0) {
             more = true;
-            last_work = ms__now_ns();
+            /* The control socket was read just before the sleep: not again right now, while the
+             * client that rang may be waiting for this CPU. */
+            last_work = last_ctrl = ms__now_ns();
             continue;
         }
         last_ctrl = ms__now_ns();
