@@ -31,7 +31,9 @@ def test_eight_processes_share_one_load(mlp, method):
             assert x is not None, f"child {i}: {y}"
             np.testing.assert_allclose(y, mlp_reference(mlp, x), rtol=1e-4, atol=1e-5)
             if method == "fork":
-                np.testing.assert_allclose(extra, y)
+                # Same input through the inherited handle: the same answer, to float rounding
+                # (the two requests may run in batches of other sizes).
+                np.testing.assert_allclose(extra, y, rtol=1e-4, atol=1e-5)
         m = model_status("shared")
         assert m["loads"] == 1 and len(m["worker_pids"]) == 1
         # Each child holds one lease (two with fork: the inherited handle took one too), and
