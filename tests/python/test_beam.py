@@ -10,10 +10,11 @@ import pytest
 import modelshare
 import pymodels
 
-beam = pytest.importorskip("apache_beam")
-from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
+# Installed by tests/requirements.txt: a missing Beam is a failure here, not a skip.
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
 
-from modelshare.beam import MultiProcessShared, SharedModelHandler  # noqa: E402
+from modelshare.beam import MultiProcessShared, SharedModelHandler
 
 HERE = pathlib.Path(__file__).resolve().parent
 N = 200

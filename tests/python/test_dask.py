@@ -5,8 +5,9 @@ import pytest
 import modelshare
 import pymodels
 
-distributed = pytest.importorskip("distributed")
-from modelshare.dask import ModelshareDaemon  # noqa: E402
+# Installed by tests/requirements.txt: a missing Dask is a failure here, not a skip.
+import distributed
+from modelshare.dask import ModelshareDaemon
 
 SHARED = modelshare.Shared(pymodels.make_scale, tag="dask-scale")
 
