@@ -65,6 +65,16 @@ static inline void ms__sig_rows(ms__sig *in, ms__sig *out, int64_t in_width, int
     *out = (ms__sig){.dtype = MS_FLOAT32, .rank = 2, .shape = {-1, out_width}};
 }
 
+/* For a model of rows, float32 [N, in_width] -> float32 [N, out_width] with N <= max_rows:
+ * checks in (MS_E_DTYPE / MS_E_SHAPE / MS_E_TOO_LARGE, saying what was expected) and describes
+ * the output in *out (its data untouched). */
+int ms__rows_output_for(const ms__tensor_view *in, int64_t in_width, int64_t out_width,
+                        int64_t max_rows, ms__tensor_view *out, char *err, size_t errlen);
+/* Before a run of such a model: the same checks, and that in and out hold the bytes the run
+ * reads and writes (MS_E_INVAL). */
+int ms__rows_run_check(const ms__tensor_view *in, const ms__tensor_view *out, int64_t in_width,
+                       int64_t out_width, int64_t max_rows, char *err, size_t errlen);
+
 /* The backend named name ("dense"), or NULL. These are the CPU backends built in. */
 const ms__backend_ops *ms__backend_find(const char *name);
 

@@ -42,9 +42,8 @@ enum { MS__SLOT_FREE = 0, MS__SLOT_SUBMITTED = 1, MS__SLOT_DONE = 2 };
 typedef struct ms__ring {
     _Atomic uint32_t tail; /* client: slot numbers published */
     uint32_t pad0[15];
-    _Atomic uint32_t head; /* worker: taken so far (for the client's information only) */
     _Atomic uint32_t hint; /* worker: 1 + this client's bit in door.hints; 0 before attach */
-    uint32_t pad1[14];
+    uint32_t pad1[15];
     _Atomic uint32_t entries[MS__RING_SLOTS];
 } ms__ring;
 

@@ -67,7 +67,6 @@ typedef struct server {
     size_t nactive;
     client *last_served; /* the next round-robin pass starts after it */
     ms__reader rd;
-    bool ctrl_eof;
     taken *batch;
     size_t nbatch;
     int64_t batch_rows;
@@ -402,7 +401,6 @@ static int take_one(server *s, client *c, int64_t now)
                                "worker: expected at most 64 requests in flight");
         }
         c->head = tail;
-        atomic_store_explicit(&c->rg->head, c->head, memory_order_release);
         return TAKE_ANSWERED;
     }
     uint32_t e =
@@ -412,7 +410,6 @@ static int take_one(server *s, client *c, int64_t now)
         ms__log_warn("model \"%s\": lease %lld published slot %u, expected 0 to %u", s->w->tag,
                      (long long)c->lease, e, MS__RING_SLOTS - 1);
         c->head++;
-        atomic_store_explicit(&c->rg->head, c->head, memory_order_release);
         STAT_ADD(s, errors, 1);
         return TAKE_ANSWERED;
     }
@@ -456,7 +453,6 @@ static int take_one(server *s, client *c, int64_t now)
             }
             if (r == 0 && t->out.nbytes > t->req.out_cap) {
                 c->head++;
-                atomic_store_explicit(&c->rg->head, c->head, memory_order_release);
                 complete_too_large(s, c, e, &t->req, t->out.nbytes);
                 return TAKE_ANSWERED;
             }
@@ -464,7 +460,6 @@ static int take_one(server *s, client *c, int64_t now)
     }
     if (r < 0) {
         c->head++;
-        atomic_store_explicit(&c->rg->head, c->head, memory_order_release);
         complete_error(s, c, e, raw.req.id, r, err);
         return TAKE_ANSWERED;
     }
@@ -481,7 +476,6 @@ static int take_one(server *s, client *c, int64_t now)
             return TAKE_DEFERRED;
     }
     c->head++;
-    atomic_store_explicit(&c->rg->head, c->head, memory_order_release);
     s->nbatch++;
     s->batch_rows += t->rows;
     s->batch_bytes += t->in.nbytes;

@@ -8,62 +8,14 @@ import os
 import pathlib
 import shutil
 import signal
+import sys
 import tempfile
-import time
 
-import numpy as np
 import pytest
-from safetensors.numpy import load_file, save_file
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-
-
-def wait_until(predicate, timeout=20.0, interval=0.05, what="condition"):
-    """Polls predicate until it returns a true value; fails after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
-def pid_alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def save_mlp(path, layers, seed=0, prefix=""):
-    """Writes an nn.Sequential-like float32 MLP (Linear, ReLU, Linear, ...) as safetensors."""
-    rng = np.random.default_rng(seed)
-    tensors = {}
-    for i in range(len(layers) - 1):
-        bound = np.float32(1 / np.sqrt(layers[i]))
-        w = rng.random((layers[i + 1], layers[i]), dtype=np.float32)
-        tensors[f"{prefix}{2 * i}.weight"] = (w * 2 - 1) * bound
-        tensors[f"{prefix}{2 * i}.bias"] = (rng.random(layers[i + 1], dtype=np.float32) * 2 - 1) * bound
-    save_file(tensors, str(path))
-    return path
-
-
-def mlp_reference(path, x):
-    """The MLP computed with numpy in float64 from the safetensors file."""
-    layers = {}
-    for name, value in load_file(str(path)).items():
-        stem, kind = name.rsplit(".", 1)
-        layers.setdefault(int(stem.rsplit(".", 1)[-1]), {})[kind] = value.astype(np.float64)
-    h = np.asarray(x, dtype=np.float64)
-    order = sorted(layers)
-    for i, index in enumerate(order):
-        h = h @ layers[index]["weight"].T + layers[index]["bias"]
-        if i + 1 < len(order):
-            h = np.maximum(h, 0)
-    return h
+sys.path.insert(0, str(ROOT / "tests"))
+from testlib import mlp_reference, pid_alive, save_mlp, wait_until  # noqa: E402,F401
 
 
 class Daemon:

@@ -252,29 +252,8 @@ static int cuda_output_for(void *state, const ms__tensor_view *in, ms__tensor_vi
                            size_t errlen)
 {
     const cuda_state *s = state;
-    if (in->dtype != MS_FLOAT32)
-        return ms__fail(err, errlen, MS_E_DTYPE, "expected float32, got %s",
-                        ms_dtype_name(in->dtype));
-    if (in->rank != 2 || in->shape[0] < 0 || in->shape[1] != (int64_t)s->in_width) {
-        char got[160];
-        if (in->rank >= 0 && in->rank <= 8)
-            ms__shape_str(in->rank, in->shape, got, sizeof got);
-        else
-            snprintf(got, sizeof got, "rank %d", in->rank);
-        return ms__fail(err, errlen, MS_E_SHAPE, "expected [N, %zu] (float32), got %s", s->in_width,
-                        got);
-    }
-    if (in->shape[0] > CUDA_BATCH_MAX)
-        return ms__fail(err, errlen, MS_E_TOO_LARGE,
-                        "expected at most %d rows in one call, got %" PRId64, CUDA_BATCH_MAX,
-                        in->shape[0]);
-    out->dtype = MS_FLOAT32;
-    out->rank = 2;
-    memset(out->shape, 0, sizeof out->shape);
-    out->shape[0] = in->shape[0];
-    out->shape[1] = (int64_t)s->out_width;
-    out->nbytes = (size_t)in->shape[0] * s->out_width * sizeof(float);
-    return 0;
+    return ms__rows_output_for(in, (int64_t)s->in_width, (int64_t)s->out_width, CUDA_BATCH_MAX, out,
+                               err, errlen);
 }
 
 static int grow(cuda_state *s, size_t rows, char *err, size_t errlen)
@@ -343,17 +322,11 @@ static int cuda_run(void *state, const ms__tensor_view *in, ms__tensor_view *out
                     size_t errlen)
 {
     cuda_state *s = state;
-    ms__tensor_view want;
-    int rc = cuda_output_for(state, in, &want, err, errlen);
+    int rc = ms__rows_run_check(in, out, (int64_t)s->in_width, (int64_t)s->out_width,
+                                CUDA_BATCH_MAX, err, errlen);
     if (rc < 0)
         return rc;
     size_t rows = (size_t)in->shape[0];
-    size_t in_bytes = rows * s->in_width * sizeof(float);
-    if (in->nbytes < in_bytes || out->nbytes < want.nbytes || (rows && (!in->data || !out->data)))
-        return ms__fail(err, errlen, MS_E_INVAL,
-                        "expected %zu bytes of input and %zu of room for the output, got %zu and "
-                        "%zu",
-                        in_bytes, want.nbytes, in->nbytes, out->nbytes);
     if (rows == 0)
         return 0;
     size_t chunk = rows < s->chunk_rows ? rows : s->chunk_rows;

@@ -1,0 +1,70 @@
+"""Helpers shared by the integration tests and the Python package's tests (each conftest.py
+re-exports them): waiting for a condition, whether a process lives, and a small MLP written with
+numpy and computed with numpy, to check models against."""
+import os
+import time
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+
+def wait_until(predicate, timeout=20.0, interval=0.05, what="condition"):
+    """Polls predicate until it returns a true value; fails the test after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is gone for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:  # gone between the two looks
+        return False
+
+
+def mlp_reference(path, x, output="linear"):
+    """The MLP computed with numpy from the safetensors file: layers ordered by their index."""
+    tensors = load_file(str(path))
+    layers = {}
+    for name, value in tensors.items():
+        stem, kind = name.rsplit(".", 1)
+        index = int(stem.rsplit(".", 1)[-1])
+        layers.setdefault(index, {})[kind] = value.astype(np.float64)
+    h = x.astype(np.float64)
+    order = sorted(layers)
+    for i, index in enumerate(order):
+        h = h @ layers[index]["weight"].T
+        if "bias" in layers[index]:
+            h = h + layers[index]["bias"]
+        if i + 1 < len(order):
+            h = np.maximum(h, 0)
+    if output == "softmax":
+        h = np.exp(h - h.max(axis=1, keepdims=True))
+        h = h / h.sum(axis=1, keepdims=True)
+    return h
+
+
+def save_mlp(path, layers, prefix="", seed=0, dtype=np.float32):
+    """Writes an nn.Sequential-like MLP with numpy and the safetensors package."""
+    rng = np.random.default_rng(seed)
+    tensors = {}
+    for i in range(len(layers) - 1):
+        bound = 1 / np.sqrt(layers[i])
+        tensors[f"{prefix}{2 * i}.weight"] = rng.uniform(
+            -bound, bound, (layers[i + 1], layers[i])).astype(dtype)
+        tensors[f"{prefix}{2 * i}.bias"] = rng.uniform(-bound, bound, layers[i + 1]).astype(dtype)
+    save_file(tensors, str(path))
+    return path
