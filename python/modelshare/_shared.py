@@ -1,15 +1,12 @@
 """Shared models: a tag and a spec; acquire() gives a lease, a callable Model."""
 import base64
-import functools
-import hashlib
 import json
 import os
-import pickle
 import sys
 
 import numpy as np
 
-from . import _core
+from . import _core, _identity, _pickling
 from ._client import control
 
 # Spec fields a caller may give as keyword arguments (backend and weights come from the factory).
@@ -52,49 +49,19 @@ def _python_path():
     return out[:256]
 
 
-def _main_file(module):
-    main = sys.modules.get(module)
-    return os.path.abspath(getattr(main, "__file__", "") or "<interactive>")
-
-
-def _identity(obj):
-    """What a constructor of the main script is, the same in the script (module __main__,
-    pickled by value) and in its spawned children (module __mp_main__, pickled by reference):
-    the script's path and the qualified name, with a partial's arguments. None for anything else,
-    whose pickle is its identity."""
-    if isinstance(obj, functools.partial):
-        inner = _identity(obj.func)
-        if inner is None:
-            return None
-        try:
-            args = _dumps((obj.args, sorted(obj.keywords.items())))
-        except Exception:
-            return None
-        return f"partial({inner}, {hashlib.sha256(args).hexdigest()})"
-    module = getattr(obj, "__module__", None)
-    qualname = getattr(obj, "__qualname__", None)
-    if module not in ("__main__", "__mp_main__") or not isinstance(qualname, str) or \
-            "<" in qualname or hasattr(obj, "__self__"):
-        return None
-    return f"{_main_file(module)}:{qualname}"
-
-
 def _pickled(constructor, tag):
     try:
-        import cloudpickle
-        dumps, how = cloudpickle.dumps, "cloudpickle"
-    except ImportError:
-        dumps, how = (lambda obj: pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)), "pickle"
-    try:
-        return dumps(constructor)
+        return _pickling.dumps(constructor)
     except Exception as e:  # pickling raises many types (TypeError, PicklingError, ...)
-        hint = "" if how == "cloudpickle" else \
-            " (install cloudpickle to send lambdas and closures)"
         raise NotPicklable(
-            f"Shared(tag={tag!r}): the constructor {constructor!r} cannot be pickled with {how}: "
-            f"{type(e).__name__}: {e}. It runs in the model's worker process, so it must be "
-            f"picklable: a module-level function or class, or a functools.partial of one{hint}"
+            f"Shared(tag={tag!r}): the constructor {constructor!r} cannot be pickled with "
+            f"cloudpickle: {type(e).__name__}: {e}. It runs in the model's worker process, so it "
+            "must be picklable: a function, lambda, class or functools.partial that loads the "
+            "model, capturing nothing that cannot be pickled (a lock, an open file, a socket)"
         ) from e
+
+
+KEY_MAX = 256
 
 
 class Shared:
@@ -102,25 +69,30 @@ class Shared:
 
     Shared(constructor, tag=...) -- a Python model: constructor() builds it in a worker process
         started with this interpreter, working directory and sys.path. The constructor travels
-        pickled (cloudpickle when installed): two processes share the model when their
-        constructors pickle to the same bytes (and the other spec fields agree); another
-        constructor under the same tag is refused with SpecConflict. (A function or class of the
-        main script is known by the script's path and its name instead, since it pickles by
-        value there and by reference in spawned children.) framework="torch",
-        "tensorflow" or "jax" with memory=BYTES on a cuda device applies that framework's own
-        memory cap in the worker before the constructor runs.
+        pickled (cloudpickle; a function or class of the main script is found in the worker
+        whether this process runs the script as __main__ or as a spawn child's __mp_main__).
+        Processes share the model when their constructors are the same code with the same
+        captured values (a fingerprint of the code, names, closure, defaults and globals it
+        uses, the same in every process) and the other spec fields agree; a genuinely different
+        constructor under the same tag is refused with SpecConflict, naming what differs.
+        key="..." names the identity yourself instead (constructors with the same key are one
+        model). framework="torch", "tensorflow" or "jax" with memory=BYTES on a cuda device
+        applies that framework's own memory cap in the worker before the constructor runs.
     Shared.dense(weights, tag=...) -- the built-in dense backend (an MLP from safetensors).
     Spec options are keyword arguments: keep_alive, max_batch, batch_delay_us, instances,
     thread_safe, batchable, memory, load_timeout, device, output.
     """
 
-    def __init__(self, constructor, tag, framework=None, **spec):
+    def __init__(self, constructor, tag, framework=None, key=None, **spec):
         if not callable(constructor):
             raise TypeError(f"Shared(tag={tag!r}): constructor must be callable, got "
                             f"{type(constructor).__name__}")
         if framework is not None and framework not in FRAMEWORKS:
             raise ValueError(f"Shared(tag={tag!r}): framework: expected None or one of "
                              f"{', '.join(FRAMEWORKS)}, got {framework!r}")
+        if key is not None and (not isinstance(key, str) or not 0 < len(key) <= KEY_MAX):
+            raise ValueError(f"Shared(tag={tag!r}): key: expected None or a string of 1 to "
+                             f"{KEY_MAX} characters, got {key!r:.80}")
         self.tag = tag
         self._spec = {"backend": "python", **_spec_from(spec, "Shared")}
         self._payload = _pickled(constructor, tag)
@@ -131,8 +103,8 @@ class Shared:
                 "Pickle a function that loads the model (from a file, a registry), not one that "
                 "captures the model or its weights")
         self._framework = framework
-        ident = _identity(constructor)
-        self._key = None if ident is None else hashlib.sha256(ident.encode()).hexdigest()
+        self._key, self._outline = _identity.stated(key) if key is not None else \
+            _identity.of(constructor, self._payload)
 
     @classmethod
     def dense(cls, weights, tag, **spec):
@@ -143,7 +115,7 @@ class Shared:
                       **_spec_from(spec, "Shared.dense")}
         self._payload = None
         self._framework = None
-        self._key = None
+        self._key = self._outline = None
         return self
 
     @property
@@ -159,6 +131,7 @@ class Shared:
                 "constructor": base64.b64encode(self._payload).decode("ascii"),
                 "framework": self._framework,
                 "key": self._key,
+                "identity": self._outline,
                 "executable": os.path.abspath(sys.executable),
                 "cwd": os.getcwd(),
                 "path": _python_path(),
@@ -189,7 +162,7 @@ class Shared:
 
     def __getstate__(self):
         return {"tag": self.tag, "_spec": self._spec, "_payload": self._payload,
-                "_framework": self._framework, "_key": self._key}
+                "_framework": self._framework, "_key": self._key, "_outline": self._outline}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
@@ -230,14 +203,6 @@ def _tensor_arg(x):
 
 _PLANE_DTYPES = {np.dtype(t) for t in (np.float32, np.float16, np.float64, np.int8, np.uint8,
                                        np.int16, np.int32, np.int64, np.bool_)}
-
-
-def _dumps(obj):
-    try:
-        import cloudpickle
-        return cloudpickle.dumps(obj)
-    except ImportError:  # pragma: no cover - optional
-        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 class RemoteMethod:
@@ -314,11 +279,11 @@ class Model:
                 f"model {self.tag!r} has no attribute {name!r}: the {self._shared._spec['backend']}"
                 " backend is called as model(x) only")
         try:
-            payload = _dumps((op, name, tuple(args), dict(kwargs or {})))
+            payload = _pickling.dumps((op, name, tuple(args), dict(kwargs or {})))
         except Exception as e:
             raise NotPicklable(f"model {self.tag!r}: the arguments of {name!r} cannot be "
                                f"pickled: {type(e).__name__}: {e}") from e
-        answer = pickle.loads(self._guard(lambda core: core.call(payload)))
+        answer = _pickling.loads(self._guard(lambda core: core.call(payload)))
         if answer[0] == "ok":
             return answer[1]
         if answer[0] == "method":

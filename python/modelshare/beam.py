@@ -36,10 +36,23 @@ def _tag(tag):
     return re.sub(r"[^A-Za-z0-9._:/@+-]", "-", text)[:100] + "-" + digest
 
 
+def _tag_key(tag, strict, key):
+    """The identity under which Beam's integrations share: the tag, as in Beam, unless strict
+    (the constructor's fingerprint, as modelshare.Shared) or a key of the user's."""
+    if key is not None or strict:
+        return key
+    return f"modelshare.beam tag {tag}"[:256]
+
+
 class MultiProcessShared:
     """A drop-in for apache_beam.utils.multi_process_shared.MultiProcessShared: the same
     arguments, acquire() and release(obj). The object lives in a modelshare worker process (one
     per machine and tag); acquire() returns a modelshare.Model whose calls and methods run there.
+
+    As in Beam, the tag alone is the identity: the first constructor acquired under a tag is
+    the one loaded, and later ones (the same lambda made again in each worker's DoFn.setup(),
+    say) are not compared. strict=True compares them as modelshare.Shared does (their code and
+    captured values; SpecConflict when they differ); key="..." names the identity yourself.
 
     path, always_proxy and spawn_process are accepted for compatibility and change nothing: the
     object is always in its own process and every call goes through the proxy. Other keyword
@@ -47,12 +60,12 @@ class MultiProcessShared:
     """
 
     def __init__(self, constructor, tag, *, path=tempfile.gettempdir(), always_proxy=None,
-                 spawn_process=False, **spec):
+                 spawn_process=False, strict=False, key=None, **spec):
         self._tag = tag
         self._path = path
         self._always_proxy = always_proxy
         self._spawn_process = spawn_process
-        self._shared = Shared(constructor, tag=_tag(tag), **spec)
+        self._shared = Shared(constructor, tag=_tag(tag), key=_tag_key(tag, strict, key), **spec)
 
     @property
     def shared(self):
@@ -106,22 +119,24 @@ class SharedModelHandler(_ModelHandler):
     """Wraps a RunInference ModelHandler: handler.load_model() runs once per machine, in a
     modelshare worker, and handler.run_inference() runs there on the batches of every Beam worker
     process of the machine (examples and predictions travel pickled). Batching, metrics names,
-    pre/post-processing and inference-argument checks stay the wrapped handler's. Keyword
-    arguments are modelshare spec fields (keep_alive, memory, device, ...)."""
+    pre/post-processing and inference-argument checks stay the wrapped handler's. As with
+    MultiProcessShared, the tag is the identity (strict=True compares the handlers; key="..."
+    names it). Keyword arguments are modelshare spec fields (keep_alive, memory, device, ...)."""
 
-    def __init__(self, handler, tag, **spec):
+    def __init__(self, handler, tag, *, strict=False, key=None, **spec):
         if _ModelHandler is object:
             raise ImportError("modelshare.beam.SharedModelHandler needs apache-beam "
                               "(pip install apache-beam)")
         self._handler = handler
         self._tag = tag
+        self._key = _tag_key(tag, strict, key)
         self._spec = spec
         self._shared = None
 
     def _get_shared(self):
         if self._shared is None:
             self._shared = Shared(functools.partial(_HandlerHost, self._handler),
-                                  tag=_tag(self._tag), **self._spec)
+                                  tag=_tag(self._tag), key=self._key, **self._spec)
         return self._shared
 
     def load_model(self):

@@ -14,11 +14,12 @@ Nothing else is public here.
 import base64
 import json
 import os
-import pickle
 import sys
 import traceback
 
 import numpy as np
+
+from . import _pickling
 
 # ms_dtype codes (modelshare.h) <-> numpy.
 _DTYPES = {1: np.float32, 2: np.float16, 4: np.float64, 5: np.int8, 6: np.uint8, 7: np.int16,
@@ -114,7 +115,7 @@ def _load(spec_json):
         py = spec["python"]
         apply_framework_cap(py.get("framework"), spec.get("device", "cpu"),
                             int(spec.get("memory") or 0))
-        constructor = pickle.loads(base64.b64decode(py["constructor"]))
+        constructor = _pickling.loads(base64.b64decode(py["constructor"]))
         return True, constructor()
     except BaseException as e:  # the daemon gets the text; the worker exits
         return False, f"the constructor failed: {_text(e)}"
@@ -145,24 +146,16 @@ def _run(model, view, dtype, shape):
         return _text(e, 380)
 
 
-def _dumps(obj):
-    try:
-        import cloudpickle
-        return cloudpickle.dumps(obj)
-    except ImportError:  # pragma: no cover - cloudpickle is optional
-        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-
-
 def _call(model, payload):
     """payload: pickled (op, name, args, kwargs); op "getattr" (an attribute: its value, or
     ("method",) when it is callable) or "call". The answer: ("ok", value), ("method",) or
     ("error", exception, traceback text)."""
     try:
-        op, name, args, kwargs = pickle.loads(payload)
+        op, name, args, kwargs = _pickling.loads(payload)
         if op == "getattr":
             value = getattr(model, name)
             if callable(value):
-                return _dumps(("method",))
+                return _pickling.dumps(("method",))
             answer = ("ok", value)
         elif op == "call":
             target = model if name == "__call__" else getattr(model, name)
@@ -173,17 +166,18 @@ def _call(model, payload):
         tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
         answer = ("error", e, tb)
     try:
-        return _dumps(answer)
+        return _pickling.dumps(answer)
     except Exception as e:  # the value or the exception does not pickle
         what = "result" if answer[0] == "ok" else "exception"
         tb = answer[2] if answer[0] == "error" else ""
-        return _dumps(("error", TypeError(
+        return _pickling.dumps(("error", TypeError(
             f"modelshare: the {what} of the call cannot be pickled: {type(e).__name__}: {e}; "
             f"{what}: {answer[1]!r:.300}"), tb))
 
 
 def main():
     from . import _core
+    _pickling.LOAD_SCRIPTS = True  # a spawn child's constructor names its main script
     return _core.serve_worker(sys.argv)
 
 

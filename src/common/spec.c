@@ -1,6 +1,7 @@
 /* A model's spec: parsing with field-by-field validation, canonical JSON, equality. */
 #include "spec.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,8 @@
 #define SPEC_MEMORY_MAX (1ll << 62)
 #define SPEC_CONSTRUCTOR_MAX 98304
 #define SPEC_PATH_ENTRIES_MAX 256
+#define SPEC_IDENTITY_PARTS_MAX 32
+#define SPEC_IDENTITY_TEXT_MAX 200
 
 static const char *const known_fields[] = {
     "backend",   "weights",        "device",    "output",      "keep_alive",
@@ -144,31 +147,31 @@ static bool base64_text(const char *t)
     return true;
 }
 
-/* The "python" object: checked field by field, kept as canonical JSON text. */
-static int parse_python(const json_t *v, ms__spec *s, char *err, size_t errlen)
+static const char *const python_fields[] = {
+    "constructor", "executable", "cwd", "path", "framework", "key", "identity",
+};
+
+static int python_unknown_fields(const json_t *v, char *err, size_t errlen)
 {
-    if (!json_is_object(v))
-        return field_fail(err, errlen, "python",
-                          "an object with constructor, executable, cwd, path and framework", v);
     const char *key;
     json_t *f;
     json_object_foreach((json_t *)v, key, f)
     {
-        if (strcmp(key, "constructor") != 0 && strcmp(key, "executable") != 0 &&
-            strcmp(key, "cwd") != 0 && strcmp(key, "path") != 0 && strcmp(key, "framework") != 0 &&
-            strcmp(key, "key") != 0)
+        bool known = false;
+        for (size_t i = 0; i < MS__ARRAY_LEN(python_fields) && !known; i++)
+            known = strcmp(key, python_fields[i]) == 0;
+        if (!known)
             return ms__fail(err, errlen, MS_E_SPEC,
                             "unknown spec field \"python.%.64s\" (known: constructor, executable, "
-                            "cwd, path, framework, key)",
+                            "cwd, path, framework, key, identity)",
                             key);
     }
-    const json_t *c = json_object_get(v, "constructor");
-    const char *ct = json_string_value(c);
-    if (ct == NULL || ct[0] == '\0' || strlen(ct) > SPEC_CONSTRUCTOR_MAX || !base64_text(ct))
-        return field_fail(err, errlen, "python.constructor",
-                          "the base64 text of a pickled constructor, 1 to 98304 characters "
-                          "(pickle a function that loads the model, not the model itself)",
-                          c);
+    return 0;
+}
+
+/* Where the worker runs: the interpreter, the folder and sys.path. */
+static int python_where(const json_t *v, char *err, size_t errlen)
+{
     if (!abs_path(json_object_get(v, "executable")))
         return field_fail(err, errlen, "python.executable",
                           "the absolute path of a Python interpreter",
@@ -176,20 +179,54 @@ static int parse_python(const json_t *v, ms__spec *s, char *err, size_t errlen)
     if (!abs_path(json_object_get(v, "cwd")))
         return field_fail(err, errlen, "python.cwd", "an absolute path", json_object_get(v, "cwd"));
     const json_t *path = json_object_get(v, "path");
-    if (path != NULL) {
-        if (!json_is_array(path) || json_array_size(path) > SPEC_PATH_ENTRIES_MAX)
+    if (path == NULL)
+        return 0;
+    if (!json_is_array(path) || json_array_size(path) > SPEC_PATH_ENTRIES_MAX)
+        return field_fail(err, errlen, "python.path", "a list of at most 256 folders (sys.path)",
+                          path);
+    size_t i;
+    json_t *e;
+    json_array_foreach(path, i, e)
+    {
+        const char *p = json_string_value(e);
+        if (p == NULL || strlen(p) > SPEC_WEIGHTS_MAX || strchr(p, ':') != NULL)
             return field_fail(err, errlen, "python.path",
-                              "a list of at most 256 folders (sys.path)", path);
-        size_t i;
-        json_t *e;
-        json_array_foreach(path, i, e)
-        {
-            const char *p = json_string_value(e);
-            if (p == NULL || strlen(p) > SPEC_WEIGHTS_MAX || strchr(p, ':') != NULL)
-                return field_fail(err, errlen, "python.path",
-                                  "strings of at most 4096 bytes without ':'", e);
-        }
+                              "strings of at most 4096 bytes without ':'", e);
     }
+    return 0;
+}
+
+/* The outline of a constructor's identity: at most 32 parts, each a name and a short text. */
+static int python_identity(const json_t *v, char *err, size_t errlen)
+{
+    if (v == NULL || json_is_null(v))
+        return 0;
+    const char *expected = "null or an object of at most 32 parts, each a name of 1 to 64 bytes "
+                           "and a text of at most 200 bytes (what the constructor is made of)";
+    if (!json_is_object(v) || json_object_size(v) > SPEC_IDENTITY_PARTS_MAX)
+        return field_fail(err, errlen, "python.identity", expected, v);
+    const char *name;
+    json_t *text;
+    json_object_foreach((json_t *)v, name, text)
+    {
+        size_t n = strlen(name);
+        if (n == 0 || n > 64 || !json_is_string(text) ||
+            json_string_length(text) > SPEC_IDENTITY_TEXT_MAX)
+            return field_fail(err, errlen, "python.identity", expected, text);
+    }
+    return 0;
+}
+
+/* The constructor's pickle, the framework and the key: what the model is. */
+static int python_what(const json_t *v, char *err, size_t errlen)
+{
+    const json_t *c = json_object_get(v, "constructor");
+    const char *ct = json_string_value(c);
+    if (ct == NULL || ct[0] == '\0' || strlen(ct) > SPEC_CONSTRUCTOR_MAX || !base64_text(ct))
+        return field_fail(err, errlen, "python.constructor",
+                          "the base64 text of a pickled constructor, 1 to 98304 characters "
+                          "(pickle a function that loads the model, not the model itself)",
+                          c);
     const json_t *fw = json_object_get(v, "framework");
     const char *fws = json_string_value(fw);
     if (fw != NULL && !json_is_null(fw) &&
@@ -205,15 +242,42 @@ static int parse_python(const json_t *v, ms__spec *s, char *err, size_t errlen)
                           "null or a SHA-256 in 64 lowercase hex digits (what two constructors "
                           "compare by, instead of their pickles)",
                           kj);
-    json_t *canon = json_pack("{s:s, s:O, s:O, s:o, s:o, s:o}", "constructor", ct, "executable",
-                              json_object_get(v, "executable"), "cwd", json_object_get(v, "cwd"),
-                              "path", path != NULL ? json_deep_copy(path) : json_array(),
-                              "framework", fws != NULL ? json_string(fws) : json_null(), "key",
-                              ks != NULL ? json_string(ks) : json_null());
+    return python_identity(json_object_get(v, "identity"), err, errlen);
+}
+
+/* v's field as a new reference: a copy, or json_null() when absent. */
+static json_t *copy_or_null(const json_t *v, const char *field)
+{
+    const json_t *f = json_object_get(v, field);
+    return f != NULL ? json_deep_copy(f) : json_null();
+}
+
+/* The "python" object: checked field by field, kept as canonical JSON text with what two specs
+ * compare beside it (the framework, and the key when given, else the pickle). */
+static int parse_python(const json_t *v, ms__spec *s, char *err, size_t errlen)
+{
+    if (!json_is_object(v))
+        return field_fail(err, errlen, "python",
+                          "an object with constructor, executable, cwd, path and framework", v);
+    int rc = python_unknown_fields(v, err, errlen);
+    if (rc == 0)
+        rc = python_where(v, err, errlen);
+    if (rc == 0)
+        rc = python_what(v, err, errlen);
+    if (rc != 0)
+        return rc;
+    const json_t *path = json_object_get(v, "path");
+    json_t *canon = json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "constructor",
+                              copy_or_null(v, "constructor"), "executable",
+                              copy_or_null(v, "executable"), "cwd", copy_or_null(v, "cwd"), "path",
+                              path != NULL ? json_deep_copy(path) : json_array(), "framework",
+                              copy_or_null(v, "framework"), "key", copy_or_null(v, "key"),
+                              "identity", copy_or_null(v, "identity"));
     char *text = canon != NULL ? json_dumps(canon, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(canon);
-    /* What two specs compare: the framework, and the key when given, else the pickle. */
-    const char *what = ks != NULL ? ks : ct;
+    const char *fws = json_string_value(json_object_get(v, "framework"));
+    const char *ks = json_string_value(json_object_get(v, "key"));
+    const char *what = ks != NULL ? ks : json_string_value(json_object_get(v, "constructor"));
     size_t klen = strlen(what) + 2 + (fws != NULL ? strlen(fws) : 0);
     char *k = malloc(klen);
     if (text == NULL || k == NULL) {
@@ -436,22 +500,129 @@ static uint64_t fnv1a(const char *t)
     return h;
 }
 
-void ms__spec_python_brief(const ms__spec *spec, char *buf, size_t buflen)
+/* Text for a message, appended part by part: "a; b; c", cut with "..." when full. */
+typedef struct diff_text {
+    char *buf;
+    size_t len, pos;
+} diff_text;
+
+static void diff_add(diff_text *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void diff_add(diff_text *d, const char *fmt, ...)
 {
-    const char *k = spec->python_key;
-    const char *nl = k != NULL ? strchr(k, '\n') : NULL;
-    if (nl == NULL) {
-        snprintf(buf, buflen, "not python");
+    if (d->pos + 1 >= d->len)
         return;
+    if (d->pos > 0)
+        d->pos += (size_t)snprintf(d->buf + d->pos, d->len - d->pos, "; ");
+    va_list ap;
+    va_start(ap, fmt);
+    int n = d->pos < d->len ? vsnprintf(d->buf + d->pos, d->len - d->pos, fmt, ap) : 0;
+    va_end(ap);
+    d->pos += n > 0 ? (size_t)n : 0;
+    if (d->pos >= d->len) {
+        d->pos = d->len - 1;
+        if (d->len > 4)
+            memcpy(d->buf + d->len - 4, "...", 4);
     }
-    if (strlen(nl + 1) == 64 && strspn(nl + 1, "0123456789abcdef") == 64)
-        snprintf(buf, buflen, "framework %.*s, constructor key %.16s...",
-                 nl == k ? 4 : (int)(nl - k), nl == k ? "null" : k, nl + 1);
+}
+
+/* How a python spec knows its constructor: "key 1a2b3c4d5e6f..." or the pickle's size and hash. */
+static void identity_brief(const json_t *py, char *buf, size_t buflen)
+{
+    const char *key = json_string_value(json_object_get(py, "key"));
+    const char *ct = json_string_value(json_object_get(py, "constructor"));
+    if (key != NULL)
+        snprintf(buf, buflen, "key %.12s...", key);
     else
-        snprintf(buf, buflen,
-                 "framework %.*s, constructor: pickle of %zu base64 characters, fnv1a %016llx",
-                 nl == k ? 4 : (int)(nl - k), nl == k ? "null" : k, strlen(nl + 1),
-                 (unsigned long long)fnv1a(nl + 1));
+        snprintf(buf, buflen, "pickle of %zu base64 characters, fnv1a %016llx",
+                 ct != NULL ? strlen(ct) : 0, (unsigned long long)(ct != NULL ? fnv1a(ct) : 0));
+}
+
+/* The parts of two constructor outlines that differ, with both texts. */
+static int diff_identity(diff_text *d, const json_t *a, const json_t *b)
+{
+    int parts = 0;
+    const char *name;
+    json_t *v;
+    json_object_foreach((json_t *)a, name, v)
+    {
+        const json_t *w = json_object_get(b, name);
+        if (w != NULL && json_equal(v, w))
+            continue;
+        /* The part "constructor" says what it is ("lambda in ..."): no "part" before it. */
+        bool whole = strcmp(name, "constructor") == 0;
+        diff_add(d, "constructor%s%s: loaded %s, asked %s", whole ? "" : " part ",
+                 whole ? "" : name, json_string_value(v),
+                 w != NULL ? json_string_value(w) : "(none)");
+        parts++;
+    }
+    json_object_foreach((json_t *)b, name, v)
+    {
+        if (json_object_get(a, name) != NULL)
+            continue;
+        diff_add(d, "constructor part %s: loaded (none), asked %s", name, json_string_value(v));
+        parts++;
+    }
+    return parts;
+}
+
+/* The python fields that ms__spec_equal compares: the framework, then the constructor. */
+static void diff_python(diff_text *d, const json_t *a, const json_t *b)
+{
+    const json_t *fa = json_object_get(a, "framework"), *fb = json_object_get(b, "framework");
+    if (!json_equal(fa, fb)) {
+        char va[80], vb[80];
+        value_str(fa, va, sizeof va);
+        value_str(fb, vb, sizeof vb);
+        diff_add(d, "python.framework: loaded %s, asked %s", va, vb);
+    }
+    const json_t *ka = json_object_get(a, "key"), *kb = json_object_get(b, "key");
+    bool keyed = json_is_string(ka) && json_is_string(kb);
+    if (keyed ? json_equal(ka, kb)
+              : json_equal(json_object_get(a, "constructor"), json_object_get(b, "constructor")) &&
+                    json_equal(ka, kb))
+        return;
+    const json_t *ia = json_object_get(a, "identity"), *ib = json_object_get(b, "identity");
+    if (keyed && json_is_object(ia) && json_is_object(ib) && diff_identity(d, ia, ib) > 0)
+        return;
+    char va[96], vb[96];
+    identity_brief(a, va, sizeof va);
+    identity_brief(b, vb, sizeof vb);
+    diff_add(d, "constructor: loaded %s, asked %s", va, vb);
+}
+
+void ms__spec_diff(const ms__spec *a, const ms__spec *b, char *buf, size_t buflen)
+{
+    diff_text d = {buf, buflen, 0};
+    if (buflen == 0)
+        return;
+    buf[0] = '\0';
+    json_t *ja = ms__spec_to_json(a), *jb = ms__spec_to_json(b);
+    if (ja == NULL || jb == NULL) {
+        diff_add(&d, "(out of memory comparing the specs)");
+        goto done;
+    }
+    const char *field;
+    json_t *va;
+    json_object_foreach(ja, field, va)
+    {
+        const json_t *vb = json_object_get(jb, field);
+        if (strcmp(field, "python") == 0 || (vb != NULL && json_equal(va, vb)))
+            continue;
+        char ta[80], tb[80] = "(none)";
+        value_str(va, ta, sizeof ta);
+        if (vb != NULL)
+            value_str(vb, tb, sizeof tb);
+        diff_add(&d, "%s: loaded %s, asked %s", field, ta, tb);
+    }
+    json_t *pa = json_object_get(ja, "python"), *pb = json_object_get(jb, "python");
+    if (pa != NULL && pb != NULL)
+        diff_python(&d, pa, pb);
+    else if ((pa == NULL) != (pb == NULL))
+        diff_add(&d, "python: loaded %s, asked %s", pa != NULL ? "an object" : "(none)",
+                 pb != NULL ? "an object" : "(none)");
+done:
+    json_decref(ja);
+    json_decref(jb);
 }
 
 json_t *ms__spec_to_json_brief(const ms__spec *spec)

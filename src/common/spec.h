@@ -23,8 +23,11 @@
  *     path         the client's sys.path: at most 256 strings                      []
  *     framework    null | "torch" | "tensorflow" | "jax": its memory cap is set    null
  *     key          null | SHA-256 hex: the constructor's identity, compared instead of the
- *                  pickle (the Python package sets it for functions and classes of the main
- *                  script, which pickle differently in a spawned child)                null
+ *                  pickle, which differs from process to process for the same code (the Python
+ *                  package sets it: a fingerprint of the code, names and captured values, or
+ *                  the user's key=)                                                 null
+ *     identity     null | object of at most 32 parts (name: text of at most 200 bytes): what
+ *                  the key is made of, so that a conflict names the parts that differ    null
  *   Two python specs are the same model when their key (else constructor) and framework are
  *   equal (with the other fields): executable, cwd and path say where the first acquirer's worker
  * runs and are not compared, so processes of one job in different folders share the model.
@@ -68,9 +71,10 @@ json_t *ms__spec_to_json(const ms__spec *spec);
 /* The canonical JSON with the python constructor shortened to its length and a hash, for
  * messages and status. New reference. */
 json_t *ms__spec_to_json_brief(const ms__spec *spec);
-/* "framework torch, constructor: pickle of N base64 characters, fnv1a H" ("not python" when the
- * spec has none), for messages. */
-void ms__spec_python_brief(const ms__spec *spec, char *buf, size_t buflen);
+/* What differs between two specs, field by field, as ms__spec_equal compares them:
+ * "max_batch: loaded 8, asked 16; constructor part closure.path: loaded '/a', asked '/b'".
+ * Writes "" when they are equal; buf is always terminated (cut with "..." when full). */
+void ms__spec_diff(const ms__spec *loaded, const ms__spec *asked, char *buf, size_t buflen);
 /* True when two specs describe the same model (every field equal). */
 bool ms__spec_equal(const ms__spec *a, const ms__spec *b);
 void ms__spec_free(ms__spec *spec);

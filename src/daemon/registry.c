@@ -324,39 +324,21 @@ void ms__registry_remove(ms__registry *r, ms__model *m)
     free(m);
 }
 
-static char *spec_text(const json_t *j)
-{
-    return json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
-}
-
 int ms__model_spec_check(const ms__model *m, const ms__spec *spec, char *err, size_t errlen)
 {
     if (ms__spec_equal(&m->spec, spec))
         return 0;
-    if (m->spec.python_key != NULL && spec->python_key != NULL &&
-        strcmp(m->spec.python_key, spec->python_key) != 0) {
-        char a[200], b[200];
-        ms__spec_python_brief(&m->spec, a, sizeof a);
-        ms__spec_python_brief(spec, b, sizeof b);
-        return ms__fail(err, errlen, MS_E_SPEC_CONFLICT,
-                        "tag \"%s\" is loaded with another Python constructor (%s); got %s. Two "
-                        "constructors are the same model only when they pickle to the same bytes: "
-                        "give each model its own tag",
-                        m->tag, a, b);
-    }
-    /* Briefly: a python constructor is shown as its length and hash. */
-    json_t *mine = ms__spec_to_json_brief(&m->spec);
-    json_t *other = ms__spec_to_json_brief(spec);
-    char *a = mine != NULL ? spec_text(mine) : NULL;
-    char *b = other != NULL ? spec_text(other) : NULL;
-    int rc = ms__fail(err, errlen, MS_E_SPEC_CONFLICT,
-                      "tag \"%s\" is loaded with spec %s; expected the same spec, got %s", m->tag,
-                      a != NULL ? a : "(?)", b != NULL ? b : "(?)");
-    free(a);
-    free(b);
-    json_decref(mine);
-    json_decref(other);
-    return rc;
+    char diff[700];
+    ms__spec_diff(&m->spec, spec, diff, sizeof diff);
+    bool python = m->spec.python_key != NULL && spec->python_key != NULL &&
+                  strcmp(m->spec.python_key, spec->python_key) != 0;
+    return ms__fail(err, errlen, MS_E_SPEC_CONFLICT,
+                    "tag \"%s\" is loaded with another spec: %s. Processes share a tag only with "
+                    "the same spec: give this model its own tag%s",
+                    m->tag, diff,
+                    python ? " (a Python constructor is known by its code, names and captured "
+                             "values; Shared(..., key=...) names it yourself)"
+                           : "");
 }
 
 int ms__model_spec_replace(ms__model *m, const ms__spec *spec, char *err, size_t errlen)

@@ -122,7 +122,8 @@ int ms__registry_add(ms__registry *r, const char *tag, const ms__spec *spec, ms_
  * been detached before. */
 void ms__registry_remove(ms__registry *r, ms__model *m);
 
-/* 0 when spec equals m's; else MS_E_SPEC_CONFLICT with both canonical specs in the message. */
+/* 0 when spec equals m's; else MS_E_SPEC_CONFLICT, the message naming each field (or constructor
+ * part) that differs with both values. */
 int ms__model_spec_check(const ms__model *m, const ms__spec *spec, char *err, size_t errlen);
 /* Replaces m's spec (a failed model retried with another spec). */
 int ms__model_spec_replace(ms__model *m, const ms__spec *spec, char *err, size_t errlen);

@@ -133,3 +133,28 @@ class SeesEnvironment:
 
     def __call__(self, x):
         return x
+
+
+WIDTH = 32  # the compatibility matrix's models (tests/python/matrix_app.py): WIDTH > WIDTH
+
+
+def dense_weights(seed, n_in=WIDTH, n_out=WIDTH):
+    return np.random.default_rng(seed).standard_normal((n_in, n_out)).astype(np.float32)
+
+
+class Dense:
+    """y = x @ W(seed), with a method that takes an object of the caller's own classes."""
+
+    def __init__(self, seed, n_in=WIDTH, n_out=WIDTH):
+        self.w = dense_weights(seed, n_in, n_out)
+        self.seed = seed
+
+    def __call__(self, x):
+        return x @ self.w
+
+    def describe(self, point):
+        return type(point).__name__, point.x + point.y, self.seed
+
+
+def make_dense(seed=7):
+    return Dense(seed)

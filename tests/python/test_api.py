@@ -146,7 +146,7 @@ def test_spec_conflict_carries_the_daemons_message(mlp):
             other.acquire()
         assert e.value.code == "MS_E_SPEC_CONFLICT"
         msg = str(e.value)
-        assert '"keep_alive":30' in msg and '"keep_alive":60' in msg, msg
+        assert "keep_alive: loaded 30.0, asked 60.0" in msg, msg
         # The same spec shares the load.
         with modelshare.Shared.dense(mlp, tag="mlp", keep_alive=30).acquire():
             assert model_status("mlp")["leases"] == 2

@@ -121,7 +121,8 @@ def test_two_constructors_under_one_tag_conflict(daemon):
     a = modelshare.Shared(pymodels.make_scale, tag="same")
     b = modelshare.Shared(pymodels.make_other, tag="same")
     with a.acquire() as model:
-        with pytest.raises(modelshare.SpecConflict, match="another Python constructor"):
+        with pytest.raises(modelshare.SpecConflict, match="constructor: loaded function "
+                           "pymodels.make_scale, asked function pymodels.make_other"):
             b.acquire()
         np.testing.assert_array_equal(model(np.ones((1, 1), np.float32)), [[2.0]])
     # The same constructor from another Shared object is the same model.
