@@ -16,6 +16,7 @@
 #define SPEC_PATH_ENTRIES_MAX 256
 #define SPEC_IDENTITY_PARTS_MAX 32
 #define SPEC_IDENTITY_TEXT_MAX 200
+#define DIFF_VALUE_MAX 300
 
 static const char *const known_fields[] = {
     "backend",   "weights",        "device",    "output",      "keep_alive",
@@ -36,8 +37,9 @@ static void known_list(char *buf, size_t buflen)
     }
 }
 
-/* A short rendering of a JSON value for messages: "\"ten\"", "2.5", "null", "an object". */
-static void value_str(const json_t *v, char *buf, size_t buflen)
+/* A rendering of a JSON value for messages, cut at max bytes: "\"ten\"", "2.5", "null", "an
+ * object". */
+static void value_text(const json_t *v, char *buf, size_t buflen, int max)
 {
     if (json_is_object(v)) {
         snprintf(buf, buflen, "an object");
@@ -52,11 +54,17 @@ static void value_str(const json_t *v, char *buf, size_t buflen)
         snprintf(buf, buflen, "a value");
         return;
     }
-    if (strlen(s) > 60)
-        snprintf(buf, buflen, "%.57s...", s);
+    if (strlen(s) > (size_t)max)
+        snprintf(buf, buflen, "%.*s...", max - 3, s);
     else
         snprintf(buf, buflen, "%s", s);
     free(s);
+}
+
+/* Short, for what a field got: at most 60 bytes. */
+static void value_str(const json_t *v, char *buf, size_t buflen)
+{
+    value_text(v, buf, buflen, 60);
 }
 
 static int field_fail(char *err, size_t errlen, const char *field, const char *expected,
@@ -608,10 +616,11 @@ void ms__spec_diff(const ms__spec *a, const ms__spec *b, char *buf, size_t bufle
         const json_t *vb = json_object_get(jb, field);
         if (strcmp(field, "python") == 0 || (vb != NULL && json_equal(va, vb)))
             continue;
-        char ta[80], tb[80] = "(none)";
-        value_str(va, ta, sizeof ta);
+        /* Long enough for a path: the values are what the reader compares. */
+        char ta[DIFF_VALUE_MAX + 1], tb[DIFF_VALUE_MAX + 1] = "(none)";
+        value_text(va, ta, sizeof ta, DIFF_VALUE_MAX);
         if (vb != NULL)
-            value_str(vb, tb, sizeof tb);
+            value_text(vb, tb, sizeof tb, DIFF_VALUE_MAX);
         diff_add(&d, "%s: loaded %s, asked %s", field, ta, tb);
     }
     json_t *pa = json_object_get(ja, "python"), *pb = json_object_get(jb, "python");

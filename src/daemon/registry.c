@@ -328,7 +328,7 @@ int ms__model_spec_check(const ms__model *m, const ms__spec *spec, char *err, si
 {
     if (ms__spec_equal(&m->spec, spec))
         return 0;
-    char diff[700];
+    char diff[760];
     ms__spec_diff(&m->spec, spec, diff, sizeof diff);
     bool python = m->spec.python_key != NULL && spec->python_key != NULL &&
                   strcmp(m->spec.python_key, spec->python_key) != 0;
