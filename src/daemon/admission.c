@@ -82,7 +82,7 @@ uint64_t ms__budget_used(ms__server *s, const ms__budget_dev *dev)
 /* True when a connection waits for m (an acquire or a load). */
 static bool has_waiters(ms__server *s, const ms__model *m)
 {
-    for (ms__client *c = s->reg.clients; c != NULL; c = c->next) {
+    for (ms__client *c = LIST_FIRST(&s->reg.clients); c != NULL; c = LIST_NEXT(c, link)) {
         const conn *k = c->user;
         if (!k->dead && k->p_model == m &&
             (k->pending == MS__OP_ACQUIRE || k->pending == MS__OP_LOAD))

@@ -29,7 +29,7 @@ static void worker_detach(ms__wproc *w)
 /* Answers every acquire and load waiting for m with an error. */
 static void fail_waiters(ms__server *s, ms__model *m, int code, const char *message)
 {
-    for (ms__client *c = s->reg.clients; c != NULL; c = c->next) {
+    for (ms__client *c = LIST_FIRST(&s->reg.clients); c != NULL; c = LIST_NEXT(c, link)) {
         conn *k = c->user;
         if (k->dead || k->p_model != m ||
             (k->pending != MS__OP_ACQUIRE && k->pending != MS__OP_LOAD))
@@ -90,7 +90,7 @@ void ms__on_worker_ready(ms__server *s, ms__wproc *w)
     ms__log_info("model \"%s\" ready: %d worker(s), %.1f MiB measured on %s (estimate %.1f MiB)",
                  m->tag, m->nworkers, mib(m->memory_bytes), ms__budget_device(m->spec.device),
                  mib(m->estimate_bytes));
-    for (ms__client *c = s->reg.clients; c != NULL; c = c->next) {
+    for (ms__client *c = LIST_FIRST(&s->reg.clients); c != NULL; c = LIST_NEXT(c, link)) {
         conn *k = c->user;
         if (k->dead || k->p_model != m)
             continue;
@@ -126,7 +126,7 @@ static void unload_done(ms__server *s, ms__model *m)
     bool reload = false;
     ms__log_info("model \"%s\": unloaded: its workers are gone, %.1f MiB returned to %s", m->tag,
                  mib(m->memory_bytes), ms__budget_device(m->spec.device));
-    for (ms__client *c = s->reg.clients; c != NULL; c = c->next) {
+    for (ms__client *c = LIST_FIRST(&s->reg.clients); c != NULL; c = LIST_NEXT(c, link)) {
         conn *k = c->user;
         if (k->dead || k->p_model != m)
             continue;
@@ -184,7 +184,7 @@ void ms__on_worker_exit(ms__server *s, ms__wproc *w, int status)
         break;
     case MS__MODEL_READY:
         /* Clients waiting on their rings look at their arena's state: tell them. */
-        for (ms__lease *l = m->lease_head; l != NULL; l = l->mnext)
+        for (ms__lease *l = LIST_FIRST(&m->lease_list); l != NULL; l = LIST_NEXT(l, by_model))
             if (l->hdr != NULL)
                 atomic_store(&l->hdr->state, MS__ARENA_LOST);
         snprintf(msg, sizeof msg, "worker %ld %s", (long)w->pid, how);

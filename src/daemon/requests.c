@@ -325,7 +325,7 @@ static void do_unload(ms__server *s, conn *k, json_t *id, const json_t *msg)
     if (m->state == MS__MODEL_LOADING || m->state == MS__MODEL_WAITING) {
         /* Those waiting for this load will not get it. */
         snprintf(err, sizeof err, "model \"%s\" was unloaded while it was loading", tag);
-        for (ms__client *c = s->reg.clients; c != NULL; c = c->next) {
+        for (ms__client *c = LIST_FIRST(&s->reg.clients); c != NULL; c = LIST_NEXT(c, link)) {
             conn *o = c->user;
             if (o->dead || o->p_model != m || o == k ||
                 (o->pending != MS__OP_ACQUIRE && o->pending != MS__OP_LOAD))

@@ -163,8 +163,8 @@ static void conns_sweep(ms__server *s)
     bool again = true;
     while (again) {
         again = false;
-        for (ms__client *c = s->reg.clients, *next; c != NULL; c = next) {
-            next = c->next;
+        for (ms__client *c = LIST_FIRST(&s->reg.clients), *next; c != NULL; c = next) {
+            next = LIST_NEXT(c, link);
             conn *k = c->user;
             if (k->dead) {
                 conn_free(s, k);
@@ -425,13 +425,13 @@ static void begin_shutdown(ms__server *s, const char *why)
         s->listen_fd = -1;
         unlink_socket(s);
     }
-    for (ms__client *c = s->reg.clients; c != NULL; c = c->next)
+    for (ms__client *c = LIST_FIRST(&s->reg.clients); c != NULL; c = LIST_NEXT(c, link))
         ms__conn_kill(s, c->user, "daemon stopping");
     conns_sweep(s);
     for (int i = 0; i < s->reg.nmodels; i++)
         ms__model_set_unloading(s->reg.models[i]);
     int64_t now = ms__registry_now(&s->reg);
-    for (ms__wproc *w = s->sup.all; w != NULL; w = w->next)
+    for (ms__wproc *w = LIST_FIRST(&s->sup.all); w != NULL; w = LIST_NEXT(w, link))
         ms__sup_stop(&s->sup, w, now);
 }
 
@@ -446,8 +446,8 @@ static void on_signal(ms__server *s)
             child = true;
     }
     /* Workers without a pidfd are reaped here (signals merge: try them all). */
-    for (ms__wproc *w = s->sup.all, *next; child && w != NULL; w = next) {
-        next = w->next;
+    for (ms__wproc *w = LIST_FIRST(&s->sup.all), *next; child && w != NULL; w = next) {
+        next = LIST_NEXT(w, link);
         if (w->pidfd < 0)
             on_worker_pid(s, w);
     }
@@ -702,11 +702,11 @@ void ms__server_free(ms__server *s)
 {
     if (s == NULL)
         return;
-    while (s->reg.clients != NULL)
-        conn_free(s, s->reg.clients->user);
+    while (!LIST_EMPTY(&s->reg.clients))
+        conn_free(s, LIST_FIRST(&s->reg.clients)->user);
     /* Workers still there (only when the loop failed): they must not outlive us. */
-    while (s->sup.all != NULL) {
-        ms__wproc *w = s->sup.all;
+    while (!LIST_EMPTY(&s->sup.all)) {
+        ms__wproc *w = LIST_FIRST(&s->sup.all);
         kill(w->pid, SIGKILL);
         int status;
         while (ms__sup_reap(&s->sup, w, &status) == 0)

@@ -25,6 +25,8 @@
 int ms__sup_init(ms__supervisor *s, int epfd, const char *log_level, char *err, size_t errlen)
 {
     memset(s, 0, sizeof *s);
+    LIST_INIT(&s->all);
+    LIST_INIT(&s->retired);
     s->epfd = epfd;
     snprintf(s->log_level, sizeof s->log_level, "%s", log_level != NULL ? log_level : "info");
     if (ms__sibling_binary("modelshare-worker", "MODELSHARE_WORKER", s->worker_path,
@@ -36,22 +38,15 @@ int ms__sup_init(ms__supervisor *s, int epfd, const char *log_level, char *err, 
 
 static void list_add(ms__supervisor *s, ms__wproc *w)
 {
-    w->next = s->all;
-    if (s->all != NULL)
-        s->all->prev = w;
-    s->all = w;
+    LIST_INSERT_HEAD(&s->all, w, link);
+    w->listed = true;
     s->count++;
 }
 
 static void list_del(ms__supervisor *s, ms__wproc *w)
 {
-    if (w->prev != NULL)
-        w->prev->next = w->next;
-    else
-        s->all = w->next;
-    if (w->next != NULL)
-        w->next->prev = w->prev;
-    w->next = w->prev = NULL;
+    LIST_REMOVE(w, link);
+    w->listed = false;
     s->count--;
 }
 
@@ -290,7 +285,7 @@ void ms__sup_stop(ms__supervisor *s, ms__wproc *w, int64_t now)
 bool ms__sup_timers(ms__supervisor *s, int64_t now, int64_t *next)
 {
     bool any = false;
-    for (ms__wproc *w = s->all; w != NULL; w = w->next) {
+    for (ms__wproc *w = LIST_FIRST(&s->all); w != NULL; w = LIST_NEXT(w, link)) {
         if (!w->stopping || w->killed)
             continue;
         if (now >= w->kill_at_ns) {
@@ -377,7 +372,7 @@ static void release_resources(ms__supervisor *s, ms__wproc *w)
     w->door_fd = -1;
     json_decref(w->signature);
     w->signature = NULL;
-    if (w->next != NULL || w->prev != NULL || s->all == w)
+    if (w->listed)
         list_del(s, w);
 }
 
@@ -394,15 +389,14 @@ void ms__sup_retire(ms__supervisor *s, ms__wproc *w)
     release_resources(s, w);
     w->gone = true;
     w->model = NULL;
-    w->next = s->retired;
-    s->retired = w;
+    LIST_INSERT_HEAD(&s->retired, w, link);
 }
 
 void ms__sup_collect(ms__supervisor *s)
 {
-    while (s->retired != NULL) {
-        ms__wproc *w = s->retired;
-        s->retired = w->next;
+    while (!LIST_EMPTY(&s->retired)) {
+        ms__wproc *w = LIST_FIRST(&s->retired);
+        LIST_REMOVE(w, link);
         free(w);
     }
 }

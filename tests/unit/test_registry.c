@@ -147,8 +147,8 @@ static void test_leases_spread_over_instances(void **state)
     assert_int_equal(m->nworkers, 2);
     assert_int_equal(m->leases, 6);
     int orphans = 0;
-    for (ms__lease *l = c->lease_head; l != NULL; l = l->cnext)
-        orphans += l->worker == NULL;
+    for (ms__lease *o = LIST_FIRST(&c->lease_list); o != NULL; o = LIST_NEXT(o, by_client))
+        orphans += o->worker == NULL;
     assert_int_equal(orphans, 2);
     ms__lease *l = lease(f, c, m);
     assert_true(l->worker == &f->workers[0] || l->worker == &f->workers[2]);
@@ -385,7 +385,7 @@ static void test_client_limit(void **state)
         client(f, i + 1);
     assert_int_equal(ms__client_add(&f->reg, 9999, 0, NULL, &c, err, sizeof err), MS_E_LIMIT);
     assert_non_null(strstr(err, "1024"));
-    ms__client_remove(&f->reg, f->reg.clients, NULL, NULL);
+    ms__client_remove(&f->reg, LIST_FIRST(&f->reg.clients), NULL, NULL);
     assert_int_equal(ms__client_add(&f->reg, 9999, 0, NULL, &c, err, sizeof err), 0);
 }
 
