@@ -440,6 +440,40 @@ void ms__model_set_unloading(ms__model *m)
     m->idle_armed = false;
 }
 
+void ms__model_set_admitted(ms__model *m)
+{
+    m->state = MS__MODEL_LOADING;
+}
+
+void ms__model_set_waiting(ms__model *m, int64_t now)
+{
+    m->state = MS__MODEL_WAITING;
+    m->wait_since_ns = now;
+    m->wait_deadline_ns = now + (int64_t)(m->spec.load_timeout * 1e9);
+}
+
+void ms__model_set_estimate(ms__model *m, uint64_t bytes)
+{
+    m->estimate_bytes = bytes;
+    m->memory_bytes = bytes;
+    m->measured = false;
+}
+
+void ms__model_waiter_add(ms__model *m, bool with_spec)
+{
+    m->waiters++;
+    if (with_spec)
+        m->spec_waiters++;
+}
+
+void ms__model_waiter_drop(ms__model *m, bool with_spec)
+{
+    if (m->waiters > 0)
+        m->waiters--;
+    if (with_spec && m->spec_waiters > 0)
+        m->spec_waiters--;
+}
+
 void ms__model_touch(ms__registry *r, ms__model *m)
 {
     int64_t now = ms__registry_now(r);

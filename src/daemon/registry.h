@@ -42,8 +42,10 @@ struct ms__model {
     ms__spec spec;
     json_t *spec_json; /* canonical */
     int state;
-    unsigned loads;                   /* loads started */
-    int leases;                       /* leases on this model (counted until released or revoked) */
+    unsigned loads;   /* loads started */
+    int leases;       /* leases on this model (counted until released or revoked) */
+    int waiters;      /* requests (acquire, load) that wait for it: ms__model_waiter_add */
+    int spec_waiters; /* those of them that carry a spec (they load it again after an unload) */
     struct ms__lease_list lease_list; /* its leases */
     ms__wproc *workers[MS__INSTANCES_MAX];
     int nworkers;
@@ -141,6 +143,16 @@ bool ms__model_all_ready(const ms__model *m);
 void ms__model_set_ready(ms__registry *r, ms__model *m);
 void ms__model_set_failed(ms__model *m, int code, const char *message);
 void ms__model_set_unloading(ms__model *m);
+/* Admitted to its device's budget (it may have waited): loading, its workers start now. */
+void ms__model_set_admitted(ms__model *m);
+/* Waits for memory from now, until now + its load_timeout. */
+void ms__model_set_waiting(ms__model *m, int64_t now);
+/* What m is charged until it is measured: its estimate (a load begins). */
+void ms__model_set_estimate(ms__model *m, uint64_t bytes);
+/* A request starts or stops waiting for m (the protocol layer counts them here, so that the
+ * model life cycle knows whether anyone waits without knowing connections). */
+void ms__model_waiter_add(ms__model *m, bool with_spec);
+void ms__model_waiter_drop(ms__model *m, bool with_spec);
 /* A load of a model already there: last used now, and a running keep-alive starts again. */
 void ms__model_touch(ms__registry *r, ms__model *m);
 
