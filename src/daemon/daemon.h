@@ -5,6 +5,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/queue.h>
 #include <sys/types.h>
 
 #include "../common/proto.h"
@@ -48,7 +49,10 @@ typedef struct ms__wproc {
     int leases;            /* leases served by this worker */
     ms__model *model;      /* NULL once detached from its model (an old worker being stopped) */
     ms__evsrc ev_ctrl, ev_pid;
-    struct ms__wproc *next, *prev; /* the supervisor's list of every worker */
+    bool listed;                /* in the supervisor's list of live workers (else retired) */
+    LIST_ENTRY(ms__wproc) link; /* the supervisor's list: live workers, or retired ones */
 } ms__wproc;
+
+LIST_HEAD(ms__wproc_list, ms__wproc);
 
 #endif

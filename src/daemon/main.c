@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -173,96 +174,144 @@ static int daemonize(const char *socket_path, int *ready_fd)
     return 0;
 }
 
-int main(int argc, char **argv)
+/* What the command line asks for. */
+typedef struct daemon_args {
+    const char *socket_arg;                    /* --socket, NULL for the default */
+    const char *level_name;                    /* --log-level */
+    const char *memory;                        /* --memory, else $MODELSHARE_MEMORY, else NULL */
+    bool foreground;                           /* --foreground */
+    double idle_exit;                          /* --idle-exit */
+    char socket_path[MS__SOCKET_PATH_MAX + 1]; /* resolved by resolve_socket() */
+} daemon_args;
+
+enum { OPT_SOCKET = 256, OPT_FOREGROUND, OPT_IDLE_EXIT, OPT_LOG_LEVEL, OPT_MEMORY };
+
+static const struct option long_options[] = {
+    {"help", no_argument, NULL, 'h'},
+    {"socket", required_argument, NULL, OPT_SOCKET},
+    {"foreground", no_argument, NULL, OPT_FOREGROUND},
+    {"idle-exit", required_argument, NULL, OPT_IDLE_EXIT},
+    {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+    {"memory", required_argument, NULL, OPT_MEMORY},
+    {NULL, 0, NULL, 0},
+};
+
+/* One option from getopt_long (word: the argument it came from). Returns -1 to go on, else the
+ * exit status. */
+static int take_option(int c, const char *word, const char *value, daemon_args *a)
 {
-    char err[MS__ERRLEN], socket_path[MS__SOCKET_PATH_MAX + 1];
-    const char *socket_arg = NULL, *level_name = "info", *memory = getenv("MODELSHARE_MEMORY");
-    bool foreground = false;
-    double idle_exit = 0;
-
-    close_inherited_fds();
-
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            usage(stdout);
-            return 0;
-        } else if (strcmp(a, "--foreground") == 0) {
-            foreground = true;
-        } else if (strcmp(a, "--socket") == 0 || strcmp(a, "--idle-exit") == 0 ||
-                   strcmp(a, "--log-level") == 0 || strcmp(a, "--memory") == 0) {
-            if (i + 1 >= argc)
-                return usage_error("%s needs a value", a);
-            const char *v = argv[++i];
-            if (strcmp(a, "--memory") == 0) {
-                memory = v;
-            } else if (strcmp(a, "--socket") == 0) {
-                socket_arg = v;
-            } else if (strcmp(a, "--idle-exit") == 0) {
-                char *end;
-                errno = 0;
-                idle_exit = strtod(v, &end);
-                if (errno != 0 || end == v || *end != '\0' || !isfinite(idle_exit) ||
-                    idle_exit < 0 || idle_exit > 1e9)
-                    return usage_error("--idle-exit: expected a number of seconds >= 0, got "
-                                       "\"%s\"",
-                                       v);
-            } else {
-                if (ms__log_level_parse(v) < 0)
-                    return usage_error(
-                        "--log-level: expected error, warn, info or debug, got \"%s\"", v);
-                level_name = v;
-            }
-        } else {
-            return usage_error("unknown argument \"%s\"", a);
-        }
+    switch (c) {
+    case 'h':
+        usage(stdout);
+        return 0;
+    case OPT_FOREGROUND:
+        a->foreground = true;
+        return -1;
+    case OPT_SOCKET:
+        a->socket_arg = value;
+        return -1;
+    case OPT_MEMORY:
+        a->memory = value;
+        return -1;
+    case OPT_IDLE_EXIT: {
+        char *end;
+        errno = 0;
+        a->idle_exit = strtod(value, &end);
+        if (errno != 0 || end == value || *end != '\0' || !isfinite(a->idle_exit) ||
+            a->idle_exit < 0 || a->idle_exit > 1e9)
+            return usage_error("--idle-exit: expected a number of seconds >= 0, got \"%s\"", value);
+        return -1;
     }
-    if (socket_arg != NULL) {
-        if (strlen(socket_arg) == 0 || strlen(socket_arg) > MS__SOCKET_PATH_MAX)
+    case OPT_LOG_LEVEL:
+        if (ms__log_level_parse(value) < 0)
+            return usage_error("--log-level: expected error, warn, info or debug, got \"%s\"",
+                               value);
+        a->level_name = value;
+        return -1;
+    case ':':
+        return usage_error("%s needs a value", word);
+    default:
+        return usage_error("unknown argument \"%s\"", word);
+    }
+}
+
+/* getopt_long over argv, in order, stopping at the first word that is not an option. Returns -1
+ * to go on, else the exit status (0 after --help, 2 after a usage error). */
+static int parse_args(int argc, char **argv, daemon_args *a)
+{
+    opterr = 0;
+    for (;;) {
+        int at = optind; /* the word getopt_long looks at */
+        int c = getopt_long(argc, argv, "+:h", long_options, NULL);
+        if (c == -1)
+            break;
+        int rc = take_option(c, at < argc ? argv[at] : "", optarg, a);
+        if (rc >= 0)
+            return rc;
+    }
+    if (optind < argc)
+        return usage_error("unknown argument \"%s\"", argv[optind]);
+    return -1;
+}
+
+/* The socket path (--socket, else the default) and a --memory that parses. Returns -1 to go on,
+ * else the exit status. */
+static int check_args(daemon_args *a)
+{
+    char err[MS__ERRLEN];
+    if (a->socket_arg != NULL) {
+        if (strlen(a->socket_arg) == 0 || strlen(a->socket_arg) > MS__SOCKET_PATH_MAX)
             return usage_error("--socket: expected a path of 1 to 107 bytes, got \"%s\"",
-                               socket_arg);
-        snprintf(socket_path, sizeof socket_path, "%s", socket_arg);
-    } else if (ms__socket_path_default(socket_path, sizeof socket_path, err, sizeof err) != 0) {
+                               a->socket_arg);
+        snprintf(a->socket_path, sizeof a->socket_path, "%s", a->socket_arg);
+    } else if (ms__socket_path_default(a->socket_path, sizeof a->socket_path, err, sizeof err) !=
+               0) {
         fprintf(stderr, "modelshared: %s\n", err);
         return 1;
     }
-    if (memory != NULL && memory[0] != '\0') {
+    if (a->memory != NULL && a->memory[0] != '\0') {
         ms__budgets check;
         ms__budgets_init(&check);
-        if (ms__budgets_parse(&check, memory, err, sizeof err) != 0)
+        if (ms__budgets_parse(&check, a->memory, err, sizeof err) != 0)
             return usage_error("%s", err);
     }
-    int level = ms__log_level_parse(level_name);
+    return -1;
+}
+
+/* The server could not start: says why on the ready pipe (daemonized) or on stderr. */
+static void report_start_failure(int ready_fd, const char *err)
+{
+    if (ready_fd < 0) {
+        fprintf(stderr, "modelshared: %s\n", err);
+        return;
+    }
+    char msg[MS__ERRLEN + 2];
+    int n = snprintf(msg, sizeof msg, "E%s", err);
+    ms__log_error("%s", err);
+    write_all(ready_fd, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1);
+    close(ready_fd);
+}
+
+/* Starts the server, tells whoever waits that it listens (ready_fd, -1 when none) and serves
+ * until it stops. Returns the exit status. */
+static int serve(const daemon_args *a, int level, int ready_fd)
+{
     static const char *const canonical[] = {"error", "warn", "info", "debug"};
-
-    signal(SIGPIPE, SIG_IGN);
-    int ready_fd = -1;
-    if (!foreground && daemonize(socket_path, &ready_fd) != 0)
-        return 1;
-    ms__log_init("modelshared", level);
-
+    char err[MS__ERRLEN];
     ms__server_opts opts = {
-        .socket_path = socket_path,
-        .idle_exit_s = idle_exit,
+        .socket_path = a->socket_path,
+        .idle_exit_s = a->idle_exit,
         .log_level = canonical[level],
-        .memory = memory,
+        .memory = a->memory,
     };
     ms__server *s = NULL;
     int rc = ms__server_start(&opts, &s, err, sizeof err);
     if (rc != 0) {
-        if (ready_fd >= 0) {
-            char msg[MS__ERRLEN + 2];
-            int n = snprintf(msg, sizeof msg, "E%s", err);
-            ms__log_error("%s", err);
-            write_all(ready_fd, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1);
-            close(ready_fd);
-        } else {
-            fprintf(stderr, "modelshared: %s\n", err);
-        }
+        report_start_failure(ready_fd, err);
         return 1;
     }
-    ms__log_info("listening on %s (pid %ld, idle exit %s%g s)", socket_path, (long)getpid(),
-                 idle_exit > 0 ? "" : "off, ", idle_exit);
+    ms__log_info("listening on %s (pid %ld, idle exit %s%g s)", a->socket_path, (long)getpid(),
+                 a->idle_exit > 0 ? "" : "off, ", a->idle_exit);
     if (ready_fd >= 0) {
         write_all(ready_fd, "OK", 2);
         close(ready_fd);
@@ -270,4 +319,24 @@ int main(int argc, char **argv)
     rc = ms__server_run(s);
     ms__server_free(s);
     return rc == 0 ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+    daemon_args a = {.level_name = "info", .memory = getenv("MODELSHARE_MEMORY")};
+
+    close_inherited_fds();
+    int rc = parse_args(argc, argv, &a);
+    if (rc < 0)
+        rc = check_args(&a);
+    if (rc >= 0)
+        return rc;
+    int level = ms__log_level_parse(a.level_name);
+
+    signal(SIGPIPE, SIG_IGN);
+    int ready_fd = -1;
+    if (!a.foreground && daemonize(a.socket_path, &ready_fd) != 0)
+        return 1;
+    ms__log_init("modelshared", level);
+    return serve(&a, level, ready_fd);
 }

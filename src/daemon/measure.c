@@ -5,7 +5,7 @@
 #include "../common/log.h"
 #include "../common/nvml.h"
 #include "../common/procmem.h"
-#include "server_int.h"
+#include "models_int.h"
 
 /* Loaded models are measured again this often. */
 #define MEASURE_PERIOD_NS (2 * 1000000000LL)
@@ -18,9 +18,8 @@ static bool on_gpu(const ms__model *m, unsigned *index)
     return true;
 }
 
-void ms__measure_model(ms__server *s, ms__model *m)
+void ms__measure_model(ms__model *m)
 {
-    (void)s;
     if (m->state != MS__MODEL_READY)
         return;
     uint64_t pss_sum = 0, gpu_sum = 0;
@@ -57,22 +56,21 @@ void ms__measure_model(ms__server *s, ms__model *m)
     }
 }
 
-int64_t ms__measure_due(ms__server *s, int64_t now)
+int64_t ms__measure_due(ms__models *ml, int64_t now)
 {
     bool any = false;
-    if (now >= s->next_measure_ns) {
-        for (int i = 0; i < s->reg.nmodels; i++)
-            ms__measure_model(s, s->reg.models[i]);
-        s->next_measure_ns = now + MEASURE_PERIOD_NS;
+    if (now >= ml->next_measure_ns) {
+        for (int i = 0; i < ml->reg.nmodels; i++)
+            ms__measure_model(ml->reg.models[i]);
+        ml->next_measure_ns = now + MEASURE_PERIOD_NS;
     }
-    for (int i = 0; i < s->reg.nmodels && !any; i++)
-        any = s->reg.models[i]->state == MS__MODEL_READY;
-    return any ? s->next_measure_ns : INT64_MAX;
+    for (int i = 0; i < ml->reg.nmodels && !any; i++)
+        any = ml->reg.models[i]->state == MS__MODEL_READY;
+    return any ? ml->next_measure_ns : INT64_MAX;
 }
 
-void ms__verify_release(ms__server *s, const ms__model *m, const ms__wproc *w)
+void ms__verify_release(const ms__model *m, const ms__wproc *w)
 {
-    (void)s;
     /* Reaped: the kernel has taken back its host memory. Say so only if /proc disagrees. */
     uint64_t rss;
     if (ms__proc_rss(w->pid, &rss) == 0)

@@ -32,6 +32,7 @@ void ms__registry_init(ms__registry *r, ms__clock_fn clock, void *clock_ctx)
     memset(r, 0, sizeof *r);
     r->clock = clock;
     r->clock_ctx = clock_ctx;
+    LIST_INIT(&r->clients);
     r->next_lease_id = 1;
 }
 
@@ -56,13 +57,7 @@ static void lease_unlink_model(ms__lease *l)
     ms__model *m = l->model;
     if (m == NULL)
         return;
-    if (l->mprev != NULL)
-        l->mprev->mnext = l->mnext;
-    else
-        m->lease_head = l->mnext;
-    if (l->mnext != NULL)
-        l->mnext->mprev = l->mprev;
-    l->mnext = l->mprev = NULL;
+    LIST_REMOVE(l, by_model);
     m->leases--;
     if (l->worker != NULL)
         l->worker->leases--;
@@ -73,12 +68,7 @@ static void lease_unlink_model(ms__lease *l)
 static void lease_unlink_client(ms__registry *r, ms__lease *l)
 {
     ms__client *c = l->client;
-    if (l->cprev != NULL)
-        l->cprev->cnext = l->cnext;
-    else
-        c->lease_head = l->cnext;
-    if (l->cnext != NULL)
-        l->cnext->cprev = l->cprev;
+    LIST_REMOVE(l, by_client);
     c->nleases--;
     r->nleases--;
 }
@@ -131,16 +121,10 @@ int ms__lease_add(ms__registry *r, ms__client *c, ms__model *m, int arena_fd, ms
     l->worker = best;
     l->arena_fd = arena_fd;
     l->hdr = hdr;
-    l->cnext = c->lease_head;
-    if (c->lease_head != NULL)
-        c->lease_head->cprev = l;
-    c->lease_head = l;
+    LIST_INSERT_HEAD(&c->lease_list, l, by_client);
     c->nleases++;
     r->nleases++;
-    l->mnext = m->lease_head;
-    if (m->lease_head != NULL)
-        m->lease_head->mprev = l;
-    m->lease_head = l;
+    LIST_INSERT_HEAD(&m->lease_list, l, by_model);
     m->leases++;
     best->leases++;
     m->idle_armed = false;
@@ -166,8 +150,8 @@ void ms__lease_release(ms__registry *r, ms__lease *l)
 void ms__model_revoke_leases(ms__registry *r, ms__model *m)
 {
     (void)r;
-    while (m->lease_head != NULL) {
-        ms__lease *l = m->lease_head;
+    while (!LIST_EMPTY(&m->lease_list)) {
+        ms__lease *l = LIST_FIRST(&m->lease_list);
         if (l->hdr != NULL)
             atomic_store(&l->hdr->state, MS__ARENA_UNLOADED);
         lease_unlink_model(l);
@@ -180,9 +164,9 @@ void ms__model_lease_pids(const ms__model *m, char *buf, size_t buflen)
     if (buflen == 0)
         return;
     buf[0] = '\0';
-    for (const ms__lease *l = m->lease_head; l != NULL; l = l->mnext) {
+    for (const ms__lease *l = LIST_FIRST(&m->lease_list); l != NULL; l = LIST_NEXT(l, by_model)) {
         bool seen = false;
-        for (const ms__lease *k = m->lease_head; k != l; k = k->mnext)
+        for (const ms__lease *k = LIST_FIRST(&m->lease_list); k != l; k = LIST_NEXT(k, by_model))
             if (k->client->pid == l->client->pid)
                 seen = true;
         if (seen)
@@ -211,10 +195,8 @@ int ms__client_add(ms__registry *r, pid_t pid, uid_t uid, void *user, ms__client
     c->pid = pid;
     c->uid = uid;
     c->user = user;
-    c->next = r->clients;
-    if (r->clients != NULL)
-        r->clients->prev = c;
-    r->clients = c;
+    LIST_INIT(&c->lease_list);
+    LIST_INSERT_HEAD(&r->clients, c, link);
     r->nclients++;
     *out = c;
     return 0;
@@ -223,25 +205,20 @@ int ms__client_add(ms__registry *r, pid_t pid, uid_t uid, void *user, ms__client
 void ms__client_remove(ms__registry *r, ms__client *c, void (*on_release)(ms__lease *, void *),
                        void *ctx)
 {
-    while (c->lease_head != NULL) {
-        ms__lease *l = c->lease_head;
+    while (!LIST_EMPTY(&c->lease_list)) {
+        ms__lease *l = LIST_FIRST(&c->lease_list);
         if (on_release != NULL && l->worker != NULL)
             on_release(l, ctx);
         ms__lease_release(r, l);
     }
-    if (c->prev != NULL)
-        c->prev->next = c->next;
-    else
-        r->clients = c->next;
-    if (c->next != NULL)
-        c->next->prev = c->prev;
+    LIST_REMOVE(c, link);
     r->nclients--;
     free(c);
 }
 
 ms__lease *ms__client_lease(const ms__client *c, uint64_t id)
 {
-    for (ms__lease *l = c->lease_head; l != NULL; l = l->cnext)
+    for (ms__lease *l = LIST_FIRST(&c->lease_list); l != NULL; l = LIST_NEXT(l, by_client))
         if (l->id == id)
             return l;
     return NULL;
@@ -287,6 +264,7 @@ int ms__registry_add(ms__registry *r, const char *tag, const ms__spec *spec, ms_
     if (m == NULL)
         return ms__fail(err, errlen, MS_E_NOMEM, "out of memory for a model");
     snprintf(m->tag, sizeof m->tag, "%s", tag);
+    LIST_INIT(&m->lease_list);
     if (ms__spec_copy(spec, &m->spec) != 0) {
         free(m);
         return ms__fail(err, errlen, MS_E_NOMEM, "out of memory for a spec");
@@ -306,8 +284,8 @@ int ms__registry_add(ms__registry *r, const char *tag, const ms__spec *spec, ms_
 
 void ms__registry_remove(ms__registry *r, ms__model *m)
 {
-    while (m->lease_head != NULL)
-        lease_unlink_model(m->lease_head);
+    while (!LIST_EMPTY(&m->lease_list))
+        lease_unlink_model(LIST_FIRST(&m->lease_list));
     for (int i = 0; i < m->nworkers; i++)
         m->workers[i]->model = NULL;
     for (int i = 0; i < r->nmodels; i++) {
@@ -385,7 +363,7 @@ int ms__model_add_worker(ms__model *m, ms__wproc *w)
 
 void ms__model_detach_worker(ms__model *m, ms__wproc *w)
 {
-    for (ms__lease *l = m->lease_head; l != NULL; l = l->mnext)
+    for (ms__lease *l = LIST_FIRST(&m->lease_list); l != NULL; l = LIST_NEXT(l, by_model))
         if (l->worker == w)
             l->worker = NULL;
     w->leases = 0;
@@ -444,6 +422,40 @@ void ms__model_set_unloading(ms__model *m)
     m->idle_armed = false;
 }
 
+void ms__model_set_admitted(ms__model *m)
+{
+    m->state = MS__MODEL_LOADING;
+}
+
+void ms__model_set_waiting(ms__model *m, int64_t now)
+{
+    m->state = MS__MODEL_WAITING;
+    m->wait_since_ns = now;
+    m->wait_deadline_ns = now + (int64_t)(m->spec.load_timeout * 1e9);
+}
+
+void ms__model_set_estimate(ms__model *m, uint64_t bytes)
+{
+    m->estimate_bytes = bytes;
+    m->memory_bytes = bytes;
+    m->measured = false;
+}
+
+void ms__model_waiter_add(ms__model *m, bool with_spec)
+{
+    m->waiters++;
+    if (with_spec)
+        m->spec_waiters++;
+}
+
+void ms__model_waiter_drop(ms__model *m, bool with_spec)
+{
+    if (m->waiters > 0)
+        m->waiters--;
+    if (with_spec && m->spec_waiters > 0)
+        m->spec_waiters--;
+}
+
 void ms__model_touch(ms__registry *r, ms__model *m)
 {
     int64_t now = ms__registry_now(r);
@@ -484,8 +496,8 @@ ms__model *ms__registry_expired(ms__registry *r)
 
 void ms__registry_destroy(ms__registry *r)
 {
-    while (r->clients != NULL)
-        ms__client_remove(r, r->clients, NULL, NULL);
+    while (!LIST_EMPTY(&r->clients))
+        ms__client_remove(r, LIST_FIRST(&r->clients), NULL, NULL);
     while (r->nmodels > 0) {
         ms__model *m = r->models[r->nmodels - 1];
         while (m->nworkers > 0)

@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/queue.h>
 #include <sys/types.h>
 
 #include "../common/arena.h"
@@ -33,15 +34,19 @@ const char *ms__model_state_name(int state);
 
 typedef struct ms__client ms__client;
 typedef struct ms__lease ms__lease;
+LIST_HEAD(ms__lease_list, ms__lease);
+LIST_HEAD(ms__client_list, ms__client);
 
 struct ms__model {
     char tag[MS__TAG_MAX + 1];
     ms__spec spec;
     json_t *spec_json; /* canonical */
     int state;
-    unsigned loads;        /* loads started */
-    int leases;            /* leases on this model (counted until released or revoked) */
-    ms__lease *lease_head; /* its leases */
+    unsigned loads;   /* loads started */
+    int leases;       /* leases on this model (counted until released or revoked) */
+    int waiters;      /* requests (acquire, load) that wait for it: ms__model_waiter_add */
+    int spec_waiters; /* those of them that carry a spec (they load it again after an unload) */
+    struct ms__lease_list lease_list; /* its leases */
     ms__wproc *workers[MS__INSTANCES_MAX];
     int nworkers;
     json_t *signature; /* of the ready model, NULL before */
@@ -64,12 +69,12 @@ struct ms__model {
 struct ms__lease {
     uint64_t id;
     ms__client *client;
-    ms__model *model;         /* NULL once dead: its model was unloaded */
-    ms__wproc *worker;        /* NULL once its worker is gone */
-    int arena_fd;             /* owned, -1 when none */
-    ms__arena_header *hdr;    /* owned mapping of the arena's header page, NULL when none */
-    ms__lease *cnext, *cprev; /* the client's list */
-    ms__lease *mnext, *mprev; /* the model's list */
+    ms__model *model;                /* NULL once dead: its model was unloaded */
+    ms__wproc *worker;               /* NULL once its worker is gone */
+    int arena_fd;                    /* owned, -1 when none */
+    ms__arena_header *hdr;           /* owned mapping of the arena's header page, NULL when none */
+    LIST_ENTRY(ms__lease) by_client; /* in its client's lease_list */
+    LIST_ENTRY(ms__lease) by_model;  /* in its model's lease_list, while it has a model */
 };
 
 struct ms__client {
@@ -77,8 +82,8 @@ struct ms__client {
     uid_t uid;
     void *user; /* the server's connection */
     int nleases;
-    ms__lease *lease_head;
-    ms__client *next, *prev;
+    struct ms__lease_list lease_list; /* its leases */
+    LIST_ENTRY(ms__client) link;      /* in the registry's clients */
 };
 
 typedef int64_t (*ms__clock_fn)(void *ctx);
@@ -88,7 +93,7 @@ typedef struct ms__registry {
     void *clock_ctx;
     ms__model *models[MS__MODELS_MAX]; /* in order of creation */
     int nmodels;
-    ms__client *clients;
+    struct ms__client_list clients; /* newest first */
     int nclients;
     int nleases;
     uint64_t next_lease_id;
@@ -139,6 +144,16 @@ bool ms__model_all_ready(const ms__model *m);
 void ms__model_set_ready(ms__registry *r, ms__model *m);
 void ms__model_set_failed(ms__model *m, int code, const char *message);
 void ms__model_set_unloading(ms__model *m);
+/* Admitted to its device's budget (it may have waited): loading, its workers start now. */
+void ms__model_set_admitted(ms__model *m);
+/* Waits for memory from now, until now + its load_timeout. */
+void ms__model_set_waiting(ms__model *m, int64_t now);
+/* What m is charged until it is measured: its estimate (a load begins). */
+void ms__model_set_estimate(ms__model *m, uint64_t bytes);
+/* A request starts or stops waiting for m (the protocol layer counts them here, so that the
+ * model life cycle knows whether anyone waits without knowing connections). */
+void ms__model_waiter_add(ms__model *m, bool with_spec);
+void ms__model_waiter_drop(ms__model *m, bool with_spec);
 /* A load of a model already there: last used now, and a running keep-alive starts again. */
 void ms__model_touch(ms__registry *r, ms__model *m);
 

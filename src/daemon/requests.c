@@ -1,14 +1,16 @@
-/* The client protocol (proto.h): hello, acquire, release, load, unload, status. */
+/* The client protocol's requests (proto.h): hello, acquire, release, load, unload, status; and a
+ * connection's events, which read them. See protocol.h. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "../common/log.h"
 #include "../common/spec.h"
 #include "modelshare.h"
-#include "server_int.h"
+#include "conn.h"
 
 static void close_fds(int *fds, int n)
 {
@@ -18,14 +20,13 @@ static void close_fds(int *fds, int n)
 }
 
 /* The request's "tag": a valid tag, or an error reply (returns NULL). */
-static const char *request_tag(ms__server *s, conn *k, json_t *id, const json_t *msg,
-                               const char *op)
+static const char *request_tag(ms__conn *k, json_t *id, const json_t *msg, const char *op)
 {
     char err[MS__ERRLEN];
     const json_t *t = json_object_get(msg, "tag");
     if (!json_is_string(t)) {
         snprintf(err, sizeof err, "%s: expected a string \"tag\", got %s", op, ms__json_kind(t));
-        ms__conn_error(s, k, id, MS_E_PROTOCOL, err);
+        ms__conn_error(k, id, MS_E_PROTOCOL, err);
         return NULL;
     }
     const char *tag = json_string_value(t);
@@ -33,7 +34,7 @@ static const char *request_tag(ms__server *s, conn *k, json_t *id, const json_t 
         snprintf(err, sizeof err,
                  "%s: expected a tag of 1 to %d characters of [A-Za-z0-9._:/@+-], got \"%.160s\"",
                  op, MS__TAG_MAX, tag);
-        ms__conn_error(s, k, id, MS_E_INVAL, err);
+        ms__conn_error(k, id, MS_E_INVAL, err);
         return NULL;
     }
     return tag;
@@ -41,8 +42,7 @@ static const char *request_tag(ms__server *s, conn *k, json_t *id, const json_t 
 
 /* Parses the request's "spec": 1 with *spec filled (free it), 0 when null/absent (if allowed),
  * or a negative code after an error reply. */
-static int request_spec(ms__server *s, conn *k, json_t *id, const json_t *msg, bool null_ok,
-                        ms__spec *spec)
+static int request_spec(ms__conn *k, json_t *id, const json_t *msg, bool null_ok, ms__spec *spec)
 {
     char err[MS__ERRLEN], full[MS__ERRLEN + 64];
     const json_t *j = json_object_get(msg, "spec");
@@ -51,71 +51,18 @@ static int request_spec(ms__server *s, conn *k, json_t *id, const json_t *msg, b
     if (!json_is_object(j)) {
         snprintf(full, sizeof full, "expected \"spec\" to be a JSON object%s, got %s",
                  null_ok ? " or null" : "", ms__json_kind(j));
-        ms__conn_error(s, k, id, MS_E_SPEC, full);
+        ms__conn_error(k, id, MS_E_SPEC, full);
         return MS_E_SPEC;
     }
     int rc = ms__spec_from_json(j, spec, err, sizeof err);
     if (rc != 0) {
-        ms__conn_error(s, k, id, rc, err);
+        ms__conn_error(k, id, rc, err);
         return rc;
     }
     return 1;
 }
 
-void ms__attach(ms__server *s, conn *k, json_t *id, ms__model *m, int arena_fd,
-                ms__arena_header *hdr)
-{
-    char err[MS__ERRLEN], msg[MS__ERRLEN + 64];
-    ms__lease *l;
-    int rc = ms__lease_add(&s->reg, k->client, m, arena_fd, hdr, &l, err, sizeof err);
-    if (rc != 0) {
-        ms__arena_unmap(hdr, MS__ARENA_HEADER);
-        close(arena_fd);
-        ms__log_warn("model \"%s\": refused a lease to pid %ld: %s", m->tag, (long)k->pid, err);
-        ms__conn_error(s, k, id, rc, err);
-        return;
-    }
-    /* Every instance maps the arena and serves its own ring set in it (ring i for worker i);
-     * the client gets every worker's door, in the same order, and picks one per request. */
-    int doors[MS__INSTANCES_MAX];
-    int n = m->nworkers;
-    for (int i = 0; i < n; i++) {
-        ms__wproc *w = m->workers[i];
-        json_t *att = json_pack("{s:s, s:I, s:i, s:i}", "op", "attach", "lease", (json_int_t)l->id,
-                                "ring", i, "nfds", 1);
-        rc = att != NULL ? ms__sup_send(w, att, &l->arena_fd, 1, err, sizeof err) : MS_E_NOMEM;
-        json_decref(att);
-        if (rc == 0 && w->door_fd < 0)
-            rc = ms__fail(err, sizeof err, MS_E_WORKER_LOST, "its door is closed");
-        if (rc != 0) {
-            snprintf(msg, sizeof msg, "model \"%s\": cannot attach to worker %ld: %.800s", m->tag,
-                     (long)w->pid, rc == MS_E_NOMEM ? "out of memory" : err);
-            rc = MS_E_WORKER_LOST;
-            goto fail_lease;
-        }
-        doors[i] = w->door_fd;
-    }
-    json_t *reply = ms__reply_ok(id);
-    if (reply != NULL) {
-        json_object_set_new(reply, "lease", json_integer((json_int_t)l->id));
-        json_object_set(reply, "signature", m->signature != NULL ? m->signature : json_null());
-        json_object_set(reply, "spec", m->spec_json);
-        json_object_set_new(reply, "nfds", json_integer(n));
-    }
-    ms__log_info("model \"%s\": lease %llu to pid %ld on %d worker(s) (%d lease(s))", m->tag,
-                 (unsigned long long)l->id, (long)k->pid, n, m->leases);
-    /* A failed send drops the connection, which releases the lease (and detaches it). */
-    ms__conn_send(s, k, reply, doors, n);
-    return;
-
-fail_lease:
-    ms__log_warn("model \"%s\": lease for pid %ld failed: %s", m->tag, (long)k->pid, msg);
-    ms__detach_worker_lease(s, l);
-    ms__lease_release(&s->reg, l);
-    ms__conn_error(s, k, id, rc, msg);
-}
-
-static void do_hello(ms__server *s, conn *k, json_t *id, const json_t *msg)
+static void do_hello(ms__conn *k, json_t *id, const json_t *msg)
 {
     char err[MS__ERRLEN];
     const json_t *v = json_object_get(msg, "version");
@@ -124,7 +71,7 @@ static void do_hello(ms__server *s, conn *k, json_t *id, const json_t *msg)
                  "hello: expected an integer \"version\" (this daemon speaks %d), "
                  "got %s",
                  MS_PROTOCOL_VERSION, ms__json_kind(v));
-        ms__conn_error(s, k, id, MS_E_PROTOCOL, err);
+        ms__conn_error(k, id, MS_E_PROTOCOL, err);
         return;
     }
     if (json_integer_value(v) != MS_PROTOCOL_VERSION) {
@@ -133,8 +80,8 @@ static void do_hello(ms__server *s, conn *k, json_t *id, const json_t *msg)
                  "(pid %ld) speaks version %d",
                  (long long)json_integer_value(v), (long)getpid(), MS_PROTOCOL_VERSION);
         ms__log_warn("client pid %ld refused: %s", (long)k->pid, err);
-        ms__conn_error(s, k, id, MS_E_VERSION, err);
-        ms__conn_kill(s, k, "version mismatch");
+        ms__conn_error(k, id, MS_E_VERSION, err);
+        ms__conn_kill(k, "version mismatch");
         return;
     }
     k->hello = true;
@@ -143,30 +90,30 @@ static void do_hello(ms__server *s, conn *k, json_t *id, const json_t *msg)
         json_object_set_new(r, "version", json_integer(MS_PROTOCOL_VERSION));
         json_object_set_new(r, "daemon_pid", json_integer(getpid()));
     }
-    ms__conn_send(s, k, r, NULL, 0);
+    ms__conn_send(k, r, NULL, 0);
 }
 
 /* acquire and load share this: find or create the model, start its load when needed. Returns the
  * model to wait for or use, or NULL after an error reply. */
-static ms__model *model_for(ms__server *s, conn *k, json_t *id, const char *op, const char *tag,
+static ms__model *model_for(ms__proto *p, ms__conn *k, json_t *id, const char *op, const char *tag,
                             ms__spec *spec, bool has_spec)
 {
     char err[MS__ERRLEN];
-    ms__model *m = ms__registry_find(&s->reg, tag);
+    ms__model *m = ms__registry_find(&p->models->reg, tag);
     if (m == NULL) {
         if (!has_spec) {
             snprintf(err, sizeof err,
                      "no model with tag \"%s\" is loaded (%s it with a spec to load it)", tag, op);
-            ms__conn_error(s, k, id, MS_E_UNKNOWN_TAG, err);
+            ms__conn_error(k, id, MS_E_UNKNOWN_TAG, err);
             return NULL;
         }
-        int rc = ms__registry_add(&s->reg, tag, spec, &m, err, sizeof err);
+        int rc = ms__registry_add(&p->models->reg, tag, spec, &m, err, sizeof err);
         if (rc != 0) {
             ms__log_warn("refused to load \"%s\" for pid %ld: %s", tag, (long)k->pid, err);
-            ms__conn_error(s, k, id, rc, err);
+            ms__conn_error(k, id, rc, err);
             return NULL;
         }
-        ms__start_load(s, m);
+        ms__start_load(p->models, m);
         return m;
     }
     if (!has_spec) {
@@ -174,7 +121,7 @@ static ms__model *model_for(ms__server *s, conn *k, json_t *id, const char *op, 
          * had: the caller learns of a load that fails again from that load's own error. */
         if (m->state == MS__MODEL_FAILED) {
             ms__log_info("%s of failed \"%s\" by pid %ld: loading it again", op, tag, (long)k->pid);
-            ms__start_load(s, m);
+            ms__start_load(p->models, m);
         }
         return m;
     }
@@ -183,47 +130,47 @@ static ms__model *model_for(ms__server *s, conn *k, json_t *id, const char *op, 
         if (!ms__spec_equal(&m->spec, spec)) {
             int rc = ms__model_spec_replace(m, spec, err, sizeof err);
             if (rc != 0) {
-                ms__conn_error(s, k, id, rc, err);
+                ms__conn_error(k, id, rc, err);
                 return NULL;
             }
         }
-        ms__start_load(s, m);
+        ms__start_load(p->models, m);
         return m;
     }
     int rc = ms__model_spec_check(m, spec, err, sizeof err);
     if (rc != 0) {
         ms__log_info("refused %s of \"%s\" for pid %ld: spec conflict", op, tag, (long)k->pid);
-        ms__conn_error(s, k, id, rc, err);
+        ms__conn_error(k, id, rc, err);
         return NULL;
     }
     return m;
 }
 
-static void do_acquire(ms__server *s, conn *k, json_t *id, const json_t *msg, int *fds, int nfds)
+static void do_acquire(ms__proto *p, ms__conn *k, json_t *id, const json_t *msg, int *fds, int nfds)
 {
     char err[MS__ERRLEN], full[MS__ERRLEN + 64];
     ms__spec spec;
     if (nfds != 1) {
         snprintf(full, sizeof full,
                  "acquire: expected 1 descriptor (the arena memfd, \"nfds\":1), got %d", nfds);
-        ms__conn_error(s, k, id, MS_E_PROTOCOL, full);
+        ms__conn_error(k, id, MS_E_PROTOCOL, full);
         return;
     }
-    const char *tag = request_tag(s, k, id, msg, "acquire");
+    const char *tag = request_tag(k, id, msg, "acquire");
     if (tag == NULL)
         return;
-    int has = request_spec(s, k, id, msg, true, &spec);
+    int has = request_spec(k, id, msg, true, &spec);
     if (has < 0)
         return;
     ms__arena_header *hdr = NULL;
     int rc = ms__arena_map_header(fds[0], &hdr, err, sizeof err);
     if (rc != 0) {
         snprintf(full, sizeof full, "acquire: the arena descriptor is not usable: %s", err);
-        ms__conn_error(s, k, id, MS_E_PROTOCOL, full);
+        ms__conn_error(k, id, MS_E_PROTOCOL, full);
         goto out;
     }
     ms__log_info("acquire of \"%s\" by pid %ld%s", tag, (long)k->pid, has ? "" : " (no spec)");
-    ms__model *m = model_for(s, k, id, "acquire", tag, &spec, has == 1);
+    ms__model *m = model_for(p, k, id, "acquire", tag, &spec, has == 1);
     if (m == NULL) {
         ms__arena_unmap(hdr, MS__ARENA_HEADER);
         goto out;
@@ -232,17 +179,17 @@ static void do_acquire(ms__server *s, conn *k, json_t *id, const json_t *msg, in
     fds[0] = -1;
     switch (m->state) {
     case MS__MODEL_READY:
-        ms__attach(s, k, id, m, fd, hdr);
+        ms__conn_grant(p, k, id, m, fd, hdr);
         break;
     case MS__MODEL_LOADING:
     case MS__MODEL_WAITING:
     case MS__MODEL_UNLOADING:
-        ms__conn_set_pending(s, k, MS__OP_ACQUIRE, id, m, fd, hdr, has == 1);
+        ms__conn_set_pending(p, k, MS__OP_ACQUIRE, id, m, fd, hdr, has == 1);
         break;
     default: /* failed at once */
         ms__arena_unmap(hdr, MS__ARENA_HEADER);
         close(fd);
-        ms__conn_error(s, k, id, m->error_code, m->error);
+        ms__conn_error(k, id, m->error_code, m->error);
         break;
     }
 out:
@@ -250,57 +197,57 @@ out:
         ms__spec_free(&spec);
 }
 
-static void do_load(ms__server *s, conn *k, json_t *id, const json_t *msg)
+static void do_load(ms__proto *p, ms__conn *k, json_t *id, const json_t *msg)
 {
     ms__spec spec;
-    const char *tag = request_tag(s, k, id, msg, "load");
+    const char *tag = request_tag(k, id, msg, "load");
     if (tag == NULL)
         return;
-    if (request_spec(s, k, id, msg, false, &spec) < 0)
+    if (request_spec(k, id, msg, false, &spec) < 0)
         return;
     ms__log_info("load of \"%s\" by pid %ld", tag, (long)k->pid);
-    ms__model *m = model_for(s, k, id, "load", tag, &spec, true);
+    ms__model *m = model_for(p, k, id, "load", tag, &spec, true);
     ms__spec_free(&spec);
     if (m == NULL)
         return;
     switch (m->state) {
     case MS__MODEL_READY:
-        ms__model_touch(&s->reg, m);
-        ms__conn_send(s, k, ms__reply_ok(id), NULL, 0);
+        ms__model_touch(&p->models->reg, m);
+        ms__conn_send(k, ms__reply_ok(id), NULL, 0);
         break;
     case MS__MODEL_LOADING:
     case MS__MODEL_WAITING:
     case MS__MODEL_UNLOADING:
-        ms__conn_set_pending(s, k, MS__OP_LOAD, id, m, -1, NULL, true);
+        ms__conn_set_pending(p, k, MS__OP_LOAD, id, m, -1, NULL, true);
         break;
     default:
-        ms__conn_error(s, k, id, m->error_code, m->error);
+        ms__conn_error(k, id, m->error_code, m->error);
         break;
     }
 }
 
-static void do_unload(ms__server *s, conn *k, json_t *id, const json_t *msg)
+static void do_unload(ms__proto *p, ms__conn *k, json_t *id, const json_t *msg)
 {
     char err[MS__ERRLEN], pids[512];
-    const char *tag = request_tag(s, k, id, msg, "unload");
+    const char *tag = request_tag(k, id, msg, "unload");
     if (tag == NULL)
         return;
     const json_t *f = json_object_get(msg, "force");
     if (f != NULL && !json_is_boolean(f)) {
         snprintf(err, sizeof err, "unload: expected \"force\" to be true or false, got %s",
                  ms__json_kind(f));
-        ms__conn_error(s, k, id, MS_E_PROTOCOL, err);
+        ms__conn_error(k, id, MS_E_PROTOCOL, err);
         return;
     }
     bool force = json_is_true(f);
-    ms__model *m = ms__registry_find(&s->reg, tag);
+    ms__model *m = ms__registry_find(&p->models->reg, tag);
     if (m == NULL) {
         snprintf(err, sizeof err, "no model with tag \"%s\"", tag);
-        ms__conn_error(s, k, id, MS_E_UNKNOWN_TAG, err);
+        ms__conn_error(k, id, MS_E_UNKNOWN_TAG, err);
         return;
     }
     if (m->state == MS__MODEL_UNLOADING) {
-        ms__conn_set_pending(s, k, MS__OP_UNLOAD, id, m, -1, NULL, false);
+        ms__conn_set_pending(p, k, MS__OP_UNLOAD, id, m, -1, NULL, false);
         return;
     }
     if (m->leases > 0 && !force) {
@@ -310,7 +257,7 @@ static void do_unload(ms__server *s, conn *k, json_t *id, const json_t *msg)
                  tag, m->leases, m->leases == 1 ? "" : "s", pids);
         ms__log_info("refused to unload \"%s\" for pid %ld: %d lease(s)", tag, (long)k->pid,
                      m->leases);
-        ms__conn_error(s, k, id, MS_E_BUSY, err);
+        ms__conn_error(k, id, MS_E_BUSY, err);
         return;
     }
     if (m->leases > 0) {
@@ -318,34 +265,27 @@ static void do_unload(ms__server *s, conn *k, json_t *id, const json_t *msg)
         ms__log_info("model \"%s\": force-unload by pid %ld takes %d lease(s) away (client pids "
                      "%s)",
                      tag, (long)k->pid, m->leases, pids);
-        ms__model_revoke_leases(&s->reg, m);
+        ms__model_revoke_leases(&p->models->reg, m);
     } else {
         ms__log_info("model \"%s\": unload by pid %ld", tag, (long)k->pid);
     }
     if (m->state == MS__MODEL_LOADING || m->state == MS__MODEL_WAITING) {
         /* Those waiting for this load will not get it. */
         snprintf(err, sizeof err, "model \"%s\" was unloaded while it was loading", tag);
-        for (ms__client *c = s->reg.clients; c != NULL; c = c->next) {
-            conn *o = c->user;
-            if (o->dead || o->p_model != m || o == k ||
-                (o->pending != MS__OP_ACQUIRE && o->pending != MS__OP_LOAD))
-                continue;
-            ms__conn_error(s, o, o->p_id, MS_E_UNLOADED, err);
-            ms__conn_resume(s, o);
-        }
+        ms__waiters_fail(p, m, MS_E_UNLOADED, err);
     }
-    ms__conn_set_pending(s, k, MS__OP_UNLOAD, id, m, -1, NULL, false);
-    ms__begin_unload(s, m); /* answers k once the workers are gone (at once when none) */
+    ms__conn_set_pending(p, k, MS__OP_UNLOAD, id, m, -1, NULL, false);
+    ms__begin_unload(p->models, m); /* answers k once the workers are gone (at once when none) */
 }
 
-static void do_release(ms__server *s, conn *k, json_t *id, const json_t *msg)
+static void do_release(ms__proto *p, ms__conn *k, json_t *id, const json_t *msg)
 {
     char err[MS__ERRLEN];
     const json_t *v = json_object_get(msg, "lease");
     if (!json_is_integer(v)) {
         snprintf(err, sizeof err, "release: expected an integer \"lease\", got %s",
                  ms__json_kind(v));
-        ms__conn_error(s, k, id, MS_E_PROTOCOL, err);
+        ms__conn_error(k, id, MS_E_PROTOCOL, err);
         return;
     }
     json_int_t lid = json_integer_value(v);
@@ -355,7 +295,7 @@ static void do_release(ms__server *s, conn *k, json_t *id, const json_t *msg)
                  "release: expected a lease held by this connection, got lease %lld (this "
                  "connection holds %d)",
                  (long long)lid, k->client->nleases);
-        ms__conn_error(s, k, id, MS_E_INVAL, err);
+        ms__conn_error(k, id, MS_E_INVAL, err);
         return;
     }
     ms__model *m = l->model;
@@ -364,16 +304,16 @@ static void do_release(ms__server *s, conn *k, json_t *id, const json_t *msg)
                      (long long)lid, (long)k->pid, m->leases - 1);
     else
         ms__log_info("release of dead lease %lld by pid %ld", (long long)lid, (long)k->pid);
-    ms__detach_worker_lease(s, l);
-    ms__lease_release(&s->reg, l);
-    ms__conn_send(s, k, ms__reply_ok(id), NULL, 0);
+    ms__workers_detach(l);
+    ms__lease_release(&p->models->reg, l);
+    ms__conn_send(k, ms__reply_ok(id), NULL, 0);
 }
 
-static void do_status(ms__server *s, conn *k, json_t *id)
+static void do_status(ms__proto *p, ms__conn *k, json_t *id)
 {
-    json_t *st = ms__status_json(s);
+    json_t *st = ms__status_json(p);
     if (st == NULL) {
-        ms__conn_error(s, k, id, MS_E_NOMEM, "modelshared is out of memory for the status");
+        ms__conn_error(k, id, MS_E_NOMEM, "modelshared is out of memory for the status");
         return;
     }
     json_t *r = ms__reply_ok(id);
@@ -381,10 +321,10 @@ static void do_status(ms__server *s, conn *k, json_t *id)
         json_object_set_new(r, "status", st);
     else
         json_decref(st);
-    ms__conn_send(s, k, r, NULL, 0);
+    ms__conn_send(k, r, NULL, 0);
 }
 
-static void handle(ms__server *s, conn *k, json_t *msg, int *fds, int nfds)
+static void handle(ms__proto *p, ms__conn *k, json_t *msg, int *fds, int nfds)
 {
     char err[MS__ERRLEN];
     json_t *id = json_object_get(msg, "id");
@@ -395,49 +335,107 @@ static void handle(ms__server *s, conn *k, json_t *msg, int *fds, int nfds)
                  "expected a string \"op\" (hello, acquire, release, load, unload or status), got "
                  "%s",
                  ms__json_kind(opj));
-        ms__conn_error(s, k, id, MS_E_PROTOCOL, err);
+        ms__conn_error(k, id, MS_E_PROTOCOL, err);
     } else if (strcmp(op, "hello") == 0) {
-        do_hello(s, k, id, msg);
+        do_hello(k, id, msg);
     } else if (!k->hello) {
         snprintf(err, sizeof err, "expected \"hello\" as the first request, got \"%.64s\"", op);
-        ms__conn_error(s, k, id, MS_E_PROTOCOL, err);
+        ms__conn_error(k, id, MS_E_PROTOCOL, err);
     } else if (strcmp(op, "acquire") == 0) {
-        do_acquire(s, k, id, msg, fds, nfds);
+        do_acquire(p, k, id, msg, fds, nfds);
     } else if (strcmp(op, "release") == 0) {
-        do_release(s, k, id, msg);
+        do_release(p, k, id, msg);
     } else if (strcmp(op, "load") == 0) {
-        do_load(s, k, id, msg);
+        do_load(p, k, id, msg);
     } else if (strcmp(op, "unload") == 0) {
-        do_unload(s, k, id, msg);
+        do_unload(p, k, id, msg);
     } else if (strcmp(op, "status") == 0) {
-        do_status(s, k, id);
+        do_status(p, k, id);
     } else {
         snprintf(err, sizeof err,
                  "unknown op \"%.64s\": expected hello, acquire, release, load, unload or status",
                  op);
-        ms__conn_error(s, k, id, MS_E_PROTOCOL, err);
+        ms__conn_error(k, id, MS_E_PROTOCOL, err);
     }
     close_fds(fds, nfds); /* those not taken */
 }
 
-void ms__serve_requests(ms__server *s, conn *k)
+/* Serves k's buffered requests until one is pending or none is left. */
+static void serve_requests(ms__proto *p, ms__conn *k)
 {
     char err[MS__ERRLEN];
-    while (!k->dead && k->pending == MS__OP_NONE && !s->stopping) {
+    while (!k->dead && k->pending == MS__OP_NONE && !p->models->stopping) {
         json_t *msg = NULL;
         int fds[MS__FDS_MAX];
         int nfds = 0;
         int rc = ms__reader_next(&k->rd, &msg, fds, &nfds, err, sizeof err);
         if (rc != 0) {
             ms__log_info("client pid %ld sent a malformed message: %s", (long)k->pid, err);
-            ms__conn_error(s, k, NULL, rc, err);
+            ms__conn_error(k, NULL, rc, err);
             if (rc != MS_E_PROTOCOL) /* the framing itself is broken */
-                ms__conn_kill(s, k, err);
+                ms__conn_kill(k, err);
             continue;
         }
         if (msg == NULL)
             return;
-        handle(s, k, msg, fds, nfds);
+        handle(p, k, msg, fds, nfds);
         json_decref(msg);
     }
+}
+
+void ms__conn_on_event(ms__proto *p, ms__conn *k, uint32_t events)
+{
+    char err[MS__ERRLEN];
+    if (k->dead)
+        return;
+    if (k->pending != MS__OP_NONE) {
+        if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+            ms__conn_kill(k, "hang-up while a request was pending");
+        return;
+    }
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+        int rc = ms__reader_fill(&k->rd, k->fd, err, sizeof err);
+        if (rc != 0) {
+            /* The framing is broken (or the socket is): say why, then close. */
+            ms__log_info("client pid %ld: %s; closing its connection", (long)k->pid, err);
+            ms__conn_error(k, NULL, rc, err);
+            ms__conn_kill(k, err);
+            return;
+        }
+    }
+    serve_requests(p, k);
+    if (k->rd.eof && !k->dead)
+        ms__conn_kill(k, "end of stream");
+}
+
+void ms__proto_sweep(ms__proto *p)
+{
+    bool again = true;
+    while (again) {
+        again = false;
+        ms__client *c = LIST_FIRST(&p->models->reg.clients);
+        for (ms__client *next; c != NULL; c = next) {
+            next = LIST_NEXT(c, link);
+            ms__conn *k = c->user;
+            if (k->dead) {
+                ms__conn_free(p, k);
+                again = true;
+                break; /* the list changed under us (leases released): start over */
+            }
+            if (k->resume) {
+                k->resume = false;
+                serve_requests(p, k);
+                again = true;
+                break;
+            }
+        }
+    }
+}
+
+void ms__proto_close_all(ms__proto *p)
+{
+    ms__client *c;
+    for (c = LIST_FIRST(&p->models->reg.clients); c != NULL; c = LIST_NEXT(c, link))
+        ms__conn_kill(c->user, "daemon stopping");
+    ms__proto_sweep(p);
 }

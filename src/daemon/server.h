@@ -1,6 +1,8 @@
 /*
- * modelshared's server: the pid lock, the listening socket, the epoll loop, the client protocol
- * (proto.h) and the life of each model (load, ready, failed, keep-alive, unload).
+ * modelshared's server: the pid lock, the listening socket and the epoll loop, the top of the
+ * daemon's layers. Below it, each using only those under it: the protocol (protocol.h:
+ * connections, requests, answers), the model life cycle (models.h: load, ready, failed,
+ * keep-alive, unload), and the leaves (registry.h, supervisor.h, budget.h).
  */
 #ifndef MS_DAEMON_SERVER_H
 #define MS_DAEMON_SERVER_H

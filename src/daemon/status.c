@@ -3,9 +3,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "server_int.h"
+#include "conn.h"
 
-static json_t *model_json(ms__server *s, ms__model *m, int64_t now)
+static json_t *model_json(ms__model *m, int64_t now)
 {
     json_t *o = json_object();
     json_t *pids = json_array(), *per_worker = json_array();
@@ -29,7 +29,7 @@ static json_t *model_json(ms__server *s, ms__model *m, int64_t now)
         }
         json_array_append_new(per_worker, json_integer((json_int_t)wr));
     }
-    ms__measure_model(s, m);
+    ms__measure_model(m);
     json_object_set_new(o, "tag", json_string(m->tag));
     json_object_set_new(o, "backend", json_string(m->spec.backend));
     json_object_set_new(o, "state", json_string(ms__model_state_name(m->state)));
@@ -64,7 +64,7 @@ static json_t *model_json(ms__server *s, ms__model *m, int64_t now)
 }
 
 /* {"budget_bytes", "used_bytes", "free_bytes", "total_bytes", "models": {tag: bytes}} */
-static json_t *budget_json(ms__server *s, const ms__budget_dev *d)
+static json_t *budget_json(const ms__models *ml, const ms__budget_dev *d)
 {
     json_t *o = json_object();
     json_t *held = json_object();
@@ -73,12 +73,10 @@ static json_t *budget_json(ms__server *s, const ms__budget_dev *d)
         json_decref(held);
         return NULL;
     }
-    uint64_t budget = ms__budget_bytes(d), used = ms__budget_used(s, d);
-    for (int i = 0; i < s->reg.nmodels; i++) {
-        const ms__model *m = s->reg.models[i];
-        if ((m->state == MS__MODEL_LOADING || m->state == MS__MODEL_READY ||
-             m->state == MS__MODEL_UNLOADING) &&
-            strcmp(ms__budget_device(m->spec.device), d->name) == 0)
+    uint64_t budget = ms__budget_bytes(d), used = ms__budget_used(ml, d);
+    for (int i = 0; i < ml->reg.nmodels; i++) {
+        const ms__model *m = ml->reg.models[i];
+        if (ms__model_charges_memory(m) && strcmp(ms__budget_device(m->spec.device), d->name) == 0)
             json_object_set_new(held, m->tag, json_integer((json_int_t)m->memory_bytes));
     }
     json_object_set_new(o, "budget_bytes", json_integer((json_int_t)budget));
@@ -92,32 +90,33 @@ static json_t *budget_json(ms__server *s, const ms__budget_dev *d)
     return o;
 }
 
-json_t *ms__status_json(ms__server *s)
+json_t *ms__status_json(ms__proto *p)
 {
-    int64_t now = ms__registry_now(&s->reg);
+    ms__models *ml = p->models;
+    int64_t now = ms__registry_now(&ml->reg);
     json_t *st = json_object();
     json_t *models = json_array();
     json_t *budgets = json_object();
     if (st == NULL || models == NULL || budgets == NULL)
         goto fail;
-    for (int i = 0; i < s->reg.nmodels; i++) {
-        ms__model *m = s->reg.models[i];
-        json_t *mj = model_json(s, m, now);
+    for (int i = 0; i < ml->reg.nmodels; i++) {
+        ms__model *m = ml->reg.models[i];
+        json_t *mj = model_json(m, now);
         if (mj == NULL)
             goto fail;
         json_array_append_new(models, mj);
-        ms__model_budget(s, m); /* its device is listed below */
+        ms__model_budget(ml, m); /* its device is listed below */
     }
-    for (int i = 0; i < s->budgets.n; i++) {
-        json_t *b = budget_json(s, &s->budgets.dev[i]);
+    for (int i = 0; i < ml->budgets.n; i++) {
+        json_t *b = budget_json(ml, &ml->budgets.dev[i]);
         if (b == NULL)
             goto fail;
-        json_object_set_new(budgets, s->budgets.dev[i].name, b);
+        json_object_set_new(budgets, ml->budgets.dev[i].name, b);
     }
     json_object_set_new(st, "daemon_pid", json_integer(getpid()));
-    json_object_set_new(st, "socket", json_string(s->socket_path));
-    json_object_set_new(st, "uptime_s", json_real((double)(ms__now_ns() - s->start_ns) / 1e9));
-    json_object_set_new(st, "clients", json_integer(s->reg.nclients));
+    json_object_set_new(st, "socket", json_string(p->socket_path));
+    json_object_set_new(st, "uptime_s", json_real((double)(ms__now_ns() - p->start_ns) / 1e9));
+    json_object_set_new(st, "clients", json_integer(ml->reg.nclients));
     json_object_set_new(st, "models", models);
     json_object_set_new(st, "budgets", budgets);
     return st;

@@ -25,6 +25,8 @@
 int ms__sup_init(ms__supervisor *s, int epfd, const char *log_level, char *err, size_t errlen)
 {
     memset(s, 0, sizeof *s);
+    LIST_INIT(&s->all);
+    LIST_INIT(&s->retired);
     s->epfd = epfd;
     snprintf(s->log_level, sizeof s->log_level, "%s", log_level != NULL ? log_level : "info");
     if (ms__sibling_binary("modelshare-worker", "MODELSHARE_WORKER", s->worker_path,
@@ -36,22 +38,15 @@ int ms__sup_init(ms__supervisor *s, int epfd, const char *log_level, char *err, 
 
 static void list_add(ms__supervisor *s, ms__wproc *w)
 {
-    w->next = s->all;
-    if (s->all != NULL)
-        s->all->prev = w;
-    s->all = w;
+    LIST_INSERT_HEAD(&s->all, w, link);
+    w->listed = true;
     s->count++;
 }
 
 static void list_del(ms__supervisor *s, ms__wproc *w)
 {
-    if (w->prev != NULL)
-        w->prev->next = w->next;
-    else
-        s->all = w->next;
-    if (w->next != NULL)
-        w->next->prev = w->prev;
-    w->next = w->prev = NULL;
+    LIST_REMOVE(w, link);
+    w->listed = false;
     s->count--;
 }
 
@@ -146,20 +141,31 @@ nomem:
     return ms__fail(err, errlen, MS_E_NOMEM, "out of memory starting a python worker");
 }
 
-int ms__sup_spawn(ms__supervisor *s, ms__model *m, char *err, size_t errlen)
-{
-    int rc;
-    int sv[2] = {-1, -1};
-    int stats_fd = -1, door_fd = -1;
-    ms__stats *stats = NULL;
-    char *spec_text = NULL;
-    ms__wproc *w = NULL;
+/* What a worker runs: program, argv, working directory and environment, made before fork(). */
+typedef struct spawn_cmd {
+    py_launch pl;    /* a python worker's launch (empty for the dense worker) */
+    bool python;     /* the spec has a "python" constructor */
+    char *spec_text; /* owned: the canonical spec, passed as --spec */
+    const char *path, *cwd;
+    char **envp;    /* NULL: the daemon's environment */
+    char *argv[10]; /* points into spec_text, the model's tag and the supervisor */
+} spawn_cmd;
 
-    py_launch pl;
-    memset(&pl, 0, sizeof pl);
-    bool python = m->spec.python != NULL;
-    if (python) {
-        rc = py_launch_make(&m->spec, &pl, err, errlen);
+static void spawn_cmd_free(spawn_cmd *c)
+{
+    py_launch_free(&c->pl);
+    free(c->spec_text);
+    c->spec_text = NULL;
+}
+
+/* Checks that m can have one more worker and what it runs. On success *c is freed with
+ * spawn_cmd_free(). */
+static int spawn_cmd_make(ms__supervisor *s, ms__model *m, spawn_cmd *c, char *err, size_t errlen)
+{
+    memset(c, 0, sizeof *c);
+    c->python = m->spec.python != NULL;
+    if (c->python) {
+        int rc = py_launch_make(&m->spec, &c->pl, err, errlen);
         if (rc < 0)
             return rc;
     } else if (access(s->worker_path, X_OK) != 0) {
@@ -168,67 +174,113 @@ int ms__sup_spawn(ms__supervisor *s, ms__model *m, char *err, size_t errlen)
                         strerror(errno));
     }
     if (m->nworkers >= MS__INSTANCES_MAX) {
-        py_launch_free(&pl);
+        py_launch_free(&c->pl);
         return ms__fail(err, errlen, MS_E_LIMIT, "expected at most %d workers per model",
                         MS__INSTANCES_MAX);
     }
-    w = calloc(1, sizeof *w);
-    spec_text = json_dumps(m->spec_json, JSON_COMPACT | JSON_SORT_KEYS);
-    if (w == NULL || spec_text == NULL) {
-        rc = ms__fail(err, errlen, MS_E_NOMEM, "out of memory starting a worker");
-        goto fail;
+    c->spec_text = json_dumps(m->spec_json, JSON_COMPACT | JSON_SORT_KEYS);
+    if (c->spec_text == NULL) {
+        py_launch_free(&c->pl);
+        return ms__fail(err, errlen, MS_E_NOMEM, "out of memory starting a worker");
     }
-    w->pidfd = -1;
-    w->ctrl_fd = -1;
-    w->door_fd = -1;
-    ms__reader_init(&w->reader);
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    char *tail[] = {"--tag", m->tag, "--spec", c->spec_text, "--log-level", s->log_level, NULL};
+    int n = 0;
+    c->path = s->worker_path;
+    if (c->python) {
+        c->path = json_string_value(json_object_get(c->pl.obj, "executable"));
+        c->cwd = json_string_value(json_object_get(c->pl.obj, "cwd"));
+        c->envp = c->pl.envp;
+        c->argv[n++] = (char *)c->path;
+        c->argv[n++] = "-m";
+        c->argv[n++] = "modelshare.worker";
+    } else {
+        c->argv[n++] = s->worker_path;
+    }
+    memcpy(&c->argv[n], tail, sizeof tail);
+    return 0;
+}
+
+/* The descriptors a new worker is given, made before fork(); -1 / NULL once handed on. */
+typedef struct spawn_fds {
+    int sv[2];    /* control socketpair: [0] the daemon's end, [1] the worker's */
+    int stats_fd; /* the worker's counters page */
+    ms__stats *stats;
+    int door_fd;
+} spawn_fds;
+
+static void spawn_fds_close(spawn_fds *f)
+{
+    for (int i = 0; i < 2; i++)
+        if (f->sv[i] >= 0)
+            close(f->sv[i]);
+    if (f->stats_fd >= 0)
+        close(f->stats_fd);
+    if (f->door_fd >= 0)
+        close(f->door_fd);
+    ms__stats_unmap(f->stats);
+    *f = (spawn_fds){.sv = {-1, -1}, .stats_fd = -1, .door_fd = -1};
+}
+
+/* On failure everything made is closed again. */
+static int spawn_fds_make(spawn_fds *f, char *err, size_t errlen)
+{
+    *f = (spawn_fds){.sv = {-1, -1}, .stats_fd = -1, .door_fd = -1};
+    int rc;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, f->sv) != 0) {
         rc = ms__fail(err, errlen, errno == EMFILE || errno == ENFILE ? MS_E_LIMIT : MS_E_IO,
                       "socketpair for a worker: %s", strerror(errno));
         goto fail;
     }
-    rc = ms__stats_create(&stats_fd, &stats);
+    rc = ms__stats_create(&f->stats_fd, &f->stats);
     if (rc != 0) {
         rc = ms__fail(err, errlen, rc, "cannot create the stats page for a worker: %s",
                       strerror(errno));
         goto fail;
     }
-    rc = ms__door_create(&door_fd, err, errlen);
+    rc = ms__door_create(&f->door_fd, err, errlen);
     if (rc != 0)
         goto fail;
-    char *argv[] = {s->worker_path, "--tag",       m->tag,       "--spec",
-                    spec_text,      "--log-level", s->log_level, NULL};
-    char *py_argv[] = {NULL,     "-m",      "modelshare.worker", "--tag",      m->tag,
-                       "--spec", spec_text, "--log-level",       s->log_level, NULL};
-    const char *path = s->worker_path, *cwd = NULL;
-    char **run_argv = argv, **envp = NULL;
-    if (python) {
-        path = json_string_value(json_object_get(pl.obj, "executable"));
-        cwd = json_string_value(json_object_get(pl.obj, "cwd"));
-        py_argv[0] = (char *)path;
-        run_argv = py_argv;
-        envp = pl.envp;
-    }
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid < 0) {
-        rc = ms__fail(err, errlen, MS_E_LOAD_FAILED, "cannot fork a worker: %s", strerror(errno));
-        goto fail;
-    }
-    if (pid == 0)
-        child_exec(parent, sv[1], stats_fd, door_fd, path, run_argv, cwd, envp);
+    return 0;
+fail:
+    spawn_fds_close(f);
+    return rc;
+}
 
-    /* Parent. From here on the process exists: it is always recorded, never lost. */
-    close(sv[1]);
-    sv[1] = -1;
-    close(stats_fd);
-    stats_fd = -1;
-    free(spec_text);
-    spec_text = NULL;
+/* Watches w: its pidfd (without one, kernels before 5.3 or valgrind, SIGCHLD reaps it) and its
+ * control socket. */
+static void worker_watch(ms__supervisor *s, ms__wproc *w)
+{
+    w->pidfd = (int)syscall(SYS_pidfd_open, w->pid, 0); /* always close-on-exec */
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &w->ev_pid};
+    if (w->pidfd >= 0 && epoll_ctl(s->epfd, EPOLL_CTL_ADD, w->pidfd, &ev) != 0) {
+        close(w->pidfd);
+        w->pidfd = -1;
+    }
+    if (w->pidfd < 0)
+        ms__log_debug("worker %ld: no pidfd (%s); reaped on SIGCHLD", (long)w->pid,
+                      strerror(errno));
+    ev.events = EPOLLIN | EPOLLRDHUP;
+    ev.data.ptr = &w->ev_ctrl;
+    if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, w->ctrl_fd, &ev) != 0) {
+        /* Without its control socket the worker is useless; the pidfd still reaps it. */
+        ms__log_error("cannot watch the control socket of worker %ld: %s", (long)w->pid,
+                      strerror(errno));
+        close(w->ctrl_fd);
+        w->ctrl_fd = -1;
+    }
+}
+
+/* In the parent after fork: the process exists, so it is always recorded, never lost. Takes the
+ * daemon's descriptors from f and closes the worker's. */
+static void worker_adopt(ms__supervisor *s, ms__model *m, ms__wproc *w, pid_t pid, spawn_fds *f)
+{
     w->pid = pid;
-    w->ctrl_fd = sv[0];
-    w->door_fd = door_fd;
-    w->stats = stats;
+    w->ctrl_fd = f->sv[0];
+    w->door_fd = f->door_fd;
+    w->stats = f->stats;
+    f->sv[0] = f->door_fd = -1;
+    f->stats = NULL;
+    spawn_fds_close(f);
     w->ev_ctrl.kind = MS__EV_WCTRL;
     w->ev_ctrl.obj = w;
     w->ev_pid.kind = MS__EV_WPID;
@@ -236,43 +288,45 @@ int ms__sup_spawn(ms__supervisor *s, ms__model *m, char *err, size_t errlen)
     list_add(s, w);
     ms__model_add_worker(m, w);
     fcntl(w->ctrl_fd, F_SETFL, fcntl(w->ctrl_fd, F_GETFL) | O_NONBLOCK);
+    worker_watch(s, w);
+}
 
-    /* Watched with a pidfd; without one (kernels before 5.3, valgrind) SIGCHLD reaps it. */
-    w->pidfd = (int)syscall(SYS_pidfd_open, pid, 0); /* always close-on-exec */
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &w->ev_pid};
-    if (w->pidfd >= 0 && epoll_ctl(s->epfd, EPOLL_CTL_ADD, w->pidfd, &ev) != 0) {
-        close(w->pidfd);
-        w->pidfd = -1;
+int ms__sup_spawn(ms__supervisor *s, ms__model *m, char *err, size_t errlen)
+{
+    spawn_cmd cmd;
+    spawn_fds fds;
+    int rc = spawn_cmd_make(s, m, &cmd, err, errlen);
+    if (rc != 0)
+        return rc;
+    ms__wproc *w = calloc(1, sizeof *w);
+    if (w == NULL) {
+        spawn_cmd_free(&cmd);
+        return ms__fail(err, errlen, MS_E_NOMEM, "out of memory starting a worker");
     }
-    if (w->pidfd < 0)
-        ms__log_debug("worker %ld: no pidfd (%s); reaped on SIGCHLD", (long)pid, strerror(errno));
-    ev.events = EPOLLIN | EPOLLRDHUP;
-    ev.data.ptr = &w->ev_ctrl;
-    if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, w->ctrl_fd, &ev) != 0) {
-        /* Without its control socket the worker is useless; the pidfd still reaps it. */
-        ms__log_error("cannot watch the control socket of worker %ld: %s", (long)pid,
-                      strerror(errno));
-        close(w->ctrl_fd);
-        w->ctrl_fd = -1;
+    w->pidfd = w->ctrl_fd = w->door_fd = -1;
+    ms__reader_init(&w->reader);
+    rc = spawn_fds_make(&fds, err, errlen);
+    if (rc != 0)
+        goto fail;
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) {
+        rc = ms__fail(err, errlen, MS_E_LOAD_FAILED, "cannot fork a worker: %s", strerror(errno));
+        spawn_fds_close(&fds);
+        goto fail;
     }
-    ms__log_info("model \"%s\": started worker %ld (%s%s)", m->tag, (long)pid, path,
-                 python ? " -m modelshare.worker" : "");
-    py_launch_free(&pl);
+    if (pid == 0)
+        child_exec(parent, fds.sv[1], fds.stats_fd, fds.door_fd, cmd.path, cmd.argv, cmd.cwd,
+                   cmd.envp);
+    worker_adopt(s, m, w, pid, &fds);
+    ms__log_info("model \"%s\": started worker %ld (%s%s)", m->tag, (long)pid, cmd.path,
+                 cmd.python ? " -m modelshare.worker" : "");
+    spawn_cmd_free(&cmd);
     return 0;
 
 fail:
-    if (sv[0] >= 0)
-        close(sv[0]);
-    if (sv[1] >= 0)
-        close(sv[1]);
-    if (stats_fd >= 0)
-        close(stats_fd);
-    if (door_fd >= 0)
-        close(door_fd);
-    ms__stats_unmap(stats);
-    free(spec_text);
     free(w);
-    py_launch_free(&pl);
+    spawn_cmd_free(&cmd);
     return rc;
 }
 
@@ -290,7 +344,7 @@ void ms__sup_stop(ms__supervisor *s, ms__wproc *w, int64_t now)
 bool ms__sup_timers(ms__supervisor *s, int64_t now, int64_t *next)
 {
     bool any = false;
-    for (ms__wproc *w = s->all; w != NULL; w = w->next) {
+    for (ms__wproc *w = LIST_FIRST(&s->all); w != NULL; w = LIST_NEXT(w, link)) {
         if (!w->stopping || w->killed)
             continue;
         if (now >= w->kill_at_ns) {
@@ -377,7 +431,7 @@ static void release_resources(ms__supervisor *s, ms__wproc *w)
     w->door_fd = -1;
     json_decref(w->signature);
     w->signature = NULL;
-    if (w->next != NULL || w->prev != NULL || s->all == w)
+    if (w->listed)
         list_del(s, w);
 }
 
@@ -394,15 +448,14 @@ void ms__sup_retire(ms__supervisor *s, ms__wproc *w)
     release_resources(s, w);
     w->gone = true;
     w->model = NULL;
-    w->next = s->retired;
-    s->retired = w;
+    LIST_INSERT_HEAD(&s->retired, w, link);
 }
 
 void ms__sup_collect(ms__supervisor *s)
 {
-    while (s->retired != NULL) {
-        ms__wproc *w = s->retired;
-        s->retired = w->next;
+    while (!LIST_EMPTY(&s->retired)) {
+        ms__wproc *w = LIST_FIRST(&s->retired);
+        LIST_REMOVE(w, link);
         free(w);
     }
 }

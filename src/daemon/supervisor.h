@@ -17,9 +17,9 @@ typedef struct ms__supervisor {
     int epfd;
     char worker_path[PATH_MAX];
     char log_level[16];
-    ms__wproc *all; /* every worker not yet freed */
-    int count;
-    ms__wproc *retired; /* reaped workers, freed after the current batch of events */
+    struct ms__wproc_list all;     /* every live worker (not yet retired or freed) */
+    int count;                     /* in all */
+    struct ms__wproc_list retired; /* reaped workers, freed after the current batch of events */
 } ms__supervisor;
 
 /* Finds the worker binary (ms__sibling_binary("modelshare-worker", "MODELSHARE_WORKER")). */

@@ -147,8 +147,8 @@ static void test_leases_spread_over_instances(void **state)
     assert_int_equal(m->nworkers, 2);
     assert_int_equal(m->leases, 6);
     int orphans = 0;
-    for (ms__lease *l = c->lease_head; l != NULL; l = l->cnext)
-        orphans += l->worker == NULL;
+    for (ms__lease *o = LIST_FIRST(&c->lease_list); o != NULL; o = LIST_NEXT(o, by_client))
+        orphans += o->worker == NULL;
     assert_int_equal(orphans, 2);
     ms__lease *l = lease(f, c, m);
     assert_true(l->worker == &f->workers[0] || l->worker == &f->workers[2]);
@@ -385,7 +385,7 @@ static void test_client_limit(void **state)
         client(f, i + 1);
     assert_int_equal(ms__client_add(&f->reg, 9999, 0, NULL, &c, err, sizeof err), MS_E_LIMIT);
     assert_non_null(strstr(err, "1024"));
-    ms__client_remove(&f->reg, f->reg.clients, NULL, NULL);
+    ms__client_remove(&f->reg, LIST_FIRST(&f->reg.clients), NULL, NULL);
     assert_int_equal(ms__client_add(&f->reg, 9999, 0, NULL, &c, err, sizeof err), 0);
 }
 
@@ -419,6 +419,39 @@ static void test_revoke_and_remove_make_leases_dead(void **state)
     ms__arena_unmap(base, MS__ARENA_MIN);
 }
 
+/* The admission's transitions and the waiter counts are the registry's to write. */
+static void test_waiting_admitted_and_waiters(void **state)
+{
+    char err[MS__ERRLEN];
+    fixture *f = *state;
+    ms__model *m;
+    f->spec.load_timeout = 2.5;
+    assert_int_equal(ms__registry_add(&f->reg, "w", &f->spec, &m, err, sizeof err), 0);
+    ms__model_begin_load(&f->reg, m);
+    ms__model_set_estimate(m, 1234);
+    assert_int_equal(m->estimate_bytes, 1234);
+    assert_int_equal(m->memory_bytes, 1234);
+    assert_false(m->measured);
+    ms__model_set_waiting(m, fake_now);
+    assert_int_equal(m->state, MS__MODEL_WAITING);
+    assert_int_equal(m->wait_since_ns, fake_now);
+    assert_int_equal(m->wait_deadline_ns, fake_now + 2500000000LL);
+    ms__model_set_admitted(m);
+    assert_int_equal(m->state, MS__MODEL_LOADING);
+
+    ms__model_waiter_add(m, true);
+    ms__model_waiter_add(m, false);
+    assert_int_equal(m->waiters, 2);
+    assert_int_equal(m->spec_waiters, 1);
+    ms__model_waiter_drop(m, true);
+    assert_int_equal(m->waiters, 1);
+    assert_int_equal(m->spec_waiters, 0);
+    ms__model_waiter_drop(m, false);
+    ms__model_waiter_drop(m, true); /* never below zero */
+    assert_int_equal(m->waiters, 0);
+    assert_int_equal(m->spec_waiters, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -435,6 +468,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lease_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_revoke_and_remove_make_leases_dead, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_waiting_admitted_and_waiters, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,210 @@
+/* One client connection: open (peer check), send, the pending request, close. See conn.h. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "../common/log.h"
+#include "conn.h"
+#include "modelshare.h"
+
+/* A client that does not take a reply within this time is dropped. */
+#define REPLY_TIMEOUT_MS 1000
+
+static const char *const op_names[] = {"none", "acquire", "load", "unload"};
+
+void ms__proto_init(ms__proto *p, ms__models *models, int epfd, const char *socket_path,
+                    int64_t start_ns)
+{
+    p->models = models;
+    p->epfd = epfd;
+    p->socket_path = socket_path;
+    p->start_ns = start_ns;
+}
+
+static void conn_watch(ms__proto *p, ms__conn *k, uint32_t events)
+{
+    struct epoll_event ev = {.events = events, .data.ptr = &k->ev};
+    if (epoll_ctl(p->epfd, EPOLL_CTL_MOD, k->fd, &ev) != 0)
+        ms__log_warn("epoll_ctl on a client connection: %s", strerror(errno));
+}
+
+/* k no longer counts as waiting for its model (its request ended, or k died). */
+static void pending_unwait(ms__conn *k)
+{
+    if (!k->p_waits)
+        return;
+    k->p_waits = false;
+    ms__model_waiter_drop(k->p_model, k->p_spec);
+}
+
+void ms__conn_kill(ms__conn *k, const char *why)
+{
+    if (k->dead)
+        return;
+    k->dead = true;
+    pending_unwait(k);
+    ms__log_debug("closing the connection of pid %ld: %s", (long)k->pid, why);
+}
+
+int ms__conn_send(ms__conn *k, json_t *msg, const int *fds, int nfds)
+{
+    char err[MS__ERRLEN];
+    if (msg == NULL) {
+        ms__conn_kill(k, "out of memory for a reply");
+        return MS_E_NOMEM;
+    }
+    if (k->dead) {
+        json_decref(msg);
+        return MS_E_IO;
+    }
+    int rc = ms__msg_send(k->fd, msg, fds, nfds, REPLY_TIMEOUT_MS, err, sizeof err);
+    json_decref(msg);
+    if (rc != 0) {
+        ms__log_info("dropping the client of pid %ld: %s", (long)k->pid, err);
+        ms__conn_kill(k, err);
+    }
+    return rc;
+}
+
+int ms__conn_error(ms__conn *k, json_t *id, int code, const char *message)
+{
+    return ms__conn_send(k, ms__reply_err(id, code, message), NULL, 0);
+}
+
+static void pending_clear(ms__conn *k)
+{
+    pending_unwait(k);
+    if (k->p_hdr != NULL)
+        ms__arena_unmap(k->p_hdr, MS__ARENA_HEADER);
+    if (k->p_arena_fd >= 0)
+        close(k->p_arena_fd);
+    json_decref(k->p_id);
+    k->p_hdr = NULL;
+    k->p_arena_fd = -1;
+    k->p_id = NULL;
+    k->p_model = NULL;
+    k->p_spec = false;
+    k->pending = MS__OP_NONE;
+}
+
+void ms__conn_set_pending(ms__proto *p, ms__conn *k, int op, json_t *id, ms__model *m, int arena_fd,
+                          ms__arena_header *hdr, bool with_spec)
+{
+    k->pending = op;
+    k->p_id = json_incref(id != NULL ? id : json_null());
+    k->p_model = m;
+    k->p_arena_fd = arena_fd;
+    k->p_hdr = hdr;
+    k->p_spec = with_spec;
+    k->p_waits = op == MS__OP_ACQUIRE || op == MS__OP_LOAD;
+    if (k->p_waits)
+        ms__model_waiter_add(m, with_spec);
+    /* Only a hang-up is noticed until the answer: the next request waits in the socket. */
+    conn_watch(p, k, EPOLLRDHUP);
+    ms__log_debug("pid %ld waits for model \"%s\" (%s)", (long)k->pid, m->tag, op_names[op]);
+}
+
+void ms__conn_resume(ms__proto *p, ms__conn *k)
+{
+    pending_clear(k);
+    if (k->dead)
+        return;
+    conn_watch(p, k, EPOLLIN | EPOLLRDHUP);
+    k->resume = true;
+}
+
+static void on_release_detach(ms__lease *l, void *ctx)
+{
+    (void)ctx;
+    ms__workers_detach(l);
+}
+
+void ms__conn_free(ms__proto *p, ms__conn *k)
+{
+    if (k->client != NULL) {
+        if (k->client->nleases > 0)
+            ms__log_info("client pid %ld went away: releasing its %d lease(s)", (long)k->pid,
+                         k->client->nleases);
+        ms__client_remove(&p->models->reg, k->client, on_release_detach, NULL);
+    }
+    pending_clear(k);
+    epoll_ctl(p->epfd, EPOLL_CTL_DEL, k->fd, NULL);
+    close(k->fd);
+    ms__reader_free(&k->rd);
+    free(k);
+}
+
+void ms__proto_free(ms__proto *p)
+{
+    while (!LIST_EMPTY(&p->models->reg.clients))
+        ms__conn_free(p, LIST_FIRST(&p->models->reg.clients)->user);
+}
+
+static void refuse(int fd, int code, const char *message)
+{
+    char err[MS__ERRLEN];
+    json_t *r = ms__reply_err(NULL, code, message);
+    if (r != NULL)
+        ms__msg_send(fd, r, NULL, 0, 200, err, sizeof err);
+    json_decref(r);
+    close(fd);
+}
+
+/* The peer of fd, refused (fd closed) when it is another user. */
+static int peer_check(int fd, struct ucred *cred)
+{
+    char err[MS__ERRLEN];
+    socklen_t len = sizeof *cred;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cred, &len) != 0) {
+        ms__log_warn("SO_PEERCRED: %s; closing the connection", strerror(errno));
+        close(fd);
+        return MS_E_IO;
+    }
+    if (cred->uid != geteuid()) {
+        snprintf(err, sizeof err, "modelshared of uid %lu refuses a client of uid %lu",
+                 (unsigned long)geteuid(), (unsigned long)cred->uid);
+        ms__log_warn("%s (pid %ld)", err, (long)cred->pid);
+        refuse(fd, MS_E_PERMISSION, err);
+        return MS_E_PERMISSION;
+    }
+    return 0;
+}
+
+void ms__conn_open(ms__proto *p, int fd)
+{
+    char err[MS__ERRLEN];
+    struct ucred cred;
+    if (peer_check(fd, &cred) != 0)
+        return;
+    ms__conn *k = calloc(1, sizeof *k);
+    if (k == NULL) {
+        refuse(fd, MS_E_NOMEM, "modelshared is out of memory");
+        return;
+    }
+    k->fd = fd;
+    k->pid = cred.pid;
+    k->ev.kind = MS__EV_CONN;
+    k->ev.obj = k;
+    k->p_arena_fd = -1;
+    ms__reader_init(&k->rd);
+    int rc = ms__client_add(&p->models->reg, cred.pid, cred.uid, k, &k->client, err, sizeof err);
+    if (rc != 0) {
+        ms__log_warn("refused a client of pid %ld: %s", (long)cred.pid, err);
+        free(k);
+        refuse(fd, rc, err);
+        return;
+    }
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = &k->ev};
+    if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        ms__log_warn("epoll_ctl for a client: %s", strerror(errno));
+        ms__client_remove(&p->models->reg, k->client, NULL, NULL);
+        free(k);
+        close(fd);
+        return;
+    }
+    ms__log_debug("client pid %ld connected", (long)cred.pid);
+}

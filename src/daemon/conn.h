@@ -1,0 +1,68 @@
+/* The protocol layer's internals: one client connection and its pending request, shared by
+ * conn.c, waiters.c, requests.c and status.c (server.c sees protocol.h only). Calls go one way:
+ * requests.c uses waiters.c and status.c, which use conn.c. */
+#ifndef MS_DAEMON_CONN_H
+#define MS_DAEMON_CONN_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "../common/arena.h"
+#include "../common/proto.h"
+#include "protocol.h"
+
+/* What a connection waits for (one request at a time). */
+enum { MS__OP_NONE = 0, MS__OP_ACQUIRE, MS__OP_LOAD, MS__OP_UNLOAD };
+
+struct ms__conn {
+    ms__evsrc ev;
+    int fd; /* owned */
+    pid_t pid;
+    ms__reader rd;
+    ms__client *client; /* registry record; its user field points back here */
+    bool hello;
+    bool dead;   /* to be freed at the next sweep */
+    bool resume; /* its pending request ended: read its next requests */
+    /* The pending request. */
+    int pending;
+    json_t *p_id;       /* owned reference */
+    ms__model *p_model; /* what it waits for */
+    bool p_waits;       /* counted in p_model's waiters (acquire, load) until it ends or dies */
+    int p_arena_fd;     /* owned while pending, -1 when none */
+    ms__arena_header *p_hdr; /* owned mapping while pending, NULL when none */
+    bool p_spec;             /* the request carried a spec (may start a fresh load) */
+};
+
+/* ---- conn.c ---- */
+/* Sends msg (stolen) on k with the descriptors (not taken); a client that cannot take it within
+ * a second is dropped. Returns 0 or the error. */
+int ms__conn_send(ms__conn *k, json_t *msg, const int *fds, int nfds);
+/* An error reply (code, message) to request id. */
+int ms__conn_error(ms__conn *k, json_t *id, int code, const char *message);
+/* Marks k to be closed at the next sweep; it no longer waits for its model. */
+void ms__conn_kill(ms__conn *k, const char *why);
+/* k waits for m (op MS__OP_*); takes a reference to id and ownership of arena_fd and hdr. Only
+ * a hang-up is noticed on k until ms__conn_resume. */
+void ms__conn_set_pending(ms__proto *p, ms__conn *k, int op, json_t *id, ms__model *m, int arena_fd,
+                          ms__arena_header *hdr, bool with_spec);
+/* Ends k's pending request (what it still owns is closed); its next requests are read again at
+ * the next sweep. */
+void ms__conn_resume(ms__proto *p, ms__conn *k);
+/* Releases k's leases (telling their workers), closes and frees k. */
+void ms__conn_free(ms__proto *p, ms__conn *k);
+
+/* ---- waiters.c ---- */
+/* Leases ready m to k and replies (id) with the lease and the workers' doors; takes arena_fd
+ * and hdr. On failure k gets the error. */
+void ms__conn_grant(ms__proto *p, ms__conn *k, json_t *id, ms__model *m, int arena_fd,
+                    ms__arena_header *hdr);
+/* Every acquire and load waiting for m gets the error (and goes on with its next requests). */
+void ms__waiters_fail(ms__proto *p, ms__model *m, int code, const char *message);
+
+/* ---- status.c ---- */
+/* The status document (proto.h, DESIGN.md's contract for `modelshare status --json`); NULL
+ * when out of memory. */
+json_t *ms__status_json(ms__proto *p);
+
+#endif

@@ -1,0 +1,95 @@
+/*
+ * The life cycle of the daemon's models: a load admitted to its device's memory budget (or
+ * waiting for memory), its workers spawned and watched, ready, failed, keep-alive, unload. It
+ * sits on the registry, the supervisor and the budgets, and knows nothing of connections: the
+ * requests that wait for a model are counted on the model (ms__model_waiter_add, registry.h),
+ * and what becomes of a model is told upward through the settled callback.
+ *
+ * Files: models.c (this set as the event loop sees it), load.c (one model's load and unload),
+ * workers.c (what workers say and do), admission.c (the budget decision), measure.c.
+ */
+#ifndef MS_DAEMON_MODELS_H
+#define MS_DAEMON_MODELS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "budget.h"
+#include "daemon.h"
+#include "registry.h"
+#include "supervisor.h"
+
+/* What became of a model, told to the layer above (which answers whoever waits for it). */
+enum {
+    MS__SETTLED_READY,    /* ready: waiting acquires get a lease, waiting loads their answer */
+    MS__SETTLED_FAILED,   /* failed, or gone: waiting acquires and loads get code and message */
+    MS__SETTLED_UNLOADED, /* its workers are gone: waiting unloads get their answer */
+};
+/* Called with m still registered; it must not unload or free m. message: NULL unless FAILED. */
+typedef void (*ms__settled_fn)(void *ctx, ms__model *m, int what, int code, const char *message);
+
+typedef struct ms__models {
+    ms__registry reg;        /* owns models, clients, leases */
+    ms__supervisor sup;      /* owns the workers */
+    ms__budgets budgets;     /* per device */
+    bool stopping;           /* the daemon stops: no load starts any more */
+    int64_t next_measure_ns; /* next periodic measurement of loaded models */
+    ms__settled_fn settled;  /* not NULL */
+    void *settled_ctx;
+} ms__models;
+
+/* ---- the set (models.c) ---- */
+/* Empty set; cannot fail. settled is called for every settled model. */
+void ms__models_init(ms__models *ml, ms__settled_fn settled, void *ctx);
+/* Reads the budgets (--memory text, NULL for the defaults) and finds the worker program; workers
+ * are watched in epfd (not owned). MS_E_INVAL with a message. */
+int ms__models_start(ms__models *ml, int epfd, const char *memory, const char *log_level, char *err,
+                     size_t errlen);
+/* Kills and reaps the workers still there (only when the loop failed), then frees everything. */
+void ms__models_free(ms__models *ml);
+/* The daemon stops: no load starts any more, every model unloads, every worker gets SIGTERM. */
+void ms__models_shutdown(ms__models *ml);
+/* Measurement, keep-alive expiries (those models unload), SIGKILL after the grace. Returns the
+ * next time to call again, or INT64_MAX. */
+int64_t ms__models_timers(ms__models *ml, int64_t now);
+/* True when nothing is loaded (failed models aside), no client is connected, no worker runs. */
+bool ms__models_idle(const ms__models *ml);
+
+/* ---- one model (load.c) ---- */
+/* Starts a load of m (loads + 1): admission to its device's budget, then its instances workers.
+ * m may wait for memory (state waiting) instead. On failure m is failed (FAILED told) and the
+ * code is returned. */
+int ms__start_load(ms__models *ml, ms__model *m);
+/* Stops m's workers; once they are reaped UNLOADED is told, then m is loaded again when requests
+ * with a spec wait for it, else FAILED is told and m removed. m may be gone when this returns. */
+void ms__begin_unload(ms__models *ml, ms__model *m);
+/* Re-checks every waiting model (after leases dropped, models unloaded, or time passed): admits,
+ * evicts, times out with MS_E_NO_MEMORY, or forgets a load nobody waits for any more. Returns the
+ * earliest load_timeout deadline still running, or INT64_MAX. */
+int64_t ms__admission_run(ms__models *ml);
+
+/* ---- workers (workers.c) ---- */
+/* Events on a worker's control socket (MS__EV_WCTRL) and pidfd (MS__EV_WPID). */
+void ms__worker_on_ctrl(ms__models *ml, ms__wproc *w);
+void ms__worker_on_pid(ms__models *ml, ms__wproc *w);
+/* After SIGCHLD: reaps the workers that have no pidfd. */
+void ms__workers_reap_unwatched(ms__models *ml);
+/* Sends lease l's arena (l->arena_fd, which stays l's) to every worker of its model, ring i to
+ * worker i, and gives their doors in doors[0..nworkers) (not owned: they stay the workers').
+ * MS_E_WORKER_LOST with a message when a worker cannot take it. */
+int ms__workers_attach(ms__lease *l, int *doors, char *err, size_t errlen);
+/* Tells every worker of l's model that l is gone (nothing when l has no worker). */
+void ms__workers_detach(ms__lease *l);
+
+/* ---- memory (admission.c, measure.c) ---- */
+/* The budget record of m's device (its total memory looked up when still unknown). */
+ms__budget_dev *ms__model_budget(ms__models *ml, const ms__model *m);
+/* Bytes charged on device dev by the models that hold memory there. */
+uint64_t ms__budget_used(const ms__models *ml, const ms__budget_dev *dev);
+/* True when m is charged in its device's budget (loading, ready or unloading). */
+bool ms__model_charges_memory(const ms__model *m);
+/* Replaces a ready m's charge with what its workers hold now (PSS on the host, NVML on a GPU). */
+void ms__measure_model(ms__model *m);
+
+#endif

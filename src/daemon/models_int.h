@@ -1,0 +1,54 @@
+/* The model life cycle's internals, shared by models.c, load.c, workers.c, admission.c and
+ * measure.c (the layer above sees models.h only). Calls go one way: models.c and workers.c use
+ * load.c, which uses admission.c and measure.c. */
+#ifndef MS_DAEMON_MODELS_INT_H
+#define MS_DAEMON_MODELS_INT_H
+
+#include "models.h"
+
+/* ---- load.c ---- */
+/* m failed: its workers are stopped (and forgotten by it), FAILED is told with code and
+ * message. */
+void ms__model_fail(ms__models *ml, ms__model *m, int code, const char *message);
+/* Every worker of loading m said ready: m is ready (measured), READY is told. */
+void ms__model_ready(ms__models *ml, ms__model *m);
+/* m's last worker is gone while unloading: UNLOADED is told; then m loads again for requests
+ * with a spec that wait for it, or is removed (FAILED told first). */
+void ms__unload_done(ms__models *ml, ms__model *m);
+/* Unlinks w from its model, keeping its counters in the model's totals. */
+void ms__worker_detach(ms__wproc *w);
+
+/* ---- admission.c ---- */
+/* Reads the budgets (--memory text, NULL for the defaults) and the devices' total memory. */
+int ms__admission_init(ms__budgets *b, const char *memory, char *err, size_t errlen);
+
+/* The budget decision for one load, and what the messages about it say. */
+typedef struct ms__admission {
+    ms__budget_dev *dev; /* NULL: no budget applies (plan FITS) */
+    int plan;            /* MS__ADMIT_* (budget.h) */
+    uint64_t budget, free_now;
+    int n; /* the other models holding memory on dev */
+    ms__model *who[MS__MODELS_MAX];
+    ms__holder h[MS__MODELS_MAX];
+    bool evict[MS__MODELS_MAX]; /* plan EVICT: evict who[i] */
+    char need_s[32], free_s[32], budget_s[32];
+} ms__admission;
+
+/* Plans the load of m (its estimate set) against its device's budget. */
+void ms__admission_plan(ms__models *ml, const ms__model *m, ms__admission *a);
+/* True when the unloads in progress on a's device will free enough for m: it waits on. */
+bool ms__admission_unloads_cover(const ms__admission *a, const ms__model *m);
+/* Messages: m is larger than the whole budget; m waits (logged); m timed out waiting. */
+void ms__admission_never_text(const ms__admission *a, const ms__model *m, char *buf, size_t buflen);
+void ms__admission_log_wait(const ms__admission *a, const ms__model *m);
+void ms__admission_timeout_text(const ms__admission *a, const ms__model *m, char *buf,
+                                size_t buflen);
+
+/* ---- measure.c ---- */
+/* Measures every loaded model when the period has passed; returns the next time to. */
+int64_t ms__measure_due(ms__models *ml, int64_t now);
+/* w of model m was reaped: confirms its process is gone (and, on a GPU, that NVML no longer
+ * lists it), logging what it returned. */
+void ms__verify_release(const ms__model *m, const ms__wproc *w);
+
+#endif

@@ -1,0 +1,43 @@
+/*
+ * The client protocol (proto.h) on the daemon's side: connections, their requests, and the
+ * answers to the requests that wait for a model. It sits on the model life cycle (models.h) and
+ * under the event loop (server.c), which calls only what is declared here.
+ *
+ * Files: conn.c (a connection: open, send, pending request, close), waiters.c (the answers when
+ * a model settles), requests.c (the requests, and a connection's events), status.c.
+ */
+#ifndef MS_DAEMON_PROTOCOL_H
+#define MS_DAEMON_PROTOCOL_H
+
+#include <stdint.h>
+
+#include "models.h"
+
+typedef struct ms__conn ms__conn;
+
+typedef struct ms__proto {
+    ms__models *models;      /* not owned */
+    int epfd;                /* connections are watched here (not owned) */
+    const char *socket_path; /* for the status document (not owned) */
+    int64_t start_ns;        /* the daemon's start, for the status document */
+} ms__proto;
+
+/* Nothing is allocated: p only points to what it is given. */
+void ms__proto_init(ms__proto *p, ms__models *models, int epfd, const char *socket_path,
+                    int64_t start_ns);
+/* A connection accepted on fd (close-on-exec, non-blocking), which this takes: the peer's uid is
+ * checked (another user is refused), the client recorded and fd watched (MS__EV_CONN). */
+void ms__conn_open(ms__proto *p, int fd);
+/* epoll events on k: reads its requests and serves them. */
+void ms__conn_on_event(ms__proto *p, ms__conn *k, uint32_t events);
+/* Frees the dead connections and serves the ones whose pending request ended. Call once a turn
+ * of the loop, and after anything that may have ended pending requests. */
+void ms__proto_sweep(ms__proto *p);
+/* The daemon stops: every connection is closed and freed (its leases released). */
+void ms__proto_close_all(ms__proto *p);
+/* Frees every connection at once. */
+void ms__proto_free(ms__proto *p);
+/* The model life cycle's ms__settled_fn, ctx the ms__proto: answers whoever waits for m. */
+void ms__proto_settled(void *ctx, ms__model *m, int what, int code, const char *message);
+
+#endif

@@ -1,0 +1,124 @@
+/*
+ * The answers to requests that wait for a model: a granted acquire (a lease and the workers'
+ * doors), and what each waiting request hears when its model settles (ready, failed, unloaded).
+ * See conn.h.
+ */
+#include <stdio.h>
+#include <unistd.h>
+
+#include "../common/log.h"
+#include "conn.h"
+#include "modelshare.h"
+
+/* The reply to a granted acquire: the lease, the model's signature and spec, its doors. */
+static json_t *grant_reply(json_t *id, const ms__model *m, const ms__lease *l)
+{
+    json_t *reply = ms__reply_ok(id);
+    if (reply != NULL) {
+        json_object_set_new(reply, "lease", json_integer((json_int_t)l->id));
+        json_object_set(reply, "signature", m->signature != NULL ? m->signature : json_null());
+        json_object_set(reply, "spec", m->spec_json);
+        json_object_set_new(reply, "nfds", json_integer(m->nworkers));
+    }
+    return reply;
+}
+
+void ms__conn_grant(ms__proto *p, ms__conn *k, json_t *id, ms__model *m, int arena_fd,
+                    ms__arena_header *hdr)
+{
+    char err[MS__ERRLEN], msg[MS__ERRLEN + 64];
+    ms__lease *l;
+    int rc = ms__lease_add(&p->models->reg, k->client, m, arena_fd, hdr, &l, err, sizeof err);
+    if (rc != 0) {
+        ms__arena_unmap(hdr, MS__ARENA_HEADER);
+        close(arena_fd);
+        ms__log_warn("model \"%s\": refused a lease to pid %ld: %s", m->tag, (long)k->pid, err);
+        ms__conn_error(k, id, rc, err);
+        return;
+    }
+    int doors[MS__INSTANCES_MAX];
+    rc = ms__workers_attach(l, doors, msg, sizeof msg);
+    if (rc != 0) {
+        ms__log_warn("model \"%s\": lease for pid %ld failed: %s", m->tag, (long)k->pid, msg);
+        ms__workers_detach(l);
+        ms__lease_release(&p->models->reg, l);
+        ms__conn_error(k, id, rc, msg);
+        return;
+    }
+    json_t *reply = grant_reply(id, m, l);
+    ms__log_info("model \"%s\": lease %llu to pid %ld on %d worker(s) (%d lease(s))", m->tag,
+                 (unsigned long long)l->id, (long)k->pid, m->nworkers, m->leases);
+    /* A failed send drops the connection, which releases the lease (and detaches it). */
+    ms__conn_send(k, reply, doors, m->nworkers);
+}
+
+/* The connections waiting for m, live ones only: the next after k (NULL: the first). */
+static ms__conn *next_waiter(ms__proto *p, ms__conn *k, const ms__model *m)
+{
+    ms__client *c = k == NULL ? LIST_FIRST(&p->models->reg.clients) : LIST_NEXT(k->client, link);
+    for (; c != NULL; c = LIST_NEXT(c, link)) {
+        ms__conn *o = c->user;
+        if (!o->dead && o->p_model == m)
+            return o;
+    }
+    return NULL;
+}
+
+void ms__waiters_fail(ms__proto *p, ms__model *m, int code, const char *message)
+{
+    for (ms__conn *k = next_waiter(p, NULL, m); k != NULL; k = next_waiter(p, k, m)) {
+        if (k->pending != MS__OP_ACQUIRE && k->pending != MS__OP_LOAD)
+            continue;
+        ms__conn_error(k, k->p_id, code, message);
+        ms__conn_resume(p, k);
+    }
+}
+
+/* m is ready: acquires get their lease, loads their answer. */
+static void waiters_ready(ms__proto *p, ms__model *m)
+{
+    for (ms__conn *k = next_waiter(p, NULL, m); k != NULL; k = next_waiter(p, k, m)) {
+        if (k->pending == MS__OP_ACQUIRE) {
+            json_t *id = json_incref(k->p_id);
+            int fd = k->p_arena_fd;
+            ms__arena_header *hdr = k->p_hdr;
+            k->p_arena_fd = -1;
+            k->p_hdr = NULL;
+            ms__conn_resume(p, k);
+            ms__conn_grant(p, k, id, m, fd, hdr);
+            json_decref(id);
+        } else if (k->pending == MS__OP_LOAD) {
+            ms__conn_send(k, ms__reply_ok(k->p_id), NULL, 0);
+            ms__conn_resume(p, k);
+        }
+    }
+}
+
+/* m's workers are gone: unloads get their answer. */
+static void waiters_unloaded(ms__proto *p, ms__model *m)
+{
+    for (ms__conn *k = next_waiter(p, NULL, m); k != NULL; k = next_waiter(p, k, m)) {
+        if (k->pending != MS__OP_UNLOAD)
+            continue;
+        ms__conn_send(k, ms__reply_ok(k->p_id), NULL, 0);
+        ms__conn_resume(p, k);
+    }
+}
+
+void ms__proto_settled(void *ctx, ms__model *m, int what, int code, const char *message)
+{
+    ms__proto *p = ctx;
+    switch (what) {
+    case MS__SETTLED_READY:
+        waiters_ready(p, m);
+        break;
+    case MS__SETTLED_FAILED:
+        ms__waiters_fail(p, m, code, message);
+        break;
+    case MS__SETTLED_UNLOADED:
+        waiters_unloaded(p, m);
+        break;
+    default:
+        break;
+    }
+}
