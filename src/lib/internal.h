@@ -17,7 +17,7 @@
 #include <stdint.h>
 
 #include "modelshare.h"
-#include "../common/chan.h"
+#include "../common/records.h"
 #include "../common/ring.h"
 #include "../common/paths.h"
 #include "../common/proto.h"
