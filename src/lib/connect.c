@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "connect.h"
 #include "internal.h"
 
 extern char **environ;
