@@ -23,10 +23,10 @@ typedef struct ms__free_block {
 } ms__free_block;
 
 typedef struct ms__alloc {
-    int fd;            /* the arena memfd, for punching holes (-1: none); not owned */
-    uint64_t start;    /* first byte to place tensors at (MS__ARENA_DATA) */
-    uint64_t end;      /* the arena's capacity */
-    uint64_t retained; /* about how many free bytes are still resident (not punched) */
+    int fd;               /* the arena memfd, for punching holes (-1: none); not owned */
+    uint64_t start;       /* first byte to place tensors at (MS__ARENA_DATA) */
+    uint64_t end;         /* the arena's capacity */
+    uint64_t retained;    /* about how many free bytes are still resident (not punched) */
     ms__free_block *free; /* owned */
 } ms__alloc;
 

@@ -47,8 +47,8 @@ static int send_and_receive(ms_client *client, json_t *req, const int *fds, int 
         if (ms__msg_recv(client->fd, msg, got, ngot, maxfds, 200, why, sizeof why) != 0 ||
             !json_is_false(json_object_get(*msg, "ok")))
             return ms__lib_fail(client, MS_E_DAEMON_LOST,
-                                "lost the connection to the daemon at %s: %s",
-                                client->socket_path, err);
+                                "lost the connection to the daemon at %s: %s", client->socket_path,
+                                err);
         return 0;
     }
     r = ms__msg_recv(client->fd, msg, got, ngot, maxfds, -1, err, sizeof err);

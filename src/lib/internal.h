@@ -75,9 +75,9 @@ struct ms_model {
     uint64_t out_per_row;
     uint64_t call_room;
     int ninst;
-    ms__inst *inst;             /* ninst entries, owned */
-    unsigned next_inst;         /* where the search for the least busy instance starts */
-    LIST_ENTRY(ms_model) link;  /* in the client's models */
+    ms__inst *inst;            /* ninst entries, owned */
+    unsigned next_inst;        /* where the search for the least busy instance starts */
+    LIST_ENTRY(ms_model) link; /* in the client's models */
 };
 
 struct ms_client {

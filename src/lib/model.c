@@ -155,11 +155,11 @@ static ms_model *model_new(ms_client *client, const char *tag, const acquiring *
     char err[MS__ERRLEN];
     json_t *lease = json_object_get(a->reply, "lease");
     if (!json_is_integer(lease) || a->ndoors < 1 || a->ndoors > (int)MS__RINGS_MAX) {
-        *rc = ms__lib_fail(client, MS_E_PROTOCOL,
-                           "acquire reply: expected an integer \"lease\" and 1 to %u descriptors "
-                           "(one door per instance), got %s and %d",
-                           MS__RINGS_MAX, json_is_integer(lease) ? "a lease" : "no lease",
-                           a->ndoors);
+        *rc =
+            ms__lib_fail(client, MS_E_PROTOCOL,
+                         "acquire reply: expected an integer \"lease\" and 1 to %u descriptors "
+                         "(one door per instance), got %s and %d",
+                         MS__RINGS_MAX, json_is_integer(lease) ? "a lease" : "no lease", a->ndoors);
         return NULL;
     }
     ms_model *m = calloc(1, sizeof *m);
@@ -273,7 +273,6 @@ MS_EXPORT int ms_release(ms_model *model)
     pthread_mutex_unlock(&c->models_lock);
     return ms__lib_model_end(model);
 }
-
 
 static void sig_out_copy(const ms__sig *s, int *dtype, int *rank, int64_t *shape)
 {

@@ -33,8 +33,7 @@ void ms__complete(server *s, client *c, unsigned slot, const ms__resp *resp)
         STAT_ADD(s, errors, 1);
 }
 
-void ms__complete_error(server *s, client *c, unsigned slot, uint64_t id, int code,
-                           const char *msg)
+void ms__complete_error(server *s, client *c, unsigned slot, uint64_t id, int code, const char *msg)
 {
     ms__resp resp;
     memset(&resp, 0, offsetof(ms__resp, msg));

@@ -109,8 +109,7 @@ static int read_request(server *s, client *c, unsigned e, int64_t now, taken *t,
     r = describe_output(s, t, err, errlen);
     if (r < 0)
         return r;
-    if (!ms__is_call(t) && s->w->backend->run_dynamic == NULL &&
-        t->out.nbytes > t->req.out_cap) {
+    if (!ms__is_call(t) && s->w->backend->run_dynamic == NULL && t->out.nbytes > t->req.out_cap) {
         c->head++;
         ms__complete_too_large(s, c, e, &t->req, t->out.nbytes);
         return MS__TAKE_ANSWERED;

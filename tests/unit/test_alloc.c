@@ -161,7 +161,7 @@ static void test_first_fit_takes_lowest(void **state)
     assert_int_equal(get(&a, A), o[0] + A);
     assert_int_equal(get(&a, 2 * A), o[2]);
     assert_int_equal(get(&a, 3 * A), o[3] + 2 * A); /* the tail */
-    ms__alloc_put(&a, o[1], 0); /* zero bytes: nothing */
+    ms__alloc_put(&a, o[1], 0);                     /* zero bytes: nothing */
     assert_int_equal(blocks(&a), 1);
     ms__alloc_put(&a, o[1], 2 * A);
     assert_int_equal(blocks(&a), 2);
@@ -236,14 +236,10 @@ static void test_retain_then_punch(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_init_one_block),
-        cmocka_unit_test(test_empty_arena),
-        cmocka_unit_test(test_first_fit_and_alignment),
-        cmocka_unit_test(test_too_large),
-        cmocka_unit_test(test_fragmented_too_large),
-        cmocka_unit_test(test_coalescing),
-        cmocka_unit_test(test_first_fit_takes_lowest),
-        cmocka_unit_test(test_shrink),
+        cmocka_unit_test(test_init_one_block),          cmocka_unit_test(test_empty_arena),
+        cmocka_unit_test(test_first_fit_and_alignment), cmocka_unit_test(test_too_large),
+        cmocka_unit_test(test_fragmented_too_large),    cmocka_unit_test(test_coalescing),
+        cmocka_unit_test(test_first_fit_takes_lowest),  cmocka_unit_test(test_shrink),
         cmocka_unit_test(test_retain_then_punch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,4 +1,5 @@
-/* Data-plane records (records.h): a good request and response, and every rejection of the decoders. */
+/* Data-plane records (records.h): a good request and response, and every rejection of the
+ * decoders. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
