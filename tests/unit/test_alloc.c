@@ -31,6 +31,15 @@ static int blocks(const ms__alloc *a)
     return n;
 }
 
+/* Nothing is free: no block, and not one byte fits. */
+static void assert_full(ms__alloc *a)
+{
+    uint64_t off, got;
+    assert_int_equal(blocks(a), 0);
+    assert_int_equal(ms__alloc_largest(a), 0);
+    assert_int_equal(ms__alloc_get(a, 1, &off, &got), MS_E_TOO_LARGE);
+}
+
 static uint64_t get(ms__alloc *a, uint64_t size)
 {
     uint64_t off = 0, got = 0;
@@ -56,11 +65,8 @@ static void test_empty_arena(void **state)
 {
     (void)state;
     ms__alloc a;
-    uint64_t off, got;
     assert_int_equal(ms__alloc_init(&a, -1, START, START), 0);
-    assert_int_equal(blocks(&a), 0);
-    assert_int_equal(ms__alloc_largest(&a), 0);
-    assert_int_equal(ms__alloc_get(&a, 1, &off, &got), MS_E_TOO_LARGE);
+    assert_full(&a);
     ms__alloc_destroy(&a);
 }
 
@@ -96,9 +102,7 @@ static void test_too_large(void **state)
     assert_int_equal(got, 7);
     /* The whole room fits exactly, and then nothing does. */
     assert_int_equal(get(&a, END - START), START);
-    assert_int_equal(blocks(&a), 0);
-    assert_int_equal(ms__alloc_largest(&a), 0);
-    assert_int_equal(ms__alloc_get(&a, 1, &off, &got), MS_E_TOO_LARGE);
+    assert_full(&a);
     ms__alloc_destroy(&a);
 }
 
