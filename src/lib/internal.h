@@ -5,13 +5,15 @@
  *   errors.c    per-thread error messages, client serials, argument checks
  *   fork.c      the process's clients, made harmless in a child of fork()
  *   connect.c   the daemon's socket, starting the daemon when none answers
- *   call.c      one control request to the daemon and its reply           (errors)
- *   alloc.c     the arena allocator                                       (nothing)
- *   tensor.c    tensors in a model's arena                                (errors, alloc)
- *   exchange.c  one request through a ring slot: submit, await            (errors, tensor)
- *   infer.c     ms_infer, ms_call: room for the output, the exchange      (exchange, tensor)
- *   model.c     model handles: acquire, release                           (call, alloc, tensor)
- *   client.c    clients: connect, disconnect, status, load, unload        (model, call, fork)
+ *   call.c      one control request to the daemon and its reply     calls: errors
+ *   alloc.c     the arena allocator                                 calls: -
+ *   tensor.c    tensors in a model's arena                          calls: errors, alloc
+ *   exchange.c  one request through a ring slot: submit, await      calls: errors, tensor
+ *   infer.c     ms_infer, ms_call: output room, exchange, response  calls: errors, tensor, exchange
+ *   model.c     model handles: acquire, release, signature          calls: errors, call, alloc,
+ *                                                                          tensor
+ *   client.c    clients: connect, disconnect, status, load, unload  calls: errors, call, connect,
+ *                                                                          fork, model
  *
  * Locking: a client has one lock for its control socket (one request at a time) and one for its
  * list of models. A model has one lock for its allocator, its live tensors and its rings; it is
