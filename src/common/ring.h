@@ -15,7 +15,7 @@
  *
  *  - In each client's arena (arena.h), after the header page, one ring set per instance of the
  *    model: a submission ring of slot numbers and MS__RING_SLOTS slots. A slot holds one request
- *    record (chan.h), its response record, and a state word the client sleeps on:
+ *    record (records.h), its response record, and a state word the client sleeps on:
  *        FREE --client fills req--> SUBMITTED --worker writes resp--> DONE --client reads--> FREE
  *    The client publishes a slot number at ring.entries[tail % SLOTS] and then bumps tail. The
  *    worker keeps its own head in private memory and never trusts anything in the arena: it copies
@@ -33,7 +33,7 @@
 #include <stdint.h>
 
 #include "arena.h"
-#include "chan.h"
+#include "records.h"
 
 /* MS__RING_SLOTS, MS__SLOT_BYTES, MS__RINGSET_BYTES, MS__RINGS_MAX: see arena.h (the layout). */
 

@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "connect.h"
 #include "internal.h"
 
 extern char **environ;
@@ -79,38 +80,17 @@ static void trim(char *s)
         s[--n] = '\0';
 }
 
-/*
- * Starts the daemon and waits until its first process exits (it does once the socket listens).
- * Returns 0 when it reported success (or when its status cannot be known: the caller ignores
- * SIGCHLD), else MS_E_NO_DAEMON with the reason, the daemon's own stderr included.
- */
-static int spawn_daemon(const char *path, char *err, size_t errlen)
+/* Starts bin (the daemon) for the socket at path with its stderr on errfd: its own process
+ * group, default signal handling, nothing blocked. Returns 0 with *pid, or an errno. */
+static int spawn(const char *bin, const char *path, const char *idle, int errfd, pid_t *pid)
 {
-    char bin[4096];
-    char msg[MS__ERRLEN];
-    size_t msglen = 0;
-    int pipefd[2] = {-1, -1};
-    int r;
-
-    if (ms__sibling_binary("modelshared", "MODELSHARE_DAEMON", bin, sizeof bin) < 0)
-        return ms__fail(err, errlen, MS_E_NO_DAEMON,
-                        "no daemon answers at %s and the path of modelshared is too long", path);
-    const char *idle = getenv("MODELSHARE_IDLE_EXIT");
-    if (idle == NULL || idle[0] == '\0')
-        idle = "600";
-    if (pipe2(pipefd, O_CLOEXEC) != 0)
-        return ms__fail(err, errlen, MS_E_NO_DAEMON, "cannot start %s: pipe: %s", bin,
-                        strerror(errno));
-    /* Only our end is non-blocking: the daemon's stderr stays a normal blocking pipe. */
-    fcntl(pipefd[0], F_SETFL, O_NONBLOCK);
-
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
     posix_spawn_file_actions_init(&fa);
     posix_spawnattr_init(&attr);
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
     posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-    posix_spawn_file_actions_adddup2(&fa, pipefd[1], 2);
+    posix_spawn_file_actions_adddup2(&fa, errfd, 2);
     sigset_t none, defaults;
     sigemptyset(&none);
     sigemptyset(&defaults);
@@ -125,70 +105,108 @@ static int spawn_daemon(const char *path, char *err, size_t errlen)
     posix_spawnattr_setpgroup(&attr, 0);
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
                                         POSIX_SPAWN_SETPGROUP);
-    char *argv[] = {bin, "--socket", (char *)path, "--idle-exit", (char *)idle, NULL};
-    pid_t pid;
-    int e = posix_spawn(&pid, bin, &fa, &attr, argv, environ);
+    char *argv[] = {(char *)bin, "--socket", (char *)path, "--idle-exit", (char *)idle, NULL};
+    int e = posix_spawn(pid, bin, &fa, &attr, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&attr);
+    return e;
+}
+
+/* What the daemon's first process wrote on its stderr (NUL-terminated, cut to fit). */
+typedef struct errtext {
+    char msg[MS__ERRLEN];
+    size_t len;
+} errtext;
+
+/* Reads what the non-blocking fd has into t. */
+static void drain(int fd, errtext *t)
+{
+    for (;;) {
+        char buf[512];
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n > 0) {
+            size_t take = (size_t)n;
+            if (take > sizeof t->msg - 1 - t->len)
+                take = sizeof t->msg - 1 - t->len;
+            memcpy(t->msg + t->len, buf, take);
+            t->len += take;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        break;
+    }
+}
+
+/* Collects the stderr of pid (on fd) while waiting for THAT pid to exit, up to SPAWN_WAIT_S. The
+ * daemonized process may keep the pipe open, so EOF is not the signal; the exit of the first
+ * process is. Returns false when its status cannot be known (SIGCHLD ignored, or no exit in
+ * time), else true with *status. */
+static bool wait_first_exit(pid_t pid, int fd, errtext *t, int *status)
+{
+    double deadline = ms__now_s() + SPAWN_WAIT_S;
+    bool exited = false;
+    for (;;) {
+        drain(fd, t);
+        if (exited)
+            return true;
+        pid_t w = waitpid(pid, status, WNOHANG);
+        if (w == pid) {
+            exited = true;
+            continue; /* one more drain of the pipe */
+        }
+        if (w < 0 && errno == ECHILD)
+            return false; /* SIGCHLD ignored: the kernel reaped it */
+        if (ms__now_s() > deadline)
+            return false;
+        struct pollfd p = {fd, POLLIN, 0};
+        poll(&p, 1, 20);
+    }
+}
+
+/*
+ * Starts the daemon and waits until its first process exits (it does once the socket listens).
+ * Returns 0 when it reported success (or when its status cannot be known: the caller ignores
+ * SIGCHLD), else MS_E_NO_DAEMON with the reason, the daemon's own stderr included.
+ */
+static int spawn_daemon(const char *path, char *err, size_t errlen)
+{
+    char bin[4096];
+    int pipefd[2] = {-1, -1};
+
+    if (ms__sibling_binary("modelshared", "MODELSHARE_DAEMON", bin, sizeof bin) < 0)
+        return ms__fail(err, errlen, MS_E_NO_DAEMON,
+                        "no daemon answers at %s and the path of modelshared is too long", path);
+    const char *idle = getenv("MODELSHARE_IDLE_EXIT");
+    if (idle == NULL || idle[0] == '\0')
+        idle = "600";
+    if (pipe2(pipefd, O_CLOEXEC) != 0)
+        return ms__fail(err, errlen, MS_E_NO_DAEMON, "cannot start %s: pipe: %s", bin,
+                        strerror(errno));
+    /* Only our end is non-blocking: the daemon's stderr stays a normal blocking pipe. */
+    fcntl(pipefd[0], F_SETFL, O_NONBLOCK);
+    pid_t pid;
+    int e = spawn(bin, path, idle, pipefd[1], &pid);
     close(pipefd[1]);
     if (e != 0) {
         close(pipefd[0]);
         return ms__fail(err, errlen, MS_E_NO_DAEMON, "cannot start %s: %s", bin, strerror(e));
     }
-
-    /* Collect its stderr while waiting for THAT pid to exit. The daemonized process may keep the
-     * pipe open, so EOF is not the signal; the exit of the first process is. */
+    errtext t = {.len = 0};
     int status = 0;
-    bool exited = false, known = true;
-    double deadline = ms__now_s() + SPAWN_WAIT_S;
-    for (;;) {
-        for (;;) {
-            char buf[512];
-            ssize_t n = read(pipefd[0], buf, sizeof buf);
-            if (n > 0) {
-                size_t take = (size_t)n;
-                if (take > sizeof msg - 1 - msglen)
-                    take = sizeof msg - 1 - msglen;
-                memcpy(msg + msglen, buf, take);
-                msglen += take;
-                continue;
-            }
-            if (n < 0 && errno == EINTR)
-                continue;
-            break;
-        }
-        if (exited)
-            break;
-        pid_t w = waitpid(pid, &status, WNOHANG);
-        if (w == pid) {
-            exited = true;
-            continue; /* one more drain of the pipe */
-        }
-        if (w < 0 && errno == ECHILD) {
-            known = false; /* SIGCHLD ignored: the kernel reaped it */
-            break;
-        }
-        if (ms__now_s() > deadline) {
-            known = false;
-            break;
-        }
-        struct pollfd p = {pipefd[0], POLLIN, 0};
-        poll(&p, 1, 20);
-    }
+    bool known = wait_first_exit(pid, pipefd[0], &t, &status);
     close(pipefd[0]);
-    msg[msglen] = '\0';
-    trim(msg);
+    t.msg[t.len] = '\0';
+    trim(t.msg);
 
     if (!known || (WIFEXITED(status) && WEXITSTATUS(status) == 0))
         return 0;
     if (WIFEXITED(status))
-        r = ms__fail(err, errlen, MS_E_NO_DAEMON, "daemon %s for %s exited with status %d: %s", bin,
-                     path, WEXITSTATUS(status), msglen ? msg : "(no message)");
-    else
-        r = ms__fail(err, errlen, MS_E_NO_DAEMON, "daemon %s for %s was killed by signal %d%s%s",
-                     bin, path, WIFSIGNALED(status) ? WTERMSIG(status) : 0, msglen ? ": " : "",
-                     msg);
-    return r;
+        return ms__fail(err, errlen, MS_E_NO_DAEMON, "daemon %s for %s exited with status %d: %s",
+                        bin, path, WEXITSTATUS(status), t.len ? t.msg : "(no message)");
+    return ms__fail(err, errlen, MS_E_NO_DAEMON, "daemon %s for %s was killed by signal %d%s%s",
+                    bin, path, WIFSIGNALED(status) ? WTERMSIG(status) : 0, t.len ? ": " : "",
+                    t.msg);
 }
 
 /* Locks the start lock, polling up to LOCK_WAIT_S. Returns the locked fd or an error. */
@@ -225,6 +243,37 @@ static int start_lock(const char *path, int *lockfd, char *err, size_t errlen)
     return 0;
 }
 
+/* With the start lock held: connects when another process started the daemon meanwhile, else
+ * starts it and connects once its socket answers (up to CONNECT_WAIT_S). */
+static int start_and_connect(const char *path, int *fd, char *err, size_t errlen)
+{
+    char why[MS__ERRLEN];
+    int e = try_connect(path, fd);
+    if (e == 0)
+        return 0;
+    if (!nobody_there(e))
+        return connect_error(path, e, err, errlen);
+    int spawned = spawn_daemon(path, why, sizeof why);
+    double deadline = ms__now_s() + (spawned < 0 ? 0.0 : CONNECT_WAIT_S);
+    int delay = 5;
+    for (;;) {
+        e = try_connect(path, fd);
+        if (e == 0)
+            return 0;
+        if (spawned < 0)
+            return ms__fail(err, errlen, MS_E_NO_DAEMON, "no daemon answers at %s: %s", path, why);
+        if (!nobody_there(e))
+            return connect_error(path, e, err, errlen);
+        if (ms__now_s() > deadline)
+            return ms__fail(err, errlen, MS_E_NO_DAEMON,
+                            "started a daemon for %s, but it did not answer within %.0f s (%s)",
+                            path, CONNECT_WAIT_S, strerror(-e));
+        sleep_ms(delay);
+        if (delay < 100)
+            delay *= 2;
+    }
+}
+
 int ms__lib_connect(const char *path, int *fd, char *err, size_t errlen)
 {
     int e = try_connect(path, fd);
@@ -247,42 +296,7 @@ int ms__lib_connect(const char *path, int *fd, char *err, size_t errlen)
     r = start_lock(path, &lockfd, err, errlen);
     if (r < 0)
         return r;
-
-    /* Another process may have started it while we waited for the lock. */
-    e = try_connect(path, fd);
-    if (e == 0)
-        goto out;
-    if (!nobody_there(e)) {
-        r = connect_error(path, e, err, errlen);
-        goto out;
-    }
-    int spawned = spawn_daemon(path, why, sizeof why);
-    double deadline = ms__now_s() + (spawned < 0 ? 0.0 : CONNECT_WAIT_S);
-    int delay = 5;
-    for (;;) {
-        e = try_connect(path, fd);
-        if (e == 0)
-            break;
-        if (spawned < 0) {
-            r = ms__fail(err, errlen, MS_E_NO_DAEMON, "no daemon answers at %s: %s", path, why);
-            goto out;
-        }
-        if (!nobody_there(e)) {
-            r = connect_error(path, e, err, errlen);
-            goto out;
-        }
-        if (ms__now_s() > deadline) {
-            r = ms__fail(err, errlen, MS_E_NO_DAEMON,
-                         "started a daemon for %s, but it did not answer within %.0f s (%s)", path,
-                         CONNECT_WAIT_S, strerror(-e));
-            goto out;
-        }
-        sleep_ms(delay);
-        if (delay < 100)
-            delay *= 2;
-    }
-    r = 0;
-out:
+    r = start_and_connect(path, fd, err, errlen);
     flock(lockfd, LOCK_UN);
     close(lockfd);
     return r;

@@ -10,7 +10,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "internal.h"
+#include "exchange.h"
+#include "errors.h"
+#include "tensor.h"
 #include "../common/arena.h"
 
 /* Spin this long for a response before sleeping, unless $MODELSHARE_SPIN_US says otherwise. */

@@ -1,144 +1,11 @@
-/*
- * Tensors in a model's arena, and the allocator that places them: first fit over
- * [MS__ARENA_DATA, capacity), MS__ARENA_ALIGN aligned, free blocks coalesced. Freed memory stays
- * resident up to RETAIN_MAX bytes, so that a loop of large requests reuses pages that both
- * processes have already mapped (no page faults, no zeroing); beyond that, large freed blocks are
- * handed back to the kernel with a hole punch. The bookkeeping is in private memory only: the
- * worker, which maps the same arena, can neither read nor corrupt it.
- */
-#include <errno.h>
-#include <fcntl.h>
+/* Tensors in a model's arena (tensor.h), and the public tensor API. The allocator that places
+ * them is alloc.c. */
+#include "tensor.h"
+
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#include "internal.h"
-#include "../common/arena.h"
-
-#define PUNCH_MIN (1ull << 20)
-#define RETAIN_MAX (64ull << 20)
-
-int ms__alloc_init(ms__alloc *a, int fd, uint64_t start, uint64_t end)
-{
-    memset(a, 0, sizeof *a);
-    a->fd = fd;
-    a->start = start;
-    a->end = end;
-    if (end <= start)
-        return 0;
-    a->free = malloc(sizeof *a->free);
-    if (a->free == NULL)
-        return MS_E_NOMEM;
-    a->free->off = start;
-    a->free->len = end - start;
-    a->free->next = NULL;
-    return 0;
-}
-
-void ms__alloc_destroy(ms__alloc *a)
-{
-    ms__free_block *b = a->free;
-    while (b) {
-        ms__free_block *next = b->next;
-        free(b);
-        b = next;
-    }
-    a->free = NULL;
-}
-
-static uint64_t round_up(uint64_t n)
-{
-    if (n == 0)
-        return MS__ARENA_ALIGN;
-    if (n > UINT64_MAX - (MS__ARENA_ALIGN - 1))
-        return 0;
-    return (n + MS__ARENA_ALIGN - 1) & ~(uint64_t)(MS__ARENA_ALIGN - 1);
-}
-
-int ms__alloc_get(ms__alloc *a, uint64_t size, uint64_t *off, uint64_t *got)
-{
-    uint64_t want = round_up(size);
-    if (want == 0)
-        return MS_E_TOO_LARGE;
-    ms__free_block **link = &a->free;
-    for (ms__free_block *b = a->free; b; link = &b->next, b = b->next) {
-        if (b->len < want)
-            continue;
-        *off = b->off;
-        *got = want;
-        /* First fit reuses the lowest free blocks, where retained pages are: count them used. */
-        a->retained -= a->retained < want ? a->retained : want;
-        if (b->len == want) {
-            *link = b->next;
-            free(b);
-        } else {
-            b->off += want;
-            b->len -= want;
-        }
-        return 0;
-    }
-    return MS_E_TOO_LARGE;
-}
-
-static void punch(const ms__alloc *a, uint64_t off, uint64_t len)
-{
-    long page = sysconf(_SC_PAGESIZE);
-    uint64_t p = page > 0 ? (uint64_t)page : 4096;
-    uint64_t begin = (off + p - 1) / p * p;
-    uint64_t end = (off + len) / p * p;
-    if (a->fd < 0 || end <= begin)
-        return;
-    /* Best effort: on failure the pages just stay in use until the arena is closed. */
-    (void)fallocate(a->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)begin,
-                    (off_t)(end - begin));
-}
-
-void ms__alloc_put(ms__alloc *a, uint64_t off, uint64_t len)
-{
-    if (len == 0)
-        return;
-    if (len >= PUNCH_MIN && a->retained + len > RETAIN_MAX)
-        punch(a, off, len);
-    else
-        a->retained += len;
-    ms__free_block *prev = NULL, *next = a->free;
-    while (next && next->off < off) {
-        prev = next;
-        next = next->next;
-    }
-    bool join_prev = prev && prev->off + prev->len == off;
-    bool join_next = next && off + len == next->off;
-    if (join_prev && join_next) {
-        prev->len += len + next->len;
-        prev->next = next->next;
-        free(next);
-    } else if (join_prev) {
-        prev->len += len;
-    } else if (join_next) {
-        next->off = off;
-        next->len += len;
-    } else {
-        ms__free_block *b = malloc(sizeof *b);
-        if (b == NULL)
-            return; /* out of memory: this range is lost until the arena is closed */
-        b->off = off;
-        b->len = len;
-        b->next = next;
-        if (prev)
-            prev->next = b;
-        else
-            a->free = b;
-    }
-}
-
-uint64_t ms__alloc_largest(const ms__alloc *a)
-{
-    uint64_t best = 0;
-    for (const ms__free_block *b = a->free; b; b = b->next)
-        if (b->len > best)
-            best = b->len;
-    return best;
-}
+#include "errors.h"
 
 int ms__tensor_new_locked(ms_model *model, uint64_t nbytes, ms_tensor **out)
 {
@@ -165,10 +32,7 @@ int ms__tensor_new_locked(ms_model *model, uint64_t nbytes, ms_tensor **out)
     }
     t->model = model;
     t->nbytes = (size_t)nbytes;
-    t->next = model->tensors;
-    if (t->next)
-        t->next->prev = t;
-    model->tensors = t;
+    LIST_INSERT_HEAD(&model->tensors, t, link);
     *out = t;
     return 0;
 }
@@ -176,23 +40,23 @@ int ms__tensor_new_locked(ms_model *model, uint64_t nbytes, ms_tensor **out)
 void ms__tensor_free_locked(ms_tensor *t)
 {
     ms_model *m = t->model;
-    if (t->prev)
-        t->prev->next = t->next;
-    else
-        m->tensors = t->next;
-    if (t->next)
-        t->next->prev = t->prev;
+    LIST_REMOVE(t, link);
     ms__alloc_put(&m->alloc, t->off, t->size);
     free(t);
 }
 
+void ms__tensor_free_all_locked(ms_model *model)
+{
+    ms_tensor *t;
+    while ((t = LIST_FIRST(&model->tensors)) != NULL) {
+        LIST_REMOVE(t, link);
+        free(t);
+    }
+}
+
 void ms__tensor_shrink_locked(ms_tensor *t, uint64_t keep)
 {
-    uint64_t k = round_up(keep);
-    if (k == 0 || k >= t->size)
-        return;
-    ms__alloc_put(&t->model->alloc, t->off + k, t->size - k);
-    t->size = k;
+    ms__alloc_shrink(&t->model->alloc, t->off, &t->size, keep);
 }
 
 /* Checks dtype, rank and shape; *nbytes is the tensor's size. */

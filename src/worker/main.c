@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -63,68 +64,82 @@ static bool fd_open(int fd)
     return fcntl(fd, F_GETFD) >= 0;
 }
 
-int ms__worker_main(int argc, char **argv, ms__backend_opener opener)
+/* The command line: --tag TAG --spec JSON [--log-level L]. Returns -1 to go on, else the exit
+ * status (0 after --help, 2 on a usage error). */
+static int parse_args(int argc, char **argv, const char **tag, const char **spec_text, int *level)
 {
-    const char *tag = NULL, *spec_text = NULL;
-    int level = MS_LOG_INFO;
-    char err[MS__ERRLEN];
-
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if ((strcmp(a, "--tag") == 0 || strcmp(a, "--spec") == 0 ||
-             strcmp(a, "--log-level") == 0) &&
-            i + 1 >= argc) {
-            fprintf(stderr, "modelshare-worker: %s needs a value\n", a);
-            usage();
-            return 2;
-        }
-        if (strcmp(a, "--tag") == 0) {
-            tag = argv[++i];
-        } else if (strcmp(a, "--spec") == 0) {
-            spec_text = argv[++i];
-        } else if (strcmp(a, "--log-level") == 0) {
-            level = ms__log_level_parse(argv[++i]);
-            if (level < 0) {
+    static const struct option opts[] = {{"tag", required_argument, NULL, 't'},
+                                         {"spec", required_argument, NULL, 's'},
+                                         {"log-level", required_argument, NULL, 'l'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    int c;
+    opterr = 0;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+        switch (c) {
+        case 't':
+            *tag = optarg;
+            break;
+        case 's':
+            *spec_text = optarg;
+            break;
+        case 'l':
+            *level = ms__log_level_parse(optarg);
+            if (*level < 0) {
                 fprintf(stderr,
                         "modelshare-worker: --log-level: expected error, warn, info or debug, "
                         "got \"%s\"\n",
-                        argv[i]);
+                        optarg);
                 return 2;
             }
-        } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            break;
+        case 'h':
             usage();
             return 0;
-        } else {
-            fprintf(stderr, "modelshare-worker: unknown argument \"%s\"\n", a);
+        case ':':
+            fprintf(stderr, "modelshare-worker: %s needs a value\n", argv[optind - 1]);
+            usage();
+            return 2;
+        default:
+            fprintf(stderr, "modelshare-worker: unknown argument \"%s\"\n", argv[optind - 1]);
             usage();
             return 2;
         }
     }
-    if (tag == NULL || spec_text == NULL) {
+    if (optind < argc) {
+        fprintf(stderr, "modelshare-worker: unknown argument \"%s\"\n", argv[optind]);
+        usage();
+        return 2;
+    }
+    if (*tag == NULL || *spec_text == NULL) {
         fprintf(stderr, "modelshare-worker: --tag and --spec are required\n");
         usage();
         return 2;
     }
+    return -1;
+}
 
-    /* Die with the daemon. If it is already gone (we were re-parented), stop now. */
-    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() == 1)
-        return 1;
-    ms__log_init("modelshare-worker", level);
-
+/* Takes the stats page on fd 4 (optional: without it the counters are off) and the door on fd 5,
+ * both close-on-exec from here on, the descriptors closed once mapped; fd 3 is the control
+ * socket. Returns 0, or -1 when fd 3 or the door is missing (logged). */
+static int take_fds(const char *tag, ms__stats **stats)
+{
+    char err[MS__ERRLEN];
     if (!fd_open(MS__WORKER_CTRL_FD)) {
         ms__log_error("worker for \"%s\": no control socket on fd %d (start it from modelshared)",
                       tag, MS__WORKER_CTRL_FD);
-        return 1;
+        return -1;
     }
     /* Inherited without close-on-exec: nothing the backend starts may keep them. */
     fcntl(MS__WORKER_CTRL_FD, F_SETFD, FD_CLOEXEC);
-    ms__stats *stats = NULL;
+    *stats = NULL;
     if (fd_open(MS__WORKER_STATS_FD)) {
         fcntl(MS__WORKER_STATS_FD, F_SETFD, FD_CLOEXEC);
-        if (ms__stats_map(MS__WORKER_STATS_FD, &stats) < 0) {
+        if (ms__stats_map(MS__WORKER_STATS_FD, stats) < 0) {
             ms__log_warn("worker for \"%s\": cannot map the stats page on fd %d; counters off", tag,
                          MS__WORKER_STATS_FD);
-            stats = NULL;
+            *stats = NULL;
         }
         close(MS__WORKER_STATS_FD);
     } else {
@@ -135,19 +150,22 @@ int ms__worker_main(int argc, char **argv, ms__backend_opener opener)
     if (!fd_open(MS__WORKER_DOOR_FD)) {
         ms__log_error("worker for \"%s\": no door on fd %d (start it from modelshared)", tag,
                       MS__WORKER_DOOR_FD);
-        return 1;
+        return -1;
     }
     fcntl(MS__WORKER_DOOR_FD, F_SETFD, FD_CLOEXEC);
     if (ms__door_map(MS__WORKER_DOOR_FD, &the_door, err, sizeof err) < 0) {
         ms__log_error("worker for \"%s\": %s", tag, err);
-        return 1;
+        return -1;
     }
     close(MS__WORKER_DOOR_FD);
+    return 0;
+}
 
-    /* SIGTERM and SIGINT reach the loop through a flag and the door. Not signalfd: libraries
-     * (OpenBLAS) start threads before main() that would not block the signals, and a
-     * process-directed signal can land on any of them. A handler runs on whichever thread gets
-     * it. */
+/* SIGTERM and SIGINT reach the loop through a flag and the door. Not signalfd: libraries
+ * (OpenBLAS) start threads before main() that would not block the signals, and a
+ * process-directed signal can land on any of them. A handler runs on whichever thread gets it. */
+static void catch_signals(void)
+{
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop_signal;
@@ -157,79 +175,130 @@ int ms__worker_main(int argc, char **argv, ms__backend_opener opener)
     sigaction(SIGINT, &sa, NULL);
     /* A daemon that went away is an error on the control socket, not SIGPIPE. */
     signal(SIGPIPE, SIG_IGN);
+}
 
+/* The model, loaded. */
+typedef struct loaded {
     ms__spec spec;
-    int r = ms__spec_parse(spec_text, &spec, err, sizeof err);
+    const ms__backend_ops *be;
+    void *state;
+    uint64_t memory; /* bytes the load added to the worker's proportional set size */
+    int64_t t0;      /* when the backend's load began (ms__now_ns) */
+} loaded;
+
+/* Parses the spec, finds its backend (opener) and loads the model, measuring what the load took.
+ * On failure the daemon is told (and the error logged) and -1 returned, with nothing to free. */
+static int load(const char *tag, const char *spec_text, ms__backend_opener opener, loaded *m)
+{
+    char err[MS__ERRLEN];
+    int r = ms__spec_parse(spec_text, &m->spec, err, sizeof err);
     if (r < 0) {
         ms__log_error("model \"%s\": %s", tag, err);
         send_failed(MS__WORKER_CTRL_FD, r, err);
-        return 1;
+        return -1;
     }
     /* "cuda:N" names the card NVML (and so the daemon's budget) calls N. */
     setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID", 0);
-    const ms__backend_ops *be = NULL;
-    r = opener(&spec, &be, err, sizeof err);
+    m->be = NULL;
+    r = opener(&m->spec, &m->be, err, sizeof err);
     if (r < 0) {
         ms__log_error("model \"%s\": %s", tag, err);
         send_failed(MS__WORKER_CTRL_FD, r, err);
-        ms__spec_free(&spec);
-        return 1;
+        ms__spec_free(&m->spec);
+        return -1;
     }
-
     uint64_t before = 0, after = 0;
     if (ms__proc_pss(0, &before) < 0)
         before = 0;
-    void *state = NULL;
-    int64_t t0 = ms__now_ns();
-    r = be->load(&spec, &state, err, sizeof err);
+    m->state = NULL;
+    m->t0 = ms__now_ns();
+    r = m->be->load(&m->spec, &m->state, err, sizeof err);
     if (r < 0) {
         ms__log_error("model \"%s\": load failed: %s", tag, err);
         send_failed(MS__WORKER_CTRL_FD, r, err);
-        ms__spec_free(&spec);
-        return 1;
+        ms__spec_free(&m->spec);
+        return -1;
     }
     if (ms__proc_pss(0, &after) < 0)
         after = before;
-    uint64_t memory = after > before ? after - before : 0;
-    if (stats)
-        atomic_store_explicit(&stats->memory_bytes, memory, memory_order_relaxed);
+    m->memory = after > before ? after - before : 0;
+    return 0;
+}
 
+/* Tells the daemon the model is ready: its measured memory and its signature. 0 or -1 (logged). */
+static int send_ready(const char *tag, const loaded *m)
+{
+    char err[MS__ERRLEN];
     ms__sig sin, sout;
     memset(&sin, 0, sizeof sin);
     memset(&sout, 0, sizeof sout);
-    be->signature(state, &sin, &sout);
+    m->be->signature(m->state, &sin, &sout);
     json_t *sig = ms__sig_to_json(&sin, &sout);
-    json_t *ready = json_pack("{s:s, s:I, s:o}", "op", "ready", "memory_bytes", (json_int_t)memory,
-                              "signature", sig ? sig : json_null());
+    json_t *ready = json_pack("{s:s, s:I, s:o}", "op", "ready", "memory_bytes",
+                              (json_int_t)m->memory, "signature", sig ? sig : json_null());
     if (ready == NULL ||
         ms__msg_send(MS__WORKER_CTRL_FD, ready, NULL, 0, 5000, err, sizeof err) < 0) {
         ms__log_error("model \"%s\": cannot tell the daemon it is ready: %s", tag,
                       ready ? err : "out of memory");
         json_decref(ready);
-        be->unload(state);
-        ms__spec_free(&spec);
-        return 1;
+        return -1;
     }
     json_decref(ready);
-    ms__log_info("model \"%s\" ready: backend %s, %llu bytes, loaded in %.3f s", tag, be->name,
-                 (unsigned long long)memory, (double)(ms__now_ns() - t0) / 1e9);
+    return 0;
+}
 
+/* Serves the loaded model until told to stop. Returns the loop's result (ms__worker_serve). */
+static int serve(const char *tag, const loaded *m, ms__stats *stats)
+{
     ms__worker w = {
         .tag = tag,
-        .backend = be,
-        .state = state,
+        .backend = m->be,
+        .state = m->state,
         .stats = stats,
         .door = the_door,
         .ctrl_fd = MS__WORKER_CTRL_FD,
         .stop = &stop_flag,
-        .max_batch = spec.max_batch,
-        .batch_delay_ns = (int64_t)spec.batch_delay_us * 1000,
-        .batchable = spec.batchable,
+        .max_batch = m->spec.max_batch,
+        .batch_delay_ns = (int64_t)m->spec.batch_delay_us * 1000,
+        .batchable = m->spec.batchable,
         .spin_ns = ms__spin_ns(MS__WORKER_SPIN_US),
     };
-    r = ms__worker_serve(&w);
-    be->unload(state);
-    ms__spec_free(&spec);
+    return ms__worker_serve(&w);
+}
+
+int ms__worker_main(int argc, char **argv, ms__backend_opener opener)
+{
+    const char *tag = NULL, *spec_text = NULL;
+    int level = MS_LOG_INFO;
+    int rc = parse_args(argc, argv, &tag, &spec_text, &level);
+    if (rc >= 0)
+        return rc;
+
+    /* Die with the daemon. If it is already gone (we were re-parented), stop now. */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() == 1)
+        return 1;
+    ms__log_init("modelshare-worker", level);
+    ms__stats *stats = NULL;
+    if (take_fds(tag, &stats) < 0)
+        return 1;
+    catch_signals();
+
+    loaded m;
+    if (load(tag, spec_text, opener, &m) < 0)
+        return 1;
+    if (stats)
+        atomic_store_explicit(&stats->memory_bytes, m.memory, memory_order_relaxed);
+    if (send_ready(tag, &m) < 0) {
+        m.be->unload(m.state);
+        ms__spec_free(&m.spec);
+        return 1;
+    }
+    ms__log_info("model \"%s\" ready: backend %s, %llu bytes, loaded in %.3f s", tag, m.be->name,
+                 (unsigned long long)m.memory, (double)(ms__now_ns() - m.t0) / 1e9);
+
+    int r = serve(tag, &m, stats);
+    m.be->unload(m.state);
+    ms__spec_free(&m.spec);
     if (stats)
         ms__stats_unmap(stats);
     return r < 0 ? 1 : 0;

@@ -8,7 +8,7 @@
 
 #include "modelshare.h"
 #include "../../src/common/arena.h"
-#include "../../src/common/chan.h"
+#include "../../src/common/records.h"
 #include "../../src/common/ring.h"
 #include "../../src/common/util.h"
 

@@ -1,6 +1,6 @@
-/* Pure decoders of the channel's request and response records. Every field a peer controls is
- * checked before anyone uses it to index an arena. */
-#include "chan.h"
+/* Pure decoders of the data plane's request and response records (records.h). Every field a peer
+ * controls is checked before anyone uses it to index an arena. */
+#include "records.h"
 
 #include <string.h>
 

@@ -1,4 +1,5 @@
-/* Channel records: a good request and response, and every rejection of the decoders. */
+/* Data-plane records (records.h): a good request and response, and every rejection of the
+ * decoders. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,7 +11,7 @@
 
 #include "modelshare.h"
 #include "../../src/common/arena.h"
-#include "../../src/common/chan.h"
+#include "../../src/common/records.h"
 #include "../../src/common/util.h"
 
 #define CAP (16ull << 20)

@@ -1,4 +1,5 @@
-/* Doors, futexes and the ring's one pure check. See ring.h. */
+/* The worker's door and the futex calls that ring it and wait on it; the ring's one pure check.
+ * See ring.h. */
 #include "ring.h"
 
 #include <errno.h>

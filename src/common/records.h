@@ -4,8 +4,8 @@
  * in the slots of the rings in shared memory (ring.h). Each side decodes what the other wrote
  * with the pure functions below before it uses any field.
  */
-#ifndef MS_CHAN_H
-#define MS_CHAN_H
+#ifndef MS_RECORDS_H
+#define MS_RECORDS_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -1,0 +1,30 @@
+/* One request through a slot of a ring (ring.h): published, the worker's door rung, the
+ * response awaited. The data plane's client end. */
+#ifndef MS_LIB_EXCHANGE_H
+#define MS_LIB_EXCHANGE_H
+
+#include "internal.h"
+
+/* A request in flight: which instance and slot it occupies. */
+typedef struct ms__ticket {
+    unsigned inst, slot;
+    uint64_t id;
+    int64_t deadline_ns;
+} ms__ticket;
+
+/* Publishes req (its id and deadline are filled in here) in a free slot of the least busy
+ * instance and rings that worker's door (model lock held; it is released while waiting for a
+ * free slot). Errors: MS_E_WORKER_LOST / MS_E_UNLOADED (message recorded). */
+int ms__submit(ms_model *model, ms__req *req, ms__ticket *tk);
+/* Waits for the response to tk without the model lock: spins a bounded time, then sleeps on the
+ * slot, looking every 100 ms whether the worker or the daemon is gone. Then, with the lock held
+ * again, copies the decoded response to *resp and frees the slot. On MS_E_TIMEOUT the slot and
+ * out (the request's output room) stay the worker's until it completes: they are freed then.
+ * Errors: MS_E_TIMEOUT, MS_E_WORKER_LOST, MS_E_UNLOADED, MS_E_DAEMON_LOST, MS_E_PROTOCOL
+ * (message recorded). The response's own status is left for the caller. Returns with the model
+ * lock held. */
+int ms__await(ms_model *model, const ms__ticket *tk, ms_tensor *out, ms__resp *resp);
+/* Frees the slots of timed-out requests that the worker has completed since (model lock held). */
+void ms__reap_orphans(ms_model *model);
+
+#endif

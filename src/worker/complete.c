@@ -1,0 +1,96 @@
+/*
+ * Completing requests: the response record written into the request's slot in its client's
+ * arena (the fixed fields and the message's used bytes only), the slot marked done, and the
+ * client woken with a futex call only when it said it sleeps.
+ */
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "serve.h"
+#include "../common/util.h"
+#include "modelshare.h"
+
+void ms__complete(server *s, client *c, unsigned slot, const ms__resp *resp)
+{
+    ms__slot *sl = ms__slot_of(c->base, c->ring, slot);
+    /* Only the fixed fields and the message's used bytes: a success writes about 100 bytes. */
+    memcpy(&sl->resp, resp, offsetof(ms__resp, msg));
+    size_t ml = strnlen(resp->msg, sizeof resp->msg - 1);
+    memcpy(sl->resp.msg, resp->msg, ml);
+    sl->resp.msg[ml] = '\0';
+    atomic_store(&sl->state, MS__SLOT_DONE);
+    if (atomic_load(&sl->waiting))
+        ms__futex_wake(&sl->state, 1);
+    /* Never below zero, whatever clients did to the counter. */
+    uint32_t v = atomic_load_explicit(&s->w->door->inflight, memory_order_relaxed);
+    while (v > 0 &&
+           !atomic_compare_exchange_weak_explicit(&s->w->door->inflight, &v, v - 1,
+                                                  memory_order_relaxed, memory_order_relaxed))
+        ;
+    STAT_ADD(s, requests, 1);
+    if (resp->status != 0)
+        STAT_ADD(s, errors, 1);
+}
+
+void ms__complete_error(server *s, client *c, unsigned slot, uint64_t id, int code, const char *msg)
+{
+    ms__resp resp;
+    memset(&resp, 0, offsetof(ms__resp, msg));
+    resp.magic = MS__RESP_MAGIC;
+    resp.status = code;
+    resp.id = id;
+    /* Messages longer than the record's room are cut, always NUL-terminated. */
+    size_t n = strnlen(msg, sizeof resp.msg - 1);
+    memcpy(resp.msg, msg, n);
+    resp.msg[n] = '\0';
+    ms__complete(s, c, slot, &resp);
+}
+
+void ms__complete_ok(server *s, taken *t)
+{
+    /* Done after its deadline: the caller has given up on it (or is about to), and an answer
+     * that comes late must not look like one in time. */
+    if (t->req.deadline_ns != 0) {
+        int64_t late = ms__now_ns() - t->req.deadline_ns;
+        if (late > 0) {
+            char msg[128];
+            snprintf(msg, sizeof msg,
+                     "the request's timeout passed while it ran (%.1f us late); its output was "
+                     "discarded",
+                     (double)late / 1e3);
+            ms__complete_error(s, t->c, t->slot, t->req.id, MS_E_TIMEOUT, msg);
+            return;
+        }
+    }
+    ms__resp resp;
+    memset(&resp, 0, offsetof(ms__resp, msg));
+    resp.magic = MS__RESP_MAGIC;
+    resp.id = t->req.id;
+    resp.dtype = (uint32_t)t->out.dtype;
+    resp.rank = (uint32_t)t->out.rank;
+    for (int i = 0; i < t->out.rank; i++)
+        resp.shape[i] = t->out.shape[i];
+    resp.out_len = t->out.nbytes;
+    resp.msg[0] = '\0';
+    ms__complete(s, t->c, t->slot, &resp);
+}
+
+void ms__complete_too_large(server *s, client *c, unsigned slot, const ms__req *req, size_t need)
+{
+    ms__resp resp;
+    memset(&resp, 0, offsetof(ms__resp, msg));
+    resp.magic = MS__RESP_MAGIC;
+    resp.status = MS_E_TOO_LARGE;
+    resp.id = req->id;
+    resp.out_len = need;
+    snprintf(resp.msg, sizeof resp.msg, "output needs %zu bytes, the request has room for %llu",
+             need, (unsigned long long)req->out_cap);
+    ms__complete(s, c, slot, &resp);
+}
+
+void ms__complete_batch_error(server *s, int code, const char *msg)
+{
+    for (size_t i = 0; i < s->nbatch; i++)
+        ms__complete_error(s, s->batch[i].c, s->batch[i].slot, s->batch[i].req.id, code, msg);
+}

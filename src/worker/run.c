@@ -1,0 +1,247 @@
+/*
+ * Running a batch: one backend run on the requests' inputs concatenated along the first
+ * dimension (staged in the worker's memory), its output split back into each client's arena. A
+ * single request runs in place, unstaged. Backends that describe their output only by running
+ * (run_dynamic) and method calls (call) copy the backend's answer to the request's room.
+ */
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "serve.h"
+#include "../common/util.h"
+#include "modelshare.h"
+
+static int grow(void **buf, size_t *cap, size_t need)
+{
+    if (need <= *cap)
+        return 0;
+    size_t c = *cap ? *cap : 65536;
+    while (c < need)
+        c *= 2;
+    void *p = realloc(*buf, c);
+    if (p == NULL)
+        return MS_E_NOMEM;
+    *buf = p;
+    *cap = c;
+    return 0;
+}
+
+/* A backend's output description is sound: a dtype, a rank, nbytes that match the shape. */
+static bool output_sound(const ms__tensor_view *o)
+{
+    size_t esize = ms_dtype_size(o->dtype), numel, n;
+    return esize != 0 && o->rank >= 0 && o->rank <= MS_MAX_RANK &&
+           ms__shape_numel(o->rank, o->shape, &numel) &&
+           !__builtin_mul_overflow(numel, esize, &n) && n == o->nbytes &&
+           (o->data != NULL || n == 0);
+}
+
+/* Copies an output the backend owns (described by o, its bytes at src) to t's room. */
+static void deliver(server *s, taken *t, const ms__tensor_view *o, const void *src)
+{
+    if (o->nbytes > t->req.out_cap) {
+        ms__complete_too_large(s, t->c, t->slot, &t->req, o->nbytes);
+        return;
+    }
+    if (o->nbytes > 0)
+        memcpy(t->out.data, src, o->nbytes);
+    t->out.dtype = o->dtype;
+    t->out.rank = o->rank;
+    memcpy(t->out.shape, o->shape, sizeof t->out.shape);
+    t->out.nbytes = o->nbytes;
+    ms__complete_ok(s, t);
+}
+
+/* A method call: bytes in, bytes out. */
+static void run_call(server *s, taken *t)
+{
+    char err[MS__ERRLEN];
+    const void *res = NULL;
+    size_t len = 0;
+    int64_t t0 = ms__now_ns();
+    int r = s->w->backend->call(s->w->state, t->in.data, t->in.nbytes, &res, &len, err, sizeof err);
+    STAT_ADD(s, busy_ns, (uint64_t)(ms__now_ns() - t0));
+    STAT_ADD(s, batches, 1);
+    if (r < 0) {
+        ms__complete_error(s, t->c, t->slot, t->req.id, r, err);
+        return;
+    }
+    ms__tensor_view o;
+    memset(&o, 0, sizeof o);
+    o.dtype = MS_UINT8;
+    o.rank = 1;
+    o.shape[0] = (int64_t)len;
+    o.nbytes = len;
+    deliver(s, t, &o, res);
+}
+
+/* One request through a backend that describes its output by running. */
+static void run_dynamic_alone(server *s, taken *t)
+{
+    char err[MS__ERRLEN];
+    ms__tensor_view o;
+    memset(&o, 0, sizeof o);
+    int64_t t0 = ms__now_ns();
+    int r = s->w->backend->run_dynamic(s->w->state, &t->in, &o, err, sizeof err);
+    STAT_ADD(s, busy_ns, (uint64_t)(ms__now_ns() - t0));
+    STAT_ADD(s, batches, 1);
+    if (r == 0 && !output_sound(&o)) {
+        r = MS_E_BACKEND;
+        snprintf(err, sizeof err, "the backend described an invalid output");
+    }
+    if (r < 0) {
+        ms__complete_error(s, t->c, t->slot, t->req.id, r, err);
+        return;
+    }
+    STAT_ADD(s, rows, (uint64_t)t->rows);
+    deliver(s, t, &o, o.data);
+}
+
+/* Runs one request in place: its input and output both in its client's arena. */
+static void run_alone(server *s, taken *t)
+{
+    char err[MS__ERRLEN];
+    if (ms__is_call(t)) {
+        run_call(s, t);
+        return;
+    }
+    if (s->w->backend->run_dynamic != NULL) {
+        run_dynamic_alone(s, t);
+        return;
+    }
+    int64_t t0 = ms__now_ns();
+    int r = s->w->backend->run(s->w->state, &t->in, &t->out, err, sizeof err);
+    STAT_ADD(s, busy_ns, (uint64_t)(ms__now_ns() - t0));
+    STAT_ADD(s, batches, 1);
+    if (r < 0) {
+        ms__complete_error(s, t->c, t->slot, t->req.id, r, err);
+        return;
+    }
+    STAT_ADD(s, rows, (uint64_t)t->rows);
+    ms__complete_ok(s, t);
+}
+
+/* Concatenates the batch's inputs into the staging buffer. */
+static int stage_inputs(server *s)
+{
+    if (grow(&s->stage_in, &s->stage_in_cap, s->batch_bytes) < 0)
+        return MS_E_NOMEM;
+    size_t off = 0;
+    for (size_t i = 0; i < s->nbatch; i++) {
+        memcpy((char *)s->stage_in + off, s->batch[i].in.data, s->batch[i].in.nbytes);
+        off += s->batch[i].in.nbytes;
+    }
+    return 0;
+}
+
+/* A batch through a backend that describes its output by running: one run on the concatenated
+ * inputs; when the output has one row per input row, each request gets its rows. Otherwise (an
+ * output of another shape, or an error, which may be one request's fault) each request runs
+ * alone and gets its own answer. */
+static void run_dynamic_batch(server *s, ms__tensor_view *in)
+{
+    char err[MS__ERRLEN];
+    if (s->batch_rows == 0 || stage_inputs(s) < 0) {
+        for (size_t i = 0; i < s->nbatch; i++)
+            run_dynamic_alone(s, &s->batch[i]);
+        return;
+    }
+    in->data = s->stage_in;
+    ms__tensor_view o;
+    memset(&o, 0, sizeof o);
+    int64_t t0 = ms__now_ns();
+    int r = s->w->backend->run_dynamic(s->w->state, in, &o, err, sizeof err);
+    STAT_ADD(s, busy_ns, (uint64_t)(ms__now_ns() - t0));
+    STAT_ADD(s, batches, 1);
+    if (r < 0 || !output_sound(&o) || o.rank < 1 || o.shape[0] != s->batch_rows) {
+        for (size_t i = 0; i < s->nbatch; i++)
+            run_dynamic_alone(s, &s->batch[i]);
+        return;
+    }
+    STAT_ADD(s, rows, (uint64_t)s->batch_rows);
+    size_t row_bytes = o.nbytes / (size_t)s->batch_rows, off = 0;
+    for (size_t i = 0; i < s->nbatch; i++) {
+        taken *t = &s->batch[i];
+        ms__tensor_view ot = o;
+        ot.shape[0] = t->rows;
+        ot.nbytes = row_bytes * (size_t)t->rows;
+        deliver(s, t, &ot, (char *)o.data + off);
+        off += ot.nbytes;
+    }
+}
+
+/* Whether the backend's output for the whole batch (out) follows its input row for row, each
+ * request's rows of it shaped as that request's own output. */
+static bool rowwise(const server *s, const ms__tensor_view *out)
+{
+    if (out->rank < 1 || out->shape[0] != s->batch_rows)
+        return false;
+    for (size_t i = 0; i < s->nbatch; i++) {
+        const ms__tensor_view *o = &s->batch[i].out;
+        if (o->dtype != out->dtype || o->rank != out->rank || o->shape[0] != s->batch[i].rows)
+            return false;
+        for (int d = 1; d < out->rank; d++)
+            if (o->shape[d] != out->shape[d])
+                return false;
+    }
+    return true;
+}
+
+/* One run of the concatenated inputs (in, staged) into the staging buffer (out), then each
+ * request's rows copied to its client's arena. */
+static void run_staged(server *s, ms__tensor_view *in, ms__tensor_view *out)
+{
+    char err[MS__ERRLEN];
+    if (stage_inputs(s) < 0 || grow(&s->stage_out, &s->stage_out_cap, out->nbytes) < 0) {
+        ms__complete_batch_error(s, MS_E_NOMEM, "the worker is out of memory for a batch");
+        return;
+    }
+    in->data = s->stage_in;
+    out->data = s->stage_out;
+    int64_t t0 = ms__now_ns();
+    int r = s->w->backend->run(s->w->state, in, out, err, sizeof err);
+    STAT_ADD(s, busy_ns, (uint64_t)(ms__now_ns() - t0));
+    STAT_ADD(s, batches, 1);
+    if (r < 0) {
+        ms__complete_batch_error(s, r, err);
+        return;
+    }
+    STAT_ADD(s, rows, (uint64_t)s->batch_rows);
+    size_t off = 0;
+    for (size_t i = 0; i < s->nbatch; i++) {
+        taken *t = &s->batch[i];
+        memcpy(t->out.data, (char *)s->stage_out + off, t->out.nbytes);
+        off += t->out.nbytes;
+        ms__complete_ok(s, t);
+    }
+}
+
+/* Runs the batch as one backend call: inputs concatenated along the first dimension into the
+ * staging buffer, outputs split back into each client's arena. Falls back to one call per
+ * request when the model's output does not follow its input row for row. */
+void ms__batch_run(server *s)
+{
+    char err[MS__ERRLEN];
+    if (s->nbatch == 1) {
+        run_alone(s, &s->batch[0]);
+        return;
+    }
+    const ms__backend_ops *be = s->w->backend;
+    ms__tensor_view in = s->batch[0].in, out;
+    in.shape[0] = s->batch_rows;
+    in.nbytes = s->batch_bytes;
+    memset(&out, 0, sizeof out);
+    if (be->run_dynamic != NULL) {
+        run_dynamic_batch(s, &in);
+        return;
+    }
+    int r = be->output_for(s->w->state, &in, &out, err, sizeof err);
+    if (r < 0 || !rowwise(s, &out)) {
+        for (size_t i = 0; i < s->nbatch; i++)
+            run_alone(s, &s->batch[i]);
+        return;
+    }
+    run_staged(s, &in, &out);
+}
