@@ -100,27 +100,35 @@ MS_EXPORT const char *ms_errname(int code);
 MS_EXPORT unsigned ms_version(void);
 
 /* ---------------------------------------------------------------------------------------------
- * Tensors' element types. Values are stable; names follow safetensors ("F32", ...).
+ * Tensors' element types. One table, every view: the enum, ms_dtype_name(), ms_dtype_size(), the
+ * safetensors names the dense backend reads and the .npy descriptors the CLI reads and writes
+ * (NULL: no .npy form). Values are stable; a retired value keeps its number.
+ *   X(enum name, value, name, safetensors name, .npy descriptor, bytes per element)
  * ------------------------------------------------------------------------------------------- */
+#define MS_DTYPE_MAP(X)                                                                            \
+    X(FLOAT32, 1, "float32", "F32", "<f4", 4)                                                      \
+    X(FLOAT16, 2, "float16", "F16", "<f2", 2)                                                      \
+    X(BFLOAT16, 3, "bfloat16", "BF16", NULL, 2)                                                    \
+    X(FLOAT64, 4, "float64", "F64", "<f8", 8)                                                      \
+    X(INT8, 5, "int8", "I8", "|i1", 1)                                                             \
+    X(UINT8, 6, "uint8", "U8", "|u1", 1)                                                           \
+    X(INT16, 7, "int16", "I16", "<i2", 2)                                                          \
+    X(INT32, 8, "int32", "I32", "<i4", 4)                                                          \
+    X(INT64, 9, "int64", "I64", "<i8", 8)                                                          \
+    X(BOOL, 10, "bool", "BOOL", "|b1", 1)
+
 typedef enum ms_dtype {
-    MS_FLOAT32 = 1,
-    MS_FLOAT16 = 2,
-    MS_BFLOAT16 = 3,
-    MS_FLOAT64 = 4,
-    MS_INT8 = 5,
-    MS_UINT8 = 6,
-    MS_INT16 = 7,
-    MS_INT32 = 8,
-    MS_INT64 = 9,
-    MS_BOOL = 10,
+#define MS__DTYPE_ENUM(name, value, text, st, npy, size) MS_##name = (value),
+    MS_DTYPE_MAP(MS__DTYPE_ENUM)
+#undef MS__DTYPE_ENUM
 } ms_dtype;
 
 #define MS_MAX_RANK 8
 
 /* Size of one element in bytes; 0 for a value that is not an ms_dtype. */
-MS_EXPORT size_t ms_dtype_size(int dtype);
+MS_EXPORT size_t ms_dtype_size(ms_dtype dtype);
 /* Static name ("float32"); "unknown" for a value that is not an ms_dtype. */
-MS_EXPORT const char *ms_dtype_name(int dtype);
+MS_EXPORT const char *ms_dtype_name(ms_dtype dtype);
 
 /* ---------------------------------------------------------------------------------------------
  * Client: one connection to the daemon.
@@ -207,12 +215,12 @@ typedef struct ms_tensor ms_tensor;
  *          ms_release() of its model).
  * Errors: MS_E_INVAL, MS_E_DTYPE, MS_E_TOO_LARGE (over the arena's size, $MODELSHARE_ARENA_BYTES,
  * default 4 GiB of address space, of which only what is written uses memory). */
-MS_EXPORT int ms_tensor_alloc(ms_model *model, int dtype, int rank, const int64_t *shape,
+MS_EXPORT int ms_tensor_alloc(ms_model *model, ms_dtype dtype, int rank, const int64_t *shape,
                               ms_tensor **out);
 
 /* ms_tensor_alloc() followed by one copy of nbytes from data, which must equal the tensor's
  * size. For callers whose input already lives elsewhere. */
-MS_EXPORT int ms_tensor_from(ms_model *model, int dtype, int rank, const int64_t *shape,
+MS_EXPORT int ms_tensor_from(ms_model *model, ms_dtype dtype, int rank, const int64_t *shape,
                              const void *data, size_t nbytes, ms_tensor **out);
 
 /* Frees a tensor. ms_tensor_free(NULL) is a no-op. */
@@ -222,7 +230,7 @@ MS_EXPORT void ms_tensor_free(ms_tensor *tensor);
  * Valid until the tensor is freed. */
 MS_EXPORT void *ms_tensor_data(const ms_tensor *tensor);
 MS_EXPORT size_t ms_tensor_nbytes(const ms_tensor *tensor);
-MS_EXPORT int ms_tensor_dtype(const ms_tensor *tensor);
+MS_EXPORT ms_dtype ms_tensor_dtype(const ms_tensor *tensor);
 MS_EXPORT int ms_tensor_rank(const ms_tensor *tensor);
 /* Pointer to rank dimensions, owned by the tensor. */
 MS_EXPORT const int64_t *ms_tensor_shape(const ms_tensor *tensor);

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "dtype.h"
 #include "modelshare.h"
 #include "util.h"
 
@@ -631,26 +632,6 @@ int ms__sig_from_json(const json_t *j, ms__sig *in, ms__sig *out, char *err, siz
         *in = a;
     if (out != NULL)
         *out = b;
-    return 0;
-}
-
-int ms__dtype_from_name(const char *name)
-{
-    static const struct {
-        const char *name, *st;
-        int dtype;
-    } table[] = {
-        {"float32", "F32", MS_FLOAT32},    {"float16", "F16", MS_FLOAT16},
-        {"bfloat16", "BF16", MS_BFLOAT16}, {"float64", "F64", MS_FLOAT64},
-        {"int8", "I8", MS_INT8},           {"uint8", "U8", MS_UINT8},
-        {"int16", "I16", MS_INT16},        {"int32", "I32", MS_INT32},
-        {"int64", "I64", MS_INT64},        {"bool", "BOOL", MS_BOOL},
-    };
-    if (name == NULL)
-        return 0;
-    for (size_t i = 0; i < MS__ARRAY_LEN(table); i++)
-        if (strcmp(name, table[i].name) == 0 || strcmp(name, table[i].st) == 0)
-            return table[i].dtype;
     return 0;
 }
 

@@ -20,6 +20,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "../common/errors.h"
 #include "../common/log.h"
 #include "../common/paths.h"
 #include "../common/spec.h"
@@ -339,7 +340,7 @@ static void on_worker_msg(ms__server *s, ms__wproc *w, json_t *msg)
         json_t *code = json_object_get(msg, "code");
         const char *text = json_string_value(json_object_get(msg, "error"));
         int c = json_is_integer(code) ? (int)json_integer_value(code) : MS_E_LOAD_FAILED;
-        if (c >= 0 || strcmp(ms_errname(c), "MS_E_UNKNOWN") == 0) /* not an MS_E_* code */
+        if (c >= 0 || !ms__error_known(c)) /* not an MS_E_* code */
             c = MS_E_LOAD_FAILED;
         w->said_failed = true;
         ms__on_worker_failed(s, w, c, text != NULL ? text : "the worker failed to load the model");

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../common/errors.h"
 #include "internal.h"
 
 /* The calling thread's last message: one for the last failed ms_connect(), one for the last
@@ -130,16 +131,6 @@ MS_EXPORT const char *ms_errmsg(const ms_client *client)
     return "";
 }
 
-static bool code_known(int64_t code)
-{
-#define MS__ERR_CASE(name, value, text)                                                            \
-    if (code == (value))                                                                           \
-        return true;
-    MS_ERRNO_MAP(MS__ERR_CASE)
-#undef MS__ERR_CASE
-    return false;
-}
-
 int ms__lib_call(ms_client *client, json_t *req, const int *fds, int nfds, json_t **reply,
                  int *rfds, int *rnfds, int maxfds)
 {
@@ -220,7 +211,7 @@ int ms__lib_call(ms_client *client, json_t *req, const int *fds, int nfds, json_
         json_t *code = json_object_get(msg, "code");
         const char *text = json_string_value(json_object_get(msg, "error"));
         int64_t c = json_is_integer(code) ? json_integer_value(code) : 0;
-        if (c >= 0 || !code_known(c))
+        if (c >= 0 || !ms__error_known(c))
             r = ms__lib_fail(client, MS_E_PROTOCOL,
                              "daemon refused the request with an unknown code %lld: %s",
                              (long long)c, text ? text : "(no message)");
