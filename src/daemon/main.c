@@ -19,6 +19,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "../common/env.h"
 #include "../common/log.h"
 #include "../common/paths.h"
 #include "../common/util.h"
@@ -176,7 +177,8 @@ static int daemonize(const char *socket_path, int *ready_fd)
 int main(int argc, char **argv)
 {
     char err[MS__ERRLEN], socket_path[MS__SOCKET_PATH_MAX + 1];
-    const char *socket_arg = NULL, *level_name = "info", *memory = getenv("MODELSHARE_MEMORY");
+    const char *socket_arg = NULL, *level_name = "info",
+               *memory = ms__env_str("MODELSHARE_MEMORY", NULL);
     bool foreground = false;
     double idle_exit = 0;
 

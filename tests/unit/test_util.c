@@ -355,8 +355,16 @@ static void test_arena_env(void **state)
     (void)state;
     unsetenv("MODELSHARE_ARENA_BYTES");
     assert_true(ms__arena_capacity_from_env() == MS__ARENA_DEFAULT);
-    setenv("MODELSHARE_ARENA_BYTES", "64M", 1);
+    setenv("MODELSHARE_ARENA_BYTES", "64M", 1); /* SI: 64000000 bytes, as "64MB" */
+    assert_true(ms__arena_capacity_from_env() == 64000000ull);
+    setenv("MODELSHARE_ARENA_BYTES", "64MiB", 1);
     assert_true(ms__arena_capacity_from_env() == 64ull << 20);
+    setenv("MODELSHARE_ARENA_BYTES", "4GB", 1);
+    assert_true(ms__arena_capacity_from_env() == 4000000000ull);
+    setenv("MODELSHARE_ARENA_BYTES", "100000063", 1); /* rounded down to 64 bytes */
+    assert_true(ms__arena_capacity_from_env() == 100000000ull);
+    setenv("MODELSHARE_ARENA_BYTES", "", 1);
+    assert_true(ms__arena_capacity_from_env() == MS__ARENA_DEFAULT);
     setenv("MODELSHARE_ARENA_BYTES", "2GiB", 1);
     assert_true(ms__arena_capacity_from_env() == 2ull << 30);
     setenv("MODELSHARE_ARENA_BYTES", "12582912", 1);
