@@ -29,8 +29,8 @@ int ms__env_number(const char *name, double def, double min, double max, double 
     while (end != s && isspace((unsigned char)*end))
         end++;
     if (end == s || *end != '\0' || errno != 0 || !isfinite(v) || v < min || v > max)
-        return ms__fail(err, errlen, MS_E_INVAL, "%s: expected a number from %g to %g, got \"%.64s\"",
-                        name, min, max, s);
+        return ms__fail(err, errlen, MS_E_INVAL,
+                        "%s: expected a number from %g to %g, got \"%.64s\"", name, min, max, s);
     *out = v;
     return 0;
 }
