@@ -377,6 +377,34 @@ static int bench_shared_mode(const bench_cfg *cfg)
     return ret;
 }
 
+/* The number option c sets: its field of cfg, its range and its name; NULL for another option. */
+static int64_t *bench_num_opt(int c, bench_cfg *cfg, int64_t *lo, int64_t *hi, const char **name)
+{
+    *lo = 1;
+    switch (c) {
+    case 'c':
+        *hi = BENCH_CLIENTS_MAX, *name = "--clients";
+        return &cfg->clients;
+    case 'r':
+        *hi = 100000000, *name = "--requests";
+        return &cfg->requests;
+    case 'b':
+        *hi = 1 << 20, *name = "--batch";
+        return &cfg->batch;
+    case 'W':
+        *hi = 1 << 28, *name = "--width";
+        return &cfg->width;
+    case 'k':
+        *lo = 0, *hi = 100000000, *name = "--warmup";
+        return &cfg->warmup;
+    case 'g':
+        *lo = 0, *hi = 10000000, *name = "--gap-us";
+        return &cfg->gap_us;
+    default:
+        return NULL;
+    }
+}
+
 /* Reads the command line into *cfg and *weights. Returns -1 to go on, else the exit status. */
 static int bench_args(int argc, char **argv, bench_cfg *cfg, const char **weights)
 {
@@ -389,8 +417,16 @@ static int bench_args(int argc, char **argv, bench_cfg *cfg, const char **weight
         {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
     int c;
     while ((c = ms__cli_getopt(argc, argv, ":h", opts, ms__usage_bench)) != -1) {
-        int64_t *num = NULL, lo = 1, hi = 0;
+        int64_t lo = 1, hi = 0;
         const char *name = NULL;
+        int64_t *num = bench_num_opt(c, cfg, &lo, &hi, &name);
+        if (num != NULL) {
+            if (!ms__cli_parse_i64(optarg, lo, hi, num))
+                return ms__cli_usage_error(argv[0], ms__usage_bench,
+                                           "%s: expected an integer from %lld to %lld, got \"%s\"",
+                                           name, (long long)lo, (long long)hi, optarg);
+            continue;
+        }
         switch (c) {
         case 'h':
             fputs(ms__usage_bench, stdout);
@@ -401,24 +437,6 @@ static int bench_args(int argc, char **argv, bench_cfg *cfg, const char **weight
         case 'w':
             *weights = optarg;
             break;
-        case 'c':
-            num = &cfg->clients, hi = BENCH_CLIENTS_MAX, name = "--clients";
-            break;
-        case 'r':
-            num = &cfg->requests, hi = 100000000, name = "--requests";
-            break;
-        case 'b':
-            num = &cfg->batch, hi = 1 << 20, name = "--batch";
-            break;
-        case 'W':
-            num = &cfg->width, hi = 1 << 28, name = "--width";
-            break;
-        case 'k':
-            num = &cfg->warmup, lo = 0, hi = 100000000, name = "--warmup";
-            break;
-        case 'g':
-            num = &cfg->gap_us, lo = 0, hi = 10000000, name = "--gap-us";
-            break;
         case 'i':
             cfg->inproc = true;
             break;
@@ -428,10 +446,6 @@ static int bench_args(int argc, char **argv, bench_cfg *cfg, const char **weight
         default:
             return MS__EXIT_USAGE;
         }
-        if (num && !ms__cli_parse_i64(optarg, lo, hi, num))
-            return ms__cli_usage_error(argv[0], ms__usage_bench,
-                                       "%s: expected an integer from %lld to %lld, got \"%s\"",
-                                       name, (long long)lo, (long long)hi, optarg);
     }
     if (optind >= argc)
         return ms__cli_usage_error(argv[0], ms__usage_bench, "missing TAG");

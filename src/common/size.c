@@ -11,33 +11,31 @@
 #include "modelshare.h"
 #include "util.h"
 
-static const struct {
-    const char *name;
-    uint64_t mult;
-} units[] = {
-    {"", 1},
-    {"B", 1},
-    {"K", 1000ull},
-    {"KB", 1000ull},
-    {"KiB", 1ull << 10},
-    {"M", 1000000ull},
-    {"MB", 1000000ull},
-    {"MiB", 1ull << 20},
-    {"G", 1000000000ull},
-    {"GB", 1000000000ull},
-    {"GiB", 1ull << 30},
-    {"T", 1000000000000ull},
-    {"TB", 1000000000000ull},
-    {"TiB", 1ull << 40},
-};
+/* The prefixes of the units, in order of power: K = 1000 or 1024, M its square, ... */
+static const char prefixes[] = "KMGT";
 
-/* The unit's multiplier; 0 when unit (len bytes) is none of the table's. */
+/* The multiplier of unit (len bytes, any case): none or B, then K/KB/KiB, M/MB/MiB, G/GB/GiB,
+ * T/TB/TiB; 0 when it is none of these. */
 static uint64_t unit_mult(const char *unit, size_t len)
 {
-    for (size_t i = 0; i < MS__ARRAY_LEN(units); i++)
-        if (strlen(units[i].name) == len && strncasecmp(unit, units[i].name, len) == 0)
-            return units[i].mult;
-    return 0;
+    if (len == 0 || (len == 1 && toupper((unsigned char)unit[0]) == 'B'))
+        return 1;
+    const char *p = strchr(prefixes, toupper((unsigned char)unit[0]));
+    if (p == NULL)
+        return 0;
+    const char *rest = unit + 1;
+    size_t rlen = len - 1;
+    uint64_t base;
+    if (rlen == 0 || (rlen == 1 && toupper((unsigned char)rest[0]) == 'B'))
+        base = 1000; /* SI: K, KB */
+    else if (rlen == 2 && strncasecmp(rest, "iB", 2) == 0)
+        base = 1024; /* IEC: KiB */
+    else
+        return 0;
+    uint64_t mult = 1;
+    for (const char *q = prefixes; q <= p; q++)
+        mult *= base;
+    return mult;
 }
 
 static const char *skip_spaces(const char *s)
