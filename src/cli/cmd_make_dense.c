@@ -173,14 +173,15 @@ static void layers_str(const int64_t *sizes, int n, const char *sep, char *buf, 
     }
 }
 
-int ms__cmd_make_dense(int argc, char **argv)
+/* Reads the command line into *out, *layers and *seed. Returns -1 to go on, else the exit
+ * status. */
+static int make_dense_args(int argc, char **argv, const char **out, const char **layers,
+                           int64_t *seed)
 {
     static const struct option opts[] = {{"layers", required_argument, NULL, 'l'},
                                          {"seed", required_argument, NULL, 's'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
-    const char *layers = NULL, *out = NULL;
-    int64_t seed = 0;
     int c;
     while ((c = ms__cli_getopt(argc, argv, ":h", opts, ms__usage_make_dense)) != -1) {
         switch (c) {
@@ -188,10 +189,10 @@ int ms__cmd_make_dense(int argc, char **argv)
             fputs(ms__usage_make_dense, stdout);
             return MS__EXIT_OK;
         case 'l':
-            layers = optarg;
+            *layers = optarg;
             break;
         case 's':
-            if (!ms__cli_parse_i64(optarg, 0, INT64_MAX, &seed))
+            if (!ms__cli_parse_i64(optarg, 0, INT64_MAX, seed))
                 return ms__cli_usage_error(argv[0], ms__usage_make_dense,
                                            "--seed: expected a non-negative integer, got \"%s\"",
                                            optarg);
@@ -201,14 +202,24 @@ int ms__cmd_make_dense(int argc, char **argv)
         }
     }
     if (optind < argc)
-        out = argv[optind++];
-    if (!out)
+        *out = argv[optind++];
+    if (!*out)
         return ms__cli_usage_error(argv[0], ms__usage_make_dense, "missing OUT.safetensors");
     if (optind < argc)
         return ms__cli_usage_error(argv[0], ms__usage_make_dense, "unexpected argument \"%s\"",
                                    argv[optind]);
-    if (!layers)
+    if (!*layers)
         return ms__cli_usage_error(argv[0], ms__usage_make_dense, "missing --layers");
+    return -1;
+}
+
+int ms__cmd_make_dense(int argc, char **argv)
+{
+    const char *layers = NULL, *out = NULL;
+    int64_t seed = 0;
+    int ret = make_dense_args(argc, argv, &out, &layers, &seed);
+    if (ret >= 0)
+        return ret;
 
     int64_t sizes[MS__CLI_LAYERS_MAX];
     int n;
