@@ -321,24 +321,34 @@ static int prepare_model(demo *d, char *err, size_t errlen)
     return 0;
 }
 
+/* A pipe (p: read and write end) and a child that gets it: *pid is 0 in the child, the child's
+ * pid in the parent. Returns 0, or -1 with a message in err (and no pipe left open). */
+static int pipe_fork(int p[2], pid_t *pid, char *err, size_t errlen)
+{
+    if (pipe2(p, O_CLOEXEC) < 0) {
+        ms__fail(err, errlen, -1, "pipe: %s", strerror(errno));
+        return -1;
+    }
+    fflush(NULL);
+    *pid = fork();
+    if (*pid < 0) {
+        ms__fail(err, errlen, -1, "fork: %s", strerror(errno));
+        close(p[0]);
+        close(p[1]);
+        return -1;
+    }
+    return 0;
+}
+
 /* Step 2: one plain load in a process of its own, measured. */
 static int measure_plain_load(demo *d, char *err, size_t errlen)
 {
     progress("[2/5] loading the model once in a plain process, to measure what one copy costs "
              "...\n");
     int p[2];
-    if (pipe2(p, O_CLOEXEC) < 0) {
-        ms__fail(err, errlen, -1, "pipe: %s", strerror(errno));
+    pid_t pid;
+    if (pipe_fork(p, &pid, err, errlen) < 0)
         return -1;
-    }
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0) {
-        ms__fail(err, errlen, -1, "fork: %s", strerror(errno));
-        close(p[0]);
-        close(p[1]);
-        return -1;
-    }
     if (pid == 0) {
         close(p[0]);
         ms__demo_measure_child(&d->cfg, p[1]);
@@ -368,18 +378,9 @@ static int measure_plain_load(demo *d, char *err, size_t errlen)
 static int fork_client(demo *d, int i, const int go[2], char *err, size_t errlen)
 {
     int p[2];
-    if (pipe2(p, O_CLOEXEC) < 0) {
-        ms__fail(err, errlen, -1, "pipe: %s", strerror(errno));
+    pid_t pid;
+    if (pipe_fork(p, &pid, err, errlen) < 0)
         return -1;
-    }
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0) {
-        ms__fail(err, errlen, -1, "fork: %s", strerror(errno));
-        close(p[0]);
-        close(p[1]);
-        return -1;
-    }
     if (pid == 0) {
         /* Only this child's report pipe and the go pipe's read end stay open. */
         for (int k = 0; k < i; k++)
