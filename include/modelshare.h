@@ -12,6 +12,13 @@
  *  - Handles are opaque. Each has a create/destroy pair; destroy(NULL) is a no-op.
  *  - After a failed call on a client, ms_errmsg(client) returns a message that says what was
  *    expected and what came (for the calling thread's last failed call on that client).
+ *  - Every function that takes a client, model or tensor answers MS_E_INVAL when it is NULL (and
+ *    for any other argument its comment rules out), and MS_E_NOMEM when the calling process is
+ *    out of memory; the Errors lists below name these only where they mean more.
+ *  - The control calls (ms_status_json, ms_load, ms_unload, ms_acquire, ms_release) travel to the
+ *    daemon: each can also give MS_E_DAEMON_LOST (the connection is gone, or the client was
+ *    copied by fork()) and MS_E_PROTOCOL (the daemon answered something this library does not
+ *    understand).
  *  - A client and everything made from it may be used from several threads at once. Calls on one
  *    model handle are serialised inside the library, and so are the control calls of one client
  *    (acquire, release, load, unload, status): while one thread's ms_acquire waits for a model to
@@ -100,27 +107,35 @@ MS_EXPORT const char *ms_errname(int code);
 MS_EXPORT unsigned ms_version(void);
 
 /* ---------------------------------------------------------------------------------------------
- * Tensors' element types. Values are stable; names follow safetensors ("F32", ...).
+ * Tensors' element types. One table, every view: the enum, ms_dtype_name(), ms_dtype_size(), the
+ * safetensors names the dense backend reads and the .npy descriptors the CLI reads and writes
+ * (NULL: no .npy form). Values are stable; a retired value keeps its number.
+ *   X(enum name, value, name, safetensors name, .npy descriptor, bytes per element)
  * ------------------------------------------------------------------------------------------- */
+#define MS_DTYPE_MAP(X)                                                                            \
+    X(FLOAT32, 1, "float32", "F32", "<f4", 4)                                                      \
+    X(FLOAT16, 2, "float16", "F16", "<f2", 2)                                                      \
+    X(BFLOAT16, 3, "bfloat16", "BF16", NULL, 2)                                                    \
+    X(FLOAT64, 4, "float64", "F64", "<f8", 8)                                                      \
+    X(INT8, 5, "int8", "I8", "|i1", 1)                                                             \
+    X(UINT8, 6, "uint8", "U8", "|u1", 1)                                                           \
+    X(INT16, 7, "int16", "I16", "<i2", 2)                                                          \
+    X(INT32, 8, "int32", "I32", "<i4", 4)                                                          \
+    X(INT64, 9, "int64", "I64", "<i8", 8)                                                          \
+    X(BOOL, 10, "bool", "BOOL", "|b1", 1)
+
 typedef enum ms_dtype {
-    MS_FLOAT32 = 1,
-    MS_FLOAT16 = 2,
-    MS_BFLOAT16 = 3,
-    MS_FLOAT64 = 4,
-    MS_INT8 = 5,
-    MS_UINT8 = 6,
-    MS_INT16 = 7,
-    MS_INT32 = 8,
-    MS_INT64 = 9,
-    MS_BOOL = 10,
+#define MS__DTYPE_ENUM(name, value, text, st, npy, size) MS_##name = (value),
+    MS_DTYPE_MAP(MS__DTYPE_ENUM)
+#undef MS__DTYPE_ENUM
 } ms_dtype;
 
 #define MS_MAX_RANK 8
 
 /* Size of one element in bytes; 0 for a value that is not an ms_dtype. */
-MS_EXPORT size_t ms_dtype_size(int dtype);
+MS_EXPORT size_t ms_dtype_size(ms_dtype dtype);
 /* Static name ("float32"); "unknown" for a value that is not an ms_dtype. */
-MS_EXPORT const char *ms_dtype_name(int dtype);
+MS_EXPORT const char *ms_dtype_name(ms_dtype dtype);
 
 /* ---------------------------------------------------------------------------------------------
  * Client: one connection to the daemon.
@@ -134,8 +149,11 @@ typedef struct ms_client ms_client;
  * $MODELSHARE_DAEMON) under a file lock, so that racing processes start exactly one, and waits
  * until it answers. A stale socket file left by a dead daemon does not stop this.
  *   out: OUT, the new client; the caller owns it and frees it with ms_disconnect().
- * Errors: MS_E_NO_DAEMON (with the reason in ms_errmsg(NULL)), MS_E_VERSION, MS_E_PERMISSION,
- * MS_E_NOMEM. */
+ * Errors: MS_E_INVAL (out is NULL; socket_path empty or over 107 bytes; the default path too
+ * long), MS_E_NO_DAEMON (none answers and none could be started, or $MODELSHARE_NO_AUTOSTART is
+ * 1; the reason in ms_errmsg(NULL)), MS_E_PERMISSION (the socket or its lock belongs to another
+ * user, or the daemon refused this uid), MS_E_VERSION (the daemon speaks another protocol),
+ * MS_E_LIMIT (the daemon has its maximum of clients), MS_E_PROTOCOL, MS_E_NOMEM. */
 MS_EXPORT int ms_connect(const char *socket_path, ms_client **out);
 
 /* Closes the connection. Every lease still held through this client is released, and every
@@ -151,16 +169,18 @@ MS_EXPORT const char *ms_errmsg(const ms_client *client);
 
 /* Daemon status as one JSON document (the same as `modelshare status --json`).
  *   out: OUT, a NUL-terminated string the caller frees with free().
- * Errors: MS_E_DAEMON_LOST, MS_E_NOMEM. */
+ * Errors: MS_E_INVAL (out is NULL), MS_E_DAEMON_LOST, MS_E_PROTOCOL, MS_E_NOMEM. */
 MS_EXPORT int ms_status_json(ms_client *client, char **out);
 
 /* Loads a model without taking a lease: it stays loaded for its keep_alive (like `modelshare
- * load`). Returns once the model is ready. Errors as ms_acquire(). */
+ * load`). Returns once the model is ready. spec_json as ms_acquire()'s, but never NULL
+ * (MS_E_SPEC). Errors as ms_acquire(). */
 MS_EXPORT int ms_load(ms_client *client, const char *tag, const char *spec_json);
 
 /* Unloads a model now: its worker process is stopped, and all its memory goes back to the
  * system. Refused with MS_E_BUSY while leases exist, unless force is non-zero; then the holders'
- * next calls fail with MS_E_UNLOADED. Errors: MS_E_UNKNOWN_TAG, MS_E_BUSY. */
+ * next calls fail with MS_E_UNLOADED. Errors: MS_E_INVAL (tag not 1 to 128 characters of
+ * [A-Za-z0-9._:/@+-]), MS_E_UNKNOWN_TAG, MS_E_BUSY, MS_E_DAEMON_LOST, MS_E_PROTOCOL. */
 MS_EXPORT int ms_unload(ms_client *client, const char *tag, int force);
 
 /* ---------------------------------------------------------------------------------------------
@@ -170,17 +190,46 @@ typedef struct ms_model ms_model;
 
 /* Acquires a lease on the model with this tag, loading it first when it is not loaded.
  *   tag:       1 to 128 characters of [A-Za-z0-9._:/@+-].
- *   spec_json: a JSON object (see the README: backend, weights, device, output, keep_alive,
- *              max_batch, batch_delay_us, instances, thread_safe, batchable, memory,
- *              load_timeout). Relative weights paths are resolved against the caller's working
- *              directory. NULL: attach to the model already loaded under this tag, whatever its
- *              spec (MS_E_UNKNOWN_TAG when there is none); a model whose worker died is loaded
- *              again with the spec it had.
+ *   spec_json: a JSON object, the model's spec (fields below). Relative weights paths are
+ *              resolved against the caller's working directory. NULL: attach to the model
+ *              already loaded under this tag, whatever its spec (MS_E_UNKNOWN_TAG when there is
+ *              none); a model whose worker died is loaded again with the spec it had.
  *   out:       OUT, the lease; the caller owns it and ends it with ms_release().
  * Returns when the model is ready to serve, or with the load's error.
- * Errors: MS_E_SPEC (names the field), MS_E_SPEC_CONFLICT (shows both specs), MS_E_UNKNOWN_TAG,
- * MS_E_WEIGHTS, MS_E_LOAD_FAILED (the worker's message passed through), MS_E_LIMIT,
- * MS_E_DAEMON_LOST. */
+ *
+ * Spec fields (unknown fields, wrong types and values out of range are MS_E_SPEC naming the
+ * field):
+ *   field           type                          default   meaning
+ *   backend         "dense" | "python"            required  what runs the model ("identity":
+ *                                                           tests)
+ *   weights         string, a path (<= 4096 B)    none      safetensors file (required for dense)
+ *   device          "cpu" | "cuda" | "cuda:N"     "cpu"     where it runs; N 0..63, "cuda" is
+ *                                                           cuda:0
+ *   output          "linear" | "softmax"          "linear"  the dense model's last activation
+ *   keep_alive      number, seconds, 0..1e12      300       how long it stays loaded with no
+ *                                                           lease (0: unload at once)
+ *   max_batch       integer, 1..65536             64        rows per backend run at most
+ *   batch_delay_us  integer, 0..1000000           0         how long the oldest request waits
+ *                                                           for more rows to batch with
+ *   instances       integer, 1..64                1         worker processes serving the tag
+ *   thread_safe     bool                          false     the model may run several calls
+ *                                                           at once
+ *   batchable       bool                          true      requests may be joined into one
+ *                                                           batch along the first dimension
+ *   memory          integer, bytes, 0..2^62       0         what the model needs (0: the
+ *                                                           backend's estimate)
+ *   load_timeout    number, seconds, 0..86400     60        how long a load waits for memory
+ *                                                           in the budget
+ *   python          object                        none      required for (and only for)
+ *                                                           backend "python": constructor,
+ *                                                           executable, cwd, path, framework,
+ *                                                           key (the Python package fills it)
+ * Errors: MS_E_INVAL (tag malformed), MS_E_SPEC (names the field), MS_E_SPEC_CONFLICT (shows
+ * both specs), MS_E_UNKNOWN_TAG (spec_json NULL and no such model), MS_E_WEIGHTS,
+ * MS_E_DEVICE, MS_E_NO_MEMORY (does not fit the device's budget within load_timeout; names what
+ * holds the memory), MS_E_LOAD_FAILED (the worker's message passed through), MS_E_LIMIT (too
+ * many models, leases or workers), MS_E_UNLOADED (force-unloaded while loading), MS_E_NOMEM,
+ * MS_E_DAEMON_LOST, MS_E_PROTOCOL. */
 MS_EXPORT int ms_acquire(ms_client *client, const char *tag, const char *spec_json, ms_model **out);
 
 /* Ends the lease and frees the handle (and every tensor still allocated from it). At zero leases
@@ -189,9 +238,10 @@ MS_EXPORT int ms_acquire(ms_client *client, const char *tag, const char *spec_js
  * the same; the daemon releases leases of lost connections itself). */
 MS_EXPORT int ms_release(ms_model *model);
 
-/* Describes the model's input and output: dtype, rank and shape, with -1 for a dimension that
- * may vary (the batch). Any OUT pointer may be NULL. shape arrays hold MS_MAX_RANK entries.
- * Dimensions of a backend that does not know its signature are all -1 and rank 0. */
+/* Describes the model's input and output: dtype (an ms_dtype value; 0 when not known), rank and
+ * shape, with -1 for a dimension that may vary (the batch). Any OUT pointer may be NULL. shape
+ * arrays hold MS_MAX_RANK entries. Dimensions of a backend that does not know its signature are
+ * all -1 and rank 0. Errors: MS_E_INVAL (model NULL). */
 MS_EXPORT int ms_model_signature(const ms_model *model, int *in_dtype, int *in_rank,
                                  int64_t *in_shape, int *out_dtype, int *out_rank,
                                  int64_t *out_shape);
@@ -205,14 +255,17 @@ typedef struct ms_tensor ms_tensor;
  *   rank:  0 to MS_MAX_RANK;  shape: rank dimensions, each >= 0.
  *   out:   OUT, the tensor; owned by the caller, freed with ms_tensor_free() (or by
  *          ms_release() of its model).
- * Errors: MS_E_INVAL, MS_E_DTYPE, MS_E_TOO_LARGE (over the arena's size, $MODELSHARE_ARENA_BYTES,
- * default 4 GiB of address space, of which only what is written uses memory). */
-MS_EXPORT int ms_tensor_alloc(ms_model *model, int dtype, int rank, const int64_t *shape,
+ * Errors: MS_E_INVAL (model or out NULL, rank or a dimension out of range, shape NULL with
+ * rank > 0), MS_E_DTYPE (not an ms_dtype), MS_E_TOO_LARGE (over the arena's free room: its size
+ * is $MODELSHARE_ARENA_BYTES, a size like "64MiB" or "4GB" (4e9 bytes), default 4 GiB of address
+ * space, of which only what is written uses memory), MS_E_DAEMON_LOST (made before fork()). */
+MS_EXPORT int ms_tensor_alloc(ms_model *model, ms_dtype dtype, int rank, const int64_t *shape,
                               ms_tensor **out);
 
 /* ms_tensor_alloc() followed by one copy of nbytes from data, which must equal the tensor's
- * size. For callers whose input already lives elsewhere. */
-MS_EXPORT int ms_tensor_from(ms_model *model, int dtype, int rank, const int64_t *shape,
+ * size. For callers whose input already lives elsewhere. Errors as ms_tensor_alloc(), and
+ * MS_E_INVAL when nbytes is not the tensor's size or data is NULL with nbytes > 0. */
+MS_EXPORT int ms_tensor_from(ms_model *model, ms_dtype dtype, int rank, const int64_t *shape,
                              const void *data, size_t nbytes, ms_tensor **out);
 
 /* Frees a tensor. ms_tensor_free(NULL) is a no-op. */
@@ -222,7 +275,8 @@ MS_EXPORT void ms_tensor_free(ms_tensor *tensor);
  * Valid until the tensor is freed. */
 MS_EXPORT void *ms_tensor_data(const ms_tensor *tensor);
 MS_EXPORT size_t ms_tensor_nbytes(const ms_tensor *tensor);
-MS_EXPORT int ms_tensor_dtype(const ms_tensor *tensor);
+/* 0 for NULL. */
+MS_EXPORT ms_dtype ms_tensor_dtype(const ms_tensor *tensor);
 MS_EXPORT int ms_tensor_rank(const ms_tensor *tensor);
 /* Pointer to rank dimensions, owned by the tensor. */
 MS_EXPORT const int64_t *ms_tensor_shape(const ms_tensor *tensor);
@@ -252,7 +306,7 @@ MS_EXPORT int ms_call(ms_model *model, const ms_tensor *input, ms_tensor **outpu
 /* Gives every later ms_infer on this handle a deadline timeout_us after it starts (0: none, the
  * default). A request past its deadline fails with MS_E_TIMEOUT: the worker skips it if it has
  * not started it, and an answer that comes late is discarded (its memory is reclaimed when the
- * worker is done with it). Errors: MS_E_INVAL. */
+ * worker is done with it). Errors: MS_E_INVAL (model NULL). */
 MS_EXPORT int ms_set_timeout(ms_model *model, uint64_t timeout_us);
 
 #ifdef __cplusplus

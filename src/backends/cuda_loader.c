@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "../common/env.h"
 #include "modelshare.h"
 #include "../common/util.h"
 
@@ -19,8 +20,8 @@
  * install libdir. false (with the first place looked in buf) when none exists. */
 static bool find_library(char *buf, size_t buflen)
 {
-    const char *env = getenv("MODELSHARE_CUDA_BACKEND");
-    if (env != NULL && env[0] != '\0') {
+    const char *env = ms__env_str("MODELSHARE_CUDA_BACKEND", NULL);
+    if (env != NULL) {
         snprintf(buf, buflen, "%s", env);
         return access(buf, R_OK) == 0;
     }

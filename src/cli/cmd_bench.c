@@ -118,79 +118,88 @@ static void report(const bench_cfg *cfg, const char *mode, int64_t clients, int6
 
 /* ---- in process ----------------------------------------------------------------------------- */
 
-static int bench_inproc(const bench_cfg *cfg)
+/* A model loaded in this process, with one input and one output buffer. */
+typedef struct inproc {
+    const ms__backend_ops *be;
+    void *state;
+    ms__tensor_view in, out;
+} inproc;
+
+/* Loads the spec's model here and makes its buffers. Returns 0, or -1 after printing why (what
+ * was made is in *p for inproc_close either way). */
+static int inproc_open(const bench_cfg *cfg, const ms__spec *spec, inproc *p)
 {
     char err[MS__ERRLEN];
-    ms__spec spec;
-    int rc = ms__spec_parse(cfg->spec, &spec, err, sizeof err);
-    if (rc < 0)
-        return ms__cli_error("%s", err);
-    int ret = MS__EXIT_ERROR;
-    void *state = NULL;
-    float *x = NULL;
-    void *y = NULL;
-    int64_t *lat = NULL;
     /* The same lookup as a worker's: "dense" on "cuda:N" runs the CUDA backend here too. */
-    const ms__backend_ops *be = NULL;
-    rc = ms__backend_open(&spec, &be, err, sizeof err);
-    if (rc < 0) {
-        ms__cli_error("backend \"%s\" cannot run in process: %s", spec.backend, err);
-        goto out;
-    }
-    rc = be->load(&spec, &state, err, sizeof err);
-    if (rc < 0) {
-        ms__cli_error("cannot load the model: %s", err);
-        state = NULL;
-        goto out;
+    if (ms__backend_open(spec, &p->be, err, sizeof err) < 0)
+        return ms__cli_error("backend \"%s\" cannot run in process: %s", spec->backend, err), -1;
+    if (p->be->load(spec, &p->state, err, sizeof err) < 0) {
+        p->state = NULL;
+        return ms__cli_error("cannot load the model: %s", err), -1;
     }
     ms__sig sin, sout;
-    be->signature(state, &sin, &sout);
-    ms__tensor_view in, out;
-    memset(&in, 0, sizeof in);
-    memset(&out, 0, sizeof out);
-    in.dtype = MS_FLOAT32;
-    in.rank = 2;
-    input_shape(cfg, sin.rank, sin.shape, in.shape);
-    in.nbytes = (size_t)(in.shape[0] * in.shape[1]) * sizeof(float);
-    rc = be->output_for(state, &in, &out, err, sizeof err);
-    if (rc < 0) {
-        ms__cli_error("%s", err);
-        goto out;
-    }
-    x = malloc(in.nbytes ? in.nbytes : 1);
-    y = malloc(out.nbytes ? out.nbytes : 1);
-    lat = malloc((size_t)cfg->requests * sizeof *lat);
-    if (!x || !y || !lat) {
-        ms__cli_error("out of memory");
-        goto out;
-    }
-    fill_input(x, in.nbytes / sizeof(float));
-    memset(y, 0, out.nbytes);
-    in.data = x;
-    out.data = y;
+    p->be->signature(p->state, &sin, &sout);
+    p->in.dtype = MS_FLOAT32;
+    p->in.rank = 2;
+    input_shape(cfg, sin.rank, sin.shape, p->in.shape);
+    p->in.nbytes = (size_t)(p->in.shape[0] * p->in.shape[1]) * sizeof(float);
+    if (p->be->output_for(p->state, &p->in, &p->out, err, sizeof err) < 0)
+        return ms__cli_error("%s", err), -1;
+    p->in.data = malloc(p->in.nbytes ? p->in.nbytes : 1);
+    p->out.data = malloc(p->out.nbytes ? p->out.nbytes : 1);
+    if (!p->in.data || !p->out.data)
+        return ms__cli_error("out of memory"), -1;
+    fill_input((float *)p->in.data, p->in.nbytes / sizeof(float));
+    memset(p->out.data, 0, p->out.nbytes);
+    return 0;
+}
+
+static void inproc_close(inproc *p)
+{
+    if (p->state)
+        p->be->unload(p->state);
+    free(p->in.data);
+    free(p->out.data);
+}
+
+/* Warms up, then times cfg->requests runs into lat. Returns 0, or -1 after printing why. */
+static int inproc_time(const bench_cfg *cfg, inproc *p, int64_t *lat, double *wall)
+{
+    char err[MS__ERRLEN];
     for (int64_t i = 0; i < cfg->warmup; i++)
-        be->run(state, &in, &out, err, sizeof err);
+        p->be->run(p->state, &p->in, &p->out, err, sizeof err);
     int64_t t0 = ms__now_ns();
     for (int64_t i = 0; i < cfg->requests; i++) {
         if (cfg->gap_us > 0)
             usleep((useconds_t)cfg->gap_us);
         int64_t a = ms__now_ns();
-        rc = be->run(state, &in, &out, err, sizeof err);
+        int rc = p->be->run(p->state, &p->in, &p->out, err, sizeof err);
         lat[i] = ms__now_ns() - a;
-        if (rc < 0) {
-            ms__cli_error("run failed: %s", err);
-            goto out;
-        }
+        if (rc < 0)
+            return ms__cli_error("run failed: %s", err), -1;
     }
-    double wall = (double)(ms__now_ns() - t0) / 1e9;
-    report(cfg, "in process", 1, lat, (size_t)cfg->requests, wall);
-    ret = MS__EXIT_OK;
-out:
-    if (state)
-        be->unload(state);
+    *wall = (double)(ms__now_ns() - t0) / 1e9;
+    return 0;
+}
+
+static int bench_inproc(const bench_cfg *cfg)
+{
+    char err[MS__ERRLEN];
+    ms__spec spec;
+    if (ms__spec_parse(cfg->spec, &spec, err, sizeof err) < 0)
+        return ms__cli_error("%s", err);
+    int ret = MS__EXIT_ERROR;
+    inproc p = {0};
+    int64_t *lat = malloc((size_t)cfg->requests * sizeof *lat);
+    double wall = 0;
+    if (!lat)
+        ms__cli_error("out of memory");
+    else if (inproc_open(cfg, &spec, &p) == 0 && inproc_time(cfg, &p, lat, &wall) == 0) {
+        report(cfg, "in process", 1, lat, (size_t)cfg->requests, wall);
+        ret = MS__EXIT_OK;
+    }
+    inproc_close(&p);
     ms__spec_free(&spec);
-    free(x);
-    free(y);
     free(lat);
     return ret;
 }
@@ -246,18 +255,102 @@ static void client_main(const bench_cfg *cfg, int index, bench_shared *sh, int r
     _exit(rc == 0 ? 0 : 1);
 }
 
+/* The client processes of one run and the pipes that start them together. */
+typedef struct fleet {
+    bench_shared *sh;
+    int ready[2], go[2];
+    pid_t pids[BENCH_CLIENTS_MAX];
+    int64_t started;
+    int errors;
+} fleet;
+
+static void close_pipe_end(int *fd)
+{
+    if (*fd >= 0)
+        close(*fd);
+    *fd = -1;
+}
+
+/* Forks the clients and waits until each is ready. Returns 0, or -1 after printing why (the
+ * clients started are in f->pids). */
+static int fleet_start(const bench_cfg *cfg, fleet *f)
+{
+    fflush(NULL);
+    for (; f->started < cfg->clients; f->started++) {
+        pid_t p = fork();
+        if (p < 0)
+            return ms__cli_error("fork: %s", strerror(errno)), -1;
+        if (p == 0) {
+            close(f->ready[0]);
+            close(f->go[1]);
+            client_main(cfg, (int)f->started, f->sh, f->ready[1], f->go[0]);
+        }
+        f->pids[f->started] = p;
+    }
+    close_pipe_end(&f->ready[1]);
+    close_pipe_end(&f->go[0]);
+    for (int64_t i = 0; i < cfg->clients; i++) {
+        char b;
+        if (read(f->ready[0], &b, 1) != 1 || b != 'r')
+            f->errors++;
+    }
+    return 0;
+}
+
+/* Waits for every client started; counts those that failed in f->errors. */
+static void fleet_reap(fleet *f)
+{
+    for (int64_t i = 0; i < f->started; i++) {
+        int st;
+        while (waitpid(f->pids[i], &st, 0) < 0 && errno == EINTR)
+            ;
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+            f->errors++;
+    }
+}
+
+/* After the run: reports it, or the first client's failure. Returns the exit status. */
+static int fleet_report(const bench_cfg *cfg, const fleet *f, int64_t t0)
+{
+    if (f->errors > 0) {
+        for (int64_t i = 0; i < cfg->clients; i++)
+            if (f->sh->rc[i] != 0)
+                return ms__cli_error("client %lld failed: %s", (long long)i, f->sh->msg[i]);
+        return ms__cli_error("%d client(s) failed before the start", f->errors);
+    }
+    int64_t last = t0;
+    for (int64_t i = 0; i < cfg->clients; i++)
+        if (f->sh->finish_ns[i] > last)
+            last = f->sh->finish_ns[i];
+    report(cfg, "modelshare", cfg->clients, f->sh->lat_ns,
+           (size_t)cfg->clients * (size_t)cfg->requests, (double)(last - t0) / 1e9);
+    return MS__EXIT_OK;
+}
+
+/* Runs the clients against the loaded model. Returns the exit status. */
+static int fleet_run(const bench_cfg *cfg, fleet *f)
+{
+    int ret = MS__EXIT_ERROR;
+    int64_t t0 = 0;
+    bool started = fleet_start(cfg, f) == 0;
+    if (started) {
+        t0 = ms__now_ns();
+        close_pipe_end(&f->go[1]); /* every client's read returns: go */
+    }
+    fleet_reap(f);
+    if (started)
+        ret = fleet_report(cfg, f, t0);
+    return ret;
+}
+
 static int bench_shared_mode(const bench_cfg *cfg)
 {
     ms_client *c = NULL;
     ms_model *m = NULL;
     int ret = MS__EXIT_ERROR;
-    bench_shared *sh = MAP_FAILED;
     size_t shbytes =
         sizeof(bench_shared) + (size_t)cfg->clients * (size_t)cfg->requests * sizeof(int64_t);
-    int ready[2] = {-1, -1}, go[2] = {-1, -1};
-    pid_t pids[BENCH_CLIENTS_MAX];
-    int64_t started = 0, t0 = 0;
-    int errors = 0;
+    fleet f = {.sh = MAP_FAILED, .ready = {-1, -1}, .go = {-1, -1}};
 
     /* Load the model once, and hold a lease for the whole run. */
     int rc = ms_connect(NULL, &c);
@@ -266,80 +359,54 @@ static int bench_shared_mode(const bench_cfg *cfg)
     rc = ms_acquire(c, cfg->tag, cfg->spec, &m);
     if (rc < 0) {
         ms__cli_error("cannot acquire \"%s\": %s", cfg->tag, ms__cli_errtext(c, rc));
-        goto out;
+    } else {
+        f.sh = mmap(NULL, shbytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (f.sh == MAP_FAILED || pipe2(f.ready, O_CLOEXEC) != 0 || pipe2(f.go, O_CLOEXEC) != 0)
+            ms__cli_error("cannot set up the clients: %s", strerror(errno));
+        else
+            ret = fleet_run(cfg, &f);
     }
-    sh = mmap(NULL, shbytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (sh == MAP_FAILED || pipe2(ready, O_CLOEXEC) != 0 || pipe2(go, O_CLOEXEC) != 0) {
-        ms__cli_error("cannot set up the clients: %s", strerror(errno));
-        goto out;
-    }
-    fflush(NULL);
-    for (; started < cfg->clients; started++) {
-        pid_t p = fork();
-        if (p < 0) {
-            ms__cli_error("fork: %s", strerror(errno));
-            goto reap;
-        }
-        if (p == 0) {
-            close(ready[0]);
-            close(go[1]);
-            client_main(cfg, (int)started, sh, ready[1], go[0]);
-        }
-        pids[started] = p;
-    }
-    close(ready[1]);
-    ready[1] = -1;
-    close(go[0]);
-    go[0] = -1;
-    for (int64_t i = 0; i < cfg->clients; i++) {
-        char b;
-        if (read(ready[0], &b, 1) != 1 || b != 'r')
-            errors++;
-    }
-    t0 = ms__now_ns();
-    close(go[1]); /* every client's read returns: go */
-    go[1] = -1;
-reap:
-    for (int64_t i = 0; i < started; i++) {
-        int st;
-        while (waitpid(pids[i], &st, 0) < 0 && errno == EINTR)
-            ;
-        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-            errors++;
-    }
-    if (started < cfg->clients)
-        goto out;
-    if (errors > 0) {
-        for (int64_t i = 0; i < cfg->clients; i++)
-            if (sh->rc[i] != 0) {
-                ms__cli_error("client %lld failed: %s", (long long)i, sh->msg[i]);
-                goto out;
-            }
-        ms__cli_error("%d client(s) failed before the start", errors);
-        goto out;
-    }
-    int64_t last = t0;
-    for (int64_t i = 0; i < cfg->clients; i++)
-        if (sh->finish_ns[i] > last)
-            last = sh->finish_ns[i];
-    report(cfg, "modelshare", cfg->clients, sh->lat_ns,
-           (size_t)cfg->clients * (size_t)cfg->requests, (double)(last - t0) / 1e9);
-    ret = MS__EXIT_OK;
-out:
     for (int i = 0; i < 2; i++) {
-        if (ready[i] >= 0)
-            close(ready[i]);
-        if (go[i] >= 0)
-            close(go[i]);
+        close_pipe_end(&f.ready[i]);
+        close_pipe_end(&f.go[i]);
     }
-    if (sh != MAP_FAILED)
-        munmap(sh, shbytes);
+    if (f.sh != MAP_FAILED)
+        munmap(f.sh, shbytes);
     ms_release(m);
     ms_disconnect(c);
     return ret;
 }
 
-int ms__cmd_bench(int argc, char **argv)
+/* The number option c sets: its field of cfg, its range and its name; NULL for another option. */
+static int64_t *bench_num_opt(int c, bench_cfg *cfg, int64_t *lo, int64_t *hi, const char **name)
+{
+    *lo = 1;
+    switch (c) {
+    case 'c':
+        *hi = BENCH_CLIENTS_MAX, *name = "--clients";
+        return &cfg->clients;
+    case 'r':
+        *hi = 100000000, *name = "--requests";
+        return &cfg->requests;
+    case 'b':
+        *hi = 1 << 20, *name = "--batch";
+        return &cfg->batch;
+    case 'W':
+        *hi = 1 << 28, *name = "--width";
+        return &cfg->width;
+    case 'k':
+        *lo = 0, *hi = 100000000, *name = "--warmup";
+        return &cfg->warmup;
+    case 'g':
+        *lo = 0, *hi = 10000000, *name = "--gap-us";
+        return &cfg->gap_us;
+    default:
+        return NULL;
+    }
+}
+
+/* Reads the command line into *cfg and *weights. Returns -1 to go on, else the exit status. */
+static int bench_args(int argc, char **argv, bench_cfg *cfg, const char **weights)
 {
     static const struct option opts[] = {
         {"spec", required_argument, NULL, 's'},    {"weights", required_argument, NULL, 'w'},
@@ -348,73 +415,67 @@ int ms__cmd_bench(int argc, char **argv)
         {"warmup", required_argument, NULL, 'k'},  {"inproc", no_argument, NULL, 'i'},
         {"json", no_argument, NULL, 'j'},          {"gap-us", required_argument, NULL, 'g'},
         {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
-    bench_cfg cfg = {.clients = 1, .requests = 10000, .batch = 1, .width = 256, .warmup = -1};
-    const char *weights = NULL;
     int c;
     while ((c = ms__cli_getopt(argc, argv, ":h", opts, ms__usage_bench)) != -1) {
-        int64_t *num = NULL, lo = 1, hi = 0;
+        int64_t lo = 1, hi = 0;
         const char *name = NULL;
+        int64_t *num = bench_num_opt(c, cfg, &lo, &hi, &name);
+        if (num != NULL) {
+            if (!ms__cli_parse_i64(optarg, lo, hi, num))
+                return ms__cli_usage_error(argv[0], ms__usage_bench,
+                                           "%s: expected an integer from %lld to %lld, got \"%s\"",
+                                           name, (long long)lo, (long long)hi, optarg);
+            continue;
+        }
         switch (c) {
         case 'h':
             fputs(ms__usage_bench, stdout);
             return MS__EXIT_OK;
         case 's':
-            cfg.spec = optarg;
+            cfg->spec = optarg;
             break;
         case 'w':
-            weights = optarg;
-            break;
-        case 'c':
-            num = &cfg.clients, hi = BENCH_CLIENTS_MAX, name = "--clients";
-            break;
-        case 'r':
-            num = &cfg.requests, hi = 100000000, name = "--requests";
-            break;
-        case 'b':
-            num = &cfg.batch, hi = 1 << 20, name = "--batch";
-            break;
-        case 'W':
-            num = &cfg.width, hi = 1 << 28, name = "--width";
-            break;
-        case 'k':
-            num = &cfg.warmup, lo = 0, hi = 100000000, name = "--warmup";
-            break;
-        case 'g':
-            num = &cfg.gap_us, lo = 0, hi = 10000000, name = "--gap-us";
+            *weights = optarg;
             break;
         case 'i':
-            cfg.inproc = true;
+            cfg->inproc = true;
             break;
         case 'j':
-            cfg.json = true;
+            cfg->json = true;
             break;
         default:
             return MS__EXIT_USAGE;
         }
-        if (num && !ms__cli_parse_i64(optarg, lo, hi, num))
-            return ms__cli_usage_error(argv[0], ms__usage_bench,
-                                       "%s: expected an integer from %lld to %lld, got \"%s\"",
-                                       name, (long long)lo, (long long)hi, optarg);
     }
     if (optind >= argc)
         return ms__cli_usage_error(argv[0], ms__usage_bench, "missing TAG");
-    cfg.tag = argv[optind++];
+    cfg->tag = argv[optind++];
     if (optind < argc)
         return ms__cli_usage_error(argv[0], ms__usage_bench, "unexpected argument \"%s\"",
                                    argv[optind]);
-    if (!cfg.spec == !weights)
+    if (!cfg->spec == !*weights)
         return ms__cli_usage_error(argv[0], ms__usage_bench, "give either --spec or --weights");
-    if (cfg.warmup < 0)
-        cfg.warmup = cfg.requests / 10 < 1000 ? cfg.requests / 10 : 1000;
-    if ((double)cfg.clients * (double)cfg.requests * 8.0 > (double)(4ull << 30))
+    if (cfg->warmup < 0)
+        cfg->warmup = cfg->requests / 10 < 1000 ? cfg->requests / 10 : 1000;
+    if ((double)cfg->clients * (double)cfg->requests * 8.0 > (double)(4ull << 30))
         return ms__cli_usage_error(argv[0], ms__usage_bench,
                                    "--clients x --requests: at most 500 million timed requests");
+    return -1;
+}
+
+int ms__cmd_bench(int argc, char **argv)
+{
+    bench_cfg cfg = {.clients = 1, .requests = 10000, .batch = 1, .width = 256, .warmup = -1};
+    const char *weights = NULL;
+    int r = bench_args(argc, argv, &cfg, &weights);
+    if (r >= 0)
+        return r;
     char *owned = weights ? ms__cli_weights_spec(weights) : NULL;
     if (weights && !owned)
         return ms__cli_error("out of memory");
     if (owned)
         cfg.spec = owned;
-    int r = cfg.inproc ? bench_inproc(&cfg) : bench_shared_mode(&cfg);
+    r = cfg.inproc ? bench_inproc(&cfg) : bench_shared_mode(&cfg);
     free(owned);
     return r;
 }

@@ -105,6 +105,41 @@ static void describe_exit(int status, char *buf, size_t buflen)
         snprintf(buf, buflen, "status %d", status);
 }
 
+/* Reads child i's message (its fd is readable) into msgs[i]. Returns 0 when it is of kind `kind`,
+ * else -1 with a message in err: the child's own error, or how it ended when it died first. */
+static int take_message(const int *fds, pid_t *pids, int n, int i, int kind, ms__demo_msg *msgs,
+                        const char *who, const char *doing, char *err, size_t errlen)
+{
+    char name[96]; /* "client 2", or just who when there is one */
+    if (n > 1)
+        snprintf(name, sizeof name, "%s %d", who, i + 1);
+    else
+        snprintf(name, sizeof name, "%s", who);
+    ms__demo_msg m;
+    ssize_t got_n;
+    do
+        got_n = read(fds[i], &m, sizeof m);
+    while (got_n < 0 && errno == EINTR);
+    if (got_n == (ssize_t)sizeof m && m.kind == MS__DEMO_ERROR) {
+        ms__fail(err, errlen, -1, "%s (pid %ld): %s", name, (long)pids[i], m.error);
+        return -1;
+    }
+    if (got_n == (ssize_t)sizeof m && m.kind == kind) {
+        msgs[i] = m;
+        return 0;
+    }
+    /* EOF or a short message: the child died before it could say why. */
+    int status = 0;
+    char how[128] = "ended";
+    if (pids[i] > 0 && waitpid(pids[i], &status, 0) == pids[i]) {
+        describe_exit(status, how, sizeof how);
+        pids[i] = -pids[i];
+    }
+    ms__fail(err, errlen, -1, "%s (pid %ld) ended unexpectedly while %s: %s", name,
+             (long)(pids[i] < 0 ? -pids[i] : pids[i]), doing, how);
+    return -1;
+}
+
 /* Waits for one message of kind `kind` from each of n children (fds[i], pids[i]), into msgs[i].
  * Prints a progress line every 10 s. Returns 0, or -1 with a message in err. */
 static int collect(const int *fds, pid_t *pids, int n, int kind, ms__demo_msg *msgs,
@@ -138,36 +173,10 @@ static int collect(const int *fds, pid_t *pids, int n, int kind, ms__demo_msg *m
             if (!pfd[k].revents)
                 continue;
             int i = map[k];
-            char name[96]; /* "client 2", or just who when there is one */
-            if (n > 1)
-                snprintf(name, sizeof name, "%s %d", who, i + 1);
-            else
-                snprintf(name, sizeof name, "%s", who);
-            ms__demo_msg m;
-            ssize_t got_n;
-            do
-                got_n = read(fds[i], &m, sizeof m);
-            while (got_n < 0 && errno == EINTR);
-            if (got_n == (ssize_t)sizeof m && m.kind == MS__DEMO_ERROR) {
-                ms__fail(err, errlen, -1, "%s (pid %ld): %s", name, (long)pids[i], m.error);
+            if (take_message(fds, pids, n, i, kind, msgs, who, doing, err, errlen) < 0)
                 return -1;
-            }
-            if (got_n == (ssize_t)sizeof m && m.kind == kind) {
-                msgs[i] = m;
-                got[i] = true;
-                have++;
-                continue;
-            }
-            /* EOF or a short message: the child died before it could say why. */
-            int status = 0;
-            char how[128] = "ended";
-            if (pids[i] > 0 && waitpid(pids[i], &status, 0) == pids[i]) {
-                describe_exit(status, how, sizeof how);
-                pids[i] = -pids[i];
-            }
-            ms__fail(err, errlen, -1, "%s (pid %ld) ended unexpectedly while %s: %s", name,
-                     (long)(pids[i] < 0 ? -pids[i] : pids[i]), doing, how);
-            return -1;
+            got[i] = true;
+            have++;
         }
     }
     return 0;
@@ -312,24 +321,34 @@ static int prepare_model(demo *d, char *err, size_t errlen)
     return 0;
 }
 
+/* A pipe (p: read and write end) and a child that gets it: *pid is 0 in the child, the child's
+ * pid in the parent. Returns 0, or -1 with a message in err (and no pipe left open). */
+static int pipe_fork(int p[2], pid_t *pid, char *err, size_t errlen)
+{
+    if (pipe2(p, O_CLOEXEC) < 0) {
+        ms__fail(err, errlen, -1, "pipe: %s", strerror(errno));
+        return -1;
+    }
+    fflush(NULL);
+    *pid = fork();
+    if (*pid < 0) {
+        ms__fail(err, errlen, -1, "fork: %s", strerror(errno));
+        close(p[0]);
+        close(p[1]);
+        return -1;
+    }
+    return 0;
+}
+
 /* Step 2: one plain load in a process of its own, measured. */
 static int measure_plain_load(demo *d, char *err, size_t errlen)
 {
     progress("[2/5] loading the model once in a plain process, to measure what one copy costs "
              "...\n");
     int p[2];
-    if (pipe2(p, O_CLOEXEC) < 0) {
-        ms__fail(err, errlen, -1, "pipe: %s", strerror(errno));
+    pid_t pid;
+    if (pipe_fork(p, &pid, err, errlen) < 0)
         return -1;
-    }
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0) {
-        ms__fail(err, errlen, -1, "fork: %s", strerror(errno));
-        close(p[0]);
-        close(p[1]);
-        return -1;
-    }
     if (pid == 0) {
         close(p[0]);
         ms__demo_measure_child(&d->cfg, p[1]);
@@ -354,6 +373,28 @@ static int measure_plain_load(demo *d, char *err, size_t errlen)
     return 0;
 }
 
+/* Forks client i, which reports on a pipe of its own (d->report[i]) and waits on the go pipe
+ * (go). Returns 0, or -1 with a message in err. */
+static int fork_client(demo *d, int i, const int go[2], char *err, size_t errlen)
+{
+    int p[2];
+    pid_t pid;
+    if (pipe_fork(p, &pid, err, errlen) < 0)
+        return -1;
+    if (pid == 0) {
+        /* Only this child's report pipe and the go pipe's read end stay open. */
+        for (int k = 0; k < i; k++)
+            close(d->report[k]);
+        close(p[0]);
+        close(go[1]);
+        ms__demo_client_child(&d->cfg, i, p[1], go[0]);
+    }
+    close(p[1]);
+    d->kids[i] = pid;
+    d->report[i] = p[0];
+    return 0;
+}
+
 /* Step 3: the clients. Forked before this process connects to anything. */
 static int start_clients(demo *d, char *err, size_t errlen)
 {
@@ -374,32 +415,10 @@ static int start_clients(demo *d, char *err, size_t errlen)
     }
     d->go_w = go[1];
     for (int i = 0; i < n; i++) {
-        int p[2];
-        if (pipe2(p, O_CLOEXEC) < 0) {
-            ms__fail(err, errlen, -1, "pipe: %s", strerror(errno));
+        if (fork_client(d, i, go, err, errlen) < 0) {
             close(go[0]);
             return -1;
         }
-        fflush(NULL);
-        pid_t pid = fork();
-        if (pid < 0) {
-            ms__fail(err, errlen, -1, "fork: %s", strerror(errno));
-            close(p[0]);
-            close(p[1]);
-            close(go[0]);
-            return -1;
-        }
-        if (pid == 0) {
-            /* Only this child's report pipe and the go pipe's read end stay open. */
-            for (int k = 0; k < i; k++)
-                close(d->report[k]);
-            close(p[0]);
-            close(go[1]);
-            ms__demo_client_child(&d->cfg, i, p[1], go[0]);
-        }
-        close(p[1]);
-        d->kids[i] = pid;
-        d->report[i] = p[0];
     }
     close(go[0]);
 
@@ -496,7 +515,40 @@ static void cleanup(demo *d)
     d->sockdir[0] = '\0';
 }
 
-static void report(const demo *d, bool *same_out)
+/* The first `shown` of n pids, space-separated, then " ..." when there are more. */
+static void pids_text(const pid_t *pids, int n, int shown, char *buf, size_t buflen)
+{
+    size_t off = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < n && off < buflen; i++) {
+        int w = i < shown ? snprintf(buf + off, buflen - off, "%s%ld", i ? " " : "", (long)pids[i])
+                          : snprintf(buf + off, buflen - off, " ...");
+        if (w < 0 || i >= shown)
+            break;
+        off += (size_t)w;
+    }
+}
+
+/* The shared input's answers: all clients against the plain in-process run. Returns whether they
+ * agree to float32 rounding; *exact: whether they are the same bits. */
+static bool answers_agree(const demo *d, bool *exact)
+{
+    bool close_enough = true;
+    *exact = true;
+    for (int i = 0; i < d->cfg.clients; i++) {
+        const ms__demo_msg *m = &d->msgs[i];
+        if (m->hash != d->measured.hash)
+            *exact = false;
+        double tol = 1e-4 * d->measured.abs_sum + 1e-6;
+        if (!(fabs(m->sum - d->measured.sum) <= tol &&
+              fabs(m->abs_sum - d->measured.abs_sum) <= tol))
+            close_enough = false;
+    }
+    return close_enough;
+}
+
+/* The report's first part: the model, the processes, and the memory they use. */
+static void report_memory(const demo *d)
 {
     int n = d->cfg.clients;
     char arch[MS__CLI_LAYERS_MAX * 12], file[32], worker[32], one[32], without[32], saved[32];
@@ -507,43 +559,12 @@ static void report(const demo *d, bool *same_out)
     uint64_t total = d->measured.pss_bytes * (uint64_t)n;
     ms__cli_fmt_bytes_dec(total, without, sizeof without);
 
-    char pids[160] = "";
-    size_t off = 0;
-    for (int i = 0; i < n && off < sizeof pids; i++) {
-        int w = i < 8 ? snprintf(pids + off, sizeof pids - off, "%s%ld", i ? " " : "",
-                                 (long)d->msgs[i].pid)
-                      : snprintf(pids + off, sizeof pids - off, " ...");
-        if (w < 0)
-            break;
-        off += (size_t)w;
-        if (i >= 8)
-            break;
-    }
-    char wpids[160] = "";
-    off = 0;
-    for (int i = 0; i < d->nworkers && off < sizeof wpids; i++) {
-        int w =
-            snprintf(wpids + off, sizeof wpids - off, "%s%ld", i ? " " : "", (long)d->workers[i]);
-        if (w < 0)
-            break;
-        off += (size_t)w;
-    }
-
-    /* The shared input's answers: all clients against the plain in-process run. */
-    bool exact = true, close_enough = true;
-    for (int i = 0; i < n; i++) {
-        const ms__demo_msg *m = &d->msgs[i];
-        if (m->hash != d->measured.hash)
-            exact = false;
-        double tol = 1e-4 * d->measured.abs_sum + 1e-6;
-        if (!(fabs(m->sum - d->measured.sum) <= tol &&
-              fabs(m->abs_sum - d->measured.abs_sum) <= tol))
-            close_enough = false;
-    }
-    *same_out = close_enough;
-
-    long long reqs = (long long)n * d->cfg.requests;
-    double rps = d->run_s > 0 ? (double)reqs / d->run_s : 0;
+    pid_t kids[MS__DEMO_CLIENTS_MAX];
+    char pids[160], wpids[160];
+    for (int i = 0; i < n; i++)
+        kids[i] = (pid_t)d->msgs[i].pid;
+    pids_text(kids, n, 8, pids, sizeof pids);
+    pids_text(d->workers, d->nworkers, d->nworkers, wpids, sizeof wpids);
 
     printf("\nmodelshare demo — %d process%s share%s one model\n", n, n == 1 ? "" : "es",
            n == 1 ? "s" : "");
@@ -566,6 +587,14 @@ static void report(const demo *d, bool *same_out)
                "copies)\n",
                "memory saved");
     }
+}
+
+/* The report's second part: throughput, batching and whether the answers agree. */
+static void report_requests(const demo *d, bool exact, bool close_enough)
+{
+    int n = d->cfg.clients;
+    long long reqs = (long long)n * d->cfg.requests;
+    double rps = d->run_s > 0 ? (double)reqs / d->run_s : 0;
     printf("  %-21s %lld in %.*f s: %.1f requests/s, %.0f rows/s (batch %d)\n", "requests", reqs,
            d->run_s < 1 ? 3 : 1, d->run_s, rps, rps * d->cfg.batch, d->cfg.batch);
     if (d->batches > 0 && d->batches < d->requests)
@@ -583,11 +612,15 @@ static void report(const demo *d, bool *same_out)
         printf("  %-21s NO: the clients' outputs for the same input differ from a plain "
                "in-process run\n",
                "same answer");
+}
 
+/* The report's end: what happened, in words, and the commands to look further. */
+static void report_epilogue(const demo *d)
+{
     printf("\n%d separate processes asked for the same model by its tag; the daemon loaded it "
            "once, in one\nworker process, and every request went to that worker through shared "
            "memory. Without\nmodelshare each process would hold its own copy.\n",
-           n);
+           d->cfg.clients);
     char self[4096];
     ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
     const char *exe = "modelshare";
@@ -601,7 +634,18 @@ static void report(const demo *d, bool *same_out)
     printf("  %s unload mlp\n", exe);
 }
 
-int ms__cmd_demo(int argc, char **argv)
+static void report(const demo *d, bool *same_out)
+{
+    bool exact;
+    *same_out = answers_agree(d, &exact);
+    report_memory(d);
+    report_requests(d, exact, *same_out);
+    report_epilogue(d);
+}
+
+/* Reads the command line into d->cfg and d->datadir. Returns -1 to go on, else the exit
+ * status. */
+static int demo_args(int argc, char **argv, demo *d)
 {
     static const struct option opts[] = {{"clients", required_argument, NULL, 'c'},
                                          {"requests", required_argument, NULL, 'r'},
@@ -610,19 +654,9 @@ int ms__cmd_demo(int argc, char **argv)
                                          {"dir", required_argument, NULL, 'd'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
-    static demo d; /* large; one per process */
     const char *layers = "4096,12288,12288,4096,1000";
     int64_t v;
     int c;
-    memset(&d, 0, sizeof d);
-    d.cfg.clients = 4;
-    d.cfg.requests = 20;
-    d.cfg.batch = 8;
-    d.datadir = "demo-data";
-    d.go_w = -1;
-    for (int i = 0; i < MS__DEMO_CLIENTS_MAX; i++)
-        d.report[i] = -1;
-
     while ((c = ms__cli_getopt(argc, argv, ":h", opts, ms__usage_demo)) != -1) {
         switch (c) {
         case 'h':
@@ -633,25 +667,25 @@ int ms__cmd_demo(int argc, char **argv)
                 return ms__cli_usage_error(argv[0], ms__usage_demo,
                                            "--clients: expected 1 to %d, got \"%s\"",
                                            MS__DEMO_CLIENTS_MAX, optarg);
-            d.cfg.clients = (int)v;
+            d->cfg.clients = (int)v;
             break;
         case 'r':
             if (!ms__cli_parse_i64(optarg, 1, 1000000, &v))
                 return ms__cli_usage_error(argv[0], ms__usage_demo,
                                            "--requests: expected 1 to 1000000, got \"%s\"", optarg);
-            d.cfg.requests = (int)v;
+            d->cfg.requests = (int)v;
             break;
         case 'b':
             if (!ms__cli_parse_i64(optarg, 1, 65536, &v))
                 return ms__cli_usage_error(argv[0], ms__usage_demo,
                                            "--batch: expected 1 to 65536, got \"%s\"", optarg);
-            d.cfg.batch = (int)v;
+            d->cfg.batch = (int)v;
             break;
         case 'l':
             layers = optarg;
             break;
         case 'd':
-            d.datadir = optarg;
+            d->datadir = optarg;
             break;
         default:
             return MS__EXIT_USAGE;
@@ -661,9 +695,32 @@ int ms__cmd_demo(int argc, char **argv)
         return ms__cli_usage_error(argv[0], ms__usage_demo, "unexpected argument \"%s\"",
                                    argv[optind]);
     char err[MS__ERRLEN] = "";
-    if (!ms__cli_parse_layers(layers, d.cfg.layers, MS__CLI_LAYERS_MAX, &d.cfg.nlayers, err,
+    if (!ms__cli_parse_layers(layers, d->cfg.layers, MS__CLI_LAYERS_MAX, &d->cfg.nlayers, err,
                               sizeof err))
         return ms__cli_usage_error(argv[0], ms__usage_demo, "%s", err);
+    return -1;
+}
+
+/* The defaults, before the command line. */
+static void demo_init(demo *d)
+{
+    memset(d, 0, sizeof *d);
+    d->cfg.clients = 4;
+    d->cfg.requests = 20;
+    d->cfg.batch = 8;
+    d->datadir = "demo-data";
+    d->go_w = -1;
+    for (int i = 0; i < MS__DEMO_CLIENTS_MAX; i++)
+        d->report[i] = -1;
+}
+
+int ms__cmd_demo(int argc, char **argv)
+{
+    static demo d; /* large; one per process */
+    demo_init(&d);
+    int ret = demo_args(argc, argv, &d);
+    if (ret >= 0)
+        return ret;
 
     struct sigaction sa = {.sa_handler = on_signal}; /* no SA_RESTART: waits see EINTR */
     sigaction(SIGINT, &sa, NULL);
@@ -674,7 +731,7 @@ int ms__cmd_demo(int argc, char **argv)
     progress("modelshare demo: %d client processes will share one model through a private "
              "daemon\n",
              d.cfg.clients);
-    int ret = MS__EXIT_ERROR;
+    char err[MS__ERRLEN] = "";
     if (prepare_model(&d, err, sizeof err) < 0 || measure_plain_load(&d, err, sizeof err) < 0 ||
         start_clients(&d, err, sizeof err) < 0 || run_clients(&d, err, sizeof err) < 0) {
         progress("      stopping everything the demo started ...\n");
@@ -689,6 +746,5 @@ int ms__cmd_demo(int argc, char **argv)
     report(&d, &same);
     if (!same)
         return ms__cli_error("demo failed: the clients did not get the same answer");
-    ret = MS__EXIT_OK;
-    return ret;
+    return MS__EXIT_OK;
 }

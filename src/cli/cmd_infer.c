@@ -171,13 +171,17 @@ static void print_array(const void *data, int dtype, int rank, const int64_t *sh
 
 /* ---- the verb ---------------------------------------------------------------------------- */
 
-int ms__cmd_infer(int argc, char **argv)
+typedef struct infer_args {
+    const char *tag, *spec, *weights, *input, *output;
+} infer_args;
+
+/* Reads the command line into *a. Returns -1 to go on, else the exit status. */
+static int infer_args_parse(int argc, char **argv, infer_args *a)
 {
     static const struct option opts[] = {
         {"spec", required_argument, NULL, 's'},  {"weights", required_argument, NULL, 'w'},
         {"input", required_argument, NULL, 'i'}, {"output", required_argument, NULL, 'o'},
         {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0}};
-    const char *spec = NULL, *weights = NULL, *input = NULL, *output = NULL;
     int c;
     while ((c = ms__cli_getopt(argc, argv, ":hi:o:", opts, ms__usage_infer)) != -1) {
         switch (c) {
@@ -185,16 +189,16 @@ int ms__cmd_infer(int argc, char **argv)
             fputs(ms__usage_infer, stdout);
             return MS__EXIT_OK;
         case 's':
-            spec = optarg;
+            a->spec = optarg;
             break;
         case 'w':
-            weights = optarg;
+            a->weights = optarg;
             break;
         case 'i':
-            input = optarg;
+            a->input = optarg;
             break;
         case 'o':
-            output = optarg;
+            a->output = optarg;
             break;
         default:
             return MS__EXIT_USAGE;
@@ -202,90 +206,119 @@ int ms__cmd_infer(int argc, char **argv)
     }
     if (optind >= argc)
         return ms__cli_usage_error(argv[0], ms__usage_infer, "missing TAG");
-    const char *tag = argv[optind++];
+    a->tag = argv[optind++];
     if (optind < argc)
         return ms__cli_usage_error(argv[0], ms__usage_infer, "unexpected argument \"%s\"",
                                    argv[optind]);
-    if (!input)
+    if (!a->input)
         return ms__cli_usage_error(argv[0], ms__usage_infer, "missing --input X.npy");
-    if (spec && weights)
+    if (a->spec && a->weights)
         return ms__cli_usage_error(argv[0], ms__usage_infer,
                                    "give either --spec or --weights, not both");
+    return -1;
+}
 
-    int ret = MS__EXIT_ERROR;
+/* Connects and acquires a->tag (*client and *model owned by the caller, also on failure).
+ * Returns 0, or -1 after printing why. */
+static int infer_acquire(const infer_args *a, const char *spec_json, ms_client **client,
+                         ms_model **model)
+{
+    bool attach = !a->spec && !a->weights;
+    /* Without a spec we only attach to a loaded model: no daemon means no such model. */
+    if (attach)
+        setenv("MODELSHARE_NO_AUTOSTART", "1", 1);
+    int rc = ms_connect(NULL, client);
+    if (rc == MS_E_NO_DAEMON && attach) {
+        ms__cli_error("no model \"%s\": no daemon is running (load it first, or give --spec or "
+                      "--weights)",
+                      a->tag);
+        return -1;
+    }
+    if (rc < 0) {
+        ms__cli_error("cannot connect to the daemon: %s", ms__cli_errtext(NULL, rc));
+        return -1;
+    }
+    rc = ms_acquire(*client, a->tag, a->spec ? a->spec : spec_json, model);
+    if (rc == MS_E_UNKNOWN_TAG && attach)
+        ms__cli_error("no model \"%s\" is loaded (load it first, or give --spec or "
+                      "--weights)",
+                      a->tag);
+    else if (rc < 0)
+        ms__cli_error("cannot acquire \"%s\": %s", a->tag, ms__cli_errtext(*client, rc));
+    return rc < 0 ? -1 : 0;
+}
+
+/* Writes y to a->output, or prints it. Returns 0, or -1 after printing why. */
+static int infer_show(const infer_args *a, const ms_tensor *y)
+{
+    char err[MS__ERRLEN] = "";
+    if (!a->output) {
+        print_array(ms_tensor_data(y), ms_tensor_dtype(y), ms_tensor_rank(y), ms_tensor_shape(y));
+        return 0;
+    }
+    int rc = ms__npy_write(a->output, ms_tensor_dtype(y), ms_tensor_rank(y), ms_tensor_shape(y),
+                           ms_tensor_data(y), err, sizeof err);
+    if (rc < 0) {
+        ms__cli_error("cannot write %s: %s", a->output, err[0] ? err : ms_strerror(rc));
+        return -1;
+    }
+    char shp[256];
+    ms__shape_str(ms_tensor_rank(y), ms_tensor_shape(y), shp, sizeof shp);
+    printf("wrote %s: %s %s\n", a->output, ms_dtype_name(ms_tensor_dtype(y)), shp);
+    return 0;
+}
+
+/* Runs the model once on the input array and shows the output. Returns 0, or -1 after printing
+ * why. */
+static int infer_run(const infer_args *a, ms_client *client, ms_model *model,
+                     const ms__npy_header *hdr, const void *xdata)
+{
+    ms_tensor *x = NULL, *y = NULL;
+    int rc = ms_tensor_from(model, hdr->dtype, hdr->rank, hdr->shape, xdata, hdr->nbytes, &x);
+    if (rc < 0) {
+        ms__cli_error("cannot place %s in shared memory: %s", a->input,
+                      ms__cli_errtext(client, rc));
+        return -1;
+    }
+    rc = ms_infer(model, x, &y);
+    if (rc < 0)
+        ms__cli_error("inference on %s failed: %s%s", a->input, ms__cli_errtext(client, rc),
+                      rc == MS_E_DTYPE ? " (numpy: save the array with x.astype(np.float32))" : "");
+    else
+        rc = infer_show(a, y);
+    ms_tensor_free(y);
+    ms_tensor_free(x);
+    return rc < 0 ? -1 : 0;
+}
+
+int ms__cmd_infer(int argc, char **argv)
+{
+    infer_args a = {0};
+    int ret = infer_args_parse(argc, argv, &a);
+    if (ret >= 0)
+        return ret;
+
+    ret = MS__EXIT_ERROR;
     char err[MS__ERRLEN] = "";
     ms__npy_header hdr;
     void *xdata = NULL;
     char *spec_json = NULL;
     ms_client *client = NULL;
     ms_model *model = NULL;
-    ms_tensor *x = NULL, *y = NULL;
 
-    int rc = ms__npy_read(input, &hdr, &xdata, err, sizeof err);
+    int rc = ms__npy_read(a.input, &hdr, &xdata, err, sizeof err);
     if (rc < 0) {
-        ms__cli_error("cannot read %s: %s", input, err[0] ? err : ms_strerror(rc));
+        ms__cli_error("cannot read %s: %s", a.input, err[0] ? err : ms_strerror(rc));
         goto out;
     }
-    if (weights) {
-        spec_json = ms__cli_weights_spec(weights);
-        if (!spec_json) {
-            ms__cli_error("out of memory");
-            goto out;
-        }
-    }
-
-    /* Without a spec we only attach to a loaded model: no daemon means no such model. */
-    if (!spec && !weights)
-        setenv("MODELSHARE_NO_AUTOSTART", "1", 1);
-    rc = ms_connect(NULL, &client);
-    if (rc == MS_E_NO_DAEMON && !spec && !weights) {
-        ms__cli_error("no model \"%s\": no daemon is running (load it first, or give --spec or "
-                      "--weights)",
-                      tag);
+    if (a.weights && !(spec_json = ms__cli_weights_spec(a.weights))) {
+        ms__cli_error("out of memory");
         goto out;
     }
-    if (rc < 0) {
-        ms__cli_error("cannot connect to the daemon: %s", ms__cli_errtext(NULL, rc));
-        goto out;
-    }
-    rc = ms_acquire(client, tag, spec ? spec : spec_json, &model);
-    if (rc < 0) {
-        if (rc == MS_E_UNKNOWN_TAG && !spec && !weights)
-            ms__cli_error("no model \"%s\" is loaded (load it first, or give --spec or "
-                          "--weights)",
-                          tag);
-        else
-            ms__cli_error("cannot acquire \"%s\": %s", tag, ms__cli_errtext(client, rc));
-        goto out;
-    }
-    rc = ms_tensor_from(model, hdr.dtype, hdr.rank, hdr.shape, xdata, hdr.nbytes, &x);
-    if (rc < 0) {
-        ms__cli_error("cannot place %s in shared memory: %s", input, ms__cli_errtext(client, rc));
-        goto out;
-    }
-    rc = ms_infer(model, x, &y);
-    if (rc < 0) {
-        ms__cli_error("inference on %s failed: %s%s", input, ms__cli_errtext(client, rc),
-                      rc == MS_E_DTYPE ? " (numpy: save the array with x.astype(np.float32))" : "");
-        goto out;
-    }
-    if (output) {
-        rc = ms__npy_write(output, ms_tensor_dtype(y), ms_tensor_rank(y), ms_tensor_shape(y),
-                           ms_tensor_data(y), err, sizeof err);
-        if (rc < 0) {
-            ms__cli_error("cannot write %s: %s", output, err[0] ? err : ms_strerror(rc));
-            goto out;
-        }
-        char shp[256];
-        ms__shape_str(ms_tensor_rank(y), ms_tensor_shape(y), shp, sizeof shp);
-        printf("wrote %s: %s %s\n", output, ms_dtype_name(ms_tensor_dtype(y)), shp);
-    } else {
-        print_array(ms_tensor_data(y), ms_tensor_dtype(y), ms_tensor_rank(y), ms_tensor_shape(y));
-    }
-    ret = MS__EXIT_OK;
+    if (infer_acquire(&a, spec_json, &client, &model) == 0 &&
+        infer_run(&a, client, model, &hdr, xdata) == 0)
+        ret = MS__EXIT_OK;
 out:
-    ms_tensor_free(y);
-    ms_tensor_free(x);
     /* A release the daemon did not hear is done by the daemon itself when we disconnect. */
     ms_release(model);
     ms_disconnect(client);

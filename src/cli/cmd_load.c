@@ -33,71 +33,86 @@ const char ms__usage_unload[] = "usage: modelshare unload TAG [--force]\n"
                                 "next calls fail)\n"
                                 "  -h, --help  this help\n";
 
-/* Spec text from the options: --spec as given, else an object built from the separate flags.
- * Returns NULL after printing a usage error (*rc set). Caller frees. */
-static char *build_spec(const char *verb, const char *spec, const char *backend,
-                        const char *weights, const char *device, const char *keep_alive,
-                        const char *output, int *rc)
-{
-    if (spec) {
-        if (backend || weights || device || keep_alive || output) {
-            *rc = ms__cli_usage_error(verb, ms__usage_load,
-                                      "--spec cannot be combined with --backend, --weights, "
-                                      "--device, --keep-alive or --output");
-            return NULL;
-        }
-        char *copy = strdup(spec);
-        if (!copy)
-            *rc = ms__cli_error("out of memory");
-        return copy;
-    }
-    if (!backend && !weights) {
-        *rc = ms__cli_usage_error(verb, ms__usage_load,
-                                  "missing --spec JSON or --backend dense --weights FILE");
-        return NULL;
-    }
-    if (!weights && (!backend || !strcmp(backend, "dense"))) {
-        *rc = ms__cli_usage_error(verb, ms__usage_load, "the dense backend needs --weights FILE");
-        return NULL;
-    }
-    double ka = 0;
-    if (keep_alive && !ms__cli_parse_double(keep_alive, 0, 1e9, &ka)) {
-        *rc = ms__cli_usage_error(verb, ms__usage_load,
-                                  "--keep-alive: expected seconds (a number >= 0), got \"%s\"",
-                                  keep_alive);
-        return NULL;
-    }
-    if (output && strcmp(output, "linear") && strcmp(output, "softmax")) {
-        *rc = ms__cli_usage_error(verb, ms__usage_load,
-                                  "--output: expected linear or softmax, got \"%s\"", output);
-        return NULL;
-    }
+/* What `load` was given. */
+typedef struct load_opts {
+    const char *tag, *spec, *backend, *weights, *device, *keep_alive, *output;
+} load_opts;
 
+/* Checks the separate flags (no --spec); *ka is --keep-alive. Returns 0, or the exit status
+ * after printing a usage error. */
+static int check_flags(const char *verb, const load_opts *o, double *ka)
+{
+    if (!o->backend && !o->weights)
+        return ms__cli_usage_error(verb, ms__usage_load,
+                                   "missing --spec JSON or --backend dense --weights FILE");
+    if (!o->weights && (!o->backend || !strcmp(o->backend, "dense")))
+        return ms__cli_usage_error(verb, ms__usage_load, "the dense backend needs --weights FILE");
+    if (o->keep_alive && !ms__cli_parse_double(o->keep_alive, 0, 1e9, ka))
+        return ms__cli_usage_error(verb, ms__usage_load,
+                                   "--keep-alive: expected seconds (a number >= 0), got \"%s\"",
+                                   o->keep_alive);
+    if (o->output && strcmp(o->output, "linear") && strcmp(o->output, "softmax"))
+        return ms__cli_usage_error(verb, ms__usage_load,
+                                   "--output: expected linear or softmax, got \"%s\"", o->output);
+    return 0;
+}
+
+/* The spec object of checked separate flags, as text (caller frees); NULL when out of memory. */
+static char *spec_from_flags(const load_opts *o, double ka)
+{
     json_t *obj = json_object();
-    json_object_set_new(obj, "backend", json_string(backend ? backend : "dense"));
-    if (weights) {
+    json_object_set_new(obj, "backend", json_string(o->backend ? o->backend : "dense"));
+    if (o->weights) {
         /* Resolved here so that the daemon and anyone reading `status` see a full path. */
         char abs[PATH_MAX];
-        json_object_set_new(obj, "weights", json_string(realpath(weights, abs) ? abs : weights));
+        json_object_set_new(obj, "weights",
+                            json_string(realpath(o->weights, abs) ? abs : o->weights));
     }
-    if (device)
-        json_object_set_new(obj, "device", json_string(device));
-    if (keep_alive) {
+    if (o->device)
+        json_object_set_new(obj, "device", json_string(o->device));
+    if (o->keep_alive) {
         if (ka == (double)(long long)ka)
             json_object_set_new(obj, "keep_alive", json_integer((json_int_t)ka));
         else
             json_object_set_new(obj, "keep_alive", json_real(ka));
     }
-    if (output)
-        json_object_set_new(obj, "output", json_string(output));
+    if (o->output)
+        json_object_set_new(obj, "output", json_string(o->output));
     char *text = json_dumps(obj, JSON_COMPACT);
     json_decref(obj);
+    return text;
+}
+
+/* Spec text from the options: --spec as given, else an object built from the separate flags.
+ * Returns NULL after printing a usage error (*rc set). Caller frees. */
+static char *build_spec(const char *verb, const load_opts *o, int *rc)
+{
+    if (o->spec) {
+        if (o->backend || o->weights || o->device || o->keep_alive || o->output) {
+            *rc = ms__cli_usage_error(verb, ms__usage_load,
+                                      "--spec cannot be combined with --backend, --weights, "
+                                      "--device, --keep-alive or --output");
+            return NULL;
+        }
+        char *copy = strdup(o->spec);
+        if (!copy)
+            *rc = ms__cli_error("out of memory");
+        return copy;
+    }
+    double ka = 0;
+    int r = check_flags(verb, o, &ka);
+    if (r != 0) {
+        *rc = r;
+        return NULL;
+    }
+    char *text = spec_from_flags(o, ka);
     if (!text)
         *rc = ms__cli_error("out of memory");
     return text;
 }
 
-int ms__cmd_load(int argc, char **argv)
+/* Reads the command line into *o. Returns -1 to go on, else the exit status. */
+static int load_args(int argc, char **argv, load_opts *o)
 {
     static const struct option opts[] = {{"spec", required_argument, NULL, 's'},
                                          {"backend", required_argument, NULL, 'b'},
@@ -107,49 +122,47 @@ int ms__cmd_load(int argc, char **argv)
                                          {"output", required_argument, NULL, 'o'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
-    const char *spec = NULL, *backend = NULL, *weights = NULL, *device = NULL, *keep_alive = NULL,
-               *output = NULL;
     int c;
     while ((c = ms__cli_getopt(argc, argv, ":h", opts, ms__usage_load)) != -1) {
-        switch (c) {
-        case 'h':
+        const char **slot = c == 's'   ? &o->spec
+                            : c == 'b' ? &o->backend
+                            : c == 'w' ? &o->weights
+                            : c == 'd' ? &o->device
+                            : c == 'k' ? &o->keep_alive
+                            : c == 'o' ? &o->output
+                                       : NULL;
+        if (slot != NULL) {
+            *slot = optarg;
+            continue;
+        }
+        if (c == 'h') {
             fputs(ms__usage_load, stdout);
             return MS__EXIT_OK;
-        case 's':
-            spec = optarg;
-            break;
-        case 'b':
-            backend = optarg;
-            break;
-        case 'w':
-            weights = optarg;
-            break;
-        case 'd':
-            device = optarg;
-            break;
-        case 'k':
-            keep_alive = optarg;
-            break;
-        case 'o':
-            output = optarg;
-            break;
-        default:
-            return MS__EXIT_USAGE;
         }
+        return MS__EXIT_USAGE;
     }
     if (optind >= argc)
         return ms__cli_usage_error(argv[0], ms__usage_load, "missing TAG");
-    const char *tag = argv[optind++];
+    o->tag = argv[optind++];
     if (optind < argc)
         return ms__cli_usage_error(argv[0], ms__usage_load, "unexpected argument \"%s\"",
                                    argv[optind]);
-    if (!ms__tag_valid(tag))
+    if (!ms__tag_valid(o->tag))
         return ms__cli_usage_error(argv[0], ms__usage_load,
                                    "invalid tag \"%s\": expected 1 to %d characters of "
                                    "[A-Za-z0-9._:/@+-]",
-                                   tag, MS__TAG_MAX);
-    int ret = MS__EXIT_OK;
-    char *spec_json = build_spec(argv[0], spec, backend, weights, device, keep_alive, output, &ret);
+                                   o->tag, MS__TAG_MAX);
+    return -1;
+}
+
+int ms__cmd_load(int argc, char **argv)
+{
+    load_opts o = {0};
+    int ret = load_args(argc, argv, &o);
+    if (ret >= 0)
+        return ret;
+    ret = MS__EXIT_OK;
+    char *spec_json = build_spec(argv[0], &o, &ret);
     if (!spec_json)
         return ret;
 
@@ -159,11 +172,11 @@ int ms__cmd_load(int argc, char **argv)
         free(spec_json);
         return ms__cli_error("cannot connect to the daemon: %s", ms__cli_errtext(NULL, rc));
     }
-    rc = ms_load(client, tag, spec_json);
+    rc = ms_load(client, o.tag, spec_json);
     if (rc < 0)
-        ret = ms__cli_error("cannot load \"%s\": %s", tag, ms__cli_errtext(client, rc));
+        ret = ms__cli_error("cannot load \"%s\": %s", o.tag, ms__cli_errtext(client, rc));
     else
-        printf("loaded %s\n", tag);
+        printf("loaded %s\n", o.tag);
     ms_disconnect(client);
     free(spec_json);
     return ret;

@@ -48,6 +48,57 @@ static void layer_name(int layer, const char *what, char *buf, size_t buflen)
     snprintf(buf, buflen, "%d.%s", 2 * layer, what);
 }
 
+/* Fills layer l's weight and bias (data[2l], data[2l+1]) and their tensor records t[2l],
+ * t[2l+1], drawing the values from *rng. */
+static int dense_layer(ms__cli_rng *rng, const int64_t *sizes, int l, ms__st_out_tensor *t,
+                       char (*names)[32], float **data, char *err, size_t errlen)
+{
+    int64_t in = sizes[l], outn = sizes[l + 1];
+    float bound = (float)(1.0 / sqrt((double)in));
+    ms__st_out_tensor *w = &t[2 * l], *b = &t[2 * l + 1];
+    size_t wn = (size_t)in * (size_t)outn;
+
+    data[2 * l] = malloc(wn * sizeof(float));
+    data[2 * l + 1] = malloc((size_t)outn * sizeof(float));
+    if (!data[2 * l] || !data[2 * l + 1])
+        return ms__fail(err, errlen, MS_E_NOMEM, "out of memory for %zu weights of layer %d", wn,
+                        l);
+    ms__cli_rng_fill_uniform(rng, data[2 * l], wn, -bound, bound);
+    ms__cli_rng_fill_uniform(rng, data[2 * l + 1], (size_t)outn, -bound, bound);
+
+    layer_name(l, "weight", names[2 * l], sizeof names[0]);
+    layer_name(l, "bias", names[2 * l + 1], sizeof names[0]);
+    w->name = names[2 * l];
+    w->rank = 2;
+    w->shape[0] = outn;
+    w->shape[1] = in;
+    w->data = data[2 * l];
+    b->name = names[2 * l + 1];
+    b->rank = 1;
+    b->shape[0] = outn;
+    b->data = data[2 * l + 1];
+    return 0;
+}
+
+/* Writes the ntensors of t to a temporary file beside path, renamed to path at the end: never a
+ * half-written model. */
+static int write_renamed(const char *path, const ms__st_out_tensor *t, size_t ntensors, char *err,
+                         size_t errlen)
+{
+    char *tmp;
+    if (asprintf(&tmp, "%s.tmp.%ld", path, (long)getpid()) < 0)
+        return MS_E_NOMEM;
+    int rc = ms__st_write_f32(tmp, t, ntensors, err, errlen);
+    if (rc >= 0 && rename(tmp, path) < 0)
+        rc = ms__fail(err, errlen, MS_E_IO, "cannot rename %s to %s: %m", tmp, path);
+    if (rc < 0)
+        unlink(tmp);
+    else
+        rc = 0;
+    free(tmp);
+    return rc;
+}
+
 int ms__cli_dense_write(const char *path, const int64_t *sizes, int n, uint64_t seed, char *err,
                         size_t errlen)
 {
@@ -56,57 +107,15 @@ int ms__cli_dense_write(const char *path, const int64_t *sizes, int n, uint64_t 
     ms__st_out_tensor *t = calloc((size_t)nlayers * 2, sizeof *t);
     char(*names)[32] = calloc((size_t)nlayers * 2, sizeof *names);
     float **data = calloc((size_t)nlayers * 2, sizeof *data);
-    char *tmp = NULL;
     if (!t || !names || !data)
         goto out;
 
     ms__cli_rng rng;
     ms__cli_rng_seed(&rng, seed);
-    for (int l = 0; l < nlayers; l++) {
-        int64_t in = sizes[l], outn = sizes[l + 1];
-        float bound = (float)(1.0 / sqrt((double)in));
-        ms__st_out_tensor *w = &t[2 * l], *b = &t[2 * l + 1];
-        size_t wn = (size_t)in * (size_t)outn;
-
-        data[2 * l] = malloc(wn * sizeof(float));
-        data[2 * l + 1] = malloc((size_t)outn * sizeof(float));
-        if (!data[2 * l] || !data[2 * l + 1]) {
-            rc = ms__fail(err, errlen, MS_E_NOMEM, "out of memory for %zu weights of layer %d", wn,
-                          l);
+    for (int l = 0; l < nlayers; l++)
+        if ((rc = dense_layer(&rng, sizes, l, t, names, data, err, errlen)) < 0)
             goto out;
-        }
-        ms__cli_rng_fill_uniform(&rng, data[2 * l], wn, -bound, bound);
-        ms__cli_rng_fill_uniform(&rng, data[2 * l + 1], (size_t)outn, -bound, bound);
-
-        layer_name(l, "weight", names[2 * l], sizeof names[0]);
-        layer_name(l, "bias", names[2 * l + 1], sizeof names[0]);
-        w->name = names[2 * l];
-        w->rank = 2;
-        w->shape[0] = outn;
-        w->shape[1] = in;
-        w->data = data[2 * l];
-        b->name = names[2 * l + 1];
-        b->rank = 1;
-        b->shape[0] = outn;
-        b->data = data[2 * l + 1];
-    }
-
-    /* Temporary file beside the target, renamed at the end: never a half-written model. */
-    if (asprintf(&tmp, "%s.tmp.%ld", path, (long)getpid()) < 0) {
-        tmp = NULL;
-        goto out;
-    }
-    rc = ms__st_write_f32(tmp, t, (size_t)nlayers * 2, err, errlen);
-    if (rc < 0) {
-        unlink(tmp);
-        goto out;
-    }
-    if (rename(tmp, path) < 0) {
-        rc = ms__fail(err, errlen, MS_E_IO, "cannot rename %s to %s: %m", tmp, path);
-        unlink(tmp);
-        goto out;
-    }
-    rc = 0;
+    rc = write_renamed(path, t, (size_t)nlayers * 2, err, errlen);
 out:
     if (rc == MS_E_NOMEM && err && errlen && !err[0])
         snprintf(err, errlen, "out of memory");
@@ -116,7 +125,6 @@ out:
     free(data);
     free(names);
     free(t);
-    free(tmp);
     return rc;
 }
 
@@ -173,14 +181,15 @@ static void layers_str(const int64_t *sizes, int n, const char *sep, char *buf, 
     }
 }
 
-int ms__cmd_make_dense(int argc, char **argv)
+/* Reads the command line into *out, *layers and *seed. Returns -1 to go on, else the exit
+ * status. */
+static int make_dense_args(int argc, char **argv, const char **out, const char **layers,
+                           int64_t *seed)
 {
     static const struct option opts[] = {{"layers", required_argument, NULL, 'l'},
                                          {"seed", required_argument, NULL, 's'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
-    const char *layers = NULL, *out = NULL;
-    int64_t seed = 0;
     int c;
     while ((c = ms__cli_getopt(argc, argv, ":h", opts, ms__usage_make_dense)) != -1) {
         switch (c) {
@@ -188,10 +197,10 @@ int ms__cmd_make_dense(int argc, char **argv)
             fputs(ms__usage_make_dense, stdout);
             return MS__EXIT_OK;
         case 'l':
-            layers = optarg;
+            *layers = optarg;
             break;
         case 's':
-            if (!ms__cli_parse_i64(optarg, 0, INT64_MAX, &seed))
+            if (!ms__cli_parse_i64(optarg, 0, INT64_MAX, seed))
                 return ms__cli_usage_error(argv[0], ms__usage_make_dense,
                                            "--seed: expected a non-negative integer, got \"%s\"",
                                            optarg);
@@ -201,14 +210,24 @@ int ms__cmd_make_dense(int argc, char **argv)
         }
     }
     if (optind < argc)
-        out = argv[optind++];
-    if (!out)
+        *out = argv[optind++];
+    if (!*out)
         return ms__cli_usage_error(argv[0], ms__usage_make_dense, "missing OUT.safetensors");
     if (optind < argc)
         return ms__cli_usage_error(argv[0], ms__usage_make_dense, "unexpected argument \"%s\"",
                                    argv[optind]);
-    if (!layers)
+    if (!*layers)
         return ms__cli_usage_error(argv[0], ms__usage_make_dense, "missing --layers");
+    return -1;
+}
+
+int ms__cmd_make_dense(int argc, char **argv)
+{
+    const char *layers = NULL, *out = NULL;
+    int64_t seed = 0;
+    int ret = make_dense_args(argc, argv, &out, &layers, &seed);
+    if (ret >= 0)
+        return ret;
 
     int64_t sizes[MS__CLI_LAYERS_MAX];
     int n;

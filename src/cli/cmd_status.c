@@ -43,12 +43,37 @@ static void print_row(char cells[][64], const int *width, FILE *f)
     fputc('\n', f);
 }
 
-static void print_table(const json_t *status)
+/* The cells of one model's row. */
+static void model_row(const json_t *m, char row[][64])
+{
+    snprintf(row[0], 64, "%s", jstr(m, "tag", "?"));
+    snprintf(row[1], 64, "%s", jstr(m, "backend", "?"));
+    snprintf(row[2], 64, "%s", jstr(m, "state", "?"));
+    snprintf(row[3], 64, "%s", jstr(m, "device", "?"));
+    ms__cli_fmt_bytes_bin((uint64_t)jint(m, "memory_bytes"), row[4], 64);
+    snprintf(row[5], 64, "%lld", jint(m, "leases"));
+    const json_t *pids = json_object_get(m, "worker_pids");
+    size_t off = 0;
+    row[6][0] = '\0';
+    for (size_t k = 0; json_is_array(pids) && k < json_array_size(pids); k++) {
+        int w = snprintf(row[6] + off, 64 - off, "%s%lld", k ? "," : "",
+                         (long long)json_integer_value(json_array_get(pids, k)));
+        if (w < 0 || (size_t)w >= 64 - off)
+            break;
+        off += (size_t)w;
+    }
+    if (!row[6][0])
+        snprintf(row[6], 64, "-");
+    snprintf(row[7], 64, "%lld", jint(m, "loads"));
+    snprintf(row[8], 64, "%lld", jint(m, "requests"));
+    snprintf(row[9], 64, "%lld", jint(m, "batches"));
+}
+
+/* The table of models: a head row, one row per model, then why each failed model failed. */
+static void print_models(const json_t *models, size_t nmodels)
 {
     static const char *const heads[NCOLS] = {"TAG",    "BACKEND", "STATE", "DEVICE",   "MEMORY",
                                              "LEASES", "WORKERS", "LOADS", "REQUESTS", "BATCHES"};
-    const json_t *models = json_object_get(status, "models");
-    size_t nmodels = json_is_array(models) ? json_array_size(models) : 0;
     char(*cells)[NCOLS][64] = calloc(nmodels + 1, sizeof *cells);
     int width[NCOLS] = {0};
     if (!cells) {
@@ -57,38 +82,51 @@ static void print_table(const json_t *status)
     }
     for (int c = 0; c < NCOLS; c++)
         snprintf(cells[0][c], 64, "%s", heads[c]);
-    for (size_t i = 0; i < nmodels; i++) {
-        const json_t *m = json_array_get(models, i);
-        char(*row)[64] = cells[i + 1];
-        snprintf(row[0], 64, "%s", jstr(m, "tag", "?"));
-        snprintf(row[1], 64, "%s", jstr(m, "backend", "?"));
-        snprintf(row[2], 64, "%s", jstr(m, "state", "?"));
-        snprintf(row[3], 64, "%s", jstr(m, "device", "?"));
-        ms__cli_fmt_bytes_bin((uint64_t)jint(m, "memory_bytes"), row[4], 64);
-        snprintf(row[5], 64, "%lld", jint(m, "leases"));
-        const json_t *pids = json_object_get(m, "worker_pids");
-        size_t off = 0;
-        row[6][0] = '\0';
-        for (size_t k = 0; json_is_array(pids) && k < json_array_size(pids); k++) {
-            int w = snprintf(row[6] + off, 64 - off, "%s%lld", k ? "," : "",
-                             (long long)json_integer_value(json_array_get(pids, k)));
-            if (w < 0 || (size_t)w >= 64 - off)
-                break;
-            off += (size_t)w;
-        }
-        if (!row[6][0])
-            snprintf(row[6], 64, "-");
-        snprintf(row[7], 64, "%lld", jint(m, "loads"));
-        snprintf(row[8], 64, "%lld", jint(m, "requests"));
-        snprintf(row[9], 64, "%lld", jint(m, "batches"));
-    }
+    for (size_t i = 0; i < nmodels; i++)
+        model_row(json_array_get(models, i), cells[i + 1]);
     for (size_t r = 0; r <= nmodels; r++)
         for (int c = 0; c < NCOLS; c++) {
             int len = (int)strlen(cells[r][c]);
             if (len > width[c])
                 width[c] = len;
         }
+    for (size_t r = 0; r <= nmodels; r++)
+        print_row(cells[r], width, stdout);
+    free(cells);
+    /* A model that failed says why. */
+    for (size_t i = 0; i < nmodels; i++) {
+        const json_t *m = json_array_get(models, i);
+        const char *e = jstr(m, "error", NULL);
+        if (e)
+            printf("  %s: %s\n", jstr(m, "tag", "?"), e);
+    }
+}
 
+/* One line per device budget. */
+static void print_budgets(const json_t *budgets)
+{
+    if (!json_is_object(budgets) || json_object_size(budgets) == 0)
+        return;
+    const char *dev;
+    json_t *b;
+    printf("\n");
+    json_object_foreach((json_t *)budgets, dev, b)
+    {
+        char used[32], budget[32], avail[32];
+        ms__cli_fmt_bytes_bin((uint64_t)jint(b, "used_bytes"), used, sizeof used);
+        ms__cli_fmt_bytes_bin((uint64_t)jint(b, "budget_bytes"), budget, sizeof budget);
+        ms__cli_fmt_bytes_bin((uint64_t)jint(b, "free_bytes"), avail, sizeof avail);
+        if (jint(b, "budget_bytes") > 0)
+            printf("%s: %s used of %s, %s free\n", dev, used, budget, avail);
+        else
+            printf("%s: %s used, budget unknown (device memory not known)\n", dev, used);
+    }
+}
+
+static void print_table(const json_t *status)
+{
+    const json_t *models = json_object_get(status, "models");
+    size_t nmodels = json_is_array(models) ? json_array_size(models) : 0;
     printf("daemon pid %lld on %s, up %.0f s, %lld client%s\n", jint(status, "daemon_pid"),
            jstr(status, "socket", "?"), json_number_value(json_object_get(status, "uptime_s")),
            jint(status, "clients"), jint(status, "clients") == 1 ? "" : "s");
@@ -96,35 +134,9 @@ static void print_table(const json_t *status)
         printf("no models loaded\n");
     } else {
         printf("\n");
-        for (size_t r = 0; r <= nmodels; r++)
-            print_row(cells[r], width, stdout);
-        /* A model that failed says why. */
-        for (size_t i = 0; i < nmodels; i++) {
-            const json_t *m = json_array_get(models, i);
-            const char *e = jstr(m, "error", NULL);
-            if (e)
-                printf("  %s: %s\n", jstr(m, "tag", "?"), e);
-        }
+        print_models(models, nmodels);
     }
-    free(cells);
-
-    const json_t *budgets = json_object_get(status, "budgets");
-    if (json_is_object(budgets) && json_object_size(budgets) > 0) {
-        const char *dev;
-        json_t *b;
-        printf("\n");
-        json_object_foreach((json_t *)budgets, dev, b)
-        {
-            char used[32], budget[32], avail[32];
-            ms__cli_fmt_bytes_bin((uint64_t)jint(b, "used_bytes"), used, sizeof used);
-            ms__cli_fmt_bytes_bin((uint64_t)jint(b, "budget_bytes"), budget, sizeof budget);
-            ms__cli_fmt_bytes_bin((uint64_t)jint(b, "free_bytes"), avail, sizeof avail);
-            if (jint(b, "budget_bytes") > 0)
-                printf("%s: %s used of %s, %s free\n", dev, used, budget, avail);
-            else
-                printf("%s: %s used, budget unknown (device memory not known)\n", dev, used);
-        }
-    }
+    print_budgets(json_object_get(status, "budgets"));
 }
 
 int ms__cmd_status(int argc, char **argv)

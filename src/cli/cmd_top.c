@@ -144,14 +144,13 @@ static void on_sigint(int signo)
     stop = 1;
 }
 
-int ms__cmd_top(int argc, char **argv)
+/* Reads the command line into *interval and *count. Returns -1 to go on, else the exit status. */
+static int top_args(int argc, char **argv, double *interval, int64_t *count)
 {
     static const struct option opts[] = {{"interval", required_argument, NULL, 'i'},
                                          {"count", required_argument, NULL, 'n'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
-    double interval = 1.0;
-    int64_t count = -1;
     int c;
     while ((c = ms__cli_getopt(argc, argv, ":h", opts, ms__usage_top)) != -1) {
         switch (c) {
@@ -159,14 +158,14 @@ int ms__cmd_top(int argc, char **argv)
             fputs(ms__usage_top, stdout);
             return MS__EXIT_OK;
         case 'i':
-            if (!ms__cli_parse_double(optarg, 0.1, 3600.0, &interval))
+            if (!ms__cli_parse_double(optarg, 0.1, 3600.0, interval))
                 return ms__cli_usage_error(argv[0], ms__usage_top,
                                            "--interval: expected seconds from 0.1 to 3600, got "
                                            "\"%s\"",
                                            optarg);
             break;
         case 'n':
-            if (!ms__cli_parse_i64(optarg, 1, 1000000, &count))
+            if (!ms__cli_parse_i64(optarg, 1, 1000000, count))
                 return ms__cli_usage_error(argv[0], ms__usage_top,
                                            "--count: expected an integer from 1 to 1000000, got "
                                            "\"%s\"",
@@ -179,32 +178,30 @@ int ms__cmd_top(int argc, char **argv)
     if (optind < argc)
         return ms__cli_usage_error(argv[0], ms__usage_top, "unexpected argument \"%s\"",
                                    argv[optind]);
-    bool tty = isatty(STDOUT_FILENO);
-    if (count < 0)
-        count = tty ? 1000000 : 1;
-    signal(SIGINT, on_sigint);
+    return -1;
+}
 
-    json_t *status = NULL;
-    int rc = ms__cli_fetch_status(&status);
-    if (rc == MS_E_NO_DAEMON) {
-        printf("no daemon running\n");
-        return MS__EXIT_OK;
-    }
-    if (rc < 0)
-        return MS__EXIT_ERROR;
-    samples prev;
-    take(status, &prev);
-    json_decref(status);
+/* Sleeps interval seconds, or until Ctrl-C. */
+static void top_sleep(double interval)
+{
+    struct timespec ts = {.tv_sec = (time_t)interval,
+                          .tv_nsec = (long)((interval - floor(interval)) * 1e9)};
+    while (nanosleep(&ts, &ts) != 0 && !stop)
+        ;
+}
+
+/* Prints count tables, interval seconds apart, from the first look prev (freed here). Returns
+ * the exit status. */
+static int top_loop(double interval, int64_t count, bool tty, samples prev)
+{
     int64_t t_prev = ms__now_ns();
     int ret = MS__EXIT_OK;
     for (int64_t frame = 0; frame < count && !stop; frame++) {
-        struct timespec ts = {.tv_sec = (time_t)interval,
-                              .tv_nsec = (long)((interval - floor(interval)) * 1e9)};
-        while (nanosleep(&ts, &ts) != 0 && !stop)
-            ;
+        top_sleep(interval);
         if (stop)
             break;
-        rc = ms__cli_fetch_status(&status);
+        json_t *status = NULL;
+        int rc = ms__cli_fetch_status(&status);
         if (rc < 0) {
             if (rc == MS_E_NO_DAEMON)
                 printf("the daemon is gone\n");
@@ -230,4 +227,30 @@ int ms__cmd_top(int argc, char **argv)
     }
     free(prev.v);
     return ret;
+}
+
+int ms__cmd_top(int argc, char **argv)
+{
+    double interval = 1.0;
+    int64_t count = -1;
+    int ret = top_args(argc, argv, &interval, &count);
+    if (ret >= 0)
+        return ret;
+    bool tty = isatty(STDOUT_FILENO);
+    if (count < 0)
+        count = tty ? 1000000 : 1;
+    signal(SIGINT, on_sigint);
+
+    json_t *status = NULL;
+    int rc = ms__cli_fetch_status(&status);
+    if (rc == MS_E_NO_DAEMON) {
+        printf("no daemon running\n");
+        return MS__EXIT_OK;
+    }
+    if (rc < 0)
+        return MS__EXIT_ERROR;
+    samples prev;
+    take(status, &prev);
+    json_decref(status);
+    return top_loop(interval, count, tty, prev);
 }

@@ -137,6 +137,51 @@ static void wait_go(int go_fd)
         _exit(1);
 }
 
+/* The timed part: after the parent's go, cfg->requests requests of random rows, the input written
+ * straight into shared memory (x), once per request; nothing else is copied. */
+static void run_requests(const ms__demo_cfg *cfg, int index, int report_fd, ms__demo_msg *m,
+                         ms_client *client, ms_model *model, ms_tensor *x, int go_fd)
+{
+    size_t in_n = (size_t)cfg->batch * (size_t)cfg->layers[0];
+    size_t out_n = (size_t)cfg->batch * (size_t)cfg->layers[cfg->nlayers - 1];
+    ms_tensor *y = NULL;
+    ms__cli_rng rng;
+    ms__cli_rng_seed(&rng, 1000 + (uint64_t)index);
+
+    wait_go(go_fd);
+    m->t_start = ms__now_s();
+    for (int r = 0; r < cfg->requests; r++) {
+        ms__cli_rng_fill_uniform(&rng, ms_tensor_data(x), in_n, -1.0f, 1.0f);
+        int rc = ms_infer(model, x, &y);
+        if (rc < 0)
+            fail(report_fd, m, rc, "request %d failed: %s", r + 1, ms__cli_errtext(client, rc));
+        if (ms_tensor_dtype(y) != MS_FLOAT32 || ms_tensor_nbytes(y) != out_n * sizeof(float))
+            fail(report_fd, m, MS_E_SHAPE, "request %d: unexpected output (%s, %zu bytes)", r + 1,
+                 ms_dtype_name(ms_tensor_dtype(y)), ms_tensor_nbytes(y));
+        ms_tensor_free(y);
+        y = NULL;
+    }
+    m->t_end = ms__now_s();
+}
+
+/* The same input in every client: the answers must agree. Its checksum goes into *m. */
+static void shared_answer(const ms__demo_cfg *cfg, int report_fd, ms__demo_msg *m,
+                          ms_client *client, ms_model *model, ms_tensor *x)
+{
+    size_t out_n = (size_t)cfg->batch * (size_t)cfg->layers[cfg->nlayers - 1];
+    ms_tensor *y = NULL;
+    fixed_input(cfg, ms_tensor_data(x));
+    int rc = ms_infer(model, x, &y);
+    if (rc < 0)
+        fail(report_fd, m, rc, "the shared input's request failed: %s",
+             ms__cli_errtext(client, rc));
+    if (ms_tensor_nbytes(y) != out_n * sizeof(float))
+        fail(report_fd, m, MS_E_SHAPE, "the shared input's output has %zu bytes, expected %zu",
+             ms_tensor_nbytes(y), out_n * sizeof(float));
+    checksum(ms_tensor_data(y), out_n, m);
+    ms_tensor_free(y);
+}
+
 void ms__demo_client_child(const ms__demo_cfg *cfg, int index, int report_fd, int go_fd)
 {
     ms__demo_msg m = {.index = index, .pid = getpid()};
@@ -156,44 +201,14 @@ void ms__demo_client_child(const ms__demo_cfg *cfg, int index, int report_fd, in
     m.load_s = ms__now_s() - t0;
     send_msg(report_fd, &m);
 
-    /* Input written straight into shared memory, once per request; nothing else is copied. */
     int64_t in_shape[2] = {cfg->batch, cfg->layers[0]};
-    size_t in_n = (size_t)cfg->batch * (size_t)cfg->layers[0];
-    size_t out_n = (size_t)cfg->batch * (size_t)cfg->layers[cfg->nlayers - 1];
-    ms_tensor *x = NULL, *y = NULL;
+    ms_tensor *x = NULL;
     rc = ms_tensor_alloc(model, MS_FLOAT32, 2, in_shape, &x);
     if (rc < 0)
         fail(report_fd, &m, rc, "cannot allocate the input tensor: %s",
              ms__cli_errtext(client, rc));
-    ms__cli_rng rng;
-    ms__cli_rng_seed(&rng, 1000 + (uint64_t)index);
-
-    wait_go(go_fd);
-    m.t_start = ms__now_s();
-    for (int r = 0; r < cfg->requests; r++) {
-        ms__cli_rng_fill_uniform(&rng, ms_tensor_data(x), in_n, -1.0f, 1.0f);
-        rc = ms_infer(model, x, &y);
-        if (rc < 0)
-            fail(report_fd, &m, rc, "request %d failed: %s", r + 1, ms__cli_errtext(client, rc));
-        if (ms_tensor_dtype(y) != MS_FLOAT32 || ms_tensor_nbytes(y) != out_n * sizeof(float))
-            fail(report_fd, &m, MS_E_SHAPE, "request %d: unexpected output (%s, %zu bytes)", r + 1,
-                 ms_dtype_name(ms_tensor_dtype(y)), ms_tensor_nbytes(y));
-        ms_tensor_free(y);
-        y = NULL;
-    }
-    m.t_end = ms__now_s();
-
-    /* The same input in every client: the answers must agree. */
-    fixed_input(cfg, ms_tensor_data(x));
-    rc = ms_infer(model, x, &y);
-    if (rc < 0)
-        fail(report_fd, &m, rc, "the shared input's request failed: %s",
-             ms__cli_errtext(client, rc));
-    if (ms_tensor_nbytes(y) != out_n * sizeof(float))
-        fail(report_fd, &m, MS_E_SHAPE, "the shared input's output has %zu bytes, expected %zu",
-             ms_tensor_nbytes(y), out_n * sizeof(float));
-    checksum(ms_tensor_data(y), out_n, &m);
-    ms_tensor_free(y);
+    run_requests(cfg, index, report_fd, &m, client, model, x, go_fd);
+    shared_answer(cfg, report_fd, &m, client, model, x);
     ms_tensor_free(x);
     m.kind = MS__DEMO_DONE;
     send_msg(report_fd, &m);

@@ -1,7 +1,6 @@
 /* A client's arena: a sealed memfd shared by the client and the worker of one model lease. */
 #include "arena.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
@@ -11,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "env.h"
 #include "modelshare.h"
 #include "util.h"
 
@@ -155,57 +155,12 @@ void ms__arena_unmap(void *base, uint64_t capacity)
 
 uint64_t ms__arena_capacity_from_env(void)
 {
-    const char *s = getenv("MODELSHARE_ARENA_BYTES");
-    if (s == NULL || s[0] == '\0')
-        return MS__ARENA_DEFAULT;
-    while (isspace((unsigned char)*s))
-        s++;
-    if (*s < '0' || *s > '9')
-        return MS__ARENA_DEFAULT;
-    errno = 0;
-    char *end;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno != 0)
-        return MS__ARENA_MAX;
-    unsigned shift = 0;
-    switch (*end) {
-    case 'k':
-    case 'K':
-        shift = 10;
-        end++;
-        break;
-    case 'm':
-    case 'M':
-        shift = 20;
-        end++;
-        break;
-    case 'g':
-    case 'G':
-        shift = 30;
-        end++;
-        break;
-    default:
-        break;
-    }
-    /* Accept an optional "B" or "iB" after the suffix ("64MiB", "1GB"). */
-    if (shift != 0 && *end == 'i')
-        end++;
-    if (*end == 'b' || *end == 'B')
-        end++;
-    while (isspace((unsigned char)*end))
-        end++;
-    if (*end != '\0')
-        return MS__ARENA_DEFAULT;
     uint64_t bytes;
-    if (shift != 0 && v > (MS__ARENA_MAX >> shift))
+    int rc = ms__env_size("MODELSHARE_ARENA_BYTES", MS__ARENA_DEFAULT, &bytes, NULL, 0);
+    if (rc == MS_E_TOO_LARGE || bytes > MS__ARENA_MAX)
         bytes = MS__ARENA_MAX;
-    else
-        bytes = (uint64_t)v << shift;
     if (bytes < MS__ARENA_MIN)
         bytes = MS__ARENA_MIN;
-    if (bytes > MS__ARENA_MAX)
-        bytes = MS__ARENA_MAX;
     /* Round down to the allocation alignment. */
-    bytes &= ~(uint64_t)(MS__ARENA_ALIGN - 1);
-    return bytes;
+    return bytes & ~(uint64_t)(MS__ARENA_ALIGN - 1);
 }

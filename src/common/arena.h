@@ -50,8 +50,9 @@ int ms__arena_map(int fd, void **base, uint64_t *capacity, char *err, size_t err
 int ms__arena_map_header(int fd, ms__arena_header **hdr, char *err, size_t errlen);
 void ms__arena_unmap(void *base, uint64_t capacity);
 
-/* Capacity to use in the client: $MODELSHARE_ARENA_BYTES (bytes, or with a K/M/G suffix) within
- * limits, else MS__ARENA_DEFAULT. */
+/* Capacity to use in the client: $MODELSHARE_ARENA_BYTES (a size, size.h: "64MiB", "4GB" is 4e9
+ * bytes) clamped to MS__ARENA_MIN..MS__ARENA_MAX and rounded down to MS__ARENA_ALIGN; when it is
+ * not given or not a size, MS__ARENA_DEFAULT. */
 uint64_t ms__arena_capacity_from_env(void);
 
 #endif

@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "env.h"
 #include "modelshare.h"
 #include "util.h"
 
@@ -133,13 +134,7 @@ void ms__spin_step(int64_t t0_ns, int64_t now_ns)
 
 int64_t ms__spin_ns(int64_t def_us)
 {
-    const char *s = getenv("MODELSHARE_SPIN_US");
-    if (s != NULL && s[0] != '\0') {
-        char *end;
-        errno = 0;
-        long v = strtol(s, &end, 10);
-        if (errno == 0 && *end == '\0' && v >= 0 && v <= 100000)
-            return (int64_t)v * 1000;
-    }
-    return def_us * 1000;
+    double us;
+    ms__env_number("MODELSHARE_SPIN_US", (double)def_us, 0, 100000, &us, NULL, 0);
+    return (int64_t)(us * 1000);
 }

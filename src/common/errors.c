@@ -1,93 +1,50 @@
-/* The public error table's views, the runtime version and the dtype table. */
+/* The public error table's views and the runtime version. */
+#include "errors.h"
+
 #include "modelshare.h"
 
-const char *ms_strerror(int code)
+bool ms__error_known(long long code)
 {
     switch (code) {
     case MS_OK:
-        return "success";
+#define MS__ERR_CASE(name, num, text) case num:
+        MS_ERRNO_MAP(MS__ERR_CASE)
+#undef MS__ERR_CASE
+        return true;
+    default:
+        return false;
+    }
+}
+
+const char *ms_strerror(int code)
+{
+    if (!ms__error_known(code))
+        return "unknown error";
+    switch (code) {
 #define MS__ERR_TEXT(name, num, text)                                                              \
     case num:                                                                                      \
         return text;
         MS_ERRNO_MAP(MS__ERR_TEXT)
 #undef MS__ERR_TEXT
-    default:
-        return "unknown error";
     }
+    return "success";
 }
 
 const char *ms_errname(int code)
 {
+    if (!ms__error_known(code))
+        return "MS_E_UNKNOWN";
     switch (code) {
-    case MS_OK:
-        return "MS_OK";
 #define MS__ERR_NAME(name, num, text)                                                              \
     case num:                                                                                      \
         return "MS_E_" #name;
         MS_ERRNO_MAP(MS__ERR_NAME)
 #undef MS__ERR_NAME
-    default:
-        return "MS_E_UNKNOWN";
     }
+    return "MS_OK";
 }
 
 unsigned ms_version(void)
 {
     return MS_VERSION_HEX;
-}
-
-size_t ms_dtype_size(int dtype)
-{
-    switch (dtype) {
-    case MS_FLOAT32:
-        return 4;
-    case MS_FLOAT16:
-        return 2;
-    case MS_BFLOAT16:
-        return 2;
-    case MS_FLOAT64:
-        return 8;
-    case MS_INT8:
-        return 1;
-    case MS_UINT8:
-        return 1;
-    case MS_INT16:
-        return 2;
-    case MS_INT32:
-        return 4;
-    case MS_INT64:
-        return 8;
-    case MS_BOOL:
-        return 1;
-    default:
-        return 0;
-    }
-}
-
-const char *ms_dtype_name(int dtype)
-{
-    switch (dtype) {
-    case MS_FLOAT32:
-        return "float32";
-    case MS_FLOAT16:
-        return "float16";
-    case MS_BFLOAT16:
-        return "bfloat16";
-    case MS_FLOAT64:
-        return "float64";
-    case MS_INT8:
-        return "int8";
-    case MS_UINT8:
-        return "uint8";
-    case MS_INT16:
-        return "int16";
-    case MS_INT32:
-        return "int32";
-    case MS_INT64:
-        return "int64";
-    case MS_BOOL:
-        return "bool";
-    default:
-        return "unknown";
-    }
 }

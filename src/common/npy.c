@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "dtype.h"
 #include "modelshare.h"
 #include "util.h"
 
@@ -23,17 +24,12 @@
 
 static const char npy_magic[6] = {'\x93', 'N', 'U', 'M', 'P', 'Y'};
 
-typedef struct npy_type {
-    const char *code; /* kind and size after the byte-order character */
-    int dtype;
-} npy_type;
-
-static const npy_type npy_types[] = {
-    {"f4", MS_FLOAT32}, {"f2", MS_FLOAT16}, {"f8", MS_FLOAT64}, {"i1", MS_INT8}, {"u1", MS_UINT8},
-    {"i2", MS_INT16},   {"i4", MS_INT32},   {"i8", MS_INT64},   {"b1", MS_BOOL},
-};
-
-#define NPY_EXPECTED "'<f4', '<f2', '<f8', '|i1', '|u1', '<i2', '<i4', '<i8' or '|b1'"
+/* The .npy descriptors modelshare reads and writes, for messages: "'<f4', ... or '|b1'". */
+static const char *npy_expected(char *buf, size_t buflen)
+{
+    ms__dtype_list(MS__DTYPE_NPY, "'", " or ", buf, buflen);
+    return buf;
+}
 
 /* The fixed prefix: magic, version, header length. Sets *off (where the dict begins) and *hlen.
  * Returns 0, MS_E_INVAL; with len too short for the prefix, MS_E_INVAL as "truncated". */
@@ -185,29 +181,96 @@ static int parse_shape(cursor *c, ms__npy_header *h, char *err, size_t errlen)
 
 static int dtype_from_descr(const char *d, int *dtype, char *err, size_t errlen)
 {
-    char order = d[0];
-    if (order && strchr("<>|=", order)) {
-        for (size_t i = 0; i < MS__ARRAY_LEN(npy_types); i++) {
-            if (strcmp(d + 1, npy_types[i].code) != 0)
-                continue;
-            bool one_byte = npy_types[i].code[1] == '1';
-            if (order == '>' && !one_byte)
-                return ms__fail(err, errlen, MS_E_DTYPE,
-                                "expected a little-endian dtype like '<%s', got '%s'",
-                                npy_types[i].code, d);
-            *dtype = npy_types[i].dtype;
-            return 0;
-        }
+    char order = d[0], known[128];
+    const ms__dtype_info *t =
+        order && strchr("<>|=", order) ? ms__dtype_from_npy_code(d + 1) : NULL;
+    if (t == NULL)
+        return ms__fail(err, errlen, MS_E_DTYPE, "unsupported .npy dtype '%s' (expected %s)", d,
+                        npy_expected(known, sizeof known));
+    if (order == '>' && t->size != 1)
+        return ms__fail(err, errlen, MS_E_DTYPE,
+                        "expected a little-endian dtype like '<%s', got '%s'", t->npy + 1, d);
+    *dtype = (int)t->dtype;
+    return 0;
+}
+
+/* What the dict has given so far. */
+typedef struct npy_dict {
+    bool have_descr, have_order, have_shape, fortran;
+    char descr[32];
+} npy_dict;
+
+/* The value of 'descr' into d->descr. */
+static int dict_descr(cursor *c, npy_dict *d, char *err, size_t errlen)
+{
+    char at[24], known[128];
+    skip_ws(c);
+    if (c->p < c->end && *c->p == '[')
+        return ms__fail(err, errlen, MS_E_DTYPE,
+                        "unsupported .npy dtype: a structured dtype (expected %s)",
+                        npy_expected(known, sizeof known));
+    if (!parse_string(c, d->descr, sizeof d->descr))
+        return ms__fail(err, errlen, MS_E_INVAL,
+                        "malformed .npy header: expected 'descr' to be a string like '<f4', got %s",
+                        here(c, at, sizeof at));
+    d->have_descr = true;
+    return 0;
+}
+
+/* The value of key, each key once. */
+static int dict_value(cursor *c, const char *key, npy_dict *d, ms__npy_header *h, char *err,
+                      size_t errlen)
+{
+    char at[24];
+    if (strcmp(key, "descr") == 0 && !d->have_descr)
+        return dict_descr(c, d, err, errlen);
+    if (strcmp(key, "fortran_order") == 0 && !d->have_order) {
+        if (parse_word(c, "True"))
+            d->fortran = true;
+        else if (!parse_word(c, "False"))
+            return ms__fail(err, errlen, MS_E_INVAL,
+                            "malformed .npy header: expected 'fortran_order' to be True or "
+                            "False, got %s",
+                            here(c, at, sizeof at));
+        d->have_order = true;
+        return 0;
     }
-    return ms__fail(err, errlen, MS_E_DTYPE,
-                    "unsupported .npy dtype '%s' (expected " NPY_EXPECTED ")", d);
+    if (strcmp(key, "shape") == 0 && !d->have_shape) {
+        d->have_shape = true;
+        return parse_shape(c, h, err, errlen);
+    }
+    return ms__fail(err, errlen, MS_E_INVAL,
+                    "malformed .npy header: unexpected or repeated key '%s' (expected "
+                    "'descr', 'fortran_order' and 'shape' once each)",
+                    key);
+}
+
+/* After the dict: only spaces, every key given, C order; then the dtype. */
+static int dict_finish(cursor *c, const npy_dict *d, ms__npy_header *h, char *err, size_t errlen)
+{
+    char at[24];
+    skip_ws(c);
+    if (c->p != c->end)
+        return ms__fail(err, errlen, MS_E_INVAL,
+                        "malformed .npy header: expected only spaces after the dict, got %s",
+                        here(c, at, sizeof at));
+    if (!d->have_descr || !d->have_order || !d->have_shape)
+        return ms__fail(err, errlen, MS_E_INVAL, "malformed .npy header: no '%s' key",
+                        !d->have_descr   ? "descr"
+                        : !d->have_order ? "fortran_order"
+                                         : "shape");
+    if (d->fortran)
+        return ms__fail(err, errlen, MS_E_INVAL,
+                        "expected an array in C order (fortran_order False), got fortran_order "
+                        "True: save np.ascontiguousarray(x)");
+    return dtype_from_descr(d->descr, &h->dtype, err, errlen);
 }
 
 static int parse_dict(const char *text, size_t len, ms__npy_header *h, char *err, size_t errlen)
 {
     cursor c = {text, text + len};
-    char at[24], key[32], descr[32];
-    bool have_descr = false, have_order = false, have_shape = false, fortran = false;
+    char at[24], key[32];
+    npy_dict d = {0};
     if (!take(&c, '{'))
         return ms__fail(err, errlen, MS_E_INVAL,
                         "malformed .npy header: expected a dict starting with '{', got %s",
@@ -222,38 +285,9 @@ static int parse_dict(const char *text, size_t len, ms__npy_header *h, char *err
             return ms__fail(err, errlen, MS_E_INVAL,
                             "malformed .npy header: expected ':' after '%s', got %s", key,
                             here(&c, at, sizeof at));
-        if (strcmp(key, "descr") == 0 && !have_descr) {
-            skip_ws(&c);
-            if (c.p < c.end && *c.p == '[')
-                return ms__fail(err, errlen, MS_E_DTYPE,
-                                "unsupported .npy dtype: a structured dtype (expected " NPY_EXPECTED
-                                ")");
-            if (!parse_string(&c, descr, sizeof descr))
-                return ms__fail(err, errlen, MS_E_INVAL,
-                                "malformed .npy header: expected 'descr' to be a string like "
-                                "'<f4', got %s",
-                                here(&c, at, sizeof at));
-            have_descr = true;
-        } else if (strcmp(key, "fortran_order") == 0 && !have_order) {
-            if (parse_word(&c, "True"))
-                fortran = true;
-            else if (!parse_word(&c, "False"))
-                return ms__fail(err, errlen, MS_E_INVAL,
-                                "malformed .npy header: expected 'fortran_order' to be True or "
-                                "False, got %s",
-                                here(&c, at, sizeof at));
-            have_order = true;
-        } else if (strcmp(key, "shape") == 0 && !have_shape) {
-            int rc = parse_shape(&c, h, err, errlen);
-            if (rc < 0)
-                return rc;
-            have_shape = true;
-        } else {
-            return ms__fail(err, errlen, MS_E_INVAL,
-                            "malformed .npy header: unexpected or repeated key '%s' (expected "
-                            "'descr', 'fortran_order' and 'shape' once each)",
-                            key);
-        }
+        int rc = dict_value(&c, key, &d, h, err, errlen);
+        if (rc < 0)
+            return rc;
         if (take(&c, '}'))
             break;
         if (!take(&c, ','))
@@ -261,21 +295,7 @@ static int parse_dict(const char *text, size_t len, ms__npy_header *h, char *err
                             "malformed .npy header: expected ',' or '}' after '%s', got %s", key,
                             here(&c, at, sizeof at));
     }
-    skip_ws(&c);
-    if (c.p != c.end)
-        return ms__fail(err, errlen, MS_E_INVAL,
-                        "malformed .npy header: expected only spaces after the dict, got %s",
-                        here(&c, at, sizeof at));
-    if (!have_descr || !have_order || !have_shape)
-        return ms__fail(err, errlen, MS_E_INVAL, "malformed .npy header: no '%s' key",
-                        !have_descr   ? "descr"
-                        : !have_order ? "fortran_order"
-                                      : "shape");
-    if (fortran)
-        return ms__fail(err, errlen, MS_E_INVAL,
-                        "expected an array in C order (fortran_order False), got fortran_order "
-                        "True: save np.ascontiguousarray(x)");
-    return dtype_from_descr(descr, &h->dtype, err, errlen);
+    return dict_finish(&c, &d, h, err, errlen);
 }
 
 int ms__npy_parse(const uint8_t *buf, size_t len, ms__npy_header *out, char *err, size_t errlen)
@@ -322,120 +342,97 @@ static int read_at(int fd, void *buf, size_t n, off_t at)
     return 0;
 }
 
-int ms__npy_read(const char *path, ms__npy_header *hdr, void **data, char *err, size_t errlen)
+/* The header of the open file (size bytes) into *h, checked against the file's size. */
+static int read_header(int fd, const char *path, uint64_t size, ms__npy_header *h, char *err,
+                       size_t errlen)
 {
-    if (!path || !hdr || !data)
-        return ms__fail(err, errlen, MS_E_INVAL, "ms__npy_read: expected a path and outputs");
     char msg[MS__ERRLEN];
-    uint8_t *head = NULL;
-    void *body = NULL;
-    int rc = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return ms__fail(err, errlen, MS_E_IO, "cannot open \"%s\": %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        rc = ms__fail(err, errlen, MS_E_IO, "\"%s\": expected a regular .npy file", path);
-        goto out;
-    }
-    uint64_t size = (uint64_t)st.st_size;
     uint8_t prefix[12];
     size_t plen = size < sizeof prefix ? (size_t)size : sizeof prefix;
     size_t off, hlen;
     int r = read_at(fd, prefix, plen, 0);
-    if (r != 0) {
-        rc = ms__fail(err, errlen, MS_E_IO, "cannot read \"%s\": %s", path, strerror(-r));
-        goto out;
-    }
-    rc = npy_prefix(prefix, plen, &off, &hlen, msg, sizeof msg);
-    if (rc < 0) {
-        rc = ms__fail(err, errlen, rc, "\"%s\": %s", path, msg);
-        goto out;
-    }
-    if (size < off + hlen) {
-        rc = ms__fail(err, errlen, MS_E_IO,
-                      "\"%s\" is truncated: its header needs %zu bytes, the file has %" PRIu64,
-                      path, off + hlen, size);
-        goto out;
-    }
-    head = malloc(off + hlen);
-    if (!head) {
-        rc = ms__fail(err, errlen, MS_E_NOMEM, "out of memory for a .npy header");
-        goto out;
-    }
+    if (r != 0)
+        return ms__fail(err, errlen, MS_E_IO, "cannot read \"%s\": %s", path, strerror(-r));
+    int rc = npy_prefix(prefix, plen, &off, &hlen, msg, sizeof msg);
+    if (rc < 0)
+        return ms__fail(err, errlen, rc, "\"%s\": %s", path, msg);
+    if (size < off + hlen)
+        return ms__fail(err, errlen, MS_E_IO,
+                        "\"%s\" is truncated: its header needs %zu bytes, the file has %" PRIu64,
+                        path, off + hlen, size);
+    uint8_t *head = malloc(off + hlen);
+    if (!head)
+        return ms__fail(err, errlen, MS_E_NOMEM, "out of memory for a .npy header");
     r = read_at(fd, head, off + hlen, 0);
-    if (r != 0) {
+    if (r != 0)
         rc = ms__fail(err, errlen, MS_E_IO, "cannot read \"%s\": %s", path, strerror(-r));
-        goto out;
-    }
-    ms__npy_header h;
-    rc = ms__npy_parse(head, off + hlen, &h, msg, sizeof msg);
-    if (rc < 0) {
+    else if ((rc = ms__npy_parse(head, off + hlen, h, msg, sizeof msg)) < 0)
         rc = ms__fail(err, errlen, rc, "\"%s\": %s", path, msg);
-        goto out;
-    }
-    if (size - h.data_offset < h.nbytes) {
+    free(head);
+    if (rc == 0 && size - h->data_offset < h->nbytes)
         rc = ms__fail(err, errlen, MS_E_IO,
                       "\"%s\" is truncated: expected %zu bytes of data after the header, the file "
                       "has %" PRIu64,
-                      path, h.nbytes, size - h.data_offset);
-        goto out;
-    }
-    body = malloc(h.nbytes ? h.nbytes : 1);
-    if (!body) {
-        rc =
-            ms__fail(err, errlen, MS_E_NOMEM, "out of memory for %zu bytes of .npy data", h.nbytes);
-        goto out;
-    }
-    r = read_at(fd, body, h.nbytes, (off_t)h.data_offset);
+                      path, h->nbytes, size - h->data_offset);
+    return rc;
+}
+
+/* The array's bytes: *data, malloc'd, owned by the caller on success. */
+static int read_body(int fd, const char *path, const ms__npy_header *h, void **data, char *err,
+                     size_t errlen)
+{
+    void *body = malloc(h->nbytes ? h->nbytes : 1);
+    if (!body)
+        return ms__fail(err, errlen, MS_E_NOMEM, "out of memory for %zu bytes of .npy data",
+                        h->nbytes);
+    int r = read_at(fd, body, h->nbytes, (off_t)h->data_offset);
     if (r != 0) {
-        rc = ms__fail(err, errlen, MS_E_IO, "cannot read \"%s\": %s", path, strerror(-r));
-        goto out;
+        free(body);
+        return ms__fail(err, errlen, MS_E_IO, "cannot read \"%s\": %s", path, strerror(-r));
     }
-    *hdr = h;
     *data = body;
-    body = NULL;
-out:
-    free(body);
-    free(head);
+    return 0;
+}
+
+int ms__npy_read(const char *path, ms__npy_header *hdr, void **data, char *err, size_t errlen)
+{
+    if (!path || !hdr || !data)
+        return ms__fail(err, errlen, MS_E_INVAL, "ms__npy_read: expected a path and outputs");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return ms__fail(err, errlen, MS_E_IO, "cannot open \"%s\": %s", path, strerror(errno));
+    struct stat st;
+    ms__npy_header h;
+    int rc;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+        rc = ms__fail(err, errlen, MS_E_IO, "\"%s\": expected a regular .npy file", path);
+    else
+        rc = read_header(fd, path, (uint64_t)st.st_size, &h, err, errlen);
+    if (rc == 0)
+        rc = read_body(fd, path, &h, data, err, errlen);
+    if (rc == 0)
+        *hdr = h;
     close(fd);
     return rc;
 }
 
+/* The .npy descriptor of dtype ("<f4"); NULL when numpy has none. */
 static const char *descr_of(int dtype)
 {
-    switch (dtype) {
-    case MS_FLOAT32:
-        return "<f4";
-    case MS_FLOAT16:
-        return "<f2";
-    case MS_FLOAT64:
-        return "<f8";
-    case MS_INT8:
-        return "|i1";
-    case MS_UINT8:
-        return "|u1";
-    case MS_INT16:
-        return "<i2";
-    case MS_INT32:
-        return "<i4";
-    case MS_INT64:
-        return "<i8";
-    case MS_BOOL:
-        return "|b1";
-    }
-    return NULL;
+    const ms__dtype_info *d = ms__dtype_info_of(dtype);
+    return d != NULL ? d->npy : NULL;
 }
 
 int ms__npy_write(const char *path, int dtype, int rank, const int64_t *shape, const void *data,
                   char *err, size_t errlen)
 {
     const char *descr = descr_of(dtype);
-    if (!descr)
-        return ms__fail(err, errlen, MS_E_DTYPE,
-                        ".npy files hold float32, float16, float64, int8, uint8, int16, int32, "
-                        "int64 or bool; got %s",
+    if (!descr) {
+        char names[128];
+        ms__dtype_list(MS__DTYPE_NPY_NAME, "", " or ", names, sizeof names);
+        return ms__fail(err, errlen, MS_E_DTYPE, ".npy files hold %s; got %s", names,
                         ms_dtype_name(dtype));
+    }
     size_t numel, nbytes;
     if (!path || rank < 0 || rank > 8 || (rank && !shape) ||
         !ms__shape_numel(rank, shape, &numel) ||

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "env.h"
 #include "modelshare.h"
 #include "util.h"
 
@@ -51,9 +52,7 @@ static void *sym(void *h, const char *name)
 
 static void open_once(void)
 {
-    const char *path = getenv("MODELSHARE_NVML");
-    if (path == NULL || path[0] == '\0')
-        path = "libnvidia-ml.so.1";
+    const char *path = ms__env_str("MODELSHARE_NVML", "libnvidia-ml.so.1");
     void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (h == NULL) {
         const char *why = dlerror();

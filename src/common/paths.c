@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "env.h"
 #include "modelshare.h"
 #include "util.h"
 
@@ -31,11 +32,11 @@ static int path_fits(const char *path, char *buf, size_t buflen, char *err, size
 int ms__socket_path_default(char *buf, size_t buflen, char *err, size_t errlen)
 {
     char tmp[PATH_MAX + 64];
-    const char *env = getenv("MODELSHARE_SOCKET");
-    if (env != NULL && env[0] != '\0')
+    const char *env = ms__env_str("MODELSHARE_SOCKET", NULL);
+    if (env != NULL)
         return path_fits(env, buf, buflen, err, errlen);
-    const char *xdg = getenv("XDG_RUNTIME_DIR");
-    if (xdg != NULL && xdg[0] != '\0') {
+    const char *xdg = ms__env_str("XDG_RUNTIME_DIR", NULL);
+    if (xdg != NULL) {
         int n = snprintf(tmp, sizeof tmp, "%s/modelshare/modelshared.sock", xdg);
         if (n < 0 || (size_t)n >= sizeof tmp)
             return ms__fail(err, errlen, MS_E_INVAL,
@@ -105,8 +106,8 @@ int ms__sibling_binary(const char *name, const char *env_override, char *buf, si
     if (name == NULL || buf == NULL || buflen == 0)
         return MS_E_INVAL;
     if (env_override != NULL) {
-        const char *env = getenv(env_override);
-        if (env != NULL && env[0] != '\0') {
+        const char *env = ms__env_str(env_override, NULL);
+        if (env != NULL) {
             int n = snprintf(buf, buflen, "%s", env);
             return (n < 0 || (size_t)n >= buflen) ? MS_E_INVAL : 0;
         }

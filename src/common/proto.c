@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "dtype.h"
 #include "modelshare.h"
 #include "util.h"
 
@@ -151,6 +152,71 @@ static int declared_nfds(const json_t *msg)
     return (int)n;
 }
 
+/* One sendmsg of len bytes from buf, with the descriptors attached when nfds > 0. Returns what
+ * sendmsg returns (errno set). */
+static ssize_t send_some(int fd, const uint8_t *buf, size_t len, const int *fds, int nfds)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * MS__FDS_MAX)];
+        struct cmsghdr align;
+    } ctl;
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (nfds > 0) {
+        memset(&ctl, 0, sizeof ctl);
+        mh.msg_control = ctl.buf;
+        mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+    }
+    return sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+/* Waits until fd is writable or the deadline passes (off of len bytes sent so far, for the
+ * message). Returns 0 to try again, or MS_E_IO. */
+static int wait_writable(int fd, int64_t deadline, int timeout_ms, size_t off, size_t len,
+                         char *err, size_t errlen)
+{
+    int left = ms_left(deadline);
+    if (left == 0)
+        return ms__fail(err, errlen, MS_E_IO,
+                        "timed out after %d ms sending a message (%zu of %zu bytes sent)",
+                        timeout_ms, off, len);
+    struct pollfd p = {.fd = fd, .events = POLLOUT};
+    if (poll(&p, 1, left) < 0 && errno != EINTR)
+        return ms__fail(err, errlen, MS_E_IO, "poll failed while sending: %s", strerror(errno));
+    return 0;
+}
+
+/* Sends all len bytes of buf, the descriptors with the first bytes. */
+static int send_all(int fd, const uint8_t *buf, size_t len, const int *fds, int nfds,
+                    int timeout_ms, char *err, size_t errlen)
+{
+    int64_t deadline = deadline_from(timeout_ms);
+    size_t off = 0;
+    while (off < len) {
+        ssize_t w = send_some(fd, buf + off, len - off, fds, off == 0 ? nfds : 0);
+        if (w > 0) {
+            off += (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            int rc = wait_writable(fd, deadline, timeout_ms, off, len, err, errlen);
+            if (rc != 0)
+                return rc;
+            continue;
+        }
+        return ms__fail(err, errlen, MS_E_IO, "cannot send a message: %s",
+                        w == 0 ? "connection closed" : strerror(errno));
+    }
+    return 0;
+}
+
 int ms__msg_send(int fd, const json_t *msg, const int *fds, int nfds, int timeout_ms, char *err,
                  size_t errlen)
 {
@@ -166,56 +232,7 @@ int ms__msg_send(int fd, const json_t *msg, const int *fds, int nfds, int timeou
     int rc = ms__frame_encode(msg, &buf, &len, err, errlen);
     if (rc != 0)
         return rc;
-
-    int64_t deadline = deadline_from(timeout_ms);
-    size_t off = 0;
-    union {
-        char buf[CMSG_SPACE(sizeof(int) * MS__FDS_MAX)];
-        struct cmsghdr align;
-    } ctl;
-    while (off < len) {
-        struct iovec iov = {.iov_base = buf + off, .iov_len = len - off};
-        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
-        if (off == 0 && nfds > 0) {
-            memset(&ctl, 0, sizeof ctl);
-            mh.msg_control = ctl.buf;
-            mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
-            struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-            c->cmsg_level = SOL_SOCKET;
-            c->cmsg_type = SCM_RIGHTS;
-            c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
-            memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
-        }
-        ssize_t w = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (w > 0) {
-            off += (size_t)w;
-            continue;
-        }
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            int left = ms_left(deadline);
-            if (left == 0) {
-                rc = ms__fail(err, errlen, MS_E_IO,
-                              "timed out after %d ms sending a message (%zu of %zu bytes sent)",
-                              timeout_ms, off, len);
-                goto out;
-            }
-            struct pollfd p = {.fd = fd, .events = POLLOUT};
-            int pr = poll(&p, 1, left);
-            if (pr < 0 && errno != EINTR) {
-                rc = ms__fail(err, errlen, MS_E_IO, "poll failed while sending: %s",
-                              strerror(errno));
-                goto out;
-            }
-            continue;
-        }
-        rc = ms__fail(err, errlen, MS_E_IO, "cannot send a message: %s",
-                      w == 0 ? "connection closed" : strerror(errno));
-        goto out;
-    }
-    rc = 0;
-out:
+    rc = send_all(fd, buf, len, fds, nfds, timeout_ms, err, errlen);
     free(buf);
     return rc;
 }
@@ -319,68 +336,72 @@ static int recv_exact(int fd, uint8_t *dst, size_t len, int *q, int *qn, int qca
     return 0;
 }
 
+/* Reads one frame and decodes it: *j (owned by the caller on success); descriptors that come
+ * with it are queued in q. */
+static int recv_frame(int fd, int *q, int *qn, int timeout_ms, json_t **j, char *err, size_t errlen)
+{
+    int64_t deadline = deadline_from(timeout_ms);
+    uint8_t hdr[4];
+    int rc = recv_exact(fd, hdr, 4, q, qn, CMSG_FDS_MAX, deadline, timeout_ms, 0, err, errlen);
+    if (rc != 0)
+        return rc;
+    uint32_t n;
+    rc = frame_length(hdr, &n, err, errlen);
+    if (rc != 0)
+        return rc;
+    uint8_t *body = malloc(n);
+    if (body == NULL)
+        return ms__fail(err, errlen, MS_E_NOMEM, "out of memory for a %u-byte message", n);
+    rc = recv_exact(fd, body, n, q, qn, CMSG_FDS_MAX, deadline, timeout_ms, 4, err, errlen);
+    if (rc == 0)
+        rc = frame_body(body, n, j, err, errlen);
+    free(body);
+    return rc;
+}
+
+/* The descriptors msg declares (*want): at most maxfds, and no more than the qn that came. */
+static int declared_fds_check(const json_t *msg, int maxfds, int qn, int *want, char *err,
+                              size_t errlen)
+{
+    int w = declared_nfds(msg);
+    if (w < 0)
+        return ms__fail(err, errlen, MS_E_PROTOCOL,
+                        "expected \"nfds\" to be an integer from 0 to %d in the message",
+                        MS__FDS_MAX);
+    if (w > maxfds)
+        return ms__fail(err, errlen, MS_E_PROTOCOL,
+                        "expected a message with at most %d descriptor(s), got one declaring %d",
+                        maxfds, w);
+    if (qn < w)
+        return ms__fail(err, errlen, MS_E_PROTOCOL,
+                        "message declares %d descriptor(s) but %d came with it", w, qn);
+    *want = w;
+    return 0;
+}
+
 int ms__msg_recv(int fd, json_t **msg, int *fds, int *nfds, int maxfds, int timeout_ms, char *err,
                  size_t errlen)
 {
     int q[CMSG_FDS_MAX];
-    int qn = 0;
-    uint8_t hdr[4];
-    uint8_t *body = NULL;
+    int qn = 0, want = 0;
     json_t *j = NULL;
-    int64_t deadline = deadline_from(timeout_ms);
     if (maxfds < 0 || (maxfds > 0 && fds == NULL))
         return ms__fail(err, errlen, MS_E_INVAL, "expected room for descriptors, got none");
-
-    int rc = recv_exact(fd, hdr, 4, q, &qn, CMSG_FDS_MAX, deadline, timeout_ms, 0, err, errlen);
-    if (rc != 0)
-        goto fail;
-    uint32_t n;
-    rc = frame_length(hdr, &n, err, errlen);
-    if (rc != 0)
-        goto fail;
-    body = malloc(n);
-    if (body == NULL) {
-        rc = ms__fail(err, errlen, MS_E_NOMEM, "out of memory for a %u-byte message", n);
-        goto fail;
-    }
-    rc = recv_exact(fd, body, n, q, &qn, CMSG_FDS_MAX, deadline, timeout_ms, 4, err, errlen);
-    if (rc != 0)
-        goto fail;
-    rc = frame_body(body, n, &j, err, errlen);
-    if (rc != 0)
-        goto fail;
-    int want = declared_nfds(j);
-    if (want < 0) {
-        rc =
-            ms__fail(err, errlen, MS_E_PROTOCOL,
-                     "expected \"nfds\" to be an integer from 0 to %d in the message", MS__FDS_MAX);
-        goto fail;
-    }
-    if (want > maxfds) {
-        rc = ms__fail(err, errlen, MS_E_PROTOCOL,
-                      "expected a message with at most %d descriptor(s), got one declaring %d",
-                      maxfds, want);
-        goto fail;
-    }
-    if (qn < want) {
-        rc = ms__fail(err, errlen, MS_E_PROTOCOL,
-                      "message declares %d descriptor(s) but %d came with it", want, qn);
-        goto fail;
+    int rc = recv_frame(fd, q, &qn, timeout_ms, &j, err, errlen);
+    if (rc == 0)
+        rc = declared_fds_check(j, maxfds, qn, &want, err, errlen);
+    if (rc != 0) {
+        json_decref(j);
+        close_fds(q, qn);
+        return rc;
     }
     for (int i = 0; i < want; i++)
         fds[i] = q[i];
     close_fds(q + want, qn - want);
-    free(body);
     if (nfds != NULL)
         *nfds = want;
     *msg = j;
     return 0;
-
-fail:
-    json_decref(j);
-    free(body);
-    close_fds(q, qn);
-    return rc;
 }
 
 void ms__reader_init(ms__reader *r)
@@ -631,26 +652,6 @@ int ms__sig_from_json(const json_t *j, ms__sig *in, ms__sig *out, char *err, siz
         *in = a;
     if (out != NULL)
         *out = b;
-    return 0;
-}
-
-int ms__dtype_from_name(const char *name)
-{
-    static const struct {
-        const char *name, *st;
-        int dtype;
-    } table[] = {
-        {"float32", "F32", MS_FLOAT32},    {"float16", "F16", MS_FLOAT16},
-        {"bfloat16", "BF16", MS_BFLOAT16}, {"float64", "F64", MS_FLOAT64},
-        {"int8", "I8", MS_INT8},           {"uint8", "U8", MS_UINT8},
-        {"int16", "I16", MS_INT16},        {"int32", "I32", MS_INT32},
-        {"int64", "I64", MS_INT64},        {"bool", "BOOL", MS_BOOL},
-    };
-    if (name == NULL)
-        return 0;
-    for (size_t i = 0; i < MS__ARRAY_LEN(table); i++)
-        if (strcmp(name, table[i].name) == 0 || strcmp(name, table[i].st) == 0)
-            return table[i].dtype;
     return 0;
 }
 

@@ -124,7 +124,4 @@ int ms__sig_from_json(const json_t *j, ms__sig *in, ms__sig *out, char *err, siz
 /* "an integer", "a string", ... for messages that say what came; "nothing" for NULL. Static. */
 const char *ms__json_kind(const json_t *j);
 
-/* "float32" <-> MS_FLOAT32 (0 when unknown). Also accepts safetensors names ("F32"). */
-int ms__dtype_from_name(const char *name);
-
 #endif

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "dtype.h"
 #include "modelshare.h"
 #include "util.h"
 
@@ -19,43 +20,36 @@
 #error "safetensors.c assumes a little-endian host"
 #endif
 
-/* Every dtype the format defines: those modelshare knows map to an ms_dtype, the others are kept
- * with dtype 0 (their size is still known, so their byte ranges are checked all the same). */
+/* A dtype as the format names it: those modelshare knows come from its dtype table (dtype.h),
+ * the others are kept with dtype 0 (their size is still known, so their byte ranges are checked
+ * all the same). */
 typedef struct st_dtype {
     const char *name;
     int dtype;
     unsigned bits;
 } st_dtype;
 
-static const st_dtype st_dtypes[] = {
-    {"F32", MS_FLOAT32, 32},
-    {"F16", MS_FLOAT16, 16},
-    {"BF16", MS_BFLOAT16, 16},
-    {"F64", MS_FLOAT64, 64},
-    {"I8", MS_INT8, 8},
-    {"U8", MS_UINT8, 8},
-    {"I16", MS_INT16, 16},
-    {"I32", MS_INT32, 32},
-    {"I64", MS_INT64, 64},
-    {"BOOL", MS_BOOL, 8},
-    {"U16", 0, 16},
-    {"U32", 0, 32},
-    {"U64", 0, 64},
-    {"F8_E5M2", 0, 8},
-    {"F8_E4M3", 0, 8},
-    {"F8_E8M0", 0, 8},
-    {"F6_E2M3", 0, 6},
-    {"F6_E3M2", 0, 6},
-    {"F4", 0, 4},
-    {"C64", 0, 64},
+/* The format's dtypes that are not ms_dtypes. */
+static const st_dtype st_foreign[] = {
+    {"U16", 0, 16},    {"U32", 0, 32},    {"U64", 0, 64},    {"F8_E5M2", 0, 8}, {"F8_E4M3", 0, 8},
+    {"F8_E8M0", 0, 8}, {"F6_E2M3", 0, 6}, {"F6_E3M2", 0, 6}, {"F4", 0, 4},      {"C64", 0, 64},
 };
 
-static const st_dtype *st_dtype_find(const char *name)
+/* Fills *out for the format's dtype name; false when the format has no such dtype. */
+static bool st_dtype_find(const char *name, st_dtype *out)
 {
-    for (size_t i = 0; i < MS__ARRAY_LEN(st_dtypes); i++)
-        if (strcmp(st_dtypes[i].name, name) == 0)
-            return &st_dtypes[i];
-    return NULL;
+    int dtype = ms__dtype_from_st(name);
+    if (dtype != 0) {
+        const ms__dtype_info *d = ms__dtype_info_of(dtype);
+        *out = (st_dtype){d->st, dtype, (unsigned)(d->size * 8)};
+        return true;
+    }
+    for (size_t i = 0; i < MS__ARRAY_LEN(st_foreign); i++)
+        if (strcmp(st_foreign[i].name, name) == 0) {
+            *out = st_foreign[i];
+            return true;
+        }
+    return false;
 }
 
 static uint64_t le64(const uint8_t *p)
@@ -86,83 +80,88 @@ static int check_metadata(const json_t *meta, char *err, size_t errlen)
     return 0;
 }
 
-/* Reads one tensor entry into *t (name not set). */
-static int parse_entry(const char *name, const json_t *val, uint64_t data_len, ms__st_tensor *t,
-                       char *err, size_t errlen)
+#define ST_CORRUPT "corrupt safetensors header: tensor \"%s\": "
+
+/* The entry's "dtype": *dt. */
+static int entry_dtype(const char *name, const json_t *val, st_dtype *dt, char *err, size_t errlen)
 {
-    if (!json_is_object(val))
-        return ms__fail(err, errlen, MS_E_WEIGHTS,
-                        "corrupt safetensors header: tensor \"%s\": expected an object with "
-                        "dtype, shape and data_offsets, got %s",
-                        name, ms__json_kind(val));
     const json_t *jd = json_object_get(val, "dtype");
-    const json_t *js = json_object_get(val, "shape");
-    const json_t *jo = json_object_get(val, "data_offsets");
     if (!json_is_string(jd))
         return ms__fail(err, errlen, MS_E_WEIGHTS,
-                        "corrupt safetensors header: tensor \"%s\": expected \"dtype\" to be a "
-                        "string like \"F32\", got %s",
-                        name, jd ? ms__json_kind(jd) : "nothing");
-    const st_dtype *dt = st_dtype_find(json_string_value(jd));
-    if (!dt)
+                        ST_CORRUPT "expected \"dtype\" to be a string like \"F32\", got %s", name,
+                        jd ? ms__json_kind(jd) : "nothing");
+    if (!st_dtype_find(json_string_value(jd), dt)) {
+        char known[128];
+        ms__dtype_list(MS__DTYPE_ST, "", ", ", known, sizeof known);
         return ms__fail(err, errlen, MS_E_WEIGHTS,
-                        "corrupt safetensors header: tensor \"%s\": unknown dtype \"%.32s\" "
-                        "(expected one of F32, F16, BF16, F64, I8, U8, I16, I32, I64, BOOL, ...)",
-                        name, json_string_value(jd));
+                        ST_CORRUPT "unknown dtype \"%.32s\" (expected one of %s, ...)", name,
+                        json_string_value(jd), known);
+    }
+    return 0;
+}
+
+/* The entry's "shape": t->rank and t->shape. */
+static int entry_shape(const char *name, const json_t *val, ms__st_tensor *t, char *err,
+                       size_t errlen)
+{
+    const json_t *js = json_object_get(val, "shape");
     if (!json_is_array(js))
         return ms__fail(err, errlen, MS_E_WEIGHTS,
-                        "corrupt safetensors header: tensor \"%s\": expected \"shape\" to be an "
-                        "array of integers, got %s",
-                        name, js ? ms__json_kind(js) : "nothing");
+                        ST_CORRUPT "expected \"shape\" to be an array of integers, got %s", name,
+                        js ? ms__json_kind(js) : "nothing");
     size_t rank = json_array_size(js);
     if (rank > 8)
-        return ms__fail(err, errlen, MS_E_WEIGHTS,
-                        "corrupt safetensors header: tensor \"%s\": rank %zu is over the limit "
-                        "of 8",
+        return ms__fail(err, errlen, MS_E_WEIGHTS, ST_CORRUPT "rank %zu is over the limit of 8",
                         name, rank);
-    t->dtype = dt->dtype;
     t->rank = (int)rank;
     for (size_t i = 0; i < rank; i++) {
         const json_t *d = json_array_get(js, i);
         if (!json_is_integer(d) || json_integer_value(d) < 0)
             return ms__fail(err, errlen, MS_E_WEIGHTS,
-                            "corrupt safetensors header: tensor \"%s\": shape[%zu] must be an "
-                            "integer >= 0, got %s",
-                            name, i, json_is_integer(d) ? "a negative integer" : ms__json_kind(d));
+                            ST_CORRUPT "shape[%zu] must be an integer >= 0, got %s", name, i,
+                            json_is_integer(d) ? "a negative integer" : ms__json_kind(d));
         t->shape[i] = (int64_t)json_integer_value(d);
     }
+    return 0;
+}
+
+/* The entry's "data_offsets": t->begin and t->end. */
+static int entry_offsets(const char *name, const json_t *val, ms__st_tensor *t, char *err,
+                         size_t errlen)
+{
+    const json_t *jo = json_object_get(val, "data_offsets");
     if (!json_is_array(jo) || json_array_size(jo) != 2 || !json_is_integer(json_array_get(jo, 0)) ||
         !json_is_integer(json_array_get(jo, 1)) || json_integer_value(json_array_get(jo, 0)) < 0 ||
         json_integer_value(json_array_get(jo, 1)) < 0)
-        return ms__fail(err, errlen, MS_E_WEIGHTS,
-                        "corrupt safetensors header: tensor \"%s\": expected \"data_offsets\" "
-                        "to be [begin, end], two integers >= 0",
-                        name);
+        return ms__fail(
+            err, errlen, MS_E_WEIGHTS,
+            ST_CORRUPT "expected \"data_offsets\" to be [begin, end], two integers >= 0", name);
     t->begin = (uint64_t)json_integer_value(json_array_get(jo, 0));
     t->end = (uint64_t)json_integer_value(json_array_get(jo, 1));
+    return 0;
+}
 
+/* Checks that t's byte range holds exactly its shape of dt and lies in the data section. */
+static int entry_range(const char *name, const st_dtype *dt, const ms__st_tensor *t,
+                       uint64_t data_len, char *err, size_t errlen)
+{
     char shape[160];
     ms__shape_str(t->rank, t->shape, shape, sizeof shape);
     size_t numel, bits;
     if (!ms__shape_numel(t->rank, t->shape, &numel) || ms__mul_overflow(numel, dt->bits, &bits))
-        return ms__fail(err, errlen, MS_E_WEIGHTS,
-                        "corrupt safetensors header: tensor \"%s\": shape %s is too large", name,
-                        shape);
+        return ms__fail(err, errlen, MS_E_WEIGHTS, ST_CORRUPT "shape %s is too large", name, shape);
     if (bits % 8)
-        return ms__fail(err, errlen, MS_E_WEIGHTS,
-                        "corrupt safetensors header: tensor \"%s\": %s %s does not fill whole "
-                        "bytes",
+        return ms__fail(err, errlen, MS_E_WEIGHTS, ST_CORRUPT "%s %s does not fill whole bytes",
                         name, dt->name, shape);
     uint64_t bytes = bits / 8;
     if (t->end < t->begin)
         return ms__fail(err, errlen, MS_E_WEIGHTS,
-                        "corrupt safetensors header: tensor \"%s\": data_offsets [%" PRIu64
-                        ", %" PRIu64 "] end before they begin",
+                        ST_CORRUPT "data_offsets [%" PRIu64 ", %" PRIu64 "] end before they begin",
                         name, t->begin, t->end);
     if (t->end - t->begin != bytes)
         return ms__fail(err, errlen, MS_E_WEIGHTS,
-                        "corrupt safetensors header: tensor \"%s\": data_offsets [%" PRIu64
-                        ", %" PRIu64 "] hold %" PRIu64 " bytes, expected %" PRIu64 " (%s %s)",
+                        ST_CORRUPT "data_offsets [%" PRIu64 ", %" PRIu64 "] hold %" PRIu64
+                                   " bytes, expected %" PRIu64 " (%s %s)",
                         name, t->begin, t->end, t->end - t->begin, bytes, dt->name, shape);
     if (t->end > data_len)
         return ms__fail(err, errlen, MS_E_WEIGHTS,
@@ -173,11 +172,31 @@ static int parse_entry(const char *name, const json_t *val, uint64_t data_len, m
     return 0;
 }
 
-int ms__st_parse(const uint8_t *buf, size_t len, uint64_t file_size, ms__st_file *out, char *err,
-                 size_t errlen)
+/* Reads one tensor entry into *t (name not set). */
+static int parse_entry(const char *name, const json_t *val, uint64_t data_len, ms__st_tensor *t,
+                       char *err, size_t errlen)
 {
-    if (!out || (!buf && len))
-        return ms__fail(err, errlen, MS_E_INVAL, "ms__st_parse: expected a buffer and an output");
+    if (!json_is_object(val))
+        return ms__fail(err, errlen, MS_E_WEIGHTS,
+                        ST_CORRUPT "expected an object with dtype, shape and data_offsets, got %s",
+                        name, ms__json_kind(val));
+    st_dtype dt = {0};
+    int rc = entry_dtype(name, val, &dt, err, errlen);
+    if (rc == 0)
+        rc = entry_shape(name, val, t, err, errlen);
+    if (rc != 0)
+        return rc;
+    t->dtype = dt.dtype;
+    rc = entry_offsets(name, val, t, err, errlen);
+    if (rc != 0)
+        return rc;
+    return entry_range(name, &dt, t, data_len, err, errlen);
+}
+
+/* The framing: checks the arguments and the 8-byte header length; *n is that length. */
+static int st_frame(const uint8_t *buf, size_t len, uint64_t file_size, uint64_t *n, char *err,
+                    size_t errlen)
+{
     if (len > file_size)
         return ms__fail(err, errlen, MS_E_INVAL,
                         "ms__st_parse: %zu bytes given for a file of %" PRIu64 " bytes", len,
@@ -190,85 +209,118 @@ int ms__st_parse(const uint8_t *buf, size_t len, uint64_t file_size, ms__st_file
     if (len < 8)
         return ms__fail(err, errlen, MS_E_INVAL,
                         "ms__st_parse: expected at least the first 8 bytes, got %zu", len);
-    uint64_t n = le64(buf);
-    if (n > file_size - 8)
+    *n = le64(buf);
+    if (*n > file_size - 8)
         return ms__fail(err, errlen, MS_E_WEIGHTS,
                         "not a safetensors file: header length %" PRIu64
                         " is larger than the file (%" PRIu64 " bytes)",
-                        n, file_size);
-    if (n > MS__ST_HEADER_MAX)
+                        *n, file_size);
+    if (*n > MS__ST_HEADER_MAX)
         return ms__fail(err, errlen, MS_E_WEIGHTS,
                         "not a safetensors file: header length %" PRIu64
                         " is over the limit of %u bytes",
-                        n, MS__ST_HEADER_MAX);
-    if (len - 8 < n)
+                        *n, MS__ST_HEADER_MAX);
+    if (len - 8 < *n)
         return ms__fail(err, errlen, MS_E_INVAL,
                         "ms__st_parse: expected the whole header (%" PRIu64 " bytes), got %zu",
-                        n + 8, len);
+                        *n + 8, len);
+    return 0;
+}
 
+/* The header's JSON: *root, an object of at most MS__ST_TENSORS_MAX tensors (owned by the caller
+ * on success). */
+static int st_header(const uint8_t *buf, uint64_t n, json_t **root, char *err, size_t errlen)
+{
     json_error_t je;
-    json_t *root = json_loadb((const char *)buf + 8, (size_t)n, JSON_REJECT_DUPLICATES, &je);
-    if (!root)
+    json_t *r = json_loadb((const char *)buf + 8, (size_t)n, JSON_REJECT_DUPLICATES, &je);
+    if (!r)
         return ms__fail(err, errlen, MS_E_WEIGHTS,
                         "not a safetensors file: the header is not JSON (%s, at byte %d of %" PRIu64
                         ")",
                         je.text, je.position, n);
     int rc = 0;
-    ms__st_tensor *tensors = NULL;
-    size_t count = 0;
-    if (!json_is_object(root)) {
+    size_t cap = json_object_size(r);
+    if (!json_is_object(r))
         rc = ms__fail(err, errlen, MS_E_WEIGHTS,
                       "not a safetensors file: expected the header to be a JSON object, got %s",
-                      ms__json_kind(root));
-        goto out;
-    }
-    size_t cap = json_object_size(root);
-    if (cap > MS__ST_TENSORS_MAX + 1 ||
-        (cap == MS__ST_TENSORS_MAX + 1 && !json_object_get(root, "__metadata__"))) {
+                      ms__json_kind(r));
+    else if (cap > MS__ST_TENSORS_MAX + 1 ||
+             (cap == MS__ST_TENSORS_MAX + 1 && !json_object_get(r, "__metadata__")))
         rc = ms__fail(err, errlen, MS_E_WEIGHTS,
                       "safetensors header lists %zu tensors, over the limit of %u", cap,
                       MS__ST_TENSORS_MAX);
-        goto out;
+    if (rc != 0) {
+        json_decref(r);
+        return rc;
     }
-    tensors = calloc(cap ? cap : 1, sizeof *tensors);
-    if (!tensors) {
-        rc = ms__fail(err, errlen, MS_E_NOMEM, "out of memory for %zu tensors", cap);
-        goto out;
-    }
-    uint64_t data_len = file_size - 8 - n;
+    *root = r;
+    return 0;
+}
+
+static void st_tensors_free(ms__st_tensor *tensors, size_t count)
+{
+    for (size_t i = 0; tensors != NULL && i < count; i++)
+        free(tensors[i].name);
+    free(tensors);
+}
+
+/* Every entry of root into f->tensors (f->ntensors of them; owned by f on success). */
+static int st_entries(const json_t *root, uint64_t data_len, ms__st_file *f, char *err,
+                      size_t errlen)
+{
+    size_t cap = json_object_size(root), count = 0;
+    ms__st_tensor *tensors = calloc(cap ? cap : 1, sizeof *tensors);
+    if (!tensors)
+        return ms__fail(err, errlen, MS_E_NOMEM, "out of memory for %zu tensors", cap);
+    int rc = 0;
     const char *key;
     json_t *val;
-    json_object_foreach(root, key, val)
+    json_object_foreach((json_t *)root, key, val)
     {
         if (strcmp(key, "__metadata__") == 0) {
             rc = check_metadata(val, err, errlen);
             if (rc < 0)
-                goto out;
+                break;
             continue;
         }
         ms__st_tensor *t = &tensors[count];
         rc = parse_entry(key, val, data_len, t, err, errlen);
         if (rc < 0)
-            goto out;
+            break;
         t->name = strdup(key);
         if (!t->name) {
             rc = ms__fail(err, errlen, MS_E_NOMEM, "out of memory for a tensor name");
-            goto out;
+            break;
         }
         count++;
     }
-    out->tensors = tensors;
-    out->ntensors = count;
-    out->data_start = 8 + n;
-    out->data_len = data_len;
-    tensors = NULL;
-out:
-    if (tensors) {
-        for (size_t i = 0; i < count; i++)
-            free(tensors[i].name);
-        free(tensors);
+    if (rc < 0) {
+        st_tensors_free(tensors, count);
+        return rc;
     }
+    f->tensors = tensors;
+    f->ntensors = count;
+    return 0;
+}
+
+int ms__st_parse(const uint8_t *buf, size_t len, uint64_t file_size, ms__st_file *out, char *err,
+                 size_t errlen)
+{
+    if (!out || (!buf && len))
+        return ms__fail(err, errlen, MS_E_INVAL, "ms__st_parse: expected a buffer and an output");
+    uint64_t n = 0;
+    int rc = st_frame(buf, len, file_size, &n, err, errlen);
+    if (rc != 0)
+        return rc;
+    json_t *root = NULL;
+    rc = st_header(buf, n, &root, err, errlen);
+    if (rc != 0)
+        return rc;
+    ms__st_file f = {.data_start = 8 + n, .data_len = file_size - 8 - n};
+    rc = st_entries(root, f.data_len, &f, err, errlen);
     json_decref(root);
+    if (rc == 0)
+        *out = f;
     return rc;
 }
 
@@ -276,9 +328,7 @@ void ms__st_free(ms__st_file *f)
 {
     if (!f)
         return;
-    for (size_t i = 0; i < f->ntensors; i++)
-        free(f->tensors[i].name);
-    free(f->tensors);
+    st_tensors_free(f->tensors, f->ntensors);
     memset(f, 0, sizeof *f);
 }
 

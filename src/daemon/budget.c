@@ -2,71 +2,13 @@
 #include "budget.h"
 
 #include <ctype.h>
-#include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
+#include "../common/size.h"
 #include "../common/util.h"
 #include "modelshare.h"
-
-static const struct {
-    const char *name;
-    uint64_t mult;
-} units[] = {
-    {"", 1},
-    {"B", 1},
-    {"K", 1000ull},
-    {"KB", 1000ull},
-    {"KiB", 1ull << 10},
-    {"M", 1000000ull},
-    {"MB", 1000000ull},
-    {"MiB", 1ull << 20},
-    {"G", 1000000000ull},
-    {"GB", 1000000000ull},
-    {"GiB", 1ull << 30},
-    {"T", 1000000000000ull},
-    {"TB", 1000000000000ull},
-    {"TiB", 1ull << 40},
-};
-
-int ms__size_parse(const char *text, uint64_t *bytes, double *percent, char *err, size_t errlen)
-{
-    static const char expected[] = "a size like 16GiB, 512MiB, 2000000000 or a percentage like "
-                                   "90%";
-    if (text == NULL || !isdigit((unsigned char)text[0]))
-        return ms__fail(err, errlen, MS_E_INVAL, "expected %s, got \"%.64s\"", expected,
-                        text != NULL ? text : "");
-    char *end;
-    errno = 0;
-    double v = strtod(text, &end);
-    if (errno != 0 || !isfinite(v) || v < 0)
-        return ms__fail(err, errlen, MS_E_INVAL, "expected %s, got \"%.64s\"", expected, text);
-    if (strcmp(end, "%") == 0) {
-        if (!(v > 0 && v <= 100))
-            return ms__fail(err, errlen, MS_E_INVAL,
-                            "expected a percentage above 0 and at most 100, got \"%.64s\"", text);
-        *percent = v;
-        *bytes = 0;
-        return 0;
-    }
-    for (size_t i = 0; i < MS__ARRAY_LEN(units); i++) {
-        if (strcasecmp(end, units[i].name) != 0)
-            continue;
-        double b = v * (double)units[i].mult;
-        if (b < 1 || b > 1.8e19)
-            return ms__fail(err, errlen, MS_E_INVAL,
-                            "expected a size from 1 byte to 16 EiB, got \"%.64s\"", text);
-        *bytes = (uint64_t)b;
-        *percent = 0;
-        return 0;
-    }
-    return ms__fail(err, errlen, MS_E_INVAL,
-                    "expected %s (units B, KB, KiB, MB, MiB, GB, GiB, TB, TiB), got \"%.64s\"",
-                    expected, text);
-}
 
 void ms__budgets_init(ms__budgets *b)
 {

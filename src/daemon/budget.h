@@ -5,8 +5,8 @@
  *
  * A budget is given in bytes or as a percentage of the device's total memory:
  *   --memory host=16GiB,cuda:0=90%
- * Sizes: an integer with an optional unit: B, K/KB (1000), KiB (1024), M/MB, MiB, G/GB, GiB, T/TB,
- * TiB. Defaults: 80% of host RAM, 90% of each GPU.
+ * Sizes and percentages as src/common/size.h reads them (KB 1000, KiB 1024). Defaults: 80% of host
+ * RAM, 90% of each GPU.
  */
 #ifndef MS_DAEMON_BUDGET_H
 #define MS_DAEMON_BUDGET_H
@@ -32,10 +32,6 @@ typedef struct ms__budgets {
     ms__budget_dev dev[MS__DEVICES_MAX];
     int n;
 } ms__budgets;
-
-/* Parses "16GiB", "1500000000", "90%" into bytes or a percentage (0 < p <= 100). Returns 0, or
- * MS_E_INVAL with a message saying what was expected. */
-int ms__size_parse(const char *text, uint64_t *bytes, double *percent, char *err, size_t errlen);
 
 /* Empty set: every device gets its default when first asked for. */
 void ms__budgets_init(ms__budgets *b);

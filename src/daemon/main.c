@@ -20,6 +20,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "../common/env.h"
 #include "../common/log.h"
 #include "../common/paths.h"
 #include "../common/util.h"
@@ -323,7 +324,7 @@ static int serve(const daemon_args *a, int level, int ready_fd)
 
 int main(int argc, char **argv)
 {
-    daemon_args a = {.level_name = "info", .memory = getenv("MODELSHARE_MEMORY")};
+    daemon_args a = {.level_name = "info", .memory = ms__env_str("MODELSHARE_MEMORY", NULL)};
 
     close_inherited_fds();
     int rc = parse_args(argc, argv, &a);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../common/errors.h"
 #include "../common/log.h"
 #include "modelshare.h"
 #include "models_int.h"
@@ -63,7 +64,7 @@ static void msg_failed(ms__models *ml, ms__wproc *w, const json_t *msg)
     json_t *code = json_object_get(msg, "code");
     const char *text = json_string_value(json_object_get(msg, "error"));
     int c = json_is_integer(code) ? (int)json_integer_value(code) : MS_E_LOAD_FAILED;
-    if (c >= 0 || strcmp(ms_errname(c), "MS_E_UNKNOWN") == 0) /* not an MS_E_* code */
+    if (c >= 0 || !ms__error_known(c)) /* not an MS_E_* code */
         c = MS_E_LOAD_FAILED;
     w->said_failed = true;
     on_failed(ml, w, c, text != NULL ? text : "the worker failed to load the model");

@@ -3,17 +3,8 @@
 
 #include <unistd.h>
 
+#include "../common/errors.h"
 #include "errors.h"
-
-static bool code_known(int64_t code)
-{
-#define MS__ERR_CASE(name, value, text)                                                            \
-    if (code == (value))                                                                           \
-        return true;
-    MS_ERRNO_MAP(MS__ERR_CASE)
-#undef MS__ERR_CASE
-    return false;
-}
 
 /* A client made before fork() or whose connection broke is not used again. */
 static int check_usable(ms_client *client)
@@ -86,7 +77,7 @@ static int check_reply(ms_client *client, json_t *msg, int64_t id)
     json_t *code = json_object_get(msg, "code");
     const char *text = json_string_value(json_object_get(msg, "error"));
     int64_t c = json_is_integer(code) ? json_integer_value(code) : 0;
-    if (c >= 0 || !code_known(c))
+    if (c >= 0 || !ms__error_known(c))
         return ms__lib_fail(client, MS_E_PROTOCOL,
                             "daemon refused the request with an unknown code %lld: %s",
                             (long long)c, text ? text : "(no message)");

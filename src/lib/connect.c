@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "connect.h"
+#include "../common/env.h"
 #include "internal.h"
 
 extern char **environ;
@@ -177,9 +178,7 @@ static int spawn_daemon(const char *path, char *err, size_t errlen)
     if (ms__sibling_binary("modelshared", "MODELSHARE_DAEMON", bin, sizeof bin) < 0)
         return ms__fail(err, errlen, MS_E_NO_DAEMON,
                         "no daemon answers at %s and the path of modelshared is too long", path);
-    const char *idle = getenv("MODELSHARE_IDLE_EXIT");
-    if (idle == NULL || idle[0] == '\0')
-        idle = "600";
+    const char *idle = ms__env_str("MODELSHARE_IDLE_EXIT", "600"); /* the daemon checks it */
     if (pipe2(pipefd, O_CLOEXEC) != 0)
         return ms__fail(err, errlen, MS_E_NO_DAEMON, "cannot start %s: pipe: %s", bin,
                         strerror(errno));
@@ -281,8 +280,7 @@ int ms__lib_connect(const char *path, int *fd, char *err, size_t errlen)
         return 0;
     if (!nobody_there(e))
         return connect_error(path, e, err, errlen);
-    const char *no = getenv("MODELSHARE_NO_AUTOSTART");
-    if (no != NULL && strcmp(no, "1") == 0)
+    if (strcmp(ms__env_str("MODELSHARE_NO_AUTOSTART", ""), "1") == 0)
         return ms__fail(err, errlen, MS_E_NO_DAEMON,
                         "no daemon answers at %s (%s) and MODELSHARE_NO_AUTOSTART=1", path,
                         strerror(-e));

@@ -89,7 +89,7 @@ static int check_shape(ms_model *model, int dtype, int rank, const int64_t *shap
     return 0;
 }
 
-MS_EXPORT int ms_tensor_alloc(ms_model *model, int dtype, int rank, const int64_t *shape,
+MS_EXPORT int ms_tensor_alloc(ms_model *model, ms_dtype dtype, int rank, const int64_t *shape,
                               ms_tensor **out)
 {
     size_t nbytes;
@@ -117,7 +117,7 @@ MS_EXPORT int ms_tensor_alloc(ms_model *model, int dtype, int rank, const int64_
     return r;
 }
 
-MS_EXPORT int ms_tensor_from(ms_model *model, int dtype, int rank, const int64_t *shape,
+MS_EXPORT int ms_tensor_from(ms_model *model, ms_dtype dtype, int rank, const int64_t *shape,
                              const void *data, size_t nbytes, ms_tensor **out)
 {
     size_t need;
@@ -171,7 +171,7 @@ MS_EXPORT size_t ms_tensor_nbytes(const ms_tensor *tensor)
     return tensor ? tensor->nbytes : 0;
 }
 
-MS_EXPORT int ms_tensor_dtype(const ms_tensor *tensor)
+MS_EXPORT ms_dtype ms_tensor_dtype(const ms_tensor *tensor)
 {
     return tensor ? tensor->dtype : 0;
 }

@@ -1,4 +1,4 @@
-/* Memory budgets: sizes, the --memory text, and the admission plan (LRU eviction, waiting). */
+/* Memory budgets: the --memory text, and the admission plan (LRU eviction, waiting). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,35 +12,6 @@
 #include "modelshare.h"
 
 #define MIB (1ull << 20)
-
-static void test_size_parse(void **state)
-{
-    (void)state;
-    char err[MS__ERRLEN];
-    uint64_t b;
-    double p;
-    assert_int_equal(ms__size_parse("16GiB", &b, &p, err, sizeof err), 0);
-    assert_int_equal(b, 16ull << 30);
-    assert_true(p == 0);
-    assert_int_equal(ms__size_parse("1500000000", &b, &p, err, sizeof err), 0);
-    assert_int_equal(b, 1500000000ull);
-    assert_int_equal(ms__size_parse("2GB", &b, &p, err, sizeof err), 0);
-    assert_int_equal(b, 2000000000ull);
-    assert_int_equal(ms__size_parse("512mib", &b, &p, err, sizeof err), 0);
-    assert_int_equal(b, 512 * MIB);
-    assert_int_equal(ms__size_parse("1.5GiB", &b, &p, err, sizeof err), 0);
-    assert_int_equal(b, 3ull << 29);
-    assert_int_equal(ms__size_parse("90%", &b, &p, err, sizeof err), 0);
-    assert_true(p == 90.0);
-
-    assert_int_equal(ms__size_parse("12 parsecs", &b, &p, err, sizeof err), MS_E_INVAL);
-    assert_non_null(strstr(err, "got \"12 parsecs\""));
-    assert_int_equal(ms__size_parse("150%", &b, &p, err, sizeof err), MS_E_INVAL);
-    assert_non_null(strstr(err, "at most 100"));
-    assert_int_equal(ms__size_parse("-1", &b, &p, err, sizeof err), MS_E_INVAL);
-    assert_int_equal(ms__size_parse("0", &b, &p, err, sizeof err), MS_E_INVAL);
-    assert_int_equal(ms__size_parse("", &b, &p, err, sizeof err), MS_E_INVAL);
-}
 
 static void test_budgets_parse(void **state)
 {
@@ -161,7 +132,6 @@ static void test_bytes_str(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_size_parse),
         cmocka_unit_test(test_budgets_parse),
         cmocka_unit_test(test_plan_fits_and_never),
         cmocka_unit_test(test_plan_evicts_lru_only_as_needed),

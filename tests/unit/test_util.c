@@ -17,6 +17,8 @@
 
 #include "modelshare.h"
 #include "../../src/common/arena.h"
+#include "../../src/common/dtype.h"
+#include "../../src/common/errors.h"
 #include "../../src/common/log.h"
 #include "../../src/common/paths.h"
 #include "../../src/common/procmem.h"
@@ -39,6 +41,13 @@ static void test_errors_table(void **state)
     }
     assert_string_equal(ms_errname(-1000), "MS_E_UNKNOWN");
     assert_string_equal(ms_strerror(12345), "unknown error");
+    assert_string_equal(ms_strerror(MS_OK), "success");
+    assert_true(ms__error_known(MS_OK));
+    assert_true(ms__error_known(MS_E_INVAL));
+    assert_true(ms__error_known(MS_E_BACKEND));
+    assert_false(ms__error_known(MS_E_BACKEND - 1));
+    assert_false(ms__error_known(1));
+    assert_false(ms__error_known(-4294967297ll)); /* not MS_E_INVAL once truncated */
     assert_int_equal(ms_version(), MS_VERSION_HEX);
 }
 
@@ -70,6 +79,19 @@ static void test_dtypes(void **state)
     assert_int_equal(ms__dtype_from_name("f32"), 0);
     assert_int_equal(ms__dtype_from_name(""), 0);
     assert_int_equal(ms__dtype_from_name(NULL), 0);
+    assert_int_equal(ms__dtype_from_st("float32"), 0);
+    assert_int_equal(ms__dtype_from_st("BF16"), MS_BFLOAT16);
+    assert_true(ms__dtype_from_npy_code("f4")->dtype == MS_FLOAT32);
+    assert_true(ms__dtype_from_npy_code("b1")->dtype == MS_BOOL);
+    assert_null(ms__dtype_from_npy_code("f16"));
+    assert_null(ms__dtype_info_of(MS_BFLOAT16)->npy);
+    char list[128];
+    ms__dtype_list(MS__DTYPE_NPY, "'", " or ", list, sizeof list);
+    assert_string_equal(list, "'<f4', '<f2', '<f8', '|i1', '|u1', '<i2', '<i4', '<i8' or '|b1'");
+    ms__dtype_list(MS__DTYPE_ST, "", ", ", list, sizeof list);
+    assert_string_equal(list, "F32, F16, BF16, F64, I8, U8, I16, I32, I64, BOOL");
+    ms__dtype_list(MS__DTYPE_NAME, "", " or ", list, 8); /* truncated, still terminated */
+    assert_string_equal(list, "float32");
 }
 
 static void test_overflow(void **state)
@@ -333,8 +355,16 @@ static void test_arena_env(void **state)
     (void)state;
     unsetenv("MODELSHARE_ARENA_BYTES");
     assert_true(ms__arena_capacity_from_env() == MS__ARENA_DEFAULT);
-    setenv("MODELSHARE_ARENA_BYTES", "64M", 1);
+    setenv("MODELSHARE_ARENA_BYTES", "64M", 1); /* SI: 64000000 bytes, as "64MB" */
+    assert_true(ms__arena_capacity_from_env() == 64000000ull);
+    setenv("MODELSHARE_ARENA_BYTES", "64MiB", 1);
     assert_true(ms__arena_capacity_from_env() == 64ull << 20);
+    setenv("MODELSHARE_ARENA_BYTES", "4GB", 1);
+    assert_true(ms__arena_capacity_from_env() == 4000000000ull);
+    setenv("MODELSHARE_ARENA_BYTES", "100000063", 1); /* rounded down to 64 bytes */
+    assert_true(ms__arena_capacity_from_env() == 100000000ull);
+    setenv("MODELSHARE_ARENA_BYTES", "", 1);
+    assert_true(ms__arena_capacity_from_env() == MS__ARENA_DEFAULT);
     setenv("MODELSHARE_ARENA_BYTES", "2GiB", 1);
     assert_true(ms__arena_capacity_from_env() == 2ull << 30);
     setenv("MODELSHARE_ARENA_BYTES", "12582912", 1);

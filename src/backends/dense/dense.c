@@ -106,15 +106,13 @@ static bool dtype_ok(int dtype)
     return dtype == MS_FLOAT32 || dtype == MS_FLOAT16 || dtype == MS_BFLOAT16;
 }
 
-/* Sorts the file's tensors into layers: refs (f->ntensors entries, sorted) is filled, and each
- * layer's weight and bias land in w[i] / b[i] (*nlayers entries). Checks names, dtypes, shapes
- * and that the shapes chain. */
-static int plan_layers(const char *path, const ms__st_file *f, layer_ref *refs,
-                       const ms__st_tensor **w, const ms__st_tensor **b, size_t *nlayers, char *err,
-                       size_t errlen)
+/* Names each of the file's tensors in refs[i] (layer index and kind) and sorts refs by them.
+ * Checks names and dtypes, and that all share one prefix (*prefix, *plen bytes long). */
+static int sort_refs(const char *path, const ms__st_file *f, layer_ref *refs, const char **prefix,
+                     size_t *plen, char *err, size_t errlen)
 {
-    const char *prefix = NULL;
-    size_t plen = 0;
+    *prefix = NULL;
+    *plen = 0;
     for (size_t i = 0; i < f->ntensors; i++) {
         const ms__st_tensor *t = &f->tensors[i];
         size_t tp;
@@ -124,14 +122,14 @@ static int plan_layers(const char *path, const ms__st_file *f, layer_ref *refs,
                             "tensors named \"<prefix>N.weight\" and \"<prefix>N.bias\", like "
                             "\"0.weight\" or \"model.0.bias\")",
                             path, t->name);
-        if (!prefix) {
-            prefix = t->name;
-            plen = tp;
-        } else if (tp != plen || memcmp(prefix, t->name, plen) != 0) {
+        if (!*prefix) {
+            *prefix = t->name;
+            *plen = tp;
+        } else if (tp != *plen || memcmp(*prefix, t->name, *plen) != 0) {
             return ms__fail(err, errlen, MS_E_WEIGHTS,
                             "weights file \"%s\": tensor \"%s\" does not share the prefix "
                             "\"%.*s\" of \"%s\" (expected one prefix for all layers)",
-                            path, t->name, (int)plen, prefix, prefix);
+                            path, t->name, (int)*plen, *prefix, *prefix);
         }
         refs[i].t = t;
         if (!dtype_ok(t->dtype))
@@ -140,16 +138,24 @@ static int plan_layers(const char *path, const ms__st_file *f, layer_ref *refs,
                             "got %s",
                             path, t->name, ms_dtype_name(t->dtype));
     }
-    if (!prefix)
+    if (!*prefix)
         return ms__fail(err, errlen, MS_E_WEIGHTS,
                         "weights file \"%s\": no tensors (expected layers named like "
                         "\"0.weight\", \"0.bias\", \"1.weight\", ...)",
                         path);
     qsort(refs, f->ntensors, sizeof *refs, cmp_ref);
+    return 0;
+}
 
+/* Walks the sorted refs (nrefs) into layers: each weight, with the bias that follows it, lands in
+ * w[n] / b[n] (*nlayers entries). Checks their shapes. */
+static int pair_layers(const char *path, const layer_ref *refs, size_t nrefs, const char *prefix,
+                       size_t plen, const ms__st_tensor **w, const ms__st_tensor **b,
+                       size_t *nlayers, char *err, size_t errlen)
+{
     size_t n = 0;
     char got[160];
-    for (size_t i = 0; i < f->ntensors; i++) {
+    for (size_t i = 0; i < nrefs; i++) {
         const ms__st_tensor *t = refs[i].t;
         ms__shape_str(t->rank, t->shape, got, sizeof got);
         if (refs[i].kind == KIND_WEIGHT) {
@@ -177,6 +183,25 @@ static int plan_layers(const char *path, const ms__st_file *f, layer_ref *refs,
                             path, t->name, wt->shape[0], wt->name, got);
         b[n - 1] = t;
     }
+    *nlayers = n;
+    return 0;
+}
+
+/* Sorts the file's tensors into layers: refs (f->ntensors entries, sorted) is filled, and each
+ * layer's weight and bias land in w[i] / b[i] (*nlayers entries). Checks names, dtypes, shapes
+ * and that the shapes chain. */
+static int plan_layers(const char *path, const ms__st_file *f, layer_ref *refs,
+                       const ms__st_tensor **w, const ms__st_tensor **b, size_t *nlayers, char *err,
+                       size_t errlen)
+{
+    const char *prefix;
+    size_t plen, n = 0;
+    int rc = sort_refs(path, f, refs, &prefix, &plen, err, errlen);
+    if (rc < 0)
+        return rc;
+    rc = pair_layers(path, refs, f->ntensors, prefix, plen, w, b, &n, err, errlen);
+    if (rc < 0)
+        return rc;
     for (size_t i = 1; i < n; i++)
         if (w[i]->shape[1] != w[i - 1]->shape[0])
             return ms__fail(err, errlen, MS_E_WEIGHTS,
@@ -325,6 +350,29 @@ static int copy_layers(const char *path, dense_state *s, const uint8_t *data,
     return 0;
 }
 
+/* Maps the open weights file (fd, size bytes) at *map (*map_len bytes; MAP_FAILED until then)
+ * and parses its header into *f. The caller unmaps and frees, also on failure. */
+static int map_weights(const char *path, int fd, uint64_t size, void **map, size_t *map_len,
+                       ms__st_file *f, char *err, size_t errlen)
+{
+    char msg[MS__ERRLEN];
+    if (size < 8)
+        return ms__fail(err, errlen, MS_E_WEIGHTS,
+                        "weights file \"%s\": not a safetensors file (%" PRIu64
+                        " bytes, expected at least 8)",
+                        path, size);
+    *map_len = (size_t)size;
+    *map = mmap(NULL, *map_len, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (*map == MAP_FAILED)
+        return ms__fail(err, errlen, MS_E_WEIGHTS, "weights file \"%s\": cannot map it: %s", path,
+                        strerror(errno));
+    int rc = ms__st_parse(*map, *map_len, size, f, msg, sizeof msg);
+    if (rc < 0)
+        return ms__fail(err, errlen, rc == MS_E_NOMEM ? MS_E_NOMEM : MS_E_WEIGHTS,
+                        "weights file \"%s\": %s", path, msg);
+    return 0;
+}
+
 static int dense_load(const ms__spec *spec, void **state, char *err, size_t errlen)
 {
     int rc = check_spec(spec, err, errlen);
@@ -337,7 +385,6 @@ static int dense_load(const ms__spec *spec, void **state, char *err, size_t errl
     if (rc < 0)
         return rc;
 
-    char msg[MS__ERRLEN];
     void *map = MAP_FAILED;
     size_t map_len = 0;
     ms__st_file f;
@@ -346,26 +393,9 @@ static int dense_load(const ms__spec *spec, void **state, char *err, size_t errl
     const ms__st_tensor **w = NULL, **b = NULL;
     dense_state *s = NULL;
 
-    if (size < 8) {
-        rc = ms__fail(err, errlen, MS_E_WEIGHTS,
-                      "weights file \"%s\": not a safetensors file (%" PRIu64
-                      " bytes, expected at least 8)",
-                      path, size);
+    rc = map_weights(path, fd, size, &map, &map_len, &f, err, errlen);
+    if (rc < 0)
         goto out;
-    }
-    map_len = (size_t)size;
-    map = mmap(NULL, map_len, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (map == MAP_FAILED) {
-        rc = ms__fail(err, errlen, MS_E_WEIGHTS, "weights file \"%s\": cannot map it: %s", path,
-                      strerror(errno));
-        goto out;
-    }
-    rc = ms__st_parse(map, map_len, size, &f, msg, sizeof msg);
-    if (rc < 0) {
-        rc = ms__fail(err, errlen, rc == MS_E_NOMEM ? MS_E_NOMEM : MS_E_WEIGHTS,
-                      "weights file \"%s\": %s", path, msg);
-        goto out;
-    }
     size_t cap = f.ntensors ? f.ntensors : 1;
     refs = calloc(cap, sizeof *refs);
     w = calloc(cap, sizeof *w);
