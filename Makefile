@@ -5,7 +5,7 @@ VENV       ?= .venv
 JOBS       ?= $(shell nproc)
 PYTEST     := $(VENV)/bin/python -m pytest
 
-.PHONY: all build deps venv python demo test test-unit test-integration test-python test-asan \
+.PHONY: all build deps venv python demo test lint test-unit test-integration test-python test-asan \
         test-gpu fuzz bench format format-check clean
 
 all: build
@@ -42,9 +42,17 @@ python: $(VENV)/.python-ok
 demo: build
 	$(BUILD)/modelshare demo
 
-# Unit tests and fuzz-corpus replays (ctest), integration tests (pytest), the Python package's
-# tests, then the C tests again under AddressSanitizer and UndefinedBehaviorSanitizer.
-test: test-unit test-integration test-python test-asan
+# The code's shape (lint), unit tests and fuzz-corpus replays (ctest), integration tests (pytest),
+# the Python package's tests, then the C tests again under AddressSanitizer and
+# UndefinedBehaviorSanitizer.
+test: lint test-unit test-integration test-python test-asan
+
+# No function in src/ over 60 lines (lizard), no circle of includes between the files of a
+# program's folder (docs/ARCHITECTURE.md's layers).
+lint: venv
+	$(VENV)/bin/lizard --length 60 --CCN 1000 --warnings_only src
+	$(VENV)/bin/python scripts/check-layers.py src/daemon src/lib src/worker src/common src/cli \
+		src/backends
 
 test-unit: build
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)

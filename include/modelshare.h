@@ -223,13 +223,17 @@ typedef struct ms_model ms_model;
  *   python          object                        none      required for (and only for)
  *                                                           backend "python": constructor,
  *                                                           executable, cwd, path, framework,
- *                                                           key (the Python package fills it)
- * Errors: MS_E_INVAL (tag malformed), MS_E_SPEC (names the field), MS_E_SPEC_CONFLICT (shows
- * both specs), MS_E_UNKNOWN_TAG (spec_json NULL and no such model), MS_E_WEIGHTS,
- * MS_E_DEVICE, MS_E_NO_MEMORY (does not fit the device's budget within load_timeout; names what
- * holds the memory), MS_E_LOAD_FAILED (the worker's message passed through), MS_E_LIMIT (too
- * many models, leases or workers), MS_E_UNLOADED (force-unloaded while loading), MS_E_NOMEM,
- * MS_E_DAEMON_LOST, MS_E_PROTOCOL. */
+ *                                                           key, identity (the Python package
+ *                                                           fills it; src/common/spec.h)
+ * Two specs are the same model when every field above is equal; for python, the framework and
+ * the key (else the pickled constructor) are compared, not where the worker runs.
+ * Errors: MS_E_INVAL (tag malformed), MS_E_SPEC (names the field), MS_E_SPEC_CONFLICT (names
+ * each field, or python constructor part, that differs, with the loaded and the asked value),
+ * MS_E_UNKNOWN_TAG (spec_json NULL and no such model), MS_E_WEIGHTS, MS_E_DEVICE, MS_E_NO_MEMORY
+ * (does not fit the device's budget within load_timeout; names what holds the memory),
+ * MS_E_LOAD_FAILED (the worker's message passed through), MS_E_LIMIT (too many models, leases or
+ * workers), MS_E_UNLOADED (force-unloaded while loading), MS_E_NOMEM, MS_E_DAEMON_LOST,
+ * MS_E_PROTOCOL. */
 MS_EXPORT int ms_acquire(ms_client *client, const char *tag, const char *spec_json, ms_model **out);
 
 /* Ends the lease and frees the handle (and every tensor still allocated from it). At zero leases

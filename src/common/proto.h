@@ -25,7 +25,7 @@
  *    {"op":"load","id":4,"tag":"t","spec":{...}} -> {"ok":true}  (loaded, no lease kept)
  *    {"op":"unload","id":5,"tag":"t","force":false} -> {"ok":true}  (reply once the worker is gone)
  *    {"op":"status","id":6}                     -> {"ok":true,"status":STATUS}
- *        STATUS is what `modelshare status --json` prints (see DESIGN.md's contracts):
+ *        STATUS is what `modelshare status --json` prints (see docs/ARCHITECTURE.md, "Contracts"):
  *        {"daemon_pid":..,"socket":"..","uptime_s":..,"clients":N,
  *         "models":[{"tag","backend","state","device","memory_bytes","leases","worker_pids":[..],
  *                    "loads","requests","batches","rows","busy_s","worker_requests":[..],

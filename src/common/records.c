@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "arena.h"
+#include "errors.h"
 #include "modelshare.h"
 #include "util.h"
 
@@ -37,6 +38,28 @@ static int check_shape(const char *what, uint32_t dtype, uint32_t rank, const in
     return 0;
 }
 
+/* A tensor's dtype, shape and byte length agree ("input" with in_len, "output" with out_len). */
+static int check_tensor(const char *what, const char *len_name, uint32_t dtype, uint32_t rank,
+                        const int64_t *shape, uint64_t len, char *err, size_t errlen)
+{
+    if (ms_dtype_size((int)dtype) == 0)
+        return ms__fail(err, errlen, MS_E_DTYPE,
+                        "expected an %s dtype from %d to %d (float32 ... bool), got %u", what,
+                        MS_FLOAT32, MS_BOOL, dtype);
+    size_t nbytes = 0;
+    int rc = check_shape(what, dtype, rank, shape, &nbytes, err, errlen);
+    if (rc != 0)
+        return rc;
+    if (len != nbytes) {
+        char s[160];
+        ms__shape_str((int)rank, shape, s, sizeof s);
+        return ms__fail(err, errlen, MS_E_PROTOCOL,
+                        "expected an %s of %zu bytes for %s %s, got %s %llu", what, nbytes,
+                        ms_dtype_name((int)dtype), s, len_name, (unsigned long long)len);
+    }
+    return 0;
+}
+
 /* [off, off + len) inside [MS__ARENA_DATA, cap), aligned to align. */
 static int check_range(const char *what, uint64_t off, uint64_t len, uint64_t cap, size_t align,
                        char *err, size_t errlen)
@@ -58,6 +81,49 @@ static int check_range(const char *what, uint64_t off, uint64_t len, uint64_t ca
     return 0;
 }
 
+/* The record's kind: magic, flags, and a method call's input. */
+static int check_kind(const ms__req *r, char *err, size_t errlen)
+{
+    if (r->magic != MS__REQ_MAGIC)
+        return ms__fail(err, errlen, MS_E_PROTOCOL, "expected request magic 0x%08x, got 0x%08x",
+                        MS__REQ_MAGIC, r->magic);
+    if ((r->flags & ~MS__REQ_FLAGS_KNOWN) != 0)
+        return ms__fail(err, errlen, MS_E_PROTOCOL,
+                        "expected request flags 0 or 0x%x (a method call), got 0x%x", MS__REQ_CALL,
+                        r->flags);
+    if ((r->flags & MS__REQ_CALL) && (r->dtype != MS_UINT8 || r->rank != 1))
+        return ms__fail(err, errlen, MS_E_PROTOCOL,
+                        "a method call: expected a uint8 input of rank 1, got dtype %u rank %u",
+                        r->dtype, r->rank);
+    return 0;
+}
+
+/* Where the input and the output room lie: inside the arena, aligned, apart. */
+static int check_places(const ms__req *r, uint64_t arena_capacity, size_t esize, char *err,
+                        size_t errlen)
+{
+    if (arena_capacity < MS__ARENA_MIN || arena_capacity > MS__ARENA_MAX)
+        return ms__fail(err, errlen, MS_E_PROTOCOL,
+                        "expected an arena of %llu to %llu bytes, got %llu",
+                        (unsigned long long)MS__ARENA_MIN, (unsigned long long)MS__ARENA_MAX,
+                        (unsigned long long)arena_capacity);
+    int rc = check_range("input", r->in_off, r->in_len, arena_capacity, esize, err, errlen);
+    if (rc != 0)
+        return rc;
+    rc = check_range("output room", r->out_off, r->out_cap, arena_capacity, esize, err, errlen);
+    if (rc != 0)
+        return rc;
+    /* Both ranges lie inside the arena, so the ends below cannot overflow. */
+    if (r->in_len > 0 && r->out_cap > 0 && r->in_off < r->out_off + r->out_cap &&
+        r->out_off < r->in_off + r->in_len)
+        return ms__fail(err, errlen, MS_E_PROTOCOL,
+                        "expected input [%llu, +%llu) and output room [%llu, +%llu) not to "
+                        "overlap",
+                        (unsigned long long)r->in_off, (unsigned long long)r->in_len,
+                        (unsigned long long)r->out_off, (unsigned long long)r->out_cap);
+    return 0;
+}
+
 int ms__req_decode(const void *buf, size_t len, uint64_t arena_capacity, ms__req *out, char *err,
                    size_t errlen)
 {
@@ -67,70 +133,20 @@ int ms__req_decode(const void *buf, size_t len, uint64_t arena_capacity, ms__req
                         buf == NULL ? (size_t)0 : len);
     ms__req r;
     memcpy(&r, buf, sizeof r);
-    if (r.magic != MS__REQ_MAGIC)
-        return ms__fail(err, errlen, MS_E_PROTOCOL, "expected request magic 0x%08x, got 0x%08x",
-                        MS__REQ_MAGIC, r.magic);
-    if ((r.flags & ~MS__REQ_FLAGS_KNOWN) != 0)
-        return ms__fail(err, errlen, MS_E_PROTOCOL,
-                        "expected request flags 0 or 0x%x (a method call), got 0x%x", MS__REQ_CALL,
-                        r.flags);
-    if ((r.flags & MS__REQ_CALL) && (r.dtype != MS_UINT8 || r.rank != 1))
-        return ms__fail(err, errlen, MS_E_PROTOCOL,
-                        "a method call: expected a uint8 input of rank 1, got dtype %u rank %u",
-                        r.dtype, r.rank);
-    size_t esize = ms_dtype_size((int)r.dtype);
-    if (esize == 0)
-        return ms__fail(err, errlen, MS_E_DTYPE,
-                        "expected an input dtype from %d to %d (float32 ... bool), got %u",
-                        MS_FLOAT32, MS_BOOL, r.dtype);
-    size_t nbytes;
-    int rc = check_shape("input", r.dtype, r.rank, r.shape, &nbytes, err, errlen);
+    int rc = check_kind(&r, err, errlen);
     if (rc != 0)
         return rc;
-    if (r.in_len != nbytes) {
-        char s[160];
-        ms__shape_str((int)r.rank, r.shape, s, sizeof s);
-        return ms__fail(err, errlen, MS_E_PROTOCOL,
-                        "expected an input of %zu bytes for %s %s, got in_len %llu", nbytes,
-                        ms_dtype_name((int)r.dtype), s, (unsigned long long)r.in_len);
-    }
-    if (arena_capacity < MS__ARENA_MIN || arena_capacity > MS__ARENA_MAX)
-        return ms__fail(err, errlen, MS_E_PROTOCOL,
-                        "expected an arena of %llu to %llu bytes, got %llu",
-                        (unsigned long long)MS__ARENA_MIN, (unsigned long long)MS__ARENA_MAX,
-                        (unsigned long long)arena_capacity);
-    rc = check_range("input", r.in_off, r.in_len, arena_capacity, esize, err, errlen);
+    rc = check_tensor("input", "in_len", r.dtype, r.rank, r.shape, r.in_len, err, errlen);
     if (rc != 0)
         return rc;
-    rc = check_range("output room", r.out_off, r.out_cap, arena_capacity, esize, err, errlen);
+    rc = check_places(&r, arena_capacity, ms_dtype_size((int)r.dtype), err, errlen);
     if (rc != 0)
         return rc;
-    /* Both ranges lie inside the arena, so the ends below cannot overflow. */
-    if (r.in_len > 0 && r.out_cap > 0 && r.in_off < r.out_off + r.out_cap &&
-        r.out_off < r.in_off + r.in_len)
-        return ms__fail(err, errlen, MS_E_PROTOCOL,
-                        "expected input [%llu, +%llu) and output room [%llu, +%llu) not to "
-                        "overlap",
-                        (unsigned long long)r.in_off, (unsigned long long)r.in_len,
-                        (unsigned long long)r.out_off, (unsigned long long)r.out_cap);
     if (r.deadline_ns < 0)
         return ms__fail(err, errlen, MS_E_PROTOCOL, "expected a deadline >= 0, got %lld",
                         (long long)r.deadline_ns);
     *out = r;
     return 0;
-}
-
-static bool status_known(int32_t status)
-{
-    switch (status) {
-    case MS_OK:
-#define MS__ERR_CASE(name, code, text) case code:
-        MS_ERRNO_MAP(MS__ERR_CASE)
-#undef MS__ERR_CASE
-        return true;
-    default:
-        return false;
-    }
 }
 
 int ms__resp_decode(const void *buf, size_t len, ms__resp *out, char *err, size_t errlen)
@@ -144,7 +160,7 @@ int ms__resp_decode(const void *buf, size_t len, ms__resp *out, char *err, size_
     if (r.magic != MS__RESP_MAGIC)
         return ms__fail(err, errlen, MS_E_PROTOCOL, "expected response magic 0x%08x, got 0x%08x",
                         MS__RESP_MAGIC, r.magic);
-    if (!status_known(r.status))
+    if (r.status != MS_OK && !ms__error_known(r.status))
         return ms__fail(err, errlen, MS_E_PROTOCOL,
                         "expected response status 0 or an MS_E_* code, got %d", (int)r.status);
     if (memchr(r.msg, '\0', sizeof r.msg) == NULL)
@@ -152,21 +168,10 @@ int ms__resp_decode(const void *buf, size_t len, ms__resp *out, char *err, size_
                         "expected a NUL-terminated message of at most %zu bytes in the response",
                         sizeof r.msg - 1);
     if (r.status == 0) {
-        if (ms_dtype_size((int)r.dtype) == 0)
-            return ms__fail(err, errlen, MS_E_DTYPE,
-                            "expected an output dtype from %d to %d (float32 ... bool), got %u",
-                            MS_FLOAT32, MS_BOOL, r.dtype);
-        size_t nbytes;
-        int rc = check_shape("output", r.dtype, r.rank, r.shape, &nbytes, err, errlen);
+        int rc =
+            check_tensor("output", "out_len", r.dtype, r.rank, r.shape, r.out_len, err, errlen);
         if (rc != 0)
             return rc;
-        if (r.out_len != nbytes) {
-            char s[160];
-            ms__shape_str((int)r.rank, r.shape, s, sizeof s);
-            return ms__fail(err, errlen, MS_E_PROTOCOL,
-                            "expected an output of %zu bytes for %s %s, got out_len %llu", nbytes,
-                            ms_dtype_name((int)r.dtype), s, (unsigned long long)r.out_len);
-        }
     } else if (r.rank > MS_MAX_RANK) {
         return ms__fail(err, errlen, MS_E_PROTOCOL,
                         "expected a rank from 0 to %d in the response, got %u", MS_MAX_RANK,

@@ -2,6 +2,7 @@
 #include "spec.h"
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -301,87 +302,135 @@ static int parse_python(const json_t *v, ms__spec *s, char *err, size_t errlen)
     return 0;
 }
 
+/* The number and boolean fields: where each goes and what it takes. */
+enum { FIELD_DOUBLE, FIELD_INT, FIELD_U64, FIELD_BOOL };
+
+static const struct number_field {
+    const char *name;
+    int type;
+    long long lo, hi;
+    const char *expected;
+    size_t offset; /* in ms__spec */
+} number_fields[] = {
+    {"keep_alive", FIELD_DOUBLE, 0, 1000000000000ll, "a number of seconds >= 0 (at most 1e12)",
+     offsetof(ms__spec, keep_alive)},
+    {"max_batch", FIELD_INT, 1, 65536, "an integer from 1 to 65536", offsetof(ms__spec, max_batch)},
+    {"batch_delay_us", FIELD_INT, 0, 1000000, "an integer from 0 to 1000000 (microseconds)",
+     offsetof(ms__spec, batch_delay_us)},
+    {"instances", FIELD_INT, 1, 64, "an integer from 1 to 64", offsetof(ms__spec, instances)},
+    {"thread_safe", FIELD_BOOL, 0, 1, "true or false", offsetof(ms__spec, thread_safe)},
+    {"batchable", FIELD_BOOL, 0, 1, "true or false", offsetof(ms__spec, batchable)},
+    {"memory", FIELD_U64, 0, SPEC_MEMORY_MAX,
+     "an integer number of bytes from 0 (estimate) to 2^62", offsetof(ms__spec, memory)},
+    {"load_timeout", FIELD_DOUBLE, 0, 86400, "a number of seconds from 0 to 86400",
+     offsetof(ms__spec, load_timeout)},
+};
+
+static int parse_number(const struct number_field *f, const json_t *v, ms__spec *s, char *err,
+                        size_t errlen)
+{
+    char *at = (char *)s + f->offset;
+    long long i;
+    double d;
+    switch (f->type) {
+    case FIELD_DOUBLE:
+        if (!get_num(v, (double)f->lo, (double)f->hi, &d))
+            break;
+        *(double *)(void *)at = d;
+        return 0;
+    case FIELD_INT:
+    case FIELD_U64:
+        if (!get_int(v, f->lo, f->hi, &i))
+            break;
+        if (f->type == FIELD_INT)
+            *(int *)(void *)at = (int)i;
+        else
+            *(uint64_t *)(void *)at = (uint64_t)i;
+        return 0;
+    default:
+        if (!json_is_boolean(v))
+            break;
+        *(bool *)(void *)at = json_is_true(v);
+        return 0;
+    }
+    return field_fail(err, errlen, f->name, f->expected, v);
+}
+
+static int parse_backend(const json_t *v, ms__spec *s, char *err, size_t errlen)
+{
+    const char *b = json_string_value(v);
+    if (b == NULL ||
+        (strcmp(b, "dense") != 0 && strcmp(b, "python") != 0 && strcmp(b, "identity") != 0))
+        return field_fail(err, errlen, "backend", "\"dense\", \"python\" or \"identity\"", v);
+    snprintf(s->backend, sizeof s->backend, "%s", b);
+    return 0;
+}
+
+static int parse_weights(const json_t *v, ms__spec *s, char *err, size_t errlen)
+{
+    if (json_is_null(v))
+        return 0;
+    const char *w = json_string_value(v);
+    if (w == NULL || w[0] == '\0' || strlen(w) > SPEC_WEIGHTS_MAX)
+        return field_fail(err, errlen, "weights",
+                          "a path (a non-empty string of at most 4096 bytes)", v);
+    s->weights = strdup(w);
+    if (s->weights == NULL)
+        return ms__fail(err, errlen, MS_E_NOMEM, "out of memory copying the spec");
+    return 0;
+}
+
+static int parse_device(const json_t *v, ms__spec *s, char *err, size_t errlen)
+{
+    const char *dev = json_string_value(v);
+    if (dev == NULL || !device_canon(dev, s->device, sizeof s->device))
+        return field_fail(err, errlen, "device", "\"cpu\" or \"cuda:N\" with N from 0 to 63", v);
+    return 0;
+}
+
+static int parse_output(const json_t *v, ms__spec *s, char *err, size_t errlen)
+{
+    const char *o = json_string_value(v);
+    if (o != NULL && strcmp(o, "linear") == 0)
+        s->output = MS__OUTPUT_LINEAR;
+    else if (o != NULL && strcmp(o, "softmax") == 0)
+        s->output = MS__OUTPUT_SOFTMAX;
+    else
+        return field_fail(err, errlen, "output", "\"linear\" or \"softmax\"", v);
+    return 0;
+}
+
+static int unknown_field(const char *key, char *err, size_t errlen)
+{
+    char name[80];
+    if (strlen(key) > 64)
+        snprintf(name, sizeof name, "%.61s...", key);
+    else
+        snprintf(name, sizeof name, "%s", key);
+    char known[256];
+    known_list(known, sizeof known);
+    return ms__fail(err, errlen, MS_E_SPEC, "unknown spec field \"%s\" (known: %s)", name, known);
+}
+
 static int parse_field(const char *key, const json_t *v, ms__spec *s, bool *seen_backend, char *err,
                        size_t errlen)
 {
-    long long i;
-    double d;
     if (strcmp(key, "backend") == 0) {
-        const char *b = json_string_value(v);
-        if (b == NULL ||
-            (strcmp(b, "dense") != 0 && strcmp(b, "python") != 0 && strcmp(b, "identity") != 0))
-            return field_fail(err, errlen, key, "\"dense\", \"python\" or \"identity\"", v);
-        snprintf(s->backend, sizeof s->backend, "%s", b);
         *seen_backend = true;
-    } else if (strcmp(key, "weights") == 0) {
-        if (json_is_null(v))
-            return 0;
-        const char *w = json_string_value(v);
-        if (w == NULL || w[0] == '\0' || strlen(w) > SPEC_WEIGHTS_MAX)
-            return field_fail(err, errlen, key, "a path (a non-empty string of at most 4096 bytes)",
-                              v);
-        s->weights = strdup(w);
-        if (s->weights == NULL)
-            return ms__fail(err, errlen, MS_E_NOMEM, "out of memory copying the spec");
-    } else if (strcmp(key, "device") == 0) {
-        const char *dev = json_string_value(v);
-        if (dev == NULL || !device_canon(dev, s->device, sizeof s->device))
-            return field_fail(err, errlen, key, "\"cpu\" or \"cuda:N\" with N from 0 to 63", v);
-    } else if (strcmp(key, "output") == 0) {
-        const char *o = json_string_value(v);
-        if (o != NULL && strcmp(o, "linear") == 0)
-            s->output = MS__OUTPUT_LINEAR;
-        else if (o != NULL && strcmp(o, "softmax") == 0)
-            s->output = MS__OUTPUT_SOFTMAX;
-        else
-            return field_fail(err, errlen, key, "\"linear\" or \"softmax\"", v);
-    } else if (strcmp(key, "keep_alive") == 0) {
-        if (!get_num(v, 0, 1e12, &d))
-            return field_fail(err, errlen, key, "a number of seconds >= 0 (at most 1e12)", v);
-        s->keep_alive = d;
-    } else if (strcmp(key, "max_batch") == 0) {
-        if (!get_int(v, 1, 65536, &i))
-            return field_fail(err, errlen, key, "an integer from 1 to 65536", v);
-        s->max_batch = (int)i;
-    } else if (strcmp(key, "batch_delay_us") == 0) {
-        if (!get_int(v, 0, 1000000, &i))
-            return field_fail(err, errlen, key, "an integer from 0 to 1000000 (microseconds)", v);
-        s->batch_delay_us = (int)i;
-    } else if (strcmp(key, "instances") == 0) {
-        if (!get_int(v, 1, 64, &i))
-            return field_fail(err, errlen, key, "an integer from 1 to 64", v);
-        s->instances = (int)i;
-    } else if (strcmp(key, "thread_safe") == 0) {
-        if (!json_is_boolean(v))
-            return field_fail(err, errlen, key, "true or false", v);
-        s->thread_safe = json_is_true(v);
-    } else if (strcmp(key, "batchable") == 0) {
-        if (!json_is_boolean(v))
-            return field_fail(err, errlen, key, "true or false", v);
-        s->batchable = json_is_true(v);
-    } else if (strcmp(key, "memory") == 0) {
-        if (!get_int(v, 0, SPEC_MEMORY_MAX, &i))
-            return field_fail(err, errlen, key,
-                              "an integer number of bytes from 0 (estimate) to 2^62", v);
-        s->memory = (uint64_t)i;
-    } else if (strcmp(key, "load_timeout") == 0) {
-        if (!get_num(v, 0, 86400, &d))
-            return field_fail(err, errlen, key, "a number of seconds from 0 to 86400", v);
-        s->load_timeout = d;
-    } else if (strcmp(key, "python") == 0) {
-        return parse_python(v, s, err, errlen);
-    } else {
-        char name[80];
-        if (strlen(key) > 64)
-            snprintf(name, sizeof name, "%.61s...", key);
-        else
-            snprintf(name, sizeof name, "%s", key);
-        char known[256];
-        known_list(known, sizeof known);
-        return ms__fail(err, errlen, MS_E_SPEC, "unknown spec field \"%s\" (known: %s)", name,
-                        known);
+        return parse_backend(v, s, err, errlen);
     }
-    return 0;
+    if (strcmp(key, "weights") == 0)
+        return parse_weights(v, s, err, errlen);
+    if (strcmp(key, "device") == 0)
+        return parse_device(v, s, err, errlen);
+    if (strcmp(key, "output") == 0)
+        return parse_output(v, s, err, errlen);
+    if (strcmp(key, "python") == 0)
+        return parse_python(v, s, err, errlen);
+    for (size_t i = 0; i < MS__ARRAY_LEN(number_fields); i++)
+        if (strcmp(key, number_fields[i].name) == 0)
+            return parse_number(&number_fields[i], v, s, err, errlen);
+    return unknown_field(key, err, errlen);
 }
 
 static void spec_defaults(ms__spec *s)

@@ -61,7 +61,7 @@ void ms__conn_grant(ms__proto *p, ms__conn *k, json_t *id, ms__model *m, int are
 void ms__waiters_fail(ms__proto *p, ms__model *m, int code, const char *message);
 
 /* ---- status.c ---- */
-/* The status document (proto.h, DESIGN.md's contract for `modelshare status --json`); NULL
+/* The status document (proto.h, docs/ARCHITECTURE.md, "Contracts"); NULL
  * when out of memory. */
 json_t *ms__status_json(ms__proto *p);
 

@@ -1,4 +1,4 @@
-/* The status document (proto.h, DESIGN.md's contract for `modelshare status --json`). */
+/* The status document (proto.h, docs/ARCHITECTURE.md, "Contracts"). */
 #include <stdatomic.h>
 #include <string.h>
 #include <unistd.h>

@@ -34,18 +34,12 @@ KINDS = ("module_function", "main_class", "main_function", "lambda", "closure", 
          "bound_method", "class_with_args")
 
 
-class Dense:
-    """A model of the main script: y = x @ W(seed)."""
+class Dense(pymodels.Dense):
+    """A model of the main script (pickled by value where the script is __main__): y = x @
+    W(seed), with describe(point). super() makes its __init__ refer back to the class."""
 
     def __init__(self, seed=0, n_in=WIDTH, n_out=WIDTH):
-        self.w = dense_weights(seed, n_in, n_out)
-        self.seed = seed
-
-    def __call__(self, x):
-        return x @ self.w
-
-    def describe(self, point):
-        return type(point).__name__, point.x + point.y, self.seed
+        super().__init__(seed, n_in, n_out)
 
 
 class Point:
