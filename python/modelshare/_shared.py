@@ -3,10 +3,11 @@ import base64
 import json
 import os
 import sys
+import threading
 
 import numpy as np
 
-from . import _core, _identity, _pickling
+from . import _async, _core, _identity, _pickling
 from ._client import control
 
 # Spec fields a caller may give as keyword arguments (backend and weights come from the factory).
@@ -144,6 +145,11 @@ class Shared:
         spec = self._spec_json()
         return Model(self, control(lambda c: c.acquire(self.tag, spec)))
 
+    def acquire_async(self):
+        """acquire() for asyncio: `async with shared.acquire_async() as model:` or
+        `model = await shared.acquire_async()`. The load waits off the event loop."""
+        return _async.Acquiring(self)
+
     def release(self, model):
         """Ends the lease of a model from acquire()."""
         model.release()
@@ -237,7 +243,7 @@ class Model:
     call, that call raises WorkerLost and the next one loads the model again.
     """
 
-    __slots__ = ("_shared", "_core", "_pid", "_methods", "_lost", "__weakref__")
+    __slots__ = ("_shared", "_core", "_pid", "_methods", "_lost", "_relock", "__weakref__")
 
     def __init__(self, shared, core):
         self._shared = shared
@@ -245,11 +251,16 @@ class Model:
         self._pid = os.getpid()
         self._methods = set()
         self._lost = False
+        self._relock = threading.Lock()  # one thread acquires again for all (ainfer's threads)
 
     def _handle(self):
         core = self._core
         if self._pid != os.getpid() or self._lost:
-            core = self._reacquire()
+            if self._pid != os.getpid():  # a fork child: the parent's lock state means nothing
+                self._relock = threading.Lock()
+            with self._relock:
+                core = self._reacquire() if self._pid != os.getpid() or self._lost else \
+                    self._core
         return core
 
     def _guard(self, op):
@@ -314,6 +325,19 @@ class Model:
     def release(self):
         """Ends the lease (once no output array of it is in use). Idempotent."""
         self._core.release()
+
+    async def ainfer(self, *args, **kwargs):
+        """await model.ainfer(x): model(x) for asyncio. The call waits in a thread of
+        modelshare's pool, off the event loop; concurrent coroutines are batched together."""
+        return await _async.run(lambda: self(*args, **kwargs))
+
+    async def acall(self, name, *args, **kwargs):
+        """await model.acall("method", ...): model.method(...) for asyncio, off the loop."""
+        return await _async.run(lambda: self._remote("call", name, args, kwargs))
+
+    async def arelease(self):
+        """release() for asyncio."""
+        await _async.run(self.release)
 
     def __enter__(self):
         return self

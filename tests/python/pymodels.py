@@ -158,3 +158,17 @@ class Dense:
 
 def make_dense(seed=7):
     return Dense(seed)
+
+
+class Sleepy:
+    """y = x, after `delay` seconds per call: a slow model, to see an event loop keep running."""
+
+    def __init__(self, delay):
+        self.delay = delay
+
+    def __call__(self, x):
+        time.sleep(self.delay)
+        return x
+
+    def pid(self):
+        return os.getpid()

@@ -12,6 +12,7 @@ EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples" / "python"
 @pytest.mark.parametrize("script, args", [
     ("multiprocessing_pool.py", []),
     ("web_server.py", ["--demo"]),
+    ("aiohttp_server.py", ["--demo"]),
     ("dask_map.py", []),
     ("beam_pipeline.py", []),
 ])
