@@ -208,7 +208,10 @@ typedef struct ms_model ms_model;
  *   output          "linear" | "softmax"          "linear"  the dense model's last activation
  *   keep_alive      number, seconds, 0..1e12      300       how long it stays loaded with no
  *                                                           lease (0: unload at once)
- *   max_batch       integer, 1..65536             64        rows per backend run at most
+ *   max_batch       integer, 1..65536             64        rows per backend run at most (a
+ *                                                           larger request runs in pieces)
+ *   batch_sizes     null | increasing integers,   null      the row counts the model runs at:
+ *                   1..65536, at most 32                    each run padded up to the next
  *   batch_delay_us  integer, 0..1000000           0         how long the oldest request waits
  *                                                           for more rows to batch with
  *   instances       integer, 1..64                1         worker processes serving the tag

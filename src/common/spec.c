@@ -20,9 +20,9 @@
 #define DIFF_VALUE_MAX 300
 
 static const char *const known_fields[] = {
-    "backend",   "weights",        "device",    "output",      "keep_alive",
-    "max_batch", "batch_delay_us", "instances", "thread_safe", "batchable",
-    "memory",    "load_timeout",   "python",
+    "backend",   "weights",     "device",         "output",    "keep_alive",
+    "max_batch", "batch_sizes", "batch_delay_us", "instances", "thread_safe",
+    "batchable", "memory",      "load_timeout",   "python",
 };
 
 /* "backend, weights, ..." into buf. */
@@ -38,18 +38,9 @@ static void known_list(char *buf, size_t buflen)
     }
 }
 
-/* A rendering of a JSON value for messages, cut at max bytes: "\"ten\"", "2.5", "null", "an
- * object". */
+/* A JSON value as compact JSON for messages, cut at max bytes: "\"ten\"", "2.5", "[1,2]". */
 static void value_text(const json_t *v, char *buf, size_t buflen, int max)
 {
-    if (json_is_object(v)) {
-        snprintf(buf, buflen, "an object");
-        return;
-    }
-    if (json_is_array(v)) {
-        snprintf(buf, buflen, "an array");
-        return;
-    }
     char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
     if (s == NULL) {
         snprintf(buf, buflen, "a value");
@@ -62,10 +53,13 @@ static void value_text(const json_t *v, char *buf, size_t buflen, int max)
     free(s);
 }
 
-/* Short, for what a field got: at most 60 bytes. */
+/* Short, for what a field got: at most 60 bytes, "an object" or "an array" for those. */
 static void value_str(const json_t *v, char *buf, size_t buflen)
 {
-    value_text(v, buf, buflen, 60);
+    if (json_is_object(v) || json_is_array(v))
+        snprintf(buf, buflen, "%s", json_is_object(v) ? "an object" : "an array");
+    else
+        value_text(v, buf, buflen, 60);
 }
 
 static int field_fail(char *err, size_t errlen, const char *field, const char *expected,
@@ -400,6 +394,30 @@ static int parse_output(const json_t *v, ms__spec *s, char *err, size_t errlen)
     return 0;
 }
 
+/* batch_sizes: the row counts a model runs at, increasing (a model compiled for fixed shapes). */
+static int parse_batch_sizes(const json_t *v, ms__spec *s, char *err, size_t errlen)
+{
+    const char *expected = "a list of 1 to 32 increasing integers from 1 to 65536 (the row counts "
+                           "the model runs at), or null";
+    s->nbatch_sizes = 0;
+    if (json_is_null(v))
+        return 0;
+    if (!json_is_array(v) || json_array_size(v) == 0 ||
+        json_array_size(v) > MS__SPEC_BATCH_SIZES_MAX)
+        return field_fail(err, errlen, "batch_sizes", expected, v);
+    size_t i;
+    json_t *e;
+    json_array_foreach(v, i, e)
+    {
+        long long n;
+        if (!get_int(e, 1, 65536, &n) || (i > 0 && n <= s->batch_sizes[i - 1]))
+            return field_fail(err, errlen, "batch_sizes", expected, e);
+        s->batch_sizes[i] = (int)n;
+    }
+    s->nbatch_sizes = (int)json_array_size(v);
+    return 0;
+}
+
 static int unknown_field(const char *key, char *err, size_t errlen)
 {
     char name[80];
@@ -407,7 +425,7 @@ static int unknown_field(const char *key, char *err, size_t errlen)
         snprintf(name, sizeof name, "%.61s...", key);
     else
         snprintf(name, sizeof name, "%s", key);
-    char known[256];
+    char known[512];
     known_list(known, sizeof known);
     return ms__fail(err, errlen, MS_E_SPEC, "unknown spec field \"%s\" (known: %s)", name, known);
 }
@@ -427,6 +445,8 @@ static int parse_field(const char *key, const json_t *v, ms__spec *s, bool *seen
         return parse_output(v, s, err, errlen);
     if (strcmp(key, "python") == 0)
         return parse_python(v, s, err, errlen);
+    if (strcmp(key, "batch_sizes") == 0)
+        return parse_batch_sizes(v, s, err, errlen);
     for (size_t i = 0; i < MS__ARRAY_LEN(number_fields); i++)
         if (strcmp(key, number_fields[i].name) == 0)
             return parse_number(&number_fields[i], v, s, err, errlen);
@@ -526,6 +546,10 @@ json_t *ms__spec_to_json(const ms__spec *spec)
     int bad = 0;
     bad |= json_object_set_new(j, "backend", json_string(spec->backend));
     bad |= json_object_set_new(j, "batch_delay_us", json_integer(spec->batch_delay_us));
+    json_t *sizes = spec->nbatch_sizes > 0 ? json_array() : json_null();
+    for (int i = 0; sizes != NULL && i < spec->nbatch_sizes; i++)
+        bad |= json_array_append_new(sizes, json_integer(spec->batch_sizes[i]));
+    bad |= sizes == NULL ? -1 : json_object_set_new(j, "batch_sizes", sizes);
     bad |= json_object_set_new(j, "batchable", json_boolean(spec->batchable));
     bad |= json_object_set_new(j, "device", json_string(spec->device));
     bad |= json_object_set_new(j, "instances", json_integer(spec->instances));
@@ -714,7 +738,14 @@ bool ms__spec_equal(const ms__spec *a, const ms__spec *b)
            a->max_batch == b->max_batch && a->batch_delay_us == b->batch_delay_us &&
            a->instances == b->instances && a->thread_safe == b->thread_safe &&
            a->batchable == b->batchable && a->memory == b->memory &&
-           a->load_timeout == b->load_timeout;
+           a->load_timeout == b->load_timeout && a->nbatch_sizes == b->nbatch_sizes &&
+           memcmp(a->batch_sizes, b->batch_sizes, sizeof a->batch_sizes) == 0;
+}
+
+int ms__spec_run_rows(const ms__spec *spec)
+{
+    int largest = spec->nbatch_sizes > 0 ? spec->batch_sizes[spec->nbatch_sizes - 1] : 65536;
+    return spec->max_batch < largest ? spec->max_batch : largest;
 }
 
 void ms__spec_free(ms__spec *spec)

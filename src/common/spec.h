@@ -15,6 +15,11 @@
  *   batchable      bool                                         true
  *   memory         bytes the model needs (0: estimate)          0
  *   load_timeout   seconds to wait for memory, 0..86400         60
+ *   batch_sizes    null | increasing row counts the model runs  null (any count up to max_batch)
+ *                  at (1..65536, at most 32): a batch is padded
+ *                  up to the next one, a request larger than
+ *                  the largest is split (padding rows never
+ *                  reach a caller)
  *   python         object, required for (and only for) backend "python":
  *     constructor  base64 of the pickled constructor, at most 98304 characters (the spec reaches
  *                  the worker on its command line)                                  (required)
@@ -41,6 +46,7 @@
 #include <stdint.h>
 
 enum { MS__OUTPUT_LINEAR = 0, MS__OUTPUT_SOFTMAX = 1 };
+enum { MS__SPEC_BATCH_SIZES_MAX = 32 };
 
 typedef struct ms__spec {
     char backend[16];
@@ -55,6 +61,8 @@ typedef struct ms__spec {
     bool batchable;
     uint64_t memory;
     double load_timeout;
+    int batch_sizes[MS__SPEC_BATCH_SIZES_MAX]; /* increasing; unused entries 0 */
+    int nbatch_sizes;                          /* 0: any row count up to max_batch */
     char *python;     /* malloc'd canonical JSON of the "python" object, NULL when absent */
     char *python_key; /* malloc'd: what two python specs compare (constructor, framework) */
 } ms__spec;
@@ -77,6 +85,8 @@ json_t *ms__spec_to_json_brief(const ms__spec *spec);
 void ms__spec_diff(const ms__spec *loaded, const ms__spec *asked, char *buf, size_t buflen);
 /* True when two specs describe the same model (every field equal). */
 bool ms__spec_equal(const ms__spec *a, const ms__spec *b);
+/* The most rows one backend run takes: max_batch, or the largest of batch_sizes when smaller. */
+int ms__spec_run_rows(const ms__spec *spec);
 void ms__spec_free(ms__spec *spec);
 /* Deep copy. */
 int ms__spec_copy(const ms__spec *src, ms__spec *dst);

@@ -13,7 +13,7 @@
 #include "../common/util.h"
 #include "modelshare.h"
 
-static int grow(void **buf, size_t *cap, size_t need)
+int ms__stage_grow(void **buf, size_t *cap, size_t need)
 {
     if (need <= *cap)
         return 0;
@@ -29,7 +29,7 @@ static int grow(void **buf, size_t *cap, size_t need)
 }
 
 /* A backend's output description is sound: a dtype, a rank, nbytes that match the shape. */
-static bool output_sound(const ms__tensor_view *o)
+bool ms__output_sound(const ms__tensor_view *o)
 {
     size_t esize = ms_dtype_size(o->dtype), numel, n;
     return esize != 0 && o->rank >= 0 && o->rank <= MS_MAX_RANK &&
@@ -87,7 +87,7 @@ static void run_dynamic_alone(server *s, taken *t)
     int r = s->w->backend->run_dynamic(s->w->state, &t->in, &o, err, sizeof err);
     STAT_ADD(s, busy_ns, (uint64_t)(ms__now_ns() - t0));
     STAT_ADD(s, batches, 1);
-    if (r == 0 && !output_sound(&o)) {
+    if (r == 0 && !ms__output_sound(&o)) {
         r = MS_E_BACKEND;
         snprintf(err, sizeof err, "the backend described an invalid output");
     }
@@ -107,6 +107,10 @@ static void run_alone(server *s, taken *t)
         run_call(s, t);
         return;
     }
+    if (ms__pieces_needed(s, t)) {
+        ms__pieces_run(s, t);
+        return;
+    }
     if (s->w->backend->run_dynamic != NULL) {
         run_dynamic_alone(s, t);
         return;
@@ -123,16 +127,18 @@ static void run_alone(server *s, taken *t)
     ms__complete_ok(s, t);
 }
 
-/* Concatenates the batch's inputs into the staging buffer. */
-static int stage_inputs(server *s)
+/* Concatenates the batch's inputs into the staging buffer, then zero rows up to in->shape[0]
+ * (the batch padded to an allowed size: batch_sizes). */
+static int stage_inputs(server *s, const ms__tensor_view *in)
 {
-    if (grow(&s->stage_in, &s->stage_in_cap, s->batch_bytes) < 0)
+    if (ms__stage_grow(&s->stage_in, &s->stage_in_cap, in->nbytes) < 0)
         return MS_E_NOMEM;
     size_t off = 0;
     for (size_t i = 0; i < s->nbatch; i++) {
         memcpy((char *)s->stage_in + off, s->batch[i].in.data, s->batch[i].in.nbytes);
         off += s->batch[i].in.nbytes;
     }
+    memset((char *)s->stage_in + off, 0, in->nbytes - off);
     return 0;
 }
 
@@ -143,7 +149,7 @@ static int stage_inputs(server *s)
 static void run_dynamic_batch(server *s, ms__tensor_view *in)
 {
     char err[MS__ERRLEN];
-    if (s->batch_rows == 0 || stage_inputs(s) < 0) {
+    if (s->batch_rows == 0 || stage_inputs(s, in) < 0) {
         for (size_t i = 0; i < s->nbatch; i++)
             run_dynamic_alone(s, &s->batch[i]);
         return;
@@ -155,13 +161,13 @@ static void run_dynamic_batch(server *s, ms__tensor_view *in)
     int r = s->w->backend->run_dynamic(s->w->state, in, &o, err, sizeof err);
     STAT_ADD(s, busy_ns, (uint64_t)(ms__now_ns() - t0));
     STAT_ADD(s, batches, 1);
-    if (r < 0 || !output_sound(&o) || o.rank < 1 || o.shape[0] != s->batch_rows) {
+    if (r < 0 || !ms__output_sound(&o) || o.rank < 1 || o.shape[0] != in->shape[0]) {
         for (size_t i = 0; i < s->nbatch; i++)
             run_dynamic_alone(s, &s->batch[i]);
         return;
     }
     STAT_ADD(s, rows, (uint64_t)s->batch_rows);
-    size_t row_bytes = o.nbytes / (size_t)s->batch_rows, off = 0;
+    size_t row_bytes = o.nbytes / (size_t)in->shape[0], off = 0; /* padding rows: not read */
     for (size_t i = 0; i < s->nbatch; i++) {
         taken *t = &s->batch[i];
         ms__tensor_view ot = o;
@@ -172,11 +178,11 @@ static void run_dynamic_batch(server *s, ms__tensor_view *in)
     }
 }
 
-/* Whether the backend's output for the whole batch (out) follows its input row for row, each
- * request's rows of it shaped as that request's own output. */
-static bool rowwise(const server *s, const ms__tensor_view *out)
+/* Whether the backend's output for the whole batch (out) follows its input (in, padding rows
+ * included) row for row, each request's rows of it shaped as that request's own output. */
+static bool rowwise(const server *s, const ms__tensor_view *in, const ms__tensor_view *out)
 {
-    if (out->rank < 1 || out->shape[0] != s->batch_rows)
+    if (out->rank < 1 || out->shape[0] != in->shape[0])
         return false;
     for (size_t i = 0; i < s->nbatch; i++) {
         const ms__tensor_view *o = &s->batch[i].out;
@@ -194,7 +200,8 @@ static bool rowwise(const server *s, const ms__tensor_view *out)
 static void run_staged(server *s, ms__tensor_view *in, ms__tensor_view *out)
 {
     char err[MS__ERRLEN];
-    if (stage_inputs(s) < 0 || grow(&s->stage_out, &s->stage_out_cap, out->nbytes) < 0) {
+    if (stage_inputs(s, in) < 0 ||
+        ms__stage_grow(&s->stage_out, &s->stage_out_cap, out->nbytes) < 0) {
         ms__complete_batch_error(s, MS_E_NOMEM, "the worker is out of memory for a batch");
         return;
     }
@@ -230,15 +237,16 @@ void ms__batch_run(server *s)
     }
     const ms__backend_ops *be = s->w->backend;
     ms__tensor_view in = s->batch[0].in, out;
-    in.shape[0] = s->batch_rows;
-    in.nbytes = s->batch_bytes;
+    in.shape[0] = ms__padded_rows(s->w, s->batch_rows);
+    in.nbytes = s->batch_rows > 0 ? s->batch_bytes / (size_t)s->batch_rows * (size_t)in.shape[0]
+                                  : s->batch_bytes;
     memset(&out, 0, sizeof out);
     if (be->run_dynamic != NULL) {
         run_dynamic_batch(s, &in);
         return;
     }
     int r = be->output_for(s->w->state, &in, &out, err, sizeof err);
-    if (r < 0 || !rowwise(s, &out)) {
+    if (r < 0 || !rowwise(s, &in, &out)) {
         for (size_t i = 0; i < s->nbatch; i++)
             run_alone(s, &s->batch[i]);
         return;

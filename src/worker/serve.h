@@ -6,6 +6,7 @@
  *   intake.c    the door's hints, and one request read from a client's ring and checked
  *   batch.c     round-robin passes over the clients, building one batch, waiting for more rows
  *   run.c       the backend runs the batch (or each request alone)
+ *   pieces.c    a request larger than one run split, a run padded up to batch_sizes
  *   complete.c  each request's response written in its client's slot, the client woken
  *   serve.c     the loop: take a batch, run it, sleep on the door when idle
  *
@@ -118,6 +119,22 @@ bool ms__batch_closed(const server *s);
 
 /* Runs s->batch through the backend and completes every request of it. */
 void ms__batch_run(server *s);
+/* Grows *buf (a staging buffer of *cap bytes) to hold need bytes. MS_E_NOMEM. */
+int ms__stage_grow(void **buf, size_t *cap, size_t need);
+/* A backend's output description is sound: a dtype, a rank, nbytes that match the shape. */
+bool ms__output_sound(const ms__tensor_view *o);
+
+/* ---- pieces.c ---- */
+
+/* The row count a backend run of `rows` rows is padded to: the smallest of batch_sizes that
+ * holds them, else rows itself. */
+int64_t ms__padded_rows(const ms__worker *w, int64_t rows);
+/* Whether t runs in pieces: more rows than one run takes, or padding needed, on a batchable
+ * model whose output follows its input row for row. */
+bool ms__pieces_needed(const server *s, const taken *t);
+/* Runs t in pieces of max_batch rows (each padded up to batch_sizes), in order into its room,
+ * and completes it. */
+void ms__pieces_run(server *s, taken *t);
 
 /* ---- complete.c ---- */
 

@@ -33,7 +33,9 @@ typedef struct ms__worker {
     ms__door *door;              /* this worker's door: its clients ring it */
     int ctrl_fd;                 /* to the daemon */
     volatile sig_atomic_t *stop; /* set by SIGTERM / SIGINT (which also ring the door) */
-    int max_batch;               /* rows per backend run (spec) */
+    int max_batch;               /* rows per backend run (spec; at most the largest batch size) */
+    const int *batch_sizes;      /* the row counts a run is padded to (spec), increasing */
+    int nbatch_sizes;            /* 0: no padding */
     int64_t batch_delay_ns;      /* wait for more rows after the oldest (spec) */
     bool batchable;              /* false: one request per backend run */
     int64_t spin_ns;             /* keep looking this long after the last request, then sleep */

@@ -142,8 +142,8 @@ static void test_unknown_field(void **state)
     (void)state;
     expect_err("{\"backend\":\"dense\",\"weigths\":\"w\"}",
                "unknown spec field \"weigths\" (known: backend, weights, device, output, "
-               "keep_alive, max_batch, batch_delay_us, instances, thread_safe, batchable, memory, "
-               "load_timeout, python)");
+               "keep_alive, max_batch, batch_sizes, batch_delay_us, instances, thread_safe, "
+               "batchable, memory, load_timeout, python)");
     /* A very long unknown name is shortened, the message stays whole. */
     char text[600];
     char name[400];
@@ -237,7 +237,8 @@ static void test_canonical(void **state)
                      0);
     json_t *j = ms__spec_to_json(&a);
     char *s = json_dumps(j, JSON_COMPACT);
-    assert_string_equal(s, "{\"backend\":\"dense\",\"batch_delay_us\":0,\"batchable\":true,"
+    assert_string_equal(s, "{\"backend\":\"dense\",\"batch_delay_us\":0,\"batch_sizes\":null,"
+                           "\"batchable\":true,"
                            "\"device\":\"cuda:0\",\"instances\":1,\"keep_alive\":2.5,"
                            "\"load_timeout\":60.0,\"max_batch\":64,\"memory\":0,"
                            "\"output\":\"linear\",\"thread_safe\":false,\"weights\":\"/w\"}");
@@ -446,6 +447,47 @@ static void test_diff(void **state)
     ms__spec_free(&a);
 }
 
+static void test_batch_sizes(void **state)
+{
+    (void)state;
+    char err[MS__ERRLEN];
+    ms__spec a, b;
+    assert_int_equal(
+        ms__spec_parse("{" D "\"batch_sizes\":[1,2,4,8,16],\"max_batch\":64}", &a, err, sizeof err),
+        0);
+    assert_int_equal(a.nbatch_sizes, 5);
+    assert_int_equal(a.batch_sizes[4], 16);
+    assert_int_equal(ms__spec_run_rows(&a), 16); /* the largest size caps a run */
+    assert_int_equal(
+        ms__spec_parse("{" D "\"batch_sizes\":[1,2,4,8,32],\"max_batch\":64}", &b, err, sizeof err),
+        0);
+    assert_false(ms__spec_equal(&a, &b));
+    char diff[200];
+    ms__spec_diff(&a, &b, diff, sizeof diff);
+    assert_string_equal(diff, "batch_sizes: loaded [1,2,4,8,16], asked [1,2,4,8,32]");
+    ms__spec_free(&b);
+    assert_int_equal(
+        ms__spec_parse("{" D "\"batch_sizes\":null,\"max_batch\":8}", &b, err, sizeof err), 0);
+    assert_int_equal(b.nbatch_sizes, 0);
+    assert_int_equal(ms__spec_run_rows(&b), 8);
+    ms__spec_free(&b);
+    ms__spec_free(&a);
+    const char *bad[] = {"[]",
+                         "[2,1]",
+                         "[1,1]",
+                         "[0]",
+                         "[65537]",
+                         "[1.5]",
+                         "\"4\"",
+                         "[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,"
+                         "27,28,29,30,31,32,33]"};
+    for (size_t i = 0; i < MS__ARRAY_LEN(bad); i++) {
+        char text[300];
+        snprintf(text, sizeof text, "{" D "\"batch_sizes\":%s}", bad[i]);
+        expect_err(text, "spec field \"batch_sizes\": expected a list of 1 to 32 increasing");
+    }
+}
+
 static void test_not_object(void **state)
 {
     (void)state;
@@ -466,7 +508,8 @@ int main(void)
         cmocka_unit_test(test_field_errors),   cmocka_unit_test(test_unknown_field),
         cmocka_unit_test(test_integral_reals), cmocka_unit_test(test_equal_and_copy),
         cmocka_unit_test(test_canonical),      cmocka_unit_test(test_python),
-        cmocka_unit_test(test_diff),           cmocka_unit_test(test_not_object),
+        cmocka_unit_test(test_diff),           cmocka_unit_test(test_batch_sizes),
+        cmocka_unit_test(test_not_object),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,174 @@
+/*
+ * Split and pad: a request with more rows than a backend run takes (max_batch, or the largest of
+ * batch_sizes) runs as pieces of that many rows, one backend run each, written in order into the
+ * request's output; with batch_sizes, each run is padded with zero rows up to the next allowed
+ * size (for models compiled for fixed shapes), and the padding rows' outputs are never copied to
+ * a caller. Only for models whose output follows their input row for row (batchable).
+ */
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "serve.h"
+#include "../common/util.h"
+#include "modelshare.h"
+
+int64_t ms__padded_rows(const ms__worker *w, int64_t rows)
+{
+    for (int i = 0; i < w->nbatch_sizes; i++)
+        if (w->batch_sizes[i] >= rows)
+            return w->batch_sizes[i];
+    return rows;
+}
+
+bool ms__pieces_needed(const server *s, const taken *t)
+{
+    const ms__worker *w = s->w;
+    if (!w->batchable || ms__is_call(t) || t->in.rank < 1 || t->rows == 0)
+        return false;
+    if (t->rows <= w->max_batch && ms__padded_rows(w, t->rows) == t->rows)
+        return false;
+    /* A backend that knows its output beforehand must have described one row per input row. */
+    return w->backend->run_dynamic != NULL ||
+           (t->out.rank >= 1 && t->out.shape[0] == t->rows);
+}
+
+/* What the pieces' outputs share (a backend that describes its output by running): the first
+ * piece sets it, the others must agree. */
+typedef struct piece_out {
+    bool known;
+    ms__tensor_view first; /* dtype, rank and dims after the first */
+    size_t row_bytes;
+} piece_out;
+
+/* Rows [r0, r0 + k) of t's input as a view, staged with zero rows up to `rows` when padded. */
+static int piece_input(server *s, const taken *t, int64_t r0, int64_t k, int64_t rows,
+                       ms__tensor_view *in)
+{
+    size_t row = t->in.nbytes / (size_t)t->rows;
+    *in = t->in;
+    in->data = (char *)t->in.data + (size_t)r0 * row;
+    in->shape[0] = k;
+    in->nbytes = (size_t)k * row;
+    if (rows == k)
+        return 0;
+    if ((size_t)rows * row > MS__BATCH_BYTES_MAX ||
+        ms__stage_grow(&s->stage_in, &s->stage_in_cap, (size_t)rows * row) < 0)
+        return MS_E_NOMEM;
+    memcpy(s->stage_in, in->data, in->nbytes);
+    memset((char *)s->stage_in + in->nbytes, 0, (size_t)(rows - k) * row);
+    in->data = s->stage_in;
+    in->shape[0] = rows;
+    in->nbytes = (size_t)rows * row;
+    return 0;
+}
+
+/* One piece through a backend that knows its output: in place, or staged when padded. */
+static int piece_static(server *s, taken *t, int64_t r0, int64_t k, const ms__tensor_view *in,
+                        char *err, size_t errlen)
+{
+    size_t row = t->out.nbytes / (size_t)t->rows;
+    ms__tensor_view out = t->out;
+    char *dst = (char *)t->out.data + (size_t)r0 * row;
+    out.shape[0] = in->shape[0];
+    out.nbytes = (size_t)in->shape[0] * row;
+    out.data = dst;
+    if (in->shape[0] != k) {
+        if (ms__stage_grow(&s->stage_out, &s->stage_out_cap, out.nbytes) < 0)
+            return ms__fail(err, errlen, MS_E_NOMEM, "the worker is out of memory for a piece");
+        out.data = s->stage_out;
+    }
+    int r = s->w->backend->run(s->w->state, in, &out, err, errlen);
+    if (r == 0 && out.data != dst)
+        memcpy(dst, out.data, (size_t)k * row);
+    return r;
+}
+
+/* Whether a piece's output (o, for `rows` input rows) has one row per input row and agrees with
+ * the pieces before it. */
+static bool piece_agrees(piece_out *po, const ms__tensor_view *o, int64_t rows)
+{
+    if (!ms__output_sound(o) || o->rank < 1 || o->shape[0] != rows)
+        return false;
+    size_t row_bytes = o->nbytes / (size_t)rows;
+    if (!po->known) {
+        po->known = true;
+        po->first = *o;
+        po->row_bytes = row_bytes;
+        return true;
+    }
+    if (o->dtype != po->first.dtype || o->rank != po->first.rank || row_bytes != po->row_bytes)
+        return false;
+    for (int d = 1; d < o->rank; d++)
+        if (o->shape[d] != po->first.shape[d])
+            return false;
+    return true;
+}
+
+/* One piece through a backend that describes its output by running: its first k rows copied to
+ * their place in t's room. */
+static int piece_dynamic(server *s, taken *t, int64_t r0, int64_t k, const ms__tensor_view *in,
+                         piece_out *po, char *err, size_t errlen)
+{
+    ms__tensor_view o;
+    memset(&o, 0, sizeof o);
+    int r = s->w->backend->run_dynamic(s->w->state, in, &o, err, errlen);
+    if (r < 0)
+        return r;
+    if (!piece_agrees(po, &o, in->shape[0]))
+        return ms__fail(err, errlen, MS_E_BACKEND,
+                        "the model's output for a piece of %lld rows does not have one row per "
+                        "input row like the other pieces (a request of %lld rows is split in "
+                        "pieces of max_batch rows)",
+                        (long long)in->shape[0], (long long)t->rows);
+    if (po->row_bytes * (size_t)t->rows > t->req.out_cap)
+        return ms__fail(err, errlen, MS_E_TOO_LARGE,
+                        "the output of %lld rows needs %zu bytes, the request's room has %llu",
+                        (long long)t->rows, po->row_bytes * (size_t)t->rows,
+                        (unsigned long long)t->req.out_cap);
+    memcpy((char *)t->out.data + (size_t)r0 * po->row_bytes, o.data, (size_t)k * po->row_bytes);
+    return 0;
+}
+
+/* Rows [r0, r0 + k) of t: staged and padded as needed, run, written to t's room. */
+static int run_piece(server *s, taken *t, int64_t r0, int64_t k, piece_out *po, char *err,
+                     size_t errlen)
+{
+    ms__tensor_view in;
+    if (piece_input(s, t, r0, k, ms__padded_rows(s->w, k), &in) < 0)
+        return ms__fail(err, errlen, MS_E_NOMEM,
+                        "a piece of %lld rows padded to %lld does not fit the worker's staging "
+                        "(%u bytes at most)",
+                        (long long)k, (long long)ms__padded_rows(s->w, k), MS__BATCH_BYTES_MAX);
+    int64_t t0 = ms__now_ns();
+    int r = s->w->backend->run_dynamic != NULL ? piece_dynamic(s, t, r0, k, &in, po, err, errlen)
+                                               : piece_static(s, t, r0, k, &in, err, errlen);
+    STAT_ADD(s, busy_ns, (uint64_t)(ms__now_ns() - t0));
+    STAT_ADD(s, batches, 1);
+    if (r == 0)
+        STAT_ADD(s, rows, (uint64_t)k);
+    return r;
+}
+
+void ms__pieces_run(server *s, taken *t)
+{
+    char err[MS__ERRLEN];
+    piece_out po = {.known = false};
+    int64_t step = s->w->max_batch;
+    for (int64_t r0 = 0; r0 < t->rows; r0 += step) {
+        int64_t k = t->rows - r0 < step ? t->rows - r0 : step;
+        int r = run_piece(s, t, r0, k, &po, err, sizeof err);
+        if (r < 0) {
+            ms__complete_error(s, t->c, t->slot, t->req.id, r, err);
+            return;
+        }
+    }
+    if (po.known) { /* described by running: the pieces' rows, the whole request's count */
+        ms__tensor_view room = t->out;
+        t->out = po.first;
+        t->out.data = room.data;
+        t->out.shape[0] = t->rows;
+        t->out.nbytes = po.row_bytes * (size_t)t->rows;
+    }
+    ms__complete_ok(s, t);
+}
