@@ -107,6 +107,13 @@ int ms__submit(ms_model *m, ms__req *req, ms__ticket *tk)
         i = pick_instance(m);
         if (i >= 0)
             break;
+        /* Slots held by timed-out requests come back only from a worker, which dies with its
+         * daemon. */
+        if (daemon_gone(m))
+            return ms__lib_fail(m->client, MS_E_DAEMON_LOST,
+                                "the daemon went away while every slot of \"%s\" was in use; its "
+                                "workers stopped with it",
+                                m->tag);
         /* Every slot of every instance is in flight (64 per instance): wait for one. Timed-out
          * requests free theirs only when someone looks (ms__reap_orphans), so look every
          * millisecond rather than wait for a signal that may not come. */
