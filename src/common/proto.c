@@ -288,8 +288,8 @@ static int wframe_take_fds(ms__wframe *f, const int *fds, int nfds, char *err, s
         int c = fcntl(fds[i], F_DUPFD_CLOEXEC, 0);
         if (c < 0)
             return ms__fail(err, errlen, MS_E_LIMIT,
-                            "cannot copy descriptor %d of %d for a queued message: %s", i + 1,
-                            nfds, strerror(errno));
+                            "cannot copy descriptor %d of %d for a queued message: %s", i + 1, nfds,
+                            strerror(errno));
         f->fds[f->nfds++] = c;
     }
     return 0;

@@ -21,9 +21,9 @@ struct ms__conn {
     pid_t pid;
     ms__proto *proto; /* not owned */
     ms__reader rd;
-    ms__writer wr;        /* replies not yet written (at most MS__CONN_OUTQ_MAX bytes) */
-    uint32_t watched;     /* the epoll events asked for now */
-    int64_t partial_ns;   /* since when part of a frame waits in rd (registry clock); 0: none */
+    ms__writer wr;      /* replies not yet written (at most MS__CONN_OUTQ_MAX bytes) */
+    uint32_t watched;   /* the epoll events asked for now */
+    int64_t partial_ns; /* since when part of a frame waits in rd (registry clock); 0: none */
     ms__client *client; /* registry record; its user field points back here */
     bool hello;
     bool dead;   /* to be freed at the next sweep */

@@ -157,7 +157,8 @@ static int ms_until(const ms__server *s, int64_t at)
     return (int)ms;
 }
 
-/* Keep-alive expiries, SIGKILL after the grace, half-sent frames, idle exit. Returns the epoll timeout in ms. */
+/* Keep-alive expiries, SIGKILL after the grace, half-sent frames, idle exit. Returns the epoll
+ * timeout in ms. */
 static int run_timers(ms__server *s)
 {
     int64_t now = ms__registry_now(&s->models.reg);
