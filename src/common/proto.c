@@ -3,6 +3,7 @@
 #include "proto.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -217,8 +218,8 @@ static int send_all(int fd, const uint8_t *buf, size_t len, const int *fds, int 
     return 0;
 }
 
-int ms__msg_send(int fd, const json_t *msg, const int *fds, int nfds, int timeout_ms, char *err,
-                 size_t errlen)
+/* The descriptors that go with msg: 0 to MS__FDS_MAX, as many as its "nfds" says. */
+static int send_args_check(const json_t *msg, const int *fds, int nfds, char *err, size_t errlen)
 {
     if (nfds < 0 || nfds > MS__FDS_MAX || (nfds > 0 && fds == NULL))
         return ms__fail(err, errlen, MS_E_INVAL, "expected 0 to %d descriptors, got %d",
@@ -227,14 +228,126 @@ int ms__msg_send(int fd, const json_t *msg, const int *fds, int nfds, int timeou
         return ms__fail(err, errlen, MS_E_INVAL,
                         "message carries %d descriptor(s) but its \"nfds\" field says %d", nfds,
                         declared_nfds(msg));
+    return 0;
+}
+
+int ms__msg_send(int fd, const json_t *msg, const int *fds, int nfds, int timeout_ms, char *err,
+                 size_t errlen)
+{
+    int rc = send_args_check(msg, fds, nfds, err, errlen);
+    if (rc != 0)
+        return rc;
     uint8_t *buf;
     size_t len;
-    int rc = ms__frame_encode(msg, &buf, &len, err, errlen);
+    rc = ms__frame_encode(msg, &buf, &len, err, errlen);
     if (rc != 0)
         return rc;
     rc = send_all(fd, buf, len, fds, nfds, timeout_ms, err, errlen);
     free(buf);
     return rc;
+}
+
+/* ---- the queued writer ---------------------------------------------------------------------- */
+
+struct ms__wframe {
+    uint8_t *buf; /* owned: the whole frame */
+    size_t len, off;
+    int fds[MS__FDS_MAX]; /* owned copies, until the first byte goes */
+    int nfds;
+    ms__wframe *next;
+};
+
+static void wframe_free(ms__wframe *f)
+{
+    close_fds(f->fds, f->nfds);
+    free(f->buf);
+    free(f);
+}
+
+void ms__writer_init(ms__writer *w)
+{
+    memset(w, 0, sizeof *w);
+}
+
+void ms__writer_free(ms__writer *w)
+{
+    if (w == NULL)
+        return;
+    while (w->head != NULL) {
+        ms__wframe *f = w->head;
+        w->head = f->next;
+        wframe_free(f);
+    }
+    ms__writer_init(w);
+}
+
+/* Copies of fds into f (f->nfds of them made). MS_E_LIMIT when one cannot be made. */
+static int wframe_take_fds(ms__wframe *f, const int *fds, int nfds, char *err, size_t errlen)
+{
+    for (int i = 0; i < nfds; i++) {
+        int c = fcntl(fds[i], F_DUPFD_CLOEXEC, 0);
+        if (c < 0)
+            return ms__fail(err, errlen, MS_E_LIMIT,
+                            "cannot copy descriptor %d of %d for a queued message: %s", i + 1, nfds,
+                            strerror(errno));
+        f->fds[f->nfds++] = c;
+    }
+    return 0;
+}
+
+int ms__writer_push(ms__writer *w, const json_t *msg, const int *fds, int nfds, char *err,
+                    size_t errlen)
+{
+    int rc = send_args_check(msg, fds, nfds, err, errlen);
+    if (rc != 0)
+        return rc;
+    ms__wframe *f = calloc(1, sizeof *f);
+    if (f == NULL)
+        return ms__fail(err, errlen, MS_E_NOMEM, "out of memory for a queued message");
+    rc = ms__frame_encode(msg, &f->buf, &f->len, err, errlen);
+    if (rc == 0)
+        rc = wframe_take_fds(f, fds, nfds, err, errlen);
+    if (rc != 0) {
+        wframe_free(f);
+        return rc;
+    }
+    if (w->tail != NULL)
+        w->tail->next = f;
+    else
+        w->head = f;
+    w->tail = f;
+    w->bytes += f->len;
+    w->nframes++;
+    return 0;
+}
+
+int ms__writer_flush(ms__writer *w, int fd, char *err, size_t errlen)
+{
+    while (w->head != NULL) {
+        ms__wframe *f = w->head;
+        /* One frame per send: descriptors belong to their own frame's first byte. */
+        ssize_t n = send_some(fd, f->buf + f->off, f->len - f->off, f->fds, f->nfds);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return 0;
+        if (n <= 0)
+            return ms__fail(err, errlen, MS_E_IO, "cannot send a message: %s",
+                            n == 0 ? "connection closed" : strerror(errno));
+        /* The descriptors went with the bytes just sent: the kernel holds them now. */
+        close_fds(f->fds, f->nfds);
+        f->nfds = 0;
+        f->off += (size_t)n;
+        w->bytes -= (size_t)n;
+        if (f->off < f->len)
+            continue;
+        w->head = f->next;
+        if (w->head == NULL)
+            w->tail = NULL;
+        w->nframes--;
+        wframe_free(f);
+    }
+    return 0;
 }
 
 /* Moves the descriptors of the control messages of mh into q (up to qcap, *qn updated). Those

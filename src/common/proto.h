@@ -107,6 +107,29 @@ int ms__reader_fill(ms__reader *r, int fd, char *err, size_t errlen);
  * fails with MS_E_PROTOCOL if fewer were received than declared or nfds > MS__FDS_MAX. */
 int ms__reader_next(ms__reader *r, json_t **msg, int *fds, int *nfds, char *err, size_t errlen);
 
+/* Outgoing frames of a non-blocking stream socket, written as fast as the peer takes them and
+ * never waited for (the daemon's replies). A frame keeps copies of its descriptors (owned) until
+ * its first byte goes: they travel with that byte, as ms__reader and ms__msg_recv expect, and
+ * frames are never joined in one send. */
+typedef struct ms__wframe ms__wframe;
+typedef struct ms__writer {
+    ms__wframe *head, *tail; /* owned, oldest first */
+    size_t bytes;            /* queued, not yet written */
+    size_t nframes;          /* queued frames, the one being written included */
+} ms__writer;
+
+void ms__writer_init(ms__writer *w);
+/* Drops what is queued (closing the descriptors' copies). NULL is a no-op. */
+void ms__writer_free(ms__writer *w);
+/* Queues msg (not taken) with copies of nfds descriptors (not taken; O_CLOEXEC copies). Errors:
+ * MS_E_INVAL, MS_E_TOO_LARGE (over MS__FRAME_MAX), MS_E_NOMEM, MS_E_LIMIT (no descriptor left
+ * for a copy); nothing is queued then. */
+int ms__writer_push(ms__writer *w, const json_t *msg, const int *fds, int nfds, char *err,
+                    size_t errlen);
+/* Writes what the socket takes now, without blocking: 0 when all is written or the socket is
+ * full (w->bytes says which), MS_E_IO when the peer is gone. */
+int ms__writer_flush(ms__writer *w, int fd, char *err, size_t errlen);
+
 /* Reply helpers: {"id":id,"ok":true} (caller adds fields) and
  * {"id":id,"ok":false,"code":code,"error":message}. Return new references. */
 json_t *ms__reply_ok(json_t *id);

@@ -7,12 +7,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "../common/env.h"
 #include "../common/log.h"
 #include "conn.h"
 #include "modelshare.h"
-
-/* A client that does not take a reply within this time is dropped. */
-#define REPLY_TIMEOUT_MS 1000
 
 static const char *const op_names[] = {"none", "acquire", "load", "unload"};
 
@@ -23,13 +21,31 @@ void ms__proto_init(ms__proto *p, ms__models *models, int epfd, const char *sock
     p->epfd = epfd;
     p->socket_path = socket_path;
     p->start_ns = start_ns;
+    char err[MS__ERRLEN];
+    double s;
+    if (ms__env_number("MODELSHARE_READ_TIMEOUT", MS__READ_TIMEOUT_S, 0.001, 1e6, &s, err,
+                       sizeof err) != 0)
+        ms__log_warn("%s; using %g s", err, MS__READ_TIMEOUT_S);
+    p->read_timeout_ns = (int64_t)(s * 1e9);
 }
 
-static void conn_watch(ms__proto *p, ms__conn *k, uint32_t events)
+void ms__conn_rewatch(ms__conn *k)
 {
-    struct epoll_event ev = {.events = events, .data.ptr = &k->ev};
-    if (epoll_ctl(p->epfd, EPOLL_CTL_MOD, k->fd, &ev) != 0)
+    if (k->dead)
+        return;
+    uint32_t want = EPOLLRDHUP;
+    if (k->pending == MS__OP_NONE)
+        want |= EPOLLIN; /* while a request is pending, the next one waits in the socket */
+    if (k->wr.bytes > 0)
+        want |= EPOLLOUT;
+    if (want == k->watched)
+        return;
+    struct epoll_event ev = {.events = want, .data.ptr = &k->ev};
+    if (epoll_ctl(k->proto->epfd, EPOLL_CTL_MOD, k->fd, &ev) != 0) {
         ms__log_warn("epoll_ctl on a client connection: %s", strerror(errno));
+        return;
+    }
+    k->watched = want;
 }
 
 /* k no longer counts as waiting for its model (its request ended, or k died). */
@@ -50,6 +66,19 @@ void ms__conn_kill(ms__conn *k, const char *why)
     ms__log_debug("closing the connection of pid %ld: %s", (long)k->pid, why);
 }
 
+void ms__conn_flush(ms__conn *k)
+{
+    char err[MS__ERRLEN];
+    if (k->dead)
+        return;
+    if (ms__writer_flush(&k->wr, k->fd, err, sizeof err) != 0) {
+        ms__log_info("dropping the client of pid %ld: %s", (long)k->pid, err);
+        ms__conn_kill(k, err);
+        return;
+    }
+    ms__conn_rewatch(k);
+}
+
 int ms__conn_send(ms__conn *k, json_t *msg, const int *fds, int nfds)
 {
     char err[MS__ERRLEN];
@@ -61,13 +90,22 @@ int ms__conn_send(ms__conn *k, json_t *msg, const int *fds, int nfds)
         json_decref(msg);
         return MS_E_IO;
     }
-    int rc = ms__msg_send(k->fd, msg, fds, nfds, REPLY_TIMEOUT_MS, err, sizeof err);
+    int rc = ms__writer_push(&k->wr, msg, fds, nfds, err, sizeof err);
     json_decref(msg);
     if (rc != 0) {
-        ms__log_info("dropping the client of pid %ld: %s", (long)k->pid, err);
+        ms__log_warn("dropping the client of pid %ld: cannot queue a reply: %s", (long)k->pid, err);
         ms__conn_kill(k, err);
+        return rc;
     }
-    return rc;
+    if (k->wr.nframes > 1 && k->wr.bytes > MS__CONN_OUTQ_MAX) {
+        ms__log_info("dropping the client of pid %ld: it does not read its replies (%zu bytes in "
+                     "%zu replies queued, expected at most %zu)",
+                     (long)k->pid, k->wr.bytes, k->wr.nframes, MS__CONN_OUTQ_MAX);
+        ms__conn_kill(k, "reply queue full");
+        return MS_E_IO;
+    }
+    ms__conn_flush(k);
+    return k->dead ? MS_E_IO : 0;
 }
 
 int ms__conn_error(ms__conn *k, json_t *id, int code, const char *message)
@@ -94,6 +132,7 @@ static void pending_clear(ms__conn *k)
 void ms__conn_set_pending(ms__proto *p, ms__conn *k, int op, json_t *id, ms__model *m, int arena_fd,
                           ms__arena_header *hdr, bool with_spec)
 {
+    (void)p;
     k->pending = op;
     k->p_id = json_incref(id != NULL ? id : json_null());
     k->p_model = m;
@@ -103,17 +142,18 @@ void ms__conn_set_pending(ms__proto *p, ms__conn *k, int op, json_t *id, ms__mod
     k->p_waits = op == MS__OP_ACQUIRE || op == MS__OP_LOAD;
     if (k->p_waits)
         ms__model_waiter_add(m, with_spec);
-    /* Only a hang-up is noticed until the answer: the next request waits in the socket. */
-    conn_watch(p, k, EPOLLRDHUP);
+    k->partial_ns = 0; /* the time to finish a frame starts again once the answer came */
+    ms__conn_rewatch(k);
     ms__log_debug("pid %ld waits for model \"%s\" (%s)", (long)k->pid, m->tag, op_names[op]);
 }
 
 void ms__conn_resume(ms__proto *p, ms__conn *k)
 {
+    (void)p;
     pending_clear(k);
     if (k->dead)
         return;
-    conn_watch(p, k, EPOLLIN | EPOLLRDHUP);
+    ms__conn_rewatch(k);
     k->resume = true;
 }
 
@@ -132,9 +172,14 @@ void ms__conn_free(ms__proto *p, ms__conn *k)
         ms__client_remove(&p->models->reg, k->client, on_release_detach, NULL);
     }
     pending_clear(k);
+    /* What the socket takes now of the last replies (the reason it is closed, say); no wait. */
+    char err[MS__ERRLEN];
+    if (k->wr.bytes > 0)
+        ms__writer_flush(&k->wr, k->fd, err, sizeof err);
     epoll_ctl(p->epfd, EPOLL_CTL_DEL, k->fd, NULL);
     close(k->fd);
     ms__reader_free(&k->rd);
+    ms__writer_free(&k->wr);
     free(k);
 }
 
@@ -148,8 +193,9 @@ static void refuse(int fd, int code, const char *message)
 {
     char err[MS__ERRLEN];
     json_t *r = ms__reply_err(NULL, code, message);
+    /* A fresh socket has room for it; if not, the refusal is lost, never waited for. */
     if (r != NULL)
-        ms__msg_send(fd, r, NULL, 0, 200, err, sizeof err);
+        ms__msg_send(fd, r, NULL, 0, 0, err, sizeof err);
     json_decref(r);
     close(fd);
 }
@@ -186,11 +232,13 @@ void ms__conn_open(ms__proto *p, int fd)
         return;
     }
     k->fd = fd;
+    k->proto = p;
     k->pid = cred.pid;
     k->ev.kind = MS__EV_CONN;
     k->ev.obj = k;
     k->p_arena_fd = -1;
     ms__reader_init(&k->rd);
+    ms__writer_init(&k->wr);
     int rc = ms__client_add(&p->models->reg, cred.pid, cred.uid, k, &k->client, err, sizeof err);
     if (rc != 0) {
         ms__log_warn("refused a client of pid %ld: %s", (long)cred.pid, err);
@@ -206,5 +254,6 @@ void ms__conn_open(ms__proto *p, int fd)
         close(fd);
         return;
     }
+    k->watched = ev.events;
     ms__log_debug("client pid %ld connected", (long)cred.pid);
 }

@@ -19,7 +19,11 @@ struct ms__conn {
     ms__evsrc ev;
     int fd; /* owned */
     pid_t pid;
+    ms__proto *proto; /* not owned */
     ms__reader rd;
+    ms__writer wr;      /* replies not yet written (at most MS__CONN_OUTQ_MAX bytes) */
+    uint32_t watched;   /* the epoll events asked for now */
+    int64_t partial_ns; /* since when part of a frame waits in rd (registry clock); 0: none */
     ms__client *client; /* registry record; its user field points back here */
     bool hello;
     bool dead;   /* to be freed at the next sweep */
@@ -34,10 +38,20 @@ struct ms__conn {
     bool p_spec;             /* the request carried a spec (may start a fresh load) */
 };
 
+/* Replies queued for a client that does not read them, at most (a reply always fits an empty
+ * queue): beyond, the client is dropped. */
+#define MS__CONN_OUTQ_MAX ((size_t)1 << 20)
+
 /* ---- conn.c ---- */
-/* Sends msg (stolen) on k with the descriptors (not taken); a client that cannot take it within
- * a second is dropped. Returns 0 or the error. */
+/* Queues msg (stolen) for k with copies of the descriptors (not taken) and writes what the socket
+ * takes now; the rest goes when k's socket is writable. Never waits. A client whose queue would
+ * pass MS__CONN_OUTQ_MAX, or whose socket broke, is dropped. Returns 0 or the error. */
 int ms__conn_send(ms__conn *k, json_t *msg, const int *fds, int nfds);
+/* k's socket is writable: writes what it takes of k's queue. */
+void ms__conn_flush(ms__conn *k);
+/* Asks epoll for the events k needs now: input unless a request is pending, output while
+ * replies are queued, always a hang-up. */
+void ms__conn_rewatch(ms__conn *k);
 /* An error reply (code, message) to request id. */
 int ms__conn_error(ms__conn *k, json_t *id, int code, const char *message);
 /* Marks k to be closed at the next sweep; it no longer waits for its model. */

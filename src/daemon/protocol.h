@@ -20,9 +20,14 @@ typedef struct ms__proto {
     int epfd;                /* connections are watched here (not owned) */
     const char *socket_path; /* for the status document (not owned) */
     int64_t start_ns;        /* the daemon's start, for the status document */
+    int64_t read_timeout_ns; /* a client that leaves a frame half sent this long is dropped */
 } ms__proto;
 
-/* Nothing is allocated: p only points to what it is given. */
+/* A client that sends part of a frame and no more for this long is dropped (default, seconds;
+ * $MODELSHARE_READ_TIMEOUT overrides it). */
+#define MS__READ_TIMEOUT_S 10.0
+
+/* Nothing is allocated: p only points to what it is given. Reads $MODELSHARE_READ_TIMEOUT. */
 void ms__proto_init(ms__proto *p, ms__models *models, int epfd, const char *socket_path,
                     int64_t start_ns);
 /* A connection accepted on fd (close-on-exec, non-blocking), which this takes: the peer's uid is
@@ -30,6 +35,9 @@ void ms__proto_init(ms__proto *p, ms__models *models, int epfd, const char *sock
 void ms__conn_open(ms__proto *p, int fd);
 /* epoll events on k: reads its requests and serves them. */
 void ms__conn_on_event(ms__proto *p, ms__conn *k, uint32_t events);
+/* Drops the clients that left a frame half sent for read_timeout_ns. Returns when to look again
+ * (registry clock; INT64_MAX: not before something else happens). */
+int64_t ms__proto_timers(ms__proto *p, int64_t now);
 /* Frees the dead connections and serves the ones whose pending request ended. Call once a turn
  * of the loop, and after anything that may have ended pending requests. */
 void ms__proto_sweep(ms__proto *p);

@@ -1,6 +1,7 @@
 /* The client protocol's requests (proto.h): hello, acquire, release, load, unload, status; and a
  * connection's events, which read them. See protocol.h. */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -360,6 +361,16 @@ static void handle(ms__proto *p, ms__conn *k, json_t *msg, int *fds, int nfds)
     close_fds(fds, nfds); /* those not taken */
 }
 
+/* Starts the clock on part of a frame left in k's buffer (stopped while a request is pending:
+ * the rest is not read until its answer). */
+static void partial_note(ms__proto *p, ms__conn *k)
+{
+    if (k->dead || k->pending != MS__OP_NONE || k->rd.len == 0)
+        k->partial_ns = 0;
+    else if (k->partial_ns == 0)
+        k->partial_ns = ms__registry_now(&p->models->reg);
+}
+
 /* Serves k's buffered requests until one is pending or none is left. */
 static void serve_requests(ms__proto *p, ms__conn *k)
 {
@@ -377,15 +388,21 @@ static void serve_requests(ms__proto *p, ms__conn *k)
             continue;
         }
         if (msg == NULL)
-            return;
+            break;
+        k->partial_ns = 0; /* a whole frame came */
         handle(p, k, msg, fds, nfds);
         json_decref(msg);
     }
+    partial_note(p, k);
 }
 
 void ms__conn_on_event(ms__proto *p, ms__conn *k, uint32_t events)
 {
     char err[MS__ERRLEN];
+    if (k->dead)
+        return;
+    if (events & EPOLLOUT)
+        ms__conn_flush(k);
     if (k->dead)
         return;
     if (k->pending != MS__OP_NONE) {
@@ -406,6 +423,32 @@ void ms__conn_on_event(ms__proto *p, ms__conn *k, uint32_t events)
     serve_requests(p, k);
     if (k->rd.eof && !k->dead)
         ms__conn_kill(k, "end of stream");
+}
+
+int64_t ms__proto_timers(ms__proto *p, int64_t now)
+{
+    char err[MS__ERRLEN];
+    int64_t next = INT64_MAX;
+    ms__client *c;
+    LIST_FOREACH(c, &p->models->reg.clients, link)
+    {
+        ms__conn *k = c->user;
+        if (k->dead || k->partial_ns == 0)
+            continue;
+        int64_t at = k->partial_ns + p->read_timeout_ns;
+        if (now < at) {
+            if (at < next)
+                next = at;
+            continue;
+        }
+        snprintf(err, sizeof err,
+                 "expected the rest of a frame within %.3g s, got %zu byte(s) of it and no more",
+                 (double)p->read_timeout_ns / 1e9, k->rd.len);
+        ms__log_info("dropping the client of pid %ld: %s", (long)k->pid, err);
+        ms__conn_error(k, NULL, MS_E_TIMEOUT, err);
+        ms__conn_kill(k, err);
+    }
+    return next;
 }
 
 void ms__proto_sweep(ms__proto *p)

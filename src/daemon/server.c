@@ -157,14 +157,18 @@ static int ms_until(const ms__server *s, int64_t at)
     return (int)ms;
 }
 
-/* Keep-alive expiries, SIGKILL after the grace, idle exit. Returns the epoll timeout in ms. */
+/* Keep-alive expiries, SIGKILL after the grace, half-sent frames, idle exit. Returns the epoll
+ * timeout in ms. */
 static int run_timers(ms__server *s)
 {
     int64_t now = ms__registry_now(&s->models.reg);
     int64_t next = ms__models_timers(&s->models, now);
     int64_t idle_at = idle_exit_check(s, now);
+    int64_t conn_at = ms__proto_timers(&s->proto, now);
     if (idle_at < next)
         next = idle_at;
+    if (conn_at < next)
+        next = conn_at;
     if (s->models.stopping && s->models.sup.count == 0)
         return 0;
     if (next == INT64_MAX)

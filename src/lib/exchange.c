@@ -96,9 +96,22 @@ static int pick_instance(ms_model *m)
     return best;
 }
 
+/* The daemon is gone (its workers with it): the client stays lost, and says so. */
+static int daemon_lost(ms_model *m, const char *while_what)
+{
+    atomic_store(&m->client->lost, true);
+    return ms__lib_fail(m->client, MS_E_DAEMON_LOST,
+                        "the daemon went away %s \"%s\"; its workers stopped with it", while_what,
+                        m->tag);
+}
+
 int ms__submit(ms_model *m, ms__req *req, ms__ticket *tk)
 {
     int i;
+    /* A client that saw its daemon go does not hand a request to a worker that may still be
+     * dying: its next call fails at once. */
+    if (atomic_load(&m->client->lost) && daemon_gone(m))
+        return daemon_lost(m, "before this request to");
     for (;;) {
         int r = arena_gone(m);
         if (r < 0)
@@ -107,6 +120,10 @@ int ms__submit(ms_model *m, ms__req *req, ms__ticket *tk)
         i = pick_instance(m);
         if (i >= 0)
             break;
+        /* Slots held by timed-out requests come back only from a worker, which dies with its
+         * daemon. */
+        if (daemon_gone(m))
+            return daemon_lost(m, "while every slot was in use for");
         /* Every slot of every instance is in flight (64 per instance): wait for one. Timed-out
          * requests free theirs only when someone looks (ms__reap_orphans), so look every
          * millisecond rather than wait for a signal that may not come. */
@@ -175,10 +192,7 @@ static int wait_done(ms_model *m, ms__slot *sl, int64_t deadline)
             if (r < 0)
                 return r;
             if (daemon_gone(m))
-                return ms__lib_fail(m->client, MS_E_DAEMON_LOST,
-                                    "the daemon went away while \"%s\" ran a request; its workers "
-                                    "stopped with it",
-                                    m->tag);
+                return daemon_lost(m, "while a request ran on");
         }
     }
     atomic_store_explicit(&sl->waiting, 0, memory_order_relaxed);

@@ -25,6 +25,7 @@
 #define MS_LIB_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -89,7 +90,7 @@ struct ms_client {
     int64_t daemon_pid;
     pthread_mutex_t lock; /* the control socket */
     int64_t next_id;
-    bool lost;
+    _Atomic bool lost;   /* the connection broke: set by call.c, exchange.c and fork.c */
     int64_t forked_from; /* the parent's pid when this is a copy that fork() made, else 0 */
     pthread_mutex_t models_lock;
     LIST_HEAD(, ms_model) models; /* owned */

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "worker.h"
@@ -57,6 +58,18 @@ static void on_stop_signal(int signo)
     if (the_door != NULL)
         ms__door_ring(the_door);
     errno = saved;
+}
+
+/* Whether our parent is still the process at the other end of the control socket (the daemon
+ * that made it): a worker re-parented to init or to a subreaper is an orphan. Without a control
+ * socket, whether we were re-parented to init. */
+static bool parent_is_daemon(void)
+{
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+    if (getsockopt(MS__WORKER_CTRL_FD, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
+        return getppid() != 1;
+    return cred.pid == getppid();
 }
 
 static bool fd_open(int fd)
@@ -276,8 +289,8 @@ int ms__worker_main(int argc, char **argv, ms__backend_opener opener)
     if (rc >= 0)
         return rc;
 
-    /* Die with the daemon. If it is already gone (we were re-parented), stop now. */
-    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() == 1)
+    /* Die with the daemon (also set before exec). If it is already gone, stop now. */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || !parent_is_daemon())
         return 1;
     ms__log_init("modelshare-worker", level);
     ms__stats *stats = NULL;

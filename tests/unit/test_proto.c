@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -304,6 +305,150 @@ static void test_send_large(void **state)
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     close(sv[0]);
     json_decref(m);
+}
+
+/* A message of about n bytes with its "nfds". */
+static json_t *sized_msg(int id, size_t n, int nfds)
+{
+    char *s = malloc(n + 1);
+    memset(s, 'a' + id, n);
+    s[n] = '\0';
+    json_t *m = json_pack("{s:i,s:s,s:i}", "id", id, "pad", s, "nfds", nfds);
+    free(s);
+    return m;
+}
+
+static ino_t inode_of(int fd)
+{
+    struct stat st;
+    assert_int_equal(fstat(fd, &st), 0);
+    return st.st_ino;
+}
+
+/* The receiving child of test_writer_partial_fds: the three messages in order, each with exactly
+ * its own descriptors (the same pipes), nothing left over. Returns the exit status. */
+static int writer_receiver(int fd, const ino_t *want_ino)
+{
+    char err[MS__ERRLEN];
+    static const int want_nfds[3] = {0, 2, 1};
+    ms__reader r;
+    ms__reader_init(&r);
+    fcntl(fd, F_SETFL, O_NONBLOCK);
+    int got = 0, fi = 0;
+    while (got < 3) {
+        json_t *m = NULL;
+        int fds[MS__FDS_MAX], nfds = 0;
+        if (ms__reader_next(&r, &m, fds, &nfds, err, sizeof err) != 0)
+            return 10;
+        if (m == NULL) {
+            struct pollfd p = {.fd = fd, .events = POLLIN};
+            poll(&p, 1, 10000);
+            if (ms__reader_fill(&r, fd, err, sizeof err) != 0 || r.eof)
+                return 11;
+            continue;
+        }
+        if (json_integer_value(json_object_get(m, "id")) != got || nfds != want_nfds[got])
+            return 12;
+        for (int i = 0; i < nfds; i++, fi++)
+            if (inode_of(fds[i]) != want_ino[fi])
+                return 13;
+        if (got == 1 && write(fds[1], "y", 1) != 1) /* the pipe's write end, through the copy */
+            return 14;
+        for (int i = 0; i < nfds; i++)
+            close(fds[i]);
+        json_decref(m);
+        got++;
+    }
+    int left = r.nfds; /* a descriptor sent twice would wait here */
+    ms__reader_free(&r);
+    return left == 0 ? 0 : 15;
+}
+
+/* The queued writer through a small socket buffer: frames go in pieces, each frame's descriptors
+ * with its first byte and only then, from copies the writer owns (the originals are closed
+ * before anything is written). */
+static void test_writer_partial_fds(void **state)
+{
+    (void)state;
+    char err[MS__ERRLEN];
+    int sv[2], p[2], q[2];
+    pair(sv);
+    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+    assert_int_equal(pipe2(q, O_CLOEXEC), 0);
+    int sz = 4096;
+    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+    fcntl(sv[0], F_SETFL, O_NONBLOCK);
+    ino_t want_ino[3] = {inode_of(p[0]), inode_of(p[1]), inode_of(q[1])};
+    ms__writer w;
+    ms__writer_init(&w);
+    json_t *m[3] = {sized_msg(0, 200000, 0), sized_msg(1, 300000, 2), sized_msg(2, 100, 1)};
+    int fb[2] = {p[0], p[1]};
+    assert_int_equal(ms__writer_push(&w, m[0], NULL, 0, err, sizeof err), 0);
+    assert_int_equal(ms__writer_push(&w, m[1], fb, 2, err, sizeof err), 0);
+    assert_int_equal(ms__writer_push(&w, m[2], &q[1], 1, err, sizeof err), 0);
+    assert_int_equal(w.nframes, 3);
+    close(p[1]);
+    close(q[1]);
+    /* Nobody reads yet: what the socket takes goes, the rest stays queued, nothing waits. */
+    assert_int_equal(ms__writer_flush(&w, sv[0], err, sizeof err), 0);
+    assert_true(w.bytes > 0 && w.nframes == 3);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(sv[0]);
+        _exit(writer_receiver(sv[1], want_ino));
+    }
+    close(sv[1]);
+    while (w.bytes > 0) {
+        struct pollfd pf = {.fd = sv[0], .events = POLLOUT};
+        assert_true(poll(&pf, 1, 10000) == 1);
+        assert_int_equal(ms__writer_flush(&w, sv[0], err, sizeof err), 0);
+    }
+    assert_int_equal(w.nframes, 0);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    char c = 0;
+    assert_int_equal(read(p[0], &c, 1), 1);
+    assert_int_equal(c, 'y');
+    /* Every copy of the write ends is closed (ours, the writer's, the child's): EOF. */
+    assert_int_equal(read(p[0], &c, 1), 0);
+    /* The peer gone: an error, not a wait or a SIGPIPE. */
+    assert_int_equal(ms__writer_push(&w, m[2], &q[0], 1, err, sizeof err), 0);
+    assert_int_equal(ms__writer_flush(&w, sv[0], err, sizeof err), MS_E_IO);
+    ms__writer_free(&w);
+    for (int i = 0; i < 3; i++)
+        json_decref(m[i]);
+    close(p[0]);
+    close(q[0]);
+    close(sv[0]);
+}
+
+/* What a writer holds is closed when it is dropped unsent. */
+static void test_writer_free_closes(void **state)
+{
+    (void)state;
+    char err[MS__ERRLEN];
+    int p[2];
+    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+    ms__writer w;
+    ms__writer_init(&w);
+    json_t *m = sized_msg(0, 10, 1);
+    assert_int_equal(ms__writer_push(&w, m, &p[1], 1, err, sizeof err), 0);
+    /* A count that disagrees with "nfds", or too large a message: refused, nothing queued. */
+    assert_int_equal(ms__writer_push(&w, m, NULL, 0, err, sizeof err), MS_E_INVAL);
+    json_t *big = sized_msg(1, MS__FRAME_MAX, 0);
+    assert_int_equal(ms__writer_push(&w, big, NULL, 0, err, sizeof err), MS_E_TOO_LARGE);
+    assert_int_equal(w.nframes, 1);
+    close(p[1]);
+    ms__writer_free(&w);
+    ms__writer_free(NULL);
+    char c;
+    assert_int_equal(read(p[0], &c, 1), 0);
+    close(p[0]);
+    json_decref(m);
+    json_decref(big);
 }
 
 static void test_reader_bytewise(void **state)
@@ -612,6 +757,8 @@ int main(void)
         cmocka_unit_test(test_send_recv),
         cmocka_unit_test(test_send_recv_fds),
         cmocka_unit_test(test_send_large),
+        cmocka_unit_test(test_writer_partial_fds),
+        cmocka_unit_test(test_writer_free_closes),
         cmocka_unit_test(test_reader_bytewise),
         cmocka_unit_test(test_reader_errors),
         cmocka_unit_test(test_reader_max_frame),
