@@ -13,7 +13,7 @@
  *       against the model run in this process (dense) or against its input (identity).
  *       MS_E_WORKER_LOST: the lease is released and TAG acquired again. MS_E_DAEMON_LOST: the
  *       client disconnects, connects again (which starts a new daemon) and acquires again.
- *       Prints a line per event ("lost worker", "lost daemon", "reconnected DAEMON_PID"), then
+ *       Prints a line per event ("lost worker", "lost daemon", "connected DAEMON_PID"), then
  *       one JSON line of counts: ok, wrong, worker_lost, daemon_lost, other, the longest call of
  *       each kind in microseconds, and the first unexpected error.
  *   ms-chaosclient load TAG SPEC SEED N LATFILE CTRL_EVERY
@@ -194,6 +194,22 @@ static void note_other(busy *b, const char *what, int rc)
                  ms_errmsg(b->c));
 }
 
+/* The lease or the connection is gone: drop them, say so, and count it. */
+static void busy_lost(busy *b, int rc)
+{
+    ms_release(b->m);
+    b->m = NULL;
+    if (rc == MS_E_DAEMON_LOST) {
+        b->daemon_lost++;
+        ms_disconnect(b->c);
+        b->c = NULL;
+    } else {
+        b->worker_lost++;
+    }
+    printf("lost %s\n", rc == MS_E_DAEMON_LOST ? "daemon" : "worker");
+    fflush(stdout);
+}
+
 /* Connects when not connected and acquires; false (counted) when either fails. */
 static bool busy_open(busy *b)
 {
@@ -210,7 +226,7 @@ static bool busy_open(busy *b)
         char *st = NULL;
         if (ms_status_json(b->c, &st) == 0) {
             const char *p = strstr(st, "\"daemon_pid\"");
-            printf("reconnected %d\n", p ? atoi(strchr(p, ':') + 1) : -1);
+            printf("connected %d\n", p ? atoi(strchr(p, ':') + 1) : -1);
             fflush(stdout);
         }
         free(st);
@@ -218,9 +234,10 @@ static bool busy_open(busy *b)
     t0 = now_ns();
     rc = ms_acquire(b->c, b->tag, b->spec, &b->m);
     note_call(b, CALL_ACQUIRE, t0);
-    if (rc == MS_E_DAEMON_LOST) {
-        ms_disconnect(b->c);
-        b->c = NULL;
+    if (rc == MS_E_DAEMON_LOST || rc == MS_E_WORKER_LOST) {
+        b->m = NULL;
+        busy_lost(b, rc);
+        return false;
     }
     if (rc != 0) {
         b->m = NULL;
@@ -242,22 +259,6 @@ static bool busy_check(busy *b, const ms_tensor *x, const ms_tensor *y, int64_t 
                  first_mismatch(ms_tensor_data(y), want, n / sizeof(float)) < 0;
     free(want);
     return right;
-}
-
-/* The lease or the connection is gone: drop them, say so, and count it. */
-static void busy_lost(busy *b, int rc)
-{
-    ms_release(b->m);
-    b->m = NULL;
-    if (rc == MS_E_DAEMON_LOST) {
-        b->daemon_lost++;
-        ms_disconnect(b->c);
-        b->c = NULL;
-    } else {
-        b->worker_lost++;
-    }
-    printf("lost %s\n", rc == MS_E_DAEMON_LOST ? "daemon" : "worker");
-    fflush(stdout);
 }
 
 static void busy_request(busy *b, uint64_t key)
