@@ -46,7 +46,7 @@ CHAOS = BUILD / "tests" / "ms-chaosclient"
 # Counts of each scenario: "short" runs in make test (a few seconds each), "full" in make chaos.
 COUNTS = {
     "short": {"client_kills": 40, "worker_kills": 4, "daemon_kills": 3,
-              "load": (8, 1000), "stall": (4, 600)},
+              "load": (8, 1000), "stall": (4, 200)},
     "full": {"client_kills": 1000, "worker_kills": 100, "daemon_kills": 20,
              "load": (32, 20000), "stall": (16, 3000)},
 }
@@ -522,23 +522,28 @@ SCENARIOS = {
 }
 
 
-def run(name, size="short", seed=9):
-    """Runs one scenario against a private daemon; returns (figures, losses)."""
+def run_with(ms, name, size="short", seed=9):
+    """Runs one scenario against the daemon of ms (a Modelshare); returns (figures, losses)."""
     assert CHAOS.exists(), f"{CHAOS} is missing: build first (make build)"
     say(f"chaos {name} ({size}), seed {seed}")
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix="msc-"))
-    ms = Modelshare(tmp)
     t0 = time.monotonic()
-    try:
-        figures, losses = SCENARIOS[name](ms, COUNTS[size], seed)
-    finally:
-        ms.stop()
-        subprocess.run(["rm", "-rf", str(ms.dir), str(tmp)])
+    figures, losses = SCENARIOS[name](ms, COUNTS[size], seed)
     figures["seconds"] = round(time.monotonic() - t0, 1)
     for loss in losses:
         say(f"  LOSS: {loss}")
     say(f"  {'FAIL' if losses else 'ok'} in {figures['seconds']} s")
     return figures, losses
+
+
+def run(name, size="short", seed=9):
+    """run_with() on a private daemon of its own, stopped at the end."""
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="msc-"))
+    ms = Modelshare(tmp)
+    try:
+        return run_with(ms, name, size, seed)
+    finally:
+        ms.stop()
+        subprocess.run(["rm", "-rf", str(ms.dir), str(tmp)])
 
 
 def write_results(path, results, command):
