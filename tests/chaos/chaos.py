@@ -48,7 +48,7 @@ COUNTS = {
     "short": {"client_kills": 40, "worker_kills": 4, "daemon_kills": 3,
               "load": (8, 1000), "stall": (4, 200)},
     "full": {"client_kills": 1000, "worker_kills": 100, "daemon_kills": 20,
-             "load": (32, 20000), "stall": (16, 3000)},
+             "load": (32, 20000), "stall": (16, 2000)},
 }
 IDENTITY = {"backend": "identity", "keep_alive": 3600}
 RSS_SLACK_KIB = 4096  # the daemon's RSS may end this much above its start figure (malloc's pools)
@@ -568,7 +568,8 @@ def main():
     size = "full" if a.full else "short"
     results = {name: run(name, size, a.seed) for name in a.only.split(",")}
     if a.results:
-        write_results(a.results, results, "make chaos" if a.full else " ".join(sys.argv))
+        command = "python3 " + " ".join(sys.argv)
+        write_results(a.results, results, f"make chaos` (`{command}" if a.full else command)
     failed = [n for n, (_, losses) in results.items() if losses]
     say(f"chaos: {len(results) - len(failed)} of {len(results)} scenarios without loss"
         + (f"; lost: {', '.join(failed)}" if failed else ""))
