@@ -570,7 +570,7 @@ def main():
     size = "full" if a.full else "short"
     results = {name: run(name, size, a.seed) for name in a.only.split(",")}
     if a.results:
-        command = "python3 " + " ".join(sys.argv)
+        command = "python " + " ".join(sys.argv)
         write_results(a.results, results, f"make chaos` (`{command}" if a.full else command)
     failed = [n for n, (_, losses) in results.items() if losses]
     say(f"chaos: {len(results) - len(failed)} of {len(results)} scenarios without loss"
