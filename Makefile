@@ -6,7 +6,7 @@ JOBS       ?= $(shell nproc)
 PYTEST     := $(VENV)/bin/python -m pytest
 
 .PHONY: all build deps venv python demo test lint test-unit test-integration test-python test-asan \
-        test-gpu fuzz bench format format-check clean
+        test-gpu chaos fuzz bench format format-check clean
 
 all: build
 
@@ -42,7 +42,8 @@ python: $(VENV)/.python-ok
 demo: build
 	$(BUILD)/modelshare demo
 
-# The code's shape (lint), unit tests and fuzz-corpus replays (ctest), integration tests (pytest),
+# The code's shape (lint), unit tests and fuzz-corpus replays (ctest), integration tests and the
+# short chaos scenarios (pytest),
 # the Python package's tests, then the C tests again under AddressSanitizer and
 # UndefinedBehaviorSanitizer.
 test: lint test-unit test-integration test-python test-asan
@@ -58,7 +59,7 @@ test-unit: build
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
 
 test-integration: build venv
-	MODELSHARE_BUILD=$(abspath $(BUILD)) $(PYTEST) -q tests/integration
+	MODELSHARE_BUILD=$(abspath $(BUILD)) $(PYTEST) -q tests/integration tests/chaos
 
 test-python: python
 	$(PYTEST) -q tests/python
@@ -68,7 +69,15 @@ test-asan: venv | deps
 	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DMS_SANITIZE=ON -DMS_CUDA=OFF >/dev/null
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	ASAN_OPTIONS=detect_leaks=1 ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS)
-	MODELSHARE_BUILD=$(abspath $(ASAN_BUILD)) MODELSHARE_SANITIZED=1 $(PYTEST) -q tests/integration
+	MODELSHARE_BUILD=$(abspath $(ASAN_BUILD)) MODELSHARE_SANITIZED=1 $(PYTEST) -q tests/integration \
+		tests/chaos
+
+# The chaos and load suite at full counts (tests/chaos/chaos.py: kill -9 of 1000 clients, 100
+# workers, 20 daemons; 32 processes x 20,000 checked requests; stalling clients beside the load);
+# prints each scenario's seed and figures, writes bench/RESULTS-chaos.md, fails on any loss.
+chaos: build venv
+	MODELSHARE_BUILD=$(abspath $(BUILD)) $(VENV)/bin/python tests/chaos/chaos.py --full \
+		--results bench/RESULTS-chaos.md
 
 # Data-plane benchmarks against the in-process limit and a pickling proxy; writes bench/RESULTS.md.
 bench: build venv

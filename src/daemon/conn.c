@@ -33,8 +33,9 @@ void ms__conn_rewatch(ms__conn *k)
 {
     if (k->dead)
         return;
-    uint32_t want = EPOLLRDHUP;
-    if (k->pending == MS__OP_NONE)
+    /* Once the client closed its side there is nothing to read: only its last replies go. */
+    uint32_t want = k->rd.eof ? 0 : EPOLLRDHUP;
+    if (k->pending == MS__OP_NONE && !k->rd.eof)
         want |= EPOLLIN; /* while a request is pending, the next one waits in the socket */
     if (k->wr.bytes > 0)
         want |= EPOLLOUT;

@@ -28,6 +28,7 @@ struct ms__conn {
     bool hello;
     bool dead;   /* to be freed at the next sweep */
     bool resume; /* its pending request ended: read its next requests */
+    bool more;   /* served a request this turn: more may be buffered (ms__proto_serve_more) */
     /* The pending request. */
     int pending;
     json_t *p_id;       /* owned reference */

@@ -41,6 +41,10 @@ int64_t ms__proto_timers(ms__proto *p, int64_t now);
 /* Frees the dead connections and serves the ones whose pending request ended. Call once a turn
  * of the loop, and after anything that may have ended pending requests. */
 void ms__proto_sweep(ms__proto *p);
+/* Serves one more buffered request of each connection that had one served this turn (a
+ * connection is served one request a turn, so that none holds the loop). Returns how many may
+ * still have more: the loop should not sleep while it is not 0. */
+int ms__proto_serve_more(ms__proto *p);
 /* The daemon stops: every connection is closed and freed (its leases released). */
 void ms__proto_close_all(ms__proto *p);
 /* Frees every connection at once. */

@@ -365,17 +365,31 @@ static void handle(ms__proto *p, ms__conn *k, json_t *msg, int *fds, int nfds)
  * the rest is not read until its answer). */
 static void partial_note(ms__proto *p, ms__conn *k)
 {
-    if (k->dead || k->pending != MS__OP_NONE || k->rd.len == 0)
+    /* A client that closed its side has as long to take its last replies. */
+    bool waits = k->rd.len > 0 || (k->rd.eof && k->wr.bytes > 0);
+    if (k->dead || k->pending != MS__OP_NONE || !waits)
         k->partial_ns = 0;
     else if (k->partial_ns == 0)
         k->partial_ns = ms__registry_now(&p->models->reg);
 }
 
-/* Serves k's buffered requests until one is pending or none is left. */
+/* The client closed its side and has nothing left to say or to hear: every request it sent was
+ * served and every reply written (a client may send its last requests and shut down its
+ * sending side, then read the answers). */
+static bool eof_done(const ms__conn *k)
+{
+    return k->rd.eof && !k->dead && !k->more && k->wr.bytes == 0;
+}
+
+/* Serves the next whole request buffered on k, if k may take one now. One a turn of the loop:
+ * a client that sends many at once (a flood of status requests) waits its turn behind everyone
+ * else's instead of holding the loop; k->more brings it back next turn
+ * (ms__proto_serve_more). */
 static void serve_requests(ms__proto *p, ms__conn *k)
 {
     char err[MS__ERRLEN];
-    while (!k->dead && k->pending == MS__OP_NONE && !p->models->stopping) {
+    k->more = false;
+    if (!k->dead && k->pending == MS__OP_NONE && !p->models->stopping) {
         json_t *msg = NULL;
         int fds[MS__FDS_MAX];
         int nfds = 0;
@@ -385,13 +399,13 @@ static void serve_requests(ms__proto *p, ms__conn *k)
             ms__conn_error(k, NULL, rc, err);
             if (rc != MS_E_PROTOCOL) /* the framing itself is broken */
                 ms__conn_kill(k, err);
-            continue;
+            k->more = !k->dead;
+        } else if (msg != NULL) {
+            k->partial_ns = 0; /* a whole frame came */
+            handle(p, k, msg, fds, nfds);
+            json_decref(msg);
+            k->more = !k->dead;
         }
-        if (msg == NULL)
-            break;
-        k->partial_ns = 0; /* a whole frame came */
-        handle(p, k, msg, fds, nfds);
-        json_decref(msg);
     }
     partial_note(p, k);
 }
@@ -421,8 +435,10 @@ void ms__conn_on_event(ms__proto *p, ms__conn *k, uint32_t events)
         }
     }
     serve_requests(p, k);
-    if (k->rd.eof && !k->dead)
+    if (eof_done(k))
         ms__conn_kill(k, "end of stream");
+    else if (k->rd.eof)
+        ms__conn_rewatch(k); /* nothing more to read: only the replies to write */
 }
 
 int64_t ms__proto_timers(ms__proto *p, int64_t now)
@@ -441,9 +457,16 @@ int64_t ms__proto_timers(ms__proto *p, int64_t now)
                 next = at;
             continue;
         }
-        snprintf(err, sizeof err,
-                 "expected the rest of a frame within %.3g s, got %zu byte(s) of it and no more",
-                 (double)p->read_timeout_ns / 1e9, k->rd.len);
+        if (k->rd.len > 0)
+            snprintf(err, sizeof err,
+                     "expected the rest of a frame within %.3g s, got %zu byte(s) of it and no "
+                     "more",
+                     (double)p->read_timeout_ns / 1e9, k->rd.len);
+        else
+            snprintf(err, sizeof err,
+                     "it closed its side and did not take its last %zu byte(s) of replies within "
+                     "%.3g s",
+                     k->wr.bytes, (double)p->read_timeout_ns / 1e9);
         ms__log_info("dropping the client of pid %ld: %s", (long)k->pid, err);
         ms__conn_error(k, NULL, MS_E_TIMEOUT, err);
         ms__conn_kill(k, err);
@@ -473,6 +496,23 @@ void ms__proto_sweep(ms__proto *p)
             }
         }
     }
+}
+
+int ms__proto_serve_more(ms__proto *p)
+{
+    int left = 0;
+    ms__client *c;
+    LIST_FOREACH(c, &p->models->reg.clients, link)
+    {
+        ms__conn *k = c->user;
+        if (!k->more)
+            continue;
+        serve_requests(p, k);
+        if (eof_done(k))
+            ms__conn_kill(k, "end of stream");
+        left += k->more;
+    }
+    return left;
 }
 
 void ms__proto_close_all(ms__proto *p)

@@ -207,6 +207,8 @@ static void dispatch(ms__server *s, const struct epoll_event *ev)
 static int before_wait(ms__server *s)
 {
     ms__proto_sweep(&s->proto);
+    int more = ms__proto_serve_more(&s->proto);
+    ms__proto_sweep(&s->proto);
     /* Loads waiting for memory: leases dropped, models went, or time passed. */
     int64_t admit_at = s->models.stopping ? INT64_MAX : ms__admission_run(&s->models);
     ms__proto_sweep(&s->proto);
@@ -217,7 +219,7 @@ static int before_wait(ms__server *s)
             timeout = ms;
     }
     ms__proto_sweep(&s->proto);
-    return timeout;
+    return more > 0 ? 0 : timeout; /* buffered requests wait: look at the sockets, don't sleep */
 }
 
 int ms__server_run(ms__server *s)

@@ -29,8 +29,7 @@ bool ms__pieces_needed(const server *s, const taken *t)
     if (t->rows <= w->max_batch && ms__padded_rows(w, t->rows) == t->rows)
         return false;
     /* A backend that knows its output beforehand must have described one row per input row. */
-    return w->backend->run_dynamic != NULL ||
-           (t->out.rank >= 1 && t->out.shape[0] == t->rows);
+    return w->backend->run_dynamic != NULL || (t->out.rank >= 1 && t->out.shape[0] == t->rows);
 }
 
 /* What the pieces' outputs share (a backend that describes its output by running): the first

@@ -123,3 +123,52 @@ def test_half_a_frame_delays_nobody_and_is_dropped_after_the_read_timeout(ms):
     finally:
         half.close()
         idle.close()
+
+
+def read_reply(s):
+    (n,) = struct.unpack("<I", s.recv(4, socket.MSG_WAITALL))
+    return json.loads(s.recv(n, socket.MSG_WAITALL))
+
+
+def test_a_flood_of_requests_waits_its_turn_and_none_is_lost(ms):
+    """The daemon serves one request of a connection a turn: 500 status requests sent at once
+    by one client do not hold up another's, and every one of them is still answered, in order,
+    though the flooder closed its sending side right after them."""
+    subprocess.run([str(TESTCLIENT), "connect"], env=ms.env, check=True, capture_output=True,
+                   timeout=60)
+    flood = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        flood.connect(str(ms.socket))
+        flood.settimeout(60)
+        flood.sendall(frame({"op": "hello", "id": 1, "version": 1}))
+        assert read_reply(flood)["ok"]
+        n = 500  # their replies (about 1 KB each) stay under the queue limit (1 MiB)
+        burst = b"".join(frame({"op": "status", "id": 10 + i}) for i in range(n))
+        flood.sendall(burst)  # fits the socket's buffer with the replies unread so far
+        flood.shutdown(socket.SHUT_WR)
+        during = ping_result(ping(ms, 100))
+        print(f"\nstatus calls beside a burst of {n} status requests: {during}")
+        ids = [read_reply(flood)["id"] for _ in range(n)]
+        assert ids == list(range(10, 10 + n))
+        assert flood.recv(1) == b""  # then closed: end of stream after its last answer
+    finally:
+        flood.close()
+
+
+def test_a_closed_client_that_never_takes_its_replies_is_dropped(ms):
+    ms.env["MODELSHARE_READ_TIMEOUT"] = "1"
+    subprocess.run([str(TESTCLIENT), "connect"], env=ms.env, check=True, capture_output=True,
+                   timeout=60)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(str(ms.socket))
+        s.sendall(frame({"op": "hello", "id": 1, "version": 1}))
+        s.sendall(b"".join(frame({"op": "status", "id": 10 + i}) for i in range(400)))
+        s.shutdown(socket.SHUT_WR)  # and never reads: its replies stay queued
+        wait_until(lambda: "did not take its last" in ms.log(), timeout=15,
+                   what="the closed client dropped")
+        # Others are served as usual afterwards.
+        assert ping_result(ping(ms, 20)).startswith("ok 20")
+    finally:
+        s.close()
