@@ -96,43 +96,42 @@ def _stop_daemon(socket):
         pass
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rows", type=int, default=2_000_000)
-    ap.add_argument("--partitions", type=int, default=16)
-    ap.add_argument("--slots", type=int, default=4, help="local[N]")
-    ap.add_argument("--weights-mb", type=int, default=256)
-    args = ap.parse_args()
-
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix="msb-", dir="/tmp"))
-    os.environ["MODELSHARE_SOCKET"] = str(tmp / "d" / "modelshared.sock")
-    os.environ["MODELSHARE_IDLE_EXIT"] = "0"
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE),
-                                                              os.environ.get("PYTHONPATH")]))
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    if "JAVA_HOME" not in os.environ and shutil.which("java"):
-        os.environ["JAVA_HOME"] = str(pathlib.Path(os.path.realpath(shutil.which("java"))).parents[1])
-    sys.path.insert(0, str(HERE))
-
-    import modelshare
-    import modelshare.spark
+def _session(args):
     from pyspark.sql import SparkSession
-    import spark_bench  # this file as a module: the Spark workers import it by name
-
-    weights = tmp / "table.npy"
-    np.save(weights, np.random.default_rng(0).standard_normal(
-        args.weights_mb * 2**20 // 4).astype(np.float32))
-
     spark = (SparkSession.builder.master(f"local[{args.slots}]").appName("modelshare-bench")
              .config("spark.ui.enabled", "false")
              .config("spark.sql.shuffle.partitions", str(args.slots))
              .config("spark.driver.memory", "2g").getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+def _measure(name, job, reference):
+    """(name, wall s, PSS MB before, peak PSS MB) of one job, its predictions."""
+    before = _total_kb() / 1024
+    sampler = Sampler()
+    sampler.start()
+    t0 = time.perf_counter()
+    out = job().select("id", "prediction").toPandas().sort_values("id")
+    wall = time.perf_counter() - t0
+    sampler.stop.set()
+    sampler.join()
+    y = out["prediction"].to_numpy()
+    # float32 sums of 8 values: the batched order may differ in the last bits
+    assert reference is None or np.allclose(y, reference, rtol=1e-5, atol=1e-4), \
+        f"{name}: predictions differ"
+    return (name, wall, before, sampler.peak_kb / 1024), y
+
+
+def _jobs(args, spark, weights):
+    import modelshare
+    import modelshare.spark
+    import spark_bench  # this file as a module: the Spark workers import it by name
+
     df = (spark.range(args.rows).repartition(args.partitions)
           .selectExpr("id", *[f"CAST(abs(hash(id, {i})) % 1000000 / 10000.0 AS FLOAT) AS {f}"
                               for i, f in enumerate(FEATURES)]).cache())
     df.count()
-
     shared = modelshare.Shared(functools.partial(spark_bench.load_hashed, str(weights)),
                                tag="bench-hashed", keep_alive=600)
     predict = modelshare.spark.predictor(shared, features=FEATURES)
@@ -145,24 +144,39 @@ def main():
     df.mapInPandas(lambda batches: batches, df.schema).select("id").toPandas()
     results, reference = [], None
     for name, job in runs:
-        before = _total_kb() / 1024
-        sampler = Sampler()
-        sampler.start()
-        t0 = time.perf_counter()
-        out = job().select("id", "prediction").toPandas().sort_values("id")
-        wall = time.perf_counter() - t0
-        sampler.stop.set()
-        sampler.join()
-        y = out["prediction"].to_numpy()
-        if reference is None:
-            reference = y
-        # float32 sums of 8 values: the batched order may differ in the last bits
-        assert np.allclose(y, reference, rtol=1e-5, atol=1e-4), f"{name}: predictions differ"
-        results.append((name, wall, before, sampler.peak_kb / 1024))
+        row, reference = _measure(name, job, reference)
+        results.append(row)
     loads = next(m for m in modelshare.status()["models"] if m["tag"] == "bench-hashed")["loads"]
-    spark.stop()
-    modelshare.unload("bench-hashed", force=True)
-    _stop_daemon(os.environ["MODELSHARE_SOCKET"])
+    return results, loads
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rows", type=int, default=2_000_000)
+    ap.add_argument("--partitions", type=int, default=16)
+    ap.add_argument("--slots", type=int, default=4, help="local[N]")
+    ap.add_argument("--weights-mb", type=int, default=256)
+    args = ap.parse_args()
+
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="msb-", dir="/tmp"))
+    socket = str(tmp / "d" / "modelshared.sock")
+    path = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
+    os.environ.update(MODELSHARE_SOCKET=socket, MODELSHARE_IDLE_EXIT="0", PYTHONPATH=path)
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    java = shutil.which("java")
+    if "JAVA_HOME" not in os.environ and java:
+        os.environ["JAVA_HOME"] = str(pathlib.Path(os.path.realpath(java)).parents[1])
+    sys.path.insert(0, str(HERE))
+    weights = tmp / "table.npy"
+    np.save(weights, np.random.default_rng(0).standard_normal(
+        args.weights_mb * 2**20 // 4).astype(np.float32))
+    spark = _session(args)
+    try:
+        results, loads = _jobs(args, spark, weights)
+    finally:
+        spark.stop()
+        _stop_daemon(socket)  # its workers with it
+        shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"\n{args.rows} rows x {len(FEATURES)} features, {args.partitions} partitions, "
           f"local[{args.slots}], a {args.weights_mb} MB weight table (modelshare loads: {loads})")
@@ -170,7 +184,6 @@ def main():
     print("| --- | ---: | ---: | ---: |")
     for name, wall, before, peak in results:
         print(f"| {name} | {wall:.1f} | {before:.0f} | {peak:.0f} |")
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
