@@ -4,7 +4,8 @@
 set -euo pipefail
 
 packages=(gcc make cmake pkg-config libjansson-dev libopenblas-dev libcmocka-dev
-          python3 python3-venv python3-pip util-linux procps)
+          python3 python3-venv python3-pip util-linux procps
+          openjdk-17-jre-headless)  # Java for PySpark (tests/python/test_spark.py)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -14,6 +15,14 @@ if python3 -c 'import venv, ensurepip' 2>/dev/null; then
     keep=()
     for p in "${missing[@]}"; do
         case "$p" in python3|python3-venv|python3-pip) ;; *) keep+=("$p") ;; esac
+    done
+    missing=("${keep[@]+"${keep[@]}"}")
+fi
+# A Java of 17 or later from elsewhere (a JDK, Temurin) runs Spark as well.
+if java -version 2>&1 | grep -Eq 'version "(1[7-9]|[2-9][0-9])'; then
+    keep=()
+    for p in "${missing[@]+"${missing[@]}"}"; do
+        [ "$p" = openjdk-17-jre-headless ] || keep+=("$p")
     done
     missing=("${keep[@]+"${keep[@]}"}")
 fi

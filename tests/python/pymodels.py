@@ -190,3 +190,25 @@ class FixedShapes:
 
     def runs(self):
         return sorted(set(self.seen))
+
+
+def linear_weights(n_in=4):
+    """The Spark tests' model: y = x @ w + b, one value per row."""
+    rng = np.random.default_rng(11)
+    return rng.standard_normal(n_in).astype(np.float32), np.float32(0.5)
+
+
+class Linear:
+    """y = x @ w + b (float32, one value per row); two=True: [y, 2y] per row."""
+
+    def __init__(self, n_in=4, two=False):
+        self.w, self.b = linear_weights(n_in)
+        self.two = two
+
+    def __call__(self, x):
+        y = x @ self.w + self.b
+        return np.stack([y, 2 * y], axis=1) if self.two else y
+
+
+def make_linear(n_in=4, two=False):
+    return Linear(n_in, two)
