@@ -220,6 +220,10 @@ typedef struct ms_model ms_model;
  *                                                           backend's estimate)
  *   load_timeout    number, seconds, 0..86400     60        how long a load waits for memory
  *                                                           in the budget
+ *   max_restarts    integer, 0..100               5         crashed instances are restarted
+ *                                                           (back-off 0.1 s doubling to 30 s);
+ *                                                           one more crash within 60 s fails
+ *                                                           the model (0: the first crash)
  *   python          object                        none      required for (and only for)
  *                                                           backend "python": constructor,
  *                                                           executable, cwd, path, framework,

@@ -15,6 +15,8 @@
  *   batchable      bool                                         true
  *   memory         bytes the model needs (0: estimate)          0
  *   load_timeout   seconds to wait for memory, 0..86400         60
+ *   max_restarts   restarts of crashed instances within 60 s     5
+ *                  before the model is marked failed, 0..100 (0: the first crash fails it)
  *   python         object, required for (and only for) backend "python":
  *     constructor  base64 of the pickled constructor, at most 98304 characters (the spec reaches
  *                  the worker on its command line)                                  (required)
@@ -42,6 +44,9 @@
 
 enum { MS__OUTPUT_LINEAR = 0, MS__OUTPUT_SOFTMAX = 1 };
 
+/* The most max_restarts a spec may ask for. */
+#define MS__SPEC_RESTARTS_MAX 100
+
 typedef struct ms__spec {
     char backend[16];
     char *weights; /* malloc'd, NULL when absent */
@@ -55,6 +60,7 @@ typedef struct ms__spec {
     bool batchable;
     uint64_t memory;
     double load_timeout;
+    int max_restarts;
     char *python;     /* malloc'd canonical JSON of the "python" object, NULL when absent */
     char *python_key; /* malloc'd: what two python specs compare (constructor, framework) */
 } ms__spec;
