@@ -92,8 +92,8 @@ static void print_crashes(const json_t *m)
 /* The table of models: a head row, one row per model, then why each failed model failed. */
 static void print_models(const json_t *models, size_t nmodels)
 {
-    static const char *const heads[NCOLS] = {"TAG",   "BACKEND",  "STATE",    "DEVICE",
-                                             "MEMORY", "LEASES", "WORKERS", "LOADS",
+    static const char *const heads[NCOLS] = {"TAG",      "BACKEND",  "STATE",   "DEVICE",
+                                             "MEMORY",   "LEASES",   "WORKERS", "LOADS",
                                              "RESTARTS", "REQUESTS", "BATCHES"};
     char(*cells)[NCOLS][64] = calloc(nmodels + 1, sizeof *cells);
     int width[NCOLS] = {0};

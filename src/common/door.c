@@ -90,9 +90,8 @@ void ms__door_ring(ms__door *door)
 void ms__door_done(ms__door *door)
 {
     uint32_t v = atomic_load_explicit(&door->inflight, memory_order_relaxed);
-    while (v > 0 && !atomic_compare_exchange_weak_explicit(&door->inflight, &v, v - 1,
-                                                           memory_order_relaxed,
-                                                           memory_order_relaxed))
+    while (v > 0 && !atomic_compare_exchange_weak_explicit(
+                        &door->inflight, &v, v - 1, memory_order_relaxed, memory_order_relaxed))
         ;
 }
 

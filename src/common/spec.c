@@ -20,8 +20,8 @@
 #define DIFF_VALUE_MAX 300
 
 static const char *const known_fields[] = {
-    "backend",   "weights",        "device",    "output",      "keep_alive",
-    "max_batch", "batch_delay_us", "instances", "thread_safe", "batchable",
+    "backend",   "weights",        "device",       "output",      "keep_alive",
+    "max_batch", "batch_delay_us", "instances",    "thread_safe", "batchable",
     "memory",    "load_timeout",   "max_restarts", "python",
 };
 

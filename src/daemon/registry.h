@@ -1,7 +1,8 @@
 /*
  * The daemon's bookkeeping: models by tag, clients (connections), leases, keep-alive deadlines.
  * Pure data: no sockets, no processes (the only system calls are closing and unmapping a lease's
- * arena when the lease goes, and an instance's door when its model goes or loads again). Time comes from an injectable clock so that keep-alive is testable.
+ * arena when the lease goes, and an instance's door when its model goes or loads again). Time comes
+ * from an injectable clock so that keep-alive is testable.
  *
  * Ownership: the registry owns its models, clients and leases. A model's workers (ms__wproc) are
  * owned by the supervisor; the registry only links them to the model and counts their leases.
@@ -42,10 +43,10 @@ const char *ms__inst_state_name(int state);
 /* One instance of a loaded model, for as long as it is loaded: ring i of every lease and door i
  * of every client; its worker process comes and goes (restarts, instances.c). */
 typedef struct ms__instance {
-    int door_fd;    /* owned, -1 when none: the door (ring.h), kept across restarts */
-    ms__door *door; /* owned mapping: the daemon writes its gen and down */
-    ms__wproc *w;   /* its worker (not owned), NULL while down */
-    int state;      /* MS__INST_* */
+    int door_fd;           /* owned, -1 when none: the door (ring.h), kept across restarts */
+    ms__door *door;        /* owned mapping: the daemon writes its gen and down */
+    ms__wproc *w;          /* its worker (not owned), NULL while down */
+    int state;             /* MS__INST_* */
     unsigned restarts;     /* workers started after a crash, this load */
     int64_t backoff_ns;    /* the next restart's delay */
     int64_t restart_at_ns; /* down: when it starts again */
@@ -67,12 +68,13 @@ struct ms__model {
     int leases;       /* leases on this model (counted until released or revoked) */
     int waiters;      /* requests (acquire, load) that wait for it: ms__model_waiter_add */
     int spec_waiters; /* those of them that carry a spec (they load it again after an unload) */
-    struct ms__lease_list lease_list; /* its leases */
+    struct ms__lease_list lease_list;      /* its leases */
     ms__wproc *workers[MS__INSTANCES_MAX]; /* its live worker processes, in no order */
     int nworkers;
     ms__instance inst[MS__INSTANCES_MAX]; /* [0, ninst): spec.instances once its workers start */
     int ninst;
-    int64_t crash_ns[MS__SPEC_RESTARTS_MAX]; /* its crashes within the restart window, oldest first */
+    int64_t
+        crash_ns[MS__SPEC_RESTARTS_MAX]; /* its crashes within the restart window, oldest first */
     int ncrash;
     json_t *signature; /* of the ready model, NULL before */
     /* What the model is charged in its device's budget: the estimate (spec "memory", else the

@@ -30,6 +30,15 @@ static json_t *instances_json(const ms__model *m, int64_t now, unsigned *restart
     return a;
 }
 
+/* "instances" and "restarts" (theirs added up). */
+static void add_instances(json_t *o, const ms__model *m, int64_t now)
+{
+    unsigned restarts = 0;
+    json_t *inst = instances_json(m, now, &restarts);
+    json_object_set_new(o, "instances", inst != NULL ? inst : json_array());
+    json_object_set_new(o, "restarts", json_integer(restarts));
+}
+
 static json_t *model_json(ms__model *m, int64_t now)
 {
     json_t *o = json_object();
@@ -75,10 +84,7 @@ static json_t *model_json(ms__model *m, int64_t now)
     json_object_set_new(o, "rows", json_integer((json_int_t)rows));
     json_object_set_new(o, "busy_s", json_real((double)busy_ns / 1e9)); /* in the backend */
     json_object_set_new(o, "worker_requests", per_worker);
-    unsigned restarts = 0;
-    json_t *inst = instances_json(m, now, &restarts);
-    json_object_set_new(o, "instances", inst != NULL ? inst : json_array());
-    json_object_set_new(o, "restarts", json_integer(restarts));
+    add_instances(o, m, now);
     json_t *brief = m->spec.python != NULL ? ms__spec_to_json_brief(&m->spec) : NULL;
     json_object_set_new(o, "spec", brief != NULL ? brief : json_incref(m->spec_json));
     if (m->state == MS__MODEL_READY && m->leases == 0)

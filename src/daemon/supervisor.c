@@ -55,8 +55,8 @@ typedef struct spawn_fds {
     int sv[2];    /* control socketpair: [0] the daemon's end, [1] the worker's */
     int stats_fd; /* the worker's counters page */
     ms__stats *stats;
-    int door_fd;   /* its instance's door: not owned */
-    int errp[2];   /* its stderr pipe: [0] the daemon's end, [1] the worker's */
+    int door_fd; /* its instance's door: not owned */
+    int errp[2]; /* its stderr pipe: [0] the daemon's end, [1] the worker's */
 } spawn_fds;
 
 /* In the child, between fork and exec: only async-signal-safe calls. cwd and envp: NULL to keep
@@ -79,8 +79,8 @@ static void child_exec(pid_t parent, const spawn_fds *f, const char *path, char 
     int t = fcntl(f->stats_fd, F_DUPFD_CLOEXEC, CHILD_FD_HIGH);
     int d = fcntl(f->door_fd, F_DUPFD_CLOEXEC, CHILD_FD_HIGH);
     int e = fcntl(f->errp[1], F_DUPFD_CLOEXEC, CHILD_FD_HIGH);
-    if (c < 0 || t < 0 || d < 0 || e < 0 || dup2(c, 3) != 3 || dup2(t, 4) != 4 ||
-        dup2(d, 5) != 5 || dup2(e, 2) != 2)
+    if (c < 0 || t < 0 || d < 0 || e < 0 || dup2(c, 3) != 3 || dup2(t, 4) != 4 || dup2(d, 5) != 5 ||
+        dup2(e, 2) != 2)
         _exit(126);
     /* dup2 leaves 2 to 5 without close-on-exec: the worker inherits exactly these (and 0, 1). */
     if (cwd != NULL && chdir(cwd) != 0)
@@ -337,8 +337,8 @@ int ms__sup_spawn(ms__supervisor *s, ms__model *m, int inst, char *err, size_t e
     if (pid == 0)
         child_exec(parent, &fds, cmd.path, cmd.argv, cmd.cwd, cmd.envp);
     worker_adopt(s, m, w, pid, &fds);
-    ms__log_info("model \"%s\": started worker %ld for instance %d (%s%s)", m->tag, (long)pid,
-                 inst, cmd.path, cmd.python ? " -m modelshare.worker" : "");
+    ms__log_info("model \"%s\": started worker %ld for instance %d (%s%s)", m->tag, (long)pid, inst,
+                 cmd.path, cmd.python ? " -m modelshare.worker" : "");
     spawn_cmd_free(&cmd);
     return 0;
 

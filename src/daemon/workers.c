@@ -196,8 +196,8 @@ void ms__workers_reap_unwatched(ms__models *ml)
 /* Sends lease l's arena to w for ring w->inst ("resume": the ring goes on from its tail). */
 static int attach_one(ms__wproc *w, const ms__lease *l, bool resume, char *err, size_t errlen)
 {
-    json_t *att = json_pack("{s:s, s:I, s:i, s:i, s:b}", "op", "attach", "lease",
-                            (json_int_t)l->id, "ring", w->inst, "nfds", 1, "resume", resume);
+    json_t *att = json_pack("{s:s, s:I, s:i, s:i, s:b}", "op", "attach", "lease", (json_int_t)l->id,
+                            "ring", w->inst, "nfds", 1, "resume", resume);
     int rc = att != NULL ? ms__sup_send(w, att, &l->arena_fd, 1, err, errlen)
                          : ms__fail(err, errlen, MS_E_NOMEM, "out of memory");
     json_decref(att);

@@ -47,7 +47,7 @@ typedef struct taken {
 
 typedef struct server {
     ms__worker *w;
-    uint32_t gen; /* the door's gen when this worker started: it serves slots stamped with it */
+    uint32_t gen;     /* the door's gen when this worker started: it serves slots stamped with it */
     client **clients; /* dense: [0, n) */
     size_t n;
     client **by_hint; /* MS__DOOR_HINTS entries: the client of each hint bit, or NULL */

@@ -153,11 +153,11 @@ static int checked_request(ms_client *c, ms_model *m, reference *ref, int64_t wi
         if (ref == NULL) /* exact in float32: below 2^24 */
             xv[j] = (float)(seed * 1000000 + i * 64 + (int)j);
         else
-            xv[j] = (float)((double)(mix(((uint64_t)seed << 40) ^ ((uint64_t)i << 16) ^
-                                         (uint64_t)j) %
-                                     2001) /
-                                1000.0 -
-                            1.0);
+            xv[j] =
+                (float)((double)(mix(((uint64_t)seed << 40) ^ ((uint64_t)i << 16) ^ (uint64_t)j) %
+                                 2001) /
+                            1000.0 -
+                        1.0);
     }
     int status = 0;
     rc = ms_infer(m, x, &y);
@@ -166,8 +166,8 @@ static int checked_request(ms_client *c, ms_model *m, reference *ref, int64_t wi
     } else if (ref == NULL) {
         if (ms_tensor_nbytes(y) != ms_tensor_nbytes(x) ||
             memcmp(ms_tensor_data(y), xv, ms_tensor_nbytes(x)) != 0) {
-            printf("mismatch: client %d request %d (%lld rows) got another input's output\n",
-                   seed, i, (long long)rows);
+            printf("mismatch: client %d request %d (%lld rows) got another input's output\n", seed,
+                   i, (long long)rows);
             status = 1;
         }
     } else {
@@ -250,8 +250,8 @@ static int survive(const char *tag, const char *spec, const char *stopfile, int 
     int status = 0;
     for (int i = 0; status == 0 && access(stopfile, F_OK) != 0; i++) {
         double t0 = now_s();
-        int rc = checked_request(c, m, identity ? NULL : &ref, identity ? 16 : width, seed, i,
-                                 rows);
+        int rc =
+            checked_request(c, m, identity ? NULL : &ref, identity ? 16 : width, seed, i, rows);
         if (rc == MS_E_WORKER_LOST) {
             printf("lost %.3f %.3f %s\n", t0, now_s(), ms_errmsg(c));
             fflush(stdout);
@@ -497,8 +497,10 @@ int main(int argc, char **argv)
         return deadline(argv[2], argv[3]);
     if (argc == 7 && strcmp(argv[1], "fairness") == 0)
         return fairness(argv[2], argv[3], atoi(argv[4]), atoi(argv[5]), atoll(argv[6]));
-    fprintf(stderr, "usage: ms-planeclient stream TAG SPEC ITERS SEED | survive TAG SPEC STOPFILE SEED ROWS | "
-                    "deadline TAG SPEC | "
-                    "once TAG SPEC ROWS | fairness TAG SPEC NTHREADS ROUNDS ROWS\n");
+    fprintf(
+        stderr,
+        "usage: ms-planeclient stream TAG SPEC ITERS SEED | survive TAG SPEC STOPFILE SEED ROWS | "
+        "deadline TAG SPEC | "
+        "once TAG SPEC ROWS | fairness TAG SPEC NTHREADS ROUNDS ROWS\n");
     return 2;
 }
