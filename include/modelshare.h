@@ -223,6 +223,10 @@ typedef struct ms_model ms_model;
  *                                                           backend's estimate)
  *   load_timeout    number, seconds, 0..86400     60        how long a load waits for memory
  *                                                           in the budget
+ *   max_restarts    integer, 0..100               5         crashed instances are restarted
+ *                                                           (back-off 0.1 s doubling to 30 s);
+ *                                                           one more crash within 60 s fails
+ *                                                           the model (0: the first crash)
  *   python          object                        none      required for (and only for)
  *                                                           backend "python": constructor,
  *                                                           executable, cwd, path, framework,
@@ -291,7 +295,9 @@ MS_EXPORT const int64_t *ms_tensor_shape(const ms_tensor *tensor);
 /* Runs the model on input (a tensor of this model) and returns the output.
  *   output: OUT, a new tensor in the same shared memory, owned by the caller (ms_tensor_free()).
  * Errors: MS_E_DTYPE / MS_E_SHAPE (what the model expects and what came; the model keeps serving),
- * MS_E_TOO_LARGE, MS_E_WORKER_LOST (the worker died; acquire again to get a new one),
+ * MS_E_TOO_LARGE, MS_E_WORKER_LOST (the worker died while it ran this request: the daemon
+ * restarts it and the handle stays usable; or the model failed after max_restarts crashes:
+ * acquire again to load it again),
  * MS_E_UNLOADED (the model was force-unloaded), MS_E_BACKEND, MS_E_INVAL (input of another model),
  * MS_E_TIMEOUT (see ms_set_timeout), MS_E_DAEMON_LOST.
  * Several threads may call ms_infer on one model handle at once: their requests are in flight

@@ -12,7 +12,7 @@ from ._client import control
 
 # Spec fields a caller may give as keyword arguments (backend and weights come from the factory).
 SPEC_FIELDS = ("device", "output", "keep_alive", "max_batch", "batch_sizes", "batch_delay_us",
-               "instances", "thread_safe", "batchable", "memory", "load_timeout")
+               "instances", "thread_safe", "batchable", "memory", "load_timeout", "max_restarts")
 
 try:  # bfloat16 arrays, when the package that defines them is there
     import ml_dtypes as _ml_dtypes
@@ -81,7 +81,7 @@ class Shared:
         applies that framework's own memory cap in the worker before the constructor runs.
     Shared.dense(weights, tag=...) -- the built-in dense backend (an MLP from safetensors).
     Spec options are keyword arguments: keep_alive, max_batch, batch_sizes, batch_delay_us,
-    instances, thread_safe, batchable, memory, load_timeout, device, output.
+    instances, thread_safe, batchable, memory, load_timeout, max_restarts, device, output.
     """
 
     def __init__(self, constructor, tag, framework=None, key=None, **spec):

@@ -13,7 +13,8 @@ const char ms__usage_status[] =
     "usage: modelshare status [--json]\n"
     "\n"
     "Shows the models the daemon holds: one line per model (tag, backend, state, device,\n"
-    "memory, leases, worker pids, loads, requests, batches) and a line per memory budget.\n"
+    "memory, leases, worker pids, loads, restarts, requests, batches), a line per instance\n"
+    "that crashed (its restarts and last crash), and a line per memory budget.\n"
     "Does not start a daemon when none runs.\n"
     "\n"
     "  --json      print the daemon's status as one JSON object\n"
@@ -23,7 +24,7 @@ const char ms__usage_status[] =
 #define jint ms__cli_jint
 
 /* One table: every cell pre-formatted, columns as wide as their widest cell. */
-#define NCOLS 10
+#define NCOLS 11
 
 static void print_row(char cells[][64], const int *width, FILE *f)
 {
@@ -65,15 +66,35 @@ static void model_row(const json_t *m, char row[][64])
     if (!row[6][0])
         snprintf(row[6], 64, "-");
     snprintf(row[7], 64, "%lld", jint(m, "loads"));
-    snprintf(row[8], 64, "%lld", jint(m, "requests"));
-    snprintf(row[9], 64, "%lld", jint(m, "batches"));
+    snprintf(row[8], 64, "%lld", jint(m, "restarts"));
+    snprintf(row[9], 64, "%lld", jint(m, "requests"));
+    snprintf(row[10], 64, "%lld", jint(m, "batches"));
+}
+
+/* "  TAG: instance I (pid P, state): N restart(s), last crash SIGKILL" for each instance that
+ * crashed. */
+static void print_crashes(const json_t *m)
+{
+    const json_t *inst = json_object_get(m, "instances");
+    for (size_t i = 0; json_is_array(inst) && i < json_array_size(inst); i++) {
+        const json_t *in = json_array_get(inst, i);
+        const char *crash = jstr(in, "last_crash", NULL);
+        if (crash == NULL)
+            continue;
+        char pid[32] = "no worker";
+        if (json_is_integer(json_object_get(in, "pid")))
+            snprintf(pid, sizeof pid, "pid %lld", jint(in, "pid"));
+        printf("  %s: instance %zu (%s, %s): %lld restart(s), last crash %s\n", jstr(m, "tag", "?"),
+               i, pid, jstr(in, "state", "?"), jint(in, "restarts"), crash);
+    }
 }
 
 /* The table of models: a head row, one row per model, then why each failed model failed. */
 static void print_models(const json_t *models, size_t nmodels)
 {
-    static const char *const heads[NCOLS] = {"TAG",    "BACKEND", "STATE", "DEVICE",   "MEMORY",
-                                             "LEASES", "WORKERS", "LOADS", "REQUESTS", "BATCHES"};
+    static const char *const heads[NCOLS] = {"TAG",      "BACKEND",  "STATE",   "DEVICE",
+                                             "MEMORY",   "LEASES",   "WORKERS", "LOADS",
+                                             "RESTARTS", "REQUESTS", "BATCHES"};
     char(*cells)[NCOLS][64] = calloc(nmodels + 1, sizeof *cells);
     int width[NCOLS] = {0};
     if (!cells) {
@@ -99,6 +120,7 @@ static void print_models(const json_t *models, size_t nmodels)
         const char *e = jstr(m, "error", NULL);
         if (e)
             printf("  %s: %s\n", jstr(m, "tag", "?"), e);
+        print_crashes(m);
     }
 }
 

@@ -87,6 +87,14 @@ void ms__door_ring(ms__door *door)
         ms__futex_wake(&door->bell, 1);
 }
 
+void ms__door_done(ms__door *door)
+{
+    uint32_t v = atomic_load_explicit(&door->inflight, memory_order_relaxed);
+    while (v > 0 && !atomic_compare_exchange_weak_explicit(
+                        &door->inflight, &v, v - 1, memory_order_relaxed, memory_order_relaxed))
+        ;
+}
+
 void ms__door_publish(ms__door *door, const ms__ring *ring)
 {
     uint32_t h = atomic_load_explicit(&ring->hint, memory_order_acquire);

@@ -21,6 +21,16 @@
  *    worker keeps its own head in private memory and never trusts anything in the arena: it copies
  *    a record out before it decodes it, and a tail that runs more than SLOTS ahead is an error.
  *
+ * One door serves one instance of a model for as long as the model is loaded: when the instance's
+ * worker dies the daemon keeps the door, sets `down` and then bumps `gen`, and starts another
+ * worker on the same door. A client reads gen, then down (acquire), and submits only when down is
+ * 0, stamping the slot with the gen it read; a request whose gen is no longer the door's was lost
+ * with its worker (the client looks every 100 ms while it waits, and frees the slot itself). The
+ * restarted worker is attached to every lease again with "resume" (its head starts at the ring's
+ * tail: what was published before belongs to the dead worker), never touches a slot stamped with
+ * another gen than its own, and clears `inflight` and then `down` (release) once the daemon says
+ * "open", after the attaches: a client that sees down == 0 publishes after that worker's head.
+ *
  * Wake-ups are adaptive (ms__spin_wait): spin a bounded time on the word, then futex-wait on it.
  * Whoever changes the word skips the futex wake when nobody said it sleeps.
  */
@@ -50,7 +60,8 @@ typedef struct ms__ring {
 typedef struct ms__slot {
     _Atomic uint32_t state;   /* MS__SLOT_*: the futex the client waits on */
     _Atomic uint32_t waiting; /* the client sleeps (or is about to) on state */
-    uint32_t pad[14];
+    _Atomic uint32_t gen;     /* client: the door's gen it saw when it submitted (see ms__door) */
+    uint32_t pad[13];
     ms__req req;
     ms__resp resp;
 } ms__slot;
@@ -67,7 +78,9 @@ typedef struct ms__door {
     uint32_t pad1[12];
     _Atomic uint32_t inflight; /* requests submitted and not yet completed */
     _Atomic uint32_t scan_all; /* a client published before it knew its hint bit */
-    uint32_t pad2[14];
+    _Atomic uint32_t gen;      /* daemon: bumped each time the instance's worker is lost */
+    _Atomic uint32_t down;     /* daemon sets, the restarted worker clears: send nothing */
+    uint32_t pad2[12];
     _Atomic uint64_t hints[MS__DOOR_HINTS / 64]; /* bit i: client i published */
 } ms__door;
 
@@ -89,6 +102,8 @@ void ms__door_unmap(ms__door *door);
 
 /* Tells the worker behind door that there is work: bumps bell, and wakes it only if it sleeps. */
 void ms__door_ring(ms__door *door);
+/* One request less in flight (door->inflight), never below zero whatever clients did to it. */
+void ms__door_done(ms__door *door);
 /* Marks the client of ring as having published (its hint bit, or scan_all), then rings. */
 void ms__door_publish(ms__door *door, const ms__ring *ring);
 

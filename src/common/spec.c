@@ -20,9 +20,9 @@
 #define DIFF_VALUE_MAX 300
 
 static const char *const known_fields[] = {
-    "backend",   "weights",     "device",         "output",    "keep_alive",
-    "max_batch", "batch_sizes", "batch_delay_us", "instances", "thread_safe",
-    "batchable", "memory",      "load_timeout",   "python",
+    "backend",   "weights",     "device",         "output",       "keep_alive",
+    "max_batch", "batch_sizes", "batch_delay_us", "instances",    "thread_safe",
+    "batchable", "memory",      "load_timeout",   "max_restarts", "python",
 };
 
 /* "backend, weights, ..." into buf. */
@@ -318,6 +318,8 @@ static const struct number_field {
      "an integer number of bytes from 0 (estimate) to 2^62", offsetof(ms__spec, memory)},
     {"load_timeout", FIELD_DOUBLE, 0, 86400, "a number of seconds from 0 to 86400",
      offsetof(ms__spec, load_timeout)},
+    {"max_restarts", FIELD_INT, 0, MS__SPEC_RESTARTS_MAX, "an integer from 0 to 100",
+     offsetof(ms__spec, max_restarts)},
 };
 
 static int parse_number(const struct number_field *f, const json_t *v, ms__spec *s, char *err,
@@ -467,6 +469,7 @@ static void spec_defaults(ms__spec *s)
     s->batchable = true;
     s->memory = 0;
     s->load_timeout = 60;
+    s->max_restarts = 5;
 }
 
 int ms__spec_from_json(const json_t *obj, ms__spec *out, char *err, size_t errlen)
@@ -556,6 +559,7 @@ json_t *ms__spec_to_json(const ms__spec *spec)
     bad |= json_object_set_new(j, "keep_alive", json_real(spec->keep_alive));
     bad |= json_object_set_new(j, "load_timeout", json_real(spec->load_timeout));
     bad |= json_object_set_new(j, "max_batch", json_integer(spec->max_batch));
+    bad |= json_object_set_new(j, "max_restarts", json_integer(spec->max_restarts));
     bad |= json_object_set_new(j, "memory", json_integer((json_int_t)spec->memory));
     bad |= json_object_set_new(
         j, "output", json_string(spec->output == MS__OUTPUT_SOFTMAX ? "softmax" : "linear"));
@@ -738,7 +742,8 @@ bool ms__spec_equal(const ms__spec *a, const ms__spec *b)
            a->max_batch == b->max_batch && a->batch_delay_us == b->batch_delay_us &&
            a->instances == b->instances && a->thread_safe == b->thread_safe &&
            a->batchable == b->batchable && a->memory == b->memory &&
-           a->load_timeout == b->load_timeout && a->nbatch_sizes == b->nbatch_sizes &&
+           a->load_timeout == b->load_timeout && a->max_restarts == b->max_restarts &&
+           a->nbatch_sizes == b->nbatch_sizes &&
            memcmp(a->batch_sizes, b->batch_sizes, sizeof a->batch_sizes) == 0;
 }
 

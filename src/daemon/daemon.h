@@ -10,6 +10,7 @@
 
 #include "../common/proto.h"
 #include "../common/stats.h"
+#include "errtail.h"
 
 /* Limits on what clients control. */
 #define MS__MODELS_MAX 256
@@ -21,8 +22,16 @@
 /* Grace between SIGTERM and SIGKILL when a worker is stopped. */
 #define MS__KILL_GRACE_NS (3 * 1000000000LL)
 
+/* Restarts of crashed instances: the first after MS__RESTART_FIRST_NS, each next one after twice
+ * as long, at most MS__RESTART_MAX_NS; an instance that ran MS__RESTART_WINDOW_NS starts again
+ * from the first delay. A crash that has the spec's max_restarts others within
+ * MS__RESTART_WINDOW_NS before it fails the model. */
+#define MS__RESTART_FIRST_NS 100000000LL
+#define MS__RESTART_MAX_NS (30 * 1000000000LL)
+#define MS__RESTART_WINDOW_NS (60 * 1000000000LL)
+
 /* What an epoll event points to. */
-enum { MS__EV_LISTEN = 1, MS__EV_SIGNAL, MS__EV_CONN, MS__EV_WCTRL, MS__EV_WPID };
+enum { MS__EV_LISTEN = 1, MS__EV_SIGNAL, MS__EV_CONN, MS__EV_WCTRL, MS__EV_WPID, MS__EV_WERR };
 typedef struct ms__evsrc {
     int kind;
     void *obj;
@@ -37,7 +46,9 @@ typedef struct ms__wproc {
     int ctrl_fd; /* -1 once closed (EOF) */
     ms__reader reader;
     ms__stats *stats; /* the worker's counters page, NULL when none */
-    int door_fd;      /* the worker's door (ring.h), given to every client; -1 once closed */
+    int err_fd;       /* the read end of its stderr pipe; -1 once closed (EOF) */
+    ms__errtail err;  /* what it wrote there last */
+    int inst;         /* its instance of the model: ring inst of every lease, door inst */
     bool ready;       /* it said "ready" */
     bool said_failed; /* it said "failed" */
     bool stopping;    /* SIGTERM sent */
@@ -48,7 +59,7 @@ typedef struct ms__wproc {
     json_t *signature;     /* from "ready" */
     int leases;            /* leases served by this worker */
     ms__model *model;      /* NULL once detached from its model (an old worker being stopped) */
-    ms__evsrc ev_ctrl, ev_pid;
+    ms__evsrc ev_ctrl, ev_pid, ev_err;
     bool listed;                /* in the supervisor's list of live workers (else retired) */
     LIST_ENTRY(ms__wproc) link; /* the supervisor's list: live workers, or retired ones */
 } ms__wproc;

@@ -47,12 +47,17 @@ void ms__model_fail(ms__models *ml, ms__model *m, int code, const char *message)
     settled(ml, m, MS__SETTLED_FAILED, code, m->error);
 }
 
-/* Spawns m's workers (m admitted, state loading). */
+/* Makes m's instances and spawns their workers (m admitted, state loading). */
 static int spawn_workers(ms__models *ml, ms__model *m)
 {
     char err[MS__ERRLEN];
-    for (int i = 0; i < m->spec.instances; i++) {
-        int rc = ms__sup_spawn(&ml->sup, m, err, sizeof err);
+    int rc = ms__instances_open(m, err, sizeof err);
+    if (rc != 0) {
+        ms__model_fail(ml, m, rc, err);
+        return rc;
+    }
+    for (int i = 0; i < m->ninst; i++) {
+        rc = ms__sup_spawn(&ml->sup, m, i, err, sizeof err);
         if (rc != 0) {
             ms__model_fail(ml, m, rc, err);
             return rc;

@@ -69,6 +69,9 @@ int64_t ms__models_timers(ms__models *ml, int64_t now)
         }
         if (ms__registry_next_deadline(&ml->reg, &t) && t < next)
             next = t;
+        t = ms__instances_due(ml, now);
+        if (t < next)
+            next = t;
     }
     if (ms__sup_timers(&ml->sup, now, &t) && t < next)
         next = t;

@@ -50,8 +50,8 @@ int ms__models_start(ms__models *ml, int epfd, const char *memory, const char *l
 void ms__models_free(ms__models *ml);
 /* The daemon stops: no load starts any more, every model unloads, every worker gets SIGTERM. */
 void ms__models_shutdown(ms__models *ml);
-/* Measurement, keep-alive expiries (those models unload), SIGKILL after the grace. Returns the
- * next time to call again, or INT64_MAX. */
+/* Measurement, keep-alive expiries (those models unload), restarts of crashed instances, SIGKILL
+ * after the grace. Returns the next time to call again, or INT64_MAX. */
 int64_t ms__models_timers(ms__models *ml, int64_t now);
 /* True when nothing is loaded (failed models aside), no client is connected, no worker runs. */
 bool ms__models_idle(const ms__models *ml);
@@ -73,11 +73,14 @@ int64_t ms__admission_run(ms__models *ml);
 /* Events on a worker's control socket (MS__EV_WCTRL) and pidfd (MS__EV_WPID). */
 void ms__worker_on_ctrl(ms__models *ml, ms__wproc *w);
 void ms__worker_on_pid(ms__models *ml, ms__wproc *w);
+/* Its stderr pipe (MS__EV_WERR): written through to the log, the last bytes kept. */
+void ms__worker_on_stderr(ms__models *ml, ms__wproc *w);
 /* After SIGCHLD: reaps the workers that have no pidfd. */
 void ms__workers_reap_unwatched(ms__models *ml);
-/* Sends lease l's arena (l->arena_fd, which stays l's) to every worker of its model, ring i to
- * worker i, and gives their doors in doors[0..nworkers) (not owned: they stay the workers').
- * MS_E_WORKER_LOST with a message when a worker cannot take it. */
+/* Sends lease l's arena (l->arena_fd, which stays l's) to the worker of every instance of its
+ * model that is up, ring i to instance i, and gives the instances' doors in doors[0..ninst)
+ * (not owned: they stay the instances'). MS_E_WORKER_LOST with a message when a worker cannot
+ * take it. */
 int ms__workers_attach(ms__lease *l, int *doors, char *err, size_t errlen);
 /* Tells every worker of l's model that l is gone (nothing when l has no worker). */
 void ms__workers_detach(ms__lease *l);

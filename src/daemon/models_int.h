@@ -1,6 +1,7 @@
-/* The model life cycle's internals, shared by models.c, load.c, workers.c, admission.c and
- * measure.c (the layer above sees models.h only). Calls go one way: models.c and workers.c use
- * load.c, which uses admission.c and measure.c. */
+/* The model life cycle's internals, shared by models.c, load.c, workers.c, instances.c,
+ * admission.c and measure.c (the layer above sees models.h only). Calls go one way: models.c and
+ * workers.c use instances.c and load.c; instances.c uses load.c, which uses admission.c and
+ * measure.c. */
 #ifndef MS_DAEMON_MODELS_INT_H
 #define MS_DAEMON_MODELS_INT_H
 
@@ -17,6 +18,25 @@ void ms__model_ready(ms__models *ml, ms__model *m);
 void ms__unload_done(ms__models *ml, ms__model *m);
 /* Unlinks w from its model, keeping its counters in the model's totals. */
 void ms__worker_detach(ms__wproc *w);
+
+/* ---- instances.c: per-instance supervision ---- */
+/* Makes m's instance records, each with a new door (a load begins: m->spec.instances). */
+int ms__instances_open(ms__model *m, char *err, size_t errlen);
+/* Worker w (instance w->inst, already detached) of ready m ended with wait status status: its
+ * clients' requests in flight on it are lost (the door's gen), nothing more goes to it (down),
+ * and it restarts after its back-off; or m fails after too many crashes, quoting w's stderr. */
+void ms__instance_lost(ms__models *ml, ms__model *m, const ms__wproc *w, int status);
+/* The restarted worker w of ready m said ready: every lease is attached to it again ("resume")
+ * and its door opened. */
+void ms__instance_up(ms__models *ml, ms__model *m, ms__wproc *w);
+/* Starts the instances whose back-off has passed; returns when the next one is due, or
+ * INT64_MAX. */
+int64_t ms__instances_due(ms__models *ml, int64_t now);
+
+/* ---- workers.c (used by instances.c) ---- */
+/* Attaches every lease of w's model to w again on ring w->inst, with "resume" (the ring goes on
+ * from its tail), then tells w to open its door. MS_E_WORKER_LOST when w cannot take them. */
+int ms__workers_reattach(ms__wproc *w, char *err, size_t errlen);
 
 /* ---- admission.c ---- */
 /* Reads the budgets (--memory text, NULL for the defaults) and the devices' total memory. */

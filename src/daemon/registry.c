@@ -27,6 +27,18 @@ const char *ms__model_state_name(int state)
     }
 }
 
+const char *ms__inst_state_name(int state)
+{
+    switch (state) {
+    case MS__INST_UP:
+        return "up";
+    case MS__INST_STARTING:
+        return "starting";
+    default:
+        return "down";
+    }
+}
+
 void ms__registry_init(ms__registry *r, ms__clock_fn clock, void *clock_ctx)
 {
     memset(r, 0, sizeof *r);
@@ -96,7 +108,7 @@ static void model_check_idle(ms__registry *r, ms__model *m, int64_t now)
 int ms__lease_add(ms__registry *r, ms__client *c, ms__model *m, int arena_fd, ms__arena_header *hdr,
                   ms__lease **out, char *err, size_t errlen)
 {
-    if (m->state != MS__MODEL_READY || m->nworkers == 0)
+    if (m->state != MS__MODEL_READY || m->ninst == 0)
         return ms__fail(err, errlen, MS_E_INVAL,
                         "model \"%s\": expected a ready model to lease, it is %s", m->tag,
                         ms__model_state_name(m->state));
@@ -126,7 +138,8 @@ int ms__lease_add(ms__registry *r, ms__client *c, ms__model *m, int arena_fd, ms
     r->nleases++;
     LIST_INSERT_HEAD(&m->lease_list, l, by_model);
     m->leases++;
-    best->leases++;
+    if (best != NULL)
+        best->leases++;
     m->idle_armed = false;
     m->last_used_ns = ms__registry_now(r);
     *out = l;
@@ -207,7 +220,7 @@ void ms__client_remove(ms__registry *r, ms__client *c, void (*on_release)(ms__le
 {
     while (!LIST_EMPTY(&c->lease_list)) {
         ms__lease *l = LIST_FIRST(&c->lease_list);
-        if (on_release != NULL && l->worker != NULL)
+        if (on_release != NULL && l->model != NULL)
             on_release(l, ctx);
         ms__lease_release(r, l);
     }
@@ -265,6 +278,8 @@ int ms__registry_add(ms__registry *r, const char *tag, const ms__spec *spec, ms_
         return ms__fail(err, errlen, MS_E_NOMEM, "out of memory for a model");
     snprintf(m->tag, sizeof m->tag, "%s", tag);
     LIST_INIT(&m->lease_list);
+    for (int i = 0; i < MS__INSTANCES_MAX; i++)
+        m->inst[i].door_fd = -1;
     if (ms__spec_copy(spec, &m->spec) != 0) {
         free(m);
         return ms__fail(err, errlen, MS_E_NOMEM, "out of memory for a spec");
@@ -288,6 +303,7 @@ void ms__registry_remove(ms__registry *r, ms__model *m)
         lease_unlink_model(LIST_FIRST(&m->lease_list));
     for (int i = 0; i < m->nworkers; i++)
         m->workers[i]->model = NULL;
+    ms__model_instances_free(m);
     for (int i = 0; i < r->nmodels; i++) {
         if (r->models[i] == m) {
             memmove(&r->models[i], &r->models[i + 1],
@@ -350,15 +366,31 @@ void ms__model_begin_load(ms__registry *r, ms__model *m)
     m->measured = false;
     m->idle_armed = false;
     m->last_used_ns = ms__registry_now(r);
+    m->ncrash = 0;
 }
 
 int ms__model_add_worker(ms__model *m, ms__wproc *w)
 {
-    if (m->nworkers >= MS__INSTANCES_MAX)
+    if (m->nworkers >= MS__INSTANCES_MAX || w->inst < 0 || w->inst >= MS__INSTANCES_MAX)
         return MS_E_LIMIT;
     m->workers[m->nworkers++] = w;
     w->model = m;
+    m->inst[w->inst].w = w;
+    m->inst[w->inst].state = MS__INST_STARTING;
     return 0;
+}
+
+void ms__model_instances_free(ms__model *m)
+{
+    for (int i = 0; i < m->ninst; i++) {
+        ms__instance *in = &m->inst[i];
+        ms__door_unmap(in->door);
+        if (in->door_fd >= 0)
+            close(in->door_fd);
+        memset(in, 0, sizeof *in);
+        in->door_fd = -1;
+    }
+    m->ninst = 0;
 }
 
 void ms__model_detach_worker(ms__model *m, ms__wproc *w)
@@ -367,6 +399,8 @@ void ms__model_detach_worker(ms__model *m, ms__wproc *w)
         if (l->worker == w)
             l->worker = NULL;
     w->leases = 0;
+    if (w->inst >= 0 && w->inst < MS__INSTANCES_MAX && m->inst[w->inst].w == w)
+        m->inst[w->inst].w = NULL;
     for (int i = 0; i < m->nworkers; i++) {
         if (m->workers[i] == w) {
             memmove(&m->workers[i], &m->workers[i + 1],
@@ -400,6 +434,10 @@ void ms__model_set_ready(ms__registry *r, ms__model *m)
     m->signature = NULL;
     if (m->nworkers > 0 && m->workers[0]->signature != NULL)
         m->signature = json_incref(m->workers[0]->signature);
+    for (int i = 0; i < m->ninst; i++) {
+        m->inst[i].state = MS__INST_UP;
+        m->inst[i].up_since_ns = now;
+    }
     m->last_used_ns = now;
     m->idle_armed = false;
     model_check_idle(r, m, now);

@@ -1,7 +1,8 @@
 /*
  * The daemon's bookkeeping: models by tag, clients (connections), leases, keep-alive deadlines.
  * Pure data: no sockets, no processes (the only system calls are closing and unmapping a lease's
- * arena when the lease goes). Time comes from an injectable clock so that keep-alive is testable.
+ * arena when the lease goes, and an instance's door when its model goes or loads again). Time comes
+ * from an injectable clock so that keep-alive is testable.
  *
  * Ownership: the registry owns its models, clients and leases. A model's workers (ms__wproc) are
  * owned by the supervisor; the registry only links them to the model and counts their leases.
@@ -17,6 +18,7 @@
 #include <sys/types.h>
 
 #include "../common/arena.h"
+#include "../common/ring.h"
 #include "../common/spec.h"
 #include "../common/util.h"
 #include "daemon.h"
@@ -32,6 +34,26 @@ enum {
 /* "loading", "ready", "failed", "unloading", "waiting". */
 const char *ms__model_state_name(int state);
 
+/* An instance: up (its worker serves), starting (a restarted worker loads), down (it crashed and
+ * waits for its restart). */
+enum { MS__INST_UP = 0, MS__INST_STARTING, MS__INST_DOWN };
+/* "up", "starting", "down". */
+const char *ms__inst_state_name(int state);
+
+/* One instance of a loaded model, for as long as it is loaded: ring i of every lease and door i
+ * of every client; its worker process comes and goes (restarts, instances.c). */
+typedef struct ms__instance {
+    int door_fd;           /* owned, -1 when none: the door (ring.h), kept across restarts */
+    ms__door *door;        /* owned mapping: the daemon writes its gen and down */
+    ms__wproc *w;          /* its worker (not owned), NULL while down */
+    int state;             /* MS__INST_* */
+    unsigned restarts;     /* workers started after a crash, this load */
+    int64_t backoff_ns;    /* the next restart's delay */
+    int64_t restart_at_ns; /* down: when it starts again */
+    int64_t up_since_ns;   /* up: since */
+    char last_crash[40];   /* "SIGKILL", "exit 3", "" before any */
+} ms__instance;
+
 typedef struct ms__client ms__client;
 typedef struct ms__lease ms__lease;
 LIST_HEAD(ms__lease_list, ms__lease);
@@ -46,9 +68,14 @@ struct ms__model {
     int leases;       /* leases on this model (counted until released or revoked) */
     int waiters;      /* requests (acquire, load) that wait for it: ms__model_waiter_add */
     int spec_waiters; /* those of them that carry a spec (they load it again after an unload) */
-    struct ms__lease_list lease_list; /* its leases */
-    ms__wproc *workers[MS__INSTANCES_MAX];
+    struct ms__lease_list lease_list;      /* its leases */
+    ms__wproc *workers[MS__INSTANCES_MAX]; /* its live worker processes, in no order */
     int nworkers;
+    ms__instance inst[MS__INSTANCES_MAX]; /* [0, ninst): spec.instances once its workers start */
+    int ninst;
+    int64_t
+        crash_ns[MS__SPEC_RESTARTS_MAX]; /* its crashes within the restart window, oldest first */
+    int ncrash;
     json_t *signature; /* of the ready model, NULL before */
     /* What the model is charged in its device's budget: the estimate (spec "memory", else the
      * backend's) until loaded, then the measured figure (host: the workers' proportional set
@@ -135,12 +162,17 @@ int ms__model_spec_replace(ms__model *m, const ms__spec *spec, char *err, size_t
 
 /* State changes. */
 void ms__model_begin_load(ms__registry *r, ms__model *m); /* loading, loads + 1, error cleared */
-int ms__model_add_worker(ms__model *m, ms__wproc *w);     /* MS_E_LIMIT past MS__INSTANCES_MAX */
-/* Unlinks w from m: leases served by w lose their worker. */
+/* Links w to m as the worker of its instance w->inst (state starting). MS_E_LIMIT past
+ * MS__INSTANCES_MAX. */
+int ms__model_add_worker(ms__model *m, ms__wproc *w);
+/* Closes and unmaps the doors of m's instances; ninst 0. */
+void ms__model_instances_free(ms__model *m);
+/* Unlinks w from m (and from its instance): leases served by w lose their worker. */
 void ms__model_detach_worker(ms__model *m, ms__wproc *w);
 /* True when m has workers and every one said ready. */
 bool ms__model_all_ready(const ms__model *m);
-/* ready: memory and signature from the workers; keep-alive starts when there is no lease. */
+/* ready: memory and signature from the workers, every instance up; keep-alive starts when there
+ * is no lease. */
 void ms__model_set_ready(ms__registry *r, ms__model *m);
 void ms__model_set_failed(ms__model *m, int code, const char *message);
 void ms__model_set_unloading(ms__model *m);
@@ -158,7 +190,8 @@ void ms__model_waiter_drop(ms__model *m, bool with_spec);
 void ms__model_touch(ms__registry *r, ms__model *m);
 
 /* ---- leases ---- */
-/* A lease of client c on the ready model m, served by its worker with the fewest leases. Takes
+/* A lease of client c on the ready model m (every instance serves it: the worker counted is the
+ * live one with the fewest leases, NULL when none is up). Takes
  * ownership of arena_fd and hdr on success only. MS_E_LIMIT past MS__CLIENT_LEASES_MAX per client
  * or MS__LEASES_MAX in all; MS_E_INVAL when m is not ready. */
 int ms__lease_add(ms__registry *r, ms__client *c, ms__model *m, int arena_fd, ms__arena_header *hdr,

@@ -197,6 +197,9 @@ static void dispatch(ms__server *s, const struct epoll_event *ev)
     case MS__EV_WPID:
         ms__worker_on_pid(&s->models, src->obj);
         break;
+    case MS__EV_WERR:
+        ms__worker_on_stderr(&s->models, src->obj);
+        break;
     default:
         break;
     }

@@ -5,6 +5,40 @@
 
 #include "conn.h"
 
+/* Each instance: its worker's pid (null while down), state, restarts, last crash (null before
+ * any) and, while down, the seconds until it starts again. Adds up the restarts in *restarts. */
+static json_t *instances_json(const ms__model *m, int64_t now, unsigned *restarts)
+{
+    json_t *a = json_array();
+    for (int i = 0; a != NULL && i < m->ninst; i++) {
+        const ms__instance *in = &m->inst[i];
+        json_t *o = json_object();
+        if (o == NULL || json_array_append_new(a, o) != 0) {
+            json_decref(a);
+            return NULL;
+        }
+        json_object_set_new(o, "pid", in->w != NULL ? json_integer(in->w->pid) : json_null());
+        json_object_set_new(o, "state", json_string(ms__inst_state_name(in->state)));
+        json_object_set_new(o, "restarts", json_integer(in->restarts));
+        json_object_set_new(o, "last_crash",
+                            in->last_crash[0] ? json_string(in->last_crash) : json_null());
+        if (in->state == MS__INST_DOWN && m->state == MS__MODEL_READY)
+            json_object_set_new(o, "restart_in_s",
+                                json_real((double)(in->restart_at_ns - now) / 1e9));
+        *restarts += in->restarts;
+    }
+    return a;
+}
+
+/* "instances" and "restarts" (theirs added up). */
+static void add_instances(json_t *o, const ms__model *m, int64_t now)
+{
+    unsigned restarts = 0;
+    json_t *inst = instances_json(m, now, &restarts);
+    json_object_set_new(o, "instances", inst != NULL ? inst : json_array());
+    json_object_set_new(o, "restarts", json_integer(restarts));
+}
+
 static json_t *model_json(ms__model *m, int64_t now)
 {
     json_t *o = json_object();
@@ -50,6 +84,7 @@ static json_t *model_json(ms__model *m, int64_t now)
     json_object_set_new(o, "rows", json_integer((json_int_t)rows));
     json_object_set_new(o, "busy_s", json_real((double)busy_ns / 1e9)); /* in the backend */
     json_object_set_new(o, "worker_requests", per_worker);
+    add_instances(o, m, now);
     json_t *brief = m->spec.python != NULL ? ms__spec_to_json_brief(&m->spec) : NULL;
     json_object_set_new(o, "spec", brief != NULL ? brief : json_incref(m->spec_json));
     if (m->state == MS__MODEL_READY && m->leases == 0)

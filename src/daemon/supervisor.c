@@ -50,10 +50,19 @@ static void list_del(ms__supervisor *s, ms__wproc *w)
     s->count--;
 }
 
+/* What a new worker is given, made before fork(); -1 / NULL once handed on. */
+typedef struct spawn_fds {
+    int sv[2];    /* control socketpair: [0] the daemon's end, [1] the worker's */
+    int stats_fd; /* the worker's counters page */
+    ms__stats *stats;
+    int door_fd; /* its instance's door: not owned */
+    int errp[2]; /* its stderr pipe: [0] the daemon's end, [1] the worker's */
+} spawn_fds;
+
 /* In the child, between fork and exec: only async-signal-safe calls. cwd and envp: NULL to keep
  * the daemon's. */
-static void child_exec(pid_t parent, int ctrl, int stats, int door, const char *path,
-                       char *const argv[], const char *cwd, char *const envp[])
+static void child_exec(pid_t parent, const spawn_fds *f, const char *path, char *const argv[],
+                       const char *cwd, char *const envp[])
 {
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
         _exit(126);
@@ -65,13 +74,15 @@ static void child_exec(pid_t parent, int ctrl, int stats, int door, const char *
     dfl.sa_handler = SIG_DFL;
     for (int sig = 1; sig < NSIG; sig++)
         sigaction(sig, &dfl, NULL); /* fails harmlessly for SIGKILL, SIGSTOP and gaps */
-    /* Copies above 3, 4 and 5 first, so that dup2 onto them never meets its own source. */
-    int c = fcntl(ctrl, F_DUPFD_CLOEXEC, CHILD_FD_HIGH);
-    int t = fcntl(stats, F_DUPFD_CLOEXEC, CHILD_FD_HIGH);
-    int d = fcntl(door, F_DUPFD_CLOEXEC, CHILD_FD_HIGH);
-    if (c < 0 || t < 0 || d < 0 || dup2(c, 3) != 3 || dup2(t, 4) != 4 || dup2(d, 5) != 5)
+    /* Copies above 2 to 5 first, so that dup2 onto them never meets its own source. */
+    int c = fcntl(f->sv[1], F_DUPFD_CLOEXEC, CHILD_FD_HIGH);
+    int t = fcntl(f->stats_fd, F_DUPFD_CLOEXEC, CHILD_FD_HIGH);
+    int d = fcntl(f->door_fd, F_DUPFD_CLOEXEC, CHILD_FD_HIGH);
+    int e = fcntl(f->errp[1], F_DUPFD_CLOEXEC, CHILD_FD_HIGH);
+    if (c < 0 || t < 0 || d < 0 || e < 0 || dup2(c, 3) != 3 || dup2(t, 4) != 4 || dup2(d, 5) != 5 ||
+        dup2(e, 2) != 2)
         _exit(126);
-    /* dup2 leaves 3, 4 and 5 without close-on-exec: the worker inherits exactly these. */
+    /* dup2 leaves 2 to 5 without close-on-exec: the worker inherits exactly these (and 0, 1). */
     if (cwd != NULL && chdir(cwd) != 0)
         _exit(125);
     if (envp != NULL)
@@ -200,35 +211,29 @@ static int spawn_cmd_make(ms__supervisor *s, ms__model *m, spawn_cmd *c, char *e
     return 0;
 }
 
-/* The descriptors a new worker is given, made before fork(); -1 / NULL once handed on. */
-typedef struct spawn_fds {
-    int sv[2];    /* control socketpair: [0] the daemon's end, [1] the worker's */
-    int stats_fd; /* the worker's counters page */
-    ms__stats *stats;
-    int door_fd;
-} spawn_fds;
-
 static void spawn_fds_close(spawn_fds *f)
 {
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < 2; i++) {
         if (f->sv[i] >= 0)
             close(f->sv[i]);
+        if (f->errp[i] >= 0)
+            close(f->errp[i]);
+    }
     if (f->stats_fd >= 0)
         close(f->stats_fd);
-    if (f->door_fd >= 0)
-        close(f->door_fd);
     ms__stats_unmap(f->stats);
-    *f = (spawn_fds){.sv = {-1, -1}, .stats_fd = -1, .door_fd = -1};
+    *f = (spawn_fds){.sv = {-1, -1}, .stats_fd = -1, .door_fd = -1, .errp = {-1, -1}};
 }
 
-/* On failure everything made is closed again. */
-static int spawn_fds_make(spawn_fds *f, char *err, size_t errlen)
+/* On failure everything made is closed again. door_fd stays the instance's. */
+static int spawn_fds_make(spawn_fds *f, int door_fd, char *err, size_t errlen)
 {
-    *f = (spawn_fds){.sv = {-1, -1}, .stats_fd = -1, .door_fd = -1};
+    *f = (spawn_fds){.sv = {-1, -1}, .stats_fd = -1, .door_fd = door_fd, .errp = {-1, -1}};
     int rc;
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, f->sv) != 0) {
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, f->sv) != 0 ||
+        pipe2(f->errp, O_CLOEXEC) != 0) {
         rc = ms__fail(err, errlen, errno == EMFILE || errno == ENFILE ? MS_E_LIMIT : MS_E_IO,
-                      "socketpair for a worker: %s", strerror(errno));
+                      "socketpair or pipe for a worker: %s", strerror(errno));
         goto fail;
     }
     rc = ms__stats_create(&f->stats_fd, &f->stats);
@@ -237,9 +242,10 @@ static int spawn_fds_make(spawn_fds *f, char *err, size_t errlen)
                       strerror(errno));
         goto fail;
     }
-    rc = ms__door_create(&f->door_fd, err, errlen);
-    if (rc != 0)
+    if (door_fd < 0) {
+        rc = ms__fail(err, errlen, MS_E_LOAD_FAILED, "the instance has no door");
         goto fail;
+    }
     return 0;
 fail:
     spawn_fds_close(f);
@@ -259,6 +265,14 @@ static void worker_watch(ms__supervisor *s, ms__wproc *w)
     if (w->pidfd < 0)
         ms__log_debug("worker %ld: no pidfd (%s); reaped on SIGCHLD", (long)w->pid,
                       strerror(errno));
+    ev.events = EPOLLIN;
+    ev.data.ptr = &w->ev_err;
+    if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, w->err_fd, &ev) != 0) {
+        /* Its stderr then goes unread: the pipe fills and the worker blocks writing. */
+        ms__log_error("cannot watch the stderr of worker %ld: %s", (long)w->pid, strerror(errno));
+        close(w->err_fd);
+        w->err_fd = -1;
+    }
     ev.events = EPOLLIN | EPOLLRDHUP;
     ev.data.ptr = &w->ev_ctrl;
     if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, w->ctrl_fd, &ev) != 0) {
@@ -276,22 +290,25 @@ static void worker_adopt(ms__supervisor *s, ms__model *m, ms__wproc *w, pid_t pi
 {
     w->pid = pid;
     w->ctrl_fd = f->sv[0];
-    w->door_fd = f->door_fd;
+    w->err_fd = f->errp[0];
     w->stats = f->stats;
-    f->sv[0] = f->door_fd = -1;
+    f->sv[0] = f->errp[0] = -1;
     f->stats = NULL;
     spawn_fds_close(f);
     w->ev_ctrl.kind = MS__EV_WCTRL;
     w->ev_ctrl.obj = w;
     w->ev_pid.kind = MS__EV_WPID;
     w->ev_pid.obj = w;
+    w->ev_err.kind = MS__EV_WERR;
+    w->ev_err.obj = w;
     list_add(s, w);
     ms__model_add_worker(m, w);
     fcntl(w->ctrl_fd, F_SETFL, fcntl(w->ctrl_fd, F_GETFL) | O_NONBLOCK);
+    fcntl(w->err_fd, F_SETFL, fcntl(w->err_fd, F_GETFL) | O_NONBLOCK);
     worker_watch(s, w);
 }
 
-int ms__sup_spawn(ms__supervisor *s, ms__model *m, char *err, size_t errlen)
+int ms__sup_spawn(ms__supervisor *s, ms__model *m, int inst, char *err, size_t errlen)
 {
     spawn_cmd cmd;
     spawn_fds fds;
@@ -303,9 +320,11 @@ int ms__sup_spawn(ms__supervisor *s, ms__model *m, char *err, size_t errlen)
         spawn_cmd_free(&cmd);
         return ms__fail(err, errlen, MS_E_NOMEM, "out of memory starting a worker");
     }
-    w->pidfd = w->ctrl_fd = w->door_fd = -1;
+    w->pidfd = w->ctrl_fd = w->err_fd = -1;
+    w->inst = inst;
     ms__reader_init(&w->reader);
-    rc = spawn_fds_make(&fds, err, errlen);
+    rc = spawn_fds_make(&fds, inst >= 0 && inst < m->ninst ? m->inst[inst].door_fd : -1, err,
+                        errlen);
     if (rc != 0)
         goto fail;
     pid_t parent = getpid();
@@ -316,11 +335,10 @@ int ms__sup_spawn(ms__supervisor *s, ms__model *m, char *err, size_t errlen)
         goto fail;
     }
     if (pid == 0)
-        child_exec(parent, fds.sv[1], fds.stats_fd, fds.door_fd, cmd.path, cmd.argv, cmd.cwd,
-                   cmd.envp);
+        child_exec(parent, &fds, cmd.path, cmd.argv, cmd.cwd, cmd.envp);
     worker_adopt(s, m, w, pid, &fds);
-    ms__log_info("model \"%s\": started worker %ld (%s%s)", m->tag, (long)pid, cmd.path,
-                 cmd.python ? " -m modelshare.worker" : "");
+    ms__log_info("model \"%s\": started worker %ld for instance %d (%s%s)", m->tag, (long)pid, inst,
+                 cmd.path, cmd.python ? " -m modelshare.worker" : "");
     spawn_cmd_free(&cmd);
     return 0;
 
@@ -426,9 +444,13 @@ static void release_resources(ms__supervisor *s, ms__wproc *w)
     }
     ms__stats_unmap(w->stats);
     w->stats = NULL;
-    if (w->door_fd >= 0)
-        close(w->door_fd);
-    w->door_fd = -1;
+    ms__sup_stderr_read(s, w);
+    ms__errtail_flush(&w->err, STDERR_FILENO);
+    if (w->err_fd >= 0) {
+        epoll_ctl(s->epfd, EPOLL_CTL_DEL, w->err_fd, NULL);
+        close(w->err_fd);
+    }
+    w->err_fd = -1;
     json_decref(w->signature);
     w->signature = NULL;
     if (w->listed)
@@ -460,12 +482,56 @@ void ms__sup_collect(ms__supervisor *s)
     }
 }
 
+void ms__sup_stderr_read(ms__supervisor *s, ms__wproc *w)
+{
+    char buf[4096];
+    /* At most 64 KiB per call: a chatty worker does not hold up the loop. */
+    for (int i = 0; i < 16 && w->err_fd >= 0; i++) {
+        ssize_t n = read(w->err_fd, buf, sizeof buf);
+        if (n > 0) {
+            ms__errtail_feed(&w->err, buf, (size_t)n, STDERR_FILENO);
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+            epoll_ctl(s->epfd, EPOLL_CTL_DEL, w->err_fd, NULL);
+            close(w->err_fd);
+            w->err_fd = -1;
+        }
+        return;
+    }
+}
+
+/* "SIGKILL" for 9, else "signal N". */
+static void signal_name(int sig, char *buf, size_t buflen)
+{
+    const char *abbrev = sigabbrev_np(sig);
+    if (abbrev != NULL)
+        snprintf(buf, buflen, "SIG%s", abbrev);
+    else
+        snprintf(buf, buflen, "signal %d", sig);
+}
+
 void ms__sup_exit_text(int status, char *buf, size_t buflen)
 {
-    if (WIFEXITED(status))
+    char name[32];
+    if (WIFEXITED(status)) {
         snprintf(buf, buflen, "exited with status %d", WEXITSTATUS(status));
-    else if (WIFSIGNALED(status))
-        snprintf(buf, buflen, "was killed by signal %d", WTERMSIG(status));
-    else
+    } else if (WIFSIGNALED(status)) {
+        signal_name(WTERMSIG(status), name, sizeof name);
+        snprintf(buf, buflen, "was killed by signal %d (%s)", WTERMSIG(status), name);
+    } else {
         snprintf(buf, buflen, "ended with wait status %d", status);
+    }
+}
+
+void ms__sup_exit_brief(int status, char *buf, size_t buflen)
+{
+    if (WIFEXITED(status))
+        snprintf(buf, buflen, "exit %d", WEXITSTATUS(status));
+    else if (WIFSIGNALED(status))
+        signal_name(WTERMSIG(status), buf, buflen);
+    else
+        snprintf(buf, buflen, "wait status %d", status);
 }

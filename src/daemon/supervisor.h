@@ -25,10 +25,11 @@ typedef struct ms__supervisor {
 /* Finds the worker binary (ms__sibling_binary("modelshare-worker", "MODELSHARE_WORKER")). */
 int ms__sup_init(ms__supervisor *s, int epfd, const char *log_level, char *err, size_t errlen);
 
-/* Starts one worker for m (argv --tag, --spec canonical, --log-level; fd 3 control, fd 4 stats,
- * fd 5 its door), links it to m and watches it in epoll. MS_E_LOAD_FAILED / MS_E_IO / MS_E_LIMIT
- * with a message. */
-int ms__sup_spawn(ms__supervisor *s, ms__model *m, char *err, size_t errlen);
+/* Starts one worker for instance inst of m (argv --tag, --spec canonical, --log-level; fd 2 a
+ * pipe the daemon reads (ms__sup_stderr_read), fd 3 control, fd 4 stats, fd 5 the instance's
+ * door, which stays the instance's), links it to m and watches it in epoll. MS_E_LOAD_FAILED /
+ * MS_E_IO / MS_E_LIMIT with a message. */
+int ms__sup_spawn(ms__supervisor *s, ms__model *m, int inst, char *err, size_t errlen);
 
 /* SIGTERM now, SIGKILL at now + MS__KILL_GRACE_NS (see ms__sup_timers). Idempotent. */
 void ms__sup_stop(ms__supervisor *s, ms__wproc *w, int64_t now);
@@ -58,7 +59,13 @@ void ms__sup_free(ms__supervisor *s, ms__wproc *w);
 void ms__sup_retire(ms__supervisor *s, ms__wproc *w);
 void ms__sup_collect(ms__supervisor *s);
 
-/* "exited with status 1" / "was killed by signal 9". */
+/* Reads what the worker wrote on its stderr (without blocking): complete lines go to the
+ * daemon's log, the last bytes stay in w->err. Closes the pipe at its end. */
+void ms__sup_stderr_read(ms__supervisor *s, ms__wproc *w);
+
+/* "exited with status 1" / "was killed by signal 9 (SIGKILL)". */
 void ms__sup_exit_text(int status, char *buf, size_t buflen);
+/* "exit 1" / "SIGKILL". */
+void ms__sup_exit_brief(int status, char *buf, size_t buflen);
 
 #endif

@@ -18,7 +18,7 @@ static json_t *grant_reply(json_t *id, const ms__model *m, const ms__lease *l)
         json_object_set_new(reply, "lease", json_integer((json_int_t)l->id));
         json_object_set(reply, "signature", m->signature != NULL ? m->signature : json_null());
         json_object_set(reply, "spec", m->spec_json);
-        json_object_set_new(reply, "nfds", json_integer(m->nworkers));
+        json_object_set_new(reply, "nfds", json_integer(m->ninst));
     }
     return reply;
 }
@@ -46,10 +46,10 @@ void ms__conn_grant(ms__proto *p, ms__conn *k, json_t *id, ms__model *m, int are
         return;
     }
     json_t *reply = grant_reply(id, m, l);
-    ms__log_info("model \"%s\": lease %llu to pid %ld on %d worker(s) (%d lease(s))", m->tag,
-                 (unsigned long long)l->id, (long)k->pid, m->nworkers, m->leases);
+    ms__log_info("model \"%s\": lease %llu to pid %ld on %d instance(s) (%d lease(s))", m->tag,
+                 (unsigned long long)l->id, (long)k->pid, m->ninst, m->leases);
     /* A failed send drops the connection, which releases the lease (and detaches it). */
-    ms__conn_send(k, reply, doors, m->nworkers);
+    ms__conn_send(k, reply, doors, m->ninst);
 }
 
 /* The connections waiting for m, live ones only: the next after k (NULL: the first). */

@@ -1,7 +1,8 @@
 /*
  * The daemon's talk with its workers as the model life cycle sees it: what they say on their
- * control socket ("ready", "failed", EOF), their exit, and the leases' arenas attached to and
- * detached from them. See models.h.
+ * control socket ("ready", "failed", EOF) and on stderr, their exit, and the leases' arenas
+ * attached to and detached from them. A worker of a ready model that exits is one instance lost
+ * (instances.c). See models.h.
  */
 #include <stdatomic.h>
 #include <stdio.h>
@@ -21,6 +22,11 @@ static void on_ready(ms__models *ml, ms__wproc *w)
     }
     ms__log_info("model \"%s\": worker %ld ready (%.1f MiB)", m->tag, (long)w->pid,
                  (double)w->memory_bytes / (1024.0 * 1024.0));
+    if (m->state == MS__MODEL_READY && w->inst >= 0 && w->inst < m->ninst &&
+        m->inst[w->inst].w == w && m->inst[w->inst].state == MS__INST_STARTING) {
+        ms__instance_up(ml, m, w); /* a restart */
+        return;
+    }
     if (m->state != MS__MODEL_LOADING || !ms__model_all_ready(m))
         return;
     ms__model_ready(ml, m);
@@ -120,18 +126,6 @@ void ms__worker_on_ctrl(ms__models *ml, ms__wproc *w)
     }
 }
 
-/* w of m was reaped (how: its exit text) while m was ready: m failed, its clients told. */
-static void lost_while_ready(ms__models *ml, ms__model *m, const ms__wproc *w, const char *how)
-{
-    char msg[MS__ERRLEN];
-    /* Clients waiting on their rings look at their arena's state: tell them. */
-    for (ms__lease *l = LIST_FIRST(&m->lease_list); l != NULL; l = LIST_NEXT(l, by_model))
-        if (l->hdr != NULL)
-            atomic_store(&l->hdr->state, MS__ARENA_LOST);
-    snprintf(msg, sizeof msg, "worker %ld %s", (long)w->pid, how);
-    ms__model_fail(ml, m, MS_E_WORKER_LOST, msg);
-}
-
 /* The worker was reaped (status from waitpid); retires w. */
 static void on_worker_exit(ms__models *ml, ms__wproc *w, int status)
 {
@@ -146,7 +140,7 @@ static void on_worker_exit(ms__models *ml, ms__wproc *w, int status)
     bool was_ready = w->ready;
     ms__worker_detach(w);
     if (m->state == MS__MODEL_READY) {
-        lost_while_ready(ml, m, w, how);
+        ms__instance_lost(ml, m, w, status);
         ms__sup_retire(&ml->sup, w);
         return;
     }
@@ -175,10 +169,18 @@ void ms__worker_on_pid(ms__models *ml, ms__wproc *w)
      * nothing below (a "failed" that fails the model, the EOF on its socket) signals that pid. */
     w->stopping = true;
     w->killed = true;
-    /* Whatever it still said before it went counts ("failed" then exit). */
+    /* Whatever it still said before it went counts ("failed" then exit, its last stderr). */
     if (w->ctrl_fd >= 0)
         ms__worker_on_ctrl(ml, w);
+    for (int i = 0; i < 64 && w->err_fd >= 0; i++)
+        ms__sup_stderr_read(&ml->sup, w);
     on_worker_exit(ml, w, status);
+}
+
+void ms__worker_on_stderr(ms__models *ml, ms__wproc *w)
+{
+    if (!w->gone)
+        ms__sup_stderr_read(&ml->sup, w);
 }
 
 void ms__workers_reap_unwatched(ms__models *ml)
@@ -191,35 +193,60 @@ void ms__workers_reap_unwatched(ms__models *ml)
     }
 }
 
+/* Sends lease l's arena to w for ring w->inst ("resume": the ring goes on from its tail). */
+static int attach_one(ms__wproc *w, const ms__lease *l, bool resume, char *err, size_t errlen)
+{
+    json_t *att = json_pack("{s:s, s:I, s:i, s:i, s:b}", "op", "attach", "lease", (json_int_t)l->id,
+                            "ring", w->inst, "nfds", 1, "resume", resume);
+    int rc = att != NULL ? ms__sup_send(w, att, &l->arena_fd, 1, err, errlen)
+                         : ms__fail(err, errlen, MS_E_NOMEM, "out of memory");
+    json_decref(att);
+    return rc;
+}
+
 int ms__workers_attach(ms__lease *l, int *doors, char *err, size_t errlen)
 {
     char why[MS__ERRLEN];
     ms__model *m = l->model;
-    /* Every instance maps the arena and serves its own ring set in it (ring i for worker i);
-     * the client gets every worker's door, in the same order, and picks one per request. */
-    for (int i = 0; i < m->nworkers; i++) {
-        ms__wproc *w = m->workers[i];
-        json_t *att = json_pack("{s:s, s:I, s:i, s:i}", "op", "attach", "lease", (json_int_t)l->id,
-                                "ring", i, "nfds", 1);
-        int rc = att != NULL ? ms__sup_send(w, att, &l->arena_fd, 1, why, sizeof why) : MS_E_NOMEM;
-        json_decref(att);
-        if (rc == 0 && w->door_fd < 0)
-            rc = ms__fail(why, sizeof why, MS_E_WORKER_LOST, "its door is closed");
-        if (rc != 0)
+    /* Every instance maps the arena and serves its own ring set in it (ring i for instance i);
+     * the client gets every instance's door, in the same order, and picks one per request. An
+     * instance that is down gets the lease when it is back (ms__workers_reattach). */
+    for (int i = 0; i < m->ninst; i++) {
+        ms__instance *in = &m->inst[i];
+        if (in->state == MS__INST_UP && in->w != NULL &&
+            attach_one(in->w, l, false, why, sizeof why) != 0)
             return ms__fail(err, errlen, MS_E_WORKER_LOST,
                             "model \"%s\": cannot attach to worker %ld: %.800s", m->tag,
-                            (long)w->pid, rc == MS_E_NOMEM ? "out of memory" : why);
-        doors[i] = w->door_fd;
+                            (long)in->w->pid, why);
+        doors[i] = in->door_fd;
     }
+    return 0;
+}
+
+int ms__workers_reattach(ms__wproc *w, char *err, size_t errlen)
+{
+    char why[MS__ERRLEN];
+    ms__model *m = w->model;
+    for (ms__lease *l = LIST_FIRST(&m->lease_list); l != NULL; l = LIST_NEXT(l, by_model))
+        if (attach_one(w, l, true, why, sizeof why) != 0)
+            return ms__fail(err, errlen, MS_E_WORKER_LOST, "cannot attach lease %llu: %.800s",
+                            (unsigned long long)l->id, why);
+    json_t *open = json_pack("{s:s}", "op", "open");
+    int rc = open != NULL ? ms__sup_send(w, open, NULL, 0, why, sizeof why) : MS_E_NOMEM;
+    json_decref(open);
+    if (rc != 0)
+        return ms__fail(err, errlen, MS_E_WORKER_LOST, "cannot open its door: %.800s",
+                        rc == MS_E_NOMEM ? "out of memory" : why);
     return 0;
 }
 
 void ms__workers_detach(ms__lease *l)
 {
     char err[MS__ERRLEN];
-    /* Every instance of the model mapped the lease's arena. */
+    /* Every live worker of the model has mapped the lease's arena, or will be told of it
+     * (a restarted one that is still loading just hears of a lease it does not know). */
     ms__model *m = l->model;
-    if (m == NULL || l->worker == NULL)
+    if (m == NULL)
         return;
     json_t *msg = json_pack("{s:s, s:I}", "op", "detach", "lease", (json_int_t)l->id);
     if (msg == NULL)

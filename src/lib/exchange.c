@@ -1,7 +1,9 @@
 /*
  * The client's end of the data plane (ring.h): publish a request in a slot of the least busy
- * instance, ring its worker's door, wait for the slot to be done. No system call on the way when
- * the worker is awake and the answer comes within the spin time.
+ * instance that is up, ring its worker's door, wait for the slot to be done. No system call on
+ * the way when the worker is awake and the answer comes within the spin time. A request whose
+ * instance lost its worker (the door's gen moved) fails with MS_E_WORKER_LOST and its slot is
+ * ours again: the restarted worker never touches a slot of another gen.
  */
 #include <errno.h>
 #include <poll.h>
@@ -62,7 +64,9 @@ void ms__reap_orphans(ms_model *m)
         for (uint64_t o = in->orphaned; o != 0; o &= o - 1) {
             unsigned s = (unsigned)__builtin_ctzll(o);
             ms__slot *sl = ms__slot_of(m->arena_base, (unsigned)i, s);
-            if (atomic_load(&sl->state) != MS__SLOT_DONE)
+            /* Done, or lost with the worker it was sent to. */
+            if (atomic_load(&sl->state) != MS__SLOT_DONE &&
+                atomic_load(&in->door->gen) == in->slot_gen[s])
                 continue;
             atomic_store(&sl->state, MS__SLOT_FREE);
             ms__tensor_free_locked(in->orphan_out[s]);
@@ -76,19 +80,27 @@ void ms__reap_orphans(ms_model *m)
         pthread_cond_broadcast(&m->slot_free);
 }
 
-/* The instance with the fewest requests in flight that has a free slot for us, or -1. */
-static int pick_instance(ms_model *m)
+/* The instance with the fewest requests in flight that is up and has a free slot for us (*gen:
+ * its door's gen, read before down), or -1; *up counts the instances that are up. */
+static int pick_instance(ms_model *m, uint32_t *gen, int *up)
 {
     int best = -1;
     uint32_t best_load = UINT32_MAX;
+    *up = 0;
     for (int k = 0; k < m->ninst; k++) {
         int i = (int)((m->next_inst + (unsigned)k) % (unsigned)m->ninst);
+        ms__door *d = m->inst[i].door;
+        uint32_t g = atomic_load_explicit(&d->gen, memory_order_acquire);
+        if (atomic_load_explicit(&d->down, memory_order_acquire))
+            continue;
+        (*up)++;
         if (m->inst[i].busy == UINT64_MAX)
             continue;
-        uint32_t load = atomic_load_explicit(&m->inst[i].door->inflight, memory_order_relaxed);
+        uint32_t load = atomic_load_explicit(&d->inflight, memory_order_relaxed);
         if (load < best_load) {
             best = i;
             best_load = load;
+            *gen = g;
         }
     }
     if (best >= 0)
@@ -105,21 +117,60 @@ static int daemon_lost(ms_model *m, const char *while_what)
                         m->tag);
 }
 
-int ms__submit(ms_model *m, ms__req *req, ms__ticket *tk)
+/* Waits for slot_free at most ns (< 1 s) with the model lock held (released meanwhile). */
+static void wait_slot_free(ms_model *m, long ns)
 {
-    int i;
-    /* A client that saw its daemon go does not hand a request to a worker that may still be
-     * dying: its next call fails at once. */
-    if (atomic_load(&m->client->lost) && daemon_gone(m))
-        return daemon_lost(m, "before this request to");
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += ns;
+    if (until.tv_nsec >= 1000000000) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait(&m->slot_free, &m->lock, &until);
+}
+
+/* Every instance is down (their workers restart): waits 5 ms for one to be back (model lock
+ * held, released meanwhile), failing when the request's timeout (since t0) passes or the daemon
+ * went away. */
+static int wait_for_instance(ms_model *m, int64_t t0, int64_t *last_look)
+{
+    int64_t now = ms__now_ns();
+    if (m->timeout_ns > 0 && now - t0 >= m->timeout_ns)
+        return ms__lib_fail(m->client, MS_E_TIMEOUT,
+                            "every instance of \"%s\" was restarting for the request's timeout "
+                            "of %.3f ms",
+                            m->tag, (double)m->timeout_ns / 1e6);
+    if (now - *last_look >= LIVENESS_NS) {
+        *last_look = now;
+        if (daemon_gone(m))
+            return daemon_lost(m, "while every instance was restarting for");
+    }
+    wait_slot_free(m, 5000000);
+    return 0;
+}
+
+/* Waits for a free slot of an instance that is up: returns its index (*gen: its door's gen). */
+static int find_slot(ms_model *m, uint32_t *gen)
+{
+    int64_t t0 = 0, last_look = 0;
     for (;;) {
         int r = arena_gone(m);
         if (r < 0)
             return r;
         ms__reap_orphans(m);
-        i = pick_instance(m);
+        int up;
+        int i = pick_instance(m, gen, &up);
         if (i >= 0)
-            break;
+            return i;
+        if (up == 0) {
+            if (t0 == 0)
+                t0 = last_look = ms__now_ns();
+            r = wait_for_instance(m, t0, &last_look);
+            if (r < 0)
+                return r;
+            continue;
+        }
         /* Slots held by timed-out requests come back only from a worker, which dies with its
          * daemon. */
         if (daemon_gone(m))
@@ -127,23 +178,30 @@ int ms__submit(ms_model *m, ms__req *req, ms__ticket *tk)
         /* Every slot of every instance is in flight (64 per instance): wait for one. Timed-out
          * requests free theirs only when someone looks (ms__reap_orphans), so look every
          * millisecond rather than wait for a signal that may not come. */
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += 1000000;
-        if (until.tv_nsec >= 1000000000) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000;
-        }
-        pthread_cond_timedwait(&m->slot_free, &m->lock, &until);
+        wait_slot_free(m, 1000000);
     }
+}
+
+int ms__submit(ms_model *m, ms__req *req, ms__ticket *tk)
+{
+    /* A client that saw its daemon go does not hand a request to a worker that may still be
+     * dying: its next call fails at once. */
+    if (atomic_load(&m->client->lost) && daemon_gone(m))
+        return daemon_lost(m, "before this request to");
+    uint32_t gen = 0;
+    int i = find_slot(m, &gen);
+    if (i < 0)
+        return i;
     ms__inst *in = &m->inst[i];
     unsigned s = (unsigned)__builtin_ctzll(~in->busy);
     in->busy |= 1ull << s;
+    in->slot_gen[s] = gen;
     req->id = ++m->next_req_id;
     req->deadline_ns = m->timeout_ns > 0 ? ms__now_ns() + m->timeout_ns : 0;
     ms__slot *sl = ms__slot_of(m->arena_base, (unsigned)i, s);
     memcpy(&sl->req, req, sizeof *req);
     atomic_store_explicit(&sl->waiting, 0, memory_order_relaxed);
+    atomic_store_explicit(&sl->gen, gen, memory_order_relaxed);
     atomic_store_explicit(&sl->state, MS__SLOT_SUBMITTED, memory_order_relaxed);
     atomic_store_explicit(&in->ring->entries[in->tail % MS__RING_SLOTS], s, memory_order_relaxed);
     in->tail++;
@@ -152,14 +210,32 @@ int ms__submit(ms_model *m, ms__req *req, ms__ticket *tk)
     ms__door_publish(in->door, in->ring);
     tk->inst = (unsigned)i;
     tk->slot = s;
+    tk->gen = gen;
     tk->id = req->id;
     tk->deadline_ns = req->deadline_ns;
     return 0;
 }
 
-/* Waits (no lock held) until the slot is done, the deadline passes, or a peer is gone. */
-static int wait_done(ms_model *m, ms__slot *sl, int64_t deadline)
+/* Asleep on a request of tk: its instance's worker, the model or the daemon may be gone. */
+static int look_alive(ms_model *m, const ms__ticket *tk)
 {
+    int r = arena_gone(m);
+    if (r < 0)
+        return r;
+    if (atomic_load(&m->inst[tk->inst].door->gen) != tk->gen)
+        return ms__lib_fail(m->client, MS_E_WORKER_LOST,
+                            "instance %u of \"%s\" lost its worker while it ran this request; "
+                            "the daemon restarts it and the handle stays usable",
+                            tk->inst, m->tag);
+    if (daemon_gone(m))
+        return daemon_lost(m, "while a request ran on");
+    return 0;
+}
+
+/* Waits (no lock held) until the slot is done, the deadline passes, or a peer is gone. */
+static int wait_done(ms_model *m, const ms__ticket *tk, ms__slot *sl)
+{
+    int64_t deadline = tk->deadline_ns;
     int64_t spin = client_spin_ns();
     int64_t t0 = ms__now_ns();
     for (;;) {
@@ -188,11 +264,9 @@ static int wait_done(ms_model *m, ms__slot *sl, int64_t deadline)
         if (atomic_load(&sl->state) == MS__SLOT_DONE)
             break;
         if (timed_out) {
-            int r = arena_gone(m);
+            int r = look_alive(m, tk);
             if (r < 0)
                 return r;
-            if (daemon_gone(m))
-                return daemon_lost(m, "while a request ran on");
         }
     }
     atomic_store_explicit(&sl->waiting, 0, memory_order_relaxed);
@@ -203,7 +277,7 @@ int ms__await(ms_model *m, const ms__ticket *tk, ms_tensor *out, ms__resp *resp)
 {
     char err[MS__ERRLEN];
     ms__slot *sl = ms__slot_of(m->arena_base, tk->inst, tk->slot);
-    int r = wait_done(m, sl, tk->deadline_ns);
+    int r = wait_done(m, tk, sl);
     pthread_mutex_lock(&m->lock);
     ms__inst *in = &m->inst[tk->inst];
     if (r < 0) {

@@ -57,6 +57,7 @@ typedef struct ms__inst {
     uint64_t busy;     /* slots in use: bit i for slot i */
     uint64_t orphaned; /* slots whose request timed out, still owned by the worker */
     ms_tensor *orphan_out[MS__RING_SLOTS]; /* their output room, freed when the worker is done */
+    uint32_t slot_gen[MS__RING_SLOTS];     /* the door's gen each slot was submitted in */
 } ms__inst;
 
 struct ms_model {

@@ -1,7 +1,7 @@
 /*
  * The worker's client table: attach (map the client's arena, give it a hint bit) and detach, as
- * the daemon's control messages say. A client is attached once per lease; at most
- * MS__WORKER_CLIENTS_MAX at once.
+ * the daemon's control messages say, and "open" (a restarted worker's door opens after its
+ * attaches, ring.h). A client is attached once per lease; at most MS__WORKER_CLIENTS_MAX at once.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -50,7 +50,9 @@ void ms__client_drop_at(server *s, size_t i, const char *why)
     free(c);
 }
 
-static void attach(server *s, int64_t lease, int64_t ring, int arena_fd)
+/* resume: the lease was served by a worker of this door that died; its ring goes on from where
+ * its tail stands (what was published before was the dead worker's). */
+static void attach(server *s, int64_t lease, int64_t ring, int arena_fd, bool resume)
 {
     char err[MS__ERRLEN];
     void *base = NULL;
@@ -89,7 +91,8 @@ static void attach(server *s, int64_t lease, int64_t ring, int arena_fd)
     c->base = base;
     c->capacity = cap;
     c->rg = ms__ring_of(base, c->ring);
-    c->head = 0; /* a fresh arena's ring starts at 0 */
+    /* A fresh arena's ring starts at 0 (entries published before this attach are ours). */
+    c->head = resume ? atomic_load_explicit(&c->rg->tail, memory_order_acquire) : 0;
     /* Its hint bit: a free one exists, as clients are fewer than MS__DOOR_HINTS. */
     for (unsigned h = 0; h < MS__DOOR_HINTS; h++)
         if (s->by_hint[h] == NULL) {
@@ -117,7 +120,16 @@ static void control_msg(server *s, json_t *msg, int *fds, int nfds)
     json_t *ring = json_object_get(msg, "ring");
     if (op && strcmp(op, "attach") == 0 && json_is_integer(lease) && json_is_integer(ring) &&
         nfds == 1) {
-        attach(s, json_integer_value(lease), json_integer_value(ring), fds[0]);
+        attach(s, json_integer_value(lease), json_integer_value(ring), fds[0],
+               json_is_true(json_object_get(msg, "resume")));
+        return;
+    }
+    if (op && strcmp(op, "open") == 0 && nfds == 0) {
+        /* After the attaches: the in-flight count was the dead worker's; down == 0 (release)
+         * lets clients send again, after every head read above. */
+        atomic_store(&s->w->door->inflight, 0);
+        atomic_store_explicit(&s->w->door->down, 0, memory_order_release);
+        ms__log_info("model \"%s\": door open again (%zu client(s) attached)", s->w->tag, s->n);
         return;
     }
     if (op && strcmp(op, "detach") == 0 && json_is_integer(lease)) {

@@ -22,12 +22,7 @@ void ms__complete(server *s, client *c, unsigned slot, const ms__resp *resp)
     atomic_store(&sl->state, MS__SLOT_DONE);
     if (atomic_load(&sl->waiting))
         ms__futex_wake(&sl->state, 1);
-    /* Never below zero, whatever clients did to the counter. */
-    uint32_t v = atomic_load_explicit(&s->w->door->inflight, memory_order_relaxed);
-    while (v > 0 &&
-           !atomic_compare_exchange_weak_explicit(&s->w->door->inflight, &v, v - 1,
-                                                  memory_order_relaxed, memory_order_relaxed))
-        ;
+    ms__door_done(s->w->door);
     STAT_ADD(s, requests, 1);
     if (resp->status != 0)
         STAT_ADD(s, errors, 1);

@@ -138,6 +138,14 @@ int ms__intake_peek(server *s, client *c, int64_t now, taken *t)
         STAT_ADD(s, errors, 1);
         return MS__TAKE_ANSWERED;
     }
+    if (atomic_load_explicit(&ms__slot_of(c->base, c->ring, e)->gen, memory_order_relaxed) !=
+        s->gen) {
+        /* Sent to a worker of this door that died: the client fails it itself and may reuse
+         * the slot at any time. Never touch it (ring.h). */
+        c->head++;
+        ms__door_done(s->w->door);
+        return MS__TAKE_ANSWERED;
+    }
     int r = read_request(s, c, e, now, t, err, sizeof err);
     if (r == MS__TAKE_ANSWERED)
         return r;

@@ -45,6 +45,9 @@ static int setup(server *s, ms__worker *w)
 {
     memset(s, 0, sizeof *s);
     s->w = w;
+    /* Final for this worker's life: the daemon bumps it only when a worker of the door is lost,
+     * before it starts the next (ring.h). */
+    s->gen = atomic_load(&w->door->gen);
     ms__reader_init(&s->rd);
     s->clients = calloc(MS__WORKER_CLIENTS_MAX, sizeof *s->clients);
     s->active = calloc(MS__WORKER_CLIENTS_MAX, sizeof *s->active);

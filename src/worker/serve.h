@@ -48,6 +48,7 @@ typedef struct taken {
 
 typedef struct server {
     ms__worker *w;
+    uint32_t gen;     /* the door's gen when this worker started: it serves slots stamped with it */
     client **clients; /* dense: [0, n) */
     size_t n;
     client **by_hint; /* MS__DOOR_HINTS entries: the client of each hint bit, or NULL */
@@ -91,7 +92,7 @@ static inline void ms__client_activate(server *s, client *c)
 void ms__clients_compact_active(server *s);
 /* Detaches clients[i]: unmaps its arena, closes its fd, frees its record. */
 void ms__client_drop_at(server *s, size_t i, const char *why);
-/* Reads what the control socket has (attach, detach), without blocking. Returns 1 when the
+/* Reads what the control socket has (attach, detach, open), without blocking. Returns 1 when the
  * daemon is gone. */
 int ms__control_poll(server *s);
 

@@ -6,6 +6,12 @@
  *       ITERS requests of 1 to 3 rows with inputs that no other client uses (derived from SEED).
  *       Each output is checked against its own input: equal for the identity backend, equal to
  *       the same backend run in this process (within float rounding) for dense. Prints "ok N".
+ *   ms-planeclient survive TAG SPEC STOPFILE SEED ROWS
+ *       Prints "started" once acquired, then requests of ROWS rows (inputs as for stream, checked
+ *       the same way) until STOPFILE exists. A request that fails with MS_E_WORKER_LOST prints
+ *       "lost T0 T1 message" (CLOCK_REALTIME seconds when it was sent and when it failed) and
+ *       the loop goes on with the same handle; any other error or a wrong answer ends it (exit
+ *       1). Prints "ok N lost L" at the end (for killing workers under load).
  *   ms-planeclient deadline TAG SPEC
  *       Requests with a 1 us timeout must fail with MS_E_TIMEOUT, more of them than the ring has
  *       slots (so the late answers' slots must be reclaimed); then a request without a timeout on
@@ -32,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "reference.h"
@@ -60,6 +67,61 @@ static int open_model(const char *tag, const char *spec, ms_client **c, ms_model
     return 0;
 }
 
+/* Request i of client seed: rows rows of inputs no other client uses, the answer checked
+ * against the input (ref NULL: identity) or the reference. Returns 0, an MS_E_* code of ms_infer,
+ * or 1 after printing a mismatch. */
+static int checked_request(ms_client *c, ms_model *m, reference *ref, int64_t width, int seed,
+                           int i, int64_t rows)
+{
+    int64_t xs[2] = {rows, width};
+    ms_tensor *x = NULL, *y = NULL;
+    int rc = ms_tensor_alloc(m, MS_FLOAT32, 2, xs, &x);
+    if (rc != 0)
+        return fail(c, "alloc", rc);
+    float *xv = ms_tensor_data(x);
+    for (int64_t j = 0; j < rows * width; j++) {
+        if (ref == NULL) /* exact in float32: below 2^24 */
+            xv[j] = (float)(seed * 1000000 + i * 64 + (int)j);
+        else
+            xv[j] =
+                (float)((double)(mix(((uint64_t)seed << 40) ^ ((uint64_t)i << 16) ^ (uint64_t)j) %
+                                 2001) /
+                            1000.0 -
+                        1.0);
+    }
+    int status = 0;
+    rc = ms_infer(m, x, &y);
+    if (rc != 0) {
+        status = rc;
+    } else if (ref == NULL) {
+        if (ms_tensor_nbytes(y) != ms_tensor_nbytes(x) ||
+            memcmp(ms_tensor_data(y), xv, ms_tensor_nbytes(x)) != 0) {
+            printf("mismatch: client %d request %d (%lld rows) got another input's output\n", seed,
+                   i, (long long)rows);
+            status = 1;
+        }
+    } else {
+        size_t n = 0;
+        float *want = reference_run(ref, xv, rows, width, &n);
+        const float *got = ms_tensor_data(y);
+        if (want == NULL || n != ms_tensor_nbytes(y)) {
+            printf("mismatch: client %d request %d: output of %zu bytes, expected %zu\n", seed, i,
+                   ms_tensor_nbytes(y), n);
+            status = 1;
+        }
+        long k = status == 0 ? first_mismatch(got, want, n / sizeof(float)) : -1;
+        if (k >= 0) {
+            printf("mismatch: client %d request %d value %ld: %g, expected %g\n", seed, i, k,
+                   got[k], want[k]);
+            status = 1;
+        }
+        free(want);
+    }
+    ms_tensor_free(y);
+    ms_tensor_free(x);
+    return status;
+}
+
 static int stream(const char *tag, const char *spec, int iters, int seed)
 {
     ms_client *c = NULL;
@@ -78,54 +140,62 @@ static int stream(const char *tag, const char *spec, int iters, int seed)
     int status = 0;
     for (int i = 0; i < iters && status == 0; i++) {
         int64_t rows = 1 + (int64_t)(mix((uint64_t)seed * 1000003u + (uint64_t)i) % 3);
-        int64_t xs[2] = {rows, width};
-        ms_tensor *x = NULL, *y = NULL;
-        rc = ms_tensor_alloc(m, MS_FLOAT32, 2, xs, &x);
-        if (rc != 0)
-            return fail(c, "alloc", rc);
-        float *xv = ms_tensor_data(x);
-        for (int64_t j = 0; j < rows * width; j++) {
-            if (identity) /* exact in float32: below 2^24 */
-                xv[j] = (float)(seed * 1000000 + i * 64 + (int)j);
-            else
-                xv[j] = (float)((double)(mix(((uint64_t)seed << 40) ^ ((uint64_t)i << 16) ^
-                                             (uint64_t)j) %
-                                         2001) /
-                                    1000.0 -
-                                1.0);
-        }
-        rc = ms_infer(m, x, &y);
-        if (rc != 0) {
+        rc = checked_request(c, m, identity ? NULL : &ref, width, seed, i, rows);
+        if (rc < 0)
             status = fail(c, "infer", rc);
-        } else if (identity) {
-            if (ms_tensor_nbytes(y) != ms_tensor_nbytes(x) ||
-                memcmp(ms_tensor_data(y), xv, ms_tensor_nbytes(x)) != 0) {
-                printf("mismatch: client %d request %d (%lld rows) got another input's output\n",
-                       seed, i, (long long)rows);
-                status = 1;
-            }
-        } else {
-            size_t n = 0;
-            float *want = reference_run(&ref, xv, rows, width, &n);
-            const float *got = ms_tensor_data(y);
-            if (want == NULL || n != ms_tensor_nbytes(y)) {
-                printf("mismatch: client %d request %d: output of %zu bytes, expected %zu\n", seed,
-                       i, ms_tensor_nbytes(y), n);
-                status = 1;
-            }
-            long k = status == 0 ? first_mismatch(got, want, n / sizeof(float)) : -1;
-            if (k >= 0) {
-                printf("mismatch: client %d request %d value %ld: %g, expected %g\n", seed, i, k,
-                       got[k], want[k]);
-                status = 1;
-            }
-            free(want);
-        }
-        ms_tensor_free(y);
-        ms_tensor_free(x);
+        else if (rc > 0)
+            status = 1;
     }
     if (status == 0)
         printf("ok %d\n", iters);
+    if (!identity)
+        reference_free(&ref);
+    ms_release(m);
+    ms_disconnect(c);
+    return status;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int survive(const char *tag, const char *spec, const char *stopfile, int seed, int rows)
+{
+    ms_client *c = NULL;
+    ms_model *m = NULL;
+    int64_t width;
+    if (open_model(tag, spec, &c, &m, &width) != 0)
+        return 1;
+    bool identity = width == 0;
+    reference ref;
+    memset(&ref, 0, sizeof ref);
+    if (!identity && reference_load(&ref, spec) != 0)
+        return 1;
+    printf("started\n");
+    fflush(stdout);
+    long ok = 0, lost = 0;
+    int status = 0;
+    for (int i = 0; status == 0 && access(stopfile, F_OK) != 0; i++) {
+        double t0 = now_s();
+        int rc =
+            checked_request(c, m, identity ? NULL : &ref, identity ? 16 : width, seed, i, rows);
+        if (rc == MS_E_WORKER_LOST) {
+            printf("lost %.3f %.3f %s\n", t0, now_s(), ms_errmsg(c));
+            fflush(stdout);
+            lost++;
+        } else if (rc < 0) {
+            status = fail(c, "infer", rc);
+        } else if (rc > 0) {
+            status = 1;
+        } else {
+            ok++;
+        }
+    }
+    if (status == 0)
+        printf("ok %ld lost %ld\n", ok, lost);
     if (!identity)
         reference_free(&ref);
     ms_release(m);
@@ -351,11 +421,16 @@ int main(int argc, char **argv)
         return once(argv[2], argv[3], atoll(argv[4]));
     if (argc == 6 && strcmp(argv[1], "stream") == 0)
         return stream(argv[2], argv[3], atoi(argv[4]), atoi(argv[5]));
+    if (argc == 7 && strcmp(argv[1], "survive") == 0)
+        return survive(argv[2], argv[3], argv[4], atoi(argv[5]), atoi(argv[6]));
     if (argc == 4 && strcmp(argv[1], "deadline") == 0)
         return deadline(argv[2], argv[3]);
     if (argc == 7 && strcmp(argv[1], "fairness") == 0)
         return fairness(argv[2], argv[3], atoi(argv[4]), atoi(argv[5]), atoll(argv[6]));
-    fprintf(stderr, "usage: ms-planeclient stream TAG SPEC ITERS SEED | deadline TAG SPEC | "
-                    "once TAG SPEC ROWS | fairness TAG SPEC NTHREADS ROUNDS ROWS\n");
+    fprintf(
+        stderr,
+        "usage: ms-planeclient stream TAG SPEC ITERS SEED | survive TAG SPEC STOPFILE SEED ROWS | "
+        "deadline TAG SPEC | "
+        "once TAG SPEC ROWS | fairness TAG SPEC NTHREADS ROUNDS ROWS\n");
     return 2;
 }

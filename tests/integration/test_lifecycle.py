@@ -1,4 +1,5 @@
 """Leases, keep-alive, unload, and memory that comes back when a model goes."""
+import json
 import os
 import signal
 
@@ -102,17 +103,21 @@ def test_unload_idle_model_and_unknown_tag(ms):
     assert r.returncode == 1 and "idle" in r.stderr
 
 
-def test_worker_killed_gives_worker_lost_then_reload(ms):
+def test_worker_killed_with_no_restarts_left_fails_then_reloads(ms):
+    # max_restarts 0: the first crash marks the model failed (no automatic restart); the lease
+    # holder's next request fails, and the next acquire loads it again in a new worker.
     weights = ms.make_dense("m.safetensors", [8, 8, 2])
-    s = ms.session("w", spec(weights, keep_alive=60))
+    s = ms.session("w", spec(weights, keep_alive=60, max_restarts=0))
     assert s.ok
     (worker,) = ms.model("w")["worker_pids"]
     os.kill(worker, signal.SIGKILL)
+    wait_until(lambda: ms.model("w")["state"] == "failed", timeout=10, what="state failed")
+    m = ms.model("w")
+    assert "max_restarts 0" in m["error"] and "SIGKILL" in m["error"], m["error"]
     answer = s.infer(np.ones((1, 8), np.float32), ms.tmp)
     assert isinstance(answer, str) and answer.startswith("error MS_E_WORKER_LOST"), answer
-    wait_until(lambda: ms.model("w")["state"] == "failed", timeout=10, what="state failed")
     # A new acquire loads it again, in a new worker.
-    s2 = ms.session("w", spec(weights, keep_alive=60))
+    s2 = ms.session("w", spec(weights, keep_alive=60, max_restarts=0))
     assert s2.ok, s2.first
     m = ms.model("w")
     assert m["loads"] == 2 and m["worker_pids"] and m["worker_pids"][0] != worker
@@ -123,7 +128,7 @@ def test_worker_killed_gives_worker_lost_then_reload(ms):
 
 def test_attach_without_spec_reloads_a_model_whose_worker_died(ms):
     weights = ms.make_dense("m.safetensors", [8, 8, 2])
-    ms.cli("load", "r", "--backend", "dense", "--weights", weights, "--keep-alive", "60")
+    ms.cli("load", "r", "--spec", json.dumps(spec(weights, keep_alive=60, max_restarts=0)))
     (worker,) = ms.model("r")["worker_pids"]
     os.kill(worker, signal.SIGKILL)
     wait_until(lambda: ms.model("r")["state"] == "failed", timeout=10, what="state failed")
@@ -134,3 +139,28 @@ def test_attach_without_spec_reloads_a_model_whose_worker_died(ms):
                                atol=1e-6)
     m = ms.model("r")
     assert m["loads"] == 2 and m["state"] == "ready" and m["worker_pids"] != [worker]
+
+
+def test_killed_single_instance_restarts_and_the_lease_holder_goes_on(ms):
+    # instances 1: the daemon restarts the worker by itself; the client keeps its handle.
+    weights = ms.make_dense("m.safetensors", [8, 8, 2])
+    s = ms.session("one", spec(weights, keep_alive=60))
+    assert s.ok
+    x = np.ones((2, 8), np.float32)
+    np.testing.assert_allclose(s.infer(x, ms.tmp), mlp_reference(weights, x), rtol=1e-4,
+                               atol=1e-6)
+    (worker,) = ms.model("one")["worker_pids"]
+    os.kill(worker, signal.SIGKILL)
+
+    def back():
+        m = ms.model("one")
+        inst = m["instances"][0]
+        return inst["state"] == "up" and inst["pid"] not in (None, worker) and m
+
+    m = wait_until(back, timeout=20, what="the instance to be back")
+    assert m["state"] == "ready" and m["loads"] == 1 and m["restarts"] == 1, m
+    assert m["instances"][0]["restarts"] == 1 and m["instances"][0]["last_crash"] == "SIGKILL"
+    np.testing.assert_allclose(s.infer(x, ms.tmp), mlp_reference(weights, x), rtol=1e-4,
+                               atol=1e-6)
+    table = ms.cli("status").stdout
+    assert "RESTARTS" in table and "last crash SIGKILL" in table, table

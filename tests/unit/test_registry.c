@@ -66,9 +66,11 @@ static ms__model *ready_model_at(fixture *f, const char *tag, int first, int n)
     ms__model_begin_load(&f->reg, m);
     assert_int_equal(m->state, MS__MODEL_LOADING);
     assert_false(ms__model_all_ready(m));
+    m->ninst = n; /* instance records without doors: the registry only links them */
     for (int i = first; i < first + n; i++) {
         f->workers[i].ready = true;
         f->workers[i].memory_bytes = 1000;
+        f->workers[i].inst = i - first;
         assert_int_equal(ms__model_add_worker(m, &f->workers[i]), 0);
     }
     assert_true(ms__model_all_ready(m));
@@ -228,6 +230,7 @@ static void test_keep_alive_zero_expires_at_once(void **state)
     ms__spec_free(&zero);
     ms__model_begin_load(&f->reg, m);
     f->workers[0].ready = true;
+    m->ninst = 1;
     ms__model_add_worker(m, &f->workers[0]);
     ms__client *c = client(f, 1);
     ms__model_set_ready(&f->reg, m);
@@ -317,8 +320,10 @@ static void test_limits(void **state)
     /* Workers per model. */
     ms__wproc extra[MS__INSTANCES_MAX + 1];
     memset(extra, 0, sizeof extra);
-    for (int i = 0; i < MS__INSTANCES_MAX; i++)
+    for (int i = 0; i < MS__INSTANCES_MAX; i++) {
+        extra[i].inst = i;
         assert_int_equal(ms__model_add_worker(m, &extra[i]), 0);
+    }
     assert_int_equal(ms__model_add_worker(m, &extra[MS__INSTANCES_MAX]), MS_E_LIMIT);
     while (m->nworkers > 0)
         ms__model_detach_worker(m, m->workers[0]);

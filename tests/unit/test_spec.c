@@ -143,7 +143,7 @@ static void test_unknown_field(void **state)
     expect_err("{\"backend\":\"dense\",\"weigths\":\"w\"}",
                "unknown spec field \"weigths\" (known: backend, weights, device, output, "
                "keep_alive, max_batch, batch_sizes, batch_delay_us, instances, thread_safe, "
-               "batchable, memory, load_timeout, python)");
+               "batchable, memory, load_timeout, max_restarts, python)");
     /* A very long unknown name is shortened, the message stays whole. */
     char text[600];
     char name[400];
@@ -240,7 +240,7 @@ static void test_canonical(void **state)
     assert_string_equal(s, "{\"backend\":\"dense\",\"batch_delay_us\":0,\"batch_sizes\":null,"
                            "\"batchable\":true,"
                            "\"device\":\"cuda:0\",\"instances\":1,\"keep_alive\":2.5,"
-                           "\"load_timeout\":60.0,\"max_batch\":64,\"memory\":0,"
+                           "\"load_timeout\":60.0,\"max_batch\":64,\"max_restarts\":5,\"memory\":0,"
                            "\"output\":\"linear\",\"thread_safe\":false,\"weights\":\"/w\"}");
     /* The canonical text is sorted (the same with JSON_SORT_KEYS). */
     char *sorted = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);

@@ -1,0 +1,174 @@
+/*
+ * Per-instance supervision: an instance of a ready model whose worker dies loses only the
+ * requests in flight on it; it restarts by itself on the same door after a back-off (0.1 s
+ * doubling to 30 s), while the model's other instances go on serving, and its clients keep their
+ * handles. A crash with max_restarts others within the window fails the model, quoting the
+ * worker's last stderr lines. The door's gen and down words tell the clients (ring.h).
+ */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../common/log.h"
+#include "modelshare.h"
+#include "models_int.h"
+
+int ms__instances_open(ms__model *m, char *err, size_t errlen)
+{
+    ms__model_instances_free(m);
+    for (int i = 0; i < m->spec.instances && i < MS__INSTANCES_MAX; i++) {
+        ms__instance *in = &m->inst[i];
+        memset(in, 0, sizeof *in);
+        in->door_fd = -1;
+        m->ninst = i + 1;
+        int rc = ms__door_create(&in->door_fd, err, errlen);
+        if (rc == 0)
+            rc = ms__door_map(in->door_fd, &in->door, err, errlen);
+        if (rc != 0) {
+            ms__model_instances_free(m);
+            return rc;
+        }
+        in->state = MS__INST_DOWN;
+        in->backoff_ns = MS__RESTART_FIRST_NS;
+    }
+    return 0;
+}
+
+/* A crash of m now: false when max_restarts others came within the window before it (then it
+ * is not counted); else it is counted. */
+static bool crash_allowed(ms__model *m, int64_t now)
+{
+    int k = 0;
+    for (int i = 0; i < m->ncrash; i++)
+        if (now - m->crash_ns[i] < MS__RESTART_WINDOW_NS)
+            m->crash_ns[k++] = m->crash_ns[i];
+    m->ncrash = k;
+    if (k >= m->spec.max_restarts || k >= MS__SPEC_RESTARTS_MAX)
+        return false;
+    m->crash_ns[m->ncrash++] = now;
+    return true;
+}
+
+/* in starts again after its back-off, which doubles for the next time. Returns the delay. */
+static int64_t schedule(ms__instance *in, int64_t now)
+{
+    int64_t delay = in->backoff_ns > 0 ? in->backoff_ns : MS__RESTART_FIRST_NS;
+    in->backoff_ns = delay >= MS__RESTART_MAX_NS / 2 ? MS__RESTART_MAX_NS : delay * 2;
+    in->state = MS__INST_DOWN;
+    in->w = NULL;
+    in->restart_at_ns = now + delay;
+    return delay;
+}
+
+/* m fails for good: its clients waiting on any instance hear MS_E_WORKER_LOST (their arenas'
+ * state), its other workers stop. */
+static void give_up(ms__models *ml, ms__model *m, const char *message)
+{
+    for (ms__lease *l = LIST_FIRST(&m->lease_list); l != NULL; l = LIST_NEXT(l, by_model))
+        if (l->hdr != NULL)
+            atomic_store(&l->hdr->state, MS__ARENA_LOST);
+    ms__model_fail(ml, m, MS_E_WORKER_LOST, message);
+}
+
+/* The message of a model that crashed once too often: what its last worker did and said. */
+static void give_up_text(const ms__model *m, const ms__wproc *w, const char *how, char *buf,
+                         size_t buflen)
+{
+    char tail[600];
+    ms__errtail_last(&w->err, sizeof tail - 1, tail, sizeof tail);
+    snprintf(buf, buflen,
+             "instance %d: worker %ld %s after %d restart(s) within %lld s (spec max_restarts "
+             "%d): the model is marked failed. %s%s",
+             w->inst, (long)w->pid, how, m->ncrash,
+             (long long)(MS__RESTART_WINDOW_NS / 1000000000LL), m->spec.max_restarts,
+             tail[0] ? "The worker's last stderr lines:\n" : "The worker wrote nothing on stderr.",
+             tail);
+}
+
+void ms__instance_lost(ms__models *ml, ms__model *m, const ms__wproc *w, int status)
+{
+    char how[128], msg[MS__ERRLEN];
+    int64_t now = ms__registry_now(&ml->reg);
+    ms__sup_exit_text(status, how, sizeof how);
+    if (w->inst < 0 || w->inst >= m->ninst || m->inst[w->inst].door == NULL) {
+        snprintf(msg, sizeof msg, "worker %ld %s (it served no instance)", (long)w->pid, how);
+        give_up(ml, m, msg);
+        return;
+    }
+    ms__instance *in = &m->inst[w->inst];
+    ms__sup_exit_brief(status, in->last_crash, sizeof in->last_crash);
+    /* down before gen (ring.h): a client that reads the new gen then sees down. */
+    atomic_store(&in->door->down, 1);
+    atomic_fetch_add(&in->door->gen, 1);
+    if (!crash_allowed(m, now)) {
+        give_up_text(m, w, how, msg, sizeof msg);
+        give_up(ml, m, msg);
+        return;
+    }
+    if (in->state == MS__INST_UP && now - in->up_since_ns >= MS__RESTART_WINDOW_NS)
+        in->backoff_ns = MS__RESTART_FIRST_NS; /* it ran well for a while */
+    int64_t delay = schedule(in, now);
+    ms__log_warn("model \"%s\": instance %d: worker %ld %s; its requests in flight fail with "
+                 "MS_E_WORKER_LOST, %d other instance(s) serve; restarting it in %.1f s (crash %d "
+                 "of %d allowed within %lld s)",
+                 m->tag, w->inst, (long)w->pid, how, m->nworkers, (double)delay / 1e9, m->ncrash,
+                 m->spec.max_restarts, (long long)(MS__RESTART_WINDOW_NS / 1000000000LL));
+}
+
+void ms__instance_up(ms__models *ml, ms__model *m, ms__wproc *w)
+{
+    char err[MS__ERRLEN];
+    ms__instance *in = &m->inst[w->inst];
+    int64_t now = ms__registry_now(&ml->reg);
+    int rc = ms__workers_reattach(w, err, sizeof err);
+    if (rc != 0) {
+        /* Its exit counts as one more crash. */
+        ms__log_warn("model \"%s\": instance %d: %s; stopping worker %ld", m->tag, w->inst, err,
+                     (long)w->pid);
+        ms__sup_stop(&ml->sup, w, now);
+        return;
+    }
+    in->state = MS__INST_UP;
+    in->up_since_ns = now;
+    ms__log_info("model \"%s\": instance %d is back: worker %ld (restart %u), %d lease(s) "
+                 "attached again",
+                 m->tag, w->inst, (long)w->pid, in->restarts, m->leases);
+}
+
+/* Starts instance i of m again (its back-off passed). */
+static void restart(ms__models *ml, ms__model *m, int i, int64_t now)
+{
+    char err[MS__ERRLEN], msg[MS__ERRLEN + 64];
+    ms__instance *in = &m->inst[i];
+    int rc = ms__sup_spawn(&ml->sup, m, i, err, sizeof err);
+    if (rc == 0) {
+        in->restarts++;
+        return;
+    }
+    snprintf(msg, sizeof msg, "instance %d: cannot start a worker again: %s", i, err);
+    if (!crash_allowed(m, now)) {
+        give_up(ml, m, msg);
+        return;
+    }
+    int64_t delay = schedule(in, now);
+    ms__log_error("model \"%s\": %s; trying again in %.1f s", m->tag, msg, (double)delay / 1e9);
+}
+
+int64_t ms__instances_due(ms__models *ml, int64_t now)
+{
+    int64_t next = INT64_MAX;
+    for (int k = 0; k < ml->reg.nmodels; k++) {
+        ms__model *m = ml->reg.models[k];
+        for (int i = 0; i < m->ninst && m->state == MS__MODEL_READY; i++) {
+            ms__instance *in = &m->inst[i];
+            if (in->state != MS__INST_DOWN)
+                continue;
+            if (now >= in->restart_at_ns)
+                restart(ml, m, i, now);
+            if (m->state == MS__MODEL_READY && in->state == MS__INST_DOWN &&
+                in->restart_at_ns < next)
+                next = in->restart_at_ns;
+        }
+    }
+    return next;
+}
