@@ -47,7 +47,14 @@ static void check_size(const char *text)
 
 static void check_env(const char *text)
 {
-    if (setenv(FUZZ_VAR, text, 1) != 0)
+    /* putenv keeps this buffer (setenv would keep a copy of every value: memory grows). */
+    static char var[sizeof FUZZ_VAR + 4096];
+    size_t n = strlen(text);
+    if (n > sizeof var - sizeof FUZZ_VAR - 1)
+        return;
+    memcpy(var, FUZZ_VAR "=", sizeof FUZZ_VAR);
+    memcpy(var + sizeof FUZZ_VAR, text, n + 1);
+    if (putenv(var) != 0)
         return;
     char err[MS__ERRLEN] = "";
     uint64_t v;
