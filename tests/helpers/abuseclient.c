@@ -324,9 +324,9 @@ static int ring_case(const char *name, ms__req *r, uint64_t cap)
         int field; /* 0: in_off, 1: out_off */
         uint64_t value;
     } ranges[] = {
-        {"in_in_header", 0, 0},    {"in_in_rings", 0, 4096},   {"in_past_end", 0, 1},
-        {"in_off_wraps", 0, 2},    {"out_in_header", 1, 64},   {"out_at_end", 1, 1},
-        {"out_off_wraps", 1, 2},   {"overlap", 1, 0},          {"misaligned", 0, 3},
+        {"in_in_header", 0, 0},  {"in_in_rings", 0, 4096}, {"in_past_end", 0, 1},
+        {"in_off_wraps", 0, 2},  {"out_in_header", 1, 64}, {"out_at_end", 1, 1},
+        {"out_off_wraps", 1, 2}, {"overlap", 1, 0},        {"misaligned", 0, 3},
     };
     for (size_t i = 0; i < sizeof ranges / sizeof ranges[0]; i++) {
         if (strcmp(name, ranges[i].name) != 0)
@@ -452,7 +452,8 @@ static int ring(const char *name, const char *tag, const char *spec)
         publish_lie(bad, 5, &r, 5, 5001);
     else
         publish_lie(bad, 5, &r, 5, 1);
-    slot_answer(bad, 5, answer, sizeof answer, strcmp(name, "slot_out_of_range") == 0 ? 500 : 10000);
+    slot_answer(bad, 5, answer, sizeof answer,
+                strcmp(name, "slot_out_of_range") == 0 ? 500 : 10000);
     if (strcmp(name, "slot_out_of_range") == 0 && strcmp(answer, "none") == 0)
         snprintf(answer, sizeof answer, "none skipped");
     printf("%s %s\n", name, answer);
@@ -513,6 +514,8 @@ int main(int argc, char **argv)
         return evil(argv[2], argv[3]);
     if (argc == 4 && strcmp(argv[1], "errmsg") == 0)
         return errmsg(argv[2], argv[3]);
-    fprintf(stderr, "usage: ms-abuseclient churn|evil|errmsg|call TAG SPEC [N ITERS] | ring CASE TAG SPEC\n");
+    fprintf(
+        stderr,
+        "usage: ms-abuseclient churn|evil|errmsg|call TAG SPEC [N ITERS] | ring CASE TAG SPEC\n");
     return 2;
 }
