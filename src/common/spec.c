@@ -288,7 +288,7 @@ static int parse_python(const json_t *v, ms__spec *s, char *err, size_t errlen)
     const char *ks = json_string_value(json_object_get(v, "key"));
     const char *what = ks != NULL ? ks : json_string_value(json_object_get(v, "constructor"));
     /* "key:" or "pickle:" before it: a pickle whose base64 happens to read as a key is not
-     * that key (fuzz_spec found it). */
+     * that key (fuzz_spec checks it). */
     const char *kind = ks != NULL ? "key:" : "pickle:";
     size_t klen = strlen(what) + strlen(kind) + 2 + (fws != NULL ? strlen(fws) : 0);
     char *k = malloc(klen);
