@@ -11,6 +11,7 @@
 #include "../../src/common/env.h"
 #include "../../src/common/size.h"
 #include "../../src/common/util.h"
+#include "fuzz_text.h"
 
 #define FUZZ_VAR "MODELSHARE_FUZZ_SIZE"
 
@@ -74,11 +75,9 @@ static void check_env(const char *text)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    char *text = malloc(size + 1);
+    char *text = fuzz_text(data, size);
     if (text == NULL)
         return 0;
-    memcpy(text, data, size);
-    text[size] = '\0';
     check_size(text);
     check_env(text);
     free(text);

@@ -9,6 +9,7 @@
 #include "modelshare.h"
 #include "../../src/common/spec.h"
 #include "../../src/common/util.h"
+#include "fuzz_text.h"
 
 /* Parses text and checks what an accepted spec must keep; 0 when *out holds a spec. */
 static int parse_checked(const char *text, ms__spec *out)
@@ -46,11 +47,9 @@ static int parse_checked(const char *text, ms__spec *out)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    char *text = malloc(size + 1);
+    char *text = fuzz_text(data, size);
     if (text == NULL)
         return 0;
-    memcpy(text, data, size);
-    text[size] = '\0';
     size_t first = strlen(text);
     ms__spec a, b;
     if (parse_checked(text, &a) == 0) {

@@ -125,6 +125,44 @@ static int churn(const char *tag, const char *spec, int n, int iters)
     return 0;
 }
 
+/* Infers one row of zeros on m through the library. */
+static int infer_zeros(ms_model *m, int64_t width)
+{
+    int64_t shape[2] = {2, width};
+    ms_tensor *x = NULL, *y = NULL;
+    int rc = ms_tensor_alloc(m, MS_FLOAT32, 2, shape, &x);
+    if (rc == 0) {
+        memset(ms_tensor_data(x), 0, ms_tensor_nbytes(x));
+        rc = ms_infer(m, x, &y);
+    }
+    ms_tensor_free(y);
+    ms_tensor_free(x);
+    return rc;
+}
+
+/* The end of a hostile run: the other lease good must still be served. Prints "ok". */
+static int finish_good(ms_client *c, ms_model *good, int64_t width)
+{
+    int rc = infer_zeros(good, width);
+    if (rc != 0)
+        return fail_line(c, rc);
+    ms_release(good);
+    ms_disconnect(c);
+    printf("ok\n");
+    return 0;
+}
+
+/* Connects and acquires tag once (*b NULL) or twice. Returns 0, or 1 after printing why. */
+static int open_leases(const char *tag, const char *spec, ms_client **c, ms_model **a, ms_model **b)
+{
+    int rc = ms_connect(NULL, c);
+    if (rc == 0)
+        rc = ms_acquire(*c, tag, spec, a);
+    if (rc == 0 && b != NULL)
+        rc = ms_acquire(*c, tag, spec, b);
+    return rc != 0 ? fail_line(*c, rc) : 0;
+}
+
 /* Writes a record straight into slot `slot` of the handle's first ring set and publishes it, as
  * a hostile client could: the library's own bookkeeping is bypassed. */
 static void publish_raw(ms_model *m, unsigned slot, const void *rec, size_t len)
@@ -156,17 +194,10 @@ static int answer_of(ms_model *m, unsigned slot)
 
 static int evil(const char *tag, const char *spec)
 {
-    ms_client *c;
+    ms_client *c = NULL;
     ms_model *bad = NULL, *good = NULL;
-    int rc = ms_connect(NULL, &c);
-    if (rc == 0)
-        rc = ms_acquire(c, tag, spec, &bad);
-    if (rc == 0)
-        rc = ms_acquire(c, tag, spec, &good);
-    if (rc != 0) {
-        printf("error %s %s\n", ms_errname(rc), ms_errmsg(c));
+    if (open_leases(tag, spec, &c, &bad, &good) != 0)
         return 1;
-    }
     uint64_t cap = bad->arena_capacity;
     const uint64_t data = MS__ARENA_DATA;
     char junk[sizeof(ms__req)];
@@ -246,36 +277,16 @@ static int evil(const char *tag, const char *spec)
     int in_rank;
     int64_t in_shape[MS_MAX_RANK];
     ms_model_signature(good, NULL, &in_rank, in_shape, NULL, NULL, NULL);
-    int64_t shape[2] = {2, in_rank == 2 ? in_shape[1] : 4};
-    ms_tensor *x = NULL, *y = NULL;
-    rc = ms_tensor_alloc(good, MS_FLOAT32, 2, shape, &x);
-    if (rc == 0) {
-        memset(ms_tensor_data(x), 0, ms_tensor_nbytes(x));
-        rc = ms_infer(good, x, &y);
-    }
-    if (rc != 0) {
-        printf("error %s %s\n", ms_errname(rc), ms_errmsg(c));
-        return 1;
-    }
-    ms_tensor_free(y);
-    ms_tensor_free(x);
-    ms_release(good);
-    ms_disconnect(c);
-    printf("ok\n");
-    return 0;
+    return finish_good(c, good, in_rank == 2 ? in_shape[1] : 4);
 }
 
 static int errmsg(const char *tag, const char *spec)
 {
-    ms_client *c;
-    ms_model *m;
-    int rc = ms_connect(NULL, &c);
-    if (rc == 0)
-        rc = ms_acquire(c, tag, spec, &m);
-    if (rc != 0) {
-        printf("error %s %s\n", ms_errname(rc), ms_errmsg(c));
+    ms_client *c = NULL;
+    ms_model *m = NULL;
+    if (open_leases(tag, spec, &c, &m, NULL) != 0)
         return 1;
-    }
+    int rc;
     int64_t shape[1] = {-1};
     ms_tensor *x = NULL;
     rc = ms_tensor_alloc(m, MS_FLOAT32, 1, shape, &x);
@@ -409,32 +420,12 @@ static void slot_answer(ms_model *m, unsigned slot, char *buf, size_t buflen, in
     snprintf(buf, buflen, "none");
 }
 
-/* Infers one row of zeros on m through the library. */
-static int infer_zeros(ms_model *m, int64_t width)
-{
-    int64_t shape[2] = {2, width};
-    ms_tensor *x = NULL, *y = NULL;
-    int rc = ms_tensor_alloc(m, MS_FLOAT32, 2, shape, &x);
-    if (rc == 0) {
-        memset(ms_tensor_data(x), 0, ms_tensor_nbytes(x));
-        rc = ms_infer(m, x, &y);
-    }
-    ms_tensor_free(y);
-    ms_tensor_free(x);
-    return rc;
-}
-
 static int ring(const char *name, const char *tag, const char *spec)
 {
-    ms_client *c;
+    ms_client *c = NULL;
     ms_model *bad = NULL, *good = NULL;
-    int rc = ms_connect(NULL, &c);
-    if (rc == 0)
-        rc = ms_acquire(c, tag, spec, &bad);
-    if (rc == 0)
-        rc = ms_acquire(c, tag, spec, &good);
-    if (rc != 0)
-        return fail_line(c, rc);
+    if (open_leases(tag, spec, &c, &bad, &good) != 0)
+        return 1;
     int in_rank = 0;
     int64_t in_shape[MS_MAX_RANK];
     ms_model_signature(bad, NULL, &in_rank, in_shape, NULL, NULL, NULL);
@@ -466,25 +457,17 @@ static int ring(const char *name, const char *tag, const char *spec)
         return 1;
     }
     ms_release(bad);
-    rc = infer_zeros(good, width);
-    if (rc != 0)
-        return fail_line(c, rc);
-    ms_release(good);
-    ms_disconnect(c);
-    printf("ok\n");
-    return 0;
+    return finish_good(c, good, width);
 }
 
 /* A method call with a few bytes that are no pickle. */
 static int call(const char *tag, const char *spec)
 {
-    ms_client *c;
+    ms_client *c = NULL;
     ms_model *m = NULL;
-    int rc = ms_connect(NULL, &c);
-    if (rc == 0)
-        rc = ms_acquire(c, tag, spec, &m);
-    if (rc != 0)
-        return fail_line(c, rc);
+    if (open_leases(tag, spec, &c, &m, NULL) != 0)
+        return 1;
+    int rc;
     static const uint8_t junk[] = "not a pickle";
     int64_t n = (int64_t)sizeof junk;
     ms_tensor *x = NULL, *y = NULL;
