@@ -87,7 +87,7 @@ TSAN_TESTS := tests/integration/test_sharing.py::test_one_client_used_from_many_
 TSAN_LOGS := $(abspath $(TSAN_BUILD))/reports
 test-tsan: venv | deps
 	cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMS_TSAN=ON -DMS_CUDA=OFF >/dev/null
-	cmake --build $(TSAN_BUILD) -j $(JOBS) --target modelshared modelshare-worker modelshare \
+	cmake --build $(TSAN_BUILD) -j $(JOBS) --target modelshared modelshare-worker modelshare-cli \
 		ms-testclient ms-abuseclient ms-planeclient
 	rm -rf $(TSAN_LOGS) && mkdir -p $(TSAN_LOGS)
 	TSAN_OPTIONS="log_path=$(TSAN_LOGS)/tsan second_deadlock_stack=1" \
