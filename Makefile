@@ -1,12 +1,14 @@
 # modelshare — what a user runs. `make demo` and `make test` install what they need themselves.
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
+TSAN_BUILD ?= build-tsan
+PYASAN_BUILD ?= build-pyasan
 VENV       ?= .venv
 JOBS       ?= $(shell nproc)
 PYTEST     := $(VENV)/bin/python -m pytest
 
 .PHONY: all build deps venv python demo test lint test-unit test-integration test-python test-asan \
-        test-gpu chaos fuzz bench format format-check clean
+        test-tsan test-python-asan test-gpu chaos fuzz fuzz-run bench format format-check clean
 
 all: build
 
@@ -45,8 +47,9 @@ demo: build
 # The code's shape (lint), unit tests and fuzz-corpus replays (ctest), integration tests and the
 # short chaos scenarios (pytest),
 # the Python package's tests, then the C tests again under AddressSanitizer and
-# UndefinedBehaviorSanitizer.
-test: lint test-unit test-integration test-python test-asan
+# UndefinedBehaviorSanitizer, the multi-threaded ones under ThreadSanitizer, and the Python
+# extension's C paths under AddressSanitizer.
+test: lint test-unit test-integration test-python test-asan test-tsan test-python-asan
 
 # No function in src/ over 60 lines (lizard), no circle of includes between the files of a
 # program's folder (docs/ARCHITECTURE.md's layers).
@@ -79,6 +82,63 @@ chaos: build venv
 	MODELSHARE_BUILD=$(abspath $(BUILD)) $(VENV)/bin/python tests/chaos/chaos.py --full \
 		--results bench/RESULTS-chaos.md
 
+# ThreadSanitizer: the library, daemon and worker built with -fsanitize=thread, running the tests
+# that drive one handle (or one worker) from several threads. Every process writes its reports to
+# $(TSAN_LOGS)/tsan.PID; any report fails the target.
+TSAN_TESTS := tests/integration/test_sharing.py::test_one_client_used_from_many_threads \
+	tests/integration/test_client_abuse.py::test_acquire_and_release_from_many_threads_of_one_client \
+	tests/integration/test_dataplane.py::test_eight_clients_get_their_own_answers_identity \
+	tests/integration/test_dataplane.py::test_eight_clients_get_their_own_answers_dense \
+	tests/integration/test_dataplane.py::test_instances_share_the_requests \
+	tests/integration/test_dataplane.py::test_deadline_expires_and_the_handle_goes_on \
+	tests/integration/test_dataplane.py::test_flooding_client_does_not_starve_another \
+	tests/integration/test_dataplane.py::test_worker_killed_while_a_request_runs
+TSAN_LOGS := $(abspath $(TSAN_BUILD))/reports
+test-tsan: venv | deps
+	cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMS_TSAN=ON -DMS_CUDA=OFF >/dev/null
+	cmake --build $(TSAN_BUILD) -j $(JOBS) --target modelshared modelshare-worker modelshare-cli \
+		ms-testclient ms-abuseclient ms-planeclient
+	rm -rf $(TSAN_LOGS) && mkdir -p $(TSAN_LOGS)
+	TSAN_OPTIONS="log_path=$(TSAN_LOGS)/tsan second_deadlock_stack=1" \
+		MODELSHARE_BUILD=$(abspath $(TSAN_BUILD)) $(PYTEST) -q $(TSAN_TESTS)
+	@if ls $(TSAN_LOGS)/tsan.* >/dev/null 2>&1; then cat $(TSAN_LOGS)/tsan.*; \
+		echo "ThreadSanitizer reports above (in $(TSAN_LOGS))"; exit 1; fi
+	@echo "ThreadSanitizer: no reports"
+
+# The Python extension (modelshare._core, with the library and the worker loop) and the programs
+# it starts, built with AddressSanitizer and UBSan into $(PYASAN_BUILD)/pkg/modelshare (never into
+# .venv), imported from there (PYTHONPATH) by an interpreter that preloads libasan: a few of the
+# package's tests, the python backend's worker included. Python itself is not instrumented and
+# keeps memory until exit by design, so leak detection is off (detect_leaks=0); every other report
+# from any process goes to $(PYASAN_LOGS) and fails the target. About 1.5 minutes with the build.
+# (The scikit-learn and ONNX Runtime models are left out: they test those libraries' imports, not
+# modelshare's C.)
+PYASAN_TESTS := tests/python/test_bad_pickles.py tests/python/test_python_backend.py \
+	tests/python/test_api.py::test_threads_share_one_handle \
+	tests/python/test_api.py::test_inputs_with_array_or_dlpack_and_strided_inputs \
+	tests/python/test_api.py::test_every_dtype_reaches_the_model_as_itself \
+	tests/python/test_api.py::test_wrong_dtype_and_shape_raise_and_the_model_keeps_serving
+PYASAN_LOGS := $(abspath $(PYASAN_BUILD))/reports
+PYASAN_PKG := $(abspath $(PYASAN_BUILD))/pkg
+PYASAN_ENV = LD_PRELOAD=$$(gcc -print-file-name=libasan.so) PYTHONPATH=$(PYASAN_PKG) \
+	ASAN_OPTIONS=detect_leaks=0:log_path=$(PYASAN_LOGS)/asan \
+	UBSAN_OPTIONS=print_stacktrace=1:log_path=$(PYASAN_LOGS)/ubsan
+test-python-asan: venv | deps
+	cmake -S . -B $(PYASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DMS_PYTHON=ON -DMS_SANITIZE=ON \
+		-DMS_TESTS=OFF -DMS_CUDA=OFF -DPython3_EXECUTABLE=$(abspath $(VENV))/bin/python >/dev/null
+	cmake --build $(PYASAN_BUILD) -j $(JOBS) --target ms_python modelshared modelshare-worker
+	rm -rf $(PYASAN_PKG) $(PYASAN_LOGS) && mkdir -p $(PYASAN_PKG) $(PYASAN_LOGS)
+	cp -r python/modelshare $(PYASAN_PKG)/
+	cp $(PYASAN_BUILD)/python/_core*.so $(PYASAN_BUILD)/modelshared $(PYASAN_BUILD)/modelshare-worker \
+		$(PYASAN_PKG)/modelshare/
+	$(PYASAN_ENV) $(VENV)/bin/python -c "import modelshare._core as c, sys; \
+		sys.exit(0 if c.__file__.startswith('$(PYASAN_PKG)/') else 'imported ' + c.__file__)"
+	$(PYASAN_ENV) $(PYTEST) -q -p no:cacheprovider --durations=3 $(PYASAN_TESTS) \
+		-k "not sklearn and not onnxruntime"
+	@if ls $(PYASAN_LOGS)/* >/dev/null 2>&1; then cat $(PYASAN_LOGS)/*; \
+		echo "sanitizer reports above (in $(PYASAN_LOGS))"; exit 1; fi
+	@echo "AddressSanitizer (python extension): no reports"
+
 # Data-plane benchmarks against the in-process limit and a pickling proxy; writes bench/RESULTS.md.
 bench: build venv
 	$(VENV)/bin/python bench/run.py --build $(BUILD)
@@ -88,11 +148,15 @@ bench: build venv
 test-gpu: build venv
 	MODELSHARE_BUILD=$(abspath $(BUILD)) VENV=$(VENV) bash tests/gpu/run.sh
 
-# libFuzzer builds of the fuzz targets (clang); run one with e.g.
-#   build-fuzz/fuzz/fuzz_req -max_total_time=60 tests/fuzz/corpus/fuzz_req
+# libFuzzer builds of the fuzz targets (clang) in build-fuzz/fuzz/; `make fuzz-run` runs each for
+# RUNS executions (default 10 million) and merges what grew into tests/fuzz/corpus/ (see
+# tests/fuzz/README.md).
 fuzz: | deps
-	CC=clang cmake -S . -B build-fuzz -DMS_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
-	cmake --build build-fuzz -j $(JOBS)
+	CC=clang cmake -S . -B build-fuzz -DMS_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug -DMS_CUDA=OFF >/dev/null
+	cmake --build build-fuzz -j $(JOBS) --target $(notdir $(basename $(wildcard tests/fuzz/fuzz_*.c)))
+
+fuzz-run: fuzz
+	bash tests/fuzz/run.sh
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
@@ -101,4 +165,4 @@ format-check:
 	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz python/build
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(PYASAN_BUILD) build-fuzz python/build

@@ -240,7 +240,8 @@ class Model:
     else each request runs alone). Any other call, method or attribute (model.vocab_size(),
     model.classes_) is a pickled call in the worker. A model's exception is raised here, with
     the remote traceback in its notes (and `remote_traceback`). When the worker dies during a
-    call, that call raises WorkerLost and the next one loads the model again.
+    call, that call raises WorkerLost; the daemon restarts the worker, and the next call takes a
+    fresh lease (loading the model again if it failed for good).
     """
 
     __slots__ = ("_shared", "_core", "_pid", "_methods", "_lost", "_relock", "__weakref__")
@@ -268,7 +269,7 @@ class Model:
         try:
             return op(core)
         except _core.WorkerLost:
-            self._lost = True  # the next call loads the model again
+            self._lost = True  # the next call takes a fresh lease (restarted, or loaded again)
             raise
 
     def __call__(self, *args, **kwargs):

@@ -281,14 +281,17 @@ static int parse_python(const json_t *v, ms__spec *s, char *err, size_t errlen)
     const char *fws = json_string_value(json_object_get(v, "framework"));
     const char *ks = json_string_value(json_object_get(v, "key"));
     const char *what = ks != NULL ? ks : json_string_value(json_object_get(v, "constructor"));
-    size_t klen = strlen(what) + 2 + (fws != NULL ? strlen(fws) : 0);
+    /* "key:" or "pickle:" before it: a pickle whose base64 happens to read as a key is not
+     * that key (fuzz_spec checks it). */
+    const char *kind = ks != NULL ? "key:" : "pickle:";
+    size_t klen = strlen(what) + strlen(kind) + 2 + (fws != NULL ? strlen(fws) : 0);
     char *k = malloc(klen);
     if (text == NULL || k == NULL) {
         free(text);
         free(k);
         return ms__fail(err, errlen, MS_E_NOMEM, "out of memory copying the spec");
     }
-    snprintf(k, klen, "%s\n%s", fws != NULL ? fws : "", what);
+    snprintf(k, klen, "%s\n%s%s", fws != NULL ? fws : "", kind, what);
     free(s->python);
     free(s->python_key);
     s->python = text;

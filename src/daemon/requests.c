@@ -331,7 +331,12 @@ static void handle(ms__proto *p, ms__conn *k, json_t *msg, int *fds, int nfds)
     json_t *id = json_object_get(msg, "id");
     const json_t *opj = json_object_get(msg, "op");
     const char *op = json_string_value(opj);
-    if (op == NULL) {
+    if (!json_is_integer(id)) {
+        /* The reply could not be matched to its request (proto.h: "id" is an integer). */
+        snprintf(err, sizeof err, "expected an integer \"id\" in the request, got %s",
+                 ms__json_kind(id));
+        ms__conn_error(k, NULL, MS_E_PROTOCOL, err);
+    } else if (op == NULL) {
         snprintf(err, sizeof err,
                  "expected a string \"op\" (hello, acquire, release, load, unload or status), got "
                  "%s",

@@ -11,6 +11,16 @@
  *       is still served. Prints "ok".
  *   ms-abuseclient errmsg TAG SPEC_JSON
  *       A failed call then a successful one: ms_errmsg() must be empty after the success.
+ *   ms-abuseclient ring CASE TAG SPEC_JSON
+ *       Acquires TAG twice; publishes the one hostile record CASE (ring_cases below: bad magic,
+ *       flags, dtype, rank, shapes, lengths, ranges, deadline, slot number, tail) in the first
+ *       lease's ring and prints "CASE MS_E_NAME message" with the worker's answer ("CASE none
+ *       skipped" for a slot number out of range, which has no slot to answer in), then checks
+ *       that the first lease still gets an answer to a good record and that the second lease is
+ *       still served: prints "ok" last.
+ *   ms-abuseclient call TAG SPEC_JSON
+ *       A method call (ms_call) with a few bytes: prints "MS_E_NAME message" or "ok N" (N bytes
+ *       of answer).
  */
 #include <modelshare.h>
 
@@ -29,6 +39,12 @@ typedef struct job {
     int iters, rc, done;
     char msg[600];
 } job;
+
+static int fail_line(ms_client *c, int rc)
+{
+    printf("error %s %s\n", ms_errname(rc), ms_errmsg(c));
+    return 1;
+}
 
 static void *churn_thread(void *arg)
 {
@@ -109,6 +125,44 @@ static int churn(const char *tag, const char *spec, int n, int iters)
     return 0;
 }
 
+/* Infers one row of zeros on m through the library. */
+static int infer_zeros(ms_model *m, int64_t width)
+{
+    int64_t shape[2] = {2, width};
+    ms_tensor *x = NULL, *y = NULL;
+    int rc = ms_tensor_alloc(m, MS_FLOAT32, 2, shape, &x);
+    if (rc == 0) {
+        memset(ms_tensor_data(x), 0, ms_tensor_nbytes(x));
+        rc = ms_infer(m, x, &y);
+    }
+    ms_tensor_free(y);
+    ms_tensor_free(x);
+    return rc;
+}
+
+/* The end of a hostile run: the other lease good must still be served. Prints "ok". */
+static int finish_good(ms_client *c, ms_model *good, int64_t width)
+{
+    int rc = infer_zeros(good, width);
+    if (rc != 0)
+        return fail_line(c, rc);
+    ms_release(good);
+    ms_disconnect(c);
+    printf("ok\n");
+    return 0;
+}
+
+/* Connects and acquires tag once (*b NULL) or twice. Returns 0, or 1 after printing why. */
+static int open_leases(const char *tag, const char *spec, ms_client **c, ms_model **a, ms_model **b)
+{
+    int rc = ms_connect(NULL, c);
+    if (rc == 0)
+        rc = ms_acquire(*c, tag, spec, a);
+    if (rc == 0 && b != NULL)
+        rc = ms_acquire(*c, tag, spec, b);
+    return rc != 0 ? fail_line(*c, rc) : 0;
+}
+
 /* Writes a record straight into slot `slot` of the handle's first ring set and publishes it, as
  * a hostile client could: the library's own bookkeeping is bypassed. */
 static void publish_raw(ms_model *m, unsigned slot, const void *rec, size_t len)
@@ -140,17 +194,10 @@ static int answer_of(ms_model *m, unsigned slot)
 
 static int evil(const char *tag, const char *spec)
 {
-    ms_client *c;
+    ms_client *c = NULL;
     ms_model *bad = NULL, *good = NULL;
-    int rc = ms_connect(NULL, &c);
-    if (rc == 0)
-        rc = ms_acquire(c, tag, spec, &bad);
-    if (rc == 0)
-        rc = ms_acquire(c, tag, spec, &good);
-    if (rc != 0) {
-        printf("error %s %s\n", ms_errname(rc), ms_errmsg(c));
+    if (open_leases(tag, spec, &c, &bad, &good) != 0)
         return 1;
-    }
     uint64_t cap = bad->arena_capacity;
     const uint64_t data = MS__ARENA_DATA;
     char junk[sizeof(ms__req)];
@@ -230,36 +277,16 @@ static int evil(const char *tag, const char *spec)
     int in_rank;
     int64_t in_shape[MS_MAX_RANK];
     ms_model_signature(good, NULL, &in_rank, in_shape, NULL, NULL, NULL);
-    int64_t shape[2] = {2, in_rank == 2 ? in_shape[1] : 4};
-    ms_tensor *x = NULL, *y = NULL;
-    rc = ms_tensor_alloc(good, MS_FLOAT32, 2, shape, &x);
-    if (rc == 0) {
-        memset(ms_tensor_data(x), 0, ms_tensor_nbytes(x));
-        rc = ms_infer(good, x, &y);
-    }
-    if (rc != 0) {
-        printf("error %s %s\n", ms_errname(rc), ms_errmsg(c));
-        return 1;
-    }
-    ms_tensor_free(y);
-    ms_tensor_free(x);
-    ms_release(good);
-    ms_disconnect(c);
-    printf("ok\n");
-    return 0;
+    return finish_good(c, good, in_rank == 2 ? in_shape[1] : 4);
 }
 
 static int errmsg(const char *tag, const char *spec)
 {
-    ms_client *c;
-    ms_model *m;
-    int rc = ms_connect(NULL, &c);
-    if (rc == 0)
-        rc = ms_acquire(c, tag, spec, &m);
-    if (rc != 0) {
-        printf("error %s %s\n", ms_errname(rc), ms_errmsg(c));
+    ms_client *c = NULL;
+    ms_model *m = NULL;
+    if (open_leases(tag, spec, &c, &m, NULL) != 0)
         return 1;
-    }
+    int rc;
     int64_t shape[1] = {-1};
     ms_tensor *x = NULL;
     rc = ms_tensor_alloc(m, MS_FLOAT32, 1, shape, &x);
@@ -280,14 +307,198 @@ static int errmsg(const char *tag, const char *spec)
     return 0;
 }
 
+/* ---- ring: one hostile record per run ---------------------------------------------------- */
+
+/* A well-formed request for a model of input width `width`: one row of float32 at the start of
+ * the tensor space, 1 MiB of output room after it. */
+static void good_req(ms__req *r, int64_t width)
+{
+    memset(r, 0, sizeof *r);
+    r->magic = MS__REQ_MAGIC;
+    r->dtype = MS_FLOAT32;
+    r->rank = 2;
+    r->shape[0] = 1;
+    r->shape[1] = width;
+    r->in_off = MS__ARENA_DATA;
+    r->in_len = (uint64_t)width * 4;
+    r->out_off = MS__ARENA_DATA + (1u << 20);
+    r->out_cap = 1u << 20;
+    r->id = 77;
+}
+
+/* Turns a good request into the hostile one named `name`; 0, or -1 for an unknown name. */
+static int ring_case(const char *name, ms__req *r, uint64_t cap)
+{
+    const uint64_t data = MS__ARENA_DATA;
+    static const struct {
+        const char *name;
+        int field; /* 0: in_off, 1: out_off */
+        uint64_t value;
+    } ranges[] = {
+        {"in_in_header", 0, 0},  {"in_in_rings", 0, 4096}, {"in_past_end", 0, 1},
+        {"in_off_wraps", 0, 2},  {"out_in_header", 1, 64}, {"out_at_end", 1, 1},
+        {"out_off_wraps", 1, 2}, {"overlap", 1, 0},        {"misaligned", 0, 3},
+    };
+    for (size_t i = 0; i < sizeof ranges / sizeof ranges[0]; i++) {
+        if (strcmp(name, ranges[i].name) != 0)
+            continue;
+        uint64_t v = ranges[i].value;
+        /* 1: at the end of the arena; 2: an offset that wraps around; 3: misaligned. */
+        if (ranges[i].field == 0)
+            r->in_off = v == 1 ? cap - 8 : v == 2 ? UINT64_MAX - 7 : v == 3 ? data + 2 : v;
+        else
+            r->out_off = v == 1 ? cap : v == 2 ? UINT64_MAX - 63 : v == 0 ? data : v;
+        return 0;
+    }
+    if (strcmp(name, "garbage") == 0)
+        memset(r, 0x5a, sizeof *r);
+    else if (strcmp(name, "flags") == 0)
+        r->flags = 0x80;
+    else if (strcmp(name, "call_not_bytes") == 0)
+        r->flags = MS__REQ_CALL;
+    else if (strcmp(name, "dtype_unknown") == 0)
+        r->dtype = 99;
+    else if (strcmp(name, "rank_9") == 0)
+        r->rank = 9;
+    else if (strcmp(name, "unused_dim") == 0)
+        r->shape[5] = 3;
+    else if (strcmp(name, "shape_huge") == 0)
+        r->shape[0] = INT64_MAX;
+    else if (strcmp(name, "shape_negative") == 0)
+        r->shape[0] = -5;
+    else if (strcmp(name, "in_len_wrong") == 0)
+        r->in_len += 4;
+    else if (strcmp(name, "in_len_over_arena") == 0) {
+        r->shape[0] = (int64_t)(cap / (uint64_t)r->shape[1] / 4) + 1;
+        r->in_len = (uint64_t)r->shape[0] * (uint64_t)r->shape[1] * 4;
+    } else if (strcmp(name, "deadline_negative") == 0)
+        r->deadline_ns = -1;
+    else if (strcmp(name, "width_wrong") == 0) {
+        r->shape[1] += 1;
+        r->in_len += 4;
+    } else if (strcmp(name, "dtype_wrong") == 0)
+        r->dtype = MS_INT32;
+    else if (strcmp(name, "out_room_small") == 0)
+        r->out_cap = 4;
+    else if (strcmp(name, "slot_out_of_range") != 0 && strcmp(name, "tail_runaway") != 0)
+        return -1;
+    return 0;
+}
+
+/* Publishes r in slot `slot` but names slot number `entry` in the ring, and moves the tail by
+ * `advance`: the ways a client can lie about its ring. */
+static void publish_lie(ms_model *m, unsigned slot, const ms__req *r, uint32_t entry,
+                        uint32_t advance)
+{
+    ms__inst *in = &m->inst[0];
+    ms__slot *sl = ms__slot_of(m->arena_base, 0, slot);
+    memcpy(&sl->req, r, sizeof *r);
+    atomic_store(&sl->state, MS__SLOT_SUBMITTED);
+    atomic_store(&in->ring->entries[in->tail % MS__RING_SLOTS], entry);
+    in->tail += advance;
+    atomic_store(&in->ring->tail, in->tail);
+    ms__door_ring(in->door);
+}
+
+/* Answer of slot, as "MS_E_NAME message", "OK", or "none" when none came in 2 s. */
+static void slot_answer(ms_model *m, unsigned slot, char *buf, size_t buflen, int wait_ms)
+{
+    ms__slot *sl = ms__slot_of(m->arena_base, 0, slot);
+    for (int i = 0; i < wait_ms; i++) {
+        if (atomic_load(&sl->state) == MS__SLOT_DONE) {
+            int st = sl->resp.status;
+            if (st == 0)
+                snprintf(buf, buflen, "OK");
+            else
+                snprintf(buf, buflen, "%s %.*s", ms_errname(st), (int)sizeof sl->resp.msg,
+                         sl->resp.msg);
+            atomic_store(&sl->state, MS__SLOT_FREE);
+            return;
+        }
+        usleep(1000);
+    }
+    snprintf(buf, buflen, "none");
+}
+
+static int ring(const char *name, const char *tag, const char *spec)
+{
+    ms_client *c = NULL;
+    ms_model *bad = NULL, *good = NULL;
+    if (open_leases(tag, spec, &c, &bad, &good) != 0)
+        return 1;
+    int in_rank = 0;
+    int64_t in_shape[MS_MAX_RANK];
+    ms_model_signature(bad, NULL, &in_rank, in_shape, NULL, NULL, NULL);
+    int64_t width = in_rank == 2 && in_shape[1] > 0 ? in_shape[1] : 4;
+    ms__req r;
+    good_req(&r, width);
+    if (ring_case(name, &r, bad->arena_capacity) != 0) {
+        printf("error unknown case %s\n", name);
+        return 2;
+    }
+    char answer[600];
+    if (strcmp(name, "slot_out_of_range") == 0)
+        publish_lie(bad, 5, &r, 999, 1);
+    else if (strcmp(name, "tail_runaway") == 0)
+        publish_lie(bad, 5, &r, 5, 5001);
+    else
+        publish_lie(bad, 5, &r, 5, 1);
+    slot_answer(bad, 5, answer, sizeof answer,
+                strcmp(name, "slot_out_of_range") == 0 ? 500 : 10000);
+    if (strcmp(name, "slot_out_of_range") == 0 && strcmp(answer, "none") == 0)
+        snprintf(answer, sizeof answer, "none skipped");
+    printf("%s %s\n", name, answer);
+    /* The same lease is still answered (its ring starts again where its tail stands). */
+    good_req(&r, width);
+    publish_lie(bad, 6, &r, 6, 1);
+    slot_answer(bad, 6, answer, sizeof answer, 10000);
+    if (strcmp(answer, "OK") != 0) {
+        printf("error a good record after the case got %s\n", answer);
+        return 1;
+    }
+    ms_release(bad);
+    return finish_good(c, good, width);
+}
+
+/* A method call with a few bytes that are no pickle. */
+static int call(const char *tag, const char *spec)
+{
+    ms_client *c = NULL;
+    ms_model *m = NULL;
+    if (open_leases(tag, spec, &c, &m, NULL) != 0)
+        return 1;
+    int rc;
+    static const uint8_t junk[] = "not a pickle";
+    int64_t n = (int64_t)sizeof junk;
+    ms_tensor *x = NULL, *y = NULL;
+    rc = ms_tensor_from(m, MS_UINT8, 1, &n, junk, sizeof junk, &x);
+    if (rc == 0)
+        rc = ms_call(m, x, &y);
+    if (rc != 0)
+        printf("%s %s\n", ms_errname(rc), ms_errmsg(c));
+    else
+        printf("ok %zu\n", ms_tensor_nbytes(y));
+    ms_tensor_free(y);
+    ms_tensor_free(x);
+    ms_release(m);
+    ms_disconnect(c);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 5 && strcmp(argv[1], "ring") == 0)
+        return ring(argv[2], argv[3], argv[4]);
+    if (argc == 4 && strcmp(argv[1], "call") == 0)
+        return call(argv[2], argv[3]);
     if (argc == 6 && strcmp(argv[1], "churn") == 0)
         return churn(argv[2], argv[3], atoi(argv[4]), atoi(argv[5]));
     if (argc == 4 && strcmp(argv[1], "evil") == 0)
         return evil(argv[2], argv[3]);
     if (argc == 4 && strcmp(argv[1], "errmsg") == 0)
         return errmsg(argv[2], argv[3]);
-    fprintf(stderr, "usage: ms-abuseclient churn|evil|errmsg TAG SPEC [N ITERS]\n");
+    fprintf(
+        stderr,
+        "usage: ms-abuseclient churn|evil|errmsg|call TAG SPEC [N ITERS] | ring CASE TAG SPEC\n");
     return 2;
 }

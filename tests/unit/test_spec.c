@@ -501,6 +501,32 @@ static void test_not_object(void **state)
     json_decref(j);
 }
 
+/* A pickle whose base64 text reads as a key is not that key (found by fuzz_spec's invariant:
+ * equal exactly when the diff is empty). */
+static void test_key_is_not_a_pickle(void **state)
+{
+    (void)state;
+    char err[MS__ERRLEN], diff[512];
+    const char *hex = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    char ta[512], tb[512];
+    snprintf(ta, sizeof ta,
+             "{\"backend\":\"python\",\"python\":{\"constructor\":\"gASV\",\"executable\":"
+             "\"/p\",\"cwd\":\"/\",\"key\":\"%s\"}}",
+             hex);
+    snprintf(tb, sizeof tb,
+             "{\"backend\":\"python\",\"python\":{\"constructor\":\"%s\",\"executable\":"
+             "\"/p\",\"cwd\":\"/\"}}",
+             hex);
+    ms__spec a, b;
+    assert_int_equal(ms__spec_parse(ta, &a, err, sizeof err), 0);
+    assert_int_equal(ms__spec_parse(tb, &b, err, sizeof err), 0);
+    assert_false(ms__spec_equal(&a, &b));
+    ms__spec_diff(&a, &b, diff, sizeof diff);
+    assert_non_null(strstr(diff, "constructor"));
+    ms__spec_free(&a);
+    ms__spec_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -509,7 +535,7 @@ int main(void)
         cmocka_unit_test(test_integral_reals), cmocka_unit_test(test_equal_and_copy),
         cmocka_unit_test(test_canonical),      cmocka_unit_test(test_python),
         cmocka_unit_test(test_diff),           cmocka_unit_test(test_batch_sizes),
-        cmocka_unit_test(test_not_object),
+        cmocka_unit_test(test_not_object),     cmocka_unit_test(test_key_is_not_a_pickle),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
