@@ -5,7 +5,8 @@
 
 #include "conn.h"
 
-/* Each instance: its worker's pid (null while down), state, restarts, last crash (null before
+/* Each instance: its worker's pid (null while down), state, requests in flight (as its clients
+ * count them on the door: a figure to watch, never trusted), restarts, last crash (null before
  * any) and, while down, the seconds until it starts again. Adds up the restarts in *restarts. */
 static json_t *instances_json(const ms__model *m, int64_t now, unsigned *restarts)
 {
@@ -19,6 +20,9 @@ static json_t *instances_json(const ms__model *m, int64_t now, unsigned *restart
         }
         json_object_set_new(o, "pid", in->w != NULL ? json_integer(in->w->pid) : json_null());
         json_object_set_new(o, "state", json_string(ms__inst_state_name(in->state)));
+        json_object_set_new(
+            o, "inflight",
+            json_integer(in->door != NULL ? (json_int_t)atomic_load(&in->door->inflight) : 0));
         json_object_set_new(o, "restarts", json_integer(in->restarts));
         json_object_set_new(o, "last_crash",
                             in->last_crash[0] ? json_string(in->last_crash) : json_null());

@@ -212,3 +212,36 @@ class Linear:
 
 def make_linear(n_in=4, two=False):
     return Linear(n_in, two)
+
+
+class Gate:
+    """Echoes its input and records, call by call, the first value of each row: the order in which
+    the worker served the requests. A request whose first value is 0 waits until the file `opened`
+    exists, so that a test can queue requests behind it."""
+
+    def __init__(self, opened):
+        self.opened = opened
+        self.order = []
+
+    def __call__(self, x):
+        deadline = time.monotonic() + 60
+        while x[0, 0] == 0 and not os.path.exists(self.opened) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        self.order.extend(float(v) for v in x[:, 0])
+        return x
+
+    def served(self):
+        return self.order
+
+
+def call_in_child(shared, x, go, results):
+    """Run in a child process: acquires and calls once (a value of 3) to be ready, then, when go
+    is set, calls x once through the shared model; puts (y, error)."""
+    try:
+        with shared.acquire() as model:
+            model(np.full((1, x.shape[1]), 3, x.dtype))
+            results.put(("ready", None))
+            go.wait(120)
+            results.put((np.array(model(x)), None))
+    except Exception as e:  # reported to the parent
+        results.put((None, repr(e)))

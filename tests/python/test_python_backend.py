@@ -117,6 +117,46 @@ def test_eight_processes_share_one_load(daemon):
     assert model_status("eight")["loads"] == 1
 
 
+def test_a_flooding_client_does_not_starve_another(daemon, tmp_path):
+    # The worker takes requests round-robin across clients, one from each per pass. Order, not
+    # time, is the proof: this process holds the worker at a gate with one call and queues 15
+    # more behind it, a second process queues one, and the gate opens. First in, first out would
+    # serve the second process's request last; round-robin serves it next.
+    opened = tmp_path / "opened"
+    shared = modelshare.Shared(functools.partial(pymodels.Gate, str(opened)), tag="gate",
+                               batchable=False)
+    ctx = multiprocessing.get_context("spawn")
+    results, go = ctx.Queue(), ctx.Event()
+    x = np.full((3, 4), 2, np.float32)
+    other = ctx.Process(target=pymodels.call_in_child, args=(shared, x, go, results))
+    with shared.acquire() as model:
+        other.start()
+        assert results.get(timeout=120) == ("ready", None)
+        inflight = lambda: model_status("gate")["instances"][0]["inflight"]  # noqa: E731
+        gate = threading.Thread(target=model, args=(np.zeros((1, 4), np.float32),))
+        gate.start()
+        wait_until(lambda: inflight() == 1, what="the call at the gate")
+        flood = [threading.Thread(target=model, args=(np.ones((1, 4), np.float32),))
+                 for _ in range(15)]
+        for t in flood:
+            t.start()
+        wait_until(lambda: inflight() == 16, what="15 more requests of this process in flight")
+        go.set()
+        wait_until(lambda: inflight() == 17, what="the other process's request in flight")
+        opened.touch()
+        y, err = results.get(timeout=120)
+        other.join(60)
+        for t in [gate, *flood]:
+            t.join()
+        assert err is None, err
+        np.testing.assert_array_equal(y, x)
+        order = model.served()
+    assert order[:2] == [3.0, 0.0], order
+    assert sorted(order[2:]) == [1.0] * 15 + [2.0] * 3, order
+    # The call at the gate, at most one more of this process's, then the other process's rows.
+    assert order.index(2.0) <= 3, order
+
+
 def test_two_constructors_under_one_tag_conflict(daemon):
     a = modelshare.Shared(pymodels.make_scale, tag="same")
     b = modelshare.Shared(pymodels.make_other, tag="same")
