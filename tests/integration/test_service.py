@@ -77,8 +77,11 @@ def infer_identity(env, tmp, user=None, check=True):
 
 
 def stop(p):
+    """Stops a daemon started in the foreground; its exit status and log (stderr)."""
     p.send_signal(signal.SIGTERM)
     out, err = p.communicate(timeout=30)
+    for marker in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
+        assert marker not in err, f"sanitizer report in the daemon's log:\n{err[-6000:]}"
     return p.returncode, err
 
 
