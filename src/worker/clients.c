@@ -43,6 +43,8 @@ void ms__client_drop_at(server *s, size_t i, const char *why)
     if (s->last_served == c)
         s->last_served = NULL;
     s->by_hint[c->hint] = NULL;
+    if (s->w->backend->arena != NULL)
+        s->w->backend->arena(s->w->state, c->base, c->capacity, false);
     ms__arena_unmap(c->base, c->capacity);
     close(c->arena_fd);
     ms__log_debug("model \"%s\": client with lease %lld dropped (%s)", s->w->tag,
@@ -102,6 +104,8 @@ static void attach(server *s, int64_t lease, int64_t ring, int arena_fd, bool re
     s->by_hint[c->hint] = c;
     atomic_store(&c->rg->hint, c->hint + 1);
     s->clients[s->n++] = c;
+    if (s->w->backend->arena != NULL)
+        s->w->backend->arena(s->w->state, base, cap, true);
     /* It may have published before we attached it (with scan_all): look at it now. */
     ms__client_activate(s, c);
     ms__log_debug("model \"%s\": attached lease %lld on ring %u (arena %llu bytes)", s->w->tag,
