@@ -52,6 +52,19 @@ void ms__client_drop_at(server *s, size_t i, const char *why)
     free(c);
 }
 
+/* c's hint bit, which it sets on the door when it publishes: a free one exists, as clients are
+ * fewer than MS__DOOR_HINTS. */
+static void take_hint(server *s, client *c)
+{
+    for (unsigned h = 0; h < MS__DOOR_HINTS; h++)
+        if (s->by_hint[h] == NULL) {
+            c->hint = h;
+            break;
+        }
+    s->by_hint[c->hint] = c;
+    atomic_store(&c->rg->hint, c->hint + 1);
+}
+
 /* resume: the lease was served by a worker of this door that died; its ring goes on from where
  * its tail stands (what was published before was the dead worker's). */
 static void attach(server *s, int64_t lease, int64_t ring, int arena_fd, bool resume)
@@ -95,14 +108,7 @@ static void attach(server *s, int64_t lease, int64_t ring, int arena_fd, bool re
     c->rg = ms__ring_of(base, c->ring);
     /* A fresh arena's ring starts at 0 (entries published before this attach are ours). */
     c->head = resume ? atomic_load_explicit(&c->rg->tail, memory_order_acquire) : 0;
-    /* Its hint bit: a free one exists, as clients are fewer than MS__DOOR_HINTS. */
-    for (unsigned h = 0; h < MS__DOOR_HINTS; h++)
-        if (s->by_hint[h] == NULL) {
-            c->hint = h;
-            break;
-        }
-    s->by_hint[c->hint] = c;
-    atomic_store(&c->rg->hint, c->hint + 1);
+    take_hint(s, c);
     s->clients[s->n++] = c;
     if (s->w->backend->arena != NULL)
         s->w->backend->arena(s->w->state, base, cap, true);
