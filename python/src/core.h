@@ -45,6 +45,7 @@ typedef struct {
     pid_t pid;
     Py_ssize_t users; /* calls in flight and live Tensors */
     int closed;       /* release() was called */
+    unsigned long long copied_bytes; /* input bytes infer() copied into shared memory */
 } ms_py_model;
 
 typedef struct {
