@@ -309,8 +309,7 @@ static PyGetSetDef model_getset[] = {
     {"held", (getter)model_held, NULL, "the lease is still held (outputs may keep it)", NULL},
     {"client", (getter)model_client, NULL, "the Client this lease belongs to", NULL},
     {"copied_bytes", (getter)model_copied_bytes, NULL,
-     "input bytes infer() copied into shared memory so far (inputs already there are not)",
-     NULL},
+     "input bytes infer() copied into shared memory so far (inputs already there are not)", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
