@@ -119,7 +119,8 @@ int ms__cmd_swap(int argc, char **argv)
     clock_gettime(CLOCK_MONOTONIC, &t1);
     int ret = MS__EXIT_OK;
     if (rc < 0)
-        ret = ms__cli_error("cannot swap \"%s\": %s", o.tag, ms__cli_errtext(client, rc));
+        ret = ms__cli_error("cannot swap \"%s\": %s (%s)", o.tag, ms__cli_errtext(client, rc),
+                            ms_errname(rc));
     else
         printf("swapped %s%s%s in %.3f s\n", o.tag, o.version ? " to version " : "",
                o.version ? o.version : "",

@@ -64,7 +64,7 @@ static int which(reference *ref, const float *x, int64_t rows, int64_t width, co
 }
 
 /* One request; its result counted in *k. */
-static void one(ms_model *m, reference *ref, int64_t width, uint64_t key, counts *k)
+static void one(ms_client *c, ms_model *m, reference *ref, int64_t width, uint64_t key, counts *k)
 {
     int p = phase;
     int64_t shape[2] = {1 + (int64_t)(key % 8), width};
@@ -90,7 +90,7 @@ static void one(ms_model *m, reference *ref, int64_t width, uint64_t key, counts
         k->failed++;
         if (!k->first_error[0])
             snprintf(k->first_error, sizeof k->first_error, "%s: %s", ms_errname(rc),
-                     ms_errmsg(NULL));
+                     ms_errmsg(c));
     } else {
         int v = which(ref, ms_tensor_data(x), shape[0], width, y);
         k->wrong += v < 0;
@@ -161,11 +161,11 @@ int main(int argc, char **argv)
     counts k;
     memset(&k, 0, sizeof k);
     uint64_t key = mix(strtoull(argv[4], NULL, 10)) & 0xffffffffffffull;
-    one(m, ref, width, key++, &k);
+    one(c, m, ref, width, key++, &k);
     printf("ready\n");
     fflush(stdout);
     while (!stop_asked)
-        one(m, ref, width, key += 1000, &k);
+        one(c, m, ref, width, key += 1000, &k);
     print_counts(&k);
     ms_release(m);
     ms_disconnect(c);
