@@ -31,12 +31,10 @@ typedef struct swap_opts {
 /* Options into *o. Returns -1 to go on, or the exit status. */
 static int parse(int argc, char **argv, swap_opts *o)
 {
-    static const struct option opts[] = {{"weights", required_argument, NULL, 'w'},
-                                         {"spec", required_argument, NULL, 's'},
-                                         {"version", required_argument, NULL, 'v'},
-                                         {"drain-first", no_argument, NULL, 'd'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"weights", required_argument, NULL, 'w'}, {"spec", required_argument, NULL, 's'},
+        {"version", required_argument, NULL, 'v'}, {"drain-first", no_argument, NULL, 'd'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
     int c;
     while ((c = ms__cli_getopt(argc, argv, ":hw:s:v:d", opts, ms__usage_swap)) != -1) {
         switch (c) {

@@ -20,10 +20,9 @@
 #define DIFF_VALUE_MAX 300
 
 static const char *const known_fields[] = {
-    "backend",   "weights",     "device",         "output",       "keep_alive",
-    "max_batch", "batch_sizes", "batch_delay_us", "instances",    "thread_safe",
-    "batchable", "memory",      "load_timeout",   "max_restarts", "python",
-    "version",
+    "backend",      "weights",        "device",    "output",      "keep_alive", "max_batch",
+    "batch_sizes",  "batch_delay_us", "instances", "thread_safe", "batchable",  "memory",
+    "load_timeout", "max_restarts",   "python",    "version",
 };
 
 /* "backend, weights, ..." into buf. */
@@ -764,13 +763,12 @@ bool ms__spec_equal(const ms__spec *a, const ms__spec *b)
     if (a->weights != NULL && strcmp(a->weights, b->weights) != 0)
         return false;
     return strcmp(a->backend, b->backend) == 0 && strcmp(a->device, b->device) == 0 &&
-           strcmp(a->version, b->version) == 0 &&
-           a->output == b->output && a->keep_alive == b->keep_alive &&
-           a->max_batch == b->max_batch && a->batch_delay_us == b->batch_delay_us &&
-           a->instances == b->instances && a->thread_safe == b->thread_safe &&
-           a->batchable == b->batchable && a->memory == b->memory &&
-           a->load_timeout == b->load_timeout && a->max_restarts == b->max_restarts &&
-           a->nbatch_sizes == b->nbatch_sizes &&
+           strcmp(a->version, b->version) == 0 && a->output == b->output &&
+           a->keep_alive == b->keep_alive && a->max_batch == b->max_batch &&
+           a->batch_delay_us == b->batch_delay_us && a->instances == b->instances &&
+           a->thread_safe == b->thread_safe && a->batchable == b->batchable &&
+           a->memory == b->memory && a->load_timeout == b->load_timeout &&
+           a->max_restarts == b->max_restarts && a->nbatch_sizes == b->nbatch_sizes &&
            memcmp(a->batch_sizes, b->batch_sizes, sizeof a->batch_sizes) == 0;
 }
 

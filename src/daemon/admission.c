@@ -91,8 +91,8 @@ static int holders_of(ms__models *ml, const ms__model *m, const ms__budget_dev *
         h[n] = (ms__holder){
             .bytes = o->memory_bytes + o->swap_bytes,
             .last_used_ns = o->last_used_ns,
-            .idle = o->state == MS__MODEL_READY && o->leases == 0 && o->waiters == 0 &&
-                    o->swap == NULL,
+            .idle =
+                o->state == MS__MODEL_READY && o->leases == 0 && o->waiters == 0 && o->swap == NULL,
             .unloading = o->state == MS__MODEL_UNLOADING,
         };
         n++;

@@ -1,5 +1,5 @@
-/* The client protocol's requests (proto.h): hello, acquire, release, load, unload, swap, status; and a
- * connection's events, which read them. See protocol.h. */
+/* The client protocol's requests (proto.h): hello, acquire, release, load, unload, swap, status;
+ * and a connection's events, which read them. See protocol.h. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -373,11 +373,12 @@ static void handle(ms__proto *p, ms__conn *k, json_t *msg, int *fds, int nfds)
                  ms__json_kind(id));
         ms__conn_error(k, NULL, MS_E_PROTOCOL, err);
     } else if (op == NULL) {
-        snprintf(err, sizeof err,
-                 "expected a string \"op\" (hello, acquire, release, load, unload, swap or status), "
-                 "got "
-                 "%s",
-                 ms__json_kind(opj));
+        snprintf(
+            err, sizeof err,
+            "expected a string \"op\" (hello, acquire, release, load, unload, swap or status), "
+            "got "
+            "%s",
+            ms__json_kind(opj));
         ms__conn_error(k, id, MS_E_PROTOCOL, err);
     } else if (strcmp(op, "hello") == 0) {
         do_hello(k, id, msg);

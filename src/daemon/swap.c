@@ -39,12 +39,12 @@
 enum { IN_LOADING = 0, IN_READY, IN_DRAINING, IN_DRAINED, IN_DONE };
 
 typedef struct swap_inst {
-    ms__wproc *w;    /* the new worker (standby until it takes over), NULL before spawn */
-    int door_fd;     /* owned: the door it loads on, -1 when none */
-    ms__door *door;  /* owned mapping of it: rung when the takeover is sent */
-    int state;       /* IN_* */
-    json_t *heads;   /* owned: the old worker's [[lease, head], ...], NULL when none */
-    bool old_lost;   /* the old worker died before it drained: its requests are lost */
+    ms__wproc *w;   /* the new worker (standby until it takes over), NULL before spawn */
+    int door_fd;    /* owned: the door it loads on, -1 when none */
+    ms__door *door; /* owned mapping of it: rung when the takeover is sent */
+    int state;      /* IN_* */
+    json_t *heads;  /* owned: the old worker's [[lease, head], ...], NULL when none */
+    bool old_lost;  /* the old worker died before it drained: its requests are lost */
 } swap_inst;
 
 struct ms__swap {
@@ -233,11 +233,10 @@ static void complete(ms__models *ml, ms__model *m)
         m->memory_bytes += m->workers[i]->memory_bytes;
     m->measured = false;
     ms__measure_model(m);
-    ms__log_info("model \"%s\": %s version %s in %.3f s: %d worker(s), %.1f MiB", m->tag,
-                 sw->rollback ? "back on" : "swapped to",
-                 m->spec.version[0] ? m->spec.version : "(none)",
-                 (double)(ms__registry_now(&ml->reg) - sw->t0) / 1e9, m->nworkers,
-                 mib(m->memory_bytes));
+    ms__log_info(
+        "model \"%s\": %s version %s in %.3f s: %d worker(s), %.1f MiB", m->tag,
+        sw->rollback ? "back on" : "swapped to", m->spec.version[0] ? m->spec.version : "(none)",
+        (double)(ms__registry_now(&ml->reg) - sw->t0) / 1e9, m->nworkers, mib(m->memory_bytes));
     if (rc != 0)
         snprintf(err, sizeof err, "out of memory keeping the new spec");
     if (sw->rollback)
@@ -497,10 +496,10 @@ static int new_spec(const ms__model *m, const json_t *patch, ms__spec *out, char
     json_decref(j);
     if (rc != 0)
         return ms__fail(err, errlen, rc, "swap: %s", why);
-    const char *field = strcmp(out->backend, m->spec.backend) != 0  ? "backend"
-                        : strcmp(out->device, m->spec.device) != 0  ? "device"
-                        : out->instances != m->spec.instances       ? "instances"
-                                                                     : NULL;
+    const char *field = strcmp(out->backend, m->spec.backend) != 0 ? "backend"
+                        : strcmp(out->device, m->spec.device) != 0 ? "device"
+                        : out->instances != m->spec.instances      ? "instances"
+                                                                   : NULL;
     if (field != NULL) {
         ms__spec_free(out);
         return ms__fail(err, errlen, MS_E_SPEC,

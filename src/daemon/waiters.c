@@ -67,8 +67,7 @@ static ms__conn *next_waiter(ms__proto *p, ms__conn *k, const ms__model *m)
 void ms__waiters_fail(ms__proto *p, ms__model *m, int code, const char *message)
 {
     for (ms__conn *k = next_waiter(p, NULL, m); k != NULL; k = next_waiter(p, k, m)) {
-        if (k->pending != MS__OP_ACQUIRE && k->pending != MS__OP_LOAD &&
-            k->pending != MS__OP_SWAP)
+        if (k->pending != MS__OP_ACQUIRE && k->pending != MS__OP_LOAD && k->pending != MS__OP_SWAP)
             continue;
         ms__conn_error(k, k->p_id, code, message);
         ms__conn_resume(p, k);
@@ -118,9 +117,8 @@ static void waiters_swapped(ms__proto *p, ms__model *m, int code, const char *me
             json_t *r = ms__reply_ok(k->p_id);
             if (r != NULL) {
                 json_object_set(r, "spec", m->spec_json);
-                json_object_set_new(r, "version", m->spec.version[0]
-                                                      ? json_string(m->spec.version)
-                                                      : json_null());
+                json_object_set_new(
+                    r, "version", m->spec.version[0] ? json_string(m->spec.version) : json_null());
             }
             ms__conn_send(k, r, NULL, 0);
         }

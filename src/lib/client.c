@@ -206,8 +206,10 @@ MS_EXPORT int ms_swap(ms_client *client, const char *tag, const char *changes, u
         return ms__lib_fail(client, MS_E_SPEC,
                             "ms_swap: expected the spec fields to change, got NULL");
     if ((flags & ~MS_SWAP_DRAIN_FIRST) != 0)
-        return ms__lib_fail(client, MS_E_INVAL, "ms_swap: expected flags 0 or "
-                                                "MS_SWAP_DRAIN_FIRST, got %u", flags);
+        return ms__lib_fail(client, MS_E_INVAL,
+                            "ms_swap: expected flags 0 or "
+                            "MS_SWAP_DRAIN_FIRST, got %u",
+                            flags);
     int r = ms__lib_spec_prepare(changes, &spec, err, sizeof err);
     if (r < 0)
         return ms__lib_fail_msg(client, r, err);

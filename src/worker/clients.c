@@ -55,6 +55,17 @@ void ms__client_drop_at(server *s, size_t i, const char *why)
     free(c);
 }
 
+/* Where a client's ring starts for this worker. A fresh arena's at 0 (entries published before
+ * the attach are ours); resume: at its tail; a swap (head given): where the old worker of this
+ * door stopped (drain, below). */
+static uint32_t first_entry(ms__ring *rg, bool resume, const json_t *head)
+{
+    if (json_is_integer(head) && json_integer_value(head) >= 0 &&
+        json_integer_value(head) <= UINT32_MAX)
+        return (uint32_t)json_integer_value(head);
+    return resume ? atomic_load_explicit(&rg->tail, memory_order_acquire) : 0;
+}
+
 /* resume: the lease was served by a worker of this door that died; its ring goes on from where
  * its tail stands (what was published before was the dead worker's). */
 static void attach(server *s, int64_t lease, int64_t ring, int arena_fd, bool resume,
@@ -97,12 +108,7 @@ static void attach(server *s, int64_t lease, int64_t ring, int arena_fd, bool re
     c->base = base;
     c->capacity = cap;
     c->rg = ms__ring_of(base, c->ring);
-    /* A fresh arena's ring starts at 0 (entries published before this attach are ours). */
-    c->head = resume ? atomic_load_explicit(&c->rg->tail, memory_order_acquire) : 0;
-    /* A swap: the old worker of this door took the entries before head (clients.c, drain). */
-    if (json_is_integer(head) && json_integer_value(head) >= 0 &&
-        json_integer_value(head) <= UINT32_MAX)
-        c->head = (uint32_t)json_integer_value(head);
+    c->head = first_entry(c->rg, resume, head);
     /* Its hint bit: a free one exists, as clients are fewer than MS__DOOR_HINTS. */
     for (unsigned h = 0; h < MS__DOOR_HINTS; h++)
         if (s->by_hint[h] == NULL) {
@@ -155,8 +161,7 @@ static void drain(server *s)
         json_array_append_new(heads, json_pack("[I, I]", (json_int_t)s->clients[i]->lease,
                                                (json_int_t)s->clients[i]->head));
     json_t *msg = heads != NULL ? json_pack("{s:s, s:o}", "op", "drained", "heads", heads) : NULL;
-    if (msg == NULL ||
-        ms__msg_send(s->w->ctrl_fd, msg, NULL, 0, 5000, err, sizeof err) < 0)
+    if (msg == NULL || ms__msg_send(s->w->ctrl_fd, msg, NULL, 0, 5000, err, sizeof err) < 0)
         ms__log_error("model \"%s\": cannot tell the daemon where it stopped: %s", s->w->tag,
                       msg != NULL ? err : "out of memory");
     json_decref(msg);

@@ -48,9 +48,9 @@ typedef struct taken {
 
 typedef struct server {
     ms__worker *w;
-    uint32_t gen; /* the door's gen when this worker started (or took it over): it serves slots
-                   * stamped with it */
-    bool drained; /* a swap's "drain" came: the loop ends, taking nothing more */
+    uint32_t gen;     /* the door's gen when this worker started (or took it over): it serves slots
+                       * stamped with it */
+    bool drained;     /* a swap's "drain" came: the loop ends, taking nothing more */
     client **clients; /* dense: [0, n) */
     size_t n;
     client **by_hint; /* MS__DOOR_HINTS entries: the client of each hint bit, or NULL */

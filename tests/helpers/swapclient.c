@@ -89,8 +89,7 @@ static void one(ms_client *c, ms_model *m, reference *ref, int64_t width, uint64
     if (rc != 0) {
         k->failed++;
         if (!k->first_error[0])
-            snprintf(k->first_error, sizeof k->first_error, "%s: %s", ms_errname(rc),
-                     ms_errmsg(c));
+            snprintf(k->first_error, sizeof k->first_error, "%s: %s", ms_errname(rc), ms_errmsg(c));
     } else {
         int v = which(ref, ms_tensor_data(x), shape[0], width, y);
         k->wrong += v < 0;
@@ -116,8 +115,8 @@ static void print_counts(const counts *k)
     printf("{\"requests\": %ld, \"failed\": %ld, \"old\": %ld, \"new\": %ld, \"wrong\": %ld, "
            "\"old_after_swap\": %ld, \"old_after_new\": %ld, \"during\": %ld, \"after\": %ld, "
            "\"longest_us\": %lld, \"longest_during_us\": %lld, \"first_error\": \"%s\"}\n",
-           k->requests, k->failed, k->old, k->fresh, k->wrong, k->old_after_swap,
-           k->old_after_new, k->during, k->after, (long long)(k->longest_ns / 1000),
+           k->requests, k->failed, k->old, k->fresh, k->wrong, k->old_after_swap, k->old_after_new,
+           k->during, k->after, (long long)(k->longest_ns / 1000),
            (long long)(k->longest_during_ns / 1000), err);
 }
 
