@@ -221,4 +221,5 @@ def test_swap_cli_errors(ms):
     # A version only: the same weights loaded again (a file rewritten in place).
     ms.cli("swap", "m", "--version", "1.1")
     assert ms.model("m")["version"] == "1.1"
+    assert "m@1.1" in ms.cli("status").stdout
 
