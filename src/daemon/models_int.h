@@ -1,7 +1,8 @@
 /* The model life cycle's internals, shared by models.c, load.c, workers.c, instances.c,
  * admission.c and measure.c (the layer above sees models.h only). Calls go one way: models.c and
  * workers.c use instances.c and load.c; instances.c uses load.c, which uses admission.c and
- * measure.c. */
+ * measure.c. swap.c is told of its workers' events by workers.c and of unloads by load.c, and
+ * uses load.c and measure.c. */
 #ifndef MS_DAEMON_MODELS_INT_H
 #define MS_DAEMON_MODELS_INT_H
 

@@ -264,8 +264,8 @@ static void hand_over(ms__models *ml, ms__model *m, int i)
         m->inst[i].state = MS__INST_UP;
         m->inst[i].up_since_ns = ms__registry_now(&ml->reg);
     }
-    if (si->old_lost)
-        atomic_store_explicit(&m->inst[i].door->down, 0, memory_order_release);
+    /* A door that is down (its old worker was lost) is opened by the new worker itself, after
+     * its attaches read the rings' tails (ring.h): never from here. */
     ms__door_ring(si->door); /* it may sleep on the door it loaded on */
     ms__door_ring(m->inst[i].door);
     si->state = IN_DONE;
