@@ -8,7 +8,9 @@ import os
 import signal
 import subprocess
 
-from conftest import BUILD, wait_until
+import numpy as np
+
+from conftest import BUILD, mlp_reference, wait_until
 
 SWAPCLIENT = BUILD / "tests" / "ms-swapclient"
 MIB = 1 << 20
@@ -223,3 +225,32 @@ def test_swap_cli_errors(ms):
     assert ms.model("m")["version"] == "1.1"
     assert "m@1.1" in ms.cli("status").stdout
 
+
+
+def test_old_worker_that_dies_while_draining_hands_over_all_the_same(ms):
+    old = ms.make_dense("old.safetensors", [16, 32, 16], seed=12)
+    new = ms.make_dense("new.safetensors", [16, 32, 16], seed=13)
+    load_dense(ms, "m", old)
+    (pid,) = ms.model("m")["worker_pids"]
+    os.kill(pid, signal.SIGSTOP)  # it cannot drain
+    swap = subprocess.Popen([str(BUILD / "modelshare"), "swap", "m", "--weights", str(new)],
+                            env=ms.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: "handing over" in ms.log(), timeout=60, what="the new version loaded")
+        assert swap.poll() is None  # waits for the old worker's "drained"
+        os.kill(pid, signal.SIGKILL)
+        out, err = swap.communicate(timeout=60)
+    finally:
+        if swap.poll() is None:
+            swap.kill()
+            swap.wait()
+    assert swap.returncode == 0, err
+    assert "died while it drained" in ms.log()
+    m = ms.model("m")
+    assert m["spec"]["weights"] == str(new) and pid not in m["worker_pids"]
+    assert m["instances"][0]["state"] == "up"
+    # It serves: a client gets the new version's answer.
+    s = ms.session("m", None)
+    assert s.ok, s.first
+    x = np.ones((2, 16), dtype=np.float32)
+    np.testing.assert_allclose(s.infer(x, ms.tmp), mlp_reference(new, x), rtol=1e-4, atol=1e-5)
