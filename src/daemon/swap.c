@@ -96,11 +96,14 @@ static void stop_standby(ms__models *ml, ms__model *m)
 /* The swap ends (code 0: done): its record goes and the caller hears. */
 static void finish(ms__models *ml, ms__model *m, int code, const char *message)
 {
+    char text[MS__ERRLEN];
+    /* message may live in sw (a rollback's error): kept before sw goes. */
+    snprintf(text, sizeof text, "%s", message != NULL ? message : "");
     ms__swap *sw = m->swap;
     m->swap = NULL;
     m->swap_bytes = 0;
     swap_free(sw);
-    ml->settled(ml->settled_ctx, m, MS__SETTLED_SWAPPED, code, message);
+    ml->settled(ml->settled_ctx, m, MS__SETTLED_SWAPPED, code, message != NULL ? text : NULL);
 }
 
 void ms__swap_abort(ms__models *ml, ms__model *m, int code, const char *message)
