@@ -12,7 +12,8 @@ from ._client import control
 
 # Spec fields a caller may give as keyword arguments (backend and weights come from the factory).
 SPEC_FIELDS = ("device", "output", "keep_alive", "max_batch", "batch_sizes", "batch_delay_us",
-               "instances", "thread_safe", "batchable", "memory", "load_timeout", "max_restarts")
+               "instances", "thread_safe", "batchable", "memory", "load_timeout", "max_restarts",
+               "version")
 
 try:  # bfloat16 arrays, when the package that defines them is there
     import ml_dtypes as _ml_dtypes
@@ -81,7 +82,8 @@ class Shared:
         applies that framework's own memory cap in the worker before the constructor runs.
     Shared.dense(weights, tag=...) -- the built-in dense backend (an MLP from safetensors).
     Spec options are keyword arguments: keep_alive, max_batch, batch_sizes, batch_delay_us,
-    instances, thread_safe, batchable, memory, load_timeout, max_restarts, device, output.
+    instances, thread_safe, batchable, memory, load_timeout, max_restarts, device, output,
+    version. swap() moves the tag to a new version while it serves.
     """
 
     def __init__(self, constructor, tag, framework=None, key=None, **spec):
@@ -162,6 +164,36 @@ class Shared:
     def unload(self, force=False):
         """Stops the model's worker now (modelshare.Busy while leases exist, unless force)."""
         unload(self.tag, force)
+
+    def swap(self, new=None, *, version=None, drain_first=False, key=None, **spec):
+        """Moves the tag to a new version of the model while it serves: new weights (a path,
+        for Shared.dense) or a new constructor (for a python model), a version label, other
+        spec fields as keywords. The new version loads in new worker processes while the old
+        one serves; then requests go to it, and the old workers exit once they have answered
+        what they took. Leases (Model objects) of every process stay valid. Returns once the
+        new version serves; this Shared then describes it (acquire() asks for it).
+        A new version that fails to load raises that error, the old one serving on. When both
+        do not fit the memory budget at once, modelshare.NoMemory, unless drain_first=True:
+        the old version is unloaded first (requests wait until the new one serves). A new
+        version that takes or gives other shapes is refused (modelshare.SpecConflict)."""
+        nxt = Shared.__new__(Shared)
+        nxt.__dict__.update(self.__getstate__())
+        nxt._spec = {**self._spec, **_spec_from(spec, "Shared.swap")}
+        if version is not None:
+            nxt._spec["version"] = version
+        if self._spec["backend"] == "dense":
+            if key is not None:
+                raise TypeError("Shared.swap: key= is for python models")
+            if new is not None:
+                nxt._spec["weights"] = os.path.abspath(os.fspath(new))
+        elif new is not None:
+            fresh = Shared(new, self.tag, framework=self._framework, key=key)
+            nxt._payload, nxt._key, nxt._outline = fresh._payload, fresh._key, fresh._outline
+        elif key is not None:
+            nxt._key, nxt._outline = _identity.stated(key)
+        changes = nxt._spec_json()
+        control(lambda c: c.swap(self.tag, changes, bool(drain_first)))
+        self.__setstate__(nxt.__getstate__())
 
     def __repr__(self):
         return f"Shared(tag={self.tag!r}, spec={self._spec!r})"

@@ -149,6 +149,27 @@ static PyObject *client_load(ms_py_client *self, PyObject *args, PyObject *kwarg
     Py_RETURN_NONE;
 }
 
+static PyObject *client_swap(ms_py_client *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kw[] = {"tag", "changes", "drain_first", NULL};
+    const char *tag, *changes;
+    int drain_first = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "ss|p:swap", kw, &tag, &changes, &drain_first))
+        return NULL;
+    if (check_process(self) < 0)
+        return NULL;
+    char msg[MS_PY_MSGLEN];
+    int r;
+    PyThreadState *ts = PyEval_SaveThread();
+    r = ms_swap(self->client, tag, changes, drain_first ? MS_SWAP_DRAIN_FIRST : 0);
+    if (r < 0)
+        snprintf(msg, sizeof msg, "%s", ms_errmsg(self->client));
+    PyEval_RestoreThread(ts);
+    if (r < 0)
+        return fail((PyObject *)self, r, msg);
+    Py_RETURN_NONE;
+}
+
 static PyObject *client_unload(ms_py_client *self, PyObject *args, PyObject *kwargs)
 {
     static char *kw[] = {"tag", "force", NULL};
@@ -202,6 +223,9 @@ static PyMethodDef client_methods[] = {
      "spec is a JSON str; None attaches to the model already loaded under tag."},
     {"load", (PyCFunction)(void (*)(void))client_load, METH_VARARGS | METH_KEYWORDS,
      "load(tag, spec): loads without a lease; the model stays for its keep_alive."},
+    {"swap", (PyCFunction)(void (*)(void))client_swap, METH_VARARGS | METH_KEYWORDS,
+     "swap(tag, changes, drain_first=False): moves the model to a new version while it serves "
+     "(changes: a JSON str of the spec fields that change); returns once the new one serves."},
     {"unload", (PyCFunction)(void (*)(void))client_unload, METH_VARARGS | METH_KEYWORDS,
      "unload(tag, force=False): stops the model's worker now (Busy while leases exist unless "
      "force)."},

@@ -47,9 +47,13 @@ static void print_row(char cells[][64], const int *width, FILE *f)
 /* The cells of one model's row. */
 static void model_row(const json_t *m, char row[][64])
 {
-    snprintf(row[0], 64, "%s", jstr(m, "tag", "?"));
+    /* "tag@version" when the spec names a version; "ready, swapping" during a swap. */
+    const char *version = jstr(m, "version", NULL);
+    snprintf(row[0], 64, "%.40s%s%.20s", jstr(m, "tag", "?"), version ? "@" : "",
+             version ? version : "");
     snprintf(row[1], 64, "%s", jstr(m, "backend", "?"));
-    snprintf(row[2], 64, "%s", jstr(m, "state", "?"));
+    snprintf(row[2], 64, "%s%s", jstr(m, "state", "?"),
+             json_is_true(json_object_get(m, "swapping")) ? ", swapping" : "");
     snprintf(row[3], 64, "%s", jstr(m, "device", "?"));
     ms__cli_fmt_bytes_bin((uint64_t)jint(m, "memory_bytes"), row[4], 64);
     snprintf(row[5], 64, "%lld", jint(m, "leases"));

@@ -13,6 +13,7 @@ static const char usage_main[] =
     "  status [--json]                 models loaded, their leases, workers and memory\n"
     "  load TAG --weights FILE ...     load a model (it stays for its keep-alive)\n"
     "  unload TAG [--force]            stop a model's worker; its memory goes back\n"
+    "  swap TAG --weights FILE ...     move a tag to a new version while it serves\n"
     "  infer TAG --input X.npy ...     run a model on a .npy array\n"
     "  bench TAG --spec JSON ...       measure latency and throughput from N client processes\n"
     "  top [--interval S]              models' requests/s, rows/s, batch sizes, busy share\n"
@@ -31,7 +32,7 @@ typedef struct verb {
 static const verb verbs[] = {
     {"status", ms__cmd_status}, {"load", ms__cmd_load}, {"unload", ms__cmd_unload},
     {"infer", ms__cmd_infer},   {"demo", ms__cmd_demo}, {"make-dense", ms__cmd_make_dense},
-    {"bench", ms__cmd_bench},   {"top", ms__cmd_top},
+    {"bench", ms__cmd_bench},   {"top", ms__cmd_top},   {"swap", ms__cmd_swap},
 };
 
 static int cmd_version(void)

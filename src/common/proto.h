@@ -24,6 +24,9 @@
  *    {"op":"release","id":3,"lease":7}          -> {"ok":true}
  *    {"op":"load","id":4,"tag":"t","spec":{...}} -> {"ok":true}  (loaded, no lease kept)
  *    {"op":"unload","id":5,"tag":"t","force":false} -> {"ok":true}  (reply once the worker is gone)
+ *    {"op":"swap","id":7,"tag":"t","spec":{"weights":"/v2.st","version":"2"},"drain_first":false}
+ *        -> {"ok":true,"spec":{...canonical...},"version":"2"|null} once the new version serves
+ *           every instance (src/daemon/swap.c); "spec" holds only the fields that change.
  *    {"op":"status","id":6}                     -> {"ok":true,"status":STATUS}
  *        STATUS is what `modelshare status --json` prints (see docs/ARCHITECTURE.md, "Contracts"):
  *        {"daemon_pid":..,"socket":"..","uptime_s":..,"clients":N,
@@ -40,10 +43,18 @@
  *    worker -> daemon:
  *    {"op":"ready","memory_bytes":N,"signature":SIG}
  *    {"op":"failed","code":-10,"error":"weights file ...: not a safetensors file (...)"}
+ *    {"op":"drained","heads":[[lease,head],...]}  after "drain": the entries it took of each
+ *                                         lease's ring; it then exits
  *    daemon -> worker:
  *    {"op":"attach","lease":7,"ring":i,"nfds":1}  + fd: the client's arena memfd; the worker
- *                                         serves ring set i in it (i: its instance number)
+ *                                         serves ring set i in it (i: its instance number);
+ *                                         "resume":true starts at the ring's tail (a restart),
+ *                                         "head":H at entry H (a swap)
  *    {"op":"detach","lease":7}            the worker unmaps that arena
+ *    {"op":"open","keep_inflight":bool}   after a restart's or swap's attaches: the door opens
+ *    {"op":"drain"}                       a swap: take nothing more, say "drained", exit
+ *    {"op":"takeover","nfds":1}           + fd: the instance's door, which a swap's new worker
+ *                                         serves from now on (before its attaches)
  *    The worker's counters live in a shared page the daemon made (stats.h), not in messages.
  *    The daemon stops a worker with SIGTERM (SIGKILL after a grace period); a worker whose
  *    daemon dies gets SIGKILL (parent-death signal).

@@ -31,6 +31,10 @@
  * another gen than its own, and clears `inflight` and then `down` (release) once the daemon says
  * "open", after the attaches: a client that sees down == 0 publishes after that worker's head.
  *
+ * A swap (src/daemon/swap.c) replaces a door's worker without touching gen or down: the old worker
+ * stops between two batches and reports its head in each ring ("drained"), the new one takes the
+ * door over and starts each ring at that head, so every slot is served exactly once.
+ *
  * Wake-ups are adaptive (ms__spin_wait): spin a bounded time on the word, then futex-wait on it.
  * Whoever changes the word skips the futex wake when nobody said it sleeps.
  */

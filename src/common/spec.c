@@ -20,9 +20,9 @@
 #define DIFF_VALUE_MAX 300
 
 static const char *const known_fields[] = {
-    "backend",   "weights",     "device",         "output",       "keep_alive",
-    "max_batch", "batch_sizes", "batch_delay_us", "instances",    "thread_safe",
-    "batchable", "memory",      "load_timeout",   "max_restarts", "python",
+    "backend",      "weights",        "device",    "output",      "keep_alive", "max_batch",
+    "batch_sizes",  "batch_delay_us", "instances", "thread_safe", "batchable",  "memory",
+    "load_timeout", "max_restarts",   "python",    "version",
 };
 
 /* "backend, weights, ..." into buf. */
@@ -379,6 +379,24 @@ static int parse_weights(const json_t *v, ms__spec *s, char *err, size_t errlen)
     return 0;
 }
 
+/* version: a label for what a tag serves (modelshare swap moves a tag from one to the next). */
+static int parse_version(const json_t *v, ms__spec *s, char *err, size_t errlen)
+{
+    s->version[0] = '\0';
+    if (json_is_null(v))
+        return 0;
+    const char *t = json_string_value(v);
+    bool ok = t != NULL && t[0] != '\0' && strlen(t) <= MS__SPEC_VERSION_MAX;
+    for (const char *c = t; ok && *c; c++)
+        ok = *c > ' ' && *c < 127;
+    if (!ok)
+        return field_fail(err, errlen, "version",
+                          "a label of 1 to 64 printable ASCII characters without spaces, or null",
+                          v);
+    snprintf(s->version, sizeof s->version, "%s", t);
+    return 0;
+}
+
 static int parse_device(const json_t *v, ms__spec *s, char *err, size_t errlen)
 {
     const char *dev = json_string_value(v);
@@ -452,6 +470,8 @@ static int parse_field(const char *key, const json_t *v, ms__spec *s, bool *seen
         return parse_python(v, s, err, errlen);
     if (strcmp(key, "batch_sizes") == 0)
         return parse_batch_sizes(v, s, err, errlen);
+    if (strcmp(key, "version") == 0)
+        return parse_version(v, s, err, errlen);
     for (size_t i = 0; i < MS__ARRAY_LEN(number_fields); i++)
         if (strcmp(key, number_fields[i].name) == 0)
             return parse_number(&number_fields[i], v, s, err, errlen);
@@ -571,6 +591,8 @@ json_t *ms__spec_to_json(const ms__spec *spec)
         bad |= py == NULL ? -1 : json_object_set_new(j, "python", py);
     }
     bad |= json_object_set_new(j, "thread_safe", json_boolean(spec->thread_safe));
+    bad |= json_object_set_new(j, "version",
+                               spec->version[0] ? json_string(spec->version) : json_null());
     bad |= json_object_set_new(j, "weights",
                                spec->weights != NULL ? json_string(spec->weights) : json_null());
     if (bad) {
@@ -741,12 +763,12 @@ bool ms__spec_equal(const ms__spec *a, const ms__spec *b)
     if (a->weights != NULL && strcmp(a->weights, b->weights) != 0)
         return false;
     return strcmp(a->backend, b->backend) == 0 && strcmp(a->device, b->device) == 0 &&
-           a->output == b->output && a->keep_alive == b->keep_alive &&
-           a->max_batch == b->max_batch && a->batch_delay_us == b->batch_delay_us &&
-           a->instances == b->instances && a->thread_safe == b->thread_safe &&
-           a->batchable == b->batchable && a->memory == b->memory &&
-           a->load_timeout == b->load_timeout && a->max_restarts == b->max_restarts &&
-           a->nbatch_sizes == b->nbatch_sizes &&
+           strcmp(a->version, b->version) == 0 && a->output == b->output &&
+           a->keep_alive == b->keep_alive && a->max_batch == b->max_batch &&
+           a->batch_delay_us == b->batch_delay_us && a->instances == b->instances &&
+           a->thread_safe == b->thread_safe && a->batchable == b->batchable &&
+           a->memory == b->memory && a->load_timeout == b->load_timeout &&
+           a->max_restarts == b->max_restarts && a->nbatch_sizes == b->nbatch_sizes &&
            memcmp(a->batch_sizes, b->batch_sizes, sizeof a->batch_sizes) == 0;
 }
 

@@ -22,6 +22,8 @@
  *                  reach a caller)
  *   max_restarts   restarts of crashed instances within 60 s     5
  *                  before the model is marked failed, 0..100 (0: the first crash fails it)
+ *   version        null | a label of 1..64 printable characters  null
+ *                  (no spaces): which version of the model the tag serves (modelshare swap)
  *   python         object, required for (and only for) backend "python":
  *     constructor  base64 of the pickled constructor, at most 98304 characters (the spec reaches
  *                  the worker on its command line)                                  (required)
@@ -50,6 +52,9 @@
 enum { MS__OUTPUT_LINEAR = 0, MS__OUTPUT_SOFTMAX = 1 };
 enum { MS__SPEC_BATCH_SIZES_MAX = 32 };
 
+/* The longest version label. */
+#define MS__SPEC_VERSION_MAX 64
+
 /* The most max_restarts a spec may ask for. */
 #define MS__SPEC_RESTARTS_MAX 100
 
@@ -69,6 +74,7 @@ typedef struct ms__spec {
     int batch_sizes[MS__SPEC_BATCH_SIZES_MAX]; /* increasing; unused entries 0 */
     int nbatch_sizes;                          /* 0: any row count up to max_batch */
     int max_restarts;
+    char version[MS__SPEC_VERSION_MAX + 1]; /* "" when none */
     char *python;     /* malloc'd canonical JSON of the "python" object, NULL when absent */
     char *python_key; /* malloc'd: what two python specs compare (constructor, framework) */
 } ms__spec;

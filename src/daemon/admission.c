@@ -73,7 +73,7 @@ uint64_t ms__budget_used(const ms__models *ml, const ms__budget_dev *dev)
     for (int i = 0; i < ml->reg.nmodels; i++) {
         const ms__model *m = ml->reg.models[i];
         if (ms__model_charges_memory(m) && same_device(m, dev))
-            used += m->memory_bytes;
+            used += m->memory_bytes + m->swap_bytes;
     }
     return used;
 }
@@ -89,9 +89,10 @@ static int holders_of(ms__models *ml, const ms__model *m, const ms__budget_dev *
             continue;
         who[n] = o;
         h[n] = (ms__holder){
-            .bytes = o->memory_bytes,
+            .bytes = o->memory_bytes + o->swap_bytes,
             .last_used_ns = o->last_used_ns,
-            .idle = o->state == MS__MODEL_READY && o->leases == 0 && o->waiters == 0,
+            .idle =
+                o->state == MS__MODEL_READY && o->leases == 0 && o->waiters == 0 && o->swap == NULL,
             .unloading = o->state == MS__MODEL_UNLOADING,
         };
         n++;

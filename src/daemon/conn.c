@@ -12,7 +12,7 @@
 #include "conn.h"
 #include "modelshare.h"
 
-static const char *const op_names[] = {"none", "acquire", "load", "unload"};
+static const char *const op_names[] = {"none", "acquire", "load", "unload", "swap"};
 
 void ms__proto_init(ms__proto *p, ms__models *models, int epfd, const char *socket_path,
                     int64_t start_ns)

@@ -13,7 +13,7 @@
 #include "protocol.h"
 
 /* What a connection waits for (one request at a time). */
-enum { MS__OP_NONE = 0, MS__OP_ACQUIRE, MS__OP_LOAD, MS__OP_UNLOAD };
+enum { MS__OP_NONE = 0, MS__OP_ACQUIRE, MS__OP_LOAD, MS__OP_UNLOAD, MS__OP_SWAP };
 
 struct ms__conn {
     ms__evsrc ev;
@@ -72,7 +72,8 @@ void ms__conn_free(ms__proto *p, ms__conn *k);
  * and hdr. On failure k gets the error. */
 void ms__conn_grant(ms__proto *p, ms__conn *k, json_t *id, ms__model *m, int arena_fd,
                     ms__arena_header *hdr);
-/* Every acquire and load waiting for m gets the error (and goes on with its next requests). */
+/* Every acquire, load and swap waiting for m gets the error (and goes on with its next
+ * requests). */
 void ms__waiters_fail(ms__proto *p, ms__model *m, int code, const char *message);
 
 /* ---- status.c ---- */

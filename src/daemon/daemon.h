@@ -54,6 +54,7 @@ typedef struct ms__wproc {
     bool stopping;    /* SIGTERM sent */
     bool killed;      /* SIGKILL sent */
     bool gone;        /* reaped and retired: ignore events that still point here */
+    bool standby;     /* a swap's new worker, loading beside the old ones: not yet the model's */
     int64_t kill_at_ns;
     uint64_t memory_bytes; /* from "ready" */
     json_t *signature;     /* from "ready" */

@@ -37,6 +37,7 @@ void ms__worker_detach(ms__wproc *w)
 void ms__model_fail(ms__models *ml, ms__model *m, int code, const char *message)
 {
     ms__log_error("model \"%s\": %s (%s)", m->tag, message, ms_errname(code));
+    ms__swap_abort(ml, m, code, message);
     ms__model_set_failed(m, code, message);
     int64_t now = ms__registry_now(&ml->reg);
     while (m->nworkers > 0) {
@@ -198,6 +199,9 @@ void ms__unload_done(ms__models *ml, ms__model *m)
 
 void ms__begin_unload(ms__models *ml, ms__model *m)
 {
+    char msg[MS__ERRLEN];
+    snprintf(msg, sizeof msg, "model \"%s\" was unloaded during its swap", m->tag);
+    ms__swap_abort(ml, m, MS_E_UNLOADED, msg);
     ms__model_set_unloading(m);
     int64_t now = ms__registry_now(&ml->reg);
     for (int i = 0; i < m->nworkers; i++)

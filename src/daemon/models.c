@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "../common/log.h"
+#include "modelshare.h"
 #include "models_int.h"
 
 void ms__models_init(ms__models *ml, ms__settled_fn settled, void *ctx)
@@ -47,8 +48,10 @@ void ms__models_free(ms__models *ml)
 void ms__models_shutdown(ms__models *ml)
 {
     ml->stopping = true;
-    for (int i = 0; i < ml->reg.nmodels; i++)
+    for (int i = 0; i < ml->reg.nmodels; i++) {
+        ms__swap_abort(ml, ml->reg.models[i], MS_E_UNLOADED, "the daemon is stopping");
         ms__model_set_unloading(ml->reg.models[i]);
+    }
     int64_t now = ms__registry_now(&ml->reg);
     for (ms__wproc *w = LIST_FIRST(&ml->sup.all); w != NULL; w = LIST_NEXT(w, link))
         ms__sup_stop(&ml->sup, w, now);

@@ -25,8 +25,10 @@ enum {
     MS__SETTLED_READY,    /* ready: waiting acquires get a lease, waiting loads their answer */
     MS__SETTLED_FAILED,   /* failed, or gone: waiting acquires and loads get code and message */
     MS__SETTLED_UNLOADED, /* its workers are gone: waiting unloads get their answer */
+    MS__SETTLED_SWAPPED,  /* its swap ended: code 0 (the new version serves) or the error */
 };
-/* Called with m still registered; it must not unload or free m. message: NULL unless FAILED. */
+/* Called with m still registered; it must not unload or free m. message: NULL unless FAILED or
+ * a failed swap. */
 typedef void (*ms__settled_fn)(void *ctx, ms__model *m, int what, int code, const char *message);
 
 typedef struct ms__models {
@@ -68,6 +70,16 @@ void ms__begin_unload(ms__models *ml, ms__model *m);
  * evicts, times out with MS_E_NO_MEMORY, or forgets a load nobody waits for any more. Returns the
  * earliest load_timeout deadline still running, or INT64_MAX. */
 int64_t ms__admission_run(ms__models *ml);
+
+/* ---- a swap (swap.c) ---- */
+/* Starts a swap of ready m to its spec with the fields of patch (a JSON object) replaced: the new
+ * version loads beside the old (or, drain_first, after the old drained), then each instance
+ * moves to it without a request lost; SWAPPED is told when it ends. Errors at once (nothing
+ * started): MS_E_BUSY (not ready, or swapping), MS_E_SPEC (a bad patch; backend, device and
+ * instances cannot change), MS_E_NO_MEMORY (both versions do not fit the budget: drain_first
+ * makes room; or the new one alone does not). */
+int ms__swap_start(ms__models *ml, ms__model *m, const json_t *patch, bool drain_first, char *err,
+                   size_t errlen);
 
 /* ---- workers (workers.c) ---- */
 /* Events on a worker's control socket (MS__EV_WCTRL) and pidfd (MS__EV_WPID). */

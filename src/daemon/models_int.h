@@ -1,7 +1,8 @@
 /* The model life cycle's internals, shared by models.c, load.c, workers.c, instances.c,
  * admission.c and measure.c (the layer above sees models.h only). Calls go one way: models.c and
  * workers.c use instances.c and load.c; instances.c uses load.c, which uses admission.c and
- * measure.c. */
+ * measure.c. swap.c is told of its workers' events by workers.c and of unloads by load.c, and
+ * uses load.c and measure.c. */
 #ifndef MS_DAEMON_MODELS_INT_H
 #define MS_DAEMON_MODELS_INT_H
 
@@ -37,6 +38,21 @@ int64_t ms__instances_due(ms__models *ml, int64_t now);
 /* Attaches every lease of w's model to w again on ring w->inst, with "resume" (the ring goes on
  * from its tail), then tells w to open its door. MS_E_WORKER_LOST when w cannot take them. */
 int ms__workers_reattach(ms__wproc *w, char *err, size_t errlen);
+
+/* ---- swap.c: a swap's events (workers.c and load.c call these) ---- */
+/* Standby worker w (a swap's new version) said ready / failed / exited (how: its exit text). */
+void ms__swap_ready(ms__models *ml, ms__wproc *w);
+void ms__swap_failed(ms__models *ml, ms__wproc *w, int code, const char *message);
+void ms__swap_standby_exit(ms__models *ml, ms__wproc *w, const char *how);
+/* The old worker w said "drained" (msg: its heads). */
+void ms__swap_drained(ms__models *ml, ms__wproc *w, const json_t *msg);
+/* The old worker w of m (already detached) died while it drained: true when the swap takes it
+ * (its requests in flight are lost, its instance goes to the new worker), false when it was not
+ * draining (an ordinary crash: ms__instance_lost). */
+bool ms__swap_old_exit(ms__models *ml, ms__model *m, const ms__wproc *w);
+/* m fails or unloads: a swap in progress stops (its new workers are stopped), its caller gets
+ * code and message. Nothing when m has no swap. */
+void ms__swap_abort(ms__models *ml, ms__model *m, int code, const char *message);
 
 /* ---- admission.c ---- */
 /* Reads the budgets (--memory text, NULL for the defaults) and the devices' total memory. */

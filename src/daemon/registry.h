@@ -54,6 +54,9 @@ typedef struct ms__instance {
     char last_crash[40];   /* "SIGKILL", "exit 3", "" before any */
 } ms__instance;
 
+/* A swap in progress (swap.c; opaque here). */
+typedef struct ms__swap ms__swap;
+
 typedef struct ms__client ms__client;
 typedef struct ms__lease ms__lease;
 LIST_HEAD(ms__lease_list, ms__lease);
@@ -91,6 +94,8 @@ struct ms__model {
     int error_code; /* of a failed model */
     char error[MS__ERRLEN];
     uint64_t requests_done, batches_done; /* counters of workers that are gone */
+    ms__swap *swap;      /* owned by swap.c: the swap in progress, NULL when none */
+    uint64_t swap_bytes; /* charged beside memory_bytes while a swap's new version loads */
 };
 
 struct ms__lease {

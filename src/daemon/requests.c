@@ -1,5 +1,5 @@
-/* The client protocol's requests (proto.h): hello, acquire, release, load, unload, status; and a
- * connection's events, which read them. See protocol.h. */
+/* The client protocol's requests (proto.h): hello, acquire, release, load, unload, swap, status;
+ * and a connection's events, which read them. See protocol.h. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -310,6 +310,42 @@ static void do_release(ms__proto *p, ms__conn *k, json_t *id, const json_t *msg)
     ms__conn_send(k, ms__reply_ok(id), NULL, 0);
 }
 
+/* swap: the tag's model moves to a new version (swap.c); the answer comes when it has. */
+static void do_swap(ms__proto *p, ms__conn *k, json_t *id, const json_t *msg)
+{
+    char err[MS__ERRLEN];
+    const char *tag = request_tag(k, id, msg, "swap");
+    if (tag == NULL)
+        return;
+    const json_t *spec = json_object_get(msg, "spec");
+    const json_t *df = json_object_get(msg, "drain_first");
+    if (!json_is_object(spec) || (df != NULL && !json_is_boolean(df))) {
+        snprintf(err, sizeof err,
+                 "swap: expected \"spec\", an object of the fields to change, and "
+                 "\"drain_first\" true or false, got %s and %s",
+                 ms__json_kind(spec), df != NULL ? ms__json_kind(df) : "nothing");
+        ms__conn_error(k, id, MS_E_PROTOCOL, err);
+        return;
+    }
+    ms__model *m = ms__registry_find(&p->models->reg, tag);
+    if (m == NULL) {
+        snprintf(err, sizeof err, "no model with tag \"%s\" is loaded: nothing to swap (load it)",
+                 tag);
+        ms__conn_error(k, id, MS_E_UNKNOWN_TAG, err);
+        return;
+    }
+    ms__log_info("swap of \"%s\" by pid %ld%s", tag, (long)k->pid,
+                 json_is_true(df) ? " (drain first)" : "");
+    /* Pending first: a swap that ends at once (nothing to drain) answers k. */
+    ms__conn_set_pending(p, k, MS__OP_SWAP, id, m, -1, NULL, false);
+    int rc = ms__swap_start(p->models, m, spec, json_is_true(df), err, sizeof err);
+    if (rc != 0) {
+        ms__log_info("refused to swap \"%s\" for pid %ld: %s", tag, (long)k->pid, err);
+        ms__conn_error(k, id, rc, err);
+        ms__conn_resume(p, k);
+    }
+}
+
 static void do_status(ms__proto *p, ms__conn *k, json_t *id)
 {
     json_t *st = ms__status_json(p);
@@ -337,10 +373,12 @@ static void handle(ms__proto *p, ms__conn *k, json_t *msg, int *fds, int nfds)
                  ms__json_kind(id));
         ms__conn_error(k, NULL, MS_E_PROTOCOL, err);
     } else if (op == NULL) {
-        snprintf(err, sizeof err,
-                 "expected a string \"op\" (hello, acquire, release, load, unload or status), got "
-                 "%s",
-                 ms__json_kind(opj));
+        snprintf(
+            err, sizeof err,
+            "expected a string \"op\" (hello, acquire, release, load, unload, swap or status), "
+            "got "
+            "%s",
+            ms__json_kind(opj));
         ms__conn_error(k, id, MS_E_PROTOCOL, err);
     } else if (strcmp(op, "hello") == 0) {
         do_hello(k, id, msg);
@@ -355,11 +393,14 @@ static void handle(ms__proto *p, ms__conn *k, json_t *msg, int *fds, int nfds)
         do_load(p, k, id, msg);
     } else if (strcmp(op, "unload") == 0) {
         do_unload(p, k, id, msg);
+    } else if (strcmp(op, "swap") == 0) {
+        do_swap(p, k, id, msg);
     } else if (strcmp(op, "status") == 0) {
         do_status(p, k, id);
     } else {
         snprintf(err, sizeof err,
-                 "unknown op \"%.64s\": expected hello, acquire, release, load, unload or status",
+                 "unknown op \"%.64s\": expected hello, acquire, release, load, unload, swap or "
+                 "status",
                  op);
         ms__conn_error(k, id, MS_E_PROTOCOL, err);
     }

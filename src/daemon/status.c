@@ -43,6 +43,16 @@ static void add_instances(json_t *o, const ms__model *m, int64_t now)
     json_object_set_new(o, "restarts", json_integer(restarts));
 }
 
+/* The version m serves, and whether a swap (modelshare swap) moves it to another. */
+static void version_json(json_t *o, const ms__model *m)
+{
+    json_object_set_new(o, "version",
+                        m->spec.version[0] ? json_string(m->spec.version) : json_null());
+    json_object_set_new(o, "swapping", json_boolean(m->swap != NULL));
+    if (m->swap != NULL)
+        json_object_set_new(o, "swap_bytes", json_integer((json_int_t)m->swap_bytes));
+}
+
 static json_t *model_json(ms__model *m, int64_t now)
 {
     json_t *o = json_object();
@@ -70,6 +80,7 @@ static json_t *model_json(ms__model *m, int64_t now)
     ms__measure_model(m);
     json_object_set_new(o, "tag", json_string(m->tag));
     json_object_set_new(o, "backend", json_string(m->spec.backend));
+    version_json(o, m);
     json_object_set_new(o, "state", json_string(ms__model_state_name(m->state)));
     json_object_set_new(o, "device", json_string(m->spec.device));
     json_object_set_new(o, "memory_bytes", json_integer((json_int_t)m->memory_bytes));

@@ -171,12 +171,13 @@ static void spawn_cmd_free(spawn_cmd *c)
 
 /* Checks that m can have one more worker and what it runs. On success *c is freed with
  * spawn_cmd_free(). */
-static int spawn_cmd_make(ms__supervisor *s, ms__model *m, spawn_cmd *c, char *err, size_t errlen)
+static int spawn_cmd_make(ms__supervisor *s, ms__model *m, const ms__spec *spec,
+                          const json_t *spec_json, spawn_cmd *c, char *err, size_t errlen)
 {
     memset(c, 0, sizeof *c);
-    c->python = m->spec.python != NULL;
+    c->python = spec->python != NULL;
     if (c->python) {
-        int rc = py_launch_make(&m->spec, &c->pl, err, errlen);
+        int rc = py_launch_make(spec, &c->pl, err, errlen);
         if (rc < 0)
             return rc;
     } else if (access(s->worker_path, X_OK) != 0) {
@@ -189,7 +190,7 @@ static int spawn_cmd_make(ms__supervisor *s, ms__model *m, spawn_cmd *c, char *e
         return ms__fail(err, errlen, MS_E_LIMIT, "expected at most %d workers per model",
                         MS__INSTANCES_MAX);
     }
-    c->spec_text = json_dumps(m->spec_json, JSON_COMPACT | JSON_SORT_KEYS);
+    c->spec_text = json_dumps(spec_json, JSON_COMPACT | JSON_SORT_KEYS);
     if (c->spec_text == NULL) {
         py_launch_free(&c->pl);
         return ms__fail(err, errlen, MS_E_NOMEM, "out of memory starting a worker");
@@ -286,7 +287,8 @@ static void worker_watch(ms__supervisor *s, ms__wproc *w)
 
 /* In the parent after fork: the process exists, so it is always recorded, never lost. Takes the
  * daemon's descriptors from f and closes the worker's. */
-static void worker_adopt(ms__supervisor *s, ms__model *m, ms__wproc *w, pid_t pid, spawn_fds *f)
+static void worker_adopt(ms__supervisor *s, ms__model *m, ms__wproc *w, pid_t pid, spawn_fds *f,
+                         bool standby)
 {
     w->pid = pid;
     w->ctrl_fd = f->sv[0];
@@ -302,17 +304,25 @@ static void worker_adopt(ms__supervisor *s, ms__model *m, ms__wproc *w, pid_t pi
     w->ev_err.kind = MS__EV_WERR;
     w->ev_err.obj = w;
     list_add(s, w);
-    ms__model_add_worker(m, w);
+    if (standby) {
+        w->model = m;
+        w->standby = true;
+    } else {
+        ms__model_add_worker(m, w);
+    }
     fcntl(w->ctrl_fd, F_SETFL, fcntl(w->ctrl_fd, F_GETFL) | O_NONBLOCK);
     fcntl(w->err_fd, F_SETFL, fcntl(w->err_fd, F_GETFL) | O_NONBLOCK);
     worker_watch(s, w);
 }
 
-int ms__sup_spawn(ms__supervisor *s, ms__model *m, int inst, char *err, size_t errlen)
+/* Starts a worker of spec on door_fd for instance inst of m; standby: not linked to m yet. */
+static int spawn(ms__supervisor *s, ms__model *m, int inst, const ms__spec *spec,
+                 const json_t *spec_json, int door_fd, bool standby, ms__wproc **out, char *err,
+                 size_t errlen)
 {
     spawn_cmd cmd;
     spawn_fds fds;
-    int rc = spawn_cmd_make(s, m, &cmd, err, errlen);
+    int rc = spawn_cmd_make(s, m, spec, spec_json, &cmd, err, errlen);
     if (rc != 0)
         return rc;
     ms__wproc *w = calloc(1, sizeof *w);
@@ -323,8 +333,7 @@ int ms__sup_spawn(ms__supervisor *s, ms__model *m, int inst, char *err, size_t e
     w->pidfd = w->ctrl_fd = w->err_fd = -1;
     w->inst = inst;
     ms__reader_init(&w->reader);
-    rc = spawn_fds_make(&fds, inst >= 0 && inst < m->ninst ? m->inst[inst].door_fd : -1, err,
-                        errlen);
+    rc = spawn_fds_make(&fds, door_fd, err, errlen);
     if (rc != 0)
         goto fail;
     pid_t parent = getpid();
@@ -336,16 +345,33 @@ int ms__sup_spawn(ms__supervisor *s, ms__model *m, int inst, char *err, size_t e
     }
     if (pid == 0)
         child_exec(parent, &fds, cmd.path, cmd.argv, cmd.cwd, cmd.envp);
-    worker_adopt(s, m, w, pid, &fds);
-    ms__log_info("model \"%s\": started worker %ld for instance %d (%s%s)", m->tag, (long)pid, inst,
-                 cmd.path, cmd.python ? " -m modelshare.worker" : "");
+    worker_adopt(s, m, w, pid, &fds, standby);
+    ms__log_info("model \"%s\": started worker %ld for instance %d%s (%s%s)", m->tag, (long)pid,
+                 inst, standby ? " of a swap" : "", cmd.path,
+                 cmd.python ? " -m modelshare.worker" : "");
     spawn_cmd_free(&cmd);
+    if (out != NULL)
+        *out = w;
     return 0;
 
 fail:
     free(w);
     spawn_cmd_free(&cmd);
     return rc;
+}
+
+int ms__sup_spawn(ms__supervisor *s, ms__model *m, int inst, char *err, size_t errlen)
+{
+    return spawn(s, m, inst, &m->spec, m->spec_json,
+                 inst >= 0 && inst < m->ninst ? m->inst[inst].door_fd : -1, false, NULL, err,
+                 errlen);
+}
+
+int ms__sup_spawn_standby(ms__supervisor *s, ms__model *m, int inst, const ms__spec *spec,
+                          const json_t *spec_json, int door_fd, ms__wproc **out, char *err,
+                          size_t errlen)
+{
+    return spawn(s, m, inst, spec, spec_json, door_fd, true, out, err, errlen);
 }
 
 void ms__sup_stop(ms__supervisor *s, ms__wproc *w, int64_t now)

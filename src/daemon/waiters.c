@@ -67,7 +67,7 @@ static ms__conn *next_waiter(ms__proto *p, ms__conn *k, const ms__model *m)
 void ms__waiters_fail(ms__proto *p, ms__model *m, int code, const char *message)
 {
     for (ms__conn *k = next_waiter(p, NULL, m); k != NULL; k = next_waiter(p, k, m)) {
-        if (k->pending != MS__OP_ACQUIRE && k->pending != MS__OP_LOAD)
+        if (k->pending != MS__OP_ACQUIRE && k->pending != MS__OP_LOAD && k->pending != MS__OP_SWAP)
             continue;
         ms__conn_error(k, k->p_id, code, message);
         ms__conn_resume(p, k);
@@ -105,6 +105,27 @@ static void waiters_unloaded(ms__proto *p, ms__model *m)
     }
 }
 
+/* m's swap ended: the swap that waits hears (code 0: the new version serves). */
+static void waiters_swapped(ms__proto *p, ms__model *m, int code, const char *message)
+{
+    for (ms__conn *k = next_waiter(p, NULL, m); k != NULL; k = next_waiter(p, k, m)) {
+        if (k->pending != MS__OP_SWAP)
+            continue;
+        if (code != 0) {
+            ms__conn_error(k, k->p_id, code, message != NULL ? message : "the swap failed");
+        } else {
+            json_t *r = ms__reply_ok(k->p_id);
+            if (r != NULL) {
+                json_object_set(r, "spec", m->spec_json);
+                json_object_set_new(
+                    r, "version", m->spec.version[0] ? json_string(m->spec.version) : json_null());
+            }
+            ms__conn_send(k, r, NULL, 0);
+        }
+        ms__conn_resume(p, k);
+    }
+}
+
 void ms__proto_settled(void *ctx, ms__model *m, int what, int code, const char *message)
 {
     ms__proto *p = ctx;
@@ -117,6 +138,9 @@ void ms__proto_settled(void *ctx, ms__model *m, int what, int code, const char *
         break;
     case MS__SETTLED_UNLOADED:
         waiters_unloaded(p, m);
+        break;
+    case MS__SETTLED_SWAPPED:
+        waiters_swapped(p, m, code, message);
         break;
     default:
         break;

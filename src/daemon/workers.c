@@ -20,6 +20,10 @@ static void on_ready(ms__models *ml, ms__wproc *w)
         /* A worker of a load that already failed: it is being stopped. */
         return;
     }
+    if (w->standby) {
+        ms__swap_ready(ml, w);
+        return;
+    }
     ms__log_info("model \"%s\": worker %ld ready (%.1f MiB)", m->tag, (long)w->pid,
                  (double)w->memory_bytes / (1024.0 * 1024.0));
     if (m->state == MS__MODEL_READY && w->inst >= 0 && w->inst < m->ninst &&
@@ -35,6 +39,10 @@ static void on_ready(ms__models *ml, ms__wproc *w)
 static void on_failed(ms__models *ml, ms__wproc *w, int code, const char *message)
 {
     ms__model *m = w->model;
+    if (m != NULL && w->standby) {
+        ms__swap_failed(ml, w, code, message);
+        return;
+    }
     if (m == NULL || m->state != MS__MODEL_LOADING) {
         ms__log_warn("worker %ld: %s", (long)w->pid, message);
         return;
@@ -83,6 +91,8 @@ static void on_msg(ms__models *ml, ms__wproc *w, const json_t *msg)
         msg_ready(ml, w, msg);
     else if (op != NULL && strcmp(op, "failed") == 0)
         msg_failed(ml, w, msg);
+    else if (op != NULL && strcmp(op, "drained") == 0)
+        ms__swap_drained(ml, w, msg);
     else
         ms__log_warn("worker %ld sent an unknown message (op %s); ignored", (long)w->pid,
                      op != NULL ? op : "missing");
@@ -137,10 +147,17 @@ static void on_worker_exit(ms__models *ml, ms__wproc *w, int status)
         ms__sup_retire(&ml->sup, w);
         return;
     }
+    if (w->standby) {
+        ms__log_info("model \"%s\": worker %ld of the new version %s", m->tag, (long)w->pid, how);
+        ms__swap_standby_exit(ml, w, how);
+        ms__sup_retire(&ml->sup, w);
+        return;
+    }
     bool was_ready = w->ready;
     ms__worker_detach(w);
     if (m->state == MS__MODEL_READY) {
-        ms__instance_lost(ml, m, w, status);
+        if (!ms__swap_old_exit(ml, m, w))
+            ms__instance_lost(ml, m, w, status);
         ms__sup_retire(&ml->sup, w);
         return;
     }

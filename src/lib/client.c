@@ -191,3 +191,35 @@ MS_EXPORT int ms_unload(ms_client *client, const char *tag, int force)
     json_decref(reply);
     return r;
 }
+
+MS_EXPORT int ms_swap(ms_client *client, const char *tag, const char *changes, unsigned flags)
+{
+    char err[MS__ERRLEN];
+    json_t *spec = NULL;
+
+    if (client == NULL)
+        return MS_E_INVAL;
+    ms__lib_clear(client);
+    if (ms__lib_check_tag(client, tag) != 0)
+        return MS_E_INVAL;
+    if (changes == NULL)
+        return ms__lib_fail(client, MS_E_SPEC,
+                            "ms_swap: expected the spec fields to change, got NULL");
+    if ((flags & ~MS_SWAP_DRAIN_FIRST) != 0)
+        return ms__lib_fail(client, MS_E_INVAL,
+                            "ms_swap: expected flags 0 or "
+                            "MS_SWAP_DRAIN_FIRST, got %u",
+                            flags);
+    int r = ms__lib_spec_prepare(changes, &spec, err, sizeof err);
+    if (r < 0)
+        return ms__lib_fail_msg(client, r, err);
+    json_t *req = json_pack("{s:s, s:s, s:o, s:b}", "op", "swap", "tag", tag, "spec", spec,
+                            "drain_first", (flags & MS_SWAP_DRAIN_FIRST) != 0);
+    if (req == NULL)
+        return ms__lib_fail(client, MS_E_NOMEM, "out of memory building a request");
+    json_t *reply = NULL;
+    r = ms__lib_call(client, req, NULL, 0, &reply, NULL, NULL, 0);
+    json_decref(req);
+    json_decref(reply);
+    return r;
+}

@@ -2,6 +2,11 @@
  * The worker's client table: attach (map the client's arena, give it a hint bit) and detach, as
  * the daemon's control messages say, and "open" (a restarted worker's door opens after its
  * attaches, ring.h). A client is attached once per lease; at most MS__WORKER_CLIENTS_MAX at once.
+ *
+ * A swap (docs/ARCHITECTURE.md, "A swap, step by step") adds two: "drain" to the old worker of
+ * an instance (it takes nothing more, tells the daemon where it stopped in each ring, and ends
+ * its loop) and "takeover" to the new one (it moves onto the instance's door, whose gen it then
+ * serves, and its attaches carry the "head" where the old worker stopped).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -65,9 +70,21 @@ static void take_hint(server *s, client *c)
     atomic_store(&c->rg->hint, c->hint + 1);
 }
 
+/* Where a client's ring starts for this worker. A fresh arena's at 0 (entries published before
+ * the attach are ours); resume: at its tail; a swap (head given): where the old worker of this
+ * door stopped (drain, below). */
+static uint32_t first_entry(ms__ring *rg, bool resume, const json_t *head)
+{
+    if (json_is_integer(head) && json_integer_value(head) >= 0 &&
+        json_integer_value(head) <= UINT32_MAX)
+        return (uint32_t)json_integer_value(head);
+    return resume ? atomic_load_explicit(&rg->tail, memory_order_acquire) : 0;
+}
+
 /* resume: the lease was served by a worker of this door that died; its ring goes on from where
  * its tail stands (what was published before was the dead worker's). */
-static void attach(server *s, int64_t lease, int64_t ring, int arena_fd, bool resume)
+static void attach(server *s, int64_t lease, int64_t ring, int arena_fd, bool resume,
+                   const json_t *head)
 {
     char err[MS__ERRLEN];
     void *base = NULL;
@@ -106,8 +123,7 @@ static void attach(server *s, int64_t lease, int64_t ring, int arena_fd, bool re
     c->base = base;
     c->capacity = cap;
     c->rg = ms__ring_of(base, c->ring);
-    /* A fresh arena's ring starts at 0 (entries published before this attach are ours). */
-    c->head = resume ? atomic_load_explicit(&c->rg->tail, memory_order_acquire) : 0;
+    c->head = first_entry(c->rg, resume, head);
     take_hint(s, c);
     s->clients[s->n++] = c;
     if (s->w->backend->arena != NULL)
@@ -123,6 +139,48 @@ fail:
     close(arena_fd);
 }
 
+/* "takeover": this worker, loaded beside the old version on a door of its own, moves onto the
+ * instance's door (door_fd, which this takes) and serves the slots stamped with its gen. Only
+ * before any attach: its clients come after, with the heads where the old worker stopped. */
+static void takeover(server *s, int door_fd)
+{
+    char err[MS__ERRLEN];
+    ms__door *d = NULL;
+    if (s->n > 0) {
+        ms__log_error("model \"%s\": refusing a takeover with %zu client(s) attached", s->w->tag,
+                      s->n);
+    } else if (ms__door_map(door_fd, &d, err, sizeof err) < 0) {
+        ms__log_error("model \"%s\": cannot map the door to take over: %s", s->w->tag, err);
+    } else {
+        /* The door it loaded on stays mapped (one page): a signal handler may ring it. */
+        s->w->door = d;
+        s->gen = atomic_load(&d->gen);
+        ms__log_info("model \"%s\": took over its instance's door (gen %u)", s->w->tag, s->gen);
+    }
+    close(door_fd);
+}
+
+/* "drain": a swap moves this instance to a new worker. Nothing is taken between two batches, so
+ * every request taken is answered: what is left in the rings is the new worker's, from each
+ * client's head on. Tells the daemon those heads ("drained") and ends the loop (s->drained). */
+static void drain(server *s)
+{
+    char err[MS__ERRLEN];
+    json_t *heads = json_array();
+    for (size_t i = 0; heads != NULL && i < s->n; i++)
+        json_array_append_new(heads, json_pack("[I, I]", (json_int_t)s->clients[i]->lease,
+                                               (json_int_t)s->clients[i]->head));
+    json_t *msg = heads != NULL ? json_pack("{s:s, s:o}", "op", "drained", "heads", heads) : NULL;
+    if (msg == NULL || ms__msg_send(s->w->ctrl_fd, msg, NULL, 0, 5000, err, sizeof err) < 0)
+        ms__log_error("model \"%s\": cannot tell the daemon where it stopped: %s", s->w->tag,
+                      msg != NULL ? err : "out of memory");
+    json_decref(msg);
+    /* Nobody sleeps on the door now: clients need not wake it until the new worker is on it. */
+    atomic_store(&s->w->door->sleeping, 0);
+    s->drained = true;
+    ms__log_info("model \"%s\": drained for a swap (%zu client(s)); stopping", s->w->tag, s->n);
+}
+
 static void control_msg(server *s, json_t *msg, int *fds, int nfds)
 {
     const char *op = json_string_value(json_object_get(msg, "op"));
@@ -131,13 +189,23 @@ static void control_msg(server *s, json_t *msg, int *fds, int nfds)
     if (op && strcmp(op, "attach") == 0 && json_is_integer(lease) && json_is_integer(ring) &&
         nfds == 1) {
         attach(s, json_integer_value(lease), json_integer_value(ring), fds[0],
-               json_is_true(json_object_get(msg, "resume")));
+               json_is_true(json_object_get(msg, "resume")), json_object_get(msg, "head"));
+        return;
+    }
+    if (op && strcmp(op, "takeover") == 0 && nfds == 1) {
+        takeover(s, fds[0]);
+        return;
+    }
+    if (op && strcmp(op, "drain") == 0 && nfds == 0) {
+        drain(s);
         return;
     }
     if (op && strcmp(op, "open") == 0 && nfds == 0) {
-        /* After the attaches: the in-flight count was the dead worker's; down == 0 (release)
-         * lets clients send again, after every head read above. */
-        atomic_store(&s->w->door->inflight, 0);
+        /* After the attaches: the in-flight count was the dead worker's (unless a swap's old
+         * worker drained: then what clients sent meanwhile is still to serve); down == 0
+         * (release) lets clients send again, after every head read above. */
+        if (!json_is_true(json_object_get(msg, "keep_inflight")))
+            atomic_store(&s->w->door->inflight, 0);
         atomic_store_explicit(&s->w->door->down, 0, memory_order_release);
         ms__log_info("model \"%s\": door open again (%zu client(s) attached)", s->w->tag, s->n);
         return;
@@ -185,5 +253,5 @@ int ms__control_poll(server *s)
         ms__log_info("model \"%s\": the daemon closed the control socket; exiting", s->w->tag);
         return 1;
     }
-    return 0;
+    return s->drained ? 1 : 0;
 }

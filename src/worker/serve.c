@@ -103,6 +103,13 @@ static int idle(server *s, loop_state *ls)
     }
     if (ms__control_poll(s))
         return 1;
+    if (s->w->door != door) {
+        /* A swap's takeover: the clients are on the new door now. */
+        atomic_store(&door->sleeping, 0);
+        ls->last_work = ms__now_ns();
+        ls->more = true;
+        return 0;
+    }
     int timed_out = ms__futex_wait(&door->bell, ls->seen_bell, SLEEP_SLICE_NS);
     atomic_store(&door->sleeping, 0);
     /* Woken: most likely a request, served before anything else. Else (or after) the control
@@ -133,11 +140,11 @@ static int idle(server *s, loop_state *ls)
 static void loop(server *s)
 {
     ms__worker *w = s->w;
-    ms__door *door = w->door;
     loop_state ls = {.more = true};
     ls.last_work = ls.last_ctrl = ms__now_ns();
-    ls.seen_bell = atomic_load(&door->bell);
+    ls.seen_bell = atomic_load(&w->door->bell);
     while (!*w->stop) {
+        ms__door *door = w->door; /* a swap's takeover moves it (clients.c) */
         int64_t now = ms__now_ns();
         if (now - ls.last_ctrl >= CTRL_POLL_NS) {
             ls.last_ctrl = now;

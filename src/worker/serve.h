@@ -48,7 +48,9 @@ typedef struct taken {
 
 typedef struct server {
     ms__worker *w;
-    uint32_t gen;     /* the door's gen when this worker started: it serves slots stamped with it */
+    uint32_t gen;     /* the door's gen when this worker started (or took it over): it serves slots
+                       * stamped with it */
+    bool drained;     /* a swap's "drain" came: the loop ends, taking nothing more */
     client **clients; /* dense: [0, n) */
     size_t n;
     client **by_hint; /* MS__DOOR_HINTS entries: the client of each hint bit, or NULL */
@@ -92,8 +94,8 @@ static inline void ms__client_activate(server *s, client *c)
 void ms__clients_compact_active(server *s);
 /* Detaches clients[i]: unmaps its arena, closes its fd, frees its record. */
 void ms__client_drop_at(server *s, size_t i, const char *why);
-/* Reads what the control socket has (attach, detach, open), without blocking. Returns 1 when the
- * daemon is gone. */
+/* Reads what the control socket has (attach, detach, open, takeover, drain), without blocking.
+ * Returns 1 when the daemon is gone or the worker drained for a swap: the loop ends. */
 int ms__control_poll(server *s);
 
 /* ---- intake.c ---- */

@@ -143,7 +143,7 @@ static void test_unknown_field(void **state)
     expect_err("{\"backend\":\"dense\",\"weigths\":\"w\"}",
                "unknown spec field \"weigths\" (known: backend, weights, device, output, "
                "keep_alive, max_batch, batch_sizes, batch_delay_us, instances, thread_safe, "
-               "batchable, memory, load_timeout, max_restarts, python)");
+               "batchable, memory, load_timeout, max_restarts, python, version)");
     /* A very long unknown name is shortened, the message stays whole. */
     char text[600];
     char name[400];
@@ -241,7 +241,8 @@ static void test_canonical(void **state)
                            "\"batchable\":true,"
                            "\"device\":\"cuda:0\",\"instances\":1,\"keep_alive\":2.5,"
                            "\"load_timeout\":60.0,\"max_batch\":64,\"max_restarts\":5,\"memory\":0,"
-                           "\"output\":\"linear\",\"thread_safe\":false,\"weights\":\"/w\"}");
+                           "\"output\":\"linear\",\"thread_safe\":false,\"version\":null,"
+                           "\"weights\":\"/w\"}");
     /* The canonical text is sorted (the same with JSON_SORT_KEYS). */
     char *sorted = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
     assert_string_equal(s, sorted);
@@ -447,6 +448,36 @@ static void test_diff(void **state)
     ms__spec_free(&a);
 }
 
+/* version: a label; part of the model's identity (a swap moves a tag from one to the next). */
+static void test_version(void **state)
+{
+    (void)state;
+    char err[MS__ERRLEN], diff[400];
+    ms__spec a, b;
+    assert_int_equal(ms__spec_parse("{" D "\"version\":\"v1.2+rc\"}", &a, err, sizeof err), 0);
+    assert_string_equal(a.version, "v1.2+rc");
+    assert_int_equal(ms__spec_parse("{" D "\"version\":null}", &b, err, sizeof err), 0);
+    assert_string_equal(b.version, "");
+    assert_false(ms__spec_equal(&a, &b));
+    ms__spec_diff(&b, &a, diff, sizeof diff);
+    assert_string_equal(diff, "version: loaded null, asked \"v1.2+rc\"");
+    ms__spec c;
+    assert_int_equal(ms__spec_copy(&a, &c), 0);
+    assert_true(ms__spec_equal(&a, &c));
+    json_t *j = ms__spec_to_json(&a);
+    assert_string_equal(json_string_value(json_object_get(j, "version")), "v1.2+rc");
+    json_decref(j);
+    ms__spec_free(&a);
+    ms__spec_free(&b);
+    ms__spec_free(&c);
+    expect_err("{" D "\"version\":\"\"}", "spec field \"version\": expected a label of 1 to 64");
+    expect_err("{" D "\"version\":\"has space\"}", "printable ASCII characters without spaces");
+    expect_err("{" D "\"version\":2}", "got 2");
+    expect_err("{" D "\"version\":\"0123456789012345678901234567890123456789012345678901234567"
+               "89012345\"}",
+               "spec field \"version\"");
+}
+
 static void test_batch_sizes(void **state)
 {
     (void)state;
@@ -536,6 +567,7 @@ int main(void)
         cmocka_unit_test(test_canonical),      cmocka_unit_test(test_python),
         cmocka_unit_test(test_diff),           cmocka_unit_test(test_batch_sizes),
         cmocka_unit_test(test_not_object),     cmocka_unit_test(test_key_is_not_a_pickle),
+        cmocka_unit_test(test_version),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
