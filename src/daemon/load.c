@@ -30,6 +30,8 @@ void ms__worker_detach(ms__wproc *w)
     if (w->stats != NULL) {
         m->requests_done += atomic_load(&w->stats->requests);
         m->batches_done += atomic_load(&w->stats->batches);
+        if (w->inst >= 0 && w->inst < MS__INSTANCES_MAX)
+            ms__stats_add(&m->inst_gone[w->inst], w->stats);
     }
     ms__model_detach_worker(m, w);
 }
@@ -83,6 +85,8 @@ static void evict(ms__models *ml, ms__model *victim, const ms__model *for_whom)
     ms__log_info("model \"%s\": evicted (idle, least recently used, %s on %s) to make room for "
                  "\"%s\"",
                  victim->tag, size, ms__budget_device(victim->spec.device), for_whom->tag);
+    victim->evictions++;
+    ml->evictions++;
     ms__begin_unload(ml, victim);
 }
 

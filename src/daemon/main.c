@@ -2,7 +2,7 @@
  * modelshared: the modelshare daemon.
  *
  *   modelshared [--socket PATH] [--foreground] [--idle-exit SECONDS] [--log-level LEVEL]
- *               [--memory host=SIZE,cuda:N=SIZE]
+ *               [--memory host=SIZE,cuda:N=SIZE] [--metrics [HOST:]PORT]
  *
  * Without --foreground it daemonizes, and the process that was started exits 0 only once the
  * socket listens (1 with the error on stderr otherwise): whoever starts it waits for that exit.
@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "../common/env.h"
+#include "../common/hostport.h"
 #include "../common/log.h"
 #include "../common/paths.h"
 #include "../common/util.h"
@@ -32,6 +33,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: modelshared [--socket PATH] [--foreground] [--idle-exit SECONDS]\n"
                "                   [--log-level error|warn|info|debug] [--memory BUDGETS]\n"
+               "                   [--metrics ADDR]\n"
                "  --socket PATH       the control socket (default: $MODELSHARE_SOCKET, else\n"
                "                      $XDG_RUNTIME_DIR/modelshare/modelshared.sock, else\n"
                "                      /tmp/modelshare-$UID/modelshared.sock)\n"
@@ -43,6 +45,9 @@ static void usage(FILE *f)
                "                      KB, MB, GB, ...) or percent of the device's memory:\n"
                "                      host=16GiB,cuda:0=90%% (default: $MODELSHARE_MEMORY, else\n"
                "                      host=80%%, each GPU 90%%)\n"
+               "  --metrics ADDR      serve /metrics (Prometheus) over HTTP on ADDR: PORT (on\n"
+               "                      127.0.0.1), 127.0.0.1:PORT, [::1]:PORT, or 0.0.0.0:PORT for\n"
+               "                      every interface (default: $MODELSHARE_METRICS, else off)\n"
                "Without --foreground the log goes to modelshared.log beside the socket.\n");
 }
 
@@ -180,12 +185,13 @@ typedef struct daemon_args {
     const char *socket_arg;                    /* --socket, NULL for the default */
     const char *level_name;                    /* --log-level */
     const char *memory;                        /* --memory, else $MODELSHARE_MEMORY, else NULL */
+    const char *metrics;                       /* --metrics, else $MODELSHARE_METRICS, else NULL */
     bool foreground;                           /* --foreground */
     double idle_exit;                          /* --idle-exit */
     char socket_path[MS__SOCKET_PATH_MAX + 1]; /* resolved by resolve_socket() */
 } daemon_args;
 
-enum { OPT_SOCKET = 256, OPT_FOREGROUND, OPT_IDLE_EXIT, OPT_LOG_LEVEL, OPT_MEMORY };
+enum { OPT_SOCKET = 256, OPT_FOREGROUND, OPT_IDLE_EXIT, OPT_LOG_LEVEL, OPT_MEMORY, OPT_METRICS };
 
 static const struct option long_options[] = {
     {"help", no_argument, NULL, 'h'},
@@ -194,6 +200,7 @@ static const struct option long_options[] = {
     {"idle-exit", required_argument, NULL, OPT_IDLE_EXIT},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"memory", required_argument, NULL, OPT_MEMORY},
+    {"metrics", required_argument, NULL, OPT_METRICS},
     {NULL, 0, NULL, 0},
 };
 
@@ -213,6 +220,9 @@ static int take_option(int c, const char *word, const char *value, daemon_args *
         return -1;
     case OPT_MEMORY:
         a->memory = value;
+        return -1;
+    case OPT_METRICS:
+        a->metrics = value;
         return -1;
     case OPT_IDLE_EXIT: {
         char *end;
@@ -276,6 +286,9 @@ static int check_args(daemon_args *a)
         if (ms__budgets_parse(&check, a->memory, err, sizeof err) != 0)
             return usage_error("%s", err);
     }
+    ms__hostport hp;
+    if (a->metrics != NULL && ms__hostport_parse(a->metrics, &hp, err, sizeof err) != 0)
+        return usage_error("--metrics: %s", err);
     return -1;
 }
 
@@ -304,6 +317,7 @@ static int serve(const daemon_args *a, int level, int ready_fd)
         .idle_exit_s = a->idle_exit,
         .log_level = canonical[level],
         .memory = a->memory,
+        .metrics = a->metrics,
     };
     ms__server *s = NULL;
     int rc = ms__server_start(&opts, &s, err, sizeof err);
@@ -324,7 +338,9 @@ static int serve(const daemon_args *a, int level, int ready_fd)
 
 int main(int argc, char **argv)
 {
-    daemon_args a = {.level_name = "info", .memory = ms__env_str("MODELSHARE_MEMORY", NULL)};
+    daemon_args a = {.level_name = "info",
+                     .memory = ms__env_str("MODELSHARE_MEMORY", NULL),
+                     .metrics = ms__env_str("MODELSHARE_METRICS", NULL)};
 
     close_inherited_fds();
     int rc = parse_args(argc, argv, &a);

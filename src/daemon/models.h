@@ -35,6 +35,7 @@ typedef struct ms__models {
     ms__budgets budgets;     /* per device */
     bool stopping;           /* the daemon stops: no load starts any more */
     int64_t next_measure_ns; /* next periodic measurement of loaded models */
+    uint64_t evictions;      /* models evicted since the daemon started (metrics) */
     ms__settled_fn settled;  /* not NULL */
     void *settled_ctx;
 } ms__models;

@@ -16,12 +16,15 @@ typedef struct ms__server_opts {
     double idle_exit_s;    /* 0: never */
     const char *log_level; /* passed to workers: "error" | "warn" | "info" | "debug" */
     const char *memory;    /* budgets, "host=16GiB,cuda:0=90%" (budget.h); NULL: defaults */
+    const char *metrics;   /* --metrics address (hostport.h); NULL: no metrics, no TCP at all */
 } ms__server_opts;
 
 /* Prepares the socket directory, takes the exclusive lock on <socket>.pid (writing this
  * process's pid in it), removes a stale socket file, binds (mode 0600) and listens. When this
- * returns 0 the daemon is ready: clients can connect. Errors: MS_E_BUSY ("another modelshared
- * is running (pid N) on P"), MS_E_PERMISSION, MS_E_IO, with a message in err. *out is freed with
+ * returns 0 the daemon is ready: clients can connect. With opts->metrics it serves /metrics
+ * there too (metrics.h), or fails before the socket listens. Errors: MS_E_BUSY ("another
+ * modelshared is running (pid N) on P", or the metrics port is taken), MS_E_INVAL (a malformed
+ * metrics address), MS_E_PERMISSION, MS_E_IO, with a message in err. *out is freed with
  * ms__server_free(). */
 int ms__server_start(const ms__server_opts *opts, ms__server **out, char *err, size_t errlen);
 
