@@ -70,12 +70,12 @@ static int set_host(const char *text, const char *host, bool bracketed, unsigned
                         "expected HOST:PORT, got \"%s\" (no host: say 127.0.0.1:%u for this "
                         "machine only, or 0.0.0.0:%u for every interface)",
                         text, port, port);
-    memset(out, 0, sizeof *out);
     if (bracketed) {
         if (inet_pton(AF_INET6, host, &v6.sin6_addr) != 1)
             return ms__fail(err, errlen, MS_E_INVAL,
                             "expected an IPv6 address in the brackets of \"%s\", got \"%s\"", text,
                             host);
+        memset(out, 0, sizeof *out);
         memcpy(&out->addr, &v6, sizeof v6);
         out->len = sizeof v6;
         return 0;
@@ -87,6 +87,7 @@ static int set_host(const char *text, const char *host, bool bracketed, unsigned
                         "expected an IPv4 address (like 127.0.0.1), [IPV6] or localhost before "
                         ":%u in \"%s\", got \"%s\"",
                         port, text, host);
+    memset(out, 0, sizeof *out);
     memcpy(&out->addr, &v4, sizeof v4);
     out->len = sizeof v4;
     return 0;

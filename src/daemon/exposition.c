@@ -122,8 +122,8 @@ static void inst_histogram(const ctx *c, const char *name, const char *help, int
                 hist_series(c->f, name, m, i, s->rows_bucket, MS__HIST_ROWS_BUCKETS, s->rows_sum,
                             false);
             else if (which == H_QUEUE)
-                hist_series(c->f, name, m, i, s->queue_bucket, MS__HIST_NS_BUCKETS,
-                            s->queue_sum_ns, true);
+                hist_series(c->f, name, m, i, s->queue_bucket, MS__HIST_NS_BUCKETS, s->queue_sum_ns,
+                            true);
             else
                 hist_series(c->f, name, m, i, s->run_bucket, MS__HIST_NS_BUCKETS, s->run_sum_ns,
                             true);
@@ -208,8 +208,7 @@ static void model_metrics(const ctx *c)
     model_metric(c, "modelshare_evictions_total", "counter",
                  "Times a model was evicted (idle, least recently used) to make room for another.",
                  get_evictions, false);
-    model_metric(c, "modelshare_leases", "gauge", "Leases held on a model now.", get_leases,
-                 false);
+    model_metric(c, "modelshare_leases", "gauge", "Leases held on a model now.", get_leases, false);
     model_metric(c, "modelshare_memory_bytes", "gauge",
                  "Bytes a model is charged on its device's budget (measured once loaded).",
                  get_memory, true);
@@ -251,8 +250,9 @@ static void instance_metrics(const ctx *c)
                  offsetof(ms__stats_sum, rows), 1.0);
     inst_counter(c, "modelshare_batches_total", "Backend runs of a model's instance.",
                  offsetof(ms__stats_sum, batches), 1.0);
-    inst_counter(c, "modelshare_busy_seconds_total", "Time a model's instance spent in its backend.",
-                 offsetof(ms__stats_sum, busy_ns), 1e-9);
+    inst_counter(c, "modelshare_busy_seconds_total",
+                 "Time a model's instance spent in its backend.", offsetof(ms__stats_sum, busy_ns),
+                 1e-9);
     errors_by_code(c);
     inst_restarts(c);
     inst_histogram(c, "modelshare_batch_rows", "Rows per backend run.", H_ROWS);

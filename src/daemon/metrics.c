@@ -42,19 +42,18 @@ static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status, const
     return ok;
 }
 
-static enum MHD_Result static_reply(struct MHD_Connection *conn, unsigned status,
-                                    const char *text)
+static enum MHD_Result static_reply(struct MHD_Connection *conn, unsigned status, const char *text)
 {
-    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), (void *)text,
-                                                             MHD_RESPMEM_PERSISTENT);
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(strlen(text), (void *)text, MHD_RESPMEM_PERSISTENT);
     return reply(conn, status, "text/plain; charset=utf-8", r);
 }
 
 /* One request: GET or HEAD /metrics, else 404 or 405. Answered at the first call: a GET has
  * no body to wait for, and one with a body is refused by its method check or read away. */
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_size, void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_size, void **con_cls)
 {
     (void)version;
     (void)upload_data;
@@ -90,8 +89,7 @@ static void http_log(void *cls, const char *fmt, va_list ap)
 }
 
 /* The listening socket, ours to make so that a taken port is a clear error. */
-static int listen_on(const ms__hostport *hp, const char *where, int *out, char *err,
-                     size_t errlen)
+static int listen_on(const ms__hostport *hp, const char *where, int *out, char *err, size_t errlen)
 {
     int fd = socket(hp->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
@@ -104,7 +102,9 @@ static int listen_on(const ms__hostport *hp, const char *where, int *out, char *
         int e = errno;
         close(fd);
         return ms__fail(err, errlen,
-                        e == EADDRINUSE ? MS_E_BUSY : e == EACCES ? MS_E_PERMISSION : MS_E_IO,
+                        e == EADDRINUSE ? MS_E_BUSY
+                        : e == EACCES   ? MS_E_PERMISSION
+                                        : MS_E_IO,
                         "--metrics %s: cannot listen there: %s%s", where, strerror(e),
                         e == EADDRINUSE ? " (another program has the port: pick another)" : "");
     }
@@ -115,12 +115,12 @@ static int listen_on(const ms__hostport *hp, const char *where, int *out, char *
 /* The HTTP server on listening socket fd (taken, also on failure), its epoll set watched. */
 static int start_http(ms__metrics *mx, int fd, char *err, size_t errlen)
 {
-    mx->http = MHD_start_daemon(
-        MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, mx, MHD_OPTION_LISTEN_SOCKET,
-        fd, MHD_OPTION_CONNECTION_LIMIT, (unsigned)MS__METRICS_CONNECTIONS_MAX,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)MS__METRICS_IDLE_S,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)65536, MHD_OPTION_EXTERNAL_LOGGER, http_log,
-        NULL, MHD_OPTION_END);
+    mx->http =
+        MHD_start_daemon(MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, mx,
+                         MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT,
+                         (unsigned)MS__METRICS_CONNECTIONS_MAX, MHD_OPTION_CONNECTION_TIMEOUT,
+                         (unsigned)MS__METRICS_IDLE_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+                         (size_t)65536, MHD_OPTION_EXTERNAL_LOGGER, http_log, NULL, MHD_OPTION_END);
     if (mx->http == NULL) /* fd: left to the HTTP library, which may have closed it */
         return ms__fail(err, errlen, MS_E_IO, "--metrics %s: cannot start the HTTP server",
                         mx->where);
