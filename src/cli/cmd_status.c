@@ -49,7 +49,7 @@ static void model_row(const json_t *m, char row[][64])
 {
     snprintf(row[0], 64, "%s", jstr(m, "tag", "?"));
     snprintf(row[1], 64, "%s", jstr(m, "backend", "?"));
-    snprintf(row[2], 64, "%s", jstr(m, "state", "?"));
+    ms__cli_fmt_state(m, row[2], 64);
     snprintf(row[3], 64, "%s", jstr(m, "device", "?"));
     ms__cli_fmt_bytes_bin((uint64_t)jint(m, "memory_bytes"), row[4], 64);
     snprintf(row[5], 64, "%lld", jint(m, "leases"));

@@ -18,10 +18,10 @@ static void test_bounds(void **state)
     (void)state;
     assert_int_equal(ms__hist_rows_bound(0), 1);
     assert_int_equal(ms__hist_rows_bound(MS__HIST_ROWS_BUCKETS - 2), 1024);
-    assert_int_equal(ms__hist_ns_bound(0), 10000);           /* 10 us */
-    assert_int_equal(ms__hist_ns_bound(1), 25000);           /* 25 us */
-    assert_int_equal(ms__hist_ns_bound(2), 50000);           /* 50 us */
-    assert_int_equal(ms__hist_ns_bound(3), 100000);          /* 100 us */
+    assert_int_equal(ms__hist_ns_bound(0), 10000);                                /* 10 us */
+    assert_int_equal(ms__hist_ns_bound(1), 25000);                                /* 25 us */
+    assert_int_equal(ms__hist_ns_bound(2), 50000);                                /* 50 us */
+    assert_int_equal(ms__hist_ns_bound(3), 100000);                               /* 100 us */
     assert_int_equal(ms__hist_ns_bound(MS__HIST_NS_BUCKETS - 2), 10000000000ull); /* 10 s */
     for (int i = 1; i < MS__HIST_NS_BUCKETS - 1; i++)
         assert_true(ms__hist_ns_bound(i) > ms__hist_ns_bound(i - 1));
@@ -33,15 +33,15 @@ static void test_observations(void **state)
     int fd;
     ms__stats *s;
     assert_int_equal(ms__stats_create(&fd, &s), 0);
-    ms__stats_batch(s, 1, 10000);       /* rows <= 1, run <= 10 us */
-    ms__stats_batch(s, 3, 10001);       /* rows <= 4, run <= 25 us */
-    ms__stats_batch(s, 5000, 99000000000ull);    /* both past the last bound: +Inf */
+    ms__stats_batch(s, 1, 10000);             /* rows <= 1, run <= 10 us */
+    ms__stats_batch(s, 3, 10001);             /* rows <= 4, run <= 25 us */
+    ms__stats_batch(s, 5000, 99000000000ull); /* both past the last bound: +Inf */
     ms__stats_queued(s, 0);
-    ms__stats_queued(s, 1000000);       /* 1 ms */
+    ms__stats_queued(s, 1000000); /* 1 ms */
     ms__stats_error(s, MS_E_SHAPE);
     ms__stats_error(s, MS_E_SHAPE);
-    ms__stats_error(s, -1000);          /* outside the table: slot 0 */
-    ms__stats_error(NULL, MS_E_SHAPE);  /* no page: nothing */
+    ms__stats_error(s, -1000);         /* outside the table: slot 0 */
+    ms__stats_error(NULL, MS_E_SHAPE); /* no page: nothing */
     assert_int_equal(s->batch_rows.bucket[0], 1);
     assert_int_equal(s->batch_rows.bucket[2], 1);
     assert_int_equal(s->batch_rows.bucket[MS__HIST_ROWS_BUCKETS - 1], 1);
