@@ -49,20 +49,21 @@ static enum MHD_Result static_reply(struct MHD_Connection *conn, unsigned status
     return reply(conn, status, "text/plain; charset=utf-8", r);
 }
 
-/* One request: GET or HEAD /metrics, else 404 or 405. Answered at the first call: a GET has
- * no body to wait for, and one with a body is refused by its method check or read away. */
+/* One request: GET or HEAD /metrics, else 404 or 405. Answered at the first call (a GET has no
+ * body to wait for); the later calls of a request that had a body only read it away. */
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_size, void **con_cls)
 {
+    static int answered;
     (void)version;
     (void)upload_data;
-    (void)con_cls;
     ms__metrics *mx = cls;
-    if (*upload_size != 0) {
-        *upload_size = 0; /* a body: read away (the reply is already queued) */
+    if (*con_cls == &answered) {
+        *upload_size = 0;
         return MHD_YES;
     }
+    *con_cls = &answered;
     if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
         return static_reply(conn, MHD_HTTP_METHOD_NOT_ALLOWED, not_allowed);
     if (strcmp(url, "/metrics") != 0)

@@ -196,7 +196,9 @@ def test_a_busy_port_fails_the_start_clearly(ms):
         r = start_daemon(ms, "--metrics", f"127.0.0.1:{port}")
     assert r.returncode == 1
     assert f"127.0.0.1:{port}" in r.stderr and "Address already in use" in r.stderr, r.stderr
-    assert ms.daemon_pid() is None
+    # The daemon that said so exits (its starter returns as soon as it hears why).
+    wait_until(lambda: ms.daemon_pid() is None, what="the failed daemon's exit")
+    assert not ms.socket.exists()
 
 
 def test_no_tcp_listener_without_metrics(ms):
