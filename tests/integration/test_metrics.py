@@ -212,3 +212,22 @@ def test_no_tcp_listener_without_metrics(ms):
     with open("/proc/net/tcp") as f4, open("/proc/net/tcp6") as f6:
         rows = [line.split() for line in f4.readlines()[1:] + f6.readlines()[1:]]
     assert not [r for r in rows if r[9] in sockets], "the daemon has a TCP socket"
+
+
+def test_an_eviction_is_counted(ms):
+    port = free_port()
+    # Room for two models of 64 MiB of weights (about 65 MiB measured each), not three.
+    r = start_daemon(ms, "--metrics", f"127.0.0.1:{port}", "--memory", "host=150MiB")
+    assert r.returncode == 0, r.stderr
+    url = f"http://127.0.0.1:{port}"
+    weights = ms.make_dense("m64.safetensors", [4096, 4096])
+    for tag in ("a", "b", "c"):
+        ms.cli("load", tag, "--spec", json.dumps({"backend": "dense", "weights": str(weights),
+                                                  "keep_alive": 600}))
+    samples, _ = scrape(url)
+    assert value(samples, "modelshare_daemon_evictions_total") == 1
+    # "a" went for good: its series with it; the others were loaded once each.
+    assert value(samples, "modelshare_loads_total", tag="a") is None
+    assert value(samples, "modelshare_loads_total", tag="b") == 1
+    assert value(samples, "modelshare_evictions_total", tag="c") == 0
+    assert value(samples, "modelshare_device_budget_bytes", device="host") == 150 << 20
