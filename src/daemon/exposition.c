@@ -180,14 +180,19 @@ static void model_metric(const ctx *c, const char *name, const char *type, const
     }
 }
 
-static uint64_t get_loads(const ms__model *m)
+/* A per-tag counter from the tally (kept after the model goes): loads, or evictions. */
+static void tally_metric(const ctx *c, const char *name, const char *help, bool evictions)
 {
-    return m->loads;
+    family(c->f, name, "counter", help);
+    const ms__tally *t = &c->ml->tally;
+    for (int i = 0; i < t->n; i++) {
+        fprintf(c->f, "%s{tag=\"", name);
+        put_label(c->f, t->e[i].tag);
+        fprintf(c->f, "\"} %llu\n",
+                (unsigned long long)(evictions ? t->e[i].evictions : t->e[i].loads));
+    }
 }
-static uint64_t get_evictions(const ms__model *m)
-{
-    return m->evictions;
-}
+
 static uint64_t get_leases(const ms__model *m)
 {
     return m->leases > 0 ? (uint64_t)m->leases : 0;
@@ -203,11 +208,11 @@ static uint64_t get_ready(const ms__model *m)
 
 static void model_metrics(const ctx *c)
 {
-    model_metric(c, "modelshare_loads_total", "counter", "Loads of a model started.", get_loads,
-                 false);
-    model_metric(c, "modelshare_evictions_total", "counter",
-                 "Times a model was evicted (idle, least recently used) to make room for another.",
-                 get_evictions, false);
+    tally_metric(c, "modelshare_loads_total", "Loads of a tag's model started.", false);
+    tally_metric(c, "modelshare_evictions_total",
+                 "Times a tag's model was evicted (idle, least recently used) to make room for "
+                 "another.",
+                 true);
     model_metric(c, "modelshare_leases", "gauge", "Leases held on a model now.", get_leases, false);
     model_metric(c, "modelshare_memory_bytes", "gauge",
                  "Bytes a model is charged on its device's budget (measured once loaded).",

@@ -92,10 +92,9 @@ struct ms__model {
     char error[MS__ERRLEN];
     uint64_t requests_done, batches_done; /* counters of workers that are gone */
     /* For metrics, over the life of this record: each instance's counters of workers that are
-     * gone, its restarts, and the model's evictions. */
+     * gone, and its restarts. */
     ms__stats_sum inst_gone[MS__INSTANCES_MAX];
     uint64_t inst_restarts[MS__INSTANCES_MAX];
-    uint64_t evictions;
 };
 
 struct ms__lease {

@@ -226,8 +226,17 @@ def test_an_eviction_is_counted(ms):
                                                   "keep_alive": 600}))
     samples, _ = scrape(url)
     assert value(samples, "modelshare_daemon_evictions_total") == 1
-    # "a" went for good: its series with it; the others were loaded once each.
-    assert value(samples, "modelshare_loads_total", tag="a") is None
+    # "a" went for good, and its counters stay: a counter never goes down.
+    assert value(samples, "modelshare_evictions_total", tag="a") == 1
+    assert value(samples, "modelshare_loads_total", tag="a") == 1
+    assert value(samples, "modelshare_ready", tag="a") is None
     assert value(samples, "modelshare_loads_total", tag="b") == 1
     assert value(samples, "modelshare_evictions_total", tag="c") == 0
+    # Loaded again: its loads go on from where they were.
+    ms.cli("load", "a", "--spec", json.dumps({"backend": "dense", "weights": str(weights),
+                                              "keep_alive": 600}))
+    samples, _ = scrape(url)
+    assert value(samples, "modelshare_loads_total", tag="a") == 2
+    assert value(samples, "modelshare_evictions_total", tag="b") == 1
+    assert value(samples, "modelshare_daemon_evictions_total") == 2
     assert value(samples, "modelshare_device_budget_bytes", device="host") == 150 << 20
