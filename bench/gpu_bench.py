@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """GPU benchmark: rows/s of a dense model on cuda:0 served by modelshare to N client processes
 (dynamic batching across them) against one process calling cuBLAS directly (ms-backend-bench,
-the same backend code in-process). Prints a Markdown table for bench/GPU.md (shown in bench/RESULTS.md).
+the same backend code in-process); then the host-device copies of 16 MiB requests, straight
+from the client's shared memory (registered with cudaHostRegister) against staged through a
+pinned buffer ($MODELSHARE_CUDA_REGISTER=0). Prints Markdown tables for bench/GPU.md (shown in
+bench/RESULTS.md).
 
     MODELSHARE_BUILD=build .venv/bin/python bench/gpu_bench.py [--layers 4096,4096,4096,1000]
         [--clients 8] [--batch 8] [--seconds 10]
@@ -67,7 +70,32 @@ def main():
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name, procs, b, rps, p50, p99 in rows:
         print(f"| {name} | {procs} | {b} | {rps:,.0f} | {p50:,.0f} | {p99:,.0f} |")
+    transfers(tmp, a)
     subprocess.run(["rm", "-rf", str(tmp)])
+
+
+def transfers(tmp, a):
+    """GB/s through a 4096 > 4096 layer with 1024-row requests: 16 MiB in, 16 MiB out, each way
+    by DMA from the arena or staged. Each setting gets its own daemon: the worker reads
+    $MODELSHARE_CUDA_REGISTER from the daemon's environment."""
+    weights = tmp / "wide.safetensors"
+    run([BUILD / "modelshare", "make-dense", weights, "--layers", "4096,4096", "--seed", "2"])
+    spec = {"backend": "dense", "weights": str(weights), "device": "cuda:0", "max_batch": 1024}
+    mib = 1024 * 4096 * 4 / 2**20
+    print(f"\nHost-device copies: requests of 1024 rows x 4096 float32 ({mib:.0f} MiB in, "
+          f"{mib:.0f} MiB out), one client\n")
+    print("| input and output | requests/s | effective GB/s (in + out, with the run) | p50 µs |")
+    print("| --- | ---: | ---: | ---: |")
+    for register, name in (("1", "DMA from shared memory (registered)"),
+                           ("0", "staged through a pinned buffer")):
+        env = dict(os.environ, MODELSHARE_SOCKET=str(tmp / f"r{register}" / "modelshared.sock"),
+                   MODELSHARE_CUDA_BACKEND=str(BUILD / "libmodelshare-cuda.so"),
+                   MODELSHARE_IDLE_EXIT="30", MODELSHARE_CUDA_REGISTER=register)
+        out = json.loads(run([BUILD / "modelshare", "bench", f"copy{register}", "--spec",
+                              json.dumps(spec), "--clients", 1, "--requests", max(a.requests // 10, 50),
+                              "--batch", 1024, "--json"], env))
+        gbs = out["requests_per_s"] * 2 * 1024 * 4096 * 4 / 1e9
+        print(f"| {name} | {out['requests_per_s']:,.1f} | {gbs:,.2f} | {out['p50_us']:,.0f} |")
 
 
 if __name__ == "__main__":

@@ -279,6 +279,17 @@ MS_EXPORT int ms_tensor_alloc(ms_model *model, ms_dtype dtype, int rank, const i
 MS_EXPORT int ms_tensor_from(ms_model *model, ms_dtype dtype, int rank, const int64_t *shape,
                              const void *data, size_t nbytes, ms_tensor **out);
 
+/* A tensor for bytes already in the model's shared memory, inside a tensor of this model (one
+ * from ms_tensor_alloc() or an output, filled in place): ms_infer() on it sends no byte, as
+ * ms_infer() on that tensor would, with this dtype and shape. Nothing is copied or reserved.
+ *   data:  where its bytes start, aligned to the dtype's size.
+ *   out:   OUT, the view; owned by the caller, freed with ms_tensor_free() (which frees nothing of
+ *          the tensor it lies in). Valid while that tensor is.
+ * Errors: as ms_tensor_alloc() for dtype, rank and shape; MS_E_INVAL when the bytes are not all
+ * inside one live tensor of this model (memory elsewhere: copy it with ms_tensor_from()). */
+MS_EXPORT int ms_tensor_view(ms_model *model, ms_dtype dtype, int rank, const int64_t *shape,
+                             const void *data, ms_tensor **out);
+
 /* Frees a tensor. ms_tensor_free(NULL) is a no-op. */
 MS_EXPORT void ms_tensor_free(ms_tensor *tensor);
 

@@ -209,6 +209,11 @@ def _tensor_arg(x):
 
 _PLANE_DTYPES = {np.dtype(t) for t in (np.float32, np.float16, np.float64, np.int8, np.uint8,
                                        np.int16, np.int32, np.int64, np.bool_)}
+_NUMPY_CODES = {np.dtype(np.float32): _core.FLOAT32, np.dtype(np.float16): _core.FLOAT16,
+                np.dtype(np.float64): _core.FLOAT64, np.dtype(np.int8): _core.INT8,
+                np.dtype(np.uint8): _core.UINT8, np.dtype(np.int16): _core.INT16,
+                np.dtype(np.int32): _core.INT32, np.dtype(np.int64): _core.INT64,
+                np.dtype(np.bool_): _core.BOOL}
 
 
 class RemoteMethod:
@@ -346,6 +351,25 @@ class Model:
     def __exit__(self, *exc):
         self.release()
         return False
+
+    def empty(self, shape, dtype=np.float32):
+        """An uninitialised array in this model's shared memory: fill it in place, then model(x)
+        sends it with no copy (as it does an output of this model). Anything else model(x) copies
+        once. The array keeps the lease alive while it is in use, as outputs do."""
+        dt = np.dtype(dtype)
+        code = _core.BFLOAT16 if _BFLOAT16 is not None and dt == _BFLOAT16 else _NUMPY_CODES.get(dt)
+        if code is None:
+            raise TypeError(f"model {self.tag!r}: empty(): dtype {dt} is not one the data plane "
+                            f"carries ({', '.join(sorted(str(d) for d in _PLANE_DTYPES))})")
+        shape = (shape,) if isinstance(shape, int) else tuple(int(d) for d in shape)
+        y = np.asarray(self._guard(lambda core: core.empty(shape, code)))
+        return y.view(_BFLOAT16) if code == _core.BFLOAT16 else y
+
+    @property
+    def copied_bytes(self):
+        """Input bytes model(x) has copied into shared memory on this lease; an array from
+        empty(), or an output of this model, is sent with none."""
+        return self._core.copied_bytes
 
     @property
     def tag(self):

@@ -131,7 +131,11 @@ class Predictor:
             col = pdf[self.features[0]]  # an array column: one list (or array) per row
             return np.stack([np.asarray(v, dtype=dtype) for v in col]) if len(col) else \
                 np.empty((0, 0), dtype)
-        return pdf[self.features].to_numpy(dtype=dtype)
+        # Straight into the model's shared memory: one copy, and model(x) sends it as it is.
+        x = model.empty((len(pdf), len(self.features)), dtype)
+        for j, name in enumerate(self.features):
+            x[:, j] = pdf[name].to_numpy()
+        return x
 
     def _pandas_column(self, y):
         return list(y) if self._out_array else y
@@ -167,10 +171,15 @@ class Predictor:
         if len(cols) == 1 and (pa.types.is_list(cols[0].type) or
                                pa.types.is_fixed_size_list(cols[0].type) or
                                pa.types.is_large_list(cols[0].type)):
-            return _arrow_rows(cols[0], self.features[0], dtype)
+            return _arrow_rows(cols[0], self.features[0], dtype, model)
         if not cols or len(batch) == 0:
             return np.empty((len(batch), len(cols)), dtype)
-        return np.column_stack([_arrow_numpy(c).astype(dtype, copy=False) for c in cols])
+        # Each column written once, straight into the model's shared memory (no pandas, no
+        # intermediate matrix): model(x) then sends it with no copy.
+        x = model.empty((len(batch), len(cols)), dtype)
+        for j, c in enumerate(cols):
+            x[:, j] = _arrow_numpy(c)
+        return x
 
     def arrow(self, batches):
         """For df.mapInArrow(predict.arrow, predict.schema(df)): each pyarrow RecordBatch with
@@ -217,8 +226,9 @@ def _arrow_numpy(col):
     return col.to_numpy(zero_copy_only=False)
 
 
-def _arrow_rows(col, name, dtype):
-    """An Arrow list column whose rows all have one length: the 2-D array of its values."""
+def _arrow_rows(col, name, dtype, model):
+    """An Arrow list column whose rows all have one length: the 2-D array of its values, in the
+    model's shared memory."""
     if hasattr(col, "combine_chunks"):
         col = col.combine_chunks()
     n = len(col)
@@ -235,7 +245,9 @@ def _arrow_rows(col, name, dtype):
     if hasattr(col, "offsets") and (np.diff(col.offsets.to_numpy()) != width).any():
         raise ValueError(f"modelshare.spark: feature column {name!r}: rows of different "
                          f"lengths")
-    return values.reshape(n, width).astype(dtype, copy=False)
+    x = model.empty((n, width), dtype)
+    x[...] = values.reshape(n, width)
+    return x
 
 
 def predictor(shared, features, output="prediction", output_type="double", dtype=None):

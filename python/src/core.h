@@ -43,8 +43,9 @@ typedef struct {
     ms_py_client *client;
     PyObject *tag;
     pid_t pid;
-    Py_ssize_t users; /* calls in flight and live Tensors */
-    int closed;       /* release() was called */
+    Py_ssize_t users;                /* calls in flight and live Tensors */
+    int closed;                      /* release() was called */
+    unsigned long long copied_bytes; /* input bytes infer() copied into shared memory */
 } ms_py_model;
 
 typedef struct {

@@ -1,10 +1,12 @@
 /*
- * Model: one lease (ms_model). infer() copies its input once into the model's shared memory and
- * returns the output as a Tensor that numpy views in place. The GIL is released around the copy
- * and the call.
+ * Model: one lease (ms_model). infer() copies its input once into the model's shared memory (none
+ * when the input already lies there: an array from empty() or an output of this model, passed by
+ * ms_tensor_view) and returns the output as a Tensor that numpy views in place. The GIL is
+ * released around the copy and the call.
  */
 #include "core.h"
 
+#include <stdbool.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -106,11 +108,13 @@ static PyObject *model_infer(ms_py_model *self, PyObject *args, PyObject *kwargs
     int r;
     self->users++; /* the lease outlives this call, whatever another thread does */
     PyThreadState *ts = PyEval_SaveThread();
-    r = ms_tensor_alloc(m, d, view.ndim, shape, &in);
+    /* Already in this model's shared memory: by reference. Else one copy. */
+    bool copied = !contiguous || ms_tensor_view(m, d, view.ndim, shape, view.buf, &in) != 0;
+    r = copied ? ms_tensor_alloc(m, d, view.ndim, shape, &in) : 0;
     if (r == 0) {
-        if (contiguous)
+        if (copied && contiguous)
             memcpy(ms_tensor_data(in), view.buf, (size_t)view.len);
-        else
+        else if (copied)
             copy_strided(ms_tensor_data(in), view.buf, 0, &view);
         r = ms_infer(m, in, &out);
     }
@@ -120,10 +124,45 @@ static PyObject *model_infer(ms_py_model *self, PyObject *args, PyObject *kwargs
     PyEval_RestoreThread(ts);
     PyBuffer_Release(&view);
 
+    if (copied && r == 0)
+        self->copied_bytes += (unsigned long long)view.len;
     PyObject *result = r < 0 ? ms_py_raise(st, r, msg) : ms_py_tensor_wrap(st, self, out);
     self->users--;
     ms_py_model_maybe_end(self);
     return result;
+}
+
+/* empty(shape, dtype) -> Tensor: uninitialised room in the model's shared memory, to fill in
+ * place and pass to infer() with no copy. */
+static PyObject *model_empty(ms_py_model *self, PyObject *args)
+{
+    PyObject *dims;
+    int dtype;
+    if (!PyArg_ParseTuple(args, "O!i:empty", &PyTuple_Type, &dims, &dtype))
+        return NULL;
+    if (usable(self) < 0)
+        return NULL;
+    ms_py_state *st = ms_py_state_of((PyObject *)self);
+    Py_ssize_t rank = PyTuple_GET_SIZE(dims);
+    int64_t shape[MS_MAX_RANK];
+    if (rank > MS_MAX_RANK)
+        return ms_py_raise(st, MS_E_INVAL, "empty: expected at most 8 dimensions");
+    for (Py_ssize_t i = 0; i < rank; i++) {
+        shape[i] = PyLong_AsLongLong(PyTuple_GET_ITEM(dims, i));
+        if (shape[i] == -1 && PyErr_Occurred())
+            return NULL;
+    }
+    ms_tensor *t = NULL;
+    int r = ms_tensor_alloc(self->model, dtype, (int)rank, shape, &t);
+    if (r < 0)
+        return ms_py_raise(st, r, ms_errmsg(self->client->client));
+    return ms_py_tensor_wrap(st, self, t);
+}
+
+static PyObject *model_copied_bytes(ms_py_model *self, void *closure)
+{
+    (void)closure;
+    return PyLong_FromUnsignedLongLong(self->copied_bytes);
 }
 
 static PyObject *model_call(ms_py_model *self, PyObject *arg)
@@ -246,9 +285,12 @@ static PyObject *model_client(ms_py_model *self, void *closure)
 static PyMethodDef model_methods[] = {
     {"infer", (PyCFunction)(void (*)(void))model_infer, METH_VARARGS | METH_KEYWORDS,
      "infer(input, dtype=0) -> Tensor. input: any object with the buffer protocol (C-contiguous "
-     "or strided), copied once into shared memory; dtype overrides the ms_dtype read from the "
-     "buffer's format (e.g. BFLOAT16 for uint16 bits). The Tensor views the output in shared "
-     "memory."},
+     "or strided), copied once into shared memory unless it lies there already (from empty(), "
+     "or an output of this model); dtype overrides the ms_dtype read from the buffer's format "
+     "(e.g. BFLOAT16 for uint16 bits). The Tensor views the output in shared memory."},
+    {"empty", (PyCFunction)model_empty, METH_VARARGS,
+     "empty(shape: tuple, dtype: int) -> Tensor: room in shared memory to fill, then infer() "
+     "with no copy."},
     {"call", (PyCFunction)model_call, METH_O,
      "call(payload: bytes-like) -> bytes: a method call (ms_call) on a python-backend model: the "
      "pickled (op, name, args, kwargs) in, the pickled answer out."},
@@ -266,6 +308,8 @@ static PyGetSetDef model_getset[] = {
     {"released", (getter)model_released, NULL, "release() was called", NULL},
     {"held", (getter)model_held, NULL, "the lease is still held (outputs may keep it)", NULL},
     {"client", (getter)model_client, NULL, "the Client this lease belongs to", NULL},
+    {"copied_bytes", (getter)model_copied_bytes, NULL,
+     "input bytes infer() copied into shared memory so far (inputs already there are not)", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

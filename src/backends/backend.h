@@ -8,6 +8,7 @@
 #ifndef MS_BACKEND_H
 #define MS_BACKEND_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -56,6 +57,10 @@ typedef struct ms__backend_ops {
      * a call that could not be made at all. */
     int (*call)(void *state, const void *in, size_t in_len, const void **out, size_t *out_len,
                 char *err, size_t errlen);
+    /* Optional (NULL: nothing to do). The worker has mapped a client's arena at [base, base +
+     * len) (mapped: true), or is about to unmap it (false). A GPU backend registers ranges of it
+     * for DMA (pins.h) and must drop them here before the arena goes. */
+    void (*arena)(void *state, void *base, size_t len, bool mapped);
 } ms__backend_ops;
 
 /* The signature of a model of rows: float32 [N, in_width] -> float32 [N, out_width]. */

@@ -21,6 +21,7 @@ void ms__proto_init(ms__proto *p, ms__models *models, int epfd, const char *sock
     p->epfd = epfd;
     p->socket_path = socket_path;
     p->start_ns = start_ns;
+    p->access = (ms__access){.uid = geteuid()};
     char err[MS__ERRLEN];
     double s;
     if (ms__env_number("MODELSHARE_READ_TIMEOUT", MS__READ_TIMEOUT_S, 0.001, 1e6, &s, err,
@@ -201,31 +202,26 @@ static void refuse(int fd, int code, const char *message)
     close(fd);
 }
 
-/* The peer of fd, refused (fd closed) when it is another user. */
-static int peer_check(int fd, struct ucred *cred)
+/* The peer of fd, refused (fd closed) when p->access does not admit it. */
+static int peer_check(const ms__proto *p, int fd, struct ucred *cred)
 {
     char err[MS__ERRLEN];
-    socklen_t len = sizeof *cred;
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cred, &len) != 0) {
-        ms__log_warn("SO_PEERCRED: %s; closing the connection", strerror(errno));
-        close(fd);
-        return MS_E_IO;
-    }
-    if (cred->uid != geteuid()) {
-        snprintf(err, sizeof err, "modelshared of uid %lu refuses a client of uid %lu",
-                 (unsigned long)geteuid(), (unsigned long)cred->uid);
+    int r = ms__access_check(&p->access, fd, cred, err, sizeof err);
+    if (r == MS_E_PERMISSION) {
         ms__log_warn("%s (pid %ld)", err, (long)cred->pid);
         refuse(fd, MS_E_PERMISSION, err);
-        return MS_E_PERMISSION;
+    } else if (r != 0) {
+        ms__log_warn("%s; closing the connection", err);
+        close(fd);
     }
-    return 0;
+    return r;
 }
 
 void ms__conn_open(ms__proto *p, int fd)
 {
     char err[MS__ERRLEN];
     struct ucred cred;
-    if (peer_check(fd, &cred) != 0)
+    if (peer_check(p, fd, &cred) != 0)
         return;
     ms__conn *k = calloc(1, sizeof *k);
     if (k == NULL) {

@@ -2,10 +2,12 @@
  * modelshared: the modelshare daemon.
  *
  *   modelshared [--socket PATH] [--foreground] [--idle-exit SECONDS] [--log-level LEVEL]
- *               [--memory host=SIZE,cuda:N=SIZE] [--metrics [HOST:]PORT]
+ *               [--memory host=SIZE,cuda:N=SIZE] [--group GROUP] [--metrics [HOST:]PORT]
  *
  * Without --foreground it daemonizes, and the process that was started exits 0 only once the
  * socket listens (1 with the error on stderr otherwise): whoever starts it waits for that exit.
+ * Started by a service manager with a listening socket (activation.h), it serves on that one and
+ * stays in the foreground.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -26,6 +28,8 @@
 #include "../common/paths.h"
 #include "../common/util.h"
 #include "modelshare.h"
+#include "access.h"
+#include "activation.h"
 #include "budget.h"
 #include "server.h"
 
@@ -33,7 +37,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: modelshared [--socket PATH] [--foreground] [--idle-exit SECONDS]\n"
                "                   [--log-level error|warn|info|debug] [--memory BUDGETS]\n"
-               "                   [--metrics ADDR]\n"
+               "                   [--group GROUP] [--metrics ADDR]\n"
                "  --socket PATH       the control socket (default: $MODELSHARE_SOCKET, else\n"
                "                      $XDG_RUNTIME_DIR/modelshare/modelshared.sock, else\n"
                "                      /tmp/modelshare-$UID/modelshared.sock)\n"
@@ -48,7 +52,12 @@ static void usage(FILE *f)
                "  --metrics ADDR      serve /metrics (Prometheus) over HTTP on ADDR: PORT (on\n"
                "                      127.0.0.1), 127.0.0.1:PORT, [::1]:PORT, or 0.0.0.0:PORT for\n"
                "                      every interface (default: $MODELSHARE_METRICS, else off)\n"
-               "Without --foreground the log goes to modelshared.log beside the socket.\n");
+               "  --group GROUP       also serve the processes of this Unix group (name or gid):\n"
+               "                      the socket and its directory become the group's (0660,\n"
+               "                      0750); a machine-wide daemon (contrib/systemd)\n"
+               "Without --foreground the log goes to modelshared.log beside the socket.\n"
+               "Started with a socket by systemd (LISTEN_FDS), it serves on that socket in the\n"
+               "foreground.\n");
 }
 
 static int usage_error(const char *fmt, const char *arg)
@@ -75,10 +84,10 @@ static void write_all(int fd, const char *buf, size_t len)
 
 /* Descriptors inherited from whoever started us (beyond 0, 1, 2) would stay open in the daemon
  * and in every worker: close them first. */
-static void close_inherited_fds(void)
+static void close_inherited_fds(int first)
 {
 #ifdef SYS_close_range
-    if (syscall(SYS_close_range, 3u, ~0u, 0u) == 0)
+    if (syscall(SYS_close_range, (unsigned)first, ~0u, 0u) == 0)
         return;
 #endif
     DIR *d = opendir("/proc/self/fd");
@@ -88,7 +97,7 @@ static void close_inherited_fds(void)
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         int fd = atoi(e->d_name);
-        if (fd > 2 && fd != self)
+        if (fd >= first && fd != self)
             close(fd);
     }
     closedir(d);
@@ -186,12 +195,23 @@ typedef struct daemon_args {
     const char *level_name;                    /* --log-level */
     const char *memory;                        /* --memory, else $MODELSHARE_MEMORY, else NULL */
     const char *metrics;                       /* --metrics, else $MODELSHARE_METRICS, else NULL */
+    const char *group;                         /* --group, else NULL */
     bool foreground;                           /* --foreground */
+    gid_t gid;                                 /* --group's */
+    int listen_fd;                             /* inherited from a service manager, else -1 */
     double idle_exit;                          /* --idle-exit */
     char socket_path[MS__SOCKET_PATH_MAX + 1]; /* resolved by resolve_socket() */
 } daemon_args;
 
-enum { OPT_SOCKET = 256, OPT_FOREGROUND, OPT_IDLE_EXIT, OPT_LOG_LEVEL, OPT_MEMORY, OPT_METRICS };
+enum {
+    OPT_SOCKET = 256,
+    OPT_FOREGROUND,
+    OPT_IDLE_EXIT,
+    OPT_LOG_LEVEL,
+    OPT_MEMORY,
+    OPT_GROUP,
+    OPT_METRICS
+};
 
 static const struct option long_options[] = {
     {"help", no_argument, NULL, 'h'},
@@ -201,6 +221,7 @@ static const struct option long_options[] = {
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"memory", required_argument, NULL, OPT_MEMORY},
     {"metrics", required_argument, NULL, OPT_METRICS},
+    {"group", required_argument, NULL, OPT_GROUP},
     {NULL, 0, NULL, 0},
 };
 
@@ -223,6 +244,9 @@ static int take_option(int c, const char *word, const char *value, daemon_args *
         return -1;
     case OPT_METRICS:
         a->metrics = value;
+        return -1;
+    case OPT_GROUP:
+        a->group = value;
         return -1;
     case OPT_IDLE_EXIT: {
         char *end;
@@ -270,7 +294,11 @@ static int parse_args(int argc, char **argv, daemon_args *a)
 static int check_args(daemon_args *a)
 {
     char err[MS__ERRLEN];
-    if (a->socket_arg != NULL) {
+    if (a->listen_fd >= 0) {
+        a->foreground = true; /* the service manager supervises us */
+        if (a->socket_arg != NULL && strcmp(a->socket_arg, a->socket_path) != 0)
+            return usage_error("--socket: the inherited socket is %s", a->socket_path);
+    } else if (a->socket_arg != NULL) {
         if (strlen(a->socket_arg) == 0 || strlen(a->socket_arg) > MS__SOCKET_PATH_MAX)
             return usage_error("--socket: expected a path of 1 to 107 bytes, got \"%s\"",
                                a->socket_arg);
@@ -280,6 +308,8 @@ static int check_args(daemon_args *a)
         fprintf(stderr, "modelshared: %s\n", err);
         return 1;
     }
+    if (a->group != NULL && ms__access_parse_group(a->group, &a->gid, err, sizeof err) != 0)
+        return usage_error("%s", err);
     if (a->memory != NULL && a->memory[0] != '\0') {
         ms__budgets check;
         ms__budgets_init(&check);
@@ -318,6 +348,9 @@ static int serve(const daemon_args *a, int level, int ready_fd)
         .log_level = canonical[level],
         .memory = a->memory,
         .metrics = a->metrics,
+        .listen_fd = a->listen_fd,
+        .has_group = a->group != NULL,
+        .gid = a->gid,
     };
     ms__server *s = NULL;
     int rc = ms__server_start(&opts, &s, err, sizeof err);
@@ -325,7 +358,8 @@ static int serve(const daemon_args *a, int level, int ready_fd)
         report_start_failure(ready_fd, err);
         return 1;
     }
-    ms__log_info("listening on %s (pid %ld, idle exit %s%g s)", a->socket_path, (long)getpid(),
+    ms__log_info("listening on %s%s (pid %ld, idle exit %s%g s)", a->socket_path,
+                 a->listen_fd >= 0 ? ", a socket from the service manager" : "", (long)getpid(),
                  a->idle_exit > 0 ? "" : "off, ", a->idle_exit);
     if (ready_fd >= 0) {
         write_all(ready_fd, "OK", 2);
@@ -338,11 +372,17 @@ static int serve(const daemon_args *a, int level, int ready_fd)
 
 int main(int argc, char **argv)
 {
+    char err[MS__ERRLEN];
     daemon_args a = {.level_name = "info",
                      .memory = ms__env_str("MODELSHARE_MEMORY", NULL),
                      .metrics = ms__env_str("MODELSHARE_METRICS", NULL)};
 
-    close_inherited_fds();
+    if (ms__activation_take(&a.listen_fd, a.socket_path, sizeof a.socket_path, err, sizeof err) !=
+        0) {
+        fprintf(stderr, "modelshared: %s\n", err);
+        return 1;
+    }
+    close_inherited_fds(a.listen_fd >= 0 ? MS__ACTIVATION_FD + 1 : 3);
     int rc = parse_args(argc, argv, &a);
     if (rc < 0)
         rc = check_args(&a);

@@ -11,6 +11,7 @@
 
 #include <stdint.h>
 
+#include "access.h"
 #include "models.h"
 
 typedef struct ms__conn ms__conn;
@@ -21,17 +22,20 @@ typedef struct ms__proto {
     const char *socket_path; /* for the status document (not owned) */
     int64_t start_ns;        /* the daemon's start, for the status document */
     int64_t read_timeout_ns; /* a client that leaves a frame half sent this long is dropped */
+    ms__access access;       /* who may connect: the daemon's user, and its --group */
 } ms__proto;
 
 /* A client that sends part of a frame and no more for this long is dropped (default, seconds;
  * $MODELSHARE_READ_TIMEOUT overrides it). */
 #define MS__READ_TIMEOUT_S 10.0
 
-/* Nothing is allocated: p only points to what it is given. Reads $MODELSHARE_READ_TIMEOUT. */
+/* Nothing is allocated: p only points to what it is given. Reads $MODELSHARE_READ_TIMEOUT.
+ * Admits the daemon's own user; the server sets p->access.has_group and gid for --group. */
 void ms__proto_init(ms__proto *p, ms__models *models, int epfd, const char *socket_path,
                     int64_t start_ns);
-/* A connection accepted on fd (close-on-exec, non-blocking), which this takes: the peer's uid is
- * checked (another user is refused), the client recorded and fd watched (MS__EV_CONN). */
+/* A connection accepted on fd (close-on-exec, non-blocking), which this takes: the peer is
+ * checked (p->access: another user outside the group is refused with MS_E_PERMISSION), the
+ * client recorded and fd watched (MS__EV_CONN). */
 void ms__conn_open(ms__proto *p, int fd);
 /* epoll events on k: reads its requests and serves them. */
 void ms__conn_on_event(ms__proto *p, ms__conn *k, uint32_t events);

@@ -289,7 +289,42 @@ static int lock_pidfile(ms__server *s, char *err, size_t errlen)
     return 0;
 }
 
-static int listen_socket(ms__server *s, char *err, size_t errlen)
+/* --group: the socket's directory (this user's, 0700 as prepared) becomes the group's, 0750,
+ * so that its members can reach the socket; nobody but this user may write in it. */
+static int share_dir_with_group(const char *socket_path, gid_t gid, char *err, size_t errlen)
+{
+    char dir[PATH_MAX];
+    const char *slash = strrchr(socket_path, '/');
+    if (slash == NULL)
+        snprintf(dir, sizeof dir, ".");
+    else
+        snprintf(dir, sizeof dir, "%.*s", slash == socket_path ? 1 : (int)(slash - socket_path),
+                 socket_path);
+    struct stat st;
+    if (stat(dir, &st) != 0)
+        return ms__fail(err, errlen, MS_E_IO, "cannot stat %s: %s", dir, strerror(errno));
+    if ((st.st_gid != gid && chown(dir, (uid_t)-1, gid) != 0) ||
+        chmod(dir, (st.st_mode & 0755) | 0750) != 0)
+        return ms__fail(err, errlen, errno == EPERM ? MS_E_PERMISSION : MS_E_IO,
+                        "--group: cannot give the socket directory %s to group %lu (mode 0750): "
+                        "%s",
+                        dir, (unsigned long)gid, strerror(errno));
+    return 0;
+}
+
+/* The socket file's owner and mode: this user only, or with a group, its members too. */
+static int socket_mode(const char *path, const ms__server_opts *opts, char *err, size_t errlen)
+{
+    if (opts->has_group && chown(path, (uid_t)-1, opts->gid) != 0)
+        return ms__fail(err, errlen, errno == EPERM ? MS_E_PERMISSION : MS_E_IO,
+                        "--group: cannot give %s to group %lu: %s", path, (unsigned long)opts->gid,
+                        strerror(errno));
+    if (chmod(path, opts->has_group ? 0660 : 0600) != 0)
+        return ms__fail(err, errlen, MS_E_IO, "cannot chmod %s: %s", path, strerror(errno));
+    return 0;
+}
+
+static int listen_socket(ms__server *s, const ms__server_opts *opts, char *err, size_t errlen)
 {
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
     size_t len = strlen(s->socket_path);
@@ -317,9 +352,9 @@ static int listen_socket(ms__server *s, char *err, size_t errlen)
     s->sock_bound = true;
     s->sock_dev = st.st_dev;
     s->sock_ino = st.st_ino;
-    if (chmod(s->socket_path, 0600) != 0)
-        return ms__fail(err, errlen, MS_E_IO, "cannot chmod %s: %s", s->socket_path,
-                        strerror(errno));
+    int rc = socket_mode(s->socket_path, opts, err, errlen);
+    if (rc != 0)
+        return rc;
     if (listen(s->listen_fd, 128) != 0)
         return ms__fail(err, errlen, MS_E_IO, "cannot listen on %s: %s", s->socket_path,
                         strerror(errno));
@@ -365,24 +400,30 @@ static int watch_listen_and_signals(ms__server *s, char *err, size_t errlen)
 /* Everything of a started server, in order; the first failure stops it. */
 static int start_steps(ms__server *s, const ms__server_opts *opts, char *err, size_t errlen)
 {
+    bool inherited = opts->listen_fd >= 0;
+    s->listen_fd = opts->listen_fd;
     if (strlen(opts->socket_path) >= sizeof s->socket_path)
         return ms__fail(err, errlen, MS_E_INVAL, "socket path too long");
     snprintf(s->socket_path, sizeof s->socket_path, "%s", opts->socket_path);
-    int rc = ms__socket_dir_prepare(s->socket_path, err, errlen);
+    int rc = inherited ? 0 : ms__socket_dir_prepare(s->socket_path, err, errlen);
+    if (rc == 0 && !inherited && opts->has_group)
+        rc = share_dir_with_group(s->socket_path, opts->gid, err, errlen);
     if (rc != 0)
         return rc;
     raise_fd_limit();
-    rc = lock_pidfile(s, err, errlen);
+    rc = inherited ? 0 : lock_pidfile(s, err, errlen);
     if (rc == 0)
         rc = open_loop_fds(s, err, errlen);
     if (rc != 0)
         return rc;
     ms__proto_init(&s->proto, &s->models, s->epfd, s->socket_path, s->start_ns);
+    s->proto.access.has_group = opts->has_group;
+    s->proto.access.gid = opts->gid;
     rc = ms__models_start(&s->models, s->epfd, opts->memory, opts->log_level, err, errlen);
     if (rc == 0 && opts->metrics != NULL)
         rc = ms__metrics_open(opts->metrics, &s->models, s->epfd, &s->metrics, err, errlen);
-    if (rc == 0)
-        rc = listen_socket(s, err, errlen);
+    if (rc == 0 && !inherited)
+        rc = listen_socket(s, opts, err, errlen);
     if (rc == 0)
         rc = watch_listen_and_signals(s, err, errlen);
     return rc;
@@ -391,8 +432,11 @@ static int start_steps(ms__server *s, const ms__server_opts *opts, char *err, si
 int ms__server_start(const ms__server_opts *opts, ms__server **out, char *err, size_t errlen)
 {
     ms__server *s = calloc(1, sizeof *s);
-    if (s == NULL)
+    if (s == NULL) {
+        if (opts->listen_fd >= 0)
+            close(opts->listen_fd);
         return ms__fail(err, errlen, MS_E_NOMEM, "out of memory");
+    }
     s->lock_fd = s->listen_fd = s->epfd = s->sig_fd = s->spare_fd = -1;
     s->idle_exit_s = opts->idle_exit_s;
     s->start_ns = ms__now_ns();

@@ -18,8 +18,8 @@ static int free_slot(const ms__tally *t, bool (*is_loaded)(void *, const char *)
     return best;
 }
 
-ms__tally_entry *ms__tally_get(ms__tally *t, const char *tag, bool (*is_loaded)(void *, const char *),
-                               void *ctx)
+ms__tally_entry *ms__tally_get(ms__tally *t, const char *tag,
+                               bool (*is_loaded)(void *, const char *), void *ctx)
 {
     for (int i = 0; i < t->n; i++)
         if (strcmp(t->e[i].tag, tag) == 0) {

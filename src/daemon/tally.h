@@ -31,7 +31,7 @@ typedef struct ms__tally {
 
 /* The entry of tag, added (all zero) when missing; NULL only when the tally is full and every
  * tag in it has a model now (is_loaded(ctx, tag) true). Touches it. */
-ms__tally_entry *ms__tally_get(ms__tally *t, const char *tag, bool (*is_loaded)(void *, const char *),
-                               void *ctx);
+ms__tally_entry *ms__tally_get(ms__tally *t, const char *tag,
+                               bool (*is_loaded)(void *, const char *), void *ctx);
 
 #endif

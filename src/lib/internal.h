@@ -46,6 +46,7 @@ struct ms_tensor {
     int dtype;
     int rank;
     int64_t shape[MS_MAX_RANK];
+    bool view;                  /* ms_tensor_view: bytes of another tensor, no room of its own */
     LIST_ENTRY(ms_tensor) link; /* in the model's live tensors */
 };
 

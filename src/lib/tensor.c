@@ -41,7 +41,8 @@ void ms__tensor_free_locked(ms_tensor *t)
 {
     ms_model *m = t->model;
     LIST_REMOVE(t, link);
-    ms__alloc_put(&m->alloc, t->off, t->size);
+    if (!t->view)
+        ms__alloc_put(&m->alloc, t->off, t->size);
     free(t);
 }
 
@@ -145,6 +146,57 @@ MS_EXPORT int ms_tensor_from(ms_model *model, ms_dtype dtype, int rank, const in
         return r;
     if (nbytes > 0)
         memcpy(ms_tensor_data(t), data, nbytes);
+    *out = t;
+    return 0;
+}
+
+/* Whether [off, off + n) lies in the bytes of a live tensor of m that has room of its own. */
+static bool in_live_tensor(const ms_model *m, uint64_t off, uint64_t n)
+{
+    const ms_tensor *t;
+    LIST_FOREACH(t, &m->tensors, link)
+    if (!t->view && off >= t->off && off - t->off <= t->nbytes && n <= t->nbytes - (off - t->off))
+        return true;
+    return false;
+}
+
+MS_EXPORT int ms_tensor_view(ms_model *model, ms_dtype dtype, int rank, const int64_t *shape,
+                             const void *data, ms_tensor **out)
+{
+    size_t nbytes;
+    if (model == NULL)
+        return MS_E_INVAL;
+    ms__lib_clear(model->client);
+    if (out == NULL)
+        return ms__lib_fail(model->client, MS_E_INVAL, "ms_tensor_view: out is NULL");
+    int r = check_shape(model, dtype, rank, shape, &nbytes);
+    if (r < 0)
+        return r;
+    uintptr_t base = (uintptr_t)model->arena_base, at = (uintptr_t)data;
+    uint64_t off = at - base;
+    pthread_mutex_lock(&model->lock);
+    bool inside =
+        at >= base && at % ms_dtype_size(dtype) == 0 && in_live_tensor(model, off, nbytes);
+    ms_tensor *t = inside ? calloc(1, sizeof *t) : NULL;
+    if (t != NULL) {
+        *t = (ms_tensor){.model = model,
+                         .off = off,
+                         .nbytes = nbytes,
+                         .dtype = dtype,
+                         .rank = rank,
+                         .view = true};
+        for (int i = 0; i < rank; i++)
+            t->shape[i] = shape[i];
+        LIST_INSERT_HEAD(&model->tensors, t, link);
+    }
+    pthread_mutex_unlock(&model->lock);
+    if (!inside)
+        return ms__lib_fail(model->client, MS_E_INVAL,
+                            "ms_tensor_view: expected %zu bytes inside a tensor of model \"%s\" "
+                            "(aligned to %zu bytes), got %p",
+                            nbytes, model->tag, ms_dtype_size(dtype), data);
+    if (t == NULL)
+        return ms__lib_fail(model->client, MS_E_NOMEM, "out of memory for a tensor handle");
     *out = t;
     return 0;
 }

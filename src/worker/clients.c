@@ -43,11 +43,26 @@ void ms__client_drop_at(server *s, size_t i, const char *why)
     if (s->last_served == c)
         s->last_served = NULL;
     s->by_hint[c->hint] = NULL;
+    if (s->w->backend->arena != NULL)
+        s->w->backend->arena(s->w->state, c->base, c->capacity, false);
     ms__arena_unmap(c->base, c->capacity);
     close(c->arena_fd);
     ms__log_debug("model \"%s\": client with lease %lld dropped (%s)", s->w->tag,
                   (long long)c->lease, why);
     free(c);
+}
+
+/* c's hint bit, which it sets on the door when it publishes: a free one exists, as clients are
+ * fewer than MS__DOOR_HINTS. */
+static void take_hint(server *s, client *c)
+{
+    for (unsigned h = 0; h < MS__DOOR_HINTS; h++)
+        if (s->by_hint[h] == NULL) {
+            c->hint = h;
+            break;
+        }
+    s->by_hint[c->hint] = c;
+    atomic_store(&c->rg->hint, c->hint + 1);
 }
 
 /* resume: the lease was served by a worker of this door that died; its ring goes on from where
@@ -93,15 +108,10 @@ static void attach(server *s, int64_t lease, int64_t ring, int arena_fd, bool re
     c->rg = ms__ring_of(base, c->ring);
     /* A fresh arena's ring starts at 0 (entries published before this attach are ours). */
     c->head = resume ? atomic_load_explicit(&c->rg->tail, memory_order_acquire) : 0;
-    /* Its hint bit: a free one exists, as clients are fewer than MS__DOOR_HINTS. */
-    for (unsigned h = 0; h < MS__DOOR_HINTS; h++)
-        if (s->by_hint[h] == NULL) {
-            c->hint = h;
-            break;
-        }
-    s->by_hint[c->hint] = c;
-    atomic_store(&c->rg->hint, c->hint + 1);
+    take_hint(s, c);
     s->clients[s->n++] = c;
+    if (s->w->backend->arena != NULL)
+        s->w->backend->arena(s->w->state, base, cap, true);
     /* It may have published before we attached it (with scan_all): look at it now. */
     ms__client_activate(s, c);
     ms__log_debug("model \"%s\": attached lease %lld on ring %u (arena %llu bytes)", s->w->tag,

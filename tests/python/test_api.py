@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import modelshare
-from conftest import mlp_reference
+from conftest import mlp_reference, save_mlp
 
 RNG = np.random.default_rng(7)
 
@@ -120,6 +120,41 @@ def test_inputs_with_array_or_dlpack_and_strided_inputs(mlp):
         with pytest.raises(modelshare.DtypeError):       # float64 from a list: the model says no
             model(x.tolist())
         close(model(x), x, mlp)
+
+
+def test_inputs_already_in_shared_memory_are_sent_with_no_copy(mlp, daemon):
+    shared = modelshare.Shared.dense(mlp, tag="mlp")
+    x = RNG.standard_normal((6, 64)).astype(np.float32)
+    with shared.acquire() as model:
+        close(model(x), x, mlp)
+        assert model.copied_bytes == x.nbytes          # a plain array: one copy
+        room = model.empty((6, 64))
+        assert room.dtype == np.float32 and room.shape == (6, 64)
+        room[...] = x                                  # filled in place
+        close(model(room), x, mlp)
+        close(model(room[2:5]), x[2:5], mlp)           # a contiguous part of it
+        assert model.copied_bytes == x.nbytes          # neither was copied
+        close(model(room[:, :32].repeat(2, axis=1)), np.repeat(x[:, :32], 2, axis=1), mlp)
+        close(model(room.T.copy().T), x, mlp)          # not C order: copied
+        assert model.copied_bytes == 3 * x.nbytes
+        # An output of this model is in its shared memory too: a second model of the same
+        # shape (64 > 64 here) would take it with no copy; this one rejects its width.
+        square = modelshare.Shared.dense(save_mlp(daemon.tmp / "sq.safetensors", [64, 64],
+                                                  seed=2), tag="sq")
+        with square.acquire() as sq:
+            y = sq(x)
+            y2 = sq(y)
+            assert sq.copied_bytes == x.nbytes
+            np.testing.assert_allclose(y2, mlp_reference(daemon.tmp / "sq.safetensors", y),
+                                       rtol=1e-4, atol=1e-5)
+            # Another model's memory is not this one's: copied, and right.
+            close(model(y), y, mlp)
+            assert model.copied_bytes == 4 * x.nbytes
+        with pytest.raises(TypeError, match="not one the data plane carries"):
+            model.empty((2, 2), dtype=np.complex64)
+        with pytest.raises(modelshare.Error, match="expected dimensions >= 0"):
+            model.empty((-1, 2))
+        del room
 
 
 def test_wrong_dtype_and_shape_raise_and_the_model_keeps_serving(mlp):

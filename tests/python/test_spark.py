@@ -169,3 +169,24 @@ def test_arrow_columns_read_in_place():
     assert np.shares_memory(_arrow_numpy(batch.column("a")), a)  # no copy
     n = _arrow_numpy(batch.column("n"))                            # nulls: converted, NaN
     assert np.isnan(n[1]) and n[0] == 1.0
+
+
+def test_batches_go_into_shared_memory_once_and_are_sent_as_they_are(daemon):
+    # In one process, no Spark: the Arrow and pandas paths write each feature column once into
+    # the model's shared memory (model.empty) and the call copies nothing more.
+    import pandas as pd
+    import pyarrow as pa
+    shared = modelshare.Shared(pymodels.make_linear, tag="spark-direct")
+    predict = modelshare.spark.predictor(shared, features=["a", "b", "c", "d"])
+    x = np.random.default_rng(3).standard_normal((500, 4)).astype(np.float32)
+    batch = pa.RecordBatch.from_arrays([pa.array(x[:, j]) for j in range(4)],
+                                       names=["a", "b", "c", "d"])
+    (out,) = list(predict.arrow([batch]))
+    np.testing.assert_allclose(out.column("prediction").to_numpy(), _expected(x), rtol=1e-5)
+    (pdf,) = list(predict.pandas([pd.DataFrame(x, columns=["a", "b", "c", "d"])]))
+    np.testing.assert_allclose(pdf["prediction"].to_numpy(), _expected(x), rtol=1e-5)
+    rows = modelshare.spark.predictor(shared, features="v")
+    vals = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), 4)
+    (out,) = list(rows.arrow([pa.RecordBatch.from_arrays([vals], names=["v"])]))
+    np.testing.assert_allclose(out.column("prediction").to_numpy(), _expected(x), rtol=1e-5)
+    assert predict.model().copied_bytes == 0 and rows.model().copied_bytes == 0

@@ -2,8 +2,12 @@
  * The dense backend on CUDA: the same MLP as dense.c, its weights in device memory (cudaMalloc),
  * run with cuBLAS. float16 weights stay float16 on the device (cublasGemmEx, float32 compute and
  * output; the activations are rounded to float16 for those layers); float32 and bfloat16 weights
- * are float32. Inputs and outputs are staged through pinned host memory. The weights file is read
- * by the CPU backend (same checks, same messages), uploaded, and the host copy is freed.
+ * are float32. Inputs and outputs move by DMA straight from and to the client's shared-memory
+ * arena when the range can be registered with the driver (pins.h: cudaHostRegister, cached per
+ * range, dropped before the arena is unmapped); else, and for the worker's own batch buffers,
+ * they are staged through pinned host memory. $MODELSHARE_CUDA_REGISTER=0 always stages. The
+ * weights file is read by the CPU backend (same checks, same messages), uploaded, and the host
+ * copy is freed.
  *
  * Built into libmodelshare-cuda.so, which the worker opens with dlopen (cuda_loader.c).
  */
@@ -17,6 +21,8 @@
 
 #include "../backend.h"
 #include "../dense/dense.h"
+#include "../pins.h"
+#include "../../common/env.h"
 #include "kernels.h"
 #include "modelshare.h"
 #include "../../common/util.h"
@@ -47,6 +53,7 @@ typedef struct cuda_state {
     float *d_in, *d_out, *d_work[2];
     void *d_half;        /* float16 copy of a layer's input */
     float *h_in, *h_out; /* pinned staging */
+    ms__pins *pins;      /* arena ranges registered for DMA; NULL: always stage */
 } cuda_state;
 
 static int cuda_err(char *err, size_t errlen, cudaError_t e, const char *what, int device)
@@ -120,6 +127,7 @@ static void cuda_unload(void *state)
     cudaSetDevice(s->device);
     if (s->stream != NULL)
         cudaStreamSynchronize(s->stream);
+    ms__pins_free(s->pins);
     free_buffers(s);
     for (size_t i = 0; s->layers != NULL && i < s->nlayers; i++) {
         cudaFree(s->layers[i].w);
@@ -191,6 +199,38 @@ static int upload(cuda_state *s, void *host, char *err, size_t errlen)
     return rc;
 }
 
+/* The driver's side of the pin cache (pins.h). Mapped, portable: any context may DMA it. */
+static int pin_register(void *ctx, void *base, size_t len)
+{
+    const cuda_state *s = ctx;
+    cudaSetDevice(s->device);
+    cudaError_t e = cudaHostRegister(base, len, cudaHostRegisterPortable);
+    if (e != cudaSuccess)
+        cudaGetLastError(); /* not sticky: clear it, the copy is staged instead */
+    return e == cudaSuccess ? 0 : 1;
+}
+
+static void pin_unregister(void *ctx, void *base)
+{
+    const cuda_state *s = ctx;
+    cudaSetDevice(s->device);
+    if (cudaHostUnregister(base) != cudaSuccess)
+        cudaGetLastError();
+}
+
+static void cuda_arena(void *state, void *base, size_t len, bool mapped)
+{
+    cuda_state *s = state;
+    if (s->pins == NULL)
+        return;
+    if (mapped) {
+        ms__pins_arena_mapped(s->pins, base, len);
+        return;
+    }
+    /* No copy may still read or write it: runs end with the stream synchronized. */
+    ms__pins_arena_unmapping(s->pins, base, len);
+}
+
 static int cuda_load(const ms__spec *spec, void **state, char *err, size_t errlen)
 {
     if (strncmp(spec->device, "cuda:", 5) != 0)
@@ -233,6 +273,8 @@ static int cuda_load(const ms__spec *spec, void **state, char *err, size_t errle
         goto fail;
     s->in_width = (size_t)s->layers[0].in;
     s->out_width = (size_t)s->layers[s->nlayers - 1].out;
+    if (strcmp(ms__env_str("MODELSHARE_CUDA_REGISTER", "1"), "0") != 0)
+        s->pins = ms__pins_new(&(ms__pin_ops){pin_register, pin_unregister, s});
     ms__dense_ops.unload(host);
     *state = s;
     return 0;
@@ -339,19 +381,27 @@ static int cuda_run(void *state, const ms__tensor_view *in, ms__tensor_view *out
     for (size_t r = 0; r < rows; r += chunk) {
         size_t n = rows - r < chunk ? rows - r : chunk;
         size_t ib = n * s->in_width * sizeof(float), ob = n * s->out_width * sizeof(float);
-        memcpy(s->h_in, x + r * s->in_width, ib);
-        cudaError_t e = cudaMemcpyAsync(s->d_in, s->h_in, ib, cudaMemcpyHostToDevice, s->stream);
+        const float *src = x + r * s->in_width;
+        float *dst = y + r * s->out_width;
+        bool in_place = s->pins != NULL && ms__pins_usable(s->pins, src, ib);
+        bool out_place = s->pins != NULL && ms__pins_usable(s->pins, dst, ob);
+        if (!in_place)
+            memcpy(s->h_in, src, ib);
+        cudaError_t e = cudaMemcpyAsync(s->d_in, in_place ? src : s->h_in, ib,
+                                        cudaMemcpyHostToDevice, s->stream);
         if (e != cudaSuccess)
             return cuda_err(err, errlen, e, "copying the input", s->device);
         rc = forward(s, n, err, errlen);
         if (rc < 0)
             return rc;
-        e = cudaMemcpyAsync(s->h_out, s->d_out, ob, cudaMemcpyDeviceToHost, s->stream);
+        e = cudaMemcpyAsync(out_place ? dst : s->h_out, s->d_out, ob, cudaMemcpyDeviceToHost,
+                            s->stream);
         if (e == cudaSuccess)
             e = cudaStreamSynchronize(s->stream);
         if (e != cudaSuccess)
             return cuda_err(err, errlen, e, "running the model", s->device);
-        memcpy(y + r * s->out_width, s->h_out, ob);
+        if (!out_place)
+            memcpy(dst, s->h_out, ob);
     }
     return 0;
 }
@@ -364,4 +414,5 @@ __attribute__((visibility("default"))) const ms__backend_ops ms__cuda_dense_ops 
     .run = cuda_run,
     .estimate = ms__dense_estimate,
     .unload = cuda_unload,
+    .arena = cuda_arena,
 };
