@@ -3,7 +3,7 @@
 # Non-interactive; uses sudo when not run as root. Does nothing when all are present.
 set -euo pipefail
 
-packages=(gcc make cmake pkg-config libjansson-dev libopenblas-dev libcmocka-dev
+packages=(gcc make cmake pkg-config libjansson-dev libopenblas-dev libcmocka-dev libmicrohttpd-dev
           python3 python3-venv python3-pip util-linux procps
           openjdk-17-jre-headless)  # Java for PySpark (tests/python/test_spark.py)
 missing=()

@@ -78,6 +78,7 @@ static int py_load(const ms__spec *spec, void **state, char *err, size_t errlen)
         rc = ms__fail(err, errlen, MS_E_NOMEM, "out of memory for the spec");
         goto out;
     }
+    ms__progress_phase(MS__PHASE_CONSTRUCTING); /* status: the constructor runs */
     PyObject *r = PyObject_CallMethod(st->hooks, "_load", "s", text);
     free(text);
     if (r == NULL) {

@@ -80,6 +80,18 @@ bool ms__cli_parse_double(const char *text, double min, double max, double *out)
 bool ms__cli_parse_layers(const char *text, int64_t *sizes, int max, int *count, char *err,
                           size_t errlen);
 
+/* A model's state from its status object: "ready", or while it loads its phase and bytes read
+ * ("loading: reading weights 12.0 MiB of 1.0 GiB (1%)", "loading: constructing"). */
+void ms__cli_fmt_state(const json_t *m, char *buf, size_t buflen);
+
+/* `load`'s progress line (load_progress.c): on a terminal (stderr), the phase and bytes read of
+ * model tag, rewritten until stopped and then erased; NULL (nothing shown) when stderr is not a
+ * terminal. stop(NULL) is a no-op. */
+#define MS__CLI_TAG_CELL 129
+typedef struct ms__cli_progress ms__cli_progress;
+ms__cli_progress *ms__cli_progress_start(const char *tag);
+void ms__cli_progress_stop(ms__cli_progress *p);
+
 /* Human-readable sizes: binary "1.2 GiB" (status) and decimal "1.02 GB" (demo). */
 void ms__cli_fmt_bytes_bin(uint64_t bytes, char *buf, size_t buflen);
 void ms__cli_fmt_bytes_dec(uint64_t bytes, char *buf, size_t buflen);

@@ -160,6 +160,26 @@ void ms__cli_fmt_bytes_bin(uint64_t bytes, char *buf, size_t buflen)
     fmt_bytes(bytes, 1024.0, names, buf, buflen);
 }
 
+void ms__cli_fmt_state(const json_t *m, char *buf, size_t buflen)
+{
+    const char *state = ms__cli_jstr(m, "state", "?");
+    const char *phase = ms__cli_jstr(m, "load_phase", NULL);
+    long long done = ms__cli_jint(m, "loaded_bytes"), total = ms__cli_jint(m, "load_total_bytes");
+    if (strcmp(state, "loading") != 0 || phase == NULL) {
+        snprintf(buf, buflen, "%s", state);
+        return;
+    }
+    if (strcmp(phase, "reading weights") != 0 || total <= 0) {
+        snprintf(buf, buflen, "loading: %s", phase);
+        return;
+    }
+    char a[32], b[32];
+    ms__cli_fmt_bytes_bin((uint64_t)done, a, sizeof a);
+    ms__cli_fmt_bytes_bin((uint64_t)total, b, sizeof b);
+    snprintf(buf, buflen, "loading: %s %s of %s (%.0f%%)", phase, a, b,
+             100.0 * (double)done / (double)total);
+}
+
 void ms__cli_fmt_bytes_dec(uint64_t bytes, char *buf, size_t buflen)
 {
     static const char *const names[] = {"B", "kB", "MB", "GB", "TB"};

@@ -172,7 +172,9 @@ int ms__cmd_load(int argc, char **argv)
         free(spec_json);
         return ms__cli_error("cannot connect to the daemon: %s", ms__cli_errtext(NULL, rc));
     }
+    ms__cli_progress *progress = ms__cli_progress_start(o.tag);
     rc = ms_load(client, o.tag, spec_json);
+    ms__cli_progress_stop(progress);
     if (rc < 0)
         ret = ms__cli_error("cannot load \"%s\": %s", o.tag, ms__cli_errtext(client, rc));
     else

@@ -52,8 +52,9 @@ static void model_row(const json_t *m, char row[][64])
     snprintf(row[0], 64, "%.40s%s%.20s", jstr(m, "tag", "?"), version ? "@" : "",
              version ? version : "");
     snprintf(row[1], 64, "%s", jstr(m, "backend", "?"));
-    snprintf(row[2], 64, "%s%s", jstr(m, "state", "?"),
-             json_is_true(json_object_get(m, "swapping")) ? ", swapping" : "");
+    ms__cli_fmt_state(m, row[2], 64);
+    if (json_is_true(json_object_get(m, "swapping")))
+        snprintf(row[2] + strlen(row[2]), 64 - strlen(row[2]), ", swapping");
     snprintf(row[3], 64, "%s", jstr(m, "device", "?"));
     ms__cli_fmt_bytes_bin((uint64_t)jint(m, "memory_bytes"), row[4], 64);
     snprintf(row[5], 64, "%lld", jint(m, "leases"));

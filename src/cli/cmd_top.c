@@ -102,7 +102,7 @@ static void print_frame(const json_t *status, const samples *prev, const samples
         const sample *b = &now->v[i];
         int workers = (int)json_array_size(json_object_get(m, "worker_pids"));
         snprintf(row[0], CELL, "%s", b->tag);
-        snprintf(row[1], CELL, "%s", ms__cli_jstr(m, "state", "?"));
+        ms__cli_fmt_state(m, row[1], CELL);
         snprintf(row[2], CELL, "%d", workers);
         snprintf(row[3], CELL, "%lld", ms__cli_jint(m, "leases"));
         /* Counters start again when a model is loaded again: no rate across that. */

@@ -65,7 +65,10 @@ typedef struct ms__slot {
     _Atomic uint32_t state;   /* MS__SLOT_*: the futex the client waits on */
     _Atomic uint32_t waiting; /* the client sleeps (or is about to) on state */
     _Atomic uint32_t gen;     /* client: the door's gen it saw when it submitted (see ms__door) */
-    uint32_t pad[13];
+    uint32_t pad0;
+    _Atomic int64_t submit_ns; /* client: CLOCK_MONOTONIC at submit, for the queue-wait histogram
+                                  (a figure the worker clamps, never trusts) */
+    uint32_t pad[10];
     ms__req req;
     ms__resp resp;
 } ms__slot;

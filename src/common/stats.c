@@ -1,9 +1,10 @@
-/* Worker counters in one page of shared memory, created by the daemon. */
+/* Worker counters in one page of shared memory, created by the daemon; the load's progress. */
 #include "stats.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -30,15 +31,9 @@ int ms__stats_create(int *fd, ms__stats **stats)
         close(f);
         return MS_E_NOMEM;
     }
+    /* A new memfd reads as zeros: every counter 0, phase starting. */
     ms__stats *s = p;
     s->magic = MS__STATS_MAGIC;
-    s->pad = 0;
-    atomic_store(&s->requests, 0);
-    atomic_store(&s->batches, 0);
-    atomic_store(&s->rows, 0);
-    atomic_store(&s->errors, 0);
-    atomic_store(&s->busy_ns, 0);
-    atomic_store(&s->memory_bytes, 0);
     *fd = f;
     *stats = s;
     return 0;
@@ -67,4 +62,123 @@ void ms__stats_unmap(ms__stats *stats)
 {
     if (stats != NULL)
         munmap(stats, STATS_SIZE);
+}
+
+/* ---- histograms ---- */
+
+uint64_t ms__hist_rows_bound(int i)
+{
+    return (uint64_t)1 << i;
+}
+
+uint64_t ms__hist_ns_bound(int i)
+{
+    /* 1, 2.5, 5 per decade from 10 us: 10, 25, 50, 100, 250, 500 us, 1 ms, ... 10 s. */
+    static const uint64_t steps[3] = {10, 25, 50};
+    uint64_t b = steps[i % 3];
+    for (int d = 0; d < i / 3; d++)
+        b *= 10;
+    return b * 1000;
+}
+
+#define ADD(field, v) atomic_fetch_add_explicit(&(field), (v), memory_order_relaxed)
+
+void ms__stats_error(ms__stats *s, int code)
+{
+    if (s == NULL)
+        return;
+    unsigned slot = code < 0 && code > -MS__STATS_CODES ? (unsigned)-code : 0;
+    ADD(s->errors, 1);
+    ADD(s->errors_by_code[slot], 1);
+}
+
+void ms__stats_batch(ms__stats *s, uint64_t rows, uint64_t run_ns)
+{
+    if (s == NULL)
+        return;
+    int r = 0;
+    while (r < MS__HIST_ROWS_BUCKETS - 1 && rows > ms__hist_rows_bound(r))
+        r++;
+    int t = 0;
+    while (t < MS__HIST_NS_BUCKETS - 1 && run_ns > ms__hist_ns_bound(t))
+        t++;
+    ADD(s->batch_rows.bucket[r], 1);
+    ADD(s->batch_rows.sum, rows);
+    ADD(s->run_ns.bucket[t], 1);
+    ADD(s->run_ns.sum, run_ns);
+}
+
+void ms__stats_queued(ms__stats *s, uint64_t wait_ns)
+{
+    if (s == NULL)
+        return;
+    int t = 0;
+    while (t < MS__HIST_NS_BUCKETS - 1 && wait_ns > ms__hist_ns_bound(t))
+        t++;
+    ADD(s->queue_ns.bucket[t], 1);
+    ADD(s->queue_ns.sum, wait_ns);
+}
+
+#define LOAD(field) atomic_load_explicit(&(field), memory_order_relaxed)
+
+void ms__stats_add(ms__stats_sum *sum, const ms__stats *s)
+{
+    if (s == NULL)
+        return;
+    ms__stats *m = (ms__stats *)s; /* atomic loads take a non-const pointer in C11 */
+    sum->requests += LOAD(m->requests);
+    sum->batches += LOAD(m->batches);
+    sum->rows += LOAD(m->rows);
+    sum->errors += LOAD(m->errors);
+    sum->busy_ns += LOAD(m->busy_ns);
+    for (int i = 0; i < MS__STATS_CODES; i++)
+        sum->errors_by_code[i] += LOAD(m->errors_by_code[i]);
+    for (int i = 0; i < MS__HIST_ROWS_BUCKETS; i++)
+        sum->rows_bucket[i] += LOAD(m->batch_rows.bucket[i]);
+    sum->rows_sum += LOAD(m->batch_rows.sum);
+    for (int i = 0; i < MS__HIST_NS_BUCKETS; i++) {
+        sum->queue_bucket[i] += LOAD(m->queue_ns.bucket[i]);
+        sum->run_bucket[i] += LOAD(m->run_ns.bucket[i]);
+    }
+    sum->queue_sum_ns += LOAD(m->queue_ns.sum);
+    sum->run_sum_ns += LOAD(m->run_ns.sum);
+}
+
+void ms__stats_sum_add(ms__stats_sum *a, const ms__stats_sum *b)
+{
+    /* Every field is a uint64_t. */
+    uint64_t *x = (uint64_t *)a;
+    const uint64_t *y = (const uint64_t *)b;
+    for (size_t i = 0; i < sizeof *a / sizeof(uint64_t); i++)
+        x[i] += y[i];
+}
+
+/* ---- the load's progress ---- */
+
+static ms__stats *progress_page;
+
+void ms__progress_attach(ms__stats *s)
+{
+    progress_page = s;
+}
+
+void ms__progress_phase(int phase)
+{
+    if (progress_page != NULL)
+        atomic_store_explicit(&progress_page->phase, (uint32_t)phase, memory_order_relaxed);
+}
+
+void ms__progress_bytes(uint64_t done, uint64_t total)
+{
+    if (progress_page == NULL)
+        return;
+    atomic_store_explicit(&progress_page->load_total_bytes, total, memory_order_relaxed);
+    atomic_store_explicit(&progress_page->load_bytes, done, memory_order_relaxed);
+}
+
+const char *ms__phase_name(int phase)
+{
+    static const char *const names[MS__PHASE_COUNT] = {"starting", "reading weights",
+                                                       "constructing", "warming up", "ready"};
+    return phase >= 0 && phase < MS__PHASE_COUNT ? names[phase] : "unknown";
 }

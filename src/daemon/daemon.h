@@ -31,7 +31,15 @@
 #define MS__RESTART_WINDOW_NS (60 * 1000000000LL)
 
 /* What an epoll event points to. */
-enum { MS__EV_LISTEN = 1, MS__EV_SIGNAL, MS__EV_CONN, MS__EV_WCTRL, MS__EV_WPID, MS__EV_WERR };
+enum {
+    MS__EV_LISTEN = 1,
+    MS__EV_SIGNAL,
+    MS__EV_CONN,
+    MS__EV_WCTRL,
+    MS__EV_WPID,
+    MS__EV_WERR,
+    MS__EV_METRICS /* the HTTP server of --metrics (metrics.h) */
+};
 typedef struct ms__evsrc {
     int kind;
     void *obj;

@@ -143,6 +143,7 @@ static void restart(ms__models *ml, ms__model *m, int i, int64_t now)
     int rc = ms__sup_spawn(&ml->sup, m, i, err, sizeof err);
     if (rc == 0) {
         in->restarts++;
+        m->inst_restarts[i]++;
         return;
     }
     snprintf(msg, sizeof msg, "instance %d: cannot start a worker again: %s", i, err);

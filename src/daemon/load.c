@@ -30,6 +30,8 @@ void ms__worker_detach(ms__wproc *w)
     if (w->stats != NULL) {
         m->requests_done += atomic_load(&w->stats->requests);
         m->batches_done += atomic_load(&w->stats->batches);
+        if (w->inst >= 0 && w->inst < MS__INSTANCES_MAX)
+            ms__stats_add(&m->inst_gone[w->inst], w->stats);
     }
     ms__model_detach_worker(m, w);
 }
@@ -77,6 +79,13 @@ static void admitted(ms__models *ml, ms__model *m, const ms__admission *a, int64
     spawn_workers(ml, m);
 }
 
+/* ms__tally_get's is_loaded: the tag has a model now. */
+static bool is_loaded(void *ctx, const char *tag)
+{
+    const ms__models *ml = ctx;
+    return ms__registry_find(&ml->reg, tag) != NULL;
+}
+
 static void evict(ms__models *ml, ms__model *victim, const ms__model *for_whom)
 {
     char size[32];
@@ -84,6 +93,10 @@ static void evict(ms__models *ml, ms__model *victim, const ms__model *for_whom)
     ms__log_info("model \"%s\": evicted (idle, least recently used, %s on %s) to make room for "
                  "\"%s\"",
                  victim->tag, size, ms__budget_device(victim->spec.device), for_whom->tag);
+    ml->evictions++;
+    ms__tally_entry *e = ms__tally_get(&ml->tally, victim->tag, is_loaded, ml);
+    if (e != NULL)
+        e->evictions++;
     ms__begin_unload(ml, victim);
 }
 
@@ -122,6 +135,9 @@ static void decide(ms__models *ml, ms__model *m, int64_t now)
 int ms__start_load(ms__models *ml, ms__model *m)
 {
     ms__model_begin_load(&ml->reg, m);
+    ms__tally_entry *e = ms__tally_get(&ml->tally, m->tag, is_loaded, ml);
+    if (e != NULL)
+        e->loads++;
     ms__log_info("model \"%s\": loading (load %u, backend %s, device %s, %d instance(s))", m->tag,
                  m->loads, m->spec.backend, m->spec.device, m->spec.instances);
     ms__model_set_estimate(m, m->spec.memory > 0 ? m->spec.memory : ms__backend_estimate(&m->spec));

@@ -2,7 +2,7 @@
  * modelshared: the modelshare daemon.
  *
  *   modelshared [--socket PATH] [--foreground] [--idle-exit SECONDS] [--log-level LEVEL]
- *               [--memory host=SIZE,cuda:N=SIZE] [--group GROUP]
+ *               [--memory host=SIZE,cuda:N=SIZE] [--group GROUP] [--metrics [HOST:]PORT]
  *
  * Without --foreground it daemonizes, and the process that was started exits 0 only once the
  * socket listens (1 with the error on stderr otherwise): whoever starts it waits for that exit.
@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "../common/env.h"
+#include "../common/hostport.h"
 #include "../common/log.h"
 #include "../common/paths.h"
 #include "../common/util.h"
@@ -36,7 +37,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: modelshared [--socket PATH] [--foreground] [--idle-exit SECONDS]\n"
                "                   [--log-level error|warn|info|debug] [--memory BUDGETS]\n"
-               "                   [--group GROUP]\n"
+               "                   [--group GROUP] [--metrics ADDR]\n"
                "  --socket PATH       the control socket (default: $MODELSHARE_SOCKET, else\n"
                "                      $XDG_RUNTIME_DIR/modelshare/modelshared.sock, else\n"
                "                      /tmp/modelshare-$UID/modelshared.sock)\n"
@@ -48,6 +49,9 @@ static void usage(FILE *f)
                "                      KB, MB, GB, ...) or percent of the device's memory:\n"
                "                      host=16GiB,cuda:0=90%% (default: $MODELSHARE_MEMORY, else\n"
                "                      host=80%%, each GPU 90%%)\n"
+               "  --metrics ADDR      serve /metrics (Prometheus) over HTTP on ADDR: PORT (on\n"
+               "                      127.0.0.1), 127.0.0.1:PORT, [::1]:PORT, or 0.0.0.0:PORT for\n"
+               "                      every interface (default: $MODELSHARE_METRICS, else off)\n"
                "  --group GROUP       also serve the processes of this Unix group (name or gid):\n"
                "                      the socket and its directory become the group's (0660,\n"
                "                      0750); a machine-wide daemon (contrib/systemd)\n"
@@ -190,6 +194,7 @@ typedef struct daemon_args {
     const char *socket_arg;                    /* --socket, NULL for the default */
     const char *level_name;                    /* --log-level */
     const char *memory;                        /* --memory, else $MODELSHARE_MEMORY, else NULL */
+    const char *metrics;                       /* --metrics, else $MODELSHARE_METRICS, else NULL */
     const char *group;                         /* --group, else NULL */
     bool foreground;                           /* --foreground */
     gid_t gid;                                 /* --group's */
@@ -198,7 +203,15 @@ typedef struct daemon_args {
     char socket_path[MS__SOCKET_PATH_MAX + 1]; /* resolved by resolve_socket() */
 } daemon_args;
 
-enum { OPT_SOCKET = 256, OPT_FOREGROUND, OPT_IDLE_EXIT, OPT_LOG_LEVEL, OPT_MEMORY, OPT_GROUP };
+enum {
+    OPT_SOCKET = 256,
+    OPT_FOREGROUND,
+    OPT_IDLE_EXIT,
+    OPT_LOG_LEVEL,
+    OPT_MEMORY,
+    OPT_GROUP,
+    OPT_METRICS
+};
 
 static const struct option long_options[] = {
     {"help", no_argument, NULL, 'h'},
@@ -207,6 +220,7 @@ static const struct option long_options[] = {
     {"idle-exit", required_argument, NULL, OPT_IDLE_EXIT},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"memory", required_argument, NULL, OPT_MEMORY},
+    {"metrics", required_argument, NULL, OPT_METRICS},
     {"group", required_argument, NULL, OPT_GROUP},
     {NULL, 0, NULL, 0},
 };
@@ -227,6 +241,9 @@ static int take_option(int c, const char *word, const char *value, daemon_args *
         return -1;
     case OPT_MEMORY:
         a->memory = value;
+        return -1;
+    case OPT_METRICS:
+        a->metrics = value;
         return -1;
     case OPT_GROUP:
         a->group = value;
@@ -299,6 +316,9 @@ static int check_args(daemon_args *a)
         if (ms__budgets_parse(&check, a->memory, err, sizeof err) != 0)
             return usage_error("%s", err);
     }
+    ms__hostport hp;
+    if (a->metrics != NULL && ms__hostport_parse(a->metrics, &hp, err, sizeof err) != 0)
+        return usage_error("--metrics: %s", err);
     return -1;
 }
 
@@ -327,6 +347,7 @@ static int serve(const daemon_args *a, int level, int ready_fd)
         .idle_exit_s = a->idle_exit,
         .log_level = canonical[level],
         .memory = a->memory,
+        .metrics = a->metrics,
         .listen_fd = a->listen_fd,
         .has_group = a->group != NULL,
         .gid = a->gid,
@@ -352,7 +373,9 @@ static int serve(const daemon_args *a, int level, int ready_fd)
 int main(int argc, char **argv)
 {
     char err[MS__ERRLEN];
-    daemon_args a = {.level_name = "info", .memory = ms__env_str("MODELSHARE_MEMORY", NULL)};
+    daemon_args a = {.level_name = "info",
+                     .memory = ms__env_str("MODELSHARE_MEMORY", NULL),
+                     .metrics = ms__env_str("MODELSHARE_METRICS", NULL)};
 
     if (ms__activation_take(&a.listen_fd, a.socket_path, sizeof a.socket_path, err, sizeof err) !=
         0) {

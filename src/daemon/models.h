@@ -19,6 +19,7 @@
 #include "daemon.h"
 #include "registry.h"
 #include "supervisor.h"
+#include "tally.h"
 
 /* What became of a model, told to the layer above (which answers whoever waits for it). */
 enum {
@@ -37,6 +38,8 @@ typedef struct ms__models {
     ms__budgets budgets;     /* per device */
     bool stopping;           /* the daemon stops: no load starts any more */
     int64_t next_measure_ns; /* next periodic measurement of loaded models */
+    uint64_t evictions;      /* models evicted since the daemon started (metrics) */
+    ms__tally tally;         /* loads and evictions per tag, kept after a model goes (metrics) */
     ms__settled_fn settled;  /* not NULL */
     void *settled_ctx;
 } ms__models;

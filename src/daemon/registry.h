@@ -96,6 +96,10 @@ struct ms__model {
     uint64_t requests_done, batches_done; /* counters of workers that are gone */
     ms__swap *swap;      /* owned by swap.c: the swap in progress, NULL when none */
     uint64_t swap_bytes; /* charged beside memory_bytes while a swap's new version loads */
+    /* For metrics, over the life of this record: each instance's counters of workers that are
+     * gone, and its restarts. */
+    ms__stats_sum inst_gone[MS__INSTANCES_MAX];
+    uint64_t inst_restarts[MS__INSTANCES_MAX];
 };
 
 struct ms__lease {

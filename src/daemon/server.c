@@ -24,6 +24,7 @@
 #include "../common/log.h"
 #include "../common/paths.h"
 #include "modelshare.h"
+#include "metrics.h"
 #include "models.h"
 #include "protocol.h"
 
@@ -40,8 +41,9 @@ struct ms__server {
     bool idle_tracking;
     int64_t idle_since_ns;
     int64_t start_ns;
-    ms__models models; /* the model life cycle; models.stopping: the daemon stops */
-    ms__proto proto;   /* the client connections */
+    ms__models models;    /* the model life cycle; models.stopping: the daemon stops */
+    ms__proto proto;      /* the client connections */
+    ms__metrics *metrics; /* --metrics, NULL when off */
     ms__evsrc ev_listen, ev_signal;
 };
 
@@ -200,6 +202,9 @@ static void dispatch(ms__server *s, const struct epoll_event *ev)
     case MS__EV_WERR:
         ms__worker_on_stderr(&s->models, src->obj);
         break;
+    case MS__EV_METRICS:
+        ms__metrics_run(src->obj);
+        break;
     default:
         break;
     }
@@ -221,6 +226,9 @@ static int before_wait(ms__server *s)
         if (timeout < 0 || ms < timeout)
             timeout = ms;
     }
+    int http_ms = ms__metrics_timeout_ms(s->metrics);
+    if (http_ms >= 0 && (timeout < 0 || http_ms < timeout))
+        timeout = http_ms;
     ms__proto_sweep(&s->proto);
     return more > 0 ? 0 : timeout; /* buffered requests wait: look at the sockets, don't sleep */
 }
@@ -246,6 +254,8 @@ int ms__server_run(ms__server *s)
                 break; /* connections were freed: the rest of this batch is stale */
         }
         ms__sup_collect(&s->models.sup);
+        if (n == 0)
+            ms__metrics_run(s->metrics); /* its timeouts: idle connections closed */
     }
     ms__log_info("stopped");
     return 0;
@@ -410,6 +420,8 @@ static int start_steps(ms__server *s, const ms__server_opts *opts, char *err, si
     s->proto.access.has_group = opts->has_group;
     s->proto.access.gid = opts->gid;
     rc = ms__models_start(&s->models, s->epfd, opts->memory, opts->log_level, err, errlen);
+    if (rc == 0 && opts->metrics != NULL)
+        rc = ms__metrics_open(opts->metrics, &s->models, s->epfd, &s->metrics, err, errlen);
     if (rc == 0 && !inherited)
         rc = listen_socket(s, opts, err, errlen);
     if (rc == 0)
@@ -446,6 +458,7 @@ void ms__server_free(ms__server *s)
 {
     if (s == NULL)
         return;
+    ms__metrics_close(s->metrics);
     ms__proto_free(&s->proto);
     ms__models_free(&s->models);
     if (s->listen_fd >= 0)

@@ -1,5 +1,6 @@
 /* The status document (proto.h, docs/ARCHITECTURE.md, "Contracts"). */
 #include <stdatomic.h>
+#include <stdint.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -24,6 +25,10 @@ static json_t *instances_json(const ms__model *m, int64_t now, unsigned *restart
             o, "inflight",
             json_integer(in->door != NULL ? (json_int_t)atomic_load(&in->door->inflight) : 0));
         json_object_set_new(o, "restarts", json_integer(in->restarts));
+        if (in->w != NULL && !in->w->ready && in->w->stats != NULL)
+            json_object_set_new(o, "load_phase",
+                                json_string(ms__phase_name((int)atomic_load_explicit(
+                                    &in->w->stats->phase, memory_order_relaxed))));
         json_object_set_new(o, "last_crash",
                             in->last_crash[0] ? json_string(in->last_crash) : json_null());
         if (in->state == MS__INST_DOWN && m->state == MS__MODEL_READY)
@@ -32,6 +37,37 @@ static json_t *instances_json(const ms__model *m, int64_t now, unsigned *restart
         *restarts += in->restarts;
     }
     return a;
+}
+
+/* While m loads: "load_phase" (ms__phase_name), "loaded_bytes" and "load_total_bytes" (of the
+ * weights, 0 when the backend does not say) of its least advanced worker, as the workers tell
+ * them in their stats pages. */
+static void add_load_progress(json_t *o, const ms__model *m)
+{
+    ms__stats *least = NULL;
+    uint32_t least_phase = MS__PHASE_COUNT;
+    uint64_t least_bytes = UINT64_MAX;
+    for (int i = 0; i < m->nworkers; i++) {
+        ms__stats *s = m->workers[i]->stats;
+        if (s == NULL)
+            continue;
+        uint32_t ph = atomic_load_explicit(&s->phase, memory_order_relaxed);
+        uint64_t b = atomic_load_explicit(&s->load_bytes, memory_order_relaxed);
+        if (least == NULL || ph < least_phase || (ph == least_phase && b < least_bytes)) {
+            least = s;
+            least_phase = ph;
+            least_bytes = b;
+        }
+    }
+    if (least == NULL) {
+        json_object_set_new(o, "load_phase", json_string(ms__phase_name(MS__PHASE_STARTING)));
+        return;
+    }
+    json_object_set_new(o, "load_phase", json_string(ms__phase_name((int)least_phase)));
+    json_object_set_new(o, "loaded_bytes", json_integer((json_int_t)least_bytes));
+    json_object_set_new(o, "load_total_bytes",
+                        json_integer((json_int_t)atomic_load_explicit(&least->load_total_bytes,
+                                                                      memory_order_relaxed)));
 }
 
 /* "instances" and "restarts" (theirs added up). */
@@ -51,6 +87,17 @@ static void version_json(json_t *o, const ms__model *m)
     json_object_set_new(o, "swapping", json_boolean(m->swap != NULL));
     if (m->swap != NULL)
         json_object_set_new(o, "swap_bytes", json_integer((json_int_t)m->swap_bytes));
+}
+
+/* Its memory: held (measured or estimated), the estimate, the budget it is charged to. */
+static void memory_json(json_t *o, const ms__model *m)
+{
+    json_object_set_new(o, "memory_bytes", json_integer((json_int_t)m->memory_bytes));
+    json_object_set_new(o, "memory_measured", json_boolean(m->measured));
+    json_object_set_new(o, "estimate_bytes", json_integer((json_int_t)m->estimate_bytes));
+    json_object_set_new(o, "budget_device", json_string(ms__budget_device(m->spec.device)));
+    if (strcmp(ms__budget_device(m->spec.device), "host") != 0)
+        json_object_set_new(o, "host_bytes", json_integer((json_int_t)m->host_bytes));
 }
 
 static json_t *model_json(ms__model *m, int64_t now)
@@ -83,12 +130,7 @@ static json_t *model_json(ms__model *m, int64_t now)
     version_json(o, m);
     json_object_set_new(o, "state", json_string(ms__model_state_name(m->state)));
     json_object_set_new(o, "device", json_string(m->spec.device));
-    json_object_set_new(o, "memory_bytes", json_integer((json_int_t)m->memory_bytes));
-    json_object_set_new(o, "memory_measured", json_boolean(m->measured));
-    json_object_set_new(o, "estimate_bytes", json_integer((json_int_t)m->estimate_bytes));
-    json_object_set_new(o, "budget_device", json_string(ms__budget_device(m->spec.device)));
-    if (strcmp(ms__budget_device(m->spec.device), "host") != 0)
-        json_object_set_new(o, "host_bytes", json_integer((json_int_t)m->host_bytes));
+    memory_json(o, m);
     json_object_set_new(o, "leases", json_integer(m->leases));
     json_object_set_new(o, "worker_pids", pids);
     json_object_set_new(o, "loads", json_integer(m->loads));
@@ -104,6 +146,8 @@ static json_t *model_json(ms__model *m, int64_t now)
     json_object_set_new(o, "spec", brief != NULL ? brief : json_incref(m->spec_json));
     if (m->state == MS__MODEL_READY && m->leases == 0)
         json_object_set_new(o, "idle_s", json_real((double)(now - m->last_used_ns) / 1e9));
+    if (m->state == MS__MODEL_LOADING)
+        add_load_progress(o, m);
     if (m->state == MS__MODEL_WAITING)
         json_object_set_new(o, "waiting_s", json_real((double)(now - m->wait_since_ns) / 1e9));
     if (m->state == MS__MODEL_FAILED) {

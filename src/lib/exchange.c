@@ -202,6 +202,7 @@ int ms__submit(ms_model *m, ms__req *req, ms__ticket *tk)
     memcpy(&sl->req, req, sizeof *req);
     atomic_store_explicit(&sl->waiting, 0, memory_order_relaxed);
     atomic_store_explicit(&sl->gen, gen, memory_order_relaxed);
+    atomic_store_explicit(&sl->submit_ns, ms__now_ns(), memory_order_relaxed);
     atomic_store_explicit(&sl->state, MS__SLOT_SUBMITTED, memory_order_relaxed);
     atomic_store_explicit(&in->ring->entries[in->tail % MS__RING_SLOTS], s, memory_order_relaxed);
     in->tail++;

@@ -54,6 +54,11 @@ static int take_one(server *s, client *c, int64_t now)
     if (s->nbatch > 0 && !joins(s, t))
         return TAKE_DEFERRED;
     c->head++;
+    /* Queue wait: the client's clock reading at submit is only a figure; one from the future or
+     * none counts as no wait. */
+    int64_t at = ms__now_ns();
+    ms__stats_queued(s->w->stats,
+                     t->submit_ns > 0 && t->submit_ns < at ? (uint64_t)(at - t->submit_ns) : 0);
     s->nbatch++;
     s->batch_rows += t->rows;
     s->batch_bytes += t->in.nbytes;

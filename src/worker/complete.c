@@ -25,7 +25,7 @@ void ms__complete(server *s, client *c, unsigned slot, const ms__resp *resp)
     ms__door_done(s->w->door);
     STAT_ADD(s, requests, 1);
     if (resp->status != 0)
-        STAT_ADD(s, errors, 1);
+        ms__stats_error(s->w->stats, resp->status);
 }
 
 void ms__complete_error(server *s, client *c, unsigned slot, uint64_t id, int code, const char *msg)

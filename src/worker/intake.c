@@ -135,7 +135,7 @@ int ms__intake_peek(server *s, client *c, int64_t now, taken *t)
         ms__log_warn("model \"%s\": lease %lld published slot %u, expected 0 to %u", s->w->tag,
                      (long long)c->lease, e, MS__RING_SLOTS - 1);
         c->head++;
-        STAT_ADD(s, errors, 1);
+        ms__stats_error(s->w->stats, MS_E_PROTOCOL);
         return MS__TAKE_ANSWERED;
     }
     if (atomic_load_explicit(&ms__slot_of(c->base, c->ring, e)->gen, memory_order_relaxed) !=
@@ -156,6 +156,8 @@ int ms__intake_peek(server *s, client *c, int64_t now, taken *t)
     }
     t->c = c;
     t->slot = e;
+    t->submit_ns =
+        atomic_load_explicit(&ms__slot_of(c->base, c->ring, e)->submit_ns, memory_order_relaxed);
     t->rows = ms__is_call(t) ? 1 : t->in.rank >= 1 ? t->in.shape[0] : 1;
     t->out.data = (char *)c->base + t->req.out_off;
     return MS__TAKE_READY;

@@ -232,6 +232,7 @@ static int load(const char *tag, const char *spec_text, ms__backend_opener opene
         ms__spec_free(&m->spec);
         return -1;
     }
+    ms__progress_phase(MS__PHASE_WARMING);
     if (ms__proc_pss(0, &after) < 0)
         after = before;
     m->memory = after > before ? after - before : 0;
@@ -297,12 +298,15 @@ int ms__worker_main(int argc, char **argv, ms__backend_opener opener)
     if (take_fds(tag, &stats) < 0)
         return 1;
     catch_signals();
+    /* The backend tells its load's phase and bytes read (status, top, `load`'s progress line). */
+    ms__progress_attach(stats);
 
     loaded m;
     if (load(tag, spec_text, opener, &m) < 0)
         return 1;
     if (stats)
         atomic_store_explicit(&stats->memory_bytes, m.memory, memory_order_relaxed);
+    ms__progress_phase(MS__PHASE_READY);
     if (send_ready(tag, &m) < 0) {
         m.be->unload(m.state);
         ms__spec_free(&m.spec);
@@ -314,6 +318,7 @@ int ms__worker_main(int argc, char **argv, ms__backend_opener opener)
     int r = serve(tag, &m, stats);
     m.be->unload(m.state);
     ms__spec_free(&m.spec);
+    ms__progress_attach(NULL);
     if (stats)
         ms__stats_unmap(stats);
     return r < 0 ? 1 : 0;

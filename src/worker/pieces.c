@@ -142,8 +142,7 @@ static int run_piece(server *s, taken *t, int64_t r0, int64_t k, piece_out *po, 
     int64_t t0 = ms__now_ns();
     int r = s->w->backend->run_dynamic != NULL ? piece_dynamic(s, t, r0, k, &in, po, err, errlen)
                                                : piece_static(s, t, r0, k, &in, err, errlen);
-    STAT_ADD(s, busy_ns, (uint64_t)(ms__now_ns() - t0));
-    STAT_ADD(s, batches, 1);
+    STAT_RUN(s, k, t0);
     if (r == 0)
         STAT_ADD(s, rows, (uint64_t)k);
     return r;

@@ -62,8 +62,7 @@ static void run_call(server *s, taken *t)
     size_t len = 0;
     int64_t t0 = ms__now_ns();
     int r = s->w->backend->call(s->w->state, t->in.data, t->in.nbytes, &res, &len, err, sizeof err);
-    STAT_ADD(s, busy_ns, (uint64_t)(ms__now_ns() - t0));
-    STAT_ADD(s, batches, 1);
+    STAT_RUN(s, 1, t0);
     if (r < 0) {
         ms__complete_error(s, t->c, t->slot, t->req.id, r, err);
         return;
@@ -85,8 +84,7 @@ static void run_dynamic_alone(server *s, taken *t)
     memset(&o, 0, sizeof o);
     int64_t t0 = ms__now_ns();
     int r = s->w->backend->run_dynamic(s->w->state, &t->in, &o, err, sizeof err);
-    STAT_ADD(s, busy_ns, (uint64_t)(ms__now_ns() - t0));
-    STAT_ADD(s, batches, 1);
+    STAT_RUN(s, t->rows, t0);
     if (r == 0 && !ms__output_sound(&o)) {
         r = MS_E_BACKEND;
         snprintf(err, sizeof err, "the backend described an invalid output");
@@ -117,8 +115,7 @@ static void run_alone(server *s, taken *t)
     }
     int64_t t0 = ms__now_ns();
     int r = s->w->backend->run(s->w->state, &t->in, &t->out, err, sizeof err);
-    STAT_ADD(s, busy_ns, (uint64_t)(ms__now_ns() - t0));
-    STAT_ADD(s, batches, 1);
+    STAT_RUN(s, t->rows, t0);
     if (r < 0) {
         ms__complete_error(s, t->c, t->slot, t->req.id, r, err);
         return;
@@ -159,8 +156,7 @@ static void run_dynamic_batch(server *s, ms__tensor_view *in)
     memset(&o, 0, sizeof o);
     int64_t t0 = ms__now_ns();
     int r = s->w->backend->run_dynamic(s->w->state, in, &o, err, sizeof err);
-    STAT_ADD(s, busy_ns, (uint64_t)(ms__now_ns() - t0));
-    STAT_ADD(s, batches, 1);
+    STAT_RUN(s, s->batch_rows, t0);
     if (r < 0 || !ms__output_sound(&o) || o.rank < 1 || o.shape[0] != in->shape[0]) {
         for (size_t i = 0; i < s->nbatch; i++)
             run_dynamic_alone(s, &s->batch[i]);
@@ -209,8 +205,7 @@ static void run_staged(server *s, ms__tensor_view *in, ms__tensor_view *out)
     out->data = s->stage_out;
     int64_t t0 = ms__now_ns();
     int r = s->w->backend->run(s->w->state, in, out, err, sizeof err);
-    STAT_ADD(s, busy_ns, (uint64_t)(ms__now_ns() - t0));
-    STAT_ADD(s, batches, 1);
+    STAT_RUN(s, s->batch_rows, t0);
     if (r < 0) {
         ms__complete_batch_error(s, r, err);
         return;

@@ -44,6 +44,7 @@ typedef struct taken {
     ms__req req;
     ms__tensor_view in, out; /* out.data: where its output goes in the client's arena */
     int64_t rows;
+    int64_t submit_ns; /* when the client says it submitted it (untrusted: a figure only) */
 } taken;
 
 typedef struct server {
@@ -72,6 +73,16 @@ typedef struct server {
     do {                                                                                           \
         if ((s)->w->stats)                                                                         \
             atomic_fetch_add_explicit(&(s)->w->stats->field, (v), memory_order_relaxed);           \
+    } while (0)
+
+/* One backend run of `rows` rows that began at t0 (ms__now_ns): busy time, the run counted, and
+ * the rows and run-time histograms (stats.h). */
+#define STAT_RUN(s, rows, t0)                                                                      \
+    do {                                                                                           \
+        uint64_t run_ns_ = (uint64_t)(ms__now_ns() - (t0));                                        \
+        STAT_ADD(s, busy_ns, run_ns_);                                                             \
+        STAT_ADD(s, batches, 1);                                                                   \
+        ms__stats_batch((s)->w->stats, (uint64_t)(rows), run_ns_);                                 \
     } while (0)
 
 static inline bool ms__is_call(const taken *t)

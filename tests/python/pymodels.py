@@ -245,3 +245,15 @@ def call_in_child(shared, x, go, results):
             results.put((np.array(model(x)), None))
     except Exception as e:  # reported to the parent
         results.put((None, repr(e)))
+
+
+class WaitsForFile:
+    """y = x, once the file at path exists: a load that takes as long as the test wants."""
+
+    def __init__(self, path):
+        deadline = time.monotonic() + 120
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def __call__(self, x):
+        return x

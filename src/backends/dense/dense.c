@@ -25,6 +25,7 @@
 
 #include "modelshare.h"
 #include "../../common/safetensors.h"
+#include "../../common/stats.h"
 #include "../../common/util.h"
 
 /* Most rows one call may carry. */
@@ -306,6 +307,20 @@ static int check_spec(const ms__spec *spec, char *err, size_t errlen)
     return 0;
 }
 
+/* The bytes of the file a layer (weight w, bias b or NULL) reads: the load's progress. */
+static uint64_t pair_bytes(const ms__st_tensor *w, const ms__st_tensor *b)
+{
+    return (w->end - w->begin) + (b != NULL ? b->end - b->begin : 0);
+}
+
+static uint64_t layer_bytes(size_t n, const ms__st_tensor **w, const ms__st_tensor **b)
+{
+    uint64_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += pair_bytes(w[i], b[i]);
+    return total;
+}
+
 /* Copies the planned layers out of the mapped file into s->block. */
 static int copy_layers(const char *path, dense_state *s, const uint8_t *data,
                        const ms__st_tensor **w, const ms__st_tensor **b, char *err, size_t errlen)
@@ -329,6 +344,9 @@ static int copy_layers(const char *path, dense_state *s, const uint8_t *data,
     s->block = block;
     float *p = block;
     size_t width = 0;
+    uint64_t done = 0, want = layer_bytes(s->nlayers, w, b);
+    ms__progress_phase(MS__PHASE_READING);
+    ms__progress_bytes(0, want);
     for (size_t i = 0; i < s->nlayers; i++) {
         dense_layer *l = &s->layers[i];
         l->out = (int)w[i]->shape[0];
@@ -345,6 +363,8 @@ static int copy_layers(const char *path, dense_state *s, const uint8_t *data,
         }
         if (i + 1 < s->nlayers && (size_t)l->out > width)
             width = (size_t)l->out;
+        done += pair_bytes(w[i], b[i]);
+        ms__progress_bytes(done, want);
     }
     s->width = width;
     return 0;
