@@ -8,7 +8,7 @@ JOBS       ?= $(shell nproc)
 PYTEST     := $(VENV)/bin/python -m pytest
 
 .PHONY: all build deps venv python demo test lint test-unit test-integration test-python test-asan \
-        test-tsan test-python-asan test-gpu chaos fuzz fuzz-run bench format format-check clean
+        test-tsan test-python-asan test-gpu chaos fuzz fuzz-run bench bench-peers format format-check clean
 
 all: build
 
@@ -142,6 +142,14 @@ test-python-asan: venv | deps
 # Data-plane benchmarks against the in-process limit and a pickling proxy; writes bench/RESULTS.md.
 bench: build venv
 	$(VENV)/bin/python bench/run.py --build $(BUILD)
+
+# modelshare beside plain loads, Beam's MultiProcessShared and Ray Serve (bench/vs_peers.py);
+# installs ray[serve] into .venv the first time; writes bench/PEERS.md (shown in RESULTS.md).
+# About 10 minutes on the 2-core VM. Not part of make test.
+bench-peers: python
+	@$(VENV)/bin/python -c "import ray.serve, apache_beam" 2>/dev/null || \
+		$(VENV)/bin/python -m pip install -q --disable-pip-version-check "ray[serve]" apache-beam
+	$(VENV)/bin/python bench/vs_peers.py
 
 # GPU tests (tests/gpu) and the GPU benchmark (bench/gpu_bench.py); without a GPU it says so
 # and exits 0.
