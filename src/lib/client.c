@@ -150,6 +150,19 @@ MS_EXPORT int ms_status_json(ms_client *client, char **out)
     return 0;
 }
 
+/* Sends req (taken; NULL: out of memory building it) and waits for its answer, of which only
+ * the status matters. */
+static int request(ms_client *client, json_t *req)
+{
+    if (req == NULL)
+        return ms__lib_fail(client, MS_E_NOMEM, "out of memory building a request");
+    json_t *reply = NULL;
+    int r = ms__lib_call(client, req, NULL, 0, &reply, NULL, NULL, 0);
+    json_decref(req);
+    json_decref(reply);
+    return r;
+}
+
 MS_EXPORT int ms_load(ms_client *client, const char *tag, const char *spec_json)
 {
     char err[MS__ERRLEN];
@@ -166,13 +179,7 @@ MS_EXPORT int ms_load(ms_client *client, const char *tag, const char *spec_json)
     if (r < 0)
         return ms__lib_fail_msg(client, r, err);
     json_t *req = json_pack("{s:s, s:s, s:o}", "op", "load", "tag", tag, "spec", spec);
-    if (req == NULL)
-        return ms__lib_fail(client, MS_E_NOMEM, "out of memory building a request");
-    json_t *reply = NULL;
-    r = ms__lib_call(client, req, NULL, 0, &reply, NULL, NULL, 0);
-    json_decref(req);
-    json_decref(reply);
-    return r;
+    return request(client, req);
 }
 
 MS_EXPORT int ms_unload(ms_client *client, const char *tag, int force)
@@ -183,13 +190,7 @@ MS_EXPORT int ms_unload(ms_client *client, const char *tag, int force)
     if (ms__lib_check_tag(client, tag) != 0)
         return MS_E_INVAL;
     json_t *req = json_pack("{s:s, s:s, s:b}", "op", "unload", "tag", tag, "force", force != 0);
-    if (req == NULL)
-        return ms__lib_fail(client, MS_E_NOMEM, "out of memory building a request");
-    json_t *reply = NULL;
-    int r = ms__lib_call(client, req, NULL, 0, &reply, NULL, NULL, 0);
-    json_decref(req);
-    json_decref(reply);
-    return r;
+    return request(client, req);
 }
 
 MS_EXPORT int ms_swap(ms_client *client, const char *tag, const char *changes, unsigned flags)
@@ -215,11 +216,5 @@ MS_EXPORT int ms_swap(ms_client *client, const char *tag, const char *changes, u
         return ms__lib_fail_msg(client, r, err);
     json_t *req = json_pack("{s:s, s:s, s:o, s:b}", "op", "swap", "tag", tag, "spec", spec,
                             "drain_first", (flags & MS_SWAP_DRAIN_FIRST) != 0);
-    if (req == NULL)
-        return ms__lib_fail(client, MS_E_NOMEM, "out of memory building a request");
-    json_t *reply = NULL;
-    r = ms__lib_call(client, req, NULL, 0, &reply, NULL, NULL, 0);
-    json_decref(req);
-    json_decref(reply);
-    return r;
+    return request(client, req);
 }
