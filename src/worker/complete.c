@@ -19,13 +19,15 @@ void ms__complete(server *s, client *c, unsigned slot, const ms__resp *resp)
     size_t ml = strnlen(resp->msg, sizeof resp->msg - 1);
     memcpy(sl->resp.msg, resp->msg, ml);
     sl->resp.msg[ml] = '\0';
+    /* Counted before the client can see its answer: a caller that reads the stats (status,
+     * /metrics) after its call returns finds the call in them. */
+    STAT_ADD(s, requests, 1);
+    if (resp->status != 0)
+        ms__stats_error(s->w->stats, resp->status);
     atomic_store(&sl->state, MS__SLOT_DONE);
     if (atomic_load(&sl->waiting))
         ms__futex_wake(&sl->state, 1);
     ms__door_done(s->w->door);
-    STAT_ADD(s, requests, 1);
-    if (resp->status != 0)
-        ms__stats_error(s->w->stats, resp->status);
 }
 
 void ms__complete_error(server *s, client *c, unsigned slot, uint64_t id, int code, const char *msg)
