@@ -35,6 +35,11 @@ typedef struct client {
     uint32_t head; /* entries taken: ours, never read back from shared memory */
     unsigned hint; /* our bit in the door's hints */
     bool active;   /* in the active list: it published, or its ring was not empty last time */
+    /* Arenas of other leases of the same client linked to this one ("link", proto.h): request
+     * inputs may lie there (in_arena k is entry k - 1). Mapped and owned, fd -1 where none. */
+    int link_fd[MS__ARENA_LINKS];
+    void *link_base[MS__ARENA_LINKS];
+    uint64_t link_cap[MS__ARENA_LINKS]; /* 0 where none: what ms__req_decode is given */
 } client;
 
 /* A request taken from a ring for the batch being built. */
@@ -101,11 +106,19 @@ static inline void ms__client_activate(server *s, client *c)
 
 /* ---- clients.c ---- */
 
+/* Unmaps c's linked arena k (1..MS__ARENA_LINKS) if one is there. Between batches only: no taken
+ * request may point into it. */
+void ms__client_unlink(server *s, client *c, unsigned k);
+/* "link" (link true: maps the fd, taken, as c's linked arena "arena") or "unlink"; c NULL: a
+ * lease not attached here. A malformed message is logged and its fds closed. (links.c) */
+void ms__links_msg(server *s, client *c, bool link, const json_t *msg, int *fds, int nfds);
+
 /* Drops the clients marked inactive from the active list, keeping its order. */
 void ms__clients_compact_active(server *s);
 /* Detaches clients[i]: unmaps its arena, closes its fd, frees its record. */
 void ms__client_drop_at(server *s, size_t i, const char *why);
-/* Reads what the control socket has (attach, detach, open, takeover, drain), without blocking.
+/* Reads what the control socket has (attach, detach, link, unlink, open, takeover, drain), without
+ * blocking.
  * Returns 1 when the daemon is gone or the worker drained for a swap: the loop ends. */
 int ms__control_poll(server *s);
 

@@ -54,7 +54,7 @@ static void test_req_good(void **state)
     (void)state;
     char err[MS__ERRLEN];
     ms__req r = good_req(), out;
-    assert_int_equal(ms__req_decode(&r, sizeof r, CAP, &out, err, sizeof err), 0);
+    assert_int_equal(ms__req_decode(&r, sizeof r, CAP, NULL, &out, err, sizeof err), 0);
     assert_memory_equal(&r, &out, sizeof r);
 
     /* Rank 0 (a scalar), input at the very end of the arena, empty output room. */
@@ -65,20 +65,20 @@ static void test_req_good(void **state)
     r.in_off = CAP - 4;
     r.out_off = MS__ARENA_DATA;
     r.out_cap = 0;
-    assert_int_equal(ms__req_decode(&r, sizeof r, CAP, &out, err, sizeof err), 0);
+    assert_int_equal(ms__req_decode(&r, sizeof r, CAP, NULL, &out, err, sizeof err), 0);
 
     /* Zero rows: empty input anywhere in range. */
     r = good_req();
     r.shape[0] = 0;
     r.in_len = 0;
     r.in_off = r.out_off; /* empty ranges do not overlap */
-    assert_int_equal(ms__req_decode(&r, sizeof r, CAP, &out, err, sizeof err), 0);
+    assert_int_equal(ms__req_decode(&r, sizeof r, CAP, NULL, &out, err, sizeof err), 0);
 
     /* Unaligned buffer: the decoder copies. */
     uint8_t raw[sizeof(ms__req) + 1];
     r = good_req();
     memcpy(raw + 1, &r, sizeof r);
-    assert_int_equal(ms__req_decode(raw + 1, sizeof r, CAP, &out, err, sizeof err), 0);
+    assert_int_equal(ms__req_decode(raw + 1, sizeof r, CAP, NULL, &out, err, sizeof err), 0);
 }
 
 static void expect_req(ms__req r, uint64_t cap, int code, const char *needle)
@@ -87,7 +87,7 @@ static void expect_req(ms__req r, uint64_t cap, int code, const char *needle)
     ms__req out;
     memset(&out, 0x5a, sizeof out);
     ms__req untouched = out;
-    int rc = ms__req_decode(&r, sizeof r, cap, &out, err, sizeof err);
+    int rc = ms__req_decode(&r, sizeof r, cap, NULL, &out, err, sizeof err);
     if (rc != code)
         fail_msg("expected %s (\"%s\"), got %s: %s", ms_errname(code), needle, ms_errname(rc), err);
     if (strstr(err, needle) == NULL)
@@ -100,10 +100,13 @@ static void test_req_rejections(void **state)
     (void)state;
     char err[MS__ERRLEN];
     ms__req r = good_req(), out;
-    assert_int_equal(ms__req_decode(&r, sizeof r - 1, CAP, &out, err, sizeof err), MS_E_PROTOCOL);
+    assert_int_equal(ms__req_decode(&r, sizeof r - 1, CAP, NULL, &out, err, sizeof err),
+                     MS_E_PROTOCOL);
     assert_non_null(strstr(err, "request record of"));
-    assert_int_equal(ms__req_decode(&r, sizeof r + 1, CAP, &out, err, sizeof err), MS_E_PROTOCOL);
-    assert_int_equal(ms__req_decode(NULL, sizeof r, CAP, &out, err, sizeof err), MS_E_PROTOCOL);
+    assert_int_equal(ms__req_decode(&r, sizeof r + 1, CAP, NULL, &out, err, sizeof err),
+                     MS_E_PROTOCOL);
+    assert_int_equal(ms__req_decode(NULL, sizeof r, CAP, NULL, &out, err, sizeof err),
+                     MS_E_PROTOCOL);
 
     r = good_req();
     r.magic = MS__RESP_MAGIC;
@@ -120,7 +123,7 @@ static void test_req_rejections(void **state)
     r.shape[1] = 0;
     r.in_len = 100;
     r.out_off = r.in_off + 128;
-    assert_int_equal(ms__req_decode(&r, sizeof r, CAP, &out, err, sizeof err), 0);
+    assert_int_equal(ms__req_decode(&r, sizeof r, CAP, NULL, &out, err, sizeof err), 0);
     assert_int_equal(out.flags, MS__REQ_CALL);
     r = good_req();
     r.dtype = 0;
