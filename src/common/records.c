@@ -121,6 +121,10 @@ static int input_arena(const ms__req *r, uint64_t arena_capacity, const uint64_t
                         r->in_arena, MS__ARENA_LINKS);
     if (r->in_arena == 0) {
         *in_cap = arena_capacity;
+        if (r->in_link != 0)
+            return ms__fail(err, errlen, MS_E_PROTOCOL,
+                            "input in the lease's own arena: expected in_link 0, got %llu",
+                            (unsigned long long)r->in_link);
         return 0;
     }
     if (linked == NULL || linked[r->in_arena - 1] == 0)

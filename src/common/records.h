@@ -41,6 +41,8 @@ typedef struct ms__req {
     int64_t deadline_ns; /* CLOCK_MONOTONIC; 0 = none */
     uint32_t in_arena;   /* where the input lies: 0 the own arena, k a linked one (above) */
     uint32_t reserved;   /* 0 */
+    uint64_t in_link;    /* in_arena k: the lease whose arena it is (the worker checks that it maps
+                            that one at k: an index is reused after an unlink); 0 for arena 0 */
 } ms__req;
 
 /* Worker -> client. */

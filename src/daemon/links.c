@@ -21,6 +21,8 @@ static int send_link(ms__wproc *w, const ms__lease *l, int k, const ms__lease *f
 {
     json_t *msg = json_pack("{s:s, s:I, s:i, s:i}", "op", from != NULL ? "link" : "unlink", "lease",
                             (json_int_t)l->id, "arena", k, "nfds", from != NULL ? 1 : 0);
+    if (msg != NULL && from != NULL)
+        json_object_set_new(msg, "from", json_integer((json_int_t)from->id));
     int rc = msg == NULL ? ms__fail(err, errlen, MS_E_NOMEM, "out of memory")
                          : ms__sup_send(w, msg, from != NULL ? &from->arena_fd : NULL,
                                         from != NULL ? 1 : 0, err, errlen);

@@ -88,6 +88,7 @@ static void fill_req(ms__req *req, uint32_t flags, const ms_tensor *input, const
     for (int i = 0; i < input->rank; i++)
         req->shape[i] = input->shape[i];
     req->in_arena = (uint32_t)input->arena;
+    req->in_link = (uint64_t)input->src_lease;
     req->in_off = input->off;
     req->in_len = input->nbytes;
     req->out_off = out->off;

@@ -240,6 +240,15 @@ int ms__control_poll(server *s)
 {
     char err[MS__ERRLEN];
     int r = ms__reader_fill(&s->rd, s->w->ctrl_fd, err, sizeof err);
+    s->ctrl_polls++;
+    if (s->ctrl_due) {
+        /* Requests wait for links: after this read, each is taken or refused. */
+        s->ctrl_due = false;
+        s->relook = true;
+        for (size_t i = 0; i < s->n; i++)
+            if (s->clients[i]->link_wait != 0)
+                ms__client_activate(s, s->clients[i]);
+    }
     for (;;) {
         json_t *msg = NULL;
         int fds[MS__FDS_MAX];

@@ -99,6 +99,8 @@ static int read_request(server *s, client *c, unsigned e, int64_t now, taken *t,
     } raw;
     memcpy(&raw, &sl->req, sizeof raw);
     int r = ms__req_decode(&raw, sizeof raw, c->capacity, c->link_cap, &t->req, err, errlen);
+    if (r == 0)
+        r = ms__links_check(c, &t->req, err, errlen);
     if (r < 0) {
         t->req.id = raw.req.id;
         return r;
@@ -147,6 +149,8 @@ int ms__intake_peek(server *s, client *c, int64_t now, taken *t)
         ms__door_done(s->w->door);
         return MS__TAKE_ANSWERED;
     }
+    if (ms__links_await(s, c, ms__slot_of(c->base, c->ring, e)))
+        return MS__TAKE_NONE;
     int r = read_request(s, c, e, now, t, err, sizeof err);
     if (r == MS__TAKE_ANSWERED)
         return r;

@@ -40,6 +40,11 @@ typedef struct client {
     int link_fd[MS__ARENA_LINKS];
     void *link_base[MS__ARENA_LINKS];
     uint64_t link_cap[MS__ARENA_LINKS]; /* 0 where none: what ms__req_decode is given */
+    int64_t link_from[MS__ARENA_LINKS]; /* the lease whose arena it is (a request's in_link) */
+    /* Its request at head names a linked arena not mapped yet: the daemon sent "link" before
+     * the client heard of it, so it waits for one read of the control socket (links.c). */
+    uint32_t link_wait;  /* head + 1 of that request, 0 when none */
+    uint64_t link_polls; /* s->ctrl_polls when it began to wait */
 } client;
 
 /* A request taken from a ring for the batch being built. */
@@ -64,6 +69,9 @@ typedef struct server {
     size_t nactive;
     client *last_served; /* the next round-robin pass starts after it */
     ms__reader rd;
+    uint64_t ctrl_polls; /* reads of the control socket so far */
+    bool ctrl_due;       /* a request waits for a link: read the control socket now */
+    bool relook;         /* a read of the control socket made requests takeable: look again */
     taken *batch;
     size_t nbatch;
     int64_t batch_rows;
@@ -109,6 +117,14 @@ static inline void ms__client_activate(server *s, client *c)
 /* Unmaps c's linked arena k (1..MS__ARENA_LINKS) if one is there. Between batches only: no taken
  * request may point into it. */
 void ms__client_unlink(server *s, client *c, unsigned k);
+/* Whether c's request in slot sl waits for its input's arena to be linked: it names one that is
+ * not mapped (or another lease's arena at that index), and the control socket was not read since
+ * it was first seen (ctrl_due asks for a read). Then the request is left in the ring; after the
+ * read it is decoded and checked (ms__links_check). (links.c) */
+bool ms__links_await(server *s, client *c, const ms__slot *sl);
+/* A decoded request's input arena is the lease's own or the linked one it names (in_link): 0, or
+ * MS_E_PROTOCOL with a message. */
+int ms__links_check(const client *c, const ms__req *req, char *err, size_t errlen);
 /* "link" (link true: maps the fd, taken, as c's linked arena "arena") or "unlink"; c NULL: a
  * lease not attached here. A malformed message is logged and its fds closed. (links.c) */
 void ms__links_msg(server *s, client *c, bool link, const json_t *msg, int *fds, int nfds);

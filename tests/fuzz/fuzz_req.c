@@ -16,7 +16,7 @@
 static void check_req(const ms__req *r, uint64_t cap, const uint64_t *linked)
 {
     if (r->reserved != 0 || r->in_arena > MS__ARENA_LINKS ||
-        (r->in_arena > 0 && linked[r->in_arena - 1] == 0))
+        (r->in_arena > 0 && linked[r->in_arena - 1] == 0) || (r->in_arena == 0 && r->in_link != 0))
         abort();
     uint64_t in_cap = r->in_arena > 0 ? linked[r->in_arena - 1] : cap;
     size_t es = ms_dtype_size((int)r->dtype), numel;

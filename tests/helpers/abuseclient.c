@@ -394,7 +394,8 @@ static int ring_case(const char *name, ms__req *r, uint64_t cap)
 
 /* The linked_* cases: the arena of lease `good` (same client) is linked to `bad` through
  * ms_tensor_view (arena 1), then the record's input is put there: at a good place (linked_ok,
- * answered), past its end, or overlapping the output's offsets (fine: another arena). */
+ * answered), past its end, naming another lease than the one linked there, or overlapping the
+ * output's offsets (fine: another arena). */
 static int linked_case(const char *name, ms__req *r, ms_model *bad, ms_model *good)
 {
     ms_tensor *src = NULL, *view = NULL;
@@ -409,9 +410,14 @@ static int linked_case(const char *name, ms__req *r, ms_model *bad, ms_model *go
         return -1;
     }
     r->in_arena = 1;
+    r->in_link = (uint64_t)good->lease;
     r->in_off = src->off;
     if (strcmp(name, "linked_past_end") == 0)
         r->in_off = good->arena_capacity - 8;
+    else if (strcmp(name, "linked_wrong_lease") == 0)
+        r->in_link = 999999;
+    else if (strcmp(name, "linked_own_with_link") == 0)
+        r->in_arena = 0;
     else if (strcmp(name, "linked_same_offsets") == 0)
         r->out_off = src->off; /* apart: the output is in bad's own arena */
     else if (strcmp(name, "linked_ok") != 0)

@@ -443,6 +443,8 @@ RING = [
     ("arena_not_linked", "MS_E_PROTOCOL", "input arena 3: expected an arena linked to this"),
     ("arena_reserved", "MS_E_PROTOCOL", "expected 0 in the reserved field"),
     ("linked_past_end", "MS_E_PROTOCOL", "expected a range inside the arena's tensor space"),
+    ("linked_wrong_lease", "MS_E_PROTOCOL", "input arena 1: expected the arena of lease 999999"),
+    ("linked_own_with_link", "MS_E_PROTOCOL", "expected in_link 0"),
     ("linked_ok", "OK", ""),
     ("linked_same_offsets", "OK", ""),
 ]
