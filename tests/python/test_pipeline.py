@@ -73,3 +73,16 @@ def test_the_first_model_released_the_second_serves_on(pipeline, daemon):
             y3 = B(A(x))
             assert B.copied_bytes == kept.nbytes
             np.testing.assert_array_equal(y3, y1)
+
+
+def test_a_swap_of_the_second_model_keeps_the_link(pipeline, daemon):
+    sa, wa, sb, wb = pipeline
+    wb2 = save_mlp(daemon.tmp / "b2.safetensors", [32, 24, 10], seed=5)
+    x = RNG.standard_normal((6, 64)).astype(np.float32)
+    with sa.acquire() as A, sb.acquire() as B:
+        ya = A(x)
+        np.testing.assert_allclose(B(ya), mlp_reference(wb, ya), rtol=1e-4, atol=1e-5)
+        sb.swap(wb2, version="2")
+        # The new version's worker got the link with the lease: still by reference, and right.
+        np.testing.assert_allclose(B(ya), mlp_reference(wb2, ya), rtol=1e-4, atol=1e-5)
+        assert B.copied_bytes == 0
