@@ -93,6 +93,11 @@ void ms__links_msg(server *s, client *c, bool link, const json_t *msg, int *fds,
     json_int_t k = json_is_integer(arena) ? json_integer_value(arena) : 0;
     bool ok = c != NULL && k >= 1 && k <= (json_int_t)MS__ARENA_LINKS && nfds == (link ? 1 : 0) &&
               (!link || (json_is_integer(from) && json_integer_value(from) > 0));
+    if (c == NULL && !link && nfds == 0) {
+        /* A worker still loading (a restart, a swap's new one) hears of leases it has not got. */
+        ms__log_debug("model \"%s\": unlink of a lease not attached here", s->w->tag);
+        return;
+    }
     if (!ok) {
         ms__log_warn("model \"%s\": ignoring %s (lease %s, arena %lld, %d fds)", s->w->tag,
                      link ? "link" : "unlink", c != NULL ? "attached" : "unknown", (long long)k,

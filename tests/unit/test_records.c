@@ -34,6 +34,44 @@ static ms__req good_req(void)
     return r;
 }
 
+/* The input in a linked arena: its own bounds, and no overlap with the output across arenas. */
+static void test_req_linked(void **state)
+{
+    (void)state;
+    char err[MS__ERRLEN];
+    uint64_t linked[MS__ARENA_LINKS] = {0};
+    linked[1] = MS__ARENA_MIN; /* arena 2: 8 MiB, smaller than the own 16 MiB */
+    ms__req r = good_req(), out;
+    r.in_arena = 2;
+    r.in_link = 5;
+    r.out_off = r.in_off; /* the same offsets, in another arena: fine */
+    assert_int_equal(ms__req_decode(&r, sizeof r, CAP, linked, &out, err, sizeof err), 0);
+    assert_int_equal(out.in_arena, 2);
+    /* Inside the own arena but past the linked one's end. */
+    r.in_off = MS__ARENA_MIN - 64;
+    assert_int_equal(ms__req_decode(&r, sizeof r, CAP, linked, &out, err, sizeof err),
+                     MS_E_PROTOCOL);
+    assert_non_null(strstr(err, "expected a range inside the arena's tensor space"));
+    r = good_req();
+    r.in_arena = 1; /* not linked */
+    r.in_link = 5;
+    assert_int_equal(ms__req_decode(&r, sizeof r, CAP, linked, &out, err, sizeof err),
+                     MS_E_PROTOCOL);
+    assert_non_null(strstr(err, "input arena 1: expected an arena linked"));
+    assert_int_equal(ms__req_decode(&r, sizeof r, CAP, NULL, &out, err, sizeof err), MS_E_PROTOCOL);
+    r.in_arena = MS__ARENA_LINKS + 1;
+    assert_int_equal(ms__req_decode(&r, sizeof r, CAP, linked, &out, err, sizeof err),
+                     MS_E_PROTOCOL);
+    r = good_req();
+    r.in_link = 5; /* a link named with the own arena */
+    assert_int_equal(ms__req_decode(&r, sizeof r, CAP, linked, &out, err, sizeof err),
+                     MS_E_PROTOCOL);
+    r = good_req();
+    r.reserved = 1;
+    assert_int_equal(ms__req_decode(&r, sizeof r, CAP, linked, &out, err, sizeof err),
+                     MS_E_PROTOCOL);
+}
+
 static ms__resp good_resp(void)
 {
     ms__resp r;
@@ -287,6 +325,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_req_good),
         cmocka_unit_test(test_req_rejections),
+        cmocka_unit_test(test_req_linked),
         cmocka_unit_test(test_resp),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
