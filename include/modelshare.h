@@ -306,14 +306,29 @@ MS_EXPORT int ms_tensor_alloc(ms_model *model, ms_dtype dtype, int rank, const i
 MS_EXPORT int ms_tensor_from(ms_model *model, ms_dtype dtype, int rank, const int64_t *shape,
                              const void *data, size_t nbytes, ms_tensor **out);
 
-/* A tensor for bytes already in the model's shared memory, inside a tensor of this model (one
- * from ms_tensor_alloc() or an output, filled in place): ms_infer() on it sends no byte, as
- * ms_infer() on that tensor would, with this dtype and shape. Nothing is copied or reserved.
+/* A tensor for bytes already in shared memory, inside one live tensor (one from
+ * ms_tensor_alloc() or an output) of this model or of another model acquired through the same
+ * client: ms_infer() on it sends no byte, as ms_infer() on that tensor would, with this dtype
+ * and shape. Nothing is copied or reserved. This is how models make a pipeline with no copy:
+ *
+ *     ms_infer(a, x, &ya);                       // ya lives in a's shared memory
+ *     ms_tensor_view(b, ms_tensor_dtype(ya), ms_tensor_rank(ya), ms_tensor_shape(ya),
+ *                    ms_tensor_data(ya), &v);    // b's workers read it in place
+ *     ms_infer(b, v, &yb);                       // yb lives in b's shared memory
+ *
+ * The first view of another model's memory on a model asks the daemon once to map that model's
+ * shared memory into this model's workers (a "link", kept until that other model is released;
+ * at most 8 per model handle). Outputs always go to the model's own shared memory.
  *   data:  where its bytes start, aligned to the dtype's size.
  *   out:   OUT, the view; owned by the caller, freed with ms_tensor_free() (which frees nothing of
- *          the tensor it lies in). Valid while that tensor is.
+ *          the tensor it lies in). Valid while that tensor is: the tensor (and for another
+ *          model's, its model handle) must stay alive until every ms_infer() on the view has
+ *          returned; ms_infer() on a view whose model was released fails with MS_E_INVAL.
  * Errors: as ms_tensor_alloc() for dtype, rank and shape; MS_E_INVAL when the bytes are not all
- * inside one live tensor of this model (memory elsewhere: copy it with ms_tensor_from()). */
+ * inside one live tensor of this model or of another model of this client (memory elsewhere:
+ * copy it with ms_tensor_from()); for another model's: MS_E_LIMIT (8 other models' memory
+ * linked to this handle already: release one, or copy), MS_E_UNLOADED, MS_E_DAEMON_LOST,
+ * MS_E_PROTOCOL. */
 MS_EXPORT int ms_tensor_view(ms_model *model, ms_dtype dtype, int rank, const int64_t *shape,
                              const void *data, ms_tensor **out);
 
@@ -330,13 +345,17 @@ MS_EXPORT int ms_tensor_rank(const ms_tensor *tensor);
 /* Pointer to rank dimensions, owned by the tensor. */
 MS_EXPORT const int64_t *ms_tensor_shape(const ms_tensor *tensor);
 
-/* Runs the model on input (a tensor of this model) and returns the output.
+/* Runs the model on input (a tensor of this model, or a view made with ms_tensor_view() on this
+ * model, which may lie in another model's memory: then that model's handle and tensor must live
+ * until this call returns) and returns the output.
  *   output: OUT, a new tensor in the same shared memory, owned by the caller (ms_tensor_free()).
  * Errors: MS_E_DTYPE / MS_E_SHAPE (what the model expects and what came; the model keeps serving),
  * MS_E_TOO_LARGE, MS_E_WORKER_LOST (the worker died while it ran this request: the daemon
  * restarts it and the handle stays usable; or the model failed after max_restarts crashes:
  * acquire again to load it again),
- * MS_E_UNLOADED (the model was force-unloaded), MS_E_BACKEND, MS_E_INVAL (input of another model),
+ * MS_E_UNLOADED (the model was force-unloaded), MS_E_BACKEND, MS_E_INVAL (input of another model
+ * handle: pass another model's output through ms_tensor_view() on this one, no copy; or a view
+ * whose model was released),
  * MS_E_TIMEOUT (see ms_set_timeout), MS_E_DAEMON_LOST.
  * Several threads may call ms_infer on one model handle at once: their requests are in flight
  * together (up to 64 per instance of the model) and the worker batches them with everyone

@@ -1,8 +1,9 @@
 /*
  * Model: one lease (ms_model). infer() copies its input once into the model's shared memory (none
- * when the input already lies there: an array from empty() or an output of this model, passed by
- * ms_tensor_view) and returns the output as a Tensor that numpy views in place. The GIL is
- * released around the copy and the call.
+ * when the input already lies in shared memory: an array from empty(), an output of this model or
+ * of another model of the process (a pipeline, B(A(x)): A's memory is linked to B's workers),
+ * passed by ms_tensor_view) and returns the output as a Tensor that numpy views in place. The GIL
+ * is released around the copy and the call.
  */
 #include "core.h"
 
@@ -108,7 +109,9 @@ static PyObject *model_infer(ms_py_model *self, PyObject *args, PyObject *kwargs
     int r;
     self->users++; /* the lease outlives this call, whatever another thread does */
     PyThreadState *ts = PyEval_SaveThread();
-    /* Already in this model's shared memory: by reference. Else one copy. */
+    /* Already in shared memory (this model's or another's of this client): by reference. Else
+     * one copy. An input of another model is held by the buffer view (its Tensor keeps that
+     * model's lease) until the call returns. */
     bool copied = !contiguous || ms_tensor_view(m, d, view.ndim, shape, view.buf, &in) != 0;
     r = copied ? ms_tensor_alloc(m, d, view.ndim, shape, &in) : 0;
     if (r == 0) {

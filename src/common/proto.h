@@ -27,6 +27,12 @@
  *    {"op":"swap","id":7,"tag":"t","spec":{"weights":"/v2.st","version":"2"},"drain_first":false}
  *        -> {"ok":true,"spec":{...canonical...},"version":"2"|null} once the new version serves
  *           every instance (src/daemon/swap.c); "spec" holds only the fields that change.
+ *    {"op":"link","id":8,"lease":7,"from":9}   -> {"ok":true,"arena":K}
+ *        The workers of lease 7's model map lease 9's arena too (both leases of this connection;
+ *        src/daemon/links.c), as linked arena K (1..8, records.h MS__ARENA_LINKS): requests of
+ *        lease 7 may take their input there (in_arena K, in_link 9). The same K when linked
+ *        already. Kept across restarts and swaps; dropped when lease 9 is released. Errors:
+ *        MS_E_INVAL (not this connection's leases, the same lease), MS_E_UNLOADED, MS_E_LIMIT.
  *    {"op":"status","id":6}                     -> {"ok":true,"status":STATUS}
  *        STATUS is what `modelshare status --json` prints (see docs/ARCHITECTURE.md, "Contracts"):
  *        {"daemon_pid":..,"socket":"..","uptime_s":..,"clients":N,
@@ -50,7 +56,13 @@
  *                                         serves ring set i in it (i: its instance number);
  *                                         "resume":true starts at the ring's tail (a restart),
  *                                         "head":H at entry H (a swap)
- *    {"op":"detach","lease":7}            the worker unmaps that arena
+ *    {"op":"detach","lease":7}            the worker unmaps that arena (and the ones linked to it)
+ *    {"op":"link","lease":7,"arena":K,"from":9,"nfds":1}  + fd: lease 9's arena, which requests
+ *                                         of lease 7 may read their input in (in_arena K,
+ *                                         in_link 9); after lease 7's attach
+ *    {"op":"unlink","lease":7,"arena":K}  the worker unmaps linked arena K of lease 7 (between
+ *                                         batches: no run reads it then); sent before the
+ *                                         daemon answers the release of lease 9
  *    {"op":"open","keep_inflight":bool}   after a restart's or swap's attaches: the door opens
  *    {"op":"drain"}                       a swap: take nothing more, say "drained", exit
  *    {"op":"takeover","nfds":1}           + fd: the instance's door, which a swap's new worker

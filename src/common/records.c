@@ -98,24 +98,60 @@ static int check_kind(const ms__req *r, char *err, size_t errlen)
     return 0;
 }
 
-/* Where the input and the output room lie: inside the arena, aligned, apart. */
-static int check_places(const ms__req *r, uint64_t arena_capacity, size_t esize, char *err,
-                        size_t errlen)
+/* A capacity within the arena sizes (what the worker mapped). */
+static int check_capacity(const char *what, uint64_t cap, char *err, size_t errlen)
 {
-    if (arena_capacity < MS__ARENA_MIN || arena_capacity > MS__ARENA_MAX)
+    if (cap < MS__ARENA_MIN || cap > MS__ARENA_MAX)
+        return ms__fail(err, errlen, MS_E_PROTOCOL, "expected %s of %llu to %llu bytes, got %llu",
+                        what, (unsigned long long)MS__ARENA_MIN, (unsigned long long)MS__ARENA_MAX,
+                        (unsigned long long)cap);
+    return 0;
+}
+
+/* The capacity of the arena the input lies in (*in_cap): the own one, or a linked one. */
+static int input_arena(const ms__req *r, uint64_t arena_capacity, const uint64_t *linked,
+                       uint64_t *in_cap, char *err, size_t errlen)
+{
+    if (r->reserved != 0)
+        return ms__fail(err, errlen, MS_E_PROTOCOL, "expected 0 in the reserved field, got %u",
+                        r->reserved);
+    if (r->in_arena > MS__ARENA_LINKS)
         return ms__fail(err, errlen, MS_E_PROTOCOL,
-                        "expected an arena of %llu to %llu bytes, got %llu",
-                        (unsigned long long)MS__ARENA_MIN, (unsigned long long)MS__ARENA_MAX,
-                        (unsigned long long)arena_capacity);
-    int rc = check_range("input", r->in_off, r->in_len, arena_capacity, esize, err, errlen);
-    if (rc != 0)
-        return rc;
-    rc = check_range("output room", r->out_off, r->out_cap, arena_capacity, esize, err, errlen);
+                        "input arena %u: expected 0 (the lease's own) to %u (a linked one)",
+                        r->in_arena, MS__ARENA_LINKS);
+    if (r->in_arena == 0) {
+        *in_cap = arena_capacity;
+        if (r->in_link != 0)
+            return ms__fail(err, errlen, MS_E_PROTOCOL,
+                            "input in the lease's own arena: expected in_link 0, got %llu",
+                            (unsigned long long)r->in_link);
+        return 0;
+    }
+    if (linked == NULL || linked[r->in_arena - 1] == 0)
+        return ms__fail(err, errlen, MS_E_PROTOCOL,
+                        "input arena %u: expected an arena linked to this lease, none is",
+                        r->in_arena);
+    *in_cap = linked[r->in_arena - 1];
+    return check_capacity("a linked arena", *in_cap, err, errlen);
+}
+
+/* Where the input and the output room lie: inside their arenas, aligned, apart. */
+static int check_places(const ms__req *r, uint64_t arena_capacity, const uint64_t *linked,
+                        size_t esize, char *err, size_t errlen)
+{
+    uint64_t in_cap = 0;
+    int rc = check_capacity("an arena", arena_capacity, err, errlen);
+    if (rc == 0)
+        rc = input_arena(r, arena_capacity, linked, &in_cap, err, errlen);
+    if (rc == 0)
+        rc = check_range("input", r->in_off, r->in_len, in_cap, esize, err, errlen);
+    if (rc == 0)
+        rc = check_range("output room", r->out_off, r->out_cap, arena_capacity, esize, err, errlen);
     if (rc != 0)
         return rc;
     /* Both ranges lie inside the arena, so the ends below cannot overflow. */
-    if (r->in_len > 0 && r->out_cap > 0 && r->in_off < r->out_off + r->out_cap &&
-        r->out_off < r->in_off + r->in_len)
+    if (r->in_arena == 0 && r->in_len > 0 && r->out_cap > 0 &&
+        r->in_off < r->out_off + r->out_cap && r->out_off < r->in_off + r->in_len)
         return ms__fail(err, errlen, MS_E_PROTOCOL,
                         "expected input [%llu, +%llu) and output room [%llu, +%llu) not to "
                         "overlap",
@@ -124,8 +160,8 @@ static int check_places(const ms__req *r, uint64_t arena_capacity, size_t esize,
     return 0;
 }
 
-int ms__req_decode(const void *buf, size_t len, uint64_t arena_capacity, ms__req *out, char *err,
-                   size_t errlen)
+int ms__req_decode(const void *buf, size_t len, uint64_t arena_capacity, const uint64_t *linked,
+                   ms__req *out, char *err, size_t errlen)
 {
     if (buf == NULL || len != sizeof(ms__req))
         return ms__fail(err, errlen, MS_E_PROTOCOL,
@@ -139,7 +175,7 @@ int ms__req_decode(const void *buf, size_t len, uint64_t arena_capacity, ms__req
     rc = check_tensor("input", "in_len", r.dtype, r.rank, r.shape, r.in_len, err, errlen);
     if (rc != 0)
         return rc;
-    rc = check_places(&r, arena_capacity, ms_dtype_size((int)r.dtype), err, errlen);
+    rc = check_places(&r, arena_capacity, linked, ms_dtype_size((int)r.dtype), err, errlen);
     if (rc != 0)
         return rc;
     if (r.deadline_ns < 0)

@@ -19,7 +19,14 @@
 #define MS__REQ_CALL 1u
 #define MS__REQ_FLAGS_KNOWN MS__REQ_CALL
 
-/* Client -> worker. All offsets are bytes from the start of the client's arena. */
+/* Arenas of other leases of the same client that a lease's workers map too (the daemon's
+ * "link", proto.h): a request's input may lie in one of them, so that the output of one model
+ * goes into another with no copy (a pipeline). in_arena 0 is the lease's own arena, k in
+ * 1..MS__ARENA_LINKS the k-th linked one. The output always goes in the lease's own arena. */
+#define MS__ARENA_LINKS 8
+
+/* Client -> worker. All offsets are bytes from the start of the client's arena; in_off from the
+ * start of arena in_arena. */
 typedef struct ms__req {
     uint32_t magic;
     uint32_t dtype;   /* ms_dtype of the input */
@@ -32,6 +39,10 @@ typedef struct ms__req {
     uint64_t out_off; /* room for the output: [out_off, out_off + out_cap) */
     uint64_t out_cap;
     int64_t deadline_ns; /* CLOCK_MONOTONIC; 0 = none */
+    uint32_t in_arena;   /* where the input lies: 0 the own arena, k a linked one (above) */
+    uint32_t reserved;   /* 0 */
+    uint64_t in_link;    /* in_arena k: the lease whose arena it is (the worker checks that it maps
+                            that one at k: an index is reused after an unlink); 0 for arena 0 */
 } ms__req;
 
 /* Worker -> client. */
@@ -48,12 +59,14 @@ typedef struct ms__resp {
 } ms__resp;
 
 /* Pure decoders, fuzzed: check the size of the record, the magic, the dtype, the rank, every
- * dimension (>= 0), that in_len equals numel * dtype size without overflow, that both byte ranges
- * lie inside [MS__ARENA_DATA, arena_capacity) without overflow, that they are aligned to the
- * dtype's size, and that they do not overlap. Return 0 with *out filled, or MS_E_PROTOCOL /
- * MS_E_DTYPE / MS_E_SHAPE / MS_E_TOO_LARGE with a message saying what was expected. */
-int ms__req_decode(const void *buf, size_t len, uint64_t arena_capacity, ms__req *out, char *err,
-                   size_t errlen);
+ * dimension (>= 0), that in_len equals numel * dtype size without overflow, that in_arena is 0 or
+ * a linked arena (linked: MS__ARENA_LINKS capacities, 0 where none is linked; NULL: none), that
+ * the input lies inside [MS__ARENA_DATA, capacity) of its arena and the output room inside
+ * [MS__ARENA_DATA, arena_capacity) without overflow, that they are aligned to the dtype's size,
+ * and that they do not overlap. Return 0 with *out filled, or MS_E_PROTOCOL / MS_E_DTYPE /
+ * MS_E_SHAPE / MS_E_TOO_LARGE with a message saying what was expected. */
+int ms__req_decode(const void *buf, size_t len, uint64_t arena_capacity, const uint64_t *linked,
+                   ms__req *out, char *err, size_t errlen);
 int ms__resp_decode(const void *buf, size_t len, ms__resp *out, char *err, size_t errlen);
 
 #endif

@@ -97,8 +97,22 @@ void ms__workers_reap_unwatched(ms__models *ml);
  * (not owned: they stay the instances'). MS_E_WORKER_LOST with a message when a worker cannot
  * take it. */
 int ms__workers_attach(ms__lease *l, int *doors, char *err, size_t errlen);
-/* Tells every worker of l's model that l is gone (nothing when l has no worker). */
+/* Tells every worker of l's model that l is gone (nothing when l has no worker), after the links
+ * to l's arena are dropped (ms__links_drop). */
 void ms__workers_detach(ms__lease *l);
+
+/* ---- links (links.c): another lease's arena mapped by a lease's workers ---- */
+/* Links the arena of lease from to lease to (both of one client, to with a model): *arena is its
+ * index for to's requests (records.h: in_arena), the same as before when it is linked already.
+ * Every worker of to's model that is up maps it now; one that comes later, with its attaches.
+ * MS_E_INVAL (the same lease, from without an arena), MS_E_UNLOADED (to's model is gone),
+ * MS_E_LIMIT (MS__ARENA_LINKS linked already). */
+int ms__links_add(ms__lease *to, ms__lease *from, int *arena, char *err, size_t errlen);
+/* Every link to l's arena dropped: the workers that map it are told to unmap it ("unlink", read
+ * between batches). Called before l goes. */
+void ms__links_drop(ms__lease *l);
+/* Sends w the links of lease l (after l's attach: a restart, a swap's new worker). */
+int ms__links_send(ms__wproc *w, const ms__lease *l, char *err, size_t errlen);
 
 /* ---- memory (admission.c, measure.c) ---- */
 /* The budget record of m's device (its total memory looked up when still unknown). */

@@ -18,6 +18,7 @@
 #include <sys/types.h>
 
 #include "../common/arena.h"
+#include "../common/records.h"
 #include "../common/ring.h"
 #include "../common/spec.h"
 #include "../common/util.h"
@@ -105,10 +106,13 @@ struct ms__model {
 struct ms__lease {
     uint64_t id;
     ms__client *client;
-    ms__model *model;                /* NULL once dead: its model was unloaded */
-    ms__wproc *worker;               /* NULL once its worker is gone */
-    int arena_fd;                    /* owned, -1 when none */
-    ms__arena_header *hdr;           /* owned mapping of the arena's header page, NULL when none */
+    ms__model *model;      /* NULL once dead: its model was unloaded */
+    ms__wproc *worker;     /* NULL once its worker is gone */
+    int arena_fd;          /* owned, -1 when none */
+    ms__arena_header *hdr; /* owned mapping of the arena's header page, NULL when none */
+    /* Leases of the same client whose arenas this lease's workers map too (links.c): links[k-1]
+     * is the id of the lease whose arena is linked arena k (records.h), 0 where none. */
+    uint64_t links[MS__ARENA_LINKS];
     LIST_ENTRY(ms__lease) by_client; /* in its client's lease_list */
     LIST_ENTRY(ms__lease) by_model;  /* in its model's lease_list, while it has a model */
 };

@@ -310,6 +310,49 @@ static void do_release(ms__proto *p, ms__conn *k, json_t *id, const json_t *msg)
     ms__conn_send(k, ms__reply_ok(id), NULL, 0);
 }
 
+/* The lease named by msg's integer field, held by k's client; NULL when not (answered). */
+static ms__lease *lease_arg(ms__conn *k, json_t *id, const json_t *msg, const char *op,
+                            const char *field)
+{
+    char err[MS__ERRLEN];
+    const json_t *v = json_object_get(msg, field);
+    if (!json_is_integer(v)) {
+        snprintf(err, sizeof err, "%s: expected an integer \"%s\", got %s", op, field,
+                 ms__json_kind(v));
+        ms__conn_error(k, id, MS_E_PROTOCOL, err);
+        return NULL;
+    }
+    json_int_t lid = json_integer_value(v);
+    ms__lease *l = lid > 0 ? ms__client_lease(k->client, (uint64_t)lid) : NULL;
+    if (l == NULL) {
+        snprintf(err, sizeof err,
+                 "%s: expected a lease held by this connection in \"%s\", got lease %lld", op,
+                 field, (long long)lid);
+        ms__conn_error(k, id, MS_E_INVAL, err);
+    }
+    return l;
+}
+
+/* link: the workers of "lease" map the arena of "from" too (links.c): "arena" says where. */
+static void do_link(ms__conn *k, json_t *id, const json_t *msg)
+{
+    char err[MS__ERRLEN];
+    ms__lease *to = lease_arg(k, id, msg, "link", "lease");
+    ms__lease *from = to != NULL ? lease_arg(k, id, msg, "link", "from") : NULL;
+    if (from == NULL)
+        return;
+    int arena = 0;
+    int rc = ms__links_add(to, from, &arena, err, sizeof err);
+    if (rc != 0) {
+        ms__conn_error(k, id, rc, err);
+        return;
+    }
+    json_t *r = ms__reply_ok(id);
+    if (r != NULL)
+        json_object_set_new(r, "arena", json_integer(arena));
+    ms__conn_send(k, r, NULL, 0);
+}
+
 /* swap: the tag's model moves to a new version (swap.c); the answer comes when it has. */
 static void do_swap(ms__proto *p, ms__conn *k, json_t *id, const json_t *msg)
 {
@@ -373,12 +416,12 @@ static void handle(ms__proto *p, ms__conn *k, json_t *msg, int *fds, int nfds)
                  ms__json_kind(id));
         ms__conn_error(k, NULL, MS_E_PROTOCOL, err);
     } else if (op == NULL) {
-        snprintf(
-            err, sizeof err,
-            "expected a string \"op\" (hello, acquire, release, load, unload, swap or status), "
-            "got "
-            "%s",
-            ms__json_kind(opj));
+        snprintf(err, sizeof err,
+                 "expected a string \"op\" (hello, acquire, release, load, unload, swap, link or "
+                 "status), "
+                 "got "
+                 "%s",
+                 ms__json_kind(opj));
         ms__conn_error(k, id, MS_E_PROTOCOL, err);
     } else if (strcmp(op, "hello") == 0) {
         do_hello(k, id, msg);
@@ -395,12 +438,14 @@ static void handle(ms__proto *p, ms__conn *k, json_t *msg, int *fds, int nfds)
         do_unload(p, k, id, msg);
     } else if (strcmp(op, "swap") == 0) {
         do_swap(p, k, id, msg);
+    } else if (strcmp(op, "link") == 0) {
+        do_link(k, id, msg);
     } else if (strcmp(op, "status") == 0) {
         do_status(p, k, id);
     } else {
         snprintf(err, sizeof err,
-                 "unknown op \"%.64s\": expected hello, acquire, release, load, unload, swap or "
-                 "status",
+                 "unknown op \"%.64s\": expected hello, acquire, release, load, unload, swap, link "
+                 "or status",
                  op);
         ms__conn_error(k, id, MS_E_PROTOCOL, err);
     }

@@ -206,6 +206,8 @@ static int send_takeover(ms__model *m, int i, ms__wproc *w, char *err, size_t er
                                        head_of(si->heads, l->id));
         rc = msg != NULL ? ms__sup_send(w, msg, &l->arena_fd, 1, err, errlen) : MS_E_NOMEM;
         json_decref(msg);
+        if (rc == 0)
+            rc = ms__links_send(w, l, err, errlen);
     }
     msg = rc == 0 ? json_pack("{s:s, s:b}", "op", "open", "keep_inflight", !si->old_lost) : NULL;
     if (rc == 0)

@@ -1,8 +1,8 @@
 /*
  * The daemon's talk with its workers as the model life cycle sees it: what they say on their
  * control socket ("ready", "failed", EOF) and on stderr, their exit, and the leases' arenas
- * attached to and detached from them. A worker of a ready model that exits is one instance lost
- * (instances.c). See models.h.
+ * attached to and detached from them (and the links between leases' arenas: links.c). A worker of a
+ * ready model that exits is one instance lost (instances.c). See models.h.
  */
 #include <stdatomic.h>
 #include <stdio.h>
@@ -245,7 +245,8 @@ int ms__workers_reattach(ms__wproc *w, char *err, size_t errlen)
     char why[MS__ERRLEN];
     ms__model *m = w->model;
     for (ms__lease *l = LIST_FIRST(&m->lease_list); l != NULL; l = LIST_NEXT(l, by_model))
-        if (attach_one(w, l, true, why, sizeof why) != 0)
+        if (attach_one(w, l, true, why, sizeof why) != 0 ||
+            ms__links_send(w, l, why, sizeof why) != 0)
             return ms__fail(err, errlen, MS_E_WORKER_LOST, "cannot attach lease %llu: %.800s",
                             (unsigned long long)l->id, why);
     json_t *open = json_pack("{s:s}", "op", "open");
@@ -260,6 +261,8 @@ int ms__workers_reattach(ms__wproc *w, char *err, size_t errlen)
 void ms__workers_detach(ms__lease *l)
 {
     char err[MS__ERRLEN];
+    /* First the workers of other models that read l's arena (links.c) hear that it goes. */
+    ms__links_drop(l);
     /* Every live worker of the model has mapped the lease's arena, or will be told of it
      * (a restarted one that is still loading just hears of a lease it does not know). */
     ms__model *m = l->model;

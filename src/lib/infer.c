@@ -87,6 +87,8 @@ static void fill_req(ms__req *req, uint32_t flags, const ms_tensor *input, const
     req->rank = (uint32_t)input->rank;
     for (int i = 0; i < input->rank; i++)
         req->shape[i] = input->shape[i];
+    req->in_arena = (uint32_t)input->arena;
+    req->in_link = (uint64_t)input->src_lease;
     req->in_off = input->off;
     req->in_len = input->nbytes;
     req->out_off = out->off;
@@ -172,6 +174,13 @@ static int request(ms_model *model, const char *fn, uint32_t flags, const ms_ten
     if (r < 0)
         return r;
     pthread_mutex_lock(&model->lock);
+    if (input->arena != 0 && model->links[input->arena - 1] != input->src_lease) {
+        pthread_mutex_unlock(&model->lock);
+        return ms__lib_fail(model->client, MS_E_INVAL,
+                            "%s: the input is a view of another model's tensor, and that model "
+                            "was released: its bytes are gone",
+                            fn);
+    }
     uint64_t room;
     if (flags == MS__REQ_CALL)
         room = model->call_room > MS__CALL_ROOM_MIN ? model->call_room : MS__CALL_ROOM_MIN;

@@ -8,10 +8,12 @@
  *   call.c      one control request to the daemon and its reply     calls: errors
  *   alloc.c     the arena allocator                                 calls: -
  *   tensor.c    tensors in a model's arena                          calls: errors, alloc
+ *   link.c      another model's arena linked to a model's workers   calls: errors, call
+ *   view.c      ms_tensor_view: bytes of a live tensor, no copy     calls: errors, tensor, link
  *   exchange.c  one request through a ring slot: submit, await      calls: errors, tensor
  *   infer.c     ms_infer, ms_call: output room, exchange, response  calls: errors, tensor, exchange
  *   model.c     model handles: acquire, release, signature          calls: errors, call, alloc,
- *                                                                          tensor
+ *                                                                          tensor, link
  *   client.c    clients: connect, disconnect, status, load, unload  calls: errors, call, connect,
  *                                                                          fork, model
  *
@@ -35,6 +37,7 @@
 #include "alloc.h"
 #include "../common/paths.h"
 #include "../common/proto.h"
+#include "../common/records.h"
 #include "../common/ring.h"
 #include "../common/util.h"
 
@@ -46,7 +49,13 @@ struct ms_tensor {
     int dtype;
     int rank;
     int64_t shape[MS_MAX_RANK];
-    bool view;                  /* ms_tensor_view: bytes of another tensor, no room of its own */
+    bool view; /* ms_tensor_view: bytes of another tensor, no room of its own */
+    /* A view of bytes in another model's arena (a pipeline, link.c): arena is its linked arena's
+     * index for this model's workers (records.h in_arena), src_base that arena's mapping in this
+     * process and src_lease its model's lease. arena 0, src_base NULL: this model's own. */
+    int arena;
+    void *src_base;
+    int64_t src_lease;
     LIST_ENTRY(ms_tensor) link; /* in the model's live tensors */
 };
 
@@ -79,6 +88,9 @@ struct ms_model {
      * output, and the size of the last call's answer, so that retries for room are rare. */
     uint64_t out_per_row;
     uint64_t call_room;
+    /* Arenas of other models of this client that this model's workers map (link.c): the lease
+     * of linked arena k at links[k - 1], 0 where none. Under lock. */
+    int64_t links[MS__ARENA_LINKS];
     int ninst;
     ms__inst *inst;            /* ninst entries, owned */
     unsigned next_inst;        /* where the search for the least busy instance starts */

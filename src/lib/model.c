@@ -10,6 +10,7 @@
 #include "alloc.h"
 #include "call.h"
 #include "errors.h"
+#include "link.h"
 #include "tensor.h"
 #include "../common/arena.h"
 
@@ -271,6 +272,7 @@ MS_EXPORT int ms_release(ms_model *model)
     pthread_mutex_lock(&c->models_lock);
     LIST_REMOVE(model, link);
     pthread_mutex_unlock(&c->models_lock);
+    ms__link_forget(model);
     return ms__lib_model_end(model);
 }
 

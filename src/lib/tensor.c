@@ -60,8 +60,8 @@ void ms__tensor_shrink_locked(ms_tensor *t, uint64_t keep)
     ms__alloc_shrink(&t->model->alloc, t->off, &t->size, keep);
 }
 
-/* Checks dtype, rank and shape; *nbytes is the tensor's size. */
-static int check_shape(ms_model *model, int dtype, int rank, const int64_t *shape, size_t *nbytes)
+int ms__tensor_check_shape(ms_model *model, int dtype, int rank, const int64_t *shape,
+                           size_t *nbytes)
 {
     size_t esize = ms_dtype_size(dtype);
     if (esize == 0)
@@ -101,7 +101,7 @@ MS_EXPORT int ms_tensor_alloc(ms_model *model, ms_dtype dtype, int rank, const i
     ms__lib_clear(model->client);
     if (out == NULL)
         return ms__lib_fail(model->client, MS_E_INVAL, "ms_tensor_alloc: out is NULL");
-    int r = check_shape(model, dtype, rank, shape, &nbytes);
+    int r = ms__tensor_check_shape(model, dtype, rank, shape, &nbytes);
     if (r < 0)
         return r;
     pthread_mutex_lock(&model->lock);
@@ -129,7 +129,7 @@ MS_EXPORT int ms_tensor_from(ms_model *model, ms_dtype dtype, int rank, const in
     ms__lib_clear(model->client);
     if (out == NULL)
         return ms__lib_fail(model->client, MS_E_INVAL, "ms_tensor_from: out is NULL");
-    int r = check_shape(model, dtype, rank, shape, &need);
+    int r = ms__tensor_check_shape(model, dtype, rank, shape, &need);
     if (r < 0)
         return r;
     if (nbytes != need) {
@@ -150,55 +150,13 @@ MS_EXPORT int ms_tensor_from(ms_model *model, ms_dtype dtype, int rank, const in
     return 0;
 }
 
-/* Whether [off, off + n) lies in the bytes of a live tensor of m that has room of its own. */
-static bool in_live_tensor(const ms_model *m, uint64_t off, uint64_t n)
+bool ms__tensor_holds_locked(const ms_model *m, uint64_t off, uint64_t n)
 {
     const ms_tensor *t;
     LIST_FOREACH(t, &m->tensors, link)
     if (!t->view && off >= t->off && off - t->off <= t->nbytes && n <= t->nbytes - (off - t->off))
         return true;
     return false;
-}
-
-MS_EXPORT int ms_tensor_view(ms_model *model, ms_dtype dtype, int rank, const int64_t *shape,
-                             const void *data, ms_tensor **out)
-{
-    size_t nbytes;
-    if (model == NULL)
-        return MS_E_INVAL;
-    ms__lib_clear(model->client);
-    if (out == NULL)
-        return ms__lib_fail(model->client, MS_E_INVAL, "ms_tensor_view: out is NULL");
-    int r = check_shape(model, dtype, rank, shape, &nbytes);
-    if (r < 0)
-        return r;
-    uintptr_t base = (uintptr_t)model->arena_base, at = (uintptr_t)data;
-    uint64_t off = at - base;
-    pthread_mutex_lock(&model->lock);
-    bool inside =
-        at >= base && at % ms_dtype_size(dtype) == 0 && in_live_tensor(model, off, nbytes);
-    ms_tensor *t = inside ? calloc(1, sizeof *t) : NULL;
-    if (t != NULL) {
-        *t = (ms_tensor){.model = model,
-                         .off = off,
-                         .nbytes = nbytes,
-                         .dtype = dtype,
-                         .rank = rank,
-                         .view = true};
-        for (int i = 0; i < rank; i++)
-            t->shape[i] = shape[i];
-        LIST_INSERT_HEAD(&model->tensors, t, link);
-    }
-    pthread_mutex_unlock(&model->lock);
-    if (!inside)
-        return ms__lib_fail(model->client, MS_E_INVAL,
-                            "ms_tensor_view: expected %zu bytes inside a tensor of model \"%s\" "
-                            "(aligned to %zu bytes), got %p",
-                            nbytes, model->tag, ms_dtype_size(dtype), data);
-    if (t == NULL)
-        return ms__lib_fail(model->client, MS_E_NOMEM, "out of memory for a tensor handle");
-    *out = t;
-    return 0;
 }
 
 MS_EXPORT void ms_tensor_free(ms_tensor *tensor)
@@ -215,6 +173,8 @@ MS_EXPORT void *ms_tensor_data(const ms_tensor *tensor)
 {
     if (tensor == NULL)
         return NULL;
+    if (tensor->src_base != NULL)
+        return (char *)tensor->src_base + tensor->off;
     return (char *)tensor->model->arena_base + tensor->off;
 }
 

@@ -15,4 +15,12 @@ void ms__tensor_shrink_locked(ms_tensor *t, uint64_t keep);
 /* Frees every tensor handle of the model, not their room (model lock held): the model ends. */
 void ms__tensor_free_all_locked(ms_model *model);
 
+/* Checks dtype, rank and shape against the model's arena; *nbytes is the tensor's size. Errors:
+ * MS_E_DTYPE, MS_E_INVAL, MS_E_TOO_LARGE (message recorded). */
+int ms__tensor_check_shape(ms_model *model, int dtype, int rank, const int64_t *shape,
+                           size_t *nbytes);
+/* Whether [off, off + n) of m's arena lies in the bytes of a live tensor of m that has room of its
+ * own (model lock held). */
+bool ms__tensor_holds_locked(const ms_model *m, uint64_t off, uint64_t n);
+
 #endif

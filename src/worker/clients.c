@@ -1,7 +1,8 @@
 /*
  * The worker's client table: attach (map the client's arena, give it a hint bit) and detach, as
- * the daemon's control messages say, and "open" (a restarted worker's door opens after its
- * attaches, ring.h). A client is attached once per lease; at most MS__WORKER_CLIENTS_MAX at once.
+ * the daemon's control messages say (and link, unlink: links.c), and "open" (a restarted worker's
+ * door opens after its attaches, ring.h). A client is attached once per lease; at most
+ * MS__WORKER_CLIENTS_MAX at once.
  *
  * A swap (docs/ARCHITECTURE.md, "A swap, step by step") adds two: "drain" to the old worker of
  * an instance (it takes nothing more, tells the daemon where it stopped in each ring, and ends
@@ -48,6 +49,8 @@ void ms__client_drop_at(server *s, size_t i, const char *why)
     if (s->last_served == c)
         s->last_served = NULL;
     s->by_hint[c->hint] = NULL;
+    for (unsigned k = 1; k <= MS__ARENA_LINKS; k++)
+        ms__client_unlink(s, c, k);
     if (s->w->backend->arena != NULL)
         s->w->backend->arena(s->w->state, c->base, c->capacity, false);
     ms__arena_unmap(c->base, c->capacity);
@@ -120,6 +123,8 @@ static void attach(server *s, int64_t lease, int64_t ring, int arena_fd, bool re
     c->lease = lease;
     c->ring = (unsigned)ring;
     c->arena_fd = arena_fd;
+    for (unsigned k = 0; k < MS__ARENA_LINKS; k++)
+        c->link_fd[k] = -1;
     c->base = base;
     c->capacity = cap;
     c->rg = ms__ring_of(base, c->ring);
@@ -192,6 +197,10 @@ static void control_msg(server *s, json_t *msg, int *fds, int nfds)
                json_is_true(json_object_get(msg, "resume")), json_object_get(msg, "head"));
         return;
     }
+    if (op && (strcmp(op, "link") == 0 || strcmp(op, "unlink") == 0) && json_is_integer(lease)) {
+        ms__links_msg(s, find(s, json_integer_value(lease), NULL), op[0] == 'l', msg, fds, nfds);
+        return;
+    }
     if (op && strcmp(op, "takeover") == 0 && nfds == 1) {
         takeover(s, fds[0]);
         return;
@@ -231,6 +240,15 @@ int ms__control_poll(server *s)
 {
     char err[MS__ERRLEN];
     int r = ms__reader_fill(&s->rd, s->w->ctrl_fd, err, sizeof err);
+    s->ctrl_polls++;
+    if (s->ctrl_due) {
+        /* Requests wait for links: after this read, each is taken or refused. */
+        s->ctrl_due = false;
+        s->relook = true;
+        for (size_t i = 0; i < s->n; i++)
+            if (s->clients[i]->link_wait != 0)
+                ms__client_activate(s, s->clients[i]);
+    }
     for (;;) {
         json_t *msg = NULL;
         int fds[MS__FDS_MAX];

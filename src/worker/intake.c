@@ -58,7 +58,8 @@ static void view_input(const client *c, taken *t)
     t->in.rank = (int)t->req.rank;
     for (int i = 0; i < t->in.rank; i++)
         t->in.shape[i] = t->req.shape[i];
-    t->in.data = (char *)c->base + t->req.in_off;
+    const char *base = t->req.in_arena == 0 ? c->base : c->link_base[t->req.in_arena - 1];
+    t->in.data = (char *)base + t->req.in_off;
     t->in.nbytes = (size_t)t->req.in_len;
 }
 
@@ -97,7 +98,9 @@ static int read_request(server *s, client *c, unsigned e, int64_t now, taken *t,
         char bytes[sizeof(ms__req)];
     } raw;
     memcpy(&raw, &sl->req, sizeof raw);
-    int r = ms__req_decode(&raw, sizeof raw, c->capacity, &t->req, err, errlen);
+    int r = ms__req_decode(&raw, sizeof raw, c->capacity, c->link_cap, &t->req, err, errlen);
+    if (r == 0)
+        r = ms__links_check(c, &t->req, err, errlen);
     if (r < 0) {
         t->req.id = raw.req.id;
         return r;
@@ -146,6 +149,8 @@ int ms__intake_peek(server *s, client *c, int64_t now, taken *t)
         ms__door_done(s->w->door);
         return MS__TAKE_ANSWERED;
     }
+    if (ms__links_await(s, c, ms__slot_of(c->base, c->ring, e)))
+        return MS__TAKE_NONE;
     int r = read_request(s, c, e, now, t, err, sizeof err);
     if (r == MS__TAKE_ANSWERED)
         return r;

@@ -103,8 +103,10 @@ static int idle(server *s, loop_state *ls)
     }
     if (ms__control_poll(s))
         return 1;
-    if (s->w->door != door) {
-        /* A swap's takeover: the clients are on the new door now. */
+    if (s->w->door != door || s->relook) {
+        /* A swap's takeover: the clients are on the new door now. Or a link came that requests
+         * wait for (links.c). */
+        s->relook = false;
         atomic_store(&door->sleeping, 0);
         ls->last_work = ms__now_ns();
         ls->more = true;
@@ -146,10 +148,15 @@ static void loop(server *s)
     while (!*w->stop) {
         ms__door *door = w->door; /* a swap's takeover moves it (clients.c) */
         int64_t now = ms__now_ns();
-        if (now - ls.last_ctrl >= CTRL_POLL_NS) {
+        if (now - ls.last_ctrl >= CTRL_POLL_NS || s->ctrl_due) {
             ls.last_ctrl = now;
             if (ms__control_poll(s))
                 break;
+        }
+        if (s->relook) {
+            /* A link came that requests waited for (links.c). */
+            s->relook = false;
+            ls.more = true;
         }
         /* Every request published rings the bell after it: while the bell has not moved and the
          * last look found nothing, there is nothing to look at. */

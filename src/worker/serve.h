@@ -35,6 +35,16 @@ typedef struct client {
     uint32_t head; /* entries taken: ours, never read back from shared memory */
     unsigned hint; /* our bit in the door's hints */
     bool active;   /* in the active list: it published, or its ring was not empty last time */
+    /* Arenas of other leases of the same client linked to this one ("link", proto.h): request
+     * inputs may lie there (in_arena k is entry k - 1). Mapped and owned, fd -1 where none. */
+    int link_fd[MS__ARENA_LINKS];
+    void *link_base[MS__ARENA_LINKS];
+    uint64_t link_cap[MS__ARENA_LINKS]; /* 0 where none: what ms__req_decode is given */
+    int64_t link_from[MS__ARENA_LINKS]; /* the lease whose arena it is (a request's in_link) */
+    /* Its request at head names a linked arena not mapped yet: the daemon sent "link" before
+     * the client heard of it, so it waits for one read of the control socket (links.c). */
+    uint32_t link_wait;  /* head + 1 of that request, 0 when none */
+    uint64_t link_polls; /* s->ctrl_polls when it began to wait */
 } client;
 
 /* A request taken from a ring for the batch being built. */
@@ -59,6 +69,9 @@ typedef struct server {
     size_t nactive;
     client *last_served; /* the next round-robin pass starts after it */
     ms__reader rd;
+    uint64_t ctrl_polls; /* reads of the control socket so far */
+    bool ctrl_due;       /* a request waits for a link: read the control socket now */
+    bool relook;         /* a read of the control socket made requests takeable: look again */
     taken *batch;
     size_t nbatch;
     int64_t batch_rows;
@@ -101,11 +114,27 @@ static inline void ms__client_activate(server *s, client *c)
 
 /* ---- clients.c ---- */
 
+/* Unmaps c's linked arena k (1..MS__ARENA_LINKS) if one is there. Between batches only: no taken
+ * request may point into it. */
+void ms__client_unlink(server *s, client *c, unsigned k);
+/* Whether c's request in slot sl waits for its input's arena to be linked: it names one that is
+ * not mapped (or another lease's arena at that index), and the control socket was not read since
+ * it was first seen (ctrl_due asks for a read). Then the request is left in the ring; after the
+ * read it is decoded and checked (ms__links_check). (links.c) */
+bool ms__links_await(server *s, client *c, const ms__slot *sl);
+/* A decoded request's input arena is the lease's own or the linked one it names (in_link): 0, or
+ * MS_E_PROTOCOL with a message. */
+int ms__links_check(const client *c, const ms__req *req, char *err, size_t errlen);
+/* "link" (link true: maps the fd, taken, as c's linked arena "arena") or "unlink"; c NULL: a
+ * lease not attached here. A malformed message is logged and its fds closed. (links.c) */
+void ms__links_msg(server *s, client *c, bool link, const json_t *msg, int *fds, int nfds);
+
 /* Drops the clients marked inactive from the active list, keeping its order. */
 void ms__clients_compact_active(server *s);
 /* Detaches clients[i]: unmaps its arena, closes its fd, frees its record. */
 void ms__client_drop_at(server *s, size_t i, const char *why);
-/* Reads what the control socket has (attach, detach, open, takeover, drain), without blocking.
+/* Reads what the control socket has (attach, detach, link, unlink, open, takeover, drain), without
+ * blocking.
  * Returns 1 when the daemon is gone or the worker drained for a swap: the loop ends. */
 int ms__control_poll(server *s);
 

@@ -1,7 +1,8 @@
 /* Fuzzes the data plane's record decoders and the ring's index check. The first byte picks the
- * arena capacity; the rest is the record. An accepted request must only point inside the arena,
- * past its header, aligned, with input and output apart; an accepted response must describe its
- * output exactly. */
+ * arena capacity (low bits) and which linked arenas exist (high bits); the rest is the record. An
+ * accepted request must only point inside its arenas (the input in its own or a linked one, the
+ * output in its own), past their headers, aligned, with input and output apart; an accepted
+ * response must describe its output exactly. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,8 +13,12 @@
 #include "../../src/common/ring.h"
 #include "../../src/common/util.h"
 
-static void check_req(const ms__req *r, uint64_t cap)
+static void check_req(const ms__req *r, uint64_t cap, const uint64_t *linked)
 {
+    if (r->reserved != 0 || r->in_arena > MS__ARENA_LINKS ||
+        (r->in_arena > 0 && linked[r->in_arena - 1] == 0) || (r->in_arena == 0 && r->in_link != 0))
+        abort();
+    uint64_t in_cap = r->in_arena > 0 ? linked[r->in_arena - 1] : cap;
     size_t es = ms_dtype_size((int)r->dtype), numel;
     if (r->magic != MS__REQ_MAGIC || es == 0 || r->rank > MS_MAX_RANK ||
         (r->flags & ~MS__REQ_FLAGS_KNOWN) != 0)
@@ -23,14 +28,14 @@ static void check_req(const ms__req *r, uint64_t cap)
     if (!ms__shape_numel((int)r->rank, r->shape, &numel) || numel * es / es != numel ||
         numel * es != r->in_len)
         abort();
-    if (r->in_off < MS__ARENA_DATA || r->in_off > cap || r->in_len > cap - r->in_off)
+    if (r->in_off < MS__ARENA_DATA || r->in_off > in_cap || r->in_len > in_cap - r->in_off)
         abort();
     if (r->out_off < MS__ARENA_DATA || r->out_off > cap || r->out_cap > cap - r->out_off)
         abort();
     if (r->in_off % es != 0 || r->out_off % es != 0)
         abort();
-    if (r->in_len > 0 && r->out_cap > 0 && r->in_off < r->out_off + r->out_cap &&
-        r->out_off < r->in_off + r->in_len)
+    if (r->in_arena == 0 && r->in_len > 0 && r->out_cap > 0 &&
+        r->in_off < r->out_off + r->out_cap && r->out_off < r->in_off + r->in_len)
         abort();
 }
 
@@ -52,7 +57,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                     MS__ARENA_MAX, 100,         MS__ARENA_MAX + 1};
     if (size < 1)
         return 0;
-    uint64_t cap = caps[data[0] % MS__ARRAY_LEN(caps)];
+    uint64_t cap = caps[(data[0] & 7) % MS__ARRAY_LEN(caps)];
+    /* Linked arenas: 1 and 3 when bit 3 is set (3 too large when bit 4 is), 2 always absent. */
+    uint64_t linked[MS__ARENA_LINKS] = {0};
+    if (data[0] & 8) {
+        linked[0] = MS__ARENA_MIN;
+        linked[2] = (data[0] & 16) ? MS__ARENA_MAX + 1 : 16ull << 20;
+    }
     const uint8_t *rec = data + 1;
     size_t len = size - 1;
     char err[MS__ERRLEN];
@@ -64,10 +75,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(copy + 1, rec, len);
 
     ms__req req;
-    if (ms__req_decode(rec, len, cap, &req, err, sizeof err) == 0) {
-        check_req(&req, cap);
+    if (ms__req_decode(rec, len, cap, linked, &req, err, sizeof err) == 0) {
+        check_req(&req, cap, linked);
         ms__req again;
-        if (ms__req_decode(copy + 1, len, cap, &again, err, sizeof err) != 0 ||
+        if (ms__req_decode(copy + 1, len, cap, linked, &again, err, sizeof err) != 0 ||
             memcmp(&req, &again, sizeof req) != 0)
             abort();
     } else if (strnlen(err, sizeof err) == 0) {

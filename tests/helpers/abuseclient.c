@@ -380,7 +380,54 @@ static int ring_case(const char *name, ms__req *r, uint64_t cap)
         r->dtype = MS_INT32;
     else if (strcmp(name, "out_room_small") == 0)
         r->out_cap = 4;
-    else if (strcmp(name, "slot_out_of_range") != 0 && strcmp(name, "tail_runaway") != 0)
+    else if (strcmp(name, "arena_index_huge") == 0)
+        r->in_arena = MS__ARENA_LINKS + 1;
+    else if (strcmp(name, "arena_not_linked") == 0)
+        r->in_arena = 3;
+    else if (strcmp(name, "arena_reserved") == 0)
+        r->reserved = 1;
+    else if (strcmp(name, "slot_out_of_range") != 0 && strcmp(name, "tail_runaway") != 0 &&
+             strncmp(name, "linked_", 7) != 0)
+        return -1;
+    return 0;
+}
+
+/* The linked_* cases: the arena of a third lease on the same tag, made smaller (16 MiB) than
+ * bad's, is linked to `bad` through ms_tensor_view (arena 1); then the record's input is put
+ * there: at a good place (linked_ok, answered), past the end of that arena (inside bad's own),
+ * naming another lease than the one linked there, in the own arena with a link named, or at the
+ * output's offsets (fine: another arena). */
+static int linked_case(const char *name, ms__req *r, ms_model *bad, const char *tag,
+                       const char *spec)
+{
+    ms_tensor *src = NULL, *view = NULL;
+    ms_model *small = NULL;
+    int64_t shape[2] = {r->shape[0], r->shape[1]};
+    setenv("MODELSHARE_ARENA_BYTES", "16MiB", 1);
+    int rc = ms_acquire(bad->client, tag, spec, &small);
+    unsetenv("MODELSHARE_ARENA_BYTES");
+    if (rc == 0)
+        rc = ms_tensor_alloc(small, MS_FLOAT32, 2, shape, &src);
+    if (rc == 0) {
+        memset(ms_tensor_data(src), 0, ms_tensor_nbytes(src));
+        rc = ms_tensor_view(bad, MS_FLOAT32, 2, shape, ms_tensor_data(src), &view);
+    }
+    if (rc != 0 || view->arena != 1 || small->arena_capacity >= bad->arena_capacity) {
+        printf("error linking the arena: rc %d %s\n", rc, ms_errmsg(bad->client));
+        return -1;
+    }
+    r->in_arena = 1;
+    r->in_link = (uint64_t)small->lease;
+    r->in_off = src->off;
+    if (strcmp(name, "linked_past_end") == 0)
+        r->in_off = small->arena_capacity - 8;
+    else if (strcmp(name, "linked_wrong_lease") == 0)
+        r->in_link = 999999;
+    else if (strcmp(name, "linked_own_with_link") == 0)
+        r->in_arena = 0;
+    else if (strcmp(name, "linked_same_offsets") == 0)
+        r->out_off = src->off; /* apart: the output is in bad's own arena */
+    else if (strcmp(name, "linked_ok") != 0)
         return -1;
     return 0;
 }
@@ -432,7 +479,8 @@ static int ring(const char *name, const char *tag, const char *spec)
     int64_t width = in_rank == 2 && in_shape[1] > 0 ? in_shape[1] : 4;
     ms__req r;
     good_req(&r, width);
-    if (ring_case(name, &r, bad->arena_capacity) != 0) {
+    if (ring_case(name, &r, bad->arena_capacity) != 0 ||
+        (strncmp(name, "linked_", 7) == 0 && linked_case(name, &r, bad, tag, spec) != 0)) {
         printf("error unknown case %s\n", name);
         return 2;
     }

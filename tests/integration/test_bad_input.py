@@ -438,6 +438,15 @@ RING = [
     ("out_room_small", "MS_E_TOO_LARGE", ""),
     ("slot_out_of_range", "none", "skipped"),
     ("tail_runaway", "MS_E_PROTOCOL", "expected at most 64 requests in flight"),
+    # the input's arena (records.h in_arena): the own one, or one linked (a pipeline)
+    ("arena_index_huge", "MS_E_PROTOCOL", "input arena 9: expected 0 (the lease's own) to 8"),
+    ("arena_not_linked", "MS_E_PROTOCOL", "input arena 3: expected an arena linked to this"),
+    ("arena_reserved", "MS_E_PROTOCOL", "expected 0 in the reserved field"),
+    ("linked_past_end", "MS_E_PROTOCOL", "expected a range inside the arena's tensor space"),
+    ("linked_wrong_lease", "MS_E_PROTOCOL", "input arena 1: expected the arena of lease 999999"),
+    ("linked_own_with_link", "MS_E_PROTOCOL", "expected in_link 0"),
+    ("linked_ok", "OK", ""),
+    ("linked_same_offsets", "OK", ""),
 ]
 CASES += [("ring", name, ring_case(name), code, text) for name, code, text in RING]
 

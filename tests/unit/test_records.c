@@ -34,6 +34,44 @@ static ms__req good_req(void)
     return r;
 }
 
+/* The input in a linked arena: its own bounds, and no overlap with the output across arenas. */
+static void test_req_linked(void **state)
+{
+    (void)state;
+    char err[MS__ERRLEN];
+    uint64_t linked[MS__ARENA_LINKS] = {0};
+    linked[1] = MS__ARENA_MIN; /* arena 2: 8 MiB, smaller than the own 16 MiB */
+    ms__req r = good_req(), out;
+    r.in_arena = 2;
+    r.in_link = 5;
+    r.out_off = r.in_off; /* the same offsets, in another arena: fine */
+    assert_int_equal(ms__req_decode(&r, sizeof r, CAP, linked, &out, err, sizeof err), 0);
+    assert_int_equal(out.in_arena, 2);
+    /* Inside the own arena but past the linked one's end. */
+    r.in_off = MS__ARENA_MIN - 64;
+    assert_int_equal(ms__req_decode(&r, sizeof r, CAP, linked, &out, err, sizeof err),
+                     MS_E_PROTOCOL);
+    assert_non_null(strstr(err, "expected a range inside the arena's tensor space"));
+    r = good_req();
+    r.in_arena = 1; /* not linked */
+    r.in_link = 5;
+    assert_int_equal(ms__req_decode(&r, sizeof r, CAP, linked, &out, err, sizeof err),
+                     MS_E_PROTOCOL);
+    assert_non_null(strstr(err, "input arena 1: expected an arena linked"));
+    assert_int_equal(ms__req_decode(&r, sizeof r, CAP, NULL, &out, err, sizeof err), MS_E_PROTOCOL);
+    r.in_arena = MS__ARENA_LINKS + 1;
+    assert_int_equal(ms__req_decode(&r, sizeof r, CAP, linked, &out, err, sizeof err),
+                     MS_E_PROTOCOL);
+    r = good_req();
+    r.in_link = 5; /* a link named with the own arena */
+    assert_int_equal(ms__req_decode(&r, sizeof r, CAP, linked, &out, err, sizeof err),
+                     MS_E_PROTOCOL);
+    r = good_req();
+    r.reserved = 1;
+    assert_int_equal(ms__req_decode(&r, sizeof r, CAP, linked, &out, err, sizeof err),
+                     MS_E_PROTOCOL);
+}
+
 static ms__resp good_resp(void)
 {
     ms__resp r;
@@ -54,7 +92,7 @@ static void test_req_good(void **state)
     (void)state;
     char err[MS__ERRLEN];
     ms__req r = good_req(), out;
-    assert_int_equal(ms__req_decode(&r, sizeof r, CAP, &out, err, sizeof err), 0);
+    assert_int_equal(ms__req_decode(&r, sizeof r, CAP, NULL, &out, err, sizeof err), 0);
     assert_memory_equal(&r, &out, sizeof r);
 
     /* Rank 0 (a scalar), input at the very end of the arena, empty output room. */
@@ -65,20 +103,20 @@ static void test_req_good(void **state)
     r.in_off = CAP - 4;
     r.out_off = MS__ARENA_DATA;
     r.out_cap = 0;
-    assert_int_equal(ms__req_decode(&r, sizeof r, CAP, &out, err, sizeof err), 0);
+    assert_int_equal(ms__req_decode(&r, sizeof r, CAP, NULL, &out, err, sizeof err), 0);
 
     /* Zero rows: empty input anywhere in range. */
     r = good_req();
     r.shape[0] = 0;
     r.in_len = 0;
     r.in_off = r.out_off; /* empty ranges do not overlap */
-    assert_int_equal(ms__req_decode(&r, sizeof r, CAP, &out, err, sizeof err), 0);
+    assert_int_equal(ms__req_decode(&r, sizeof r, CAP, NULL, &out, err, sizeof err), 0);
 
     /* Unaligned buffer: the decoder copies. */
     uint8_t raw[sizeof(ms__req) + 1];
     r = good_req();
     memcpy(raw + 1, &r, sizeof r);
-    assert_int_equal(ms__req_decode(raw + 1, sizeof r, CAP, &out, err, sizeof err), 0);
+    assert_int_equal(ms__req_decode(raw + 1, sizeof r, CAP, NULL, &out, err, sizeof err), 0);
 }
 
 static void expect_req(ms__req r, uint64_t cap, int code, const char *needle)
@@ -87,7 +125,7 @@ static void expect_req(ms__req r, uint64_t cap, int code, const char *needle)
     ms__req out;
     memset(&out, 0x5a, sizeof out);
     ms__req untouched = out;
-    int rc = ms__req_decode(&r, sizeof r, cap, &out, err, sizeof err);
+    int rc = ms__req_decode(&r, sizeof r, cap, NULL, &out, err, sizeof err);
     if (rc != code)
         fail_msg("expected %s (\"%s\"), got %s: %s", ms_errname(code), needle, ms_errname(rc), err);
     if (strstr(err, needle) == NULL)
@@ -100,10 +138,13 @@ static void test_req_rejections(void **state)
     (void)state;
     char err[MS__ERRLEN];
     ms__req r = good_req(), out;
-    assert_int_equal(ms__req_decode(&r, sizeof r - 1, CAP, &out, err, sizeof err), MS_E_PROTOCOL);
+    assert_int_equal(ms__req_decode(&r, sizeof r - 1, CAP, NULL, &out, err, sizeof err),
+                     MS_E_PROTOCOL);
     assert_non_null(strstr(err, "request record of"));
-    assert_int_equal(ms__req_decode(&r, sizeof r + 1, CAP, &out, err, sizeof err), MS_E_PROTOCOL);
-    assert_int_equal(ms__req_decode(NULL, sizeof r, CAP, &out, err, sizeof err), MS_E_PROTOCOL);
+    assert_int_equal(ms__req_decode(&r, sizeof r + 1, CAP, NULL, &out, err, sizeof err),
+                     MS_E_PROTOCOL);
+    assert_int_equal(ms__req_decode(NULL, sizeof r, CAP, NULL, &out, err, sizeof err),
+                     MS_E_PROTOCOL);
 
     r = good_req();
     r.magic = MS__RESP_MAGIC;
@@ -120,7 +161,7 @@ static void test_req_rejections(void **state)
     r.shape[1] = 0;
     r.in_len = 100;
     r.out_off = r.in_off + 128;
-    assert_int_equal(ms__req_decode(&r, sizeof r, CAP, &out, err, sizeof err), 0);
+    assert_int_equal(ms__req_decode(&r, sizeof r, CAP, NULL, &out, err, sizeof err), 0);
     assert_int_equal(out.flags, MS__REQ_CALL);
     r = good_req();
     r.dtype = 0;
@@ -284,6 +325,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_req_good),
         cmocka_unit_test(test_req_rejections),
+        cmocka_unit_test(test_req_linked),
         cmocka_unit_test(test_resp),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
