@@ -153,7 +153,8 @@ static void decide(ms__models *ml, ms__model *m, int64_t now)
         return;
     }
     /* Evictions and unloads in progress always finish (within the kill grace): wait for them. */
-    if (a.plan == MS__ADMIT_WAIT && now >= m->wait_deadline_ns && !ms__admission_unloads_cover(&a)) {
+    if (a.plan == MS__ADMIT_WAIT && now >= m->wait_deadline_ns &&
+        !ms__admission_unloads_cover(&a)) {
         ms__admission_timeout_text(&a, m, msg, sizeof msg);
         ms__model_fail(ml, m, MS_E_NO_MEMORY, msg);
     }

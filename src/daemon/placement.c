@@ -18,8 +18,10 @@ static uint64_t free_of(const ms__place_dev *d, uint64_t extra)
     return d->budget > held ? d->budget - held : 0;
 }
 
-/* The device with the most free bytes that holds want more (extra[i] placed already), or -1. */
-static int freest(const ms__place_dev *devs, int ndev, const uint64_t *extra, uint64_t want)
+/* The device that holds want more (extra[i] placed already) with the fewest of the model's
+ * instances (count; NULL: ignored), then the most free bytes, then listed first; -1 when none. */
+static int freest(const ms__place_dev *devs, int ndev, const uint64_t *extra, const int *count,
+                  uint64_t want)
 {
     int best = -1;
     uint64_t best_free = 0;
@@ -27,7 +29,9 @@ static int freest(const ms__place_dev *devs, int ndev, const uint64_t *extra, ui
         uint64_t f = free_of(&devs[i], extra[i]);
         if (devs[i].budget != 0 && f < want)
             continue;
-        if (best < 0 || f > best_free) {
+        bool fewer = best >= 0 && count != NULL && count[i] < count[best];
+        bool same = best < 0 || count == NULL || count[i] == count[best];
+        if (best < 0 || fewer || (same && f > best_free)) {
             best = i;
             best_free = f;
         }
@@ -62,11 +66,13 @@ int ms__place(const ms__place_dev *devs, int ndev, uint64_t need, int n, bool sp
                         "placement: expected 1 to %d devices and 1 to %d instances",
                         MS__DEVICES_MAX, MS__INSTANCES_MAX);
     uint64_t extra[MS__DEVICES_MAX] = {0};
+    int count[MS__DEVICES_MAX] = {0};
     int where[MS__INSTANCES_MAX];
     char need_s[32], list[512];
     for (int i = 0; i < n; i++) {
         uint64_t want = spread ? need : need * (uint64_t)n;
-        int d = spread || i == 0 ? freest(devs, ndev, extra, want) : where[0];
+        int d =
+            spread || i == 0 ? freest(devs, ndev, extra, spread ? count : NULL, want) : where[0];
         if (d < 0) {
             ms__bytes_str(want, need_s, sizeof need_s);
             free_text(devs, ndev, extra, list, sizeof list);
@@ -78,6 +84,7 @@ int ms__place(const ms__place_dev *devs, int ndev, uint64_t need, int n, bool sp
         }
         where[i] = d;
         extra[d] += spread ? need : 0;
+        count[d]++;
     }
     memcpy(out, where, (size_t)n * sizeof *out);
     return 0;

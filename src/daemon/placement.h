@@ -19,10 +19,11 @@ typedef struct ms__place_dev {
 
 /* Places n instances (1..64) of need bytes each on devs[0..ndev):
  *   spread false: every instance on one device, the one with the most free budget among those
- *   that hold n * need; spread true: instance after instance, each on the device with the most
- *   free budget left once the instances before it are counted, among those that hold need.
- * Ties go to the earlier device in devs, so equal devices take instances round-robin. A device
- * with budget 0 holds anything (and is freer than any with a budget).
+ *   that hold n * need; spread true: instance after instance, round-robin: each on the device
+ *   with the fewest of the instances placed before it, among those that hold need, the one
+ *   with the most free budget left (the instances before it counted) first.
+ * Remaining ties go to the earlier device in devs. A device with budget 0 holds anything (and is
+ * freer than any with a budget).
  * out[i] gets the index in devs of instance i. Returns 0; MS_E_NO_MEMORY when some instance fits
  * on no device, with a message naming each device's free bytes; MS_E_INVAL when ndev < 1 or n is
  * out of range. out is written only on success. */

@@ -488,7 +488,8 @@ void ms__model_split_memory(ms__model *m)
 {
     int n = inst_count(m);
     for (int i = 0; i < n; i++) {
-        m->inst_bytes[i] = m->memory_bytes / (uint64_t)n + (i == 0 ? m->memory_bytes % (uint64_t)n : 0);
+        m->inst_bytes[i] =
+            m->memory_bytes / (uint64_t)n + (i == 0 ? m->memory_bytes % (uint64_t)n : 0);
         m->inst_host_bytes[i] = 0;
     }
     m->host_bytes = 0;

@@ -158,10 +158,10 @@ typedef struct spawn_cmd {
     bool python;     /* the spec has a "python" constructor */
     char *spec_text; /* owned: the instance's spec, passed as --spec */
     const char *path, *cwd;
-    char **envp;       /* NULL: the daemon's environment */
-    char **pinned;     /* owned array (strings not copied): envp with the GPU pinned, or NULL */
-    char visible[48];  /* "CUDA_VISIBLE_DEVICES=N" */
-    char *argv[10];    /* points into spec_text, the model's tag and the supervisor */
+    char **envp;      /* NULL: the daemon's environment */
+    char **pinned;    /* owned array (strings not copied): envp with the GPU pinned, or NULL */
+    char visible[48]; /* "CUDA_VISIBLE_DEVICES=N" */
+    char *argv[10];   /* points into spec_text, the model's tag and the supervisor */
 } spawn_cmd;
 
 static void spawn_cmd_free(spawn_cmd *c)
@@ -399,8 +399,8 @@ static int spawn(ms__supervisor *s, ms__model *m, int inst, const ms__spec *spec
         child_exec(parent, &fds, cmd.path, cmd.argv, cmd.cwd, cmd.envp);
     worker_adopt(s, m, w, pid, &fds, standby);
     ms__log_info("model \"%s\": started worker %ld for instance %d%s on %s (%s%s)", m->tag,
-                 (long)pid, inst, standby ? " of a swap" : "", device[0] ? device : "cpu",
-                 cmd.path, cmd.python ? " -m modelshare.worker" : "");
+                 (long)pid, inst, standby ? " of a swap" : "", device[0] ? device : "cpu", cmd.path,
+                 cmd.python ? " -m modelshare.worker" : "");
     spawn_cmd_free(&cmd);
     if (out != NULL)
         *out = w;

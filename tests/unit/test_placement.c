@@ -63,14 +63,25 @@ static void test_spread_follows_free_bytes(void **state)
 {
     (void)state;
     char err[MS__ERRLEN];
-    /* cuda:1 has 3 GiB more free: it takes instances until the two are level, then they alternate.
-     */
-    ms__place_dev d[] = {{"cuda:0", 8 * GIB, 5 * GIB}, {"cuda:1", 8 * GIB, 2 * GIB}};
+    /* Round-robin, the freer first in each round: cuda:1 (6 GiB free) before cuda:0 (3). */
+    ms__place_dev d[] = {{"cuda:0", 8 * GIB, 5 * GIB},
+                         {"cuda:1", 8 * GIB, 2 * GIB},
+                         {"cuda:2", 8 * GIB, 7 * GIB + 512 * MIB}};
     int out[5];
+    int expect[5] = {1, 0, 1, 0, 1};
     assert_int_equal(ms__place(d, 2, 1 * GIB, 5, true, out, err, sizeof err), 0);
-    int expect[5] = {1, 1, 1, 0, 1}; /* free: 3/6 -> 3/5 -> 3/4 -> 3/3 (tie: cuda:0) -> 2/3 */
     for (int i = 0; i < 5; i++)
         assert_int_equal(out[i], expect[i]);
+    /* A device without room for one is skipped: cuda:2 (0.5 GiB free) never gets one. */
+    assert_int_equal(ms__place(d, 3, 1 * GIB, 5, true, out, err, sizeof err), 0);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(out[i], expect[i]);
+    /* Once cuda:0 is full, cuda:1 takes the rest. */
+    d[0].used = 7 * GIB;
+    assert_int_equal(ms__place(d, 2, 1 * GIB, 3, true, out, err, sizeof err), 0);
+    assert_int_equal(out[0], 1);
+    assert_int_equal(out[1], 0);
+    assert_int_equal(out[2], 1);
 }
 
 static void test_spread_nothing_fits(void **state)
