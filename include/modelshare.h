@@ -162,6 +162,18 @@ MS_EXPORT int ms_connect(const char *socket_path, ms_client **out);
  * ms_disconnect(NULL) is a no-op. */
 MS_EXPORT void ms_disconnect(ms_client *client);
 
+/* For a child of fork() that wants the parent's connections gone at once: frees client, every
+ * model handle and tensor made from it (do not use them afterwards), unmapping their shared
+ * memory and closing this process's copies of their descriptors, and sends nothing to the
+ * daemon: no lease is released on anyone's behalf, so the parent's leases stay the parent's,
+ * untouched. With client NULL: every client this process got through fork() (those made in it
+ * stay). Without it a child's copies answer MS_E_DAEMON_LOST and hold their mappings until
+ * ms_disconnect() (which sends nothing either in a child). In the process that connected the
+ * client, forgetting it closes the connection: the daemon then releases its leases as for a
+ * process that exits. Not to be called while another thread uses the client.
+ * Returns 0. */
+MS_EXPORT int ms_client_forget(ms_client *client);
+
 /* Message of the calling thread's last failed call on this client: what was expected, what came.
  * With client NULL: the last failed ms_connect() of this thread. Never NULL (empty when the last
  * call succeeded). The string belongs to the library and stays valid until this thread's next
