@@ -242,8 +242,18 @@ typedef struct ms_model ms_model;
  *   backend         "dense" | "python"            required  what runs the model ("identity":
  *                                                           tests)
  *   weights         string, a path (<= 4096 B)    none      safetensors file (required for dense)
- *   device          "cpu" | "cuda" | "cuda:N"     "cpu"     where it runs; N 0..63, "cuda" is
- *                                                           cuda:0
+ *   device          "cpu" | "cuda" | "cuda:N" |   "cpu"     where every instance runs; N
+ *                   "auto"                                  0..63, "cuda" is cuda:0; "auto":
+ *                                                           the cuda device the daemon knows
+ *                                                           (--memory, NVML) with the most free
+ *                                                           budget that holds the model, else
+ *                                                           "cpu" when it knows none
+ *   devices         null | "auto" | 1..16         null      the devices the instances are
+ *                   distinct "cpu" / "cuda:N"               spread over, round-robin, the one
+ *                                                           with the most free budget first
+ *                                                           ("auto": every cuda device it
+ *                                                           knows); device is then "auto" (any
+ *                                                           other device beside it: MS_E_SPEC)
  *   output          "linear" | "softmax"          "linear"  the dense model's last activation
  *   keep_alive      number, seconds, 0..1e12      300       how long it stays loaded with no
  *                                                           lease (0: unload at once)
@@ -258,8 +268,11 @@ typedef struct ms_model ms_model;
  *                                                           at once
  *   batchable       bool                          true      requests may be joined into one
  *                                                           batch along the first dimension
- *   memory          integer, bytes, 0..2^62       0         what the model needs (0: the
- *                                                           backend's estimate)
+ *   memory          integer, bytes, 0..2^62       0         what the model needs, all its
+ *                                                           instances together (0: the
+ *                                                           backend's estimate); charged
+ *                                                           evenly to its instances' devices
+ *                                                           until measured
  *   load_timeout    number, seconds, 0..86400     60        how long a load waits for memory
  *                                                           in the budget
  *   max_restarts    integer, 0..100               5         crashed instances are restarted
