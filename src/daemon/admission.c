@@ -221,8 +221,8 @@ static int device_exists(const char *dev, char *err, size_t errlen)
 }
 
 /* The devices m may be placed on (spec names: "cpu", "cuda:N"): its devices list, else every
- * cuda device the daemon knows ("auto": named in --memory or found by NVML), else "cpu".
- * Returns how many. */
+ * cuda device the daemon knows ("auto": named in --memory or found by NVML, and not one that
+ * NVML says does not exist), else "cpu". Returns how many. */
 static int candidates(const ms__models *ml, const ms__spec *spec, const char **names)
 {
     int n = 0;
@@ -232,7 +232,8 @@ static int candidates(const ms__models *ml, const ms__spec *spec, const char **n
         return n;
     for (int i = 0; i < ml->budgets.n && n < MS__DEVICES_MAX; i++) {
         const ms__budget_dev *d = &ml->budgets.dev[i];
-        if (strncmp(d->name, "cuda:", 5) == 0 && (d->configured || d->total_bytes > 0))
+        if (strncmp(d->name, "cuda:", 5) == 0 && (d->configured || d->total_bytes > 0) &&
+            device_exists(d->name, NULL, 0) == 0)
             names[n++] = d->name;
     }
     if (n == 0)

@@ -217,10 +217,12 @@ void ms__model_ready(ms__models *ml, ms__model *m)
 {
     ms__model_set_ready(&ml->reg, m);
     ms__measure_model(m);
-    ms__log_info("model \"%s\" ready: %d worker(s), %.1f MiB measured on %s%s (estimate %.1f "
-                 "MiB)",
-                 m->tag, m->nworkers, mib(m->memory_bytes), m->inst_device[0],
-                 m->spec.instances > 1 ? " and the others' devices" : "", mib(m->estimate_bytes));
+    const char *devs[MS__INSTANCES_MAX + 1];
+    char where[256] = "";
+    for (int d = 0, n = ms__model_devices(m, devs), pos = 0; d < n && pos < (int)sizeof where; d++)
+        pos += snprintf(where + pos, sizeof where - (size_t)pos, "%s%s", d ? ", " : "", devs[d]);
+    ms__log_info("model \"%s\" ready: %d worker(s), %.1f MiB measured on %s (estimate %.1f MiB)",
+                 m->tag, m->nworkers, mib(m->memory_bytes), where, mib(m->estimate_bytes));
     settled(ml, m, MS__SETTLED_READY, 0, NULL);
 }
 

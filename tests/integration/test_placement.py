@@ -3,6 +3,8 @@ identity models (which never touch CUDA) are placed by device "auto" and devices
 worker must be pinned to its card through CUDA_VISIBLE_DEVICES (read from /proc/PID/environ) and
 status must say each instance's device. A GPU model's host memory is charged to the host budget."""
 import json
+import os
+import signal
 
 from conftest import wait_until
 
@@ -149,3 +151,21 @@ def test_swap_keeps_each_instances_device(ms):
         assert environ(inst["pid"])["CUDA_VISIBLE_DEVICES"] == inst["device"][-1]
     r = ms.cli("swap", "s", "--spec", json.dumps({"devices": ["cuda:1", "cuda:0"]}), check=False)
     assert r.returncode == 1 and "devices" in r.stderr, r.stderr
+
+
+def test_a_restarted_instance_keeps_its_card(ms):
+    budgets(ms, "host=8GiB,cuda:0=4GiB,cuda:1=4GiB")
+    r = load(ms, "r", instances=2, devices=["cuda:0", "cuda:1"])
+    assert r.returncode == 0, r.stderr
+    old = ms.model("r")["instances"][1]
+    assert old["device"] == "cuda:1"
+    os.kill(old["pid"], signal.SIGKILL)
+
+    def restarted():
+        inst = ms.model("r")["instances"][1]
+        return inst["state"] == "up" and inst["pid"] not in (None, old["pid"])
+
+    wait_until(restarted, timeout=20, what="instance 1 restarted")
+    new = ms.model("r")["instances"][1]
+    assert new["device"] == "cuda:1" and new["restarts"] == 1
+    assert environ(new["pid"])["CUDA_VISIBLE_DEVICES"] == "1"
