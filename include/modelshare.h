@@ -203,7 +203,7 @@ MS_EXPORT int ms_unload(ms_client *client, const char *tag, int force);
  *   changes: a JSON object of the spec fields that change, e.g.
  *            {"weights": "v2.safetensors", "version": "2"} (relative weights paths are resolved
  *            against the caller's working directory); the other fields stay the loaded ones'.
- *            backend, device and instances cannot change.
+ *            backend, device, devices and instances cannot change.
  *   flags:   0, or MS_SWAP_DRAIN_FIRST.
  * The new version loads in new worker processes while the old one serves; then each instance's
  * new requests go to the new version, the requests the old one already took are answered by it,
@@ -211,13 +211,13 @@ MS_EXPORT int ms_unload(ms_client *client, const char *tag, int force);
  * client sent fails. Returns once the new version serves every instance. The model's spec is the
  * new one from then on (acquire it with that spec, or with none).
  * A new version that fails to load leaves the old one serving, and its error is returned. When
- * both versions do not fit the device's memory budget at once, MS_E_NO_MEMORY says so, unless
+ * both versions do not fit a device's memory budget at once, MS_E_NO_MEMORY says so, unless
  * MS_SWAP_DRAIN_FIRST: then the old workers finish what they took and exit first, requests wait
  * in shared memory until the new version serves (or, if it fails to load, the old one again).
  * A new version whose signature (input and output dtypes and shapes) differs is refused with
  * MS_E_SPEC_CONFLICT, the old one serving on.
  * Errors: MS_E_INVAL (tag malformed), MS_E_UNKNOWN_TAG, MS_E_SPEC (changes not an object of spec
- * fields, or changing backend, device or instances), MS_E_BUSY (not ready yet, or swapping
+ * fields, or changing backend, device, devices or instances), MS_E_BUSY (not ready yet, or swapping
  * already), MS_E_NO_MEMORY, MS_E_SPEC_CONFLICT, the new version's load errors (MS_E_WEIGHTS,
  * MS_E_LOAD_FAILED, ...), MS_E_UNLOADED (unloaded during the swap). */
 MS_EXPORT int ms_swap(ms_client *client, const char *tag, const char *changes, unsigned flags);
