@@ -212,10 +212,7 @@ static int device_exists(const char *dev, char *err, size_t errlen)
     if (index < n)
         return 0;
     if (n == 0)
-        return ms__fail(err, errlen, MS_E_DEVICE,
-                        "%s does not exist: no CUDA device on this "
-                        "machine",
-                        dev);
+        return ms__fail(err, errlen, MS_E_DEVICE, "%s does not exist: no CUDA device here", dev);
     return ms__fail(err, errlen, MS_E_DEVICE, "%s does not exist: %u device%s (cuda:0 to cuda:%u)",
                     dev, n, n == 1 ? "" : "s", n - 1);
 }
@@ -263,8 +260,7 @@ static int place(ms__models *ml, ms__model *m, const char **out, char *err, size
     }
     if (rc != 0)
         return ms__fail(err, errlen, rc,
-                        "model \"%s\": cannot place its %d instance(s) even on "
-                        "empty devices: %s",
+                        "model \"%s\": cannot place its %d instance(s) even on empty devices: %s",
                         m->tag, n, why);
     for (int i = 0; i < n; i++)
         out[i] = names[where[i]];
