@@ -169,3 +169,16 @@ def test_a_restarted_instance_keeps_its_card(ms):
     new = ms.model("r")["instances"][1]
     assert new["device"] == "cuda:1" and new["restarts"] == 1
     assert environ(new["pid"])["CUDA_VISIBLE_DEVICES"] == "1"
+
+
+def test_auto_when_no_card_has_room_now_evicts_like_any_load(ms):
+    # Both cards are full of idle models: "auto" places by budget alone (a tie: cuda:0) and the
+    # load evicts the idle model there, least recently used first.
+    budgets(ms, "host=8GiB,cuda:0=1GiB,cuda:1=1GiB")
+    assert load(ms, "a", device="cuda:0", memory=1 << 30).returncode == 0
+    assert load(ms, "b", device="cuda:1", memory=1 << 30).returncode == 0
+    r = load(ms, "c", device="auto", memory=1 << 30)
+    assert r.returncode == 0, r.stderr
+    assert ms.model("c")["device"] == "cuda:0"
+    assert ms.model("a") is None and ms.model("b")["state"] == "ready"
+    assert 'model "a": evicted (idle, least recently used, 1.0 GiB on cuda:0)' in ms.log()
