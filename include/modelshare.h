@@ -162,6 +162,18 @@ MS_EXPORT int ms_connect(const char *socket_path, ms_client **out);
  * ms_disconnect(NULL) is a no-op. */
 MS_EXPORT void ms_disconnect(ms_client *client);
 
+/* For a child of fork() that wants the parent's connections gone at once: frees client, every
+ * model handle and tensor made from it (do not use them afterwards), unmapping their shared
+ * memory and closing this process's copies of their descriptors, and sends nothing to the
+ * daemon: no lease is released on anyone's behalf, so the parent's leases stay the parent's,
+ * untouched. With client NULL: every client this process got through fork() (those made in it
+ * stay). Without it a child's copies answer MS_E_DAEMON_LOST and hold their mappings until
+ * ms_disconnect() (which sends nothing either in a child). In the process that connected the
+ * client, forgetting it closes the connection: the daemon then releases its leases as for a
+ * process that exits. Not to be called while another thread uses the client.
+ * Returns 0. */
+MS_EXPORT int ms_client_forget(ms_client *client);
+
 /* Message of the calling thread's last failed call on this client: what was expected, what came.
  * With client NULL: the last failed ms_connect() of this thread. Never NULL (empty when the last
  * call succeeded). The string belongs to the library and stays valid until this thread's next
@@ -191,7 +203,7 @@ MS_EXPORT int ms_unload(ms_client *client, const char *tag, int force);
  *   changes: a JSON object of the spec fields that change, e.g.
  *            {"weights": "v2.safetensors", "version": "2"} (relative weights paths are resolved
  *            against the caller's working directory); the other fields stay the loaded ones'.
- *            backend, device and instances cannot change.
+ *            backend, device, devices and instances cannot change.
  *   flags:   0, or MS_SWAP_DRAIN_FIRST.
  * The new version loads in new worker processes while the old one serves; then each instance's
  * new requests go to the new version, the requests the old one already took are answered by it,
@@ -199,13 +211,13 @@ MS_EXPORT int ms_unload(ms_client *client, const char *tag, int force);
  * client sent fails. Returns once the new version serves every instance. The model's spec is the
  * new one from then on (acquire it with that spec, or with none).
  * A new version that fails to load leaves the old one serving, and its error is returned. When
- * both versions do not fit the device's memory budget at once, MS_E_NO_MEMORY says so, unless
+ * both versions do not fit a device's memory budget at once, MS_E_NO_MEMORY says so, unless
  * MS_SWAP_DRAIN_FIRST: then the old workers finish what they took and exit first, requests wait
  * in shared memory until the new version serves (or, if it fails to load, the old one again).
  * A new version whose signature (input and output dtypes and shapes) differs is refused with
  * MS_E_SPEC_CONFLICT, the old one serving on.
  * Errors: MS_E_INVAL (tag malformed), MS_E_UNKNOWN_TAG, MS_E_SPEC (changes not an object of spec
- * fields, or changing backend, device or instances), MS_E_BUSY (not ready yet, or swapping
+ * fields, or changing backend, device, devices or instances), MS_E_BUSY (not ready yet, or swapping
  * already), MS_E_NO_MEMORY, MS_E_SPEC_CONFLICT, the new version's load errors (MS_E_WEIGHTS,
  * MS_E_LOAD_FAILED, ...), MS_E_UNLOADED (unloaded during the swap). */
 MS_EXPORT int ms_swap(ms_client *client, const char *tag, const char *changes, unsigned flags);
@@ -230,8 +242,18 @@ typedef struct ms_model ms_model;
  *   backend         "dense" | "python"            required  what runs the model ("identity":
  *                                                           tests)
  *   weights         string, a path (<= 4096 B)    none      safetensors file (required for dense)
- *   device          "cpu" | "cuda" | "cuda:N"     "cpu"     where it runs; N 0..63, "cuda" is
- *                                                           cuda:0
+ *   device          "cpu" | "cuda" | "cuda:N" |   "cpu"     where every instance runs; N
+ *                   "auto"                                  0..63, "cuda" is cuda:0; "auto":
+ *                                                           the cuda device the daemon knows
+ *                                                           (--memory, NVML) with the most free
+ *                                                           budget that holds the model, else
+ *                                                           "cpu" when it knows none
+ *   devices         null | "auto" | 1..16         null      the devices the instances are
+ *                   distinct "cpu" / "cuda:N"               spread over, round-robin, the one
+ *                                                           with the most free budget first
+ *                                                           ("auto": every cuda device it
+ *                                                           knows); device is then "auto" (any
+ *                                                           other device beside it: MS_E_SPEC)
  *   output          "linear" | "softmax"          "linear"  the dense model's last activation
  *   keep_alive      number, seconds, 0..1e12      300       how long it stays loaded with no
  *                                                           lease (0: unload at once)
@@ -246,8 +268,11 @@ typedef struct ms_model ms_model;
  *                                                           at once
  *   batchable       bool                          true      requests may be joined into one
  *                                                           batch along the first dimension
- *   memory          integer, bytes, 0..2^62       0         what the model needs (0: the
- *                                                           backend's estimate)
+ *   memory          integer, bytes, 0..2^62       0         what the model needs, all its
+ *                                                           instances together (0: the
+ *                                                           backend's estimate); charged
+ *                                                           evenly to its instances' devices
+ *                                                           until measured
  *   load_timeout    number, seconds, 0..86400     60        how long a load waits for memory
  *                                                           in the budget
  *   max_restarts    integer, 0..100               5         crashed instances are restarted

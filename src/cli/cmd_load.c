@@ -19,7 +19,7 @@ const char ms__usage_load[] =
     "  --spec JSON          the whole spec, e.g. '{\"backend\":\"dense\",\"weights\":\"m.st\"}'\n"
     "  --backend NAME       backend (dense)\n"
     "  --weights FILE       safetensors weights (dense)\n"
-    "  --device D           cpu (default) or cuda:N\n"
+    "  --device D           cpu (default), cuda:N or auto (the freest GPU)\n"
     "  --keep-alive S       seconds to stay loaded with no lease (0: unload at once)\n"
     "  --output KIND        linear (default) or softmax (dense)\n"
     "  -h, --help           this help\n";

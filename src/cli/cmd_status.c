@@ -12,9 +12,10 @@
 const char ms__usage_status[] =
     "usage: modelshare status [--json]\n"
     "\n"
-    "Shows the models the daemon holds: one line per model (tag, backend, state, device,\n"
-    "memory, leases, worker pids, loads, restarts, requests, batches), a line per instance\n"
-    "that crashed (its restarts and last crash), and a line per memory budget.\n"
+    "Shows the models the daemon holds: one line per model (tag, backend, state, device or,\n"
+    "when its instances are on different devices, each instance's in order, memory, leases,\n"
+    "worker pids, loads, restarts, requests, batches), a line per instance that crashed (its\n"
+    "restarts and last crash), and a line per memory budget.\n"
     "Does not start a daemon when none runs.\n"
     "\n"
     "  --json      print the daemon's status as one JSON object\n"
@@ -44,6 +45,29 @@ static void print_row(char cells[][64], const int *width, FILE *f)
     fputc('\n', f);
 }
 
+/* The model's device, or, when its instances are on different devices, each instance's in
+ * order: "cuda:1,cuda:0,cuda:1". */
+static void device_cell(const json_t *m, char *buf, size_t buflen)
+{
+    const json_t *inst = json_object_get(m, "instances");
+    const char *first = json_is_array(inst) && json_array_size(inst) > 0
+                            ? jstr(json_array_get(inst, 0), "device", NULL)
+                            : NULL;
+    bool same = true;
+    for (size_t i = 1; first != NULL && json_is_array(inst) && i < json_array_size(inst); i++) {
+        const char *d = jstr(json_array_get(inst, i), "device", "");
+        same &= strcmp(d, first) == 0;
+    }
+    snprintf(buf, buflen, "%s", jstr(m, "device", "?"));
+    for (size_t i = 0, off = 0; !same && i < json_array_size(inst); i++) {
+        int w = snprintf(buf + off, buflen - off, "%s%s", i ? "," : "",
+                         jstr(json_array_get(inst, i), "device", "?"));
+        if (w < 0 || (size_t)w >= buflen - off)
+            break;
+        off += (size_t)w;
+    }
+}
+
 /* The cells of one model's row. */
 static void model_row(const json_t *m, char row[][64])
 {
@@ -55,7 +79,7 @@ static void model_row(const json_t *m, char row[][64])
     ms__cli_fmt_state(m, row[2], 64);
     if (json_is_true(json_object_get(m, "swapping")))
         snprintf(row[2] + strlen(row[2]), 64 - strlen(row[2]), ", swapping");
-    snprintf(row[3], 64, "%s", jstr(m, "device", "?"));
+    device_cell(m, row[3], 64);
     ms__cli_fmt_bytes_bin((uint64_t)jint(m, "memory_bytes"), row[4], 64);
     snprintf(row[5], 64, "%lld", jint(m, "leases"));
     const json_t *pids = json_object_get(m, "worker_pids");

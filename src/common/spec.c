@@ -20,9 +20,9 @@
 #define DIFF_VALUE_MAX 300
 
 static const char *const known_fields[] = {
-    "backend",      "weights",        "device",    "output",      "keep_alive", "max_batch",
-    "batch_sizes",  "batch_delay_us", "instances", "thread_safe", "batchable",  "memory",
-    "load_timeout", "max_restarts",   "python",    "version",
+    "backend",   "weights",      "device",         "devices",   "output",      "keep_alive",
+    "max_batch", "batch_sizes",  "batch_delay_us", "instances", "thread_safe", "batchable",
+    "memory",    "load_timeout", "max_restarts",   "python",    "version",
 };
 
 /* "backend, weights, ..." into buf. */
@@ -400,9 +400,65 @@ static int parse_version(const json_t *v, ms__spec *s, char *err, size_t errlen)
 static int parse_device(const json_t *v, ms__spec *s, char *err, size_t errlen)
 {
     const char *dev = json_string_value(v);
+    if (dev != NULL && strcmp(dev, "auto") == 0) {
+        snprintf(s->device, sizeof s->device, "auto");
+        return 0;
+    }
     if (dev == NULL || !device_canon(dev, s->device, sizeof s->device))
-        return field_fail(err, errlen, "device", "\"cpu\" or \"cuda:N\" with N from 0 to 63", v);
+        return field_fail(err, errlen, "device",
+                          "\"cpu\" or \"cuda:N\" with N from 0 to 63, or \"auto\"", v);
     return 0;
+}
+
+/* devices: null, "auto", or a list of distinct devices the instances are spread over. */
+static int parse_devices(const json_t *v, ms__spec *s, char *err, size_t errlen)
+{
+    const char *expected = "null, \"auto\" or a list of 1 to 16 distinct \"cpu\" or \"cuda:N\" "
+                           "(N from 0 to 63) to spread the instances over";
+    s->ndevices = 0;
+    s->devices_auto = false;
+    if (json_is_null(v))
+        return 0;
+    const char *t = json_string_value(v);
+    if (t != NULL && strcmp(t, "auto") == 0) {
+        s->devices_auto = true;
+        return 0;
+    }
+    if (!json_is_array(v) || json_array_size(v) == 0 || json_array_size(v) > MS__SPEC_DEVICES_MAX)
+        return field_fail(err, errlen, "devices", expected, v);
+    size_t i;
+    json_t *e;
+    json_array_foreach(v, i, e)
+    {
+        const char *d = json_string_value(e);
+        if (d == NULL || !device_canon(d, s->devices[i], sizeof s->devices[i]))
+            return field_fail(err, errlen, "devices", expected, e);
+        for (size_t k = 0; k < i; k++)
+            if (strcmp(s->devices[k], s->devices[i]) == 0)
+                return field_fail(err, errlen, "devices", expected, e);
+    }
+    s->ndevices = (int)json_array_size(v);
+    return 0;
+}
+
+/* device beside devices: only "auto" (or absent), which devices implies. */
+static int check_devices(const json_t *obj, ms__spec *s, char *err, size_t errlen)
+{
+    if (s->ndevices == 0 && !s->devices_auto)
+        return 0;
+    if (json_object_get(obj, "device") != NULL && strcmp(s->device, "auto") != 0)
+        return ms__fail(err, errlen, MS_E_SPEC,
+                        "spec fields \"device\" and \"devices\": expected one of them (device: "
+                        "every instance on one device; devices: the instances spread over "
+                        "several), got device \"%s\" and devices too",
+                        s->device);
+    snprintf(s->device, sizeof s->device, "auto");
+    return 0;
+}
+
+bool ms__spec_placed(const ms__spec *spec)
+{
+    return strcmp(spec->device, "auto") == 0 || spec->ndevices > 0 || spec->devices_auto;
 }
 
 static int parse_output(const json_t *v, ms__spec *s, char *err, size_t errlen)
@@ -464,6 +520,8 @@ static int parse_field(const char *key, const json_t *v, ms__spec *s, bool *seen
         return parse_weights(v, s, err, errlen);
     if (strcmp(key, "device") == 0)
         return parse_device(v, s, err, errlen);
+    if (strcmp(key, "devices") == 0)
+        return parse_devices(v, s, err, errlen);
     if (strcmp(key, "output") == 0)
         return parse_output(v, s, err, errlen);
     if (strcmp(key, "python") == 0)
@@ -518,6 +576,11 @@ int ms__spec_from_json(const json_t *obj, ms__spec *out, char *err, size_t errle
             return rc;
         }
     }
+    int rc = check_devices(obj, &s, err, errlen);
+    if (rc != 0) {
+        ms__spec_free(&s);
+        return rc;
+    }
     if (!seen_backend) {
         ms__spec_free(&s);
         return ms__fail(
@@ -563,6 +626,22 @@ int ms__spec_parse(const char *text, ms__spec *out, char *err, size_t errlen)
     return rc;
 }
 
+/* null, "auto" or the list. New reference (NULL when out of memory). */
+static json_t *devices_json(const ms__spec *spec)
+{
+    if (spec->devices_auto)
+        return json_string("auto");
+    if (spec->ndevices == 0)
+        return json_null();
+    json_t *a = json_array();
+    for (int i = 0; a != NULL && i < spec->ndevices; i++)
+        if (json_array_append_new(a, json_string(spec->devices[i])) != 0) {
+            json_decref(a);
+            return NULL;
+        }
+    return a;
+}
+
 json_t *ms__spec_to_json(const ms__spec *spec)
 {
     json_t *j = json_object();
@@ -578,6 +657,7 @@ json_t *ms__spec_to_json(const ms__spec *spec)
     bad |= sizes == NULL ? -1 : json_object_set_new(j, "batch_sizes", sizes);
     bad |= json_object_set_new(j, "batchable", json_boolean(spec->batchable));
     bad |= json_object_set_new(j, "device", json_string(spec->device));
+    bad |= json_object_set_new(j, "devices", devices_json(spec));
     bad |= json_object_set_new(j, "instances", json_integer(spec->instances));
     bad |= json_object_set_new(j, "keep_alive", json_real(spec->keep_alive));
     bad |= json_object_set_new(j, "load_timeout", json_real(spec->load_timeout));
@@ -762,6 +842,11 @@ bool ms__spec_equal(const ms__spec *a, const ms__spec *b)
         return false;
     if (a->weights != NULL && strcmp(a->weights, b->weights) != 0)
         return false;
+    if (a->ndevices != b->ndevices || a->devices_auto != b->devices_auto)
+        return false;
+    for (int i = 0; i < a->ndevices; i++)
+        if (strcmp(a->devices[i], b->devices[i]) != 0)
+            return false;
     return strcmp(a->backend, b->backend) == 0 && strcmp(a->device, b->device) == 0 &&
            strcmp(a->version, b->version) == 0 && a->output == b->output &&
            a->keep_alive == b->keep_alive && a->max_batch == b->max_batch &&

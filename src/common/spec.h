@@ -5,7 +5,14 @@
  * Fields and defaults:
  *   backend        "dense" | "python" | "identity" (tests)      (required)
  *   weights        path of a safetensors file                   (required for dense)
- *   device         "cpu" | "cuda:N"                             "cpu"
+ *   device         "cpu" | "cuda:N" | "auto": every instance on    "cpu"
+ *                  it; "auto": the cuda device (of the daemon's budget table) with the most free
+ *                  budget that holds the whole model, else "cpu" when the table has none
+ *   devices        null | "auto" | a list of 1..16 distinct "cpu" / "cuda:N": the devices the
+ *                  instances are spread over (each instance to the one with the most free budget
+ *                  left after those placed before it; "auto": every cuda device of the budget
+ *                  table, else "cpu"). With devices, device is "auto" (given or not); any other
+ *                  device beside devices is an error naming both fields.             null
  *   output         "linear" | "softmax"                         "linear" (dense)
  *   keep_alive     seconds a model with no lease stays loaded   300 (0: unload at once)
  *   max_batch      rows per backend run, 1..65536               64
@@ -51,6 +58,8 @@
 
 enum { MS__OUTPUT_LINEAR = 0, MS__OUTPUT_SOFTMAX = 1 };
 enum { MS__SPEC_BATCH_SIZES_MAX = 32 };
+/* The most entries of "devices", and the room for one ("cuda:63"). */
+enum { MS__SPEC_DEVICES_MAX = 16, MS__SPEC_DEVICE_LEN = 8 };
 
 /* The longest version label. */
 #define MS__SPEC_VERSION_MAX 64
@@ -60,8 +69,12 @@ enum { MS__SPEC_BATCH_SIZES_MAX = 32 };
 
 typedef struct ms__spec {
     char backend[16];
-    char *weights; /* malloc'd, NULL when absent */
-    char device[32];
+    char *weights;   /* malloc'd, NULL when absent */
+    char device[32]; /* "cpu", "cuda:N" or "auto" */
+    /* devices: ndevices entries ("cpu", "cuda:N"), or devices_auto; neither: null. */
+    char devices[MS__SPEC_DEVICES_MAX][MS__SPEC_DEVICE_LEN];
+    int ndevices;
+    bool devices_auto;
     int output;
     double keep_alive;
     int max_batch;
@@ -100,6 +113,8 @@ bool ms__spec_equal(const ms__spec *a, const ms__spec *b);
 /* The most rows one backend run takes: max_batch, or the largest of batch_sizes when smaller. */
 int ms__spec_run_rows(const ms__spec *spec);
 void ms__spec_free(ms__spec *spec);
+/* True when the daemon chooses the devices (device "auto" or devices given). */
+bool ms__spec_placed(const ms__spec *spec);
 /* Deep copy. */
 int ms__spec_copy(const ms__spec *src, ms__spec *dst);
 

@@ -11,6 +11,7 @@
 #include "../common/log.h"
 #include "../common/nvml.h"
 #include "../common/procmem.h"
+#include "placement.h"
 #include "modelshare.h"
 #include "models_int.h"
 
@@ -50,14 +51,9 @@ bool ms__model_charges_memory(const ms__model *m)
            m->state == MS__MODEL_UNLOADING;
 }
 
-static bool same_device(const ms__model *m, const ms__budget_dev *dev)
+ms__budget_dev *ms__budget_find(ms__models *ml, const char *name)
 {
-    return strcmp(ms__budget_device(m->spec.device), dev->name) == 0;
-}
-
-ms__budget_dev *ms__model_budget(ms__models *ml, const ms__model *m)
-{
-    ms__budget_dev *d = ms__budgets_get(&ml->budgets, ms__budget_device(m->spec.device));
+    ms__budget_dev *d = ms__budgets_get(&ml->budgets, name);
     if (d != NULL && d->total_bytes == 0 && strncmp(d->name, "cuda:", 5) == 0) {
         uint64_t total, used;
         unsigned index = (unsigned)strtoul(d->name + 5, NULL, 10);
@@ -67,15 +63,21 @@ ms__budget_dev *ms__model_budget(ms__models *ml, const ms__model *m)
     return d;
 }
 
-uint64_t ms__budget_used(const ms__models *ml, const ms__budget_dev *dev)
+/* What the models but skip hold on dev now. */
+static uint64_t used_but(const ms__models *ml, const ms__budget_dev *dev, const ms__model *skip)
 {
     uint64_t used = 0;
     for (int i = 0; i < ml->reg.nmodels; i++) {
         const ms__model *m = ml->reg.models[i];
-        if (ms__model_charges_memory(m) && same_device(m, dev))
-            used += m->memory_bytes + m->swap_bytes;
+        if (m != skip && ms__model_charges_memory(m))
+            used += ms__model_charge(m, dev->name);
     }
     return used;
+}
+
+uint64_t ms__budget_used(const ms__models *ml, const ms__budget_dev *dev)
+{
+    return used_but(ml, dev, NULL);
 }
 
 /* The models holding memory on dev (but m), as holders for the plan. */
@@ -85,11 +87,12 @@ static int holders_of(ms__models *ml, const ms__model *m, const ms__budget_dev *
     int n = 0;
     for (int i = 0; i < ml->reg.nmodels; i++) {
         ms__model *o = ml->reg.models[i];
-        if (o == m || !ms__model_charges_memory(o) || !same_device(o, dev))
+        uint64_t bytes = o != m && ms__model_charges_memory(o) ? ms__model_charge(o, dev->name) : 0;
+        if (bytes == 0)
             continue;
         who[n] = o;
         h[n] = (ms__holder){
-            .bytes = o->memory_bytes + o->swap_bytes,
+            .bytes = bytes,
             .last_used_ns = o->last_used_ns,
             .idle =
                 o->state == MS__MODEL_READY && o->leases == 0 && o->waiters == 0 && o->swap == NULL,
@@ -101,13 +104,14 @@ static int holders_of(ms__models *ml, const ms__model *m, const ms__budget_dev *
 }
 
 /* "\"a\" 150.0 MiB (2 leases), \"b\" 100.0 MiB (loading)" into buf. */
-static void holders_text(ms__model *const *who, int n, char *buf, size_t buflen)
+static void holders_text(ms__model *const *who, const ms__holder *h, int n, char *buf,
+                         size_t buflen)
 {
     size_t pos = 0;
     buf[0] = '\0';
     for (int i = 0; i < n && pos + 1 < buflen; i++) {
         char size[32], what[48];
-        ms__bytes_str(who[i]->memory_bytes, size, sizeof size);
+        ms__bytes_str(h[i].bytes, size, sizeof size);
         if (who[i]->state == MS__MODEL_READY && who[i]->leases > 0)
             snprintf(what, sizeof what, "%d lease%s", who[i]->leases,
                      who[i]->leases == 1 ? "" : "s");
@@ -125,29 +129,30 @@ static void holders_text(ms__model *const *who, int n, char *buf, size_t buflen)
         snprintf(buf, buflen, "nothing else (the budget is smaller than the model)");
 }
 
-void ms__admission_plan(ms__models *ml, const ms__model *m, ms__admission *a)
+void ms__admission_plan(ms__models *ml, const ms__model *m, const char *dev, ms__admission *a)
 {
     memset(a, 0, sizeof *a);
-    a->dev = ms__model_budget(ml, m);
+    a->dev = ms__budget_find(ml, dev);
     if (a->dev == NULL) {
         a->plan = MS__ADMIT_FITS;
         return;
     }
+    a->need = ms__model_charge(m, a->dev->name);
     a->budget = ms__budget_bytes(a->dev);
     a->n = holders_of(ml, m, a->dev, a->who, a->h);
-    a->plan = ms__admit_plan(a->budget, m->memory_bytes, a->h, a->n, a->evict, &a->free_now);
-    ms__bytes_str(m->memory_bytes, a->need_s, sizeof a->need_s);
+    a->plan = ms__admit_plan(a->budget, a->need, a->h, a->n, a->evict, &a->free_now);
+    ms__bytes_str(a->need, a->need_s, sizeof a->need_s);
     ms__bytes_str(a->free_now, a->free_s, sizeof a->free_s);
     ms__bytes_str(a->budget, a->budget_s, sizeof a->budget_s);
 }
 
-bool ms__admission_unloads_cover(const ms__admission *a, const ms__model *m)
+bool ms__admission_unloads_cover(const ms__admission *a)
 {
     uint64_t unloading = 0;
     for (int i = 0; i < a->n; i++)
         if (a->h[i].unloading)
             unloading += a->h[i].bytes;
-    return m->memory_bytes <= a->free_now + unloading;
+    return a->need <= a->free_now + unloading;
 }
 
 void ms__admission_never_text(const ms__admission *a, const ms__model *m, char *buf, size_t buflen)
@@ -155,14 +160,14 @@ void ms__admission_never_text(const ms__admission *a, const ms__model *m, char *
     snprintf(buf, buflen,
              "model \"%s\" needs %s (%llu bytes) on %s, more than the whole budget of %s "
              "(%llu bytes; set it with modelshared --memory %s=SIZE)",
-             m->tag, a->need_s, (unsigned long long)m->memory_bytes, a->dev->name, a->budget_s,
+             m->tag, a->need_s, (unsigned long long)a->need, a->dev->name, a->budget_s,
              (unsigned long long)a->budget, a->dev->name);
 }
 
 void ms__admission_log_wait(const ms__admission *a, const ms__model *m)
 {
     char held[700];
-    holders_text(a->who, a->n, held, sizeof held);
+    holders_text(a->who, a->h, a->n, held, sizeof held);
     ms__log_info("model \"%s\": waits up to %g s for %s on %s (%s free of %s; held by %s)", m->tag,
                  m->spec.load_timeout, a->need_s, a->dev->name, a->free_s, a->budget_s, held);
 }
@@ -171,11 +176,113 @@ void ms__admission_timeout_text(const ms__admission *a, const ms__model *m, char
                                 size_t buflen)
 {
     char held[700];
-    holders_text(a->who, a->n, held, sizeof held);
+    holders_text(a->who, a->h, a->n, held, sizeof held);
     snprintf(buf, buflen,
              "not enough memory on %s for model \"%s\": it needs %s (%llu bytes), %s "
              "(%llu bytes) of the %s budget are free after waiting %g s (load_timeout); "
              "held by %.500s",
-             a->dev->name, m->tag, a->need_s, (unsigned long long)m->memory_bytes, a->free_s,
+             a->dev->name, m->tag, a->need_s, (unsigned long long)a->need, a->free_s,
              (unsigned long long)a->free_now, a->budget_s, m->spec.load_timeout, held);
+}
+
+int ms__model_devices(const ms__model *m, const char **names)
+{
+    int n = 0;
+    bool host = false;
+    for (int i = 0; i < m->spec.instances && i < MS__INSTANCES_MAX; i++) {
+        const char *d = ms__model_inst_budget(m, i);
+        int k = 0;
+        while (k < n && strcmp(names[k], d) != 0)
+            k++;
+        if (k == n)
+            names[n++] = d;
+        host |= strcmp(d, "host") == 0;
+    }
+    if (!host && ms__model_charge(m, "host") > 0)
+        names[n++] = "host";
+    return n;
+}
+
+/* "cuda:N" that NVML (when there is a driver) says does not exist: MS_E_DEVICE. */
+static int device_exists(const char *dev, char *err, size_t errlen)
+{
+    if (strncmp(dev, "cuda:", 5) != 0 || ms__nvml_open(NULL, 0) != 0)
+        return 0;
+    unsigned index = (unsigned)strtoul(dev + 5, NULL, 10), n = ms__nvml_device_count();
+    if (index < n)
+        return 0;
+    if (n == 0)
+        return ms__fail(err, errlen, MS_E_DEVICE, "%s does not exist: no CUDA device here", dev);
+    return ms__fail(err, errlen, MS_E_DEVICE, "%s does not exist: %u device%s (cuda:0 to cuda:%u)",
+                    dev, n, n == 1 ? "" : "s", n - 1);
+}
+
+/* The devices m may be placed on (spec names: "cpu", "cuda:N"): its devices list, else every
+ * cuda device the daemon knows ("auto": named in --memory or found by NVML, and not one that
+ * NVML says does not exist), else "cpu". Returns how many. */
+static int candidates(const ms__models *ml, const ms__spec *spec, const char **names)
+{
+    int n = 0;
+    for (int i = 0; i < spec->ndevices; i++)
+        names[n++] = spec->devices[i];
+    if (spec->ndevices > 0)
+        return n;
+    for (int i = 0; i < ml->budgets.n && n < MS__DEVICES_MAX; i++) {
+        const ms__budget_dev *d = &ml->budgets.dev[i];
+        if (strncmp(d->name, "cuda:", 5) == 0 && (d->configured || d->total_bytes > 0) &&
+            device_exists(d->name, NULL, 0) == 0)
+            names[n++] = d->name;
+    }
+    if (n == 0)
+        names[n++] = "cpu";
+    return n;
+}
+
+/* placement.c's answer for m over its candidates: out[i] is instance i's device. */
+static int place(ms__models *ml, ms__model *m, const char **out, char *err, size_t errlen)
+{
+    const char *names[MS__DEVICES_MAX];
+    ms__place_dev t[MS__DEVICES_MAX];
+    int nc = candidates(ml, &m->spec, names), n = m->spec.instances, where[MS__INSTANCES_MAX];
+    for (int c = 0; c < nc; c++) {
+        ms__budget_dev *d = ms__budget_find(ml, ms__budget_device(names[c]));
+        t[c] = (ms__place_dev){names[c], d != NULL ? ms__budget_bytes(d) : 0,
+                               d != NULL ? used_but(ml, d, m) : 0};
+    }
+    uint64_t need = (m->estimate_bytes + (uint64_t)n - 1) / (uint64_t)n;
+    bool spread = m->spec.ndevices > 0 || m->spec.devices_auto;
+    char why[MS__ERRLEN];
+    int rc = ms__place(t, nc, need, n, spread, where, why, sizeof why);
+    if (rc == MS_E_NO_MEMORY) { /* nothing has room now: by budget alone, then evict or wait */
+        for (int c = 0; c < nc; c++)
+            t[c].used = 0;
+        rc = ms__place(t, nc, need, n, spread, where, why, sizeof why);
+    }
+    if (rc != 0)
+        return ms__fail(err, errlen, rc,
+                        "model \"%s\": cannot place its %d instance(s) even on empty devices: %s",
+                        m->tag, n, why);
+    for (int i = 0; i < n; i++)
+        out[i] = names[where[i]];
+    return 0;
+}
+
+int ms__admission_place(ms__models *ml, ms__model *m, char *err, size_t errlen)
+{
+    const char *out[MS__INSTANCES_MAX];
+    int n = m->spec.instances < MS__INSTANCES_MAX ? m->spec.instances : MS__INSTANCES_MAX;
+    for (int i = 0; i < n; i++)
+        out[i] = m->spec.device;
+    if (ms__spec_placed(&m->spec)) {
+        int rc = place(ml, m, out, err, errlen);
+        if (rc != 0)
+            return rc;
+    }
+    for (int i = 0; i < n; i++) {
+        int rc = device_exists(out[i], err, errlen);
+        if (rc != 0)
+            return rc;
+        snprintf(m->inst_device[i], sizeof m->inst_device[i], "%s", out[i]);
+    }
+    return 0;
 }

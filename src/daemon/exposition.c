@@ -165,18 +165,40 @@ static void inst_restarts(const ctx *c)
 
 /* name{tag="T"} v for every model; v from get. */
 static void model_metric(const ctx *c, const char *name, const char *type, const char *help,
-                         uint64_t (*get)(const ms__model *), bool with_device)
+                         uint64_t (*get)(const ms__model *))
 {
     family(c->f, name, type, help);
     for (int k = 0; k < c->ml->reg.nmodels; k++) {
         const ms__model *m = c->ml->reg.models[k];
         fprintf(c->f, "%s{tag=\"", name);
         put_label(c->f, m->tag);
-        if (with_device) {
-            fputs("\",device=\"", c->f);
-            put_label(c->f, ms__budget_device(m->spec.device));
-        }
         fprintf(c->f, "\"} %llu\n", (unsigned long long)get(m));
+    }
+}
+
+/* modelshare_memory_bytes{tag="T",device="D"}: what each model is charged on each device its
+ * instances use (the host memory of GPU instances on "host"); 0 on its first instance's device
+ * while it charges nothing. */
+static void memory_metric(const ctx *c)
+{
+    const char *name = "modelshare_memory_bytes";
+    family(c->f, name, "gauge",
+           "Bytes a model is charged on a device's budget (measured once loaded).");
+    for (int k = 0; k < c->ml->reg.nmodels; k++) {
+        const ms__model *m = c->ml->reg.models[k];
+        const char *devs[MS__INSTANCES_MAX + 1];
+        bool charges = ms__model_charges_memory(m);
+        int n = charges ? ms__model_devices(m, devs) : 1;
+        if (!charges)
+            devs[0] = ms__model_inst_budget(m, 0);
+        for (int d = 0; d < n; d++) {
+            fprintf(c->f, "%s{tag=\"", name);
+            put_label(c->f, m->tag);
+            fputs("\",device=\"", c->f);
+            put_label(c->f, devs[d]);
+            fprintf(c->f, "\"} %llu\n",
+                    (unsigned long long)(charges ? ms__model_charge(m, devs[d]) : 0));
+        }
     }
 }
 
@@ -197,10 +219,6 @@ static uint64_t get_leases(const ms__model *m)
 {
     return m->leases > 0 ? (uint64_t)m->leases : 0;
 }
-static uint64_t get_memory(const ms__model *m)
-{
-    return ms__model_charges_memory(m) ? m->memory_bytes : 0;
-}
 static uint64_t get_ready(const ms__model *m)
 {
     return m->state == MS__MODEL_READY;
@@ -213,12 +231,10 @@ static void model_metrics(const ctx *c)
                  "Times a tag's model was evicted (idle, least recently used) to make room for "
                  "another.",
                  true);
-    model_metric(c, "modelshare_leases", "gauge", "Leases held on a model now.", get_leases, false);
-    model_metric(c, "modelshare_memory_bytes", "gauge",
-                 "Bytes a model is charged on its device's budget (measured once loaded).",
-                 get_memory, true);
+    model_metric(c, "modelshare_leases", "gauge", "Leases held on a model now.", get_leases);
+    memory_metric(c);
     model_metric(c, "modelshare_ready", "gauge", "1 when a model is loaded and serving, else 0.",
-                 get_ready, false);
+                 get_ready);
 }
 
 static void device_metric(const ctx *c, const char *name, const char *help, int which)

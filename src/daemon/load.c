@@ -75,6 +75,8 @@ static void admitted(ms__models *ml, ms__model *m, const ms__admission *a, int64
     if (m->state == MS__MODEL_WAITING && a->dev != NULL)
         ms__log_info("model \"%s\": admitted after waiting %.1f s for memory on %s", m->tag,
                      (double)(now - m->wait_since_ns) / 1e9, a->dev->name);
+    for (int i = 0; i < m->spec.instances && ms__spec_placed(&m->spec); i++)
+        ms__log_info("model \"%s\": instance %d placed on %s", m->tag, i, m->inst_device[i]);
     ms__model_set_admitted(m);
     spawn_workers(ml, m);
 }
@@ -86,13 +88,14 @@ static bool is_loaded(void *ctx, const char *tag)
     return ms__registry_find(&ml->reg, tag) != NULL;
 }
 
-static void evict(ms__models *ml, ms__model *victim, const ms__model *for_whom)
+static void evict(ms__models *ml, ms__model *victim, const ms__admission *a,
+                  const ms__model *for_whom)
 {
     char size[32];
-    ms__bytes_str(victim->memory_bytes, size, sizeof size);
+    ms__bytes_str(ms__model_charge(victim, a->dev->name), size, sizeof size);
     ms__log_info("model \"%s\": evicted (idle, least recently used, %s on %s) to make room for "
                  "\"%s\"",
-                 victim->tag, size, ms__budget_device(victim->spec.device), for_whom->tag);
+                 victim->tag, size, a->dev->name, for_whom->tag);
     ml->evictions++;
     ms__tally_entry *e = ms__tally_get(&ml->tally, victim->tag, is_loaded, ml);
     if (e != NULL)
@@ -100,12 +103,41 @@ static void evict(ms__models *ml, ms__model *victim, const ms__model *for_whom)
     ms__begin_unload(ml, victim);
 }
 
+/* The plans for each of m's devices: the worst one (FITS < EVICT < WAIT < NEVER) is in *a.
+ * When it is EVICT (every device fits or evicts), the evictions are made on every device. */
+static void plan_all(ms__models *ml, ms__model *m, ms__admission *a)
+{
+    const char *devs[MS__INSTANCES_MAX + 1];
+    int n = ms__model_devices(m, devs), worst = -1, at = 0;
+    for (int d = 0; d < n; d++) {
+        ms__admission_plan(ml, m, devs[d], a);
+        if (a->plan > worst) {
+            worst = a->plan;
+            at = d;
+        }
+    }
+    for (int d = 0; worst == MS__ADMIT_EVICT && d < n; d++) {
+        ms__admission_plan(ml, m, devs[d], a);
+        for (int i = 0; a->plan == MS__ADMIT_EVICT && i < a->n; i++)
+            if (a->evict[i])
+                evict(ml, a->who[i], a, m);
+    }
+    ms__admission_plan(ml, m, devs[at], a);
+    if (worst == MS__ADMIT_EVICT)
+        a->plan = MS__ADMIT_EVICT; /* what it was before the evictions began */
+}
+
 /* One decision for m, acted on (FITS: workers started; NEVER and timeouts: m failed). */
 static void decide(ms__models *ml, ms__model *m, int64_t now)
 {
     char msg[MS__ERRLEN];
+    int rc = ms__admission_place(ml, m, msg, sizeof msg);
+    if (rc != 0) {
+        ms__model_fail(ml, m, rc, msg);
+        return;
+    }
     ms__admission a;
-    ms__admission_plan(ml, m, &a);
+    plan_all(ml, m, &a);
     if (a.plan == MS__ADMIT_FITS) {
         admitted(ml, m, &a, now);
         return;
@@ -115,10 +147,6 @@ static void decide(ms__models *ml, ms__model *m, int64_t now)
         ms__model_fail(ml, m, MS_E_NO_MEMORY, msg);
         return;
     }
-    if (a.plan == MS__ADMIT_EVICT)
-        for (int i = 0; i < a.n; i++)
-            if (a.evict[i])
-                evict(ml, a.who[i], m);
     if (m->state != MS__MODEL_WAITING) {
         ms__model_set_waiting(m, now);
         ms__admission_log_wait(&a, m);
@@ -126,7 +154,7 @@ static void decide(ms__models *ml, ms__model *m, int64_t now)
     }
     /* Evictions and unloads in progress always finish (within the kill grace): wait for them. */
     if (a.plan == MS__ADMIT_WAIT && now >= m->wait_deadline_ns &&
-        !ms__admission_unloads_cover(&a, m)) {
+        !ms__admission_unloads_cover(&a)) {
         ms__admission_timeout_text(&a, m, msg, sizeof msg);
         ms__model_fail(ml, m, MS_E_NO_MEMORY, msg);
     }
@@ -189,16 +217,19 @@ void ms__model_ready(ms__models *ml, ms__model *m)
 {
     ms__model_set_ready(&ml->reg, m);
     ms__measure_model(m);
+    const char *devs[MS__INSTANCES_MAX + 1];
+    char where[256] = "";
+    for (int d = 0, n = ms__model_devices(m, devs), pos = 0; d < n && pos < (int)sizeof where; d++)
+        pos += snprintf(where + pos, sizeof where - (size_t)pos, "%s%s", d ? ", " : "", devs[d]);
     ms__log_info("model \"%s\" ready: %d worker(s), %.1f MiB measured on %s (estimate %.1f MiB)",
-                 m->tag, m->nworkers, mib(m->memory_bytes), ms__budget_device(m->spec.device),
-                 mib(m->estimate_bytes));
+                 m->tag, m->nworkers, mib(m->memory_bytes), where, mib(m->estimate_bytes));
     settled(ml, m, MS__SETTLED_READY, 0, NULL);
 }
 
 void ms__unload_done(ms__models *ml, ms__model *m)
 {
     ms__log_info("model \"%s\": unloaded: its workers are gone, %.1f MiB returned to %s", m->tag,
-                 mib(m->memory_bytes), ms__budget_device(m->spec.device));
+                 mib(m->memory_bytes), ms__model_inst_budget(m, 0));
     settled(ml, m, MS__SETTLED_UNLOADED, 0, NULL);
     if (m->spec_waiters > 0 && !ml->stopping) {
         ms__start_load(ml, m);

@@ -10,50 +10,54 @@
 /* Loaded models are measured again this often. */
 #define MEASURE_PERIOD_NS (2 * 1000000000LL)
 
-static bool on_gpu(const ms__model *m, unsigned *index)
+/* Instance inst of m on a GPU: its NVML index. */
+static bool on_gpu(const ms__model *m, int inst, unsigned *index)
 {
-    if (strncmp(m->spec.device, "cuda:", 5) != 0)
+    if (inst < 0 || inst >= MS__INSTANCES_MAX || strncmp(m->inst_device[inst], "cuda:", 5) != 0)
         return false;
-    *index = (unsigned)strtoul(m->spec.device + 5, NULL, 10);
+    *index = (unsigned)strtoul(m->inst_device[inst] + 5, NULL, 10);
     return true;
+}
+
+/* Worker w's instance: on the host its PSS; on a GPU what NVML says it holds there (the
+ * estimate's share while NVML cannot say and nothing was measured), and its PSS as its host
+ * memory. False when nothing could be read. */
+static bool measure_worker(ms__model *m, const ms__wproc *w)
+{
+    int i = w->inst;
+    unsigned index = 0;
+    uint64_t pss = 0, bytes = 0;
+    bool listed = false, pss_ok = ms__proc_pss(w->pid, &pss) == 0 && pss > 0;
+    if (i < 0 || i >= MS__INSTANCES_MAX)
+        return false;
+    if (!on_gpu(m, i, &index)) {
+        if (pss_ok)
+            m->inst_bytes[i] = pss;
+        return pss_ok;
+    }
+    if (pss_ok)
+        m->inst_host_bytes[i] = pss;
+    bool gpu_ok = ms__nvml_process_memory(index, w->pid, &bytes, &listed) == 0 && listed;
+    if (gpu_ok)
+        m->inst_bytes[i] = bytes;
+    else if (!m->measured)
+        m->inst_bytes[i] = m->estimate_bytes / (uint64_t)m->spec.instances;
+    return gpu_ok;
 }
 
 void ms__measure_model(ms__model *m)
 {
     if (m->state != MS__MODEL_READY)
         return;
-    uint64_t pss_sum = 0, gpu_sum = 0;
-    bool pss_ok = m->nworkers > 0, gpu_ok = m->nworkers > 0;
-    unsigned index = 0;
-    bool gpu = on_gpu(m, &index);
-    for (int i = 0; i < m->nworkers; i++) {
-        const ms__wproc *w = m->workers[i];
-        uint64_t pss = 0, bytes = 0;
-        bool listed = false;
-        if (ms__proc_pss(w->pid, &pss) == 0 && pss > 0)
-            pss_sum += pss;
-        else
-            pss_ok = false;
-        if (gpu && ms__nvml_process_memory(index, w->pid, &bytes, &listed) == 0 && listed)
-            gpu_sum += bytes;
-        else
-            gpu_ok = false;
+    bool all = m->nworkers > 0;
+    for (int i = 0; i < m->nworkers; i++)
+        all &= measure_worker(m, m->workers[i]);
+    m->memory_bytes = m->host_bytes = 0;
+    for (int i = 0; i < m->spec.instances && i < MS__INSTANCES_MAX; i++) {
+        m->memory_bytes += m->inst_bytes[i];
+        m->host_bytes += m->inst_host_bytes[i];
     }
-    if (!gpu) {
-        if (pss_ok) {
-            m->memory_bytes = pss_sum;
-            m->measured = true;
-        }
-        return;
-    }
-    if (pss_ok)
-        m->host_bytes = pss_sum;
-    if (gpu_ok) {
-        m->memory_bytes = gpu_sum;
-        m->measured = true;
-    } else if (!m->measured) {
-        m->memory_bytes = m->estimate_bytes; /* NVML cannot say: the estimate stands */
-    }
+    m->measured |= all;
 }
 
 int64_t ms__measure_due(ms__models *ml, int64_t now)
@@ -77,20 +81,21 @@ void ms__verify_release(const ms__model *m, const ms__wproc *w)
         ms__log_warn("model \"%s\": pid %ld still exists after worker %ld was reaped (pid reused)",
                      m->tag, (long)w->pid, (long)w->pid);
     unsigned index;
-    if (!on_gpu(m, &index))
+    if (!on_gpu(m, w->inst, &index))
         return;
+    const char *dev = m->inst_device[w->inst];
     uint64_t bytes = 0;
     bool listed = false;
     if (ms__nvml_process_memory(index, w->pid, &bytes, &listed) != 0) {
         ms__log_info("model \"%s\": worker %ld gone; NVML cannot confirm %s is free", m->tag,
-                     (long)w->pid, m->spec.device);
+                     (long)w->pid, dev);
         return;
     }
     if (listed)
         ms__log_warn("model \"%s\": worker %ld was reaped but NVML still lists it on %s with "
                      "%llu bytes",
-                     m->tag, (long)w->pid, m->spec.device, (unsigned long long)bytes);
+                     m->tag, (long)w->pid, dev, (unsigned long long)bytes);
     else
         ms__log_info("model \"%s\": worker %ld gone; NVML no longer lists it on %s", m->tag,
-                     (long)w->pid, m->spec.device);
+                     (long)w->pid, dev);
 }

@@ -115,11 +115,15 @@ void ms__links_drop(ms__lease *l);
 int ms__links_send(ms__wproc *w, const ms__lease *l, char *err, size_t errlen);
 
 /* ---- memory (admission.c, measure.c) ---- */
-/* The budget record of m's device (its total memory looked up when still unknown). */
-ms__budget_dev *ms__model_budget(ms__models *ml, const ms__model *m);
-/* Bytes charged on device dev by the models that hold memory there. */
+/* The budget record of device name ("host", "cuda:N"; "cpu" is not one), added with its default
+ * when missing, its total memory looked up when still unknown; NULL when not a device. */
+ms__budget_dev *ms__budget_find(ms__models *ml, const char *name);
+/* The distinct budget devices m's instances are charged on ("host" for the host memory of GPU
+ * instances only once measured), into names (room for MS__INSTANCES_MAX + 1). Returns how many. */
+int ms__model_devices(const ms__model *m, const char **names);
+/* Bytes charged on device dev by the models that hold memory there (ms__model_charge). */
 uint64_t ms__budget_used(const ms__models *ml, const ms__budget_dev *dev);
-/* True when m is charged in its device's budget (loading, ready or unloading). */
+/* True when m is charged in its devices' budgets (loading, ready or unloading). */
 bool ms__model_charges_memory(const ms__model *m);
 /* Replaces a ready m's charge with what its workers hold now (PSS on the host, NVML on a GPU). */
 void ms__measure_model(ms__model *m);

@@ -58,10 +58,11 @@ void ms__swap_abort(ms__models *ml, ms__model *m, int code, const char *message)
 /* Reads the budgets (--memory text, NULL for the defaults) and the devices' total memory. */
 int ms__admission_init(ms__budgets *b, const char *memory, char *err, size_t errlen);
 
-/* The budget decision for one load, and what the messages about it say. */
+/* The budget decision for one load on one of its devices, and what the messages about it say. */
 typedef struct ms__admission {
     ms__budget_dev *dev; /* NULL: no budget applies (plan FITS) */
     int plan;            /* MS__ADMIT_* (budget.h) */
+    uint64_t need;       /* what m needs on dev: ms__model_charge */
     uint64_t budget, free_now;
     int n; /* the other models holding memory on dev */
     ms__model *who[MS__MODELS_MAX];
@@ -70,10 +71,16 @@ typedef struct ms__admission {
     char need_s[32], free_s[32], budget_s[32];
 } ms__admission;
 
-/* Plans the load of m (its estimate set) against its device's budget. */
-void ms__admission_plan(ms__models *ml, const ms__model *m, ms__admission *a);
-/* True when the unloads in progress on a's device will free enough for m: it waits on. */
-bool ms__admission_unloads_cover(const ms__admission *a, const ms__model *m);
+/* Chooses the device of each instance of m (m->inst_device) from its spec: the spec's device,
+ * or, for device "auto" and devices, placement.c's answer over the budgets (by free bytes now;
+ * when nothing fits now, by budget alone, so that admission then evicts or waits there). A
+ * "cuda:N" that NVML says does not exist is MS_E_DEVICE; a model no budget can ever hold,
+ * MS_E_NO_MEMORY; with the message in err. */
+int ms__admission_place(ms__models *ml, ms__model *m, char *err, size_t errlen);
+/* Plans the load of m (its estimate set, its instances placed) against device dev's budget. */
+void ms__admission_plan(ms__models *ml, const ms__model *m, const char *dev, ms__admission *a);
+/* True when the unloads in progress on a's device will free enough: the load waits on. */
+bool ms__admission_unloads_cover(const ms__admission *a);
 /* Messages: m is larger than the whole budget; m waits (logged); m timed out waiting. */
 void ms__admission_never_text(const ms__admission *a, const ms__model *m, char *buf, size_t buflen);
 void ms__admission_log_wait(const ms__admission *a, const ms__model *m);

@@ -362,8 +362,8 @@ void ms__model_begin_load(ms__registry *r, ms__model *m)
     m->signature = NULL;
     m->memory_bytes = 0;
     m->estimate_bytes = 0;
-    m->host_bytes = 0;
     m->measured = false;
+    ms__model_split_memory(m);
     m->idle_armed = false;
     m->last_used_ns = ms__registry_now(r);
     m->ncrash = 0;
@@ -427,9 +427,7 @@ void ms__model_set_ready(ms__registry *r, ms__model *m)
 {
     int64_t now = ms__registry_now(r);
     m->state = MS__MODEL_READY;
-    m->memory_bytes = 0;
-    for (int i = 0; i < m->nworkers; i++)
-        m->memory_bytes += m->workers[i]->memory_bytes;
+    ms__model_memory_from_workers(m);
     json_decref(m->signature);
     m->signature = NULL;
     if (m->nworkers > 0 && m->workers[0]->signature != NULL)
@@ -450,8 +448,8 @@ void ms__model_set_failed(ms__model *m, int code, const char *message)
     snprintf(m->error, sizeof m->error, "%s", message != NULL ? message : "");
     m->idle_armed = false;
     m->memory_bytes = 0;
-    m->host_bytes = 0;
     m->measured = false;
+    ms__model_split_memory(m);
 }
 
 void ms__model_set_unloading(ms__model *m)
@@ -477,6 +475,58 @@ void ms__model_set_estimate(ms__model *m, uint64_t bytes)
     m->estimate_bytes = bytes;
     m->memory_bytes = bytes;
     m->measured = false;
+    ms__model_split_memory(m);
+}
+
+static int inst_count(const ms__model *m)
+{
+    int n = m->spec.instances;
+    return n < 1 ? 1 : n > MS__INSTANCES_MAX ? MS__INSTANCES_MAX : n;
+}
+
+void ms__model_split_memory(ms__model *m)
+{
+    int n = inst_count(m);
+    for (int i = 0; i < n; i++) {
+        m->inst_bytes[i] =
+            m->memory_bytes / (uint64_t)n + (i == 0 ? m->memory_bytes % (uint64_t)n : 0);
+        m->inst_host_bytes[i] = 0;
+    }
+    m->host_bytes = 0;
+}
+
+void ms__model_memory_from_workers(ms__model *m)
+{
+    m->memory_bytes = 0;
+    for (int i = 0; i < m->nworkers; i++)
+        m->memory_bytes += m->workers[i]->memory_bytes;
+    ms__model_split_memory(m);
+    for (int i = 0; i < m->nworkers; i++)
+        if (m->workers[i]->inst >= 0 && m->workers[i]->inst < MS__INSTANCES_MAX)
+            m->inst_bytes[m->workers[i]->inst] = m->workers[i]->memory_bytes;
+}
+
+const char *ms__model_inst_budget(const ms__model *m, int i)
+{
+    const char *d = m->inst_device[i];
+    return strncmp(d, "cuda:", 5) == 0 ? d : "host";
+}
+
+uint64_t ms__model_charge(const ms__model *m, const char *dev)
+{
+    int n = inst_count(m);
+    bool host = strcmp(dev, "host") == 0;
+    uint64_t sum = 0;
+    for (int i = 0; i < n; i++) {
+        const char *d = ms__model_inst_budget(m, i);
+        bool gpu = strcmp(d, "host") != 0;
+        if (strcmp(d, dev) == 0)
+            sum += m->inst_bytes[i] + m->swap_bytes / (uint64_t)n +
+                   (i == 0 ? m->swap_bytes % (uint64_t)n : 0);
+        if (gpu && host)
+            sum += m->inst_host_bytes[i];
+    }
+    return sum;
 }
 
 void ms__model_waiter_add(ms__model *m, bool with_spec)

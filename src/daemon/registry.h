@@ -88,6 +88,14 @@ struct ms__model {
     uint64_t estimate_bytes;
     bool measured;       /* memory_bytes is a measurement */
     uint64_t host_bytes; /* a GPU model's workers' proportional set size on the host */
+    /* Per instance [0, spec.instances): its device ("cpu", "cuda:N"), chosen at admission (the
+     * spec's device, or placement.c's answer for device "auto" and devices), kept across
+     * restarts and swaps; what it is charged on that device (memory_bytes is their sum: the
+     * estimate split evenly until measured); and, on a GPU, its host memory, charged to the host
+     * budget once measured (host_bytes is their sum). */
+    char inst_device[MS__INSTANCES_MAX][MS__SPEC_DEVICE_LEN];
+    uint64_t inst_bytes[MS__INSTANCES_MAX];
+    uint64_t inst_host_bytes[MS__INSTANCES_MAX];
     int64_t wait_since_ns, wait_deadline_ns; /* waiting: since, and until load_timeout */
     int64_t last_used_ns;
     bool idle_armed; /* keep-alive running: unload at idle_deadline_ns */
@@ -195,6 +203,17 @@ void ms__model_set_admitted(ms__model *m);
 void ms__model_set_waiting(ms__model *m, int64_t now);
 /* What m is charged until it is measured: its estimate (a load begins). */
 void ms__model_set_estimate(ms__model *m, uint64_t bytes);
+/* memory_bytes split evenly over m's instances (inst_bytes): an estimate, or a total the
+ * workers said. */
+void ms__model_split_memory(ms__model *m);
+/* memory_bytes and inst_bytes from what each worker said in "ready". */
+void ms__model_memory_from_workers(ms__model *m);
+/* The bytes m is charged on budget device dev ("host", "cuda:N"), whatever its state: each of
+ * its instances on dev (with its share of swap_bytes), and on "host" the host memory of its GPU
+ * instances too. */
+uint64_t ms__model_charge(const ms__model *m, const char *dev);
+/* The device of instance i as the budgets name it: "host" or "cuda:N". */
+const char *ms__model_inst_budget(const ms__model *m, int i);
 /* A request starts or stops waiting for m (the protocol layer counts them here, so that the
  * model life cycle knows whether anyone waits without knowing connections). */
 void ms__model_waiter_add(ms__model *m, bool with_spec);

@@ -20,6 +20,7 @@ static json_t *instances_json(const ms__model *m, int64_t now, unsigned *restart
             return NULL;
         }
         json_object_set_new(o, "pid", in->w != NULL ? json_integer(in->w->pid) : json_null());
+        json_object_set_new(o, "device", json_string(m->inst_device[i]));
         json_object_set_new(o, "state", json_string(ms__inst_state_name(in->state)));
         json_object_set_new(
             o, "inflight",
@@ -89,15 +90,35 @@ static void version_json(json_t *o, const ms__model *m)
         json_object_set_new(o, "swap_bytes", json_integer((json_int_t)m->swap_bytes));
 }
 
-/* Its memory: held (measured or estimated), the estimate, the budget it is charged to. */
+/* Its device: the spec's; for device "auto" and devices, its first instance's once placed
+ * (each instance's is in "instances"), "auto" before. */
+static const char *device_of(const ms__model *m)
+{
+    bool placed = m->state != MS__MODEL_WAITING && m->inst_device[0][0] != '\0';
+    if (!ms__spec_placed(&m->spec))
+        return m->spec.device;
+    return placed ? m->inst_device[0] : "auto";
+}
+
+/* Its memory: held (measured or estimated), the estimate, the budget it is charged to (its first
+ * instance's), and what it holds on each device ("memory_by_device", the host memory of GPU
+ * instances under "host"). */
 static void memory_json(json_t *o, const ms__model *m)
 {
+    const char *dev = ms__budget_device(device_of(m));
     json_object_set_new(o, "memory_bytes", json_integer((json_int_t)m->memory_bytes));
     json_object_set_new(o, "memory_measured", json_boolean(m->measured));
     json_object_set_new(o, "estimate_bytes", json_integer((json_int_t)m->estimate_bytes));
-    json_object_set_new(o, "budget_device", json_string(ms__budget_device(m->spec.device)));
-    if (strcmp(ms__budget_device(m->spec.device), "host") != 0)
+    json_object_set_new(o, "budget_device", json_string(dev));
+    if (strcmp(dev, "host") != 0 || m->host_bytes > 0)
         json_object_set_new(o, "host_bytes", json_integer((json_int_t)m->host_bytes));
+    json_t *by = json_object();
+    const char *devs[MS__INSTANCES_MAX + 1];
+    int n = ms__model_charges_memory(m) ? ms__model_devices(m, devs) : 0;
+    for (int i = 0; by != NULL && i < n; i++)
+        json_object_set_new(by, devs[i], json_integer((json_int_t)ms__model_charge(m, devs[i])));
+    if (by != NULL)
+        json_object_set_new(o, "memory_by_device", by);
 }
 
 static json_t *model_json(ms__model *m, int64_t now)
@@ -129,7 +150,7 @@ static json_t *model_json(ms__model *m, int64_t now)
     json_object_set_new(o, "backend", json_string(m->spec.backend));
     version_json(o, m);
     json_object_set_new(o, "state", json_string(ms__model_state_name(m->state)));
-    json_object_set_new(o, "device", json_string(m->spec.device));
+    json_object_set_new(o, "device", json_string(device_of(m)));
     memory_json(o, m);
     json_object_set_new(o, "leases", json_integer(m->leases));
     json_object_set_new(o, "worker_pids", pids);
@@ -170,8 +191,9 @@ static json_t *budget_json(const ms__models *ml, const ms__budget_dev *d)
     uint64_t budget = ms__budget_bytes(d), used = ms__budget_used(ml, d);
     for (int i = 0; i < ml->reg.nmodels; i++) {
         const ms__model *m = ml->reg.models[i];
-        if (ms__model_charges_memory(m) && strcmp(ms__budget_device(m->spec.device), d->name) == 0)
-            json_object_set_new(held, m->tag, json_integer((json_int_t)m->memory_bytes));
+        uint64_t bytes = ms__model_charges_memory(m) ? ms__model_charge(m, d->name) : 0;
+        if (bytes > 0)
+            json_object_set_new(held, m->tag, json_integer((json_int_t)bytes));
     }
     json_object_set_new(o, "budget_bytes", json_integer((json_int_t)budget));
     json_object_set_new(o, "used_bytes", json_integer((json_int_t)used));
@@ -199,7 +221,10 @@ json_t *ms__status_json(ms__proto *p)
         if (mj == NULL)
             goto fail;
         json_array_append_new(models, mj);
-        ms__model_budget(ml, m); /* its device is listed below */
+        const char *devs[MS__INSTANCES_MAX + 1]; /* its devices are listed below */
+        int nd = ms__model_charges_memory(m) ? ms__model_devices(m, devs) : 0;
+        for (int d = 0; d < nd; d++)
+            ms__budget_find(ml, devs[d]);
     }
     for (int i = 0; i < ml->budgets.n; i++) {
         json_t *b = budget_json(ml, &ml->budgets.dev[i]);

@@ -156,10 +156,12 @@ nomem:
 typedef struct spawn_cmd {
     py_launch pl;    /* a python worker's launch (empty for the dense worker) */
     bool python;     /* the spec has a "python" constructor */
-    char *spec_text; /* owned: the canonical spec, passed as --spec */
+    char *spec_text; /* owned: the instance's spec, passed as --spec */
     const char *path, *cwd;
-    char **envp;    /* NULL: the daemon's environment */
-    char *argv[10]; /* points into spec_text, the model's tag and the supervisor */
+    char **envp;      /* NULL: the daemon's environment */
+    char **pinned;    /* owned array (strings not copied): envp with the GPU pinned, or NULL */
+    char visible[48]; /* "CUDA_VISIBLE_DEVICES=N" */
+    char *argv[10];   /* points into spec_text, the model's tag and the supervisor */
 } spawn_cmd;
 
 static void spawn_cmd_free(spawn_cmd *c)
@@ -167,12 +169,57 @@ static void spawn_cmd_free(spawn_cmd *c)
     py_launch_free(&c->pl);
     free(c->spec_text);
     c->spec_text = NULL;
+    free(c->pinned);
+    c->pinned = NULL;
+}
+
+/* The spec a worker of an instance on device gets: device as it sees it ("cpu", or "cuda:0" for
+ * a GPU, which CUDA_VISIBLE_DEVICES leaves it alone with), devices null. New text, or NULL. */
+static char *instance_spec(const json_t *spec_json, const char *device)
+{
+    json_t *j = json_deep_copy(spec_json);
+    if (j == NULL)
+        return NULL;
+    bool gpu = strncmp(device, "cuda:", 5) == 0;
+    if (device[0] != '\0')
+        json_object_set_new(j, "device", json_string(gpu ? "cuda:0" : "cpu"));
+    json_object_set_new(j, "devices", json_null());
+    char *text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(j);
+    return text;
+}
+
+/* A worker of an instance on "cuda:N" sees that GPU alone, as its device 0:
+ * CUDA_VISIBLE_DEVICES=N, with CUDA_DEVICE_ORDER=PCI_BUS_ID so that N is NVML's N. The rest of
+ * its environment is c->envp's (or the daemon's); on the CPU it is left as it is. */
+static int pin_gpu(spawn_cmd *c, const char *device)
+{
+    if (strncmp(device, "cuda:", 5) != 0)
+        return 0;
+    char **base = c->envp != NULL ? c->envp : environ;
+    size_t n = 0;
+    while (base[n] != NULL)
+        n++;
+    c->pinned = calloc(n + 3, sizeof *c->pinned);
+    if (c->pinned == NULL)
+        return MS_E_NOMEM;
+    size_t k = 0;
+    for (size_t j = 0; j < n; j++)
+        if (strncmp(base[j], "CUDA_VISIBLE_DEVICES=", 21) != 0 &&
+            strncmp(base[j], "CUDA_DEVICE_ORDER=", 18) != 0)
+            c->pinned[k++] = base[j];
+    snprintf(c->visible, sizeof c->visible, "CUDA_VISIBLE_DEVICES=%s", device + 5);
+    c->pinned[k++] = c->visible;
+    c->pinned[k++] = "CUDA_DEVICE_ORDER=PCI_BUS_ID";
+    c->envp = c->pinned;
+    return 0;
 }
 
 /* Checks that m can have one more worker and what it runs. On success *c is freed with
  * spawn_cmd_free(). */
 static int spawn_cmd_make(ms__supervisor *s, ms__model *m, const ms__spec *spec,
-                          const json_t *spec_json, spawn_cmd *c, char *err, size_t errlen)
+                          const json_t *spec_json, const char *device, spawn_cmd *c, char *err,
+                          size_t errlen)
 {
     memset(c, 0, sizeof *c);
     c->python = spec->python != NULL;
@@ -190,7 +237,7 @@ static int spawn_cmd_make(ms__supervisor *s, ms__model *m, const ms__spec *spec,
         return ms__fail(err, errlen, MS_E_LIMIT, "expected at most %d workers per model",
                         MS__INSTANCES_MAX);
     }
-    c->spec_text = json_dumps(spec_json, JSON_COMPACT | JSON_SORT_KEYS);
+    c->spec_text = instance_spec(spec_json, device);
     if (c->spec_text == NULL) {
         py_launch_free(&c->pl);
         return ms__fail(err, errlen, MS_E_NOMEM, "out of memory starting a worker");
@@ -209,6 +256,10 @@ static int spawn_cmd_make(ms__supervisor *s, ms__model *m, const ms__spec *spec,
         c->argv[n++] = s->worker_path;
     }
     memcpy(&c->argv[n], tail, sizeof tail);
+    if (pin_gpu(c, device) != 0) {
+        spawn_cmd_free(c);
+        return ms__fail(err, errlen, MS_E_NOMEM, "out of memory starting a worker");
+    }
     return 0;
 }
 
@@ -322,7 +373,8 @@ static int spawn(ms__supervisor *s, ms__model *m, int inst, const ms__spec *spec
 {
     spawn_cmd cmd;
     spawn_fds fds;
-    int rc = spawn_cmd_make(s, m, spec, spec_json, &cmd, err, errlen);
+    const char *device = inst >= 0 && inst < MS__INSTANCES_MAX ? m->inst_device[inst] : "";
+    int rc = spawn_cmd_make(s, m, spec, spec_json, device, &cmd, err, errlen);
     if (rc != 0)
         return rc;
     ms__wproc *w = calloc(1, sizeof *w);
@@ -346,8 +398,8 @@ static int spawn(ms__supervisor *s, ms__model *m, int inst, const ms__spec *spec
     if (pid == 0)
         child_exec(parent, &fds, cmd.path, cmd.argv, cmd.cwd, cmd.envp);
     worker_adopt(s, m, w, pid, &fds, standby);
-    ms__log_info("model \"%s\": started worker %ld for instance %d%s (%s%s)", m->tag, (long)pid,
-                 inst, standby ? " of a swap" : "", cmd.path,
+    ms__log_info("model \"%s\": started worker %ld for instance %d%s on %s (%s%s)", m->tag,
+                 (long)pid, inst, standby ? " of a swap" : "", device[0] ? device : "cpu", cmd.path,
                  cmd.python ? " -m modelshare.worker" : "");
     spawn_cmd_free(&cmd);
     if (out != NULL)

@@ -233,10 +233,8 @@ static void complete(ms__models *ml, ms__model *m)
         m->spec_json = json_incref(js);
     }
     json_decref(js);
-    m->memory_bytes = 0;
-    for (int i = 0; i < m->nworkers; i++)
-        m->memory_bytes += m->workers[i]->memory_bytes;
     m->measured = false;
+    ms__model_memory_from_workers(m);
     ms__measure_model(m);
     ms__log_info(
         "model \"%s\": %s version %s in %.3f s: %d worker(s), %.1f MiB", m->tag,
@@ -410,6 +408,7 @@ static void load_after_drain(ms__models *ml, ms__model *m)
         if (m->swap->in[i].state != IN_DRAINED)
             return;
     m->memory_bytes = 0;
+    ms__model_split_memory(m);
     ms__log_info("model \"%s\": the old version drained (%.3f s): loading the new one", m->tag,
                  (double)(ms__registry_now(&ml->reg) - m->swap->t0) / 1e9);
     int rc = spawn_standby(ml, m, err, sizeof err);
@@ -482,6 +481,16 @@ bool ms__swap_old_exit(ms__models *ml, ms__model *m, const ms__wproc *w)
     return true;
 }
 
+static bool same_devices(const ms__spec *a, const ms__spec *b)
+{
+    if (a->ndevices != b->ndevices || a->devices_auto != b->devices_auto)
+        return false;
+    for (int i = 0; i < a->ndevices; i++)
+        if (strcmp(a->devices[i], b->devices[i]) != 0)
+            return false;
+    return true;
+}
+
 /* The new spec: the loaded one with the fields of patch replaced. 0, or an error (err). */
 static int new_spec(const ms__model *m, const json_t *patch, ms__spec *out, char *err,
                     size_t errlen)
@@ -503,6 +512,7 @@ static int new_spec(const ms__model *m, const json_t *patch, ms__spec *out, char
         return ms__fail(err, errlen, rc, "swap: %s", why);
     const char *field = strcmp(out->backend, m->spec.backend) != 0 ? "backend"
                         : strcmp(out->device, m->spec.device) != 0 ? "device"
+                        : !same_devices(out, &m->spec)             ? "devices"
                         : out->instances != m->spec.instances      ? "instances"
                                                                    : NULL;
     if (field != NULL) {
@@ -515,32 +525,59 @@ static int new_spec(const ms__model *m, const json_t *patch, ms__spec *out, char
     return 0;
 }
 
-/* Both versions at once (or, drain_first, the new one alone) must fit m's device's budget. */
-static int budget_check(ms__models *ml, const ms__model *m, uint64_t need, bool drain_first,
-                        char *err, size_t errlen)
+/* The new version's need on budget device dev: need split over m's instances as they are
+ * placed (a swap keeps each instance's device). */
+static uint64_t need_on(const ms__model *m, const char *dev, uint64_t need)
 {
-    ms__budget_dev *dev = ms__model_budget(ml, m);
-    if (dev == NULL)
+    uint64_t n = (uint64_t)m->spec.instances, sum = 0;
+    for (int i = 0; i < m->spec.instances; i++)
+        if (strcmp(ms__model_inst_budget(m, i), dev) == 0)
+            sum += need / n + (i == 0 ? need % n : 0);
+    return sum;
+}
+
+/* Both versions at once (or, drain_first, the new one alone) must fit the budget of one device
+ * of m. */
+static int budget_check_dev(ms__models *ml, const ms__model *m, const char *name, uint64_t total,
+                            bool drain_first, char *err, size_t errlen)
+{
+    ms__budget_dev *dev = ms__budget_find(ml, name);
+    uint64_t need = need_on(m, name, total), mine = ms__model_charge(m, name);
+    if (dev == NULL || need == 0)
         return 0;
     uint64_t budget = ms__budget_bytes(dev), used = ms__budget_used(ml, dev);
-    uint64_t others = used > m->memory_bytes ? used - m->memory_bytes : 0;
+    uint64_t others = used > mine ? used - mine : 0;
     char need_s[32], old_s[32], free_s[32], budget_s[32];
     ms__bytes_str(need, need_s, sizeof need_s);
-    ms__bytes_str(m->memory_bytes, old_s, sizeof old_s);
+    ms__bytes_str(mine, old_s, sizeof old_s);
     ms__bytes_str(budget > used ? budget - used : 0, free_s, sizeof free_s);
     ms__bytes_str(budget, budget_s, sizeof budget_s);
-    if (others + need > budget)
+    if (budget != 0 && others + need > budget)
         return ms__fail(err, errlen, MS_E_NO_MEMORY,
                         "swap of \"%s\": the new version needs %s, more than the %s budget on %s "
                         "holds even without the old version",
                         m->tag, need_s, budget_s, dev->name);
-    if (!drain_first && used + need > budget)
+    if (budget != 0 && !drain_first && used + need > budget)
         return ms__fail(err, errlen, MS_E_NO_MEMORY,
                         "swap of \"%s\": the new version needs %s beside the old version's %s, "
                         "and %s of the %s budget on %s is free: both do not fit at once; swap "
                         "with drain-first (modelshare swap --drain-first) to unload the old "
                         "version before the new one loads (requests wait meanwhile)",
                         m->tag, need_s, old_s, free_s, budget_s, dev->name);
+    return 0;
+}
+
+/* The same on every device of m. */
+static int budget_check(ms__models *ml, const ms__model *m, uint64_t need, bool drain_first,
+                        char *err, size_t errlen)
+{
+    const char *devs[MS__INSTANCES_MAX + 1];
+    int n = ms__model_devices(m, devs);
+    for (int d = 0; d < n; d++) {
+        int rc = budget_check_dev(ml, m, devs[d], need, drain_first, err, errlen);
+        if (rc != 0)
+            return rc;
+    }
     return 0;
 }
 

@@ -121,6 +121,35 @@ MS_EXPORT void ms_disconnect(ms_client *client)
     free(client);
 }
 
+/* Frees c (already out of the process's list) and its handles without a word to the daemon. */
+static void forget(ms_client *c)
+{
+    for (;;) {
+        ms_model *m = LIST_FIRST(&c->models);
+        if (m == NULL)
+            break;
+        LIST_REMOVE(m, link);
+        ms__lib_model_drop(m);
+    }
+    if (c->fd >= 0)
+        close(c->fd);
+    pthread_mutex_destroy(&c->lock);
+    pthread_mutex_destroy(&c->models_lock);
+    free(c);
+}
+
+MS_EXPORT int ms_client_forget(ms_client *client)
+{
+    if (client != NULL) {
+        ms__lib_fork_untrack(client);
+        forget(client);
+        return 0;
+    }
+    for (ms_client *c; (c = ms__lib_fork_take_inherited()) != NULL;)
+        forget(c);
+    return 0;
+}
+
 MS_EXPORT int ms_status_json(ms_client *client, char **out)
 {
     if (client == NULL || out == NULL)

@@ -69,3 +69,18 @@ void ms__lib_fork_untrack(ms_client *c)
     LIST_REMOVE(c, all);
     pthread_mutex_unlock(&all_lock);
 }
+
+ms_client *ms__lib_fork_take_inherited(void)
+{
+    pthread_mutex_lock(&all_lock);
+    ms_client *c;
+    LIST_FOREACH(c, &all_clients, all)
+    {
+        if (c->forked_from != 0)
+            break;
+    }
+    if (c != NULL)
+        LIST_REMOVE(c, all);
+    pthread_mutex_unlock(&all_lock);
+    return c;
+}

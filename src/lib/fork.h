@@ -10,5 +10,8 @@
  * MS_E_DAEMON_LOST from then on; mappings stay, so that outputs read in place stay readable. */
 void ms__lib_fork_track(ms_client *client);
 void ms__lib_fork_untrack(ms_client *client);
+/* One client this process got through fork() (forked_from set), removed from the list; NULL when
+ * none is left. The caller frees it. */
+ms_client *ms__lib_fork_take_inherited(void);
 
 #endif

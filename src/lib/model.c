@@ -246,7 +246,12 @@ int ms__lib_model_end(ms_model *m)
     if (r < 0 && r != MS_E_DAEMON_LOST)
         r = ms__lib_fail(c, MS_E_DAEMON_LOST, "the daemon did not take the release of \"%s\": %s",
                          m->tag, ms_errmsg(c));
+    ms__lib_model_drop(m);
+    return r;
+}
 
+void ms__lib_model_drop(ms_model *m)
+{
     pthread_mutex_lock(&m->lock);
     ms__tensor_free_all_locked(m);
     ms__alloc_destroy(&m->alloc);
@@ -260,7 +265,6 @@ int ms__lib_model_end(ms_model *m)
     pthread_cond_destroy(&m->slot_free);
     pthread_mutex_destroy(&m->lock);
     free(m);
-    return r;
 }
 
 MS_EXPORT int ms_release(ms_model *model)

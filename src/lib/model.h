@@ -15,5 +15,8 @@ int ms__lib_spec_prepare(const char *spec_json, json_t **out, char *err, size_t 
  * is lost), unmaps the doors and the arena, frees every tensor and the handle. Returns 0 or
  * MS_E_DAEMON_LOST (message recorded). */
 int ms__lib_model_end(ms_model *model);
+/* The same without a word to the daemon (ms_client_forget): the handle's doors and arena are
+ * unmapped, its descriptor closed, its tensors and the handle freed. */
+void ms__lib_model_drop(ms_model *model);
 
 #endif

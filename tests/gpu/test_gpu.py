@@ -128,3 +128,49 @@ def test_eight_processes_share_one_copy_and_one_context(ms, nv):
     # One copy: the card holds ~3 GiB more, not 8 x 3 GiB.
     assert after - before < 4.5 * GIB, (before, after)
     assert procs[worker] < 4.5 * GIB
+
+
+def _environ(pid):
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        items = f.read().split(b"\0")
+    return dict(i.decode(errors="replace").split("=", 1) for i in items if b"=" in i)
+
+
+def test_auto_pins_the_worker_and_charges_its_host_memory(ms, nv):
+    # device "auto" on this machine's cards; the worker sees its card alone (as cuda:0), NVML
+    # lists it on the real index, and its host memory is charged to the host budget.
+    w = ms.make_dense("m.safetensors", [1024, 1024, 16])
+    s = ms.session("a", spec(w, "auto"))
+    assert s.ok, s.first
+    m = ms.model("a")
+    (inst,) = m["instances"]
+    index = int(inst["device"].split(":")[1])
+    assert _environ(inst["pid"])["CUDA_VISIBLE_DEVICES"] == str(index)
+    assert inst["pid"] in nv.processes(index)
+    x = np.random.default_rng(0).standard_normal((4, 1024)).astype(np.float32)
+    cpu = ms.session("c", spec(w, "cpu"))
+    np.testing.assert_allclose(s.infer(x, ms.tmp), cpu.infer(x, ms.tmp), rtol=1e-4, atol=1e-4)
+    wait_until(lambda: ms.model("a").get("host_bytes", 0) > 0, timeout=10, what="host bytes")
+    st = ms.status()
+    assert st["budgets"]["host"]["models"]["a"] == ms.model("a")["host_bytes"]
+
+
+def test_two_devices_each_instance_on_its_card(ms, nv):
+    if nv.count() < 2:
+        pytest.skip(f"needs 2 GPUs, this machine has {nv.count()}")
+    w = ms.make_dense("m.safetensors", [1024, 1024, 16])
+    s = ms.session("two", spec(w, device="auto", devices=["cuda:0", "cuda:1"], instances=2))
+    assert s.ok, s.first
+    m = ms.model("two")
+    assert sorted(i["device"] for i in m["instances"]) == ["cuda:0", "cuda:1"], m["instances"]
+    for inst in m["instances"]:
+        index = int(inst["device"].split(":")[1])
+        assert _environ(inst["pid"])["CUDA_VISIBLE_DEVICES"] == str(index)
+        assert inst["pid"] in nv.processes(index), (inst, nv.processes(index))
+    st = ms.status()
+    assert st["budgets"]["cuda:0"]["models"]["two"] > 0
+    assert st["budgets"]["cuda:1"]["models"]["two"] > 0
+    cpu = ms.session("c", spec(w, "cpu"))
+    x = np.random.default_rng(1).standard_normal((8, 1024)).astype(np.float32)
+    for _ in range(4):  # requests go to both instances
+        np.testing.assert_allclose(s.infer(x, ms.tmp), cpu.infer(x, ms.tmp), rtol=1e-4, atol=1e-4)

@@ -23,6 +23,12 @@
  *       Acquires TAG, runs a request, forks. The child tries its copy of the handle (it must get
  *       MS_E_DAEMON_LOST), writes what it got to RESULT_FILE and sleeps 60 s with its output
  *       closed; the parent prints "child PID" and exits without releasing anything.
+ *   ms-planeclient forkforget TAG SPEC
+ *       Acquires TAG, runs a request, forks. The child counts its mappings of modelshare memfds
+ *       (arena, doors), calls ms_client_forget(NULL), counts again, then connects, acquires TAG
+ *       and runs a request of its own; it prints "child maps A B leases L" (L: the tag's leases
+ *       in status while it holds its own) and exits. The parent then runs a request on its own
+ *       handle and prints "parent ok leases L" (its lease must be untouched: L 1).
  *   ms-planeclient fairness TAG SPEC NTHREADS ROUNDS ROWS
  *       One client floods the model from NTHREADS threads (ROWS rows each); another sends ROUNDS
  *       single-row requests one after the other and counts, for each, how many of the flooder's
@@ -39,6 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "reference.h"
@@ -413,8 +420,101 @@ static int forkhold(const char *tag, const char *spec, const char *result)
     return 0; /* no release, no disconnect: the process's end is what the daemon sees */
 }
 
+/* Mappings of modelshare memfds (arenas, doors) in this process. */
+static int memfd_maps(void)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    char line[512];
+    int n = 0;
+    while (f != NULL && fgets(line, sizeof line, f) != NULL)
+        n += strstr(line, "/memfd:modelshare-") != NULL;
+    if (f != NULL)
+        fclose(f);
+    return n;
+}
+
+/* The tag's leases as status says, or -1. */
+static int leases_of(ms_client *c, const char *tag)
+{
+    char *st = NULL, key[300];
+    if (ms_status_json(c, &st) != 0)
+        return -1;
+    snprintf(key, sizeof key, "\"tag\": \"%s\"", tag);
+    char *at = strstr(st, key);
+    at = at != NULL ? strstr(at, "\"leases\": ") : NULL;
+    int n = at != NULL ? atoi(at + strlen("\"leases\": ")) : -1;
+    free(st);
+    return n;
+}
+
+/* One request of a zero row through m: 0, or the error. */
+static int one_request(ms_model *m, int64_t width)
+{
+    int64_t xs[2] = {1, width > 0 ? width : 16};
+    ms_tensor *x = NULL, *y = NULL;
+    int rc = ms_tensor_alloc(m, MS_FLOAT32, 2, xs, &x);
+    if (rc == 0) {
+        memset(ms_tensor_data(x), 0, ms_tensor_nbytes(x));
+        rc = ms_infer(m, x, &y);
+    }
+    ms_tensor_free(y);
+    ms_tensor_free(x);
+    return rc;
+}
+
+static int forget_child(const char *tag, const char *spec)
+{
+    int before = memfd_maps();
+    ms_client_forget(NULL);
+    int after = memfd_maps();
+    ms_client *c = NULL;
+    ms_model *m = NULL;
+    int64_t width;
+    if (open_model(tag, spec, &c, &m, &width) != 0)
+        return 1;
+    int rc = one_request(m, width);
+    if (rc != 0)
+        return fail(c, "child infer", rc);
+    printf("child maps %d %d leases %d\n", before, after, leases_of(c, tag));
+    ms_release(m);
+    ms_disconnect(c);
+    return 0;
+}
+
+static int forkforget(const char *tag, const char *spec)
+{
+    ms_client *c = NULL;
+    ms_model *m = NULL;
+    int64_t width;
+    if (open_model(tag, spec, &c, &m, &width) != 0)
+        return 1;
+    int rc = one_request(m, width);
+    if (rc != 0)
+        return fail(c, "infer", rc);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0)
+        return 1;
+    if (pid == 0) {
+        int r = forget_child(tag, spec);
+        fflush(stdout);
+        _exit(r);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    rc = one_request(m, width);
+    if (rc != 0)
+        return fail(c, "parent infer", rc);
+    printf("parent ok leases %d\n", leases_of(c, tag));
+    ms_release(m);
+    ms_disconnect(c);
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 4 && strcmp(argv[1], "forkforget") == 0)
+        return forkforget(argv[2], argv[3]);
     if (argc == 5 && strcmp(argv[1], "forkhold") == 0)
         return forkhold(argv[2], argv[3], argv[4]);
     if (argc == 5 && strcmp(argv[1], "once") == 0)

@@ -157,6 +157,21 @@ def test_a_forked_child_does_not_keep_its_parents_leases(ms, tmp_path):
         os.kill(child, signal.SIGKILL)
 
 
+def test_client_forget_in_a_forked_child_leaves_the_parents_lease(ms):
+    # The child drops every inherited client at once with ms_client_forget(NULL): its mappings
+    # of the parent's arena and doors go, nothing reaches the daemon, and it can connect and
+    # acquire on its own. The parent's lease and rings are untouched: it still calls the model,
+    # and after the child released its own lease, the parent's is still counted.
+    spec = json.dumps({"backend": "identity"})
+    out = finish(start(ms, "forkforget", "forget", spec))
+    child, parent = out.splitlines()
+    _, _, before, after, _, leases = child.split()
+    assert int(before) > 0 and int(after) == 0, child
+    assert int(leases) == 2, child  # the parent's and the child's own
+    assert parent == "parent ok leases 1", out
+    assert ms.model("forget")["leases"] == 0  # the parent released its own at the end
+
+
 def test_top_shows_each_models_rates(ms):
     p = start(ms, "stream", "topped", json.dumps({"backend": "identity"}), 20000, 1)
     try:

@@ -240,3 +240,19 @@ def test_an_eviction_is_counted(ms):
     assert value(samples, "modelshare_evictions_total", tag="b") == 1
     assert value(samples, "modelshare_daemon_evictions_total") == 2
     assert value(samples, "modelshare_device_budget_bytes", device="host") == 150 << 20
+
+
+def test_memory_follows_each_instances_device(ms):
+    # Two instances on two (budgeted, not real) cards: each card's series has its instance's
+    # share, and each device's used bytes count it.
+    ms.env["MODELSHARE_MEMORY"] = "host=8GiB,cuda:0=4GiB,cuda:1=4GiB"
+    port = free_port()
+    r = start_daemon(ms, "--metrics", f"127.0.0.1:{port}")
+    assert r.returncode == 0, r.stderr
+    spec = {"backend": "identity", "instances": 2, "devices": ["cuda:0", "cuda:1"],
+            "memory": 2 << 30, "keep_alive": 600}
+    ms.cli("load", "two", "--spec", json.dumps(spec))
+    samples, _ = scrape(f"http://127.0.0.1:{port}")
+    for dev in ("cuda:0", "cuda:1"):
+        assert value(samples, "modelshare_memory_bytes", tag="two", device=dev) == 1 << 30
+        assert value(samples, "modelshare_device_used_bytes", device=dev) == 1 << 30

@@ -27,6 +27,10 @@ class Scale:
     def fail(self, why):
         raise ValueError(f"refused: {why}")
 
+    def environ(self, name):
+        """The worker's environment variable name (None when unset)."""
+        return os.environ.get(name)
+
     def block(self, path):
         """Says it started (writes path), then takes its time: the test kills it meanwhile."""
         with open(path, "w") as f:

@@ -206,6 +206,18 @@ def test_spec_keywords(mlp):
         modelshare.Shared.dense(mlp, tag="bad", output="tanh").acquire()
 
 
+def test_devices_keyword(mlp):
+    # devices= reaches the spec: two instances spread over the listed devices (here the CPU).
+    shared = modelshare.Shared.dense(mlp, tag="spread", devices=["cpu"], instances=2)
+    with shared.acquire() as model:
+        model(RNG.standard_normal((2, 64)).astype(np.float32))
+    m = model_status("spread")
+    assert m["spec"]["devices"] == ["cpu"] and m["spec"]["device"] == "auto"
+    assert [i["device"] for i in m["instances"]] == ["cpu", "cpu"]
+    with pytest.raises(modelshare.SpecError, match="devices"):
+        modelshare.Shared.dense(mlp, tag="both", device="cpu", devices=["cpu"]).acquire()
+
+
 def test_load_and_unload_errors(mlp, daemon):
     with pytest.raises(modelshare.WeightsError):
         modelshare.Shared.dense(daemon.tmp / "missing.safetensors", tag="w").acquire()

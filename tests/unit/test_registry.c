@@ -282,6 +282,40 @@ static void test_spec_conflict(void **state)
     ms__spec_free(&other);
 }
 
+/* What a model is charged on each device: its instances there (the estimate split evenly, or
+ * each one's figure), the host memory of its GPU instances on "host", and a swap's share. */
+static void test_charge_per_instance_device(void **state)
+{
+    fixture *f = *state;
+    char err[MS__ERRLEN];
+    ms__model *m;
+    f->spec.instances = 3;
+    assert_int_equal(ms__registry_add(&f->reg, "c", &f->spec, &m, err, sizeof err), 0);
+    ms__model_begin_load(&f->reg, m);
+    snprintf(m->inst_device[0], sizeof m->inst_device[0], "cuda:0");
+    snprintf(m->inst_device[1], sizeof m->inst_device[1], "cpu");
+    snprintf(m->inst_device[2], sizeof m->inst_device[2], "cuda:0");
+    ms__model_set_estimate(m, 301); /* 101 + 100 + 100 */
+    assert_int_equal(ms__model_charge(m, "cuda:0"), 201);
+    assert_int_equal(ms__model_charge(m, "host"), 100);
+    assert_int_equal(ms__model_charge(m, "cuda:1"), 0);
+    assert_string_equal(ms__model_inst_budget(m, 1), "host");
+    m->inst_bytes[0] = 10;
+    m->inst_bytes[1] = 20;
+    m->inst_bytes[2] = 30;
+    m->inst_host_bytes[0] = 1; /* measured PSS of the GPU instances */
+    m->inst_host_bytes[2] = 3;
+    assert_int_equal(ms__model_charge(m, "cuda:0"), 40);
+    assert_int_equal(ms__model_charge(m, "host"), 24);
+    m->swap_bytes = 10; /* 4 + 3 + 3 */
+    assert_int_equal(ms__model_charge(m, "cuda:0"), 47);
+    assert_int_equal(ms__model_charge(m, "host"), 27);
+    m->swap_bytes = 0;
+    ms__model_set_failed(m, MS_E_LOAD_FAILED, "x"); /* nothing held after */
+    assert_int_equal(ms__model_charge(m, "host"), 0);
+    assert_int_equal(ms__model_charge(m, "cuda:0"), 0);
+}
+
 static void test_lease_on_model_not_ready(void **state)
 {
     fixture *f = *state;
@@ -474,6 +508,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_client_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_revoke_and_remove_make_leases_dead, setup, teardown),
         cmocka_unit_test_setup_teardown(test_waiting_admitted_and_waiters, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_charge_per_instance_device, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -141,7 +141,7 @@ static void test_unknown_field(void **state)
 {
     (void)state;
     expect_err("{\"backend\":\"dense\",\"weigths\":\"w\"}",
-               "unknown spec field \"weigths\" (known: backend, weights, device, output, "
+               "unknown spec field \"weigths\" (known: backend, weights, device, devices, output, "
                "keep_alive, max_batch, batch_sizes, batch_delay_us, instances, thread_safe, "
                "batchable, memory, load_timeout, max_restarts, python, version)");
     /* A very long unknown name is shortened, the message stays whole. */
@@ -237,12 +237,13 @@ static void test_canonical(void **state)
                      0);
     json_t *j = ms__spec_to_json(&a);
     char *s = json_dumps(j, JSON_COMPACT);
-    assert_string_equal(s, "{\"backend\":\"dense\",\"batch_delay_us\":0,\"batch_sizes\":null,"
-                           "\"batchable\":true,"
-                           "\"device\":\"cuda:0\",\"instances\":1,\"keep_alive\":2.5,"
-                           "\"load_timeout\":60.0,\"max_batch\":64,\"max_restarts\":5,\"memory\":0,"
-                           "\"output\":\"linear\",\"thread_safe\":false,\"version\":null,"
-                           "\"weights\":\"/w\"}");
+    assert_string_equal(s,
+                        "{\"backend\":\"dense\",\"batch_delay_us\":0,\"batch_sizes\":null,"
+                        "\"batchable\":true,"
+                        "\"device\":\"cuda:0\",\"devices\":null,\"instances\":1,\"keep_alive\":2.5,"
+                        "\"load_timeout\":60.0,\"max_batch\":64,\"max_restarts\":5,\"memory\":0,"
+                        "\"output\":\"linear\",\"thread_safe\":false,\"version\":null,"
+                        "\"weights\":\"/w\"}");
     /* The canonical text is sorted (the same with JSON_SORT_KEYS). */
     char *sorted = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
     assert_string_equal(s, sorted);
@@ -558,6 +559,70 @@ static void test_key_is_not_a_pickle(void **state)
     ms__spec_free(&b);
 }
 
+/* device "auto", and devices: the list, "auto", null; with device, only "auto" beside it. */
+static void test_devices(void **state)
+{
+    (void)state;
+    char err[MS__ERRLEN];
+    ms__spec a, b;
+    assert_int_equal(ms__spec_parse("{" D "\"device\":\"auto\"}", &a, err, sizeof err), 0);
+    assert_string_equal(a.device, "auto");
+    assert_true(ms__spec_placed(&a));
+    ms__spec_free(&a);
+    assert_int_equal(ms__spec_parse("{" D
+                                    "\"instances\":3,\"devices\":[\"cuda:1\",\"cuda\",\"cpu\"]}",
+                                    &a, err, sizeof err),
+                     0);
+    assert_int_equal(a.ndevices, 3);
+    assert_string_equal(a.devices[0], "cuda:1");
+    assert_string_equal(a.devices[1], "cuda:0");
+    assert_string_equal(a.devices[2], "cpu");
+    assert_string_equal(a.device, "auto"); /* implied */
+    assert_true(ms__spec_placed(&a));
+    json_t *j = ms__spec_to_json(&a);
+    char *t = json_dumps(json_object_get(j, "devices"), JSON_COMPACT);
+    assert_string_equal(t, "[\"cuda:1\",\"cuda:0\",\"cpu\"]");
+    free(t);
+    assert_int_equal(ms__spec_from_json(j, &b, err, sizeof err), 0); /* round trip */
+    assert_true(ms__spec_equal(&a, &b));
+    json_decref(j);
+    ms__spec_free(&b);
+    /* Another order is another model. */
+    assert_int_equal(ms__spec_parse("{" D
+                                    "\"instances\":3,\"devices\":[\"cuda:0\",\"cuda:1\",\"cpu\"]}",
+                                    &b, err, sizeof err),
+                     0);
+    assert_false(ms__spec_equal(&a, &b));
+    char diff[512];
+    ms__spec_diff(&a, &b, diff, sizeof diff);
+    assert_non_null(strstr(diff, "devices: loaded [\"cuda:1\",\"cuda:0\",\"cpu\"]"));
+    ms__spec_free(&b);
+    ms__spec_free(&a);
+    assert_int_equal(
+        ms__spec_parse("{" D "\"devices\":\"auto\",\"device\":\"auto\"}", &a, err, sizeof err), 0);
+    assert_true(a.devices_auto);
+    j = ms__spec_to_json(&a);
+    assert_string_equal(json_string_value(json_object_get(j, "devices")), "auto");
+    json_decref(j);
+    ms__spec_free(&a);
+    assert_int_equal(ms__spec_parse("{" D "\"devices\":null}", &a, err, sizeof err), 0);
+    assert_false(ms__spec_placed(&a));
+    ms__spec_free(&a);
+    expect_err("{" D "\"device\":\"cuda:0\",\"devices\":[\"cuda:1\"]}",
+               "spec fields \"device\" and \"devices\": expected one of them");
+    expect_err("{" D "\"device\":\"cpu\",\"devices\":\"auto\"}", "got device \"cpu\"");
+    expect_err("{" D "\"devices\":[]}", "spec field \"devices\": expected null, \"auto\"");
+    expect_err("{" D "\"devices\":[\"gpu\"]}", "spec field \"devices\"");
+    expect_err("{" D "\"devices\":[\"auto\"]}", "spec field \"devices\"");
+    expect_err("{" D "\"devices\":[\"cuda:0\",\"cuda\"]}", "got \"cuda\""); /* twice */
+    expect_err("{" D "\"devices\":\"cuda:0\"}", "spec field \"devices\"");
+    expect_err("{" D "\"devices\":[\"cpu\",\"cuda:0\",\"cuda:1\",\"cuda:2\",\"cuda:3\",\"cuda:4\","
+               "\"cuda:5\",\"cuda:6\",\"cuda:7\",\"cuda:8\",\"cuda:9\",\"cuda:10\",\"cuda:11\","
+               "\"cuda:12\",\"cuda:13\",\"cuda:14\",\"cuda:15\"]}",
+               "spec field \"devices\"");
+    expect_err("{" D "\"device\":\"Auto\"}", "spec field \"device\"");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -567,7 +632,7 @@ int main(void)
         cmocka_unit_test(test_canonical),      cmocka_unit_test(test_python),
         cmocka_unit_test(test_diff),           cmocka_unit_test(test_batch_sizes),
         cmocka_unit_test(test_not_object),     cmocka_unit_test(test_key_is_not_a_pickle),
-        cmocka_unit_test(test_version),
+        cmocka_unit_test(test_version),        cmocka_unit_test(test_devices),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

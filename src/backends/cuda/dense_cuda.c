@@ -56,23 +56,39 @@ typedef struct cuda_state {
     ms__pins *pins;      /* arena ranges registered for DMA; NULL: always stage */
 } cuda_state;
 
+/* The card's index as the daemon names it: a worker pinned to card N (CUDA_VISIBLE_DEVICES=N,
+ * one number) sees it as its device 0, but its messages say cuda:N. */
+static int card_index(int device)
+{
+    const char *v = getenv("CUDA_VISIBLE_DEVICES");
+    if (device != 0 || v == NULL || v[0] == '\0' || strlen(v) > 2)
+        return device;
+    for (const char *c = v; *c; c++)
+        if (*c < '0' || *c > '9')
+            return device;
+    return atoi(v);
+}
+
 static int cuda_err(char *err, size_t errlen, cudaError_t e, const char *what, int device)
 {
     int code = e == cudaErrorMemoryAllocation ? MS_E_NO_MEMORY : MS_E_DEVICE;
-    return ms__fail(err, errlen, code, "cuda:%d: %s: %s (%s)", device, what, cudaGetErrorString(e),
-                    cudaGetErrorName(e));
+    return ms__fail(err, errlen, code, "cuda:%d: %s: %s (%s)", card_index(device), what,
+                    cudaGetErrorString(e), cudaGetErrorName(e));
 }
 
 static int blas_err(char *err, size_t errlen, cublasStatus_t st, const char *what, int device)
 {
     int code = st == CUBLAS_STATUS_ALLOC_FAILED ? MS_E_NO_MEMORY : MS_E_BACKEND;
-    return ms__fail(err, errlen, code, "cuda:%d: %s: cuBLAS status %d", device, what, (int)st);
+    return ms__fail(err, errlen, code, "cuda:%d: %s: cuBLAS status %d", card_index(device), what,
+                    (int)st);
 }
 
 /* "cuda:N" -> N, after checking that the device exists and can run this build. */
-static int open_device(const char *name, int *index, char *err, size_t errlen)
+static int open_device(const char *spec_name, int *index, char *err, size_t errlen)
 {
-    int want = (int)strtol(name + 5, NULL, 10);
+    int want = (int)strtol(spec_name + 5, NULL, 10);
+    char name[16];
+    snprintf(name, sizeof name, "cuda:%d", card_index(want));
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e == cudaErrorNoDevice || (e == cudaSuccess && n == 0))

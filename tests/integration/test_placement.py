@@ -1,0 +1,184 @@
+"""Several GPUs without a GPU: the daemon is given budgets for cuda:0 and cuda:1 (--memory), and
+identity models (which never touch CUDA) are placed by device "auto" and devices. Each instance's
+worker must be pinned to its card through CUDA_VISIBLE_DEVICES (read from /proc/PID/environ) and
+status must say each instance's device. A GPU model's host memory is charged to the host budget."""
+import json
+import os
+import signal
+
+from conftest import wait_until
+
+GIB = 1 << 30
+MIB = 1 << 20
+
+
+def budgets(ms, text="host=8GiB,cuda:0=1GiB,cuda:1=2GiB"):
+    ms.env["MODELSHARE_MEMORY"] = text
+    ms.env.pop("CUDA_VISIBLE_DEVICES", None)
+
+
+def load(ms, tag, **spec):
+    spec = {"backend": "identity", "keep_alive": 600, **spec}
+    return ms.cli("load", tag, "--spec", json.dumps(spec), check=False)
+
+
+def environ(pid):
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        items = f.read().split(b"\0")
+    return dict(i.decode(errors="replace").split("=", 1) for i in items if b"=" in i)
+
+
+def worker_spec(pid):
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        argv = [a.decode() for a in f.read().split(b"\0")]
+    return json.loads(argv[argv.index("--spec") + 1])
+
+
+def test_devices_auto_spreads_instances_by_free_budget_and_pins_each(ms):
+    budgets(ms)
+    # 3 GiB for 3 instances: 1 GiB each. cuda:1 (2 GiB free) takes the first; then both have
+    # 1 GiB free (a tie: cuda:0, listed first); then cuda:1 again.
+    r = load(ms, "spread", instances=3, devices="auto", memory=3 * GIB)
+    assert r.returncode == 0, r.stderr
+    m = ms.model("spread")
+    devices = [i["device"] for i in m["instances"]]
+    assert devices == ["cuda:1", "cuda:0", "cuda:1"], m["instances"]
+    assert m["device"] == "cuda:1"  # the first instance's
+    for inst in m["instances"]:
+        env = environ(inst["pid"])
+        assert env["CUDA_VISIBLE_DEVICES"] == inst["device"].split(":")[1], inst
+        assert env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+        spec = worker_spec(inst["pid"])  # the worker sees its one card as cuda:0
+        assert spec["device"] == "cuda:0" and spec["devices"] is None, spec
+    st = ms.status()
+    assert st["budgets"]["cuda:1"]["models"]["spread"] == 2 * GIB
+    assert st["budgets"]["cuda:0"]["models"]["spread"] == 1 * GIB
+    assert m["spec"]["devices"] == "auto"
+    text = ms.cli("status").stdout
+    assert "cuda:1,cuda:0,cuda:1" in text, text
+
+
+def test_device_auto_puts_the_model_where_it_fits(ms):
+    budgets(ms)
+    # 1.5 GiB fits only cuda:1; every instance goes there.
+    r = load(ms, "big", device="auto", instances=2, memory=3 * GIB // 2)
+    assert r.returncode == 0, r.stderr
+    m = ms.model("big")
+    assert [i["device"] for i in m["instances"]] == ["cuda:1", "cuda:1"]
+    assert all(environ(i["pid"])["CUDA_VISIBLE_DEVICES"] == "1" for i in m["instances"])
+    # Now cuda:0 has the most free (1 GiB against 0.5): a small model goes there.
+    r = load(ms, "small", device="auto", memory=256 * MIB)
+    assert r.returncode == 0, r.stderr
+    assert ms.model("small")["device"] == "cuda:0"
+    # Nothing can ever hold 3 GiB: a clear error naming the devices.
+    r = load(ms, "huge", device="auto", memory=3 * GIB)
+    assert r.returncode == 1
+    assert "no device has room for the model's 3.0 GiB: cuda:0" in r.stderr, r.stderr
+
+
+def test_explicit_devices_list_and_cpu_instances_keep_the_environment(ms):
+    budgets(ms, "host=8GiB,cuda:0=1GiB")
+    ms.env["CUDA_VISIBLE_DEVICES"] = "7"  # the daemon's own: a CPU instance keeps it
+    r = load(ms, "mixed", instances=2, devices=["cuda:0", "cpu"], memory=2 * 512 * MIB)
+    assert r.returncode == 0, r.stderr
+    m = ms.model("mixed")
+    by_dev = {i["device"]: i for i in m["instances"]}
+    assert set(by_dev) == {"cpu", "cuda:0"}, m["instances"]
+    assert environ(by_dev["cuda:0"]["pid"])["CUDA_VISIBLE_DEVICES"] == "0"
+    assert environ(by_dev["cpu"]["pid"])["CUDA_VISIBLE_DEVICES"] == "7"
+    assert worker_spec(by_dev["cpu"]["pid"])["device"] == "cpu"
+
+
+def test_auto_without_any_gpu_is_the_cpu(ms):
+    budgets(ms, "host=8GiB")
+    r = load(ms, "c", device="auto", instances=2)
+    assert r.returncode == 0, r.stderr
+    m = ms.model("c")
+    assert m["device"] == "cpu" and [i["device"] for i in m["instances"]] == ["cpu", "cpu"]
+    assert "CUDA_VISIBLE_DEVICES" not in environ(m["instances"][0]["pid"])
+
+
+def test_a_gpu_models_host_memory_is_charged_to_host(ms):
+    budgets(ms)
+    r = load(ms, "g", device="cuda:1", memory=64 * MIB)
+    assert r.returncode == 0, r.stderr
+    # Measured every 2 s: the worker's PSS lands in the host budget beside the card's bytes.
+    wait_until(lambda: ms.model("g").get("host_bytes", 0) > 0, timeout=10, what="host bytes")
+    st = ms.status()
+    m = next(x for x in st["models"] if x["tag"] == "g")
+    assert st["budgets"]["host"]["models"]["g"] == m["host_bytes"]
+    assert st["budgets"]["host"]["used_bytes"] >= m["host_bytes"] > 0
+    assert st["budgets"]["cuda:1"]["models"]["g"] == 64 * MIB
+    assert m["memory_by_device"] == {"cuda:1": 64 * MIB, "host": m["host_bytes"]}
+
+
+def test_host_memory_of_gpu_models_counts_in_admission(ms):
+    # A host budget of 64 MiB: once the GPU model's worker is measured on the host, a host model
+    # of 64 MiB less 64 KiB fits the empty budget but not beside that worker's PSS: it evicts
+    # the GPU model while it is idle, and waits (then fails, naming it) while it holds a lease.
+    budgets(ms, "host=64MiB,cuda:0=1GiB")
+    g = {"backend": "identity", "device": "cuda:0", "memory": 64 * MIB, "keep_alive": 600}
+    assert ms.cli("load", "g", "--spec", json.dumps(g), check=False).returncode == 0
+    wait_until(lambda: ms.model("g").get("host_bytes", 0) > 0, timeout=10, what="host bytes")
+    assert ms.model("g")["host_bytes"] > 256 * 1024  # a process's PSS: far more than the margin
+    need = 64 * MIB - 64 * 1024
+    r = load(ms, "h", device="cpu", memory=need, load_timeout=0.5)
+    assert r.returncode == 0, r.stderr
+    assert 'model "g": evicted (idle, least recently used,' in ms.log()
+    assert ' on host) to make room for "h"' in ms.log()
+    assert ms.model("g") is None
+    ms.cli("unload", "h")
+    s = ms.session("g", g)  # a lease: g cannot be evicted now
+    assert s.ok, s.first
+    wait_until(lambda: ms.model("g").get("host_bytes", 0) > 0, timeout=10, what="host bytes")
+    r = load(ms, "h2", device="cpu", memory=need, load_timeout=0.5)
+    assert r.returncode == 1, r.stdout
+    assert "not enough memory on host" in r.stderr and '"g"' in r.stderr, r.stderr
+
+
+def test_swap_keeps_each_instances_device(ms):
+    budgets(ms, "host=8GiB,cuda:0=4GiB,cuda:1=4GiB")
+    r = load(ms, "s", instances=2, devices=["cuda:0", "cuda:1"], version="1")
+    assert r.returncode == 0, r.stderr
+    before = [i["device"] for i in ms.model("s")["instances"]]
+    assert before == ["cuda:0", "cuda:1"]
+    r = ms.cli("swap", "s", "--spec", json.dumps({"version": "2"}), check=False)
+    assert r.returncode == 0, r.stderr
+    m = ms.model("s")
+    assert m["version"] == "2"
+    assert [i["device"] for i in m["instances"]] == before
+    for inst in m["instances"]:
+        assert environ(inst["pid"])["CUDA_VISIBLE_DEVICES"] == inst["device"][-1]
+    r = ms.cli("swap", "s", "--spec", json.dumps({"devices": ["cuda:1", "cuda:0"]}), check=False)
+    assert r.returncode == 1 and "devices" in r.stderr, r.stderr
+
+
+def test_a_restarted_instance_keeps_its_card(ms):
+    budgets(ms, "host=8GiB,cuda:0=4GiB,cuda:1=4GiB")
+    r = load(ms, "r", instances=2, devices=["cuda:0", "cuda:1"])
+    assert r.returncode == 0, r.stderr
+    old = ms.model("r")["instances"][1]
+    assert old["device"] == "cuda:1"
+    os.kill(old["pid"], signal.SIGKILL)
+
+    def restarted():
+        inst = ms.model("r")["instances"][1]
+        return inst["state"] == "up" and inst["pid"] not in (None, old["pid"])
+
+    wait_until(restarted, timeout=20, what="instance 1 restarted")
+    new = ms.model("r")["instances"][1]
+    assert new["device"] == "cuda:1" and new["restarts"] == 1
+    assert environ(new["pid"])["CUDA_VISIBLE_DEVICES"] == "1"
+
+
+def test_auto_when_no_card_has_room_now_evicts_like_any_load(ms):
+    # Both cards are full of idle models: "auto" places by budget alone (a tie: cuda:0) and the
+    # load evicts the idle model there, least recently used first.
+    budgets(ms, "host=8GiB,cuda:0=1GiB,cuda:1=1GiB")
+    assert load(ms, "a", device="cuda:0", memory=1 << 30).returncode == 0
+    assert load(ms, "b", device="cuda:1", memory=1 << 30).returncode == 0
+    r = load(ms, "c", device="auto", memory=1 << 30)
+    assert r.returncode == 0, r.stderr
+    assert ms.model("c")["device"] == "cuda:0"
+    assert ms.model("a") is None and ms.model("b")["state"] == "ready"
+    assert 'model "a": evicted (idle, least recently used, 1.0 GiB on cuda:0)' in ms.log()
