@@ -90,8 +90,9 @@ const ms__backend_ops *ms__backend_find(const char *name);
  * not found", "CUDA backend not built: ..."). */
 int ms__backend_open(const ms__spec *spec, const ms__backend_ops **out, char *err, size_t errlen);
 
-/* Bytes a model of this spec will hold on its device, from the backend's estimate (spec->memory
- * is not looked at); 0 when unknown. Cheap: reads at most the weights file's header. */
+/* Bytes a model of this spec will hold on its device, all its instances together (each holds a
+ * copy), from the backend's estimate (spec->memory is not looked at); 0 when unknown. Cheap: reads
+ * at most the weights file's header. */
 uint64_t ms__backend_estimate(const ms__spec *spec);
 
 /* The symbol libmodelshare-cuda.so exports: its ms__backend_ops. */

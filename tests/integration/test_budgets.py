@@ -177,6 +177,17 @@ def test_model_bigger_than_the_budget_fails_at_once(ms):
     assert s.first.startswith("error MS_E_NO_MEMORY "), s.first
 
 
+def test_the_estimate_counts_a_copy_per_instance(ms):
+    """Each instance is a worker with its own copy of the weights: 64 MiB fits a 100 MiB budget
+    once, but two instances of it are more than the whole budget, found before anything loads."""
+    with_budget(ms, "host=100MiB")
+    w = model_64mib(ms)
+    r = load(ms, "two", w, instances=2, load_timeout=60)
+    assert r.returncode == 1 and "more than the whole budget" in r.stderr, r.stderr
+    assert load(ms, "one", w).returncode == 0
+    assert ms.model("one")["estimate_bytes"] >= 64 * MIB
+
+
 def test_measured_memory_replaces_the_estimate(ms):
     with_budget(ms, "host=200MiB")
     small = ms.make_dense("s.safetensors", [64, 64, 8])
