@@ -257,3 +257,56 @@ class WaitsForFile:
 
     def __call__(self, x):
         return x
+
+
+class Overlaps:
+    """y = k * x + 1, counting how many of its calls run at once (peak()). Each call sleeps
+    (time.sleep lets go of the GIL, as numpy's kernels do); with company=True the first call
+    waits (up to 10 s) for a second one to come in, so that a worker that may run two at once
+    does, whatever the timing."""
+
+    def __init__(self, k=2.0, sleep=0.005, company=False):
+        import threading
+        self.k = np.float32(k)
+        self.sleep = sleep
+        self.company = company
+        self.lock = threading.Condition()
+        self.now = self.most = self.calls = 0
+
+    def __call__(self, x):
+        with self.lock:
+            self.now += 1
+            self.calls += 1
+            self.most = max(self.most, self.now)
+            self.lock.notify_all()
+            if self.company and self.calls == 1:
+                self.lock.wait_for(lambda: self.now > 1, timeout=10)
+        try:
+            time.sleep(self.sleep)
+            return x * self.k + 1
+        finally:
+            with self.lock:
+                self.now -= 1
+
+    def peak(self):
+        """(most calls at once, calls)"""
+        with self.lock:
+            return self.most, self.calls
+
+
+def make_overlaps(k=2.0, sleep=0.005, company=False):
+    return Overlaps(k, sleep, company)
+
+
+def overlaps_client(shared, i, n, results):
+    """Acquires the model and sends n requests of its own, checking each answer (k = 2)."""
+    try:
+        with shared.acquire() as model:
+            for r in range(n):
+                x = np.full((1 + (i + r) % 3, 4), 1000 * i + r, np.float32)
+                y = model(x)
+                if not np.array_equal(y, x * 2 + 1):
+                    raise AssertionError(f"client {i} request {r}: {y!r} for {x!r}")
+        results.put((i, None))
+    except Exception as e:  # reported to the parent
+        results.put((i, repr(e)))

@@ -1,0 +1,84 @@
+"""thread_safe=True: the python worker runs up to `threads` batches at once, on runner threads
+that take the GIL only for their own call. The model counts its own calls in flight (pymodels.
+Overlaps), so what is asserted is what it saw, never a time; every answer is checked per client."""
+import functools
+import multiprocessing
+
+import numpy as np
+import pytest
+
+import modelshare
+import pymodels
+
+CLIENTS = 8
+
+
+def run_clients(shared, n, clients=CLIENTS):
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=pymodels.overlaps_client, args=(shared, i, n, results))
+             for i in range(clients)]
+    for p in procs:
+        p.start()
+    try:
+        got = dict(results.get(timeout=180) for _ in procs)
+    finally:
+        for p in procs:
+            p.join(timeout=60)
+    assert got == {i: None for i in range(clients)}
+    assert [p.exitcode for p in procs] == [0] * clients
+
+
+def peak(shared):
+    with shared.acquire() as model:
+        return model.peak()
+
+
+def test_thread_safe_model_runs_calls_at_once(daemon):
+    # One request a call (batchable=False), so that eight clients keep several calls to make;
+    # the model's first call waits for a second one to come in, which only a worker that runs
+    # calls at once lets happen.
+    shared = modelshare.Shared(functools.partial(pymodels.make_overlaps, 2.0, 0.005, True),
+                               tag="overlaps", thread_safe=True, threads=4, batchable=False)
+    run_clients(shared, 20)
+    most, calls = peak(shared)
+    assert 2 <= most <= 4, (most, calls)
+    assert calls == CLIENTS * 20  # every request its own call (peak() is a method: not counted)
+
+
+def test_default_runs_one_call_at_a_time(daemon):
+    shared = modelshare.Shared(functools.partial(pymodels.make_overlaps, 2.0, 0.005),
+                               tag="overlaps", batchable=False)
+    run_clients(shared, 20)
+    most, calls = peak(shared)
+    assert most == 1, (most, calls)
+    assert calls == CLIENTS * 20
+
+
+def test_thread_safe_batches_and_threads_together(daemon):
+    # Batched across clients (requests of 1 to 3 rows) and run 3 at a time: each client still
+    # gets its own rows back.
+    shared = modelshare.Shared(functools.partial(pymodels.make_overlaps, 2.0, 0.002),
+                               tag="overlaps", thread_safe=True, threads=3, max_batch=4)
+    run_clients(shared, 40)
+    m = next(m for m in modelshare.status()["models"] if m["tag"] == "overlaps")
+    assert m["requests"] == CLIENTS * 40
+    most, calls = peak(shared)
+    assert 1 <= most <= 3, (most, calls)
+
+
+def test_threads_spec_field(daemon):
+    shared = modelshare.Shared(pymodels.make_overlaps, tag="t", thread_safe=True, threads=2)
+    assert shared.spec["threads"] == 2
+    with shared.acquire() as model:
+        assert model(np.ones((1, 2), np.float32)).tolist() == [[3.0, 3.0]]
+        m = next(m for m in modelshare.status()["models"] if m["tag"] == "t")
+        assert m["spec"]["threads"] == 2 and m["spec"]["thread_safe"] is True
+        # Another thread count is another model.
+        with pytest.raises(modelshare.SpecConflict, match="threads: loaded 2, asked 3"):
+            modelshare.Shared(pymodels.make_overlaps, tag="t", thread_safe=True,
+                              threads=3).acquire()
+    with pytest.raises(modelshare.SpecError, match="threads"):
+        modelshare.Shared(pymodels.make_overlaps, tag="u", threads=4).acquire()
+    with pytest.raises(modelshare.SpecError, match="threads"):
+        modelshare.Shared(pymodels.make_overlaps, tag="u", thread_safe=True, threads=65).acquire()
