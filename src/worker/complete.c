@@ -19,6 +19,8 @@ void ms__complete(server *s, client *c, unsigned slot, const ms__resp *resp)
     size_t ml = strnlen(resp->msg, sizeof resp->msg - 1);
     memcpy(sl->resp.msg, resp->msg, ml);
     sl->resp.msg[ml] = '\0';
+    if (s->pool != NULL)
+        atomic_fetch_add_explicit(&c->answered, 1, memory_order_release); /* serve.h */
     atomic_store(&sl->state, MS__SLOT_DONE);
     if (atomic_load(&sl->waiting))
         ms__futex_wake(&sl->state, 1);

@@ -44,6 +44,12 @@ typedef struct client {
     unsigned hint;   /* our bit in the door's hints */
     bool active;     /* in the active list: it published, or its ring was not empty last time */
     unsigned pinned; /* requests of it in jobs that runners hold (under the pool's mutex) */
+    /* Requests of it answered, counted by runner threads (release, before the slot is marked
+     * done) and read by the loop before it takes the next one (acquire): a runner's writes into
+     * the arena come before the next request's reads by another runner. The client's own
+     * ordering (it sees "done", then publishes) already makes it so, but through another process,
+     * which ThreadSanitizer cannot see; this pair says it in this one. */
+    _Atomic unsigned answered;
 } client;
 
 /* A request taken from a ring for the batch being built. */

@@ -310,3 +310,30 @@ def overlaps_client(shared, i, n, results):
         results.put((i, None))
     except Exception as e:  # reported to the parent
         results.put((i, repr(e)))
+
+
+class Holds:
+    """y = x; a call whose first element is 1 writes `started` and then waits (up to 60 s) for
+    `release` to exist: a call in flight for as long as the test wants."""
+
+    def __init__(self, started, release):
+        self.started, self.release = started, release
+
+    def __call__(self, x):
+        if x.size and x.flat[0] == 1:
+            with open(self.started, "w") as f:
+                f.write(str(os.getpid()))
+            deadline = time.monotonic() + 60
+            while not os.path.exists(self.release) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return x
+
+
+def make_holds(started, release):
+    return Holds(started, release)
+
+
+def call_held(shared):
+    """A child that sends the held call (and is killed while it waits)."""
+    with shared.acquire() as model:
+        model(np.ones((4, 1024), np.float32))

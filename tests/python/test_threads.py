@@ -3,12 +3,14 @@ that take the GIL only for their own call. The model counts its own calls in fli
 Overlaps), so what is asserted is what it saw, never a time; every answer is checked per client."""
 import functools
 import multiprocessing
+import time
 
 import numpy as np
 import pytest
 
 import modelshare
 import pymodels
+from conftest import wait_until
 
 CLIENTS = 8
 
@@ -27,6 +29,10 @@ def run_clients(shared, n, clients=CLIENTS):
             p.join(timeout=60)
     assert got == {i: None for i in range(clients)}
     assert [p.exitcode for p in procs] == [0] * clients
+
+
+def model_status(tag):
+    return next(m for m in modelshare.status()["models"] if m["tag"] == tag)
 
 
 def peak(shared):
@@ -82,3 +88,28 @@ def test_threads_spec_field(daemon):
         modelshare.Shared(pymodels.make_overlaps, tag="u", threads=4).acquire()
     with pytest.raises(modelshare.SpecError, match="threads"):
         modelshare.Shared(pymodels.make_overlaps, tag="u", thread_safe=True, threads=65).acquire()
+
+
+def test_client_killed_while_a_runner_holds_its_call(daemon):
+    # The daemon detaches a client that died; its arena must stay mapped until the runner that
+    # holds its call has written the answer (else the worker crashes writing into it).
+    started, release = daemon.tmp / "started", daemon.tmp / "release"
+    shared = modelshare.Shared(functools.partial(pymodels.make_holds, str(started), str(release)),
+                               tag="holds", thread_safe=True, threads=2)
+    with shared.acquire() as model:
+        x = np.zeros((2, 3), np.float32)
+        np.testing.assert_array_equal(model(x), x)
+        before = model_status("holds")
+        child = multiprocessing.get_context("spawn").Process(target=pymodels.call_held,
+                                                             args=(shared,))
+        child.start()
+        wait_until(started.exists, timeout=60, what="the held call to start")
+        child.kill()
+        child.join()
+        wait_until(lambda: model_status("holds")["leases"] == 1, timeout=30,
+                   what="the dead client's lease to go")
+        time.sleep(0.2)  # the worker reads the detach within a millisecond: let it, then
+        release.touch()  # let the runner write the dead client's answer
+        np.testing.assert_array_equal(model(x + 2), x + 2)
+        after = model_status("holds")
+    assert after["worker_pids"] == before["worker_pids"] and after["restarts"] == 0, after
