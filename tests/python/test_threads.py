@@ -110,6 +110,9 @@ def test_client_killed_while_a_runner_holds_its_call(daemon):
                    what="the dead client's lease to go")
         time.sleep(0.2)  # the worker reads the detach within a millisecond: let it, then
         release.touch()  # let the runner write the dead client's answer
+        # Answered (the count is made after the answer is written), or the worker crashed.
+        after = wait_until(lambda: (m := model_status("holds"))["restarts"] > 0 and m or
+                           m["requests"] > before["requests"] and m, timeout=60,
+                           what="the held call to be answered")
+        assert after["worker_pids"] == before["worker_pids"] and after["restarts"] == 0, after
         np.testing.assert_array_equal(model(x + 2), x + 2)
-        after = model_status("holds")
-    assert after["worker_pids"] == before["worker_pids"] and after["restarts"] == 0, after
