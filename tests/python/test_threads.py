@@ -3,6 +3,7 @@ that take the GIL only for their own call. The model counts its own calls in fli
 Overlaps), so what is asserted is what it saw, never a time; every answer is checked per client."""
 import functools
 import multiprocessing
+import threading
 import time
 
 import numpy as np
@@ -116,3 +117,33 @@ def test_client_killed_while_a_runner_holds_its_call(daemon):
                            what="the held call to be answered")
         assert after["worker_pids"] == before["worker_pids"] and after["restarts"] == 0, after
         np.testing.assert_array_equal(model(x + 2), x + 2)
+
+
+def test_swap_waits_for_the_calls_runners_hold(daemon):
+    # A swap's drain reports where the old worker stopped in each ring only once every request
+    # it took is answered: with a call held on a runner, the swap cannot finish.
+    started, release = daemon.tmp / "started", daemon.tmp / "release"
+    shared = modelshare.Shared(functools.partial(pymodels.make_holds, str(started), str(release)),
+                               tag="holds", thread_safe=True, threads=2, version="1")
+    ones = np.ones((4, 8), np.float32)
+    with shared.acquire() as model:
+        np.testing.assert_array_equal(model(ones * 0), ones * 0)
+        answers = []
+        held = threading.Thread(target=lambda: answers.append(model(ones)))
+        held.start()
+        wait_until(started.exists, timeout=60, what="the held call to start")
+        swapper = threading.Thread(target=shared.swap, kwargs={"version": "2"}, args=(
+            functools.partial(pymodels.make_holds, str(started) + "2", str(release) + "2"),))
+        swapper.start()
+        try:
+            wait_until(lambda: "handing over" in daemon.log(), timeout=60,
+                       what="the new version to load")
+            time.sleep(0.5)  # the old worker has its drain by now
+            assert swapper.is_alive(), "the swap finished while a runner held a call"
+        finally:
+            release.touch()
+            swapper.join(timeout=60)
+            held.join(timeout=60)
+        np.testing.assert_array_equal(answers[0], ones)
+        np.testing.assert_array_equal(model(ones * 3), ones * 3)
+    assert model_status("holds")["version"] == "2"
