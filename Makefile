@@ -120,7 +120,8 @@ PYASAN_TESTS := tests/python/test_bad_pickles.py tests/python/test_python_backen
 	tests/python/test_api.py::test_threads_share_one_handle \
 	tests/python/test_api.py::test_inputs_with_array_or_dlpack_and_strided_inputs \
 	tests/python/test_api.py::test_every_dtype_reaches_the_model_as_itself \
-	tests/python/test_api.py::test_wrong_dtype_and_shape_raise_and_the_model_keeps_serving
+	tests/python/test_api.py::test_wrong_dtype_and_shape_raise_and_the_model_keeps_serving \
+	tests/python/test_threads.py
 PYASAN_LOGS := $(abspath $(PYASAN_BUILD))/reports
 PYASAN_PKG := $(abspath $(PYASAN_BUILD))/pkg
 PYASAN_ENV = LD_PRELOAD=$$(gcc -print-file-name=libasan.so) PYTHONPATH=$(PYASAN_PKG) \
