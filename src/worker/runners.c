@@ -14,6 +14,18 @@
  * rings (a swap's drain waits for every runner: ms__runners_quiesce). Everything a runner writes
  * besides its job is the requests' slots and rooms, the stats page (atomic adds) and the door's
  * in-flight count (atomic).
+ *
+ * Inline runs: the hand-over costs a thread wake-up, about 10 us a batch on the 2-core VM (one
+ * client of the identity model: 0.9 us a call one at a time, 10 to 12 us through a runner; see
+ * bench/RESULTS-threads.md), which a model of microseconds pays many times over. So the pool
+ * keeps an average of how long a batch runs (run_ewma_ns: each batch's ms__batch_run, 1/8 weight
+ * to the newest, from runners and inline runs alike) and, while it is under INLINE_BELOW_NS and
+ * no runner is busy, ms__runners_free gives the loop its own job: the loop runs that batch itself,
+ * exactly the one-at-a-time path. No runner is busy meanwhile (only the loop hands batches out),
+ * so at most `threads` batches still run at once, and a detach, a drain or a shutdown, all on the
+ * loop's thread, come before or after an inline run, never during it. One slow batch lifts the
+ * average over the threshold at once (5 ms / 8 > 600 us), so a model that turns slow runs at most
+ * one batch inline before its batches go to runners again.
  */
 #include <pthread.h>
 #include <sched.h>
@@ -43,8 +55,27 @@ typedef struct pool {
     size_t n;
     size_t busy;
     bool stop;
-    int64_t last_rows, last_run_ns; /* the last batch a runner finished */
+    int64_t last_rows, last_run_ns; /* the last batch finished, by a runner or inline */
+    int64_t run_ewma_ns;            /* how long a batch runs, on average (see the top) */
 } pool;
+
+/* A batch that runs for less than this, on average, runs on the loop's thread: a few hand-overs'
+ * worth, so that what a runner saves (the loop builds the next batch meanwhile) is worth the
+ * wake-up it costs. */
+#define INLINE_BELOW_NS 50000LL
+/* The average a pool starts with: the pool mode, until about a dozen short batches have brought
+ * it under INLINE_BELOW_NS. A model that says thread_safe is presumed slow: guessed wrong for a
+ * slow one, the loop would run its first batch (often its slowest: a warm-up, a lazy load) while
+ * every other client waits; guessed wrong for a tiny one, it costs a dozen hand-overs once. */
+#define RUN_EWMA_START_NS (4 * INLINE_BELOW_NS)
+
+/* One more batch's run time in the average (under the pool's mutex). */
+static void ran(pool *p, int64_t rows, int64_t ns)
+{
+    p->last_rows = rows;
+    p->last_run_ns = ns;
+    p->run_ewma_ns += (ns - p->run_ewma_ns) / 8;
+}
 
 /* Runs the batch it was handed; then unpins its clients and says it is free. */
 static void run_one(pool *p, runner *r)
@@ -55,8 +86,7 @@ static void run_one(pool *p, runner *r)
     pthread_mutex_lock(&p->mu);
     for (size_t i = 0; i < r->j.nbatch; i++)
         r->j.batch[i].c->pinned--;
-    p->last_rows = r->j.batch_rows;
-    p->last_run_ns = ns;
+    ran(p, r->j.batch_rows, ns);
     r->busy = false;
     p->busy--;
     pthread_cond_broadcast(&p->freed);
@@ -103,6 +133,7 @@ static pool *pool_new(server *s, size_t n)
     if (p == NULL)
         return NULL;
     p->s = s;
+    p->run_ewma_ns = RUN_EWMA_START_NS;
     pthread_mutex_init(&p->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -173,6 +204,8 @@ job *ms__runners_free(server *s)
     pool *p = s->pool;
     job *j = NULL;
     pthread_mutex_lock(&p->mu);
+    if (p->busy == 0 && p->run_ewma_ns < INLINE_BELOW_NS)
+        j = &s->own; /* a short batch: the loop runs it (see the top) */
     for (size_t i = 0; i < p->n && j == NULL; i++)
         if (!p->r[i].busy)
             j = &p->r[i].j;
@@ -180,6 +213,14 @@ job *ms__runners_free(server *s)
     s->last_run_ns = p->last_run_ns;
     pthread_mutex_unlock(&p->mu);
     return j;
+}
+
+void ms__runners_ran(server *s, int64_t rows, int64_t ns)
+{
+    pool *p = s->pool;
+    pthread_mutex_lock(&p->mu);
+    ran(p, rows, ns);
+    pthread_mutex_unlock(&p->mu);
 }
 
 void ms__runners_hand(server *s, job *j)

@@ -6,7 +6,8 @@
  *   loop:  take a batch  ->  run it  ->  complete  ->  again
  *   thread-safe model (w->threads > 1): take a batch into a free runner's job -> hand it over ->
  *          again; with every runner busy, wait for one (runners.c), reading control messages
- *          every millisecond meanwhile
+ *          every millisecond meanwhile. While batches run for less than a hand-over's worth on
+ *          average and no runner is busy, the loop runs them itself, as one at a time
  *   idle:  keep looking for spin_ns (a busy model never sleeps), then say "sleeping" on the door
  *          and futex-wait on its bell; a client that publishes a request rings it.
  *
@@ -34,22 +35,23 @@
  * handled (0 too when every runner is busy: the loop waits for one before it looks again). */
 static size_t serve_once(server *s)
 {
-    if (s->pool != NULL) {
-        job *j = ms__runners_free(s);
-        if (j == NULL)
-            return 0;
-        size_t handled = ms__batch_take(s, j);
-        if (j->nbatch > 0)
-            ms__runners_hand(s, j);
+    /* With a pool: a runner's job, or the loop's own while batches are short (runners.c). */
+    job *j = s->pool != NULL ? ms__runners_free(s) : &s->own;
+    if (j == NULL)
+        return 0;
+    size_t handled = ms__batch_take(s, j);
+    if (j->nbatch == 0)
+        return handled;
+    if (j != &s->own) {
+        ms__runners_hand(s, j);
         return handled;
     }
-    size_t handled = ms__batch_take(s, &s->own);
-    if (s->own.nbatch > 0) {
-        int64_t r0 = ms__now_ns();
-        ms__batch_run(&s->own);
-        s->last_run_ns = ms__now_ns() - r0;
-        s->last_rows = s->own.batch_rows;
-    }
+    int64_t r0 = ms__now_ns();
+    ms__batch_run(j);
+    s->last_run_ns = ms__now_ns() - r0;
+    s->last_rows = j->batch_rows;
+    if (s->pool != NULL)
+        ms__runners_ran(s, s->last_rows, s->last_run_ns);
     return handled;
 }
 

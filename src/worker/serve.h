@@ -17,9 +17,11 @@
  * points into its client's arena only.
  *
  * Threads: the loop's thread alone touches the client table, the active list, the rings' heads
- * and the control socket. A job is the loop's while it is built and the runner's from the moment
- * it is handed over (under the pool's mutex) until the runner says it is done; while a runner has
- * it, the clients of its requests are pinned (client.pinned) and a detach waits for them.
+ * and the control socket. With a pool, the loop still runs short batches itself in its own job,
+ * only while no runner is busy (runners.c). A job is the loop's while it is built and the runner's
+ * from the moment it is handed over (under the pool's mutex) until the runner says it is done;
+ * while a runner has it, the clients of its requests are pinned (client.pinned) and a detach waits
+ * for them.
  */
 #ifndef MS_WORKER_SERVE_H
 #define MS_WORKER_SERVE_H
@@ -203,9 +205,12 @@ void ms__complete_batch_error(job *j, int code, const char *msg);
 int ms__runners_open(server *s);
 /* Lets every runner finish the batch it has, then joins them (the pool freed, s->pool NULL). */
 void ms__runners_close(server *s);
-/* A free runner's job for the loop to build a batch in, else NULL. Copies the last finished
- * batch's rows and run time into s (batch.c's catch-up wait). */
+/* The job for the loop to build the next batch in: its own (&s->own: it runs the batch itself)
+ * while batches are short and no runner is busy, else a free runner's, else NULL. Copies the last
+ * finished batch's rows and run time into s (batch.c's catch-up wait). */
 job *ms__runners_free(server *s);
+/* The loop ran a batch of its own (rows, ns): counted in the pool's average run time. */
+void ms__runners_ran(server *s, int64_t rows, int64_t ns);
 /* Hands j (from ms__runners_free, with a batch) to its runner, pinning its requests' clients. */
 void ms__runners_hand(server *s, job *j);
 /* Waits up to ns for a runner to be free. Returns whether one is. */

@@ -272,11 +272,14 @@ class Overlaps:
         self.company = company
         self.lock = threading.Condition()
         self.now = self.most = self.calls = 0
+        self.inline = 0  # calls run on the worker's loop thread (its main thread), not a runner
 
     def __call__(self, x):
+        import threading
         with self.lock:
             self.now += 1
             self.calls += 1
+            self.inline += threading.current_thread() is threading.main_thread()
             self.most = max(self.most, self.now)
             self.lock.notify_all()
             if self.company and self.calls == 1:
@@ -294,8 +297,66 @@ class Overlaps:
             return self.most, self.calls
 
 
+    def inline_calls(self):
+        """Calls run on the worker's loop thread (a runner thread is not Python's main thread)."""
+        with self.lock:
+            return self.inline
+
+
 def make_overlaps(k=2.0, sleep=0.005, company=False):
     return Overlaps(k, sleep, company)
+
+
+class Turns:
+    """y = k * x + 1 that takes no time until turn_slow(sleep) and then sleeps that long a call;
+    for each phase, its calls, the most of them at once and how many ran on the worker's loop
+    thread (Python's main thread there) rather than a runner. The first slow call that runs on a
+    runner waits (up to 10 s) for a second one, so that a worker that runs slow calls on runners
+    overlaps two whatever the timing."""
+
+    def __init__(self, k=2.0):
+        import threading
+        self.k = np.float32(k)
+        self.sleep = 0.0
+        self.lock = threading.Condition()
+        self.now = 0
+        self.seen = {"fast": [0, 0, 0], "slow": [0, 0, 0]}  # calls, most at once, inline
+        self.waited = False
+
+    def __call__(self, x):
+        import threading
+        on_loop = threading.current_thread() is threading.main_thread()
+        with self.lock:
+            sleep = self.sleep
+            seen = self.seen["slow" if sleep else "fast"]
+            self.now += 1
+            seen[0] += 1
+            seen[1] = max(seen[1], self.now)
+            seen[2] += on_loop
+            self.lock.notify_all()
+            if sleep and not on_loop and not self.waited:
+                self.waited = True
+                self.lock.wait_for(lambda: self.now > 1, timeout=10)
+        try:
+            if sleep:
+                time.sleep(sleep)
+            return x * self.k + 1
+        finally:
+            with self.lock:
+                self.now -= 1
+
+    def turn_slow(self, sleep):
+        with self.lock:
+            self.sleep = sleep
+
+    def counts(self):
+        """{"fast": [calls, most at once, inline], "slow": [...]}"""
+        with self.lock:
+            return self.seen
+
+
+def make_turns(k=2.0):
+    return Turns(k)
 
 
 def overlaps_client(shared, i, n, results):

@@ -51,6 +51,35 @@ def test_thread_safe_model_runs_calls_at_once(daemon):
     most, calls = peak(shared)
     assert 2 <= most <= 4, (most, calls)
     assert calls == CLIENTS * 20  # every request its own call (peak() is a method: not counted)
+    with shared.acquire() as model:
+        # A pool starts by handing batches to runners, and calls of 5 ms keep it there: the
+        # loop's thread never runs one itself (runners.c, inline runs).
+        assert model.inline_calls() == 0
+
+
+def test_calls_go_to_runners_once_they_are_slow(daemon):
+    # A model of no work runs its batches on the loop's thread once a dozen of them have shown it
+    # (a hand-over to a runner would cost more than the call); when its calls turn slow, the
+    # first one at most runs there, and the rest go to runners, several at once. What is
+    # asserted is what the model saw: how many calls at once, and on which thread.
+    shared = modelshare.Shared(pymodels.make_turns, tag="turns", thread_safe=True, threads=4,
+                               batchable=False)
+    for _ in range(5):  # a loaded machine may slow a few dozen calls in a row past the threshold
+        run_clients(shared, 100)
+        with shared.acquire() as model:
+            if model.counts()["fast"][2] > 0:
+                break
+    with shared.acquire() as model:
+        fast_calls = model.counts()["fast"][0]
+        model.turn_slow(0.005)
+    run_clients(shared, 20)
+    with shared.acquire() as model:
+        seen = model.counts()
+    fast, slow = seen["fast"], seen["slow"]
+    assert fast[0] == fast_calls and slow[0] == CLIENTS * 20, seen
+    assert fast[2] > 0, seen  # the tiny calls: some on the loop's own thread
+    assert slow[2] <= 1, seen  # the slow ones: at most the first (it shows they are slow)
+    assert 2 <= slow[1] <= 4, seen
 
 
 def test_default_runs_one_call_at_a_time(daemon):
