@@ -92,7 +92,10 @@ TSAN_TESTS := tests/integration/test_sharing.py::test_one_client_used_from_many_
 	tests/integration/test_dataplane.py::test_instances_share_the_requests \
 	tests/integration/test_dataplane.py::test_deadline_expires_and_the_handle_goes_on \
 	tests/integration/test_dataplane.py::test_flooding_client_does_not_starve_another \
-	tests/integration/test_dataplane.py::test_worker_killed_while_a_request_runs
+	tests/integration/test_dataplane.py::test_worker_killed_while_a_request_runs \
+	tests/integration/test_threads.py::test_eight_clients_get_their_own_answers_from_four_runners \
+	tests/integration/test_threads.py::test_client_killed_while_runners_hold_its_requests \
+	tests/integration/test_threads.py::test_swap_drains_every_runner_and_loses_nothing
 TSAN_LOGS := $(abspath $(TSAN_BUILD))/reports
 test-tsan: venv | deps
 	cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMS_TSAN=ON -DMS_CUDA=OFF >/dev/null
@@ -117,7 +120,8 @@ PYASAN_TESTS := tests/python/test_bad_pickles.py tests/python/test_python_backen
 	tests/python/test_api.py::test_threads_share_one_handle \
 	tests/python/test_api.py::test_inputs_with_array_or_dlpack_and_strided_inputs \
 	tests/python/test_api.py::test_every_dtype_reaches_the_model_as_itself \
-	tests/python/test_api.py::test_wrong_dtype_and_shape_raise_and_the_model_keeps_serving
+	tests/python/test_api.py::test_wrong_dtype_and_shape_raise_and_the_model_keeps_serving \
+	tests/python/test_threads.py
 PYASAN_LOGS := $(abspath $(PYASAN_BUILD))/reports
 PYASAN_PKG := $(abspath $(PYASAN_BUILD))/pkg
 PYASAN_ENV = LD_PRELOAD=$$(gcc -print-file-name=libasan.so) PYTHONPATH=$(PYASAN_PKG) \

@@ -199,6 +199,13 @@ def main():
         lines.append(f"# {label}")
         lines.append(cmd)
     lines += ["```", ""]
+    # Figures of benchmarks of their own (bench/RESULTS-*.md), linked.
+    others = sorted((ROOT / "bench").glob("RESULTS-*.md"))
+    if others:
+        lines += ["## Other figures", ""]
+        lines += [f"- [{o.name}]({o.name}): {o.read_text().splitlines()[0].lstrip('# ')}"
+                  for o in others]
+        lines += [""]
     # The GPU figures (make test-gpu) are kept in bench/GPU.md and shown here whole.
     gpu = ROOT / "bench" / "GPU.md"
     if gpu.exists():

@@ -265,7 +265,12 @@ typedef struct ms_model ms_model;
  *                                                           for more rows to batch with
  *   instances       integer, 1..64                1         worker processes serving the tag
  *   thread_safe     bool                          false     the model may run several calls
- *                                                           at once
+ *                                                           at once (python, identity: up to
+ *                                                           threads batches at once)
+ *   threads         null | integer, 0..64         null      batches a thread_safe model runs
+ *                                                           at once (null, 0: one per CPU of
+ *                                                           its worker); more than 1 only
+ *                                                           with thread_safe true
  *   batchable       bool                          true      requests may be joined into one
  *                                                           batch along the first dimension
  *   memory          integer, bytes, 0..2^62       0         what the model needs, all its

@@ -12,7 +12,7 @@ from ._client import control
 
 # Spec fields a caller may give as keyword arguments (backend and weights come from the factory).
 SPEC_FIELDS = ("device", "devices", "output", "keep_alive", "max_batch", "batch_sizes",
-               "batch_delay_us", "instances", "thread_safe", "batchable", "memory",
+               "batch_delay_us", "instances", "thread_safe", "threads", "batchable", "memory",
                "load_timeout", "max_restarts", "version")
 
 try:  # bfloat16 arrays, when the package that defines them is there
@@ -82,9 +82,12 @@ class Shared:
         applies that framework's own memory cap in the worker before the constructor runs.
     Shared.dense(weights, tag=...) -- the built-in dense backend (an MLP from safetensors).
     Spec options are keyword arguments: keep_alive, max_batch, batch_sizes, batch_delay_us,
-    instances, thread_safe, batchable, memory, load_timeout, max_restarts, device ("cpu",
-    "cuda:N" or "auto"), devices (a list such as ["cuda:0", "cuda:1"], or "auto": the instances
-    spread over them), output, version. swap() moves the tag to a new version while it serves.
+    instances, thread_safe, threads, batchable, memory, load_timeout, max_restarts, device
+    ("cpu", "cuda:N" or "auto"), devices (a list such as ["cuda:0", "cuda:1"], or "auto": the
+    instances spread over them), output, version. thread_safe=True says the model may be called
+    from several threads at once: its worker then runs up to `threads` batches at once (default:
+    one per CPU), each call holding the GIL only where the model does not release it (numpy,
+    ONNX Runtime and PyTorch kernels do). swap() moves the tag to a new version while it serves.
     """
 
     def __init__(self, constructor, tag, framework=None, key=None, **spec):

@@ -2,8 +2,9 @@
 
 modelshared starts it with the acquiring client's interpreter, working directory and sys.path
 (PYTHONPATH), and with fds 3 (control), 4 (stats) and 5 (door) as for modelshare-worker. The serving
-loop is the C worker's (modelshare._core.serve_worker); it calls the three functions below, one at
-a time (the loop is single-threaded), with the GIL held:
+loop is the C worker's (modelshare._core.serve_worker); it calls the three functions below with the
+GIL held, one at a time, or for a thread_safe spec from up to `threads` runner threads at once
+(each call's own GIL hold, released wherever the model's code releases it):
 
     _load(spec_json) -> (True, model) | (False, error text)
     _run(model, memoryview, ms_dtype, shape) -> (array, ms_dtype, shape) | error text

@@ -4,7 +4,12 @@
  *
  * The loop runs with the GIL released; each backend call takes it for the time of the call. The
  * Python side of each op is a function of modelshare.worker (_load, _run, _call): this file only
- * moves bytes and references. The loop is single-threaded, so the model runs one call at a time.
+ * moves bytes and references. A spec that says thread_safe runs up to `threads` batches at once on
+ * the worker's runner threads (src/worker/runners.c): each takes the GIL for its call, which the
+ * model's own kernels (numpy, ONNX Runtime, PyTorch) release while they compute, so calls
+ * overlap there. Each thread keeps the output of its own last call (the worker copies it out
+ * after the call returns, without the GIL) and, for a runner thread, its interpreter state for
+ * the thread's life (py_thread).
  */
 #include "core.h"
 
@@ -17,10 +22,20 @@
 typedef struct py_state {
     PyObject *hooks; /* modelshare.worker */
     PyObject *model;
-    PyObject *last; /* what the last run or call returned: its bytes back the output */
+} py_state;
+
+/* What this thread's last run or call returned: its bytes back the output until the thread's
+ * next call (backend.h). Touched with the GIL held only. */
+typedef struct py_out {
+    PyObject *last;
     Py_buffer view; /* of last */
     int have_view;
-} py_state;
+} py_out;
+static _Thread_local py_out tl_out;
+
+/* A runner thread's own interpreter state, kept from py_thread(start) to py_thread(end). */
+static _Thread_local PyGILState_STATE tl_gil;
+static _Thread_local PyThreadState *tl_saved;
 
 /* The message of a hook that raised itself (a bug of ours or an interpreter error). */
 static int hook_failed(int code, const char *what, char *err, size_t errlen)
@@ -49,12 +64,13 @@ static int str_error(PyObject *r, int code, char *err, size_t errlen)
     return code;
 }
 
-static void drop_last(py_state *st)
+/* Drops this thread's last output (the GIL held). */
+static void drop_last(void)
 {
-    if (st->have_view)
-        PyBuffer_Release(&st->view);
-    st->have_view = 0;
-    Py_CLEAR(st->last);
+    if (tl_out.have_view)
+        PyBuffer_Release(&tl_out.view);
+    tl_out.have_view = 0;
+    Py_CLEAR(tl_out.last);
 }
 
 static int py_load(const ms__spec *spec, void **state, char *err, size_t errlen)
@@ -139,7 +155,7 @@ static int py_run_dynamic(void *state, const ms__tensor_view *in, ms__tensor_vie
     py_state *st = state;
     int rc = 0;
     PyGILState_STATE g = PyGILState_Ensure();
-    drop_last(st);
+    drop_last();
     PyObject *shape = PyTuple_New(in->rank);
     PyObject *mv = PyMemoryView_FromMemory(in->data, (Py_ssize_t)in->nbytes, PyBUF_READ);
     PyObject *r = NULL;
@@ -170,19 +186,19 @@ static int py_run_dynamic(void *state, const ms__tensor_view *in, ms__tensor_vie
         rc = hook_failed(MS_E_BACKEND, "modelshare.worker._run: bad answer", err, errlen);
         goto out;
     }
-    st->last = Py_NewRef(arr);
-    if (PyObject_GetBuffer(st->last, &st->view, PyBUF_C_CONTIGUOUS) < 0) {
+    tl_out.last = Py_NewRef(arr);
+    if (PyObject_GetBuffer(tl_out.last, &tl_out.view, PyBUF_C_CONTIGUOUS) < 0) {
         rc = hook_failed(MS_E_BACKEND, "the model's output", err, errlen);
         goto out;
     }
-    st->have_view = 1;
+    tl_out.have_view = 1;
     memset(out, 0, sizeof *out);
     out->dtype = dtype;
     out->rank = (int)PyTuple_GET_SIZE(oshape);
     for (int i = 0; i < out->rank; i++)
         out->shape[i] = PyLong_AsLongLong(PyTuple_GET_ITEM(oshape, i));
-    out->data = st->view.buf;
-    out->nbytes = (size_t)st->view.len;
+    out->data = tl_out.view.buf;
+    out->nbytes = (size_t)tl_out.view.len;
     if (PyErr_Occurred())
         rc = hook_failed(MS_E_BACKEND, "the model's output shape", err, errlen);
 out:
@@ -199,7 +215,7 @@ static int py_call(void *state, const void *in, size_t in_len, const void **out,
     py_state *st = state;
     int rc = 0;
     PyGILState_STATE g = PyGILState_Ensure();
-    drop_last(st);
+    drop_last();
     PyObject *payload = PyBytes_FromStringAndSize(in, (Py_ssize_t)in_len);
     PyObject *r =
         payload != NULL ? PyObject_CallMethod(st->hooks, "_call", "OO", st->model, payload) : NULL;
@@ -211,7 +227,7 @@ static int py_call(void *state, const void *in, size_t in_len, const void **out,
         rc = hook_failed(MS_E_BACKEND, "modelshare.worker._call", err, errlen);
         goto out;
     }
-    st->last = r;
+    tl_out.last = r;
     *out = PyBytes_AS_STRING(r);
     *out_len = (size_t)PyBytes_GET_SIZE(r);
 out:
@@ -231,11 +247,26 @@ static void py_unload(void *state)
     if (st == NULL)
         return;
     PyGILState_STATE g = PyGILState_Ensure();
-    drop_last(st);
+    drop_last();
     Py_CLEAR(st->model);
     Py_CLEAR(st->hooks);
     PyMem_RawFree(st);
     PyGILState_Release(g);
+}
+
+/* A runner thread: its interpreter state made once (not at every call's PyGILState_Ensure), the
+ * GIL released until a call takes it; at its end, its last output dropped and its state gone. */
+static void py_thread(void *state, bool start)
+{
+    (void)state;
+    if (start) {
+        tl_gil = PyGILState_Ensure();
+        tl_saved = PyEval_SaveThread();
+        return;
+    }
+    PyEval_RestoreThread(tl_saved);
+    drop_last();
+    PyGILState_Release(tl_gil);
 }
 
 static const ms__backend_ops python_ops = {
@@ -248,6 +279,8 @@ static const ms__backend_ops python_ops = {
     .unload = py_unload,
     .run_dynamic = py_run_dynamic,
     .call = py_call,
+    .concurrent = true, /* the GIL, and each thread's own output; the model's promise: the spec */
+    .thread = py_thread,
 };
 
 static int open_python(const ms__spec *spec, const ms__backend_ops **out, char *err, size_t errlen)

@@ -61,6 +61,17 @@ typedef struct ms__backend_ops {
      * len) (mapped: true), or is about to unmap it (false). A GPU backend registers ranges of it
      * for DMA (pins.h) and must drop them here before the arena goes. */
     void (*arena)(void *state, void *base, size_t len, bool mapped);
+    /* Whether run, run_dynamic and call may be called from several threads at once on one
+     * state (each with its own tensors). The worker does so only when the spec also says
+     * thread_safe (the model's own promise): up to spec threads calls at once. An output that
+     * run_dynamic or call owns is then the calling thread's, valid until that thread's next call.
+     * output_for is called from the loop's thread while runs go on: it must not touch what a run
+     * changes. Backends with scratch memory in their state (dense) leave it false. */
+    bool concurrent;
+    /* Optional (NULL: nothing to do). A runner thread of the worker starts (true), before its
+     * first call, or ends (false), after its last: the python backend keeps the thread's
+     * interpreter state for the thread's life. */
+    void (*thread)(void *state, bool start);
 } ms__backend_ops;
 
 /* The signature of a model of rows: float32 [N, in_width] -> float32 [N, out_width]. */

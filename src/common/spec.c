@@ -20,9 +20,9 @@
 #define DIFF_VALUE_MAX 300
 
 static const char *const known_fields[] = {
-    "backend",   "weights",      "device",         "devices",   "output",      "keep_alive",
-    "max_batch", "batch_sizes",  "batch_delay_us", "instances", "thread_safe", "batchable",
-    "memory",    "load_timeout", "max_restarts",   "python",    "version",
+    "backend",   "weights",     "device",         "devices",      "output",      "keep_alive",
+    "max_batch", "batch_sizes", "batch_delay_us", "instances",    "thread_safe", "threads",
+    "batchable", "memory",      "load_timeout",   "max_restarts", "python",      "version",
 };
 
 /* "backend, weights, ..." into buf. */
@@ -316,6 +316,8 @@ static const struct number_field {
      offsetof(ms__spec, batch_delay_us)},
     {"instances", FIELD_INT, 1, 64, "an integer from 1 to 64", offsetof(ms__spec, instances)},
     {"thread_safe", FIELD_BOOL, 0, 1, "true or false", offsetof(ms__spec, thread_safe)},
+    {"threads", FIELD_INT, 0, 64, "null or an integer from 0 to 64 (0: one per CPU)",
+     offsetof(ms__spec, threads)},
     {"batchable", FIELD_BOOL, 0, 1, "true or false", offsetof(ms__spec, batchable)},
     {"memory", FIELD_U64, 0, SPEC_MEMORY_MAX,
      "an integer number of bytes from 0 (estimate) to 2^62", offsetof(ms__spec, memory)},
@@ -530,6 +532,8 @@ static int parse_field(const char *key, const json_t *v, ms__spec *s, bool *seen
         return parse_batch_sizes(v, s, err, errlen);
     if (strcmp(key, "version") == 0)
         return parse_version(v, s, err, errlen);
+    if (strcmp(key, "threads") == 0 && json_is_null(v))
+        return 0; /* the default: 0 */
     for (size_t i = 0; i < MS__ARRAY_LEN(number_fields); i++)
         if (strcmp(key, number_fields[i].name) == 0)
             return parse_number(&number_fields[i], v, s, err, errlen);
@@ -602,6 +606,14 @@ int ms__spec_from_json(const json_t *obj, ms__spec *out, char *err, size_t errle
                         "with backend \"%s\"",
                         s.backend);
     }
+    if (s.threads > 1 && !s.thread_safe) {
+        ms__spec_free(&s);
+        return ms__fail(err, errlen, MS_E_SPEC,
+                        "spec field \"threads\": expected null, 0 or 1 for a model that is not "
+                        "thread_safe (it runs one batch at a time), got %d; say thread_safe true "
+                        "for more",
+                        s.threads);
+    }
     if (strcmp(s.backend, "dense") == 0 && s.weights == NULL)
         return ms__fail(err, errlen, MS_E_SPEC,
                         "spec field \"weights\": expected the path of a safetensors file for the "
@@ -671,6 +683,8 @@ json_t *ms__spec_to_json(const ms__spec *spec)
         bad |= py == NULL ? -1 : json_object_set_new(j, "python", py);
     }
     bad |= json_object_set_new(j, "thread_safe", json_boolean(spec->thread_safe));
+    bad |= json_object_set_new(j, "threads",
+                               spec->threads > 0 ? json_integer(spec->threads) : json_null());
     bad |= json_object_set_new(j, "version",
                                spec->version[0] ? json_string(spec->version) : json_null());
     bad |= json_object_set_new(j, "weights",
@@ -851,9 +865,10 @@ bool ms__spec_equal(const ms__spec *a, const ms__spec *b)
            strcmp(a->version, b->version) == 0 && a->output == b->output &&
            a->keep_alive == b->keep_alive && a->max_batch == b->max_batch &&
            a->batch_delay_us == b->batch_delay_us && a->instances == b->instances &&
-           a->thread_safe == b->thread_safe && a->batchable == b->batchable &&
-           a->memory == b->memory && a->load_timeout == b->load_timeout &&
-           a->max_restarts == b->max_restarts && a->nbatch_sizes == b->nbatch_sizes &&
+           a->thread_safe == b->thread_safe && a->threads == b->threads &&
+           a->batchable == b->batchable && a->memory == b->memory &&
+           a->load_timeout == b->load_timeout && a->max_restarts == b->max_restarts &&
+           a->nbatch_sizes == b->nbatch_sizes &&
            memcmp(a->batch_sizes, b->batch_sizes, sizeof a->batch_sizes) == 0;
 }
 

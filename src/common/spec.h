@@ -19,6 +19,9 @@
  *   batch_delay_us wait for more rows after the oldest, 0..1e6  0
  *   instances      worker processes for this tag, 1..64         1
  *   thread_safe    bool                                         false
+ *   threads        null | 0..64: batches run at once when        null (the CPUs the worker
+ *                  thread_safe (runner threads in the worker);   may run on; 0 is the same)
+ *                  more than 1 only with thread_safe true
  *   batchable      bool                                         true
  *   memory         bytes the model needs (0: estimate)          0
  *   load_timeout   seconds to wait for memory, 0..86400         60
@@ -81,6 +84,7 @@ typedef struct ms__spec {
     int batch_delay_us;
     int instances;
     bool thread_safe;
+    int threads; /* 0: as many as the worker's CPUs (ms__worker_threads) */
     bool batchable;
     uint64_t memory;
     double load_timeout;

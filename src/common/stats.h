@@ -3,9 +3,10 @@
  * three histograms with fixed buckets (rows per backend run, queue wait, run time) and, while
  * the model loads, the load's phase and bytes read so far.
  *
- * The worker is the only writer (relaxed atomics); the daemon only reads. A histogram's count is
- * the sum of its buckets (read them, then add up), so a reader never sees a count that its
- * buckets do not explain; its sum may lag a bucket by one observation. */
+ * The worker is the only writer (relaxed atomic adds, so that its runner threads may add at
+ * once: busy_ns is then the sum of their times in the backend); the daemon only reads. A
+ * histogram's count is the sum of its buckets (read them, then add up), so a reader never sees a
+ * count that its buckets do not explain; its sum may lag a bucket by one observation. */
 #ifndef MS_STATS_H
 #define MS_STATS_H
 

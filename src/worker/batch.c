@@ -12,10 +12,10 @@
 
 #define CATCH_UP_MAX_NS 1000000LL /* longest wait for the clients of the last batch */
 
-bool ms__batch_closed(const server *s)
+bool ms__batch_closed(const job *j)
 {
-    return s->nbatch > 0 &&
-           (!s->w->batchable || s->batch_rows >= s->w->max_batch || ms__is_call(&s->batch[0]));
+    return j->nbatch > 0 &&
+           (!j->w->batchable || j->batch_rows >= j->w->max_batch || ms__is_call(&j->batch[0]));
 }
 
 /* Whether t can join the batch whose first request is f: same dtype and rank, same dims after
@@ -32,26 +32,26 @@ static bool compatible(const taken *f, const taken *t)
 
 /* Whether t, read after the batch's first request, may join it: same row shape, within
  * max_batch rows and the staging bytes. A method call runs alone. */
-static bool joins(const server *s, const taken *t)
+static bool joins(const job *j, const taken *t)
 {
-    return s->w->batchable && !ms__is_call(t) && !ms__is_call(&s->batch[0]) &&
-           compatible(&s->batch[0], t) && s->batch_rows + t->rows <= s->w->max_batch &&
-           s->batch_bytes + t->in.nbytes <= MS__BATCH_BYTES_MAX;
+    return j->w->batchable && !ms__is_call(t) && !ms__is_call(&j->batch[0]) &&
+           compatible(&j->batch[0], t) && j->batch_rows + t->rows <= j->w->max_batch &&
+           j->batch_bytes + t->in.nbytes <= MS__BATCH_BYTES_MAX;
 }
 
 enum { TAKE_NONE, TAKE_ANSWERED, TAKE_ADDED, TAKE_DEFERRED };
 
 /* Looks at the next request of c. A bad one is answered at once (TAKE_ANSWERED); one that fits
  * the batch joins it (TAKE_ADDED); one that does not stays in the ring (TAKE_DEFERRED). */
-static int take_one(server *s, client *c, int64_t now)
+static int take_one(server *s, job *j, client *c, int64_t now)
 {
-    taken *t = &s->batch[s->nbatch];
+    taken *t = &j->batch[j->nbatch];
     int r = ms__intake_peek(s, c, now, t);
     if (r == MS__TAKE_NONE)
         return TAKE_NONE;
     if (r == MS__TAKE_ANSWERED)
         return TAKE_ANSWERED;
-    if (s->nbatch > 0 && !joins(s, t))
+    if (j->nbatch > 0 && !joins(j, t))
         return TAKE_DEFERRED;
     c->head++;
     /* Queue wait: the client's clock reading at submit is only a figure; one from the future or
@@ -59,16 +59,16 @@ static int take_one(server *s, client *c, int64_t now)
     int64_t at = ms__now_ns();
     ms__stats_queued(s->w->stats,
                      t->submit_ns > 0 && t->submit_ns < at ? (uint64_t)(at - t->submit_ns) : 0);
-    s->nbatch++;
-    s->batch_rows += t->rows;
-    s->batch_bytes += t->in.nbytes;
+    j->nbatch++;
+    j->batch_rows += t->rows;
+    j->batch_bytes += t->in.nbytes;
     return TAKE_ADDED;
 }
 
 /* One round-robin pass over the active clients: at most one request from each. Returns how many
  * it took or answered; *deferred when a client's next request has to wait for another batch.
  * A client whose ring is empty leaves the active list until it publishes again. */
-static size_t take_pass(server *s, int64_t now, bool *deferred)
+static size_t take_pass(server *s, job *j, int64_t now, bool *deferred)
 {
     size_t got = 0, n = s->nactive, start = 0;
     if (n == 0)
@@ -81,12 +81,12 @@ static size_t take_pass(server *s, int64_t now, bool *deferred)
         }
     bool emptied = false;
     for (size_t k = 0; k < n; k++) {
-        if (s->nbatch >= MS__BATCH_REQS_MAX)
+        if (j->nbatch >= MS__BATCH_REQS_MAX)
             break;
-        if (ms__batch_closed(s))
+        if (ms__batch_closed(j))
             break;
         client *c = s->active[(start + k) % n];
-        int r = take_one(s, c, now);
+        int r = take_one(s, j, c, now);
         if (r == TAKE_DEFERRED)
             *deferred = true;
         if (r == TAKE_NONE) {
@@ -108,14 +108,15 @@ static size_t take_pass(server *s, int64_t now, bool *deferred)
  * the last batch are waking up to send their next request, and a model that ran for a while is
  * worth a wait of a tenth of that (at most CATCH_UP_MAX_NS) to run them together. Returns the
  * end of the wait (0: none) and *enough, the rows that end it early. */
-static int64_t wait_until(const server *s, int64_t now, bool deferred, int64_t *enough)
+static int64_t wait_until(const server *s, const job *j, int64_t now, bool deferred,
+                          int64_t *enough)
 {
     *enough = s->w->max_batch;
-    if (s->nbatch == 0 || ms__batch_closed(s) || deferred)
+    if (j->nbatch == 0 || ms__batch_closed(j) || deferred)
         return 0;
     if (s->w->batch_delay_ns > 0)
         return now + s->w->batch_delay_ns;
-    if (s->batch_rows < s->last_rows && s->last_run_ns > 0) {
+    if (j->batch_rows < s->last_rows && s->last_run_ns > 0) {
         int64_t wait = s->last_run_ns / 10;
         *enough = s->last_rows < *enough ? s->last_rows : *enough;
         return now + (wait < CATCH_UP_MAX_NS ? wait : CATCH_UP_MAX_NS);
@@ -123,31 +124,31 @@ static int64_t wait_until(const server *s, int64_t now, bool deferred, int64_t *
     return 0;
 }
 
-size_t ms__batch_take(server *s)
+size_t ms__batch_take(server *s, job *j)
 {
     int64_t now = ms__now_ns();
     bool deferred = false;
     size_t handled = 0;
     ms__intake_collect(s);
-    s->nbatch = 0;
-    s->batch_rows = 0;
-    s->batch_bytes = 0;
+    j->nbatch = 0;
+    j->batch_rows = 0;
+    j->batch_bytes = 0;
     /* Passes until the batch is full or nobody has more. */
     for (;;) {
-        size_t got = take_pass(s, now, &deferred);
+        size_t got = take_pass(s, j, now, &deferred);
         handled += got;
-        if (got == 0 || deferred || s->nbatch >= MS__BATCH_REQS_MAX || ms__batch_closed(s))
+        if (got == 0 || deferred || j->nbatch >= MS__BATCH_REQS_MAX || ms__batch_closed(j))
             break;
     }
     int64_t enough;
-    int64_t until = wait_until(s, now, deferred, &enough);
+    int64_t until = wait_until(s, j, now, deferred, &enough);
     int64_t t0 = now;
-    while (until > 0 && !ms__batch_closed(s) && s->batch_rows < enough &&
-           s->nbatch < MS__BATCH_REQS_MAX && !deferred && !*s->w->stop) {
+    while (until > 0 && !ms__batch_closed(j) && j->batch_rows < enough &&
+           j->nbatch < MS__BATCH_REQS_MAX && !deferred && !*s->w->stop) {
         now = ms__now_ns();
         if (now >= until)
             break;
-        size_t got = take_pass(s, now, &deferred);
+        size_t got = take_pass(s, j, now, &deferred);
         handled += got;
         if (got == 0)
             ms__spin_step(t0, now); /* yields: the clients may need this CPU to send */

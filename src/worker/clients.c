@@ -171,6 +171,8 @@ static void takeover(server *s, int door_fd)
 static void drain(server *s)
 {
     char err[MS__ERRLEN];
+    /* Runner threads may still hold requests taken before: answered first. */
+    ms__runners_quiesce(s);
     json_t *heads = json_array();
     for (size_t i = 0; heads != NULL && i < s->n; i++)
         json_array_append_new(heads, json_pack("[I, I]", (json_int_t)s->clients[i]->lease,
@@ -221,11 +223,15 @@ static void control_msg(server *s, json_t *msg, int *fds, int nfds)
     }
     if (op && strcmp(op, "detach") == 0 && json_is_integer(lease)) {
         size_t at;
-        if (find(s, json_integer_value(lease), &at))
+        client *c = find(s, json_integer_value(lease), &at);
+        if (c != NULL) {
+            /* Not while a runner writes into its arena. */
+            ms__runners_unpin(s, c);
             ms__client_drop_at(s, at, "detached");
-        else
+        } else {
             ms__log_debug("model \"%s\": detach of unknown lease %lld", s->w->tag,
                           (long long)json_integer_value(lease));
+        }
     } else {
         ms__log_warn("model \"%s\": ignoring control message op \"%s\" (lease %s, %d fds)",
                      s->w->tag, op ? op : "(none)", json_is_integer(lease) ? "set" : "missing",

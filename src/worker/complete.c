@@ -24,6 +24,8 @@ void ms__complete(server *s, client *c, unsigned slot, const ms__resp *resp)
     STAT_ADD(s, requests, 1);
     if (resp->status != 0)
         ms__stats_error(s->w->stats, resp->status);
+    if (s->pool != NULL)
+        atomic_fetch_add_explicit(&c->answered, 1, memory_order_release); /* serve.h */
     atomic_store(&sl->state, MS__SLOT_DONE);
     if (atomic_load(&sl->waiting))
         ms__futex_wake(&sl->state, 1);
@@ -86,8 +88,8 @@ void ms__complete_too_large(server *s, client *c, unsigned slot, const ms__req *
     ms__complete(s, c, slot, &resp);
 }
 
-void ms__complete_batch_error(server *s, int code, const char *msg)
+void ms__complete_batch_error(job *j, int code, const char *msg)
 {
-    for (size_t i = 0; i < s->nbatch; i++)
-        ms__complete_error(s, s->batch[i].c, s->batch[i].slot, s->batch[i].req.id, code, msg);
+    for (size_t i = 0; i < j->nbatch; i++)
+        ms__complete_error(j->s, j->batch[i].c, j->batch[i].slot, j->batch[i].req.id, code, msg);
 }

@@ -123,6 +123,8 @@ static int read_request(server *s, client *c, unsigned e, int64_t now, taken *t,
 int ms__intake_peek(server *s, client *c, int64_t now, taken *t)
 {
     char err[MS__ERRLEN];
+    if (s->pool != NULL)
+        (void)atomic_load_explicit(&c->answered, memory_order_acquire); /* serve.h */
     uint32_t tail = atomic_load_explicit(&c->rg->tail, memory_order_acquire);
     int pending = ms__ring_pending(c->head, tail);
     if (pending == 0)

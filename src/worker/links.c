@@ -2,8 +2,9 @@
  * Linked arenas: the arena of another lease of the same client, mapped beside a client's own so
  * that its requests may take their input there (a pipeline: one model's output is the next one's
  * input, with no copy). The daemon sends "link" (lease, arena index k, the other arena's fd) and
- * "unlink" (lease, k) on the control socket, which the loop reads only between batches: a request
- * taken from the ring never points into an arena unmapped under it. The input's place in a
+ * "unlink" (lease, k) on the control socket, which the loop reads only between batches, and
+ * an unlink waits for the client's requests that runner threads hold: a request taken from the
+ * ring never points into an arena unmapped under it. The input's place in a
  * linked arena is checked as in the own one (records.c: ms__req_decode with link_cap).
  */
 #include <stdlib.h>
@@ -20,6 +21,7 @@ void ms__client_unlink(server *s, client *c, unsigned k)
 {
     if (k < 1 || k > MS__ARENA_LINKS || c->link_base[k - 1] == NULL)
         return;
+    ms__runners_unpin(s, c); /* a runner may be reading an input there (runners.c) */
     void *base = c->link_base[k - 1];
     uint64_t cap = c->link_cap[k - 1];
     if (s->w->backend->arena != NULL)

@@ -278,7 +278,12 @@ static int serve(const char *tag, const loaded *m, ms__stats *stats)
         .batch_delay_ns = (int64_t)m->spec.batch_delay_us * 1000,
         .batchable = m->spec.batchable,
         .spin_ns = ms__spin_ns(MS__WORKER_SPIN_US),
+        .threads = ms__worker_threads(&m->spec, m->be),
     };
+    if (m->spec.thread_safe && !m->be->concurrent)
+        ms__log_info("model \"%s\": the %s backend runs one batch at a time (thread_safe is "
+                     "for backends that may be called concurrently: python, identity)",
+                     tag, m->be->name);
     return ms__worker_serve(&w);
 }
 

@@ -21,9 +21,9 @@ int64_t ms__padded_rows(const ms__worker *w, int64_t rows)
     return rows;
 }
 
-bool ms__pieces_needed(const server *s, const taken *t)
+bool ms__pieces_needed(const job *j, const taken *t)
 {
-    const ms__worker *w = s->w;
+    const ms__worker *w = j->w;
     if (!w->batchable || ms__is_call(t) || t->in.rank < 1 || t->rows == 0)
         return false;
     if (t->rows <= w->max_batch && ms__padded_rows(w, t->rows) == t->rows)
@@ -41,7 +41,7 @@ typedef struct piece_out {
 } piece_out;
 
 /* Rows [r0, r0 + k) of t's input as a view, staged with zero rows up to `rows` when padded. */
-static int piece_input(server *s, const taken *t, int64_t r0, int64_t k, int64_t rows,
+static int piece_input(job *j, const taken *t, int64_t r0, int64_t k, int64_t rows,
                        ms__tensor_view *in)
 {
     size_t row = t->in.nbytes / (size_t)t->rows;
@@ -52,18 +52,18 @@ static int piece_input(server *s, const taken *t, int64_t r0, int64_t k, int64_t
     if (rows == k)
         return 0;
     if ((size_t)rows * row > MS__BATCH_BYTES_MAX ||
-        ms__stage_grow(&s->stage_in, &s->stage_in_cap, (size_t)rows * row) < 0)
+        ms__stage_grow(&j->stage_in, &j->stage_in_cap, (size_t)rows * row) < 0)
         return MS_E_NOMEM;
-    memcpy(s->stage_in, in->data, in->nbytes);
-    memset((char *)s->stage_in + in->nbytes, 0, (size_t)(rows - k) * row);
-    in->data = s->stage_in;
+    memcpy(j->stage_in, in->data, in->nbytes);
+    memset((char *)j->stage_in + in->nbytes, 0, (size_t)(rows - k) * row);
+    in->data = j->stage_in;
     in->shape[0] = rows;
     in->nbytes = (size_t)rows * row;
     return 0;
 }
 
 /* One piece through a backend that knows its output: in place, or staged when padded. */
-static int piece_static(server *s, taken *t, int64_t r0, int64_t k, const ms__tensor_view *in,
+static int piece_static(job *j, taken *t, int64_t r0, int64_t k, const ms__tensor_view *in,
                         char *err, size_t errlen)
 {
     size_t row = t->out.nbytes / (size_t)t->rows;
@@ -73,11 +73,11 @@ static int piece_static(server *s, taken *t, int64_t r0, int64_t k, const ms__te
     out.nbytes = (size_t)in->shape[0] * row;
     out.data = dst;
     if (in->shape[0] != k) {
-        if (ms__stage_grow(&s->stage_out, &s->stage_out_cap, out.nbytes) < 0)
+        if (ms__stage_grow(&j->stage_out, &j->stage_out_cap, out.nbytes) < 0)
             return ms__fail(err, errlen, MS_E_NOMEM, "the worker is out of memory for a piece");
-        out.data = s->stage_out;
+        out.data = j->stage_out;
     }
-    int r = s->w->backend->run(s->w->state, in, &out, err, errlen);
+    int r = j->w->backend->run(j->w->state, in, &out, err, errlen);
     if (r == 0 && out.data != dst)
         memcpy(dst, out.data, (size_t)k * row);
     return r;
@@ -106,12 +106,12 @@ static bool piece_agrees(piece_out *po, const ms__tensor_view *o, int64_t rows)
 
 /* One piece through a backend that describes its output by running: its first k rows copied to
  * their place in t's room. */
-static int piece_dynamic(server *s, taken *t, int64_t r0, int64_t k, const ms__tensor_view *in,
+static int piece_dynamic(job *j, taken *t, int64_t r0, int64_t k, const ms__tensor_view *in,
                          piece_out *po, char *err, size_t errlen)
 {
     ms__tensor_view o;
     memset(&o, 0, sizeof o);
-    int r = s->w->backend->run_dynamic(s->w->state, in, &o, err, errlen);
+    int r = j->w->backend->run_dynamic(j->w->state, in, &o, err, errlen);
     if (r < 0)
         return r;
     if (!piece_agrees(po, &o, in->shape[0]))
@@ -130,34 +130,34 @@ static int piece_dynamic(server *s, taken *t, int64_t r0, int64_t k, const ms__t
 }
 
 /* Rows [r0, r0 + k) of t: staged and padded as needed, run, written to t's room. */
-static int run_piece(server *s, taken *t, int64_t r0, int64_t k, piece_out *po, char *err,
+static int run_piece(job *j, taken *t, int64_t r0, int64_t k, piece_out *po, char *err,
                      size_t errlen)
 {
     ms__tensor_view in;
-    if (piece_input(s, t, r0, k, ms__padded_rows(s->w, k), &in) < 0)
+    if (piece_input(j, t, r0, k, ms__padded_rows(j->w, k), &in) < 0)
         return ms__fail(err, errlen, MS_E_NOMEM,
                         "a piece of %lld rows padded to %lld does not fit the worker's staging "
                         "(%u bytes at most)",
-                        (long long)k, (long long)ms__padded_rows(s->w, k), MS__BATCH_BYTES_MAX);
+                        (long long)k, (long long)ms__padded_rows(j->w, k), MS__BATCH_BYTES_MAX);
     int64_t t0 = ms__now_ns();
-    int r = s->w->backend->run_dynamic != NULL ? piece_dynamic(s, t, r0, k, &in, po, err, errlen)
-                                               : piece_static(s, t, r0, k, &in, err, errlen);
-    STAT_RUN(s, k, t0);
+    int r = j->w->backend->run_dynamic != NULL ? piece_dynamic(j, t, r0, k, &in, po, err, errlen)
+                                               : piece_static(j, t, r0, k, &in, err, errlen);
+    STAT_RUN(j, k, t0);
     if (r == 0)
-        STAT_ADD(s, rows, (uint64_t)k);
+        STAT_ADD(j, rows, (uint64_t)k);
     return r;
 }
 
-void ms__pieces_run(server *s, taken *t)
+void ms__pieces_run(job *j, taken *t)
 {
     char err[MS__ERRLEN];
     piece_out po = {.known = false};
-    int64_t step = s->w->max_batch;
+    int64_t step = j->w->max_batch;
     for (int64_t r0 = 0; r0 < t->rows; r0 += step) {
         int64_t k = t->rows - r0 < step ? t->rows - r0 : step;
-        int r = run_piece(s, t, r0, k, &po, err, sizeof err);
+        int r = run_piece(j, t, r0, k, &po, err, sizeof err);
         if (r < 0) {
-            ms__complete_error(s, t->c, t->slot, t->req.id, r, err);
+            ms__complete_error(j->s, t->c, t->slot, t->req.id, r, err);
             return;
         }
     }
@@ -168,5 +168,5 @@ void ms__pieces_run(server *s, taken *t)
         t->out.shape[0] = t->rows;
         t->out.nbytes = po.row_bytes * (size_t)t->rows;
     }
-    ms__complete_ok(s, t);
+    ms__complete_ok(j->s, t);
 }

@@ -39,10 +39,10 @@ bool ms__output_sound(const ms__tensor_view *o)
 }
 
 /* Copies an output the backend owns (described by o, its bytes at src) to t's room. */
-static void deliver(server *s, taken *t, const ms__tensor_view *o, const void *src)
+static void deliver(job *j, taken *t, const ms__tensor_view *o, const void *src)
 {
     if (o->nbytes > t->req.out_cap) {
-        ms__complete_too_large(s, t->c, t->slot, &t->req, o->nbytes);
+        ms__complete_too_large(j->s, t->c, t->slot, &t->req, o->nbytes);
         return;
     }
     if (o->nbytes > 0)
@@ -51,20 +51,20 @@ static void deliver(server *s, taken *t, const ms__tensor_view *o, const void *s
     t->out.rank = o->rank;
     memcpy(t->out.shape, o->shape, sizeof t->out.shape);
     t->out.nbytes = o->nbytes;
-    ms__complete_ok(s, t);
+    ms__complete_ok(j->s, t);
 }
 
 /* A method call: bytes in, bytes out. */
-static void run_call(server *s, taken *t)
+static void run_call(job *j, taken *t)
 {
     char err[MS__ERRLEN];
     const void *res = NULL;
     size_t len = 0;
     int64_t t0 = ms__now_ns();
-    int r = s->w->backend->call(s->w->state, t->in.data, t->in.nbytes, &res, &len, err, sizeof err);
-    STAT_RUN(s, 1, t0);
+    int r = j->w->backend->call(j->w->state, t->in.data, t->in.nbytes, &res, &len, err, sizeof err);
+    STAT_RUN(j, 1, t0);
     if (r < 0) {
-        ms__complete_error(s, t->c, t->slot, t->req.id, r, err);
+        ms__complete_error(j->s, t->c, t->slot, t->req.id, r, err);
         return;
     }
     ms__tensor_view o;
@@ -73,69 +73,69 @@ static void run_call(server *s, taken *t)
     o.rank = 1;
     o.shape[0] = (int64_t)len;
     o.nbytes = len;
-    deliver(s, t, &o, res);
+    deliver(j, t, &o, res);
 }
 
 /* One request through a backend that describes its output by running. */
-static void run_dynamic_alone(server *s, taken *t)
+static void run_dynamic_alone(job *j, taken *t)
 {
     char err[MS__ERRLEN];
     ms__tensor_view o;
     memset(&o, 0, sizeof o);
     int64_t t0 = ms__now_ns();
-    int r = s->w->backend->run_dynamic(s->w->state, &t->in, &o, err, sizeof err);
-    STAT_RUN(s, t->rows, t0);
+    int r = j->w->backend->run_dynamic(j->w->state, &t->in, &o, err, sizeof err);
+    STAT_RUN(j, t->rows, t0);
     if (r == 0 && !ms__output_sound(&o)) {
         r = MS_E_BACKEND;
         snprintf(err, sizeof err, "the backend described an invalid output");
     }
     if (r < 0) {
-        ms__complete_error(s, t->c, t->slot, t->req.id, r, err);
+        ms__complete_error(j->s, t->c, t->slot, t->req.id, r, err);
         return;
     }
-    STAT_ADD(s, rows, (uint64_t)t->rows);
-    deliver(s, t, &o, o.data);
+    STAT_ADD(j, rows, (uint64_t)t->rows);
+    deliver(j, t, &o, o.data);
 }
 
 /* Runs one request in place: its input and output both in its client's arena. */
-static void run_alone(server *s, taken *t)
+static void run_alone(job *j, taken *t)
 {
     char err[MS__ERRLEN];
     if (ms__is_call(t)) {
-        run_call(s, t);
+        run_call(j, t);
         return;
     }
-    if (ms__pieces_needed(s, t)) {
-        ms__pieces_run(s, t);
+    if (ms__pieces_needed(j, t)) {
+        ms__pieces_run(j, t);
         return;
     }
-    if (s->w->backend->run_dynamic != NULL) {
-        run_dynamic_alone(s, t);
+    if (j->w->backend->run_dynamic != NULL) {
+        run_dynamic_alone(j, t);
         return;
     }
     int64_t t0 = ms__now_ns();
-    int r = s->w->backend->run(s->w->state, &t->in, &t->out, err, sizeof err);
-    STAT_RUN(s, t->rows, t0);
+    int r = j->w->backend->run(j->w->state, &t->in, &t->out, err, sizeof err);
+    STAT_RUN(j, t->rows, t0);
     if (r < 0) {
-        ms__complete_error(s, t->c, t->slot, t->req.id, r, err);
+        ms__complete_error(j->s, t->c, t->slot, t->req.id, r, err);
         return;
     }
-    STAT_ADD(s, rows, (uint64_t)t->rows);
-    ms__complete_ok(s, t);
+    STAT_ADD(j, rows, (uint64_t)t->rows);
+    ms__complete_ok(j->s, t);
 }
 
 /* Concatenates the batch's inputs into the staging buffer, then zero rows up to in->shape[0]
  * (the batch padded to an allowed size: batch_sizes). */
-static int stage_inputs(server *s, const ms__tensor_view *in)
+static int stage_inputs(job *j, const ms__tensor_view *in)
 {
-    if (ms__stage_grow(&s->stage_in, &s->stage_in_cap, in->nbytes) < 0)
+    if (ms__stage_grow(&j->stage_in, &j->stage_in_cap, in->nbytes) < 0)
         return MS_E_NOMEM;
     size_t off = 0;
-    for (size_t i = 0; i < s->nbatch; i++) {
-        memcpy((char *)s->stage_in + off, s->batch[i].in.data, s->batch[i].in.nbytes);
-        off += s->batch[i].in.nbytes;
+    for (size_t i = 0; i < j->nbatch; i++) {
+        memcpy((char *)j->stage_in + off, j->batch[i].in.data, j->batch[i].in.nbytes);
+        off += j->batch[i].in.nbytes;
     }
-    memset((char *)s->stage_in + off, 0, in->nbytes - off);
+    memset((char *)j->stage_in + off, 0, in->nbytes - off);
     return 0;
 }
 
@@ -143,46 +143,46 @@ static int stage_inputs(server *s, const ms__tensor_view *in)
  * inputs; when the output has one row per input row, each request gets its rows. Otherwise (an
  * output of another shape, or an error, which may be one request's fault) each request runs
  * alone and gets its own answer. */
-static void run_dynamic_batch(server *s, ms__tensor_view *in)
+static void run_dynamic_batch(job *j, ms__tensor_view *in)
 {
     char err[MS__ERRLEN];
-    if (s->batch_rows == 0 || stage_inputs(s, in) < 0) {
-        for (size_t i = 0; i < s->nbatch; i++)
-            run_dynamic_alone(s, &s->batch[i]);
+    if (j->batch_rows == 0 || stage_inputs(j, in) < 0) {
+        for (size_t i = 0; i < j->nbatch; i++)
+            run_dynamic_alone(j, &j->batch[i]);
         return;
     }
-    in->data = s->stage_in;
+    in->data = j->stage_in;
     ms__tensor_view o;
     memset(&o, 0, sizeof o);
     int64_t t0 = ms__now_ns();
-    int r = s->w->backend->run_dynamic(s->w->state, in, &o, err, sizeof err);
-    STAT_RUN(s, s->batch_rows, t0);
+    int r = j->w->backend->run_dynamic(j->w->state, in, &o, err, sizeof err);
+    STAT_RUN(j, j->batch_rows, t0);
     if (r < 0 || !ms__output_sound(&o) || o.rank < 1 || o.shape[0] != in->shape[0]) {
-        for (size_t i = 0; i < s->nbatch; i++)
-            run_dynamic_alone(s, &s->batch[i]);
+        for (size_t i = 0; i < j->nbatch; i++)
+            run_dynamic_alone(j, &j->batch[i]);
         return;
     }
-    STAT_ADD(s, rows, (uint64_t)s->batch_rows);
+    STAT_ADD(j, rows, (uint64_t)j->batch_rows);
     size_t row_bytes = o.nbytes / (size_t)in->shape[0], off = 0; /* padding rows: not read */
-    for (size_t i = 0; i < s->nbatch; i++) {
-        taken *t = &s->batch[i];
+    for (size_t i = 0; i < j->nbatch; i++) {
+        taken *t = &j->batch[i];
         ms__tensor_view ot = o;
         ot.shape[0] = t->rows;
         ot.nbytes = row_bytes * (size_t)t->rows;
-        deliver(s, t, &ot, (char *)o.data + off);
+        deliver(j, t, &ot, (char *)o.data + off);
         off += ot.nbytes;
     }
 }
 
 /* Whether the backend's output for the whole batch (out) follows its input (in, padding rows
  * included) row for row, each request's rows of it shaped as that request's own output. */
-static bool rowwise(const server *s, const ms__tensor_view *in, const ms__tensor_view *out)
+static bool rowwise(const job *j, const ms__tensor_view *in, const ms__tensor_view *out)
 {
     if (out->rank < 1 || out->shape[0] != in->shape[0])
         return false;
-    for (size_t i = 0; i < s->nbatch; i++) {
-        const ms__tensor_view *o = &s->batch[i].out;
-        if (o->dtype != out->dtype || o->rank != out->rank || o->shape[0] != s->batch[i].rows)
+    for (size_t i = 0; i < j->nbatch; i++) {
+        const ms__tensor_view *o = &j->batch[i].out;
+        if (o->dtype != out->dtype || o->rank != out->rank || o->shape[0] != j->batch[i].rows)
             return false;
         for (int d = 1; d < out->rank; d++)
             if (o->shape[d] != out->shape[d])
@@ -193,58 +193,75 @@ static bool rowwise(const server *s, const ms__tensor_view *in, const ms__tensor
 
 /* One run of the concatenated inputs (in, staged) into the staging buffer (out), then each
  * request's rows copied to its client's arena. */
-static void run_staged(server *s, ms__tensor_view *in, ms__tensor_view *out)
+static void run_staged(job *j, ms__tensor_view *in, ms__tensor_view *out)
 {
     char err[MS__ERRLEN];
-    if (stage_inputs(s, in) < 0 ||
-        ms__stage_grow(&s->stage_out, &s->stage_out_cap, out->nbytes) < 0) {
-        ms__complete_batch_error(s, MS_E_NOMEM, "the worker is out of memory for a batch");
+    if (stage_inputs(j, in) < 0 ||
+        ms__stage_grow(&j->stage_out, &j->stage_out_cap, out->nbytes) < 0) {
+        ms__complete_batch_error(j, MS_E_NOMEM, "the worker is out of memory for a batch");
         return;
     }
-    in->data = s->stage_in;
-    out->data = s->stage_out;
+    in->data = j->stage_in;
+    out->data = j->stage_out;
     int64_t t0 = ms__now_ns();
-    int r = s->w->backend->run(s->w->state, in, out, err, sizeof err);
-    STAT_RUN(s, s->batch_rows, t0);
+    int r = j->w->backend->run(j->w->state, in, out, err, sizeof err);
+    STAT_RUN(j, j->batch_rows, t0);
     if (r < 0) {
-        ms__complete_batch_error(s, r, err);
+        ms__complete_batch_error(j, r, err);
         return;
     }
-    STAT_ADD(s, rows, (uint64_t)s->batch_rows);
+    STAT_ADD(j, rows, (uint64_t)j->batch_rows);
     size_t off = 0;
-    for (size_t i = 0; i < s->nbatch; i++) {
-        taken *t = &s->batch[i];
-        memcpy(t->out.data, (char *)s->stage_out + off, t->out.nbytes);
+    for (size_t i = 0; i < j->nbatch; i++) {
+        taken *t = &j->batch[i];
+        memcpy(t->out.data, (char *)j->stage_out + off, t->out.nbytes);
         off += t->out.nbytes;
-        ms__complete_ok(s, t);
+        ms__complete_ok(j->s, t);
     }
 }
 
 /* Runs the batch as one backend call: inputs concatenated along the first dimension into the
  * staging buffer, outputs split back into each client's arena. Falls back to one call per
  * request when the model's output does not follow its input row for row. */
-void ms__batch_run(server *s)
+void ms__batch_run(job *j)
 {
     char err[MS__ERRLEN];
-    if (s->nbatch == 1) {
-        run_alone(s, &s->batch[0]);
+    if (j->nbatch == 1) {
+        run_alone(j, &j->batch[0]);
         return;
     }
-    const ms__backend_ops *be = s->w->backend;
-    ms__tensor_view in = s->batch[0].in, out;
-    in.shape[0] = ms__padded_rows(s->w, s->batch_rows);
-    in.nbytes = s->batch_rows > 0 ? s->batch_bytes / (size_t)s->batch_rows * (size_t)in.shape[0]
-                                  : s->batch_bytes;
+    const ms__backend_ops *be = j->w->backend;
+    ms__tensor_view in = j->batch[0].in, out;
+    in.shape[0] = ms__padded_rows(j->w, j->batch_rows);
+    in.nbytes = j->batch_rows > 0 ? j->batch_bytes / (size_t)j->batch_rows * (size_t)in.shape[0]
+                                  : j->batch_bytes;
     memset(&out, 0, sizeof out);
     if (be->run_dynamic != NULL) {
-        run_dynamic_batch(s, &in);
+        run_dynamic_batch(j, &in);
         return;
     }
-    int r = be->output_for(s->w->state, &in, &out, err, sizeof err);
-    if (r < 0 || !rowwise(s, &in, &out)) {
-        for (size_t i = 0; i < s->nbatch; i++)
-            run_alone(s, &s->batch[i]);
+    int r = be->output_for(j->w->state, &in, &out, err, sizeof err);
+    if (r < 0 || !rowwise(j, &in, &out)) {
+        for (size_t i = 0; i < j->nbatch; i++)
+            run_alone(j, &j->batch[i]);
         return;
     }
-    run_staged(s, &in, &out);
+    run_staged(j, &in, &out);
+}
+
+int ms__job_init(job *j, server *s)
+{
+    memset(j, 0, sizeof *j);
+    j->s = s;
+    j->w = s->w;
+    j->batch = calloc(MS__BATCH_REQS_MAX, sizeof *j->batch);
+    return j->batch != NULL ? 0 : MS_E_NOMEM;
+}
+
+void ms__job_free(job *j)
+{
+    free(j->batch);
+    free(j->stage_in);
+    free(j->stage_out);
+    memset(j, 0, sizeof *j);
 }

@@ -4,6 +4,10 @@
  * completes each request in its client's slot.
  *
  *   loop:  take a batch  ->  run it  ->  complete  ->  again
+ *   thread-safe model (w->threads > 1): take a batch into a free runner's job -> hand it over ->
+ *          again; with every runner busy, wait for one (runners.c), reading control messages
+ *          every millisecond meanwhile. While batches run for less than a hand-over's worth on
+ *          average and no runner is busy, the loop runs them itself, as one at a time
  *   idle:  keep looking for spin_ns (a busy model never sleeps), then say "sleeping" on the door
  *          and futex-wait on its bell; a client that publishes a request rings it.
  *
@@ -27,16 +31,27 @@
 #define CTRL_POLL_NS 1000000LL     /* read the control socket at least this often while busy */
 #define SLEEP_SLICE_NS 100000000LL /* and wake up this often while idle */
 
-/* Takes a batch and runs it. Returns how many requests it handled. */
+/* Takes a batch and runs it, or hands it to a free runner. Returns how many requests it
+ * handled (0 too when every runner is busy: the loop waits for one before it looks again). */
 static size_t serve_once(server *s)
 {
-    size_t handled = ms__batch_take(s);
-    if (s->nbatch > 0) {
-        int64_t r0 = ms__now_ns();
-        ms__batch_run(s);
-        s->last_run_ns = ms__now_ns() - r0;
-        s->last_rows = s->batch_rows;
+    /* With a pool: a runner's job, or the loop's own while batches are short (runners.c). */
+    job *j = s->pool != NULL ? ms__runners_free(s) : &s->own;
+    if (j == NULL)
+        return 0;
+    size_t handled = ms__batch_take(s, j);
+    if (j->nbatch == 0)
+        return handled;
+    if (j != &s->own) {
+        ms__runners_hand(s, j);
+        return handled;
     }
+    int64_t r0 = ms__now_ns();
+    ms__batch_run(j);
+    s->last_run_ns = ms__now_ns() - r0;
+    s->last_rows = j->batch_rows;
+    if (s->pool != NULL)
+        ms__runners_ran(s, s->last_rows, s->last_run_ns);
     return handled;
 }
 
@@ -52,8 +67,8 @@ static int setup(server *s, ms__worker *w)
     s->clients = calloc(MS__WORKER_CLIENTS_MAX, sizeof *s->clients);
     s->active = calloc(MS__WORKER_CLIENTS_MAX, sizeof *s->active);
     s->by_hint = calloc(MS__DOOR_HINTS, sizeof *s->by_hint);
-    s->batch = calloc(MS__BATCH_REQS_MAX, sizeof *s->batch);
-    if (s->clients == NULL || s->active == NULL || s->by_hint == NULL || s->batch == NULL) {
+    if (s->clients == NULL || s->active == NULL || s->by_hint == NULL ||
+        ms__job_init(&s->own, s) < 0) {
         ms__log_error("model \"%s\": out of memory setting up the serving loop", w->tag);
         return MS_E_NOMEM;
     }
@@ -62,11 +77,13 @@ static int setup(server *s, ms__worker *w)
         fcntl(w->ctrl_fd, F_SETFL, fl | O_NONBLOCK);
     if (w->max_batch < 1)
         w->max_batch = 1;
-    return 0;
+    return ms__runners_open(s);
 }
 
 static void teardown(server *s)
 {
+    /* Every batch a runner holds is answered before any arena goes. */
+    ms__runners_close(s);
     if (s->clients) {
         while (s->n > 0)
             ms__client_drop_at(s, s->n - 1, "worker stopping");
@@ -74,9 +91,7 @@ static void teardown(server *s)
     }
     free(s->active);
     free(s->by_hint);
-    free(s->batch);
-    free(s->stage_in);
-    free(s->stage_out);
+    ms__job_free(&s->own);
     ms__reader_free(&s->rd);
 }
 
@@ -157,6 +172,12 @@ static void loop(server *s)
             /* A link came that requests waited for (links.c). */
             s->relook = false;
             ls.more = true;
+        }
+        if (s->pool != NULL && !ms__runners_wait_free(s, CTRL_POLL_NS)) {
+            /* Every runner busy: the rings keep what they have until one is free. */
+            ls.more = true;
+            ls.last_work = ms__now_ns();
+            continue;
         }
         /* Every request published rings the bell after it: while the bell has not moved and the
          * last look found nothing, there is nothing to look at. */

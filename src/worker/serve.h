@@ -8,10 +8,20 @@
  *   run.c       the backend runs the batch (or each request alone)
  *   pieces.c    a request larger than one run split, a run padded up to batch_sizes
  *   complete.c  each request's response written in its client's slot, the client woken
- *   serve.c     the loop: take a batch, run it, sleep on the door when idle
+ *   runners.c   the runner threads of a thread-safe model: each runs the batches handed to it
+ *   serve.c     the loop: take a batch, run it (or hand it to a free runner), sleep on the door
+ *               when idle
  *
  * Ownership: the server owns its client records (and each client's arena mapping and fd), its
- * batch array and its staging buffers; a taken request points into its client's arena only.
+ * own job and the runner pool; a job owns its batch array and staging buffers; a taken request
+ * points into its client's arena only.
+ *
+ * Threads: the loop's thread alone touches the client table, the active list, the rings' heads
+ * and the control socket. With a pool, the loop still runs short batches itself in its own job,
+ * only while no runner is busy (runners.c). A job is the loop's while it is built and the runner's
+ * from the moment it is handed over (under the pool's mutex) until the runner says it is done;
+ * while a runner has it, the clients of its requests are pinned (client.pinned) and a detach waits
+ * for them.
  */
 #ifndef MS_WORKER_SERVE_H
 #define MS_WORKER_SERVE_H
@@ -32,9 +42,16 @@ typedef struct client {
     void *base;
     uint64_t capacity;
     ms__ring *rg;
-    uint32_t head; /* entries taken: ours, never read back from shared memory */
-    unsigned hint; /* our bit in the door's hints */
-    bool active;   /* in the active list: it published, or its ring was not empty last time */
+    uint32_t head;   /* entries taken: ours, never read back from shared memory */
+    unsigned hint;   /* our bit in the door's hints */
+    bool active;     /* in the active list: it published, or its ring was not empty last time */
+    unsigned pinned; /* requests of it in jobs that runners hold (under the pool's mutex) */
+    /* Requests of it answered, counted by runner threads (release, before the slot is marked
+     * done) and read by the loop before it takes the next one (acquire): a runner's writes into
+     * the arena come before the next request's reads by another runner. The client's own
+     * ordering (it sees "done", then publishes) already makes it so, but through another process,
+     * which ThreadSanitizer cannot see; this pair says it in this one. */
+    _Atomic unsigned answered;
     /* Arenas of other leases of the same client linked to this one ("link", proto.h): request
      * inputs may lie there (in_arena k is entry k - 1). Mapped and owned, fd -1 where none. */
     int link_fd[MS__ARENA_LINKS];
@@ -57,6 +74,22 @@ typedef struct taken {
     int64_t submit_ns; /* when the client says it submitted it (untrusted: a figure only) */
 } taken;
 
+struct server;
+struct pool;
+
+/* One batch, and what running it takes: built by the loop (batch.c), run by the loop itself or
+ * by a runner thread (runners.c). */
+typedef struct job {
+    struct server *s;
+    ms__worker *w;
+    taken *batch; /* MS__BATCH_REQS_MAX entries */
+    size_t nbatch;
+    int64_t batch_rows;
+    size_t batch_bytes;
+    void *stage_in, *stage_out;
+    size_t stage_in_cap, stage_out_cap;
+} job;
+
 typedef struct server {
     ms__worker *w;
     uint32_t gen;     /* the door's gen when this worker started (or took it over): it serves slots
@@ -72,16 +105,13 @@ typedef struct server {
     uint64_t ctrl_polls; /* reads of the control socket so far */
     bool ctrl_due;       /* a request waits for a link: read the control socket now */
     bool relook;         /* a read of the control socket made requests takeable: look again */
-    taken *batch;
-    size_t nbatch;
-    int64_t batch_rows;
+    job own;             /* the batch the loop runs itself (one runner or none) */
+    struct pool *pool;   /* runner threads (w->threads > 1), else NULL */
     int64_t last_rows, last_run_ns; /* the previous batch: its rows and how long it ran */
-    size_t batch_bytes;
-    void *stage_in, *stage_out;
-    size_t stage_in_cap, stage_out_cap;
 } server;
 
-/* Counters in the shared stats page, relaxed: the daemon only reads them for status. */
+/* Counters in the shared stats page, relaxed atomic adds (runners add to them at once): the
+ * daemon only reads them for status. s: anything with a w (a server or a job). */
 #define STAT_ADD(s, field, v)                                                                      \
     do {                                                                                           \
         if ((s)->w->stats)                                                                         \
@@ -153,15 +183,20 @@ int ms__intake_peek(server *s, client *c, int64_t now, taken *t);
 /* ---- batch.c ---- */
 
 /* Builds a batch from the active clients' rings, round-robin (waiting up to batch_delay after its
- * first request for more rows), in s->batch. Returns how many requests it took or answered. */
-size_t ms__batch_take(server *s);
+ * first request for more rows), in j (an idle job: the loop's own or a free runner's). Returns
+ * how many requests it took or answered. */
+size_t ms__batch_take(server *s, job *j);
 /* No request joins the batch any more: full, not batchable, or a method call (never batched). */
-bool ms__batch_closed(const server *s);
+bool ms__batch_closed(const job *j);
 
 /* ---- run.c ---- */
 
-/* Runs s->batch through the backend and completes every request of it. */
-void ms__batch_run(server *s);
+/* Runs j's batch through the backend and completes every request of it. Any thread: it touches
+ * only the job, its requests' slots and rooms, the stats page and the door's in-flight count. */
+void ms__batch_run(job *j);
+/* Sets up an empty job of s (its batch array). MS_E_NOMEM. */
+int ms__job_init(job *j, server *s);
+void ms__job_free(job *j);
 /* Grows *buf (a staging buffer of *cap bytes) to hold need bytes. MS_E_NOMEM. */
 int ms__stage_grow(void **buf, size_t *cap, size_t need);
 /* A backend's output description is sound: a dtype, a rank, nbytes that match the shape. */
@@ -174,10 +209,10 @@ bool ms__output_sound(const ms__tensor_view *o);
 int64_t ms__padded_rows(const ms__worker *w, int64_t rows);
 /* Whether t runs in pieces: more rows than one run takes, or padding needed, on a batchable
  * model whose output follows its input row for row. */
-bool ms__pieces_needed(const server *s, const taken *t);
+bool ms__pieces_needed(const job *j, const taken *t);
 /* Runs t in pieces of max_batch rows (each padded up to batch_sizes), in order into its room,
  * and completes it. */
-void ms__pieces_run(server *s, taken *t);
+void ms__pieces_run(job *j, taken *t);
 
 /* ---- complete.c ---- */
 
@@ -191,6 +226,27 @@ void ms__complete_ok(server *s, taken *t);
 /* The request's room is too small: it learns how much it needs (need) and asks again. */
 void ms__complete_too_large(server *s, client *c, unsigned slot, const ms__req *req, size_t need);
 /* Completes every request of the batch with code and msg. */
-void ms__complete_batch_error(server *s, int code, const char *msg);
+void ms__complete_batch_error(job *j, int code, const char *msg);
+
+/* ---- runners.c ---- */
+
+/* Starts w->threads runner threads (s->pool; none when w->threads < 2). MS_E_NOMEM (logged). */
+int ms__runners_open(server *s);
+/* Lets every runner finish the batch it has, then joins them (the pool freed, s->pool NULL). */
+void ms__runners_close(server *s);
+/* The job for the loop to build the next batch in: its own (&s->own: it runs the batch itself)
+ * while batches are short and no runner is busy, else a free runner's, else NULL. Copies the last
+ * finished batch's rows and run time into s (batch.c's catch-up wait). */
+job *ms__runners_free(server *s);
+/* The loop ran a batch of its own (rows, ns): counted in the pool's average run time. */
+void ms__runners_ran(server *s, int64_t rows, int64_t ns);
+/* Hands j (from ms__runners_free, with a batch) to its runner, pinning its requests' clients. */
+void ms__runners_hand(server *s, job *j);
+/* Waits up to ns for a runner to be free. Returns whether one is. */
+bool ms__runners_wait_free(server *s, int64_t ns);
+/* Waits until no runner holds a request of c (before its arena is unmapped). */
+void ms__runners_unpin(server *s, const client *c);
+/* Waits until every runner is idle: each request taken is answered (a swap's drain). */
+void ms__runners_quiesce(server *s);
 
 #endif

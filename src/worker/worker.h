@@ -39,7 +39,18 @@ typedef struct ms__worker {
     int64_t batch_delay_ns;      /* wait for more rows after the oldest (spec) */
     bool batchable;              /* false: one request per backend run */
     int64_t spin_ns;             /* keep looking this long after the last request, then sleep */
+    int threads;                 /* batches run at once: 1 (the loop runs each itself), or 2 to
+                                  * MS__WORKER_THREADS_MAX runner threads (a thread_safe spec, a concurrent
+                                  * backend: ms__worker_threads) */
 } ms__worker;
+
+/* Most runner threads of one worker (spec threads). */
+#define MS__WORKER_THREADS_MAX 64
+
+/* How many batches a worker of this spec runs at once through be: 1 unless the spec says
+ * thread_safe and the backend may be called concurrently; then spec threads, or when that is
+ * 0 (null) the CPUs this process may run on, at most MS__WORKER_THREADS_MAX. */
+int ms__worker_threads(const ms__spec *spec, const ms__backend_ops *be);
 
 /* Finds the backend that serves spec (ms__backend_open for modelshare-worker; the Python
  * extension's opener gives its python backend). Same contract as ms__backend_open. */

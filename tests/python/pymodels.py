@@ -261,3 +261,144 @@ class WaitsForFile:
 
     def __call__(self, x):
         return x
+
+
+class Overlaps:
+    """y = k * x + 1, counting how many of its calls run at once (peak()). Each call sleeps
+    (time.sleep lets go of the GIL, as numpy's kernels do); with company=True the first call
+    waits (up to 10 s) for a second one to come in, so that a worker that may run two at once
+    does, whatever the timing."""
+
+    def __init__(self, k=2.0, sleep=0.005, company=False):
+        import threading
+        self.k = np.float32(k)
+        self.sleep = sleep
+        self.company = company
+        self.lock = threading.Condition()
+        self.now = self.most = self.calls = 0
+        self.inline = 0  # calls run on the worker's loop thread (its main thread), not a runner
+
+    def __call__(self, x):
+        import threading
+        with self.lock:
+            self.now += 1
+            self.calls += 1
+            self.inline += threading.current_thread() is threading.main_thread()
+            self.most = max(self.most, self.now)
+            self.lock.notify_all()
+            if self.company and self.calls == 1:
+                self.lock.wait_for(lambda: self.now > 1, timeout=10)
+        try:
+            time.sleep(self.sleep)
+            return x * self.k + 1
+        finally:
+            with self.lock:
+                self.now -= 1
+
+    def peak(self):
+        """(most calls at once, calls)"""
+        with self.lock:
+            return self.most, self.calls
+
+
+    def inline_calls(self):
+        """Calls run on the worker's loop thread (a runner thread is not Python's main thread)."""
+        with self.lock:
+            return self.inline
+
+
+def make_overlaps(k=2.0, sleep=0.005, company=False):
+    return Overlaps(k, sleep, company)
+
+
+class Turns:
+    """y = k * x + 1 that takes no time until turn_slow(sleep) and then sleeps that long a call;
+    for each phase, its calls, the most of them at once and how many ran on the worker's loop
+    thread (Python's main thread there) rather than a runner. The first slow call that runs on a
+    runner waits (up to 10 s) for a second one, so that a worker that runs slow calls on runners
+    overlaps two whatever the timing."""
+
+    def __init__(self, k=2.0):
+        import threading
+        self.k = np.float32(k)
+        self.sleep = 0.0
+        self.lock = threading.Condition()
+        self.now = 0
+        self.seen = {"fast": [0, 0, 0], "slow": [0, 0, 0]}  # calls, most at once, inline
+        self.waited = False
+
+    def __call__(self, x):
+        import threading
+        on_loop = threading.current_thread() is threading.main_thread()
+        with self.lock:
+            sleep = self.sleep
+            seen = self.seen["slow" if sleep else "fast"]
+            self.now += 1
+            seen[0] += 1
+            seen[1] = max(seen[1], self.now)
+            seen[2] += on_loop
+            self.lock.notify_all()
+            if sleep and not on_loop and not self.waited:
+                self.waited = True
+                self.lock.wait_for(lambda: self.now > 1, timeout=10)
+        try:
+            if sleep:
+                time.sleep(sleep)
+            return x * self.k + 1
+        finally:
+            with self.lock:
+                self.now -= 1
+
+    def turn_slow(self, sleep):
+        with self.lock:
+            self.sleep = sleep
+
+    def counts(self):
+        """{"fast": [calls, most at once, inline], "slow": [...]}"""
+        with self.lock:
+            return self.seen
+
+
+def make_turns(k=2.0):
+    return Turns(k)
+
+
+def overlaps_client(shared, i, n, results):
+    """Acquires the model and sends n requests of its own, checking each answer (k = 2)."""
+    try:
+        with shared.acquire() as model:
+            for r in range(n):
+                x = np.full((1 + (i + r) % 3, 4), 1000 * i + r, np.float32)
+                y = model(x)
+                if not np.array_equal(y, x * 2 + 1):
+                    raise AssertionError(f"client {i} request {r}: {y!r} for {x!r}")
+        results.put((i, None))
+    except Exception as e:  # reported to the parent
+        results.put((i, repr(e)))
+
+
+class Holds:
+    """y = x; a call whose first element is 1 writes `started` and then waits (up to 60 s) for
+    `release` to exist: a call in flight for as long as the test wants."""
+
+    def __init__(self, started, release):
+        self.started, self.release = started, release
+
+    def __call__(self, x):
+        if x.size and x.flat[0] == 1:
+            with open(self.started, "w") as f:
+                f.write(str(os.getpid()))
+            deadline = time.monotonic() + 60
+            while not os.path.exists(self.release) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return x
+
+
+def make_holds(started, release):
+    return Holds(started, release)
+
+
+def call_held(shared):
+    """A child that sends the held call (and is killed while it waits)."""
+    with shared.acquire() as model:
+        model(np.ones((4, 1024), np.float32))

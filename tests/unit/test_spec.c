@@ -29,6 +29,7 @@ static void test_defaults(void **state)
     assert_int_equal(s.batch_delay_us, 0);
     assert_int_equal(s.instances, 1);
     assert_false(s.thread_safe);
+    assert_int_equal(s.threads, 0);
     assert_true(s.batchable);
     assert_true(s.memory == 0);
     assert_true(s.load_timeout == 60);
@@ -49,10 +50,11 @@ static void test_all_fields(void **state)
     (void)state;
     char err[MS__ERRLEN];
     ms__spec s;
-    const char *text = "{\"backend\":\"dense\",\"weights\":\"w.st\",\"device\":\"cuda:12\","
-                       "\"output\":\"softmax\",\"keep_alive\":0.5,\"max_batch\":65536,"
-                       "\"batch_delay_us\":1000000,\"instances\":64,\"thread_safe\":true,"
-                       "\"batchable\":false,\"memory\":3000000000.0,\"load_timeout\":86400}";
+    const char *text =
+        "{\"backend\":\"dense\",\"weights\":\"w.st\",\"device\":\"cuda:12\","
+        "\"output\":\"softmax\",\"keep_alive\":0.5,\"max_batch\":65536,"
+        "\"batch_delay_us\":1000000,\"instances\":64,\"thread_safe\":true,"
+        "\"threads\":64,\"batchable\":false,\"memory\":3000000000.0,\"load_timeout\":86400}";
     assert_int_equal(ms__spec_parse(text, &s, err, sizeof err), 0);
     assert_string_equal(s.device, "cuda:12");
     assert_int_equal(s.output, MS__OUTPUT_SOFTMAX);
@@ -61,6 +63,7 @@ static void test_all_fields(void **state)
     assert_int_equal(s.batch_delay_us, 1000000);
     assert_int_equal(s.instances, 64);
     assert_true(s.thread_safe);
+    assert_int_equal(s.threads, 64);
     assert_false(s.batchable);
     assert_true(s.memory == 3000000000ull);
     assert_true(s.load_timeout == 86400);
@@ -124,6 +127,13 @@ static void test_field_errors(void **state)
     expect_err("{" D "\"instances\":0}", "spec field \"instances\"");
     expect_err("{" D "\"instances\":65}", "spec field \"instances\"");
     expect_err("{" D "\"thread_safe\":1}", "spec field \"thread_safe\": expected true or false");
+    expect_err("{" D "\"thread_safe\":true,\"threads\":65}",
+               "spec field \"threads\": expected null or an integer from 0 to 64");
+    expect_err("{" D "\"thread_safe\":true,\"threads\":-1}", "spec field \"threads\"");
+    expect_err("{" D "\"thread_safe\":true,\"threads\":\"4\"}", "spec field \"threads\"");
+    /* More than one runner only for a model that says it may be called from several threads. */
+    expect_err("{" D "\"threads\":2}", "spec field \"threads\": expected null, 0 or 1 for a model "
+                                       "that is not thread_safe");
     expect_err("{" D "\"batchable\":\"yes\"}", "spec field \"batchable\"");
     expect_err("{" D "\"memory\":-5}", "spec field \"memory\"");
     expect_err("{" D "\"memory\":1.5}", "spec field \"memory\"");
@@ -143,7 +153,7 @@ static void test_unknown_field(void **state)
     expect_err("{\"backend\":\"dense\",\"weigths\":\"w\"}",
                "unknown spec field \"weigths\" (known: backend, weights, device, devices, output, "
                "keep_alive, max_batch, batch_sizes, batch_delay_us, instances, thread_safe, "
-               "batchable, memory, load_timeout, max_restarts, python, version)");
+               "threads, batchable, memory, load_timeout, max_restarts, python, version)");
     /* A very long unknown name is shortened, the message stays whole. */
     char text[600];
     char name[400];
@@ -193,6 +203,7 @@ static void test_equal_and_copy(void **state)
         "{\"backend\":\"dense\",\"weights\":\"/w\",\"batch_delay_us\":1}",
         "{\"backend\":\"dense\",\"weights\":\"/w\",\"instances\":2}",
         "{\"backend\":\"dense\",\"weights\":\"/w\",\"thread_safe\":true}",
+        "{\"backend\":\"dense\",\"weights\":\"/w\",\"threads\":1}",
         "{\"backend\":\"dense\",\"weights\":\"/w\",\"batchable\":false}",
         "{\"backend\":\"dense\",\"weights\":\"/w\",\"memory\":1}",
         "{\"backend\":\"dense\",\"weights\":\"/w\",\"load_timeout\":61}",
@@ -242,7 +253,8 @@ static void test_canonical(void **state)
                         "\"batchable\":true,"
                         "\"device\":\"cuda:0\",\"devices\":null,\"instances\":1,\"keep_alive\":2.5,"
                         "\"load_timeout\":60.0,\"max_batch\":64,\"max_restarts\":5,\"memory\":0,"
-                        "\"output\":\"linear\",\"thread_safe\":false,\"version\":null,"
+                        "\"output\":\"linear\",\"thread_safe\":false,\"threads\":null,"
+                        "\"version\":null,"
                         "\"weights\":\"/w\"}");
     /* The canonical text is sorted (the same with JSON_SORT_KEYS). */
     char *sorted = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);

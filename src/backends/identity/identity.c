@@ -7,6 +7,7 @@
  */
 #include "identity.h"
 
+#include <stdbool.h>
 #include <string.h>
 
 #include "modelshare.h"
@@ -71,4 +72,5 @@ const ms__backend_ops ms__identity_ops = {
     .run = id_run,
     .estimate = id_estimate,
     .unload = id_unload,
+    .concurrent = true, /* no state: any number of runs at once */
 };
