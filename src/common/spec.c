@@ -557,6 +557,35 @@ static void spec_defaults(ms__spec *s)
     s->max_restarts = 5;
 }
 
+/* The rules between fields, once every field is parsed. */
+static int check_fields(const ms__spec *s, bool seen_backend, char *err, size_t errlen)
+{
+    if (!seen_backend)
+        return ms__fail(err, errlen, MS_E_SPEC,
+                        "spec field \"backend\": expected \"dense\", \"python\" or \"identity\", "
+                        "got nothing (the field is required)");
+    if (strcmp(s->backend, "python") == 0 && s->python == NULL)
+        return ms__fail(err, errlen, MS_E_SPEC,
+                        "spec field \"python\": expected an object with the pickled constructor "
+                        "for the python backend, got nothing");
+    if (strcmp(s->backend, "python") != 0 && s->python != NULL)
+        return ms__fail(err, errlen, MS_E_SPEC,
+                        "spec field \"python\": expected only with backend \"python\", got it "
+                        "with backend \"%s\"",
+                        s->backend);
+    if (s->threads > 1 && !s->thread_safe)
+        return ms__fail(err, errlen, MS_E_SPEC,
+                        "spec field \"threads\": expected null, 0 or 1 for a model that is not "
+                        "thread_safe (it runs one batch at a time), got %d; say thread_safe true "
+                        "for more",
+                        s->threads);
+    if (strcmp(s->backend, "dense") == 0 && s->weights == NULL)
+        return ms__fail(err, errlen, MS_E_SPEC,
+                        "spec field \"weights\": expected the path of a safetensors file for the "
+                        "dense backend, got nothing");
+    return 0;
+}
+
 int ms__spec_from_json(const json_t *obj, ms__spec *out, char *err, size_t errlen)
 {
     if (obj == NULL || !json_is_object(obj)) {
@@ -581,43 +610,12 @@ int ms__spec_from_json(const json_t *obj, ms__spec *out, char *err, size_t errle
         }
     }
     int rc = check_devices(obj, &s, err, errlen);
+    if (rc == 0)
+        rc = check_fields(&s, seen_backend, err, errlen);
     if (rc != 0) {
         ms__spec_free(&s);
         return rc;
     }
-    if (!seen_backend) {
-        ms__spec_free(&s);
-        return ms__fail(
-            err, errlen, MS_E_SPEC,
-            "spec field \"backend\": expected \"dense\", \"python\" or \"identity\", got "
-            "nothing "
-            "(the field is required)");
-    }
-    if (strcmp(s.backend, "python") == 0 && s.python == NULL) {
-        ms__spec_free(&s);
-        return ms__fail(err, errlen, MS_E_SPEC,
-                        "spec field \"python\": expected an object with the pickled constructor "
-                        "for the python backend, got nothing");
-    }
-    if (strcmp(s.backend, "python") != 0 && s.python != NULL) {
-        ms__spec_free(&s);
-        return ms__fail(err, errlen, MS_E_SPEC,
-                        "spec field \"python\": expected only with backend \"python\", got it "
-                        "with backend \"%s\"",
-                        s.backend);
-    }
-    if (s.threads > 1 && !s.thread_safe) {
-        ms__spec_free(&s);
-        return ms__fail(err, errlen, MS_E_SPEC,
-                        "spec field \"threads\": expected null, 0 or 1 for a model that is not "
-                        "thread_safe (it runs one batch at a time), got %d; say thread_safe true "
-                        "for more",
-                        s.threads);
-    }
-    if (strcmp(s.backend, "dense") == 0 && s.weights == NULL)
-        return ms__fail(err, errlen, MS_E_SPEC,
-                        "spec field \"weights\": expected the path of a safetensors file for the "
-                        "dense backend, got nothing");
     *out = s;
     return 0;
 }
