@@ -402,3 +402,10 @@ def call_held(shared):
     """A child that sends the held call (and is killed while it waits)."""
     with shared.acquire() as model:
         model(np.ones((4, 1024), np.float32))
+
+
+def call_held_through(first, held):
+    """A child whose held call takes the output of `first` by reference (a pipeline: first's
+    shared memory linked to held's workers), killed while it waits."""
+    with first.acquire() as a, held.acquire() as b:
+        b(a(np.ones((4, 1024), np.float32)))

@@ -176,3 +176,41 @@ def test_swap_waits_for_the_calls_runners_hold(daemon):
         np.testing.assert_array_equal(answers[0], ones)
         np.testing.assert_array_equal(model(ones * 3), ones * 3)
     assert model_status("holds")["version"] == "2"
+
+
+def memfd_maps(pid):
+    with open(f"/proc/{pid}/maps") as f:
+        return sum("memfd:" in line for line in f)
+
+
+def test_client_killed_while_a_runner_reads_its_linked_input(daemon):
+    # A dead client's leases go: the workers of its second model detach it and unlink the first
+    # model's arena, where the held call's input (and output: Holds returns it) lies. Neither may
+    # unmap it while the runner still reads it (else the worker crashes copying the output).
+    started, release = daemon.tmp / "started", daemon.tmp / "release"
+    first = modelshare.Shared(functools.partial(pymodels.make_scale, 1.0), tag="first")
+    held = modelshare.Shared(functools.partial(pymodels.make_holds, str(started), str(release)),
+                             tag="holds", thread_safe=True, threads=2)
+    with held.acquire() as model:
+        x = np.zeros((2, 3), np.float32)
+        np.testing.assert_array_equal(model(x), x)
+        before = model_status("holds")
+        worker = before["worker_pids"][0]
+        alone = memfd_maps(worker)
+        child = multiprocessing.get_context("spawn").Process(target=pymodels.call_held_through,
+                                                             args=(first, held))
+        child.start()
+        wait_until(started.exists, timeout=60, what="the held call to start")
+        # The child's own arena and, linked to it, its first model's.
+        assert memfd_maps(worker) == alone + 2, "the held call's input is not in a linked arena"
+        child.kill()
+        child.join()
+        wait_until(lambda: model_status("holds")["leases"] == 1, timeout=30,
+                   what="the dead client's leases to go")
+        time.sleep(0.2)  # the worker reads the detach and the unlink within a millisecond
+        release.touch()
+        after = wait_until(lambda: (m := model_status("holds"))["restarts"] > 0 and m or
+                           m["requests"] > before["requests"] and m, timeout=60,
+                           what="the held call to be answered")
+        assert after["worker_pids"] == before["worker_pids"] and after["restarts"] == 0, after
+        np.testing.assert_array_equal(model(x + 2), x + 2)
