@@ -206,6 +206,11 @@ def main():
         lines += [f"- [{o.name}]({o.name}): {o.read_text().splitlines()[0].lstrip('# ')}"
                   for o in others]
         lines += [""]
+    # The peers side by side (make bench-peers) are kept in bench/PEERS.md and shown here whole,
+    # their title one level down.
+    peers = ROOT / "bench" / "PEERS.md"
+    if peers.exists():
+        lines += ["#" + peers.read_text().strip(), ""]
     # The GPU figures (make test-gpu) are kept in bench/GPU.md and shown here whole.
     gpu = ROOT / "bench" / "GPU.md"
     if gpu.exists():

@@ -424,9 +424,34 @@ def main():
         lines += ["", "Failed:", ""] + fails
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
+    if os.path.abspath(args.out) == os.path.join(HERE, "PEERS.md"):
+        show_in_results(lines)
     print("\n".join(lines))
     if args.json:
         print(json.dumps(res))
+
+
+def show_in_results(lines):
+    """Puts the table in bench/RESULTS.md as bench/run.py does (its title one level down), in
+    place of the one there, so that make bench-peers need not run make bench again."""
+    path = os.path.join(HERE, "RESULTS.md")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        old = f.read().split("\n")
+    title = "#" + lines[0]
+    keep, skipping = [], False
+    for line in old:
+        if line == title:
+            skipping = True
+        elif skipping and line.startswith("## "):
+            skipping = False
+        if not skipping:
+            keep.append(line)
+    at = next((i for i, line in enumerate(keep) if line.startswith("## GPU")), len(keep))
+    keep[at:at] = [title] + lines[1:] + [""]
+    with open(path, "w") as f:
+        f.write("\n".join(keep))
 
 
 def peers_notes(args):
