@@ -68,7 +68,9 @@ typedef struct ms__slot {
     uint32_t pad0;
     _Atomic int64_t submit_ns; /* client: CLOCK_MONOTONIC at submit, for the queue-wait histogram
                                   (a figure the worker clamps, never trusts) */
-    uint32_t pad[10];
+    _Atomic int64_t done_ns;   /* worker: CLOCK_MONOTONIC at completion, written before state:
+                                  the client learns how long a wait to spin (a figure only) */
+    uint32_t pad[8];
     ms__req req;
     ms__resp resp;
 } ms__slot;
@@ -107,12 +109,14 @@ int ms__door_create(int *fd, char *err, size_t errlen);
 int ms__door_map(int fd, ms__door **door, char *err, size_t errlen);
 void ms__door_unmap(ms__door *door);
 
-/* Tells the worker behind door that there is work: bumps bell, and wakes it only if it sleeps. */
-void ms__door_ring(ms__door *door);
+/* Tells the worker behind door that there is work: bumps bell, and wakes it only if it sleeps.
+ * Returns true when it made the futex call (the worker slept, or was about to). */
+bool ms__door_ring(ms__door *door);
 /* One request less in flight (door->inflight), never below zero whatever clients did to it. */
 void ms__door_done(ms__door *door);
-/* Marks the client of ring as having published (its hint bit, or scan_all), then rings. */
-void ms__door_publish(ms__door *door, const ms__ring *ring);
+/* Marks the client of ring as having published (its hint bit, or scan_all), then rings. Returns
+ * what ms__door_ring returned. */
+bool ms__door_publish(ms__door *door, const ms__ring *ring);
 
 /* How many entries the worker may take from a ring whose published tail is tail, having taken
  * head: tail - head (mod 2^32), or -1 when that is more than MS__RING_SLOTS (a corrupt ring).

@@ -19,6 +19,7 @@ void ms__complete(server *s, client *c, unsigned slot, const ms__resp *resp)
     size_t ml = strnlen(resp->msg, sizeof resp->msg - 1);
     memcpy(sl->resp.msg, resp->msg, ml);
     sl->resp.msg[ml] = '\0';
+    atomic_store_explicit(&sl->done_ns, ms__now_ns(), memory_order_relaxed);
     atomic_store(&sl->state, MS__SLOT_DONE);
     if (atomic_load(&sl->waiting))
         ms__futex_wake(&sl->state, 1);
