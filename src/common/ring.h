@@ -62,10 +62,10 @@ typedef struct ms__ring {
 } ms__ring;
 
 typedef struct ms__slot {
-    _Atomic uint32_t state;   /* MS__SLOT_*: the futex the client waits on */
-    _Atomic uint32_t waiting; /* the client sleeps (or is about to) on state */
-    _Atomic uint32_t gen;     /* client: the door's gen it saw when it submitted (see ms__door) */
-    uint32_t pad0;
+    _Atomic uint32_t state;    /* MS__SLOT_*: the futex the client waits on */
+    _Atomic uint32_t waiting;  /* the client sleeps (or is about to) on state */
+    _Atomic uint32_t gen;      /* client: the door's gen it saw when it submitted (see ms__door) */
+    _Atomic uint32_t cpu;      /* client: 1 + the CPU it submitted from, 0 unknown (a figure) */
     _Atomic int64_t submit_ns; /* client: CLOCK_MONOTONIC at submit, for the queue-wait histogram
                                   (a figure the worker clamps, never trusts) */
     _Atomic int64_t done_ns;   /* worker: CLOCK_MONOTONIC at completion, written before state:

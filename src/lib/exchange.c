@@ -237,6 +237,7 @@ int ms__submit(ms_model *m, ms__req *req, ms__ticket *tk)
     memcpy(&sl->req, req, sizeof *req);
     atomic_store_explicit(&sl->waiting, 0, memory_order_relaxed);
     atomic_store_explicit(&sl->gen, gen, memory_order_relaxed);
+    atomic_store_explicit(&sl->cpu, (uint32_t)(sched_getcpu() + 1), memory_order_relaxed);
     int64_t now = ms__now_ns();
     atomic_store_explicit(&sl->submit_ns, now, memory_order_relaxed);
     atomic_store_explicit(&sl->done_ns, 0, memory_order_relaxed);

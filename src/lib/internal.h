@@ -80,8 +80,8 @@ struct ms_model {
     uint64_t out_per_row;
     uint64_t call_room;
     int ninst;
-    ms__inst *inst;            /* ninst entries, owned */
-    unsigned next_inst;        /* where the search for the least busy instance starts */
+    ms__inst *inst;     /* ninst entries, owned */
+    unsigned next_inst; /* where the search for the least busy instance starts */
     /* How long the workers took to answer, submit to done as they stamp it (an average of the
      * recent requests, ns; 0 before the first): [1] for requests that had to wake a sleeping
      * worker, [0] for the others. It sizes the spin before sleeping (exchange.c). */

@@ -20,6 +20,8 @@ void ms__complete(server *s, client *c, unsigned slot, const ms__resp *resp)
     memcpy(sl->resp.msg, resp->msg, ml);
     sl->resp.msg[ml] = '\0';
     atomic_store_explicit(&sl->done_ns, ms__now_ns(), memory_order_relaxed);
+    if (atomic_load_explicit(&sl->cpu, memory_order_relaxed) != s->cpu)
+        s->far++;
     atomic_store(&sl->state, MS__SLOT_DONE);
     if (atomic_load(&sl->waiting))
         ms__futex_wake(&sl->state, 1);

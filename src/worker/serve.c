@@ -32,6 +32,8 @@
 static size_t serve_once(server *s)
 {
     size_t handled = ms__batch_take(s);
+    s->far = 0;
+    s->cpu = (uint32_t)(sched_getcpu() + 1);
     if (s->nbatch > 0) {
         int64_t r0 = ms__now_ns();
         ms__batch_run(s);
@@ -116,13 +118,15 @@ static int idle(server *s, loop_state *ls)
     /* Woken: most likely a request, served before anything else. Else (or after) the control
      * socket: an attach, a detach, or nothing. */
     if (!timed_out && serve_once(s) > 0) {
-        /* The client that rang most likely yields this CPU to us while it waits (the scheduler
-         * puts a wakee beside its waker): give it back at once rather than after a spin. */
-        sched_yield();
         ls->more = true;
         /* The control socket was read just before the sleep: not again right now, while the
          * client that rang may be waiting for this CPU. */
         ls->last_work = ls->last_ctrl = ms__now_ns();
+        /* Every client served waits on this very CPU (the scheduler puts a wakee beside its
+         * waker): spinning would keep them from it (sched_yield does not reliably hand it over),
+         * so sleep again at once. Their next request rings. */
+        if (s->far == 0)
+            ls->last_work -= s->w->spin_ns;
         return 0;
     }
     ls->last_ctrl = ms__now_ns();

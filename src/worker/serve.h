@@ -63,6 +63,8 @@ typedef struct server {
     size_t nbatch;
     int64_t batch_rows;
     int64_t last_rows, last_run_ns; /* the previous batch: its rows and how long it ran */
+    uint32_t cpu;                   /* 1 + the CPU the batch ran on (sched_getcpu), 0 unknown */
+    size_t far; /* requests completed for clients on another CPU than the batch's */
     size_t batch_bytes;
     void *stage_in, *stage_out;
     size_t stage_in_cap, stage_out_cap;
