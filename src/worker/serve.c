@@ -88,6 +88,7 @@ typedef struct loop_state {
     int64_t last_work, last_ctrl;
     uint32_t seen_bell;
     bool more; /* the rings may hold requests: look before waiting for the bell */
+    bool nap;  /* sleep again without spinning first (see idle) */
 } loop_state;
 
 /* Idle: says so on the door, looks once more, then sleeps on the bell (at most SLEEP_SLICE_NS)
@@ -95,6 +96,8 @@ typedef struct loop_state {
 static int idle(server *s, loop_state *ls)
 {
     ms__door *door = s->w->door;
+    int64_t quiet_since = ls->last_work;
+    ls->nap = false;
     /* Say so, then look once more before sleeping (see ms__door_ring). */
     atomic_store(&door->sleeping, 1);
     ls->seen_bell = atomic_load(&door->bell);
@@ -122,11 +125,11 @@ static int idle(server *s, loop_state *ls)
         /* The control socket was read just before the sleep: not again right now, while the
          * client that rang may be waiting for this CPU. */
         ls->last_work = ls->last_ctrl = ms__now_ns();
-        /* Every client served waits on this very CPU (the scheduler puts a wakee beside its
-         * waker): spinning would keep them from it (sched_yield does not reliably hand it over),
-         * so sleep again at once. Their next request rings. */
-        if (s->far == 0)
-            ls->last_work -= s->w->spin_ns;
+        /* A call after a quiet spell whose clients all wait on this very CPU (the scheduler puts
+         * a wakee beside its waker): spinning would keep them from it (sched_yield does not
+         * reliably hand it over), so sleep again at once; their next request rings. When that
+         * one comes soon, the model is busy: spin as usual, and the scheduler spreads us out. */
+        ls->nap = s->far == 0 && ls->last_work - quiet_since >= 2 * s->w->spin_ns;
         return 0;
     }
     ls->last_ctrl = ms__now_ns();
@@ -167,10 +170,11 @@ static void loop(server *s)
             ls.more = serve_once(s) > 0;
             if (ls.more) {
                 ls.last_work = ms__now_ns();
+                ls.nap = false;
                 continue;
             }
         }
-        if (now - ls.last_work < w->spin_ns) {
+        if (!ls.nap && now - ls.last_work < w->spin_ns) {
             ms__spin_step(ls.last_work, now);
             continue;
         }
