@@ -84,7 +84,8 @@ typedef struct ms__door {
     uint32_t pad0;
     _Atomic uint32_t bell;     /* bumped by whoever has work for the worker; its futex */
     _Atomic uint32_t sleeping; /* the worker sleeps (or is about to) on bell */
-    uint32_t pad1[12];
+    _Atomic uint32_t cpu;      /* worker: 1 + the CPU it last woke up on, 0 unknown (a figure) */
+    uint32_t pad1[11];
     _Atomic uint32_t inflight; /* requests submitted and not yet completed */
     _Atomic uint32_t scan_all; /* a client published before it knew its hint bit */
     _Atomic uint32_t gen;      /* daemon: bumped each time the instance's worker is lost */

@@ -48,6 +48,10 @@ static int64_t spin_budget(ms_model *m, const ms__ticket *tk)
     int64_t fixed = client_spin_ns();
     if (fixed >= 0)
         return fixed;
+    /* The worker we woke will most likely run on this CPU: spinning (even with sched_yield)
+     * would keep it from running, so sleep at once and let it wake us. */
+    if (tk->beside)
+        return 0;
     int64_t base = CLIENT_SPIN_US * 1000LL, cap = CLIENT_SPIN_MAX_US * 1000LL;
     int64_t took = atomic_load_explicit(&m->answer_ns[tk->rang], memory_order_relaxed);
     if (took <= 0 || took > cap)
@@ -237,7 +241,8 @@ int ms__submit(ms_model *m, ms__req *req, ms__ticket *tk)
     memcpy(&sl->req, req, sizeof *req);
     atomic_store_explicit(&sl->waiting, 0, memory_order_relaxed);
     atomic_store_explicit(&sl->gen, gen, memory_order_relaxed);
-    atomic_store_explicit(&sl->cpu, (uint32_t)(sched_getcpu() + 1), memory_order_relaxed);
+    uint32_t cpu = (uint32_t)(sched_getcpu() + 1);
+    atomic_store_explicit(&sl->cpu, cpu, memory_order_relaxed);
     int64_t now = ms__now_ns();
     atomic_store_explicit(&sl->submit_ns, now, memory_order_relaxed);
     atomic_store_explicit(&sl->done_ns, 0, memory_order_relaxed);
@@ -248,6 +253,8 @@ int ms__submit(ms_model *m, ms__req *req, ms__ticket *tk)
     atomic_fetch_add_explicit(&in->door->inflight, 1, memory_order_relaxed);
     tk->rang = ms__door_publish(in->door, in->ring);
     tk->submit_ns = now;
+    tk->beside =
+        tk->rang && cpu != 0 && atomic_load_explicit(&in->door->cpu, memory_order_relaxed) == cpu;
     tk->inst = (unsigned)i;
     tk->slot = s;
     tk->gen = gen;

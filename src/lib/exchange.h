@@ -13,6 +13,7 @@ typedef struct ms__ticket {
     int64_t deadline_ns;
     int64_t submit_ns; /* when it was published */
     bool rang;         /* publishing it woke the worker from its sleep (ms__door_ring) */
+    bool beside;       /* rang, and the worker last woke up on our CPU: it likely does again */
 } ms__ticket;
 
 /* Publishes req (its id and deadline are filled in here) in a free slot of the least busy
