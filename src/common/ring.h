@@ -35,8 +35,25 @@
  * stops between two batches and reports its head in each ring ("drained"), the new one takes the
  * door over and starts each ring at that head, so every slot is served exactly once.
  *
- * Wake-ups are adaptive (ms__spin_wait): spin a bounded time on the word, then futex-wait on it.
- * Whoever changes the word skips the futex wake when nobody said it sleeps.
+ * Wake-ups. Each side spins a bounded time on its word (ms__spin_step: pause, then sched_yield),
+ * then says it sleeps (door.sleeping, slot.waiting), looks once more and futex-waits; whoever
+ * changes the word makes the futex call only when the other said it sleeps (sequentially
+ * consistent: either the waker sees the flag or the sleeper sees the change). So a busy model
+ * costs no system call, and a call to an idle one pays one wake-up, the client's to the worker:
+ *  - The client spins for its answer as long as the worker's recent answers took (slot.done_ns,
+ *    stamped by the worker, minus submit_ns; an average per model handle, kept apart for requests
+ *    that had to wake the worker), half as long again plus 20 us, between 50 and 200 us: a
+ *    longer model gets 50 us, then the client sleeps and the worker wakes it.
+ *  - The scheduler tends to run a woken task on its waker's CPU. When the worker last woke up on
+ *    the client's CPU (door.cpu), a spinning client would keep it from running (sched_yield does
+ *    not reliably hand the CPU over): the client sleeps at once instead. The worker asks for a
+ *    short time slice (serve.c), so that on EEVDF its wake-up usually preempts the client there
+ *    and then, and the answer is done by the time the client looks.
+ *  - After a call that came after a quiet spell, a worker whose clients all sent from its own
+ *    CPU (slot.cpu) sleeps again at once instead of spinning on the CPU they need. A request that
+ *    comes soon after means a busy model: the worker spins again, as before.
+ * Every one of these hints (cpu, done_ns) is a figure only: a wrong one costs time, never an
+ * answer.
  */
 #ifndef MS_RING_H
 #define MS_RING_H
