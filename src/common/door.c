@@ -77,14 +77,16 @@ void ms__door_unmap(ms__door *door)
         munmap(door, MS__DOOR_BYTES);
 }
 
-void ms__door_ring(ms__door *door)
+bool ms__door_ring(ms__door *door)
 {
     /* Sequentially consistent with the worker's "sleeping = 1; read bell; look at the rings":
      * either the worker sees our request, or we see that it sleeps, or its futex_wait sees that
      * bell moved. */
     atomic_fetch_add(&door->bell, 1);
-    if (atomic_load(&door->sleeping))
-        ms__futex_wake(&door->bell, 1);
+    if (!atomic_load(&door->sleeping))
+        return false;
+    ms__futex_wake(&door->bell, 1);
+    return true;
 }
 
 void ms__door_done(ms__door *door)
@@ -95,7 +97,7 @@ void ms__door_done(ms__door *door)
         ;
 }
 
-void ms__door_publish(ms__door *door, const ms__ring *ring)
+bool ms__door_publish(ms__door *door, const ms__ring *ring)
 {
     uint32_t h = atomic_load_explicit(&ring->hint, memory_order_acquire);
     if (h >= 1 && h <= MS__DOOR_HINTS) {
@@ -106,7 +108,7 @@ void ms__door_publish(ms__door *door, const ms__ring *ring)
     } else {
         atomic_store(&door->scan_all, 1);
     }
-    ms__door_ring(door);
+    return ms__door_ring(door);
 }
 
 int ms__ring_pending(uint32_t head, uint32_t tail)

@@ -35,8 +35,25 @@
  * stops between two batches and reports its head in each ring ("drained"), the new one takes the
  * door over and starts each ring at that head, so every slot is served exactly once.
  *
- * Wake-ups are adaptive (ms__spin_wait): spin a bounded time on the word, then futex-wait on it.
- * Whoever changes the word skips the futex wake when nobody said it sleeps.
+ * Wake-ups. Each side spins a bounded time on its word (ms__spin_step: pause, then sched_yield),
+ * then says it sleeps (door.sleeping, slot.waiting), looks once more and futex-waits; whoever
+ * changes the word makes the futex call only when the other said it sleeps (sequentially
+ * consistent: either the waker sees the flag or the sleeper sees the change). So a busy model
+ * costs no system call, and a call to an idle one pays one wake-up, the client's to the worker:
+ *  - The client spins for its answer as long as the worker's recent answers took (slot.done_ns,
+ *    stamped by the worker, minus submit_ns; an average per model handle, kept apart for requests
+ *    that had to wake the worker), half as long again plus 20 us, between 50 and 200 us: a
+ *    longer model gets 50 us, then the client sleeps and the worker wakes it.
+ *  - The scheduler tends to run a woken task on its waker's CPU. When the worker last woke up on
+ *    the client's CPU (door.cpu), a spinning client would keep it from running (sched_yield does
+ *    not reliably hand the CPU over): the client sleeps at once instead. The worker asks for a
+ *    short time slice (serve.c), so that on EEVDF its wake-up usually preempts the client there
+ *    and then, and the answer is done by the time the client looks.
+ *  - After a call that came after a quiet spell, a worker whose clients all sent from its own
+ *    CPU (slot.cpu) sleeps again at once instead of spinning on the CPU they need. A request that
+ *    comes soon after means a busy model: the worker spins again, as before.
+ * Every one of these hints (cpu, done_ns) is a figure only: a wrong one costs time, never an
+ * answer.
  */
 #ifndef MS_RING_H
 #define MS_RING_H
@@ -62,13 +79,15 @@ typedef struct ms__ring {
 } ms__ring;
 
 typedef struct ms__slot {
-    _Atomic uint32_t state;   /* MS__SLOT_*: the futex the client waits on */
-    _Atomic uint32_t waiting; /* the client sleeps (or is about to) on state */
-    _Atomic uint32_t gen;     /* client: the door's gen it saw when it submitted (see ms__door) */
-    uint32_t pad0;
+    _Atomic uint32_t state;    /* MS__SLOT_*: the futex the client waits on */
+    _Atomic uint32_t waiting;  /* the client sleeps (or is about to) on state */
+    _Atomic uint32_t gen;      /* client: the door's gen it saw when it submitted (see ms__door) */
+    _Atomic uint32_t cpu;      /* client: 1 + the CPU it submitted from, 0 unknown (a figure) */
     _Atomic int64_t submit_ns; /* client: CLOCK_MONOTONIC at submit, for the queue-wait histogram
                                   (a figure the worker clamps, never trusts) */
-    uint32_t pad[10];
+    _Atomic int64_t done_ns;   /* worker: CLOCK_MONOTONIC at completion, written before state:
+                                  the client learns how long a wait to spin (a figure only) */
+    uint32_t pad[8];
     ms__req req;
     ms__resp resp;
 } ms__slot;
@@ -82,7 +101,8 @@ typedef struct ms__door {
     uint32_t pad0;
     _Atomic uint32_t bell;     /* bumped by whoever has work for the worker; its futex */
     _Atomic uint32_t sleeping; /* the worker sleeps (or is about to) on bell */
-    uint32_t pad1[12];
+    _Atomic uint32_t cpu;      /* worker: 1 + the CPU it last woke up on, 0 unknown (a figure) */
+    uint32_t pad1[11];
     _Atomic uint32_t inflight; /* requests submitted and not yet completed */
     _Atomic uint32_t scan_all; /* a client published before it knew its hint bit */
     _Atomic uint32_t gen;      /* daemon: bumped each time the instance's worker is lost */
@@ -107,12 +127,14 @@ int ms__door_create(int *fd, char *err, size_t errlen);
 int ms__door_map(int fd, ms__door **door, char *err, size_t errlen);
 void ms__door_unmap(ms__door *door);
 
-/* Tells the worker behind door that there is work: bumps bell, and wakes it only if it sleeps. */
-void ms__door_ring(ms__door *door);
+/* Tells the worker behind door that there is work: bumps bell, and wakes it only if it sleeps.
+ * Returns true when it made the futex call (the worker slept, or was about to). */
+bool ms__door_ring(ms__door *door);
 /* One request less in flight (door->inflight), never below zero whatever clients did to it. */
 void ms__door_done(ms__door *door);
-/* Marks the client of ring as having published (its hint bit, or scan_all), then rings. */
-void ms__door_publish(ms__door *door, const ms__ring *ring);
+/* Marks the client of ring as having published (its hint bit, or scan_all), then rings. Returns
+ * what ms__door_ring returned. */
+bool ms__door_publish(ms__door *door, const ms__ring *ring);
 
 /* How many entries the worker may take from a ring whose published tail is tail, having taken
  * head: tail - head (mod 2^32), or -1 when that is more than MS__RING_SLOTS (a corrupt ring).

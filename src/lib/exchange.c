@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -17,20 +18,58 @@
 #include "tensor.h"
 #include "../common/arena.h"
 
-/* Spin this long for a response before sleeping, unless $MODELSHARE_SPIN_US says otherwise. */
+/* Spin at least this long for a response before sleeping, and longer when the worker's recent
+ * answers say it will come soon (spin_budget), at most CLIENT_SPIN_MAX_US. $MODELSHARE_SPIN_US
+ * fixes the spin instead. */
 #define CLIENT_SPIN_US 50
+#define CLIENT_SPIN_MAX_US 200
 /* While asleep, look this often at whether the worker or the daemon is gone. */
 #define LIVENESS_NS 100000000LL
 
+/* The fixed spin ($MODELSHARE_SPIN_US), or -1: adaptive. Read once. */
 static int64_t client_spin_ns(void)
 {
-    static _Atomic int64_t cached = -1;
+    static _Atomic int64_t cached = -2;
     int64_t v = atomic_load_explicit(&cached, memory_order_relaxed);
-    if (v < 0) {
-        v = ms__spin_ns(CLIENT_SPIN_US);
+    if (v == -2) {
+        v = getenv("MODELSHARE_SPIN_US") ? ms__spin_ns(CLIENT_SPIN_US) : -1;
         atomic_store_explicit(&cached, v, memory_order_relaxed);
     }
     return v;
+}
+
+/* How long to spin for the answer to tk before sleeping on its slot. A sleep costs a futex wake
+ * from the worker and, on a loaded machine, much more (the woken client may wait for a CPU): so
+ * spin for what the worker's recent answers took (half as long again, plus 20 us), between
+ * CLIENT_SPIN_US and CLIENT_SPIN_MAX_US. A model whose answers take longer than that gets
+ * CLIENT_SPIN_US only: no CPU burnt waiting for a long call. */
+static int64_t spin_budget(ms_model *m, const ms__ticket *tk)
+{
+    int64_t fixed = client_spin_ns();
+    if (fixed >= 0)
+        return fixed;
+    /* The worker we woke will most likely run on this CPU: spinning (even with sched_yield)
+     * would keep it from running, so sleep at once and let it wake us. */
+    if (tk->beside)
+        return 0;
+    int64_t base = CLIENT_SPIN_US * 1000LL, cap = CLIENT_SPIN_MAX_US * 1000LL;
+    int64_t took = atomic_load_explicit(&m->answer_ns[tk->rang], memory_order_relaxed);
+    if (took <= 0 || took > cap)
+        return base;
+    int64_t b = took + took / 2 + 20000;
+    return b < base ? base : b > cap ? cap : b;
+}
+
+/* Learns from the answer to tk, stamped done at done_ns by the worker (a figure, clamped). */
+static void learn_answer(ms_model *m, const ms__ticket *tk, int64_t done_ns)
+{
+    int64_t took = done_ns - tk->submit_ns;
+    if (took < 0 || took > 1000000000LL)
+        return;
+    _Atomic int64_t *avg = &m->answer_ns[tk->rang];
+    int64_t a = atomic_load_explicit(avg, memory_order_relaxed);
+    /* Racy between threads on purpose: a lost update only loses one sample. */
+    atomic_store_explicit(avg, a <= 0 ? took : a + (took - a) / 4, memory_order_relaxed);
 }
 
 /* The arena's state, written by the daemon: why a worker stopped answering. */
@@ -202,13 +241,20 @@ int ms__submit(ms_model *m, ms__req *req, ms__ticket *tk)
     memcpy(&sl->req, req, sizeof *req);
     atomic_store_explicit(&sl->waiting, 0, memory_order_relaxed);
     atomic_store_explicit(&sl->gen, gen, memory_order_relaxed);
-    atomic_store_explicit(&sl->submit_ns, ms__now_ns(), memory_order_relaxed);
+    uint32_t cpu = (uint32_t)(sched_getcpu() + 1);
+    atomic_store_explicit(&sl->cpu, cpu, memory_order_relaxed);
+    int64_t now = ms__now_ns();
+    atomic_store_explicit(&sl->submit_ns, now, memory_order_relaxed);
+    atomic_store_explicit(&sl->done_ns, 0, memory_order_relaxed);
     atomic_store_explicit(&sl->state, MS__SLOT_SUBMITTED, memory_order_relaxed);
     atomic_store_explicit(&in->ring->entries[in->tail % MS__RING_SLOTS], s, memory_order_relaxed);
     in->tail++;
     atomic_store_explicit(&in->ring->tail, in->tail, memory_order_release);
     atomic_fetch_add_explicit(&in->door->inflight, 1, memory_order_relaxed);
-    ms__door_publish(in->door, in->ring);
+    tk->rang = ms__door_publish(in->door, in->ring);
+    tk->submit_ns = now;
+    tk->beside =
+        tk->rang && cpu != 0 && atomic_load_explicit(&in->door->cpu, memory_order_relaxed) == cpu;
     tk->inst = (unsigned)i;
     tk->slot = s;
     tk->gen = gen;
@@ -237,8 +283,11 @@ static int look_alive(ms_model *m, const ms__ticket *tk)
 static int wait_done(ms_model *m, const ms__ticket *tk, ms__slot *sl)
 {
     int64_t deadline = tk->deadline_ns;
-    int64_t spin = client_spin_ns();
+    int64_t spin = spin_budget(m, tk);
     int64_t t0 = ms__now_ns();
+    /* A worker we woke is most likely queued on this CPU (the scheduler puts a wakee beside its
+     * waker): yield from the start rather than pause. */
+    int64_t step0 = tk->rang ? t0 - 1000000 : t0;
     for (;;) {
         if (atomic_load_explicit(&sl->state, memory_order_acquire) == MS__SLOT_DONE)
             return 0;
@@ -247,7 +296,7 @@ static int wait_done(ms_model *m, const ms__ticket *tk, ms__slot *sl)
             return MS_E_TIMEOUT;
         if (now - t0 >= spin)
             break;
-        ms__spin_step(t0, now);
+        ms__spin_step(step0, now);
     }
     for (;;) {
         atomic_store(&sl->waiting, 1);
@@ -300,6 +349,7 @@ int ms__await(ms_model *m, const ms__ticket *tk, ms_tensor *out, ms__resp *resp)
         char bytes[sizeof(ms__resp)];
     } raw;
     memcpy(&raw, &sl->resp, sizeof raw);
+    learn_answer(m, tk, atomic_load_explicit(&sl->done_ns, memory_order_relaxed));
     atomic_store(&sl->state, MS__SLOT_FREE);
     in->busy &= ~(1ull << tk->slot);
     pthread_cond_broadcast(&m->slot_free);

@@ -92,8 +92,12 @@ struct ms_model {
      * of linked arena k at links[k - 1], 0 where none. Under lock. */
     int64_t links[MS__ARENA_LINKS];
     int ninst;
-    ms__inst *inst;            /* ninst entries, owned */
-    unsigned next_inst;        /* where the search for the least busy instance starts */
+    ms__inst *inst;     /* ninst entries, owned */
+    unsigned next_inst; /* where the search for the least busy instance starts */
+    /* How long the workers took to answer, submit to done as they stamp it (an average of the
+     * recent requests, ns; 0 before the first): [1] for requests that had to wake a sleeping
+     * worker, [0] for the others. It sizes the spin before sleeping (exchange.c). */
+    _Atomic int64_t answer_ns[2];
     LIST_ENTRY(ms_model) link; /* in the client's models */
 };
 

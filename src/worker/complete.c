@@ -26,6 +26,10 @@ void ms__complete(server *s, client *c, unsigned slot, const ms__resp *resp)
         ms__stats_error(s->w->stats, resp->status);
     if (s->pool != NULL)
         atomic_fetch_add_explicit(&c->answered, 1, memory_order_release); /* serve.h */
+    atomic_store_explicit(&sl->done_ns, ms__now_ns(), memory_order_relaxed);
+    if (atomic_load_explicit(&sl->cpu, memory_order_relaxed) !=
+        atomic_load_explicit(&s->cpu, memory_order_relaxed))
+        atomic_fetch_add_explicit(&s->far, 1, memory_order_relaxed);
     atomic_store(&sl->state, MS__SLOT_DONE);
     if (atomic_load(&sl->waiting))
         ms__futex_wake(&sl->state, 1);

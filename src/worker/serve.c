@@ -18,10 +18,14 @@
  * The loop's parts live beside it: serve.h lists them in the order a request meets them.
  */
 #include <fcntl.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "serve.h"
 #include "../common/log.h"
@@ -30,6 +34,7 @@
 
 #define CTRL_POLL_NS 1000000LL     /* read the control socket at least this often while busy */
 #define SLEEP_SLICE_NS 100000000LL /* and wake up this often while idle */
+#define SLICE_NS 100000ULL         /* the time slice the worker asks for (short_slice) */
 
 /* Takes a batch and runs it, or hands it to a free runner. Returns how many requests it
  * handled (0 too when every runner is busy: the loop waits for one before it looks again). */
@@ -40,9 +45,13 @@ static size_t serve_once(server *s)
     if (j == NULL)
         return 0;
     size_t handled = ms__batch_take(s, j);
+    atomic_store_explicit(&s->far, 0, memory_order_relaxed);
+    atomic_store_explicit(&s->cpu, (uint32_t)(sched_getcpu() + 1), memory_order_relaxed);
     if (j->nbatch == 0)
         return handled;
     if (j != &s->own) {
+        /* Runners answer on CPUs of their own: the loop does not nap after it (idle). */
+        atomic_store_explicit(&s->far, 1, memory_order_relaxed);
         ms__runners_hand(s, j);
         return handled;
     }
@@ -53,6 +62,23 @@ static size_t serve_once(server *s)
     if (s->pool != NULL)
         ms__runners_ran(s, s->last_rows, s->last_run_ns);
     return handled;
+}
+
+/* Asks the scheduler for a short time slice (Linux 6.12+, EEVDF: sched_attr.sched_runtime of a
+ * SCHED_OTHER task): a task with a shorter slice than the one running may preempt it when woken,
+ * so the worker a client rings runs at once on the client's CPU instead of waiting for the
+ * client to give it up. Older kernels refuse or ignore it: no harm. */
+static void short_slice(void)
+{
+    struct {
+        uint32_t size, policy;
+        uint64_t flags;
+        int32_t nice;
+        uint32_t priority;
+        uint64_t runtime, deadline, period;
+    } attr = {.size = 48, .policy = 0, .runtime = SLICE_NS};
+    attr.nice = getpriority(PRIO_PROCESS, 0);
+    syscall(SYS_sched_setattr, 0, &attr, 0);
 }
 
 /* The loop's tables, and the control socket made non-blocking. MS_E_NOMEM (logged). */
@@ -77,6 +103,7 @@ static int setup(server *s, ms__worker *w)
         fcntl(w->ctrl_fd, F_SETFL, fl | O_NONBLOCK);
     if (w->max_batch < 1)
         w->max_batch = 1;
+    short_slice();
     return ms__runners_open(s);
 }
 
@@ -100,6 +127,7 @@ typedef struct loop_state {
     int64_t last_work, last_ctrl;
     uint32_t seen_bell;
     bool more; /* the rings may hold requests: look before waiting for the bell */
+    bool nap;  /* sleep again without spinning first (see idle) */
 } loop_state;
 
 /* Idle: says so on the door, looks once more, then sleeps on the bell (at most SLEEP_SLICE_NS)
@@ -107,6 +135,8 @@ typedef struct loop_state {
 static int idle(server *s, loop_state *ls)
 {
     ms__door *door = s->w->door;
+    int64_t quiet_since = ls->last_work;
+    ls->nap = false;
     /* Say so, then look once more before sleeping (see ms__door_ring). */
     atomic_store(&door->sleeping, 1);
     ls->seen_bell = atomic_load(&door->bell);
@@ -129,6 +159,8 @@ static int idle(server *s, loop_state *ls)
     }
     int timed_out = ms__futex_wait(&door->bell, ls->seen_bell, SLEEP_SLICE_NS);
     atomic_store(&door->sleeping, 0);
+    if (!timed_out)
+        atomic_store_explicit(&door->cpu, (uint32_t)(sched_getcpu() + 1), memory_order_relaxed);
     /* Woken: most likely a request, served before anything else. Else (or after) the control
      * socket: an attach, a detach, or nothing. */
     if (!timed_out && serve_once(s) > 0) {
@@ -136,6 +168,12 @@ static int idle(server *s, loop_state *ls)
         /* The control socket was read just before the sleep: not again right now, while the
          * client that rang may be waiting for this CPU. */
         ls->last_work = ls->last_ctrl = ms__now_ns();
+        /* A call after a quiet spell whose clients all wait on this very CPU (the scheduler puts
+         * a wakee beside its waker): spinning would keep them from it (sched_yield does not
+         * reliably hand it over), so sleep again at once; their next request rings. When that
+         * one comes soon, the model is busy: spin as usual, and the scheduler spreads us out. */
+        ls->nap = atomic_load_explicit(&s->far, memory_order_relaxed) == 0 &&
+                  ls->last_work - quiet_since >= 2 * s->w->spin_ns;
         return 0;
     }
     ls->last_ctrl = ms__now_ns();
@@ -187,10 +225,11 @@ static void loop(server *s)
             ls.more = serve_once(s) > 0;
             if (ls.more) {
                 ls.last_work = ms__now_ns();
+                ls.nap = false;
                 continue;
             }
         }
-        if (now - ls.last_work < w->spin_ns) {
+        if (!ls.nap && now - ls.last_work < w->spin_ns) {
             ms__spin_step(ls.last_work, now);
             continue;
         }

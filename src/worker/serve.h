@@ -108,6 +108,9 @@ typedef struct server {
     job own;             /* the batch the loop runs itself (one runner or none) */
     struct pool *pool;   /* runner threads (w->threads > 1), else NULL */
     int64_t last_rows, last_run_ns; /* the previous batch: its rows and how long it ran */
+    /* Figures for idle's nap (serve.c), also written by runners (complete.c): relaxed atomics. */
+    _Atomic uint32_t cpu; /* 1 + the CPU the batch ran on (sched_getcpu), 0 unknown */
+    _Atomic size_t far;   /* requests completed for clients on another CPU than the batch's */
 } server;
 
 /* Counters in the shared stats page, relaxed atomic adds (runners add to them at once): the

@@ -6,6 +6,10 @@
  *       ITERS requests of 1 to 3 rows with inputs that no other client uses (derived from SEED).
  *       Each output is checked against its own input: equal for the identity backend, equal to
  *       the same backend run in this process (within float rounding) for dense. Prints "ok N".
+ *   ms-planeclient gaps TAG SPEC ITERS SEED MAXGAP_US
+ *       As stream, with a pause of 0 to MAXGAP_US microseconds (random, from SEED) before each
+ *       request: requests that find the worker spinning, about to sleep or asleep, and clients
+ *       that spin or sleep for their answers (with MODELSHARE_SPIN_US=0 they always sleep).
  *   ms-planeclient survive TAG SPEC STOPFILE SEED ROWS
  *       Prints "started" once acquired, then requests of ROWS rows (inputs as for stream, checked
  *       the same way) until STOPFILE exists. A request that fails with MS_E_WORKER_LOST prints
@@ -129,7 +133,7 @@ static int checked_request(ms_client *c, ms_model *m, reference *ref, int64_t wi
     return status;
 }
 
-static int stream(const char *tag, const char *spec, int iters, int seed)
+static int stream(const char *tag, const char *spec, int iters, int seed, int maxgap_us)
 {
     ms_client *c = NULL;
     ms_model *m = NULL;
@@ -146,7 +150,10 @@ static int stream(const char *tag, const char *spec, int iters, int seed)
         return 1;
     int status = 0;
     for (int i = 0; i < iters && status == 0; i++) {
-        int64_t rows = 1 + (int64_t)(mix((uint64_t)seed * 1000003u + (uint64_t)i) % 3);
+        uint64_t r = mix((uint64_t)seed * 1000003u + (uint64_t)i);
+        int64_t rows = 1 + (int64_t)(r % 3);
+        if (maxgap_us > 0)
+            usleep((useconds_t)((r >> 8) % (uint64_t)(maxgap_us + 1)));
         rc = checked_request(c, m, identity ? NULL : &ref, width, seed, i, rows);
         if (rc < 0)
             status = fail(c, "infer", rc);
@@ -520,7 +527,9 @@ int main(int argc, char **argv)
     if (argc == 5 && strcmp(argv[1], "once") == 0)
         return once(argv[2], argv[3], atoll(argv[4]));
     if (argc == 6 && strcmp(argv[1], "stream") == 0)
-        return stream(argv[2], argv[3], atoi(argv[4]), atoi(argv[5]));
+        return stream(argv[2], argv[3], atoi(argv[4]), atoi(argv[5]), 0);
+    if (argc == 7 && strcmp(argv[1], "gaps") == 0)
+        return stream(argv[2], argv[3], atoi(argv[4]), atoi(argv[5]), atoi(argv[6]));
     if (argc == 7 && strcmp(argv[1], "survive") == 0)
         return survive(argv[2], argv[3], argv[4], atoi(argv[5]), atoi(argv[6]));
     if (argc == 4 && strcmp(argv[1], "deadline") == 0)
@@ -529,7 +538,8 @@ int main(int argc, char **argv)
         return fairness(argv[2], argv[3], atoi(argv[4]), atoi(argv[5]), atoll(argv[6]));
     fprintf(
         stderr,
-        "usage: ms-planeclient stream TAG SPEC ITERS SEED | survive TAG SPEC STOPFILE SEED ROWS | "
+        "usage: ms-planeclient stream TAG SPEC ITERS SEED | gaps TAG SPEC ITERS SEED MAXGAP_US | "
+        "survive TAG SPEC STOPFILE SEED ROWS | "
         "deadline TAG SPEC | "
         "once TAG SPEC ROWS | fairness TAG SPEC NTHREADS ROUNDS ROWS\n");
     return 2;

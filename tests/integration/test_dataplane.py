@@ -100,6 +100,29 @@ def test_flooding_client_does_not_starve_another(ms):
     assert worst <= 200, out
 
 
+def test_calls_from_idle_all_complete(ms):
+    # Random pauses before each request, so that each finds the worker busy, spinning, about to
+    # sleep or asleep (ring.h, "Wake-ups"): some clients spin for their answers, others always
+    # sleep on the slot (MODELSHARE_SPIN_US=0) and must be woken by the worker. Every answer is
+    # checked; a lost wake-up would leave a client asleep until its next liveness look.
+    weights = ms.make_dense("g.safetensors", [16, 32, 16], seed=7)
+    iters = 60 if SANITIZED else 200
+    for tag, spec in (("gid", {"backend": "identity"}),
+                      ("gmlp", {"backend": "dense", "weights": str(weights)})):
+        procs = []
+        for seed in range(4):
+            env = dict(ms.env)
+            if seed % 2:
+                env["MODELSHARE_SPIN_US"] = "0"
+            procs.append(subprocess.Popen(
+                [str(PLANECLIENT), "gaps", tag, json.dumps(spec), str(iters), str(seed + 1),
+                 "3000"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        for p in procs:
+            assert finish(p) == f"ok {iters}"
+        m = ms.model(tag)
+        assert m["requests"] == 4 * iters, m
+
+
 def cpu_ticks(pid):
     """User plus system time of a process, in clock ticks."""
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
