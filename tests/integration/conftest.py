@@ -23,6 +23,20 @@ BUILD = pathlib.Path(os.environ.get("MODELSHARE_BUILD", ROOT / "build")).resolve
 CLI = BUILD / "modelshare"
 TESTCLIENT = BUILD / "tests" / "ms-testclient"
 SANITIZED = os.environ.get("MODELSHARE_SANITIZED") == "1"
+PLANECLIENT = BUILD / "tests" / "ms-planeclient"
+
+
+def start_planeclient(ms, *args):
+    """An ms-planeclient process (tests/helpers/planeclient.c) with this daemon's environment."""
+    return subprocess.Popen([str(PLANECLIENT), *map(str, args)], env=ms.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(p, timeout=300):
+    """Its output, once it exited 0."""
+    out, err = p.communicate(timeout=timeout)
+    assert p.returncode == 0, f"exit {p.returncode}: {out}{err}"
+    return out.strip()
 
 
 class Session:

@@ -8,20 +8,8 @@ import signal
 import subprocess
 import time
 
-from conftest import BUILD, SANITIZED, pid_alive, wait_until
-
-PLANECLIENT = BUILD / "tests" / "ms-planeclient"
-
-
-def start(ms, *args):
-    return subprocess.Popen([str(PLANECLIENT), *map(str, args)], env=ms.env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def finish(p, timeout=300):
-    out, err = p.communicate(timeout=timeout)
-    assert p.returncode == 0, f"exit {p.returncode}: {out}{err}"
-    return out.strip()
+from conftest import (PLANECLIENT, SANITIZED, finish, pid_alive, start_planeclient as start,
+                      wait_until)
 
 
 def streams(ms, tag, spec, clients, iters):

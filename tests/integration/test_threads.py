@@ -9,22 +9,8 @@ import json
 import os
 import re
 import signal
-import subprocess
 
-from conftest import BUILD, SANITIZED, wait_until
-
-PLANECLIENT = BUILD / "tests" / "ms-planeclient"
-
-
-def start(ms, *args):
-    return subprocess.Popen([str(PLANECLIENT), *map(str, args)], env=ms.env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def finish(p, timeout=300):
-    out, err = p.communicate(timeout=timeout)
-    assert p.returncode == 0, f"exit {p.returncode}: {out}{err}"
-    return out.strip()
+from conftest import SANITIZED, finish, start_planeclient as start, wait_until
 
 
 def survivors(ms, tag, spec, stop, rows):
