@@ -455,7 +455,7 @@ def show_in_results(lines):
 
 
 def peers_notes(args):
-    return (f"Figures on a shared 2-core VM with other load; each timed figure is the median (by "
+    return (f"Figures on the 2-core VM (AMD EPYC, 2 CPUs; no other load unless said); each timed figure is the median (by "
             f"calls/s) of {args.repeat} runs; p50 and p99 over every call of every client, calls/s "
             "from a common start to the last client's end. Every client is its own process. "
             "Plain: each client loads its own copy. Beam: MultiProcessShared(spawn_process=True, "
