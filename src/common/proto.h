@@ -61,8 +61,9 @@
  *                                         of lease 7 may read their input in (in_arena K,
  *                                         in_link 9); after lease 7's attach
  *    {"op":"unlink","lease":7,"arena":K}  the worker unmaps linked arena K of lease 7 (between
- *                                         batches: no run reads it then); sent before the
- *                                         daemon answers the release of lease 9
+ *                                         batches, once no runner thread holds a request of
+ *                                         lease 7); sent before the daemon answers the release
+ *                                         of lease 9
  *    {"op":"open","keep_inflight":bool}   after a restart's or swap's attaches: the door opens
  *    {"op":"drain"}                       a swap: take nothing more, say "drained", exit
  *    {"op":"takeover","nfds":1}           + fd: the instance's door, which a swap's new worker

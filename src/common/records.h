@@ -63,8 +63,9 @@ typedef struct ms__resp {
  * a linked arena (linked: MS__ARENA_LINKS capacities, 0 where none is linked; NULL: none), that
  * the input lies inside [MS__ARENA_DATA, capacity) of its arena and the output room inside
  * [MS__ARENA_DATA, arena_capacity) without overflow, that they are aligned to the dtype's size,
- * and that they do not overlap. Return 0 with *out filled, or MS_E_PROTOCOL / MS_E_DTYPE /
- * MS_E_SHAPE / MS_E_TOO_LARGE with a message saying what was expected. */
+ * and, when both are in the own arena (in_arena 0), that they do not overlap. Return 0 with *out
+ * filled, or MS_E_PROTOCOL / MS_E_DTYPE / MS_E_SHAPE / MS_E_TOO_LARGE with a message saying what
+ * was expected. */
 int ms__req_decode(const void *buf, size_t len, uint64_t arena_capacity, const uint64_t *linked,
                    ms__req *out, char *err, size_t errlen);
 int ms__resp_decode(const void *buf, size_t len, ms__resp *out, char *err, size_t errlen);

@@ -46,9 +46,25 @@ int ms__link_get(ms_model *model, int64_t src_lease, int *arena)
         int r = ask(model, src_lease, &k);
         if (r < 0)
             return r;
-        pthread_mutex_lock(&model->lock);
-        model->links[k - 1] = src_lease;
-        pthread_mutex_unlock(&model->lock);
+        /* Cached only while the source is still this client's: released meanwhile (by another
+         * thread), its link is gone at the daemon and k may already name another arena. The
+         * lock order is ms__link_forget's. */
+        ms_client *c = model->client;
+        pthread_mutex_lock(&c->models_lock);
+        bool live = false;
+        ms_model *m;
+        LIST_FOREACH(m, &c->models, link)
+        live |= m->lease == src_lease;
+        if (live) {
+            pthread_mutex_lock(&model->lock);
+            model->links[k - 1] = src_lease;
+            pthread_mutex_unlock(&model->lock);
+        }
+        pthread_mutex_unlock(&c->models_lock);
+        if (!live)
+            return ms__lib_fail(c, MS_E_INVAL,
+                                "ms_tensor_view: the model whose tensor holds the input was "
+                                "released while it was being linked");
     }
     *arena = k;
     return 0;

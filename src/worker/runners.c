@@ -11,9 +11,11 @@
  *
  * What the loop must not do while a runner holds requests: unmap their client's arena (a detach
  * waits for the client to be unpinned: ms__runners_unpin) and report where it stopped in the
- * rings (a swap's drain waits for every runner: ms__runners_quiesce). Everything a runner writes
- * besides its job is the requests' slots and rooms, the stats page (atomic adds) and the door's
- * in-flight count (atomic).
+ * rings (a swap's drain waits for every runner: ms__runners_quiesce); an unlink of a linked
+ * arena waits like a detach. Everything a runner writes besides its job is the requests' slots
+ * and rooms, the stats page (atomic adds), the door's in-flight count (atomic), its clients'
+ * pinned counts and the pool's fields (under the pool's mutex), client.answered and server.far
+ * (atomic).
  *
  * Inline runs: the hand-over costs a thread wake-up, about 10 us a batch on the 2-core VM (one
  * client of the identity model: 0.9 us a call one at a time, 10 to 12 us through a runner; see

@@ -77,6 +77,10 @@ static void short_slice(void)
         uint32_t priority;
         uint64_t runtime, deadline, period;
     } attr = {.size = 48, .policy = 0, .runtime = SLICE_NS};
+    /* Only a task of the default policy: one the operator put under another (chrt, systemd's
+     * CPUSchedulingPolicy=) keeps it. */
+    if (sched_getscheduler(0) != SCHED_OTHER)
+        return;
     attr.nice = getpriority(PRIO_PROCESS, 0);
     syscall(SYS_sched_setattr, 0, &attr, 0);
 }

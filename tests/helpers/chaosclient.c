@@ -468,7 +468,7 @@ static int abuser(const char *path, bool half)
 {
     catch_term();
     long dropped = 0;
-    static const char hello[] = "{\"op\":\"hello\",\"version\":1,\"id\":1}";
+    static const char hello[] = "{\"op\":\"hello\",\"version\":2,\"id\":1}";
     static const char status[] = "{\"op\":\"status\",\"id\":2}";
     static const char partial[] = "{\"op\":\"status\",\"id\":3,\"padding\":\"xxxxxxxxxxxxxxxxxx\"}";
     while (!stop_asked) {

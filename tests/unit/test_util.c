@@ -313,7 +313,7 @@ static void test_arena_unsealed(void **state)
     int fd = memfd_create("fake-arena", MFD_CLOEXEC);
     assert_true(fd >= 0);
     assert_int_equal(ftruncate(fd, (off_t)cap), 0);
-    ms__arena_header h = {.magic = MS__ARENA_MAGIC, .version = 1, .capacity = cap};
+    ms__arena_header h = {.magic = MS__ARENA_MAGIC, .version = 2, .capacity = cap};
     assert_int_equal(pwrite(fd, &h, sizeof h, 0), (ssize_t)sizeof h);
     void *b;
     uint64_t c;
