@@ -361,6 +361,12 @@ static int serve(const daemon_args *a, int level, int ready_fd)
     ms__log_info("listening on %s%s (pid %ld, idle exit %s%g s)", a->socket_path,
                  a->listen_fd >= 0 ? ", a socket from the service manager" : "", (long)getpid(),
                  a->idle_exit > 0 ? "" : "off, ", a->idle_exit);
+    const char *visible = getenv("CUDA_VISIBLE_DEVICES");
+    if (visible != NULL)
+        ms__log_warn("CUDA_VISIBLE_DEVICES=%s in the daemon's environment does not choose its "
+                     "cards: a spec's \"cuda:N\" is NVML's card N (PCI bus order), and each GPU "
+                     "worker gets CUDA_VISIBLE_DEVICES=N",
+                     visible);
     if (ready_fd >= 0) {
         write_all(ready_fd, "OK", 2);
         close(ready_fd);
