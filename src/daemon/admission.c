@@ -80,7 +80,19 @@ uint64_t ms__budget_used(const ms__models *ml, const ms__budget_dev *dev)
     return used_but(ml, dev, NULL);
 }
 
-/* The models holding memory on dev (but m), as holders for the plan. */
+/* Whether one of o's instances is on budget device dev (a GPU model's host memory is charged to
+ * "host" without one). */
+static bool has_instance_on(const ms__model *o, const char *dev)
+{
+    for (int i = 0; i < o->spec.instances && i < MS__INSTANCES_MAX; i++)
+        if (strcmp(ms__model_inst_budget(o, i), dev) == 0)
+            return true;
+    return false;
+}
+
+/* The models holding memory on dev (but m), as holders for the plan. Only a model with an
+ * instance on dev may be evicted for room there: the host memory of a GPU model's workers
+ * counts as used on "host", but evicting a GPU model for host room is not done. */
 static int holders_of(ms__models *ml, const ms__model *m, const ms__budget_dev *dev,
                       ms__model **who, ms__holder *h)
 {
@@ -94,8 +106,8 @@ static int holders_of(ms__models *ml, const ms__model *m, const ms__budget_dev *
         h[n] = (ms__holder){
             .bytes = bytes,
             .last_used_ns = o->last_used_ns,
-            .idle =
-                o->state == MS__MODEL_READY && o->leases == 0 && o->waiters == 0 && o->swap == NULL,
+            .idle = o->state == MS__MODEL_READY && o->leases == 0 && o->waiters == 0 &&
+                    o->swap == NULL && has_instance_on(o, dev->name),
             .unloading = o->state == MS__MODEL_UNLOADING,
         };
         n++;
