@@ -203,6 +203,9 @@ void ms__model_set_admitted(ms__model *m);
 void ms__model_set_waiting(ms__model *m, int64_t now);
 /* What m is charged until it is measured: its estimate (a load begins). */
 void ms__model_set_estimate(ms__model *m, uint64_t bytes);
+/* A swap's new version serves: its estimate is m's from now (what a GPU instance NVML cannot
+ * measure is charged); what m is charged now is left as it is. */
+void ms__model_new_estimate(ms__model *m, uint64_t bytes);
 /* memory_bytes split evenly over m's instances (inst_bytes): an estimate, or a total the
  * workers said. */
 void ms__model_split_memory(ms__model *m);

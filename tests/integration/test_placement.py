@@ -222,3 +222,21 @@ def test_devices_auto_when_no_card_has_room_now_spreads_where_eviction_makes_roo
     assert r.returncode == 0, r.stderr
     assert [i["device"] for i in ms.model("m")["instances"]] == ["cuda:1", "cuda:1"]
     assert ms.model("i") is None and ms.model("l")["state"] == "ready"
+
+
+def test_a_swap_charges_the_new_versions_estimate_on_cards_nvml_cannot_measure(ms):
+    # Without NVML listing the workers, a GPU model is charged its estimate: after a swap, the
+    # new version's.
+    budgets(ms, "host=8GiB,cuda:0=4GiB,cuda:1=4GiB")
+    r = load(ms, "s", instances=2, devices=["cuda:0", "cuda:1"], memory=1_500_000_000)
+    assert r.returncode == 0, r.stderr
+    st = ms.status()
+    assert st["budgets"]["cuda:0"]["models"]["s"] == 750_000_000
+    r = ms.cli("swap", "s", "--spec", json.dumps({"memory": 1_200_000_000}), check=False)
+    assert r.returncode == 0, r.stderr
+    m = ms.model("s")
+    assert m["memory_bytes"] == 1_200_000_000 and m["estimate_bytes"] == 1_200_000_000, m
+    st = ms.status()
+    for dev in ("cuda:0", "cuda:1"):
+        assert st["budgets"][dev]["models"]["s"] == 600_000_000, st["budgets"]
+        assert st["budgets"][dev]["used_bytes"] == 600_000_000, st["budgets"]
