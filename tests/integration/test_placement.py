@@ -5,8 +5,9 @@ status must say each instance's device. A GPU model's host memory is charged to 
 import json
 import os
 import signal
+import subprocess
 
-from conftest import wait_until
+from conftest import CLI, wait_until
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -240,3 +241,27 @@ def test_a_swap_charges_the_new_versions_estimate_on_cards_nvml_cannot_measure(m
     for dev in ("cuda:0", "cuda:1"):
         assert st["budgets"][dev]["models"]["s"] == 600_000_000, st["budgets"]
         assert st["budgets"][dev]["used_bytes"] == 600_000_000, st["budgets"]
+
+
+def test_an_auto_model_that_waits_has_no_budget_device_until_placed(ms):
+    budgets(ms, "host=8GiB,cuda:0=1GiB")
+    leased = {"backend": "identity", "device": "cuda:0", "memory": GIB, "keep_alive": 600}
+    s = ms.session("l", leased)
+    assert s.ok, s.first
+    spec = {"backend": "identity", "device": "auto", "memory": 512 * MIB, "load_timeout": 60}
+    p = subprocess.Popen([str(CLI), "load", "w", "--spec", json.dumps(spec)], env=ms.env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: (ms.model("w") or {}).get("state") == "waiting", timeout=20,
+                   what="w waiting for memory")
+        m = ms.model("w")
+        assert m["device"] == "auto" and m["budget_device"] is None, m
+        assert s.command("release") == "released"
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    m = ms.model("w")
+    assert m["device"] == "cuda:0" and m["budget_device"] == "cuda:0", m
