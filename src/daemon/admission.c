@@ -80,6 +80,30 @@ uint64_t ms__budget_used(const ms__models *ml, const ms__budget_dev *dev)
     return used_but(ml, dev, NULL);
 }
 
+/* Whether one of o's instances is on budget device dev (a GPU model's host memory is charged to
+ * "host" without one). */
+static bool has_instance_on(const ms__model *o, const char *dev)
+{
+    for (int i = 0; i < o->spec.instances && i < MS__INSTANCES_MAX; i++)
+        if (strcmp(ms__model_inst_budget(o, i), dev) == 0)
+            return true;
+    return false;
+}
+
+/* Other model o as a holder of bytes on budget device dev. Only a model with an instance on dev
+ * may be evicted for room there: the host memory of a GPU model's workers counts as used on
+ * "host", but evicting a GPU model for host room is not done. */
+static ms__holder holder_of(const ms__model *o, const char *dev, uint64_t bytes)
+{
+    return (ms__holder){
+        .bytes = bytes,
+        .last_used_ns = o->last_used_ns,
+        .idle = o->state == MS__MODEL_READY && o->leases == 0 && o->waiters == 0 &&
+                o->swap == NULL && has_instance_on(o, dev),
+        .unloading = o->state == MS__MODEL_UNLOADING,
+    };
+}
+
 /* The models holding memory on dev (but m), as holders for the plan. */
 static int holders_of(ms__models *ml, const ms__model *m, const ms__budget_dev *dev,
                       ms__model **who, ms__holder *h)
@@ -91,16 +115,26 @@ static int holders_of(ms__models *ml, const ms__model *m, const ms__budget_dev *
         if (bytes == 0)
             continue;
         who[n] = o;
-        h[n] = (ms__holder){
-            .bytes = bytes,
-            .last_used_ns = o->last_used_ns,
-            .idle =
-                o->state == MS__MODEL_READY && o->leases == 0 && o->waiters == 0 && o->swap == NULL,
-            .unloading = o->state == MS__MODEL_UNLOADING,
-        };
+        h[n] = holder_of(o, dev->name, bytes);
         n++;
     }
     return n;
+}
+
+/* What the models but skip hold on dev that neither an eviction nor an unload in progress frees
+ * (leased, loading, waited on, swapping; on "host", GPU models' host memory). */
+static uint64_t kept_but(const ms__models *ml, const ms__budget_dev *dev, const ms__model *skip)
+{
+    uint64_t kept = 0;
+    for (int i = 0; i < ml->reg.nmodels; i++) {
+        const ms__model *o = ml->reg.models[i];
+        uint64_t bytes =
+            o != skip && ms__model_charges_memory(o) ? ms__model_charge(o, dev->name) : 0;
+        ms__holder h = holder_of(o, dev->name, bytes);
+        if (bytes > 0 && !h.idle && !h.unloading)
+            kept += bytes;
+    }
+    return kept;
 }
 
 /* "\"a\" 150.0 MiB (2 leases), \"b\" 100.0 MiB (loading)" into buf. */
@@ -238,24 +272,36 @@ static int candidates(const ms__models *ml, const ms__spec *spec, const char **n
     return n;
 }
 
+/* What placement counts as used on a device: what is held there now; when nothing has room
+ * now, what no eviction frees (so the device where evicting idle models makes room wins); when
+ * even that leaves no room, nothing (by budget alone: admission there waits for leases). */
+enum { USED_NOW, USED_KEPT, USED_NONE };
+
+/* The placement table of m's candidates names[0..nc) with used counted as said. */
+static void place_table(ms__models *ml, const ms__model *m, const char **names, int nc, int used,
+                        ms__place_dev *t)
+{
+    for (int c = 0; c < nc; c++) {
+        ms__budget_dev *d = ms__budget_find(ml, ms__budget_device(names[c]));
+        uint64_t u = d == NULL || used == USED_NONE ? 0
+                     : used == USED_NOW             ? used_but(ml, d, m)
+                                                    : kept_but(ml, d, m);
+        t[c] = (ms__place_dev){names[c], d != NULL ? ms__budget_bytes(d) : 0, u};
+    }
+}
+
 /* placement.c's answer for m over its candidates: out[i] is instance i's device. */
 static int place(ms__models *ml, ms__model *m, const char **out, char *err, size_t errlen)
 {
     const char *names[MS__DEVICES_MAX];
     ms__place_dev t[MS__DEVICES_MAX];
     int nc = candidates(ml, &m->spec, names), n = m->spec.instances, where[MS__INSTANCES_MAX];
-    for (int c = 0; c < nc; c++) {
-        ms__budget_dev *d = ms__budget_find(ml, ms__budget_device(names[c]));
-        t[c] = (ms__place_dev){names[c], d != NULL ? ms__budget_bytes(d) : 0,
-                               d != NULL ? used_but(ml, d, m) : 0};
-    }
     uint64_t need = (m->estimate_bytes + (uint64_t)n - 1) / (uint64_t)n;
     bool spread = m->spec.ndevices > 0 || m->spec.devices_auto;
     char why[MS__ERRLEN];
-    int rc = ms__place(t, nc, need, n, spread, where, why, sizeof why);
-    if (rc == MS_E_NO_MEMORY) { /* nothing has room now: by budget alone, then evict or wait */
-        for (int c = 0; c < nc; c++)
-            t[c].used = 0;
+    int rc = MS_E_NO_MEMORY;
+    for (int used = USED_NOW; used <= USED_NONE && rc == MS_E_NO_MEMORY; used++) {
+        place_table(ml, m, names, nc, used, t);
         rc = ms__place(t, nc, need, n, spread, where, why, sizeof why);
     }
     if (rc != 0)

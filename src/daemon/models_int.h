@@ -73,7 +73,8 @@ typedef struct ms__admission {
 
 /* Chooses the device of each instance of m (m->inst_device) from its spec: the spec's device,
  * or, for device "auto" and devices, placement.c's answer over the budgets (by free bytes now;
- * when nothing fits now, by budget alone, so that admission then evicts or waits there). A
+ * when nothing fits now, by what evicting idle models would free, so that admission then evicts
+ * there; when even that is not enough, by budget alone, so that admission waits there). A
  * "cuda:N" that NVML says does not exist is MS_E_DEVICE; a model no budget can ever hold,
  * MS_E_NO_MEMORY; with the message in err. */
 int ms__admission_place(ms__models *ml, ms__model *m, char *err, size_t errlen);

@@ -14,7 +14,9 @@
 typedef struct ms__place_dev {
     const char *name; /* "cpu", "cuda:1": for messages (not owned) */
     uint64_t budget;  /* 0: not enforced (unlimited) */
-    uint64_t used;    /* what other models hold on it now */
+    /* What other models hold on it that counts against budget: admission.c gives what they hold
+     * now, and, when that leaves no room anywhere, what no eviction frees. */
+    uint64_t used;
 } ms__place_dev;
 
 /* Places n instances (1..64) of need bytes each on devs[0..ndev):

@@ -478,6 +478,11 @@ void ms__model_set_estimate(ms__model *m, uint64_t bytes)
     ms__model_split_memory(m);
 }
 
+void ms__model_new_estimate(ms__model *m, uint64_t bytes)
+{
+    m->estimate_bytes = bytes;
+}
+
 static int inst_count(const ms__model *m)
 {
     int n = m->spec.instances;

@@ -82,8 +82,9 @@ struct ms__model {
     int ncrash;
     json_t *signature; /* of the ready model, NULL before */
     /* What the model is charged in its device's budget: the estimate (spec "memory", else the
-     * backend's) until loaded, then the measured figure (host: the workers' proportional set
-     * size; GPU: their memory as NVML reports it), re-measured while loaded. */
+     * backend's; after a swap, the new version's) until loaded, then the measured figure (host:
+     * the workers' proportional set size; GPU: their memory as NVML reports it, the estimate's
+     * share while NVML cannot list a worker), re-measured while loaded. */
     uint64_t memory_bytes;
     uint64_t estimate_bytes;
     bool measured;       /* memory_bytes is a measurement */
@@ -91,8 +92,11 @@ struct ms__model {
     /* Per instance [0, spec.instances): its device ("cpu", "cuda:N"), chosen at admission (the
      * spec's device, or placement.c's answer for device "auto" and devices), kept across
      * restarts and swaps; what it is charged on that device (memory_bytes is their sum: the
-     * estimate split evenly until measured); and, on a GPU, its host memory, charged to the host
-     * budget once measured (host_bytes is their sum). */
+     * estimate split evenly until measured); and, on a GPU, its worker's proportional set size
+     * on the host (host_bytes is their sum): 0 while the model loads (a GPU load is not checked
+     * against the host budget), measured from ready on (measure.c: at ready, every 2 s, at each
+     * status) and counted as used on "host", where a model with no instance on the host is never
+     * evicted for room (admission.c). */
     char inst_device[MS__INSTANCES_MAX][MS__SPEC_DEVICE_LEN];
     uint64_t inst_bytes[MS__INSTANCES_MAX];
     uint64_t inst_host_bytes[MS__INSTANCES_MAX];
@@ -203,6 +207,9 @@ void ms__model_set_admitted(ms__model *m);
 void ms__model_set_waiting(ms__model *m, int64_t now);
 /* What m is charged until it is measured: its estimate (a load begins). */
 void ms__model_set_estimate(ms__model *m, uint64_t bytes);
+/* A swap's new version serves: its estimate is m's from now (what a GPU instance NVML cannot
+ * measure is charged); what m is charged now is left as it is. */
+void ms__model_new_estimate(ms__model *m, uint64_t bytes);
 /* memory_bytes split evenly over m's instances (inst_bytes): an estimate, or a total the
  * workers said. */
 void ms__model_split_memory(ms__model *m);

@@ -101,16 +101,17 @@ static const char *device_of(const ms__model *m)
 }
 
 /* Its memory: held (measured or estimated), the estimate, the budget it is charged to (its first
- * instance's), and what it holds on each device ("memory_by_device", the host memory of GPU
- * instances under "host"). */
+ * instance's; null while "auto" or devices is not placed yet), and what it holds on each device
+ * ("memory_by_device", the host memory of GPU instances under "host"). */
 static void memory_json(json_t *o, const ms__model *m)
 {
-    const char *dev = ms__budget_device(device_of(m));
+    const char *where = device_of(m), *dev = ms__budget_device(where);
+    bool placed = strcmp(where, "auto") != 0;
     json_object_set_new(o, "memory_bytes", json_integer((json_int_t)m->memory_bytes));
     json_object_set_new(o, "memory_measured", json_boolean(m->measured));
     json_object_set_new(o, "estimate_bytes", json_integer((json_int_t)m->estimate_bytes));
-    json_object_set_new(o, "budget_device", json_string(dev));
-    if (strcmp(dev, "host") != 0 || m->host_bytes > 0)
+    json_object_set_new(o, "budget_device", placed ? json_string(dev) : json_null());
+    if ((placed && strcmp(dev, "host") != 0) || m->host_bytes > 0)
         json_object_set_new(o, "host_bytes", json_integer((json_int_t)m->host_bytes));
     json_t *by = json_object();
     const char *devs[MS__INSTANCES_MAX + 1];

@@ -51,6 +51,7 @@ struct ms__swap {
     ms__spec spec;     /* the version being loaded */
     json_t *spec_json; /* its canonical JSON */
     bool drain_first;
+    uint64_t need; /* the version being loaded: its estimate (spec "memory", else the backend's) */
     bool loading;  /* the new workers are spawned */
     bool rollback; /* drain-first: the new version failed; the old one loads again */
     int code;      /* rollback: the error to tell once the old version serves again */
@@ -233,6 +234,7 @@ static void complete(ms__models *ml, ms__model *m)
         m->spec_json = json_incref(js);
     }
     json_decref(js);
+    ms__model_new_estimate(m, sw->need);
     m->measured = false;
     ms__model_memory_from_workers(m);
     ms__measure_model(m);
@@ -337,6 +339,7 @@ static void load_failed(ms__models *ml, ms__model *m, int code, const char *mess
     ms__spec_free(&sw->spec);
     json_decref(sw->spec_json);
     sw->spec_json = json_incref(m->spec_json);
+    sw->need = m->estimate_bytes;
     int rc = ms__spec_copy(&m->spec, &sw->spec);
     if (rc == 0)
         rc = spawn_standby(ml, m, err, sizeof err);
@@ -619,6 +622,7 @@ int ms__swap_start(ms__models *ml, ms__model *m, const json_t *patch, bool drain
         return rc;
     }
     sw->drain_first = drain_first;
+    sw->need = need;
     sw->t0 = ms__registry_now(&ml->reg);
     m->swap = sw;
     m->swap_bytes = need;

@@ -5,8 +5,9 @@ status must say each instance's device. A GPU model's host memory is charged to 
 import json
 import os
 import signal
+import subprocess
 
-from conftest import wait_until
+from conftest import CLI, wait_until
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -114,26 +115,34 @@ def test_a_gpu_models_host_memory_is_charged_to_host(ms):
 
 def test_host_memory_of_gpu_models_counts_in_admission(ms):
     # A host budget of 64 MiB: once the GPU model's worker is measured on the host, a host model
-    # of 64 MiB less 64 KiB fits the empty budget but not beside that worker's PSS: it evicts
-    # the GPU model while it is idle, and waits (then fails, naming it) while it holds a lease.
+    # of 64 MiB less 64 KiB fits the empty budget but not beside that worker's PSS: it waits
+    # (then fails, naming the GPU model) while the GPU model holds a lease.
     budgets(ms, "host=64MiB,cuda:0=1GiB")
     g = {"backend": "identity", "device": "cuda:0", "memory": 64 * MIB, "keep_alive": 600}
-    assert ms.cli("load", "g", "--spec", json.dumps(g), check=False).returncode == 0
-    wait_until(lambda: ms.model("g").get("host_bytes", 0) > 0, timeout=10, what="host bytes")
-    assert ms.model("g")["host_bytes"] > 256 * 1024  # a process's PSS: far more than the margin
-    need = 64 * MIB - 64 * 1024
-    r = load(ms, "h", device="cpu", memory=need, load_timeout=0.5)
-    assert r.returncode == 0, r.stderr
-    assert 'model "g": evicted (idle, least recently used,' in ms.log()
-    assert ' on host) to make room for "h"' in ms.log()
-    assert ms.model("g") is None
-    ms.cli("unload", "h")
-    s = ms.session("g", g)  # a lease: g cannot be evicted now
+    s = ms.session("g", g)  # a lease: g cannot be evicted
     assert s.ok, s.first
     wait_until(lambda: ms.model("g").get("host_bytes", 0) > 0, timeout=10, what="host bytes")
-    r = load(ms, "h2", device="cpu", memory=need, load_timeout=0.5)
+    assert ms.model("g")["host_bytes"] > 256 * 1024  # a process's PSS: far more than the margin
+    r = load(ms, "h", device="cpu", memory=64 * MIB - 64 * 1024, load_timeout=0.5)
     assert r.returncode == 1, r.stdout
     assert "not enough memory on host" in r.stderr and '"g"' in r.stderr, r.stderr
+
+
+def test_an_idle_gpu_model_is_not_evicted_for_host_memory(ms):
+    # The GPU model's workers' PSS counts as used on the host, but evicting the GPU model would
+    # free only that for a host model: it is not done. The host model waits, then fails naming
+    # it, and the GPU model stays loaded on its card.
+    budgets(ms, "host=60MB,cuda:0=10GB")
+    r = load(ms, "g", device="cuda:0", memory=GIB)
+    assert r.returncode == 0, r.stderr
+    wait_until(lambda: ms.model("g").get("host_bytes", 0) > 0, timeout=10, what="host bytes")
+    assert ms.model("g")["host_bytes"] > 256 * 1024  # a process's PSS: far more than the margin
+    r = load(ms, "c", device="cpu", memory=60_000_000 - 64 * 1024, load_timeout=0.5)
+    assert r.returncode == 1, r.stdout
+    assert "not enough memory on host" in r.stderr and '"g"' in r.stderr, r.stderr
+    assert 'model "g": evicted' not in ms.log()
+    assert ms.model("g")["state"] == "ready"
+    assert ms.model("c") is None or ms.model("c")["state"] == "failed"
 
 
 def test_swap_keeps_each_instances_device(ms):
@@ -182,3 +191,77 @@ def test_auto_when_no_card_has_room_now_evicts_like_any_load(ms):
     assert ms.model("c")["device"] == "cuda:0"
     assert ms.model("a") is None and ms.model("b")["state"] == "ready"
     assert 'model "a": evicted (idle, least recently used, 1.0 GiB on cuda:0)' in ms.log()
+
+
+def test_auto_when_no_card_has_room_now_goes_where_eviction_makes_room(ms):
+    # cuda:0 is the larger card but a leased model holds most of it; cuda:1 holds an idle model.
+    # "auto" goes where evicting idle models makes room (cuda:1), not to the largest budget,
+    # where it would wait for the lease.
+    budgets(ms, "host=8GiB,cuda:0=20GB,cuda:1=16GB")
+    leased = {"backend": "identity", "device": "cuda:0", "memory": 18_000_000_000,
+              "keep_alive": 600}
+    s = ms.session("l", leased)
+    assert s.ok, s.first
+    assert load(ms, "i", device="cuda:1", memory=14_000_000_000).returncode == 0
+    r = load(ms, "m", device="auto", memory=6_000_000_000, load_timeout=1)
+    assert r.returncode == 0, r.stderr
+    assert ms.model("m")["device"] == "cuda:1"
+    assert ms.model("i") is None and ms.model("l")["state"] == "ready"
+    assert 'model "i": evicted (idle, least recently used' in ms.log()
+
+
+def test_devices_auto_when_no_card_has_room_now_spreads_where_eviction_makes_room(ms):
+    # Two instances of 6 GB: cuda:0 can hold neither beside its leased model, cuda:1 both once
+    # its idle model is evicted.
+    budgets(ms, "host=8GiB,cuda:0=20GB,cuda:1=16GB")
+    leased = {"backend": "identity", "device": "cuda:0", "memory": 18_000_000_000,
+              "keep_alive": 600}
+    s = ms.session("l", leased)
+    assert s.ok, s.first
+    assert load(ms, "i", device="cuda:1", memory=14_000_000_000).returncode == 0
+    r = load(ms, "m", devices="auto", instances=2, memory=12_000_000_000, load_timeout=1)
+    assert r.returncode == 0, r.stderr
+    assert [i["device"] for i in ms.model("m")["instances"]] == ["cuda:1", "cuda:1"]
+    assert ms.model("i") is None and ms.model("l")["state"] == "ready"
+
+
+def test_a_swap_charges_the_new_versions_estimate_on_cards_nvml_cannot_measure(ms):
+    # Without NVML listing the workers, a GPU model is charged its estimate: after a swap, the
+    # new version's.
+    budgets(ms, "host=8GiB,cuda:0=4GiB,cuda:1=4GiB")
+    r = load(ms, "s", instances=2, devices=["cuda:0", "cuda:1"], memory=1_500_000_000)
+    assert r.returncode == 0, r.stderr
+    st = ms.status()
+    assert st["budgets"]["cuda:0"]["models"]["s"] == 750_000_000
+    r = ms.cli("swap", "s", "--spec", json.dumps({"memory": 1_200_000_000}), check=False)
+    assert r.returncode == 0, r.stderr
+    m = ms.model("s")
+    assert m["memory_bytes"] == 1_200_000_000 and m["estimate_bytes"] == 1_200_000_000, m
+    st = ms.status()
+    for dev in ("cuda:0", "cuda:1"):
+        assert st["budgets"][dev]["models"]["s"] == 600_000_000, st["budgets"]
+        assert st["budgets"][dev]["used_bytes"] == 600_000_000, st["budgets"]
+
+
+def test_an_auto_model_that_waits_has_no_budget_device_until_placed(ms):
+    budgets(ms, "host=8GiB,cuda:0=1GiB")
+    leased = {"backend": "identity", "device": "cuda:0", "memory": GIB, "keep_alive": 600}
+    s = ms.session("l", leased)
+    assert s.ok, s.first
+    spec = {"backend": "identity", "device": "auto", "memory": 512 * MIB, "load_timeout": 60}
+    p = subprocess.Popen([str(CLI), "load", "w", "--spec", json.dumps(spec)], env=ms.env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: (ms.model("w") or {}).get("state") == "waiting", timeout=20,
+                   what="w waiting for memory")
+        m = ms.model("w")
+        assert m["device"] == "auto" and m["budget_device"] is None, m
+        assert s.command("release") == "released"
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    m = ms.model("w")
+    assert m["device"] == "cuda:0" and m["budget_device"] == "cuda:0", m
