@@ -193,16 +193,23 @@ def test_auto_when_no_card_has_room_now_evicts_like_any_load(ms):
     assert 'model "a": evicted (idle, least recently used, 1.0 GiB on cuda:0)' in ms.log()
 
 
-def test_auto_when_no_card_has_room_now_goes_where_eviction_makes_room(ms):
-    # cuda:0 is the larger card but a leased model holds most of it; cuda:1 holds an idle model.
-    # "auto" goes where evicting idle models makes room (cuda:1), not to the largest budget,
-    # where it would wait for the lease.
+def leased_card_and_idle_card(ms):
+    """cuda:0 (20 GB) mostly held by a leased model "l" (its session returned, keep it), cuda:1
+    (16 GB) mostly by an idle model "i"."""
     budgets(ms, "host=8GiB,cuda:0=20GB,cuda:1=16GB")
     leased = {"backend": "identity", "device": "cuda:0", "memory": 18_000_000_000,
               "keep_alive": 600}
     s = ms.session("l", leased)
     assert s.ok, s.first
     assert load(ms, "i", device="cuda:1", memory=14_000_000_000).returncode == 0
+    return s
+
+
+def test_auto_when_no_card_has_room_now_goes_where_eviction_makes_room(ms):
+    # cuda:0 is the larger card but a leased model holds most of it; cuda:1 holds an idle model.
+    # "auto" goes where evicting idle models makes room (cuda:1), not to the largest budget,
+    # where it would wait for the lease.
+    s = leased_card_and_idle_card(ms)
     r = load(ms, "m", device="auto", memory=6_000_000_000, load_timeout=1)
     assert r.returncode == 0, r.stderr
     assert ms.model("m")["device"] == "cuda:1"
@@ -213,12 +220,7 @@ def test_auto_when_no_card_has_room_now_goes_where_eviction_makes_room(ms):
 def test_devices_auto_when_no_card_has_room_now_spreads_where_eviction_makes_room(ms):
     # Two instances of 6 GB: cuda:0 can hold neither beside its leased model, cuda:1 both once
     # its idle model is evicted.
-    budgets(ms, "host=8GiB,cuda:0=20GB,cuda:1=16GB")
-    leased = {"backend": "identity", "device": "cuda:0", "memory": 18_000_000_000,
-              "keep_alive": 600}
-    s = ms.session("l", leased)
-    assert s.ok, s.first
-    assert load(ms, "i", device="cuda:1", memory=14_000_000_000).returncode == 0
+    s = leased_card_and_idle_card(ms)
     r = load(ms, "m", devices="auto", instances=2, memory=12_000_000_000, load_timeout=1)
     assert r.returncode == 0, r.stderr
     assert [i["device"] for i in ms.model("m")["instances"]] == ["cuda:1", "cuda:1"]

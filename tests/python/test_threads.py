@@ -120,6 +120,22 @@ def test_threads_spec_field(daemon):
         modelshare.Shared(pymodels.make_overlaps, tag="u", thread_safe=True, threads=65).acquire()
 
 
+def kill_then_release(child, release, before):
+    """Kills the child whose call a runner holds, lets the worker detach it (and unlink what it
+    linked), then lets the runner answer: answered (the count is made after the answer is
+    written) by the same worker, or the worker crashed."""
+    child.kill()
+    child.join()
+    wait_until(lambda: model_status("holds")["leases"] == 1, timeout=30,
+               what="the dead client's leases to go")
+    time.sleep(0.2)  # the worker reads the detach within a millisecond: let it, then
+    release.touch()  # let the runner write the dead client's answer
+    after = wait_until(lambda: (m := model_status("holds"))["restarts"] > 0 and m or
+                       m["requests"] > before["requests"] and m, timeout=60,
+                       what="the held call to be answered")
+    assert after["worker_pids"] == before["worker_pids"] and after["restarts"] == 0, after
+
+
 def test_client_killed_while_a_runner_holds_its_call(daemon):
     # The daemon detaches a client that died; its arena must stay mapped until the runner that
     # holds its call has written the answer (else the worker crashes writing into it).
@@ -134,17 +150,7 @@ def test_client_killed_while_a_runner_holds_its_call(daemon):
                                                              args=(shared,))
         child.start()
         wait_until(started.exists, timeout=60, what="the held call to start")
-        child.kill()
-        child.join()
-        wait_until(lambda: model_status("holds")["leases"] == 1, timeout=30,
-                   what="the dead client's lease to go")
-        time.sleep(0.2)  # the worker reads the detach within a millisecond: let it, then
-        release.touch()  # let the runner write the dead client's answer
-        # Answered (the count is made after the answer is written), or the worker crashed.
-        after = wait_until(lambda: (m := model_status("holds"))["restarts"] > 0 and m or
-                           m["requests"] > before["requests"] and m, timeout=60,
-                           what="the held call to be answered")
-        assert after["worker_pids"] == before["worker_pids"] and after["restarts"] == 0, after
+        kill_then_release(child, release, before)
         np.testing.assert_array_equal(model(x + 2), x + 2)
 
 
@@ -203,14 +209,5 @@ def test_client_killed_while_a_runner_reads_its_linked_input(daemon):
         wait_until(started.exists, timeout=60, what="the held call to start")
         # The child's own arena and, linked to it, its first model's.
         assert memfd_maps(worker) == alone + 2, "the held call's input is not in a linked arena"
-        child.kill()
-        child.join()
-        wait_until(lambda: model_status("holds")["leases"] == 1, timeout=30,
-                   what="the dead client's leases to go")
-        time.sleep(0.2)  # the worker reads the detach and the unlink within a millisecond
-        release.touch()
-        after = wait_until(lambda: (m := model_status("holds"))["restarts"] > 0 and m or
-                           m["requests"] > before["requests"] and m, timeout=60,
-                           what="the held call to be answered")
-        assert after["worker_pids"] == before["worker_pids"] and after["restarts"] == 0, after
+        kill_then_release(child, release, before)
         np.testing.assert_array_equal(model(x + 2), x + 2)
