@@ -271,8 +271,11 @@ typedef struct ms_model ms_model;
  *                                                           at once (null, 0: one per CPU of
  *                                                           its worker); more than 1 only
  *                                                           with thread_safe true
- *   batchable       bool                          true      requests may be joined into one
- *                                                           batch along the first dimension
+ *   batchable       bool                          true      requests of several callers may
+ *                                                 (dense,   be joined into one batch along the
+ *                                                 identity) first dimension: each output row
+ *                                                 false     depends only on its own input row
+ *                                                 (python)  (a python model says so itself)
  *   memory          integer, bytes, 0..2^62       0         what the model needs, all its
  *                                                           instances together (0: the
  *                                                           backend's estimate); charged

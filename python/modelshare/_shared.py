@@ -148,8 +148,12 @@ class Shared:
     def acquire(self):
         """A lease on the model, loading it first when no process has. Use it as a context
         manager, or end it with release()."""
+        return self._acquire_as(Model)
+
+    def _acquire_as(self, model_type):
+        """acquire(), the lease as a model_type (Model or a subclass of it)."""
         spec = self._spec_json()
-        return Model(self, control(lambda c: c.acquire(self.tag, spec)))
+        return model_type(self, control(lambda c: c.acquire(self.tag, spec)))
 
     def acquire_async(self):
         """acquire() for asyncio: `async with shared.acquire_async() as model:` or
@@ -320,7 +324,9 @@ class Model:
         if kwargs or len(args) != 1:
             raise TypeError(f"model {self.tag!r}: expected model(x) with one tensor")
         data, dtype = _as_input(args[0])
-        t = self._guard(lambda core: core.infer(data, dtype))
+        t = self._guard(lambda core: core.infer(data, dtype, python))
+        if type(t) is bytes:  # a python model's answer that is not one array, pickled
+            return _pickling.loads(t)[1]
         y = np.asarray(t)
         if t.dtype == _core.BFLOAT16 and _BFLOAT16 is not None:
             y = y.view(_BFLOAT16)

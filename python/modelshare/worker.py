@@ -7,7 +7,9 @@ GIL held, one at a time, or for a thread_safe spec from up to `threads` runner t
 (each call's own GIL hold, released wherever the model's code releases it):
 
     _load(spec_json) -> (True, model) | (False, error text)
-    _run(model, memoryview, ms_dtype, shape) -> (array, ms_dtype, shape) | error text
+    _run(model, memoryview, ms_dtype, shape, objects) -> (array, ms_dtype, shape) | error text
+        | pickled answer (bytes; only when objects: the caller takes an answer that is not one
+        array)
     _call(model, payload) -> pickled answer (bytes)
 
 Nothing else is public here.
@@ -122,7 +124,29 @@ def _load(spec_json):
         return False, f"the constructor failed: {_text(e)}"
 
 
-def _run(model, view, dtype, shape):
+def _plane_array(y):
+    """y as a C-contiguous array of a plane dtype, when it is one array or tensor; else None."""
+    if isinstance(y, np.generic) or not (isinstance(y, np.ndarray) or hasattr(y, "__array__") or
+                                         hasattr(y, "__dlpack__")):
+        return None
+    try:
+        a = np.ascontiguousarray(np.asarray(y))
+    except Exception:  # a tensor numpy cannot read: sent as it is
+        return None
+    return a if a.dtype in _CODES and a.ndim <= 8 else None
+
+
+def _object(y):
+    """The pickled answer ("ok", y) for a caller that takes any answer."""
+    try:
+        return _pickling.dumps(("ok", y))
+    except Exception as e:
+        return (f"TypeError: the model's answer cannot be pickled: {type(e).__name__}: {e}; "
+                f"answer: {y!r:.200}")
+
+
+def _run(model, view, dtype, shape, objects=False):
+    """A writable view is the request's own copy of the input: the model may modify it."""
     try:
         if dtype == BFLOAT16 and ml_dtypes is not None:
             x = np.frombuffer(view, dtype=ml_dtypes.bfloat16).reshape(shape)
@@ -134,6 +158,13 @@ def _run(model, view, dtype, shape):
             code = _CODES.get(y.dtype)
             if code is not None and y.ndim <= 8:
                 return y, code, y.shape
+        if objects:
+            # One array (or a tensor numpy reads) of a plane dtype goes back as an array; anything
+            # else (a dict, a float, strings, a tuple of arrays) as it is, pickled.
+            a = _plane_array(y)
+            if a is None:
+                return _object(y)
+            y = a
         if hasattr(y, "__array__") or hasattr(y, "__dlpack__") or isinstance(y, (list, tuple)):
             y = np.ascontiguousarray(np.asarray(y))
         if not isinstance(y, np.ndarray) or y.dtype.hasobject:

@@ -7,6 +7,9 @@
  */
 #include "core.h"
 
+#include "../../src/common/records.h"
+#include "../../src/lib/infer.h"
+
 #include <stdbool.h>
 #include <string.h>
 #include <unistd.h>
@@ -65,10 +68,10 @@ static char *copy_strided(char *dst, const char *src, int dim, const Py_buffer *
 
 static PyObject *model_infer(ms_py_model *self, PyObject *args, PyObject *kwargs)
 {
-    static char *kw[] = {"input", "dtype", NULL};
+    static char *kw[] = {"input", "dtype", "objects", NULL};
     PyObject *x;
-    int dtype = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|i:infer", kw, &x, &dtype))
+    int dtype = 0, objects = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|ip:infer", kw, &x, &dtype, &objects))
         return NULL;
     if (usable(self) < 0)
         return NULL;
@@ -107,6 +110,7 @@ static PyObject *model_infer(ms_py_model *self, PyObject *args, PyObject *kwargs
     ms_client *c = self->client->client;
     ms_tensor *in = NULL, *out = NULL;
     int r;
+    bool object = false;
     self->users++; /* the lease outlives this call, whatever another thread does */
     PyThreadState *ts = PyEval_SaveThread();
     /* Already in shared memory (this model's or another's of this client): by reference. Else
@@ -119,7 +123,10 @@ static PyObject *model_infer(ms_py_model *self, PyObject *args, PyObject *kwargs
             memcpy(ms_tensor_data(in), view.buf, (size_t)view.len);
         else if (copied)
             copy_strided(ms_tensor_data(in), view.buf, 0, &view);
-        r = ms_infer(m, in, &out);
+        /* A copy made for this call is the model's to write (an object that modifies its input
+         * gets its own copy); an input passed by reference stays read-only there. */
+        uint32_t flags = (objects ? MS__REQ_OBJECT : 0u) | (copied ? MS__REQ_OWN_INPUT : 0u);
+        r = flags != 0 ? ms__infer_flags(m, in, flags, &out, &object) : ms_infer(m, in, &out);
     }
     if (r < 0)
         snprintf(msg, sizeof msg, "%s", ms_errmsg(c));
@@ -129,7 +136,15 @@ static PyObject *model_infer(ms_py_model *self, PyObject *args, PyObject *kwargs
 
     if (copied && r == 0)
         self->copied_bytes += (unsigned long long)view.len;
-    PyObject *result = r < 0 ? ms_py_raise(st, r, msg) : ms_py_tensor_wrap(st, self, out);
+    PyObject *result;
+    if (r < 0) {
+        result = ms_py_raise(st, r, msg);
+    } else if (object) { /* a pickled answer: its bytes, for the package to unpickle */
+        result = PyBytes_FromStringAndSize(ms_tensor_data(out), (Py_ssize_t)ms_tensor_nbytes(out));
+        ms_tensor_free(out);
+    } else {
+        result = ms_py_tensor_wrap(st, self, out);
+    }
     self->users--;
     ms_py_model_maybe_end(self);
     return result;
@@ -287,10 +302,12 @@ static PyObject *model_client(ms_py_model *self, void *closure)
 
 static PyMethodDef model_methods[] = {
     {"infer", (PyCFunction)(void (*)(void))model_infer, METH_VARARGS | METH_KEYWORDS,
-     "infer(input, dtype=0) -> Tensor. input: any object with the buffer protocol (C-contiguous "
-     "or strided), copied once into shared memory unless it lies there already (from empty(), "
-     "or an output of this model); dtype overrides the ms_dtype read from the buffer's format "
-     "(e.g. BFLOAT16 for uint16 bits). The Tensor views the output in shared memory."},
+     "infer(input, dtype=0, objects=False) -> Tensor | bytes. input: any object with the buffer "
+     "protocol (C-contiguous or strided), copied once into shared memory unless it lies there "
+     "already (from empty(), or an output of this model); dtype overrides the ms_dtype read from "
+     "the buffer's format (e.g. BFLOAT16 for uint16 bits). The Tensor views the output in shared "
+     "memory. objects=True (a python model): an answer that is not one array comes back as the "
+     "bytes of its pickle."},
     {"empty", (PyCFunction)model_empty, METH_VARARGS,
      "empty(shape: tuple, dtype: int) -> Tensor: room in shared memory to fill, then infer() "
      "with no copy."},

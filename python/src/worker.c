@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../../src/common/records.h"
 #include "../../src/common/util.h"
 #include "../../src/worker/worker.h"
 
@@ -157,7 +158,11 @@ static int py_run_dynamic(void *state, const ms__tensor_view *in, ms__tensor_vie
     PyGILState_STATE g = PyGILState_Ensure();
     drop_last();
     PyObject *shape = PyTuple_New(in->rank);
-    PyObject *mv = PyMemoryView_FromMemory(in->data, (Py_ssize_t)in->nbytes, PyBUF_READ);
+    /* The request's own copy (MS__REQ_OWN_INPUT) may be written by the model; anything else is
+     * read-only to it. */
+    PyObject *mv =
+        PyMemoryView_FromMemory(in->data, (Py_ssize_t)in->nbytes,
+                                (in->flags & MS__REQ_OWN_INPUT) ? PyBUF_WRITE : PyBUF_READ);
     PyObject *r = NULL;
     if (shape == NULL || mv == NULL) {
         rc = hook_failed(MS_E_NOMEM, "python backend", err, errlen);
@@ -165,7 +170,8 @@ static int py_run_dynamic(void *state, const ms__tensor_view *in, ms__tensor_vie
     }
     for (int i = 0; i < in->rank; i++)
         PyTuple_SET_ITEM(shape, i, PyLong_FromLongLong(in->shape[i]));
-    r = PyObject_CallMethod(st->hooks, "_run", "OOiO", st->model, mv, in->dtype, shape);
+    r = PyObject_CallMethod(st->hooks, "_run", "OOiOi", st->model, mv, in->dtype, shape,
+                            (in->flags & MS__REQ_OBJECT) != 0);
     /* The input's memory is the client's: nothing may read it after this call. */
     PyObject *rel = PyObject_CallMethod(mv, "release", NULL);
     if (rel == NULL)
@@ -177,6 +183,17 @@ static int py_run_dynamic(void *state, const ms__tensor_view *in, ms__tensor_vie
     }
     if (PyUnicode_Check(r)) {
         rc = str_error(r, MS_E_BACKEND, err, errlen);
+        goto out;
+    }
+    if (PyBytes_Check(r) && (in->flags & MS__REQ_OBJECT)) { /* the pickled answer */
+        tl_out.last = Py_NewRef(r);
+        memset(out, 0, sizeof *out);
+        out->dtype = MS_UINT8;
+        out->rank = 1;
+        out->shape[0] = PyBytes_GET_SIZE(r);
+        out->data = PyBytes_AS_STRING(r);
+        out->nbytes = (size_t)PyBytes_GET_SIZE(r);
+        rc = MS__RESP_OBJECT;
         goto out;
     }
     PyObject *arr, *oshape;

@@ -22,6 +22,9 @@ typedef struct ms__tensor_view {
     int64_t shape[8];
     void *data;
     size_t nbytes;
+    /* An input to run_dynamic for one request that runs alone: its MS__REQ_OBJECT and
+     * MS__REQ_OWN_INPUT flags (records.h); 0 everywhere else (a batch, a piece, an output). */
+    uint32_t flags;
 } ms__tensor_view;
 
 typedef struct ms__backend_ops {
@@ -48,7 +51,9 @@ typedef struct ms__backend_ops {
      * output in *out, whose data the backend owns and keeps valid until its next call. The
      * worker then checks the output (and, for a batch, that it has one row per input row) and
      * copies each request's rows to its room. output_for and run are not used for such a
-     * backend. Errors: MS_E_BACKEND with the model's own message. */
+     * backend. Errors: MS_E_BACKEND with the model's own message. Returns MS__RESP_OBJECT (1),
+     * only when in->flags has MS__REQ_OBJECT, when the model answered something other than one
+     * array: *out is then a uint8 tensor of rank 1 holding the pickled answer. */
     int (*run_dynamic)(void *state, const ms__tensor_view *in, ms__tensor_view *out, char *err,
                        size_t errlen);
     /* Optional (NULL: the backend has no methods). A method call (requests with MS__REQ_CALL):

@@ -89,8 +89,9 @@ static int check_kind(const ms__req *r, char *err, size_t errlen)
                         MS__REQ_MAGIC, r->magic);
     if ((r->flags & ~MS__REQ_FLAGS_KNOWN) != 0)
         return ms__fail(err, errlen, MS_E_PROTOCOL,
-                        "expected request flags 0 or 0x%x (a method call), got 0x%x", MS__REQ_CALL,
-                        r->flags);
+                        "expected request flags 0 or bits of 0x%x (a method call, an object "
+                        "answer, an own input), got 0x%x",
+                        MS__REQ_FLAGS_KNOWN, r->flags);
     if ((r->flags & MS__REQ_CALL) && (r->dtype != MS_UINT8 || r->rank != 1))
         return ms__fail(err, errlen, MS_E_PROTOCOL,
                         "a method call: expected a uint8 input of rank 1, got dtype %u rank %u",
@@ -196,14 +197,20 @@ int ms__resp_decode(const void *buf, size_t len, ms__resp *out, char *err, size_
     if (r.magic != MS__RESP_MAGIC)
         return ms__fail(err, errlen, MS_E_PROTOCOL, "expected response magic 0x%08x, got 0x%08x",
                         MS__RESP_MAGIC, r.magic);
-    if (r.status != MS_OK && !ms__error_known(r.status))
-        return ms__fail(err, errlen, MS_E_PROTOCOL,
-                        "expected response status 0 or an MS_E_* code, got %d", (int)r.status);
+    if (r.status != MS_OK && r.status != MS__RESP_OBJECT && !ms__error_known(r.status))
+        return ms__fail(
+            err, errlen, MS_E_PROTOCOL,
+            "expected response status 0, 1 (an object answer) or an MS_E_* code, got %d",
+            (int)r.status);
     if (memchr(r.msg, '\0', sizeof r.msg) == NULL)
         return ms__fail(err, errlen, MS_E_PROTOCOL,
                         "expected a NUL-terminated message of at most %zu bytes in the response",
                         sizeof r.msg - 1);
-    if (r.status == 0) {
+    if (r.status == MS__RESP_OBJECT && (r.dtype != MS_UINT8 || r.rank != 1))
+        return ms__fail(err, errlen, MS_E_PROTOCOL,
+                        "an object answer: expected a uint8 output of rank 1, got dtype %u rank %u",
+                        r.dtype, r.rank);
+    if (r.status >= 0) {
         int rc =
             check_tensor("output", "out_len", r.dtype, r.rank, r.shape, r.out_len, err, errlen);
         if (rc != 0)

@@ -17,7 +17,21 @@
  * (name, args, kwargs) and its output a uint8 tensor holding the pickled answer (python backend).
  * Calls are never batched. */
 #define MS__REQ_CALL 1u
-#define MS__REQ_FLAGS_KNOWN MS__REQ_CALL
+/* flags: the caller reads an answer that is not one array (the python package does; the C API
+ * does not). A python model's run that returns anything else (a dict, a float, a list of strings)
+ * is then answered with status MS__RESP_OBJECT and a uint8 tensor holding the pickled answer,
+ * instead of an error. Only for a request that runs alone (a python model that is not batchable).
+ */
+#define MS__REQ_OBJECT 2u
+/* flags: the input bytes are this request's own copy, which nobody reads after the call: the model
+ * may write them (the python backend hands it a writable array; by default a read-only one, since
+ * an input passed by reference is the caller's memory). */
+#define MS__REQ_OWN_INPUT 4u
+#define MS__REQ_FLAGS_KNOWN (MS__REQ_CALL | MS__REQ_OBJECT | MS__REQ_OWN_INPUT)
+
+/* A response's status for a request with MS__REQ_OBJECT: success, and the output is the pickled
+ * answer (uint8, rank 1), not a tensor of the model. */
+#define MS__RESP_OBJECT 1
 
 /* Arenas of other leases of the same client that a lease's workers map too (the daemon's
  * "link", proto.h): a request's input may lie in one of them, so that the output of one model
@@ -31,7 +45,7 @@ typedef struct ms__req {
     uint32_t magic;
     uint32_t dtype;   /* ms_dtype of the input */
     uint32_t rank;    /* 0..MS_MAX_RANK */
-    uint32_t flags;   /* 0, or MS__REQ_CALL */
+    uint32_t flags;   /* MS__REQ_* bits */
     uint64_t id;      /* echoed in the response */
     int64_t shape[8]; /* rank dims used, the rest 0 */
     uint64_t in_off;  /* input bytes: [in_off, in_off + in_len) */
@@ -48,8 +62,8 @@ typedef struct ms__req {
 /* Worker -> client. */
 typedef struct ms__resp {
     uint32_t magic;
-    int32_t status; /* 0 or MS_E_*; MS_E_TOO_LARGE with out_len > out_cap: room too small,
-                       the client makes out_len bytes of room and asks again */
+    int32_t status; /* 0, MS__RESP_OBJECT, or MS_E_*; MS_E_TOO_LARGE with out_len > out_cap:
+                       room too small, the client makes out_len bytes of room and asks again */
     uint32_t dtype; /* output */
     uint32_t rank;
     uint64_t id;

@@ -557,6 +557,16 @@ static void spec_defaults(ms__spec *s)
     s->max_restarts = 5;
 }
 
+/* Defaults that depend on the backend, for the fields obj does not give. batchable: the built-in
+ * backends are row-wise by construction and batch; a python model's calls are merged with other
+ * callers' only when its spec says so (a model whose output rows depend on each other, such as
+ * x - x.mean(axis=0), would give wrong answers). */
+static void backend_defaults(const json_t *obj, ms__spec *s)
+{
+    if (json_object_get(obj, "batchable") == NULL)
+        s->batchable = strcmp(s->backend, "python") != 0;
+}
+
 /* The rules between fields, once every field is parsed. */
 static int check_fields(const ms__spec *s, bool seen_backend, char *err, size_t errlen)
 {
@@ -609,6 +619,7 @@ int ms__spec_from_json(const json_t *obj, ms__spec *out, char *err, size_t errle
             return rc;
         }
     }
+    backend_defaults(obj, &s);
     int rc = check_devices(obj, &s, err, errlen);
     if (rc == 0)
         rc = check_fields(&s, seen_backend, err, errlen);

@@ -22,7 +22,9 @@
  *   threads        null | 0..64: batches run at once when        null (the CPUs the worker
  *                  thread_safe (runner threads in the worker);   may run on; 0 is the same)
  *                  more than 1 only with thread_safe true
- *   batchable      bool                                         true
+ *   batchable      bool: callers' requests may be merged into    true (dense, identity);
+ *                  one batch (each output row depends only on    false (python)
+ *                  its own input row)
  *   memory         bytes the model needs (0: estimate)          0
  *   load_timeout   seconds to wait for memory, 0..86400         60
  *   batch_sizes    null | increasing row counts the model runs  null (any count up to max_batch)

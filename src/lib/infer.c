@@ -8,6 +8,7 @@
 
 #include "errors.h"
 #include "exchange.h"
+#include "infer.h"
 #include "internal.h"
 #include "tensor.h"
 
@@ -133,6 +134,9 @@ static int round_trip(ms_model *model, uint32_t flags, const ms_tensor *input, u
 static int take_response(ms_model *model, uint32_t flags, const ms_tensor *input, uint64_t room,
                          ms_tensor *out, ms__resp *resp)
 {
+    bool object = resp->status == MS__RESP_OBJECT && (flags & MS__REQ_OBJECT);
+    if (object)
+        resp->status = 0;
     if (resp->status > 0)
         return ms__lib_fail(model->client, MS_E_PROTOCOL,
                             "the worker of \"%s\" answered an unknown status %d", model->tag,
@@ -153,6 +157,8 @@ static int take_response(ms_model *model, uint32_t flags, const ms_tensor *input
     ms__tensor_shrink_locked(out, resp->out_len);
     if (flags == MS__REQ_CALL) {
         model->call_room = resp->out_len;
+    } else if (object) {
+        resp->status = MS__RESP_OBJECT; /* told to the caller; nothing learnt from its size */
     } else if (ms_dtype_size(model->sig_out.dtype) == 0) {
         uint64_t rows = input->rank >= 1 && input->shape[0] > 0 ? (uint64_t)input->shape[0] : 1;
         model->out_per_row = (resp->out_len + rows - 1) / rows;
@@ -160,12 +166,14 @@ static int take_response(ms_model *model, uint32_t flags, const ms_tensor *input
     return 0;
 }
 
-/* One request (flags 0: run the model; MS__REQ_CALL: a method call) and its answer, for fn. */
-static int request(ms_model *model, const char *fn, uint32_t flags, const ms_tensor *input,
-                   ms_tensor **output)
+/* One request (flags 0: run the model; MS__REQ_CALL: a method call; the bits of ms__infer_flags)
+ * and its answer (*resp), for fn. */
+static int request_resp(ms_model *model, const char *fn, uint32_t flags, const ms_tensor *input,
+                        ms_tensor **output, ms__resp *respp)
 {
     ms__resp resp;
     ms_tensor *out = NULL;
+    resp.status = 0;
 
     if (model == NULL)
         return MS_E_INVAL;
@@ -182,10 +190,17 @@ static int request(ms_model *model, const char *fn, uint32_t flags, const ms_ten
                             fn);
     }
     uint64_t room;
-    if (flags == MS__REQ_CALL)
+    if (flags == MS__REQ_CALL) {
         room = model->call_room > MS__CALL_ROOM_MIN ? model->call_room : MS__CALL_ROOM_MIN;
-    else
+    } else {
         room = output_room(model, input);
+        /* An object answer's size is not known from the signature: room enough that a small one
+         * never asks again (which would run the model twice). Address space until written. */
+        uint64_t least = model->arena_capacity / 8 < MS__CALL_ROOM_MIN ? model->arena_capacity / 8
+                                                                       : MS__CALL_ROOM_MIN;
+        if ((flags & MS__REQ_OBJECT) && room < least)
+            room = least;
+    }
     r = round_trip(model, flags, input, &room, &out, &resp);
     if (r == 0)
         r = take_response(model, flags, input, room, out, &resp);
@@ -196,7 +211,15 @@ static int request(ms_model *model, const char *fn, uint32_t flags, const ms_ten
     if (out)
         ms__tensor_free_locked(out);
     pthread_mutex_unlock(&model->lock);
+    *respp = resp;
     return r;
+}
+
+static int request(ms_model *model, const char *fn, uint32_t flags, const ms_tensor *input,
+                   ms_tensor **output)
+{
+    ms__resp resp;
+    return request_resp(model, fn, flags, input, output, &resp);
 }
 
 MS_EXPORT int ms_infer(ms_model *model, const ms_tensor *input, ms_tensor **output)
@@ -207,6 +230,24 @@ MS_EXPORT int ms_infer(ms_model *model, const ms_tensor *input, ms_tensor **outp
 MS_EXPORT int ms_call(ms_model *model, const ms_tensor *input, ms_tensor **output)
 {
     return request(model, "ms_call", MS__REQ_CALL, input, output);
+}
+
+int ms__infer_flags(ms_model *model, const ms_tensor *input, uint32_t flags, ms_tensor **output,
+                    bool *object)
+{
+    if (model == NULL || object == NULL)
+        return MS_E_INVAL;
+    if ((flags & ~(uint32_t)(MS__REQ_OBJECT | MS__REQ_OWN_INPUT)) != 0)
+        return ms__lib_fail(
+            model->client, MS_E_INVAL,
+            "ms__infer_flags: expected flags of MS__REQ_OBJECT | MS__REQ_OWN_INPUT, "
+            "got 0x%x",
+            flags);
+    ms__resp resp;
+    memset(&resp, 0, sizeof resp);
+    int r = request_resp(model, "ms_infer", flags, input, output, &resp);
+    *object = r == 0 && resp.status == MS__RESP_OBJECT;
+    return r;
 }
 
 MS_EXPORT int ms_set_timeout(ms_model *model, uint64_t timeout_us)

@@ -69,6 +69,7 @@ void ms__complete_ok(server *s, taken *t)
     ms__resp resp;
     memset(&resp, 0, offsetof(ms__resp, msg));
     resp.magic = MS__RESP_MAGIC;
+    resp.status = t->object ? MS__RESP_OBJECT : 0;
     resp.id = t->req.id;
     resp.dtype = (uint32_t)t->out.dtype;
     resp.rank = (uint32_t)t->out.rank;

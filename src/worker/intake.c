@@ -163,6 +163,7 @@ int ms__intake_peek(server *s, client *c, int64_t now, taken *t)
     }
     t->c = c;
     t->slot = e;
+    t->object = false;
     t->submit_ns =
         atomic_load_explicit(&ms__slot_of(c->base, c->ring, e)->submit_ns, memory_order_relaxed);
     t->rows = ms__is_call(t) ? 1 : t->in.rank >= 1 ? t->in.shape[0] : 1;

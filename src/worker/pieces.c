@@ -112,6 +112,9 @@ static int piece_dynamic(job *j, taken *t, int64_t r0, int64_t k, const ms__tens
     ms__tensor_view o;
     memset(&o, 0, sizeof o);
     int r = j->w->backend->run_dynamic(j->w->state, in, &o, err, errlen);
+    if (r > 0) /* an object answer: never asked for by a piece */
+        return ms__fail(err, errlen, MS_E_BACKEND,
+                        "the model answered an object for a piece, expected an array");
     if (r < 0)
         return r;
     if (!piece_agrees(po, &o, in->shape[0]))

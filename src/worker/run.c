@@ -38,8 +38,9 @@ bool ms__output_sound(const ms__tensor_view *o)
            (o->data != NULL || n == 0);
 }
 
-/* Copies an output the backend owns (described by o, its bytes at src) to t's room. */
-static void deliver(job *j, taken *t, const ms__tensor_view *o, const void *src)
+/* Copies an output the backend owns (described by o, its bytes at src) to t's room; object: it is
+ * a pickled answer (MS__RESP_OBJECT). */
+static void deliver_as(job *j, taken *t, const ms__tensor_view *o, const void *src, bool object)
 {
     if (o->nbytes > t->req.out_cap) {
         ms__complete_too_large(j->s, t->c, t->slot, &t->req, o->nbytes);
@@ -51,7 +52,13 @@ static void deliver(job *j, taken *t, const ms__tensor_view *o, const void *src)
     t->out.rank = o->rank;
     memcpy(t->out.shape, o->shape, sizeof t->out.shape);
     t->out.nbytes = o->nbytes;
+    t->object = object;
     ms__complete_ok(j->s, t);
+}
+
+static void deliver(job *j, taken *t, const ms__tensor_view *o, const void *src)
+{
+    deliver_as(j, t, o, src, false);
 }
 
 /* A method call: bytes in, bytes out. */
@@ -80,11 +87,20 @@ static void run_call(job *j, taken *t)
 static void run_dynamic_alone(job *j, taken *t)
 {
     char err[MS__ERRLEN];
-    ms__tensor_view o;
+    ms__tensor_view o, in = t->in;
     memset(&o, 0, sizeof o);
+    in.flags = t->req.flags & (MS__REQ_OBJECT | MS__REQ_OWN_INPUT);
     int64_t t0 = ms__now_ns();
-    int r = j->w->backend->run_dynamic(j->w->state, &t->in, &o, err, sizeof err);
+    int r = j->w->backend->run_dynamic(j->w->state, &in, &o, err, sizeof err);
     STAT_RUN(j, t->rows, t0);
+    bool object =
+        r == MS__RESP_OBJECT && (in.flags & MS__REQ_OBJECT) && o.dtype == MS_UINT8 && o.rank == 1;
+    if (object)
+        r = 0;
+    if (r > 0) {
+        r = MS_E_BACKEND;
+        snprintf(err, sizeof err, "the backend answered an object the request did not ask for");
+    }
     if (r == 0 && !ms__output_sound(&o)) {
         r = MS_E_BACKEND;
         snprintf(err, sizeof err, "the backend described an invalid output");
@@ -94,7 +110,7 @@ static void run_dynamic_alone(job *j, taken *t)
         return;
     }
     STAT_ADD(j, rows, (uint64_t)t->rows);
-    deliver(j, t, &o, o.data);
+    deliver_as(j, t, &o, o.data, object);
 }
 
 /* Runs one request in place: its input and output both in its client's arena. */
@@ -157,7 +173,7 @@ static void run_dynamic_batch(job *j, ms__tensor_view *in)
     int64_t t0 = ms__now_ns();
     int r = j->w->backend->run_dynamic(j->w->state, in, &o, err, sizeof err);
     STAT_RUN(j, j->batch_rows, t0);
-    if (r < 0 || !ms__output_sound(&o) || o.rank < 1 || o.shape[0] != in->shape[0]) {
+    if (r != 0 || !ms__output_sound(&o) || o.rank < 1 || o.shape[0] != in->shape[0]) {
         for (size_t i = 0; i < j->nbatch; i++)
             run_dynamic_alone(j, &j->batch[i]);
         return;

@@ -72,6 +72,7 @@ typedef struct taken {
     ms__tensor_view in, out; /* out.data: where its output goes in the client's arena */
     int64_t rows;
     int64_t submit_ns; /* when the client says it submitted it (untrusted: a figure only) */
+    bool object;       /* the output is a pickled answer (MS__RESP_OBJECT) */
 } taken;
 
 struct server;

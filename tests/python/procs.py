@@ -18,3 +18,29 @@ def use_shared(shared, inherited, i, results, barrier):
     except Exception as e:  # reported to the parent
         results.put((i, os.getpid(), None, repr(e), None))
         barrier.abort()
+
+
+def centered_calls(make, i, calls, results):
+    """Calls a Centered model (make() acquires it: modelshare.Shared or the Beam drop-in) calls
+    times with inputs of 2 to 5 rows; puts (i, wrong answers, None) or (i, None, error)."""
+    rng = np.random.default_rng(1000 + i)
+    try:
+        obj, release = make()
+        wrong = 0
+        for _ in range(calls):
+            x = rng.standard_normal((int(rng.integers(2, 6)), 8)).astype(np.float32)
+            y = np.asarray(obj(x))
+            if y.shape != x.shape or not np.allclose(y, x - x.mean(axis=0), rtol=1e-5, atol=1e-6):
+                wrong += 1
+        release(obj)
+        results.put((i, wrong, None))
+    except Exception as e:  # reported to the parent
+        results.put((i, None, repr(e)))
+
+
+def acquire_shared(shared):
+    return shared.acquire(), lambda m: m.release()
+
+
+def acquire_beam(mps):
+    return mps.acquire(), mps.release

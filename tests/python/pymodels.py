@@ -409,3 +409,38 @@ def call_held_through(first, held):
     shared memory linked to held's workers), killed while it waits."""
     with first.acquire() as a, held.acquire() as b:
         b(a(np.ones((4, 1024), np.float32)))
+
+
+class Centered:
+    """y = x - x.mean(axis=0): every output row depends on every input row of the call, so calls
+    of several processes merged into one batch would give wrong answers."""
+
+    def __call__(self, x):
+        return x - x.mean(axis=0)
+
+
+class Rowwise:
+    """y = 2x + 1, row by row: batchable."""
+
+    def __call__(self, x):
+        return x * np.float32(2) + np.float32(1)
+
+
+class AnswerBy:
+    """The answer's type follows the input's first value: 0 a dict, 1 a float, 2 an array of
+    strings, 3 a tuple of arrays, 4 an int64 array, 5 the input modified in place."""
+
+    def __call__(self, x):
+        k = int(x.flat[0])
+        if k == 0:
+            return {"sum": float(x.sum()), "rows": int(x.shape[0])}
+        if k == 1:
+            return float(x.sum())
+        if k == 2:
+            return np.array([f"row{i}" for i in range(x.shape[0])])
+        if k == 3:
+            return x * 2, x.sum(axis=1)
+        if k == 4:
+            return np.arange(x.shape[0], dtype=np.int64)
+        x += 1  # the object's own copy of the input
+        return x

@@ -42,6 +42,18 @@ static void test_defaults(void **state)
                                     &s, err, sizeof err),
                      0);
     assert_null(s.weights);
+    /* A python model's rows may depend on each other: its calls are merged only when it says so. */
+    assert_false(s.batchable);
+    ms__spec_free(&s);
+    assert_int_equal(
+        ms__spec_parse("{\"backend\":\"python\",\"batchable\":true,\"python\":{"
+                       "\"constructor\":\"gAR=\",\"executable\":\"/p\",\"cwd\":\"/\"}}",
+                       &s, err, sizeof err),
+        0);
+    assert_true(s.batchable);
+    ms__spec_free(&s);
+    assert_int_equal(ms__spec_parse("{\"backend\":\"identity\"}", &s, err, sizeof err), 0);
+    assert_true(s.batchable);
     ms__spec_free(&s);
 }
 
