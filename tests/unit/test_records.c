@@ -150,7 +150,7 @@ static void test_req_rejections(void **state)
     r.magic = MS__RESP_MAGIC;
     expect_req(r, CAP, MS_E_PROTOCOL, "magic");
     r = good_req();
-    r.flags = 2;
+    r.flags = 8; /* bits 1, 2 and 4 are known (records.h) */
     expect_req(r, CAP, MS_E_PROTOCOL, "flags");
     r = good_req();
     r.flags = MS__REQ_CALL; /* a call's input is uint8 of rank 1 */
@@ -289,6 +289,20 @@ static void test_resp(void **state)
     assert_int_equal(ms__resp_decode(&r, sizeof r, &out, err, sizeof err), MS_E_PROTOCOL);
     assert_non_null(strstr(err, "status"));
     r.status = 3;
+    assert_int_equal(ms__resp_decode(&r, sizeof r, &out, err, sizeof err), MS_E_PROTOCOL);
+    /* An object answer: a pickle, uint8 of rank 1 and nothing else. */
+    r = good_resp();
+    r.status = MS__RESP_OBJECT;
+    assert_int_equal(ms__resp_decode(&r, sizeof r, &out, err, sizeof err), MS_E_PROTOCOL);
+    assert_non_null(strstr(err, "an object answer: expected a uint8 output of rank 1"));
+    r.dtype = MS_UINT8;
+    r.rank = 1;
+    memset(r.shape, 0, sizeof r.shape);
+    r.shape[0] = 20;
+    r.out_len = 20;
+    assert_int_equal(ms__resp_decode(&r, sizeof r, &out, err, sizeof err), 0);
+    assert_int_equal(out.status, MS__RESP_OBJECT);
+    r.out_len = 21;
     assert_int_equal(ms__resp_decode(&r, sizeof r, &out, err, sizeof err), MS_E_PROTOCOL);
     r = good_resp();
     memset(r.msg, 'x', sizeof r.msg);
