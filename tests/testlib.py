@@ -68,3 +68,15 @@ def save_mlp(path, layers, prefix="", seed=0, dtype=np.float32):
         tensors[f"{prefix}{2 * i}.bias"] = rng.uniform(-bound, bound, layers[i + 1]).astype(dtype)
     save_file(tensors, str(path))
     return path
+
+
+def assert_close_across_batches(actual, expected, reduction):
+    """The same rows computed in batches of other sizes: BLAS picks its kernels by the row count
+    and the CPU (OpenBLAS on Haswell, SkylakeX, Zen...), so the last bits may differ. The bound is
+    the dtype's epsilon times the longest sum behind an output (reduction: the sum of the layers'
+    input widths), relative to the answer's scale."""
+    expected = np.asarray(expected)
+    eps = np.finfo(expected.dtype).eps
+    scale = float(np.max(np.abs(expected))) if expected.size else 1.0
+    tol = 4 * eps * reduction
+    np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * max(scale, 1.0))

@@ -20,7 +20,8 @@
 /* flags: the caller reads an answer that is not one array (the python package does; the C API
  * does not). A python model's run that returns anything else (a dict, a float, a list of strings)
  * is then answered with status MS__RESP_OBJECT and a uint8 tensor holding the pickled answer,
- * instead of an error. Only for a request that runs alone (a python model that is not batchable).
+ * instead of an error. Only from a model that is not batchable (a batchable one answers one array
+ * whether or not its request was merged).
  */
 #define MS__REQ_OBJECT 2u
 /* flags: the input bytes are this request's own copy, which nobody reads after the call: the model

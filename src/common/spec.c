@@ -589,6 +589,13 @@ static int check_fields(const ms__spec *s, bool seen_backend, char *err, size_t 
                         "thread_safe (it runs one batch at a time), got %d; say thread_safe true "
                         "for more",
                         s->threads);
+    if (s->nbatch_sizes > 0 && !s->batchable)
+        return ms__fail(err, errlen, MS_E_SPEC,
+                        "spec field \"batch_sizes\": expected only with batchable true (a run is "
+                        "padded with zero rows, which needs a model whose rows are independent), "
+                        "got it with batchable false%s",
+                        strcmp(s->backend, "python") == 0 ? " (the default for python models)"
+                                                          : "");
     if (strcmp(s->backend, "dense") == 0 && s->weights == NULL)
         return ms__fail(err, errlen, MS_E_SPEC,
                         "spec field \"weights\": expected the path of a safetensors file for the "

@@ -89,7 +89,10 @@ static void run_dynamic_alone(job *j, taken *t)
     char err[MS__ERRLEN];
     ms__tensor_view o, in = t->in;
     memset(&o, 0, sizeof o);
-    in.flags = t->req.flags & (MS__REQ_OBJECT | MS__REQ_OWN_INPUT);
+    /* An object answer only from a model that is not batchable: a batchable one answers one
+     * array whether or not its request was merged with others. */
+    in.flags =
+        t->req.flags & (j->w->batchable ? MS__REQ_OWN_INPUT : MS__REQ_OBJECT | MS__REQ_OWN_INPUT);
     int64_t t0 = ms__now_ns();
     int r = j->w->backend->run_dynamic(j->w->state, &in, &o, err, sizeof err);
     STAT_RUN(j, t->rows, t0);

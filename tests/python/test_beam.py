@@ -60,7 +60,9 @@ class Predict(beam.DoFn):
 
 
 def test_multi_process_shared_drop_in(beam_env, tmp_path):
-    shared = MultiProcessShared(pymodels.make_scale, tag="beam_scale")  # Beam-style tag
+    # keep_alive: the object stays loaded between the Beam workers' leases (Beam's default, and
+    # the drop-in's, destroys it with the last release).
+    shared = MultiProcessShared(pymodels.make_scale, tag="beam_scale", keep_alive=60)
     out = tmp_path / "out"
     with beam.Pipeline(options=options()) as p:
         (p | beam.Create(list(range(N))) | beam.Reshuffle() | beam.ParDo(Predict(shared))

@@ -9,6 +9,7 @@ import pytest
 
 import modelshare
 from conftest import mlp_reference, save_mlp
+from testlib import assert_close_across_batches
 
 RNG = np.random.default_rng(11)
 
@@ -32,8 +33,10 @@ def test_an_output_goes_to_the_next_model_with_no_copy(pipeline):
             before = B.copied_bytes
             y = B(given)
             assert B.copied_bytes == before, type(given)  # by reference
-            rows = slice(2, 5) if given.shape[0] == 3 else slice(None)
-            np.testing.assert_array_equal(y, expected[rows])
+            if given.shape[0] == 3:  # 3 of the 7 rows: another batch size, other BLAS kernels
+                assert_close_across_batches(y, expected[2:5], reduction=32 + 24)
+            else:
+                np.testing.assert_array_equal(y, expected)
         np.testing.assert_allclose(B(A(x)), mlp_reference(wb, mlp_reference(wa, x)), rtol=1e-4,
                                    atol=1e-5)
         assert B.copied_bytes == ya.nbytes              # only the reference copy

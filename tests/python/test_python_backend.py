@@ -193,12 +193,18 @@ def test_unpicklable_constructor_fails_at_shared():
 
 
 def test_bad_outputs_and_raising_models_keep_serving(daemon):
+    # A model that runs alone answers any object (pickled back); a batchable one must answer
+    # one array with a row per input row, since each caller gets its rows of it.
     with modelshare.Shared(pymodels.NotAnArray, tag="notarray").acquire() as model:
-        with pytest.raises(modelshare.BackendError, match="expected an array"):
-            model(np.ones((2, 2), np.float32))
-        with pytest.raises(modelshare.BackendError, match="expected an array"):
-            model(np.ones((2, 2), np.float32))
+        assert model(np.ones((2, 2), np.float32)) == {"sum": 4.0}
         assert model([1, 2]) == {"sum": 3.0}  # the pickled call path takes anything
+    with modelshare.Shared(pymodels.NotAnArray, tag="notarray-b", batchable=True).acquire() \
+            as model:
+        with pytest.raises(modelshare.BackendError, match="expected an array"):
+            model(np.ones((2, 2), np.float32))
+        with pytest.raises(modelshare.BackendError, match="expected an array"):
+            model(np.ones((2, 2), np.float32))
+        assert model([1, 2]) == {"sum": 3.0}
     with modelshare.Shared(pymodels.RaisesOnNegative, tag="raises").acquire() as model:
         with pytest.raises(modelshare.BackendError, match="ValueError: negative input"):
             model(-np.ones((2, 2), np.float32))

@@ -17,7 +17,7 @@ def model_status(tag):
 
 def test_a_large_request_is_split_into_max_batch_pieces(daemon):
     shared = modelshare.Shared(functools.partial(pymodels.FixedShapes, (64, 8)), tag="split",
-                               max_batch=64)
+                               max_batch=64, batchable=True)
     x = np.random.default_rng(1).standard_normal((200, 5)).astype(np.float32)
     with shared.acquire() as model:
         before = model_status("split")["batches"]
@@ -40,7 +40,8 @@ def test_dense_split_equals_the_whole_computation(daemon, mlp):
 def test_batch_sizes_pad_every_run(daemon):
     sizes = (1, 2, 4, 8, 16)
     shared = modelshare.Shared(functools.partial(pymodels.FixedShapes, sizes), tag="padded",
-                               batch_sizes=list(sizes), max_batch=64, batch_delay_us=2000)
+                               batch_sizes=list(sizes), max_batch=64, batch_delay_us=2000,
+                               batchable=True)
     errors, rng = [], np.random.default_rng(3)
     inputs = [rng.standard_normal((int(n), 3)).astype(np.float32)
               for n in rng.integers(1, 41, size=60)]  # 1 to 40 rows: padded, or split then padded

@@ -147,6 +147,8 @@ static void test_field_errors(void **state)
     expect_err("{" D "\"threads\":2}", "spec field \"threads\": expected null, 0 or 1 for a model "
                                        "that is not thread_safe");
     expect_err("{" D "\"batchable\":\"yes\"}", "spec field \"batchable\"");
+    expect_err("{" D "\"batchable\":false,\"batch_sizes\":[1,8]}",
+               "spec field \"batch_sizes\": expected only with batchable true");
     expect_err("{" D "\"memory\":-5}", "spec field \"memory\"");
     expect_err("{" D "\"memory\":1.5}", "spec field \"memory\"");
     expect_err("{" D "\"memory\":1e30}", "spec field \"memory\"");
