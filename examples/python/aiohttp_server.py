@@ -23,7 +23,7 @@ class Ranker:
         return x @ self.w
 
 
-SHARED = modelshare.Shared(Ranker, tag="example-aiohttp", max_batch=64)
+SHARED = modelshare.Shared(Ranker, tag="example-aiohttp", batchable=True, max_batch=64)
 
 
 async def score(request):

@@ -22,7 +22,7 @@ class Embedder:
         return self.w.shape[1]
 
 
-SHARED = modelshare.Shared(Embedder, tag="example-embedder", keep_alive=0)
+SHARED = modelshare.Shared(Embedder, tag="example-embedder", batchable=True, keep_alive=0)
 
 
 def embed(i):

@@ -84,7 +84,10 @@ class Shared:
     Spec options are keyword arguments: keep_alive, max_batch, batch_sizes, batch_delay_us,
     instances, thread_safe, threads, batchable, memory, load_timeout, max_restarts, device
     ("cpu", "cuda:N" or "auto"), devices (a list such as ["cuda:0", "cuda:1"], or "auto": the
-    instances spread over them), output, version. thread_safe=True says the model may be called
+    instances spread over them), output, version. batchable=True says each output row depends
+    only on its own input row, so calls of several processes may be merged into one batch (off
+    by default for python models: merging a model that normalises over its batch would change
+    its answers). thread_safe=True says the model may be called
     from several threads at once: its worker then runs up to `threads` batches at once (default:
     one per CPU), each call holding the GIL only where the model does not release it (numpy,
     ONNX Runtime and PyTorch kernels do). swap() moves the tag to a new version while it serves.
@@ -280,10 +283,13 @@ class Model:
     alive until it is freed, so a released model whose outputs are still in use ends its lease
     when the last of them goes (copy them, y.copy(), to keep them past that point).
 
-    A python model: model(x) with one array goes through shared memory and is batched with other
-    processes' calls (the model must return an array with one row per input row for batching;
-    else each request runs alone). Any other call, method or attribute (model.vocab_size(),
-    model.classes_) is a pickled call in the worker. A model's exception is raised here, with
+    A python model: model(x) with one array goes through shared memory. It is merged into one
+    batch with other processes' calls only when the spec says batchable=True (each output row
+    depends only on its own input row; the model then returns one array with a row per input
+    row); otherwise it runs alone and may return anything (an array comes back in shared memory,
+    any other answer pickled) and may modify its input (the copy made for the call). Any other
+    call, method or attribute (model.vocab_size(), model.classes_) is a pickled call in the
+    worker. A model's exception is raised here, with
     the remote traceback in its notes (and `remote_traceback`). When the worker dies during a
     call, that call raises WorkerLost; the daemon restarts the worker, and the next call takes a
     fresh lease (loading the model again if it failed for good).
