@@ -121,7 +121,9 @@ PYASAN_TESTS := tests/python/test_bad_pickles.py tests/python/test_python_backen
 	tests/python/test_api.py::test_inputs_with_array_or_dlpack_and_strided_inputs \
 	tests/python/test_api.py::test_every_dtype_reaches_the_model_as_itself \
 	tests/python/test_api.py::test_wrong_dtype_and_shape_raise_and_the_model_keeps_serving \
-	tests/python/test_threads.py
+	tests/python/test_threads.py \
+	tests/python/test_correctness.py::test_obj_of_x_returns_whatever_the_object_returns \
+	tests/python/test_correctness.py::test_the_object_may_modify_its_input_never_the_callers
 PYASAN_LOGS := $(abspath $(PYASAN_BUILD))/reports
 PYASAN_PKG := $(abspath $(PYASAN_BUILD))/pkg
 PYASAN_ENV = LD_PRELOAD=$$(gcc -print-file-name=libasan.so) PYTHONPATH=$(PYASAN_PKG) \
