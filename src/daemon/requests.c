@@ -177,8 +177,9 @@ static ms__model *model_for(ms__proto *p, ms__conn *k, json_t *id, const char *o
         return m;
     }
     if (m->state == MS__MODEL_FAILED) {
-        /* A failed model holds nothing: the next spec is loaded, whatever it is. */
-        if (!ms__spec_equal(&m->spec, spec)) {
+        /* A failed model holds nothing: the next spec is loaded, whatever it is (with its
+         * constructor memfd, if it came with one: the failed load's may be what failed). */
+        if (!ms__spec_equal(&m->spec, spec) || *ctor_fd >= 0) {
             int rc = ms__model_spec_replace(m, spec, err, sizeof err);
             if (rc != 0) {
                 ms__conn_error(k, id, rc, err);
