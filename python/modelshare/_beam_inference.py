@@ -281,7 +281,7 @@ class SharedModelHandler(_ModelHandler):
             return results
         try:
             y = np.array(model._use(lambda m: m(x)))  # a copy: no view of shared memory leaks
-        except _core.Error as e:
+        except (_core.Error, TypeError) as e:  # the worker's _NotRows, as its text or itself
             if _NOT_ROWS not in str(e):
                 raise
             self._tensor = False
