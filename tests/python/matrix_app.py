@@ -158,9 +158,13 @@ def run_beam(prefix):
             # What Beam users write: the constructor made in setup(), in each worker process.
             self.errors = {}
             self.held = []
+            # keep_alive: the object outlives the workers' teardown, so that the loads can be
+            # read after the pipeline (Beam's default, and the drop-in's, ends it with the last
+            # release).
+            drop_in = functools.partial(MultiProcessShared, keep_alive=120)
             for kind in KINDS:
-                self.errors[kind] = use(kind, prefix, make=MultiProcessShared, hold=self.held)
-                strict = functools.partial(MultiProcessShared, strict=True)
+                self.errors[kind] = use(kind, prefix, make=drop_in, hold=self.held)
+                strict = functools.partial(MultiProcessShared, strict=True, keep_alive=120)
                 self.errors[f"{kind}/strict"] = use(kind, prefix + "-strict", make=strict,
                                                     hold=self.held)
 
