@@ -170,3 +170,51 @@ def test_clients_in_four_containers_share_one_daemon(tmp_path):
         daemon.terminate()
         daemon.wait(timeout=30)
         log.close()
+
+
+def test_daemon_as_pid_1_of_its_own_container(tmp_path):
+    """The daemon as a container's PID 1 (`unshare --pid --fork`, as `docker run` or a pod
+    starts it): a client outside its PID namespace is served (its pid shows as 0, said once in
+    the log), SIGTERM from outside stops it cleanly and its workers with it."""
+    why = why_not()
+    if why:
+        pytest.skip(why)
+    import modelshare
+    package = os.path.dirname(modelshare.__file__)
+    sockdir = tmp_path / "run"
+    sockdir.mkdir(mode=0o700)
+    sock = sockdir / "modelshared.sock"
+    weights = save_mlp(tmp_path / "m.safetensors", [16, 32, 4], seed=3)
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "LANG": "C.UTF-8"}
+    log = open(tmp_path / "daemon.log", "w")
+    ns = subprocess.Popen(["unshare", "--pid", "--fork", "--mount", "--mount-proc",
+                           f"{package}/modelshared", "--foreground", "--socket", str(sock)],
+                          stdout=log, stderr=log, env=env)
+    host = dict(env, MODELSHARE_SOCKET=str(sock), MODELSHARE_NO_AUTOSTART="1")
+    try:
+        wait_until(lambda: sock.exists(), what="the daemon's socket")
+        daemon = init_pid(ns.pid)
+        r = subprocess.run([f"{package}/modelshare", "load", "mlp", "--backend", "dense",
+                            "--weights", str(weights)], env=host, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        r = subprocess.run([f"{package}/modelshare", "status", "--json"], env=host,
+                           capture_output=True, text=True)
+        st = json.loads(r.stdout)
+        assert st["daemon_pid"] == 1  # as the daemon sees itself
+        worker = [p for m in st["models"] for p in m["worker_pids"]]
+        assert len(worker) == 1
+        # The worker's pid is the daemon's view; the host's is the daemon's child.
+        with open(f"/proc/{daemon}/task/{daemon}/children") as f:
+            (host_worker,) = [int(p) for p in f.read().split()]
+        assert "not visible here and shows as 0" in (tmp_path / "daemon.log").read_text()
+        t0 = time.monotonic()
+        os.kill(daemon, 15)
+        assert ns.wait(timeout=30) == 0, (tmp_path / "daemon.log").read_text()
+        stopped = time.monotonic() - t0
+        assert not os.path.exists(f"/proc/{host_worker}")
+        print(f"daemon as PID 1: SIGTERM to exit 0 in {stopped:.2f} s, worker gone")
+    finally:
+        if ns.poll() is None:
+            ns.kill()
+            ns.wait(timeout=30)
+        log.close()
