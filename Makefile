@@ -7,7 +7,7 @@ VENV       ?= .venv
 JOBS       ?= $(shell nproc)
 PYTEST     := $(VENV)/bin/python -m pytest
 
-.PHONY: all build deps venv python wheel demo test lint test-packaging test-unit test-integration test-python test-asan \
+.PHONY: all build deps venv python wheel demo test lint test-packaging gpu-kit test-unit test-integration test-python test-asan \
         test-tsan test-python-asan test-gpu chaos fuzz fuzz-run bench bench-peers format format-check clean
 
 all: build
@@ -61,7 +61,9 @@ wheel: venv | deps
 # without the libraries failing at once with the list; clients in other containers
 # (namespaces); the Dockerfile and the Kubernetes manifests checked. Needs root for unshare
 # (skipped with the reason otherwise).
-test-packaging: wheel
+test-packaging: wheel build python
+	@if [ -e $(BUILD)/libmodelshare-cuda.so ]; then $(MAKE) --no-print-directory gpu-kit; \
+	else rm -rf $(BUILD)/gpu-kit; echo "no CUDA toolkit at build time: no GPU kit to test"; fi
 	$(PYTEST) -q tests/packaging
 
 demo: build
@@ -181,6 +183,12 @@ bench-peers: python
 	@$(VENV)/bin/python -c "import ray.serve, apache_beam" 2>/dev/null || \
 		$(VENV)/bin/python -m pip install -q --disable-pip-version-check "ray[serve]" apache-beam
 	$(VENV)/bin/python bench/vs_peers.py
+
+# The GPU tests and bench for a GPU machine without registry or build tools: $(BUILD)/gpu-kit,
+# at most 64 MiB (the C programs built here with their libraries, the test files, safetensors);
+# there, `./run.sh` runs them with that machine's python3 (scripts/gpu-kit.sh says what is in it).
+gpu-kit: build venv
+	bash scripts/gpu-kit.sh $(BUILD) $(BUILD)/gpu-kit
 
 # GPU tests (tests/gpu) and the GPU benchmark (bench/gpu_bench.py); without a GPU it says so
 # and exits 0.

@@ -56,15 +56,16 @@ def available():
     return None
 
 
-def run(argv, root, env=None, timeout=600):
-    """argv in the namespace; returns the CompletedProcess (text)."""
+def run(argv, root, env=None, timeout=600, unshare=()):
+    """argv in the namespace (plus the namespaces of the unshare flags, e.g. ["-n"]: no
+    network); returns the CompletedProcess (text)."""
     dirs, files = hidden(root)
     script = ["set -e", "mount --make-rprivate /"]
     # Files first: a tmpfs over a folder would hide the file to cover.
     script += [f"mount --bind /dev/null {shlex.quote(f)}" for f in files]
     script += [f"mount -t tmpfs -o size=1m,mode=0755 none {shlex.quote(d)}" for d in dirs]
     script.append("exec " + " ".join(shlex.quote(a) for a in argv))
-    return subprocess.run(["unshare", "-m", "sh", "-c", "\n".join(script)], env=env,
+    return subprocess.run(["unshare", "-m", *unshare, "sh", "-c", "\n".join(script)], env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
