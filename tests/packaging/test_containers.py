@@ -66,6 +66,7 @@ def container(i, sockdir, weights, env):
     script = "\n".join([
         "set -e",
         "mount --make-rprivate /",
+        "mkdir -p /mnt",
         f"mount --bind {sockdir} /mnt",
         "mount -t tmpfs -o mode=1777 none /tmp",
         "mount -t tmpfs -o mode=1777 none /dev/shm",
