@@ -7,7 +7,7 @@ VENV       ?= .venv
 JOBS       ?= $(shell nproc)
 PYTEST     := $(VENV)/bin/python -m pytest
 
-.PHONY: all build deps venv python demo test lint test-unit test-integration test-python test-asan \
+.PHONY: all build deps venv python wheel demo test lint test-packaging gpu-kit test-unit test-integration test-python test-asan \
         test-tsan test-python-asan test-gpu chaos fuzz fuzz-run bench bench-peers format format-check clean
 
 all: build
@@ -30,7 +30,7 @@ venv: $(VENV)/.ok
 
 # The Python package, built from this checkout (CMake, in python/build/) into .venv; again only
 # when a source changed.
-PY_SOURCES := CMakeLists.txt python/CMakeLists.txt python/setup.py python/pyproject.toml \
+PY_SOURCES := CMakeLists.txt cmake/Prerequisites.cmake python/CMakeLists.txt python/pyproject.toml \
 	$(shell find include src python/src python/modelshare -type f \( -name '*.[ch]' -o -name '*.py' \
 	-o -name CMakeLists.txt \) 2>/dev/null)
 
@@ -41,6 +41,31 @@ $(VENV)/.python-ok: $(VENV)/.ok $(PY_SOURCES)
 
 python: $(VENV)/.python-ok
 
+# A self-contained manylinux wheel in dist/: the package built by scikit-build-core (the same
+# build as `make python`), then auditwheel copies the libraries the extension, modelshared,
+# modelshare-worker and the CLI need (jansson, OpenBLAS, libmicrohttpd and theirs) into it. The
+# CUDA backend's own libraries (cudart, cuBLAS) stay out: they come from the machine's CUDA or
+# PyTorch install. Prints the wheel and its policy tag.
+WHEEL_CUDA_LIBS := libcuda.so.1 'libcudart.so.*' 'libcublas.so.*' 'libcublasLt.so.*'
+wheel: venv | deps
+	rm -rf $(BUILD)/wheel-raw dist && mkdir -p dist
+	$(VENV)/bin/python -m pip wheel -q --disable-pip-version-check --no-build-isolation --no-deps \
+		-w $(BUILD)/wheel-raw ./python
+	PATH="$(abspath $(VENV))/bin:$$PATH" auditwheel repair -w dist \
+		$(addprefix --exclude ,$(WHEEL_CUDA_LIBS)) $(BUILD)/wheel-raw/modelshare-*.whl
+	@for w in dist/modelshare-*.whl; do tag=$$(basename $$w .whl | sed "s/.*-//"); \
+		echo "make wheel: $$w, $$(du -m $$w | cut -f1) MiB, policy $$tag"; done
+
+# The wheel installed into a fresh virtualenv in a mount namespace without compiler, headers,
+# -dev packages or this checkout (tests/packaging/hide.py), serving 4 processes; a source build
+# without the libraries failing at once with the list; clients in other containers
+# (namespaces); the Dockerfile and the Kubernetes manifests checked. Needs root for unshare
+# (skipped with the reason otherwise).
+test-packaging: wheel build python
+	@if [ -e $(BUILD)/libmodelshare-cuda.so ]; then $(MAKE) --no-print-directory gpu-kit; \
+	else rm -rf $(BUILD)/gpu-kit; echo "no CUDA toolkit at build time: no GPU kit to test"; fi
+	$(PYTEST) -q tests/packaging
+
 demo: build
 	$(BUILD)/modelshare demo
 
@@ -49,7 +74,7 @@ demo: build
 # the Python package's tests, then the C tests again under AddressSanitizer and
 # UndefinedBehaviorSanitizer, the multi-threaded ones under ThreadSanitizer, and the Python
 # extension's C paths under AddressSanitizer.
-test: lint test-unit test-integration test-python test-asan test-tsan test-python-asan
+test: lint test-unit test-integration test-python test-packaging test-asan test-tsan test-python-asan
 
 # No function in src/ over 60 lines (lizard), no circle of includes between the files of a
 # program's folder (docs/ARCHITECTURE.md's layers).
@@ -159,6 +184,12 @@ bench-peers: python
 		$(VENV)/bin/python -m pip install -q --disable-pip-version-check "ray[serve]" apache-beam
 	$(VENV)/bin/python bench/vs_peers.py
 
+# The GPU tests and bench for a GPU machine without registry or build tools: $(BUILD)/gpu-kit,
+# at most 64 MiB (the C programs built here with their libraries, the test files, safetensors);
+# there, `./run.sh` runs them with that machine's python3 (scripts/gpu-kit.sh says what is in it).
+gpu-kit: build venv
+	bash scripts/gpu-kit.sh $(BUILD) $(BUILD)/gpu-kit
+
 # GPU tests (tests/gpu) and the GPU benchmark (bench/gpu_bench.py); without a GPU it says so
 # and exits 0.
 test-gpu: build venv
@@ -181,4 +212,4 @@ format-check:
 	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(PYASAN_BUILD) build-fuzz python/build
+	rm -rf dist $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(PYASAN_BUILD) build-fuzz python/build

@@ -253,4 +253,14 @@ void ms__conn_open(ms__proto *p, int fd)
     }
     k->watched = ev.events;
     ms__log_debug("client pid %ld connected", (long)cred.pid);
+    /* A client in a PID namespace that is not the daemon's or below it (the daemon in a
+     * container of its own, the clients in others) has no pid here: the kernel says 0. Nothing
+     * depends on it (leases end with the connection), only the logs and messages name it. */
+    static bool said_pid0;
+    if (cred.pid == 0 && !said_pid0) {
+        said_pid0 = true;
+        ms__log_info("a client outside this daemon's PID namespace connected: its pid is not "
+                     "visible here and shows as 0 in logs and messages; leases and release on "
+                     "exit do not depend on it");
+    }
 }

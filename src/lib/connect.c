@@ -282,8 +282,11 @@ int ms__lib_connect(const char *path, int *fd, char *err, size_t errlen)
         return connect_error(path, e, err, errlen);
     if (strcmp(ms__env_str("MODELSHARE_NO_AUTOSTART", ""), "1") == 0)
         return ms__fail(err, errlen, MS_E_NO_DAEMON,
-                        "no daemon answers at %s (%s) and MODELSHARE_NO_AUTOSTART=1", path,
-                        strerror(-e));
+                        "no daemon answers at %s (%s) and MODELSHARE_NO_AUTOSTART=1: start "
+                        "one there (modelshared --socket %s; in containers, the node's daemon "
+                        "or a sidecar, with that socket's directory mounted here), or unset "
+                        "MODELSHARE_NO_AUTOSTART to let this process start it",
+                        path, strerror(-e), path);
 
     char why[MS__ERRLEN];
     int r = ms__socket_dir_prepare(path, why, sizeof why);
