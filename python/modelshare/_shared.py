@@ -7,7 +7,7 @@ import threading
 
 import numpy as np
 
-from . import _async, _core, _identity, _pickling
+from . import _async, _core, _identity, _pickling, _torch_input
 from ._client import control
 
 # Spec fields a caller may give as keyword arguments (backend and weights come from the factory).
@@ -37,7 +37,7 @@ def _spec_from(kwargs, where):
 # The spec reaches the worker on its command line: the constructor's pickle has a limit (the
 # daemon's is on its base64 text, 98304 characters).
 CONSTRUCTOR_MAX = 73728
-FRAMEWORKS = ("torch", "tensorflow", "jax")
+FRAMEWORKS = ("torch", "tensorflow", "jax", "onnxruntime")
 
 
 def _python_path():
@@ -295,7 +295,8 @@ class Model:
     fresh lease (loading the model again if it failed for good).
     """
 
-    __slots__ = ("_shared", "_core", "_pid", "_methods", "_lost", "_relock", "__weakref__")
+    __slots__ = ("_shared", "_core", "_pid", "_methods", "_lost", "_relock", "_device_copied",
+                 "__weakref__")
 
     def __init__(self, shared, core):
         self._shared = shared
@@ -304,6 +305,7 @@ class Model:
         self._methods = set()
         self._lost = False
         self._relock = threading.Lock()  # one thread acquires again for all (ainfer's threads)
+        self._device_copied = 0  # bytes of device tensors copied into shared memory
 
     def _handle(self):
         core = self._core
@@ -325,6 +327,12 @@ class Model:
 
     def __call__(self, *args, **kwargs):
         python = self._shared._spec["backend"] == "python"
+        torch = _torch_input.tensor(args[0]) if len(args) == 1 and not kwargs else None
+        if torch is not None:  # read in place on the CPU; from a device, copied here once
+            host = _torch_input.host(self, torch, args[0])
+            if host is not None:
+                args = (host[0],)
+                self._device_copied += host[1]
         if python and (kwargs or len(args) != 1 or not _tensor_arg(args[0])):
             return self._remote("call", "__call__", args, kwargs)
         if kwargs or len(args) != 1:
@@ -415,9 +423,10 @@ class Model:
 
     @property
     def copied_bytes(self):
-        """Input bytes model(x) has copied into shared memory on this lease; an array from
-        empty(), or an output of this model, is sent with none."""
-        return self._core.copied_bytes
+        """Input bytes model(x) has copied into shared memory on this lease (a tensor on a
+        device, such as cuda:0: its one copy to the host); an array from empty(), or an output
+        of this model, is sent with none."""
+        return self._core.copied_bytes + self._device_copied
 
     @property
     def tag(self):

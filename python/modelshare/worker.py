@@ -22,7 +22,7 @@ import traceback
 
 import numpy as np
 
-from . import _pickling
+from . import _adapters, _pickling
 
 # ms_dtype codes (modelshare.h) <-> numpy.
 _DTYPES = {1: np.float32, 2: np.float16, 4: np.float64, 5: np.int8, 6: np.uint8, 7: np.int16,
@@ -119,7 +119,9 @@ def _load(spec_json):
         apply_framework_cap(py.get("framework"), spec.get("device", "cpu"),
                             int(spec.get("memory") or 0))
         constructor = _pickling.loads(base64.b64decode(py["constructor"]))
-        return True, constructor()
+        # A torch module or an ONNX Runtime session is wrapped once here, to be called in its
+        # framework's own types; a plain callable is called as it is (_adapters.py).
+        return True, _adapters.adapt(constructor(), py.get("framework"))
     except BaseException as e:  # the daemon gets the text; the worker exits
         return False, f"the constructor failed: {_text(e)}"
 
