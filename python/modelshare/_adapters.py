@@ -134,17 +134,32 @@ class TorchModel(_Adapter):
         """Tensors as numpy arrays, in the structure the model returned; the rest as it is."""
         torch = self._ms_torch
         if isinstance(y, torch.Tensor):
-            y = y.detach()
-            if y.device.type != "cpu":
-                y = y.cpu()
-            if y.dtype == torch.bfloat16 and self._ms_bfloat16 is not None:
-                return y.view(torch.int16).numpy().view(self._ms_bfloat16)
-            return y.numpy()
+            return _numpy_of(torch, y, self._ms_bfloat16)
         if type(y) in (tuple, list):
             return type(y)(self._ms_out(v) for v in y)
         if isinstance(y, dict):  # a dict, or a mapping such as transformers' ModelOutput
             return {k: self._ms_out(v) for k, v in y.items()}
         return y
+
+
+def _numpy_of(torch, y, bfloat16):
+    """A tensor as a numpy array: a view of it on the CPU, else one copy to the host."""
+    y = y.detach()
+    if y.device.type != "cpu":
+        y = y.cpu()
+    if y.dtype == torch.bfloat16 and bfloat16 is not None:
+        return y.view(torch.int16).numpy().view(bfloat16)
+    return y.resolve_conj().resolve_neg().numpy()
+
+
+def plain(y):
+    """What a plain callable returned, with a torch tensor (one that requires grad, on a device:
+    a wrapper that forgot inference mode) as a numpy array; anything else as it is. For the
+    worker's slow path only: a numpy answer never comes here."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(y, torch.Tensor):
+        return _numpy_of(torch, y, _bfloat16())
+    return y
 
 
 def _device_of(torch, module):

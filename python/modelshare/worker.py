@@ -160,6 +160,7 @@ def _run(model, view, dtype, shape, objects=False):
             code = _CODES.get(y.dtype)
             if code is not None and y.ndim <= 8:
                 return y, code, y.shape
+        y = _adapters.plain(y)  # a torch tensor of a plain callable: requiring grad, on a GPU
         if objects:
             # One array (or a tensor numpy reads) of a plane dtype goes back as an array; anything
             # else (a dict, a float, strings, a tuple of arrays) as it is, pickled.

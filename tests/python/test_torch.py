@@ -190,3 +190,17 @@ def test_cuda_tensors_and_a_module_on_cuda(daemon):
         before = model.copied_bytes
         np.testing.assert_allclose(model(x.cuda()), want, rtol=1e-4, atol=1e-5)
         assert model.copied_bytes - before == x.numel() * 4   # device to host, once
+
+
+@pytest.mark.parametrize("framework, batchable", [(None, False), (None, True), ("torch", False)])
+def test_a_wrapper_that_forgets_inference_mode(daemon, framework, batchable):
+    # A plain callable (not a module) that answers a tensor requiring grad: numpy in without
+    # framework=, a tensor with framework="torch"; either way the caller gets the array.
+    shared = modelshare.Shared(torchmodels.ForgetsInferenceMode, tag="wrapper",
+                               framework=framework, batchable=batchable)
+    x = torch.randn(3, D_IN)
+    with shared.acquire() as model:
+        y = model(x)
+        assert isinstance(y, np.ndarray)
+        np.testing.assert_allclose(y, in_process(torchmodels.make_sequential, x),
+                                   rtol=1e-5, atol=1e-6)

@@ -148,3 +148,14 @@ def batched_calls(shared, i, calls, go, results):
         results.put((i, None))
     except Exception as e:  # reported to the parent
         results.put((i, repr(e)))
+
+
+class ForgetsInferenceMode:
+    """A wrapper as users write it: the module called on torch.as_tensor(x), with no inference
+    mode, so its answer is a tensor that requires grad."""
+
+    def __init__(self):
+        self.net = make_sequential()
+
+    def __call__(self, x):
+        return self.net(torch.as_tensor(x))
