@@ -83,7 +83,8 @@ class TorchModel(_Adapter):
         exported = getattr(getattr(torch, "export", None), "ExportedProgram", None)
         call = model.module() if exported is not None and isinstance(model, exported) else model
         self._ms_call = call
-        self._ms_device = _device_of(torch, call)
+        device = _device_of(torch, call)
+        self._ms_device = None if device is None or device.type == "cpu" else device
         self._ms_bfloat16 = _bfloat16()
         # A request's input already in shared memory (the caller's model.empty() array, another
         # model's output) reaches the worker read-only, and torch.from_numpy warns (once a
@@ -95,21 +96,30 @@ class TorchModel(_Adapter):
                                 category=UserWarning)
 
     def __call__(self, *args, **kwargs):
+        torch = self._ms_torch
         # The tensors are made before inference mode: tensors made outside it count their
         # in-place changes (_version), which is how a write into a read-only input is seen.
+        if len(args) == 1 and not kwargs and type(args[0]) is np.ndarray and \
+                self._ms_device is None and (self._ms_bfloat16 is None or
+                                             args[0].dtype != self._ms_bfloat16):
+            # The data plane's call (one array, a module on the CPU), the short way.
+            x = torch.from_numpy(args[0])
+            version = None if args[0].flags.writeable else x._version
+            with torch.inference_mode():
+                y = self._ms_call(x)
+                y = _numpy_of(torch, y, self._ms_bfloat16) if type(y) is torch.Tensor else \
+                    self._ms_out(y)
+            if version is not None and x._version != version:
+                raise _wrote_input()
+            return y
         shared = []
         args = [self._ms_tensor(a, shared) for a in args]
         kwargs = {k: self._ms_tensor(v, shared) for k, v in kwargs.items()}
-        with self._ms_torch.inference_mode():
+        with torch.inference_mode():
             y = self._ms_out(self._ms_call(*args, **kwargs))
         for t, version in shared:
             if t._version != version:
-                raise ValueError(
-                    "the module wrote into its input (an in-place operation such as "
-                    "ReLU(inplace=True) or x.add_()), which is the caller's shared memory here "
-                    "(an input from model.empty() or another model's output, passed by "
-                    "reference): clone it first (x = x.clone()) or make the operation out of "
-                    "place")
+                raise _wrote_input()
         return y
 
     def _ms_tensor(self, a, shared):
@@ -123,7 +133,7 @@ class TorchModel(_Adapter):
                 a = torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
             else:
                 a = torch.from_numpy(a)
-        if isinstance(a, torch.Tensor) and self._ms_device is not None and \
+        if self._ms_device is not None and isinstance(a, torch.Tensor) and \
                 a.device != self._ms_device:
             return a.to(self._ms_device)
         if readonly:
@@ -142,14 +152,25 @@ class TorchModel(_Adapter):
         return y
 
 
+def _wrote_input():
+    return ValueError(
+        "the module wrote into its input (an in-place operation such as ReLU(inplace=True) or "
+        "x.add_()), which is the caller's shared memory here (an input from model.empty() or "
+        "another model's output, passed by reference): clone it first (x = x.clone()) or make "
+        "the operation out of place")
+
+
 def _numpy_of(torch, y, bfloat16):
     """A tensor as a numpy array: a view of it on the CPU, else one copy to the host."""
-    y = y.detach()
-    if y.device.type != "cpu":
+    if y.requires_grad:
+        y = y.detach()
+    if not y.is_cpu:
         y = y.cpu()
     if y.dtype == torch.bfloat16 and bfloat16 is not None:
         return y.view(torch.int16).numpy().view(bfloat16)
-    return y.resolve_conj().resolve_neg().numpy()
+    if y.is_conj() or y.is_neg():
+        y = y.resolve_conj().resolve_neg()
+    return y.numpy()
 
 
 def plain(y):
