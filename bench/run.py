@@ -206,11 +206,13 @@ def main():
         lines += [f"- [{o.name}]({o.name}): {o.read_text().splitlines()[0].lstrip('# ')}"
                   for o in others]
         lines += [""]
-    # The peers side by side (make bench-peers) are kept in bench/PEERS.md and shown here whole,
-    # their title one level down.
-    peers = ROOT / "bench" / "PEERS.md"
-    if peers.exists():
-        lines += ["#" + peers.read_text().strip(), ""]
+    # The peers side by side (make bench-peers, bench/PEERS.md) and Beam's RunInference with and
+    # without modelshare (bench/beam_runinference.py) are shown here whole, their titles one
+    # level down.
+    for kept in ("PEERS.md", "RESULTS-beam-runinference.md"):
+        path = ROOT / "bench" / kept
+        if path.exists():
+            lines += ["#" + path.read_text().strip(), ""]
     # The GPU figures (make test-gpu) are kept in bench/GPU.md and shown here whole.
     gpu = ROOT / "bench" / "GPU.md"
     if gpu.exists():

@@ -288,12 +288,16 @@ typedef struct ms_model ms_model;
  *                                                           one more crash within 60 s fails
  *                                                           the model (0: the first crash)
  *   python          object                        none      required for (and only for)
- *                                                           backend "python": constructor,
+ *                                                           backend "python": constructor (or
+ *                                                           constructor_size and
+ *                                                           constructor_sha256 of a pickle the
+ *                                                           Python package sends in a memfd),
  *                                                           executable, cwd, path, framework,
  *                                                           key, identity (the Python package
  *                                                           fills it; src/common/spec.h)
  * Two specs are the same model when every field above is equal; for python, the framework and
- * the key (else the pickled constructor) are compared, not where the worker runs.
+ * the key (else the pickled constructor, or its SHA-256) are compared, not where the worker
+ * runs.
  * Errors: MS_E_INVAL (tag malformed), MS_E_SPEC (names the field), MS_E_SPEC_CONFLICT (names
  * each field, or python constructor part, that differs, with the loaded and the asked value),
  * MS_E_UNKNOWN_TAG (spec_json NULL and no such model), MS_E_WEIGHTS, MS_E_DEVICE, MS_E_NO_MEMORY

@@ -1,5 +1,7 @@
 """Shared models: a tag and a spec; acquire() gives a lease, a callable Model."""
 import base64
+import fcntl
+import hashlib
 import json
 import os
 import sys
@@ -34,10 +36,41 @@ def _spec_from(kwargs, where):
     return {k: v for k, v in kwargs.items() if v is not None}
 
 
-# The spec reaches the worker on its command line: the constructor's pickle has a limit (the
-# daemon's is on its base64 text, 98304 characters).
-CONSTRUCTOR_MAX = 73728
+# A constructor's pickle of at most CONSTRUCTOR_INLINE_MAX bytes travels inline in the spec, as
+# base64 (the spec reaches the worker on its command line; the daemon takes at most 98304
+# characters there). A larger one, up to CONSTRUCTOR_MAX (the daemon's limit, 1 GiB), travels in
+# a sealed memfd sent with the request (src/common/ctorfd.h): the spec then says its size and
+# SHA-256, and the worker reads it from the memfd.
+CONSTRUCTOR_INLINE_MAX = 73728
+CONSTRUCTOR_MAX = 1 << 30
 FRAMEWORKS = ("torch", "tensorflow", "jax", "onnxruntime")
+
+
+class _Memfd:
+    """One constructor's pickle in a memfd sealed against write, shrink and grow, as the daemon
+    takes it; the descriptor is closed when this object goes. `payload` is the bytes object it
+    was made from (a Shared compares it by identity to know the memfd is still its own)."""
+
+    def __init__(self, payload):
+        self.payload = payload
+        self.sha256 = hashlib.sha256(payload).hexdigest()
+        self.fd = -1
+        fd = os.memfd_create("modelshare-constructor", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        try:
+            view, done = memoryview(payload), 0
+            while done < len(view):
+                done += os.write(fd, view[done:])
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK |
+                        fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+
+    def __del__(self, _close=os.close):  # os.close kept: at exit the module may be torn down
+        if self.fd >= 0:
+            _close(self.fd)
+            self.fd = -1
 
 
 def _python_path():
@@ -109,9 +142,9 @@ class Shared:
         if len(self._payload) > CONSTRUCTOR_MAX:
             raise NotPicklable(
                 f"Shared(tag={tag!r}): the constructor pickles to {len(self._payload)} bytes, "
-                f"expected at most {CONSTRUCTOR_MAX}: it reaches the worker on its command line. "
-                "Pickle a function that loads the model (from a file, a registry), not one that "
-                "captures the model or its weights")
+                f"expected at most {CONSTRUCTOR_MAX} (1 GiB): each worker reads it whole before "
+                "it builds the model. Pickle a function that loads the model (from a file, a "
+                "registry), not one that captures the model or its weights")
         self._framework = framework
         self._key, self._outline = _identity.stated(key) if key is not None else \
             _identity.of(constructor, self._payload)
@@ -134,11 +167,29 @@ class Shared:
         return dict(self._spec)
 
     def _spec_json(self):
+        return self._request()[0]
+
+    def _constructor(self):
+        """How the constructor travels: (spec fields, None) inline, or (spec fields, _Memfd) for
+        a pickle over CONSTRUCTOR_INLINE_MAX bytes. The memfd is made once and kept."""
+        if len(self._payload) <= CONSTRUCTOR_INLINE_MAX:
+            return {"constructor": base64.b64encode(self._payload).decode("ascii")}, None
+        memfd = getattr(self, "_memfd", None)
+        if memfd is None or memfd.payload is not self._payload:
+            memfd = self._memfd = _Memfd(self._payload)
+        return {"constructor": None, "constructor_size": len(self._payload),
+                "constructor_sha256": memfd.sha256}, memfd
+
+    def _request(self):
+        """The spec as JSON text for the daemon, and the _Memfd to send with it (None: none).
+        The caller keeps the _Memfd while the request is sent: its descriptor lives as long."""
         spec = dict(self._spec)
+        memfd = None
         if spec["backend"] == "python":
+            constructor, memfd = self._constructor()
             # Where the worker runs: this (the acquiring) process's interpreter, folder and path.
             spec["python"] = {
-                "constructor": base64.b64encode(self._payload).decode("ascii"),
+                **constructor,
                 "framework": self._framework,
                 "key": self._key,
                 "identity": self._outline,
@@ -146,7 +197,7 @@ class Shared:
                 "cwd": os.getcwd(),
                 "path": _python_path(),
             }
-        return json.dumps(spec, sort_keys=True)
+        return json.dumps(spec, sort_keys=True), memfd
 
     def acquire(self):
         """A lease on the model, loading it first when no process has. Use it as a context
@@ -155,8 +206,9 @@ class Shared:
 
     def _acquire_as(self, model_type):
         """acquire(), the lease as a model_type (Model or a subclass of it)."""
-        spec = self._spec_json()
-        return model_type(self, control(lambda c: c.acquire(self.tag, spec)))
+        spec, memfd = self._request()
+        return model_type(self, control(lambda c: c.acquire(self.tag, spec,
+                                                             constructor_fd=_fd_of(memfd))))
 
     def acquire_async(self):
         """acquire() for asyncio: `async with shared.acquire_async() as model:` or
@@ -169,8 +221,8 @@ class Shared:
 
     def load(self):
         """Loads the model without holding a lease: it stays for its keep_alive."""
-        spec = self._spec_json()
-        control(lambda c: c.load(self.tag, spec))
+        spec, memfd = self._request()
+        control(lambda c: c.load(self.tag, spec, constructor_fd=_fd_of(memfd)))
 
     def unload(self, force=False):
         """Stops the model's worker now (modelshare.Busy while leases exist, unless force)."""
@@ -202,9 +254,11 @@ class Shared:
             nxt._payload, nxt._key, nxt._outline = fresh._payload, fresh._key, fresh._outline
         elif key is not None:
             nxt._key, nxt._outline = _identity.stated(key)
-        changes = nxt._spec_json()
-        control(lambda c: c.swap(self.tag, changes, bool(drain_first)))
+        changes, memfd = nxt._request()
+        control(lambda c: c.swap(self.tag, changes, bool(drain_first),
+                                 constructor_fd=_fd_of(memfd)))
         self.__setstate__(nxt.__getstate__())
+        self._memfd = memfd
 
     def __repr__(self):
         return f"Shared(tag={self.tag!r}, spec={self._spec!r})"
@@ -215,6 +269,10 @@ class Shared:
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+
+
+def _fd_of(memfd):
+    return memfd.fd if memfd is not None else -1
 
 
 def _as_input(x):
@@ -375,9 +433,9 @@ class Model:
         # A handle inherited across fork(), or one whose worker died: a lease of our own.
         if self._core.released:
             raise _core.InvalidArgument(f"model {self._core.tag!r} was released: acquire it again")
-        tag, spec = self._shared.tag, self._shared._spec_json()
+        tag, (spec, memfd) = self._shared.tag, self._shared._request()
         old = self._core
-        self._core = control(lambda c: c.acquire(tag, spec))
+        self._core = control(lambda c: c.acquire(tag, spec, constructor_fd=_fd_of(memfd)))
         if self._lost:
             old.release()  # after fork() this is a no-op: the parent's lease stays the parent's
         self._pid = os.getpid()

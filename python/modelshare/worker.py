@@ -1,7 +1,8 @@
 """The python backend's worker: `python -m modelshare.worker --tag T --spec JSON`.
 
 modelshared starts it with the acquiring client's interpreter, working directory and sys.path
-(PYTHONPATH), and with fds 3 (control), 4 (stats) and 5 (door) as for modelshare-worker. The serving
+(PYTHONPATH), and with fds 3 (control), 4 (stats) and 5 (door) as for modelshare-worker, and 6
+(the constructor's memfd) when the spec says python.constructor_size. The serving
 loop is the C worker's (modelshare._core.serve_worker); it calls the three functions below with the
 GIL held, one at a time, or for a thread_safe spec from up to `threads` runner threads at once
 (each call's own GIL hold, released wherever the model's code releases it):
@@ -15,7 +16,9 @@ GIL held, one at a time, or for a thread_safe spec from up to `threads` runner t
 Nothing else is public here.
 """
 import base64
+import hashlib
 import json
+import mmap
 import os
 import sys
 import traceback
@@ -112,16 +115,63 @@ def apply_framework_cap(framework, device, memory):
                 tf.config.experimental.set_memory_growth(gpu, True)
 
 
+# Where the daemon hands the worker the memfd of a constructor too large to travel inline
+# (src/common/ctorfd.h: MS__WORKER_CTOR_FD).
+CONSTRUCTOR_FD = 6
+
+
+class BadConstructorMemfd(ValueError):
+    """The constructor's memfd does not hold what the spec says (size, SHA-256)."""
+
+
+def _from_memfd(size, sha256):
+    """The constructor from the memfd on CONSTRUCTOR_FD, whose pickle the spec says is `size`
+    bytes with SHA-256 `sha256`: checked, unpickled, and the descriptor closed. The memfd is
+    mapped, not read: its file offset is shared with the daemon and every other worker."""
+    try:
+        try:
+            have = os.fstat(CONSTRUCTOR_FD).st_size
+        except OSError as e:
+            raise BadConstructorMemfd(f"expected the constructor memfd on fd {CONSTRUCTOR_FD}, "
+                                      f"got {e}") from None
+        if have != size:
+            raise BadConstructorMemfd(f"the constructor memfd (fd {CONSTRUCTOR_FD}) holds {have} "
+                                      f"bytes, expected {size} (python.constructor_size)")
+        data = mmap.mmap(CONSTRUCTOR_FD, size, prot=mmap.PROT_READ)
+        try:
+            got = hashlib.sha256(data).hexdigest()
+            if got != sha256:
+                raise BadConstructorMemfd(
+                    f"the constructor memfd (fd {CONSTRUCTOR_FD}): expected a pickle with "
+                    f"SHA-256 {sha256} (python.constructor_sha256), got {got}")
+            return _pickling.loads(data)
+        finally:
+            try:
+                data.close()
+            except BufferError:  # something unpickled still views it: it stays mapped
+                pass
+    finally:
+        try:
+            os.close(CONSTRUCTOR_FD)
+        except OSError:
+            pass
+
+
 def _load(spec_json):
     try:
         spec = json.loads(spec_json)
         py = spec["python"]
         apply_framework_cap(py.get("framework"), spec.get("device", "cpu"),
                             int(spec.get("memory") or 0))
-        constructor = _pickling.loads(base64.b64decode(py["constructor"]))
+        if py.get("constructor_size") is not None:
+            constructor = _from_memfd(int(py["constructor_size"]), py["constructor_sha256"])
+        else:
+            constructor = _pickling.loads(base64.b64decode(py["constructor"]))
         # A torch module or an ONNX Runtime session is wrapped once here, to be called in its
         # framework's own types; a plain callable is called as it is (_adapters.py).
         return True, _adapters.adapt(constructor(), py.get("framework"))
+    except BadConstructorMemfd as e:
+        return False, f"the constructor's pickle cannot be used: {e}"
     except BaseException as e:  # the daemon gets the text; the worker exits
         return False, f"the constructor failed: {_text(e)}"
 

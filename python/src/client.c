@@ -7,6 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../../src/lib/ctor.h"
+
 /* Raises the exception for a failed call on c; msg was copied right after the call. */
 static PyObject *fail(PyObject *self, int code, const char *msg)
 {
@@ -89,10 +91,11 @@ static int spec_arg(PyObject *spec, PyObject **out)
 
 static PyObject *client_acquire(ms_py_client *self, PyObject *args, PyObject *kwargs)
 {
-    static char *kw[] = {"tag", "spec", NULL};
+    static char *kw[] = {"tag", "spec", "constructor_fd", NULL};
     PyObject *tag, *spec = Py_None, *spec_bytes;
     const char *tag_s;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "U|O:acquire", kw, &tag, &spec))
+    int ctor_fd = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "U|O$i:acquire", kw, &tag, &spec, &ctor_fd))
         return NULL;
     if (check_process(self) < 0 || spec_arg(spec, &spec_bytes) < 0)
         return NULL;
@@ -106,7 +109,7 @@ static PyObject *client_acquire(ms_py_client *self, PyObject *args, PyObject *kw
     ms_model *m = NULL;
     int r;
     PyThreadState *ts = PyEval_SaveThread();
-    r = ms_acquire(self->client, tag_s, spec_s, &m);
+    r = ms__acquire_ctor(self->client, tag_s, spec_s, ctor_fd, &m);
     if (r < 0)
         snprintf(msg, sizeof msg, "%s", ms_errmsg(self->client));
     PyEval_RestoreThread(ts);
@@ -131,16 +134,17 @@ static PyObject *client_acquire(ms_py_client *self, PyObject *args, PyObject *kw
 
 static PyObject *client_load(ms_py_client *self, PyObject *args, PyObject *kwargs)
 {
-    static char *kw[] = {"tag", "spec", NULL};
+    static char *kw[] = {"tag", "spec", "constructor_fd", NULL};
     const char *tag, *spec;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "ss:load", kw, &tag, &spec))
+    int ctor_fd = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "ss|$i:load", kw, &tag, &spec, &ctor_fd))
         return NULL;
     if (check_process(self) < 0)
         return NULL;
     char msg[MS_PY_MSGLEN];
     int r;
     PyThreadState *ts = PyEval_SaveThread();
-    r = ms_load(self->client, tag, spec);
+    r = ms__load_ctor(self->client, tag, spec, ctor_fd);
     if (r < 0)
         snprintf(msg, sizeof msg, "%s", ms_errmsg(self->client));
     PyEval_RestoreThread(ts);
@@ -151,17 +155,18 @@ static PyObject *client_load(ms_py_client *self, PyObject *args, PyObject *kwarg
 
 static PyObject *client_swap(ms_py_client *self, PyObject *args, PyObject *kwargs)
 {
-    static char *kw[] = {"tag", "changes", "drain_first", NULL};
+    static char *kw[] = {"tag", "changes", "drain_first", "constructor_fd", NULL};
     const char *tag, *changes;
-    int drain_first = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "ss|p:swap", kw, &tag, &changes, &drain_first))
+    int drain_first = 0, ctor_fd = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "ss|p$i:swap", kw, &tag, &changes, &drain_first,
+                                     &ctor_fd))
         return NULL;
     if (check_process(self) < 0)
         return NULL;
     char msg[MS_PY_MSGLEN];
     int r;
     PyThreadState *ts = PyEval_SaveThread();
-    r = ms_swap(self->client, tag, changes, drain_first ? MS_SWAP_DRAIN_FIRST : 0);
+    r = ms__swap_ctor(self->client, tag, changes, drain_first ? MS_SWAP_DRAIN_FIRST : 0, ctor_fd);
     if (r < 0)
         snprintf(msg, sizeof msg, "%s", ms_errmsg(self->client));
     PyEval_RestoreThread(ts);
@@ -219,13 +224,18 @@ static PyObject *client_pid(ms_py_client *self, void *closure)
 
 static PyMethodDef client_methods[] = {
     {"acquire", (PyCFunction)(void (*)(void))client_acquire, METH_VARARGS | METH_KEYWORDS,
-     "acquire(tag, spec=None) -> Model: a lease on the model, loading it first when needed. "
-     "spec is a JSON str; None attaches to the model already loaded under tag."},
+     "acquire(tag, spec=None, *, constructor_fd=-1) -> Model: a lease on the model, loading it "
+     "first when needed. spec is a JSON str; None attaches to the model already loaded under "
+     "tag. constructor_fd: the sealed memfd holding the pickle that the spec's "
+     "python.constructor_size and constructor_sha256 describe (sent with the request; it stays "
+     "the caller's), -1 for none."},
     {"load", (PyCFunction)(void (*)(void))client_load, METH_VARARGS | METH_KEYWORDS,
-     "load(tag, spec): loads without a lease; the model stays for its keep_alive."},
+     "load(tag, spec, *, constructor_fd=-1): loads without a lease; the model stays for its "
+     "keep_alive. constructor_fd as acquire()'s."},
     {"swap", (PyCFunction)(void (*)(void))client_swap, METH_VARARGS | METH_KEYWORDS,
-     "swap(tag, changes, drain_first=False): moves the model to a new version while it serves "
-     "(changes: a JSON str of the spec fields that change); returns once the new one serves."},
+     "swap(tag, changes, drain_first=False, *, constructor_fd=-1): moves the model to a new "
+     "version while it serves (changes: a JSON str of the spec fields that change); returns "
+     "once the new one serves. constructor_fd as acquire()'s, for the new version's."},
     {"unload", (PyCFunction)(void (*)(void))client_unload, METH_VARARGS | METH_KEYWORDS,
      "unload(tag, force=False): stops the model's worker now (Busy while leases exist unless "
      "force)."},

@@ -27,6 +27,15 @@
  *    {"op":"swap","id":7,"tag":"t","spec":{"weights":"/v2.st","version":"2"},"drain_first":false}
  *        -> {"ok":true,"spec":{...canonical...},"version":"2"|null} once the new version serves
  *           every instance (src/daemon/swap.c); "spec" holds only the fields that change.
+ *    A constructor in a memfd (common/ctorfd.h): a python spec whose "python" object has
+ *    "constructor_size" and "constructor_sha256" (a pickle too large for the inline
+ *    "constructor", up to 1 GiB) comes with one more descriptor, the memfd holding the pickle,
+ *    sealed against write, shrink and grow: acquire "nfds":2 (the arena, then the memfd), load
+ *    and swap "nfds":1. The daemon checks it (ms__ctorfd_check: MS_E_SPEC naming what was
+ *    expected), keeps it with the model whose spec the request made (a request for a model that
+ *    has its spec already: closed at once) and gives every worker of that spec a copy as fd 6.
+ *    A memfd without such a spec, or such a spec without one, is MS_E_SPEC. A swap whose new
+ *    spec keeps the loaded constructor (the same hash) may come without it.
  *    {"op":"link","id":8,"lease":7,"from":9}   -> {"ok":true,"arena":K}
  *        The workers of lease 7's model map lease 9's arena too (both leases of this connection;
  *        src/daemon/links.c), as linked arena K (1..8, records.h MS__ARENA_LINKS): requests of

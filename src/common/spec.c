@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ctorfd.h"
 #include "modelshare.h"
 #include "util.h"
 
@@ -151,7 +152,15 @@ static bool base64_text(const char *t)
 }
 
 static const char *const python_fields[] = {
-    "constructor", "executable", "cwd", "path", "framework", "key", "identity",
+    "constructor",
+    "constructor_size",
+    "constructor_sha256",
+    "executable",
+    "cwd",
+    "path",
+    "framework",
+    "key",
+    "identity",
 };
 
 static int python_unknown_fields(const json_t *v, char *err, size_t errlen)
@@ -165,8 +174,9 @@ static int python_unknown_fields(const json_t *v, char *err, size_t errlen)
             known = strcmp(key, python_fields[i]) == 0;
         if (!known)
             return ms__fail(err, errlen, MS_E_SPEC,
-                            "unknown spec field \"python.%.64s\" (known: constructor, executable, "
-                            "cwd, path, framework, key, identity)",
+                            "unknown spec field \"python.%.64s\" (known: constructor, "
+                            "constructor_size, constructor_sha256, executable, cwd, path, "
+                            "framework, key, identity)",
                             key);
     }
     return 0;
@@ -230,16 +240,62 @@ static bool known_framework(const char *name)
     return false;
 }
 
-/* The constructor's pickle, the framework and the key: what the model is. */
-static int python_what(const json_t *v, char *err, size_t errlen)
+/* v's field, NULL when absent or null. */
+static const json_t *given(const json_t *v, const char *field)
+{
+    const json_t *f = json_object_get(v, field);
+    return f != NULL && !json_is_null(f) ? f : NULL;
+}
+
+/* A pickle in a memfd (ctorfd.h): its size, 1 to MS__CTOR_MAX bytes, and its SHA-256. */
+static int python_ctor_memfd(const json_t *v, char *err, size_t errlen)
+{
+    const json_t *n = json_object_get(v, "constructor_size");
+    if (!json_is_integer(n) || json_integer_value(n) < 1 ||
+        (uint64_t)json_integer_value(n) > MS__CTOR_MAX)
+        return field_fail(err, errlen, "python.constructor_size",
+                          "the size in bytes of the pickle in the constructor memfd, 1 to "
+                          "1073741824",
+                          n);
+    const json_t *h = json_object_get(v, "constructor_sha256");
+    const char *hs = json_string_value(h);
+    if (hs == NULL || strlen(hs) != 64 || strspn(hs, "0123456789abcdef") != 64)
+        return field_fail(err, errlen, "python.constructor_sha256",
+                          "the SHA-256 of the pickle in the constructor memfd, 64 lowercase hex "
+                          "digits",
+                          h);
+    return 0;
+}
+
+/* The constructor: inline (base64 text in "constructor"), or in a memfd ("constructor_size" and
+ * "constructor_sha256"), never both. */
+static int python_ctor(const json_t *v, char *err, size_t errlen)
 {
     const json_t *c = json_object_get(v, "constructor");
+    bool memfd = given(v, "constructor_size") != NULL || given(v, "constructor_sha256") != NULL;
+    if (memfd && given(v, "constructor") != NULL)
+        return field_fail(err, errlen, "python.constructor",
+                          "null beside constructor_size and constructor_sha256 (the pickle is "
+                          "either inline or in a memfd)",
+                          c);
+    if (memfd)
+        return python_ctor_memfd(v, err, errlen);
     const char *ct = json_string_value(c);
     if (ct == NULL || ct[0] == '\0' || strlen(ct) > SPEC_CONSTRUCTOR_MAX || !base64_text(ct))
         return field_fail(err, errlen, "python.constructor",
-                          "the base64 text of a pickled constructor, 1 to 98304 characters "
-                          "(pickle a function that loads the model, not the model itself)",
+                          "the base64 text of a pickled constructor, 1 to 98304 characters (a "
+                          "larger pickle travels in a memfd: constructor_size and "
+                          "constructor_sha256)",
                           c);
+    return 0;
+}
+
+/* The constructor's pickle, the framework and the key: what the model is. */
+static int python_what(const json_t *v, char *err, size_t errlen)
+{
+    int rc = python_ctor(v, err, errlen);
+    if (rc != 0)
+        return rc;
     const json_t *fw = json_object_get(v, "framework");
     const char *fws = json_string_value(fw);
     if (fw != NULL && !json_is_null(fw) && (fws == NULL || !known_framework(fws)))
@@ -278,20 +334,32 @@ static int parse_python(const json_t *v, ms__spec *s, char *err, size_t errlen)
     if (rc != 0)
         return rc;
     const json_t *path = json_object_get(v, "path");
+    const json_t *size = given(v, "constructor_size");
     json_t *canon = json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "constructor",
                               copy_or_null(v, "constructor"), "executable",
                               copy_or_null(v, "executable"), "cwd", copy_or_null(v, "cwd"), "path",
                               path != NULL ? json_deep_copy(path) : json_array(), "framework",
                               copy_or_null(v, "framework"), "key", copy_or_null(v, "key"),
                               "identity", copy_or_null(v, "identity"));
+    /* A pickle in a memfd: its size and hash (absent for an inline one, whose canonical text
+     * stays as it was before memfds). */
+    if (canon != NULL && size != NULL &&
+        (json_object_set_new(canon, "constructor_size", json_deep_copy(size)) != 0 ||
+         json_object_set_new(canon, "constructor_sha256", copy_or_null(v, "constructor_sha256")) !=
+             0)) {
+        json_decref(canon);
+        canon = NULL;
+    }
     char *text = canon != NULL ? json_dumps(canon, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(canon);
     const char *fws = json_string_value(json_object_get(v, "framework"));
     const char *ks = json_string_value(json_object_get(v, "key"));
-    const char *what = ks != NULL ? ks : json_string_value(json_object_get(v, "constructor"));
-    /* "key:" or "pickle:" before it: a pickle whose base64 happens to read as a key is not
-     * that key (fuzz_spec checks it). */
-    const char *kind = ks != NULL ? "key:" : "pickle:";
+    const char *what = ks != NULL     ? ks
+                       : size != NULL ? json_string_value(json_object_get(v, "constructor_sha256"))
+                                      : json_string_value(json_object_get(v, "constructor"));
+    /* "key:", "sha256:" or "pickle:" before it: a pickle whose base64 happens to read as a key
+     * is not that key (fuzz_spec checks it). */
+    const char *kind = ks != NULL ? "key:" : size != NULL ? "sha256:" : "pickle:";
     size_t klen = strlen(what) + strlen(kind) + 2 + (fws != NULL ? strlen(fws) : 0);
     char *k = malloc(klen);
     if (text == NULL || k == NULL) {
@@ -304,6 +372,7 @@ static int parse_python(const json_t *v, ms__spec *s, char *err, size_t errlen)
     free(s->python_key);
     s->python = text;
     s->python_key = k;
+    s->python_ctor_size = size != NULL ? (uint64_t)json_integer_value(size) : 0;
     return 0;
 }
 
@@ -758,8 +827,12 @@ static void identity_brief(const json_t *py, char *buf, size_t buflen)
 {
     const char *key = json_string_value(json_object_get(py, "key"));
     const char *ct = json_string_value(json_object_get(py, "constructor"));
+    const char *sha = json_string_value(json_object_get(py, "constructor_sha256"));
     if (key != NULL)
         snprintf(buf, buflen, "key %.12s...", key);
+    else if (sha != NULL)
+        snprintf(buf, buflen, "pickle of %lld bytes in a memfd, sha256 %.12s...",
+                 (long long)json_integer_value(json_object_get(py, "constructor_size")), sha);
     else
         snprintf(buf, buflen, "pickle of %zu base64 characters, fnv1a %016llx",
                  ct != NULL ? strlen(ct) : 0, (unsigned long long)(ct != NULL ? fnv1a(ct) : 0));
@@ -793,6 +866,12 @@ static int diff_identity(diff_text *d, const json_t *a, const json_t *b)
     return parts;
 }
 
+/* Both absent, or equal (json_equal is false for absent ones). */
+static bool same_json(const json_t *a, const json_t *b)
+{
+    return (a == NULL && b == NULL) || (a != NULL && b != NULL && json_equal(a, b));
+}
+
 /* The python fields that ms__spec_equal compares: the framework, then the constructor. */
 static void diff_python(diff_text *d, const json_t *a, const json_t *b)
 {
@@ -806,7 +885,9 @@ static void diff_python(diff_text *d, const json_t *a, const json_t *b)
     const json_t *ka = json_object_get(a, "key"), *kb = json_object_get(b, "key");
     bool keyed = json_is_string(ka) && json_is_string(kb);
     if (keyed ? json_equal(ka, kb)
-              : json_equal(json_object_get(a, "constructor"), json_object_get(b, "constructor")) &&
+              : same_json(json_object_get(a, "constructor"), json_object_get(b, "constructor")) &&
+                    same_json(json_object_get(a, "constructor_sha256"),
+                              json_object_get(b, "constructor_sha256")) &&
                     json_equal(ka, kb))
         return;
     const json_t *ia = json_object_get(a, "identity"), *ib = json_object_get(b, "identity");
@@ -912,6 +993,7 @@ void ms__spec_free(ms__spec *spec)
     spec->python = NULL;
     free(spec->python_key);
     spec->python_key = NULL;
+    spec->python_ctor_size = 0;
 }
 
 int ms__spec_copy(const ms__spec *src, ms__spec *dst)

@@ -38,7 +38,11 @@
  *                  (no spaces): which version of the model the tag serves (modelshare swap)
  *   python         object, required for (and only for) backend "python":
  *     constructor  base64 of the pickled constructor, at most 98304 characters (the spec reaches
- *                  the worker on its command line)                                  (required)
+ *                  the worker on its command line); null when the pickle is in a memfd
+ *     constructor_size    instead of constructor, for a larger pickle: its size, 1 to 2^30
+ *     constructor_sha256  bytes, and its SHA-256 (64 lowercase hex digits); the pickle itself
+ *                  travels in a sealed memfd with the request (ctorfd.h). Exactly one of
+ *                  constructor and these two is given.
  *     executable   absolute path of the interpreter to run the worker with         (required)
  *     cwd          absolute path of the worker's working directory                 (required)
  *     path         the client's sys.path: at most 256 strings                      []
@@ -50,7 +54,8 @@
  *                  the user's key=)                                                 null
  *     identity     null | object of at most 32 parts (name: text of at most 200 bytes): what
  *                  the key is made of, so that a conflict names the parts that differ    null
- *   Two python specs are the same model when their key (else constructor) and framework are
+ *   Two python specs are the same model when their key (else constructor, or
+ *   constructor_sha256) and framework are
  *   equal (with the other fields): executable, cwd and path say where the first acquirer's worker
  * runs and are not compared, so processes of one job in different folders share the model.
  */
@@ -97,6 +102,10 @@ typedef struct ms__spec {
     char version[MS__SPEC_VERSION_MAX + 1]; /* "" when none */
     char *python;     /* malloc'd canonical JSON of the "python" object, NULL when absent */
     char *python_key; /* malloc'd: what two python specs compare (constructor, framework) */
+    /* python.constructor_size: the pickle travels in a sealed memfd of this many bytes beside
+     * the request, which the model's workers get as fd 6 (ctorfd.h); 0: it is inline in
+     * python.constructor. */
+    uint64_t python_ctor_size;
 } ms__spec;
 
 /* Parses a JSON object into *out (defaults applied). Returns 0, or MS_E_SPEC with a message like

@@ -77,12 +77,16 @@ int64_t ms__admission_run(ms__models *ml);
 /* ---- a swap (swap.c) ---- */
 /* Starts a swap of ready m to its spec with the fields of patch (a JSON object) replaced: the new
  * version loads beside the old (or, drain_first, after the old drained), then each instance
- * moves to it without a request lost; SWAPPED is told when it ends. Errors at once (nothing
- * started): MS_E_BUSY (not ready, or swapping), MS_E_SPEC (a bad patch; backend, device and
- * instances cannot change), MS_E_NO_MEMORY (both versions do not fit the budget: drain_first
- * makes room; or the new one alone does not). */
-int ms__swap_start(ms__models *ml, ms__model *m, const json_t *patch, bool drain_first, char *err,
-                   size_t errlen);
+ * moves to it without a request lost; SWAPPED is told when it ends. *ctor_fd: the constructor
+ * memfd that came with the request (-1: none), taken (set to -1) when the swap starts with it;
+ * a new spec whose constructor is in a memfd needs one, unless it is the loaded version's
+ * constructor (same python.constructor_sha256): then the loaded one's is used. Errors at once
+ * (nothing started): MS_E_BUSY (not ready, or swapping), MS_E_SPEC (a bad patch; backend,
+ * device and instances cannot change; a constructor memfd missing, refused, or not asked for),
+ * MS_E_NO_MEMORY (both versions do not fit the budget: drain_first makes room; or the new one
+ * alone does not). */
+int ms__swap_start(ms__models *ml, ms__model *m, const json_t *patch, bool drain_first,
+                   int *ctor_fd, char *err, size_t errlen);
 
 /* ---- workers (workers.c) ---- */
 /* Events on a worker's control socket (MS__EV_WCTRL) and pidfd (MS__EV_WPID). */

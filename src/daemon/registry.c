@@ -277,6 +277,7 @@ int ms__registry_add(ms__registry *r, const char *tag, const ms__spec *spec, ms_
     if (m == NULL)
         return ms__fail(err, errlen, MS_E_NOMEM, "out of memory for a model");
     snprintf(m->tag, sizeof m->tag, "%s", tag);
+    m->ctor_fd = -1;
     LIST_INIT(&m->lease_list);
     for (int i = 0; i < MS__INSTANCES_MAX; i++)
         m->inst[i].door_fd = -1;
@@ -315,7 +316,15 @@ void ms__registry_remove(ms__registry *r, ms__model *m)
     json_decref(m->spec_json);
     json_decref(m->signature);
     ms__spec_free(&m->spec);
+    ms__model_ctor_set(m, -1);
     free(m);
+}
+
+void ms__model_ctor_set(ms__model *m, int ctor_fd)
+{
+    if (m->ctor_fd >= 0)
+        close(m->ctor_fd);
+    m->ctor_fd = ctor_fd;
 }
 
 int ms__model_spec_check(const ms__model *m, const ms__spec *spec, char *err, size_t errlen)

@@ -1,7 +1,8 @@
 /*
  * The daemon's bookkeeping: models by tag, clients (connections), leases, keep-alive deadlines.
  * Pure data: no sockets, no processes (the only system calls are closing and unmapping a lease's
- * arena when the lease goes, and an instance's door when its model goes or loads again). Time comes
+ * arena when the lease goes, an instance's door when its model goes or loads again, and a model's
+ * constructor memfd when its spec is replaced or the model goes). Time comes
  * from an injectable clock so that keep-alive is testable.
  *
  * Ownership: the registry owns its models, clients and leases. A model's workers (ms__wproc) are
@@ -67,6 +68,11 @@ struct ms__model {
     char tag[MS__TAG_MAX + 1];
     ms__spec spec;
     json_t *spec_json; /* canonical */
+    /* Owned, -1 when none: the sealed memfd holding the python constructor's pickle when spec
+     * says python.constructor_size (common/ctorfd.h), checked when it came with the request
+     * that made (or replaced) this spec; every worker of the model gets a copy as fd 6. Goes
+     * with the spec: replaced with it, closed with the record. */
+    int ctor_fd;
     int state;
     unsigned loads;   /* loads started */
     int leases;       /* leases on this model (counted until released or revoked) */
@@ -169,7 +175,8 @@ ms__lease *ms__client_lease(const ms__client *c, uint64_t id);
 
 /* ---- models ---- */
 ms__model *ms__registry_find(const ms__registry *r, const char *tag);
-/* New model in state loading (loads 0: call ms__model_begin_load). The spec is copied.
+/* New model in state loading (loads 0: call ms__model_begin_load). The spec is copied; the
+ * model has no constructor memfd yet (ms__model_ctor_set).
  * At MS__MODELS_MAX it first frees the least recently used failed model without leases or
  * workers, if there is one. MS_E_INVAL for a bad tag, MS_E_LIMIT beyond MS__MODELS_MAX,
  * MS_E_NOMEM. */
@@ -184,6 +191,8 @@ void ms__registry_remove(ms__registry *r, ms__model *m);
 int ms__model_spec_check(const ms__model *m, const ms__spec *spec, char *err, size_t errlen);
 /* Replaces m's spec (a failed model retried with another spec). */
 int ms__model_spec_replace(ms__model *m, const ms__spec *spec, char *err, size_t errlen);
+/* Gives m the constructor memfd of its spec (taken; -1: none), closing the one it had. */
+void ms__model_ctor_set(ms__model *m, int ctor_fd);
 
 /* State changes. */
 void ms__model_begin_load(ms__registry *r, ms__model *m); /* loading, loads + 1, error cleared */

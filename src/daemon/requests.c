@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "../common/ctorfd.h"
 #include "../common/log.h"
 #include "../common/spec.h"
 #include "modelshare.h"
@@ -63,6 +64,51 @@ static int request_spec(ms__conn *k, json_t *id, const json_t *msg, bool null_ok
     return 1;
 }
 
+/* The constructor memfd of an acquire or load (proto.h): the descriptor after the first `at` ones
+ * the op takes, present exactly when the spec says python.constructor_size (has_spec: spec was
+ * given). Returns 0 with *ctor the index of it in fds, -1 when none; or a negative code after an
+ * error reply that says what was expected. */
+static int request_ctor(ms__conn *k, json_t *id, const char *op, const ms__spec *spec,
+                        bool has_spec, const int *fds, int nfds, int at, int *ctor)
+{
+    char err[MS__ERRLEN], full[MS__ERRLEN + 64];
+    uint64_t size = has_spec ? spec->python_ctor_size : 0;
+    *ctor = -1;
+    if (nfds > at + 1) {
+        snprintf(full, sizeof full,
+                 "%s: expected at most %d descriptor(s) (%sthe constructor memfd), got %d", op,
+                 at + 1, at > 0 ? "the arena memfd, then " : "", nfds);
+        ms__conn_error(k, id, MS_E_PROTOCOL, full);
+        return MS_E_PROTOCOL;
+    }
+    if (nfds == at + 1 && size == 0) {
+        snprintf(full, sizeof full,
+                 "%s: got a constructor memfd, but the spec has no python.constructor_size "
+                 "(expected no memfd with an inline constructor or no spec)",
+                 op);
+        ms__conn_error(k, id, MS_E_SPEC, full);
+        return MS_E_SPEC;
+    }
+    if (nfds < at + 1 && size > 0) {
+        snprintf(full, sizeof full,
+                 "%s: the spec's constructor is in a memfd (python.constructor_size %llu), "
+                 "expected that memfd with the request, got none",
+                 op, (unsigned long long)size);
+        ms__conn_error(k, id, MS_E_SPEC, full);
+        return MS_E_SPEC;
+    }
+    if (size == 0)
+        return 0;
+    int rc = ms__ctorfd_check(fds[at], size, err, sizeof err);
+    if (rc != 0) {
+        snprintf(full, sizeof full, "%s: %s", op, err);
+        ms__conn_error(k, id, rc, full);
+        return rc;
+    }
+    *ctor = at;
+    return 0;
+}
+
 static void do_hello(ms__conn *k, json_t *id, const json_t *msg)
 {
     char err[MS__ERRLEN];
@@ -94,10 +140,12 @@ static void do_hello(ms__conn *k, json_t *id, const json_t *msg)
     ms__conn_send(k, r, NULL, 0);
 }
 
-/* acquire and load share this: find or create the model, start its load when needed. Returns the
- * model to wait for or use, or NULL after an error reply. */
+/* acquire and load share this: find or create the model, start its load when needed. *ctor_fd:
+ * the spec's constructor memfd, checked (-1: none); taken (set to -1) when the model gets this
+ * spec, left to the caller when it has the spec already. Returns the model to wait for or use,
+ * or NULL after an error reply. */
 static ms__model *model_for(ms__proto *p, ms__conn *k, json_t *id, const char *op, const char *tag,
-                            ms__spec *spec, bool has_spec)
+                            ms__spec *spec, bool has_spec, int *ctor_fd)
 {
     char err[MS__ERRLEN];
     ms__model *m = ms__registry_find(&p->models->reg, tag);
@@ -114,6 +162,8 @@ static ms__model *model_for(ms__proto *p, ms__conn *k, json_t *id, const char *o
             ms__conn_error(k, id, rc, err);
             return NULL;
         }
+        ms__model_ctor_set(m, *ctor_fd);
+        *ctor_fd = -1;
         ms__start_load(p->models, m);
         return m;
     }
@@ -127,13 +177,16 @@ static ms__model *model_for(ms__proto *p, ms__conn *k, json_t *id, const char *o
         return m;
     }
     if (m->state == MS__MODEL_FAILED) {
-        /* A failed model holds nothing: the next spec is loaded, whatever it is. */
-        if (!ms__spec_equal(&m->spec, spec)) {
+        /* A failed model holds nothing: the next spec is loaded, whatever it is (with its
+         * constructor memfd, if it came with one: the failed load's may be what failed). */
+        if (!ms__spec_equal(&m->spec, spec) || *ctor_fd >= 0) {
             int rc = ms__model_spec_replace(m, spec, err, sizeof err);
             if (rc != 0) {
                 ms__conn_error(k, id, rc, err);
                 return NULL;
             }
+            ms__model_ctor_set(m, *ctor_fd);
+            *ctor_fd = -1;
         }
         ms__start_load(p->models, m);
         return m;
@@ -151,9 +204,12 @@ static void do_acquire(ms__proto *p, ms__conn *k, json_t *id, const json_t *msg,
 {
     char err[MS__ERRLEN], full[MS__ERRLEN + 64];
     ms__spec spec;
-    if (nfds != 1) {
+    int ctor = -1;
+    if (nfds < 1) {
         snprintf(full, sizeof full,
-                 "acquire: expected 1 descriptor (the arena memfd, \"nfds\":1), got %d", nfds);
+                 "acquire: expected 1 descriptor (the arena memfd, \"nfds\":1), or 2 with a "
+                 "constructor memfd, got %d",
+                 nfds);
         ms__conn_error(k, id, MS_E_PROTOCOL, full);
         return;
     }
@@ -164,14 +220,19 @@ static void do_acquire(ms__proto *p, ms__conn *k, json_t *id, const json_t *msg,
     if (has < 0)
         return;
     ms__arena_header *hdr = NULL;
-    int rc = ms__arena_map_header(fds[0], &hdr, err, sizeof err);
+    int rc = request_ctor(k, id, "acquire", &spec, has == 1, fds, nfds, 1, &ctor);
+    if (rc != 0)
+        goto out;
+    rc = ms__arena_map_header(fds[0], &hdr, err, sizeof err);
     if (rc != 0) {
         snprintf(full, sizeof full, "acquire: the arena descriptor is not usable: %s", err);
         ms__conn_error(k, id, MS_E_PROTOCOL, full);
         goto out;
     }
     ms__log_info("acquire of \"%s\" by pid %ld%s", tag, (long)k->pid, has ? "" : " (no spec)");
-    ms__model *m = model_for(p, k, id, "acquire", tag, &spec, has == 1);
+    int none = -1;
+    ms__model *m =
+        model_for(p, k, id, "acquire", tag, &spec, has == 1, ctor >= 0 ? &fds[ctor] : &none);
     if (m == NULL) {
         ms__arena_unmap(hdr, MS__ARENA_HEADER);
         goto out;
@@ -198,16 +259,21 @@ out:
         ms__spec_free(&spec);
 }
 
-static void do_load(ms__proto *p, ms__conn *k, json_t *id, const json_t *msg)
+static void do_load(ms__proto *p, ms__conn *k, json_t *id, const json_t *msg, int *fds, int nfds)
 {
     ms__spec spec;
+    int ctor = -1, none = -1;
     const char *tag = request_tag(k, id, msg, "load");
     if (tag == NULL)
         return;
     if (request_spec(k, id, msg, false, &spec) < 0)
         return;
+    if (request_ctor(k, id, "load", &spec, true, fds, nfds, 0, &ctor) != 0) {
+        ms__spec_free(&spec);
+        return;
+    }
     ms__log_info("load of \"%s\" by pid %ld", tag, (long)k->pid);
-    ms__model *m = model_for(p, k, id, "load", tag, &spec, true);
+    ms__model *m = model_for(p, k, id, "load", tag, &spec, true, ctor >= 0 ? &fds[ctor] : &none);
     ms__spec_free(&spec);
     if (m == NULL)
         return;
@@ -353,13 +419,21 @@ static void do_link(ms__conn *k, json_t *id, const json_t *msg)
     ms__conn_send(k, r, NULL, 0);
 }
 
-/* swap: the tag's model moves to a new version (swap.c); the answer comes when it has. */
-static void do_swap(ms__proto *p, ms__conn *k, json_t *id, const json_t *msg)
+/* swap: the tag's model moves to a new version (swap.c); the answer comes when it has. fds: the
+ * new constructor's memfd when its spec has one (checked by ms__swap_start, which takes it). */
+static void do_swap(ms__proto *p, ms__conn *k, json_t *id, const json_t *msg, int *fds, int nfds)
 {
     char err[MS__ERRLEN];
+    int none = -1;
     const char *tag = request_tag(k, id, msg, "swap");
     if (tag == NULL)
         return;
+    if (nfds > 1) {
+        snprintf(err, sizeof err,
+                 "swap: expected at most 1 descriptor (the constructor memfd), got %d", nfds);
+        ms__conn_error(k, id, MS_E_PROTOCOL, err);
+        return;
+    }
     const json_t *spec = json_object_get(msg, "spec");
     const json_t *df = json_object_get(msg, "drain_first");
     if (!json_is_object(spec) || (df != NULL && !json_is_boolean(df))) {
@@ -381,7 +455,8 @@ static void do_swap(ms__proto *p, ms__conn *k, json_t *id, const json_t *msg)
                  json_is_true(df) ? " (drain first)" : "");
     /* Pending first: a swap that ends at once (nothing to drain) answers k. */
     ms__conn_set_pending(p, k, MS__OP_SWAP, id, m, -1, NULL, false);
-    int rc = ms__swap_start(p->models, m, spec, json_is_true(df), err, sizeof err);
+    int rc = ms__swap_start(p->models, m, spec, json_is_true(df), nfds == 1 ? &fds[0] : &none, err,
+                            sizeof err);
     if (rc != 0) {
         ms__log_info("refused to swap \"%s\" for pid %ld: %s", tag, (long)k->pid, err);
         ms__conn_error(k, id, rc, err);
@@ -433,11 +508,11 @@ static void handle(ms__proto *p, ms__conn *k, json_t *msg, int *fds, int nfds)
     } else if (strcmp(op, "release") == 0) {
         do_release(p, k, id, msg);
     } else if (strcmp(op, "load") == 0) {
-        do_load(p, k, id, msg);
+        do_load(p, k, id, msg, fds, nfds);
     } else if (strcmp(op, "unload") == 0) {
         do_unload(p, k, id, msg);
     } else if (strcmp(op, "swap") == 0) {
-        do_swap(p, k, id, msg);
+        do_swap(p, k, id, msg, fds, nfds);
     } else if (strcmp(op, "link") == 0) {
         do_link(k, id, msg);
     } else if (strcmp(op, "status") == 0) {

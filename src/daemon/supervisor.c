@@ -14,12 +14,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "../common/ctorfd.h"
 #include "../common/log.h"
 #include "../common/paths.h"
 #include "../common/ring.h"
 #include "modelshare.h"
 
-/* Descriptors the child moves to 3, 4 and 5 are first copied at or above this. */
+/* Descriptors the child moves to 3, 4, 5 and 6 are first copied at or above this. */
 #define CHILD_FD_HIGH 10
 
 int ms__sup_init(ms__supervisor *s, int epfd, const char *log_level, char *err, size_t errlen)
@@ -56,6 +57,7 @@ typedef struct spawn_fds {
     int stats_fd; /* the worker's counters page */
     ms__stats *stats;
     int door_fd; /* its instance's door: not owned */
+    int ctor_fd; /* its model's constructor memfd, -1 when none: not owned */
     int errp[2]; /* its stderr pipe: [0] the daemon's end, [1] the worker's */
 } spawn_fds;
 
@@ -74,15 +76,18 @@ static void child_exec(pid_t parent, const spawn_fds *f, const char *path, char 
     dfl.sa_handler = SIG_DFL;
     for (int sig = 1; sig < NSIG; sig++)
         sigaction(sig, &dfl, NULL); /* fails harmlessly for SIGKILL, SIGSTOP and gaps */
-    /* Copies above 2 to 5 first, so that dup2 onto them never meets its own source. */
+    /* Copies above 2 to 6 first, so that dup2 onto them never meets its own source. */
     int c = fcntl(f->sv[1], F_DUPFD_CLOEXEC, CHILD_FD_HIGH);
     int t = fcntl(f->stats_fd, F_DUPFD_CLOEXEC, CHILD_FD_HIGH);
     int d = fcntl(f->door_fd, F_DUPFD_CLOEXEC, CHILD_FD_HIGH);
     int e = fcntl(f->errp[1], F_DUPFD_CLOEXEC, CHILD_FD_HIGH);
-    if (c < 0 || t < 0 || d < 0 || e < 0 || dup2(c, 3) != 3 || dup2(t, 4) != 4 || dup2(d, 5) != 5 ||
-        dup2(e, 2) != 2)
+    int k = f->ctor_fd >= 0 ? fcntl(f->ctor_fd, F_DUPFD_CLOEXEC, CHILD_FD_HIGH) : -1;
+    if (c < 0 || t < 0 || d < 0 || e < 0 || (f->ctor_fd >= 0 && k < 0) || dup2(c, 3) != 3 ||
+        dup2(t, 4) != 4 || dup2(d, 5) != 5 || dup2(e, 2) != 2 ||
+        (k >= 0 && dup2(k, MS__WORKER_CTOR_FD) != MS__WORKER_CTOR_FD))
         _exit(126);
-    /* dup2 leaves 2 to 5 without close-on-exec: the worker inherits exactly these (and 0, 1). */
+    /* dup2 leaves 2 to 5 (and 6) without close-on-exec: the worker inherits exactly these (and
+     * 0, 1). */
     if (cwd != NULL && chdir(cwd) != 0)
         _exit(125);
     if (envp != NULL)
@@ -274,13 +279,16 @@ static void spawn_fds_close(spawn_fds *f)
     if (f->stats_fd >= 0)
         close(f->stats_fd);
     ms__stats_unmap(f->stats);
-    *f = (spawn_fds){.sv = {-1, -1}, .stats_fd = -1, .door_fd = -1, .errp = {-1, -1}};
+    *f =
+        (spawn_fds){.sv = {-1, -1}, .stats_fd = -1, .door_fd = -1, .ctor_fd = -1, .errp = {-1, -1}};
 }
 
-/* On failure everything made is closed again. door_fd stays the instance's. */
-static int spawn_fds_make(spawn_fds *f, int door_fd, char *err, size_t errlen)
+/* On failure everything made is closed again. door_fd stays the instance's, ctor_fd the
+ * model's. */
+static int spawn_fds_make(spawn_fds *f, int door_fd, int ctor_fd, char *err, size_t errlen)
 {
-    *f = (spawn_fds){.sv = {-1, -1}, .stats_fd = -1, .door_fd = door_fd, .errp = {-1, -1}};
+    *f = (spawn_fds){
+        .sv = {-1, -1}, .stats_fd = -1, .door_fd = door_fd, .ctor_fd = ctor_fd, .errp = {-1, -1}};
     int rc;
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, f->sv) != 0 ||
         pipe2(f->errp, O_CLOEXEC) != 0) {
@@ -366,14 +374,19 @@ static void worker_adopt(ms__supervisor *s, ms__model *m, ms__wproc *w, pid_t pi
     worker_watch(s, w);
 }
 
-/* Starts a worker of spec on door_fd for instance inst of m; standby: not linked to m yet. */
+/* Starts a worker of spec on door_fd (with ctor_fd, -1: none) for instance inst of m; standby:
+ * not linked to m yet. */
 static int spawn(ms__supervisor *s, ms__model *m, int inst, const ms__spec *spec,
-                 const json_t *spec_json, int door_fd, bool standby, ms__wproc **out, char *err,
-                 size_t errlen)
+                 const json_t *spec_json, int door_fd, int ctor_fd, bool standby, ms__wproc **out,
+                 char *err, size_t errlen)
 {
     spawn_cmd cmd;
     spawn_fds fds;
     const char *device = inst >= 0 && inst < MS__INSTANCES_MAX ? m->inst_device[inst] : "";
+    if (spec->python_ctor_size > 0 && ctor_fd < 0) /* the request checks make this impossible */
+        return ms__fail(err, errlen, MS_E_LOAD_FAILED,
+                        "python worker: the spec's constructor is in a memfd, and the model has "
+                        "none");
     int rc = spawn_cmd_make(s, m, spec, spec_json, device, &cmd, err, errlen);
     if (rc != 0)
         return rc;
@@ -385,7 +398,7 @@ static int spawn(ms__supervisor *s, ms__model *m, int inst, const ms__spec *spec
     w->pidfd = w->ctrl_fd = w->err_fd = -1;
     w->inst = inst;
     ms__reader_init(&w->reader);
-    rc = spawn_fds_make(&fds, door_fd, err, errlen);
+    rc = spawn_fds_make(&fds, door_fd, spec->python_ctor_size > 0 ? ctor_fd : -1, err, errlen);
     if (rc != 0)
         goto fail;
     pid_t parent = getpid();
@@ -415,15 +428,15 @@ fail:
 int ms__sup_spawn(ms__supervisor *s, ms__model *m, int inst, char *err, size_t errlen)
 {
     return spawn(s, m, inst, &m->spec, m->spec_json,
-                 inst >= 0 && inst < m->ninst ? m->inst[inst].door_fd : -1, false, NULL, err,
-                 errlen);
+                 inst >= 0 && inst < m->ninst ? m->inst[inst].door_fd : -1, m->ctor_fd, false, NULL,
+                 err, errlen);
 }
 
 int ms__sup_spawn_standby(ms__supervisor *s, ms__model *m, int inst, const ms__spec *spec,
-                          const json_t *spec_json, int door_fd, ms__wproc **out, char *err,
-                          size_t errlen)
+                          const json_t *spec_json, int door_fd, int ctor_fd, ms__wproc **out,
+                          char *err, size_t errlen)
 {
-    return spawn(s, m, inst, spec, spec_json, door_fd, true, out, err, errlen);
+    return spawn(s, m, inst, spec, spec_json, door_fd, ctor_fd, true, out, err, errlen);
 }
 
 void ms__sup_stop(ms__supervisor *s, ms__wproc *w, int64_t now)

@@ -27,16 +27,17 @@ int ms__sup_init(ms__supervisor *s, int epfd, const char *log_level, char *err, 
 
 /* Starts one worker for instance inst of m (argv --tag, --spec canonical, --log-level; fd 2 a
  * pipe the daemon reads (ms__sup_stderr_read), fd 3 control, fd 4 stats, fd 5 the instance's
- * door, which stays the instance's), links it to m and watches it in epoll. MS_E_LOAD_FAILED /
- * MS_E_IO / MS_E_LIMIT with a message. */
+ * door, which stays the instance's, and fd 6 a copy of m->ctor_fd when m has one: the python
+ * constructor's memfd, common/ctorfd.h), links it to m and watches it in epoll.
+ * MS_E_LOAD_FAILED / MS_E_IO / MS_E_LIMIT with a message. */
 int ms__sup_spawn(ms__supervisor *s, ms__model *m, int inst, char *err, size_t errlen);
 
 /* The same for a swap's new version (swap.c): a worker of spec (canonical spec_json) on door_fd
- * (not taken: the caller's), w->model set to m but not yet one of m's workers (w->standby).
- * *out: the worker record (the supervisor's). */
+ * with the constructor memfd ctor_fd (-1: none; both not taken: the caller's), w->model set to m
+ * but not yet one of m's workers (w->standby). *out: the worker record (the supervisor's). */
 int ms__sup_spawn_standby(ms__supervisor *s, ms__model *m, int inst, const ms__spec *spec,
-                          const json_t *spec_json, int door_fd, ms__wproc **out, char *err,
-                          size_t errlen);
+                          const json_t *spec_json, int door_fd, int ctor_fd, ms__wproc **out,
+                          char *err, size_t errlen);
 
 /* SIGTERM now, SIGKILL at now + MS__KILL_GRACE_NS (see ms__sup_timers). Idempotent. */
 void ms__sup_stop(ms__supervisor *s, ms__wproc *w, int64_t now);

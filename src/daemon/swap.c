@@ -24,6 +24,8 @@
  * rings), and if the new version then fails to load, the old one is loaded again the same way
  * (a rollback) before the caller gets the error.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +33,7 @@
 #include <unistd.h>
 
 #include "../backends/backend.h"
+#include "../common/ctorfd.h"
 #include "../common/log.h"
 #include "modelshare.h"
 #include "models_int.h"
@@ -50,6 +53,7 @@ typedef struct swap_inst {
 struct ms__swap {
     ms__spec spec;     /* the version being loaded */
     json_t *spec_json; /* its canonical JSON */
+    int ctor_fd; /* owned, -1 when none: its constructor memfd (spec python.constructor_size) */
     bool drain_first;
     uint64_t need; /* the version being loaded: its estimate (spec "memory", else the backend's) */
     bool loading;  /* the new workers are spawned */
@@ -75,6 +79,8 @@ static void swap_free(ms__swap *sw)
     }
     ms__spec_free(&sw->spec);
     json_decref(sw->spec_json);
+    if (sw->ctor_fd >= 0)
+        close(sw->ctor_fd);
     free(sw);
 }
 
@@ -133,7 +139,7 @@ static int spawn_standby(ms__models *ml, ms__model *m, char *err, size_t errlen)
             rc = ms__door_map(si->door_fd, &si->door, err, errlen);
         if (rc == 0)
             rc = ms__sup_spawn_standby(&ml->sup, m, i, &sw->spec, sw->spec_json, si->door_fd,
-                                       &si->w, err, errlen);
+                                       sw->ctor_fd, &si->w, err, errlen);
         if (rc != 0)
             return rc;
         if (si->state != IN_DRAINED)
@@ -232,6 +238,9 @@ static void complete(ms__models *ml, ms__model *m)
         m->spec = spec;
         json_decref(m->spec_json);
         m->spec_json = json_incref(js);
+        /* The constructor memfd goes with the spec (a rollback's is a copy of m's own). */
+        ms__model_ctor_set(m, sw->ctor_fd);
+        sw->ctor_fd = -1;
     }
     json_decref(js);
     ms__model_new_estimate(m, sw->need);
@@ -340,7 +349,14 @@ static void load_failed(ms__models *ml, ms__model *m, int code, const char *mess
     json_decref(sw->spec_json);
     sw->spec_json = json_incref(m->spec_json);
     sw->need = m->estimate_bytes;
+    if (sw->ctor_fd >= 0)
+        close(sw->ctor_fd);
+    sw->ctor_fd = -1;
     int rc = ms__spec_copy(&m->spec, &sw->spec);
+    if (rc == 0 && m->ctor_fd >= 0 && (sw->ctor_fd = fcntl(m->ctor_fd, F_DUPFD_CLOEXEC, 0)) < 0)
+        rc = ms__fail(err, sizeof err, MS_E_LIMIT,
+                      "cannot copy the old version's constructor memfd for its reload: %s",
+                      strerror(errno));
     if (rc == 0)
         rc = spawn_standby(ml, m, err, sizeof err);
     if (rc != 0) {
@@ -584,6 +600,43 @@ static int budget_check(ms__models *ml, const ms__model *m, uint64_t need, bool 
     return 0;
 }
 
+/* The constructor memfd of the new version sw->spec, into sw->ctor_fd: *ctor_fd (taken) when the
+ * request brought one, checked; else a copy of m's when the new version's constructor is the
+ * loaded one's (the same SHA-256: a swap of other fields); none for an inline constructor. */
+static int new_ctor(const ms__model *m, ms__swap *sw, int *ctor_fd, char *err, size_t errlen)
+{
+    if (sw->spec.python_ctor_size == 0) {
+        if (*ctor_fd >= 0)
+            return ms__fail(err, errlen, MS_E_SPEC,
+                            "swap: got a constructor memfd, but the new spec has no "
+                            "python.constructor_size (expected none with an inline constructor)");
+        return 0;
+    }
+    if (*ctor_fd >= 0) {
+        char why[MS__ERRLEN];
+        int rc = ms__ctorfd_check(*ctor_fd, sw->spec.python_ctor_size, why, sizeof why);
+        if (rc != 0)
+            return ms__fail(err, errlen, rc, "swap: %s", why);
+        sw->ctor_fd = *ctor_fd;
+        *ctor_fd = -1;
+        return 0;
+    }
+    const json_t *a =
+        json_object_get(json_object_get(m->spec_json, "python"), "constructor_sha256");
+    const json_t *b =
+        json_object_get(json_object_get(sw->spec_json, "python"), "constructor_sha256");
+    if (m->ctor_fd < 0 || a == NULL || b == NULL || !json_equal(a, b))
+        return ms__fail(err, errlen, MS_E_SPEC,
+                        "swap: the new spec's constructor is in a memfd (python.constructor_size "
+                        "%llu), expected that memfd with the request, got none",
+                        (unsigned long long)sw->spec.python_ctor_size);
+    sw->ctor_fd = fcntl(m->ctor_fd, F_DUPFD_CLOEXEC, 0);
+    if (sw->ctor_fd < 0)
+        return ms__fail(err, errlen, MS_E_LIMIT, "swap: cannot copy the constructor memfd: %s",
+                        strerror(errno));
+    return 0;
+}
+
 /* Whether m can swap now. */
 static int swappable(const ms__model *m, char *err, size_t errlen)
 {
@@ -597,8 +650,8 @@ static int swappable(const ms__model *m, char *err, size_t errlen)
     return 0;
 }
 
-int ms__swap_start(ms__models *ml, ms__model *m, const json_t *patch, bool drain_first, char *err,
-                   size_t errlen)
+int ms__swap_start(ms__models *ml, ms__model *m, const json_t *patch, bool drain_first,
+                   int *ctor_fd, char *err, size_t errlen)
 {
     int rc = swappable(m, err, errlen);
     if (rc != 0)
@@ -608,6 +661,7 @@ int ms__swap_start(ms__models *ml, ms__model *m, const json_t *patch, bool drain
         return ms__fail(err, errlen, MS_E_NOMEM, "out of memory starting a swap");
     for (int i = 0; i < MS__INSTANCES_MAX; i++)
         sw->in[i].door_fd = -1;
+    sw->ctor_fd = -1;
     rc = new_spec(m, patch, &sw->spec, err, errlen);
     if (rc != 0) {
         free(sw);
@@ -616,7 +670,9 @@ int ms__swap_start(ms__models *ml, ms__model *m, const json_t *patch, bool drain
     sw->spec_json = ms__spec_to_json(&sw->spec);
     uint64_t need = sw->spec.memory > 0 ? sw->spec.memory : ms__backend_estimate(&sw->spec);
     rc = sw->spec_json == NULL ? ms__fail(err, errlen, MS_E_NOMEM, "out of memory")
-                               : budget_check(ml, m, need, drain_first, err, errlen);
+                               : new_ctor(m, sw, ctor_fd, err, errlen);
+    if (rc == 0)
+        rc = budget_check(ml, m, need, drain_first, err, errlen);
     if (rc != 0) {
         swap_free(sw);
         return rc;

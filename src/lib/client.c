@@ -8,6 +8,7 @@
 #include "internal.h"
 #include "call.h"
 #include "connect.h"
+#include "ctor.h"
 #include "errors.h"
 #include "fork.h"
 #include "model.h"
@@ -179,20 +180,35 @@ MS_EXPORT int ms_status_json(ms_client *client, char **out)
     return 0;
 }
 
-/* Sends req (taken; NULL: out of memory building it) and waits for its answer, of which only
- * the status matters. */
-static int request(ms_client *client, json_t *req)
+/* Sends req (taken; NULL: out of memory building it) with ctor_fd when it is one (not taken;
+ * "nfds" added) and waits for its answer, of which only the status matters. */
+static int request_fd(ms_client *client, json_t *req, int ctor_fd)
 {
     if (req == NULL)
         return ms__lib_fail(client, MS_E_NOMEM, "out of memory building a request");
+    int nfds = ctor_fd >= 0 ? 1 : 0;
+    if (nfds > 0 && json_object_set_new(req, "nfds", json_integer(nfds)) != 0) {
+        json_decref(req);
+        return ms__lib_fail(client, MS_E_NOMEM, "out of memory building a request");
+    }
     json_t *reply = NULL;
-    int r = ms__lib_call(client, req, NULL, 0, &reply, NULL, NULL, 0);
+    int r = ms__lib_call(client, req, nfds > 0 ? &ctor_fd : NULL, nfds, &reply, NULL, NULL, 0);
     json_decref(req);
     json_decref(reply);
     return r;
 }
 
+static int request(ms_client *client, json_t *req)
+{
+    return request_fd(client, req, -1);
+}
+
 MS_EXPORT int ms_load(ms_client *client, const char *tag, const char *spec_json)
+{
+    return ms__load_ctor(client, tag, spec_json, -1);
+}
+
+int ms__load_ctor(ms_client *client, const char *tag, const char *spec_json, int ctor_fd)
 {
     char err[MS__ERRLEN];
     json_t *spec = NULL;
@@ -208,7 +224,7 @@ MS_EXPORT int ms_load(ms_client *client, const char *tag, const char *spec_json)
     if (r < 0)
         return ms__lib_fail_msg(client, r, err);
     json_t *req = json_pack("{s:s, s:s, s:o}", "op", "load", "tag", tag, "spec", spec);
-    return request(client, req);
+    return request_fd(client, req, ctor_fd);
 }
 
 MS_EXPORT int ms_unload(ms_client *client, const char *tag, int force)
@@ -223,6 +239,12 @@ MS_EXPORT int ms_unload(ms_client *client, const char *tag, int force)
 }
 
 MS_EXPORT int ms_swap(ms_client *client, const char *tag, const char *changes, unsigned flags)
+{
+    return ms__swap_ctor(client, tag, changes, flags, -1);
+}
+
+int ms__swap_ctor(ms_client *client, const char *tag, const char *changes, unsigned flags,
+                  int ctor_fd)
 {
     char err[MS__ERRLEN];
     json_t *spec = NULL;
@@ -245,5 +267,5 @@ MS_EXPORT int ms_swap(ms_client *client, const char *tag, const char *changes, u
         return ms__lib_fail_msg(client, r, err);
     json_t *req = json_pack("{s:s, s:s, s:o, s:b}", "op", "swap", "tag", tag, "spec", spec,
                             "drain_first", (flags & MS_SWAP_DRAIN_FIRST) != 0);
-    return request(client, req);
+    return request_fd(client, req, ctor_fd);
 }

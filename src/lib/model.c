@@ -9,6 +9,7 @@
 #include "model.h"
 #include "alloc.h"
 #include "call.h"
+#include "ctor.h"
 #include "errors.h"
 #include "link.h"
 #include "tensor.h"
@@ -81,8 +82,10 @@ static void acquiring_end(acquiring *a)
 }
 
 /* Makes the arena and asks the daemon for a lease of tag on it (spec_json: NULL, or the spec the
- * model must have). On success a->reply holds the lease and a->doors the workers' doors. */
-static int ask_lease(ms_client *client, const char *tag, const char *spec_json, acquiring *a)
+ * model must have; ctor_fd: the constructor's memfd sent beside the arena, -1 for none). On
+ * success a->reply holds the lease and a->doors the workers' doors. */
+static int ask_lease(ms_client *client, const char *tag, const char *spec_json, int ctor_fd,
+                     acquiring *a)
 {
     char err[MS__ERRLEN];
     json_t *spec = NULL;
@@ -98,12 +101,14 @@ static int ask_lease(ms_client *client, const char *tag, const char *spec_json, 
         json_decref(spec);
         return ms__lib_fail(client, r, "cannot make the shared memory arena: %s", err);
     }
+    /* fds: the arena, then the constructor's memfd when there is one (proto.h). */
+    int fds[2] = {a->arena_fd, ctor_fd};
+    int nfds = ctor_fd >= 0 ? 2 : 1;
     a->req =
-        json_pack("{s:s, s:s, s:o, s:i}", "op", "acquire", "tag", tag, "spec", spec, "nfds", 1);
+        json_pack("{s:s, s:s, s:o, s:i}", "op", "acquire", "tag", tag, "spec", spec, "nfds", nfds);
     if (a->req == NULL)
         return ms__lib_fail(client, MS_E_NOMEM, "out of memory building a request");
-    return ms__lib_call(client, a->req, &a->arena_fd, 1, &a->reply, a->doors, &a->ndoors,
-                        MS__FDS_MAX);
+    return ms__lib_call(client, a->req, fds, nfds, &a->reply, a->doors, &a->ndoors, MS__FDS_MAX);
 }
 
 /* Gives back the lease in reply, granted but unusable (best effort), keeping the message of what
@@ -198,6 +203,12 @@ fail:
 
 MS_EXPORT int ms_acquire(ms_client *client, const char *tag, const char *spec_json, ms_model **out)
 {
+    return ms__acquire_ctor(client, tag, spec_json, -1, out);
+}
+
+int ms__acquire_ctor(ms_client *client, const char *tag, const char *spec_json, int ctor_fd,
+                     ms_model **out)
+{
     acquiring a = {.arena_fd = -1};
     a.cap = ms__arena_capacity_from_env();
 
@@ -208,7 +219,7 @@ MS_EXPORT int ms_acquire(ms_client *client, const char *tag, const char *spec_js
         return ms__lib_fail(client, MS_E_INVAL, "ms_acquire: out is NULL");
     if (ms__lib_check_tag(client, tag) != 0)
         return MS_E_INVAL;
-    int r = ask_lease(client, tag, spec_json, &a);
+    int r = ask_lease(client, tag, spec_json, ctor_fd, &a);
     if (r < 0) {
         acquiring_end(&a);
         return r;

@@ -5,7 +5,9 @@
  *
  *   modelshare-worker --tag TAG --spec JSON [--log-level L]
  *   fd 3: control socket to the daemon (proto.h); fd 4: stats memfd (stats.h); fd 5: the
- *   worker's door (ring.h), which its clients ring.
+ *   worker's door (ring.h), which its clients ring; fd 6, for a python spec whose constructor is
+ *   in a memfd (python.constructor_size): that memfd (common/ctorfd.h), which the python
+ *   backend's _load reads and closes.
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -4,6 +4,7 @@ must get its specific MS_E_* code and a message with a distinctive piece of what
 after each case the daemon still answers and another client's model still serves correct
 answers. The table is printed at the end (pytest -s, or in the last test's output)."""
 import array
+import fcntl
 import json
 import os
 import re
@@ -76,7 +77,8 @@ HELLO = frame({"op": "hello", "id": 1, "version": 2})
 
 def frames_case(sends, hello=True):
     """Connects, says hello (unless not), sends each (bytes, fds) and returns the first error
-    reply as (code, message), or ("OK", "") when every reply was ok."""
+    reply as (code, message), or ("OK", "") when every reply was ok. fds: how many descriptors
+    of /dev/null go with the bytes, or a function that makes the descriptors (closed after)."""
     def run(w):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.settimeout(20)
@@ -88,6 +90,10 @@ def frames_case(sends, hello=True):
                 assert read_frame(s)["ok"]
             for data, nfds in sends:
                 fds = []
+                if callable(nfds):
+                    fds = nfds()
+                    files.extend(os.fdopen(fd, "rb", closefd=True) for fd in fds)
+                    nfds = 0
                 for _ in range(nfds):
                     f = open(os.devnull, "rb")
                     files.append(f)
@@ -269,6 +275,30 @@ NPY = {
 
 LONG_TAG = "t" * 300
 PY_OK = {"constructor": "gASV", "executable": "/usr/bin/python3", "cwd": "/"}
+# A constructor of 100 bytes in a memfd (src/common/ctorfd.h) instead of inline.
+PY_MEMFD = {"constructor": None, "constructor_size": 100, "constructor_sha256": "a" * 64,
+            "executable": "/usr/bin/python3", "cwd": "/"}
+SEALED = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
+
+
+def ctor_load(made, python=PY_MEMFD, op="load"):
+    """A load (or acquire) of a python spec by hand, with descriptors made as each of made says:
+    ("memfd", size, seals) or ("null",) (/dev/null)."""
+    def make():
+        fds = []
+        for what in made:
+            if what[0] == "null":
+                fds.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+                continue
+            fd = os.memfd_create("ctor", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+            os.write(fd, b"p" * what[1])
+            if what[2]:
+                fcntl.fcntl(fd, fcntl.F_ADD_SEALS, what[2])
+            fds.append(fd)
+        return fds
+    msg = {"op": op, "id": 2, "tag": "ctor", "spec": {"backend": "python", "python": python},
+           "nfds": len(made)}
+    return frames_case([(frame(msg), make)])
 CASES = [
     # control frames
     ("frame", "length_0", frames_case([(b"\0\0\0\0", 0)]), "MS_E_TOO_LARGE",
@@ -320,6 +350,27 @@ CASES = [
     ("frame", "arena_not_memfd",
      frames_case([(frame({"op": "acquire", "id": 2, "tag": "victim", "nfds": 1}), 1)]),
      "MS_E_PROTOCOL", "the arena descriptor is not usable"),
+    # a python constructor in a memfd beside the request (ctorfd.h)
+    ("frame", "ctor_unsealed", ctor_load([("memfd", 100, 0)]), "MS_E_SPEC",
+     "load: the constructor memfd: expected it sealed against write, shrink and grow"),
+    ("frame", "ctor_writable", ctor_load([("memfd", 100, SEALED & ~fcntl.F_SEAL_WRITE)]),
+     "MS_E_SPEC", "got seals 0x7"),
+    ("frame", "ctor_wrong_size", ctor_load([("memfd", 99, SEALED)]), "MS_E_SPEC",
+     "expected 100 bytes (python.constructor_size), got 99"),
+    ("frame", "ctor_not_memfd", ctor_load([("null",)]), "MS_E_SPEC",
+     "the constructor descriptor: expected a memfd (a regular file)"),
+    ("frame", "ctor_missing", ctor_load([]), "MS_E_SPEC",
+     "expected that memfd with the request, got none"),
+    ("frame", "ctor_unasked", ctor_load([("memfd", 100, SEALED)], python=PY_OK),
+     "MS_E_SPEC", "got a constructor memfd, but the spec has no python.constructor_size"),
+    ("frame", "ctor_two", ctor_load([("memfd", 100, SEALED), ("memfd", 100, SEALED)]),
+     "MS_E_PROTOCOL", "load: expected at most 1 descriptor(s) (the constructor memfd), got 2"),
+    ("frame", "acquire_ctor_unsealed",
+     ctor_load([("null",), ("memfd", 100, 0)], op="acquire"), "MS_E_SPEC",
+     "acquire: the constructor memfd: expected it sealed"),
+    ("frame", "acquire_three_fds", ctor_load([("null",)] * 3, op="acquire"),
+     "MS_E_PROTOCOL", "acquire: expected at most 2 descriptor(s) (the arena memfd, then the "
+     "constructor memfd), got 3"),
     # specs
     ("spec", "not_json", session_case("s1", "{backend: dense"), "MS_E_SPEC", "invalid JSON"),
     ("spec", "unknown_field", session_case("s2", {"backend": "identity", "weigths": "x"}),
@@ -342,6 +393,12 @@ CASES = [
     ("spec", "python_relative_executable", session_case(
         "s10", {"backend": "python", "python": dict(PY_OK, executable="python3")}),
      "MS_E_SPEC", "spec field \"python.executable\": expected the absolute path"),
+    ("spec", "python_constructor_size", session_case(
+        "s15", {"backend": "python", "python": dict(PY_MEMFD, constructor_size=(1 << 30) + 1)}),
+     "MS_E_SPEC", "spec field \"python.constructor_size\": expected the size in bytes"),
+    ("spec", "python_constructor_both", session_case(
+        "s16", {"backend": "python", "python": dict(PY_MEMFD, constructor="gASV")}),
+     "MS_E_SPEC", "spec field \"python.constructor\": expected null beside constructor_size"),
     ("spec", "python_key", session_case(
         "s11", {"backend": "python", "python": dict(PY_OK, key="ABC")}),
      "MS_E_SPEC", "spec field \"python.key\": expected null or a SHA-256"),

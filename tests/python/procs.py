@@ -44,3 +44,20 @@ def acquire_shared(shared):
 
 def acquire_beam(mps):
     return mps.acquire(), mps.release
+
+
+def spawn_all(target, argsets, timeout=300):
+    """Runs target(*args, results) in a spawned process for each args of argsets; returns what
+    each put in results (one item each), in the order they came, once all have exited."""
+    import multiprocessing
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*args, results)) for args in argsets]
+    for p in procs:
+        p.start()
+    try:
+        got = [results.get(timeout=timeout) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(timeout=60)
+    return got, [p.exitcode for p in procs]

@@ -473,3 +473,21 @@ class AnswerBy:
             return np.arange(x.shape[0], dtype=np.int64)
         x += 1  # the object's own copy of the input
         return x
+
+
+class HoldsBytes:
+    """A model built around captured bytes (a constructor too large to travel inline):
+    model(x) is x plus a checksum of them; sha256() says what it holds."""
+
+    def __init__(self, blob):
+        self.blob = bytes(memoryview(blob).cast("B"))
+
+    def checksum(self):
+        return float(sum(self.blob[::4096]) % 1000)
+
+    def __call__(self, x):
+        return x + np.float32(self.checksum())
+
+    def sha256(self):
+        import hashlib
+        return hashlib.sha256(self.blob).hexdigest()

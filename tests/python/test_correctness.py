@@ -1,14 +1,13 @@
 """Never a wrong answer: a python model's calls are merged with other callers' only when its spec
 says batchable; the Beam drop-in behaves as Beam's MultiProcessShared where users rely on it."""
 import functools
-import multiprocessing
 
 import numpy as np
 import pytest
 
 import modelshare
 from modelshare.beam import MultiProcessShared
-from procs import acquire_beam, acquire_shared, centered_calls
+from procs import acquire_beam, acquire_shared, centered_calls, spawn_all
 from pymodels import AnswerBy, Centered, Rowwise
 
 PROCS = 4
@@ -20,20 +19,10 @@ def model_status(tag):
 
 
 def run_callers(make):
-    ctx = multiprocessing.get_context("spawn")
-    results = ctx.Queue()
-    procs = [ctx.Process(target=centered_calls, args=(make, i, CALLS, results))
-             for i in range(PROCS)]
-    for p in procs:
-        p.start()
-    try:
-        got = sorted(results.get(timeout=300) for _ in procs)
-    finally:
-        for p in procs:
-            p.join(timeout=60)
-    errors = [e for _, _, e in got if e is not None]
+    got, _ = spawn_all(centered_calls, [(make, i, CALLS) for i in range(PROCS)])
+    errors = [e for _, _, e in sorted(got) if e is not None]
     assert not errors, errors
-    return [wrong for _, wrong, _ in got]
+    return [wrong for _, wrong, _ in sorted(got)]
 
 
 @pytest.mark.parametrize("api", ["Shared", "beam"])
@@ -61,16 +50,8 @@ def test_a_batchable_model_is_merged_and_right(daemon):
     # The same callers on a model that says batchable=True: merged (fewer batches than
     # requests, with batch_delay_us giving the others time to join) and every answer right.
     shared = modelshare.Shared(Rowwise, tag="rowwise", batchable=True, batch_delay_us=2000)
-    ctx = multiprocessing.get_context("spawn")
     with shared.acquire():
-        results = ctx.Queue()
-        procs = [ctx.Process(target=_rowwise_calls, args=(shared, i, results))
-                 for i in range(PROCS)]
-        for p in procs:
-            p.start()
-        got = [results.get(timeout=300) for _ in procs]
-        for p in procs:
-            p.join(timeout=60)
+        got, _ = spawn_all(_rowwise_calls, [(shared, i) for i in range(PROCS)])
         assert all(e is None for e in got), got
         m = model_status("rowwise")
         assert m["spec"]["batchable"] is True

@@ -12,24 +12,16 @@ import pytest
 import modelshare
 import pymodels
 from conftest import wait_until
+from procs import spawn_all
 
 CLIENTS = 8
 
 
 def run_clients(shared, n, clients=CLIENTS):
-    ctx = multiprocessing.get_context("spawn")
-    results = ctx.Queue()
-    procs = [ctx.Process(target=pymodels.overlaps_client, args=(shared, i, n, results))
-             for i in range(clients)]
-    for p in procs:
-        p.start()
-    try:
-        got = dict(results.get(timeout=180) for _ in procs)
-    finally:
-        for p in procs:
-            p.join(timeout=60)
-    assert got == {i: None for i in range(clients)}
-    assert [p.exitcode for p in procs] == [0] * clients
+    got, exitcodes = spawn_all(pymodels.overlaps_client, [(shared, i, n) for i in range(clients)],
+                               timeout=180)
+    assert dict(got) == {i: None for i in range(clients)}
+    assert exitcodes == [0] * clients
 
 
 def model_status(tag):

@@ -587,6 +587,81 @@ static void test_key_is_not_a_pickle(void **state)
     ms__spec_free(&b);
 }
 
+/* A constructor in a memfd (ctorfd.h): its size and SHA-256 instead of the pickle; compared by
+ * the hash (without a key); exactly one of the two forms; the inline form's canonical JSON has no
+ * memfd fields. */
+static void test_constructor_memfd(void **state)
+{
+    (void)state;
+    char err[MS__ERRLEN], diff[512], text[1024];
+    const char *h1 = "1111111111111111111111111111111111111111111111111111111111111111";
+    const char *h2 = "2222222222222222222222222222222222222222222222222222222222222222";
+    const char *form = "{\"backend\":\"python\",\"python\":{%s\"constructor_size\":%s,"
+                       "\"constructor_sha256\":\"%s\",\"executable\":\"/p\",\"cwd\":\"/\"}}";
+    ms__spec a, b, c;
+    snprintf(text, sizeof text, form, "", "100000", h1);
+    assert_int_equal(ms__spec_parse(text, &a, err, sizeof err), 0);
+    assert_int_equal(a.python_ctor_size, 100000);
+    snprintf(text, sizeof text, form, "\"constructor\":null,", "100000", h2);
+    assert_int_equal(ms__spec_parse(text, &b, err, sizeof err), 0);
+    assert_false(ms__spec_equal(&a, &b));
+    ms__spec_diff(&a, &b, diff, sizeof diff);
+    assert_non_null(strstr(diff, "pickle of 100000 bytes in a memfd, sha256 111111111111"));
+    ms__spec_free(&b);
+    /* Canonical JSON: both fields and a null constructor, parsed back to the same spec; the
+     * copy keeps the size. */
+    json_t *j = ms__spec_to_json(&a);
+    json_t *py = json_object_get(j, "python");
+    assert_true(json_is_null(json_object_get(py, "constructor")));
+    assert_int_equal(json_integer_value(json_object_get(py, "constructor_size")), 100000);
+    assert_string_equal(json_string_value(json_object_get(py, "constructor_sha256")), h1);
+    assert_int_equal(ms__spec_from_json(j, &b, err, sizeof err), 0);
+    assert_true(ms__spec_equal(&a, &b));
+    ms__spec_diff(&a, &b, diff, sizeof diff);
+    assert_string_equal(diff, "");
+    assert_int_equal(b.python_ctor_size, 100000);
+    json_decref(j);
+    assert_int_equal(ms__spec_copy(&b, &c), 0);
+    assert_int_equal(c.python_ctor_size, 100000);
+    ms__spec_free(&c);
+    ms__spec_free(&b);
+    /* An inline pickle is not the memfd one, and its canonical JSON is as it always was. */
+    assert_int_equal(ms__spec_parse("{\"backend\":\"python\",\"python\":{\"constructor\":\"gAR=\","
+                                    "\"executable\":\"/p\",\"cwd\":\"/\"}}",
+                                    &b, err, sizeof err),
+                     0);
+    assert_int_equal(b.python_ctor_size, 0);
+    assert_false(ms__spec_equal(&a, &b));
+    j = ms__spec_to_json(&b);
+    assert_null(json_object_get(json_object_get(j, "python"), "constructor_size"));
+    json_decref(j);
+    ms__spec_free(&b);
+    ms__spec_free(&a);
+
+    const char *bad[][3] = {
+        {"\"constructor\":\"gAR=\",", "100000", "null beside constructor_size"},
+        {"", "0", "python.constructor_size\": expected the size in bytes"},
+        {"", "1073741825", "python.constructor_size\": expected the size in bytes"},
+        {"", "\"10\"", "python.constructor_size"},
+        {"", "10", "python.constructor_sha256\": expected the SHA-256"},
+    };
+    for (size_t i = 0; i < MS__ARRAY_LEN(bad); i++) {
+        snprintf(text, sizeof text, form, bad[i][0], bad[i][1], i == 4 ? "ABC" : h1);
+        assert_int_equal(ms__spec_parse(text, &a, err, sizeof err), MS_E_SPEC);
+        if (strstr(err, bad[i][2]) == NULL)
+            fail_msg("spec %s: expected \"%s\" in the message, got \"%s\"", text, bad[i][2], err);
+    }
+    /* The size without the hash, and 2^30 bytes exactly (the limit) is taken. */
+    assert_int_equal(ms__spec_parse("{\"backend\":\"python\",\"python\":{\"constructor_size\":8,"
+                                    "\"executable\":\"/p\",\"cwd\":\"/\"}}",
+                                    &a, err, sizeof err),
+                     MS_E_SPEC);
+    assert_non_null(strstr(err, "python.constructor_sha256"));
+    snprintf(text, sizeof text, form, "", "1073741824", h1);
+    assert_int_equal(ms__spec_parse(text, &a, err, sizeof err), 0);
+    ms__spec_free(&a);
+}
+
 /* device "auto", and devices: the list, "auto", null; with device, only "auto" beside it. */
 static void test_devices(void **state)
 {
@@ -654,13 +729,21 @@ static void test_devices(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),       cmocka_unit_test(test_all_fields),
-        cmocka_unit_test(test_field_errors),   cmocka_unit_test(test_unknown_field),
-        cmocka_unit_test(test_integral_reals), cmocka_unit_test(test_equal_and_copy),
-        cmocka_unit_test(test_canonical),      cmocka_unit_test(test_python),
-        cmocka_unit_test(test_diff),           cmocka_unit_test(test_batch_sizes),
-        cmocka_unit_test(test_not_object),     cmocka_unit_test(test_key_is_not_a_pickle),
-        cmocka_unit_test(test_version),        cmocka_unit_test(test_devices),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_all_fields),
+        cmocka_unit_test(test_field_errors),
+        cmocka_unit_test(test_unknown_field),
+        cmocka_unit_test(test_integral_reals),
+        cmocka_unit_test(test_equal_and_copy),
+        cmocka_unit_test(test_canonical),
+        cmocka_unit_test(test_python),
+        cmocka_unit_test(test_diff),
+        cmocka_unit_test(test_batch_sizes),
+        cmocka_unit_test(test_not_object),
+        cmocka_unit_test(test_key_is_not_a_pickle),
+        cmocka_unit_test(test_constructor_memfd),
+        cmocka_unit_test(test_version),
+        cmocka_unit_test(test_devices),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
