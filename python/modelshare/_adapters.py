@@ -8,9 +8,11 @@ out: a plain callable) or a wrapper that
   torch.export.ExportedProgram): hands the model torch tensors made in place over the request's
   shared memory (torch.from_numpy of the worker's numpy view: no copy on the CPU; one
   host-to-device copy when the module's first parameter or buffer lives on cuda:N), runs the call
-  under torch.inference_mode(), and gives back numpy arrays (.detach(), .cpu() only when the
-  output is on another device, then .numpy(): a view, no copy, for a CPU tensor);
-- ONNX Runtime (framework="onnxruntime", or a returned onnxruntime.InferenceSession): model(x)
+  under torch.inference_mode(), and gives back numpy arrays (.detach() when one requires grad,
+  .cpu() when it is on another device, then .numpy(): a view, no copy, for a CPU tensor), in
+  the structure the model returned (a tuple, list or dict of tensors);
+- ONNX Runtime (a returned onnxruntime.InferenceSession, or with framework="onnxruntime"
+  anything with the session's get_inputs() and run()): model(x)
   runs session.run(None, {first input name: x}); positional arguments feed the inputs in their
   order, keyword arguments by name; one output comes back as it is, several as a tuple.
 
@@ -41,8 +43,9 @@ def _torch_kind(model, framework):
 
 
 def _is_onnx_session(model, framework):
-    if framework == ONNXRUNTIME:
-        return True
+    if framework == ONNXRUNTIME:  # a session, or a wrapper of the user's own, left as it is
+        return callable(getattr(model, "get_inputs", None)) and \
+            callable(getattr(model, "run", None))
     ort = sys.modules.get("onnxruntime")
     session = getattr(ort, "InferenceSession", None)
     return session is not None and isinstance(model, session)

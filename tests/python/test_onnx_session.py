@@ -42,3 +42,11 @@ def test_a_session_of_two_outputs_answers_a_tuple(daemon):
         y, s = model(x)
         np.testing.assert_allclose(y, affine(x), rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(s, affine(x).sum(axis=1), rtol=1e-5, atol=1e-4)
+
+
+def test_a_wrapper_of_a_session_is_called_as_it_is(daemon):
+    # framework="onnxruntime" on the user's own wrapper (numpy in, numpy out): left alone.
+    shared = modelshare.Shared(pymodels.Onnx, tag="wrapped", framework="onnxruntime")
+    x = np.random.default_rng(4).standard_normal((3, 8)).astype(np.float32)
+    with shared.acquire() as model:
+        np.testing.assert_allclose(model(x), affine(x), rtol=1e-5, atol=1e-5)
