@@ -111,8 +111,11 @@ class Shared:
         uses, the same in every process) and the other spec fields agree; a genuinely different
         constructor under the same tag is refused with SpecConflict, naming what differs.
         key="..." names the identity yourself instead (constructors with the same key are one
-        model). framework="torch", "tensorflow" or "jax" with memory=BYTES on a cuda device
-        applies that framework's own memory cap in the worker before the constructor runs.
+        model). framework="torch", "tensorflow", "jax" or "onnxruntime" with memory=BYTES on a
+        cuda device applies that framework's own memory cap in the worker before the
+        constructor runs. A torch module (nn.Module, ScriptModule, ExportedProgram; any callable
+        with framework="torch") is called with torch tensors on its device under inference mode,
+        and an onnxruntime.InferenceSession as session.run(None, {its first input: x}).
     Shared.dense(weights, tag=...) -- the built-in dense backend (an MLP from safetensors).
     Spec options are keyword arguments: keep_alive, max_batch, batch_sizes, batch_delay_us,
     instances, thread_safe, threads, batchable, memory, load_timeout, max_restarts, device
