@@ -9,7 +9,7 @@ import threading
 
 import numpy as np
 
-from . import _async, _core, _identity, _pickling
+from . import _async, _core, _identity, _pickling, _torch_input
 from ._client import control
 
 # Spec fields a caller may give as keyword arguments (backend and weights come from the factory).
@@ -43,7 +43,7 @@ def _spec_from(kwargs, where):
 # SHA-256, and the worker reads it from the memfd.
 CONSTRUCTOR_INLINE_MAX = 73728
 CONSTRUCTOR_MAX = 1 << 30
-FRAMEWORKS = ("torch", "tensorflow", "jax")
+FRAMEWORKS = ("torch", "tensorflow", "jax", "onnxruntime")
 
 
 class _Memfd:
@@ -111,8 +111,11 @@ class Shared:
         uses, the same in every process) and the other spec fields agree; a genuinely different
         constructor under the same tag is refused with SpecConflict, naming what differs.
         key="..." names the identity yourself instead (constructors with the same key are one
-        model). framework="torch", "tensorflow" or "jax" with memory=BYTES on a cuda device
-        applies that framework's own memory cap in the worker before the constructor runs.
+        model). framework="torch", "tensorflow", "jax" or "onnxruntime" with memory=BYTES on a
+        cuda device applies that framework's own memory cap in the worker before the
+        constructor runs. A torch module (nn.Module, ScriptModule, ExportedProgram; any callable
+        with framework="torch") is called with torch tensors on its device under inference mode,
+        and an onnxruntime.InferenceSession as session.run(None, {its first input: x}).
     Shared.dense(weights, tag=...) -- the built-in dense backend (an MLP from safetensors).
     Spec options are keyword arguments: keep_alive, max_batch, batch_sizes, batch_delay_us,
     instances, thread_safe, threads, batchable, memory, load_timeout, max_restarts, device
@@ -353,7 +356,8 @@ class Model:
     fresh lease (loading the model again if it failed for good).
     """
 
-    __slots__ = ("_shared", "_core", "_pid", "_methods", "_lost", "_relock", "__weakref__")
+    __slots__ = ("_shared", "_core", "_pid", "_methods", "_lost", "_relock", "_device_copied",
+                 "__weakref__")
 
     def __init__(self, shared, core):
         self._shared = shared
@@ -362,6 +366,7 @@ class Model:
         self._methods = set()
         self._lost = False
         self._relock = threading.Lock()  # one thread acquires again for all (ainfer's threads)
+        self._device_copied = 0  # bytes of device tensors copied into shared memory
 
     def _handle(self):
         core = self._core
@@ -383,6 +388,12 @@ class Model:
 
     def __call__(self, *args, **kwargs):
         python = self._shared._spec["backend"] == "python"
+        torch = _torch_input.tensor(args[0]) if len(args) == 1 and not kwargs else None
+        if torch is not None:  # read in place on the CPU; from a device, copied here once
+            host = _torch_input.host(self, torch, args[0])
+            if host is not None:
+                args = (host[0],)
+                self._device_copied += host[1]
         if python and (kwargs or len(args) != 1 or not _tensor_arg(args[0])):
             return self._remote("call", "__call__", args, kwargs)
         if kwargs or len(args) != 1:
@@ -473,9 +484,10 @@ class Model:
 
     @property
     def copied_bytes(self):
-        """Input bytes model(x) has copied into shared memory on this lease; an array from
-        empty(), or an output of this model, is sent with none."""
-        return self._core.copied_bytes
+        """Input bytes model(x) has copied into shared memory on this lease (a tensor on a
+        device, such as cuda:0: its one copy to the host); an array from empty(), or an output
+        of this model, is sent with none."""
+        return self._core.copied_bytes + self._device_copied
 
     @property
     def tag(self):

@@ -25,7 +25,7 @@ import traceback
 
 import numpy as np
 
-from . import _pickling
+from . import _adapters, _pickling
 
 # ms_dtype codes (modelshare.h) <-> numpy.
 _DTYPES = {1: np.float32, 2: np.float16, 4: np.float64, 5: np.int8, 6: np.uint8, 7: np.int16,
@@ -167,7 +167,9 @@ def _load(spec_json):
             constructor = _from_memfd(int(py["constructor_size"]), py["constructor_sha256"])
         else:
             constructor = _pickling.loads(base64.b64decode(py["constructor"]))
-        return True, constructor()
+        # A torch module or an ONNX Runtime session is wrapped once here, to be called in its
+        # framework's own types; a plain callable is called as it is (_adapters.py).
+        return True, _adapters.adapt(constructor(), py.get("framework"))
     except BadConstructorMemfd as e:
         return False, f"the constructor's pickle cannot be used: {e}"
     except BaseException as e:  # the daemon gets the text; the worker exits
@@ -208,6 +210,7 @@ def _run(model, view, dtype, shape, objects=False):
             code = _CODES.get(y.dtype)
             if code is not None and y.ndim <= 8:
                 return y, code, y.shape
+        y = _adapters.plain(y)  # a torch tensor of a plain callable: requiring grad, on a GPU
         if objects:
             # One array (or a tensor numpy reads) of a plane dtype goes back as an array; anything
             # else (a dict, a float, strings, a tuple of arrays) as it is, pickled.

@@ -230,6 +230,16 @@ static int python_identity(const json_t *v, char *err, size_t errlen)
     return 0;
 }
 
+/* The frameworks the python worker knows: their memory caps, their adapters. */
+static bool known_framework(const char *name)
+{
+    static const char *const known[] = {"torch", "tensorflow", "jax", "onnxruntime"};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (strcmp(name, known[i]) == 0)
+            return true;
+    return false;
+}
+
 /* v's field, NULL when absent or null. */
 static const json_t *given(const json_t *v, const char *field)
 {
@@ -288,11 +298,9 @@ static int python_what(const json_t *v, char *err, size_t errlen)
         return rc;
     const json_t *fw = json_object_get(v, "framework");
     const char *fws = json_string_value(fw);
-    if (fw != NULL && !json_is_null(fw) &&
-        (fws == NULL ||
-         (strcmp(fws, "torch") != 0 && strcmp(fws, "tensorflow") != 0 && strcmp(fws, "jax") != 0)))
+    if (fw != NULL && !json_is_null(fw) && (fws == NULL || !known_framework(fws)))
         return field_fail(err, errlen, "python.framework",
-                          "null, \"torch\", \"tensorflow\" or \"jax\"", fw);
+                          "null, \"torch\", \"tensorflow\", \"jax\" or \"onnxruntime\"", fw);
     const json_t *kj = json_object_get(v, "key");
     const char *ks = json_string_value(kj);
     if (kj != NULL && !json_is_null(kj) &&

@@ -46,7 +46,8 @@
  *     executable   absolute path of the interpreter to run the worker with         (required)
  *     cwd          absolute path of the worker's working directory                 (required)
  *     path         the client's sys.path: at most 256 strings                      []
- *     framework    null | "torch" | "tensorflow" | "jax": its memory cap is set    null
+ *     framework    null | "torch" | "tensorflow" | "jax" | "onnxruntime": its memory
+ *                  cap is set; torch and onnxruntime models get the worker's adapter null
  *     key          null | SHA-256 hex: the constructor's identity, compared instead of the
  *                  pickle, which differs from process to process for the same code (the Python
  *                  package sets it: a fingerprint of the code, names and captured values, or

@@ -118,6 +118,35 @@ class Onnx:
         return self.session.run(["y"], {"x": x})[0]
 
 
+def onnx_session(outputs=1):
+    """An onnxruntime.InferenceSession returned as it is (no wrapper) of onnx_model(outputs)."""
+    import onnxruntime as ort
+    return ort.InferenceSession(onnx_model(outputs), providers=["CPUExecutionProvider"])
+
+
+def onnx_model(outputs=1):
+    """An ONNX model's bytes, built with onnx's helpers: y = x @ W + b (x: [rows, 8]), and with
+    outputs=2 also the row sums of y (a second output, "s")."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    w, b = onnx_weights()
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["xw"]),
+             helper.make_node("Add", ["xw", "b"], ["y"])]
+    outs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3])]
+    inits = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "b")]
+    if outputs == 2:
+        nodes.append(helper.make_node("ReduceSum", ["y", "axes"], ["s"], keepdims=0))
+        outs.append(helper.make_tensor_value_info("s", TensorProto.FLOAT, [None]))
+        inits.append(numpy_helper.from_array(np.array([1], np.int64), "axes"))
+    graph = helper.make_graph(
+        nodes, "affine", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 8])],
+        outs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
 def use_in_child(shared, i, results):
     """Run in a child process: one call through the shared model."""
     try:

@@ -324,6 +324,8 @@ static void test_python(void **state)
         "{\"backend\":\"python\",\"python\":{\"constructor\":\"gAR=\",\"executable\":\"/p\","
         "\"cwd\":\"/\",\"framework\":\"torch\"}}",
         "{\"backend\":\"python\",\"python\":{\"constructor\":\"gAR=\",\"executable\":\"/p\","
+        "\"cwd\":\"/\",\"framework\":\"onnxruntime\"}}",
+        "{\"backend\":\"python\",\"python\":{\"constructor\":\"gAR=\",\"executable\":\"/p\","
         "\"cwd\":\"/"
         "\",\"key\":\"0000000000000000000000000000000000000000000000000000000000000000\"}}",
     };
