@@ -81,13 +81,10 @@ def container(i, sockdir, weights, env):
                                      MODELSHARE_NO_AUTOSTART="1"))
 
 
-def init_pid(unshare_pid):
-    """The container's PID 1 as the host sees it: unshare's child."""
-    with open(f"/proc/{unshare_pid}/task/{unshare_pid}/children") as f:
-        return int(f.read().split()[0])
-
-
-def test_clients_in_four_containers_share_one_daemon(tmp_path):
+def host_side(tmp_path):
+    """What the host of the containers has (skips when containers cannot be made here): the
+    installed package's folder, the socket directory and path, a dense model's weights, the
+    environment the daemon and the containers start from, and the daemon's log file."""
     why = why_not()
     if why:
         pytest.skip(why)
@@ -95,10 +92,20 @@ def test_clients_in_four_containers_share_one_daemon(tmp_path):
     package = os.path.dirname(modelshare.__file__)
     sockdir = tmp_path / "run"
     sockdir.mkdir(mode=0o700)
-    sock = sockdir / "modelshared.sock"
     weights = save_mlp(tmp_path / "m.safetensors", [16, 32, 4], seed=3)
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "LANG": "C.UTF-8"}
     log = open(tmp_path / "daemon.log", "w")
+    return package, sockdir, sockdir / "modelshared.sock", weights, env, log
+
+
+def init_pid(unshare_pid):
+    """The container's PID 1 as the host sees it: unshare's child."""
+    with open(f"/proc/{unshare_pid}/task/{unshare_pid}/children") as f:
+        return int(f.read().split()[0])
+
+
+def test_clients_in_four_containers_share_one_daemon(tmp_path):
+    package, sockdir, sock, weights, env, log = host_side(tmp_path)
     daemon = subprocess.Popen([f"{package}/modelshared", "--foreground", "--socket", str(sock),
                                "--log-level", "info"], stdout=log, stderr=log, env=env)
     host = dict(env, MODELSHARE_SOCKET=str(sock), MODELSHARE_NO_AUTOSTART="1")
@@ -177,17 +184,7 @@ def test_daemon_as_pid_1_of_its_own_container(tmp_path):
     """The daemon as a container's PID 1 (`unshare --pid --fork`, as `docker run` or a pod
     starts it): a client outside its PID namespace is served (its pid shows as 0, said once in
     the log), SIGTERM from outside stops it cleanly and its workers with it."""
-    why = why_not()
-    if why:
-        pytest.skip(why)
-    import modelshare
-    package = os.path.dirname(modelshare.__file__)
-    sockdir = tmp_path / "run"
-    sockdir.mkdir(mode=0o700)
-    sock = sockdir / "modelshared.sock"
-    weights = save_mlp(tmp_path / "m.safetensors", [16, 32, 4], seed=3)
-    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "LANG": "C.UTF-8"}
-    log = open(tmp_path / "daemon.log", "w")
+    package, sockdir, sock, weights, env, log = host_side(tmp_path)
     ns = subprocess.Popen(["unshare", "--pid", "--fork", "--mount", "--mount-proc",
                            f"{package}/modelshared", "--foreground", "--socket", str(sock)],
                           stdout=log, stderr=log, env=env)
