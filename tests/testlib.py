@@ -70,6 +70,20 @@ def save_mlp(path, layers, prefix="", seed=0, dtype=np.float32):
     return path
 
 
+# Checked on other CPUs' kernels (issue 20, part 5): OpenBLAS, numpy's and Debian's (the dense
+# backend's, a DYNAMIC_ARCH build) alike, takes its kernel from $OPENBLAS_CORETYPE, which the
+# daemon and its workers inherit; OPENBLAS_VERBOSE=2 prints the one it picked ("Core: Zen", in
+# the daemon's log for a worker). Where the environment sets OPENBLAS_L2_SIZE too, override both
+# together. Zen (Haswell's kernels) is the AMD EPYC case: there B(3 rows) and B(7 rows) differ by
+# 3e-8. To re-run the check (after make build python):
+#   for core in Zen Sandybridge Nehalem; do
+#     OPENBLAS_CORETYPE=$core MODELSHARE_BUILD=$PWD/build .venv/bin/python -m pytest -q \
+#       tests/python tests/integration tests/chaos/test_chaos.py
+#   done
+# Where the batch composition can differ (merged clients, split pieces, padding, another row
+# count), answers are compared with assert_close_across_batches (and, in the C helpers, with
+# first_mismatch of tests/helpers/reference.c, the same bound); bit-for-bit only where the
+# computation is the same row for row (zero-copy views, identity, integers, exact arithmetic).
 def assert_close_across_batches(actual, expected, reduction):
     """The same rows computed in batches of other sizes: BLAS picks its kernels by the row count
     and the CPU (OpenBLAS on Haswell, SkylakeX, Zen...), so the last bits may differ. The bound is

@@ -256,7 +256,7 @@ static bool busy_check(busy *b, const ms_tensor *x, const ms_tensor *y, int64_t 
     size_t n = 0;
     float *want = reference_run(&b->ref, ms_tensor_data(x), rows, b->width, &n);
     bool right = want != NULL && n == ms_tensor_nbytes(y) &&
-                 first_mismatch(ms_tensor_data(y), want, n / sizeof(float)) < 0;
+                 first_mismatch(&b->ref, ms_tensor_data(y), want, n / sizeof(float)) < 0;
     free(want);
     return right;
 }

@@ -120,7 +120,7 @@ static int checked_request(ms_client *c, ms_model *m, reference *ref, int64_t wi
                    ms_tensor_nbytes(y), n);
             status = 1;
         }
-        long k = status == 0 ? first_mismatch(got, want, n / sizeof(float)) : -1;
+        long k = status == 0 ? first_mismatch(ref, got, want, n / sizeof(float)) : -1;
         if (k >= 0) {
             printf("mismatch: client %d request %d value %ld: %g, expected %g\n", seed, i, k,
                    got[k], want[k]);
@@ -261,7 +261,7 @@ static int deadline(const char *tag, const char *spec)
     float *want = reference_run(&ref, xv, xs[0], xs[1], &n);
     const float *got = ms_tensor_data(y);
     int status = want == NULL || n != ms_tensor_nbytes(y) ||
-                 first_mismatch(got, want, n / sizeof(float)) >= 0;
+                 first_mismatch(&ref, got, want, n / sizeof(float)) >= 0;
     if (status)
         printf("mismatch: the answer after the timeouts is wrong\n");
     else

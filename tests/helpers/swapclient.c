@@ -55,7 +55,7 @@ static int which(reference *ref, const float *x, int64_t rows, int64_t width, co
         size_t nbytes = 0;
         float *want = reference_run(&ref[v], x, rows, width, &nbytes);
         bool same = want != NULL && nbytes == ms_tensor_nbytes(y) &&
-                    first_mismatch(ms_tensor_data(y), want, nbytes / sizeof(float)) < 0;
+                    first_mismatch(&ref[v], ms_tensor_data(y), want, nbytes / sizeof(float)) < 0;
         free(want);
         if (same)
             return v;

@@ -6,6 +6,7 @@ import pytest
 import modelshare
 from conftest import mlp_reference, wait_until
 from procs import use_shared
+from testlib import assert_close_across_batches
 
 
 def model_status(tag):
@@ -32,8 +33,9 @@ def test_eight_processes_share_one_load(mlp, method):
             np.testing.assert_allclose(y, mlp_reference(mlp, x), rtol=1e-4, atol=1e-5)
             if method == "fork":
                 # Same input through the inherited handle: the same answer, to float rounding
-                # (the two requests may run in batches of other sizes).
-                np.testing.assert_allclose(extra, y, rtol=1e-4, atol=1e-5)
+                # (the two requests may run in batches of other sizes, merged with other
+                # children's rows).
+                assert_close_across_batches(extra, y, reduction=64 + 128)
         m = model_status("shared")
         assert m["loads"] == 1 and len(m["worker_pids"]) == 1
         # Each child holds one lease (two with fork: the inherited handle took one too), and

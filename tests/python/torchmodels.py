@@ -137,6 +137,7 @@ def reference(x):
 def batched_calls(shared, i, calls, go, results):
     """Run in a spawn child: acquires, waits for go, then sends `calls` torch tensors of 1 to 3
     rows, checking each answer against the module run here; puts (i, error or None)."""
+    from testlib import assert_close_across_batches
     try:
         gen = torch.Generator().manual_seed(i)
         with shared.acquire() as model:
@@ -144,7 +145,8 @@ def batched_calls(shared, i, calls, go, results):
             go.wait(120)
             for c in range(calls):
                 x = torch.randn(1 + (i + c) % 3, D_IN, generator=gen)
-                np.testing.assert_allclose(model(x), reference(x), rtol=1e-5, atol=1e-6)
+                # Merged with the other children's rows: other kernels, the last bits may differ.
+                assert_close_across_batches(model(x), reference(x), reduction=D_IN + 32)
         results.put((i, None))
     except Exception as e:  # reported to the parent
         results.put((i, repr(e)))
