@@ -133,7 +133,7 @@ def _jobs(args, spark, weights):
                               for i, f in enumerate(FEATURES)]).cache())
     df.count()
     shared = modelshare.Shared(functools.partial(spark_bench.load_hashed, str(weights)),
-                               tag="bench-hashed", keep_alive=600)
+                               tag="bench-hashed", keep_alive=600, batchable=True)
     predict = modelshare.spark.predictor(shared, features=FEATURES)
     schema = predict.schema(df)
     runs = [("model loaded per partition (mapInPandas)",

@@ -73,8 +73,9 @@ def open_models(system, ctx):
             models[n] = lambda x, h=h: h.remote(x).result()
         return models, ray.shutdown
     import modelshare
+    # The MLPs are row-wise: their calls may be merged across processes (batchable).
     shared = {n: modelshare.Shared(functools.partial(peers_model.make, n), tag=tag,
-                                   **ctx["spec"].get(n, {}))
+                                   batchable=True, **ctx["spec"].get(n, {}))
               for n, tag in ctx["tags"].items()}
     held = {n: s.acquire() for n, s in shared.items()}
     return held, lambda: [m.release() for m in held.values()]
@@ -464,7 +465,7 @@ def peers_notes(args):
             "handle.remote(x).result() after ray.init(address=...); the 4096 model with "
             "@serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01), the four small models in "
             "one @serve.multiplexed deployment. modelshare: the python backend holding the same "
-            "numpy object (Shared(constructor, tag)), max_batch 64 for the 4096 model. Memory: "
+            "numpy object (Shared(constructor, tag, batchable=True)), max_batch 64 for the 4096 model. Memory: "
             "PSS summed over the driver, the 8 clients and every process the system started.")
 
 

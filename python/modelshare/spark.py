@@ -12,8 +12,9 @@
 Each Spark Python worker process acquires the model once, on its first batch, and keeps the
 lease for its life (Spark reuses its Python workers across tasks; a worker forked from another
 acquires its own). Every batch's feature columns become one 2-D array of the model's input dtype
-(float32 when the model does not say) and go to the model in one call through shared memory, so
-the workers' batches are batched together in the model's worker. mapInArrow reads each numeric
+(float32 when the model does not say) and go to the model in one call through shared memory; the
+workers' batches are merged in the model's worker when its Shared says batchable=True (each
+prediction depends on its own row only). mapInArrow reads each numeric
 column of the RecordBatch in place (pyarrow's zero-copy to_numpy; a column with nulls or of
 another type is converted, nulls becoming NaN) and stacks them once. The prediction is appended
 to the batch as a new column `output` of `output_type`: a scalar type ("double", "float", "int",
