@@ -202,9 +202,7 @@ def test_run_inference_batchable_not_given(beam_env, tmp_path):
     check_proba(got, xs, clf)
     st = model_status("proba-default")
     assert st["loads"] == 1, st
-    if (st.get("spec") or {}).get("batchable", False):
-        # Until modelshare's batchable default for python models is False (issue 18, part 1).
-        pytest.skip("this build still merges python models by default")
+    assert st["spec"]["batchable"] is False, st  # python models merge only when they say so
     assert st["batches"] == st["requests"], st
 
 
