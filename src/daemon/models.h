@@ -5,8 +5,12 @@
  * requests that wait for a model are counted on the model (ms__model_waiter_add, registry.h),
  * and what becomes of a model is told upward through the settled callback.
  *
- * Files: models.c (this set as the event loop sees it), load.c (one model's load and unload),
- * workers.c (what workers say and do), admission.c (the budget decision), measure.c.
+ * Files (models_int.h has their internals and the order of their calls): models.c (this set as
+ * the event loop sees it), lifecycle.c (the owner of every model's state: one table of states,
+ * events and actions), workers.c (what workers say, decoded and handed to the owner), the
+ * policies load.c, instances.c and swap.c (what to do, told to the owner through its inbox,
+ * inbox.c), attach.c and links.c (leases' arenas sent to workers), admission.c (the budget
+ * decision), measure.c.
  */
 #ifndef MS_DAEMON_MODELS_H
 #define MS_DAEMON_MODELS_H
@@ -32,6 +36,16 @@ enum {
  * a failed swap. */
 typedef void (*ms__settled_fn)(void *ctx, ms__model *m, int what, int code, const char *message);
 
+/* The life-cycle owner's inbox (inbox.c): the events it has still to act on, and the settled
+ * notices it has still to tell, each in order. */
+typedef struct ms__life_event ms__life_event;
+typedef struct ms__notice ms__notice;
+typedef struct ms__inbox {
+    ms__life_event *head, *tail;
+    ms__notice *nhead, *ntail;
+    bool running; /* the owner is acting on its events (lifecycle.c) */
+} ms__inbox;
+
 typedef struct ms__models {
     ms__registry reg;        /* owns models, clients, leases */
     ms__supervisor sup;      /* owns the workers */
@@ -42,6 +56,8 @@ typedef struct ms__models {
     ms__tally tally;         /* loads and evictions per tag, kept after a model goes (metrics) */
     ms__settled_fn settled;  /* not NULL */
     void *settled_ctx;
+    const ms__sup_ops *ops; /* spawn and stop (ms__sup_real_ops; a unit test's own) */
+    ms__inbox inbox;        /* lifecycle.c's */
 } ms__models;
 
 /* ---- the set (models.c) ---- */
@@ -61,7 +77,7 @@ int64_t ms__models_timers(ms__models *ml, int64_t now);
 /* True when nothing is loaded (failed models aside), no client is connected, no worker runs. */
 bool ms__models_idle(const ms__models *ml);
 
-/* ---- one model (load.c) ---- */
+/* ---- one model (lifecycle.c, the owner) ---- */
 /* Starts a load of m (loads + 1): admission to its device's budget, then its instances workers.
  * m may wait for memory (state waiting) instead. On failure m is failed (FAILED told) and the
  * code is returned. */
@@ -74,7 +90,7 @@ void ms__begin_unload(ms__models *ml, ms__model *m);
  * earliest load_timeout deadline still running, or INT64_MAX. */
 int64_t ms__admission_run(ms__models *ml);
 
-/* ---- a swap (swap.c) ---- */
+/* ---- a swap (lifecycle.c: swap.c prepares it) ---- */
 /* Starts a swap of ready m to its spec with the fields of patch (a JSON object) replaced: the new
  * version loads beside the old (or, drain_first, after the old drained), then each instance
  * moves to it without a request lost; SWAPPED is told when it ends. *ctor_fd: the constructor

@@ -346,8 +346,7 @@ static void worker_watch(ms__supervisor *s, ms__wproc *w)
 
 /* In the parent after fork: the process exists, so it is always recorded, never lost. Takes the
  * daemon's descriptors from f and closes the worker's. */
-static void worker_adopt(ms__supervisor *s, ms__model *m, ms__wproc *w, pid_t pid, spawn_fds *f,
-                         bool standby)
+static void worker_adopt(ms__supervisor *s, ms__wproc *w, pid_t pid, spawn_fds *f)
 {
     w->pid = pid;
     w->ctrl_fd = f->sv[0];
@@ -363,22 +362,14 @@ static void worker_adopt(ms__supervisor *s, ms__model *m, ms__wproc *w, pid_t pi
     w->ev_err.kind = MS__EV_WERR;
     w->ev_err.obj = w;
     list_add(s, w);
-    if (standby) {
-        w->model = m;
-        w->standby = true;
-    } else {
-        ms__model_add_worker(m, w);
-    }
     fcntl(w->ctrl_fd, F_SETFL, fcntl(w->ctrl_fd, F_GETFL) | O_NONBLOCK);
     fcntl(w->err_fd, F_SETFL, fcntl(w->err_fd, F_GETFL) | O_NONBLOCK);
     worker_watch(s, w);
 }
 
-/* Starts a worker of spec on door_fd (with ctor_fd, -1: none) for instance inst of m; standby:
- * not linked to m yet. */
-static int spawn(ms__supervisor *s, ms__model *m, int inst, const ms__spec *spec,
-                 const json_t *spec_json, int door_fd, int ctor_fd, bool standby, ms__wproc **out,
-                 char *err, size_t errlen)
+int ms__sup_spawn(ms__supervisor *s, ms__model *m, int inst, const ms__spec *spec,
+                  const json_t *spec_json, int door_fd, int ctor_fd, ms__wproc **out, char *err,
+                  size_t errlen)
 {
     spawn_cmd cmd;
     spawn_fds fds;
@@ -410,33 +401,18 @@ static int spawn(ms__supervisor *s, ms__model *m, int inst, const ms__spec *spec
     }
     if (pid == 0)
         child_exec(parent, &fds, cmd.path, cmd.argv, cmd.cwd, cmd.envp);
-    worker_adopt(s, m, w, pid, &fds, standby);
+    worker_adopt(s, w, pid, &fds);
     ms__log_info("model \"%s\": started worker %ld for instance %d%s on %s (%s%s)", m->tag,
-                 (long)pid, inst, standby ? " of a swap" : "", device[0] ? device : "cpu", cmd.path,
-                 cmd.python ? " -m modelshare.worker" : "");
+                 (long)pid, inst, spec_json != m->spec_json ? " of a swap" : "",
+                 device[0] ? device : "cpu", cmd.path, cmd.python ? " -m modelshare.worker" : "");
     spawn_cmd_free(&cmd);
-    if (out != NULL)
-        *out = w;
+    *out = w;
     return 0;
 
 fail:
     free(w);
     spawn_cmd_free(&cmd);
     return rc;
-}
-
-int ms__sup_spawn(ms__supervisor *s, ms__model *m, int inst, char *err, size_t errlen)
-{
-    return spawn(s, m, inst, &m->spec, m->spec_json,
-                 inst >= 0 && inst < m->ninst ? m->inst[inst].door_fd : -1, m->ctor_fd, false, NULL,
-                 err, errlen);
-}
-
-int ms__sup_spawn_standby(ms__supervisor *s, ms__model *m, int inst, const ms__spec *spec,
-                          const json_t *spec_json, int door_fd, int ctor_fd, ms__wproc **out,
-                          char *err, size_t errlen)
-{
-    return spawn(s, m, inst, spec, spec_json, door_fd, ctor_fd, true, out, err, errlen);
 }
 
 void ms__sup_stop(ms__supervisor *s, ms__wproc *w, int64_t now)
@@ -626,3 +602,5 @@ void ms__sup_exit_brief(int status, char *buf, size_t buflen)
     else
         snprintf(buf, buflen, "wait status %d", status);
 }
+
+const ms__sup_ops ms__sup_real_ops = {ms__sup_spawn, ms__sup_stop};

@@ -25,19 +25,26 @@ typedef struct ms__supervisor {
 /* Finds the worker binary (ms__sibling_binary("modelshare-worker", "MODELSHARE_WORKER")). */
 int ms__sup_init(ms__supervisor *s, int epfd, const char *log_level, char *err, size_t errlen);
 
-/* Starts one worker for instance inst of m (argv --tag, --spec canonical, --log-level; fd 2 a
- * pipe the daemon reads (ms__sup_stderr_read), fd 3 control, fd 4 stats, fd 5 the instance's
- * door, which stays the instance's, and fd 6 a copy of m->ctor_fd when m has one: the python
- * constructor's memfd, common/ctorfd.h), links it to m and watches it in epoll.
- * MS_E_LOAD_FAILED / MS_E_IO / MS_E_LIMIT with a message. */
-int ms__sup_spawn(ms__supervisor *s, ms__model *m, int inst, char *err, size_t errlen);
+/* Starts one worker for instance inst of m, of spec (canonical spec_json: m's own, or a swap's
+ * new version's): argv --tag, --spec (the instance's device filled in), --log-level; fd 2 a pipe
+ * the daemon reads (ms__sup_stderr_read), fd 3 control, fd 4 stats, fd 5 door_fd, and fd 6 a copy
+ * of ctor_fd when spec has a constructor memfd (common/ctorfd.h); door_fd and ctor_fd stay the
+ * caller's. Watches it in epoll. *out: the worker record (the supervisor's), linked to no model:
+ * the life cycle links it (ms__model_add_worker, or a swap's standby). MS_E_LOAD_FAILED / MS_E_IO
+ * / MS_E_LIMIT with a message. */
+int ms__sup_spawn(ms__supervisor *s, ms__model *m, int inst, const ms__spec *spec,
+                  const json_t *spec_json, int door_fd, int ctor_fd, ms__wproc **out, char *err,
+                  size_t errlen);
 
-/* The same for a swap's new version (swap.c): a worker of spec (canonical spec_json) on door_fd
- * with the constructor memfd ctor_fd (-1: none; both not taken: the caller's), w->model set to m
- * but not yet one of m's workers (w->standby). *out: the worker record (the supervisor's). */
-int ms__sup_spawn_standby(ms__supervisor *s, ms__model *m, int inst, const ms__spec *spec,
-                          const json_t *spec_json, int door_fd, int ctor_fd, ms__wproc **out,
-                          char *err, size_t errlen);
+/* What the life cycle asks of the supervisor: the real one is ms__sup_real_ops; a unit test gives
+ * its own (models.h: ms__models.ops). */
+typedef struct ms__sup_ops {
+    int (*spawn)(ms__supervisor *s, ms__model *m, int inst, const ms__spec *spec,
+                 const json_t *spec_json, int door_fd, int ctor_fd, ms__wproc **out, char *err,
+                 size_t errlen);
+    void (*stop)(ms__supervisor *s, ms__wproc *w, int64_t now);
+} ms__sup_ops;
+extern const ms__sup_ops ms__sup_real_ops;
 
 /* SIGTERM now, SIGKILL at now + MS__KILL_GRACE_NS (see ms__sup_timers). Idempotent. */
 void ms__sup_stop(ms__supervisor *s, ms__wproc *w, int64_t now);
