@@ -46,7 +46,9 @@ typedef struct row {
 } row;
 
 /* The life cycle. An event with no row in a state is ignored there (logged at debug level): a
- * worker's news that came after its model moved on. */
+ * worker's news that came after its model moved on, a second unload. Rows that cannot happen are
+ * left out (a drain-first swap's draining phase has no instance that is up and not draining, so
+ * no crash, restart or end of the swap there; a new model loads before anything else). */
 #define FAILS (A_SWAP_STOP | A_FAIL)
 static const row table[] = {
     /* load, admission */
@@ -67,13 +69,10 @@ static const row table[] = {
     /* instances of a serving model */
     {MS__LIFE_READY, MS__EV_LOST, MS__LIFE_READY, A_LOST},
     {MS__LIFE_SWAPPING, MS__EV_LOST, MS__LIFE_SWAPPING, A_LOST},
-    {MS__LIFE_DRAINING, MS__EV_LOST, MS__LIFE_DRAINING, A_LOST},
     {MS__LIFE_READY, MS__EV_UP, MS__LIFE_READY, A_UP},
     {MS__LIFE_SWAPPING, MS__EV_UP, MS__LIFE_SWAPPING, A_UP},
-    {MS__LIFE_DRAINING, MS__EV_UP, MS__LIFE_DRAINING, A_UP},
     {MS__LIFE_READY, MS__EV_RESTART, MS__LIFE_READY, A_RESTART},
     {MS__LIFE_SWAPPING, MS__EV_RESTART, MS__LIFE_SWAPPING, A_RESTART},
-    {MS__LIFE_DRAINING, MS__EV_RESTART, MS__LIFE_DRAINING, A_RESTART},
     /* a swap */
     {MS__LIFE_READY, MS__EV_SWAP, MS__LIFE_SWAPPING, A_SWAP_TAKE},
     {MS__LIFE_READY, MS__EV_SWAP_DRAIN, MS__LIFE_DRAINING, A_SWAP_TAKE | A_SWAP_DRAIN},
@@ -88,7 +87,6 @@ static const row table[] = {
     {MS__LIFE_DRAINING, MS__EV_SWAP_ROLLBACK, MS__LIFE_SWAPPING, A_ROLLBACK},
     {MS__LIFE_SWAPPING, MS__EV_SWAP_ROLLBACK, MS__LIFE_SWAPPING, A_ROLLBACK},
     {MS__LIFE_SWAPPING, MS__EV_SWAP_END, MS__LIFE_READY, A_SWAP_END},
-    {MS__LIFE_DRAINING, MS__EV_SWAP_END, MS__LIFE_READY, A_SWAP_END},
     /* unload */
     {MS__LIFE_WAITING, MS__EV_UNLOAD, MS__LIFE_UNLOADING, A_UNLOADING},
     {MS__LIFE_LOADING, MS__EV_UNLOAD, MS__LIFE_UNLOADING, A_UNLOADING},
@@ -100,7 +98,6 @@ static const row table[] = {
     {MS__LIFE_UNLOADING, MS__EV_RELOAD, MS__LIFE_LOADING, A_UNLOADED | A_BEGIN | A_DECIDE},
     {MS__LIFE_UNLOADING, MS__EV_REMOVE, -1, A_UNLOADED | A_REMOVE},
     /* the daemon stops */
-    {MS__LIFE_NEW, MS__EV_STOP, MS__LIFE_UNLOADING, A_STOPPING},
     {MS__LIFE_WAITING, MS__EV_STOP, MS__LIFE_UNLOADING, A_STOPPING},
     {MS__LIFE_LOADING, MS__EV_STOP, MS__LIFE_UNLOADING, A_STOPPING},
     {MS__LIFE_READY, MS__EV_STOP, MS__LIFE_UNLOADING, A_STOPPING},
@@ -135,9 +132,14 @@ int ms__life_state(const ms__model *m)
     }
 }
 
+#define NROWS ((int)(sizeof table / sizeof table[0]))
+
+/* How often each row was taken since the program started. */
+static uint64_t hits[NROWS];
+
 static const row *find_row(int state, int ev)
 {
-    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
+    for (int i = 0; i < NROWS; i++)
         if (table[i].state == state && table[i].ev == ev)
             return &table[i];
     return NULL;
@@ -147,6 +149,19 @@ int ms__life_next(int state, int ev)
 {
     const row *r = find_row(state, ev);
     return r != NULL ? r->next : -2;
+}
+
+int ms__life_rows(void)
+{
+    return NROWS;
+}
+
+uint64_t ms__life_row(int i, int *state, int *ev, int *next)
+{
+    *state = table[i].state;
+    *ev = table[i].ev;
+    *next = table[i].next;
+    return hits[i];
 }
 
 static void post(ms__models *ml, ms__model *m, int ev)
@@ -309,6 +324,7 @@ static void act(ms__models *ml, ms__life_event *e)
     }
     ms__log_debug("model \"%s\": %s: %s -> %s", m->tag, ms__life_event_name(e->ev),
                   ms__life_state_name(state), ms__life_state_name(r->next));
+    hits[r - table]++;
     if (r->actions & A_FAIL)
         ms__log_error("model \"%s\": %s (%s)", m->tag, e->message, ms_errname(e->code));
     if ((r->actions & A_SWAP_STOP) && m->swap != NULL) {

@@ -63,8 +63,13 @@ enum {
 const char *ms__life_state_name(int state);
 /* m's state as the owner sees it. */
 int ms__life_state(const ms__model *m);
-/* The state a row of the table leads to from state on ev, -1 when ev is ignored in state. */
+/* The state the table leads to from state on ev (-1: the model goes), -2 when ev is ignored in
+ * state. */
 int ms__life_next(int state, int ev);
+/* The table, for tests and docs: how many rows; row i's state, event and next state, and how
+ * often it was taken since the program started. */
+int ms__life_rows(void);
+uint64_t ms__life_row(int i, int *state, int *ev, int *next);
 /* A worker's news, decoded by workers.c: w said ready / failed; w was reaped (status, how: its
  * text); w said "drained" (msg). The owner routes each to the model's state. */
 void ms__life_worker_ready(ms__models *ml, ms__wproc *w);
