@@ -17,7 +17,7 @@ void ms__models_init(ms__models *ml, ms__settled_fn settled, void *ctx)
     ms__budgets_init(&ml->budgets);
     ml->settled = settled;
     ml->settled_ctx = ctx;
-    ml->ops = &ms__sup_real_ops;
+    ml->ops = &ms__launch_ops;
 }
 
 int ms__models_start(ms__models *ml, int epfd, const char *memory, const char *log_level, char *err,

@@ -21,6 +21,7 @@
 
 #include "budget.h"
 #include "daemon.h"
+#include "launch.h"
 #include "registry.h"
 #include "supervisor.h"
 #include "tally.h"
@@ -56,7 +57,7 @@ typedef struct ms__models {
     ms__tally tally;         /* loads and evictions per tag, kept after a model goes (metrics) */
     ms__settled_fn settled;  /* not NULL */
     void *settled_ctx;
-    const ms__sup_ops *ops; /* spawn and stop (ms__sup_real_ops; a unit test's own) */
+    const ms__sup_ops *ops; /* spawn and stop (ms__launch_ops; a unit test's own) */
     ms__inbox inbox;        /* lifecycle.c's */
 } ms__models;
 
@@ -105,8 +106,9 @@ int ms__swap_start(ms__models *ml, ms__model *m, const json_t *patch, bool drain
                    int *ctor_fd, char *err, size_t errlen);
 
 /* ---- workers (workers.c) ---- */
-/* Events on a worker's control socket (MS__EV_WCTRL) and pidfd (MS__EV_WPID). */
-void ms__worker_on_ctrl(ms__models *ml, ms__wproc *w);
+/* Events on a worker's control socket (MS__EV_WCTRL: events, EPOLLOUT when what was queued for
+ * it can go on) and pidfd (MS__EV_WPID). */
+void ms__worker_on_ctrl(ms__models *ml, ms__wproc *w, uint32_t events);
 void ms__worker_on_pid(ms__models *ml, ms__wproc *w);
 /* Its stderr pipe (MS__EV_WERR): written through to the log, the last bytes kept. */
 void ms__worker_on_stderr(ms__models *ml, ms__wproc *w);

@@ -4,6 +4,7 @@
  * which alone decides what it means for the model. See models.h.
  */
 #include <stdatomic.h>
+#include <sys/epoll.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -60,12 +61,14 @@ static void on_msg(ms__models *ml, ms__wproc *w, const json_t *msg)
                      op != NULL ? op : "missing");
 }
 
-void ms__worker_on_ctrl(ms__models *ml, ms__wproc *w)
+void ms__worker_on_ctrl(ms__models *ml, ms__wproc *w, uint32_t events)
 {
     char err[MS__ERRLEN];
-    if (w->gone)
+    if (w->gone || w->ctrl_fd < 0)
         return;
-    int rc = ms__sup_ctrl_fill(w, err, sizeof err);
+    int rc = (events & EPOLLOUT) ? ms__sup_ctrl_flush(w, err, sizeof err) : 0;
+    if (rc == 0)
+        rc = ms__sup_ctrl_fill(w, err, sizeof err);
     bool eof = rc != 0 || w->reader.eof;
     if (rc != 0)
         ms__log_warn("worker %ld control socket: %s", (long)w->pid, err);
@@ -109,7 +112,7 @@ void ms__worker_on_pid(ms__models *ml, ms__wproc *w)
     w->killed = true;
     /* Whatever it still said before it went counts ("failed" then exit, its last stderr). */
     if (w->ctrl_fd >= 0)
-        ms__worker_on_ctrl(ml, w);
+        ms__worker_on_ctrl(ml, w, EPOLLIN);
     for (int i = 0; i < 64 && w->err_fd >= 0; i++)
         ms__sup_stderr_read(&ml->sup, w);
     ms__life_worker_exit(ml, w, status);

@@ -78,8 +78,9 @@ static int fake_spawn(ms__supervisor *s, ms__model *m, int inst, const ms__spec 
     ms__wproc *w = calloc(1, sizeof *w);
     assert_non_null(w);
     w->pid = 5000000 + F->n; /* above any pid_max: no such process */
-    w->pidfd = w->err_fd = -1;
+    w->pidfd = w->err_fd = w->epfd = -1;
     w->ctrl_fd = sv[0];
+    ms__writer_init(&w->wr);
     w->inst = inst;
     ms__reader_init(&w->reader);
     F->peer[F->n] = sv[1];
