@@ -176,7 +176,7 @@ static void send_drain(ms__models *ml, ms__model *m, int i)
     int rc = msg != NULL ? ms__sup_send(in->w, msg, NULL, 0, err, sizeof err) : MS_E_NOMEM;
     json_decref(msg);
     if (rc != 0) {
-        /* It cannot hear: it is stopped, and counts as lost (ms__swap_old_exit). */
+        /* It cannot hear: it is stopped, and counts as lost (ms__swap_drain_lost). */
         ms__log_warn("model \"%s\": instance %d: cannot tell worker %ld to drain: %s", m->tag, i,
                      (long)in->w->pid, rc == MS_E_NOMEM ? "out of memory" : err);
         ml->ops->stop(&ml->sup, in->w, ms__registry_now(&ml->reg));
