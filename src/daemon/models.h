@@ -114,6 +114,8 @@ void ms__worker_on_pid(ms__models *ml, ms__wproc *w);
 void ms__worker_on_stderr(ms__models *ml, ms__wproc *w);
 /* After SIGCHLD: reaps the workers that have no pidfd. */
 void ms__workers_reap_unwatched(ms__models *ml);
+
+/* ---- leases' arenas to workers (attach.c) ---- */
 /* Sends lease l's arena (l->arena_fd, which stays l's) to the worker of every instance of its
  * model that is up, ring i to instance i, and gives the instances' doors in doors[0..ninst)
  * (not owned: they stay the instances'). MS_E_WORKER_LOST with a message when a worker cannot

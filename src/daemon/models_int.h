@@ -51,12 +51,14 @@ enum {
     MS__EV_SWAP,          /* a swap starts: its new workers load (swap.c spawned them) */
     MS__EV_SWAP_DRAIN,    /* a drain-first swap starts: the old workers drain first */
     MS__EV_SWAP_READY,    /* a new version's worker said ready (w) */
-    MS__EV_SWAP_FAILED,   /* a new version's worker failed or died before ready (w, code, msg) */
+    MS__EV_SWAP_FAILED,   /* a new version's worker failed (w, code, msg), or died before ready
+                           * (code 0, msg its exit text) */
     MS__EV_DRAINED,       /* an old worker said "drained" (w, msg: its heads) */
     MS__EV_DRAIN_LOST,    /* an old worker died while it drained (w) */
     MS__EV_SWAP_LOAD,     /* drain-first: every old worker is gone, the new version loads */
     MS__EV_SWAP_ROLLBACK, /* drain-first: the new version failed (code, msg): the old loads again */
-    MS__EV_SWAP_END,      /* the swap ends: code 0 (the new version serves) or the error */
+    MS__EV_SWAP_END,      /* the swap ends: code 0 (the new version serves) or the error (msg;
+                           * status 1: it was stopped, logged so) */
     MS__EV_N
 };
 /* "ready", ..., for logs and tests. */
