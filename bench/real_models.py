@@ -5,15 +5,20 @@ MultiProcessShared, Ray Serve with @serve.batch and a copy of the model in every
     make bench-real       # installs ray[serve] and apache-beam into .venv on demand, writes
                           # bench/RESULTS-real-models.md (shown in RESULTS.md)
     .venv/bin/python bench/real_models.py [--contenders modelshare,beam,ray,copies]
-        [--workloads encoder,embedder] [--calls 100] [--repeat 3] [--threads 2] [--quick]
+        [--workloads encoder,embedder] [--calls 100] [--repeat 3] [--threads N]
+        [--inputs numpy|torch] [--quick]
 
 The models (bench/real_models_torch.py, random weights seeded): a transformer encoder (30,000
 token vocabulary, 4 layers, d_model 256, 4 heads, mean-pooled over the attention mask), called as
-model(input_ids=ids, attention_mask=mask) with int64 (4, L) tensors, L uniform in 16..128 per
+model(input_ids=ids, attention_mask=mask) with int64 (4, L) arrays, L uniform in 16..128 per
 call (the rows of a call of their own lengths up to L, padded as a tokenizer pads them); and an
 embedder whose constructor builds a hashing tokenizer and the same encoder, called as
 embedder([4 sentences of 16..128 words]). Every process that runs a model sets
-torch.set_num_threads(--threads) in the constructor, the same for every contender.
+torch.set_num_threads in the constructor, by one rule for every contender: --threads, or by
+default the cores over the processes that run the model at once (a copy in each of 8 clients on
+2 cores: 1 thread each; a shared model's one process: 2), since torch's threads beyond the cores
+wait on each other (in a --quick run on the busy 2-core VM, 8 copies of 2 threads each made
+4 rows/s, of 1 thread 78).
 
 Every contender's code is what its users write, through public APIs only:
 
@@ -22,15 +27,18 @@ Every contender's code is what its users write, through public APIs only:
   field; clients call model(input_ids=..., attention_mask=...) or model([...]) on the lease.
 - Beam: apache_beam.utils.multi_process_shared.MultiProcessShared(constructor, tag, path,
   always_proxy=True), one server process (started by the driver with spawn_process=True); the
-  encoder's constructor wraps the module to run under torch.inference_mode(), without which its
-  answer (a tensor that requires grad) cannot be pickled back.
+  encoder's constructor wraps the module to take numpy arrays and run under
+  torch.inference_mode(), without which its answer (a tensor that requires grad) cannot be
+  pickled back.
 - Ray Serve: a deployment of one replica whose @serve.batch method joins up to 8 requests (32
   rows) waiting at most 10 ms, padding the encoder's to the batch's longest
   (bench/real_models_ray.py); clients call handle.remote(request).result().
 - copies: each client builds the model itself and calls it under torch.inference_mode().
 
-Clients of the encoder make torch tensors (torch imported in every client); clients of a shared
-embedder send strings only (torch imported only where the model runs). Each (contender, workload)
+Clients of the encoder send numpy arrays, as a tokenizer's return_tensors="np" gives them (with
+--inputs torch, torch tensors: torch then imported in every client); clients of the embedder
+send strings. So torch is imported only where a model runs, as a client of a shared model needs
+no framework. Each (contender, workload)
 runs in a fresh driver process with 8 fresh client processes (spawn). Figures: rows/s (rows or
 sentences over the wall time from a common start to the last client's end), p50/p99 of the
 calls' latencies (every call of every client), the memory (PSS, /proc/PID/smaps_rollup, summed
@@ -72,6 +80,15 @@ POOL = 16  # distinct requests per client, called in turn
 RTOL = ATOL = 1e-4  # float32 through other batch compositions and paddings
 
 
+def threads_for(contender, threads):
+    """torch threads in each process that runs the model: --threads, or the cores shared by the
+    processes that run it at once (a copy per client: 8 on 2 cores, 1 each; a shared model's
+    one process: every core). More threads than cores make torch's threads wait on each other."""
+    if threads:
+        return threads
+    return max(1, len(os.sched_getaffinity(0)) // (CLIENTS if contender == "copies" else 1))
+
+
 def constructor(contender, workload, threads):
     if workload == "embedder":
         return functools.partial(rm.make_embedder, threads)
@@ -86,12 +103,13 @@ def open_model(contender, workload, ctx):
     ctor = constructor(contender, workload, ctx["threads"])
     encoder = workload == "encoder"
     if contender == "copies":
-        import torch
         model = ctor()
+        import real_models_torch  # after the constructor, which imported torch
+        import torch
 
         def call(req):
             with torch.inference_mode():
-                return model(**req) if encoder else model(req)
+                return model(**real_models_torch.tensors(req)) if encoder else model(req)
         return call, lambda: None, {}
     if contender == "beam":
         from apache_beam.utils.multi_process_shared import MultiProcessShared
@@ -118,12 +136,16 @@ def open_model(contender, workload, ctx):
     return (lambda req: model(**req) if encoder else model(req)), model.release, seen
 
 
-def requests(workload, client):
+def requests(workload, client, inputs):
+    """The client's requests: lists of sentences, or input_ids and attention_mask as numpy
+    arrays (as a tokenizer's return_tensors="np" gives them) or, with --inputs torch, tensors."""
     if workload == "embedder":
         return [rm.sentences(client, j) for j in range(POOL)]
-    import torch
-    return [{k: torch.from_numpy(v) for k, v in rm.encoder_request(client, j).items()}
-            for j in range(POOL)]
+    reqs = [rm.encoder_request(client, j) for j in range(POOL)]
+    if inputs == "torch":
+        import torch
+        reqs = [{k: torch.from_numpy(v) for k, v in r.items()} for r in reqs]
+    return reqs
 
 
 def timed_calls(call, reqs, job):
@@ -148,7 +170,7 @@ def timed_calls(call, reqs, job):
 def client_main(contender, workload, ctx, index, jobs, results):
     try:
         call, let_go, seen = open_model(contender, workload, ctx)
-        reqs = requests(workload, index)
+        reqs = requests(workload, index, ctx["inputs"])
         results.put(("ready", seen))
     except Exception:
         results.put(("error", traceback.format_exc()))
@@ -168,9 +190,10 @@ class Contender:
     """What a contender runs beside its clients (started in the driver), and ctx, what a client
     needs to reach it."""
 
-    def __init__(self, contender, workload, tmp, threads):
+    def __init__(self, contender, workload, tmp, threads, inputs):
         self.contender, self.keep = contender, None
-        self.ctx = {"threads": threads, "tag": f"real-{workload}-{os.getpid()}", "path": tmp}
+        self.ctx = {"threads": threads, "tag": f"real-{workload}-{os.getpid()}", "path": tmp,
+                    "inputs": inputs}
         if contender == "beam":
             from apache_beam.utils.multi_process_shared import MultiProcessShared
             s = MultiProcessShared(constructor(contender, workload, threads), tag=self.ctx["tag"],
@@ -242,7 +265,8 @@ def run_one(contender, workload, args, out):
     ctx = mp.get_context("spawn")
     try:
         t0 = time.monotonic()
-        sysm = Contender(contender, workload, tmp, args.threads)
+        res["threads"] = threads_for(contender, args.threads)
+        sysm = Contender(contender, workload, tmp, res["threads"], args.inputs)
         results, jobs = ctx.Queue(), [ctx.Queue() for _ in range(CLIENTS)]
         for i in range(CLIENTS):
             clients.append(ctx.Process(target=client_main, args=(
@@ -291,6 +315,7 @@ def check_answers(results, threads):
     """Each checked answer against the model run in this process on that request alone: a list
     of what differed (empty: every answer right)."""
     import torch
+    from real_models_torch import tensors
     models, wrong = {}, []
     for r in results:
         w = r["workload"]
@@ -301,8 +326,7 @@ def check_answers(results, threads):
                 want = models[w](rm.sentences(client, j))
             else:
                 with torch.inference_mode():
-                    want = models[w](**{k: torch.from_numpy(v) for k, v in
-                                        rm.encoder_request(client, j).items()})
+                    want = models[w](**tensors(rm.encoder_request(client, j)))
             want = want.numpy()
             if got.shape != want.shape or not np.allclose(got, want, rtol=RTOL, atol=ATOL):
                 diff = np.abs(got - want).max() if got.shape == want.shape else "shape"
@@ -319,7 +343,7 @@ def row(r):
         return f"| {WORKLOADS[r['workload']]} | {NAMES[r['contender']]} | failed: " \
                f"{r['error'].splitlines()[-1][:200]} | | | | | |"
     t, m = r["timed"], r["mem"]
-    notes = []
+    notes = [f"{r['threads']} torch thread{'s' * (r['threads'] > 1)}"]
     if r["batches"]:
         notes.append(f"{r['batches']['requests']} requests in {r['batches']['batches']} batches")
     if r["workload"] == "encoder" and r["contender"] == "modelshare":
@@ -355,7 +379,8 @@ def command(args):
     if args.quick:
         return "python bench/real_models.py --quick"
     words = ["python bench/real_models.py"]
-    for flag, default in (("calls", 100), ("repeat", 3), ("threads", 2), ("max_s", 60.0)):
+    for flag, default in (("calls", 100), ("repeat", 3), ("threads", None), ("max_s", 60.0),
+                          ("inputs", "numpy")):
         if getattr(args, flag) != default:
             words.append(f"--{flag.replace('_', '-')} {getattr(args, flag)}")
     for flag, full in (("contenders", CONTENDERS), ("workloads", tuple(WORKLOADS))):
@@ -375,8 +400,12 @@ def report(res, args, took):
         f"{took:.0f} s in all.{' A --quick smoke run: not figures.' if args.quick else ''}", "",
         f"- machine: {machine()}",
         f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, commit "
-        f"{commit}; torch {torch.__version__}, torch.set_num_threads({args.threads}) in every "
-        "process that runs a model",
+        f"{commit}; torch {torch.__version__}; torch.set_num_threads in each process that runs "
+        "a model: " + (f"{args.threads}" if args.threads else "the cores over the processes "
+                       "that run it at once (a copy per client: 1; a shared model: every core)"),
+        "- encoder inputs: " + ("torch tensors in every client" if args.inputs == "torch" else
+                                "numpy int64 arrays from every client (a tokenizer's "
+                                "return_tensors=\"np\"); a copy turns them into tensors in place"),
         f"- 8 client processes, each making up to {args.calls} calls of {rm.ROWS} rows after "
         f"{args.warmup} warm-up calls (or stopping after {args.max_s:g} s); the median (by rows/s) "
         f"of {args.repeat} run(s); p50 / p99 over every call of every client; memory: PSS "
@@ -406,7 +435,10 @@ def main():
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--check", type=int, default=4, help="answers checked per client per run")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2, help="torch threads where a model runs")
+    ap.add_argument("--threads", type=int, help="torch threads in every process that runs a "
+                    "model (default: the cores over the processes that run it at once)")
+    ap.add_argument("--inputs", choices=("numpy", "torch"), default="numpy",
+                    help="what the encoder's clients send: numpy arrays or torch tensors")
     ap.add_argument("--max-s", type=float, default=60.0,
                     help="a client stops a run after this many seconds even if calls remain")
     ap.add_argument("--quick", action="store_true",
@@ -443,7 +475,7 @@ def main():
                           f"{r['timed']['rows_per_s']:.1f} rows/s, p50 "
                           f"{r['timed']['p50_us'] / 1e3:.1f} ms, "
                           f"{r['mem']['pss_bytes'] / 2**20:.0f} MiB"), flush=True)
-    wrong = check_answers(res, args.threads)
+    wrong = check_answers(res, threads_for("reference", args.threads))
     lines = report(res, args, time.monotonic() - t0)
     print("\n".join(lines))
     if wrong:

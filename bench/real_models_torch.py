@@ -74,22 +74,29 @@ class Embedder:
             return self.encoder(**self.tokenizer(texts))
 
 
+def tensors(arrays):
+    """{name: numpy array or tensor} as {name: tensor} (numpy: over the same memory)."""
+    return {k: torch.from_numpy(v) if not isinstance(v, torch.Tensor) else v
+            for k, v in arrays.items()}
+
+
 class InferenceMode:
-    """The module called under torch.inference_mode(): what a process that hands tensors to
-    others (Beam's server pickles the answer) needs, since a tensor that requires grad cannot be
-    pickled."""
+    """The module called with tensors (numpy arrays made tensors in place) under
+    torch.inference_mode(): what a server that gets pickled arrays and pickles its answer back
+    (Beam's) needs, since a tensor that requires grad cannot be pickled."""
 
     def __init__(self, module):
         self.module = module
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, **arrays):
         with torch.inference_mode():
-            return self.module(*args, **kwargs)
+            return self.module(**tensors(arrays))
 
 
 def pad_stack(requests):
-    """Requests of {"input_ids", "attention_mask"} (rows, length_i) as one batch padded to the
-    longest length: (input_ids, attention_mask, rows of each request)."""
+    """Requests of {"input_ids", "attention_mask"} (rows, length_i; numpy arrays or tensors) as
+    one batch padded to the longest length: (input_ids, attention_mask, rows of each request)."""
+    requests = [tensors(r) for r in requests]
     width = max(r["input_ids"].shape[1] for r in requests)
     ids, masks = [], []
     for r in requests:
