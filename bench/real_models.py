@@ -326,8 +326,7 @@ def check_answers(results, threads):
                 want = models[w](rm.sentences(client, j))
             else:
                 with torch.inference_mode():
-                    want = models[w](**tensors(rm.encoder_request(client, j)))
-            want = want.numpy()
+                    want = models[w](**tensors(rm.encoder_request(client, j))).numpy()
             if got.shape != want.shape or not np.allclose(got, want, rtol=RTOL, atol=ATOL):
                 diff = np.abs(got - want).max() if got.shape == want.shape else "shape"
                 wrong.append(f"{NAMES[r['contender']]}, {w}, client {client} request {j}: "

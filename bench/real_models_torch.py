@@ -8,7 +8,8 @@ model(input_ids=ids, attention_mask=mask) with int64 (rows, length) tensors; ret
 does not depend on how far its batch was padded.
 
 Embedder: a hashing tokenizer (CRC-32 of each lower-cased word into the vocabulary) and the same
-encoder, called as embedder(["a sentence", ...]); returns a float32 (sentences, 256) tensor.
+encoder, called as embedder(["a sentence", ...]); returns a float32 (sentences, 256) numpy array
+(as sentence-transformers' encode() does), so that its callers need no torch.
 """
 import zlib
 
@@ -71,7 +72,7 @@ class Embedder:
 
     def __call__(self, texts):
         with torch.inference_mode():
-            return self.encoder(**self.tokenizer(texts))
+            return self.encoder(**self.tokenizer(texts)).numpy()
 
 
 def tensors(arrays):
@@ -82,15 +83,16 @@ def tensors(arrays):
 
 class InferenceMode:
     """The module called with tensors (numpy arrays made tensors in place) under
-    torch.inference_mode(): what a server that gets pickled arrays and pickles its answer back
-    (Beam's) needs, since a tensor that requires grad cannot be pickled."""
+    torch.inference_mode(), its answer a numpy array: what a server that gets pickled arrays and
+    pickles its answer back to clients without torch (Beam's) needs; a tensor that requires grad
+    cannot even be pickled."""
 
     def __init__(self, module):
         self.module = module
 
     def __call__(self, **arrays):
         with torch.inference_mode():
-            return self.module(**tensors(arrays))
+            return self.module(**tensors(arrays)).numpy()
 
 
 def pad_stack(requests):
