@@ -54,6 +54,7 @@ import functools
 import multiprocessing as mp
 import os
 import pathlib
+import shlex
 import shutil
 import signal
 import subprocess
@@ -68,7 +69,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import real_models_model as rm  # noqa: E402
 from run import machine  # noqa: E402
-from vs_peers import comm, gather, pss_bytes, show_in_results, stats, tree  # noqa: E402
+from vs_peers import comm, gather, pss_bytes, show_in_results, stats, stop_all, tree  # noqa: E402
 
 CONTENDERS = ("modelshare", "beam", "ray", "copies")
 NAMES = {"modelshare": "modelshare", "beam": "Beam MultiProcessShared",
@@ -286,27 +287,11 @@ def run_one(contender, workload, args, out):
     except Exception as e:
         res["error"] = f"{type(e).__name__}: {e}"
     finally:
-        stop_all(sysm, clients, res)
+        failed = stop_all(sysm, clients)
+        if failed:
+            res.setdefault("error", failed)
         shutil.rmtree(tmp, ignore_errors=True)
     out.put(res)
-
-
-def stop_all(sysm, clients, res):
-    for p in clients:
-        p.join(timeout=30)
-        if p.is_alive():
-            p.kill()
-    if sysm is not None:
-        try:
-            sysm.stop()
-        except Exception as e:  # a failed stop must not hide the figures
-            res.setdefault("error", f"stop failed: {e}")
-    time.sleep(1)
-    for pid in tree([os.getpid()]) - {os.getpid()}:  # whatever outlived its stop
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
 
 
 # ----------------------------------------------------------------------------------- checks
@@ -369,23 +354,10 @@ def goals(res):
         if "copies" in got:
             x = rate / got["copies"]["timed"]["rows_per_s"]
             mx = ms["mem"]["pss_bytes"] / got["copies"]["mem"]["pss_bytes"]
+            met = x >= 1 and mx <= 0.25
             out.append(f"| {w} | rows/s and memory of the copies' | >= 1x at <= 0.25x memory | "
-                       f"{x:.2f}x at {mx:.2f}x | {'met' if x >= 1 and mx <= 0.25 else '**not met**'} |")
+                       f"{x:.2f}x at {mx:.2f}x | {'met' if met else '**not met**'} |")
     return out
-
-
-def command(args):
-    if args.quick:
-        return "python bench/real_models.py --quick"
-    words = ["python bench/real_models.py"]
-    for flag, default in (("calls", 100), ("repeat", 3), ("threads", None), ("max_s", 60.0),
-                          ("inputs", "numpy")):
-        if getattr(args, flag) != default:
-            words.append(f"--{flag.replace('_', '-')} {getattr(args, flag)}")
-    for flag, full in (("contenders", CONTENDERS), ("workloads", tuple(WORKLOADS))):
-        if tuple(getattr(args, flag)) != full:
-            words.append(f"--{flag} {','.join(getattr(args, flag))}")
-    return " ".join(words)
 
 
 def report(res, args, took):
@@ -395,7 +367,8 @@ def report(res, args, took):
     lines = [
         "# modelshare on real models: a PyTorch transformer encoder and a text embedder, "
         "8 processes (issue 19)", "",
-        f"Written by `bench/real_models.py` (`make bench-real`): `{command(args)}`, "
+        f"Written by `bench/real_models.py` (`make bench-real`): "
+        f"`{shlex.join(['python', 'bench/real_models.py', *sys.argv[1:]])}`, "
         f"{took:.0f} s in all.{' A --quick smoke run: not figures.' if args.quick else ''}", "",
         f"- machine: {machine()}",
         f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, commit "

@@ -308,23 +308,33 @@ def run_system(system, args, out):
         res["error"] = f"{type(e).__name__}: {e}"
         print(f"  {system}: failed: {res['error']}", flush=True)
     finally:
-        for p in clients:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.kill()
-        if sysm is not None:
-            try:
-                sysm.stop()
-            except Exception as e:  # a failed stop must not hide the figures
-                print(f"  {system}: stop failed: {e}", flush=True)
-        time.sleep(1)
-        for pid in tree([os.getpid()]) - {os.getpid()}:  # whatever outlived its stop
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+        failed = stop_all(sysm, clients)
+        if failed:
+            print(f"  {system}: {failed}", flush=True)
         shutil.rmtree(tmp, ignore_errors=True)
     out.put(res)
+
+
+def stop_all(sysm, clients):
+    """The clients joined (killed after 30 s), the system stopped, and whatever this process
+    started that outlived its stop killed. What went wrong stopping the system, or None."""
+    for p in clients:
+        p.join(timeout=30)
+        if p.is_alive():
+            p.kill()
+    failed = None
+    if sysm is not None:
+        try:
+            sysm.stop()
+        except Exception as e:  # a failed stop must not hide the figures
+            failed = f"stop failed: {e}"
+    time.sleep(1)
+    for pid in tree([os.getpid()]) - {os.getpid()}:  # whatever outlived its stop
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    return failed
 
 
 # ----------------------------------------------------------------------------------- the table
