@@ -444,7 +444,8 @@ def main():
 
 def show_in_results(lines):
     """Puts the table in bench/RESULTS.md as bench/run.py does (its title one level down), in
-    place of the one there, so that make bench-peers need not run make bench again."""
+    place of the one there and before the GPU figures, so that make bench-peers (and
+    bench-real) need not run make bench again."""
     path = os.path.join(HERE, "RESULTS.md")
     if not os.path.exists(path):
         return
@@ -455,11 +456,12 @@ def show_in_results(lines):
     for line in old:
         if line == title:
             skipping = True
-        elif skipping and line.startswith("## "):
+        elif skipping and line.startswith(("# ", "## ")):
             skipping = False
         if not skipping:
             keep.append(line)
-    at = next((i for i, line in enumerate(keep) if line.startswith("## GPU")), len(keep))
+    at = next((i for i, line in enumerate(keep) if line.startswith(("# GPU", "## GPU"))),
+              len(keep))
     keep[at:at] = [title] + lines[1:] + [""]
     with open(path, "w") as f:
         f.write("\n".join(keep))
