@@ -8,7 +8,7 @@ JOBS       ?= $(shell nproc)
 PYTEST     := $(VENV)/bin/python -m pytest
 
 .PHONY: all build deps venv python wheel demo test lint test-packaging gpu-kit test-unit test-integration test-python test-asan \
-        test-tsan test-python-asan test-gpu chaos fuzz fuzz-run bench bench-peers format format-check clean
+        test-tsan test-python-asan test-gpu chaos fuzz fuzz-run bench bench-peers bench-real format format-check clean
 
 all: build
 
@@ -177,13 +177,26 @@ test-python-asan: venv | deps
 bench: build venv
 	$(VENV)/bin/python bench/run.py --build $(BUILD)
 
+# The peers the benchmarks below compare with, installed into .venv the first time.
+PEERS_INSTALL = $(VENV)/bin/python -c "import ray.serve, apache_beam" 2>/dev/null || \
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check "ray[serve]" apache-beam
+
 # modelshare beside plain loads, Beam's MultiProcessShared and Ray Serve (bench/vs_peers.py);
 # installs ray[serve] into .venv the first time; writes bench/PEERS.md (shown in RESULTS.md).
 # About 10 minutes on the 2-core VM. Not part of make test.
 bench-peers: python
-	@$(VENV)/bin/python -c "import ray.serve, apache_beam" 2>/dev/null || \
-		$(VENV)/bin/python -m pip install -q --disable-pip-version-check "ray[serve]" apache-beam
+	@$(PEERS_INSTALL)
 	$(VENV)/bin/python bench/vs_peers.py
+
+# modelshare on real models (bench/real_models.py): a PyTorch transformer encoder called with
+# input_ids and attention_mask, and a text embedder called with sentences, by 8 processes,
+# beside Beam's MultiProcessShared, Ray Serve with @serve.batch and a copy per process: rows/s,
+# p50/p99, memory (PSS of every process), answers checked. Installs ray[serve] and apache-beam
+# into .venv the first time; writes bench/RESULTS-real-models.md (shown in RESULTS.md). Not part
+# of make test.
+bench-real: python
+	@$(PEERS_INSTALL)
+	$(VENV)/bin/python bench/real_models.py
 
 # The GPU tests and bench for a GPU machine without registry or build tools: $(BUILD)/gpu-kit,
 # at most 64 MiB (the C programs built here with their libraries, the test files, safetensors);

@@ -308,23 +308,33 @@ def run_system(system, args, out):
         res["error"] = f"{type(e).__name__}: {e}"
         print(f"  {system}: failed: {res['error']}", flush=True)
     finally:
-        for p in clients:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.kill()
-        if sysm is not None:
-            try:
-                sysm.stop()
-            except Exception as e:  # a failed stop must not hide the figures
-                print(f"  {system}: stop failed: {e}", flush=True)
-        time.sleep(1)
-        for pid in tree([os.getpid()]) - {os.getpid()}:  # whatever outlived its stop
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+        failed = stop_all(sysm, clients)
+        if failed:
+            print(f"  {system}: {failed}", flush=True)
         shutil.rmtree(tmp, ignore_errors=True)
     out.put(res)
+
+
+def stop_all(sysm, clients):
+    """The clients joined (killed after 30 s), the system stopped, and whatever this process
+    started that outlived its stop killed. What went wrong stopping the system, or None."""
+    for p in clients:
+        p.join(timeout=30)
+        if p.is_alive():
+            p.kill()
+    failed = None
+    if sysm is not None:
+        try:
+            sysm.stop()
+        except Exception as e:  # a failed stop must not hide the figures
+            failed = f"stop failed: {e}"
+    time.sleep(1)
+    for pid in tree([os.getpid()]) - {os.getpid()}:  # whatever outlived its stop
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    return failed
 
 
 # ----------------------------------------------------------------------------------- the table
@@ -434,7 +444,8 @@ def main():
 
 def show_in_results(lines):
     """Puts the table in bench/RESULTS.md as bench/run.py does (its title one level down), in
-    place of the one there, so that make bench-peers need not run make bench again."""
+    place of the one there and before the GPU figures, so that make bench-peers (and
+    bench-real) need not run make bench again."""
     path = os.path.join(HERE, "RESULTS.md")
     if not os.path.exists(path):
         return
@@ -445,11 +456,12 @@ def show_in_results(lines):
     for line in old:
         if line == title:
             skipping = True
-        elif skipping and line.startswith("## "):
+        elif skipping and line.startswith(("# ", "## ")):
             skipping = False
         if not skipping:
             keep.append(line)
-    at = next((i for i, line in enumerate(keep) if line.startswith("## GPU")), len(keep))
+    at = next((i for i, line in enumerate(keep) if line.startswith(("# GPU", "## GPU"))),
+              len(keep))
     keep[at:at] = [title] + lines[1:] + [""]
     with open(path, "w") as f:
         f.write("\n".join(keep))
