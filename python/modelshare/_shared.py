@@ -12,10 +12,9 @@ import numpy as np
 from . import _async, _core, _identity, _pickling, _torch_input
 from ._client import control
 
-# Spec fields a caller may give as keyword arguments (backend and weights come from the factory).
-SPEC_FIELDS = ("device", "devices", "output", "keep_alive", "max_batch", "batch_sizes",
-               "batch_delay_us", "instances", "thread_safe", "threads", "batchable", "memory",
-               "load_timeout", "max_restarts", "version")
+# Spec fields a caller may give as keyword arguments (backend and weights come from the factory):
+# the C table's (src/common/spec.h, MS__SPEC_FIELDS).
+SPEC_FIELDS = _core.SPEC_FIELDS
 
 try:  # bfloat16 arrays, when the package that defines them is there
     import ml_dtypes as _ml_dtypes

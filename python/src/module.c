@@ -4,6 +4,8 @@
  */
 #include "core.h"
 
+#include "../../src/common/spec.h"
+
 static int traverse(PyObject *module, visitproc visit, void *arg)
 {
     ms_py_state *st = PyModule_GetState(module);
@@ -47,6 +49,26 @@ static PyTypeObject *add_type(PyObject *module, PyType_Spec *spec)
     return t;
 }
 
+/* SPEC_FIELDS: the spec fields a caller gives as keyword arguments, from the C table (spec.h). */
+static int add_spec_fields(PyObject *module)
+{
+#define KEYWORD(name, dflt, keyword) keyword ? #name : NULL,
+    static const char *const fields[] = {MS__SPEC_FIELDS(KEYWORD)};
+#undef KEYWORD
+    PyObject *names = PyList_New(0);
+    for (size_t i = 0; names != NULL && i < sizeof fields / sizeof fields[0]; i++) {
+        PyObject *s = fields[i] != NULL ? PyUnicode_FromString(fields[i]) : NULL;
+        if (fields[i] != NULL && (s == NULL || PyList_Append(names, s) < 0))
+            Py_CLEAR(names);
+        Py_XDECREF(s);
+    }
+    PyObject *t = names != NULL ? PyList_AsTuple(names) : NULL;
+    Py_XDECREF(names);
+    int rc = t != NULL ? PyModule_AddObjectRef(module, "SPEC_FIELDS", t) : -1;
+    Py_XDECREF(t);
+    return rc;
+}
+
 static int exec_module(PyObject *module)
 {
     ms_py_state *st = PyModule_GetState(module);
@@ -74,6 +96,8 @@ static int exec_module(PyObject *module)
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
         if (PyModule_AddIntConstant(module, ints[i].name, ints[i].value) < 0)
             return -1;
+    if (add_spec_fields(module) < 0)
+        return -1;
     unsigned v = ms_version();
     PyObject *version =
         PyUnicode_FromFormat("%u.%u.%u", (v >> 16) & 0xff, (v >> 8) & 0xff, v & 0xff);
