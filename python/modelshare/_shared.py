@@ -310,13 +310,10 @@ def _tensor_arg(x):
     return False
 
 
-_PLANE_DTYPES = {np.dtype(t) for t in (np.float32, np.float16, np.float64, np.int8, np.uint8,
-                                       np.int16, np.int32, np.int64, np.bool_)}
-_NUMPY_CODES = {np.dtype(np.float32): _core.FLOAT32, np.dtype(np.float16): _core.FLOAT16,
-                np.dtype(np.float64): _core.FLOAT64, np.dtype(np.int8): _core.INT8,
-                np.dtype(np.uint8): _core.UINT8, np.dtype(np.int16): _core.INT16,
-                np.dtype(np.int32): _core.INT32, np.dtype(np.int64): _core.INT64,
-                np.dtype(np.bool_): _core.BOOL}
+# The dtype table's (MS_DTYPE_MAP, through _core.DTYPES) numpy view: every dtype numpy has by
+# that name (bfloat16 comes from ml_dtypes, above).
+_NUMPY_CODES = {np.dtype(name): code for name, code in _core.DTYPES.items() if name != "bfloat16"}
+_PLANE_DTYPES = set(_NUMPY_CODES)
 
 
 class RemoteMethod:

@@ -19,6 +19,12 @@ double ms__now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+uint64_t ms__even_part(uint64_t total, int n, int i)
+{
+    uint64_t parts = n < 1 ? 1 : (uint64_t)n;
+    return total / parts + (i == 0 ? total % parts : 0);
+}
+
 int ms__fail(char *err, size_t errlen, int code, const char *fmt, ...)
 {
     if (err != NULL && errlen > 0) {

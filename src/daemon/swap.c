@@ -471,8 +471,7 @@ void ms__swap_drained(ms__models *ml, ms__wproc *w, const json_t *msg)
                       "as lost",
                       (long)w->pid);
         sw->in[i].old_lost = true;
-        atomic_store(&m->inst[i].door->down, 1);
-        atomic_fetch_add(&m->inst[i].door->gen, 1);
+        ms__door_lost(m->inst[i].door);
     } else {
         json_decref(sw->in[i].heads);
         sw->in[i].heads = json_incref((json_t *)heads);
@@ -491,8 +490,7 @@ bool ms__swap_old_exit(ms__models *ml, ms__model *m, const ms__wproc *w)
         return false;
     /* It died before it drained: its requests in flight are lost, as in a crash (ring.h). */
     ms__instance *in = &m->inst[w->inst];
-    atomic_store(&in->door->down, 1);
-    atomic_fetch_add(&in->door->gen, 1);
+    ms__door_lost(in->door);
     sw->in[w->inst].old_lost = true;
     ms__log_warn("model \"%s\": instance %d: worker %ld died while it drained for the swap", m->tag,
                  w->inst, (long)w->pid);
@@ -548,10 +546,10 @@ static int new_spec(const ms__model *m, const json_t *patch, ms__spec *out, char
  * placed (a swap keeps each instance's device). */
 static uint64_t need_on(const ms__model *m, const char *dev, uint64_t need)
 {
-    uint64_t n = (uint64_t)m->spec.instances, sum = 0;
+    uint64_t sum = 0;
     for (int i = 0; i < m->spec.instances; i++)
         if (strcmp(ms__model_inst_budget(m, i), dev) == 0)
-            sum += need / n + (i == 0 ? need % n : 0);
+            sum += ms__even_part(need, m->spec.instances, i);
     return sum;
 }
 

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "../common/errors.h"
+#include "../common/exitstatus.h"
 #include "../common/log.h"
 #include "modelshare.h"
 #include "models_int.h"
@@ -140,7 +141,7 @@ void ms__worker_on_ctrl(ms__models *ml, ms__wproc *w)
 static void on_worker_exit(ms__models *ml, ms__wproc *w, int status)
 {
     char how[128], msg[MS__ERRLEN];
-    ms__sup_exit_text(status, how, sizeof how);
+    ms__exit_text(status, how, sizeof how);
     ms__model *m = w->model;
     if (m == NULL) {
         ms__log_info("worker %ld %s", (long)w->pid, how);
