@@ -316,6 +316,52 @@ static json_t *copy_or_null(const json_t *v, const char *field)
     return f != NULL ? json_deep_copy(f) : json_null();
 }
 
+/* The python object's canonical text (sorted keys, every field). malloc'd; NULL when out of
+ * memory. */
+static char *python_canonical(const json_t *v)
+{
+    const json_t *path = json_object_get(v, "path");
+    json_t *canon = json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "constructor",
+                              copy_or_null(v, "constructor"), "executable",
+                              copy_or_null(v, "executable"), "cwd", copy_or_null(v, "cwd"), "path",
+                              path != NULL ? json_deep_copy(path) : json_array(), "framework",
+                              copy_or_null(v, "framework"), "key", copy_or_null(v, "key"),
+                              "identity", copy_or_null(v, "identity"));
+    /* A pickle in a memfd: its size and hash (absent for an inline one, whose canonical text
+     * stays as it was before memfds). */
+    const json_t *size = given(v, "constructor_size");
+    if (canon != NULL && size != NULL &&
+        (json_object_set_new(canon, "constructor_size", json_deep_copy(size)) != 0 ||
+         json_object_set_new(canon, "constructor_sha256", copy_or_null(v, "constructor_sha256")) !=
+             0)) {
+        json_decref(canon);
+        canon = NULL;
+    }
+    char *text = canon != NULL ? json_dumps(canon, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(canon);
+    return text;
+}
+
+/* What two python specs compare: "framework\nkey:KEY", "...\nsha256:HASH" or "...\npickle:BASE64".
+ * malloc'd; NULL when out of memory. */
+static char *python_key(const json_t *v)
+{
+    const json_t *size = given(v, "constructor_size");
+    const char *fws = json_string_value(json_object_get(v, "framework"));
+    const char *ks = json_string_value(json_object_get(v, "key"));
+    const char *what = ks != NULL     ? ks
+                       : size != NULL ? json_string_value(json_object_get(v, "constructor_sha256"))
+                                      : json_string_value(json_object_get(v, "constructor"));
+    /* "key:", "sha256:" or "pickle:" before it: a pickle whose base64 happens to read as a key
+     * is not that key (fuzz_spec checks it). */
+    const char *kind = ks != NULL ? "key:" : size != NULL ? "sha256:" : "pickle:";
+    size_t klen = strlen(what) + strlen(kind) + 2 + (fws != NULL ? strlen(fws) : 0);
+    char *k = malloc(klen);
+    if (k != NULL)
+        snprintf(k, klen, "%s\n%s%s", fws != NULL ? fws : "", kind, what);
+    return k;
+}
+
 /* The "python" object: checked field by field, kept as canonical JSON text with what two specs
  * compare beside it (the framework, and the key when given, else the pickle). */
 static int parse_python(const json_t *v, ms__spec *s, char *err, size_t errlen)
@@ -330,45 +376,17 @@ static int parse_python(const json_t *v, ms__spec *s, char *err, size_t errlen)
         rc = python_what(v, err, errlen);
     if (rc != 0)
         return rc;
-    const json_t *path = json_object_get(v, "path");
-    const json_t *size = given(v, "constructor_size");
-    json_t *canon = json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "constructor",
-                              copy_or_null(v, "constructor"), "executable",
-                              copy_or_null(v, "executable"), "cwd", copy_or_null(v, "cwd"), "path",
-                              path != NULL ? json_deep_copy(path) : json_array(), "framework",
-                              copy_or_null(v, "framework"), "key", copy_or_null(v, "key"),
-                              "identity", copy_or_null(v, "identity"));
-    /* A pickle in a memfd: its size and hash (absent for an inline one, whose canonical text
-     * stays as it was before memfds). */
-    if (canon != NULL && size != NULL &&
-        (json_object_set_new(canon, "constructor_size", json_deep_copy(size)) != 0 ||
-         json_object_set_new(canon, "constructor_sha256", copy_or_null(v, "constructor_sha256")) !=
-             0)) {
-        json_decref(canon);
-        canon = NULL;
-    }
-    char *text = canon != NULL ? json_dumps(canon, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-    json_decref(canon);
-    const char *fws = json_string_value(json_object_get(v, "framework"));
-    const char *ks = json_string_value(json_object_get(v, "key"));
-    const char *what = ks != NULL     ? ks
-                       : size != NULL ? json_string_value(json_object_get(v, "constructor_sha256"))
-                                      : json_string_value(json_object_get(v, "constructor"));
-    /* "key:", "sha256:" or "pickle:" before it: a pickle whose base64 happens to read as a key
-     * is not that key (fuzz_spec checks it). */
-    const char *kind = ks != NULL ? "key:" : size != NULL ? "sha256:" : "pickle:";
-    size_t klen = strlen(what) + strlen(kind) + 2 + (fws != NULL ? strlen(fws) : 0);
-    char *k = malloc(klen);
+    char *text = python_canonical(v), *k = python_key(v);
     if (text == NULL || k == NULL) {
         free(text);
         free(k);
         return ms__fail(err, errlen, MS_E_NOMEM, "out of memory copying the spec");
     }
-    snprintf(k, klen, "%s\n%s%s", fws != NULL ? fws : "", kind, what);
     free(s->python);
     free(s->python_key);
     s->python = text;
     s->python_key = k;
+    const json_t *size = given(v, "constructor_size");
     s->python_ctor_size = size != NULL ? (uint64_t)json_integer_value(size) : 0;
     return 0;
 }

@@ -98,12 +98,6 @@ bool ms__tag_valid(const char *tag)
     size_t len = strnlen(tag, MS__TAG_MAX + 1);
     if (len == 0 || len > MS__TAG_MAX)
         return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = tag[i];
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '.' || c == '_' || c == ':' || c == '/' || c == '@' || c == '+' || c == '-';
-        if (!ok)
-            return false;
-    }
-    return true;
+    return strspn(tag, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:/@+-") ==
+           len;
 }
