@@ -2,7 +2,9 @@
  * The serving loop's internals, shared by its files and nowhere else (worker.h is the worker's
  * interface to main.c and the Python extension). One request goes through them in this order:
  *
- *   clients.c   the client table: attach and detach (control messages from the daemon)
+ *   clients.c   the client table and the daemon's control messages: attach, detach, open,
+ *               takeover, drain
+ *   links.c     other leases' arenas linked to a client's (link, unlink): where inputs may lie
  *   intake.c    the door's hints, and one request read from a client's ring and checked
  *   batch.c     round-robin passes over the clients, building one batch, waiting for more rows
  *   run.c       the backend runs the batch (or each request alone)
@@ -20,8 +22,8 @@
  * and the control socket. With a pool, the loop still runs short batches itself in its own job,
  * only while no runner is busy (runners.c). A job is the loop's while it is built and the runner's
  * from the moment it is handed over (under the pool's mutex) until the runner says it is done;
- * while a runner has it, the clients of its requests are pinned (client.pinned) and a detach waits
- * for them.
+ * while a runner has it, the clients of its requests are pinned (ms__client.pinned) and a detach
+ * waits for them.
  */
 #ifndef MS_WORKER_SERVE_H
 #define MS_WORKER_SERVE_H
