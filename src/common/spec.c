@@ -1103,6 +1103,14 @@ bool ms__spec_equal(const ms__spec *a, const ms__spec *b)
     return true;
 }
 
+bool ms__spec_field_equal(const ms__spec *a, const ms__spec *b, const char *field)
+{
+    for (size_t i = 0; i < MS__ARRAY_LEN(spec_fields); i++)
+        if (strcmp(field, spec_fields[i].name) == 0)
+            return spec_fields[i].same(a, b);
+    return false;
+}
+
 int ms__spec_run_rows(const ms__spec *spec)
 {
     int largest = spec->nbatch_sizes > 0 ? spec->batch_sizes[spec->nbatch_sizes - 1] : 65536;

@@ -157,6 +157,9 @@ json_t *ms__spec_to_json_brief(const ms__spec *spec);
 void ms__spec_diff(const ms__spec *loaded, const ms__spec *asked, char *buf, size_t buflen);
 /* True when two specs describe the same model (every field equal). */
 bool ms__spec_equal(const ms__spec *a, const ms__spec *b);
+/* True when one field (a name of MS__SPEC_FIELDS) is equal in a and b, as ms__spec_equal
+ * compares it; false for a name that is not a field. */
+bool ms__spec_field_equal(const ms__spec *a, const ms__spec *b, const char *field);
 /* The most rows one backend run takes: max_batch, or the largest of batch_sizes when smaller. */
 int ms__spec_run_rows(const ms__spec *spec);
 void ms__spec_free(ms__spec *spec);

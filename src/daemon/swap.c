@@ -498,16 +498,6 @@ bool ms__swap_old_exit(ms__models *ml, ms__model *m, const ms__wproc *w)
     return true;
 }
 
-static bool same_devices(const ms__spec *a, const ms__spec *b)
-{
-    if (a->ndevices != b->ndevices || a->devices_auto != b->devices_auto)
-        return false;
-    for (int i = 0; i < a->ndevices; i++)
-        if (strcmp(a->devices[i], b->devices[i]) != 0)
-            return false;
-    return true;
-}
-
 /* The new spec: the loaded one with the fields of patch replaced. 0, or an error (err). */
 static int new_spec(const ms__model *m, const json_t *patch, ms__spec *out, char *err,
                     size_t errlen)
@@ -527,11 +517,11 @@ static int new_spec(const ms__model *m, const json_t *patch, ms__spec *out, char
     json_decref(j);
     if (rc != 0)
         return ms__fail(err, errlen, rc, "swap: %s", why);
-    const char *field = strcmp(out->backend, m->spec.backend) != 0 ? "backend"
-                        : strcmp(out->device, m->spec.device) != 0 ? "device"
-                        : !same_devices(out, &m->spec)             ? "devices"
-                        : out->instances != m->spec.instances      ? "instances"
-                                                                   : NULL;
+    static const char *const fixed[] = {"backend", "device", "devices", "instances"};
+    const char *field = NULL;
+    for (size_t i = 0; field == NULL && i < MS__ARRAY_LEN(fixed); i++)
+        if (!ms__spec_field_equal(out, &m->spec, fixed[i]))
+            field = fixed[i];
     if (field != NULL) {
         ms__spec_free(out);
         return ms__fail(err, errlen, MS_E_SPEC,

@@ -778,6 +778,26 @@ static void test_canonical_has_every_field(void **state)
     ms__spec_free(&s);
 }
 
+/* One field compared alone, as ms__spec_equal compares it. */
+static void test_field_equal(void **state)
+{
+    (void)state;
+    char err[MS__ERRLEN];
+    ms__spec a, b;
+    assert_int_equal(
+        ms__spec_parse("{\"backend\":\"identity\",\"devices\":[\"cpu\"]}", &a, err, sizeof err), 0);
+    assert_int_equal(
+        ms__spec_parse("{\"backend\":\"identity\",\"max_batch\":8}", &b, err, sizeof err), 0);
+    assert_false(ms__spec_field_equal(&a, &b, "max_batch"));
+    assert_false(ms__spec_field_equal(&a, &b, "devices"));
+    assert_false(ms__spec_field_equal(&a, &b, "device")); /* "auto" beside devices */
+    assert_true(ms__spec_field_equal(&a, &b, "backend"));
+    assert_true(ms__spec_field_equal(&a, &b, "instances"));
+    assert_false(ms__spec_field_equal(&a, &a, "no_such_field"));
+    ms__spec_free(&a);
+    ms__spec_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -798,6 +818,7 @@ int main(void)
         cmocka_unit_test(test_devices),
         cmocka_unit_test(test_header_table_agrees),
         cmocka_unit_test(test_canonical_has_every_field),
+        cmocka_unit_test(test_field_equal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
