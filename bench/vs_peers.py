@@ -20,7 +20,8 @@ process; big8: 8 processes x batch 1 through a 4096 > 4096 > 4096 MLP (rows/s; R
 @serve.batch, modelshare with its dynamic batching); multi: 8 processes, each call to one of 4
 small MLPs in turn (Ray with model multiplexing); mem: memory with every model loaded, N = 8.
 Each timed figure is the median (by calls/s) of --repeat runs; a client ends a run after
---calls calls or --max-s seconds, whichever comes first (Ray's calls are slow here). Not part of `make test`.
+--calls calls or --max-s seconds, whichever comes first (Ray's calls are slow here). Not part of
+`make test`.
 """
 import argparse
 import functools
@@ -427,8 +428,9 @@ def main():
             res[system] = {"error": f"no result: {e}"}
         p.join(timeout=60)
     lines = ["# modelshare beside Beam and Ray Serve (issue 12)", "",
-             f"Written by `bench/vs_peers.py` (`make bench-peers`), {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} "
-             f"UTC, {time.monotonic() - t0:.0f} s in all. " + peers_notes(args), ""]
+             "Written by `bench/vs_peers.py` (`make bench-peers`), "
+             f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, "
+             f"{time.monotonic() - t0:.0f} s in all. " + peers_notes(args), ""]
     lines += table(res, args)
     fails = [f"- {NAMES[s]}: {r['error']}" for s, r in res.items() if "error" in r]
     if fails:
@@ -468,16 +470,19 @@ def show_in_results(lines):
 
 
 def peers_notes(args):
-    return (f"Figures on the 2-core VM (AMD EPYC, 2 CPUs; no other load unless said); each timed figure is the median (by "
-            f"calls/s) of {args.repeat} runs; p50 and p99 over every call of every client, calls/s "
+    return ("Figures on the 2-core VM (AMD EPYC, 2 CPUs; no other load unless said); each timed "
+            f"figure is the median (by calls/s) of {args.repeat} runs; p50 and p99 over every call "
+            "of every client, calls/s "
             "from a common start to the last client's end. Every client is its own process. "
             "Plain: each client loads its own copy. Beam: MultiProcessShared(spawn_process=True, "
             "always_proxy=True), one server process per model. Ray 2.60 Serve: ray.init("
-            "num_cpus=16: logical CPUs, so that every replica fits), one replica per model (num_cpus=2: two BLAS threads), no HTTP proxy, clients call "
+            "num_cpus=16: logical CPUs, so that every replica fits), one replica per model "
+            "(num_cpus=2: two BLAS threads), no HTTP proxy, clients call "
             "handle.remote(x).result() after ray.init(address=...); the 4096 model with "
             "@serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01), the four small models in "
             "one @serve.multiplexed deployment. modelshare: the python backend holding the same "
-            "numpy object (Shared(constructor, tag, batchable=True)), max_batch 64 for the 4096 model. Memory: "
+            "numpy object (Shared(constructor, tag, batchable=True)), max_batch 64 for the 4096 "
+            "model. Memory: "
             "PSS summed over the driver, the 8 clients and every process the system started.")
 
 

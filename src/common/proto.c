@@ -374,8 +374,10 @@ static int take_fds(struct msghdr *mh, int *q, int *qn, int qcap)
     return dropped;
 }
 
-/* One recvmsg into dst (at most want bytes), queueing descriptors. Returns bytes read, 0 on EOF,
- * or a negative MS_E_* code (-EAGAIN-like cases are reported as MS_E_TIMEOUT with *again set). */
+/* One recvmsg into dst (at most want bytes), never waiting (MSG_DONTWAIT, on a blocking socket
+ * too), queueing descriptors. Returns bytes read; 0 on EOF, or with *again set when nothing is
+ * there yet (the read would block: the caller polls, or stops for now); or a negative MS_E_*
+ * code. */
 static ssize_t recv_some(int fd, uint8_t *dst, size_t want, int *q, int *qn, int qcap, int *again,
                          char *err, size_t errlen)
 {
@@ -413,7 +415,8 @@ static ssize_t recv_some(int fd, uint8_t *dst, size_t want, int *q, int *qn, int
     }
 }
 
-/* Reads exactly len bytes (blocking socket, poll for the deadline). */
+/* Reads exactly len bytes: poll() up to the deadline, then what recv_some finds, until len
+ * (MS_E_TIMEOUT when the deadline passes first). */
 static int recv_exact(int fd, uint8_t *dst, size_t len, int *q, int *qn, int qcap, int64_t deadline,
                       int timeout_ms, size_t already, char *err, size_t errlen)
 {

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../common/exitstatus.h"
 #include "../common/log.h"
 #include "modelshare.h"
 #include "models_int.h"
@@ -100,17 +101,15 @@ void ms__instance_lost(ms__models *ml, ms__model *m, const ms__wproc *w, int sta
 {
     char how[128], msg[MS__ERRLEN];
     int64_t now = ms__registry_now(&ml->reg);
-    ms__sup_exit_text(status, how, sizeof how);
+    ms__exit_text(status, how, sizeof how);
     if (w->inst < 0 || w->inst >= m->ninst || m->inst[w->inst].door == NULL) {
         snprintf(msg, sizeof msg, "worker %ld %s (it served no instance)", (long)w->pid, how);
         give_up(ml, m, msg);
         return;
     }
     ms__instance *in = &m->inst[w->inst];
-    ms__sup_exit_brief(status, in->last_crash, sizeof in->last_crash);
-    /* down before gen (ring.h): a client that reads the new gen then sees down. */
-    atomic_store(&in->door->down, 1);
-    atomic_fetch_add(&in->door->gen, 1);
+    ms__exit_brief(status, in->last_crash, sizeof in->last_crash);
+    ms__door_lost(in->door);
     if (!crash_allowed(m, now)) {
         give_up_text(m, w, how, msg, sizeof msg);
         give_up(ml, m, msg);

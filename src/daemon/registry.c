@@ -502,8 +502,7 @@ void ms__model_split_memory(ms__model *m)
 {
     int n = inst_count(m);
     for (int i = 0; i < n; i++) {
-        m->inst_bytes[i] =
-            m->memory_bytes / (uint64_t)n + (i == 0 ? m->memory_bytes % (uint64_t)n : 0);
+        m->inst_bytes[i] = ms__even_part(m->memory_bytes, n, i);
         m->inst_host_bytes[i] = 0;
     }
     m->host_bytes = 0;
@@ -535,8 +534,7 @@ uint64_t ms__model_charge(const ms__model *m, const char *dev)
         const char *d = ms__model_inst_budget(m, i);
         bool gpu = strcmp(d, "host") != 0;
         if (strcmp(d, dev) == 0)
-            sum += m->inst_bytes[i] + m->swap_bytes / (uint64_t)n +
-                   (i == 0 ? m->swap_bytes % (uint64_t)n : 0);
+            sum += m->inst_bytes[i] + ms__even_part(m->swap_bytes, n, i);
         if (gpu && host)
             sum += m->inst_host_bytes[i];
     }
