@@ -119,6 +119,41 @@ CASES = {
         client.close()
         print("checked")
         """),
+    "spark": (("pyspark", "pyarrow"), """
+        # What the block names: a Shared model of three features and a Spark DataFrame with
+        # those columns (local[2]; its Python workers get this test's socket and PYTHONPATH).
+        import functools
+        import os
+        import pathlib
+        import shutil
+        import sys
+        import numpy as np
+        import pandas as pd
+        from pyspark.sql import SparkSession
+        import modelshare
+        import pymodels
+        java = pathlib.Path(os.path.realpath(shutil.which("java")))
+        os.environ.setdefault("JAVA_HOME", str(java.parent.parent))
+        os.environ["PYSPARK_PYTHON"] = sys.executable
+        spark = (SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false")
+                 .config("spark.driver.memory", "1g").getOrCreate())
+        x = np.random.default_rng(3).standard_normal((500, 3)).astype(np.float32)
+        df = spark.createDataFrame(pd.DataFrame(x, columns=["a", "b", "c"])).repartition(2)
+        shared = modelshare.Shared(functools.partial(pymodels.Linear, 3), tag="spark-doc")
+        """, """
+        # out keeps the last of the block's three frames (the pandas_udf); its first two are
+        # made again here, as the block makes them, to collect them too.
+        w, b = pymodels.linear_weights(3)
+        for frame in (df.mapInArrow(predict.arrow, predict.schema(df)),
+                      df.mapInPandas(predict.pandas, predict.schema(df)), out):
+            rows = frame.collect()
+            got = np.array([[r["a"], r["b"], r["c"], r["score"]] for r in rows], np.float64)
+            np.testing.assert_allclose(got[:, 3], got[:, :3].astype(np.float32) @ w + b,
+                                       rtol=1e-5, atol=1e-5)
+            assert len(rows) == len(x)
+        spark.stop()
+        print("checked")
+        """),
 }
 
 PYTHON = [b for b in blocks({"python"}) if not b.skip]
