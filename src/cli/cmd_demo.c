@@ -637,53 +637,18 @@ static void report(const demo *d, bool *same_out)
  * status. */
 static int demo_args(int argc, char **argv, demo *d)
 {
-    static const struct option opts[] = {{"clients", required_argument, NULL, 'c'},
-                                         {"requests", required_argument, NULL, 'r'},
-                                         {"batch", required_argument, NULL, 'b'},
-                                         {"layers", required_argument, NULL, 'l'},
-                                         {"dir", required_argument, NULL, 'd'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
     const char *layers = "4096,12288,12288,4096,1000";
-    int64_t v;
-    int c;
-    while ((c = ms__cli_getopt(argc, argv, ":h", opts, ms__usage_demo)) != -1) {
-        switch (c) {
-        case 'h':
-            fputs(ms__usage_demo, stdout);
-            return MS__EXIT_OK;
-        case 'c':
-            if (!ms__cli_parse_i64(optarg, 1, MS__DEMO_CLIENTS_MAX, &v))
-                return ms__cli_usage_error(argv[0], ms__usage_demo,
-                                           "--clients: expected 1 to %d, got \"%s\"",
-                                           MS__DEMO_CLIENTS_MAX, optarg);
-            d->cfg.clients = (int)v;
-            break;
-        case 'r':
-            if (!ms__cli_parse_i64(optarg, 1, 1000000, &v))
-                return ms__cli_usage_error(argv[0], ms__usage_demo,
-                                           "--requests: expected 1 to 1000000, got \"%s\"", optarg);
-            d->cfg.requests = (int)v;
-            break;
-        case 'b':
-            if (!ms__cli_parse_i64(optarg, 1, 65536, &v))
-                return ms__cli_usage_error(argv[0], ms__usage_demo,
-                                           "--batch: expected 1 to 65536, got \"%s\"", optarg);
-            d->cfg.batch = (int)v;
-            break;
-        case 'l':
-            layers = optarg;
-            break;
-        case 'd':
-            d->datadir = optarg;
-            break;
-        default:
-            return MS__EXIT_USAGE;
-        }
-    }
-    if (optind < argc)
-        return ms__cli_usage_error(argv[0], ms__usage_demo, "unexpected argument \"%s\"",
-                                   argv[optind]);
+    int64_t clients = d->cfg.clients, requests = d->cfg.requests, batch = d->cfg.batch;
+    const ms__cli_opt opts[] = {MS__CLI_OPT_INT("clients", &clients, 1, MS__DEMO_CLIENTS_MAX),
+                                MS__CLI_OPT_INT("requests", &requests, 1, 1000000),
+                                MS__CLI_OPT_INT("batch", &batch, 1, 65536),
+                                MS__CLI_OPT_TEXT("layers", 0, &layers),
+                                MS__CLI_OPT_TEXT("dir", 0, &d->datadir),
+                                MS__CLI_OPT_END};
+    int r = ms__cli_parse(argc, argv, opts, ms__usage_demo, NULL, NULL);
+    if (r >= 0)
+        return r;
+    d->cfg.clients = (int)clients, d->cfg.requests = (int)requests, d->cfg.batch = (int)batch;
     char err[MS__ERRLEN] = "";
     if (!ms__cli_parse_layers(layers, d->cfg.layers, MS__CLI_LAYERS_MAX, &d->cfg.nlayers, err,
                               sizeof err))
