@@ -11,7 +11,8 @@
 /* Version of the control protocol spoken between libmodelshare and modelshared, and of the
  * shared-memory layouts the client and the workers share (arena, rings, records). A client and a
  * daemon with different protocol versions refuse each other with MS_E_VERSION.
- * 2: request records name the arena of their input (linked arenas), slots carry wake-up figures. */
-#define MS_PROTOCOL_VERSION 2
+ * 2: request records name the arena of their input (linked arenas), slots carry wake-up figures.
+ * 3: requests of several named tensors and lists of strings (MS__REQ_MULTI, manifests). */
+#define MS_PROTOCOL_VERSION 3
 
 #endif

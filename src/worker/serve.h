@@ -33,6 +33,7 @@
 
 #include "worker.h"
 #include "../common/proto.h"
+#include "../common/manifest.h"
 #include "../common/records.h"
 
 typedef struct client {
@@ -73,6 +74,10 @@ typedef struct taken {
     int64_t rows;
     int64_t submit_ns; /* when the client says it submitted it (untrusted: a figure only) */
     bool object;       /* the output is a pickled answer (MS__RESP_OBJECT) */
+    /* MS__REQ_MULTI: the input manifest, copied out and decoded (intake.c), and whether every
+     * tensor in it has the same first dimension (rows): only then may it join a batch. */
+    ms__manifest mf;
+    bool rows_agree;
 } taken;
 
 struct server;
@@ -135,6 +140,11 @@ typedef struct server {
 static inline bool ms__is_call(const taken *t)
 {
     return (t->req.flags & MS__REQ_CALL) != 0;
+}
+
+static inline bool ms__is_multi(const taken *t)
+{
+    return (t->req.flags & MS__REQ_MULTI) != 0;
 }
 
 /* Puts c in the active list (its ring is worth a look) unless it is there already. */
@@ -205,6 +215,16 @@ void ms__job_free(job *j);
 int ms__stage_grow(void **buf, size_t *cap, size_t need);
 /* A backend's output description is sound: a dtype, a rank, nbytes that match the shape. */
 bool ms__output_sound(const ms__tensor_view *o);
+
+/* ---- multi.c ---- */
+
+/* Reads t's input manifest (MS__REQ_MULTI) out of c's arena and decodes it into t->mf, and its
+ * rows. Returns 0, or an error for the caller to answer (err). */
+int ms__multi_intake(const client *c, taken *t, char *err, size_t errlen);
+/* Whether t (several tensors) may join a batch whose first request is f. */
+bool ms__multi_joins(const taken *f, const taken *t);
+/* Runs j's batch of requests of several tensors (one backend call) and completes each. */
+void ms__multi_run(job *j);
 
 /* ---- pieces.c ---- */
 
