@@ -9,7 +9,7 @@ import threading
 
 import numpy as np
 
-from . import _async, _core, _identity, _pickling, _torch_input
+from . import _async, _core, _identity, _multi, _pickling, _torch_input
 from ._client import control
 
 # Spec fields a caller may give as keyword arguments (backend and weights come from the factory).
@@ -318,6 +318,7 @@ _NUMPY_CODES = {np.dtype(np.float32): _core.FLOAT32, np.dtype(np.float16): _core
                 np.dtype(np.uint8): _core.UINT8, np.dtype(np.int16): _core.INT16,
                 np.dtype(np.int32): _core.INT32, np.dtype(np.int64): _core.INT64,
                 np.dtype(np.bool_): _core.BOOL}
+_NUMPY_DTYPES = {v: k for k, v in _NUMPY_CODES.items()}
 
 
 class RemoteMethod:
@@ -395,6 +396,9 @@ class Model:
                 args = (host[0],)
                 self._device_copied += host[1]
         if python and (kwargs or len(args) != 1 or not _tensor_arg(args[0])):
+            named = self._named(args, kwargs)
+            if named is not None:
+                return self._infer_n(*named)
             return self._remote("call", "__call__", args, kwargs)
         if kwargs or len(args) != 1:
             raise TypeError(f"model {self.tag!r}: expected model(x) with one tensor")
@@ -406,6 +410,61 @@ class Model:
         if t.dtype == _core.BFLOAT16 and _BFLOAT16 is not None:
             y = y.view(_BFLOAT16)
         return y
+
+    def _named(self, args, kwargs):
+        """(form, [(name, value, dtype)]) when the call is several named tensors or lists of
+        strings the data plane carries (model(a, b), model(ids=a, mask=b), model({...}),
+        model(["text", ...])); None when anything else is among them (a pickled call)."""
+        if kwargs and args:
+            return None
+        if kwargs:
+            form, items = _multi.KWARGS, list(kwargs.items())
+        elif len(args) == 1 and type(args[0]) is dict:
+            form, items = _multi.DICT, list(args[0].items())
+        else:
+            form, items = _multi.ARGS, [(str(i), a) for i, a in enumerate(args)]
+        if not 0 < len(items) <= _multi.MAX:
+            return None
+        named = []
+        for name, value in items:
+            if not _multi.name_ok(name):
+                return None
+            if _multi.text_list(value):
+                named.append((name, value, 0))
+                continue
+            torch = _torch_input.tensor(value)
+            if torch is not None:
+                host = _torch_input.host(self, torch, value)
+                if host is None:
+                    return None
+                value = host[0]
+                self._device_copied += host[1]
+            if not _tensor_arg(value):
+                return None
+            named.append((name, *_as_input(value)))
+        return form, named
+
+    def _infer_n(self, form, named):
+        """Several named tensors through shared memory; the answer in the structure the model
+        returned, every array a view of the shared memory."""
+        got, outputs, t = self._guard(lambda core: core.infer_n(named, form, True))
+        values = []
+        for out in outputs:
+            if len(out) == 2:  # a list of strings
+                values.append(out)
+                continue
+            name, dtype, shape, offset, nbytes = out
+            dt = _BFLOAT16 if dtype == _core.BFLOAT16 and _BFLOAT16 is not None else \
+                _NUMPY_DTYPES[dtype]
+            a = np.frombuffer(t, dt, nbytes // dt.itemsize, offset).reshape(shape)
+            values.append((name, a))
+        if got == _multi.OBJECT:
+            return _pickling.loads(values[0][1].tobytes())[1]
+        if got == _multi.ONE:
+            return values[0][1]
+        if got == _multi.DICT:
+            return dict(values)
+        return (tuple if got == _multi.TUPLE else list)(v for _, v in values)
 
     def _remote(self, op, name, args=(), kwargs=None):
         if self._shared._spec["backend"] != "python":

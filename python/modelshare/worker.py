@@ -12,6 +12,8 @@ GIL held, one at a time, or for a thread_safe spec from up to `threads` runner t
         | pickled answer (bytes; only when objects: the caller takes an answer that is not one
         array)
     _call(model, payload) -> pickled answer (bytes)
+    _run_multi(model, form, requests) -> [(status, length)] per request | error text
+        (several named tensors: _multi.py)
 
 Nothing else is public here.
 """
@@ -25,7 +27,7 @@ import traceback
 
 import numpy as np
 
-from . import _adapters, _pickling
+from . import _adapters, _multi, _pickling
 
 # ms_dtype codes (modelshare.h) <-> numpy.
 _DTYPES = {1: np.float32, 2: np.float16, 4: np.float64, 5: np.int8, 6: np.uint8, 7: np.int16,
@@ -233,6 +235,11 @@ def _run(model, view, dtype, shape, objects=False):
         return y, code, tuple(int(d) for d in y.shape)
     except Exception as e:
         return _text(e, 380)
+
+
+def _run_multi(model, form, requests):
+    """Requests of several named tensors, one or a batch (_multi.py)."""
+    return _multi.run(model, form, requests, _DTYPES, _CODES, _text)
 
 
 def _call(model, payload):

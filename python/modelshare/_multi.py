@@ -1,0 +1,199 @@
+"""The python worker's side of requests of several named tensors (src/common/manifest.h).
+
+run(model, form, requests) is worker.py's _run_multi: the C worker hands it one request, or for a
+batchable model several whose tensors agree on names, dtypes and every dimension but the first;
+each request is (entries, room, room_offset, objects) with entries (name, dtype, shape,
+memoryview) read-only over the caller's shared memory. The model is called as the caller called
+it (form: model(a, b), model(name=a), model({name: a})); several requests' tensors are
+concatenated along the first dimension (lists of strings joined) and each gets its own rows of
+every output back. What the model returns (a tensor, a tuple, a list, a dict or Mapping of them,
+a list of str or bytes) is written into each request's room: the output manifest, then the bytes,
+each tensor aligned to 64 bytes of the arena. Returns [(status, length)] per request (status 0:
+length bytes written; MS_E_TOO_LARGE: length bytes needed), or an error's text for them all.
+"""
+import collections.abc
+import struct
+
+import numpy as np
+
+from . import _adapters, _pickling
+
+MAGIC = 0x464D534D
+HEADER = struct.Struct("<IIII")
+ENTRY = struct.Struct("<32sIIII QQ 8q")
+MAX = 16
+TEXT_UTF8, TEXT_BYTES = 64, 65
+ARGS, KWARGS, DICT, ONE, TUPLE, LIST, OBJECT = range(7)
+E_TOO_LARGE = -13  # MS_E_TOO_LARGE (modelshare.h)
+ALIGN = 64
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-")
+
+
+def name_ok(name):
+    return isinstance(name, str) and 0 < len(name) < 32 and set(name) <= _NAME_CHARS
+
+
+def read_text(view, count, utf8):
+    """A list's bytes (manifest.h) as a list of str (utf8) or bytes; checked as ms__text_check."""
+    if len(view) < 8 + 8 * count:
+        raise ValueError(f"a list of {count} items in {len(view)} bytes")
+    head = np.frombuffer(view, np.uint64, count + 1).copy()  # the caller's memory: read once
+    lengths = head[1:].astype(np.int64)
+    if int(head[0]) != count or (lengths < 0).any() or \
+            int(lengths.sum()) != len(view) - 8 - 8 * count:
+        raise ValueError("a list whose lengths do not fill its bytes")
+    data = bytes(view[8 + 8 * count:])
+    ends = np.cumsum(lengths).tolist()
+    starts = [0] + ends[:-1]
+    items = [data[a:b] for a, b in zip(starts, ends)]
+    return [b.decode("utf-8") for b in items] if utf8 else items
+
+
+def _inputs(entries, dtypes):
+    out = []
+    for name, dtype, shape, view in entries:
+        if dtype in (TEXT_UTF8, TEXT_BYTES):
+            out.append((name, read_text(view, shape[0], dtype == TEXT_UTF8)))
+        else:
+            out.append((name, np.frombuffer(view, dtypes[dtype]).reshape(shape)))
+    return out
+
+
+def _merge(per_request):
+    """The requests' inputs, name by name, concatenated along the first dimension."""
+    merged = []
+    for i, (name, first) in enumerate(per_request[0]):
+        parts = [r[i][1] for r in per_request]
+        merged.append((name, sum(parts, []) if isinstance(first, list) else np.concatenate(parts)))
+    return merged
+
+
+def _call(model, form, named):
+    if form == ARGS:
+        return model(*[v for _, v in named])
+    if form == KWARGS:
+        return model(**dict(named))
+    return model(dict(named))
+
+
+def _is_text(y):
+    return isinstance(y, list) and len(y) > 0 and (all(type(v) is str for v in y) or
+                                                    all(type(v) is bytes for v in y))
+
+
+def text_list(y):
+    """Whether y travels as a list of strings: a non-empty list of str, or of bytes."""
+    return _is_text(y)
+
+
+def _value(y, codes):
+    """One output as an array of a plane dtype or a list of str/bytes; None when it is neither."""
+    if _is_text(y):
+        return y
+    y = _adapters.plain(y)
+    if isinstance(y, np.generic) or not (isinstance(y, np.ndarray) or hasattr(y, "__array__") or
+                                         hasattr(y, "__dlpack__")):
+        return None
+    try:
+        a = np.ascontiguousarray(np.asarray(y))
+    except Exception:
+        return None
+    return a if a.dtype in codes and a.ndim <= 8 else None
+
+
+def _outputs(y, codes):
+    """(form, [(name, value)]) of what the model returned; None when it is not tensors."""
+    if isinstance(y, tuple) or (isinstance(y, list) and not _is_text(y)):
+        form, items = (TUPLE if isinstance(y, tuple) else LIST), \
+            [(str(i), v) for i, v in enumerate(y)]
+    elif isinstance(y, collections.abc.Mapping):
+        form, items = DICT, list(y.items())
+    else:
+        form, items = ONE, [("0", y)]
+    if not 0 < len(items) <= MAX or not all(name_ok(k) for k, _ in items):
+        return None
+    values = [(k, _value(v, codes)) for k, v in items]
+    return None if any(v is None for _, v in values) else (form, values)
+
+
+def _text_bytes(items):
+    raw = [s.encode("utf-8") if type(s) is str else s for s in items]
+    head = np.array([len(raw)] + [len(b) for b in raw], dtype=np.uint64).tobytes()
+    return head + b"".join(raw)
+
+
+def _write(room, room_off, form, values, codes):
+    """The output manifest and bytes in room: (0, length), or (E_TOO_LARGE, length needed)."""
+    pos = HEADER.size + ENTRY.size * len(values)
+    places, blobs = [], []
+    for name, v in values:
+        pos += -(room_off + pos) % ALIGN
+        if isinstance(v, list):
+            blob = _text_bytes(v)
+            kind = TEXT_UTF8 if (not v or type(v[0]) is str) else TEXT_BYTES
+            shape, nbytes = (len(v),), len(blob)
+        else:
+            blob, kind, shape, nbytes = v, codes[v.dtype], v.shape, v.nbytes
+        places.append((name, kind, shape, pos, nbytes))
+        blobs.append(blob)
+        pos += nbytes
+    if pos > len(room):
+        return E_TOO_LARGE, pos
+    HEADER.pack_into(room, 0, MAGIC, len(values), form, 0)
+    dst = np.frombuffer(room, np.uint8)
+    for i, ((name, kind, shape, at, nbytes), blob) in enumerate(zip(places, blobs)):
+        dims = list(shape) + [0] * (8 - len(shape))
+        ENTRY.pack_into(room, HEADER.size + ENTRY.size * i, name.encode(), kind, len(shape), 0,
+                        0, room_off + at, nbytes, *dims)
+        if nbytes:
+            src = np.frombuffer(blob, np.uint8) if isinstance(blob, bytes) else \
+                blob.reshape(-1).view(np.uint8)
+            dst[at:at + nbytes] = src
+    return 0, pos
+
+
+def _split(values, rows):
+    """Each request's rows of every output; an output without one row per input row is an
+    error (a batchable model's promise)."""
+    total = sum(rows)
+    for name, v in values:
+        n = len(v) if isinstance(v, list) else (v.shape[0] if v.ndim >= 1 else None)
+        if n != total:
+            raise ValueError(
+                f"output {name!r} has {n if n is not None else 'no'} rows for a batch of {total} "
+                f"rows: a batchable model's outputs must have one row per input row (or say "
+                f"batchable=False)")
+    out, start = [], 0
+    for k in rows:
+        out.append([(name, v[start:start + k]) for name, v in values])
+        start += k
+    return out
+
+
+def run(model, form, requests, dtypes, codes, text):
+    try:
+        per_request = [_inputs(entries, dtypes) for entries, _, _, _ in requests]
+        named = per_request[0] if len(requests) == 1 else _merge(per_request)
+        y = _call(model, form, named)
+        del named, per_request
+        got = _outputs(y, codes)
+        if got is None:
+            if len(requests) == 1 and requests[0][3]:  # the caller takes any answer, pickled
+                return [_write(requests[0][1], requests[0][2], OBJECT,
+                               [("0", np.frombuffer(_pickling.dumps(("ok", y)), np.uint8))],
+                               codes)]
+            return (f"TypeError: the model returned {type(y).__name__}, expected a tensor, a "
+                    f"tuple, list or dict of at most {MAX} tensors (names of 1 to 31 characters "
+                    f"of [A-Za-z0-9_.:-]) or a list of str or bytes")
+        out_form, values = got
+        if len(requests) == 1:
+            return [_write(requests[0][1], requests[0][2], out_form, values, codes)]
+        rows = [_rows(entries) for entries, _, _, _ in requests]
+        return [_write(room, off, out_form, mine, codes)
+                for (_, room, off, _), mine in zip(requests, _split(values, rows))]
+    except Exception as e:
+        return text(e, 380)
+
+
+def _rows(entries):
+    return entries[0][2][0]
