@@ -3,6 +3,7 @@ import base64
 import fcntl
 import hashlib
 import json
+import collections.abc
 import os
 import sys
 import threading
@@ -311,6 +312,8 @@ def _tensor_arg(x):
     return False
 
 
+# The worker's words for a batchable model that answered one tensor with a structure (worker.py).
+_STRUCTURED = "for a structured answer"
 _PLANE_DTYPES = {np.dtype(t) for t in (np.float32, np.float16, np.float64, np.int8, np.uint8,
                                        np.int16, np.int32, np.int64, np.bool_)}
 _NUMPY_CODES = {np.dtype(np.float32): _core.FLOAT32, np.dtype(np.float16): _core.FLOAT16,
@@ -358,7 +361,7 @@ class Model:
     """
 
     __slots__ = ("_shared", "_core", "_pid", "_methods", "_lost", "_relock", "_device_copied",
-                 "__weakref__")
+                 "_structured", "__weakref__")
 
     def __init__(self, shared, core):
         self._shared = shared
@@ -368,6 +371,9 @@ class Model:
         self._lost = False
         self._relock = threading.Lock()  # one thread acquires again for all (ainfer's threads)
         self._device_copied = 0  # bytes of device tensors copied into shared memory
+        # The model answered model(x) with a tuple, list or dict: from then on model(x) goes as a
+        # request of several tensors, whose answers come back in that structure in shared memory.
+        self._structured = False
 
     def _handle(self):
         core = self._core
@@ -403,9 +409,21 @@ class Model:
         if kwargs or len(args) != 1:
             raise TypeError(f"model {self.tag!r}: expected model(x) with one tensor")
         data, dtype = _as_input(args[0])
-        t = self._guard(lambda core: core.infer(data, dtype, python))
+        if self._structured:
+            return self._infer_n(_multi.ARGS, [("0", data, dtype)])
+        try:
+            t = self._guard(lambda core: core.infer(data, dtype, python))
+        except _core.BackendError as e:
+            if not python or _STRUCTURED not in str(e):
+                raise
+            self._structured = True  # a batchable model's tuple or dict: asked again that way
+            return self._infer_n(_multi.ARGS, [("0", data, dtype)])
         if type(t) is bytes:  # a python model's answer that is not one array, pickled
-            return _pickling.loads(t)[1]
+            y = _pickling.loads(t)[1]
+            if isinstance(y, (tuple, dict, collections.abc.Mapping)) or \
+                    (isinstance(y, list) and not _multi.text_list(y)):
+                self._structured = True
+            return y
         y = np.asarray(t)
         if t.dtype == _core.BFLOAT16 and _BFLOAT16 is not None:
             y = y.view(_BFLOAT16)

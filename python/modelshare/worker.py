@@ -18,6 +18,7 @@ GIL held, one at a time, or for a thread_safe spec from up to `threads` runner t
 Nothing else is public here.
 """
 import base64
+import collections.abc
 import hashlib
 import json
 import mmap
@@ -199,6 +200,14 @@ def _object(y):
                 f"answer: {y!r:.200}")
 
 
+def _structure(y):
+    """A tuple of tensors or a mapping: what a request of several tensors answers (_multi.py)."""
+    if isinstance(y, collections.abc.Mapping):
+        return True
+    return isinstance(y, tuple) and len(y) > 0 and all(
+        isinstance(v, np.ndarray) or hasattr(v, "__dlpack__") for v in y)
+
+
 def _run(model, view, dtype, shape, objects=False):
     """A writable view is the request's own copy of the input: the model may modify it."""
     try:
@@ -220,6 +229,10 @@ def _run(model, view, dtype, shape, objects=False):
             if a is None:
                 return _object(y)
             y = a
+        if _structure(y):
+            return (f"TypeError: the model returned a {type(y).__name__} of tensors, expected one "
+                    f"array for one tensor: the caller asks again as a request of several "
+                    f"tensors for a structured answer")
         if hasattr(y, "__array__") or hasattr(y, "__dlpack__") or isinstance(y, (list, tuple)):
             y = np.ascontiguousarray(np.asarray(y))
         if not isinstance(y, np.ndarray) or y.dtype.hasobject:

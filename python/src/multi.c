@@ -217,15 +217,18 @@ PyObject *ms_py_model_infer_n(ms_py_model *self, PyObject *args, PyObject *kwarg
         return ms_py_raise(st, r, msg);
     }
     ms_named named[MS_MAX_TENSORS];
+    uint32_t own = 0;
     ms_tensor *out = NULL;
     unsigned long long copied = 0;
     self->users++;
     PyThreadState *ts = PyEval_SaveThread();
     r = place_all(self->model, s, n, &copied);
-    for (Py_ssize_t i = 0; r == 0 && i < n; i++)
+    for (Py_ssize_t i = 0; r == 0 && i < n; i++) {
         named[i] = (ms_named){.name = s[i].name, .tensor = s[i].t};
+        own |= s[i].copied || s[i].kind != 0 ? 1u << i : 0u; /* made for this call */
+    }
     if (r == 0)
-        r = ms__infer_n_flags(self->model, named, (int)n, form, objects ? MS__REQ_OBJECT : 0,
+        r = ms__infer_n_flags(self->model, named, (int)n, form, objects ? MS__REQ_OBJECT : 0, own,
                               &out);
     if (r < 0)
         snprintf(msg, sizeof msg, "%s", ms_errmsg(self->client->client));

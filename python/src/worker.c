@@ -235,7 +235,9 @@ static PyObject *multi_entry(const ms__mf_entry *e, void *data)
         return NULL;
     for (uint32_t d = 0; d < e->rank; d++)
         PyTuple_SET_ITEM(shape, d, PyLong_FromLongLong(e->shape[d]));
-    PyObject *mv = PyMemoryView_FromMemory(data, (Py_ssize_t)e->len, PyBUF_READ);
+    /* The request's own copy may be written by the model; the caller's memory is read-only. */
+    PyObject *mv = PyMemoryView_FromMemory(data, (Py_ssize_t)e->len,
+                                           (e->flags & MS__MF_OWN) ? PyBUF_WRITE : PyBUF_READ);
     PyObject *r = mv != NULL ? Py_BuildValue("(sIOO)", e->name, e->dtype, shape, mv) : NULL;
     Py_XDECREF(mv);
     Py_DECREF(shape);

@@ -121,9 +121,10 @@ static int check_entry(const ms__manifest *m, unsigned i, const uint64_t *caps, 
             return ms__fail(err, errlen, MS_E_PROTOCOL,
                             "tensor %u: expected unique names, \"%s\" is tensor %u's too", i,
                             e->name, k);
-    if (e->reserved != 0)
-        return ms__fail(err, errlen, MS_E_PROTOCOL, "tensor %u: expected 0 in reserved, got %u",
-                        i, e->reserved);
+    if ((e->flags & ~MS__MF_OWN) != 0)
+        return ms__fail(err, errlen, MS_E_PROTOCOL,
+                        "tensor %u: expected flags 0 or %u (its own copy), got %u", i, MS__MF_OWN,
+                        e->flags);
     int r = check_shape(e, i, err, errlen);
     return r != 0 ? r : check_place(e, i, caps, err, errlen);
 }

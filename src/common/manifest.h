@@ -16,7 +16,8 @@
  *     rank u32         0..8 (a list: 1)
  *     arena u32        0: the lease's own arena; k in 1..MS__ARENA_LINKS: its k-th linked arena
  *                      (an output manifest: 0)
- *     reserved u32     0
+ *     flags u32        0, or MS__MF_OWN: the bytes are this request's own copy, which nobody
+ *                      reads after the call (the model may write them)
  *     off u64, len u64 its bytes: [off, off + len) of that arena, aligned to the element size;
  *                      inside [MS__ARENA_DATA, capacity); len = numel * element size
  *     shape i64[8]     rank dims >= 0, the rest 0; a list: shape[0] is its number of items
@@ -46,6 +47,7 @@
 #define MS__MF_ENTRY 128u
 #define MS__MF_BYTES_MAX (MS__MF_HEADER + MS__MF_MAX * MS__MF_ENTRY)
 #define MS__TEXT_ITEMS_MAX (1u << 24) /* items in one list */
+#define MS__MF_OWN 1u                 /* an entry's flags: the request's own copy */
 
 enum {
     MS__FORM_ARGS = 0,
@@ -63,7 +65,7 @@ typedef struct ms__mf_entry {
     uint32_t dtype;
     uint32_t rank;
     uint32_t arena;
-    uint32_t reserved;
+    uint32_t flags; /* MS__MF_OWN */
     uint64_t off;
     uint64_t len;
     int64_t shape[8];
@@ -85,7 +87,7 @@ size_t ms__mf_align(uint32_t dtype);
 /* Pure decoder, fuzzed (fuzz_manifest): buf holds len bytes copied out of shared memory.
  * caps[0] is the capacity of the arena the manifest's arena 0 means, caps[k] that of linked
  * arena k (0 where none is linked; caps has 1 + MS__ARENA_LINKS entries). Checks the magic, the
- * count (0..MS__MF_MAX, and len = 16 + 128 * count), the form, reserved fields, each name (1..31
+ * count (0..MS__MF_MAX, and len = 16 + 128 * count), the form, reserved fields and flags, each name (1..31
  * bytes of [A-Za-z0-9_.:-], NUL-padded, unique), dtype, rank and dims (a list: rank 1, at most
  * MS__TEXT_ITEMS_MAX items, len at least 8 + 8 * items), len = numel * size without overflow,
  * and each range inside its arena's tensor space, aligned. Returns 0 with *out filled, or

@@ -25,8 +25,9 @@ int ms__round_trip(ms_model *model, uint32_t flags, const ms_tensor *input, uint
                    ms_tensor **out, ms__resp *resp);
 /* ms_infer_n with MS__REQ_OBJECT in flags or not: a python model that runs the request alone may
  * answer anything, then *outputs holds one uint8 output "0" (its pickle) and ms_outputs_count's
- * form is 6 (MS__FORM_OBJECT). For the Python package. (multi.c) */
+ * form is 6 (MS__FORM_OBJECT). Bit i of own: input i is a copy made for this call, which the
+ * model may write (MS__MF_OWN). For the Python package. (multi.c) */
 int ms__infer_n_flags(ms_model *model, const ms_named *inputs, int n, int form, uint32_t flags,
-                      ms_tensor **outputs);
+                      uint32_t own, ms_tensor **outputs);
 
 #endif

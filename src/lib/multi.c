@@ -63,8 +63,8 @@ static int check_inputs(ms_model *model, const ms_named *in, int n, int form)
 }
 
 /* The manifest of the inputs, in a new uint8 tensor (model lock held); *in_bytes: theirs. */
-static int write_manifest(ms_model *model, const ms_named *in, int n, int form, ms_tensor **mf,
-                          uint64_t *in_bytes)
+static int write_manifest(ms_model *model, const ms_named *in, int n, int form, uint32_t own,
+                          ms_tensor **mf, uint64_t *in_bytes)
 {
     ms__manifest m;
     memset(&m, 0, sizeof m);
@@ -86,6 +86,7 @@ static int write_manifest(ms_model *model, const ms_named *in, int n, int form, 
         for (int d = 0; d < (int)e->rank; d++)
             e->shape[d] = t->text ? (int64_t)t->items : t->shape[d];
         e->arena = (uint32_t)t->arena;
+        e->flags = (own >> i) & 1u ? MS__MF_OWN : 0;
         e->off = t->off;
         e->len = t->nbytes;
         *in_bytes += t->nbytes;
@@ -182,7 +183,7 @@ static uint64_t answer_room(const ms_model *model, uint64_t in_bytes)
 }
 
 int ms__infer_n_flags(ms_model *model, const ms_named *inputs, int n, int form, uint32_t flags,
-                      ms_tensor **outputs)
+                      uint32_t own, ms_tensor **outputs)
 {
     if (model == NULL)
         return MS_E_INVAL;
@@ -197,7 +198,7 @@ int ms__infer_n_flags(ms_model *model, const ms_named *inputs, int n, int form, 
     ms__resp resp;
     memset(&resp, 0, sizeof resp);
     pthread_mutex_lock(&model->lock);
-    r = write_manifest(model, inputs, n, form, &mf, &in_bytes);
+    r = write_manifest(model, inputs, n, form, own, &mf, &in_bytes);
     uint64_t room = answer_room(model, in_bytes);
     if (r == 0)
         r = ms__round_trip(model, MS__REQ_MULTI | (flags & MS__REQ_OBJECT), mf, &room, &out,
@@ -219,7 +220,7 @@ int ms__infer_n_flags(ms_model *model, const ms_named *inputs, int n, int form, 
 MS_EXPORT int ms_infer_n(ms_model *model, const ms_named *inputs, int n, int form,
                          ms_tensor **outputs)
 {
-    return ms__infer_n_flags(model, inputs, n, form, 0, outputs);
+    return ms__infer_n_flags(model, inputs, n, form, 0, 0, outputs);
 }
 
 MS_EXPORT int ms_outputs_count(const ms_tensor *outputs, int *form)

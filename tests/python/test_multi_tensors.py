@@ -25,8 +25,9 @@ def in_shared_memory(y):
 
 
 class Sees:
-    """Answers what reached it: each argument's type and whether numpy may write it (the
-    caller's shared memory is read-only to a model; a pickled call's arguments are not)."""
+    """Answers what reached it: each argument's type and whether numpy may write it (a copy made
+    for the call may be written; an array the caller made in shared memory, passed by reference,
+    is read-only)."""
 
     def __call__(self, *args, **kwargs):
         def what(v):
@@ -49,12 +50,15 @@ def test_tensors_by_position_name_and_dict_reach_the_model_through_shared_memory
     with modelshare.Shared(make_sees, tag="sees").acquire() as model:
         y = model(a, b)
         assert isinstance(y, tuple) and len(y) == 2
-        assert [v.tolist() for v in y] == [[0, 2], [0, 2]]  # read-only views: no pickling
+        assert [v.tolist() for v in y] == [[1, 2], [1, 2]]  # the copies made for the call
         assert all(in_shared_memory(v) for v in y)
-        y = model(input_ids=b, attention_mask=a)
+        z = model.empty((2, 3), np.float32)  # in shared memory already: by reference, read-only
+        z[:] = 1
+        y = model(input_ids=b, attention_mask=z)
         assert isinstance(y, dict) and list(y) == ["input_ids", "attention_mask"]
-        assert [v.tolist() for v in y.values()] == [[0, 2], [0, 2]]
-        y = model({"pixels": a})
+        assert [v.tolist() for v in y.values()] == [[1, 2], [0, 2]]
+        assert model.copied_bytes == a.nbytes + 2 * b.nbytes  # z went by reference
+        y = model({"pixels": z})
         assert list(y) == ["pixels"] and y["pixels"].tolist() == [0, 2]
         # Text: a list of str reaches it as a list; it answers a list of str.
         assert model(["one", "two"], ["x"]) == (["list:2"], ["list:1"])
@@ -180,3 +184,21 @@ def test_too_many_inputs_or_bad_names_go_pickled(daemon):
         assert len(y) == 17 and y[0].tolist() == [1, 1]
         y = model(**{"x" * 40: arrays[0]})  # a name over 31 characters: pickled
         assert list(y) == ["x" * 40]
+
+
+@pytest.mark.parametrize("batchable", [False, True])
+def test_one_tensor_in_a_dict_or_tuple_out(daemon, batchable):
+    # model(x) with one tensor, a structure back: the first answer tells the client, and from
+    # then on the answers come in shared memory in that structure.
+    x = torch.randn(4, 3, 8, 8)
+    with torch.inference_mode():
+        want = multimodels.Detector()(x)
+    with modelshare.Shared(make_detector, tag=f"det1-{batchable}",
+                           batchable=batchable).acquire() as model:
+        for call in range(3):
+            y = model(x)
+            assert isinstance(y, dict) and list(y) == ["boxes", "scores", "labels"]
+            for k in want:
+                np.testing.assert_allclose(y[k], want[k].numpy(), rtol=1e-5, atol=1e-6)
+            if call > 0:
+                assert all(in_shared_memory(v) for v in y.values())

@@ -159,8 +159,8 @@ static void test_rejections(void **state)
     m.e[2].shape[0] = (int64_t)MS__TEXT_ITEMS_MAX + 1;
     expect(m, len, MS_E_LIMIT, "items");
     m = good();
-    m.e[0].reserved = 1;
-    expect(m, len, MS_E_PROTOCOL, "reserved");
+    m.e[0].flags = 2;
+    expect(m, len, MS_E_PROTOCOL, "flags 0 or 1");
 }
 
 static void test_text(void **state)
