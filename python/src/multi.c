@@ -45,8 +45,12 @@ static int stage_list(staged *s, PyObject *list, char *msg, size_t msglen)
         } else if (s->kind == MS_TEXT_UTF8 && PyUnicode_Check(o)) {
             s->items[i] = PyUnicode_AsUTF8AndSize(o, &len);
             if (s->items[i] == NULL)
-                return PyErr_Clear(), snprintf(msg, msglen, "input \"%s\": item %zd is not "
-                                               "UTF-8", s->name, i), MS_E_INVAL;
+                return PyErr_Clear(),
+                       snprintf(msg, msglen,
+                                "input \"%s\": item %zd is not "
+                                "UTF-8",
+                                s->name, i),
+                       MS_E_INVAL;
         } else {
             return snprintf(msg, msglen,
                             "input \"%s\": expected a list of str or a list of bytes, item %zd "
@@ -63,18 +67,24 @@ static int stage_array(staged *s, PyObject *obj, int dtype, char *msg, size_t ms
 {
     if (PyObject_GetBuffer(obj, &s->view, PyBUF_RECORDS_RO) < 0) {
         PyErr_Clear();
-        return snprintf(msg, msglen, "input \"%s\": expected an array or a list of str or bytes, "
-                        "got %s", s->name, Py_TYPE(obj)->tp_name), MS_E_INVAL;
+        return snprintf(msg, msglen,
+                        "input \"%s\": expected an array or a list of str or bytes, "
+                        "got %s",
+                        s->name, Py_TYPE(obj)->tp_name),
+               MS_E_INVAL;
     }
     s->have_view = 1;
     s->dtype = dtype != 0 ? dtype : ms_py_dtype_of_format(s->view.format, s->view.itemsize);
     if (s->dtype == 0 || (size_t)s->view.itemsize != ms_dtype_size(s->dtype))
-        return snprintf(msg, msglen, "input \"%s\": an array of buffer format '%.20s' is not a "
-                        "dtype the data plane carries", s->name,
-                        s->view.format ? s->view.format : "B"), MS_E_DTYPE;
+        return snprintf(msg, msglen,
+                        "input \"%s\": an array of buffer format '%.20s' is not a "
+                        "dtype the data plane carries",
+                        s->name, s->view.format ? s->view.format : "B"),
+               MS_E_DTYPE;
     if (s->view.ndim > MS_MAX_RANK)
         return snprintf(msg, msglen, "input \"%s\": expected at most %d dimensions", s->name,
-                        MS_MAX_RANK), MS_E_SHAPE;
+                        MS_MAX_RANK),
+               MS_E_SHAPE;
     for (int d = 0; d < s->view.ndim; d++)
         s->shape[d] = s->view.shape[d];
     s->contiguous = PyBuffer_IsContiguous(&s->view, 'C');
@@ -94,8 +104,7 @@ static int stage_all(PyObject *inputs, staged *s, Py_ssize_t n, char *msg, size_
         }
         s[i].name = PyUnicode_AsUTF8(name);
         if (s[i].name == NULL)
-            return PyErr_Clear(), snprintf(msg, msglen, "infer_n: a name is not UTF-8"),
-                   MS_E_INVAL;
+            return PyErr_Clear(), snprintf(msg, msglen, "infer_n: a name is not UTF-8"), MS_E_INVAL;
         int r = PyList_Check(obj) ? stage_list(&s[i], obj, msg, msglen)
                                   : stage_array(&s[i], obj, dtype, msg, msglen);
         if (r < 0)

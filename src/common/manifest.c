@@ -72,8 +72,8 @@ static int check_shape(const ms__mf_entry *e, unsigned i, char *err, size_t errl
     }
     size_t numel, n;
     if (!ms__shape_numel((int)e->rank, e->shape, &numel) || ms__mul_overflow(numel, esize, &n))
-        return ms__fail(err, errlen, MS_E_TOO_LARGE, "tensor %u (\"%s\"): its shape overflows",
-                        i, e->name);
+        return ms__fail(err, errlen, MS_E_TOO_LARGE, "tensor %u (\"%s\"): its shape overflows", i,
+                        e->name);
     if (e->len != n)
         return ms__fail(err, errlen, MS_E_PROTOCOL,
                         "tensor %u (\"%s\"): expected %zu bytes for its dtype and shape, got %llu",
@@ -92,8 +92,10 @@ static int check_place(const ms__mf_entry *e, unsigned i, const uint64_t *caps, 
                         i, e->name, e->arena);
     uint64_t cap = caps[e->arena];
     if (cap < MS__ARENA_MIN || cap > MS__ARENA_MAX)
-        return ms__fail(err, errlen, MS_E_PROTOCOL, "tensor %u: its arena's capacity %llu is "
-                        "out of range", i, (unsigned long long)cap);
+        return ms__fail(err, errlen, MS_E_PROTOCOL,
+                        "tensor %u: its arena's capacity %llu is "
+                        "out of range",
+                        i, (unsigned long long)cap);
     if (e->off < MS__ARENA_DATA || e->off > cap || e->len > cap - e->off)
         return ms__fail(err, errlen, MS_E_PROTOCOL,
                         "tensor %u (\"%s\") [%llu, +%llu): expected a range inside the arena's "
@@ -143,8 +145,8 @@ int ms__manifest_decode(const void *buf, size_t len, const uint64_t *caps, ms__m
         return ms__fail(err, errlen, MS_E_PROTOCOL, "expected manifest magic 0x%08x, got 0x%08x",
                         MS__MF_MAGIC, m.magic);
     if (m.count > MS__MF_MAX)
-        return ms__fail(err, errlen, MS_E_LIMIT, "expected at most %d tensors, got %u",
-                        MS__MF_MAX, m.count);
+        return ms__fail(err, errlen, MS_E_LIMIT, "expected at most %d tensors, got %u", MS__MF_MAX,
+                        m.count);
     if (len != ms__mf_bytes(m.count))
         return ms__fail(err, errlen, MS_E_PROTOCOL,
                         "a manifest of %u tensors: expected %zu bytes, got %zu", m.count,
@@ -183,8 +185,7 @@ int ms__text_check(const void *bytes, uint64_t len, uint64_t count, char *err, s
         if (n > room - sum)
             return ms__fail(err, errlen, MS_E_PROTOCOL,
                             "a list: item %llu's length %llu runs past its %llu bytes",
-                            (unsigned long long)i, (unsigned long long)n,
-                            (unsigned long long)room);
+                            (unsigned long long)i, (unsigned long long)n, (unsigned long long)room);
         sum += n;
     }
     if (sum != room)

@@ -46,6 +46,8 @@
 #define MS__MF_HEADER 16u
 #define MS__MF_ENTRY 128u
 #define MS__MF_BYTES_MAX (MS__MF_HEADER + MS__MF_MAX * MS__MF_ENTRY)
+_Static_assert(MS__MF_BYTES_MAX == MS__REQ_MULTI_MAX && MS__MF_HEADER == MS__REQ_MULTI_MIN,
+               "records.h's manifest sizes");
 #define MS__TEXT_ITEMS_MAX (1u << 24) /* items in one list */
 #define MS__MF_OWN 1u                 /* an entry's flags: the request's own copy */
 
@@ -87,9 +89,9 @@ size_t ms__mf_align(uint32_t dtype);
 /* Pure decoder, fuzzed (fuzz_manifest): buf holds len bytes copied out of shared memory.
  * caps[0] is the capacity of the arena the manifest's arena 0 means, caps[k] that of linked
  * arena k (0 where none is linked; caps has 1 + MS__ARENA_LINKS entries). Checks the magic, the
- * count (0..MS__MF_MAX, and len = 16 + 128 * count), the form, reserved fields and flags, each name (1..31
- * bytes of [A-Za-z0-9_.:-], NUL-padded, unique), dtype, rank and dims (a list: rank 1, at most
- * MS__TEXT_ITEMS_MAX items, len at least 8 + 8 * items), len = numel * size without overflow,
+ * count (0..MS__MF_MAX, and len = 16 + 128 * count), the form, reserved fields and flags, each name
+ * (1..31 bytes of [A-Za-z0-9_.:-], NUL-padded, unique), dtype, rank and dims (a list: rank 1, at
+ * most MS__TEXT_ITEMS_MAX items, len at least 8 + 8 * items), len = numel * size without overflow,
  * and each range inside its arena's tensor space, aligned. Returns 0 with *out filled, or
  * MS_E_PROTOCOL / MS_E_DTYPE / MS_E_SHAPE / MS_E_TOO_LARGE / MS_E_LIMIT with a message saying
  * what was expected. */

@@ -5,7 +5,6 @@
 #include <string.h>
 
 #include "arena.h"
-#include "manifest.h"
 #include "errors.h"
 #include "modelshare.h"
 #include "util.h"
@@ -99,11 +98,11 @@ static int check_kind(const ms__req *r, char *err, size_t errlen)
                         r->dtype, r->rank);
     if ((r->flags & MS__REQ_MULTI) &&
         ((r->flags & MS__REQ_CALL) || r->dtype != MS_UINT8 || r->rank != 1 ||
-         r->in_len < MS__MF_HEADER || r->in_len > MS__MF_BYTES_MAX))
+         r->in_len < MS__REQ_MULTI_MIN || r->in_len > MS__REQ_MULTI_MAX))
         return ms__fail(err, errlen, MS_E_PROTOCOL,
                         "several tensors: expected a uint8 manifest of rank 1 and %u to %u bytes, "
                         "not a method call, got dtype %u rank %u, %llu bytes, flags 0x%x",
-                        MS__MF_HEADER, (unsigned)MS__MF_BYTES_MAX, r->dtype, r->rank,
+                        MS__REQ_MULTI_MIN, (unsigned)MS__REQ_MULTI_MAX, r->dtype, r->rank,
                         (unsigned long long)r->in_len, r->flags);
     return 0;
 }

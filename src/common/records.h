@@ -33,6 +33,9 @@
  * or linked ones; the answer is uint8 [out_len] in the output room: the output manifest, then the
  * outputs' bytes. Not with MS__REQ_CALL. */
 #define MS__REQ_MULTI 8u
+/* Bytes of an input manifest: 0 to 16 tensors (manifest.h checks it agrees). */
+#define MS__REQ_MULTI_MIN 16u
+#define MS__REQ_MULTI_MAX (16u + 16u * 128u)
 #define MS__REQ_FLAGS_KNOWN (MS__REQ_CALL | MS__REQ_OBJECT | MS__REQ_OWN_INPUT | MS__REQ_MULTI)
 
 /* A response's status for a request with MS__REQ_OBJECT: success, and the output is the pickled

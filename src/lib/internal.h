@@ -11,14 +11,11 @@
  *   link.c      another model's arena linked to a model's workers   calls: errors, call
  *   view.c      ms_tensor_view: bytes of a live tensor, no copy     calls: errors, tensor, link
  *   exchange.c  one request through a ring slot: submit, await      calls: errors, tensor
- *   infer.c     ms_infer, ms_call, ms__infer_flags: output room,      calls: errors, tensor, exchange
- *               exchange, response
- *   multi.c     ms_infer_n: a manifest of named tensors, the answer's  calls: errors, tensor, infer
- *               manifest checked; ms_outputs_*, ms_text_*
- *   model.c     model handles: acquire, release, signature          calls: errors, call, alloc,
- *                                                                          tensor, link
- *   client.c    clients: connect, disconnect, status, load, unload  calls: errors, call, connect,
- *                                                                          fork, model
+ *   infer.c     ms_infer, ms_call, ms__infer_flags: output room,      calls: errors, tensor,
+ * exchange exchange, response multi.c     ms_infer_n: a manifest of named tensors, the answer's
+ * calls: errors, tensor, infer manifest checked; ms_outputs_*, ms_text_* model.c     model handles:
+ * acquire, release, signature          calls: errors, call, alloc, tensor, link client.c clients:
+ * connect, disconnect, status, load, unload  calls: errors, call, connect, fork, model
  *
  * Locking: a client has one lock for its control socket (one request at a time) and one for its
  * list of models. A model has one lock for its allocator, its live tensors and its rings; it is

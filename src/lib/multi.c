@@ -112,9 +112,8 @@ static int check_outputs(ms_model *model, const ms_tensor *out, uint64_t len, ms
             return ms__lib_fail(model->client, MS_E_PROTOCOL,
                                 "the worker of \"%s\" answered output \"%s\" outside its answer",
                                 model->tag, e->name);
-        if (ms__mf_is_text(e->dtype) &&
-            ms__text_check((char *)model->arena_base + e->off, e->len, (uint64_t)e->shape[0], err,
-                           sizeof err) < 0)
+        if (ms__mf_is_text(e->dtype) && ms__text_check((char *)model->arena_base + e->off, e->len,
+                                                       (uint64_t)e->shape[0], err, sizeof err) < 0)
             return ms__lib_fail(model->client, MS_E_PROTOCOL,
                                 "the worker of \"%s\" answered output \"%s\": %s", model->tag,
                                 e->name, err);
@@ -201,8 +200,7 @@ int ms__infer_n_flags(ms_model *model, const ms_named *inputs, int n, int form, 
     r = write_manifest(model, inputs, n, form, own, &mf, &in_bytes);
     uint64_t room = answer_room(model, in_bytes);
     if (r == 0)
-        r = ms__round_trip(model, MS__REQ_MULTI | (flags & MS__REQ_OBJECT), mf, &room, &out,
-                           &resp);
+        r = ms__round_trip(model, MS__REQ_MULTI | (flags & MS__REQ_OBJECT), mf, &room, &out, &resp);
     if (r == 0)
         r = take_answer(model, flags, room, out, &resp);
     if (r == 0) {
@@ -254,8 +252,8 @@ MS_EXPORT int ms_text_from(ms_model *model, int kind, size_t n, const char *cons
     if (model == NULL)
         return MS_E_INVAL;
     ms__lib_clear(model->client);
-    if (out == NULL || (kind != MS_TEXT_UTF8 && kind != MS_TEXT_BYTES) ||
-        n > MS__TEXT_ITEMS_MAX || (n > 0 && (items == NULL || lens == NULL)))
+    if (out == NULL || (kind != MS_TEXT_UTF8 && kind != MS_TEXT_BYTES) || n > MS__TEXT_ITEMS_MAX ||
+        (n > 0 && (items == NULL || lens == NULL)))
         return ms__lib_fail(model->client, MS_E_INVAL,
                             "ms_text_from: expected MS_TEXT_UTF8 or MS_TEXT_BYTES, 0 to %u items "
                             "with their lengths, and out",
@@ -264,8 +262,8 @@ MS_EXPORT int ms_text_from(ms_model *model, int kind, size_t n, const char *cons
     for (size_t i = 0; i < n; i++) {
         if ((items[i] == NULL && lens[i] > 0) || lens[i] > model->arena_capacity ||
             total + lens[i] > model->arena_capacity)
-            return ms__lib_fail(model->client, lens[i] > 0 && items[i] == NULL ? MS_E_INVAL
-                                                                                : MS_E_TOO_LARGE,
+            return ms__lib_fail(model->client,
+                                lens[i] > 0 && items[i] == NULL ? MS_E_INVAL : MS_E_TOO_LARGE,
                                 "ms_text_from: item %zu: NULL, or larger than the arena", i);
         total += lens[i];
     }

@@ -26,9 +26,9 @@ static void check(const ms__manifest *m, const uint64_t *caps)
         if (align == 0 || e->off % align != 0 || strnlen(e->name, MS__MF_NAME) == 0 ||
             strnlen(e->name, MS__MF_NAME) == MS__MF_NAME)
             abort();
-        if (ms__mf_is_text(e->dtype) ? (e->rank != 1 || e->len < 8 + 8 * (uint64_t)e->shape[0])
-                                     : (!ms__shape_numel((int)e->rank, e->shape, &numel) ||
-                                        numel * align != e->len))
+        if (ms__mf_is_text(e->dtype)
+                ? (e->rank != 1 || e->len < 8 + 8 * (uint64_t)e->shape[0])
+                : (!ms__shape_numel((int)e->rank, e->shape, &numel) || numel * align != e->len))
             abort();
         for (uint32_t k = 0; k < i; k++)
             if (strcmp(m->e[k].name, e->name) == 0)

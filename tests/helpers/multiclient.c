@@ -17,8 +17,9 @@ static int fail(ms_client *c, int r)
 static void print_output(const ms_output *o)
 {
     printf("%s %s [", o->name,
-           o->dtype == MS_TEXT_UTF8 ? "text" : o->dtype == MS_TEXT_BYTES ? "bytes"
-                                                                         : ms_dtype_name(o->dtype));
+           o->dtype == MS_TEXT_UTF8    ? "text"
+           : o->dtype == MS_TEXT_BYTES ? "bytes"
+                                       : ms_dtype_name(o->dtype));
     for (int d = 0; d < o->rank; d++)
         printf(d ? ",%lld" : "%lld", (long long)o->shape[d]);
     printf("]");
