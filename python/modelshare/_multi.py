@@ -68,6 +68,44 @@ def _merge(per_request):
     return merged
 
 
+def _length(named, dim):
+    """A request's length along the pad dimension: its first tensor that has it."""
+    return next((v.shape[dim] for _, v in named if isinstance(v, np.ndarray) and v.ndim > dim),
+                None)
+
+
+def _pad(per_request, pad):
+    """Each tensor that has dimension pad["dim"] padded to the requests' longest along it, rounded
+    up to pad["multiple"], with the value pad["value"] names for it (0 else). Returns the padded
+    requests and that length (None when no tensor has the dimension)."""
+    dim, values = pad["dim"], pad.get("value") or {}
+    known = [n for n in (_length(r, dim) for r in per_request) if n is not None]
+    if not known:
+        return per_request, None
+    multiple = int(pad.get("multiple") or 1)
+    target = -(-max(known) // multiple) * multiple
+    out = []
+    for named in per_request:
+        row = []
+        for name, v in named:
+            if isinstance(v, np.ndarray) and v.ndim > dim and v.shape[dim] < target:
+                widths = [(0, 0)] * v.ndim
+                widths[dim] = (0, target - v.shape[dim])
+                v = np.pad(v, widths, constant_values=np.asarray(values.get(name, 0), v.dtype))
+            row.append((name, v))
+        out.append(row)
+    return out, target
+
+
+def _cut(values, dim, target, length):
+    """Outputs that carry the padded length along dim, cut back to the caller's length."""
+    if target is None or length is None or length == target:
+        return values
+    return [(name, v[(slice(None),) * dim + (slice(0, length),)]
+             if isinstance(v, np.ndarray) and v.ndim > dim and v.shape[dim] == target else v)
+            for name, v in values]
+
+
 def _call(model, form, named):
     if form == ARGS:
         return model(*[v for _, v in named])
@@ -133,6 +171,7 @@ def _write(room, room_off, form, values, codes):
             kind = TEXT_UTF8 if (not v or type(v[0]) is str) else TEXT_BYTES
             shape, nbytes = (len(v),), len(blob)
         else:
+            v = np.ascontiguousarray(v)
             blob, kind, shape, nbytes = v, codes[v.dtype], v.shape, v.nbytes
         places.append((name, kind, shape, pos, nbytes))
         blobs.append(blob)
@@ -170,9 +209,14 @@ def _split(values, rows):
     return out
 
 
-def run(model, form, requests, dtypes, codes, text):
+def run(model, form, requests, dtypes, codes, text, pad=None):
+    """pad: the spec's "pad" ({"dim", "multiple", "value"}) or None."""
     try:
         per_request = [_inputs(entries, dtypes) for entries, _, _, _ in requests]
+        lengths = target = None
+        if pad:
+            lengths = [_length(r, pad["dim"]) for r in per_request]
+            per_request, target = _pad(per_request, pad)
         named = per_request[0] if len(requests) == 1 else _merge(per_request)
         y = _call(model, form, named)
         del named, per_request
@@ -187,10 +231,13 @@ def run(model, form, requests, dtypes, codes, text):
                     f"of [A-Za-z0-9_.:-]) or a list of str or bytes")
         out_form, values = got
         if len(requests) == 1:
-            return [_write(requests[0][1], requests[0][2], out_form, values, codes)]
-        rows = [_rows(entries) for entries, _, _, _ in requests]
-        return [_write(room, off, out_form, mine, codes)
-                for (_, room, off, _), mine in zip(requests, _split(values, rows))]
+            mine = [values]
+        else:
+            mine = _split(values, [_rows(entries) for entries, _, _, _ in requests])
+        if pad:
+            mine = [_cut(v, pad["dim"], target, n) for v, n in zip(mine, lengths)]
+        return [_write(room, off, out_form, v, codes)
+                for (_, room, off, _), v in zip(requests, mine)]
     except Exception as e:
         return text(e, 380)
 

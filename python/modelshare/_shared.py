@@ -16,7 +16,7 @@ from ._client import control
 # Spec fields a caller may give as keyword arguments (backend and weights come from the factory).
 SPEC_FIELDS = ("device", "devices", "output", "keep_alive", "max_batch", "batch_sizes",
                "batch_delay_us", "instances", "thread_safe", "threads", "batchable", "memory",
-               "load_timeout", "max_restarts", "version")
+               "load_timeout", "max_restarts", "version", "pad")
 
 try:  # bfloat16 arrays, when the package that defines them is there
     import ml_dtypes as _ml_dtypes
@@ -121,7 +121,9 @@ class Shared:
     Spec options are keyword arguments: keep_alive, max_batch, batch_sizes, batch_delay_us,
     instances, thread_safe, threads, batchable, memory, load_timeout, max_restarts, device
     ("cpu", "cuda:N" or "auto"), devices (a list such as ["cuda:0", "cuda:1"], or "auto": the
-    instances spread over them), output, version. batchable=True says each output row depends
+    instances spread over them), output, version, pad (requests of several tensors that differ
+    along one dimension share a batch, padded: {"dim": 1, "value": {"attention_mask": 0},
+    "multiple": 8}). batchable=True says each output row depends
     only on its own input row, so calls of several processes may be merged into one batch (off
     by default for python models: merging a model that normalises over its batch would change
     its answers). thread_safe=True says the model may be called

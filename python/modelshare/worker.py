@@ -161,9 +161,11 @@ def _from_memfd(size, sha256):
 
 
 def _load(spec_json):
+    global _PAD
     try:
         spec = json.loads(spec_json)
         py = spec["python"]
+        _PAD = spec.get("pad")
         apply_framework_cap(py.get("framework"), spec.get("device", "cpu"),
                             int(spec.get("memory") or 0))
         if py.get("constructor_size") is not None:
@@ -250,9 +252,13 @@ def _run(model, view, dtype, shape, objects=False):
         return _text(e, 380)
 
 
+# The spec's "pad" (a request of several tensors padded along a dimension), set by _load.
+_PAD = None
+
+
 def _run_multi(model, form, requests):
     """Requests of several named tensors, one or a batch (_multi.py)."""
-    return _multi.run(model, form, requests, _DTYPES, _CODES, _text)
+    return _multi.run(model, form, requests, _DTYPES, _CODES, _text, _PAD)
 
 
 def _call(model, payload):

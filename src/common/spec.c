@@ -24,6 +24,7 @@ static const char *const known_fields[] = {
     "backend",   "weights",     "device",         "devices",      "output",      "keep_alive",
     "max_batch", "batch_sizes", "batch_delay_us", "instances",    "thread_safe", "threads",
     "batchable", "memory",      "load_timeout",   "max_restarts", "python",      "version",
+    "pad",
 };
 
 /* "backend, weights, ..." into buf. */
@@ -609,6 +610,8 @@ static int parse_field(const char *key, const json_t *v, ms__spec *s, bool *seen
         return parse_batch_sizes(v, s, err, errlen);
     if (strcmp(key, "version") == 0)
         return parse_version(v, s, err, errlen);
+    if (strcmp(key, "pad") == 0)
+        return ms__spec_pad_parse(v, &s->pad, err, errlen);
     if (strcmp(key, "threads") == 0 && json_is_null(v))
         return 0; /* the default: 0 */
     for (size_t i = 0; i < MS__ARRAY_LEN(number_fields); i++)
@@ -666,6 +669,10 @@ static int check_fields(const ms__spec *s, bool seen_backend, char *err, size_t 
                         "thread_safe (it runs one batch at a time), got %d; say thread_safe true "
                         "for more",
                         s->threads);
+    if (s->pad.dim > 0 && !s->batchable)
+        return ms__fail(err, errlen, MS_E_SPEC,
+                        "spec field \"pad\": expected only with batchable true (padded requests "
+                        "share a batch), got it with batchable false");
     if (s->nbatch_sizes > 0 && !s->batchable)
         return ms__fail(err, errlen, MS_E_SPEC,
                         "spec field \"batch_sizes\": expected only with batchable true (a run is "
@@ -771,6 +778,8 @@ json_t *ms__spec_to_json(const ms__spec *spec)
     bad |= json_object_set_new(j, "memory", json_integer((json_int_t)spec->memory));
     bad |= json_object_set_new(
         j, "output", json_string(spec->output == MS__OUTPUT_SOFTMAX ? "softmax" : "linear"));
+    json_t *pad = ms__spec_pad_json(&spec->pad);
+    bad |= pad == NULL ? -1 : json_object_set_new(j, "pad", pad);
     if (spec->python != NULL) {
         json_t *py = json_loads(spec->python, 0, NULL);
         bad |= py == NULL ? -1 : json_object_set_new(j, "python", py);
@@ -974,7 +983,8 @@ bool ms__spec_equal(const ms__spec *a, const ms__spec *b)
            a->batchable == b->batchable && a->memory == b->memory &&
            a->load_timeout == b->load_timeout && a->max_restarts == b->max_restarts &&
            a->nbatch_sizes == b->nbatch_sizes &&
-           memcmp(a->batch_sizes, b->batch_sizes, sizeof a->batch_sizes) == 0;
+           memcmp(a->batch_sizes, b->batch_sizes, sizeof a->batch_sizes) == 0 &&
+           memcmp(&a->pad, &b->pad, sizeof a->pad) == 0;
 }
 
 int ms__spec_run_rows(const ms__spec *spec)

@@ -38,7 +38,7 @@ static bool joins(const job *j, const taken *t)
     const taken *f = &j->batch[0];
     bool multi = ms__is_multi(f) || ms__is_multi(t);
     return j->w->batchable && !ms__is_call(t) && !ms__is_call(f) &&
-           (multi ? ms__multi_joins(f, t) : compatible(f, t)) &&
+           (multi ? ms__multi_joins(f, t, j->w->pad_dim) : compatible(f, t)) &&
            j->batch_rows + t->rows <= j->w->max_batch &&
            j->batch_bytes + t->in.nbytes <= MS__BATCH_BYTES_MAX;
 }

@@ -49,7 +49,7 @@ int ms__multi_intake(const client *c, taken *t, char *err, size_t errlen)
     return 0;
 }
 
-bool ms__multi_joins(const taken *f, const taken *t)
+bool ms__multi_joins(const taken *f, const taken *t, int pad_dim)
 {
     if (!ms__is_multi(f) || !ms__is_multi(t) || !f->rows_agree || !t->rows_agree ||
         f->mf.form != t->mf.form || f->mf.count != t->mf.count)
@@ -59,7 +59,7 @@ bool ms__multi_joins(const taken *f, const taken *t)
         if (strcmp(a->name, b->name) != 0 || a->dtype != b->dtype || a->rank != b->rank)
             return false;
         for (uint32_t d = 1; d < a->rank; d++)
-            if (a->shape[d] != b->shape[d])
+            if (a->shape[d] != b->shape[d] && (int)d != pad_dim)
                 return false;
     }
     return true;

@@ -221,8 +221,10 @@ bool ms__output_sound(const ms__tensor_view *o);
 /* Reads t's input manifest (MS__REQ_MULTI) out of c's arena and decodes it into t->mf, and its
  * rows. Returns 0, or an error for the caller to answer (err). */
 int ms__multi_intake(const client *c, taken *t, char *err, size_t errlen);
-/* Whether t (several tensors) may join a batch whose first request is f. */
-bool ms__multi_joins(const taken *f, const taken *t);
+/* Whether t (several tensors) may join a batch whose first request is f: the same names and
+ * dtypes, and every dimension but the first agrees (but pad_dim, when it is not 0: the backend
+ * pads along it, spec "pad"). */
+bool ms__multi_joins(const taken *f, const taken *t, int pad_dim);
 /* Runs j's batch of requests of several tensors (one backend call) and completes each. */
 void ms__multi_run(job *j);
 

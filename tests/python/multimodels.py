@@ -118,3 +118,44 @@ def embed_calls(shared, i, ready, results):
         results.put((i, None))
     except Exception as e:  # reported to the parent
         results.put((i, repr(e)))
+
+
+class MaskedEncoderStates(MaskedEncoder):
+    """MaskedEncoder answering a dict: the pooled rows and every token's state, (rows, tokens,
+    D_MODEL), whose tokens dimension a padded batch cuts back."""
+
+    def forward(self, input_ids, attention_mask):
+        h = self.encoder(self.embed(input_ids), src_key_padding_mask=attention_mask == 0)
+        m = attention_mask.unsqueeze(-1).to(h.dtype)
+        return {"pooled": (h * m).sum(dim=1) / m.sum(dim=1).clamp(min=1), "states": h}
+
+
+def states_in_process(ids, mask):
+    with torch.inference_mode():
+        y = MaskedEncoderStates()(torch.as_tensor(ids), torch.as_tensor(mask))
+    return {k: v.numpy() for k, v in y.items()}
+
+
+def padded_calls(shared, i, calls, ready, results):
+    """Run in a spawn child: input_ids and attention_mask of random lengths (4 to 20 tokens, some
+    rows shorter than that), each answer checked against the module run here on the same,
+    unpadded input."""
+    from testlib import assert_close_across_batches
+    try:
+        gen = torch.Generator().manual_seed(100 + i)
+        with shared.acquire() as model:
+            ready.wait(120)
+            for c in range(calls):
+                rows = 1 + (i + c) % 3
+                n = int(torch.randint(4, 21, (1,), generator=gen))
+                ids = torch.randint(1, VOCAB, (rows, n), generator=gen)
+                lens = torch.randint(1, n + 1, (rows,), generator=gen)
+                mask = (torch.arange(n)[None, :] < lens[:, None]).long()
+                y = model(input_ids=ids, attention_mask=mask)
+                want = states_in_process(ids, mask)
+                assert y["states"].shape == (rows, n, D_MODEL), y["states"].shape
+                for k in want:
+                    assert_close_across_batches(y[k], want[k], reduction=D_MODEL * 24)
+        results.put((i, None))
+    except Exception as e:  # reported to the parent
+        results.put((i, repr(e)))

@@ -202,3 +202,38 @@ def test_one_tensor_in_a_dict_or_tuple_out(daemon, batchable):
                 np.testing.assert_allclose(y[k], want[k].numpy(), rtol=1e-5, atol=1e-6)
             if call > 0:
                 assert all(in_shared_memory(v) for v in y.values())
+
+
+def make_states():
+    return multimodels.MaskedEncoderStates()
+
+
+def test_padded_batches_of_random_lengths_answer_as_unpadded(daemon):
+    # Requests of 4 to 20 tokens from 3 processes share batches, padded to the longest rounded
+    # up to 8 (attention_mask 0 there, so a masked transformer ignores the padding); each caller
+    # gets its own tokens back, equal to the module run on its unpadded input.
+    shared = modelshare.Shared(make_states, tag="padded", batchable=True, batch_delay_us=5000,
+                               pad={"dim": 1, "value": {"input_ids": 0, "attention_mask": 0},
+                                    "multiple": 8})
+    ctx = multiprocessing.get_context("spawn")
+    with shared.acquire():
+        ready, results = ctx.Barrier(3), ctx.Queue()
+        procs = [ctx.Process(target=multimodels.padded_calls, args=(shared, i, 15, ready, results))
+                 for i in range(3)]
+        for p in procs:
+            p.start()
+        got = sorted(results.get(timeout=300) for _ in procs)
+        for p in procs:
+            p.join(timeout=60)
+    assert got == [(i, None) for i in range(3)]
+    m = model_status("padded")
+    assert m["spec"]["pad"] == {"dim": 1, "multiple": 8,
+                                "value": {"attention_mask": 0.0, "input_ids": 0.0}}
+    assert m["batches"] < m["requests"], m  # requests of other lengths ran together
+
+
+def test_pad_needs_batchable(daemon):
+    with pytest.raises(modelshare.SpecError, match="pad.*batchable"):
+        modelshare.Shared(make_states, tag="pad-nb", pad={"dim": 1}).acquire()
+    with pytest.raises(modelshare.SpecError, match="pad"):
+        modelshare.Shared(make_states, tag="pad-bad", batchable=True, pad={"dim": 0}).acquire()
