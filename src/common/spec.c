@@ -778,8 +778,10 @@ json_t *ms__spec_to_json(const ms__spec *spec)
     bad |= json_object_set_new(j, "memory", json_integer((json_int_t)spec->memory));
     bad |= json_object_set_new(
         j, "output", json_string(spec->output == MS__OUTPUT_SOFTMAX ? "softmax" : "linear"));
-    json_t *pad = ms__spec_pad_json(&spec->pad);
-    bad |= pad == NULL ? -1 : json_object_set_new(j, "pad", pad);
+    if (spec->pad.dim > 0) { /* absent when none: the canonical text of other specs unchanged */
+        json_t *pad = ms__spec_pad_json(&spec->pad);
+        bad |= pad == NULL ? -1 : json_object_set_new(j, "pad", pad);
+    }
     if (spec->python != NULL) {
         json_t *py = json_loads(spec->python, 0, NULL);
         bad |= py == NULL ? -1 : json_object_set_new(j, "python", py);

@@ -86,7 +86,8 @@ typedef struct ms__spec_pad {
  * 1..65536 (default 1), "value": {name: number, ...} (at most 16, names of 1 to 31 bytes)}.
  * MS_E_SPEC naming the part. */
 int ms__spec_pad_parse(const json_t *v, ms__spec_pad *pad, char *err, size_t errlen);
-/* The field's canonical JSON (null when none); NULL when out of memory. */
+/* The field's canonical JSON (null when none; ms__spec_to_json leaves the field out then); NULL
+ * when out of memory. */
 json_t *ms__spec_pad_json(const ms__spec_pad *pad);
 /* The most entries of "devices", and the room for one ("cuda:63"). */
 enum { MS__SPEC_DEVICES_MAX = 16, MS__SPEC_DEVICE_LEN = 8 };

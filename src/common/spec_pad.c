@@ -47,7 +47,6 @@ int ms__spec_pad_parse(const json_t *v, ms__spec_pad *pad, char *err, size_t err
 {
     ms__spec_pad p;
     memset(&p, 0, sizeof p);
-    p.multiple = 1;
     if (json_is_null(v)) {
         *pad = p;
         return 0;
@@ -56,6 +55,7 @@ int ms__spec_pad_parse(const json_t *v, ms__spec_pad *pad, char *err, size_t err
         return pad_fail(err, errlen, ms__json_kind(v));
     const char *key;
     json_t *f;
+    p.multiple = 1;
     json_object_foreach((json_t *)v, key, f)
     {
         if (strcmp(key, "dim") != 0 && strcmp(key, "multiple") != 0 && strcmp(key, "value") != 0)

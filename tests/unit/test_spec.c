@@ -167,7 +167,7 @@ static void test_unknown_field(void **state)
     expect_err("{\"backend\":\"dense\",\"weigths\":\"w\"}",
                "unknown spec field \"weigths\" (known: backend, weights, device, devices, output, "
                "keep_alive, max_batch, batch_sizes, batch_delay_us, instances, thread_safe, "
-               "threads, batchable, memory, load_timeout, max_restarts, python, version)");
+               "threads, batchable, memory, load_timeout, max_restarts, python, version, pad)");
     /* A very long unknown name is shortened, the message stays whole. */
     char text[600];
     char name[400];
