@@ -276,6 +276,13 @@ typedef struct ms_model ms_model;
  *                                                 identity) first dimension: each output row
  *                                                 false     depends only on its own input row
  *                                                 (python)  (a python model says so itself)
+ *   pad             null | {"dim": 1..7,          null      requests of several tensors
+ *                   "multiple": 1..65536,                   (ms_infer_n) that differ only
+ *                   "value": {name: number}}                along dim share a batch, padded
+ *                                                           to the longest (rounded up to
+ *                                                           multiple) with each name's value
+ *                                                           (0); outputs of that length there
+ *                                                           are cut back (batchable only)
  *   memory          integer, bytes, 0..2^62       0         what the model needs, all its
  *                                                           instances together (0: the
  *                                                           backend's estimate); charged

@@ -28,6 +28,8 @@
  *   memory         bytes the model needs (0: estimate)          0
  *   load_timeout   seconds to wait for memory, 0..86400         60
  *   batch_sizes    null | increasing row counts the model runs  null (any count up to max_batch)
+ *   pad            null | {dim, multiple, value}: requests of    null (ms__spec_pad)
+ *                  several tensors padded along dim
  *                  at (1..65536, at most 32): a batch is padded
  *                  up to the next one, a request larger than
  *                  the largest is split (padding rows never
