@@ -28,12 +28,12 @@
  *   memory         bytes the model needs (0: estimate)          0
  *   load_timeout   seconds to wait for memory, 0..86400         60
  *   batch_sizes    null | increasing row counts the model runs  null (any count up to max_batch)
- *   pad            null | {dim, multiple, value}: requests of    null (ms__spec_pad)
- *                  several tensors padded along dim
  *                  at (1..65536, at most 32): a batch is padded
  *                  up to the next one, a request larger than
  *                  the largest is split (padding rows never
  *                  reach a caller)
+ *   pad            null | {dim, multiple, value}: requests of    null (ms__spec_pad)
+ *                  several tensors padded along dim
  *   max_restarts   restarts of crashed instances within 60 s     5
  *                  before the model is marked failed, 0..100 (0: the first crash fails it)
  *   version        null | a label of 1..64 printable characters  null
