@@ -473,6 +473,8 @@ RING = [
     ("garbage", "MS_E_PROTOCOL", "expected request magic"),
     ("flags", "MS_E_PROTOCOL", "expected request flags 0 or"),
     ("call_not_bytes", "MS_E_PROTOCOL", "a method call: expected a uint8 input of rank 1"),
+    ("multi_not_manifest", "MS_E_PROTOCOL", "several tensors: expected a uint8 manifest"),
+    ("multi_dense", "MS_E_INVAL", "the dense backend takes one tensor and gives one"),
     ("dtype_unknown", "MS_E_DTYPE", "expected an input dtype from 1 to 10"),
     ("rank_9", "MS_E_SHAPE", "expected a rank from 0 to 8"),
     ("unused_dim", "MS_E_PROTOCOL", "expected 0 in unused dimension 5"),
