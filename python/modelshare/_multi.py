@@ -9,7 +9,8 @@ concatenated along the first dimension (lists of strings joined) and each gets i
 every output back. What the model returns (a tensor, a tuple, a list, a dict or Mapping of them,
 a list of str or bytes) is written into each request's room: the output manifest, then the bytes,
 each tensor aligned to 64 bytes of the arena. Returns [(status, length)] per request (status 0:
-length bytes written; MS_E_TOO_LARGE: length bytes needed), or an error's text for them all.
+length bytes written; MS_E_TOO_LARGE: length bytes needed; another MS_E_* code: a message for
+that request alone), or an error's text for them all.
 """
 import collections.abc
 import struct
@@ -24,7 +25,7 @@ ENTRY = struct.Struct("<32sIIII QQ 8q")
 MAX = 16
 TEXT_UTF8, TEXT_BYTES = 64, 65
 ARGS, KWARGS, DICT, ONE, TUPLE, LIST, OBJECT = range(7)
-E_TOO_LARGE = -13  # MS_E_TOO_LARGE (modelshare.h)
+E_INVAL, E_TOO_LARGE, E_BACKEND = -1, -13, -24  # MS_E_* (modelshare.h)
 ALIGN = 64
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-")
 
@@ -210,9 +211,32 @@ def _split(values, rows):
 
 
 def run(model, form, requests, dtypes, codes, text, pad=None):
-    """pad: the spec's "pad" ({"dim", "multiple", "value"}) or None."""
+    """pad: the spec's "pad" ({"dim", "multiple", "value"}) or None. A request whose inputs
+    cannot be read (a list that is not UTF-8) gets its own error; the others run."""
+    answers, good, per_request = [None] * len(requests), [], []
+    for i, (entries, _, _, _) in enumerate(requests):
+        try:
+            per_request.append(_inputs(entries, dtypes))
+            good.append(i)
+        except Exception as e:
+            answers[i] = (E_INVAL, f"input: {type(e).__name__}: {e}"[:300])
+    if good:
+        got = _run_good(model, form, [requests[i] for i in good], per_request, codes, text, pad)
+        if isinstance(got, str) and len(good) > 1:
+            # The merged call failed, maybe for one request's sake: each runs alone, and only
+            # the one the model refuses gets the error.
+            got = [_run_good(model, form, [requests[i]], [r], codes, text, pad)
+                   for i, r in zip(good, per_request)]
+            got = [(E_BACKEND, g) if isinstance(g, str) else g[0] for g in got]
+        if isinstance(got, str):
+            return got
+        for i, a in zip(good, got):
+            answers[i] = a
+    return answers
+
+
+def _run_good(model, form, requests, per_request, codes, text, pad):
     try:
-        per_request = [_inputs(entries, dtypes) for entries, _, _, _ in requests]
         lengths = target = None
         if pad:
             lengths = [_length(r, pad["dim"]) for r in per_request]

@@ -287,12 +287,22 @@ static int multi_answer(PyObject *r, ms__multi_req *reqs, size_t n, char *err, s
         return ms__fail(err, errlen, MS_E_BACKEND, "modelshare.worker._run_multi: bad answer");
     for (size_t i = 0; i < n; i++) {
         int status;
-        unsigned long long len;
-        if (!PyArg_ParseTuple(PyList_GET_ITEM(r, (Py_ssize_t)i), "iK", &status, &len))
+        PyObject *what;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(r, (Py_ssize_t)i), "iO", &status, &what))
             return hook_failed(MS_E_BACKEND, "modelshare.worker._run_multi: bad answer", err,
                                errlen);
         reqs[i].status = status;
-        reqs[i].out_len = len;
+        if (PyUnicode_Check(what)) { /* this request's own error */
+            const char *text = PyUnicode_AsUTF8(what);
+            snprintf(reqs[i].msg, sizeof reqs[i].msg, "%s", text ? text : "(no message)");
+            PyErr_Clear();
+            reqs[i].status = status < 0 && status != MS_E_TOO_LARGE ? status : MS_E_BACKEND;
+            continue;
+        }
+        reqs[i].out_len = PyLong_AsUnsignedLongLong(what);
+        if (PyErr_Occurred())
+            return hook_failed(MS_E_BACKEND, "modelshare.worker._run_multi: bad length", err,
+                               errlen);
     }
     return 0;
 }

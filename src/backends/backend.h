@@ -37,8 +37,10 @@ typedef struct ms__multi_req {
     uint64_t room_off, room_cap;
     uint32_t flags;   /* MS__REQ_OBJECT when it runs alone and the caller takes any answer */
     int64_t rows;     /* its rows (every entry's first dimension; a list's items) */
-    int status;       /* OUT: 0 (out_len bytes written), MS_E_TOO_LARGE (out_len needed) */
+    int status;       /* OUT: 0 (out_len bytes written), MS_E_TOO_LARGE (out_len needed), or
+                         another MS_E_* code for this request alone (msg) */
     uint64_t out_len; /* OUT */
+    char msg[320];    /* OUT: status's message, NUL-terminated */
 } ms__multi_req;
 
 typedef struct ms__backend_ops {

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "serve.h"
+#include "../common/errors.h"
 #include "../common/util.h"
 #include "modelshare.h"
 
@@ -89,6 +90,11 @@ static void finish(job *j, taken *t, const ms__multi_req *q)
 {
     if (q->status == MS_E_TOO_LARGE) {
         ms__complete_too_large(j->s, t->c, t->slot, &t->req, (size_t)q->out_len);
+        return;
+    }
+    if (q->status < 0 && memchr(q->msg, '\0', sizeof q->msg) != NULL && q->msg[0] != '\0') {
+        ms__complete_error(j->s, t->c, t->slot, t->req.id,
+                           ms__error_known(q->status) ? q->status : MS_E_BACKEND, q->msg);
         return;
     }
     if (q->status != 0 || q->out_len > q->room_cap || q->out_len < MS__MF_HEADER) {

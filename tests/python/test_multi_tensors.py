@@ -237,3 +237,39 @@ def test_pad_needs_batchable(daemon):
         modelshare.Shared(make_states, tag="pad-nb", pad={"dim": 1}).acquire()
     with pytest.raises(modelshare.SpecError, match="pad"):
         modelshare.Shared(make_states, tag="pad-bad", batchable=True, pad={"dim": 0}).acquire()
+
+
+class RefusesNegatives:
+    """Batchable; raises when any row of x is negative."""
+
+    def __call__(self, x, y):
+        if (x < 0).any():
+            raise ValueError("a negative row")
+        return x + y
+
+
+def make_refuses():
+    return RefusesNegatives()
+
+
+def test_a_request_the_model_refuses_fails_alone(daemon):
+    # Six threads' requests merged into batches (batch_delay_us); one of them has a negative
+    # row. A merged call that raises runs its requests one by one: only that caller fails.
+    import threading
+    shared = modelshare.Shared(make_refuses, tag="refuses", batchable=True, batch_delay_us=50000)
+    got = {}
+    with shared.acquire() as model:
+        def call(i):
+            x = np.full((2, 3), -1.0 if i == 3 else float(i), np.float32)
+            try:
+                got[i] = model(x, np.ones((2, 3), np.float32))
+            except modelshare.BackendError as e:
+                got[i] = e
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert isinstance(got[3], modelshare.BackendError) and "a negative row" in str(got[3])
+    for i in (0, 1, 2, 4, 5):
+        np.testing.assert_array_equal(got[i], np.full((2, 3), i + 1.0, np.float32))
