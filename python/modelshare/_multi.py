@@ -27,6 +27,9 @@ TEXT_UTF8, TEXT_BYTES = 64, 65
 ARGS, KWARGS, DICT, ONE, TUPLE, LIST, OBJECT = range(7)
 E_INVAL, E_TOO_LARGE, E_BACKEND = -1, -13, -24  # MS_E_* (modelshare.h)
 ALIGN = 64
+# The words of a batchable model's answer that is not tensors: the client asks by a pickled
+# call instead (_shared.py).
+NOT_TENSORS = "not tensors: asked again by a pickled call"
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-")
 
 
@@ -252,7 +255,7 @@ def _run_good(model, form, requests, per_request, codes, text, pad):
                                codes)]
             return (f"TypeError: the model returned {type(y).__name__}, expected a tensor, a "
                     f"tuple, list or dict of at most {MAX} tensors (names of 1 to 31 characters "
-                    f"of [A-Za-z0-9_.:-]) or a list of str or bytes")
+                    f"of [A-Za-z0-9_.:-]) or a list of str or bytes ({NOT_TENSORS})")
         out_form, values = got
         if len(requests) == 1:
             mine = [values]

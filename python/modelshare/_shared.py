@@ -363,7 +363,7 @@ class Model:
     """
 
     __slots__ = ("_shared", "_core", "_pid", "_methods", "_lost", "_relock", "_device_copied",
-                 "_structured", "__weakref__")
+                 "_structured", "_objects_only", "__weakref__")
 
     def __init__(self, shared, core):
         self._shared = shared
@@ -376,6 +376,7 @@ class Model:
         # The model answered model(x) with a tuple, list or dict: from then on model(x) goes as a
         # request of several tensors, whose answers come back in that structure in shared memory.
         self._structured = False
+        self._objects_only = False  # a batchable model's answer to several tensors was not tensors
 
     def _handle(self):
         core = self._core
@@ -404,9 +405,16 @@ class Model:
                 args = (host[0],)
                 self._device_copied += host[1]
         if python and (kwargs or len(args) != 1 or not _tensor_arg(args[0])):
-            named = self._named(args, kwargs)
+            named = self._named(args, kwargs) if not self._objects_only else None
             if named is not None:
-                return self._infer_n(*named)
+                try:
+                    return self._infer_n(*named)
+                except _core.BackendError as e:
+                    if _multi.NOT_TENSORS not in str(e):
+                        raise
+                    # A batchable model that answers other things: such calls are pickled
+                    # calls from now on, as before there was a path for several tensors.
+                    self._objects_only = True
             return self._remote("call", "__call__", args, kwargs)
         if kwargs or len(args) != 1:
             raise TypeError(f"model {self.tag!r}: expected model(x) with one tensor")

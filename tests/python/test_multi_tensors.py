@@ -273,3 +273,20 @@ def test_a_request_the_model_refuses_fails_alone(daemon):
     assert isinstance(got[3], modelshare.BackendError) and "a negative row" in str(got[3])
     for i in (0, 1, 2, 4, 5):
         np.testing.assert_array_equal(got[i], np.full((2, 3), i + 1.0, np.float32))
+
+
+class Scores:
+    """Batchable, but answers a float for several tensors (as it did when they were pickled)."""
+
+    def __call__(self, x, y):
+        return float((x * y).sum())
+
+
+def make_scores():
+    return Scores()
+
+
+def test_a_batchable_model_that_answers_a_float_still_does(daemon):
+    with modelshare.Shared(make_scores, tag="scores", batchable=True).acquire() as model:
+        for _ in range(2):  # the first asks again by a pickled call, the second goes there
+            assert model(np.ones((2, 2), np.float32), np.ones((2, 2), np.float32)) == 4.0
