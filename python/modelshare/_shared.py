@@ -354,8 +354,13 @@ class Model:
     batch with other processes' calls only when the spec says batchable=True (each output row
     depends only on its own input row; the model then returns one array with a row per input
     row); otherwise it runs alone and may return anything (an array comes back in shared memory,
-    any other answer pickled) and may modify its input (the copy made for the call). Any other
-    call, method or attribute (model.vocab_size(), model.classes_) is a pickled call in the
+    any other answer pickled) and may modify its input (the copy made for the call). Several
+    tensors (model(a, b), model(input_ids=a, attention_mask=b), model({"a": a})) and lists of
+    str or bytes (model(["a sentence"])) go through shared memory too, up to 16, named with 1 to
+    31 characters of [A-Za-z0-9_.:-]; the model gets them in the same structure and its answer
+    (a tensor, a tuple, list or dict of them, a list of strings) comes back in the structure it
+    returned, merged with other processes' when batchable (spec pad: padded along a dimension).
+    Any other call, method or attribute (model.vocab_size(), model.classes_) is a pickled call in the
     worker. A model's exception is raised here, with
     the remote traceback in its notes (and `remote_traceback`). When the worker dies during a
     call, that call raises WorkerLost; the daemon restarts the worker, and the next call takes a
