@@ -120,8 +120,13 @@ static int read_request(server *s, client *c, unsigned e, int64_t now, taken *t,
     r = describe_output(s, t, err, errlen);
     if (r < 0)
         return r;
-    if (ms__is_multi(t))
-        return ms__multi_intake(c, t, err, errlen);
+    if (ms__is_multi(t)) {
+        r = ms__multi_intake(c, t, err, errlen);
+        if (r == MS__MULTI_WAIT && !ms__links_wait_once(s, c))
+            r = ms__fail(err, errlen, MS_E_PROTOCOL,
+                         "a tensor of the request names a linked arena that is not linked");
+        return r;
+    }
     if (!ms__is_call(t) && s->w->backend->run_dynamic == NULL && t->out.nbytes > t->req.out_cap) {
         c->head++;
         ms__complete_too_large(s, c, e, &t->req, t->out.nbytes);
@@ -166,6 +171,8 @@ int ms__intake_peek(server *s, client *c, int64_t now, taken *t)
     int r = read_request(s, c, e, now, t, err, sizeof err);
     if (r == MS__TAKE_ANSWERED)
         return r;
+    if (r == MS__MULTI_WAIT) /* left in the ring until the control socket was read */
+        return MS__TAKE_NONE;
     if (r < 0) {
         c->head++;
         ms__complete_error(s, c, e, t->req.id, r, err);

@@ -5,6 +5,7 @@
  * call (run_multi) for the batch, which writes each request's answer into its room.
  */
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,20 @@ static void rows_of(taken *t)
     t->rows_agree = true;
 }
 
+/* Whether a manifest that did not decode names a linked arena this worker has not mapped (yet). */
+static bool names_unlinked(const unsigned char *buf, size_t len, const uint64_t *caps)
+{
+    uint32_t count;
+    memcpy(&count, buf + 4, 4);
+    for (uint32_t i = 0; i < count && i < MS__MF_MAX && ms__mf_bytes(i + 1) <= len; i++) {
+        uint32_t arena;
+        memcpy(&arena, buf + MS__MF_HEADER + i * MS__MF_ENTRY + offsetof(ms__mf_entry, arena), 4);
+        if (arena >= 1 && arena <= MS__ARENA_LINKS && caps[arena] == 0)
+            return true;
+    }
+    return false;
+}
+
 int ms__multi_intake(const client *c, taken *t, char *err, size_t errlen)
 {
     unsigned char buf[MS__MF_BYTES_MAX];
@@ -39,6 +54,8 @@ int ms__multi_intake(const client *c, taken *t, char *err, size_t errlen)
     /* in_len is 16..MS__MF_BYTES_MAX (ms__req_decode); copied before any byte is looked at. */
     memcpy(buf, t->in.data, t->in.nbytes);
     int r = ms__manifest_decode(buf, t->in.nbytes, caps, &t->mf, err, errlen);
+    if (r < 0 && r == MS_E_PROTOCOL && names_unlinked(buf, t->in.nbytes, caps))
+        return MS__MULTI_WAIT;
     if (r < 0)
         return r;
     if (t->mf.form > MS__FORM_DICT)

@@ -166,6 +166,10 @@ void ms__client_unlink(server *s, client *c, unsigned k);
  * it was first seen (ctrl_due asks for a read). Then the request is left in the ring; after the
  * read it is decoded and checked (ms__links_check). (links.c) */
 bool ms__links_await(server *s, client *c, const ms__slot *sl);
+/* c's request at head needs an arena that is not linked yet (a tensor of several, manifest.h):
+ * true the first time (the control socket is read before it is looked at again), false once it
+ * was (then it is decoded and refused if the arena is still not there). (links.c) */
+bool ms__links_wait_once(server *s, client *c);
 /* A decoded request's input arena is the lease's own or the linked one it names (in_link): 0, or
  * MS_E_PROTOCOL with a message. */
 int ms__links_check(const client *c, const ms__req *req, char *err, size_t errlen);
@@ -219,7 +223,10 @@ bool ms__output_sound(const ms__tensor_view *o);
 /* ---- multi.c ---- */
 
 /* Reads t's input manifest (MS__REQ_MULTI) out of c's arena and decodes it into t->mf, and its
- * rows. Returns 0, or an error for the caller to answer (err). */
+ * rows. Returns 0, MS__MULTI_WAIT when it names a linked arena not mapped here (the daemon's
+ * "link" may still be in the control socket: ms__links_wait_once), or an error for the caller to
+ * answer (err). */
+#define MS__MULTI_WAIT 3 /* not an MS__TAKE_* value */
 int ms__multi_intake(const client *c, taken *t, char *err, size_t errlen);
 /* Whether t (several tensors) may join a batch whose first request is f: the same names and
  * dtypes, and every dimension but the first agrees (but pad_dim, when it is not 0: the backend

@@ -290,3 +290,18 @@ def test_a_batchable_model_that_answers_a_float_still_does(daemon):
     with modelshare.Shared(make_scores, tag="scores", batchable=True).acquire() as model:
         for _ in range(2):  # the first asks again by a pickled call, the second goes there
             assert model(np.ones((2, 2), np.float32), np.ones((2, 2), np.float32)) == 4.0
+
+
+def make_double():
+    return lambda x: x * 2
+
+
+def test_another_models_output_is_one_of_several_tensors_with_no_copy(daemon):
+    # y = A(x) lies in A's shared memory; B(y, z) names it there (a linked arena), no copy.
+    with modelshare.Shared(make_double, tag="first").acquire() as a, \
+            modelshare.Shared(make_sees, tag="second").acquire() as b:
+        for _ in range(3):
+            y = a(np.ones((2, 3), np.float32))
+            got = b(y, np.zeros((2, 1), np.float32))
+            assert [v.tolist() for v in got] == [[0, 2], [1, 2]]  # y by reference: read-only
+        assert b.copied_bytes == 3 * 8  # only z was copied
