@@ -252,13 +252,15 @@ def _run(model, view, dtype, shape, objects=False):
         return _text(e, 380)
 
 
+# ms_dtype codes -> numpy for requests of several tensors, bfloat16 too when ml_dtypes is there.
+_MULTI_DTYPES = {**_DTYPES, **({BFLOAT16: ml_dtypes.bfloat16} if ml_dtypes is not None else {})}
 # The spec's "pad" (a request of several tensors padded along a dimension), set by _load.
 _PAD = None
 
 
 def _run_multi(model, form, requests):
     """Requests of several named tensors, one or a batch (_multi.py)."""
-    return _multi.run(model, form, requests, _DTYPES, _CODES, _text, _PAD)
+    return _multi.run(model, form, requests, _MULTI_DTYPES, _CODES, _text, _PAD)
 
 
 def _call(model, payload):

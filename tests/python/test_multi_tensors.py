@@ -305,3 +305,17 @@ def test_another_models_output_is_one_of_several_tensors_with_no_copy(daemon):
             got = b(y, np.zeros((2, 1), np.float32))
             assert [v.tolist() for v in got] == [[0, 2], [1, 2]]  # y by reference: read-only
         assert b.copied_bytes == 3 * 8  # only z was copied
+
+
+def make_add():
+    return lambda a, b: (a + b, a)
+
+
+def test_bfloat16_among_several(daemon):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    a = np.arange(6, dtype=np.float32).reshape(2, 3).astype(ml_dtypes.bfloat16)
+    with modelshare.Shared(make_add, tag="bf16").acquire() as model:
+        s, back = model(a, a)
+        assert back.dtype == ml_dtypes.bfloat16 and s.dtype == ml_dtypes.bfloat16
+        np.testing.assert_array_equal(back.astype(np.float32), a.astype(np.float32))
+        np.testing.assert_array_equal(s.astype(np.float32), 2 * a.astype(np.float32))
