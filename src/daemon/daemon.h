@@ -19,6 +19,9 @@
 #define MS__LEASES_MAX 65536 /* in all: each holds an arena descriptor in the daemon */
 #define MS__INSTANCES_MAX 64
 
+/* Bytes queued for a worker beyond which it counts as not reading its control socket. */
+#define MS__WORKER_QUEUE_MAX (4u << 20)
+
 /* Grace between SIGTERM and SIGKILL when a worker is stopped. */
 #define MS__KILL_GRACE_NS (3 * 1000000000LL)
 
@@ -53,6 +56,9 @@ typedef struct ms__wproc {
     int pidfd;   /* -1 once closed */
     int ctrl_fd; /* -1 once closed (EOF) */
     ms__reader reader;
+    ms__writer wr;    /* what waits to be sent on ctrl_fd (ms__sup_send) */
+    bool want_out;    /* EPOLLOUT watched on ctrl_fd: wr has bytes left */
+    int epfd;         /* the epoll ctrl_fd is in (not owned), -1 when none */
     ms__stats *stats; /* the worker's counters page, NULL when none */
     int err_fd;       /* the read end of its stderr pipe; -1 once closed (EOF) */
     ms__errtail err;  /* what it wrote there last */

@@ -4,6 +4,9 @@
  * doubling to 30 s), while the model's other instances go on serving, and its clients keep their
  * handles. A crash with max_restarts others within the window fails the model, quoting the
  * worker's last stderr lines. The door's gen and down words tell the clients (ring.h).
+ *
+ * A policy: the life-cycle owner (lifecycle.c) calls it; a model that fails is posted to the
+ * owner's inbox (FAIL), never failed from here.
  */
 #include <stdatomic.h>
 #include <stdio.h>
@@ -34,6 +37,14 @@ int ms__instances_open(ms__model *m, char *err, size_t errlen)
     return 0;
 }
 
+int ms__instance_adopt(ms__model *m, ms__wproc *w, char *err, size_t errlen)
+{
+    if (ms__model_add_worker(m, w) != 0)
+        return ms__fail(err, errlen, MS_E_LIMIT, "model \"%s\": more than %d workers", m->tag,
+                        MS__INSTANCES_MAX);
+    return 0;
+}
+
 /* A crash of m now: false when max_restarts others came within the window before it (then it
  * is not counted); else it is counted. */
 static bool crash_allowed(ms__model *m, int64_t now)
@@ -61,13 +72,13 @@ static int64_t schedule(ms__instance *in, int64_t now)
 }
 
 /* m fails for good: its clients waiting on any instance hear MS_E_WORKER_LOST (their arenas'
- * state), its other workers stop. */
+ * state); the owner stops its other workers (FAIL). */
 static void give_up(ms__models *ml, ms__model *m, const char *message)
 {
     for (ms__lease *l = LIST_FIRST(&m->lease_list); l != NULL; l = LIST_NEXT(l, by_model))
         if (l->hdr != NULL)
             atomic_store(&l->hdr->state, MS__ARENA_LOST);
-    ms__model_fail(ml, m, MS_E_WORKER_LOST, message);
+    ms__inbox_error(ml, m, MS__EV_FAIL, MS_E_WORKER_LOST, message);
 }
 
 /* The message of a model that crashed once too often: what its last worker did and said. */
@@ -125,7 +136,7 @@ void ms__instance_up(ms__models *ml, ms__model *m, ms__wproc *w)
         /* Its exit counts as one more crash. */
         ms__log_warn("model \"%s\": instance %d: %s; stopping worker %ld", m->tag, w->inst, err,
                      (long)w->pid);
-        ms__sup_stop(&ml->sup, w, now);
+        ml->ops->stop(&ml->sup, w, now);
         return;
     }
     in->state = MS__INST_UP;
@@ -135,12 +146,17 @@ void ms__instance_up(ms__models *ml, ms__model *m, ms__wproc *w)
                  m->tag, w->inst, (long)w->pid, in->restarts, m->leases);
 }
 
-/* Starts instance i of m again (its back-off passed). */
-static void restart(ms__models *ml, ms__model *m, int i, int64_t now)
+void ms__instance_restart(ms__models *ml, ms__model *m, int i, int64_t now)
 {
     char err[MS__ERRLEN], msg[MS__ERRLEN + 64];
     ms__instance *in = &m->inst[i];
-    int rc = ms__sup_spawn(&ml->sup, m, i, err, sizeof err);
+    if (i < 0 || i >= m->ninst || in->state != MS__INST_DOWN || now < in->restart_at_ns)
+        return;
+    ms__wproc *w;
+    int rc = ml->ops->spawn(&ml->sup, m, i, &m->spec, m->spec_json, in->door_fd, m->ctor_fd, &w,
+                            err, sizeof err);
+    if (rc == 0 && (rc = ms__instance_adopt(m, w, err, sizeof err)) != 0)
+        ml->ops->stop(&ml->sup, w, now);
     if (rc == 0) {
         in->restarts++;
         m->inst_restarts[i]++;
@@ -155,21 +171,17 @@ static void restart(ms__models *ml, ms__model *m, int i, int64_t now)
     ms__log_error("model \"%s\": %s; trying again in %.1f s", m->tag, msg, (double)delay / 1e9);
 }
 
-int64_t ms__instances_due(ms__models *ml, int64_t now)
+int ms__instances_due(const ms__model *m, int64_t now, int *due, int64_t *next)
 {
-    int64_t next = INT64_MAX;
-    for (int k = 0; k < ml->reg.nmodels; k++) {
-        ms__model *m = ml->reg.models[k];
-        for (int i = 0; i < m->ninst && m->state == MS__MODEL_READY; i++) {
-            ms__instance *in = &m->inst[i];
-            if (in->state != MS__INST_DOWN)
-                continue;
-            if (now >= in->restart_at_ns)
-                restart(ml, m, i, now);
-            if (m->state == MS__MODEL_READY && in->state == MS__INST_DOWN &&
-                in->restart_at_ns < next)
-                next = in->restart_at_ns;
-        }
+    int n = 0;
+    for (int i = 0; i < m->ninst && m->state == MS__MODEL_READY; i++) {
+        const ms__instance *in = &m->inst[i];
+        if (in->state != MS__INST_DOWN)
+            continue;
+        if (now >= in->restart_at_ns)
+            due[n++] = i;
+        else if (in->restart_at_ns < *next)
+            *next = in->restart_at_ns;
     }
-    return next;
+    return n;
 }

@@ -17,6 +17,7 @@ void ms__models_init(ms__models *ml, ms__settled_fn settled, void *ctx)
     ms__budgets_init(&ml->budgets);
     ml->settled = settled;
     ml->settled_ctx = ctx;
+    ml->ops = &ms__launch_ops;
 }
 
 int ms__models_start(ms__models *ml, int epfd, const char *memory, const char *log_level, char *err,
@@ -42,16 +43,14 @@ void ms__models_free(ms__models *ml)
         ms__sup_free(&ml->sup, w);
     }
     ms__sup_collect(&ml->sup);
+    ms__inbox_clear(ml);
     ms__registry_destroy(&ml->reg);
 }
 
 void ms__models_shutdown(ms__models *ml)
 {
     ml->stopping = true;
-    for (int i = 0; i < ml->reg.nmodels; i++) {
-        ms__swap_abort(ml, ml->reg.models[i], MS_E_UNLOADED, "the daemon is stopping");
-        ms__model_set_unloading(ml->reg.models[i]);
-    }
+    ms__life_shutdown(ml);
     int64_t now = ms__registry_now(&ml->reg);
     for (ms__wproc *w = LIST_FIRST(&ml->sup.all); w != NULL; w = LIST_NEXT(w, link))
         ms__sup_stop(&ml->sup, w, now);
@@ -60,22 +59,8 @@ void ms__models_shutdown(ms__models *ml)
 int64_t ms__models_timers(ms__models *ml, int64_t now)
 {
     int64_t next = INT64_MAX, t;
-    if (!ml->stopping) {
-        t = ms__measure_due(ml, now);
-        if (t < next)
-            next = t;
-        ms__model *m;
-        while ((m = ms__registry_expired(&ml->reg)) != NULL) {
-            ms__log_info("model \"%s\": idle for its keep-alive of %g s: unloading", m->tag,
-                         m->spec.keep_alive);
-            ms__begin_unload(ml, m);
-        }
-        if (ms__registry_next_deadline(&ml->reg, &t) && t < next)
-            next = t;
-        t = ms__instances_due(ml, now);
-        if (t < next)
-            next = t;
-    }
+    if (!ml->stopping)
+        next = ms__life_timers(ml, now);
     if (ms__sup_timers(&ml->sup, now, &t) && t < next)
         next = t;
     return next;

@@ -5,8 +5,12 @@
  * requests that wait for a model are counted on the model (ms__model_waiter_add, registry.h),
  * and what becomes of a model is told upward through the settled callback.
  *
- * Files: models.c (this set as the event loop sees it), load.c (one model's load and unload),
- * workers.c (what workers say and do), admission.c (the budget decision), measure.c.
+ * Files (models_int.h has their internals and the order of their calls): models.c (this set as
+ * the event loop sees it), lifecycle.c (the owner of every model's state: one table of states,
+ * events and actions), workers.c (what workers say, decoded and handed to the owner), the
+ * policies load.c, instances.c and swap.c (what to do, told to the owner through its inbox,
+ * inbox.c), attach.c and links.c (leases' arenas sent to workers), admission.c (the budget
+ * decision), measure.c.
  */
 #ifndef MS_DAEMON_MODELS_H
 #define MS_DAEMON_MODELS_H
@@ -17,6 +21,7 @@
 
 #include "budget.h"
 #include "daemon.h"
+#include "launch.h"
 #include "registry.h"
 #include "supervisor.h"
 #include "tally.h"
@@ -32,6 +37,16 @@ enum {
  * a failed swap. */
 typedef void (*ms__settled_fn)(void *ctx, ms__model *m, int what, int code, const char *message);
 
+/* The life-cycle owner's inbox (inbox.c): the events it has still to act on, and the settled
+ * notices it has still to tell, each in order. */
+typedef struct ms__life_event ms__life_event;
+typedef struct ms__notice ms__notice;
+typedef struct ms__inbox {
+    ms__life_event *head, *tail;
+    ms__notice *nhead, *ntail;
+    bool running; /* the owner is acting on its events (lifecycle.c) */
+} ms__inbox;
+
 typedef struct ms__models {
     ms__registry reg;        /* owns models, clients, leases */
     ms__supervisor sup;      /* owns the workers */
@@ -42,6 +57,8 @@ typedef struct ms__models {
     ms__tally tally;         /* loads and evictions per tag, kept after a model goes (metrics) */
     ms__settled_fn settled;  /* not NULL */
     void *settled_ctx;
+    const ms__sup_ops *ops; /* spawn and stop (ms__launch_ops; a unit test's own) */
+    ms__inbox inbox;        /* lifecycle.c's */
 } ms__models;
 
 /* ---- the set (models.c) ---- */
@@ -61,7 +78,7 @@ int64_t ms__models_timers(ms__models *ml, int64_t now);
 /* True when nothing is loaded (failed models aside), no client is connected, no worker runs. */
 bool ms__models_idle(const ms__models *ml);
 
-/* ---- one model (load.c) ---- */
+/* ---- one model (lifecycle.c, the owner) ---- */
 /* Starts a load of m (loads + 1): admission to its device's budget, then its instances workers.
  * m may wait for memory (state waiting) instead. On failure m is failed (FAILED told) and the
  * code is returned. */
@@ -74,7 +91,7 @@ void ms__begin_unload(ms__models *ml, ms__model *m);
  * earliest load_timeout deadline still running, or INT64_MAX. */
 int64_t ms__admission_run(ms__models *ml);
 
-/* ---- a swap (swap.c) ---- */
+/* ---- a swap (lifecycle.c: swap.c prepares it) ---- */
 /* Starts a swap of ready m to its spec with the fields of patch (a JSON object) replaced: the new
  * version loads beside the old (or, drain_first, after the old drained), then each instance
  * moves to it without a request lost; SWAPPED is told when it ends. *ctor_fd: the constructor
@@ -89,13 +106,16 @@ int ms__swap_start(ms__models *ml, ms__model *m, const json_t *patch, bool drain
                    int *ctor_fd, char *err, size_t errlen);
 
 /* ---- workers (workers.c) ---- */
-/* Events on a worker's control socket (MS__EV_WCTRL) and pidfd (MS__EV_WPID). */
-void ms__worker_on_ctrl(ms__models *ml, ms__wproc *w);
+/* Events on a worker's control socket (MS__EV_WCTRL: events, EPOLLOUT when what was queued for
+ * it can go on) and pidfd (MS__EV_WPID). */
+void ms__worker_on_ctrl(ms__models *ml, ms__wproc *w, uint32_t events);
 void ms__worker_on_pid(ms__models *ml, ms__wproc *w);
 /* Its stderr pipe (MS__EV_WERR): written through to the log, the last bytes kept. */
 void ms__worker_on_stderr(ms__models *ml, ms__wproc *w);
 /* After SIGCHLD: reaps the workers that have no pidfd. */
 void ms__workers_reap_unwatched(ms__models *ml);
+
+/* ---- leases' arenas to workers (attach.c) ---- */
 /* Sends lease l's arena (l->arena_fd, which stays l's) to the worker of every instance of its
  * model that is up, ring i to instance i, and gives the instances' doors in doors[0..ninst)
  * (not owned: they stay the instances'). MS_E_WORKER_LOST with a message when a worker cannot

@@ -1,58 +1,186 @@
-/* The model life cycle's internals, shared by models.c, load.c, workers.c, instances.c,
- * admission.c and measure.c (the layer above sees models.h only). Calls go one way: models.c and
- * workers.c use instances.c and load.c; instances.c uses load.c, which uses admission.c and
- * measure.c. swap.c is told of its workers' events by workers.c and of unloads by load.c, and
- * uses load.c and measure.c. */
+/* The model life cycle's internals, shared by its files (the layer above sees models.h only).
+ * Calls go one way, each file using only those below it (scripts/check-layers.py checks it on the
+ * object files):
+ *
+ *   models.c      the set as the event loop sees it
+ *   workers.c     decodes what a worker says and its exit; hands each to the owner
+ *   lifecycle.c   the owner: every model's state, changed only here, by one table
+ *   load.c, instances.c, swap.c   policies: decide, and tell the owner through its inbox
+ *   attach.c, links.c, admission.c, measure.c, inbox.c   below the policies
+ *
+ * A policy never calls the owner: it posts an event to the owner's inbox (ms__inbox_post), which
+ * the owner acts on once the policy has returned. So nothing a policy holds (a swap record, a
+ * model) goes away under it. Settled notices are queued the same way (ms__notice_post) and told
+ * by the owner once its events are done, while their models are still registered. */
 #ifndef MS_DAEMON_MODELS_INT_H
 #define MS_DAEMON_MODELS_INT_H
 
 #include "models.h"
 
-/* ---- load.c ---- */
-/* m failed: its workers are stopped (and forgotten by it), FAILED is told with code and
- * message. */
-void ms__model_fail(ms__models *ml, ms__model *m, int code, const char *message);
-/* Every worker of loading m said ready: m is ready (measured), READY is told. */
-void ms__model_ready(ms__models *ml, ms__model *m);
-/* m's last worker is gone while unloading: UNLOADED is told; then m loads again for requests
- * with a spec that wait for it, or is removed (FAILED told first). */
-void ms__unload_done(ms__models *ml, ms__model *m);
+/* ---- lifecycle.c: the owner ---- */
+/* A model's state as the owner sees it: the registry's state, with a swap's two phases apart
+ * from ready (the registry says ready through a swap: the old version serves). */
+enum {
+    MS__LIFE_NEW = 0,  /* just registered, never loaded (registry: loading, loads 0) */
+    MS__LIFE_WAITING,  /* waits for memory in its devices' budgets */
+    MS__LIFE_LOADING,  /* its workers load */
+    MS__LIFE_READY,    /* it serves */
+    MS__LIFE_SWAPPING, /* it serves while a new version loads, or its instances move to it */
+    MS__LIFE_DRAINING, /* drain-first swap: the old workers drain before the new ones load */
+    MS__LIFE_FAILED,
+    MS__LIFE_UNLOADING, /* its workers stop */
+    MS__LIFE_NSTATES
+};
+/* What happens to a model (the owner's input). */
+enum {
+    MS__EV_LOAD = 0,      /* a load is asked for */
+    MS__EV_ADMIT,         /* admission: it fits, its workers start */
+    MS__EV_WAIT,          /* admission: it waits for memory */
+    MS__EV_RECHECK,       /* waiting: admission looks again */
+    MS__EV_FORGET,        /* waiting: nobody waits for it any more */
+    MS__EV_FAIL,          /* it fails (code, message) */
+    MS__EV_ALL_READY,     /* every worker of its load said ready */
+    MS__EV_UNLOAD,        /* unload asked (request, keep-alive, eviction) */
+    MS__EV_STOP,          /* the daemon stops */
+    MS__EV_WORKER_GONE,   /* a worker of it was reaped while it unloads (w) */
+    MS__EV_RELOAD,        /* its last worker is gone, and requests with a spec wait: load again */
+    MS__EV_REMOVE,        /* its last worker is gone and nobody waits with a spec: it goes */
+    MS__EV_LOST,          /* an instance's worker died (w, status) */
+    MS__EV_UP,            /* a restarted instance's worker said ready (w) */
+    MS__EV_RESTART,       /* an instance's back-off passed (inst) */
+    MS__EV_SWAP,          /* a swap starts: its new workers load (swap.c spawned them) */
+    MS__EV_SWAP_DRAIN,    /* a drain-first swap starts: the old workers drain first */
+    MS__EV_SWAP_READY,    /* a new version's worker said ready (w) */
+    MS__EV_SWAP_FAILED,   /* a new version's worker failed (w, code, msg), or died before ready
+                           * (code 0, msg its exit text) */
+    MS__EV_DRAINED,       /* an old worker said "drained" (w, msg: its heads) */
+    MS__EV_DRAIN_LOST,    /* an old worker died while it drained (w) */
+    MS__EV_SWAP_LOAD,     /* drain-first: every old worker is gone, the new version loads */
+    MS__EV_SWAP_ROLLBACK, /* drain-first: the new version failed (code, msg): the old loads again */
+    MS__EV_SWAP_END,      /* the swap ends: code 0 (the new version serves) or the error (msg;
+                           * status 1: it was stopped, logged so) */
+    MS__EV_N
+};
+/* "ready", ..., for logs and tests. */
+const char *ms__life_state_name(int state);
+/* m's state as the owner sees it. */
+int ms__life_state(const ms__model *m);
+/* The state the table leads to from state on ev (-1: the model goes), -2 when ev is ignored in
+ * state. */
+int ms__life_next(int state, int ev);
+/* The table, for tests and docs: how many rows; row i's state, event and next state, and how
+ * often it was taken since the program started. */
+int ms__life_rows(void);
+uint64_t ms__life_row(int i, int *state, int *ev, int *next);
+/* A worker's news, decoded by workers.c: w said ready / failed; w was reaped (status, how: its
+ * text); w said "drained" (msg). The owner routes each to the model's state. */
+void ms__life_worker_ready(ms__models *ml, ms__wproc *w);
+void ms__life_worker_failed(ms__models *ml, ms__wproc *w, int code, const char *message);
+void ms__life_worker_exit(ms__models *ml, ms__wproc *w, int status);
+void ms__life_worker_drained(ms__models *ml, ms__wproc *w, const json_t *msg);
+/* Keep-alive expiries and due restarts; returns the next time, or INT64_MAX. */
+int64_t ms__life_timers(ms__models *ml, int64_t now);
+/* The daemon stops: every model unloads. */
+void ms__life_shutdown(ms__models *ml);
+
+/* ---- inbox.c: the owner's inbox ---- */
+/* One event for the owner: m (NULL never), ev (MS__EV_*), its worker w (or NULL), an instance, a
+ * code with its message (copied), a wait status, a JSON payload (a reference taken). */
+struct ms__life_event {
+    ms__model *m;
+    int ev;
+    ms__wproc *w;
+    int inst;
+    int code;
+    int status;
+    json_t *msg;
+    char *message;  /* owned, NULL when none */
+    ms__swap *swap; /* SWAP, SWAP_DRAIN: the swap prepared (swap.c), taken by the model */
+    ms__life_event *next;
+};
+/* "load", "admit", ...: an event's name, for logs and tests. */
+const char *ms__life_event_name(int ev);
+/* Queues an event (policies: their decision; workers.c through the owner). False when out of
+ * memory (logged). */
+bool ms__inbox_post(ms__models *ml, const ms__life_event *e);
+/* The same for an event with only a model / with a code and message (FAIL, SWAP_END, ...). */
+void ms__inbox_event(ms__models *ml, ms__model *m, int ev);
+void ms__inbox_error(ms__models *ml, ms__model *m, int ev, int code, const char *message);
+/* The oldest event (the caller frees it with ms__inbox_free), or NULL. */
+ms__life_event *ms__inbox_take(ms__models *ml);
+void ms__inbox_free(ms__life_event *e);
+/* Drops the events and notices of m (it goes). */
+void ms__inbox_forget(ms__models *ml, const ms__model *m);
+/* Queues a settled notice (models.h) / tells every queued one, in order. */
+void ms__notice_post(ms__models *ml, ms__model *m, int what, int code, const char *message);
+void ms__notice_flush(ms__models *ml);
+/* Frees what is queued (the set goes). */
+void ms__inbox_clear(ms__models *ml);
+
+/* ---- load.c: a load's policy ---- */
 /* Unlinks w from its model, keeping its counters in the model's totals. */
 void ms__worker_detach(ms__wproc *w);
+/* A load of m begins (its counters, its estimate, logged). */
+void ms__load_begin(ms__models *ml, ms__model *m);
+/* Admission's decision for m now, posted: ADMIT, WAIT, FAIL, or nothing (it waits on); the idle
+ * models it evicts get UNLOAD first. */
+void ms__load_decide(ms__models *ml, ms__model *m, int64_t now);
+/* Makes m's instances and spawns their workers (m admitted): FAIL posted when one cannot. */
+void ms__load_spawn(ms__models *ml, ms__model *m);
+/* Logs of ready and unloaded. */
+void ms__load_log_ready(const ms__model *m);
+void ms__load_log_unloaded(const ms__model *m);
 
-/* ---- instances.c: per-instance supervision ---- */
+/* ---- instances.c: per-instance supervision's policy ---- */
 /* Makes m's instance records, each with a new door (a load begins: m->spec.instances). */
 int ms__instances_open(ms__model *m, char *err, size_t errlen);
+/* Links w, just spawned for instance w->inst, to m as that instance's worker. */
+int ms__instance_adopt(ms__model *m, ms__wproc *w, char *err, size_t errlen);
 /* Worker w (instance w->inst, already detached) of ready m ended with wait status status: its
  * clients' requests in flight on it are lost (the door's gen), nothing more goes to it (down),
- * and it restarts after its back-off; or m fails after too many crashes, quoting w's stderr. */
+ * and it restarts after its back-off; or FAIL is posted after too many crashes, quoting w's
+ * stderr. */
 void ms__instance_lost(ms__models *ml, ms__model *m, const ms__wproc *w, int status);
 /* The restarted worker w of ready m said ready: every lease is attached to it again ("resume")
- * and its door opened. */
+ * and its door opened (else it is stopped: one more crash). */
 void ms__instance_up(ms__models *ml, ms__model *m, ms__wproc *w);
-/* Starts the instances whose back-off has passed; returns when the next one is due, or
- * INT64_MAX. */
-int64_t ms__instances_due(ms__models *ml, int64_t now);
+/* Instance i of m starts again (its back-off passed); FAIL posted when it cannot, too often. */
+void ms__instance_restart(ms__models *ml, ms__model *m, int i, int64_t now);
+/* The instances of m whose back-off has passed, into due (room for MS__INSTANCES_MAX); returns
+ * how many, and the next time one is due after them in *next (unchanged when none). */
+int ms__instances_due(const ms__model *m, int64_t now, int *due, int64_t *next);
 
-/* ---- workers.c (used by instances.c) ---- */
+/* ---- attach.c (below instances.c and swap.c) ---- */
 /* Attaches every lease of w's model to w again on ring w->inst, with "resume" (the ring goes on
  * from its tail), then tells w to open its door. MS_E_WORKER_LOST when w cannot take them. */
 int ms__workers_reattach(ms__wproc *w, char *err, size_t errlen);
 
-/* ---- swap.c: a swap's events (workers.c and load.c call these) ---- */
-/* Standby worker w (a swap's new version) said ready / failed / exited (how: its exit text). */
+/* ---- swap.c: a swap's policy (each step posts what follows to the owner) ---- */
+/* ms__swap_start's checks (models.h) and a new swap record in *out, not yet m's; unless
+ * drain_first, its new workers are spawned (standby). Nothing left started on error. */
+int ms__swap_prepare(ms__models *ml, ms__model *m, const json_t *patch, bool drain_first,
+                     int *ctor_fd, ms__swap **out, char *err, size_t errlen);
+/* m takes the prepared swap sw (m->swap, charged beside the old version). */
+void ms__swap_attach(ms__model *m, ms__swap *sw);
+/* Drain-first: every old worker is told to drain. */
+void ms__swap_drain_old(ms__models *ml, ms__model *m);
+/* True while a drain-first swap's old workers drain (no new worker spawned yet). */
+bool ms__swap_drain_phase(const ms__model *m);
+/* A standby worker w said ready / failed or died before ready (code, message). */
 void ms__swap_ready(ms__models *ml, ms__wproc *w);
 void ms__swap_failed(ms__models *ml, ms__wproc *w, int code, const char *message);
-void ms__swap_standby_exit(ms__models *ml, ms__wproc *w, const char *how);
-/* The old worker w said "drained" (msg: its heads). */
+/* The old worker w said "drained" (msg: its heads); died while it drained. */
 void ms__swap_drained(ms__models *ml, ms__wproc *w, const json_t *msg);
-/* The old worker w of m (already detached) died while it drained: true when the swap takes it
- * (its requests in flight are lost, its instance goes to the new worker), false when it was not
- * draining (an ordinary crash: ms__instance_lost). */
-bool ms__swap_old_exit(ms__models *ml, ms__model *m, const ms__wproc *w);
-/* m fails or unloads: a swap in progress stops (its new workers are stopped), its caller gets
- * code and message. Nothing when m has no swap. */
-void ms__swap_abort(ms__models *ml, ms__model *m, int code, const char *message);
+void ms__swap_drain_lost(ms__models *ml, ms__model *m, const ms__wproc *w);
+/* True when the old worker w of m (exited) was draining for m's swap. */
+bool ms__swap_draining(const ms__model *m, const ms__wproc *w);
+/* Drain-first, every old worker gone: the new version loads. */
+void ms__swap_load_new(ms__models *ml, ms__model *m);
+/* Drain-first, the new version failed (code, message): the old one loads again. */
+void ms__swap_rollback(ms__models *ml, ms__model *m, int code, const char *message);
+/* The swap ends: its standby workers stop, the new version becomes m's when code is 0 and the
+ * swap completed, its record goes. Nothing when m has no swap. */
+void ms__swap_end(ms__models *ml, ms__model *m);
 
 /* ---- admission.c ---- */
 /* Reads the budgets (--memory text, NULL for the defaults) and the devices' total memory. */

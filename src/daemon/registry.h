@@ -1,9 +1,12 @@
 /*
  * The daemon's bookkeeping: models by tag, clients (connections), leases, keep-alive deadlines.
- * Pure data: no sockets, no processes (the only system calls are closing and unmapping a lease's
- * arena when the lease goes, an instance's door when its model goes or loads again, and a model's
- * constructor memfd when its spec is replaced or the model goes). Time comes
- * from an injectable clock so that keep-alive is testable.
+ * Data and its setters: no sockets, no processes (the only system calls are closing and unmapping
+ * a lease's arena when the lease goes, an instance's door when its model goes or loads again, and
+ * a model's constructor memfd when its spec is replaced or the model goes). Time comes from an
+ * injectable clock so that keep-alive is testable. A model's state (ms__model.state) changes only
+ * through the setters below, and those are called only by the life-cycle owner
+ * (lifecycle.c); the life cycle's policies (load.c, instances.c, swap.c) and measure.c write the
+ * other fields of a model they work on (its instances, its charge, a swap's new spec).
  *
  * Ownership: the registry owns its models, clients and leases. A model's workers (ms__wproc) are
  * owned by the supervisor; the registry only links them to the model and counts their leases.

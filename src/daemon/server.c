@@ -194,7 +194,7 @@ static void dispatch(ms__server *s, const struct epoll_event *ev)
         ms__conn_on_event(&s->proto, src->obj, ev->events);
         break;
     case MS__EV_WCTRL:
-        ms__worker_on_ctrl(&s->models, src->obj);
+        ms__worker_on_ctrl(&s->models, src->obj, ev->events);
         break;
     case MS__EV_WPID:
         ms__worker_on_pid(&s->models, src->obj);

@@ -1,4 +1,4 @@
-/* Worker processes: spawn, watch, stop, reap. See supervisor.h. */
+/* Worker processes: spawn from a plain exec context, watch, stop, reap. See supervisor.h. */
 #include "supervisor.h"
 
 #include <errno.h>
@@ -17,7 +17,6 @@
 #include "../common/ctorfd.h"
 #include "../common/log.h"
 #include "../common/paths.h"
-#include "../common/ring.h"
 #include "modelshare.h"
 
 /* Descriptors the child moves to 3, 4, 5 and 6 are first copied at or above this. */
@@ -95,177 +94,6 @@ static void child_exec(pid_t parent, const spawn_fds *f, const char *path, char 
     else
         execv(path, argv);
     _exit(127);
-}
-
-/* How a python worker starts: the acquiring client's interpreter, working directory and
- * sys.path (as PYTHONPATH), running `-m modelshare.worker`. All of it is made before fork(). */
-typedef struct py_launch {
-    json_t *obj; /* the spec's "python" object */
-    char **envp; /* the daemon's environment, PYTHONPATH replaced (the strings are not copied) */
-    char *pythonpath;
-} py_launch;
-
-static void py_launch_free(py_launch *pl)
-{
-    json_decref(pl->obj);
-    free(pl->envp);
-    free(pl->pythonpath);
-    memset(pl, 0, sizeof *pl);
-}
-
-extern char **environ;
-
-static int py_launch_make(const ms__spec *spec, py_launch *pl, char *err, size_t errlen)
-{
-    memset(pl, 0, sizeof *pl);
-    pl->obj = json_loads(spec->python, 0, NULL);
-    const json_t *path = json_object_get(pl->obj, "path");
-    if (pl->obj == NULL || !json_is_string(json_object_get(pl->obj, "executable")) ||
-        !json_is_string(json_object_get(pl->obj, "cwd")) || !json_is_array(path))
-        goto nomem; /* the spec was checked: only memory can fail here */
-    size_t len = strlen("PYTHONPATH=") + 1, i;
-    json_t *e;
-    json_array_foreach(path, i, e) len += strlen(json_string_value(e)) + 1;
-    pl->pythonpath = malloc(len);
-    size_t n = 0;
-    while (environ[n] != NULL)
-        n++;
-    pl->envp = calloc(n + 2, sizeof *pl->envp);
-    if (pl->pythonpath == NULL || pl->envp == NULL)
-        goto nomem;
-    char *p = pl->pythonpath;
-    p += sprintf(p, "PYTHONPATH=");
-    json_array_foreach(path, i, e) p += sprintf(p, "%s%s", i > 0 ? ":" : "", json_string_value(e));
-    size_t k = 0;
-    for (size_t j = 0; j < n; j++)
-        if (strncmp(environ[j], "PYTHONPATH=", 11) != 0 &&
-            strncmp(environ[j], "PYTHONHOME=", 11) != 0)
-            pl->envp[k++] = environ[j];
-    pl->envp[k++] = pl->pythonpath;
-    pl->envp[k] = NULL;
-    const char *exe = json_string_value(json_object_get(pl->obj, "executable"));
-    if (access(exe, X_OK) != 0) {
-        int rc = ms__fail(err, errlen, MS_E_LOAD_FAILED,
-                          "python worker: interpreter %s: expected an executable file, got %s", exe,
-                          strerror(errno));
-        py_launch_free(pl);
-        return rc;
-    }
-    return 0;
-nomem:
-    py_launch_free(pl);
-    return ms__fail(err, errlen, MS_E_NOMEM, "out of memory starting a python worker");
-}
-
-/* What a worker runs: program, argv, working directory and environment, made before fork(). */
-typedef struct spawn_cmd {
-    py_launch pl;    /* a python worker's launch (empty for the dense worker) */
-    bool python;     /* the spec has a "python" constructor */
-    char *spec_text; /* owned: the instance's spec, passed as --spec */
-    const char *path, *cwd;
-    char **envp;      /* NULL: the daemon's environment */
-    char **pinned;    /* owned array (strings not copied): envp with the GPU pinned, or NULL */
-    char visible[48]; /* "CUDA_VISIBLE_DEVICES=N" */
-    char *argv[10];   /* points into spec_text, the model's tag and the supervisor */
-} spawn_cmd;
-
-static void spawn_cmd_free(spawn_cmd *c)
-{
-    py_launch_free(&c->pl);
-    free(c->spec_text);
-    c->spec_text = NULL;
-    free(c->pinned);
-    c->pinned = NULL;
-}
-
-/* The spec a worker of an instance on device gets: device as it sees it ("cpu", or "cuda:0" for
- * a GPU, which CUDA_VISIBLE_DEVICES leaves it alone with), devices null. New text, or NULL. */
-static char *instance_spec(const json_t *spec_json, const char *device)
-{
-    json_t *j = json_deep_copy(spec_json);
-    if (j == NULL)
-        return NULL;
-    bool gpu = strncmp(device, "cuda:", 5) == 0;
-    if (device[0] != '\0')
-        json_object_set_new(j, "device", json_string(gpu ? "cuda:0" : "cpu"));
-    json_object_set_new(j, "devices", json_null());
-    char *text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
-    json_decref(j);
-    return text;
-}
-
-/* A worker of an instance on "cuda:N" sees that GPU alone, as its device 0:
- * CUDA_VISIBLE_DEVICES=N, with CUDA_DEVICE_ORDER=PCI_BUS_ID so that N is NVML's N. The rest of
- * its environment is c->envp's (or the daemon's); on the CPU it is left as it is. */
-static int pin_gpu(spawn_cmd *c, const char *device)
-{
-    if (strncmp(device, "cuda:", 5) != 0)
-        return 0;
-    char **base = c->envp != NULL ? c->envp : environ;
-    size_t n = 0;
-    while (base[n] != NULL)
-        n++;
-    c->pinned = calloc(n + 3, sizeof *c->pinned);
-    if (c->pinned == NULL)
-        return MS_E_NOMEM;
-    size_t k = 0;
-    for (size_t j = 0; j < n; j++)
-        if (strncmp(base[j], "CUDA_VISIBLE_DEVICES=", 21) != 0 &&
-            strncmp(base[j], "CUDA_DEVICE_ORDER=", 18) != 0)
-            c->pinned[k++] = base[j];
-    snprintf(c->visible, sizeof c->visible, "CUDA_VISIBLE_DEVICES=%s", device + 5);
-    c->pinned[k++] = c->visible;
-    c->pinned[k++] = "CUDA_DEVICE_ORDER=PCI_BUS_ID";
-    c->envp = c->pinned;
-    return 0;
-}
-
-/* Checks that m can have one more worker and what it runs. On success *c is freed with
- * spawn_cmd_free(). */
-static int spawn_cmd_make(ms__supervisor *s, ms__model *m, const ms__spec *spec,
-                          const json_t *spec_json, const char *device, spawn_cmd *c, char *err,
-                          size_t errlen)
-{
-    memset(c, 0, sizeof *c);
-    c->python = spec->python != NULL;
-    if (c->python) {
-        int rc = py_launch_make(spec, &c->pl, err, errlen);
-        if (rc < 0)
-            return rc;
-    } else if (access(s->worker_path, X_OK) != 0) {
-        return ms__fail(err, errlen, MS_E_LOAD_FAILED,
-                        "worker program %s: expected an executable file, got %s", s->worker_path,
-                        strerror(errno));
-    }
-    if (m->nworkers >= MS__INSTANCES_MAX) {
-        py_launch_free(&c->pl);
-        return ms__fail(err, errlen, MS_E_LIMIT, "expected at most %d workers per model",
-                        MS__INSTANCES_MAX);
-    }
-    c->spec_text = instance_spec(spec_json, device);
-    if (c->spec_text == NULL) {
-        py_launch_free(&c->pl);
-        return ms__fail(err, errlen, MS_E_NOMEM, "out of memory starting a worker");
-    }
-    char *tail[] = {"--tag", m->tag, "--spec", c->spec_text, "--log-level", s->log_level, NULL};
-    int n = 0;
-    c->path = s->worker_path;
-    if (c->python) {
-        c->path = json_string_value(json_object_get(c->pl.obj, "executable"));
-        c->cwd = json_string_value(json_object_get(c->pl.obj, "cwd"));
-        c->envp = c->pl.envp;
-        c->argv[n++] = (char *)c->path;
-        c->argv[n++] = "-m";
-        c->argv[n++] = "modelshare.worker";
-    } else {
-        c->argv[n++] = s->worker_path;
-    }
-    memcpy(&c->argv[n], tail, sizeof tail);
-    if (pin_gpu(c, device) != 0) {
-        spawn_cmd_free(c);
-        return ms__fail(err, errlen, MS_E_NOMEM, "out of memory starting a worker");
-    }
-    return 0;
 }
 
 static void spawn_fds_close(spawn_fds *f)
@@ -346,8 +174,7 @@ static void worker_watch(ms__supervisor *s, ms__wproc *w)
 
 /* In the parent after fork: the process exists, so it is always recorded, never lost. Takes the
  * daemon's descriptors from f and closes the worker's. */
-static void worker_adopt(ms__supervisor *s, ms__model *m, ms__wproc *w, pid_t pid, spawn_fds *f,
-                         bool standby)
+static void worker_adopt(ms__supervisor *s, ms__wproc *w, pid_t pid, spawn_fds *f)
 {
     w->pid = pid;
     w->ctrl_fd = f->sv[0];
@@ -362,81 +189,41 @@ static void worker_adopt(ms__supervisor *s, ms__model *m, ms__wproc *w, pid_t pi
     w->ev_pid.obj = w;
     w->ev_err.kind = MS__EV_WERR;
     w->ev_err.obj = w;
+    w->epfd = s->epfd;
     list_add(s, w);
-    if (standby) {
-        w->model = m;
-        w->standby = true;
-    } else {
-        ms__model_add_worker(m, w);
-    }
     fcntl(w->ctrl_fd, F_SETFL, fcntl(w->ctrl_fd, F_GETFL) | O_NONBLOCK);
     fcntl(w->err_fd, F_SETFL, fcntl(w->err_fd, F_GETFL) | O_NONBLOCK);
     worker_watch(s, w);
 }
 
-/* Starts a worker of spec on door_fd (with ctor_fd, -1: none) for instance inst of m; standby:
- * not linked to m yet. */
-static int spawn(ms__supervisor *s, ms__model *m, int inst, const ms__spec *spec,
-                 const json_t *spec_json, int door_fd, int ctor_fd, bool standby, ms__wproc **out,
-                 char *err, size_t errlen)
+int ms__sup_exec(ms__supervisor *s, const ms__exec *x, ms__wproc **out, char *err, size_t errlen)
 {
-    spawn_cmd cmd;
     spawn_fds fds;
-    const char *device = inst >= 0 && inst < MS__INSTANCES_MAX ? m->inst_device[inst] : "";
-    if (spec->python_ctor_size > 0 && ctor_fd < 0) /* the request checks make this impossible */
-        return ms__fail(err, errlen, MS_E_LOAD_FAILED,
-                        "python worker: the spec's constructor is in a memfd, and the model has "
-                        "none");
-    int rc = spawn_cmd_make(s, m, spec, spec_json, device, &cmd, err, errlen);
-    if (rc != 0)
-        return rc;
     ms__wproc *w = calloc(1, sizeof *w);
-    if (w == NULL) {
-        spawn_cmd_free(&cmd);
+    if (w == NULL)
         return ms__fail(err, errlen, MS_E_NOMEM, "out of memory starting a worker");
-    }
-    w->pidfd = w->ctrl_fd = w->err_fd = -1;
-    w->inst = inst;
+    w->pidfd = w->ctrl_fd = w->err_fd = w->epfd = -1;
+    w->inst = x->inst;
     ms__reader_init(&w->reader);
-    rc = spawn_fds_make(&fds, door_fd, spec->python_ctor_size > 0 ? ctor_fd : -1, err, errlen);
-    if (rc != 0)
-        goto fail;
+    ms__writer_init(&w->wr);
+    int rc = spawn_fds_make(&fds, x->door_fd, x->ctor_fd, err, errlen);
+    if (rc != 0) {
+        free(w);
+        return rc;
+    }
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         rc = ms__fail(err, errlen, MS_E_LOAD_FAILED, "cannot fork a worker: %s", strerror(errno));
         spawn_fds_close(&fds);
-        goto fail;
+        free(w);
+        return rc;
     }
     if (pid == 0)
-        child_exec(parent, &fds, cmd.path, cmd.argv, cmd.cwd, cmd.envp);
-    worker_adopt(s, m, w, pid, &fds, standby);
-    ms__log_info("model \"%s\": started worker %ld for instance %d%s on %s (%s%s)", m->tag,
-                 (long)pid, inst, standby ? " of a swap" : "", device[0] ? device : "cpu", cmd.path,
-                 cmd.python ? " -m modelshare.worker" : "");
-    spawn_cmd_free(&cmd);
-    if (out != NULL)
-        *out = w;
+        child_exec(parent, &fds, x->path, x->argv, x->cwd, x->envp);
+    worker_adopt(s, w, pid, &fds);
+    *out = w;
     return 0;
-
-fail:
-    free(w);
-    spawn_cmd_free(&cmd);
-    return rc;
-}
-
-int ms__sup_spawn(ms__supervisor *s, ms__model *m, int inst, char *err, size_t errlen)
-{
-    return spawn(s, m, inst, &m->spec, m->spec_json,
-                 inst >= 0 && inst < m->ninst ? m->inst[inst].door_fd : -1, m->ctor_fd, false, NULL,
-                 err, errlen);
-}
-
-int ms__sup_spawn_standby(ms__supervisor *s, ms__model *m, int inst, const ms__spec *spec,
-                          const json_t *spec_json, int door_fd, int ctor_fd, ms__wproc **out,
-                          char *err, size_t errlen)
-{
-    return spawn(s, m, inst, spec, spec_json, door_fd, ctor_fd, true, out, err, errlen);
 }
 
 void ms__sup_stop(ms__supervisor *s, ms__wproc *w, int64_t now)
@@ -494,6 +281,25 @@ void ms__sup_ctrl_close(ms__supervisor *s, ms__wproc *w)
     close(w->ctrl_fd);
     w->ctrl_fd = -1;
     ms__reader_free(&w->reader);
+    ms__writer_free(&w->wr);
+    w->want_out = false;
+}
+
+int ms__sup_ctrl_flush(ms__wproc *w, char *err, size_t errlen)
+{
+    int rc = ms__writer_flush(&w->wr, w->ctrl_fd, err, errlen);
+    if (rc != 0)
+        return rc;
+    bool want = w->wr.bytes > 0;
+    if (want != w->want_out && w->epfd >= 0) {
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | (want ? EPOLLOUT : 0),
+                                 .data.ptr = &w->ev_ctrl};
+        if (epoll_ctl(w->epfd, EPOLL_CTL_MOD, w->ctrl_fd, &ev) != 0)
+            return ms__fail(err, errlen, MS_E_IO, "worker %ld: cannot watch its control socket: %s",
+                            (long)w->pid, strerror(errno));
+        w->want_out = want;
+    }
+    return 0;
 }
 
 int ms__sup_send(ms__wproc *w, const json_t *msg, const int *fds, int nfds, char *err,
@@ -502,7 +308,13 @@ int ms__sup_send(ms__wproc *w, const json_t *msg, const int *fds, int nfds, char
     if (w->ctrl_fd < 0)
         return ms__fail(err, errlen, MS_E_WORKER_LOST, "worker %ld: control socket is closed",
                         (long)w->pid);
-    return ms__msg_send(w->ctrl_fd, msg, fds, nfds, 1000, err, errlen);
+    if (w->wr.bytes > MS__WORKER_QUEUE_MAX)
+        return ms__fail(err, errlen, MS_E_IO,
+                        "worker %ld does not read its control socket: %zu bytes wait for it, "
+                        "expected at most %u",
+                        (long)w->pid, w->wr.bytes, MS__WORKER_QUEUE_MAX);
+    int rc = ms__writer_push(&w->wr, msg, fds, nfds, err, errlen);
+    return rc != 0 ? rc : ms__sup_ctrl_flush(w, err, errlen);
 }
 
 int ms__sup_reap(ms__supervisor *s, ms__wproc *w, int *status)
@@ -544,6 +356,7 @@ static void release_resources(ms__supervisor *s, ms__wproc *w)
     w->err_fd = -1;
     json_decref(w->signature);
     w->signature = NULL;
+    ms__writer_free(&w->wr);
     if (w->listed)
         list_del(s, w);
 }

@@ -1,6 +1,8 @@
 /*
- * Worker processes: spawn (fork + exec of modelshare-worker), watch (pidfd and control socket in
- * the daemon's epoll), stop (SIGTERM, SIGKILL after a grace period), reap.
+ * Worker processes, mechanism only: spawn one from a plain exec context (ms__exec, made by
+ * launch.c), watch it (pidfd, control socket and stderr in the daemon's epoll), send it messages
+ * (queued, never waited for), stop it (SIGTERM, SIGKILL after a grace period), reap it. It knows
+ * no model: the life cycle links a worker to its model.
  */
 #ifndef MS_DAEMON_SUPERVISOR_H
 #define MS_DAEMON_SUPERVISOR_H
@@ -25,19 +27,23 @@ typedef struct ms__supervisor {
 /* Finds the worker binary (ms__sibling_binary("modelshare-worker", "MODELSHARE_WORKER")). */
 int ms__sup_init(ms__supervisor *s, int epfd, const char *log_level, char *err, size_t errlen);
 
-/* Starts one worker for instance inst of m (argv --tag, --spec canonical, --log-level; fd 2 a
- * pipe the daemon reads (ms__sup_stderr_read), fd 3 control, fd 4 stats, fd 5 the instance's
- * door, which stays the instance's, and fd 6 a copy of m->ctor_fd when m has one: the python
- * constructor's memfd, common/ctorfd.h), links it to m and watches it in epoll.
- * MS_E_LOAD_FAILED / MS_E_IO / MS_E_LIMIT with a message. */
-int ms__sup_spawn(ms__supervisor *s, ms__model *m, int inst, char *err, size_t errlen);
+/* A worker process as plain data (launch.c makes it): what to run, and the descriptors it gets
+ * beside the supervisor's own (fd 2 a stderr pipe the daemon reads, fd 3 its control socket, fd
+ * 4 its stats page). Nothing in it is taken. */
+typedef struct ms__exec {
+    const char *path;  /* the program */
+    char *const *argv; /* NULL-terminated */
+    char *const *envp; /* NULL: the daemon's environment */
+    const char *cwd;   /* NULL: the daemon's working directory */
+    int door_fd;       /* its fd 5 */
+    int ctor_fd;       /* its fd 6, -1: none */
+    int inst;          /* recorded in the worker record (ms__wproc.inst) */
+} ms__exec;
 
-/* The same for a swap's new version (swap.c): a worker of spec (canonical spec_json) on door_fd
- * with the constructor memfd ctor_fd (-1: none; both not taken: the caller's), w->model set to m
- * but not yet one of m's workers (w->standby). *out: the worker record (the supervisor's). */
-int ms__sup_spawn_standby(ms__supervisor *s, ms__model *m, int inst, const ms__spec *spec,
-                          const json_t *spec_json, int door_fd, int ctor_fd, ms__wproc **out,
-                          char *err, size_t errlen);
+/* Starts one worker as x says and watches it in epoll. *out: the worker record (the
+ * supervisor's), linked to no model. MS_E_LOAD_FAILED (fork) / MS_E_IO / MS_E_LIMIT /
+ * MS_E_NOMEM with a message. */
+int ms__sup_exec(ms__supervisor *s, const ms__exec *x, ms__wproc **out, char *err, size_t errlen);
 
 /* SIGTERM now, SIGKILL at now + MS__KILL_GRACE_NS (see ms__sup_timers). Idempotent. */
 void ms__sup_stop(ms__supervisor *s, ms__wproc *w, int64_t now);
@@ -53,9 +59,15 @@ int ms__sup_ctrl_fill(ms__wproc *w, char *err, size_t errlen);
 int ms__sup_ctrl_next(ms__wproc *w, json_t **msg, char *err, size_t errlen);
 void ms__sup_ctrl_close(ms__supervisor *s, ms__wproc *w);
 
-/* Sends a message (and descriptors) to the worker, waiting up to a second for room. */
+/* Queues a message (and copies of its descriptors) for the worker and writes what its socket
+ * takes now, never waiting (ms__writer, as for clients); the rest goes when the socket has room
+ * (EPOLLOUT: ms__sup_ctrl_flush). MS_E_WORKER_LOST (its socket is closed), MS_E_IO (it is gone,
+ * or it has not read MS__WORKER_QUEUE_MAX bytes queued for it), MS_E_NOMEM, MS_E_LIMIT. */
 int ms__sup_send(ms__wproc *w, const json_t *msg, const int *fds, int nfds, char *err,
                  size_t errlen);
+/* Writes what is queued for w that its socket takes now; watches for room while some is left.
+ * MS_E_IO when the worker is gone. */
+int ms__sup_ctrl_flush(ms__wproc *w, char *err, size_t errlen);
 
 /* waitpid(WNOHANG): 1 with *status when the worker has exited, 0 when it still runs. */
 int ms__sup_reap(ms__supervisor *s, ms__wproc *w, int *status);

@@ -23,6 +23,10 @@
  * MS_E_NO_MEMORY unless drain_first: then the old workers drain first (requests wait in the
  * rings), and if the new version then fails to load, the old one is loaded again the same way
  * (a rollback) before the caller gets the error.
+ *
+ * A policy: the life-cycle owner (lifecycle.c) calls each step, and each step posts what follows
+ * to the owner's inbox (SWAP_LOAD, SWAP_ROLLBACK, SWAP_END, FAIL); the owner ends the swap
+ * (ms__swap_end) and tells its caller. So the record never goes while a step runs.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -84,10 +88,9 @@ static void swap_free(ms__swap *sw)
     free(sw);
 }
 
-/* Stops the standby workers not yet taken over (they are forgotten by the model). */
-static void stop_standby(ms__models *ml, ms__model *m)
+/* Stops the standby workers of sw not yet taken over (they are forgotten by the model). */
+static void stop_standby(ms__models *ml, ms__model *m, ms__swap *sw)
 {
-    ms__swap *sw = m->swap;
     int64_t now = ms__registry_now(&ml->reg);
     for (int i = 0; i < m->ninst; i++) {
         ms__wproc *w = sw->in[i].w;
@@ -95,37 +98,36 @@ static void stop_standby(ms__models *ml, ms__model *m)
             continue;
         w->standby = false;
         w->model = NULL;
-        ms__sup_stop(&ml->sup, w, now);
+        ml->ops->stop(&ml->sup, w, now);
         sw->in[i].w = NULL;
     }
 }
 
-/* The swap ends (code 0: done): its record goes and the caller hears. */
-static void finish(ms__models *ml, ms__model *m, int code, const char *message)
+void ms__swap_end(ms__models *ml, ms__model *m)
 {
-    char text[MS__ERRLEN];
-    /* message may live in sw (a rollback's error): kept before sw goes. */
-    snprintf(text, sizeof text, "%s", message != NULL ? message : "");
     ms__swap *sw = m->swap;
+    if (sw == NULL)
+        return;
+    stop_standby(ml, m, sw);
     m->swap = NULL;
     m->swap_bytes = 0;
     swap_free(sw);
-    ml->settled(ml->settled_ctx, m, MS__SETTLED_SWAPPED, code, message != NULL ? text : NULL);
 }
 
-void ms__swap_abort(ms__models *ml, ms__model *m, int code, const char *message)
+bool ms__swap_drain_phase(const ms__model *m)
 {
-    if (m->swap == NULL)
-        return;
-    stop_standby(ml, m);
-    ms__log_warn("model \"%s\": swap stopped: %s", m->tag, message);
-    finish(ml, m, code, message);
+    return m->swap != NULL && !m->swap->loading;
+}
+
+void ms__swap_attach(ms__model *m, ms__swap *sw)
+{
+    m->swap = sw;
+    m->swap_bytes = sw->need;
 }
 
 /* Spawns the standby workers of sw's spec, one per instance, each on a door of its own. */
-static int spawn_standby(ms__models *ml, ms__model *m, char *err, size_t errlen)
+static int spawn_standby(ms__models *ml, ms__model *m, ms__swap *sw, char *err, size_t errlen)
 {
-    ms__swap *sw = m->swap;
     for (int i = 0; i < m->ninst; i++) {
         swap_inst *si = &sw->in[i];
         ms__door_unmap(si->door);
@@ -138,10 +140,12 @@ static int spawn_standby(ms__models *ml, ms__model *m, char *err, size_t errlen)
         if (rc == 0)
             rc = ms__door_map(si->door_fd, &si->door, err, errlen);
         if (rc == 0)
-            rc = ms__sup_spawn_standby(&ml->sup, m, i, &sw->spec, sw->spec_json, si->door_fd,
-                                       sw->ctor_fd, &si->w, err, errlen);
+            rc = ml->ops->spawn(&ml->sup, m, i, &sw->spec, sw->spec_json, si->door_fd, sw->ctor_fd,
+                                &si->w, err, errlen);
         if (rc != 0)
             return rc;
+        si->w->model = m;
+        si->w->standby = true;
         if (si->state != IN_DRAINED)
             si->state = IN_LOADING;
     }
@@ -161,7 +165,7 @@ static void send_drain(ms__models *ml, ms__model *m, int i)
         if (in->w != NULL) {
             ms__wproc *old = in->w;
             ms__worker_detach(old);
-            ms__sup_stop(&ml->sup, old, ms__registry_now(&ml->reg));
+            ml->ops->stop(&ml->sup, old, ms__registry_now(&ml->reg));
         }
         sw->in[i].old_lost = true;
         sw->in[i].state = IN_DRAINED;
@@ -172,10 +176,10 @@ static void send_drain(ms__models *ml, ms__model *m, int i)
     int rc = msg != NULL ? ms__sup_send(in->w, msg, NULL, 0, err, sizeof err) : MS_E_NOMEM;
     json_decref(msg);
     if (rc != 0) {
-        /* It cannot hear: it is stopped, and counts as lost (ms__swap_old_exit). */
+        /* It cannot hear: it is stopped, and counts as lost (ms__swap_drain_lost). */
         ms__log_warn("model \"%s\": instance %d: cannot tell worker %ld to drain: %s", m->tag, i,
                      (long)in->w->pid, rc == MS_E_NOMEM ? "out of memory" : err);
-        ms__sup_stop(&ml->sup, in->w, ms__registry_now(&ml->reg));
+        ml->ops->stop(&ml->sup, in->w, ms__registry_now(&ml->reg));
     }
     ms__door_ring(in->door);
     in->state = MS__INST_STARTING;
@@ -254,9 +258,9 @@ static void complete(ms__models *ml, ms__model *m)
     if (rc != 0)
         snprintf(err, sizeof err, "out of memory keeping the new spec");
     if (sw->rollback)
-        finish(ml, m, sw->code, sw->error);
+        ms__inbox_error(ml, m, MS__EV_SWAP_END, sw->code, sw->error);
     else
-        finish(ml, m, rc, rc != 0 ? err : NULL);
+        ms__inbox_error(ml, m, MS__EV_SWAP_END, rc, rc != 0 ? err : NULL);
 }
 
 /* Instance i's old worker is gone (drained or lost) and its new one ready: the new one takes
@@ -273,7 +277,7 @@ static void hand_over(ms__models *ml, ms__model *m, int i)
         /* The instance goes down and restarts on the new version (which is now m's spec). */
         ms__log_warn("model \"%s\": instance %d: the new worker %ld cannot take over: %s", m->tag,
                      i, (long)w->pid, err);
-        ms__sup_stop(&ml->sup, w, ms__registry_now(&ml->reg));
+        ml->ops->stop(&ml->sup, w, ms__registry_now(&ml->reg));
     } else {
         m->inst[i].state = MS__INST_UP;
         m->inst[i].up_since_ns = ms__registry_now(&ml->reg);
@@ -298,11 +302,11 @@ static void all_ready(ms__models *ml, ms__model *m)
     m->swap_bytes = 0;
     for (int i = 0; i < m->ninst; i++)
         m->swap_bytes += sw->in[i].w->memory_bytes;
-    for (int i = 0; i < m->ninst && m->swap == sw; i++) {
-        if (sw->in[i].state != IN_DRAINED)
+    for (int i = 0; i < m->ninst; i++) {
+        if (sw->in[i].state != IN_DRAINED && sw->in[i].state != IN_DONE)
             send_drain(ml, m, i);
         /* Drained already (drain-first), or had nothing to drain (its worker was lost). */
-        if (m->swap == sw && sw->in[i].state == IN_DRAINED)
+        if (sw->in[i].state == IN_DRAINED)
             hand_over(ml, m, i);
     }
 }
@@ -317,7 +321,7 @@ static swap_inst *standby_of(const ms__wproc *w)
 }
 
 /* The new version failed to load (code, message): the swap stops; drain-first, the old version
- * loads again first. */
+ * loads again first (a rollback); a rollback that fails too fails the model. */
 static void load_failed(ms__models *ml, ms__model *m, int code, const char *message)
 {
     char err[MS__ERRLEN];
@@ -325,20 +329,29 @@ static void load_failed(ms__models *ml, ms__model *m, int code, const char *mess
     bool drained = false;
     for (int i = 0; i < m->ninst; i++)
         drained |= sw->in[i].state == IN_DRAINED;
-    if (!drained || sw->rollback) {
-        if (sw->rollback) {
-            snprintf(err, sizeof err, "%.500s; then the old version failed to load again: %.400s",
-                     sw->error, message);
-            ms__swap_abort(ml, m, code, err);
-            ms__model_fail(ml, m, code, err);
-            return;
-        }
-        ms__swap_abort(ml, m, code, message);
-        return;
+    if (sw->rollback) {
+        snprintf(err, sizeof err, "%.500s; then the old version failed to load again: %.400s",
+                 sw->error, message);
+        ms__inbox_error(ml, m, MS__EV_FAIL, code, err);
+    } else if (!drained) {
+        ms__inbox_post(ml, &(ms__life_event){.m = m,
+                                             .ev = MS__EV_SWAP_END,
+                                             .inst = -1,
+                                             .code = code,
+                                             .status = 1, /* stopped */
+                                             .message = (char *)message});
+    } else {
+        ms__inbox_error(ml, m, MS__EV_SWAP_ROLLBACK, code, message);
     }
+}
+
+void ms__swap_rollback(ms__models *ml, ms__model *m, int code, const char *message)
+{
+    char err[MS__ERRLEN];
+    ms__swap *sw = m->swap;
     ms__log_warn("model \"%s\": the new version failed to load (%s); loading the old one again",
                  m->tag, message);
-    stop_standby(ml, m);
+    stop_standby(ml, m, sw);
     sw->rollback = true;
     sw->code = code;
     snprintf(sw->error, sizeof sw->error,
@@ -358,11 +371,9 @@ static void load_failed(ms__models *ml, ms__model *m, int code, const char *mess
                       "cannot copy the old version's constructor memfd for its reload: %s",
                       strerror(errno));
     if (rc == 0)
-        rc = spawn_standby(ml, m, err, sizeof err);
-    if (rc != 0) {
-        ms__swap_abort(ml, m, rc, err);
-        ms__model_fail(ml, m, rc, err);
-    }
+        rc = spawn_standby(ml, m, sw, err, sizeof err);
+    if (rc != 0)
+        ms__inbox_error(ml, m, MS__EV_FAIL, rc, err);
 }
 
 void ms__swap_ready(ms__models *ml, ms__wproc *w)
@@ -395,20 +406,10 @@ void ms__swap_ready(ms__models *ml, ms__wproc *w)
     all_ready(ml, m);
 }
 
-void ms__swap_failed(ms__models *ml, ms__wproc *w, int code, const char *message)
+/* Standby worker w died (how: its exit text). */
+static void standby_exit(ms__models *ml, ms__wproc *w, const char *how)
 {
     char msg[MS__ERRLEN];
-    if (standby_of(w) == NULL)
-        return;
-    snprintf(msg, sizeof msg, "instance %d of the new version: %.900s", w->inst, message);
-    load_failed(ml, w->model, code, msg);
-}
-
-void ms__swap_standby_exit(ms__models *ml, ms__wproc *w, const char *how)
-{
-    char msg[MS__ERRLEN];
-    if (standby_of(w) == NULL)
-        return;
     ms__model *m = w->model;
     m->swap->in[w->inst].w = NULL;
     w->model = NULL;
@@ -419,18 +420,36 @@ void ms__swap_standby_exit(ms__models *ml, ms__wproc *w, const char *how)
     load_failed(ml, m, MS_E_LOAD_FAILED, msg);
 }
 
-/* Drain-first: every old worker is gone; the new version loads. */
+void ms__swap_failed(ms__models *ml, ms__wproc *w, int code, const char *message)
+{
+    char msg[MS__ERRLEN];
+    if (standby_of(w) == NULL)
+        return;
+    if (code == 0) {
+        standby_exit(ml, w, message);
+        return;
+    }
+    snprintf(msg, sizeof msg, "instance %d of the new version: %.900s", w->inst, message);
+    load_failed(ml, w->model, code, msg);
+}
+
+/* Drain-first: when every old worker is gone, the new version loads (SWAP_LOAD). */
 static void load_after_drain(ms__models *ml, ms__model *m)
 {
-    char err[MS__ERRLEN];
     for (int i = 0; i < m->ninst; i++)
         if (m->swap->in[i].state != IN_DRAINED)
             return;
+    ms__inbox_event(ml, m, MS__EV_SWAP_LOAD);
+}
+
+void ms__swap_load_new(ms__models *ml, ms__model *m)
+{
+    char err[MS__ERRLEN];
     m->memory_bytes = 0;
     ms__model_split_memory(m);
     ms__log_info("model \"%s\": the old version drained (%.3f s): loading the new one", m->tag,
                  (double)(ms__registry_now(&ml->reg) - m->swap->t0) / 1e9);
-    int rc = spawn_standby(ml, m, err, sizeof err);
+    int rc = spawn_standby(ml, m, m->swap, err, sizeof err);
     if (rc != 0)
         load_failed(ml, m, rc, err);
 }
@@ -480,15 +499,21 @@ void ms__swap_drained(ms__models *ml, ms__wproc *w, const json_t *msg)
     ms__log_info("model \"%s\": instance %d: worker %ld drained (%zu ring(s)); it exits", m->tag, i,
                  (long)w->pid, json_is_array(heads) ? json_array_size(heads) : 0);
     ms__worker_detach(w);
-    ms__sup_stop(&ml->sup, w, ms__registry_now(&ml->reg));
+    ml->ops->stop(&ml->sup, w, ms__registry_now(&ml->reg));
     old_gone(ml, m, i);
 }
 
-bool ms__swap_old_exit(ms__models *ml, ms__model *m, const ms__wproc *w)
+bool ms__swap_draining(const ms__model *m, const ms__wproc *w)
+{
+    const ms__swap *sw = m->swap;
+    return sw != NULL && w->inst >= 0 && w->inst < m->ninst && sw->in[w->inst].state == IN_DRAINING;
+}
+
+void ms__swap_drain_lost(ms__models *ml, ms__model *m, const ms__wproc *w)
 {
     ms__swap *sw = m->swap;
-    if (sw == NULL || w->inst < 0 || w->inst >= m->ninst || sw->in[w->inst].state != IN_DRAINING)
-        return false;
+    if (!ms__swap_draining(m, w))
+        return;
     /* It died before it drained: its requests in flight are lost, as in a crash (ring.h). */
     ms__instance *in = &m->inst[w->inst];
     atomic_store(&in->door->down, 1);
@@ -497,7 +522,6 @@ bool ms__swap_old_exit(ms__models *ml, ms__model *m, const ms__wproc *w)
     ms__log_warn("model \"%s\": instance %d: worker %ld died while it drained for the swap", m->tag,
                  w->inst, (long)w->pid);
     old_gone(ml, m, w->inst);
-    return true;
 }
 
 static bool same_devices(const ms__spec *a, const ms__spec *b)
@@ -650,8 +674,8 @@ static int swappable(const ms__model *m, char *err, size_t errlen)
     return 0;
 }
 
-int ms__swap_start(ms__models *ml, ms__model *m, const json_t *patch, bool drain_first,
-                   int *ctor_fd, char *err, size_t errlen)
+int ms__swap_prepare(ms__models *ml, ms__model *m, const json_t *patch, bool drain_first,
+                     int *ctor_fd, ms__swap **out, char *err, size_t errlen)
 {
     int rc = swappable(m, err, errlen);
     if (rc != 0)
@@ -668,37 +692,31 @@ int ms__swap_start(ms__models *ml, ms__model *m, const json_t *patch, bool drain
         return rc;
     }
     sw->spec_json = ms__spec_to_json(&sw->spec);
-    uint64_t need = sw->spec.memory > 0 ? sw->spec.memory : ms__backend_estimate(&sw->spec);
+    sw->need = sw->spec.memory > 0 ? sw->spec.memory : ms__backend_estimate(&sw->spec);
     rc = sw->spec_json == NULL ? ms__fail(err, errlen, MS_E_NOMEM, "out of memory")
                                : new_ctor(m, sw, ctor_fd, err, errlen);
     if (rc == 0)
-        rc = budget_check(ml, m, need, drain_first, err, errlen);
+        rc = budget_check(ml, m, sw->need, drain_first, err, errlen);
+    sw->drain_first = drain_first;
+    sw->t0 = ms__registry_now(&ml->reg);
+    if (rc == 0)
+        ms__log_info("model \"%s\": swap from version %s to %s (%s, %.1f MiB estimated)", m->tag,
+                     m->spec.version[0] ? m->spec.version : "(none)",
+                     sw->spec.version[0] ? sw->spec.version : "(none)",
+                     drain_first ? "drain first" : "both loaded at once", mib(sw->need));
+    if (rc == 0 && !drain_first && (rc = spawn_standby(ml, m, sw, err, errlen)) != 0)
+        stop_standby(ml, m, sw);
     if (rc != 0) {
         swap_free(sw);
         return rc;
     }
-    sw->drain_first = drain_first;
-    sw->need = need;
-    sw->t0 = ms__registry_now(&ml->reg);
-    m->swap = sw;
-    m->swap_bytes = need;
-    ms__log_info("model \"%s\": swap from version %s to %s (%s, %.1f MiB estimated)", m->tag,
-                 m->spec.version[0] ? m->spec.version : "(none)",
-                 sw->spec.version[0] ? sw->spec.version : "(none)",
-                 drain_first ? "drain first" : "both loaded at once", mib(need));
-    if (drain_first) {
-        for (int i = 0; i < m->ninst && m->swap == sw; i++)
-            send_drain(ml, m, i);
-        if (m->swap == sw)
-            load_after_drain(ml, m);
-        return 0;
-    }
-    rc = spawn_standby(ml, m, err, errlen);
-    if (rc != 0) {
-        stop_standby(ml, m);
-        m->swap = NULL;
-        m->swap_bytes = 0;
-        swap_free(sw);
-    }
-    return rc;
+    *out = sw;
+    return 0;
+}
+
+void ms__swap_drain_old(ms__models *ml, ms__model *m)
+{
+    for (int i = 0; i < m->ninst; i++)
+        send_drain(ml, m, i);
+    load_after_drain(ml, m);
 }

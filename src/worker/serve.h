@@ -7,6 +7,7 @@
  *   batch.c     round-robin passes over the clients, building one batch, waiting for more rows
  *   run.c       the backend runs the batch (or each request alone)
  *   pieces.c    a request larger than one run split, a run padded up to batch_sizes
+ *   stage.c     staging buffers and the check of a backend's output, for run.c and pieces.c
  *   complete.c  each request's response written in its client's slot, the client woken
  *   runners.c   the runner threads of a thread-safe model: each runs the batches handed to it
  *   serve.c     the loop: take a batch, run it (or hand it to a free runner), sleep on the door
@@ -215,6 +216,9 @@ void ms__batch_run(job *j);
 /* Sets up an empty job of s (its batch array). MS_E_NOMEM. */
 int ms__job_init(job *j, server *s);
 void ms__job_free(job *j);
+
+/* ---- stage.c (a leaf: run.c and pieces.c use it) ---- */
+
 /* Grows *buf (a staging buffer of *cap bytes) to hold need bytes. MS_E_NOMEM. */
 int ms__stage_grow(void **buf, size_t *cap, size_t need);
 /* A backend's output description is sound: a dtype, a rank, nbytes that match the shape. */

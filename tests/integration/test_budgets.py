@@ -235,11 +235,6 @@ def _rss(pid):
         return next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmRSS:"))
 
 
-def _mem_available():
-    with open("/proc/meminfo") as f:
-        return next(int(l.split()[1]) * 1024 for l in f if l.startswith("MemAvailable:"))
-
-
 def _children(pid):
     out = set()
     for task in os.listdir(f"/proc/{pid}/task"):
@@ -259,7 +254,7 @@ def test_fifty_load_unload_cycles_do_not_leak(ms):
     for _ in range(5):  # warm up: allocator arenas, NVML probe, log buffers
         cycle()
     daemon = ms.daemon_pid()
-    fds, rss, avail = _fds(daemon), _rss(daemon), _mem_available()
+    fds, rss = _fds(daemon), _rss(daemon)
     for _ in range(50):
         cycle()
     assert ms.model("cyc") is None
@@ -268,6 +263,4 @@ def test_fifty_load_unload_cycles_do_not_leak(ms):
     assert _fds(daemon) == fds, "the daemon leaks descriptors"
     if not SANITIZED:  # ASan's quarantine holds freed memory on purpose
         assert _rss(daemon) - rss < 2 * MIB, (rss, _rss(daemon))
-    # The machine's memory: 50 loads of ~9 MiB would show as ~450 MiB if workers leaked.
-    assert avail - _mem_available() < 128 * MIB, (avail, _mem_available())
     assert ms.log().count('"cyc": unloaded: its workers are gone') == 55

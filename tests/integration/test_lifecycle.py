@@ -12,34 +12,55 @@ def spec(path, **extra):
     return {"backend": "dense", "weights": str(path), **extra}
 
 
-def anon_in_use():
-    """Anonymous memory in use on the whole machine (not page cache, which comes and goes)."""
-    with open("/proc/meminfo") as f:
+def rss_of(pid):
+    """A process's resident memory (its own: the machine's free memory says nothing on a busy
+    machine)."""
+    with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("AnonPages:"):
+            if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
-    raise AssertionError("no AnonPages in /proc/meminfo")
+    raise AssertionError(f"no VmRSS in /proc/{pid}/status")
+
+
+def descendants(pid):
+    out, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{p}/task")
+        except FileNotFoundError:
+            continue
+        for t in tasks:
+            try:
+                with open(f"/proc/{p}/task/{t}/children") as f:
+                    kids = {int(c) for c in f.read().split()}
+            except FileNotFoundError:
+                continue
+            todo.extend(kids - out)
+            out |= kids
+    return out
 
 
 def test_release_then_keep_alive_stops_worker_and_returns_memory(ms):
-    # ~256 MB of weights: large enough to see in the machine's available memory.
+    # ~256 MB of weights, held by the worker process.
     weights = ms.make_dense("big.safetensors", [4096, 8192, 4096, 16])
-    before = anon_in_use()
     s = ms.session("big", spec(weights, keep_alive=1))
     assert s.ok, s.first
     m = ms.model("big")
     (worker,) = m["worker_pids"]
     assert m["memory_bytes"] > 200e6, m
-    loaded = anon_in_use()
-    assert loaded - before > 200e6, (before, loaded)
+    assert rss_of(worker) > 200e6, rss_of(worker)
     assert s.command("release") == "released"
     # Idle now: still loaded during the keep-alive, gone after it.
     assert ms.model("big")["leases"] == 0
     wait_until(lambda: not pid_alive(worker), timeout=15, what="worker exit after keep-alive")
     wait_until(lambda: ms.model("big") is None, timeout=5, what="model removed from status")
     assert ms.status()["budgets"]["host"]["used_bytes"] == 0
-    # The worker's memory is the system's again (generous margin for unrelated activity).
-    wait_until(lambda: anon_in_use() - before < 64e6, timeout=10, what="memory returned")
+    # The memory went with the process that held it, and no other process of the daemon's holds
+    # a copy.
+    daemon = ms.daemon_pid()
+    assert worker not in descendants(daemon)
+    assert sum(rss_of(p) for p in descendants(daemon) if os.path.exists(f"/proc/{p}")) < 64e6
 
 
 def test_keep_alive_zero_unloads_at_once(ms):
