@@ -203,9 +203,9 @@ def _object(y):
 
 
 def _structure(y):
-    """A tuple of tensors or a mapping: what a request of several tensors answers (_multi.py)."""
+    """A tuple or a mapping of tensors: what a request of several tensors answers (_multi.py)."""
     if isinstance(y, collections.abc.Mapping):
-        return True
+        y = tuple(y.values())
     return isinstance(y, tuple) and len(y) > 0 and all(
         isinstance(v, np.ndarray) or hasattr(v, "__dlpack__") for v in y)
 
