@@ -435,9 +435,10 @@ class Model:
             return self._infer_n(_multi.ARGS, [("0", data, dtype)])
         if type(t) is bytes:  # a python model's answer that is not one array, pickled
             y = _pickling.loads(t)[1]
-            if isinstance(y, (tuple, dict, collections.abc.Mapping)) or \
-                    (isinstance(y, list) and not _multi.text_list(y)):
-                self._structured = True
+            values = y.values() if isinstance(y, collections.abc.Mapping) else \
+                y if isinstance(y, (tuple, list)) else ()
+            if values and all(isinstance(v, np.ndarray) for v in values):
+                self._structured = True  # tensors in a structure: shared memory from now on
             return y
         y = np.asarray(t)
         if t.dtype == _core.BFLOAT16 and _BFLOAT16 is not None:
