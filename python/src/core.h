@@ -92,6 +92,14 @@ static inline ms_py_state *ms_py_state_of(PyObject *self)
 /* Ends the model's lease now when release() was called and nothing uses it any more. */
 void ms_py_model_maybe_end(ms_py_model *m);
 
+/* 0 when the model can be called here (not released, not from before fork()), else -1 with the
+ * exception set. (model.c) */
+int ms_py_model_usable(ms_py_model *self);
+/* Copies a strided buffer into C order at dst; returns the end. (model.c) */
+char *ms_py_copy_strided(char *dst, const char *src, int dim, const Py_buffer *v);
+/* Model.infer_n (multi.c). */
+PyObject *ms_py_model_infer_n(ms_py_model *self, PyObject *args, PyObject *kwargs);
+
 /* The ms_dtype of a buffer format and item size; 0 when none matches. */
 int ms_py_dtype_of_format(const char *format, Py_ssize_t itemsize);
 /* Wraps an output tensor of m; takes ownership of t (freed on failure). */

@@ -28,7 +28,7 @@ void ms_py_model_maybe_end(ms_py_model *m)
     PyEval_RestoreThread(ts);
 }
 
-static int usable(ms_py_model *self)
+int ms_py_model_usable(ms_py_model *self)
 {
     ms_py_state *st = ms_py_state_of((PyObject *)self);
     char msg[256];
@@ -50,7 +50,7 @@ static int usable(ms_py_model *self)
 }
 
 /* Copies a strided buffer into C order at dst. */
-static char *copy_strided(char *dst, const char *src, int dim, const Py_buffer *v)
+char *ms_py_copy_strided(char *dst, const char *src, int dim, const Py_buffer *v)
 {
     if (dim == v->ndim) {
         memcpy(dst, src, (size_t)v->itemsize);
@@ -62,7 +62,7 @@ static char *copy_strided(char *dst, const char *src, int dim, const Py_buffer *
         return dst + n;
     }
     for (Py_ssize_t i = 0; i < v->shape[dim]; i++)
-        dst = copy_strided(dst, src + i * v->strides[dim], dim + 1, v);
+        dst = ms_py_copy_strided(dst, src + i * v->strides[dim], dim + 1, v);
     return dst;
 }
 
@@ -73,7 +73,7 @@ static PyObject *model_infer(ms_py_model *self, PyObject *args, PyObject *kwargs
     int dtype = 0, objects = 0;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|ip:infer", kw, &x, &dtype, &objects))
         return NULL;
-    if (usable(self) < 0)
+    if (ms_py_model_usable(self) < 0)
         return NULL;
     ms_py_state *st = ms_py_state_of((PyObject *)self);
     char msg[MS_PY_MSGLEN];
@@ -122,7 +122,7 @@ static PyObject *model_infer(ms_py_model *self, PyObject *args, PyObject *kwargs
         if (copied && contiguous)
             memcpy(ms_tensor_data(in), view.buf, (size_t)view.len);
         else if (copied)
-            copy_strided(ms_tensor_data(in), view.buf, 0, &view);
+            ms_py_copy_strided(ms_tensor_data(in), view.buf, 0, &view);
         /* A copy made for this call is the model's to write (an object that modifies its input
          * gets its own copy); an input passed by reference stays read-only there. */
         uint32_t flags = (objects ? MS__REQ_OBJECT : 0u) | (copied ? MS__REQ_OWN_INPUT : 0u);
@@ -158,7 +158,7 @@ static PyObject *model_empty(ms_py_model *self, PyObject *args)
     int dtype;
     if (!PyArg_ParseTuple(args, "O!i:empty", &PyTuple_Type, &dims, &dtype))
         return NULL;
-    if (usable(self) < 0)
+    if (ms_py_model_usable(self) < 0)
         return NULL;
     ms_py_state *st = ms_py_state_of((PyObject *)self);
     Py_ssize_t rank = PyTuple_GET_SIZE(dims);
@@ -185,7 +185,7 @@ static PyObject *model_copied_bytes(ms_py_model *self, void *closure)
 
 static PyObject *model_call(ms_py_model *self, PyObject *arg)
 {
-    if (usable(self) < 0)
+    if (ms_py_model_usable(self) < 0)
         return NULL;
     ms_py_state *st = ms_py_state_of((PyObject *)self);
     Py_buffer view;
@@ -247,7 +247,7 @@ static PyObject *shape_tuple(int rank, const int64_t *shape)
 static PyObject *model_signature(ms_py_model *self, PyObject *unused)
 {
     (void)unused;
-    if (usable(self) < 0)
+    if (ms_py_model_usable(self) < 0)
         return NULL;
     int in_dtype = 0, in_rank = 0, out_dtype = 0, out_rank = 0;
     int64_t in_shape[MS_MAX_RANK], out_shape[MS_MAX_RANK];
@@ -308,6 +308,12 @@ static PyMethodDef model_methods[] = {
      "the buffer's format (e.g. BFLOAT16 for uint16 bits). The Tensor views the output in shared "
      "memory. objects=True (a python model): an answer that is not one array comes back as the "
      "bytes of its pickle."},
+    {"infer_n", (PyCFunction)(void (*)(void))ms_py_model_infer_n, METH_VARARGS | METH_KEYWORDS,
+     "infer_n(inputs, form, objects=False) -> (answer_form, outputs, Tensor): several named "
+     "tensors (ms_infer_n). inputs: a list of (name, buffer or list of str/bytes, dtype "
+     "override or 0); form: 0 model(*args), 1 model(**kwargs), 2 model(dict). outputs: "
+     "(name, dtype, shape, offset, nbytes) into the Tensor's bytes, or (name, list) for a list "
+     "of strings; answer_form 6 (objects=True only): output \"0\" is a pickled answer."},
     {"empty", (PyCFunction)model_empty, METH_VARARGS,
      "empty(shape: tuple, dtype: int) -> Tensor: room in shared memory to fill, then infer() "
      "with no copy."},

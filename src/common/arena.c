@@ -14,7 +14,7 @@
 #include "modelshare.h"
 #include "util.h"
 
-#define ARENA_VERSION 2u
+#define ARENA_VERSION 3u
 #define ARENA_SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
 
 _Static_assert(sizeof(ms__arena_header) <= MS__ARENA_HEADER, "arena header must fit its page");

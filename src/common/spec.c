@@ -773,6 +773,23 @@ static bool same_version(const ms__spec *a, const ms__spec *b)
     return strcmp(a->version, b->version) == 0;
 }
 
+static int parse_pad(const json_t *v, ms__spec *s, char *err, size_t errlen)
+{
+    return ms__spec_pad_parse(v, &s->pad, err, errlen);
+}
+
+/* Left out when none: the canonical text of specs without it stays as it was. */
+static int json_pad(const ms__spec *s, json_t **out)
+{
+    *out = s->pad.dim > 0 ? ms__spec_pad_json(&s->pad) : NULL;
+    return s->pad.dim == 0 || *out != NULL ? 0 : -1;
+}
+
+static bool same_pad(const ms__spec *a, const ms__spec *b)
+{
+    return memcmp(&a->pad, &b->pad, sizeof a->pad) == 0;
+}
+
 /* Every field's parser, canonical JSON and comparison, from MS__SPEC_FIELDS (spec.h). */
 static const struct spec_field {
     const char *name;
@@ -845,6 +862,10 @@ static int check_fields(const ms__spec *s, bool seen_backend, char *err, size_t 
                         "thread_safe (it runs one batch at a time), got %d; say thread_safe true "
                         "for more",
                         s->threads);
+    if (s->pad.dim > 0 && !s->batchable)
+        return ms__fail(err, errlen, MS_E_SPEC,
+                        "spec field \"pad\": expected only with batchable true (padded requests "
+                        "share a batch), got it with batchable false");
     if (s->nbatch_sizes > 0 && !s->batchable)
         return ms__fail(err, errlen, MS_E_SPEC,
                         "spec field \"batch_sizes\": expected only with batchable true (a run is "

@@ -32,6 +32,8 @@
  *                  up to the next one, a request larger than
  *                  the largest is split (padding rows never
  *                  reach a caller)
+ *   pad            null | {dim, multiple, value}: requests of    null (ms__spec_pad)
+ *                  several tensors padded along dim
  *   max_restarts   restarts of crashed instances within 60 s     5
  *                  before the model is marked failed, 0..100 (0: the first crash fails it)
  *   version        null | a label of 1..64 printable characters  null
@@ -69,6 +71,26 @@
 
 enum { MS__OUTPUT_LINEAR = 0, MS__OUTPUT_SOFTMAX = 1 };
 enum { MS__SPEC_BATCH_SIZES_MAX = 32 };
+enum { MS__SPEC_PAD_VALUES_MAX = 16 };
+
+/* Spec field "pad" (spec_pad.c): requests of several named tensors that differ only along
+ * dimension dim share a batch, each tensor that has that dimension padded to the batch's longest
+ * (rounded up to multiple) with its name's value (0 when not named); outputs that carry the
+ * padded length there are cut back to each caller's. dim 0: no pad. */
+typedef struct ms__spec_pad {
+    int dim;      /* 1..7, 0: none */
+    int multiple; /* 1..65536 */
+    int nvalues;
+    char names[MS__SPEC_PAD_VALUES_MAX][32]; /* NUL-padded */
+    double values[MS__SPEC_PAD_VALUES_MAX];
+} ms__spec_pad;
+/* Parses the "pad" field's value into *pad (null: none): an object {"dim": 1..7, "multiple":
+ * 1..65536 (default 1), "value": {name: number, ...} (at most 16, names of 1 to 31 bytes)}.
+ * MS_E_SPEC naming the part. */
+int ms__spec_pad_parse(const json_t *v, ms__spec_pad *pad, char *err, size_t errlen);
+/* The field's canonical JSON (null when none; ms__spec_to_json leaves the field out then); NULL
+ * when out of memory. */
+json_t *ms__spec_pad_json(const ms__spec_pad *pad);
 /* The most entries of "devices", and the room for one ("cuda:63"). */
 enum { MS__SPEC_DEVICES_MAX = 16, MS__SPEC_DEVICE_LEN = 8 };
 
@@ -101,7 +123,8 @@ enum { MS__SPEC_DEVICES_MAX = 16, MS__SPEC_DEVICE_LEN = 8 };
     X(load_timeout, "60", 1)                                                                       \
     X(max_restarts, "5", 1)                                                                        \
     X(python, NULL, 0)                                                                             \
-    X(version, "null", 1)
+    X(version, "null", 1)                                                                          \
+    X(pad, "null", 1)
 
 /* The longest version label. */
 #define MS__SPEC_VERSION_MAX 64
@@ -130,6 +153,7 @@ typedef struct ms__spec {
     int batch_sizes[MS__SPEC_BATCH_SIZES_MAX]; /* increasing; unused entries 0 */
     int nbatch_sizes;                          /* 0: any row count up to max_batch */
     int max_restarts;
+    ms__spec_pad pad;                       /* "pad": dim 0 when none */
     char version[MS__SPEC_VERSION_MAX + 1]; /* "" when none */
     char *python;     /* malloc'd canonical JSON of the "python" object, NULL when absent */
     char *python_key; /* malloc'd: what two python specs compare (constructor, framework) */

@@ -15,7 +15,8 @@
 bool ms__batch_closed(const ms__job *j)
 {
     return j->nbatch > 0 &&
-           (!j->w->batchable || j->batch_rows >= j->w->max_batch || ms__is_call(&j->batch[0]));
+           (!j->w->batchable || j->batch_rows >= j->w->max_batch || ms__is_call(&j->batch[0]) ||
+            (ms__is_multi(&j->batch[0]) && !j->batch[0].rows_agree));
 }
 
 /* Whether t can join the batch whose first request is f: same dtype and rank, same dims after
@@ -34,8 +35,11 @@ static bool compatible(const ms__taken *f, const ms__taken *t)
  * max_batch rows and the staging bytes. A method call runs alone. */
 static bool joins(const ms__job *j, const ms__taken *t)
 {
-    return j->w->batchable && !ms__is_call(t) && !ms__is_call(&j->batch[0]) &&
-           compatible(&j->batch[0], t) && j->batch_rows + t->rows <= j->w->max_batch &&
+    const ms__taken *f = &j->batch[0];
+    bool multi = ms__is_multi(f) || ms__is_multi(t);
+    return j->w->batchable && !ms__is_call(t) && !ms__is_call(f) &&
+           (multi ? ms__multi_joins(f, t, j->w->pad_dim) : compatible(f, t)) &&
+           j->batch_rows + t->rows <= j->w->max_batch &&
            j->batch_bytes + t->in.nbytes <= MS__BATCH_BYTES_MAX;
 }
 

@@ -77,6 +77,14 @@ static int describe_output(ms__server *s, ms__taken *t, char *err, size_t errlen
                             be->name);
         return 0;
     }
+    if (ms__is_multi(t)) {
+        if (be->run_multi == NULL)
+            return ms__fail(err, errlen, MS_E_INVAL,
+                            "the %s backend takes one tensor and gives one: expected a request "
+                            "of one tensor (ms_infer), got one of several named tensors",
+                            be->name);
+        return 0;
+    }
     if (be->run_dynamic != NULL)
         return 0;
     int r = be->output_for(s->w->state, &t->in, &t->out, err, errlen);
@@ -112,6 +120,13 @@ static int read_request(ms__server *s, ms__client *c, unsigned e, int64_t now, m
     r = describe_output(s, t, err, errlen);
     if (r < 0)
         return r;
+    if (ms__is_multi(t)) {
+        r = ms__multi_intake(c, t, err, errlen);
+        if (r == MS__MULTI_WAIT && !ms__links_wait_once(s, c))
+            r = ms__fail(err, errlen, MS_E_PROTOCOL,
+                         "a tensor of the request names a linked arena that is not linked");
+        return r;
+    }
     if (!ms__is_call(t) && s->w->backend->run_dynamic == NULL && t->out.nbytes > t->req.out_cap) {
         c->head++;
         ms__complete_too_large(s, c, e, &t->req, t->out.nbytes);
@@ -156,6 +171,8 @@ int ms__intake_peek(ms__server *s, ms__client *c, int64_t now, ms__taken *t)
     int r = read_request(s, c, e, now, t, err, sizeof err);
     if (r == MS__TAKE_ANSWERED)
         return r;
+    if (r == MS__MULTI_WAIT) /* left in the ring until the control socket was read */
+        return MS__TAKE_NONE;
     if (r < 0) {
         c->head++;
         ms__complete_error(s, c, e, t->req.id, r, err);
@@ -166,7 +183,8 @@ int ms__intake_peek(ms__server *s, ms__client *c, int64_t now, ms__taken *t)
     t->object = false;
     t->submit_ns =
         atomic_load_explicit(&ms__slot_of(c->base, c->ring, e)->submit_ns, memory_order_relaxed);
-    t->rows = ms__is_call(t) ? 1 : t->in.rank >= 1 ? t->in.shape[0] : 1;
+    if (!ms__is_multi(t)) /* a multi request's rows: ms__multi_intake */
+        t->rows = ms__is_call(t) ? 1 : t->in.rank >= 1 ? t->in.shape[0] : 1;
     t->out.data = (char *)c->base + t->req.out_off;
     return MS__TAKE_READY;
 }

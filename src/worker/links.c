@@ -62,11 +62,17 @@ bool ms__links_await(ms__server *s, ms__client *c, const ms__slot *sl)
     /* A look at one field in shared memory: only a hint, the decoder checks the copy. */
     uint32_t k = ((const volatile ms__req *)&sl->req)->in_arena;
     uint64_t from = ((const volatile ms__req *)&sl->req)->in_link;
-    if (k == 0 || k > MS__ARENA_LINKS ||
-        (c->link_cap[k - 1] != 0 && (uint64_t)c->link_from[k - 1] == from)) {
+    if (k == 0 || k > MS__ARENA_LINKS)
+        return false; /* a wait for a tensor of several (ms__links_wait_once) stays */
+    if (c->link_cap[k - 1] != 0 && (uint64_t)c->link_from[k - 1] == from) {
         c->link_wait = 0;
         return false;
     }
+    return ms__links_wait_once(s, c);
+}
+
+bool ms__links_wait_once(ms__server *s, ms__client *c)
+{
     if (c->link_wait != c->head + 1) {
         c->link_wait = c->head + 1;
         c->link_polls = s->ctrl_polls;

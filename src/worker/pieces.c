@@ -24,7 +24,7 @@ int64_t ms__padded_rows(const ms__worker *w, int64_t rows)
 bool ms__pieces_needed(const ms__job *j, const ms__taken *t)
 {
     const ms__worker *w = j->w;
-    if (!w->batchable || ms__is_call(t) || t->in.rank < 1 || t->rows == 0)
+    if (!w->batchable || ms__is_call(t) || ms__is_multi(t) || t->in.rank < 1 || t->rows == 0)
         return false;
     if (t->rows <= w->max_batch && ms__padded_rows(w, t->rows) == t->rows)
         return false;

@@ -221,6 +221,10 @@ static void run_staged(ms__job *j, ms__tensor_view *in, ms__tensor_view *out)
 void ms__batch_run(ms__job *j)
 {
     char err[MS__ERRLEN];
+    if (ms__is_multi(&j->batch[0])) {
+        ms__multi_run(j);
+        return;
+    }
     if (j->nbatch == 1) {
         run_alone(j, &j->batch[0]);
         return;

@@ -36,6 +36,7 @@
 
 #include "worker.h"
 #include "../common/proto.h"
+#include "../common/manifest.h"
 #include "../common/records.h"
 
 typedef struct ms__client {
@@ -76,6 +77,10 @@ typedef struct ms__taken {
     int64_t rows;
     int64_t submit_ns; /* when the client says it submitted it (untrusted: a figure only) */
     bool object;       /* the output is a pickled answer (MS__RESP_OBJECT) */
+    /* MS__REQ_MULTI: the input manifest, copied out and decoded (intake.c), and whether every
+     * tensor in it has the same first dimension (rows): only then may it join a batch. */
+    ms__manifest mf;
+    bool rows_agree;
 } ms__taken;
 
 struct ms__server;
@@ -140,6 +145,11 @@ static inline bool ms__is_call(const ms__taken *t)
     return (t->req.flags & MS__REQ_CALL) != 0;
 }
 
+static inline bool ms__is_multi(const ms__taken *t)
+{
+    return (t->req.flags & MS__REQ_MULTI) != 0;
+}
+
 /* Puts c in the active list (its ring is worth a look) unless it is there already. */
 static inline void ms__client_activate(ms__server *s, ms__client *c)
 {
@@ -159,6 +169,10 @@ void ms__client_unlink(ms__server *s, ms__client *c, unsigned k);
  * it was first seen (ctrl_due asks for a read). Then the request is left in the ring; after the
  * read it is decoded and checked (ms__links_check). (links.c) */
 bool ms__links_await(ms__server *s, ms__client *c, const ms__slot *sl);
+/* c's request at head needs an arena that is not linked yet (a tensor of several, manifest.h):
+ * true the first time (the control socket is read before it is looked at again), false once it
+ * was (then it is decoded and refused if the arena is still not there). (links.c) */
+bool ms__links_wait_once(ms__server *s, ms__client *c);
 /* A decoded request's input arena is the lease's own or the linked one it names (in_link): 0, or
  * MS_E_PROTOCOL with a message. */
 int ms__links_check(const ms__client *c, const ms__req *req, char *err, size_t errlen);
@@ -211,6 +225,21 @@ void ms__job_free(ms__job *j);
 int ms__stage_grow(void **buf, size_t *cap, size_t need);
 /* A backend's output description is sound: a dtype, a rank, nbytes that match the shape. */
 bool ms__output_sound(const ms__tensor_view *o);
+
+/* ---- multi.c ---- */
+
+/* Reads t's input manifest (MS__REQ_MULTI) out of c's arena and decodes it into t->mf, and its
+ * rows. Returns 0, MS__MULTI_WAIT when it names a linked arena not mapped here (the daemon's
+ * "link" may still be in the control socket: ms__links_wait_once), or an error for the caller to
+ * answer (err). */
+#define MS__MULTI_WAIT 3 /* not an MS__TAKE_* value */
+int ms__multi_intake(const ms__client *c, ms__taken *t, char *err, size_t errlen);
+/* Whether t (several tensors) may join a batch whose first request is f: the same names and
+ * dtypes, and every dimension but the first agrees (but pad_dim, when it is not 0: the backend
+ * pads along it, spec "pad"). */
+bool ms__multi_joins(const ms__taken *f, const ms__taken *t, int pad_dim);
+/* Runs j's batch of requests of several tensors (one backend call) and completes each. */
+void ms__multi_run(ms__job *j);
 
 /* ---- pieces.c ---- */
 

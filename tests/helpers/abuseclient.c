@@ -386,8 +386,17 @@ static int ring_case(const char *name, ms__req *r, uint64_t cap)
         r->in_arena = 3;
     else if (strcmp(name, "arena_reserved") == 0)
         r->reserved = 1;
-    else if (strcmp(name, "slot_out_of_range") != 0 && strcmp(name, "tail_runaway") != 0 &&
-             strncmp(name, "linked_", 7) != 0)
+    else if (strcmp(name, "multi_not_manifest") == 0)
+        r->flags = MS__REQ_MULTI; /* a float32 input where a manifest belongs */
+    else if (strcmp(name, "multi_dense") == 0) {
+        r->flags = MS__REQ_MULTI; /* a manifest's size to a backend of one tensor */
+        r->dtype = MS_UINT8;
+        r->rank = 1;
+        r->shape[0] = 16;
+        r->shape[1] = 0;
+        r->in_len = 16;
+    } else if (strcmp(name, "slot_out_of_range") != 0 && strcmp(name, "tail_runaway") != 0 &&
+               strncmp(name, "linked_", 7) != 0)
         return -1;
     return 0;
 }

@@ -43,6 +43,21 @@ EMBEDDER_CHECK = """
 
 # name: (modules it needs, before, after). The after part sees the block's names.
 CASES = {
+    "two-input-transformer": (("torch",), "", """
+        import numpy as np
+        with torch.inference_mode():
+            want = Encoder().eval()(ids, mask)
+        assert list(out) == ["last_hidden_state", "pooled"]
+        np.testing.assert_allclose(pooled, want["pooled"].numpy(), rtol=1e-4, atol=1e-5)
+        assert pooled.shape == (4, 64) and not pooled.flags.owndata
+        print("checked")
+        """),
+    "text-embedder": ((), "", """
+        want = make_embedder()(["the cat sat", "on a mat", "a dog barked"])
+        np.testing.assert_allclose(vectors, want, rtol=1e-6)
+        assert vectors.shape == (3, 64)
+        print("checked")
+        """),
     "quickstart": ((), """
         # What the block names: mlp.safetensors (1024 inputs) and x.
         import numpy as np
