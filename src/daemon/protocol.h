@@ -29,6 +29,12 @@ typedef struct ms__proto {
  * $MODELSHARE_READ_TIMEOUT overrides it). */
 #define MS__READ_TIMEOUT_S 10.0
 
+/* Descriptors modelshared keeps free below its RLIMIT_NOFILE for the clients it has: a new
+ * connection that would leave fewer is refused (MS_E_LIMIT, naming the limit), an acquire that
+ * would leave fewer than half of them too. Each lease holds one (its arena), each worker about
+ * five (pidfd, control socket, stderr, door, stats page), a load a few more while it spawns. */
+#define MS__DAEMON_FD_RESERVE 16
+
 /* Nothing is allocated: p only points to what it is given. Reads $MODELSHARE_READ_TIMEOUT.
  * Admits the daemon's own user; the server sets p->access.has_group and gid for --group. */
 void ms__proto_init(ms__proto *p, ms__models *models, int epfd, const char *socket_path,

@@ -270,7 +270,12 @@ int ms__sup_ctrl_fill(ms__wproc *w, char *err, size_t errlen)
 int ms__sup_ctrl_next(ms__wproc *w, json_t **msg, char *err, size_t errlen)
 {
     /* Workers send no descriptors: any they declare are a protocol error. */
-    return ms__reader_next(&w->reader, msg, NULL, NULL, err, errlen);
+    int rc = ms__reader_next(&w->reader, msg, NULL, NULL, err, errlen);
+    if (rc != 0 && *msg != NULL) {
+        json_decref(*msg);
+        *msg = NULL;
+    }
+    return rc;
 }
 
 void ms__sup_ctrl_close(ms__supervisor *s, ms__wproc *w)
