@@ -507,11 +507,11 @@ static int declared_fds_check(const json_t *msg, int maxfds, int qn, int *want, 
 /* The message's descriptors were lost (this process at its RLIMIT_NOFILE): MS_E_LIMIT. */
 static int lost_fds(const json_t *msg, char *err, size_t errlen)
 {
-    char what[96];
+    char what[128];
     const char *op = json_string_value(json_object_get(msg, "op"));
-    snprintf(what, sizeof what, "%s%s%.40s message's %d descriptor(s) were lost",
-             op != NULL ? "the \"" : "a", op != NULL ? op : "", op != NULL ? "\"" : "",
-             declared_nfds(msg));
+    snprintf(what, sizeof what, "the %d descriptor(s) that came with %s%.40s%s were lost",
+             declared_nfds(msg), op != NULL ? "a \"" : "the daemon's reply",
+             op != NULL ? op : "", op != NULL ? "\" request" : "");
     return ms__fd_limit_fail(err, errlen, what, "this process", ms__fd_limit(0));
 }
 

@@ -23,9 +23,11 @@ static int attach_one(ms__wproc *w, const ms__lease *l, bool resume, char *err, 
 }
 
 /* A worker keeps one descriptor per lease (its arena) and per link: one more lease is refused
- * (MS_E_LIMIT, naming the worker's RLIMIT_NOFILE) while it has fewer than this many free, so that
- * the clients it serves keep being served. Its open descriptors are counted (/proc/PID/fd) only
- * when its leases come within FD_COUNT_NEAR of its limit. */
+ * (MS_E_LIMIT, naming the worker's RLIMIT_NOFILE) while it would have fewer than this many free,
+ * so that the clients it serves keep being served. What it has open is judged by the larger of
+ * what /proc/PID/fd lists now and what it had at "ready" plus one per lease: it reads its
+ * attaches between batches, so the listing lags a burst of acquires. Neither is looked at while
+ * the leases are far (FD_COUNT_NEAR) from the limit. */
 #define WORKER_FD_RESERVE 16
 #define FD_COUNT_NEAR 512
 
@@ -35,6 +37,8 @@ static int worker_room(const ms__wproc *w, const ms__model *m, char *err, size_t
     if (limit < 0 || limit - m->leases > FD_COUNT_NEAR)
         return 0;
     int open = ms__fd_count(w->pid);
+    if (w->fd_base >= 0 && w->fd_base + m->leases > open)
+        open = w->fd_base + m->leases;
     if (open < 0 || open + WORKER_FD_RESERVE < limit)
         return 0;
     char who[MS__TAG_MAX + 96];

@@ -72,6 +72,7 @@ typedef struct ms__wproc {
     int64_t kill_at_ns;
     uint64_t memory_bytes; /* from "ready" */
     json_t *signature;     /* from "ready" */
+    int fd_base;           /* descriptors it had open when it said "ready"; -1: unknown */
     int leases;            /* leases served by this worker */
     ms__model *model;      /* NULL once detached from its model (an old worker being stopped) */
     ms__evsrc ev_ctrl, ev_pid, ev_err;

@@ -204,6 +204,7 @@ int ms__sup_exec(ms__supervisor *s, const ms__exec *x, ms__wproc **out, char *er
         return ms__fail(err, errlen, MS_E_NOMEM, "out of memory starting a worker");
     w->pidfd = w->ctrl_fd = w->err_fd = w->epfd = -1;
     w->inst = x->inst;
+    w->fd_base = -1;
     ms__reader_init(&w->reader);
     ms__writer_init(&w->wr);
     int rc = spawn_fds_make(&fds, x->door_fd, x->ctor_fd, err, errlen);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "../common/errors.h"
+#include "../common/fdlimit.h"
 #include "../common/log.h"
 #include "modelshare.h"
 #include "models_int.h"
@@ -31,6 +32,7 @@ static void msg_ready(ms__models *ml, ms__wproc *w, const json_t *msg)
     }
     w->ready = true;
     w->memory_bytes = (uint64_t)json_integer_value(mem);
+    w->fd_base = ms__fd_count(w->pid); /* before any lease is attached (attach.c) */
     w->signature = json_incref(sig != NULL ? sig : json_null());
     ms__life_worker_ready(ml, w);
 }
