@@ -97,8 +97,7 @@ void ms__log_limited(ms__log_limit *lim, int level, const char *fmt, ...)
     va_end(ap);
     unsigned long long held = atomic_exchange(&lim->held, 0);
     if (held > 0)
-        ms__log(level, "%s (%llu more like this suppressed in the last second or more)", msg,
-                held);
+        ms__log(level, "%s (%llu more like this suppressed in the last second or more)", msg, held);
     else
         ms__log(level, "%s", msg);
 }

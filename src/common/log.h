@@ -16,7 +16,7 @@ void ms__log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3
  * and the next line printed says how many of that kind were suppressed since the last one.
  * Thread-safe (the worker's runner threads log at once). */
 typedef struct ms__log_limit {
-    _Atomic long long next_ns;      /* the earliest time the next line may be printed */
+    _Atomic long long next_ns;       /* the earliest time the next line may be printed */
     _Atomic unsigned long long held; /* lines suppressed since the last one printed */
 } ms__log_limit;
 

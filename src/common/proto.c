@@ -442,7 +442,8 @@ static int recv_exact(int fd, uint8_t *dst, size_t len, int *q, int *qn, int qca
             return ms__fail(err, errlen, MS_E_TIMEOUT,
                             "timed out after %d ms waiting for a message", timeout_ms);
         int again, lost_now;
-        ssize_t r = recv_some(fd, dst + off, len - off, q, qn, qcap, &again, &lost_now, err, errlen);
+        ssize_t r =
+            recv_some(fd, dst + off, len - off, q, qn, qcap, &again, &lost_now, err, errlen);
         if (r < 0)
             return (int)r;
         *lost |= lost_now;
@@ -467,7 +468,8 @@ static int recv_frame(int fd, int *q, int *qn, int timeout_ms, json_t **j, int *
 {
     int64_t deadline = deadline_from(timeout_ms);
     uint8_t hdr[4];
-    int rc = recv_exact(fd, hdr, 4, q, qn, CMSG_FDS_MAX, deadline, timeout_ms, 0, lost, err, errlen);
+    int rc =
+        recv_exact(fd, hdr, 4, q, qn, CMSG_FDS_MAX, deadline, timeout_ms, 0, lost, err, errlen);
     if (rc != 0)
         return rc;
     uint32_t n;
@@ -510,8 +512,8 @@ static int lost_fds(const json_t *msg, char *err, size_t errlen)
     char what[128];
     const char *op = json_string_value(json_object_get(msg, "op"));
     snprintf(what, sizeof what, "the %d descriptor(s) that came with %s%.40s%s were lost",
-             declared_nfds(msg), op != NULL ? "a \"" : "the daemon's reply",
-             op != NULL ? op : "", op != NULL ? "\" request" : "");
+             declared_nfds(msg), op != NULL ? "a \"" : "the daemon's reply", op != NULL ? op : "",
+             op != NULL ? "\" request" : "");
     return ms__fd_limit_fail(err, errlen, what, "this process", ms__fd_limit(0));
 }
 

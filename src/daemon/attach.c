@@ -106,7 +106,7 @@ void ms__workers_detach(ms__lease *l)
         ms__wproc *w = m->workers[i];
         if (w->ctrl_fd >= 0 && ms__sup_send(w, msg, NULL, 0, err, sizeof err) != 0)
             ms__log_warn_limited("cannot tell worker %ld to detach lease %llu: %s", (long)w->pid,
-                         (unsigned long long)l->id, err);
+                                 (unsigned long long)l->id, err);
     }
     json_decref(msg);
 }

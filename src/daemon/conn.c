@@ -96,7 +96,8 @@ int ms__conn_send(ms__conn *k, json_t *msg, const int *fds, int nfds)
     int rc = ms__writer_push(&k->wr, msg, fds, nfds, err, sizeof err);
     json_decref(msg);
     if (rc != 0) {
-        ms__log_warn_limited("dropping the client of pid %ld: cannot queue a reply: %s", (long)k->pid, err);
+        ms__log_warn_limited("dropping the client of pid %ld: cannot queue a reply: %s",
+                             (long)k->pid, err);
         ms__conn_kill(k, err);
         return rc;
     }

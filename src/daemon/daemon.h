@@ -13,7 +13,11 @@
 #include "errtail.h"
 
 /* Limits on what clients control. */
-#define MS__MODELS_MAX 256
+#define MS__MODELS_MAX 256 /* registered and not unloading: past it, the LRU idle one is evicted   \
+                            */
+/* The registry's room: MS__MODELS_MAX, and as many again being unloaded (evicted ones whose
+ * workers are still stopping). */
+#define MS__MODELS_TABLE (2 * MS__MODELS_MAX)
 #define MS__CLIENTS_MAX 1024
 #define MS__CLIENT_LEASES_MAX 4096
 #define MS__LEASES_MAX 65536 /* in all: each holds an arena descriptor in the daemon */

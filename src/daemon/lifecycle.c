@@ -371,6 +371,12 @@ int ms__start_load(ms__models *ml, ms__model *m)
     return m->state == MS__MODEL_FAILED ? m->error_code : 0;
 }
 
+void ms__life_make_room(ms__models *ml, const char *tag)
+{
+    ms__load_make_room(ml, tag);
+    run(ml);
+}
+
 void ms__begin_unload(ms__models *ml, ms__model *m)
 {
     life_do_ev(ml, m, MS__EV_UNLOAD);
@@ -394,7 +400,7 @@ static int waiting_models(const ms__models *ml, ms__model **waiting)
 
 int64_t ms__admission_run(ms__models *ml)
 {
-    ms__model *waiting[MS__MODELS_MAX];
+    ms__model *waiting[MS__MODELS_TABLE];
     int64_t next = INT64_MAX;
     int n = waiting_models(ml, waiting);
     if (n == 0)

@@ -80,6 +80,23 @@ static void evict(ms__models *ml, ms__model *victim, const ms__admission *a,
     ms__inbox_event(ml, victim, MS__EV_UNLOAD);
 }
 
+void ms__load_make_room(ms__models *ml, const char *tag)
+{
+    if (ms__registry_counted(&ml->reg) < MS__MODELS_MAX)
+        return;
+    ms__model *victim = ms__registry_lru_idle(&ml->reg);
+    if (victim == NULL)
+        return; /* ms__registry_add refuses, saying why */
+    ms__log_info("model \"%s\": evicted (idle, least recently used, at the limit of %d models) to "
+                 "make room for \"%s\"",
+                 victim->tag, MS__MODELS_MAX, tag);
+    ml->evictions++;
+    ms__tally_entry *e = ms__tally_get(&ml->tally, victim->tag, is_loaded, ml);
+    if (e != NULL)
+        e->evictions++;
+    ms__inbox_event(ml, victim, MS__EV_UNLOAD);
+}
+
 /* The plans for each of m's devices: the worst one (FITS < EVICT < WAIT < NEVER) is in *a.
  * When it is EVICT (every device fits or evicts), the evictions are made on every device. */
 static void plan_all(ms__models *ml, ms__model *m, ms__admission *a)

@@ -122,6 +122,9 @@ void ms__inbox_clear(ms__models *ml);
 void ms__worker_detach(ms__wproc *w);
 /* A load of m begins (its counters, its estimate, logged). */
 void ms__load_begin(ms__models *ml, ms__model *m);
+/* The model-count limit: when MS__MODELS_MAX models count (registry.h), the least recently used
+ * idle one is evicted (UNLOAD posted, logged, tallied) to make room for tag. */
+void ms__load_make_room(ms__models *ml, const char *tag);
 /* Admission's decision for m now, posted: ADMIT, WAIT, FAIL, or nothing (it waits on); the idle
  * models it evicts get UNLOAD first. */
 void ms__load_decide(ms__models *ml, ms__model *m, int64_t now);
@@ -193,9 +196,9 @@ typedef struct ms__admission {
     uint64_t need;       /* what m needs on dev: ms__model_charge */
     uint64_t budget, free_now;
     int n; /* the other models holding memory on dev */
-    ms__model *who[MS__MODELS_MAX];
-    ms__holder h[MS__MODELS_MAX];
-    bool evict[MS__MODELS_MAX]; /* plan EVICT: evict who[i] */
+    ms__model *who[MS__MODELS_TABLE];
+    ms__holder h[MS__MODELS_TABLE];
+    bool evict[MS__MODELS_TABLE]; /* plan EVICT: evict who[i] */
     char need_s[32], free_s[32], budget_s[32];
 } ms__admission;
 

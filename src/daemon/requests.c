@@ -157,6 +157,7 @@ static ms__model *model_for(ms__proto *p, ms__conn *k, json_t *id, const char *o
             ms__conn_error(k, id, MS_E_UNKNOWN_TAG, err);
             return NULL;
         }
+        ms__life_make_room(p->models, tag);
         int rc = ms__registry_add(&p->models->reg, tag, spec, &m, err, sizeof err);
         if (rc != 0) {
             ms__log_warn_limited("refused to load \"%s\" for pid %ld: %s", tag, (long)k->pid, err);

@@ -32,14 +32,16 @@ void ms__conn_grant(ms__proto *p, ms__conn *k, json_t *id, ms__model *m, int are
     if (rc != 0) {
         ms__arena_unmap(hdr, MS__ARENA_HEADER);
         close(arena_fd);
-        ms__log_warn_limited("model \"%s\": refused a lease to pid %ld: %s", m->tag, (long)k->pid, err);
+        ms__log_warn_limited("model \"%s\": refused a lease to pid %ld: %s", m->tag, (long)k->pid,
+                             err);
         ms__conn_error(k, id, rc, err);
         return;
     }
     int doors[MS__INSTANCES_MAX];
     rc = ms__workers_attach(l, doors, msg, sizeof msg);
     if (rc != 0) {
-        ms__log_warn_limited("model \"%s\": lease for pid %ld failed: %s", m->tag, (long)k->pid, msg);
+        ms__log_warn_limited("model \"%s\": lease for pid %ld failed: %s", m->tag, (long)k->pid,
+                             msg);
         ms__workers_detach(l);
         ms__lease_release(&p->models->reg, l);
         ms__conn_error(k, id, rc, msg);

@@ -60,7 +60,7 @@ static void on_msg(ms__models *ml, ms__wproc *w, const json_t *msg)
         ms__life_worker_drained(ml, w, msg);
     else
         ms__log_warn_limited("worker %ld sent an unknown message (op %s); ignored", (long)w->pid,
-                     op != NULL ? op : "missing");
+                             op != NULL ? op : "missing");
 }
 
 void ms__worker_on_ctrl(ms__models *ml, ms__wproc *w, uint32_t events)

@@ -94,30 +94,31 @@ static void attach(server *s, int64_t lease, int64_t ring, int arena_fd, bool re
     uint64_t cap = 0;
 
     if (s->n >= MS__WORKER_CLIENTS_MAX) {
-        ms__log_error_limited("model \"%s\": refusing client with lease %lld: %d clients attached already",
-                      s->w->tag, (long long)lease, MS__WORKER_CLIENTS_MAX);
+        ms__log_error_limited(
+            "model \"%s\": refusing client with lease %lld: %d clients attached already", s->w->tag,
+            (long long)lease, MS__WORKER_CLIENTS_MAX);
         goto fail;
     }
     if (ring < 0 || ring >= (int64_t)MS__RINGS_MAX) {
-        ms__log_error_limited("model \"%s\": refusing lease %lld: ring %lld, expected 0 to %u", s->w->tag,
-                      (long long)lease, (long long)ring, MS__RINGS_MAX - 1);
+        ms__log_error_limited("model \"%s\": refusing lease %lld: ring %lld, expected 0 to %u",
+                              s->w->tag, (long long)lease, (long long)ring, MS__RINGS_MAX - 1);
         goto fail;
     }
     if (find(s, lease, NULL) != NULL) {
         ms__log_error_limited("model \"%s\": refusing a second attach of lease %lld", s->w->tag,
-                      (long long)lease);
+                              (long long)lease);
         goto fail;
     }
     int r = ms__arena_map(arena_fd, &base, &cap, err, sizeof err);
     if (r < 0) {
         ms__log_error_limited("model \"%s\": cannot map the arena of lease %lld: %s", s->w->tag,
-                      (long long)lease, err);
+                              (long long)lease, err);
         goto fail;
     }
     client *c = calloc(1, sizeof *c);
     if (c == NULL) {
         ms__log_error_limited("model \"%s\": out of memory attaching lease %lld", s->w->tag,
-                      (long long)lease);
+                              (long long)lease);
         goto fail;
     }
     c->lease = lease;
@@ -234,8 +235,8 @@ static void control_msg(server *s, json_t *msg, int *fds, int nfds)
         }
     } else {
         ms__log_warn_limited("model \"%s\": ignoring control message op \"%s\" (lease %s, %d fds)",
-                     s->w->tag, op ? op : "(none)", json_is_integer(lease) ? "set" : "missing",
-                     nfds);
+                             s->w->tag, op ? op : "(none)",
+                             json_is_integer(lease) ? "set" : "missing", nfds);
     }
     for (int i = 0; i < nfds; i++)
         close(fds[i]);

@@ -115,3 +115,21 @@ def test_a_client_at_its_own_limit_gets_ms_e_limit_and_keeps_its_connection(ms):
     assert ms.model("own")["leases"] == n
     held.end()
     assert ms.model("own")["leases"] == 0
+
+
+def test_the_model_count_limit_evicts_idle_models_in_lru_order_before_refusing(ms):
+    """300 idle models (identity: cheap), then a 301st: the least recently used idle ones make
+    room (256 at most count); one with a lease is never evicted; none is refused."""
+    held = ms.session("m0", json.loads(IDENTITY))  # m0 is the oldest, but in use
+    assert held.ok, held.first
+    for i in range(1, 301):
+        r = ms.cli("load", f"m{i}", "--spec", IDENTITY, check=False)
+        assert r.returncode == 0, f"m{i}: {r.stderr}"
+    evicted = [ln.split('model "', 1)[1].split('"', 1)[0] for ln in ms.log().splitlines()
+               if "at the limit of 256 models" in ln]
+    # 301 models were registered, 256 may count: the 45 oldest idle ones went, oldest first.
+    assert evicted == [f"m{i}" for i in range(1, 46)], evicted
+    wait_until(lambda: len(ms.status()["models"]) == 256, timeout=60, what="evicted models gone")
+    tags = {m["tag"] for m in ms.status()["models"]}
+    assert "m0" in tags and "m300" in tags and "m45" not in tags and "m46" in tags
+    assert ms.model("m0")["leases"] == 1
