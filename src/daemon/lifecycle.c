@@ -444,7 +444,13 @@ void ms__life_shutdown(ms__models *ml)
 
 int64_t ms__life_timers(ms__models *ml, int64_t now)
 {
+    int64_t measured = ml->next_measure_ns;
     int64_t next = ms__measure_due(ml, now), t;
+    if (ml->next_measure_ns != measured) {
+        /* Measured: a device over its budget evicts idle models until it is not. */
+        ms__load_measured(ml);
+        run(ml);
+    }
     ms__model *m;
     while ((m = ms__registry_expired(&ml->reg)) != NULL) {
         ms__log_info("model \"%s\": idle for its keep-alive of %g s: unloading", m->tag,

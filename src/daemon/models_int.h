@@ -125,6 +125,10 @@ void ms__load_begin(ms__models *ml, ms__model *m);
 /* The model-count limit: when MS__MODELS_MAX models count (registry.h), the least recently used
  * idle one is evicted (UNLOAD posted, logged, tallied) to make room for tag. */
 void ms__load_make_room(ms__models *ml, const char *tag);
+/* After a measurement: each python model's figure is kept for its tag's next load (its estimate
+ * when its spec has no memory), and each device over its budget evicts idle models, least
+ * recently used first, until it is not (UNLOAD posted for each, logged, tallied). */
+void ms__load_measured(ms__models *ml);
 /* Admission's decision for m now, posted: ADMIT, WAIT, FAIL, or nothing (it waits on); the idle
  * models it evicts get UNLOAD first. */
 void ms__load_decide(ms__models *ml, ms__model *m, int64_t now);
@@ -201,6 +205,10 @@ typedef struct ms__admission {
     bool evict[MS__MODELS_TABLE]; /* plan EVICT: evict who[i] */
     char need_s[32], free_s[32], budget_s[32];
 } ms__admission;
+
+/* Device dev over its budget (after a measurement): a->who, a->h and a->budget filled, a->evict
+ * marking the idle models to evict (LRU first) until it is not. Returns how many are marked. */
+int ms__admission_over(ms__models *ml, ms__budget_dev *dev, ms__admission *a);
 
 /* Chooses the device of each instance of m (m->inst_device) from its spec: the spec's device,
  * or, for device "auto" and devices, placement.c's answer over the budgets (by free bytes now;

@@ -247,6 +247,13 @@ ms__model *ms__registry_find(const ms__registry *r, const char *tag)
     return NULL;
 }
 
+uint64_t ms__model_over_memory(const ms__model *m)
+{
+    if (!m->measured || m->spec.memory == 0 || m->memory_bytes <= m->spec.memory)
+        return 0;
+    return m->memory_bytes - m->spec.memory;
+}
+
 int ms__registry_counted(const ms__registry *r)
 {
     int n = 0;

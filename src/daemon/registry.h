@@ -186,6 +186,9 @@ ms__model *ms__registry_find(const ms__registry *r, const char *tag);
  * a table full of unloading ones, MS_E_NOMEM. */
 int ms__registry_add(ms__registry *r, const char *tag, const ms__spec *spec, ms__model **out,
                      char *err, size_t errlen);
+/* By how many bytes m's measured memory exceeds the memory its spec gave (0: within it, not
+ * measured yet, or no memory in the spec). */
+uint64_t ms__model_over_memory(const ms__model *m);
 /* The models that count toward MS__MODELS_MAX: every registered one but those unloading. */
 int ms__registry_counted(const ms__registry *r);
 /* The least recently used model that is ready, not swapping, with no lease and no request
