@@ -13,8 +13,9 @@
 #include "errtail.h"
 
 /* Limits on what clients control. */
-#define MS__MODELS_MAX 256 /* registered and not unloading: past it, the LRU idle one is evicted   \
-                            */
+#define MS__MODELS_MAX                                                                             \
+    256 /* registered and not unloading: past it, the LRU idle one is evicted                      \
+         */
 /* The registry's room: MS__MODELS_MAX, and as many again being unloaded (evicted ones whose
  * workers are still stopping). */
 #define MS__MODELS_TABLE (2 * MS__MODELS_MAX)
@@ -77,6 +78,8 @@ typedef struct ms__wproc {
     uint64_t memory_bytes; /* from "ready" */
     json_t *signature;     /* from "ready" */
     int fd_base;           /* descriptors it had open when it said "ready"; -1: unknown */
+    char oom_file[192];    /* its memory cgroup's OOM kill count (oomkill.h); "" when none */
+    long long oom_kills;   /* that count when it started; -1: unknown */
     int leases;            /* leases served by this worker */
     ms__model *model;      /* NULL once detached from its model (an old worker being stopped) */
     ms__evsrc ev_ctrl, ev_pid, ev_err;

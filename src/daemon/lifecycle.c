@@ -286,7 +286,7 @@ static bool act_load(ms__models *ml, ms__model *m, const ms__life_event *e, int 
 static void act_serve(ms__models *ml, ms__model *m, const ms__life_event *e, int a)
 {
     if (a & A_LOST)
-        ms__instance_lost(ml, m, e->w, e->status);
+        ms__instance_lost(ml, m, e->w, e->status, e->message);
     if (a & A_UP)
         ms__instance_up(ml, m, e->w);
     if (a & A_RESTART)
@@ -542,9 +542,10 @@ static void loading_worker_exit(ms__models *ml, ms__model *m, const ms__wproc *w
 
 void ms__life_worker_exit(ms__models *ml, ms__wproc *w, int status)
 {
-    char how[128];
+    char how[512];
     ms__sup_exit_text(status, how, sizeof how);
     ms__model *m = w->model;
+    ms__measure_exit(ml, m, w, status, how, sizeof how);
     if (m == NULL) {
         ms__log_info("worker %ld %s", (long)w->pid, how);
         return;
@@ -557,7 +558,7 @@ void ms__life_worker_exit(ms__models *ml, ms__wproc *w, int status)
     }
     bool was_ready = w->ready;
     ms__worker_detach(w);
-    ms__life_event e = {.m = m, .w = w, .inst = -1, .status = status};
+    ms__life_event e = {.m = m, .w = w, .inst = -1, .status = status, .message = how};
     if (m->state == MS__MODEL_READY) {
         e.ev = ms__swap_draining(m, w) ? MS__EV_DRAIN_LOST : MS__EV_LOST;
         life_do(ml, &e);

@@ -115,7 +115,8 @@ static void remember(ms__models *ml)
             continue;
         ms__tally_entry *e = ms__tally_get(&ml->tally, m->tag, is_loaded, ml);
         if (e != NULL) {
-            e->measured_bytes = m->memory_bytes / (uint64_t)(m->spec.instances > 1 ? m->spec.instances : 1);
+            e->measured_bytes =
+                m->memory_bytes / (uint64_t)(m->spec.instances > 1 ? m->spec.instances : 1);
             e->measured_key = ctor_key(m);
         }
     }

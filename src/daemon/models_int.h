@@ -147,7 +147,8 @@ int ms__instance_adopt(ms__model *m, ms__wproc *w, char *err, size_t errlen);
  * clients' requests in flight on it are lost (the door's gen), nothing more goes to it (down),
  * and it restarts after its back-off; or FAIL is posted after too many crashes, quoting w's
  * stderr. */
-void ms__instance_lost(ms__models *ml, ms__model *m, const ms__wproc *w, int status);
+void ms__instance_lost(ms__models *ml, ms__model *m, const ms__wproc *w, int status,
+                       const char *how);
 /* The restarted worker w of ready m said ready: every lease is attached to it again ("resume")
  * and its door opened (else it is stopped: one more crash). */
 void ms__instance_up(ms__models *ml, ms__model *m, ms__wproc *w);
@@ -233,5 +234,11 @@ int64_t ms__measure_due(ms__models *ml, int64_t now);
 /* w of model m was reaped: confirms its process is gone (and, on a GPU, that NVML no longer
  * lists it), logging what it returned. */
 void ms__verify_release(const ms__model *m, const ms__wproc *w);
+/* w of m died with status: when of a SIGKILL the daemon did not send, how (what
+ * ms__sup_exit_text said) is replaced by the verdict: the kernel's OOM killer (its memory
+ * cgroup's oom_kill count went up, oomkill.h) or, with no count to read, most likely it; with
+ * its last measured memory and its device's budget. Else how is left as it is. */
+void ms__measure_exit(ms__models *ml, const ms__model *m, const ms__wproc *w, int status, char *how,
+                      size_t howlen);
 
 #endif

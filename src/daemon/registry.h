@@ -56,7 +56,7 @@ typedef struct ms__instance {
     int64_t backoff_ns;    /* the next restart's delay */
     int64_t restart_at_ns; /* down: when it starts again */
     int64_t up_since_ns;   /* up: since */
-    char last_crash[40];   /* "SIGKILL", "exit 3", "" before any */
+    char last_crash[40];   /* "SIGKILL", "exit 3", "OOM kill", "" before any */
 } ms__instance;
 
 /* A swap in progress (swap.c; opaque here). */

@@ -16,6 +16,7 @@
 
 #include "../common/ctorfd.h"
 #include "../common/log.h"
+#include "../common/oomkill.h"
 #include "../common/paths.h"
 #include "modelshare.h"
 
@@ -177,6 +178,10 @@ static void worker_watch(ms__supervisor *s, ms__wproc *w)
 static void worker_adopt(ms__supervisor *s, ms__wproc *w, pid_t pid, spawn_fds *f)
 {
     w->pid = pid;
+    /* The OOM killer's count now: one more when it dies of SIGKILL says who killed it. */
+    w->oom_kills = -1;
+    if (ms__oom_file(pid, w->oom_file, sizeof w->oom_file) == 0)
+        w->oom_kills = ms__oom_kills(w->oom_file);
     w->ctrl_fd = f->sv[0];
     w->err_fd = f->errp[0];
     w->stats = f->stats;
