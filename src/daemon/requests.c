@@ -202,6 +202,19 @@ static ms__model *model_for(ms__proto *p, ms__conn *k, json_t *id, const char *o
     return m;
 }
 
+/* A lease keeps its arena open here, and a load opens a worker's: an acquire is refused (false,
+ * answered) while too few descriptors are left for that, so that every other client keeps what
+ * it has. */
+static bool acquire_room(ms__conn *k, json_t *id)
+{
+    char err[MS__ERRLEN];
+    if (ms__fd_room(MS__DAEMON_FD_RESERVE / 2, "acquire", "modelshared", err, sizeof err) == 0)
+        return true;
+    ms__log_warn_limited("refused an acquire of pid %ld: %s", (long)k->pid, err);
+    ms__conn_error(k, id, MS_E_LIMIT, err);
+    return false;
+}
+
 static void do_acquire(ms__proto *p, ms__conn *k, json_t *id, const json_t *msg, int *fds, int nfds)
 {
     char err[MS__ERRLEN], full[MS__ERRLEN + 64];
@@ -218,13 +231,8 @@ static void do_acquire(ms__proto *p, ms__conn *k, json_t *id, const json_t *msg,
     const char *tag = request_tag(k, id, msg, "acquire");
     if (tag == NULL)
         return;
-    /* A lease keeps its arena open here, and a load opens a worker's: refused while too few
-     * descriptors are left for that, so that every other client keeps what it has. */
-    if (ms__fd_room(MS__DAEMON_FD_RESERVE / 2, "acquire", "modelshared", err, sizeof err) != 0) {
-        ms__log_warn_limited("refused an acquire of pid %ld: %s", (long)k->pid, err);
-        ms__conn_error(k, id, MS_E_LIMIT, err);
+    if (!acquire_room(k, id))
         return;
-    }
     int has = request_spec(k, id, msg, true, &spec);
     if (has < 0)
         return;

@@ -29,6 +29,10 @@
  *       MS_E_LIMIT); then, on the same connection, releases one lease and acquires again, and
  *       calls every model held. Prints "limit MESSAGE" (the first MS_E_LIMIT), "again ok" and
  *       "held A", waits for the end of stdin and releases everything.
+ *   ms-abuseclient garbage TAG SPEC_JSON N
+ *       Acquires TAG twice; publishes N entries naming no slot in the first lease's ring (each
+ *       one a warning of the worker's), with a good record answered after every 32, then checks
+ *       that the second lease is still served. Prints "ok".
  *   ms-abuseclient call TAG SPEC_JSON
  *       A method call (ms_call) with a few bytes: prints "MS_E_NAME message" or "ok N" (N bytes
  *       of answer).
@@ -519,6 +523,31 @@ static int ring(const char *name, const char *tag, const char *spec)
     return finish_good(c, good, width);
 }
 
+static int garbage(const char *tag, const char *spec, int n)
+{
+    ms_client *c = NULL;
+    ms_model *bad = NULL, *good = NULL;
+    char answer[600];
+    if (open_leases(tag, spec, &c, &bad, &good) != 0)
+        return 1;
+    ms__req r;
+    for (int i = 0; i < n; i++) {
+        good_req(&r, 4);
+        publish_lie(bad, 5, &r, 999, 1);
+        if (i % 32 != 31 && i != n - 1)
+            continue;
+        /* A good record after them: once it is answered, the worker has read them all. */
+        publish_lie(bad, 6, &r, 6, 1);
+        slot_answer(bad, 6, answer, sizeof answer, 10000);
+        if (strcmp(answer, "OK") != 0) {
+            printf("error a good record after %d bad entries got %s\n", i + 1, answer);
+            return 1;
+        }
+    }
+    ms_release(bad);
+    return finish_good(c, good, 4);
+}
+
 /* A method call with a few bytes that are no pickle. */
 static int call(const char *tag, const char *spec)
 {
@@ -639,6 +668,8 @@ int main(int argc, char **argv)
 {
     if (argc == 5 && strcmp(argv[1], "fdflood") == 0)
         return fdflood(argv[2], argv[3], atoi(argv[4]));
+    if (argc == 5 && strcmp(argv[1], "garbage") == 0)
+        return garbage(argv[2], argv[3], atoi(argv[4]));
     if (argc == 5 && strcmp(argv[1], "fdself") == 0)
         return fdself(argv[2], argv[3], atoi(argv[4]));
     if (argc == 5 && strcmp(argv[1], "ring") == 0)

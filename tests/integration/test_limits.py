@@ -133,3 +133,15 @@ def test_the_model_count_limit_evicts_idle_models_in_lru_order_before_refusing(m
     tags = {m["tag"] for m in ms.status()["models"]}
     assert "m0" in tags and "m300" in tags and "m45" not in tags and "m46" in tags
     assert ms.model("m0")["leases"] == 1
+
+
+def test_a_client_writing_garbage_into_its_ring_does_not_flood_the_log(ms):
+    began = time.monotonic()
+    r = subprocess.run([str(ABUSECLIENT), "garbage", "junk", IDENTITY, "3000"], env=ms.env,
+                       capture_output=True, text=True, timeout=300)
+    elapsed = time.monotonic() - began
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr
+    lines = [ln for ln in ms.log().splitlines() if "published slot 999" in ln]
+    # 3000 bad entries, each a warning: at most one line a second, each counting the others.
+    assert 0 < len(lines) <= elapsed + 2, len(lines)
+    assert any("suppressed" in ln for ln in lines) or len(lines) == 1, lines[:3]
