@@ -36,8 +36,13 @@ static int send_and_receive(ms_client *client, json_t *req, const int *fds, int 
          * closed it before reading anything: its refusal is still there to be read. */
         char why[MS__ERRLEN];
         client->lost = true;
-        if (ms__msg_recv(client->fd, msg, got, ngot, maxfds, 200, why, sizeof why) != 0 ||
-            !json_is_false(json_object_get(*msg, "ok")))
+        *msg = NULL;
+        int rr = ms__msg_recv(client->fd, msg, got, ngot, maxfds, 200, why, sizeof why);
+        if (rr != 0 && *msg != NULL) { /* its descriptors were lost: not a refusal */
+            json_decref(*msg);
+            *msg = NULL;
+        }
+        if (rr != 0 || !json_is_false(json_object_get(*msg, "ok")))
             return ms__lib_fail(client, MS_E_DAEMON_LOST,
                                 "lost the connection to the daemon at %s: %s", client->socket_path,
                                 err);
