@@ -29,6 +29,11 @@ void ms__log_limited(ms__log_limit *lim, int level, const char *fmt, ...)
         static ms__log_limit ms__lim_;                                                             \
         ms__log_limited(&ms__lim_, MS_LOG_WARN, __VA_ARGS__);                                      \
     } while (0)
+#define ms__log_info_limited(...)                                                                  \
+    do {                                                                                           \
+        static ms__log_limit ms__lim_;                                                             \
+        ms__log_limited(&ms__lim_, MS_LOG_INFO, __VA_ARGS__);                                      \
+    } while (0)
 #define ms__log_error_limited(...)                                                                 \
     do {                                                                                           \
         static ms__log_limit ms__lim_;                                                             \

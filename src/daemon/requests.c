@@ -585,7 +585,7 @@ static void serve_requests(ms__proto *p, ms__conn *k)
             json_decref(msg);
             k->more = !k->dead;
         } else if (rc != 0) {
-            ms__log_info("client pid %ld sent a malformed message: %s", (long)k->pid, err);
+            ms__log_info_limited("client pid %ld sent a malformed message: %s", (long)k->pid, err);
             ms__conn_error(k, NULL, rc, err);
             if (rc != MS_E_PROTOCOL) /* the framing itself is broken */
                 ms__conn_kill(k, err);
@@ -618,7 +618,7 @@ void ms__conn_on_event(ms__proto *p, ms__conn *k, uint32_t events)
         int rc = ms__reader_fill(&k->rd, k->fd, err, sizeof err);
         if (rc != 0) {
             /* The framing is broken (or the socket is): say why, then close. */
-            ms__log_info("client pid %ld: %s; closing its connection", (long)k->pid, err);
+            ms__log_info_limited("client pid %ld: %s; closing its connection", (long)k->pid, err);
             ms__conn_error(k, NULL, rc, err);
             ms__conn_kill(k, err);
             return;
