@@ -219,17 +219,22 @@ static int peer_check(const ms__proto *p, int fd, struct ucred *cred)
     return r;
 }
 
+void ms__conn_refuse_nofile(int fd)
+{
+    char err[MS__ERRLEN];
+    ms__fd_limit_fail(err, sizeof err, "refusing a new client", "modelshared", ms__fd_limit(0));
+    ms__log_warn_limited("%s", err);
+    refuse(fd, MS_E_LIMIT, err);
+}
+
 /* fd, a new connection, refused (closed) when it leaves modelshared fewer than
  * MS__DAEMON_FD_RESERVE descriptors: every one under fd is open (the lowest free comes first). */
 static int room_check(int fd)
 {
-    char err[MS__ERRLEN];
     long limit = ms__fd_limit(0);
     if (limit < 0 || (long)fd + MS__DAEMON_FD_RESERVE < limit)
         return 0;
-    ms__fd_limit_fail(err, sizeof err, "refusing a new client", "modelshared", limit);
-    ms__log_warn_limited("%s", err);
-    refuse(fd, MS_E_LIMIT, err);
+    ms__conn_refuse_nofile(fd);
     return MS_E_LIMIT;
 }
 

@@ -40,9 +40,13 @@ typedef struct ms__proto {
 void ms__proto_init(ms__proto *p, ms__models *models, int epfd, const char *socket_path,
                     int64_t start_ns);
 /* A connection accepted on fd (close-on-exec, non-blocking), which this takes: the peer is
- * checked (p->access: another user outside the group is refused with MS_E_PERMISSION), the
+ * checked (p->access: another user outside the group is refused with MS_E_PERMISSION; a
+ * connection that leaves fewer than MS__DAEMON_FD_RESERVE descriptors free, with MS_E_LIMIT), the
  * client recorded and fd watched (MS__EV_CONN). */
 void ms__conn_open(ms__proto *p, int fd);
+/* fd, a connection accepted with the spare descriptor when none was left, refused: MS_E_LIMIT
+ * naming modelshared's RLIMIT_NOFILE (logged at most once a second), fd closed. */
+void ms__conn_refuse_nofile(int fd);
 /* epoll events on k: reads its requests and serves them. */
 void ms__conn_on_event(ms__proto *p, ms__conn *k, uint32_t events);
 /* Drops the clients that left a frame half sent for read_timeout_ns. Returns when to look again

@@ -78,13 +78,13 @@ static void on_listen(ms__server *s)
             return;
         if ((errno == EMFILE || errno == ENFILE) && s->spare_fd >= 0) {
             /* Out of descriptors: accept with the spare one, so that the client hears why it
-             * is refused (ms__conn_open refuses a descriptor this near the limit) instead of
-             * waiting in the backlog forever. Its log line is rate-limited there. */
+             * is refused instead of waiting in the backlog forever (logged at most once a
+             * second). */
             close(s->spare_fd);
             s->spare_fd = -1;
             fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
             if (fd >= 0)
-                ms__conn_open(&s->proto, fd);
+                ms__conn_refuse_nofile(fd);
             s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
             if (fd < 0)
                 return;
