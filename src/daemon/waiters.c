@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include "../common/fdlimit.h"
 #include "../common/log.h"
 #include "conn.h"
 #include "modelshare.h"
@@ -38,7 +39,11 @@ void ms__conn_grant(ms__proto *p, ms__conn *k, json_t *id, ms__model *m, int are
         return;
     }
     int doors[MS__INSTANCES_MAX];
-    rc = ms__workers_attach(l, doors, msg, sizeof msg);
+    /* The reply carries a copy of each door: refused here, lease and all, when modelshared
+     * cannot make them, rather than dropping the connection when the reply cannot be queued. */
+    rc = ms__fd_room(m->ninst + 2, "acquire", "modelshared", msg, sizeof msg);
+    if (rc == 0)
+        rc = ms__workers_attach(l, doors, msg, sizeof msg);
     if (rc != 0) {
         ms__log_warn_limited("model \"%s\": lease for pid %ld failed: %s", m->tag, (long)k->pid,
                              msg);
