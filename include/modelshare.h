@@ -295,6 +295,9 @@ typedef struct ms_model ms_model;
  *                                                           executable, cwd, path, framework,
  *                                                           key, identity (the Python package
  *                                                           fills it; src/common/spec.h)
+ *   version         null | string of 1..64        null      a label for what the tag serves
+ *                   printable characters, no                (modelshare swap moves a tag from
+ *                   spaces                                  one version to the next)
  * Two specs are the same model when every field above is equal; for python, the framework and
  * the key (else the pickled constructor, or its SHA-256) are compared, not where the worker
  * runs.

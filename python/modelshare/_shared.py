@@ -12,10 +12,9 @@ import numpy as np
 from . import _async, _core, _identity, _pickling, _torch_input
 from ._client import control
 
-# Spec fields a caller may give as keyword arguments (backend and weights come from the factory).
-SPEC_FIELDS = ("device", "devices", "output", "keep_alive", "max_batch", "batch_sizes",
-               "batch_delay_us", "instances", "thread_safe", "threads", "batchable", "memory",
-               "load_timeout", "max_restarts", "version")
+# Spec fields a caller may give as keyword arguments (backend and weights come from the factory):
+# the C table's (src/common/spec.h, MS__SPEC_FIELDS).
+SPEC_FIELDS = _core.SPEC_FIELDS
 
 try:  # bfloat16 arrays, when the package that defines them is there
     import ml_dtypes as _ml_dtypes
@@ -311,13 +310,10 @@ def _tensor_arg(x):
     return False
 
 
-_PLANE_DTYPES = {np.dtype(t) for t in (np.float32, np.float16, np.float64, np.int8, np.uint8,
-                                       np.int16, np.int32, np.int64, np.bool_)}
-_NUMPY_CODES = {np.dtype(np.float32): _core.FLOAT32, np.dtype(np.float16): _core.FLOAT16,
-                np.dtype(np.float64): _core.FLOAT64, np.dtype(np.int8): _core.INT8,
-                np.dtype(np.uint8): _core.UINT8, np.dtype(np.int16): _core.INT16,
-                np.dtype(np.int32): _core.INT32, np.dtype(np.int64): _core.INT64,
-                np.dtype(np.bool_): _core.BOOL}
+# The dtype table's (MS_DTYPE_MAP, through _core.DTYPES) numpy view: every dtype numpy has by
+# that name (bfloat16 comes from ml_dtypes, above).
+_NUMPY_CODES = {np.dtype(name): code for name, code in _core.DTYPES.items() if name != "bfloat16"}
+_PLANE_DTYPES = set(_NUMPY_CODES)
 
 
 class RemoteMethod:

@@ -25,6 +25,18 @@
 /* Room for a message copied from ms_errmsg() before the GIL is taken back. */
 #define MS_PY_MSGLEN 4096
 
+/* r = call, run without the GIL; when it fails (r < 0), ms_errmsg(client)'s text is copied into
+ * msg (a char array of MS_PY_MSGLEN) before the GIL is taken back, while it is still this
+ * thread's last error. */
+#define MS_PY_CALL_NOGIL(r, client, msg, call)                                                     \
+    do {                                                                                           \
+        PyThreadState *ms_py_ts_ = PyEval_SaveThread();                                            \
+        (r) = (call);                                                                              \
+        if ((r) < 0)                                                                               \
+            snprintf((msg), sizeof(msg), "%s", ms_errmsg(client));                                 \
+        PyEval_RestoreThread(ms_py_ts_);                                                           \
+    } while (0)
+
 typedef struct {
     PyObject *error;   /* modelshare.Error, base of all */
     PyObject *by_code; /* dict: int code -> exception type */

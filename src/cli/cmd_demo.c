@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "common/exitstatus.h"
 #include "common/procmem.h"
 #include "common/util.h"
 
@@ -94,17 +95,6 @@ static int mkdir_p(const char *dir)
     return 0;
 }
 
-static void describe_exit(int status, char *buf, size_t buflen)
-{
-    if (WIFSIGNALED(status))
-        snprintf(buf, buflen, "killed by signal %d (%s)", WTERMSIG(status),
-                 strsignal(WTERMSIG(status)));
-    else if (WIFEXITED(status))
-        snprintf(buf, buflen, "exit status %d", WEXITSTATUS(status));
-    else
-        snprintf(buf, buflen, "status %d", status);
-}
-
 /* Reads child i's message (its fd is readable) into msgs[i]. Returns 0 when it is of kind `kind`,
  * else -1 with a message in err: the child's own error, or how it ended when it died first. */
 static int take_message(const int *fds, pid_t *pids, int n, int i, int kind, ms__demo_msg *msgs,
@@ -132,7 +122,7 @@ static int take_message(const int *fds, pid_t *pids, int n, int i, int kind, ms_
     int status = 0;
     char how[128] = "ended";
     if (pids[i] > 0 && waitpid(pids[i], &status, 0) == pids[i]) {
-        describe_exit(status, how, sizeof how);
+        ms__exit_text(status, how, sizeof how);
         pids[i] = -pids[i];
     }
     ms__fail(err, errlen, -1, "%s (pid %ld) ended unexpectedly while %s: %s", name,
@@ -475,7 +465,7 @@ static int run_clients(demo *d, char *err, size_t errlen)
             d->kids[i] = 0;
             if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
                 char how[128];
-                describe_exit(status, how, sizeof how);
+                ms__exit_text(status, how, sizeof how);
                 ms__fail(err, errlen, -1, "client %d ended badly after its requests: %s", i + 1,
                          how);
                 return -1;

@@ -376,12 +376,13 @@ static int take_fds(struct msghdr *mh, int *q, int *qn, int qcap)
     return dropped;
 }
 
-/* One recvmsg into dst (at most want bytes), queueing descriptors. Returns bytes read, 0 on EOF,
- * or a negative MS_E_* code (-EAGAIN-like cases are reported as MS_E_TIMEOUT with *again set).
- * *lost is set when the kernel could not hand over every descriptor that came (this process at
- * its RLIMIT_NOFILE, MSG_CTRUNC): those that did come with this read are closed, and the frame
- * whose first byte this read began with is the one that lost them (descriptors travel with a
- * frame's first byte, and a read never goes past them). */
+/* One recvmsg into dst (at most want bytes), never waiting (MSG_DONTWAIT, on a blocking socket
+ * too), queueing descriptors. Returns bytes read; 0 on EOF, or with *again set when nothing is
+ * there yet (the read would block: the caller polls, or stops for now); or a negative MS_E_*
+ * code. *lost is set when the kernel could not hand over every descriptor that came (this
+ * process at its RLIMIT_NOFILE, MSG_CTRUNC): those that did come with this read are closed, and
+ * the frame whose first byte this read began with is the one that lost them (descriptors travel
+ * with a frame's first byte, and a read never goes past them). */
 static ssize_t recv_some(int fd, uint8_t *dst, size_t want, int *q, int *qn, int qcap, int *again,
                          int *lost, char *err, size_t errlen)
 {
@@ -423,7 +424,8 @@ static ssize_t recv_some(int fd, uint8_t *dst, size_t want, int *q, int *qn, int
     }
 }
 
-/* Reads exactly len bytes (blocking socket, poll for the deadline). */
+/* Reads exactly len bytes: poll() up to the deadline, then what recv_some finds, until len
+ * (MS_E_TIMEOUT when the deadline passes first). */
 static int recv_exact(int fd, uint8_t *dst, size_t len, int *q, int *qn, int qcap, int64_t deadline,
                       int timeout_ms, size_t already, int *lost, char *err, size_t errlen)
 {
@@ -634,6 +636,42 @@ static bool reader_forget(ms__reader *r, size_t used)
     return lost;
 }
 
+/* The descriptors j declares, taken from r's queue into fds (*nfds), j given to the caller
+ * (*msg); j freed on an error. lost: its descriptors never came (ms__reader_next). */
+static int reader_take(ms__reader *r, json_t *j, bool lost, json_t **msg, int *fds, int *nfds,
+                       char *err, size_t errlen)
+{
+    int want = declared_nfds(j);
+    if (lost && want > 0) {
+        *msg = j; /* its descriptors never came: the caller answers it (proto.h) */
+        return lost_fds(j, err, errlen);
+    }
+    if (want < 0) {
+        json_decref(j);
+        return ms__fail(err, errlen, MS_E_PROTOCOL,
+                        "expected \"nfds\" to be an integer from 0 to %d in the message",
+                        MS__FDS_MAX);
+    }
+    if (want > r->nfds) {
+        json_decref(j);
+        return ms__fail(err, errlen, MS_E_PROTOCOL,
+                        "message declares %d descriptor(s) but %d came with it", want, r->nfds);
+    }
+    if (want > 0 && fds == NULL) {
+        json_decref(j);
+        return ms__fail(err, errlen, MS_E_PROTOCOL,
+                        "expected a message without descriptors, got one declaring %d", want);
+    }
+    for (int i = 0; i < want; i++)
+        fds[i] = r->fds[i];
+    memmove(r->fds, r->fds + want, sizeof(int) * (size_t)(r->nfds - want));
+    r->nfds -= want;
+    if (nfds != NULL)
+        *nfds = want;
+    *msg = j;
+    return 0;
+}
+
 int ms__reader_next(ms__reader *r, json_t **msg, int *fds, int *nfds, char *err, size_t errlen)
 {
     *msg = NULL;
@@ -664,35 +702,7 @@ int ms__reader_next(ms__reader *r, json_t **msg, int *fds, int *nfds, char *err,
     }
     if (rc != 0)
         return rc;
-    int want = declared_nfds(j);
-    if (lost && want > 0) {
-        *msg = j; /* its descriptors never came: the caller answers it (proto.h) */
-        return lost_fds(j, err, errlen);
-    }
-    if (want < 0) {
-        json_decref(j);
-        return ms__fail(err, errlen, MS_E_PROTOCOL,
-                        "expected \"nfds\" to be an integer from 0 to %d in the message",
-                        MS__FDS_MAX);
-    }
-    if (want > r->nfds) {
-        json_decref(j);
-        return ms__fail(err, errlen, MS_E_PROTOCOL,
-                        "message declares %d descriptor(s) but %d came with it", want, r->nfds);
-    }
-    if (want > 0 && fds == NULL) {
-        json_decref(j);
-        return ms__fail(err, errlen, MS_E_PROTOCOL,
-                        "expected a message without descriptors, got one declaring %d", want);
-    }
-    for (int i = 0; i < want; i++)
-        fds[i] = r->fds[i];
-    memmove(r->fds, r->fds + want, sizeof(int) * (size_t)(r->nfds - want));
-    r->nfds -= want;
-    if (nfds != NULL)
-        *nfds = want;
-    *msg = j;
-    return 0;
+    return reader_take(r, j, lost, msg, fds, nfds, err, errlen);
 }
 
 /* json_string() that never fails on bytes that are not UTF-8: they become '?'. */

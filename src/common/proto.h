@@ -14,8 +14,9 @@
  *    with "code" (an MS_E_* value) and "error" (the message for ms_errmsg()). The daemon answers
  *    one request of a connection at a time, in order.
  *
- *    {"op":"hello","id":1,"version":1}           -> {"ok":true,"version":1,"daemon_pid":123}
- *        Must be the first request. A different version -> MS_E_VERSION and the daemon closes.
+ *    {"op":"hello","id":1,"version":2}           -> {"ok":true,"version":2,"daemon_pid":123}
+ *        Must be the first request; version is MS_PROTOCOL_VERSION (modelshare/version.h, 2
+ *        now). A different version -> MS_E_VERSION and the daemon closes.
  *    {"op":"acquire","id":2,"tag":"t","spec":{...}|null,"nfds":1}   + fd: the client's arena memfd
  *        -> {"ok":true,"lease":7,"signature":SIG,"spec":{...canonical...},"nfds":N} + fds: the
  *           door of each of the model's N workers (ring.h), in instance order: requests for

@@ -72,6 +72,37 @@ enum { MS__SPEC_BATCH_SIZES_MAX = 32 };
 /* The most entries of "devices", and the room for one ("cuda:63"). */
 enum { MS__SPEC_DEVICES_MAX = 16, MS__SPEC_DEVICE_LEN = 8 };
 
+/* The spec's fields, one line each, in the order messages list them (the "unknown spec field"
+ * message, include/modelshare.h's table, which tests/unit/test_spec.c checks against this one):
+ *   X(name, default, keyword)
+ *     name     the JSON field; spec.c has parse_<name>, json_<name> and same_<name> for it
+ *     default  the value a spec without the field gets, as JSON text run through the field's own
+ *              parser; NULL: none (backend is required, python only with backend "python").
+ *              batchable's default also depends on the backend (spec.c: backend_defaults).
+ *     keyword  1: the Python package takes it as a keyword argument (modelshare._core
+ *              .SPEC_FIELDS); 0: its factories set it (backend, weights, python).
+ * The canonical JSON has them sorted by name; ms__spec_equal and ms__spec_diff compare every one.
+ */
+#define MS__SPEC_FIELDS(X)                                                                         \
+    X(backend, NULL, 0)                                                                            \
+    X(weights, "null", 0)                                                                          \
+    X(device, "\"cpu\"", 1)                                                                        \
+    X(devices, "null", 1)                                                                          \
+    X(output, "\"linear\"", 1)                                                                     \
+    X(keep_alive, "300", 1)                                                                        \
+    X(max_batch, "64", 1)                                                                          \
+    X(batch_sizes, "null", 1)                                                                      \
+    X(batch_delay_us, "0", 1)                                                                      \
+    X(instances, "1", 1)                                                                           \
+    X(thread_safe, "false", 1)                                                                     \
+    X(threads, "null", 1)                                                                          \
+    X(batchable, "true", 1)                                                                        \
+    X(memory, "0", 1)                                                                              \
+    X(load_timeout, "60", 1)                                                                       \
+    X(max_restarts, "5", 1)                                                                        \
+    X(python, NULL, 0)                                                                             \
+    X(version, "null", 1)
+
 /* The longest version label. */
 #define MS__SPEC_VERSION_MAX 64
 
@@ -126,6 +157,9 @@ json_t *ms__spec_to_json_brief(const ms__spec *spec);
 void ms__spec_diff(const ms__spec *loaded, const ms__spec *asked, char *buf, size_t buflen);
 /* True when two specs describe the same model (every field equal). */
 bool ms__spec_equal(const ms__spec *a, const ms__spec *b);
+/* True when one field (a name of MS__SPEC_FIELDS) is equal in a and b, as ms__spec_equal
+ * compares it; false for a name that is not a field. */
+bool ms__spec_field_equal(const ms__spec *a, const ms__spec *b, const char *field);
 /* The most rows one backend run takes: max_batch, or the largest of batch_sizes when smaller. */
 int ms__spec_run_rows(const ms__spec *spec);
 void ms__spec_free(ms__spec *spec);

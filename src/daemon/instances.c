@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../common/exitstatus.h"
 #include "../common/log.h"
 #include "modelshare.h"
 #include "models_int.h"
@@ -101,7 +102,7 @@ void ms__instance_lost(ms__models *ml, ms__model *m, const ms__wproc *w, int sta
 {
     char how[512], msg[MS__ERRLEN];
     int64_t now = ms__registry_now(&ml->reg);
-    ms__sup_exit_text(status, how, sizeof how);
+    ms__exit_text(status, how, sizeof how);
     if (how_given != NULL) /* the life cycle's verdict (an OOM kill: ms__measure_exit) */
         snprintf(how, sizeof how, "%s", how_given);
     if (w->inst < 0 || w->inst >= m->ninst || m->inst[w->inst].door == NULL) {
@@ -110,13 +111,11 @@ void ms__instance_lost(ms__models *ml, ms__model *m, const ms__wproc *w, int sta
         return;
     }
     ms__instance *in = &m->inst[w->inst];
-    ms__sup_exit_brief(status, in->last_crash, sizeof in->last_crash);
+    ms__exit_brief(status, in->last_crash, sizeof in->last_crash);
     if (strstr(how, "OOM killer") != NULL)
         snprintf(in->last_crash, sizeof in->last_crash, "%s",
                  strstr(how, "killed by the kernel's") != NULL ? "OOM kill" : "SIGKILL (OOM?)");
-    /* down before gen (ring.h): a client that reads the new gen then sees down. */
-    atomic_store(&in->door->down, 1);
-    atomic_fetch_add(&in->door->gen, 1);
+    ms__door_lost(in->door);
     if (!crash_allowed(m, now)) {
         give_up_text(m, w, how, msg, sizeof msg);
         give_up(ml, m, msg);

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../common/exitstatus.h"
 #include "../common/log.h"
 #include "modelshare.h"
 #include "models_int.h"
@@ -543,7 +544,7 @@ static void loading_worker_exit(ms__models *ml, ms__model *m, const ms__wproc *w
 void ms__life_worker_exit(ms__models *ml, ms__wproc *w, int status)
 {
     char how[512];
-    ms__sup_exit_text(status, how, sizeof how);
+    ms__exit_text(status, how, sizeof how);
     ms__model *m = w->model;
     ms__measure_exit(ml, m, w, status, how, sizeof how);
     if (m == NULL) {

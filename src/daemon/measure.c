@@ -45,7 +45,7 @@ static bool measure_worker(ms__model *m, const ms__wproc *w)
     if (gpu_ok)
         m->inst_bytes[i] = bytes;
     else if (!m->measured)
-        m->inst_bytes[i] = m->estimate_bytes / (uint64_t)m->spec.instances;
+        m->inst_bytes[i] = ms__even_part(m->estimate_bytes, m->spec.instances, i);
     return gpu_ok;
 }
 

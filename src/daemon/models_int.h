@@ -235,7 +235,7 @@ int64_t ms__measure_due(ms__models *ml, int64_t now);
  * lists it), logging what it returned. */
 void ms__verify_release(const ms__model *m, const ms__wproc *w);
 /* w of m died with status: when of a SIGKILL the daemon did not send, how (what
- * ms__sup_exit_text said) is replaced by the verdict: the kernel's OOM killer (its memory
+ * ms__exit_text said) is replaced by the verdict: the kernel's OOM killer (its memory
  * cgroup's oom_kill count went up, oomkill.h) or, with no count to read, most likely it; with
  * its last measured memory and its device's budget. Else how is left as it is. */
 void ms__measure_exit(ms__models *ml, const ms__model *m, const ms__wproc *w, int status, char *how,

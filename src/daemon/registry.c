@@ -274,14 +274,10 @@ ms__model *ms__registry_lru_idle(const ms__registry *r)
     return lru;
 }
 
-int ms__registry_add(ms__registry *r, const char *tag, const ms__spec *spec, ms__model **out,
-                     char *err, size_t errlen)
+/* Room in r for one more model: at the limit, the least recently used failed model without
+ * leases or workers is forgotten; else MS_E_LIMIT saying why. */
+static int room_for_one(ms__registry *r, char *err, size_t errlen)
 {
-    if (!ms__tag_valid(tag))
-        return ms__fail(
-            err, errlen, MS_E_INVAL,
-            "expected a tag of 1 to %d characters of [A-Za-z0-9._:/@+-], got \"%.160s\"",
-            MS__TAG_MAX, tag);
     if (ms__registry_counted(r) >= MS__MODELS_MAX || r->nmodels >= MS__MODELS_TABLE) {
         /* A failed model without leases holds nothing but its error message: make room by
          * forgetting the least recently used one, or failed loads of distinct tags would fill
@@ -306,6 +302,20 @@ int ms__registry_add(ms__registry *r, const char *tag, const ms__spec *spec, ms_
                         "expected at most %d models, and %d more being unloaded; %d are "
                         "unloading now: try again once they are gone",
                         MS__MODELS_MAX, MS__MODELS_MAX, r->nmodels - ms__registry_counted(r));
+    return 0;
+}
+
+int ms__registry_add(ms__registry *r, const char *tag, const ms__spec *spec, ms__model **out,
+                     char *err, size_t errlen)
+{
+    if (!ms__tag_valid(tag))
+        return ms__fail(
+            err, errlen, MS_E_INVAL,
+            "expected a tag of 1 to %d characters of [A-Za-z0-9._:/@+-], got \"%.160s\"",
+            MS__TAG_MAX, tag);
+    int rc = room_for_one(r, err, errlen);
+    if (rc != 0)
+        return rc;
     ms__model *m = calloc(1, sizeof *m);
     if (m == NULL)
         return ms__fail(err, errlen, MS_E_NOMEM, "out of memory for a model");
@@ -535,8 +545,7 @@ void ms__model_split_memory(ms__model *m)
 {
     int n = inst_count(m);
     for (int i = 0; i < n; i++) {
-        m->inst_bytes[i] =
-            m->memory_bytes / (uint64_t)n + (i == 0 ? m->memory_bytes % (uint64_t)n : 0);
+        m->inst_bytes[i] = ms__even_part(m->memory_bytes, n, i);
         m->inst_host_bytes[i] = 0;
     }
     m->host_bytes = 0;
@@ -568,8 +577,7 @@ uint64_t ms__model_charge(const ms__model *m, const char *dev)
         const char *d = ms__model_inst_budget(m, i);
         bool gpu = strcmp(d, "host") != 0;
         if (strcmp(d, dev) == 0)
-            sum += m->inst_bytes[i] + m->swap_bytes / (uint64_t)n +
-                   (i == 0 ? m->swap_bytes % (uint64_t)n : 0);
+            sum += m->inst_bytes[i] + ms__even_part(m->swap_bytes, n, i);
         if (gpu && host)
             sum += m->inst_host_bytes[i];
     }

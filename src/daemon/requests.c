@@ -1,5 +1,5 @@
-/* The client protocol's requests (proto.h): hello, acquire, release, load, unload, swap, status;
- * and a connection's events, which read them. See protocol.h. */
+/* The client protocol's requests (proto.h): hello, acquire, release, load, unload, swap, link,
+ * status; and a connection's events, which read them. See protocol.h. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>

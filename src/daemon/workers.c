@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "../common/errors.h"
+#include "../common/exitstatus.h"
 #include "../common/fdlimit.h"
 #include "../common/log.h"
 #include "modelshare.h"

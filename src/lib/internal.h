@@ -11,7 +11,7 @@
  *   link.c      another model's arena linked to a model's workers   calls: errors, call
  *   view.c      ms_tensor_view: bytes of a live tensor, no copy     calls: errors, tensor, link
  *   exchange.c  one request through a ring slot: submit, await      calls: errors, tensor
- *   infer.c     ms_infer, ms_call, ms__infer_flags: output room,      calls: errors, tensor, exchange
+ *   infer.c     ms_infer, ms_call, ms__infer_flags: output room,    calls: errors, tensor, exchange
  *               exchange, response
  *   model.c     model handles: acquire, release, signature          calls: errors, call, alloc,
  *                                                                          tensor, link

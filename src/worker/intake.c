@@ -13,7 +13,7 @@
 #include "../common/util.h"
 #include "modelshare.h"
 
-void ms__intake_collect(server *s)
+void ms__intake_collect(ms__server *s)
 {
     ms__door *d = s->w->door;
     if (atomic_load_explicit(&d->scan_all, memory_order_relaxed) &&
@@ -25,7 +25,7 @@ void ms__intake_collect(server *s)
         if (atomic_load_explicit(&d->hints[w], memory_order_relaxed) == 0)
             continue;
         for (uint64_t bits = atomic_exchange(&d->hints[w], 0); bits != 0; bits &= bits - 1) {
-            client *c = s->by_hint[w * 64 + (unsigned)__builtin_ctzll(bits)];
+            ms__client *c = s->by_hint[w * 64 + (unsigned)__builtin_ctzll(bits)];
             if (c != NULL)
                 ms__client_activate(s, c);
         }
@@ -34,7 +34,7 @@ void ms__intake_collect(server *s)
 
 /* The client broke its own ring (its tail ran more than MS__RING_SLOTS ahead): answers whatever
  * it has submitted, and starts again from where its tail stands. */
-static void reset_ring(server *s, client *c, uint32_t tail)
+static void reset_ring(ms__server *s, ms__client *c, uint32_t tail)
 {
     ms__log_warn_limited(
         "model \"%s\": lease %lld published %u entries past %u slots: resetting its "
@@ -51,7 +51,7 @@ static void reset_ring(server *s, client *c, uint32_t tail)
 }
 
 /* t's tensor views from its decoded request: the input in place in the client's arena. */
-static void view_input(const client *c, taken *t)
+static void view_input(const ms__client *c, ms__taken *t)
 {
     memset(&t->in, 0, sizeof t->in);
     memset(&t->out, 0, sizeof t->out);
@@ -67,7 +67,7 @@ static void view_input(const client *c, taken *t)
 /* What the backend will answer to t: for a method call, known after the call (the backend must
  * have methods); for a backend that describes its output by running, known after the run; else
  * the backend's output_for, which must describe a sound output. Returns 0 or an error (err). */
-static int describe_output(server *s, taken *t, char *err, size_t errlen)
+static int describe_output(ms__server *s, ms__taken *t, char *err, size_t errlen)
 {
     const ms__backend_ops *be = s->w->backend;
     if (ms__is_call(t)) {
@@ -90,8 +90,8 @@ static int describe_output(server *s, taken *t, char *err, size_t errlen)
 /* Copies the request record of slot e out of shared memory and checks it: decoded, in time, and
  * with an output the backend can describe. Returns 0, MS__TAKE_ANSWERED when it was answered
  * here (its output does not fit its room), or an error for the caller to answer (err). */
-static int read_request(server *s, client *c, unsigned e, int64_t now, taken *t, char *err,
-                        size_t errlen)
+static int read_request(ms__server *s, ms__client *c, unsigned e, int64_t now, ms__taken *t,
+                        char *err, size_t errlen)
 {
     ms__slot *sl = ms__slot_of(c->base, c->ring, e);
     union {
@@ -121,7 +121,7 @@ static int read_request(server *s, client *c, unsigned e, int64_t now, taken *t,
     return 0;
 }
 
-int ms__intake_peek(server *s, client *c, int64_t now, taken *t)
+int ms__intake_peek(ms__server *s, ms__client *c, int64_t now, ms__taken *t)
 {
     char err[MS__ERRLEN];
     if (s->pool != NULL)

@@ -17,7 +17,7 @@
 #include "../common/log.h"
 #include "../common/util.h"
 
-void ms__client_unlink(server *s, client *c, unsigned k)
+void ms__client_unlink(ms__server *s, ms__client *c, unsigned k)
 {
     if (k < 1 || k > MS__ARENA_LINKS || c->link_base[k - 1] == NULL)
         return;
@@ -35,7 +35,7 @@ void ms__client_unlink(server *s, client *c, unsigned k)
 }
 
 /* Maps fd (taken), lease from's arena, as c's linked arena k, in place of the one there. */
-static void link_one(server *s, client *c, unsigned k, int64_t from, int fd)
+static void link_one(ms__server *s, ms__client *c, unsigned k, int64_t from, int fd)
 {
     char err[MS__ERRLEN];
     void *base = NULL;
@@ -57,7 +57,7 @@ static void link_one(server *s, client *c, unsigned k, int64_t from, int fd)
                   (long long)c->lease, k, (unsigned long long)cap);
 }
 
-bool ms__links_await(server *s, client *c, const ms__slot *sl)
+bool ms__links_await(ms__server *s, ms__client *c, const ms__slot *sl)
 {
     /* A look at one field in shared memory: only a hint, the decoder checks the copy. */
     uint32_t k = ((const volatile ms__req *)&sl->req)->in_arena;
@@ -78,7 +78,7 @@ bool ms__links_await(server *s, client *c, const ms__slot *sl)
     return true;
 }
 
-int ms__links_check(const client *c, const ms__req *req, char *err, size_t errlen)
+int ms__links_check(const ms__client *c, const ms__req *req, char *err, size_t errlen)
 {
     unsigned k = req->in_arena; /* decoded: 0, or a linked arena that is mapped */
     if (k == 0 || (uint64_t)c->link_from[k - 1] == req->in_link)
@@ -88,7 +88,7 @@ int ms__links_check(const client *c, const ms__req *req, char *err, size_t errle
                     (unsigned long long)req->in_link, (long long)c->link_from[k - 1]);
 }
 
-void ms__links_msg(server *s, client *c, bool link, const json_t *msg, int *fds, int nfds)
+void ms__links_msg(ms__server *s, ms__client *c, bool link, const json_t *msg, int *fds, int nfds)
 {
     json_t *arena = json_object_get(msg, "arena");
     json_t *from = json_object_get(msg, "from");
