@@ -287,7 +287,7 @@ static bool act_load(ms__models *ml, ms__model *m, const ms__life_event *e, int 
 static void act_serve(ms__models *ml, ms__model *m, const ms__life_event *e, int a)
 {
     if (a & A_LOST)
-        ms__instance_lost(ml, m, e->w, e->status);
+        ms__instance_lost(ml, m, e->w, e->status, e->message);
     if (a & A_UP)
         ms__instance_up(ml, m, e->w);
     if (a & A_RESTART)
@@ -372,6 +372,12 @@ int ms__start_load(ms__models *ml, ms__model *m)
     return m->state == MS__MODEL_FAILED ? m->error_code : 0;
 }
 
+void ms__life_make_room(ms__models *ml, const char *tag)
+{
+    ms__load_make_room(ml, tag);
+    run(ml);
+}
+
 void ms__begin_unload(ms__models *ml, ms__model *m)
 {
     life_do_ev(ml, m, MS__EV_UNLOAD);
@@ -395,7 +401,7 @@ static int waiting_models(const ms__models *ml, ms__model **waiting)
 
 int64_t ms__admission_run(ms__models *ml)
 {
-    ms__model *waiting[MS__MODELS_MAX];
+    ms__model *waiting[MS__MODELS_TABLE];
     int64_t next = INT64_MAX;
     int n = waiting_models(ml, waiting);
     if (n == 0)
@@ -439,7 +445,13 @@ void ms__life_shutdown(ms__models *ml)
 
 int64_t ms__life_timers(ms__models *ml, int64_t now)
 {
+    int64_t measured = ml->next_measure_ns;
     int64_t next = ms__measure_due(ml, now), t;
+    if (ml->next_measure_ns != measured) {
+        /* Measured: a device over its budget evicts idle models until it is not. */
+        ms__load_measured(ml);
+        run(ml);
+    }
     ms__model *m;
     while ((m = ms__registry_expired(&ml->reg)) != NULL) {
         ms__log_info("model \"%s\": idle for its keep-alive of %g s: unloading", m->tag,
@@ -531,9 +543,10 @@ static void loading_worker_exit(ms__models *ml, ms__model *m, const ms__wproc *w
 
 void ms__life_worker_exit(ms__models *ml, ms__wproc *w, int status)
 {
-    char how[128];
+    char how[512];
     ms__exit_text(status, how, sizeof how);
     ms__model *m = w->model;
+    ms__measure_exit(ml, m, w, status, how, sizeof how);
     if (m == NULL) {
         ms__log_info("worker %ld %s", (long)w->pid, how);
         return;
@@ -546,7 +559,7 @@ void ms__life_worker_exit(ms__models *ml, ms__wproc *w, int status)
     }
     bool was_ready = w->ready;
     ms__worker_detach(w);
-    ms__life_event e = {.m = m, .w = w, .inst = -1, .status = status};
+    ms__life_event e = {.m = m, .w = w, .inst = -1, .status = status, .message = how};
     if (m->state == MS__MODEL_READY) {
         e.ev = ms__swap_draining(m, w) ? MS__EV_DRAIN_LOST : MS__EV_LOST;
         life_do(ml, &e);

@@ -20,6 +20,7 @@
 #include "connect.h"
 #include "../common/env.h"
 #include "../common/exitstatus.h"
+#include "../common/fdlimit.h"
 #include "internal.h"
 
 extern char **environ;
@@ -60,6 +61,9 @@ static bool nobody_there(int e)
 
 static int connect_error(const char *path, int e, char *err, size_t errlen)
 {
+    if (e == -EMFILE)
+        return ms__fd_limit_fail(err, errlen, "cannot make a socket to connect to the daemon",
+                                 "this process", ms__fd_limit(0));
     if (e == -EACCES || e == -EPERM)
         return ms__fail(err, errlen, MS_E_PERMISSION, "cannot connect to the daemon at %s: %s",
                         path, strerror(-e));

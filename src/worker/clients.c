@@ -94,30 +94,31 @@ static void attach(ms__server *s, int64_t lease, int64_t ring, int arena_fd, boo
     uint64_t cap = 0;
 
     if (s->n >= MS__WORKER_CLIENTS_MAX) {
-        ms__log_error("model \"%s\": refusing client with lease %lld: %d clients attached already",
-                      s->w->tag, (long long)lease, MS__WORKER_CLIENTS_MAX);
+        ms__log_error_limited(
+            "model \"%s\": refusing client with lease %lld: %d clients attached already", s->w->tag,
+            (long long)lease, MS__WORKER_CLIENTS_MAX);
         goto fail;
     }
     if (ring < 0 || ring >= (int64_t)MS__RINGS_MAX) {
-        ms__log_error("model \"%s\": refusing lease %lld: ring %lld, expected 0 to %u", s->w->tag,
-                      (long long)lease, (long long)ring, MS__RINGS_MAX - 1);
+        ms__log_error_limited("model \"%s\": refusing lease %lld: ring %lld, expected 0 to %u",
+                              s->w->tag, (long long)lease, (long long)ring, MS__RINGS_MAX - 1);
         goto fail;
     }
     if (find(s, lease, NULL) != NULL) {
-        ms__log_error("model \"%s\": refusing a second attach of lease %lld", s->w->tag,
-                      (long long)lease);
+        ms__log_error_limited("model \"%s\": refusing a second attach of lease %lld", s->w->tag,
+                              (long long)lease);
         goto fail;
     }
     int r = ms__arena_map(arena_fd, &base, &cap, err, sizeof err);
     if (r < 0) {
-        ms__log_error("model \"%s\": cannot map the arena of lease %lld: %s", s->w->tag,
-                      (long long)lease, err);
+        ms__log_error_limited("model \"%s\": cannot map the arena of lease %lld: %s", s->w->tag,
+                              (long long)lease, err);
         goto fail;
     }
     ms__client *c = calloc(1, sizeof *c);
     if (c == NULL) {
-        ms__log_error("model \"%s\": out of memory attaching lease %lld", s->w->tag,
-                      (long long)lease);
+        ms__log_error_limited("model \"%s\": out of memory attaching lease %lld", s->w->tag,
+                              (long long)lease);
         goto fail;
     }
     c->lease = lease;
@@ -233,9 +234,9 @@ static void control_msg(ms__server *s, json_t *msg, int *fds, int nfds)
                           (long long)json_integer_value(lease));
         }
     } else {
-        ms__log_warn("model \"%s\": ignoring control message op \"%s\" (lease %s, %d fds)",
-                     s->w->tag, op ? op : "(none)", json_is_integer(lease) ? "set" : "missing",
-                     nfds);
+        ms__log_warn_limited("model \"%s\": ignoring control message op \"%s\" (lease %s, %d fds)",
+                             s->w->tag, op ? op : "(none)",
+                             json_is_integer(lease) ? "set" : "missing", nfds);
     }
     for (int i = 0; i < nfds; i++)
         close(fds[i]);
@@ -260,6 +261,15 @@ int ms__control_poll(ms__server *s)
         int fds[MS__FDS_MAX];
         int nfds = 0;
         int q = ms__reader_next(&s->rd, &msg, fds, &nfds, err, sizeof err);
+        if (q == MS_E_LIMIT && msg != NULL) {
+            /* Its descriptors were lost (this worker at its RLIMIT_NOFILE): that one message
+             * goes unserved (an attach: its client's calls time out); everyone else is served
+             * on. The daemon keeps a reserve of the worker's descriptors (attach.c), so this is
+             * the exception. */
+            ms__log_error_limited("model \"%s\": ignoring a control message: %s", s->w->tag, err);
+            json_decref(msg);
+            continue;
+        }
         if (q < 0) {
             ms__log_error("model \"%s\": bad message from the daemon: %s", s->w->tag, err);
             return 1;

@@ -36,9 +36,10 @@ void ms__intake_collect(ms__server *s)
  * it has submitted, and starts again from where its tail stands. */
 static void reset_ring(ms__server *s, ms__client *c, uint32_t tail)
 {
-    ms__log_warn("model \"%s\": lease %lld published %u entries past %u slots: resetting its "
-                 "ring",
-                 s->w->tag, (long long)c->lease, tail - c->head, MS__RING_SLOTS);
+    ms__log_warn_limited(
+        "model \"%s\": lease %lld published %u entries past %u slots: resetting its "
+        "ring",
+        s->w->tag, (long long)c->lease, tail - c->head, MS__RING_SLOTS);
     for (unsigned i = 0; i < MS__RING_SLOTS; i++) {
         ms__slot *sl = ms__slot_of(c->base, c->ring, i);
         if (atomic_load(&sl->state) == MS__SLOT_SUBMITTED)
@@ -152,8 +153,8 @@ int ms__intake_peek(ms__server *s, ms__client *c, int64_t now, ms__taken *t)
         atomic_load_explicit(&c->rg->entries[c->head % MS__RING_SLOTS], memory_order_relaxed);
     if (e >= MS__RING_SLOTS) {
         /* No slot to answer in: skip it. The client's own wait will time out. */
-        ms__log_warn("model \"%s\": lease %lld published slot %u, expected 0 to %u", s->w->tag,
-                     (long long)c->lease, e, MS__RING_SLOTS - 1);
+        ms__log_warn_limited("model \"%s\": lease %lld published slot %u, expected 0 to %u",
+                             s->w->tag, (long long)c->lease, e, MS__RING_SLOTS - 1);
         c->head++;
         ms__stats_error(s->w->stats, MS_E_PROTOCOL);
         return MS__TAKE_ANSWERED;

@@ -41,8 +41,8 @@ static void link_one(ms__server *s, ms__client *c, unsigned k, int64_t from, int
     void *base = NULL;
     uint64_t cap = 0;
     if (ms__arena_map(fd, &base, &cap, err, sizeof err) < 0) {
-        ms__log_error("model \"%s\": cannot map arena %u linked to lease %lld: %s", s->w->tag, k,
-                      (long long)c->lease, err);
+        ms__log_error_limited("model \"%s\": cannot map arena %u linked to lease %lld: %s",
+                              s->w->tag, k, (long long)c->lease, err);
         close(fd);
         return;
     }
@@ -107,9 +107,9 @@ void ms__links_msg(ms__server *s, ms__client *c, bool link, const json_t *msg, i
         return;
     }
     if (!ok) {
-        ms__log_warn("model \"%s\": ignoring %s (lease %s, arena %lld, %d fds)", s->w->tag,
-                     link ? "link" : "unlink", c != NULL ? "attached" : "unknown", (long long)k,
-                     nfds);
+        ms__log_warn_limited("model \"%s\": ignoring %s (lease %s, arena %lld, %d fds)", s->w->tag,
+                             link ? "link" : "unlink", c != NULL ? "attached" : "unknown",
+                             (long long)k, nfds);
         for (int i = 0; i < nfds; i++)
             close(fds[i]);
         return;
