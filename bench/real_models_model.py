@@ -11,7 +11,7 @@ import numpy as np
 ROWS = 4  # rows (encoder) or sentences (embedder) per call
 MIN_LEN, MAX_LEN = 16, 128  # tokens per request (encoder), words per sentence (embedder)
 MAX_BATCH_ROWS = 32  # a shared model's batch: 8 clients' calls at most
-PAD = {"dim": 1, "value": {"input_ids": 0, "attention_mask": 0}, "multiple": 8}
+PAD = {"dim": 1, "value": {"input_ids": 0, "attention_mask": 0}, "multiple": 8, "keep": ["0"]}
 
 
 def _torch(threads):

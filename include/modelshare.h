@@ -300,11 +300,13 @@ typedef struct ms_model ms_model;
  *                   spaces                                  one version to the next)
  *   pad             null | {"dim": 1..7,          null      requests of several tensors
  *                   "multiple": 1..65536,                   (ms_infer_n) that differ only
- *                   "value": {name: number}}                along dim share a batch, padded
- *                                                           to the longest (rounded up to
+ *                   "value": {name: number},                along dim share a batch, padded
+ *                   "cut": [name], "keep": [name]}          to the longest (rounded up to
  *                                                           multiple) with each name's value
- *                                                           (0); outputs of that length there
- *                                                           are cut back (batchable only)
+ *                                                           (0); each output with dimension
+ *                                                           dim is named in cut (cut back) or
+ *                                                           keep, else the call fails
+ *                                                           (batchable only)
  * Two specs are the same model when every field above is equal; for python, the framework and
  * the key (else the pickled constructor, or its SHA-256) are compared, not where the worker
  * runs.

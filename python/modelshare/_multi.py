@@ -101,13 +101,29 @@ def _pad(per_request, pad):
     return out, target
 
 
-def _cut(values, dim, target, length):
-    """Outputs that carry the padded length along dim, cut back to the caller's length."""
+def _unnamed(values, pad):
+    """The first output that has dimension pad["dim"] and is named in neither its "cut" nor its
+    "keep" (None when every one is): whether that dimension is the padded one cannot be told
+    from its size, so the spec must say."""
+    dim, named = pad["dim"], set(pad.get("cut") or ()) | set(pad.get("keep") or ())
+    return next((name for name, v in values
+                 if isinstance(v, np.ndarray) and v.ndim > dim and name not in named), None)
+
+
+def _cut(values, pad, target, length):
+    """The outputs pad["cut"] names, cut back along pad["dim"] to the caller's length."""
+    dim, cut = pad["dim"], set(pad.get("cut") or ())
     if target is None or length is None or length == target:
         return values
-    return [(name, v[(slice(None),) * dim + (slice(0, length),)]
-             if isinstance(v, np.ndarray) and v.ndim > dim and v.shape[dim] == target else v)
-            for name, v in values]
+    out = []
+    for name, v in values:
+        if name in cut and isinstance(v, np.ndarray) and v.ndim > dim:
+            if v.shape[dim] != target:
+                raise ValueError(f"output {name!r} has {v.shape[dim]} along dimension {dim}, "
+                                 f"expected the padded length {target} (spec pad \"cut\")")
+            v = v[(slice(None),) * dim + (slice(0, length),)]
+        out.append((name, v))
+    return out
 
 
 def _call(model, form, named):
@@ -257,12 +273,16 @@ def _run_good(model, form, requests, per_request, codes, text, pad):
                     f"tuple, list or dict of at most {MAX} tensors (names of 1 to 31 characters "
                     f"of [A-Za-z0-9_.:-]) or a list of str or bytes ({NOT_TENSORS})")
         out_form, values = got
+        if pad and _unnamed(values, pad) is not None:
+            return (f"ValueError: output {_unnamed(values, pad)!r} has dimension {pad['dim']} "
+                    f"(the spec's pad dimension): name it in pad's \"cut\" (cut back to each "
+                    f"caller's length) or \"keep\" (returned as it is)")
         if len(requests) == 1:
             mine = [values]
         else:
             mine = _split(values, [_rows(entries) for entries, _, _, _ in requests])
         if pad:
-            mine = [_cut(v, pad["dim"], target, n) for v, n in zip(mine, lengths)]
+            mine = [_cut(v, pad, target, n) for v, n in zip(mine, lengths)]
         return [_write(room, off, out_form, v, codes)
                 for (_, room, off, _), v in zip(requests, mine)]
     except Exception as e:

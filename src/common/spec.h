@@ -75,17 +75,24 @@ enum { MS__SPEC_PAD_VALUES_MAX = 16 };
 
 /* Spec field "pad" (spec_pad.c): requests of several named tensors that differ only along
  * dimension dim share a batch, each tensor that has that dimension padded to the batch's longest
- * (rounded up to multiple) with its name's value (0 when not named); outputs that carry the
- * padded length there are cut back to each caller's. dim 0: no pad. */
+ * (rounded up to multiple) with its name's value (0 when not named). Each output that has the
+ * dimension is named in cut (cut back to each caller's length) or keep (returned as it is):
+ * whether an output's dimension dim is the padded one cannot be guessed from its size (a pooled
+ * (B, D) answer with D equal to the padded length would be cut wrongly), so an output named in
+ * neither fails the call (the python worker checks it on every call, padded or not). dim 0: no
+ * pad. */
 typedef struct ms__spec_pad {
     int dim;      /* 1..7, 0: none */
     int multiple; /* 1..65536 */
-    int nvalues;
+    int nvalues, ncut, nkeep;
     char names[MS__SPEC_PAD_VALUES_MAX][32]; /* NUL-padded */
     double values[MS__SPEC_PAD_VALUES_MAX];
+    char cut[MS__SPEC_PAD_VALUES_MAX][32];  /* output names, NUL-padded */
+    char keep[MS__SPEC_PAD_VALUES_MAX][32]; /* output names, NUL-padded */
 } ms__spec_pad;
 /* Parses the "pad" field's value into *pad (null: none): an object {"dim": 1..7, "multiple":
- * 1..65536 (default 1), "value": {name: number, ...} (at most 16, names of 1 to 31 bytes)}.
+ * 1..65536 (default 1), "value": {name: number, ...}, "cut": [name, ...], "keep": [name, ...]
+ * (each at most 16 names of 1 to 31 bytes; a name in both cut and keep is an error)}.
  * MS_E_SPEC naming the part. */
 int ms__spec_pad_parse(const json_t *v, ms__spec_pad *pad, char *err, size_t errlen);
 /* The field's canonical JSON (null when none; ms__spec_to_json leaves the field out then); NULL

@@ -12,7 +12,8 @@ static int pad_fail(char *err, size_t errlen, const char *what)
 {
     return ms__fail(err, errlen, MS_E_SPEC,
                     "spec field \"pad\": expected null or {\"dim\": 1..7, \"multiple\": 1..65536, "
-                    "\"value\": {name: number, ...} (at most 16 names of 1 to 31 bytes)}, got %s",
+                    "\"value\": {name: number, ...}, \"cut\": [output name, ...], \"keep\": "
+                    "[output name, ...]} (at most 16 names of 1 to 31 bytes each), got %s",
                     what);
 }
 
@@ -43,6 +44,49 @@ static int parse_values(const json_t *v, ms__spec_pad *p, char *err, size_t errl
     return 0;
 }
 
+/* "cut" or "keep": a list of output names into names[*n]. */
+static int parse_names(const json_t *v, char (*names)[32], int *n, char *err, size_t errlen)
+{
+    size_t i;
+    json_t *e;
+    if (v == NULL)
+        return 0;
+    if (!json_is_array(v) || json_array_size(v) > MS__SPEC_PAD_VALUES_MAX)
+        return pad_fail(err, errlen,
+                        "a \"cut\" or \"keep\" that is not a list of at most 16 names");
+    json_array_foreach(v, i, e)
+    {
+        size_t len = json_is_string(e) ? strlen(json_string_value(e)) : 0;
+        if (len == 0 || len >= 32)
+            return pad_fail(err, errlen, "a \"cut\" or \"keep\" entry that is not a name");
+        memcpy(names[*n], json_string_value(e), len);
+        (*n)++;
+    }
+    return 0;
+}
+
+/* No name both in cut and keep. */
+static int cut_keep_apart(const ms__spec_pad *p, char *err, size_t errlen)
+{
+    for (int i = 0; i < p->ncut; i++)
+        for (int k = 0; k < p->nkeep; k++)
+            if (strcmp(p->cut[i], p->keep[k]) == 0)
+                return pad_fail(err, errlen, "an output named in both \"cut\" and \"keep\"");
+    return 0;
+}
+
+/* A list of names as JSON. */
+static json_t *names_json(const char (*names)[32], int n)
+{
+    json_t *a = json_array();
+    for (int i = 0; a != NULL && i < n; i++)
+        if (json_array_append_new(a, json_string(names[i])) != 0) {
+            json_decref(a);
+            return NULL;
+        }
+    return a;
+}
+
 int ms__spec_pad_parse(const json_t *v, ms__spec_pad *pad, char *err, size_t errlen)
 {
     ms__spec_pad p;
@@ -58,7 +102,8 @@ int ms__spec_pad_parse(const json_t *v, ms__spec_pad *pad, char *err, size_t err
     p.multiple = 1;
     json_object_foreach((json_t *)v, key, f)
     {
-        if (strcmp(key, "dim") != 0 && strcmp(key, "multiple") != 0 && strcmp(key, "value") != 0)
+        if (strcmp(key, "dim") != 0 && strcmp(key, "multiple") != 0 && strcmp(key, "value") != 0 &&
+            strcmp(key, "cut") != 0 && strcmp(key, "keep") != 0)
             return pad_fail(err, errlen, "an unknown key");
     }
     if (int_in(json_object_get(v, "dim"), 1, MS_MAX_RANK - 1, &p.dim) < 0)
@@ -67,6 +112,12 @@ int ms__spec_pad_parse(const json_t *v, ms__spec_pad *pad, char *err, size_t err
     if (m != NULL && int_in(m, 1, 65536, &p.multiple) < 0)
         return pad_fail(err, errlen, "a \"multiple\" out of 1..65536");
     int r = parse_values(json_object_get(v, "value"), &p, err, errlen);
+    if (r == 0)
+        r = parse_names(json_object_get(v, "cut"), p.cut, &p.ncut, err, errlen);
+    if (r == 0)
+        r = parse_names(json_object_get(v, "keep"), p.keep, &p.nkeep, err, errlen);
+    if (r == 0)
+        r = cut_keep_apart(&p, err, errlen);
     if (r == 0)
         *pad = p;
     return r;
@@ -84,6 +135,14 @@ json_t *ms__spec_pad_json(const ms__spec_pad *pad)
         }
     if (values == NULL)
         return NULL;
-    return json_pack("{s:i, s:i, s:o}", "dim", pad->dim, "multiple", pad->multiple, "value",
-                     values);
+    json_t *cut = names_json((const char(*)[32])pad->cut, pad->ncut);
+    json_t *keep = names_json((const char(*)[32])pad->keep, pad->nkeep);
+    if (cut == NULL || keep == NULL) {
+        json_decref(values);
+        json_decref(cut);
+        json_decref(keep);
+        return NULL;
+    }
+    return json_pack("{s:i, s:i, s:o, s:o, s:o}", "dim", pad->dim, "multiple", pad->multiple,
+                     "value", values, "cut", cut, "keep", keep);
 }

@@ -5,6 +5,8 @@ requests of several processes. Written as users write them, against the same mod
 process."""
 import multiprocessing
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 
@@ -214,7 +216,7 @@ def test_padded_batches_of_random_lengths_answer_as_unpadded(daemon):
     # gets its own tokens back, equal to the module run on its unpadded input.
     shared = modelshare.Shared(make_states, tag="padded", batchable=True, batch_delay_us=5000,
                                pad={"dim": 1, "value": {"input_ids": 0, "attention_mask": 0},
-                                    "multiple": 8})
+                                    "multiple": 8, "cut": ["states"], "keep": ["pooled"]})
     ctx = multiprocessing.get_context("spawn")
     with shared.acquire():
         ready, results = ctx.Barrier(3), ctx.Queue()
@@ -228,8 +230,42 @@ def test_padded_batches_of_random_lengths_answer_as_unpadded(daemon):
     assert got == [(i, None) for i in range(3)]
     m = model_status("padded")
     assert m["spec"]["pad"] == {"dim": 1, "multiple": 8,
-                                "value": {"attention_mask": 0.0, "input_ids": 0.0}}
+                                "value": {"attention_mask": 0.0, "input_ids": 0.0},
+                                "cut": ["states"], "keep": ["pooled"]}
     assert m["batches"] < m["requests"], m  # requests of other lengths ran together
+
+
+class PooledWidthOfTheLength:
+    """Answers pooled rows whose width (6) equals the padded length of its callers' tokens: from
+    its size alone it looks like a tensor to cut back."""
+
+    def __call__(self, input_ids):
+        return {"pooled": np.repeat(input_ids.sum(axis=1, keepdims=True).astype(np.float32), 6,
+                                    axis=1),
+                "tokens": input_ids * 2}
+
+
+def test_pad_cuts_only_the_outputs_its_spec_names(daemon):
+    # Callers of 2 and 6 tokens in one batch, padded to 6: "tokens" is cut back to each caller's
+    # length, "pooled" (width 6, the padded length) is kept whole.
+    shared = modelshare.Shared(PooledWidthOfTheLength, tag="pad-named", batchable=True,
+                               batch_delay_us=200000,
+                               pad={"dim": 1, "cut": ["tokens"], "keep": ["pooled"]})
+    short, long = np.array([[1, 2]], np.int64), np.arange(1, 7, dtype=np.int64)[None]
+    with shared.acquire() as model, ThreadPoolExecutor(2) as pool:
+        a, b = pool.map(lambda x: model(input_ids=x), [short, long])
+    np.testing.assert_array_equal(a["tokens"], short * 2)
+    np.testing.assert_array_equal(a["pooled"], np.full((1, 6), 3, np.float32))
+    np.testing.assert_array_equal(b["tokens"], long * 2)
+    np.testing.assert_array_equal(b["pooled"], np.full((1, 6), 21, np.float32))
+
+
+def test_pad_refuses_an_output_it_does_not_name(daemon):
+    shared = modelshare.Shared(PooledWidthOfTheLength, tag="pad-unnamed", batchable=True,
+                               pad={"dim": 1, "cut": ["tokens"]})
+    with shared.acquire() as model:
+        with pytest.raises(modelshare.BackendError, match="'pooled'.*cut.*keep"):
+            model(input_ids=np.array([[1, 2]], np.int64))
 
 
 def test_pad_needs_batchable(daemon):

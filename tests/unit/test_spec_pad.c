@@ -37,7 +37,8 @@ static void test_round_trip(void **state)
     assert_int_equal(a.pad.nvalues, 3);
     json_t *j = ms__spec_to_json(&a);
     char *text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
-    assert_non_null(strstr(text, "\"pad\":{\"dim\":1,\"multiple\":8,\"value\":{"));
+    assert_non_null(
+        strstr(text, "\"pad\":{\"cut\":[],\"dim\":1,\"keep\":[],\"multiple\":8,\"value\":{"));
     assert_int_equal(ms__spec_from_json(j, &b, err, sizeof err), 0);
     assert_true(ms__spec_equal(&a, &b));
     assert_int_equal(parse("{\"backend\":\"identity\"}", &none, err), 0);
@@ -71,6 +72,12 @@ static void test_refused(void **state)
     refused("{\"backend\":\"identity\",\"pad\":{\"dim\":1,\"value\":{\"x\":\"a\"}}}",
             "\"value\" entry");
     refused("{\"backend\":\"identity\",\"pad\":[1]}", "got an array");
+    refused("{\"backend\":\"identity\",\"pad\":{\"dim\":1,\"cut\":\"states\"}}",
+            "not a list of at most 16 names");
+    refused("{\"backend\":\"identity\",\"pad\":{\"dim\":1,\"keep\":[\"\"]}}",
+            "entry that is not a name");
+    refused("{\"backend\":\"identity\",\"pad\":{\"dim\":1,\"cut\":[\"a\"],\"keep\":[\"a\"]}}",
+            "in both \"cut\" and \"keep\"");
     refused("{\"backend\":\"identity\",\"batchable\":false,\"pad\":{\"dim\":1}}",
             "only with batchable true");
 }
