@@ -222,6 +222,23 @@ class SharedTensorHandler(_ModelHandler):
     def validate_inference_args(self, inference_args):
         pass  # keyword arguments of the model's call
 
+    def get_num_bytes(self, batch):
+        """The bytes of the batch's tensors and strings, as Beam's tensor handlers count theirs
+        (RunInference's byte metrics), not the size of its pickle."""
+        def size(e):
+            if isinstance(e, dict):
+                return sum(size(v) for v in e.values())
+            if isinstance(e, str):
+                return len(e.encode())
+            if isinstance(e, bytes):
+                return len(e)
+            if _torch_tensor(e):
+                return e.element_size() * e.nelement()
+            if isinstance(e, (np.ndarray, np.generic)):
+                return e.nbytes
+            return super(SharedTensorHandler, self).get_num_bytes([e])
+        return sum(size(e) for e in batch)
+
     def get_metrics_namespace(self):
         return "RunInference"
 

@@ -26,7 +26,8 @@ PAD = {"dim": 1, "multiple": 8, "value": {"input_ids": 0, "attention_mask": 0}}
 def beam_env(daemon, monkeypatch):
     # Beam's worker processes unpickle our functions: they import multimodels and testlib too.
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        [str(HERE), str(HERE.parent), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]))
+        [str(HERE), str(HERE.parent),
+         *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]))
     return daemon
 
 
@@ -144,6 +145,7 @@ def test_answers_split_per_example(daemon):
         handler.run_inference(xs + [{"input_ids": torch.tensor([1, 2, 3]),
                                      "attention_mask": torch.tensor([1, 1, 1])}], model)
     assert model_status("heads")["rows"] >= len(xs)
+    assert handler.get_num_bytes(xs) == sum(8 * 4 for _ in xs)  # two int64 pairs each
     model.release()
     pairs = SharedTensorHandler(make_pairs, tag="pairs", call="dict")
     model = pairs.load_model()
@@ -152,6 +154,28 @@ def test_answers_split_per_example(daemon):
     got = pairs.run_inference(xs, model)
     assert [r.inference["sum"].tolist() for r in got] == [[i + 1.0] * 3 for i in range(4)]
     assert isinstance(got[0].inference["sum"], np.ndarray)
+    model.release()
+
+
+class Upper:
+    def __call__(self, texts):
+        return [t.upper() for t in texts]
+
+
+def make_upper():
+    return Upper()
+
+
+def test_text_answered_with_text(daemon):
+    handler = SharedTensorHandler(make_upper, tag="upper", batchable=True)
+    model = handler.load_model()
+    got = handler.run_inference(["héllo", "", "wörld"], model)
+    assert [(r.example, r.inference) for r in got] == \
+        [("héllo", "HÉLLO"), ("", ""), ("wörld", "WÖRLD")]
+    assert handler.get_num_bytes(["héllo", "ab"]) == len("héllo".encode()) + 2
+    with pytest.raises(ValueError, match="all str or all bytes"):
+        handler.run_inference(["a", b"b"], model)
+    assert model_status("upper")["rows"] >= 3
     model.release()
 
 
