@@ -11,9 +11,9 @@ with every process through shared memory.
         y = model(x)            # arrays: shared memory, batched across processes
         v = model.vocab_size()  # any other method or attribute: a pickled call in the worker
 
-Integrations: modelshare.beam (MultiProcessShared, SharedModelHandler), modelshare.dask
-(ModelshareDaemon worker plugin), modelshare.spark (predictor(): mapInArrow, mapInPandas,
-pandas_udf).
+Integrations: modelshare.beam (MultiProcessShared, SharedModelHandler, SharedTensorHandler),
+modelshare.dask (ModelshareDaemon worker plugin), modelshare.spark (predictor(): mapInArrow,
+mapInPandas, pandas_udf).
 
 Errors are modelshare.Error subclasses, one per MS_E_* code of the C library (SpecConflict,
 NoMemory, WorkerLost, Timeout, UnknownTag, ShapeError, DtypeError, ...), each with `code` (the

@@ -14,9 +14,16 @@
     handler = SharedModelHandler(SklearnModelHandlerNumpy(model_uri=...), tag="clf-v1")
     predictions = examples | RunInference(handler)
 
+    # A model of keyed tensors (dicts, as PytorchModelHandlerKeyedTensor) or of text, called
+    # through shared memory, batched across the machine's Beam processes with batchable=True.
+    from modelshare.beam import SharedTensorHandler
+    handler = SharedTensorHandler(make_encoder, tag="enc", batchable=True, max_batch_size=32)
+    embeddings = dicts_of_tensors | RunInference(handler)
+
 MultiProcessShared works without apache_beam installed; SharedModelHandler needs it.
 """
 from ._beam_inference import SharedModelHandler
 from ._beam_shared import MultiProcessShared
+from ._beam_tensors import SharedTensorHandler
 
-__all__ = ["MultiProcessShared", "SharedModelHandler"]
+__all__ = ["MultiProcessShared", "SharedModelHandler", "SharedTensorHandler"]

@@ -134,6 +134,54 @@ CASES = {
         client.close()
         print("checked")
         """),
+    "beam-tensors": (("apache_beam", "torch"), """
+        # What the block names: make_encoder (a masked transformer answering pooled rows and
+        # every token's state), make_embedder (a text embedder) and two PCollections of them.
+        import numpy as np
+        import torch
+        import apache_beam as beam
+        from apache_beam.ml.inference.base import RunInference
+        from apache_beam.testing.util import assert_that
+        import modelshare
+        import multimodels
+
+        def make_encoder():
+            return multimodels.MaskedEncoderStates()
+
+        def make_embedder():
+            return multimodels.TextEmbedder()
+
+        lengths = [3, 7, 12, 5, 16, 9]
+        examples = [{"input_ids": torch.arange(1, n + 1), "attention_mask": torch.ones(n).long()}
+                    for n in lengths]
+        texts = [" ".join(multimodels.sentences(i, 1)) for i in range(10)]
+        pipeline = beam.Pipeline()
+        tokens = pipeline | "tokens" >> beam.Create(examples)
+        sentences = pipeline | "texts" >> beam.Create(texts)
+        """, """
+        def check_encoded(results):
+            assert sorted(len(r.example["input_ids"]) for r in results) == sorted(lengths)
+            for r in results:
+                want = multimodels.states_in_process(r.example["input_ids"][None],
+                                                     r.example["attention_mask"][None])
+                assert r.inference["states"].shape == want["states"][0].shape
+                np.testing.assert_allclose(r.inference["pooled"], want["pooled"][0],
+                                           rtol=1e-4, atol=1e-5)
+
+        def check_vectors(results):
+            assert sorted(r.example for r in results) == sorted(texts)
+            for r in results:
+                want = multimodels.TextEmbedder()([r.example])[0]
+                np.testing.assert_allclose(r.inference, want, rtol=1e-4, atol=1e-5)
+
+        assert_that(encoded, check_encoded, label="encoded")
+        assert_that(vectors, check_vectors, label="vectors")
+        pipeline.run().wait_until_finish()
+        tags = {m["tag"]: m for m in modelshare.status()["models"]}
+        assert tags["encoder"]["rows"] >= len(lengths), tags   # through shared memory
+        assert tags["sentences"]["rows"] >= len(texts), tags
+        print("checked")
+        """),
     "spark": (("pyspark", "pyarrow"), """
         # What the block names: a Shared model of three features and a Spark DataFrame with
         # those columns (local[2]; its Python workers get this test's socket and PYTHONPATH).
