@@ -66,10 +66,13 @@ def _padded(arrays, key, pad):
 
 
 def _row(y, i, dim, lengths):
-    """Example i's row of an output, cut back along the padded dimension to its own length when
-    the output has the batch's padded length there (as the daemon does across callers)."""
+    """Example i's row of an output the spec's pad names in "cut", cut back along the padded
+    dimension to its own length (as the daemon does across callers)."""
     r = y[i]
-    if lengths is not None and y.ndim > dim and y.shape[dim] == max(lengths):
+    if lengths is not None and y.ndim > dim:
+        if y.shape[dim] != max(lengths):
+            raise ValueError(f"modelshare.beam: an output pad \"cut\" names has {y.shape[dim]} "
+                             f"along dimension {dim}, expected the padded length {max(lengths)}")
         r = r[(*[slice(None)] * (dim - 1), slice(0, lengths[i]))]
     return r
 
@@ -79,15 +82,16 @@ class _Split:
     where the examples were torch tensors): arrays by row, lists by item, dicts into a dict per
     example (as Beam's handlers do), tuples into a tuple per example."""
 
-    def __init__(self, n, as_torch, dim=None, lengths=None):
+    def __init__(self, n, as_torch, dim=None, lengths=None, cut=()):
         self.n, self.as_torch, self.dim, self.lengths = n, as_torch, dim, lengths
+        self.cut = set(cut)  # the outputs cut back along dim: named as the daemon names them
 
-    def __call__(self, y):
+    def __call__(self, y, name="0"):
         if isinstance(y, dict):
-            parts = {k: self(v) for k, v in y.items()}
+            parts = {k: self(v, k) for k, v in y.items()}
             return [{k: v[i] for k, v in parts.items()} for i in range(self.n)]
         if isinstance(y, tuple):
-            return list(zip(*(self(v) for v in y)))
+            return list(zip(*(self(v, str(k)) for k, v in enumerate(y))))
         if isinstance(y, list):
             if len(y) != self.n:
                 raise ValueError(f"modelshare.beam: the model answered {len(y)} items for "
@@ -97,7 +101,8 @@ class _Split:
         if y.ndim < 1 or len(y) != self.n:
             raise ValueError(f"modelshare.beam: the model answered shape {y.shape} for "
                              f"{self.n} examples: expected one row per example")
-        rows = [_row(y, i, self.dim, self.lengths) for i in range(self.n)]
+        lengths = self.lengths if name in self.cut else None
+        rows = [_row(y, i, self.dim, lengths) for i in range(self.n)]
         if self.as_torch:
             import torch
             rows = [torch.from_numpy(np.ascontiguousarray(r)) for r in rows]
@@ -147,7 +152,8 @@ class SharedTensorHandler(_ModelHandler):
     The tensors of one key must have one shape within a Beam batch, as torch.stack needs in
     Beam's handler, unless the spec gives pad={"dim": d, "value": {key: v}, "multiple": m}:
     then they are padded to the batch's longest along dimension d (counting the batch's), and
-    each example's rows of an output of that padded length there are cut back to its own.
+    each example's rows of the outputs its "cut" names are cut back to its own (an output with
+    that dimension named in neither "cut" nor "keep" fails the call).
 
     Beam's batching arguments (min_batch_size, max_batch_size, max_batch_duration_secs,
     max_batch_weight, element_size_fn, batch_length_fn, batch_bucket_boundaries, env_vars) are
@@ -197,8 +203,8 @@ class SharedTensorHandler(_ModelHandler):
         if isinstance(first, dict):
             stacked, as_torch, lengths = _stack_keyed(batch, self._spec.get("pad"))
             y = model(**stacked, **extra) if self._call == "kwargs" else model(stacked, **extra)
-            split = _Split(len(batch), as_torch, (self._spec.get("pad") or {}).get("dim"),
-                           lengths)
+            pad = self._spec.get("pad") or {}
+            split = _Split(len(batch), as_torch, pad.get("dim"), lengths, pad.get("cut") or ())
         elif isinstance(first, (str, bytes)):
             if any(type(e) is not type(first) for e in batch):
                 raise ValueError("modelshare.beam: a batch of str and other examples: expected "

@@ -19,7 +19,8 @@ from testlib import assert_close_across_batches
 
 HERE = pathlib.Path(__file__).resolve().parent
 D = multimodels.D_MODEL
-PAD = {"dim": 1, "multiple": 8, "value": {"input_ids": 0, "attention_mask": 0}}
+PAD = {"dim": 1, "multiple": 8, "value": {"input_ids": 0, "attention_mask": 0},
+       "cut": ["states"], "keep": ["pooled"]}
 
 
 @pytest.fixture
