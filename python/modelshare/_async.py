@@ -32,6 +32,19 @@ async def run(fn, *args):
     return await asyncio.get_running_loop().run_in_executor(_executor(), fn, *args)
 
 
+async def cancellable(fn):
+    """fn(event) in the pool, awaited from the running loop. When the awaiting task is cancelled
+    (asyncio.wait_for's timeout included), event (a threading.Event) is set: the call fn makes
+    looks at it while it waits (every 100 ms at most) and ends, so no pool thread stays stuck
+    with a call nobody awaits; a call not started yet never starts."""
+    event = threading.Event()
+    try:
+        return await asyncio.get_running_loop().run_in_executor(_executor(), fn, event)
+    except asyncio.CancelledError:
+        event.set()
+        raise
+
+
 class Acquiring:
     """What Shared.acquire_async() returns: `async with` it (the lease ends at the end of the
     block) or `await` it (a Model, ended with `await model.arelease()` or release())."""

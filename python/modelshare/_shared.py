@@ -129,7 +129,7 @@ class Shared:
     ONNX Runtime and PyTorch kernels do). swap() moves the tag to a new version while it serves.
     """
 
-    def __init__(self, constructor, tag, framework=None, key=None, **spec):
+    def __init__(self, constructor, tag, framework=None, key=None, timeout=None, **spec):
         if not callable(constructor):
             raise TypeError(f"Shared(tag={tag!r}): constructor must be callable, got "
                             f"{type(constructor).__name__}")
@@ -140,6 +140,7 @@ class Shared:
             raise ValueError(f"Shared(tag={tag!r}): key: expected None or a string of 1 to "
                              f"{KEY_MAX} characters, got {key!r:.80}")
         self.tag = tag
+        self._timeout = _timeout_arg(timeout, f"Shared(tag={tag!r})")
         self._spec = {"backend": "python", **_spec_from(spec, "Shared")}
         self._payload = _pickled(constructor, tag)
         if len(self._payload) > CONSTRUCTOR_MAX:
@@ -153,10 +154,11 @@ class Shared:
             _identity.of(constructor, self._payload)
 
     @classmethod
-    def dense(cls, weights, tag, **spec):
+    def dense(cls, weights, tag, timeout=None, **spec):
         """The dense backend: an MLP whose layers come from a safetensors file."""
         self = cls.__new__(cls)
         self.tag = tag
+        self._timeout = _timeout_arg(timeout, f"Shared.dense(tag={tag!r})")
         self._spec = {"backend": "dense", "weights": os.path.abspath(os.fspath(weights)),
                       **_spec_from(spec, "Shared.dense")}
         self._payload = None
@@ -268,10 +270,20 @@ class Shared:
 
     def __getstate__(self):
         return {"tag": self.tag, "_spec": self._spec, "_payload": self._payload,
-                "_framework": self._framework, "_key": self._key, "_outline": self._outline}
+                "_framework": self._framework, "_key": self._key, "_outline": self._outline,
+                "_timeout": self._timeout}
 
     def __setstate__(self, state):
-        self.__dict__.update(state)
+        self.__dict__.update({"_timeout": None, **state})
+
+
+def _timeout_arg(timeout, where):
+    """timeout=: None (no deadline) or seconds, a number > 0."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ValueError(f"{where}: timeout: expected None or seconds > 0, got {timeout!r:.80}")
+    return float(timeout)
 
 
 def _fd_of(memfd):
@@ -386,7 +398,17 @@ class Model:
             self._lost = True  # the next call takes a fresh lease (restarted, or loaded again)
             raise
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args, timeout=None, **kwargs):
+        """model(x): the model's answer. timeout=S: this call's deadline in seconds (default: the
+        Shared's timeout=, else none); past it the call raises Timeout and what it held in shared
+        memory is given back once its worker is done or replaced. Ctrl-C interrupts the wait at
+        once (KeyboardInterrupt); the lease stays usable. A python model's own keyword arguments
+        may be anything but timeout."""
+        return self._call(args, kwargs, timeout, None)
+
+    def _call(self, args, kwargs, timeout, cancel):
+        """model(*args, **kwargs) with its deadline (None: the Shared's) and a cancel event."""
+        timeout = _timeout_arg(timeout, f"model {self.tag!r}") or self._shared._timeout
         python = self._shared._spec["backend"] == "python"
         torch = _torch_input.tensor(args[0]) if len(args) == 1 and not kwargs else None
         if torch is not None:  # read in place on the CPU; from a device, copied here once
@@ -395,11 +417,12 @@ class Model:
                 args = (host[0],)
                 self._device_copied += host[1]
         if python and (kwargs or len(args) != 1 or not _tensor_arg(args[0])):
-            return self._remote("call", "__call__", args, kwargs)
+            return self._remote("call", "__call__", args, kwargs, timeout, cancel)
         if kwargs or len(args) != 1:
             raise TypeError(f"model {self.tag!r}: expected model(x) with one tensor")
         data, dtype = _as_input(args[0])
-        t = self._guard(lambda core: core.infer(data, dtype, python))
+        t = self._guard(lambda core: core.infer(data, dtype, python, timeout=timeout,
+                                                cancel=cancel))
         if type(t) is bytes:  # a python model's answer that is not one array, pickled
             return _pickling.loads(t)[1]
         y = np.asarray(t)
@@ -407,7 +430,7 @@ class Model:
             y = y.view(_BFLOAT16)
         return y
 
-    def _remote(self, op, name, args=(), kwargs=None):
+    def _remote(self, op, name, args=(), kwargs=None, timeout=None, cancel=None):
         if self._shared._spec["backend"] != "python":
             raise AttributeError(
                 f"model {self.tag!r} has no attribute {name!r}: the {self._shared._spec['backend']}"
@@ -417,7 +440,9 @@ class Model:
         except Exception as e:
             raise NotPicklable(f"model {self.tag!r}: the arguments of {name!r} cannot be "
                                f"pickled: {type(e).__name__}: {e}") from e
-        answer = _pickling.loads(self._guard(lambda core: core.call(payload)))
+        timeout = timeout or self._shared._timeout
+        answer = _pickling.loads(self._guard(lambda core: core.call(payload, timeout=timeout,
+                                                                    cancel=cancel)))
         if answer[0] == "ok":
             return answer[1]
         if answer[0] == "method":
@@ -449,14 +474,18 @@ class Model:
         """Ends the lease (once no output array of it is in use). Idempotent."""
         self._core.release()
 
-    async def ainfer(self, *args, **kwargs):
+    async def ainfer(self, *args, timeout=None, **kwargs):
         """await model.ainfer(x): model(x) for asyncio. The call waits in a thread of
-        modelshare's pool, off the event loop; concurrent coroutines are batched together."""
-        return await _async.run(lambda: self(*args, **kwargs))
+        modelshare's pool, off the event loop; concurrent coroutines are batched together.
+        timeout= as for model(x). Cancelling the task (asyncio.wait_for's timeout too) cancels
+        the call: its pool thread is free again within 100 ms."""
+        return await _async.cancellable(lambda ev: self._call(args, kwargs, timeout, ev))
 
     async def acall(self, name, *args, **kwargs):
-        """await model.acall("method", ...): model.method(...) for asyncio, off the loop."""
-        return await _async.run(lambda: self._remote("call", name, args, kwargs))
+        """await model.acall("method", ...): model.method(...) for asyncio, off the loop;
+        cancelled with its task, as ainfer()."""
+        return await _async.cancellable(
+            lambda ev: self._remote("call", name, args, kwargs, None, ev))
 
     async def arelease(self):
         """release() for asyncio."""

@@ -26,6 +26,8 @@
 #define CLIENT_SPIN_MAX_US 200
 /* While asleep, look this often at whether the worker or the daemon is gone. */
 #define LIVENESS_NS 100000000LL
+/* While waiting for a slot, ask the thread's wait check (wait.h) this often. */
+#define CHECK_NS 20000000LL
 /* wait_done's answer when the thread's wait check (wait.h) ended the wait. */
 #define CANCELLED 1
 
@@ -177,8 +179,9 @@ static void wait_slot_free(ms_model *m, long ns)
 static int wait_expired(ms_model *m, const ms__ticket *tk, const char *why)
 {
     if (tk->deadline_ns > 0 && ms__now_ns() >= tk->deadline_ns)
-        return ms__lib_fail(m->client, MS_E_TIMEOUT, "%s \"%s\" for the request's timeout of %.3f ms",
-                            why, m->tag, (double)tk->timeout_ns / 1e6);
+        return ms__lib_fail(m->client, MS_E_TIMEOUT,
+                            "%s \"%s\" for the request's timeout of %.3f ms", why, m->tag,
+                            (double)tk->timeout_ns / 1e6);
     if (ms__wait_cancelled())
         return ms__lib_fail(m->client, MS_E_TIMEOUT, "the request to \"%s\" was cancelled while %s",
                             m->tag, why);
@@ -207,7 +210,7 @@ static int wait_for_instance(ms_model *m, const ms__ticket *tk, int64_t *last_lo
  * (*gen: its door's gen). */
 static int find_slot(ms_model *m, const ms__ticket *tk, uint32_t *gen)
 {
-    int64_t t0 = 0, last_look = 0;
+    int64_t t0 = 0, last_look = 0, last_check = ms__now_ns();
     for (;;) {
         int r = arena_gone(m);
         if (r < 0)
@@ -229,9 +232,13 @@ static int find_slot(ms_model *m, const ms__ticket *tk, uint32_t *gen)
          * daemon. */
         if (daemon_gone(m))
             return daemon_lost(m, "while every slot was in use for");
-        r = wait_expired(m, tk, "every slot was held by requests not answered yet of");
-        if (r < 0)
-            return r;
+        int64_t now = ms__now_ns();
+        if ((tk->deadline_ns > 0 && now >= tk->deadline_ns) || now - last_check >= CHECK_NS) {
+            last_check = now;
+            r = wait_expired(m, tk, "every slot was held by requests not answered yet of");
+            if (r < 0)
+                return r;
+        }
         /* Every slot of every instance is in flight (64 per instance): wait for one. Timed-out
          * requests free theirs only when someone looks (ms__reap_orphans), so look every
          * millisecond rather than wait for a signal that may not come. */
@@ -362,8 +369,8 @@ int ms__await(ms_model *m, const ms__ticket *tk, ms_tensor *out, ms__resp *resp)
                                 "answer",
                                 m->tag);
         return ms__lib_fail(m->client, MS_E_TIMEOUT,
-                            "\"%s\" did not answer within the request's timeout of %.3f ms",
-                            m->tag, (double)tk->timeout_ns / 1e6);
+                            "\"%s\" did not answer within the request's timeout of %.3f ms", m->tag,
+                            (double)tk->timeout_ns / 1e6);
     }
     if (r < 0) {
         /* The worker is gone: nobody will complete the slot. */

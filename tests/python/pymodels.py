@@ -491,3 +491,18 @@ class HoldsBytes:
     def sha256(self):
         import hashlib
         return hashlib.sha256(self.blob).hexdigest()
+
+
+class CallWaitsForFile:
+    """y = x + 1, once the file at path exists (each call looks; it makes path + ".started" when
+    it begins): a call that hangs as long as the test wants (at most 600 s)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __call__(self, x):
+        open(self.path + ".started", "w").close()
+        deadline = time.monotonic() + 600
+        while not os.path.exists(self.path) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return x + 1

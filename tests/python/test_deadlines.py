@@ -1,0 +1,110 @@
+"""A deadline on every call: model(x, timeout=S), Shared(..., timeout=S), ainfer's cancellation
+and Ctrl-C end a call that waits for a worker that does not answer, give back what it held, and
+leave the lease usable. No timed assertions: each bound only proves "does not hang"."""
+import asyncio
+import functools
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import modelshare
+import pymodels
+from conftest import wait_until
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def test_timeout_is_checked(daemon):
+    for bad in (0, -1, "1", True, float("nan")):
+        with pytest.raises(ValueError, match="timeout"):
+            modelshare.Shared(pymodels.make_scale, tag="bad", timeout=bad)
+    assert issubclass(modelshare.Timeout, TimeoutError)
+
+
+def test_200_timed_out_calls_on_a_stopped_worker_then_it_answers(daemon):
+    # One model, two Shareds: timeout= is the caller's, not the spec's.
+    shared = modelshare.Shared(pymodels.make_scale, tag="stopped", timeout=0.02)
+    plain = modelshare.Shared(pymodels.make_scale, tag="stopped")
+    x = np.ones((1, 4), np.float32)
+    with plain.acquire() as first, shared.acquire() as model:
+        pid = first.pid
+        np.testing.assert_array_equal(model(x, timeout=30), 2 * x)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            # More than the ring's 64 slots, which the stopped worker holds: once the 65th call
+            # hung for good. Each fails with Timeout (the Shared's timeout=, or the call's own).
+            for i in range(200):
+                with pytest.raises(modelshare.Timeout):
+                    model(x) if i % 2 else model(x, timeout=0.01)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        # The worker answers what it was given (discarded): the slots come back.
+        for k in range(3):
+            np.testing.assert_array_equal(model(x + k, timeout=30), 2 * (x + k))
+
+
+def test_100_asyncio_timeouts_leave_no_thread_stuck(daemon, tmp_path):
+    hang = modelshare.Shared(functools.partial(pymodels.CallWaitsForFile, str(tmp_path / "never")),
+                             tag="hang")
+    healthy = modelshare.Shared(pymodels.make_scale, tag="healthy")
+    x = np.ones((1, 4), np.float32)
+
+    async def main():
+        async with hang.acquire_async() as h, healthy.acquire_async() as ok:
+            for _ in range(100):  # more than the pool's 64 threads
+                with pytest.raises(asyncio.TimeoutError):
+                    await asyncio.wait_for(h.ainfer(x), 0.05)
+            # Each cancelled call gave its pool thread back: the healthy model answers.
+            y = await asyncio.wait_for(ok.ainfer(x), 30)
+            np.testing.assert_array_equal(y, 2 * x)
+            assert await asyncio.wait_for(ok.ainfer(x + 1), 30) is not None
+
+    asyncio.run(main())
+
+
+CHILD = textwrap.dedent("""
+    import functools, sys
+    import numpy as np
+    import modelshare, pymodels
+    flag = sys.argv[1]
+    shared = modelshare.Shared(functools.partial(pymodels.CallWaitsForFile, flag), tag="sigint")
+    x = np.zeros((1, 4), np.float32)
+    with shared.acquire() as model:
+        print("calling", flush=True)
+        try:
+            model(x)
+            print("answered", flush=True)
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+        sys.stdin.readline()  # the test made the flag: the worker answers now
+        print("again", float(model(x, timeout=60)[0, 0]), flush=True)
+""")
+
+
+def test_ctrl_c_interrupts_a_blocked_call_and_the_lease_stays_usable(daemon, tmp_path):
+    flag = tmp_path / "flag"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, *sys.path]))
+    p = subprocess.Popen([sys.executable, "-c", CHILD, str(flag)], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert p.stdout.readline().strip() == "calling"
+        wait_until(lambda: os.path.exists(str(flag) + ".started"), timeout=60,
+                   what="the call to start in the worker")
+        os.kill(p.pid, signal.SIGINT)
+        # Before, the call waited for its answer, Ctrl-C or not: this readline hung.
+        assert p.stdout.readline().strip() == "interrupted"
+        flag.write_text("go")
+        p.stdin.write("\n")
+        p.stdin.flush()
+        assert p.stdout.readline().strip() == "again 1.0"
+        p.stdin.close()
+        assert p.wait(timeout=60) == 0, p.stderr.read()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
