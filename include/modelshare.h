@@ -410,10 +410,15 @@ MS_EXPORT int ms_infer(ms_model *model, const ms_tensor *input, ms_tensor **outp
  * MS_E_BACKEND, MS_E_TIMEOUT, MS_E_UNLOADED, MS_E_DAEMON_LOST, as ms_infer(). */
 MS_EXPORT int ms_call(ms_model *model, const ms_tensor *input, ms_tensor **output);
 
-/* Gives every later ms_infer on this handle a deadline timeout_us after it starts (0: none, the
- * default). A request past its deadline fails with MS_E_TIMEOUT: the worker skips it if it has
- * not started it, and an answer that comes late is discarded (its memory is reclaimed when the
- * worker is done with it). Errors: MS_E_INVAL (model NULL). */
+/* Gives every later ms_infer and ms_call on this handle a deadline timeout_us after it starts (0:
+ * none, the default). A request past its deadline fails with MS_E_TIMEOUT, whatever it waits for:
+ * a free slot (a worker that stopped answering holds the 64 slots of its instance with requests
+ * that timed out), an instance being restarted, or its answer. The worker skips a request it has
+ * not started before its deadline, and an answer that comes late is discarded. What a timed-out
+ * request holds (its ring slot, its output room in the arena) is given back when the worker is
+ * done with it or is replaced (the daemon restarts a worker that dies): until then at most 64 per
+ * instance stay held, and later requests time out rather than wait for them, however many.
+ * Errors: MS_E_INVAL (model NULL, or more than INT64_MAX / 1000 microseconds). */
 MS_EXPORT int ms_set_timeout(ms_model *model, uint64_t timeout_us);
 
 #ifdef __cplusplus
