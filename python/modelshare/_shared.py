@@ -15,7 +15,7 @@ from ._client import control
 # Spec fields a caller may give as keyword arguments (backend and weights come from the factory).
 SPEC_FIELDS = ("device", "devices", "output", "keep_alive", "max_batch", "batch_sizes",
                "batch_delay_us", "instances", "thread_safe", "threads", "batchable", "memory",
-               "load_timeout", "max_restarts", "version")
+               "load_timeout", "call_timeout", "max_restarts", "version")
 
 try:  # bfloat16 arrays, when the package that defines them is there
     import ml_dtypes as _ml_dtypes
@@ -118,7 +118,7 @@ class Shared:
         and an onnxruntime.InferenceSession as session.run(None, {its first input: x}).
     Shared.dense(weights, tag=...) -- the built-in dense backend (an MLP from safetensors).
     Spec options are keyword arguments: keep_alive, max_batch, batch_sizes, batch_delay_us,
-    instances, thread_safe, threads, batchable, memory, load_timeout, max_restarts, device
+    instances, thread_safe, threads, batchable, memory, load_timeout, call_timeout, max_restarts, device
     ("cpu", "cuda:N" or "auto"), devices (a list such as ["cuda:0", "cuda:1"], or "auto": the
     instances spread over them), output, version. batchable=True says each output row depends
     only on its own input row, so calls of several processes may be merged into one batch (off

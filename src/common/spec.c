@@ -21,9 +21,10 @@
 #define DIFF_VALUE_MAX 300
 
 static const char *const known_fields[] = {
-    "backend",   "weights",     "device",         "devices",      "output",      "keep_alive",
-    "max_batch", "batch_sizes", "batch_delay_us", "instances",    "thread_safe", "threads",
-    "batchable", "memory",      "load_timeout",   "max_restarts", "python",      "version",
+    "backend",      "weights",      "device",      "devices",        "output",
+    "keep_alive",   "max_batch",    "batch_sizes", "batch_delay_us", "instances",
+    "thread_safe",  "threads",      "batchable",   "memory",         "load_timeout",
+    "call_timeout", "max_restarts", "python",      "version",
 };
 
 /* "backend, weights, ..." into buf. */
@@ -400,6 +401,8 @@ static const struct number_field {
      "an integer number of bytes from 0 (estimate) to 2^62", offsetof(ms__spec, memory)},
     {"load_timeout", FIELD_DOUBLE, 0, 86400, "a number of seconds from 0 to 86400",
      offsetof(ms__spec, load_timeout)},
+    {"call_timeout", FIELD_DOUBLE, 0, 86400, "a number of seconds from 0 (off) to 86400",
+     offsetof(ms__spec, call_timeout)},
     {"max_restarts", FIELD_INT, 0, MS__SPEC_RESTARTS_MAX, "an integer from 0 to 100",
      offsetof(ms__spec, max_restarts)},
 };
@@ -631,6 +634,7 @@ static void spec_defaults(ms__spec *s)
     s->batchable = true;
     s->memory = 0;
     s->load_timeout = 60;
+    s->call_timeout = 600;
     s->max_restarts = 5;
 }
 
@@ -761,6 +765,7 @@ json_t *ms__spec_to_json(const ms__spec *spec)
         bad |= json_array_append_new(sizes, json_integer(spec->batch_sizes[i]));
     bad |= sizes == NULL ? -1 : json_object_set_new(j, "batch_sizes", sizes);
     bad |= json_object_set_new(j, "batchable", json_boolean(spec->batchable));
+    bad |= json_object_set_new(j, "call_timeout", json_real(spec->call_timeout));
     bad |= json_object_set_new(j, "device", json_string(spec->device));
     bad |= json_object_set_new(j, "devices", devices_json(spec));
     bad |= json_object_set_new(j, "instances", json_integer(spec->instances));
@@ -972,8 +977,8 @@ bool ms__spec_equal(const ms__spec *a, const ms__spec *b)
            a->batch_delay_us == b->batch_delay_us && a->instances == b->instances &&
            a->thread_safe == b->thread_safe && a->threads == b->threads &&
            a->batchable == b->batchable && a->memory == b->memory &&
-           a->load_timeout == b->load_timeout && a->max_restarts == b->max_restarts &&
-           a->nbatch_sizes == b->nbatch_sizes &&
+           a->load_timeout == b->load_timeout && a->call_timeout == b->call_timeout &&
+           a->max_restarts == b->max_restarts && a->nbatch_sizes == b->nbatch_sizes &&
            memcmp(a->batch_sizes, b->batch_sizes, sizeof a->batch_sizes) == 0;
 }
 

@@ -217,7 +217,7 @@ static void run_staged(job *j, ms__tensor_view *in, ms__tensor_view *out)
 /* Runs the batch as one backend call: inputs concatenated along the first dimension into the
  * staging buffer, outputs split back into each client's arena. Falls back to one call per
  * request when the model's output does not follow its input row for row. */
-void ms__batch_run(job *j)
+static void batch_run(job *j)
 {
     char err[MS__ERRLEN];
     if (j->nbatch == 1) {
@@ -241,6 +241,14 @@ void ms__batch_run(job *j)
         return;
     }
     run_staged(j, &in, &out);
+}
+
+void ms__batch_run(job *j)
+{
+    /* Seen by the daemon's watchdog while it runs (stats.h). */
+    ms__stats_running(j->w->stats, j->run, ms__now_ns());
+    batch_run(j);
+    ms__stats_running(j->w->stats, j->run, 0);
 }
 
 int ms__job_init(job *j, server *s)

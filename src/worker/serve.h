@@ -90,6 +90,7 @@ typedef struct job {
     size_t batch_bytes;
     void *stage_in, *stage_out;
     size_t stage_in_cap, stage_out_cap;
+    int run; /* its slot in the stats page's run_since_ns: 0 the loop's, 1 + a runner's index */
 } job;
 
 typedef struct server {
