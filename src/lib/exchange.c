@@ -28,8 +28,10 @@
 #define LIVENESS_NS 100000000LL
 /* While waiting for a slot, ask the thread's wait check (wait.h) this often. */
 #define CHECK_NS 20000000LL
-/* wait_done's answer when the thread's wait check (wait.h) ended the wait. */
+/* wait_done's answers when the thread's wait check (wait.h) ended the wait, and when the
+ * request's deadline passed (the slot stays the worker's: both are orphaned). */
 #define CANCELLED 1
+#define DEADLINE 2
 
 /* The fixed spin ($MODELSHARE_SPIN_US), or -1: adaptive. Read once. */
 static int64_t client_spin_ns(void)
@@ -295,7 +297,16 @@ static int look_alive(ms_model *m, const ms__ticket *tk)
     int r = arena_gone(m);
     if (r < 0)
         return r;
-    if (atomic_load(&m->inst[tk->inst].door->gen) != tk->gen)
+    ms__door *door = m->inst[tk->inst].door;
+    if (atomic_load(&door->gen) != tk->gen && atomic_load(&door->hung_gen) == tk->gen)
+        return ms__lib_fail(
+            m->client, MS_E_TIMEOUT,
+            "instance %u of \"%s\" ran one batch (or stopped answering) for %.1f s, "
+            "past its call_timeout of %g s: the daemon killed its worker and "
+            "restarts it; the handle stays usable",
+            tk->inst, m->tag, atomic_load(&door->hung_ms) / 1000.0,
+            atomic_load(&door->hung_limit_ms) / 1000.0);
+    if (atomic_load(&door->gen) != tk->gen)
         return ms__lib_fail(m->client, MS_E_WORKER_LOST,
                             "instance %u of \"%s\" lost its worker while it ran this request; "
                             "the daemon restarts it and the handle stays usable",
@@ -319,7 +330,7 @@ static int wait_done(ms_model *m, const ms__ticket *tk, ms__slot *sl)
             return 0;
         int64_t now = ms__now_ns();
         if (deadline > 0 && now >= deadline)
-            return MS_E_TIMEOUT;
+            return DEADLINE;
         if (now - t0 >= spin)
             break;
         ms__spin_step(step0, now);
@@ -332,7 +343,7 @@ static int wait_done(ms_model *m, const ms__ticket *tk, ms__slot *sl)
         int64_t slice = LIVENESS_NS;
         if (deadline > 0) {
             if (now >= deadline)
-                return MS_E_TIMEOUT;
+                return DEADLINE;
             if (deadline - now < slice)
                 slice = deadline - now;
         }
@@ -351,6 +362,11 @@ static int wait_done(ms_model *m, const ms__ticket *tk, ms__slot *sl)
     return 0;
 }
 
+bool ms__orphaned(const ms_model *m, const ms__ticket *tk)
+{
+    return (m->inst[tk->inst].orphaned >> tk->slot) & 1u;
+}
+
 int ms__await(ms_model *m, const ms__ticket *tk, ms_tensor *out, ms__resp *resp)
 {
     char err[MS__ERRLEN];
@@ -358,7 +374,7 @@ int ms__await(ms_model *m, const ms__ticket *tk, ms_tensor *out, ms__resp *resp)
     int r = wait_done(m, tk, sl);
     pthread_mutex_lock(&m->lock);
     ms__inst *in = &m->inst[tk->inst];
-    if (r == MS_E_TIMEOUT || r == CANCELLED) {
+    if (r == DEADLINE || r == CANCELLED) {
         /* The worker still owns the slot and may write into out: both stay reserved until it
          * is done or replaced (ms__reap_orphans). */
         in->orphaned |= 1ull << tk->slot;

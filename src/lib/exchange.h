@@ -12,9 +12,9 @@ typedef struct ms__ticket {
     uint64_t id;
     int64_t deadline_ns;
     int64_t timeout_ns; /* what made the deadline: the thread's (wait.h) or the handle's */
-    int64_t submit_ns; /* when it was published */
-    bool rang;         /* publishing it woke the worker from its sleep (ms__door_ring) */
-    bool beside;       /* rang, and the worker last woke up on our CPU: it likely does again */
+    int64_t submit_ns;  /* when it was published */
+    bool rang;          /* publishing it woke the worker from its sleep (ms__door_ring) */
+    bool beside;        /* rang, and the worker last woke up on our CPU: it likely does again */
 } ms__ticket;
 
 /* Publishes req (its id and deadline are filled in here) in a free slot of the least busy
@@ -36,6 +36,10 @@ int ms__submit(ms_model *model, ms__req *req, ms__ticket *tk);
  * MS_E_DAEMON_LOST, MS_E_PROTOCOL (message recorded). The response's own status is left for the
  * caller. Returns with the model lock held. */
 int ms__await(ms_model *model, const ms__ticket *tk, ms_tensor *out, ms__resp *resp);
+/* After ms__await failed: whether tk's slot and output room stayed the worker's (its deadline
+ * passed, or it was cancelled: they are freed once the worker is done), rather than being freed
+ * (its worker is gone) (model lock held). */
+bool ms__orphaned(const ms_model *model, const ms__ticket *tk);
 /* Frees the slots of timed-out requests that the worker has completed since (model lock held). */
 void ms__reap_orphans(ms_model *model);
 

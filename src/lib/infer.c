@@ -115,7 +115,7 @@ static int round_trip(ms_model *model, uint32_t flags, const ms_tensor *input, u
             return r;
         pthread_mutex_unlock(&model->lock);
         r = ms__await(model, &tk, *out, resp); /* returns with the lock held */
-        if (r == MS_E_TIMEOUT)
+        if (r < 0 && ms__orphaned(model, &tk))
             *out = NULL;
         if (r < 0)
             return r;
