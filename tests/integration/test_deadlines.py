@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 
-from conftest import BUILD
+from conftest import BUILD, pid_alive, wait_until
 
 DEADLINECLIENT = BUILD / "tests" / "ms-deadlineclient"
 
@@ -44,4 +44,37 @@ def test_200_timed_out_calls_in_c_on_a_stopped_worker_then_it_answers_again(ms):
     # come back: a call with a deadline of 30 s is answered, with its own row.
     assert client.command("call 30000000") == "ok"
     assert client.command("timeouts 1 30000000") == "timeouts 0 other 1"
+    client.close()
+
+
+def stuck_s(ms, tag):
+    m = ms.model(tag)
+    return max((i.get("stuck_s", 0.0) for i in m["instances"]), default=0.0) if m else 0.0
+
+
+def test_a_stopped_worker_is_shown_stuck_killed_past_call_timeout_and_restarted(ms):
+    spec = {"backend": "identity", "keep_alive": 60, "call_timeout": 3}
+    client = DeadlineClient(ms.env, "hung", spec)
+    assert client.command("call 30000000") == "ok"
+    (pid,) = ms.model("hung")["worker_pids"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        wait_until(lambda: stuck_s(ms, "hung") >= 1.0, timeout=30, what="stuck_s in the status")
+        assert "stuck" in ms.cli("status").stdout
+        # A call with a deadline longer than call_timeout: the watchdog kills the worker first,
+        # and the call says so (before, it waited its whole deadline, or forever without one).
+        answer = client.command("call 60000000")
+    finally:
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGCONT)
+    assert answer.startswith("error MS_E_TIMEOUT"), answer
+    assert '"hung"' in answer and "call_timeout of 3 s" in answer, answer
+    wait_until(lambda: ms.model("hung")["instances"][0]["state"] == "up"
+               and ms.model("hung")["worker_pids"] not in ([], [pid]),
+               timeout=60, what="the restarted worker")
+    m = ms.model("hung")
+    assert m["state"] == "ready" and m["restarts"] == 1
+    assert m["instances"][0]["last_crash"] == "SIGKILL"
+    assert client.command("call 30000000") == "ok"
+    assert "call_timeout" in ms.log()
     client.close()

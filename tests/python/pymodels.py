@@ -506,3 +506,8 @@ class CallWaitsForFile:
         while not os.path.exists(self.path) and time.monotonic() < deadline:
             time.sleep(0.01)
         return x + 1
+
+
+def never_returns():
+    """A constructor that never returns (at most an hour)."""
+    time.sleep(3600)

@@ -108,3 +108,15 @@ def test_ctrl_c_interrupts_a_blocked_call_and_the_lease_stays_usable(daemon, tmp
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+def test_load_timeout_bounds_a_constructor_that_never_returns(daemon):
+    shared = modelshare.Shared(pymodels.never_returns, tag="forever", load_timeout=3)
+    # Before, acquire() waited for the constructor, load_timeout or not.
+    with pytest.raises(modelshare.Timeout, match=r"load_timeout of 3 s \(phase: constructing"):
+        shared.acquire()
+    m = [m for m in modelshare.status()["models"] if m["tag"] == "forever"][0]
+    assert m["state"] == "failed" and m["error_code"] == modelshare.Timeout.number
+    wait_until(lambda: [m for m in modelshare.status()["models"]
+                        if m["tag"] == "forever"][0]["worker_pids"] == [],
+               timeout=60, what="the worker killed")
