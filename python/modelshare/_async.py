@@ -49,17 +49,18 @@ class Acquiring:
     """What Shared.acquire_async() returns: `async with` it (the lease ends at the end of the
     block) or `await` it (a Model, ended with `await model.arelease()` or release())."""
 
-    __slots__ = ("_shared", "_model")
+    __slots__ = ("_shared", "_model", "_timeout")
 
-    def __init__(self, shared):
+    def __init__(self, shared, timeout=None):
         self._shared = shared
         self._model = None
+        self._timeout = timeout
 
     def __await__(self):
-        return run(self._shared.acquire).__await__()
+        return run(self._shared.acquire, self._timeout).__await__()
 
     async def __aenter__(self):
-        self._model = await run(self._shared.acquire)
+        self._model = await run(self._shared.acquire, self._timeout)
         return self._model
 
     async def __aexit__(self, *exc):

@@ -204,21 +204,25 @@ class Shared:
             }
         return json.dumps(spec, sort_keys=True), memfd
 
-    def acquire(self):
+    def acquire(self, timeout=None):
         """A lease on the model, loading it first when no process has. Use it as a context
-        manager, or end it with release()."""
-        return self._acquire_as(Model)
+        manager, or end it with release(). timeout=S: raise Timeout when the model is not ready
+        within S seconds (the load goes on for the others that wait for it)."""
+        return self._acquire_as(Model, timeout)
 
-    def _acquire_as(self, model_type):
+    def _acquire_as(self, model_type, timeout=None):
         """acquire(), the lease as a model_type (Model or a subclass of it)."""
+        timeout = _timeout_arg(timeout, f"acquire of {self.tag!r}")
         spec, memfd = self._request()
         return model_type(self, control(lambda c: c.acquire(self.tag, spec,
-                                                             constructor_fd=_fd_of(memfd))))
+                                                             constructor_fd=_fd_of(memfd),
+                                                             timeout=timeout)))
 
-    def acquire_async(self):
+    def acquire_async(self, timeout=None):
         """acquire() for asyncio: `async with shared.acquire_async() as model:` or
-        `model = await shared.acquire_async()`. The load waits off the event loop."""
-        return _async.Acquiring(self)
+        `model = await shared.acquire_async()`. The load waits off the event loop; timeout= as
+        for acquire()."""
+        return _async.Acquiring(self, timeout)
 
     def release(self, model):
         """Ends the lease of a model from acquire()."""

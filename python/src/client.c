@@ -91,14 +91,18 @@ static int spec_arg(PyObject *spec, PyObject **out)
 
 static PyObject *client_acquire(ms_py_client *self, PyObject *args, PyObject *kwargs)
 {
-    static char *kw[] = {"tag", "spec", "constructor_fd", NULL};
-    PyObject *tag, *spec = Py_None, *spec_bytes;
+    static char *kw[] = {"tag", "spec", "constructor_fd", "timeout", NULL};
+    PyObject *tag, *spec = Py_None, *spec_bytes, *timeout = Py_None;
     const char *tag_s;
     int ctor_fd = -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "U|O$i:acquire", kw, &tag, &spec, &ctor_fd))
+    ms_py_wait pw;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "U|O$iO:acquire", kw, &tag, &spec, &ctor_fd,
+                                     &timeout))
         return NULL;
-    if (check_process(self) < 0 || spec_arg(spec, &spec_bytes) < 0)
+    if (check_process(self) < 0 || ms_py_wait_init(&pw, timeout, Py_None) < 0 ||
+        spec_arg(spec, &spec_bytes) < 0)
         return NULL;
+    pw.w.cancelled = NULL; /* the daemon answers by the deadline: nothing to cancel here */
     tag_s = PyUnicode_AsUTF8(tag);
     if (tag_s == NULL) {
         Py_XDECREF(spec_bytes);
@@ -109,7 +113,9 @@ static PyObject *client_acquire(ms_py_client *self, PyObject *args, PyObject *kw
     ms_model *m = NULL;
     int r;
     PyThreadState *ts = PyEval_SaveThread();
+    const ms__wait *outer = ms__wait_set(&pw.w);
     r = ms__acquire_ctor(self->client, tag_s, spec_s, ctor_fd, &m);
+    ms__wait_set(outer);
     if (r < 0)
         snprintf(msg, sizeof msg, "%s", ms_errmsg(self->client));
     PyEval_RestoreThread(ts);

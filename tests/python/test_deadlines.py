@@ -120,3 +120,26 @@ def test_load_timeout_bounds_a_constructor_that_never_returns(daemon):
     wait_until(lambda: [m for m in modelshare.status()["models"]
                         if m["tag"] == "forever"][0]["worker_pids"] == [],
                timeout=60, what="the worker killed")
+
+
+def test_acquire_timeout_fails_the_wait_not_the_load(daemon, tmp_path):
+    flag = tmp_path / "loaded"
+    slow = modelshare.Shared(functools.partial(pymodels.WaitsForFile, str(flag)), tag="slowload")
+    # Before, acquire() waited for the constructor however long it took.
+    with pytest.raises(modelshare.Timeout, match="not ready within the acquire's timeout"):
+        slow.acquire(timeout=0.5)
+    with pytest.raises(ValueError, match="timeout"):
+        slow.acquire(timeout=-1)
+    # The connection stays in step, and the load went on.
+    assert [m["state"] for m in modelshare.status()["models"] if m["tag"] == "slowload"] == \
+        ["loading"]
+    flag.write_text("go")
+    x = np.ones((1, 4), np.float32)
+    with slow.acquire(timeout=60) as model:
+        np.testing.assert_array_equal(model(x), x)
+
+    async def main():
+        async with slow.acquire_async(timeout=60) as m:
+            return await m.ainfer(x)
+
+    np.testing.assert_array_equal(asyncio.run(main()), x)
