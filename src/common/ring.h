@@ -108,8 +108,8 @@ typedef struct ms__door {
     _Atomic uint32_t gen;      /* daemon: bumped each time the instance's worker is lost */
     _Atomic uint32_t down;     /* daemon sets, the restarted worker clears: send nothing */
     /* daemon, before it kills a worker that ran one batch (or stopped turning) past the spec's
-     * call_timeout: the gen of that worker, how long it was stuck and the limit (ms), so that
-     * its callers fail with MS_E_TIMEOUT saying so rather than MS_E_WORKER_LOST */
+     * call_timeout: 1 + the gen of that worker (0: none yet), how long it was stuck and the limit
+     * (ms), so that its callers fail with MS_E_TIMEOUT saying so rather than MS_E_WORKER_LOST */
     _Atomic uint32_t hung_gen;
     _Atomic uint32_t hung_ms;
     _Atomic uint32_t hung_limit_ms;

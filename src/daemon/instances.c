@@ -182,7 +182,7 @@ void ms__instance_hung(ms__models *ml, ms__model *m, int i, int stuck_ms)
      * MS_E_TIMEOUT saying why, once ms__instance_lost moves the gen on. */
     atomic_store(&in->door->hung_ms, (uint32_t)stuck_ms);
     atomic_store(&in->door->hung_limit_ms, limit_ms);
-    atomic_store(&in->door->hung_gen, atomic_load(&in->door->gen));
+    atomic_store(&in->door->hung_gen, atomic_load(&in->door->gen) + 1);
     ms__log_error("model \"%s\": instance %d: worker %ld ran one batch (or stopped answering) for "
                   "%.1f s, past its call_timeout of %g s: killing it (SIGKILL); its requests in "
                   "flight fail with MS_E_TIMEOUT and it restarts (a crash toward max_restarts)",

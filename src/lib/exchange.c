@@ -298,7 +298,7 @@ static int look_alive(ms_model *m, const ms__ticket *tk)
     if (r < 0)
         return r;
     ms__door *door = m->inst[tk->inst].door;
-    if (atomic_load(&door->gen) != tk->gen && atomic_load(&door->hung_gen) == tk->gen)
+    if (atomic_load(&door->gen) != tk->gen && atomic_load(&door->hung_gen) == tk->gen + 1)
         return ms__lib_fail(
             m->client, MS_E_TIMEOUT,
             "instance %u of \"%s\" ran one batch (or stopped answering) for %.1f s, "

@@ -10,13 +10,13 @@
  *   tensor.c    tensors in a model's arena                          calls: errors, alloc
  *   link.c      another model's arena linked to a model's workers   calls: errors, call
  *   view.c      ms_tensor_view: bytes of a live tensor, no copy     calls: errors, tensor, link
- *   exchange.c  one request through a ring slot: submit, await      calls: errors, tensor
- *   infer.c     ms_infer, ms_call, ms__infer_flags: output room,      calls: errors, tensor, exchange
- *               exchange, response
- *   model.c     model handles: acquire, release, signature          calls: errors, call, alloc,
- *                                                                          tensor, link
- *   client.c    clients: connect, disconnect, status, load, unload  calls: errors, call, connect,
- *                                                                          fork, model
+ *   wait.c      a thread's wait options: its calls' own deadline,   calls: -
+ *               a check that cancels a wait (Ctrl-C, asyncio)
+ *   exchange.c  one request through a ring slot: submit, await      calls: errors, tensor, wait
+ *   infer.c     ms_infer, ms_call, ms__infer_flags: output room,      calls: errors, tensor,
+ * exchange exchange, response model.c     model handles: acquire, release, signature calls: errors,
+ * call, alloc, tensor, link, wait client.c    clients: connect, disconnect, status, load, unload
+ * calls: errors, call, connect, fork, model
  *
  * Locking: a client has one lock for its control socket (one request at a time) and one for its
  * list of models. A model has one lock for its allocator, its live tensors and its rings; it is

@@ -491,12 +491,12 @@ static void test_a_worker_stuck_past_call_timeout_is_killed_and_restarts(void **
     assert_true(F->w[1]->killed && !F->w[0]->killed);
     /* Its callers learn why: the door names the gen it served and how long it was stuck. */
     ms__door *door = m->inst[1].door;
-    assert_int_equal(atomic_load(&door->hung_gen), atomic_load(&door->gen));
+    assert_int_equal(atomic_load(&door->hung_gen), atomic_load(&door->gen) + 1);
     assert_true(atomic_load(&door->hung_ms) >= 601000);
     assert_int_equal(atomic_load(&door->hung_limit_ms), 600000);
     /* Its death is a crash as any other: the instance restarts after its back-off. */
     dies(F->w[1], W_EXITCODE(0, SIGKILL));
-    assert_int_equal(atomic_load(&door->hung_gen) + 1, atomic_load(&door->gen));
+    assert_int_equal(atomic_load(&door->hung_gen), atomic_load(&door->gen));
     assert_string_equal(state_of(m), "ready");
     assert_int_equal(m->ncrash, 1);
     advance(SEC / 5);
