@@ -102,7 +102,6 @@ static PyObject *client_acquire(ms_py_client *self, PyObject *args, PyObject *kw
     if (check_process(self) < 0 || ms_py_wait_init(&pw, timeout, Py_None) < 0 ||
         spec_arg(spec, &spec_bytes) < 0)
         return NULL;
-    pw.w.cancelled = NULL; /* the daemon answers by the deadline: nothing to cancel here */
     tag_s = PyUnicode_AsUTF8(tag);
     if (tag_s == NULL) {
         Py_XDECREF(spec_bytes);
@@ -120,8 +119,8 @@ static PyObject *client_acquire(ms_py_client *self, PyObject *args, PyObject *kw
         snprintf(msg, sizeof msg, "%s", ms_errmsg(self->client));
     PyEval_RestoreThread(ts);
     Py_XDECREF(spec_bytes);
-    if (r < 0)
-        return fail((PyObject *)self, r, msg);
+    if (r < 0) /* ended by Ctrl-C: its KeyboardInterrupt */
+        return pw.ended && PyErr_Occurred() ? NULL : fail((PyObject *)self, r, msg);
 
     ms_py_state *st = ms_py_state_of((PyObject *)self);
     ms_py_model *obj = (ms_py_model *)st->model_type->tp_alloc(st->model_type, 0);

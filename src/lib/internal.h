@@ -109,7 +109,11 @@ struct ms_client {
     int64_t daemon_pid;
     pthread_mutex_t lock; /* the control socket */
     int64_t next_id;
-    _Atomic bool lost;   /* the connection broke: set by call.c, exchange.c and fork.c */
+    _Atomic bool lost; /* the connection broke: set by call.c, exchange.c and fork.c */
+    /* The id of a request whose wait was interrupted (call.c): its reply, still to come, is read
+     * and dropped (a lease it grants given back) before the next request's. 0: none. Under
+     * lock. */
+    int64_t stale_id;
     int64_t forked_from; /* the parent's pid when this is a copy that fork() made, else 0 */
     pthread_mutex_t models_lock;
     LIST_HEAD(, ms_model) models; /* owned */

@@ -143,3 +143,49 @@ def test_acquire_timeout_fails_the_wait_not_the_load(daemon, tmp_path):
             return await m.ainfer(x)
 
     np.testing.assert_array_equal(asyncio.run(main()), x)
+
+
+CHILD_ACQUIRE = textwrap.dedent("""
+    import functools, sys
+    import numpy as np
+    import modelshare, pymodels
+    shared = modelshare.Shared(functools.partial(pymodels.WaitsForFile, sys.argv[1]), tag="sigacq")
+    print("acquiring", flush=True)
+    try:
+        shared.acquire()
+        print("acquired", flush=True)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+    sys.stdin.readline()  # the test made the flag: the load ends
+    with shared.acquire(timeout=60) as model:
+        print("again", float(model(np.zeros((1, 4), np.float32))[0, 0]), flush=True)
+        leases = [m["leases"] for m in modelshare.status()["models"] if m["tag"] == "sigacq"]
+        print("leases", leases[0], flush=True)
+""")
+
+
+def test_ctrl_c_interrupts_a_waiting_acquire_and_the_connection_stays_usable(daemon, tmp_path):
+    flag = tmp_path / "flag"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, *sys.path]))
+    p = subprocess.Popen([sys.executable, "-c", CHILD_ACQUIRE, str(flag)], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert p.stdout.readline().strip() == "acquiring"
+        wait_until(lambda: [m["state"] for m in modelshare.status()["models"]
+                            if m["tag"] == "sigacq"] == ["loading"],
+                   timeout=60, what="the load to begin")
+        os.kill(p.pid, signal.SIGINT)
+        # Before, acquire() waited for the load, Ctrl-C or not: this readline hung.
+        assert p.stdout.readline().strip() == "interrupted"
+        flag.write_text("go")
+        p.stdin.write("\n")
+        p.stdin.flush()
+        assert p.stdout.readline().strip() == "again 0.0"
+        # The lease the interrupted acquire was granted later was given back.
+        assert p.stdout.readline().strip() == "leases 1"
+        p.stdin.close()
+        assert p.wait(timeout=60) == 0, p.stderr.read()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
