@@ -92,8 +92,8 @@ def transfers(tmp, a):
                    MODELSHARE_CUDA_BACKEND=str(BUILD / "libmodelshare-cuda.so"),
                    MODELSHARE_IDLE_EXIT="30", MODELSHARE_CUDA_REGISTER=register)
         out = json.loads(run([BUILD / "modelshare", "bench", f"copy{register}", "--spec",
-                              json.dumps(spec), "--clients", 1, "--requests", max(a.requests // 10, 50),
-                              "--batch", 1024, "--json"], env))
+                              json.dumps(spec), "--clients", 1, "--requests",
+                              max(a.requests // 10, 50), "--batch", 1024, "--json"], env))
         gbs = out["requests_per_s"] * 2 * 1024 * 4096 * 4 / 1e9
         print(f"| {name} | {out['requests_per_s']:,.1f} | {gbs:,.2f} | {out['p50_us']:,.0f} |")
 

@@ -206,10 +206,10 @@ def main():
         lines += [f"- [{o.name}]({o.name}): {o.read_text().splitlines()[0].lstrip('# ')}"
                   for o in others]
         lines += [""]
-    # The peers side by side (make bench-peers, bench/PEERS.md) and Beam's RunInference with and
-    # without modelshare (bench/beam_runinference.py) are shown here whole, their titles one
-    # level down.
-    for kept in ("PEERS.md", "RESULTS-beam-runinference.md"):
+    # The peers side by side (make bench-peers, bench/PEERS.md), Beam's RunInference with and
+    # without modelshare (bench/beam_runinference.py) and the real models (make bench-real,
+    # bench/real_models.py) are shown here whole, their titles one level down.
+    for kept in ("PEERS.md", "RESULTS-beam-runinference.md", "RESULTS-real-models.md"):
         path = ROOT / "bench" / kept
         if path.exists():
             lines += ["#" + path.read_text().strip(), ""]

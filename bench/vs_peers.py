@@ -20,7 +20,8 @@ process; big8: 8 processes x batch 1 through a 4096 > 4096 > 4096 MLP (rows/s; R
 @serve.batch, modelshare with its dynamic batching); multi: 8 processes, each call to one of 4
 small MLPs in turn (Ray with model multiplexing); mem: memory with every model loaded, N = 8.
 Each timed figure is the median (by calls/s) of --repeat runs; a client ends a run after
---calls calls or --max-s seconds, whichever comes first (Ray's calls are slow here). Not part of `make test`.
+--calls calls or --max-s seconds, whichever comes first (Ray's calls are slow here). Not part of
+`make test`.
 """
 import argparse
 import functools
@@ -308,23 +309,33 @@ def run_system(system, args, out):
         res["error"] = f"{type(e).__name__}: {e}"
         print(f"  {system}: failed: {res['error']}", flush=True)
     finally:
-        for p in clients:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.kill()
-        if sysm is not None:
-            try:
-                sysm.stop()
-            except Exception as e:  # a failed stop must not hide the figures
-                print(f"  {system}: stop failed: {e}", flush=True)
-        time.sleep(1)
-        for pid in tree([os.getpid()]) - {os.getpid()}:  # whatever outlived its stop
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+        failed = stop_all(sysm, clients)
+        if failed:
+            print(f"  {system}: {failed}", flush=True)
         shutil.rmtree(tmp, ignore_errors=True)
     out.put(res)
+
+
+def stop_all(sysm, clients):
+    """The clients joined (killed after 30 s), the system stopped, and whatever this process
+    started that outlived its stop killed. What went wrong stopping the system, or None."""
+    for p in clients:
+        p.join(timeout=30)
+        if p.is_alive():
+            p.kill()
+    failed = None
+    if sysm is not None:
+        try:
+            sysm.stop()
+        except Exception as e:  # a failed stop must not hide the figures
+            failed = f"stop failed: {e}"
+    time.sleep(1)
+    for pid in tree([os.getpid()]) - {os.getpid()}:  # whatever outlived its stop
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    return failed
 
 
 # ----------------------------------------------------------------------------------- the table
@@ -417,8 +428,9 @@ def main():
             res[system] = {"error": f"no result: {e}"}
         p.join(timeout=60)
     lines = ["# modelshare beside Beam and Ray Serve (issue 12)", "",
-             f"Written by `bench/vs_peers.py` (`make bench-peers`), {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} "
-             f"UTC, {time.monotonic() - t0:.0f} s in all. " + peers_notes(args), ""]
+             "Written by `bench/vs_peers.py` (`make bench-peers`), "
+             f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, "
+             f"{time.monotonic() - t0:.0f} s in all. " + peers_notes(args), ""]
     lines += table(res, args)
     fails = [f"- {NAMES[s]}: {r['error']}" for s, r in res.items() if "error" in r]
     if fails:
@@ -434,7 +446,8 @@ def main():
 
 def show_in_results(lines):
     """Puts the table in bench/RESULTS.md as bench/run.py does (its title one level down), in
-    place of the one there, so that make bench-peers need not run make bench again."""
+    place of the one there and before the GPU figures, so that make bench-peers (and
+    bench-real) need not run make bench again."""
     path = os.path.join(HERE, "RESULTS.md")
     if not os.path.exists(path):
         return
@@ -445,27 +458,31 @@ def show_in_results(lines):
     for line in old:
         if line == title:
             skipping = True
-        elif skipping and line.startswith("## "):
+        elif skipping and line.startswith(("# ", "## ")):
             skipping = False
         if not skipping:
             keep.append(line)
-    at = next((i for i, line in enumerate(keep) if line.startswith("## GPU")), len(keep))
+    at = next((i for i, line in enumerate(keep) if line.startswith(("# GPU", "## GPU"))),
+              len(keep))
     keep[at:at] = [title] + lines[1:] + [""]
     with open(path, "w") as f:
         f.write("\n".join(keep))
 
 
 def peers_notes(args):
-    return (f"Figures on the 2-core VM (AMD EPYC, 2 CPUs; no other load unless said); each timed figure is the median (by "
-            f"calls/s) of {args.repeat} runs; p50 and p99 over every call of every client, calls/s "
+    return ("Figures on the 2-core VM (AMD EPYC, 2 CPUs; no other load unless said); each timed "
+            f"figure is the median (by calls/s) of {args.repeat} runs; p50 and p99 over every call "
+            "of every client, calls/s "
             "from a common start to the last client's end. Every client is its own process. "
             "Plain: each client loads its own copy. Beam: MultiProcessShared(spawn_process=True, "
             "always_proxy=True), one server process per model. Ray 2.60 Serve: ray.init("
-            "num_cpus=16: logical CPUs, so that every replica fits), one replica per model (num_cpus=2: two BLAS threads), no HTTP proxy, clients call "
+            "num_cpus=16: logical CPUs, so that every replica fits), one replica per model "
+            "(num_cpus=2: two BLAS threads), no HTTP proxy, clients call "
             "handle.remote(x).result() after ray.init(address=...); the 4096 model with "
             "@serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01), the four small models in "
             "one @serve.multiplexed deployment. modelshare: the python backend holding the same "
-            "numpy object (Shared(constructor, tag, batchable=True)), max_batch 64 for the 4096 model. Memory: "
+            "numpy object (Shared(constructor, tag, batchable=True)), max_batch 64 for the 4096 "
+            "model. Memory: "
             "PSS summed over the driver, the 8 clients and every process the system started.")
 
 

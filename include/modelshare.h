@@ -305,6 +305,16 @@ typedef struct ms_model ms_model;
  *                                                           executable, cwd, path, framework,
  *                                                           key, identity (the Python package
  *                                                           fills it; src/common/spec.h)
+ *   version         null | string of 1..64        null      a label for what the tag serves
+ *                   printable characters, no                (modelshare swap moves a tag from
+ *                   spaces                                  one version to the next)
+ *   pad             null | {"dim": 1..7,          null      requests of several tensors
+ *                   "multiple": 1..65536,                   (ms_infer_n) that differ only
+ *                   "value": {name: number}}                along dim share a batch, padded
+ *                                                           to the longest (rounded up to
+ *                                                           multiple) with each name's value
+ *                                                           (0); outputs of that length there
+ *                                                           are cut back (batchable only)
  * Two specs are the same model when every field above is equal; for python, the framework and
  * the key (else the pickled constructor, or its SHA-256) are compared, not where the worker
  * runs.
@@ -437,6 +447,76 @@ MS_EXPORT int ms_call(ms_model *model, const ms_tensor *input, ms_tensor **outpu
  * Errors: MS_E_INVAL (model NULL, or more than INT64_MAX / 1000 microseconds). */
 MS_EXPORT int ms_set_timeout(ms_model *model, uint64_t timeout_us);
 
+/* ---------------------------------------------------------------------------------------------
+ * Several named tensors per request (protocol 3): ms_infer_n.
+ *
+ * A request carries up to MS_MAX_TENSORS named tensors (and lists of strings), each a tensor of
+ * the model (ms_tensor_alloc, ms_tensor_from, ms_tensor_view, an output, ms_text_from): only a
+ * small manifest naming them is written, the tensors' bytes go by reference. The answer is one
+ * tensor holding every output (a manifest and the outputs' bytes, in the model's shared memory):
+ * read it with ms_outputs_count() and ms_outputs_get(), free it with ms_tensor_free(), which frees
+ * them all. The python backend calls the model as the form says (model(t0, t1), model(name=t),
+ * model({name: t})) and answers what it returns (one tensor, a tuple, a list or a dict of them,
+ * lists of str or bytes). The dense backend takes one tensor: ms_infer(). A model whose spec says
+ * batchable merges requests of several callers whose tensors agree on names, dtypes and every
+ * dimension but the first (lists: concatenated), and each caller gets its own rows of every
+ * output.
+ * ------------------------------------------------------------------------------------------- */
+#define MS_MAX_TENSORS 16 /* inputs, and outputs, of one request */
+#define MS_NAME_MAX 32    /* bytes of a name, its NUL included: 1 to 31 of [A-Za-z0-9_.:-] */
+/* Element kinds of named tensors besides the ms_dtype values: a list of strings. Its bytes:
+ * the number of items (uint64), each item's length (uint64), then the items one after another
+ * (ms_text_from() writes them; ms_text_item() reads one). UTF-8 reaches a python model as str,
+ * BYTES as bytes. */
+#define MS_TEXT_UTF8 64
+#define MS_TEXT_BYTES 65
+/* How the model is called with the named inputs (ms_infer_n's form). */
+#define MS_CALL_ARGS 0   /* model(t0, t1, ...): names "0", "1", ... in order */
+#define MS_CALL_KWARGS 1 /* model(name=t, ...) */
+#define MS_CALL_DICT 2   /* model({name: t, ...}) */
+/* What the model answered (ms_outputs_count's *form). */
+#define MS_ANSWER_DICT 2  /* a dict (or a mapping): outputs by name */
+#define MS_ANSWER_ONE 3   /* one tensor or list, named "0" */
+#define MS_ANSWER_TUPLE 4 /* a tuple: "0", "1", ... */
+#define MS_ANSWER_LIST 5  /* a list of tensors: "0", "1", ... */
+typedef struct ms_named {
+    const char *name;        /* not owned; copied into the request */
+    const ms_tensor *tensor; /* not owned: a tensor of this model, alive until the call returns */
+} ms_named;
+/* An output, described in place: every pointer is into the outputs tensor, valid until it is
+ * freed. */
+typedef struct ms_output {
+    const char *name;
+    int dtype; /* an ms_dtype, or MS_TEXT_UTF8 / MS_TEXT_BYTES (then shape[0] is the items) */
+    int rank;
+    int64_t shape[MS_MAX_RANK];
+    const void *data;
+    size_t nbytes;
+} ms_output;
+/* Runs the model on n named inputs (1 to MS_MAX_TENSORS, names unique) called as form says.
+ *   outputs: OUT, one new tensor holding every output, owned by the caller (ms_tensor_free()).
+ * Errors: MS_E_INVAL (a NULL or repeated name, a name that is not 1 to 31 of [A-Za-z0-9_.:-],
+ * form unknown, a tensor of another model handle, n out of range; a backend that takes one
+ * tensor: the dense backend), MS_E_LIMIT (over MS_MAX_TENSORS outputs), MS_E_BACKEND (the
+ * model's error; a batchable model's output that has not one row per input row), and as
+ * ms_infer(). */
+MS_EXPORT int ms_infer_n(ms_model *model, const ms_named *inputs, int n, int form,
+                         ms_tensor **outputs);
+/* The number of outputs in outputs (from ms_infer_n), and in *form (may be NULL) the structure
+ * the model answered (MS_ANSWER_*). Errors: MS_E_INVAL (not an ms_infer_n output). */
+MS_EXPORT int ms_outputs_count(const ms_tensor *outputs, int *form);
+/* Describes output i (0 <= i < ms_outputs_count) in *out. Errors: MS_E_INVAL. */
+MS_EXPORT int ms_outputs_get(const ms_tensor *outputs, int i, ms_output *out);
+/* A list of n strings (items[i] of lens[i] bytes; kind MS_TEXT_UTF8 or MS_TEXT_BYTES) as a new
+ * tensor of the model, for ms_infer_n.
+ *   out: OUT, owned by the caller (ms_tensor_free()).
+ * Errors: MS_E_INVAL (kind, NULL items with n > 0, n over 2^24), MS_E_TOO_LARGE, as
+ * ms_tensor_alloc(). */
+MS_EXPORT int ms_text_from(ms_model *model, int kind, size_t n, const char *const *items,
+                           const size_t *lens, ms_tensor **out);
+/* Item i of a list output (dtype MS_TEXT_*): *bytes (not NUL-terminated, in the outputs tensor)
+ * and *len. Errors: MS_E_INVAL (not a list, i out of range). */
+MS_EXPORT int ms_text_item(const ms_output *list, size_t i, const char **bytes, size_t *len);
 #ifdef __cplusplus
 }
 #endif

@@ -5,6 +5,7 @@ set -euo pipefail
 
 packages=(gcc make cmake pkg-config libjansson-dev libopenblas-dev libcmocka-dev libmicrohttpd-dev
           python3 python3-venv python3-pip util-linux procps
+          clang-format  # make lint's format-check (.clang-format)
           openjdk-17-jre-headless)  # Java for PySpark (tests/python/test_spark.py)
 missing=()
 for p in "${packages[@]}"; do

@@ -130,6 +130,8 @@ class TorchModel(_Adapter):
         read-only one that stays in place goes in shared as (tensor, version)."""
         torch = self._ms_torch
         readonly = False
+        if type(a) is dict:  # model({"input_ids": ..., ...}): each tensor made the same way
+            return {k: self._ms_tensor(v, shared) for k, v in a.items()}
         if isinstance(a, np.ndarray):
             readonly = not a.flags.writeable
             if self._ms_bfloat16 is not None and a.dtype == self._ms_bfloat16:

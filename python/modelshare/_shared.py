@@ -3,19 +3,19 @@ import base64
 import fcntl
 import hashlib
 import json
+import collections.abc
 import os
 import sys
 import threading
 
 import numpy as np
 
-from . import _async, _core, _identity, _pickling, _torch_input
+from . import _async, _core, _identity, _multi, _pickling, _torch_input
 from ._client import control
 
-# Spec fields a caller may give as keyword arguments (backend and weights come from the factory).
-SPEC_FIELDS = ("device", "devices", "output", "keep_alive", "max_batch", "batch_sizes",
-               "batch_delay_us", "instances", "thread_safe", "threads", "batchable", "memory",
-               "load_timeout", "call_timeout", "max_restarts", "version")
+# Spec fields a caller may give as keyword arguments (backend and weights come from the factory):
+# the C table's (src/common/spec.h, MS__SPEC_FIELDS).
+SPEC_FIELDS = _core.SPEC_FIELDS
 
 try:  # bfloat16 arrays, when the package that defines them is there
     import ml_dtypes as _ml_dtypes
@@ -120,7 +120,9 @@ class Shared:
     Spec options are keyword arguments: keep_alive, max_batch, batch_sizes, batch_delay_us,
     instances, thread_safe, threads, batchable, memory, load_timeout, call_timeout, max_restarts, device
     ("cpu", "cuda:N" or "auto"), devices (a list such as ["cuda:0", "cuda:1"], or "auto": the
-    instances spread over them), output, version. batchable=True says each output row depends
+    instances spread over them), output, version, pad (requests of several tensors that differ
+    along one dimension share a batch, padded: {"dim": 1, "value": {"attention_mask": 0},
+    "multiple": 8}). batchable=True says each output row depends
     only on its own input row, so calls of several processes may be merged into one batch (off
     by default for python models: merging a model that normalises over its batch would change
     its answers). thread_safe=True says the model may be called
@@ -327,13 +329,13 @@ def _tensor_arg(x):
     return False
 
 
-_PLANE_DTYPES = {np.dtype(t) for t in (np.float32, np.float16, np.float64, np.int8, np.uint8,
-                                       np.int16, np.int32, np.int64, np.bool_)}
-_NUMPY_CODES = {np.dtype(np.float32): _core.FLOAT32, np.dtype(np.float16): _core.FLOAT16,
-                np.dtype(np.float64): _core.FLOAT64, np.dtype(np.int8): _core.INT8,
-                np.dtype(np.uint8): _core.UINT8, np.dtype(np.int16): _core.INT16,
-                np.dtype(np.int32): _core.INT32, np.dtype(np.int64): _core.INT64,
-                np.dtype(np.bool_): _core.BOOL}
+# The dtype table's (MS_DTYPE_MAP, through _core.DTYPES) numpy view: every dtype numpy has by
+# that name (bfloat16 comes from ml_dtypes, above).
+_NUMPY_CODES = {np.dtype(name): code for name, code in _core.DTYPES.items() if name != "bfloat16"}
+_PLANE_DTYPES = set(_NUMPY_CODES)
+_NUMPY_DTYPES = {v: k for k, v in _NUMPY_CODES.items()}
+# The worker's words for a batchable model that answered one tensor with a structure (worker.py).
+_STRUCTURED = "for a structured answer"
 
 
 class RemoteMethod:
@@ -364,16 +366,21 @@ class Model:
     batch with other processes' calls only when the spec says batchable=True (each output row
     depends only on its own input row; the model then returns one array with a row per input
     row); otherwise it runs alone and may return anything (an array comes back in shared memory,
-    any other answer pickled) and may modify its input (the copy made for the call). Any other
-    call, method or attribute (model.vocab_size(), model.classes_) is a pickled call in the
-    worker. A model's exception is raised here, with
+    any other answer pickled) and may modify its input (the copy made for the call). Several
+    tensors (model(a, b), model(input_ids=a, attention_mask=b), model({"a": a})) and lists of
+    str or bytes (model(["a sentence"])) go through shared memory too, up to 16, named with 1 to
+    31 characters of [A-Za-z0-9_.:-]; the model gets them in the same structure and its answer
+    (a tensor, a tuple, list or dict of them, a list of strings) comes back in the structure it
+    returned, merged with other processes' when batchable (spec pad: padded along a dimension).
+    Any other call, method or attribute (model.vocab_size(), model.classes_) is a pickled call in
+    the worker. A model's exception is raised here, with
     the remote traceback in its notes (and `remote_traceback`). When the worker dies during a
     call, that call raises WorkerLost; the daemon restarts the worker, and the next call takes a
     fresh lease (loading the model again if it failed for good).
     """
 
     __slots__ = ("_shared", "_core", "_pid", "_methods", "_lost", "_relock", "_device_copied",
-                 "__weakref__")
+                 "_structured", "_objects_only", "__weakref__")
 
     def __init__(self, shared, core):
         self._shared = shared
@@ -383,6 +390,10 @@ class Model:
         self._lost = False
         self._relock = threading.Lock()  # one thread acquires again for all (ainfer's threads)
         self._device_copied = 0  # bytes of device tensors copied into shared memory
+        # The model answered model(x) with a tuple, list or dict: from then on model(x) goes as a
+        # request of several tensors, whose answers come back in that structure in shared memory.
+        self._structured = False
+        self._objects_only = False  # a batchable model's answer to several tensors was not tensors
 
     def _handle(self):
         core = self._core
@@ -421,18 +432,97 @@ class Model:
                 args = (host[0],)
                 self._device_copied += host[1]
         if python and (kwargs or len(args) != 1 or not _tensor_arg(args[0])):
+            named = self._named(args, kwargs) if not self._objects_only else None
+            if named is not None:
+                try:
+                    return self._infer_n(*named, timeout, cancel)
+                except _core.BackendError as e:
+                    if _multi.NOT_TENSORS not in str(e):
+                        raise
+                    # A batchable model that answers other things: such calls are pickled
+                    # calls from now on, as before there was a path for several tensors.
+                    self._objects_only = True
             return self._remote("call", "__call__", args, kwargs, timeout, cancel)
         if kwargs or len(args) != 1:
             raise TypeError(f"model {self.tag!r}: expected model(x) with one tensor")
         data, dtype = _as_input(args[0])
-        t = self._guard(lambda core: core.infer(data, dtype, python, timeout=timeout,
-                                                cancel=cancel))
+        if self._structured:
+            return self._infer_n(_multi.ARGS, [("0", data, dtype)], timeout, cancel)
+        try:
+            t = self._guard(lambda core: core.infer(data, dtype, python, timeout=timeout,
+                                                    cancel=cancel))
+        except _core.BackendError as e:
+            if not python or _STRUCTURED not in str(e):
+                raise
+            self._structured = True  # a batchable model's tuple or dict: asked again that way
+            return self._infer_n(_multi.ARGS, [("0", data, dtype)], timeout, cancel)
         if type(t) is bytes:  # a python model's answer that is not one array, pickled
-            return _pickling.loads(t)[1]
+            y = _pickling.loads(t)[1]
+            values = y.values() if isinstance(y, collections.abc.Mapping) else \
+                y if isinstance(y, (tuple, list)) else ()
+            if values and all(isinstance(v, np.ndarray) for v in values):
+                self._structured = True  # tensors in a structure: shared memory from now on
+            return y
         y = np.asarray(t)
         if t.dtype == _core.BFLOAT16 and _BFLOAT16 is not None:
             y = y.view(_BFLOAT16)
         return y
+
+    def _named(self, args, kwargs):
+        """(form, [(name, value, dtype)]) when the call is several named tensors or lists of
+        strings the data plane carries (model(a, b), model(ids=a, mask=b), model({...}),
+        model(["text", ...])); None when anything else is among them (a pickled call)."""
+        if kwargs and args:
+            return None
+        if kwargs:
+            form, items = _multi.KWARGS, list(kwargs.items())
+        elif len(args) == 1 and type(args[0]) is dict:
+            form, items = _multi.DICT, list(args[0].items())
+        else:
+            form, items = _multi.ARGS, [(str(i), a) for i, a in enumerate(args)]
+        if not 0 < len(items) <= _multi.MAX:
+            return None
+        named = []
+        for name, value in items:
+            if not _multi.name_ok(name):
+                return None
+            if _multi.text_list(value):
+                named.append((name, value, 0))
+                continue
+            torch = _torch_input.tensor(value)
+            if torch is not None:
+                host = _torch_input.host(self, torch, value)
+                if host is None:
+                    return None
+                value = host[0]
+                self._device_copied += host[1]
+            if not _tensor_arg(value):
+                return None
+            named.append((name, *_as_input(value)))
+        return form, named
+
+    def _infer_n(self, form, named, timeout=None, cancel=None):
+        """Several named tensors through shared memory; the answer in the structure the model
+        returned, every array a view of the shared memory."""
+        got, outputs, t = self._guard(lambda core: core.infer_n(named, form, True, timeout=timeout,
+                                                                cancel=cancel))
+        values = []
+        for out in outputs:
+            if len(out) == 2:  # a list of strings
+                values.append(out)
+                continue
+            name, dtype, shape, offset, nbytes = out
+            dt = _BFLOAT16 if dtype == _core.BFLOAT16 and _BFLOAT16 is not None else \
+                _NUMPY_DTYPES[dtype]
+            a = np.frombuffer(t, dt, nbytes // dt.itemsize, offset).reshape(shape)
+            values.append((name, a))
+        if got == _multi.OBJECT:
+            return _pickling.loads(values[0][1].tobytes())[1]
+        if got == _multi.ONE:
+            return values[0][1]
+        if got == _multi.DICT:
+            return dict(values)
+        return (tuple if got == _multi.TUPLE else list)(v for _, v in values)
 
     def _remote(self, op, name, args=(), kwargs=None, timeout=None, cancel=None):
         if self._shared._spec["backend"] != "python":

@@ -12,10 +12,13 @@ GIL held, one at a time, or for a thread_safe spec from up to `threads` runner t
         | pickled answer (bytes; only when objects: the caller takes an answer that is not one
         array)
     _call(model, payload) -> pickled answer (bytes)
+    _run_multi(model, form, requests) -> [(status, length)] per request | error text
+        (several named tensors: _multi.py)
 
 Nothing else is public here.
 """
 import base64
+import collections.abc
 import hashlib
 import json
 import mmap
@@ -25,7 +28,7 @@ import traceback
 
 import numpy as np
 
-from . import _adapters, _pickling
+from . import _adapters, _multi, _pickling
 
 # ms_dtype codes (modelshare.h) <-> numpy.
 _DTYPES = {1: np.float32, 2: np.float16, 4: np.float64, 5: np.int8, 6: np.uint8, 7: np.int16,
@@ -158,9 +161,11 @@ def _from_memfd(size, sha256):
 
 
 def _load(spec_json):
+    global _PAD
     try:
         spec = json.loads(spec_json)
         py = spec["python"]
+        _PAD = spec.get("pad")
         apply_framework_cap(py.get("framework"), spec.get("device", "cpu"),
                             int(spec.get("memory") or 0))
         if py.get("constructor_size") is not None:
@@ -197,6 +202,14 @@ def _object(y):
                 f"answer: {y!r:.200}")
 
 
+def _structure(y):
+    """A tuple or a mapping of tensors: what a request of several tensors answers (_multi.py)."""
+    if isinstance(y, collections.abc.Mapping):
+        y = tuple(y.values())
+    return isinstance(y, tuple) and len(y) > 0 and all(
+        isinstance(v, np.ndarray) or hasattr(v, "__dlpack__") for v in y)
+
+
 def _run(model, view, dtype, shape, objects=False):
     """A writable view is the request's own copy of the input: the model may modify it."""
     try:
@@ -218,6 +231,10 @@ def _run(model, view, dtype, shape, objects=False):
             if a is None:
                 return _object(y)
             y = a
+        if _structure(y):
+            return (f"TypeError: the model returned a {type(y).__name__} of tensors, expected one "
+                    f"array for one tensor: the caller asks again as a request of several "
+                    f"tensors for a structured answer")
         if hasattr(y, "__array__") or hasattr(y, "__dlpack__") or isinstance(y, (list, tuple)):
             y = np.ascontiguousarray(np.asarray(y))
         if not isinstance(y, np.ndarray) or y.dtype.hasobject:
@@ -233,6 +250,17 @@ def _run(model, view, dtype, shape, objects=False):
         return y, code, tuple(int(d) for d in y.shape)
     except Exception as e:
         return _text(e, 380)
+
+
+# ms_dtype codes -> numpy for requests of several tensors, bfloat16 too when ml_dtypes is there.
+_MULTI_DTYPES = {**_DTYPES, **({BFLOAT16: ml_dtypes.bfloat16} if ml_dtypes is not None else {})}
+# The spec's "pad" (a request of several tensors padded along a dimension), set by _load.
+_PAD = None
+
+
+def _run_multi(model, form, requests):
+    """Requests of several named tensors, one or a batch (_multi.py)."""
+    return _multi.run(model, form, requests, _MULTI_DTYPES, _CODES, _text, _PAD)
 
 
 def _call(model, payload):

@@ -43,11 +43,7 @@ static PyObject *client_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
     char msg[MS_PY_MSGLEN];
     ms_client *c = NULL;
     int r;
-    PyThreadState *ts = PyEval_SaveThread();
-    r = ms_connect(p, &c);
-    if (r < 0)
-        snprintf(msg, sizeof msg, "%s", ms_errmsg(NULL));
-    PyEval_RestoreThread(ts);
+    MS_PY_CALL_NOGIL(r, NULL, msg, ms_connect(p, &c));
     Py_XDECREF(path);
     if (r < 0) {
         fail((PyObject *)self, r, msg);
@@ -125,7 +121,7 @@ static PyObject *client_acquire(ms_py_client *self, PyObject *args, PyObject *kw
     ms_py_state *st = ms_py_state_of((PyObject *)self);
     ms_py_model *obj = (ms_py_model *)st->model_type->tp_alloc(st->model_type, 0);
     if (obj == NULL) {
-        ts = PyEval_SaveThread();
+        PyThreadState *ts = PyEval_SaveThread();
         ms_release(m);
         PyEval_RestoreThread(ts);
         return NULL;
@@ -148,11 +144,7 @@ static PyObject *client_load(ms_py_client *self, PyObject *args, PyObject *kwarg
         return NULL;
     char msg[MS_PY_MSGLEN];
     int r;
-    PyThreadState *ts = PyEval_SaveThread();
-    r = ms__load_ctor(self->client, tag, spec, ctor_fd);
-    if (r < 0)
-        snprintf(msg, sizeof msg, "%s", ms_errmsg(self->client));
-    PyEval_RestoreThread(ts);
+    MS_PY_CALL_NOGIL(r, self->client, msg, ms__load_ctor(self->client, tag, spec, ctor_fd));
     if (r < 0)
         return fail((PyObject *)self, r, msg);
     Py_RETURN_NONE;
@@ -170,11 +162,9 @@ static PyObject *client_swap(ms_py_client *self, PyObject *args, PyObject *kwarg
         return NULL;
     char msg[MS_PY_MSGLEN];
     int r;
-    PyThreadState *ts = PyEval_SaveThread();
-    r = ms__swap_ctor(self->client, tag, changes, drain_first ? MS_SWAP_DRAIN_FIRST : 0, ctor_fd);
-    if (r < 0)
-        snprintf(msg, sizeof msg, "%s", ms_errmsg(self->client));
-    PyEval_RestoreThread(ts);
+    MS_PY_CALL_NOGIL(
+        r, self->client, msg,
+        ms__swap_ctor(self->client, tag, changes, drain_first ? MS_SWAP_DRAIN_FIRST : 0, ctor_fd));
     if (r < 0)
         return fail((PyObject *)self, r, msg);
     Py_RETURN_NONE;
@@ -191,11 +181,7 @@ static PyObject *client_unload(ms_py_client *self, PyObject *args, PyObject *kwa
         return NULL;
     char msg[MS_PY_MSGLEN];
     int r;
-    PyThreadState *ts = PyEval_SaveThread();
-    r = ms_unload(self->client, tag, force);
-    if (r < 0)
-        snprintf(msg, sizeof msg, "%s", ms_errmsg(self->client));
-    PyEval_RestoreThread(ts);
+    MS_PY_CALL_NOGIL(r, self->client, msg, ms_unload(self->client, tag, force));
     if (r < 0)
         return fail((PyObject *)self, r, msg);
     Py_RETURN_NONE;
@@ -209,11 +195,7 @@ static PyObject *client_status(ms_py_client *self, PyObject *unused)
     char msg[MS_PY_MSGLEN];
     char *text = NULL;
     int r;
-    PyThreadState *ts = PyEval_SaveThread();
-    r = ms_status_json(self->client, &text);
-    if (r < 0)
-        snprintf(msg, sizeof msg, "%s", ms_errmsg(self->client));
-    PyEval_RestoreThread(ts);
+    MS_PY_CALL_NOGIL(r, self->client, msg, ms_status_json(self->client, &text));
     if (r < 0)
         return fail((PyObject *)self, r, msg);
     PyObject *s = PyUnicode_DecodeUTF8(text, (Py_ssize_t)strlen(text), "replace");

@@ -26,6 +26,18 @@
 /* Room for a message copied from ms_errmsg() before the GIL is taken back. */
 #define MS_PY_MSGLEN 4096
 
+/* r = call, run without the GIL; when it fails (r < 0), ms_errmsg(client)'s text is copied into
+ * msg (a char array of MS_PY_MSGLEN) before the GIL is taken back, while it is still this
+ * thread's last error. */
+#define MS_PY_CALL_NOGIL(r, client, msg, call)                                                     \
+    do {                                                                                           \
+        PyThreadState *ms_py_ts_ = PyEval_SaveThread();                                            \
+        (r) = (call);                                                                              \
+        if ((r) < 0)                                                                               \
+            snprintf((msg), sizeof(msg), "%s", ms_errmsg(client));                                 \
+        PyEval_RestoreThread(ms_py_ts_);                                                           \
+    } while (0)
+
 typedef struct {
     PyObject *error;   /* modelshare.Error, base of all */
     PyObject *by_code; /* dict: int code -> exception type */
@@ -91,6 +103,14 @@ static inline ms_py_state *ms_py_state_of(PyObject *self)
 
 /* Ends the model's lease now when release() was called and nothing uses it any more. */
 void ms_py_model_maybe_end(ms_py_model *m);
+
+/* 0 when the model can be called here (not released, not from before fork()), else -1 with the
+ * exception set. (model.c) */
+int ms_py_model_usable(ms_py_model *self);
+/* Copies a strided buffer into C order at dst; returns the end. (model.c) */
+char *ms_py_copy_strided(char *dst, const char *src, int dim, const Py_buffer *v);
+/* Model.infer_n (multi.c). */
+PyObject *ms_py_model_infer_n(ms_py_model *self, PyObject *args, PyObject *kwargs);
 
 /* The ms_dtype of a buffer format and item size; 0 when none matches. */
 int ms_py_dtype_of_format(const char *format, Py_ssize_t itemsize);

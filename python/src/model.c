@@ -28,7 +28,7 @@ void ms_py_model_maybe_end(ms_py_model *m)
     PyEval_RestoreThread(ts);
 }
 
-static int usable(ms_py_model *self)
+int ms_py_model_usable(ms_py_model *self)
 {
     ms_py_state *st = ms_py_state_of((PyObject *)self);
     char msg[256];
@@ -50,7 +50,7 @@ static int usable(ms_py_model *self)
 }
 
 /* Copies a strided buffer into C order at dst. */
-static char *copy_strided(char *dst, const char *src, int dim, const Py_buffer *v)
+char *ms_py_copy_strided(char *dst, const char *src, int dim, const Py_buffer *v)
 {
     if (dim == v->ndim) {
         memcpy(dst, src, (size_t)v->itemsize);
@@ -62,7 +62,7 @@ static char *copy_strided(char *dst, const char *src, int dim, const Py_buffer *
         return dst + n;
     }
     for (Py_ssize_t i = 0; i < v->shape[dim]; i++)
-        dst = copy_strided(dst, src + i * v->strides[dim], dim + 1, v);
+        dst = ms_py_copy_strided(dst, src + i * v->strides[dim], dim + 1, v);
     return dst;
 }
 
@@ -75,7 +75,7 @@ static PyObject *model_infer(ms_py_model *self, PyObject *args, PyObject *kwargs
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|ip$OO:infer", kw, &x, &dtype, &objects,
                                      &timeout, &cancel))
         return NULL;
-    if (usable(self) < 0 || ms_py_wait_init(&pw, timeout, cancel) < 0)
+    if (ms_py_model_usable(self) < 0 || ms_py_wait_init(&pw, timeout, cancel) < 0)
         return NULL;
     ms_py_state *st = ms_py_state_of((PyObject *)self);
     char msg[MS_PY_MSGLEN];
@@ -125,7 +125,7 @@ static PyObject *model_infer(ms_py_model *self, PyObject *args, PyObject *kwargs
         if (copied && contiguous)
             memcpy(ms_tensor_data(in), view.buf, (size_t)view.len);
         else if (copied)
-            copy_strided(ms_tensor_data(in), view.buf, 0, &view);
+            ms_py_copy_strided(ms_tensor_data(in), view.buf, 0, &view);
         /* A copy made for this call is the model's to write (an object that modifies its input
          * gets its own copy); an input passed by reference stays read-only there. */
         uint32_t flags = (objects ? MS__REQ_OBJECT : 0u) | (copied ? MS__REQ_OWN_INPUT : 0u);
@@ -163,7 +163,7 @@ static PyObject *model_empty(ms_py_model *self, PyObject *args)
     int dtype;
     if (!PyArg_ParseTuple(args, "O!i:empty", &PyTuple_Type, &dims, &dtype))
         return NULL;
-    if (usable(self) < 0)
+    if (ms_py_model_usable(self) < 0)
         return NULL;
     ms_py_state *st = ms_py_state_of((PyObject *)self);
     Py_ssize_t rank = PyTuple_GET_SIZE(dims);
@@ -195,7 +195,7 @@ static PyObject *model_call(ms_py_model *self, PyObject *args, PyObject *kwargs)
     ms_py_wait pw;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$OO:call", kw, &arg, &timeout, &cancel))
         return NULL;
-    if (usable(self) < 0 || ms_py_wait_init(&pw, timeout, cancel) < 0)
+    if (ms_py_model_usable(self) < 0 || ms_py_wait_init(&pw, timeout, cancel) < 0)
         return NULL;
     ms_py_state *st = ms_py_state_of((PyObject *)self);
     Py_buffer view;
@@ -260,7 +260,7 @@ static PyObject *shape_tuple(int rank, const int64_t *shape)
 static PyObject *model_signature(ms_py_model *self, PyObject *unused)
 {
     (void)unused;
-    if (usable(self) < 0)
+    if (ms_py_model_usable(self) < 0)
         return NULL;
     int in_dtype = 0, in_rank = 0, out_dtype = 0, out_rank = 0;
     int64_t in_shape[MS_MAX_RANK], out_shape[MS_MAX_RANK];
@@ -324,6 +324,13 @@ static PyMethodDef model_methods[] = {
      "none by default), Timeout past it; cancel: an object with is_set() (a threading.Event) "
      "looked at while the call waits, Timeout once it is set. Ctrl-C ends the wait at once "
      "(KeyboardInterrupt); the lease stays usable."},
+    {"infer_n", (PyCFunction)(void (*)(void))ms_py_model_infer_n, METH_VARARGS | METH_KEYWORDS,
+     "infer_n(inputs, form, objects=False) -> (answer_form, outputs, Tensor): several named "
+     "tensors (ms_infer_n). inputs: a list of (name, buffer or list of str/bytes, dtype "
+     "override or 0); form: 0 model(*args), 1 model(**kwargs), 2 model(dict). outputs: "
+     "(name, dtype, shape, offset, nbytes) into the Tensor's bytes, or (name, list) for a list "
+     "of strings; answer_form 6 (objects=True only): output \"0\" is a pickled answer. timeout and cancel as for "
+     "infer()."},
     {"empty", (PyCFunction)model_empty, METH_VARARGS,
      "empty(shape: tuple, dtype: int) -> Tensor: room in shared memory to fill, then infer() "
      "with no copy."},

@@ -4,6 +4,8 @@
  */
 #include "core.h"
 
+#include "../../src/common/spec.h"
+
 static int traverse(PyObject *module, visitproc visit, void *arg)
 {
     ms_py_state *st = PyModule_GetState(module);
@@ -47,6 +49,55 @@ static PyTypeObject *add_type(PyObject *module, PyType_Spec *spec)
     return t;
 }
 
+/* SPEC_FIELDS: the spec fields a caller gives as keyword arguments, from the C table (spec.h). */
+static int add_spec_fields(PyObject *module)
+{
+#define KEYWORD(name, dflt, keyword) keyword ? #name : NULL,
+    static const char *const fields[] = {MS__SPEC_FIELDS(KEYWORD)};
+#undef KEYWORD
+    PyObject *names = PyList_New(0);
+    for (size_t i = 0; names != NULL && i < sizeof fields / sizeof fields[0]; i++) {
+        PyObject *s = fields[i] != NULL ? PyUnicode_FromString(fields[i]) : NULL;
+        if (fields[i] != NULL && (s == NULL || PyList_Append(names, s) < 0))
+            Py_CLEAR(names);
+        Py_XDECREF(s);
+    }
+    PyObject *t = names != NULL ? PyList_AsTuple(names) : NULL;
+    Py_XDECREF(names);
+    int rc = t != NULL ? PyModule_AddObjectRef(module, "SPEC_FIELDS", t) : -1;
+    Py_XDECREF(t);
+    return rc;
+}
+
+/* The dtype table's view for Python (MS_DTYPE_MAP): FLOAT32 ... BOOL, and DTYPES, a dict of the
+ * names ("float32") to those values. */
+static int add_dtypes(PyObject *module)
+{
+    static const struct {
+        const char *constant, *name;
+        int value;
+    } dtypes[] = {
+#define ROW(e, value, text, st, npy, size) {#e, text, value},
+        MS_DTYPE_MAP(ROW)
+#undef ROW
+    };
+    PyObject *names = PyDict_New();
+    if (names == NULL)
+        return -1;
+    for (size_t i = 0; i < sizeof dtypes / sizeof dtypes[0]; i++) {
+        PyObject *v = PyLong_FromLong(dtypes[i].value);
+        int rc = v != NULL ? PyDict_SetItemString(names, dtypes[i].name, v) : -1;
+        Py_XDECREF(v);
+        if (rc < 0 || PyModule_AddIntConstant(module, dtypes[i].constant, dtypes[i].value) < 0) {
+            Py_DECREF(names);
+            return -1;
+        }
+    }
+    int rc = PyModule_AddObjectRef(module, "DTYPES", names);
+    Py_DECREF(names);
+    return rc;
+}
+
 static int exec_module(PyObject *module)
 {
     ms_py_state *st = PyModule_GetState(module);
@@ -62,18 +113,10 @@ static int exec_module(PyObject *module)
     if (st->tensor_type == NULL)
         return -1;
 
-    static const struct {
-        const char *name;
-        int value;
-    } ints[] = {
-        {"FLOAT32", MS_FLOAT32}, {"FLOAT16", MS_FLOAT16},   {"BFLOAT16", MS_BFLOAT16},
-        {"FLOAT64", MS_FLOAT64}, {"INT8", MS_INT8},         {"UINT8", MS_UINT8},
-        {"INT16", MS_INT16},     {"INT32", MS_INT32},       {"INT64", MS_INT64},
-        {"BOOL", MS_BOOL},       {"MAX_RANK", MS_MAX_RANK},
-    };
-    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
-        if (PyModule_AddIntConstant(module, ints[i].name, ints[i].value) < 0)
-            return -1;
+    if (add_dtypes(module) < 0 || PyModule_AddIntConstant(module, "MAX_RANK", MS_MAX_RANK) < 0)
+        return -1;
+    if (add_spec_fields(module) < 0)
+        return -1;
     unsigned v = ms_version();
     PyObject *version =
         PyUnicode_FromFormat("%u.%u.%u", (v >> 16) & 0xff, (v >> 8) & 0xff, v & 0xff);

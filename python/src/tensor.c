@@ -9,32 +9,15 @@
 #include <string.h>
 #include <unistd.h>
 
+/* The buffer-protocol format of each dtype (bfloat16 as its uint16 bits); NULL: none. */
 static const char *format_of(int dtype)
 {
-    switch (dtype) {
-    case MS_FLOAT32:
-        return "f";
-    case MS_FLOAT16:
-        return "e";
-    case MS_BFLOAT16:
-        return "H";
-    case MS_FLOAT64:
-        return "d";
-    case MS_INT8:
-        return "b";
-    case MS_UINT8:
-        return "B";
-    case MS_INT16:
-        return "h";
-    case MS_INT32:
-        return "i";
-    case MS_INT64:
-        return "q";
-    case MS_BOOL:
-        return "?";
-    default:
-        return NULL;
-    }
+    static const char *const formats[] = {
+        [MS_FLOAT32] = "f", [MS_FLOAT16] = "e", [MS_BFLOAT16] = "H", [MS_FLOAT64] = "d",
+        [MS_INT8] = "b",    [MS_UINT8] = "B",   [MS_INT16] = "h",    [MS_INT32] = "i",
+        [MS_INT64] = "q",   [MS_BOOL] = "?",
+    };
+    return dtype >= 0 && (size_t)dtype < sizeof formats / sizeof formats[0] ? formats[dtype] : NULL;
 }
 
 int ms_py_dtype_of_format(const char *format, Py_ssize_t itemsize)

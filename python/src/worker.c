@@ -226,6 +226,122 @@ out:
     return rc;
 }
 
+/* One tensor of a request of several, for _run_multi: (name, dtype, shape, read-only memoryview
+ * of its bytes in the client's arena). */
+static PyObject *multi_entry(const ms__mf_entry *e, void *data)
+{
+    PyObject *shape = PyTuple_New(e->rank);
+    if (shape == NULL)
+        return NULL;
+    for (uint32_t d = 0; d < e->rank; d++)
+        PyTuple_SET_ITEM(shape, d, PyLong_FromLongLong(e->shape[d]));
+    /* The request's own copy may be written by the model; the caller's memory is read-only. */
+    PyObject *mv = PyMemoryView_FromMemory(data, (Py_ssize_t)e->len,
+                                           (e->flags & MS__MF_OWN) ? PyBUF_WRITE : PyBUF_READ);
+    PyObject *r = mv != NULL ? Py_BuildValue("(sIOO)", e->name, e->dtype, shape, mv) : NULL;
+    Py_XDECREF(mv);
+    Py_DECREF(shape);
+    return r;
+}
+
+/* One request for _run_multi: (entries, writable room, room's arena offset, objects), with every
+ * memoryview also put in views (released after the call: the memory is the client's). */
+static PyObject *multi_request(const ms__multi_req *q, PyObject *views)
+{
+    PyObject *entries = PyList_New(q->mf->count);
+    PyObject *room = PyMemoryView_FromMemory(q->room, (Py_ssize_t)q->room_cap, PyBUF_WRITE);
+    PyObject *r = NULL;
+    if (entries == NULL || room == NULL || PyList_Append(views, room) < 0)
+        goto out;
+    for (uint32_t i = 0; i < q->mf->count; i++) {
+        PyObject *e = multi_entry(&q->mf->e[i], q->data[i]);
+        if (e == NULL || PyList_Append(views, PyTuple_GET_ITEM(e, 3)) < 0) {
+            Py_XDECREF(e);
+            goto out;
+        }
+        PyList_SET_ITEM(entries, i, e);
+    }
+    r = Py_BuildValue("(OOKi)", entries, room, (unsigned long long)q->room_off,
+                      (q->flags & MS__REQ_OBJECT) != 0);
+out:
+    Py_XDECREF(entries);
+    Py_XDECREF(room);
+    return r;
+}
+
+/* Releases every view handed to Python: nothing may touch a client's memory after the call. */
+static void release_views(PyObject *views)
+{
+    for (Py_ssize_t i = 0; views != NULL && i < PyList_GET_SIZE(views); i++) {
+        PyObject *rel = PyObject_CallMethod(PyList_GET_ITEM(views, i), "release", NULL);
+        if (rel == NULL)
+            PyErr_Clear();
+        Py_XDECREF(rel);
+    }
+}
+
+/* _run_multi's answer: one (status, out_len) per request. */
+static int multi_answer(PyObject *r, ms__multi_req *reqs, size_t n, char *err, size_t errlen)
+{
+    if (!PyList_Check(r) || (size_t)PyList_GET_SIZE(r) != n)
+        return ms__fail(err, errlen, MS_E_BACKEND, "modelshare.worker._run_multi: bad answer");
+    for (size_t i = 0; i < n; i++) {
+        int status;
+        PyObject *what;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(r, (Py_ssize_t)i), "iO", &status, &what))
+            return hook_failed(MS_E_BACKEND, "modelshare.worker._run_multi: bad answer", err,
+                               errlen);
+        reqs[i].status = status;
+        if (PyUnicode_Check(what)) { /* this request's own error */
+            const char *text = PyUnicode_AsUTF8(what);
+            snprintf(reqs[i].msg, sizeof reqs[i].msg, "%s", text ? text : "(no message)");
+            PyErr_Clear();
+            reqs[i].status = status < 0 && status != MS_E_TOO_LARGE ? status : MS_E_BACKEND;
+            continue;
+        }
+        reqs[i].out_len = PyLong_AsUnsignedLongLong(what);
+        if (PyErr_Occurred())
+            return hook_failed(MS_E_BACKEND, "modelshare.worker._run_multi: bad length", err,
+                               errlen);
+    }
+    return 0;
+}
+
+static int py_run_multi(void *state, ms__multi_req *reqs, size_t n, char *err, size_t errlen)
+{
+    py_state *st = state;
+    int rc = 0;
+    PyGILState_STATE g = PyGILState_Ensure();
+    drop_last();
+    PyObject *views = PyList_New(0), *list = PyList_New((Py_ssize_t)n), *r = NULL;
+    if (views == NULL || list == NULL) {
+        rc = hook_failed(MS_E_NOMEM, "python backend", err, errlen);
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        PyObject *q = multi_request(&reqs[i], views);
+        if (q == NULL) {
+            rc = hook_failed(MS_E_NOMEM, "python backend", err, errlen);
+            goto out;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, q);
+    }
+    r = PyObject_CallMethod(st->hooks, "_run_multi", "OIO", st->model, reqs[0].mf->form, list);
+    if (r == NULL)
+        rc = hook_failed(MS_E_BACKEND, "modelshare.worker._run_multi", err, errlen);
+    else if (PyUnicode_Check(r))
+        rc = str_error(r, MS_E_BACKEND, err, errlen);
+    else
+        rc = multi_answer(r, reqs, n, err, errlen);
+out:
+    release_views(views);
+    Py_XDECREF(r);
+    Py_XDECREF(list);
+    Py_XDECREF(views);
+    PyGILState_Release(g);
+    return rc;
+}
+
 static int py_call(void *state, const void *in, size_t in_len, const void **out, size_t *out_len,
                    char *err, size_t errlen)
 {
@@ -296,6 +412,7 @@ static const ms__backend_ops python_ops = {
     .unload = py_unload,
     .run_dynamic = py_run_dynamic,
     .call = py_call,
+    .run_multi = py_run_multi,
     .concurrent = true, /* the GIL, and each thread's own output; the model's promise: the spec */
     .thread = py_thread,
 };

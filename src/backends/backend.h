@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../common/manifest.h"
 #include "../common/proto.h" /* ms__sig */
 #include "../common/spec.h"
 #include "modelshare.h" /* MS_FLOAT32 */
@@ -26,6 +27,21 @@ typedef struct ms__tensor_view {
      * MS__REQ_OWN_INPUT flags (records.h); 0 everywhere else (a batch, a piece, an output). */
     uint32_t flags;
 } ms__tensor_view;
+
+/* One request of several named tensors (MS__REQ_MULTI) as run_multi sees it: its decoded input
+ * manifest, each tensor's bytes in the worker's mapping, and the room its answer goes in. */
+typedef struct ms__multi_req {
+    const ms__manifest *mf;
+    void *data[MS__MF_MAX]; /* entry i's bytes (mf->e[i].len of them): the client's memory */
+    void *room;             /* the output room: room_cap bytes at arena offset room_off */
+    uint64_t room_off, room_cap;
+    uint32_t flags;   /* MS__REQ_OBJECT when it runs alone and the caller takes any answer */
+    int64_t rows;     /* its rows (every entry's first dimension; a list's items) */
+    int status;       /* OUT: 0 (out_len bytes written), MS_E_TOO_LARGE (out_len needed), or
+                         another MS_E_* code for this request alone (msg) */
+    uint64_t out_len; /* OUT */
+    char msg[320];    /* OUT: status's message, NUL-terminated */
+} ms__multi_req;
 
 typedef struct ms__backend_ops {
     const char *name;
@@ -62,6 +78,13 @@ typedef struct ms__backend_ops {
      * a call that could not be made at all. */
     int (*call)(void *state, const void *in, size_t in_len, const void **out, size_t *out_len,
                 char *err, size_t errlen);
+    /* Optional (NULL: the backend takes one tensor; requests of several are refused with
+     * MS_E_INVAL). Runs n requests of several named tensors (manifest.h) as one call: n > 1 only
+     * for a batchable model, whose requests then agree on names, dtypes and every dimension but
+     * the first; each request's rows of every output go to its room (the output manifest, then
+     * the bytes, offsets in the client's arena). Returns 0 with each request's status and
+     * out_len set, or an error (err) for all of them. */
+    int (*run_multi)(void *state, ms__multi_req *reqs, size_t n, char *err, size_t errlen);
     /* Optional (NULL: nothing to do). The worker has mapped a client's arena at [base, base +
      * len) (mapped: true), or is about to unmap it (false). A GPU backend registers ranges of it
      * for DMA (pins.h) and must drop them here before the arena goes. */

@@ -64,11 +64,60 @@ int ms__cli_usage_error(const char *verb, const char *usage, const char *fmt, ..
 /* The message for a failed call on client (ms_errmsg), or ms_strerror(code) when it is empty. */
 const char *ms__cli_errtext(const ms_client *client, int code);
 
-/* Runs getopt_long over argv with the verb's options (opterr off) and turns getopt's '?' and ':'
- * into a usage error. Returns the option character, -1 at the end, or '?' after printing the
- * usage error (the caller returns MS__EXIT_USAGE). --help is handled by the caller (option 'h'). */
-int ms__cli_getopt(int argc, char **argv, const char *shortopts, const struct option *longopts,
-                   const char *usage);
+/* One option of a verb. Each verb lists its options in one table (NULL name ends it), from which
+ * ms__cli_parse builds getopt_long's, reads the values into their destinations and checks numbers
+ * against their range with one wording for all verbs. */
+typedef enum ms__cli_kind {
+    MS__CLI_FLAG,  /* no value; dst: bool *, set to true */
+    MS__CLI_TEXT,  /* dst: const char **, pointing into argv */
+    MS__CLI_INT,   /* dst: int64_t *, a whole integer in [lo, hi] */
+    MS__CLI_NUMBER /* dst: double *, a finite number in [lo, hi] */
+} ms__cli_kind;
+
+typedef struct ms__cli_opt {
+    const char *name; /* the long name, without "--"; NULL ends the table */
+    char letter;      /* its one-letter form (-f), 0 for none */
+    ms__cli_kind kind;
+    void *dst;      /* where the value goes (see the kinds); not owned */
+    double lo, hi;  /* MS__CLI_INT and MS__CLI_NUMBER: the accepted range */
+    const char *of; /* numbers: what the value is ("seconds"); NULL: "an integer" / "a number" */
+} ms__cli_opt;
+
+/* Table rows: a flag, a text, an integer in [lo, hi], a number in [lo, hi] that is what `of` says
+ * ("seconds"), and the end of the table. */
+#define MS__CLI_OPT_FLAG(n, l, d)                                                                  \
+    {                                                                                              \
+        .name = (n), .letter = (l), .kind = MS__CLI_FLAG, .dst = (d)                               \
+    }
+#define MS__CLI_OPT_TEXT(n, l, d)                                                                  \
+    {                                                                                              \
+        .name = (n), .letter = (l), .kind = MS__CLI_TEXT, .dst = (d)                               \
+    }
+#define MS__CLI_OPT_INT(n, d, min, max)                                                            \
+    {                                                                                              \
+        .name = (n), .kind = MS__CLI_INT, .dst = (d), .lo = (min), .hi = (max)                     \
+    }
+#define MS__CLI_OPT_NUMBER(n, d, min, max, what)                                                   \
+    {                                                                                              \
+        .name = (n), .kind = MS__CLI_NUMBER, .dst = (d), .lo = (min), .hi = (max), .of = (what)    \
+    }
+#define MS__CLI_OPT_END                                                                            \
+    {                                                                                              \
+        .name = NULL                                                                               \
+    }
+
+/* At most this many options in one verb's table, --help not counted. */
+#define MS__CLI_OPTS_MAX 16
+
+/* Reads a verb's command line (argv[0] the verb) with its option table, then its positional
+ * arguments: names lists those it requires in order ("TAG"; NULL-terminated; NULL for none),
+ * stored in pos[0..] (pointing into argv); one more than listed is "unexpected". --help and -h
+ * print usage on stdout. Every mistake (an unknown option, a missing value, a number out of
+ * range, a missing or extra argument) prints "modelshare VERB: <what was expected>" and the usage
+ * on stderr. Returns -1 to go on, else the exit status (MS__EXIT_OK after --help,
+ * MS__EXIT_USAGE after a mistake). */
+int ms__cli_parse(int argc, char **argv, const ms__cli_opt *opts, const char *usage,
+                  const char *const *names, const char **pos);
 
 /* Strict number parsing of a whole string. false when text is not a number in [min, max]. */
 bool ms__cli_parse_i64(const char *text, int64_t min, int64_t max, int64_t *out);

@@ -42,25 +42,6 @@ const char *ms__cli_errtext(const ms_client *client, int code)
     return ms_strerror(code);
 }
 
-int ms__cli_getopt(int argc, char **argv, const char *shortopts, const struct option *longopts,
-                   const char *usage)
-{
-    opterr = 0;
-    int c = getopt_long(argc, argv, shortopts, longopts, NULL);
-    if (c == ':') {
-        ms__cli_usage_error(argv[0], usage, "option '%s' needs a value", argv[optind - 1]);
-        return '?';
-    }
-    if (c == '?') {
-        if (optopt && optopt != '?')
-            ms__cli_usage_error(argv[0], usage, "unknown option '-%c'", optopt);
-        else
-            ms__cli_usage_error(argv[0], usage, "unknown option '%s'", argv[optind - 1]);
-        return '?';
-    }
-    return c;
-}
-
 bool ms__cli_parse_i64(const char *text, int64_t min, int64_t max, int64_t *out)
 {
     if (!text || !*text)
@@ -288,4 +269,110 @@ int ms__cli_fetch_status(json_t **out)
     }
     *out = status;
     return 0;
+}
+
+/* getopt_long's table and short options from a verb's table; the option's index is its value. */
+static size_t cli_getopt_table(const ms__cli_opt *opts, struct option *lo, char *shortopts)
+{
+    size_t n = 0, k = 0;
+    shortopts[k++] = ':';
+    shortopts[k++] = 'h';
+    for (; opts[n].name && n < MS__CLI_OPTS_MAX; n++) {
+        bool arg = opts[n].kind != MS__CLI_FLAG;
+        lo[n] = (struct option){opts[n].name, arg ? required_argument : no_argument, NULL,
+                                (int)(n + 256)};
+        if (opts[n].letter) {
+            shortopts[k++] = opts[n].letter;
+            if (arg)
+                shortopts[k++] = ':';
+        }
+    }
+    lo[n] = (struct option){"help", no_argument, NULL, 'h'};
+    lo[n + 1] = (struct option){NULL, 0, NULL, 0};
+    shortopts[k] = '\0';
+    return n;
+}
+
+/* A range bound of an integer option as an integer (INT64_MAX written as a double is 2^63). */
+static int64_t cli_i64(double v)
+{
+    return v >= 0x1p63 ? INT64_MAX : v <= -0x1p63 ? INT64_MIN : (int64_t)v;
+}
+
+/* Stores optarg (or true) at o->dst; false (after the usage error) when a number is wrong. */
+static bool cli_store(const char *verb, const char *usage, const ms__cli_opt *o)
+{
+    double d;
+    int64_t i;
+    switch (o->kind) {
+    case MS__CLI_FLAG:
+        *(bool *)o->dst = true;
+        return true;
+    case MS__CLI_TEXT:
+        *(const char **)o->dst = optarg;
+        return true;
+    case MS__CLI_INT:
+        if (ms__cli_parse_i64(optarg, cli_i64(o->lo), cli_i64(o->hi), &i)) {
+            *(int64_t *)o->dst = i;
+            return true;
+        }
+        ms__cli_usage_error(verb, usage, "--%s: expected %s from %lld to %lld, got \"%s\"", o->name,
+                            o->of ? o->of : "an integer", (long long)cli_i64(o->lo),
+                            (long long)cli_i64(o->hi), optarg);
+        return false;
+    case MS__CLI_NUMBER:
+        if (ms__cli_parse_double(optarg, o->lo, o->hi, &d)) {
+            *(double *)o->dst = d;
+            return true;
+        }
+        ms__cli_usage_error(verb, usage, "--%s: expected %s from %g to %g, got \"%s\"", o->name,
+                            o->of ? o->of : "a number", o->lo, o->hi, optarg);
+        return false;
+    }
+    return false;
+}
+
+/* The option getopt_long returned as c: -1 to go on, else the exit status. */
+static int cli_option(char **argv, const ms__cli_opt *opts, size_t n, const char *usage, int c)
+{
+    if (c == 'h') {
+        fputs(usage, stdout);
+        return MS__EXIT_OK;
+    }
+    if (c == ':')
+        return ms__cli_usage_error(argv[0], usage, "option '%s' needs a value", argv[optind - 1]);
+    for (size_t i = 0; c != '?' && i < n; i++)
+        if (c == (int)(i + 256) || (opts[i].letter && c == opts[i].letter))
+            return cli_store(argv[0], usage, &opts[i]) ? -1 : MS__EXIT_USAGE;
+    if (optopt >= 256 && (size_t)optopt < n + 256)
+        return ms__cli_usage_error(argv[0], usage, "option '--%s' takes no value",
+                                   opts[optopt - 256].name);
+    if (optopt > 0 && optopt < 256 && optopt != '?')
+        return ms__cli_usage_error(argv[0], usage, "unknown option '-%c'", optopt);
+    return ms__cli_usage_error(argv[0], usage, "unknown option '%s'", argv[optind - 1]);
+}
+
+int ms__cli_parse(int argc, char **argv, const ms__cli_opt *opts, const char *usage,
+                  const char *const *names, const char **pos)
+{
+    struct option lo[MS__CLI_OPTS_MAX + 2];
+    char shortopts[3 * MS__CLI_OPTS_MAX + 4];
+    size_t n = cli_getopt_table(opts, lo, shortopts);
+    opterr = 0;
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, shortopts, lo, NULL)) != -1) {
+        int rc = cli_option(argv, opts, n, usage, c);
+        if (rc >= 0)
+            return rc;
+    }
+    size_t k = 0;
+    for (; names && names[k]; k++) {
+        if (optind >= argc)
+            return ms__cli_usage_error(argv[0], usage, "missing %s", names[k]);
+        pos[k] = argv[optind++];
+    }
+    if (optind < argc)
+        return ms__cli_usage_error(argv[0], usage, "unexpected argument \"%s\"", argv[optind]);
+    return -1;
 }

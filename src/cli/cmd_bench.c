@@ -377,82 +377,24 @@ static int bench_shared_mode(const bench_cfg *cfg)
     return ret;
 }
 
-/* The number option c sets: its field of cfg, its range and its name; NULL for another option. */
-static int64_t *bench_num_opt(int c, bench_cfg *cfg, int64_t *lo, int64_t *hi, const char **name)
-{
-    *lo = 1;
-    switch (c) {
-    case 'c':
-        *hi = BENCH_CLIENTS_MAX, *name = "--clients";
-        return &cfg->clients;
-    case 'r':
-        *hi = 100000000, *name = "--requests";
-        return &cfg->requests;
-    case 'b':
-        *hi = 1 << 20, *name = "--batch";
-        return &cfg->batch;
-    case 'W':
-        *hi = 1 << 28, *name = "--width";
-        return &cfg->width;
-    case 'k':
-        *lo = 0, *hi = 100000000, *name = "--warmup";
-        return &cfg->warmup;
-    case 'g':
-        *lo = 0, *hi = 10000000, *name = "--gap-us";
-        return &cfg->gap_us;
-    default:
-        return NULL;
-    }
-}
-
 /* Reads the command line into *cfg and *weights. Returns -1 to go on, else the exit status. */
 static int bench_args(int argc, char **argv, bench_cfg *cfg, const char **weights)
 {
-    static const struct option opts[] = {
-        {"spec", required_argument, NULL, 's'},    {"weights", required_argument, NULL, 'w'},
-        {"clients", required_argument, NULL, 'c'}, {"requests", required_argument, NULL, 'r'},
-        {"batch", required_argument, NULL, 'b'},   {"width", required_argument, NULL, 'W'},
-        {"warmup", required_argument, NULL, 'k'},  {"inproc", no_argument, NULL, 'i'},
-        {"json", no_argument, NULL, 'j'},          {"gap-us", required_argument, NULL, 'g'},
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
-    int c;
-    while ((c = ms__cli_getopt(argc, argv, ":h", opts, ms__usage_bench)) != -1) {
-        int64_t lo = 1, hi = 0;
-        const char *name = NULL;
-        int64_t *num = bench_num_opt(c, cfg, &lo, &hi, &name);
-        if (num != NULL) {
-            if (!ms__cli_parse_i64(optarg, lo, hi, num))
-                return ms__cli_usage_error(argv[0], ms__usage_bench,
-                                           "%s: expected an integer from %lld to %lld, got \"%s\"",
-                                           name, (long long)lo, (long long)hi, optarg);
-            continue;
-        }
-        switch (c) {
-        case 'h':
-            fputs(ms__usage_bench, stdout);
-            return MS__EXIT_OK;
-        case 's':
-            cfg->spec = optarg;
-            break;
-        case 'w':
-            *weights = optarg;
-            break;
-        case 'i':
-            cfg->inproc = true;
-            break;
-        case 'j':
-            cfg->json = true;
-            break;
-        default:
-            return MS__EXIT_USAGE;
-        }
-    }
-    if (optind >= argc)
-        return ms__cli_usage_error(argv[0], ms__usage_bench, "missing TAG");
-    cfg->tag = argv[optind++];
-    if (optind < argc)
-        return ms__cli_usage_error(argv[0], ms__usage_bench, "unexpected argument \"%s\"",
-                                   argv[optind]);
+    const ms__cli_opt opts[] = {MS__CLI_OPT_TEXT("spec", 0, &cfg->spec),
+                                MS__CLI_OPT_TEXT("weights", 0, weights),
+                                MS__CLI_OPT_INT("clients", &cfg->clients, 1, BENCH_CLIENTS_MAX),
+                                MS__CLI_OPT_INT("requests", &cfg->requests, 1, 100000000),
+                                MS__CLI_OPT_INT("batch", &cfg->batch, 1, 1 << 20),
+                                MS__CLI_OPT_INT("width", &cfg->width, 1, 1 << 28),
+                                MS__CLI_OPT_INT("warmup", &cfg->warmup, 0, 100000000),
+                                MS__CLI_OPT_INT("gap-us", &cfg->gap_us, 0, 10000000),
+                                MS__CLI_OPT_FLAG("inproc", 0, &cfg->inproc),
+                                MS__CLI_OPT_FLAG("json", 0, &cfg->json),
+                                MS__CLI_OPT_END};
+    static const char *const names[] = {"TAG", NULL};
+    int r = ms__cli_parse(argc, argv, opts, ms__usage_bench, names, &cfg->tag);
+    if (r >= 0)
+        return r;
     if (!cfg->spec == !*weights)
         return ms__cli_usage_error(argv[0], ms__usage_bench, "give either --spec or --weights");
     if (cfg->warmup < 0)

@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "common/exitstatus.h"
 #include "common/procmem.h"
 #include "common/util.h"
 
@@ -94,17 +95,6 @@ static int mkdir_p(const char *dir)
     return 0;
 }
 
-static void describe_exit(int status, char *buf, size_t buflen)
-{
-    if (WIFSIGNALED(status))
-        snprintf(buf, buflen, "killed by signal %d (%s)", WTERMSIG(status),
-                 strsignal(WTERMSIG(status)));
-    else if (WIFEXITED(status))
-        snprintf(buf, buflen, "exit status %d", WEXITSTATUS(status));
-    else
-        snprintf(buf, buflen, "status %d", status);
-}
-
 /* Reads child i's message (its fd is readable) into msgs[i]. Returns 0 when it is of kind `kind`,
  * else -1 with a message in err: the child's own error, or how it ended when it died first. */
 static int take_message(const int *fds, pid_t *pids, int n, int i, int kind, ms__demo_msg *msgs,
@@ -132,7 +122,7 @@ static int take_message(const int *fds, pid_t *pids, int n, int i, int kind, ms_
     int status = 0;
     char how[128] = "ended";
     if (pids[i] > 0 && waitpid(pids[i], &status, 0) == pids[i]) {
-        describe_exit(status, how, sizeof how);
+        ms__exit_text(status, how, sizeof how);
         pids[i] = -pids[i];
     }
     ms__fail(err, errlen, -1, "%s (pid %ld) ended unexpectedly while %s: %s", name,
@@ -475,7 +465,7 @@ static int run_clients(demo *d, char *err, size_t errlen)
             d->kids[i] = 0;
             if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
                 char how[128];
-                describe_exit(status, how, sizeof how);
+                ms__exit_text(status, how, sizeof how);
                 ms__fail(err, errlen, -1, "client %d ended badly after its requests: %s", i + 1,
                          how);
                 return -1;
@@ -647,53 +637,18 @@ static void report(const demo *d, bool *same_out)
  * status. */
 static int demo_args(int argc, char **argv, demo *d)
 {
-    static const struct option opts[] = {{"clients", required_argument, NULL, 'c'},
-                                         {"requests", required_argument, NULL, 'r'},
-                                         {"batch", required_argument, NULL, 'b'},
-                                         {"layers", required_argument, NULL, 'l'},
-                                         {"dir", required_argument, NULL, 'd'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
     const char *layers = "4096,12288,12288,4096,1000";
-    int64_t v;
-    int c;
-    while ((c = ms__cli_getopt(argc, argv, ":h", opts, ms__usage_demo)) != -1) {
-        switch (c) {
-        case 'h':
-            fputs(ms__usage_demo, stdout);
-            return MS__EXIT_OK;
-        case 'c':
-            if (!ms__cli_parse_i64(optarg, 1, MS__DEMO_CLIENTS_MAX, &v))
-                return ms__cli_usage_error(argv[0], ms__usage_demo,
-                                           "--clients: expected 1 to %d, got \"%s\"",
-                                           MS__DEMO_CLIENTS_MAX, optarg);
-            d->cfg.clients = (int)v;
-            break;
-        case 'r':
-            if (!ms__cli_parse_i64(optarg, 1, 1000000, &v))
-                return ms__cli_usage_error(argv[0], ms__usage_demo,
-                                           "--requests: expected 1 to 1000000, got \"%s\"", optarg);
-            d->cfg.requests = (int)v;
-            break;
-        case 'b':
-            if (!ms__cli_parse_i64(optarg, 1, 65536, &v))
-                return ms__cli_usage_error(argv[0], ms__usage_demo,
-                                           "--batch: expected 1 to 65536, got \"%s\"", optarg);
-            d->cfg.batch = (int)v;
-            break;
-        case 'l':
-            layers = optarg;
-            break;
-        case 'd':
-            d->datadir = optarg;
-            break;
-        default:
-            return MS__EXIT_USAGE;
-        }
-    }
-    if (optind < argc)
-        return ms__cli_usage_error(argv[0], ms__usage_demo, "unexpected argument \"%s\"",
-                                   argv[optind]);
+    int64_t clients = d->cfg.clients, requests = d->cfg.requests, batch = d->cfg.batch;
+    const ms__cli_opt opts[] = {MS__CLI_OPT_INT("clients", &clients, 1, MS__DEMO_CLIENTS_MAX),
+                                MS__CLI_OPT_INT("requests", &requests, 1, 1000000),
+                                MS__CLI_OPT_INT("batch", &batch, 1, 65536),
+                                MS__CLI_OPT_TEXT("layers", 0, &layers),
+                                MS__CLI_OPT_TEXT("dir", 0, &d->datadir),
+                                MS__CLI_OPT_END};
+    int r = ms__cli_parse(argc, argv, opts, ms__usage_demo, NULL, NULL);
+    if (r >= 0)
+        return r;
+    d->cfg.clients = (int)clients, d->cfg.requests = (int)requests, d->cfg.batch = (int)batch;
     char err[MS__ERRLEN] = "";
     if (!ms__cli_parse_layers(layers, d->cfg.layers, MS__CLI_LAYERS_MAX, &d->cfg.nlayers, err,
                               sizeof err))

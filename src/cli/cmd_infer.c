@@ -178,38 +178,14 @@ typedef struct infer_args {
 /* Reads the command line into *a. Returns -1 to go on, else the exit status. */
 static int infer_args_parse(int argc, char **argv, infer_args *a)
 {
-    static const struct option opts[] = {
-        {"spec", required_argument, NULL, 's'},  {"weights", required_argument, NULL, 'w'},
-        {"input", required_argument, NULL, 'i'}, {"output", required_argument, NULL, 'o'},
-        {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0}};
-    int c;
-    while ((c = ms__cli_getopt(argc, argv, ":hi:o:", opts, ms__usage_infer)) != -1) {
-        switch (c) {
-        case 'h':
-            fputs(ms__usage_infer, stdout);
-            return MS__EXIT_OK;
-        case 's':
-            a->spec = optarg;
-            break;
-        case 'w':
-            a->weights = optarg;
-            break;
-        case 'i':
-            a->input = optarg;
-            break;
-        case 'o':
-            a->output = optarg;
-            break;
-        default:
-            return MS__EXIT_USAGE;
-        }
-    }
-    if (optind >= argc)
-        return ms__cli_usage_error(argv[0], ms__usage_infer, "missing TAG");
-    a->tag = argv[optind++];
-    if (optind < argc)
-        return ms__cli_usage_error(argv[0], ms__usage_infer, "unexpected argument \"%s\"",
-                                   argv[optind]);
+    const ms__cli_opt opts[] = {MS__CLI_OPT_TEXT("spec", 0, &a->spec),
+                                MS__CLI_OPT_TEXT("weights", 0, &a->weights),
+                                MS__CLI_OPT_TEXT("input", 'i', &a->input),
+                                MS__CLI_OPT_TEXT("output", 'o', &a->output), MS__CLI_OPT_END};
+    static const char *const names[] = {"TAG", NULL};
+    int r = ms__cli_parse(argc, argv, opts, ms__usage_infer, names, &a->tag);
+    if (r >= 0)
+        return r;
     if (!a->input)
         return ms__cli_usage_error(argv[0], ms__usage_infer, "missing --input X.npy");
     if (a->spec && a->weights)

@@ -114,39 +114,17 @@ static char *build_spec(const char *verb, const load_opts *o, int *rc)
 /* Reads the command line into *o. Returns -1 to go on, else the exit status. */
 static int load_args(int argc, char **argv, load_opts *o)
 {
-    static const struct option opts[] = {{"spec", required_argument, NULL, 's'},
-                                         {"backend", required_argument, NULL, 'b'},
-                                         {"weights", required_argument, NULL, 'w'},
-                                         {"device", required_argument, NULL, 'd'},
-                                         {"keep-alive", required_argument, NULL, 'k'},
-                                         {"output", required_argument, NULL, 'o'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
-    int c;
-    while ((c = ms__cli_getopt(argc, argv, ":h", opts, ms__usage_load)) != -1) {
-        const char **slot = c == 's'   ? &o->spec
-                            : c == 'b' ? &o->backend
-                            : c == 'w' ? &o->weights
-                            : c == 'd' ? &o->device
-                            : c == 'k' ? &o->keep_alive
-                            : c == 'o' ? &o->output
-                                       : NULL;
-        if (slot != NULL) {
-            *slot = optarg;
-            continue;
-        }
-        if (c == 'h') {
-            fputs(ms__usage_load, stdout);
-            return MS__EXIT_OK;
-        }
-        return MS__EXIT_USAGE;
-    }
-    if (optind >= argc)
-        return ms__cli_usage_error(argv[0], ms__usage_load, "missing TAG");
-    o->tag = argv[optind++];
-    if (optind < argc)
-        return ms__cli_usage_error(argv[0], ms__usage_load, "unexpected argument \"%s\"",
-                                   argv[optind]);
+    const ms__cli_opt opts[] = {MS__CLI_OPT_TEXT("spec", 0, &o->spec),
+                                MS__CLI_OPT_TEXT("backend", 0, &o->backend),
+                                MS__CLI_OPT_TEXT("weights", 0, &o->weights),
+                                MS__CLI_OPT_TEXT("device", 0, &o->device),
+                                MS__CLI_OPT_TEXT("keep-alive", 0, &o->keep_alive),
+                                MS__CLI_OPT_TEXT("output", 0, &o->output),
+                                MS__CLI_OPT_END};
+    static const char *const names[] = {"TAG", NULL};
+    int r = ms__cli_parse(argc, argv, opts, ms__usage_load, names, &o->tag);
+    if (r >= 0)
+        return r;
     if (!ms__tag_valid(o->tag))
         return ms__cli_usage_error(argv[0], ms__usage_load,
                                    "invalid tag \"%s\": expected 1 to %d characters of "
@@ -186,28 +164,13 @@ int ms__cmd_load(int argc, char **argv)
 
 int ms__cmd_unload(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"force", no_argument, NULL, 'f'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
-    int force = 0;
-    int c;
-    while ((c = ms__cli_getopt(argc, argv, ":hf", opts, ms__usage_unload)) != -1) {
-        switch (c) {
-        case 'h':
-            fputs(ms__usage_unload, stdout);
-            return MS__EXIT_OK;
-        case 'f':
-            force = 1;
-            break;
-        default:
-            return MS__EXIT_USAGE;
-        }
-    }
-    if (optind >= argc)
-        return ms__cli_usage_error(argv[0], ms__usage_unload, "missing TAG");
-    const char *tag = argv[optind++];
-    if (optind < argc)
-        return ms__cli_usage_error(argv[0], ms__usage_unload, "unexpected argument \"%s\"",
-                                   argv[optind]);
+    bool force = false;
+    const char *tag = NULL;
+    const ms__cli_opt opts[] = {MS__CLI_OPT_FLAG("force", 'f', &force), MS__CLI_OPT_END};
+    static const char *const names[] = {"TAG", NULL};
+    int r = ms__cli_parse(argc, argv, opts, ms__usage_unload, names, &tag);
+    if (r >= 0)
+        return r;
 
     /* Nothing to unload when no daemon runs: do not start one to find out. */
     setenv("MODELSHARE_NO_AUTOSTART", "1", 1);

@@ -186,36 +186,13 @@ static void layers_str(const int64_t *sizes, int n, const char *sep, char *buf, 
 static int make_dense_args(int argc, char **argv, const char **out, const char **layers,
                            int64_t *seed)
 {
-    static const struct option opts[] = {{"layers", required_argument, NULL, 'l'},
-                                         {"seed", required_argument, NULL, 's'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
-    int c;
-    while ((c = ms__cli_getopt(argc, argv, ":h", opts, ms__usage_make_dense)) != -1) {
-        switch (c) {
-        case 'h':
-            fputs(ms__usage_make_dense, stdout);
-            return MS__EXIT_OK;
-        case 'l':
-            *layers = optarg;
-            break;
-        case 's':
-            if (!ms__cli_parse_i64(optarg, 0, INT64_MAX, seed))
-                return ms__cli_usage_error(argv[0], ms__usage_make_dense,
-                                           "--seed: expected a non-negative integer, got \"%s\"",
-                                           optarg);
-            break;
-        default:
-            return MS__EXIT_USAGE;
-        }
-    }
-    if (optind < argc)
-        *out = argv[optind++];
-    if (!*out)
-        return ms__cli_usage_error(argv[0], ms__usage_make_dense, "missing OUT.safetensors");
-    if (optind < argc)
-        return ms__cli_usage_error(argv[0], ms__usage_make_dense, "unexpected argument \"%s\"",
-                                   argv[optind]);
+    const ms__cli_opt opts[] = {MS__CLI_OPT_TEXT("layers", 0, layers),
+                                MS__CLI_OPT_INT("seed", seed, 0, (double)INT64_MAX),
+                                MS__CLI_OPT_END};
+    static const char *const names[] = {"OUT.safetensors", NULL};
+    int r = ms__cli_parse(argc, argv, opts, ms__usage_make_dense, names, out);
+    if (r >= 0)
+        return r;
     if (!*layers)
         return ms__cli_usage_error(argv[0], ms__usage_make_dense, "missing --layers");
     return -1;

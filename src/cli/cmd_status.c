@@ -192,25 +192,11 @@ static void print_table(const json_t *status)
 
 int ms__cmd_status(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"json", no_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
     bool as_json = false;
-    int c;
-    while ((c = ms__cli_getopt(argc, argv, ":h", opts, ms__usage_status)) != -1) {
-        switch (c) {
-        case 'h':
-            fputs(ms__usage_status, stdout);
-            return MS__EXIT_OK;
-        case 'j':
-            as_json = true;
-            break;
-        default:
-            return MS__EXIT_USAGE;
-        }
-    }
-    if (optind < argc)
-        return ms__cli_usage_error(argv[0], ms__usage_status, "unexpected argument \"%s\"",
-                                   argv[optind]);
+    const ms__cli_opt opts[] = {MS__CLI_OPT_FLAG("json", 0, &as_json), MS__CLI_OPT_END};
+    int r = ms__cli_parse(argc, argv, opts, ms__usage_status, NULL, NULL);
+    if (r >= 0)
+        return r;
 
     json_t *status = NULL;
     int rc = ms__cli_fetch_status(&status);

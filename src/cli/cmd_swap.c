@@ -31,38 +31,17 @@ typedef struct swap_opts {
 /* Options into *o. Returns -1 to go on, or the exit status. */
 static int parse(int argc, char **argv, swap_opts *o)
 {
-    static const struct option opts[] = {
-        {"weights", required_argument, NULL, 'w'}, {"spec", required_argument, NULL, 's'},
-        {"version", required_argument, NULL, 'v'}, {"drain-first", no_argument, NULL, 'd'},
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
-    int c;
-    while ((c = ms__cli_getopt(argc, argv, ":hw:s:v:d", opts, ms__usage_swap)) != -1) {
-        switch (c) {
-        case 'h':
-            fputs(ms__usage_swap, stdout);
-            return MS__EXIT_OK;
-        case 'w':
-            o->weights = optarg;
-            break;
-        case 's':
-            o->spec = optarg;
-            break;
-        case 'v':
-            o->version = optarg;
-            break;
-        case 'd':
-            o->flags |= MS_SWAP_DRAIN_FIRST;
-            break;
-        default:
-            return MS__EXIT_USAGE;
-        }
-    }
-    if (optind >= argc)
-        return ms__cli_usage_error(argv[0], ms__usage_swap, "missing TAG");
-    o->tag = argv[optind++];
-    if (optind < argc)
-        return ms__cli_usage_error(argv[0], ms__usage_swap, "unexpected argument \"%s\"",
-                                   argv[optind]);
+    bool drain_first = false;
+    const ms__cli_opt opts[] = {
+        MS__CLI_OPT_TEXT("weights", 'w', &o->weights), MS__CLI_OPT_TEXT("spec", 's', &o->spec),
+        MS__CLI_OPT_TEXT("version", 'v', &o->version),
+        MS__CLI_OPT_FLAG("drain-first", 'd', &drain_first), MS__CLI_OPT_END};
+    static const char *const names[] = {"TAG", NULL};
+    int r = ms__cli_parse(argc, argv, opts, ms__usage_swap, names, &o->tag);
+    if (r >= 0)
+        return r;
+    if (drain_first)
+        o->flags |= MS_SWAP_DRAIN_FIRST;
     if (!o->weights && !o->spec && !o->version)
         return ms__cli_usage_error(argv[0], ms__usage_swap,
                                    "missing --weights FILE or --spec JSON (what changes)");

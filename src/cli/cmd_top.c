@@ -147,37 +147,11 @@ static void on_sigint(int signo)
 /* Reads the command line into *interval and *count. Returns -1 to go on, else the exit status. */
 static int top_args(int argc, char **argv, double *interval, int64_t *count)
 {
-    static const struct option opts[] = {{"interval", required_argument, NULL, 'i'},
-                                         {"count", required_argument, NULL, 'n'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
-    int c;
-    while ((c = ms__cli_getopt(argc, argv, ":h", opts, ms__usage_top)) != -1) {
-        switch (c) {
-        case 'h':
-            fputs(ms__usage_top, stdout);
-            return MS__EXIT_OK;
-        case 'i':
-            if (!ms__cli_parse_double(optarg, 0.1, 3600.0, interval))
-                return ms__cli_usage_error(argv[0], ms__usage_top,
-                                           "--interval: expected seconds from 0.1 to 3600, got "
-                                           "\"%s\"",
-                                           optarg);
-            break;
-        case 'n':
-            if (!ms__cli_parse_i64(optarg, 1, 1000000, count))
-                return ms__cli_usage_error(argv[0], ms__usage_top,
-                                           "--count: expected an integer from 1 to 1000000, got "
-                                           "\"%s\"",
-                                           optarg);
-            break;
-        default:
-            return MS__EXIT_USAGE;
-        }
-    }
-    if (optind < argc)
-        return ms__cli_usage_error(argv[0], ms__usage_top, "unexpected argument \"%s\"",
-                                   argv[optind]);
+    const ms__cli_opt opts[] = {MS__CLI_OPT_NUMBER("interval", interval, 0.1, 3600, "seconds"),
+                                MS__CLI_OPT_INT("count", count, 1, 1000000), MS__CLI_OPT_END};
+    int r = ms__cli_parse(argc, argv, opts, ms__usage_top, NULL, NULL);
+    if (r >= 0)
+        return r;
     return -1;
 }
 

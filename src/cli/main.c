@@ -43,6 +43,35 @@ static int cmd_version(void)
     return MS__EXIT_OK;
 }
 
+/* `modelshare help [VERB]`, --help, -h. */
+static int cmd_help(int argc, char **argv)
+{
+    if (argc > 2 && strcmp(argv[1], "help") == 0) {
+        /* "modelshare help VERB" is "modelshare VERB --help". */
+        char *sub[] = {argv[2], "--help", NULL};
+        for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++)
+            if (!strcmp(argv[2], verbs[i].name))
+                return verbs[i].run(2, sub);
+    }
+    fputs(usage_main, stdout);
+    return MS__EXIT_OK;
+}
+
+/* `modelshare version`, --version, -V (only --help after it). */
+static int cmd_version_args(int argc, char **argv)
+{
+    if (argc > 2 && strcmp(argv[2], "--help") && strcmp(argv[2], "-h")) {
+        fprintf(stderr, "modelshare version: unexpected argument \"%s\"\n\n", argv[2]);
+        fputs("usage: modelshare version\n", stderr);
+        return MS__EXIT_USAGE;
+    }
+    if (argc > 2) {
+        fputs("usage: modelshare version\n\nPrints the version of modelshare.\n", stdout);
+        return MS__EXIT_OK;
+    }
+    return cmd_version();
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -50,29 +79,10 @@ int main(int argc, char **argv)
         return MS__EXIT_USAGE;
     }
     const char *name = argv[1];
-    if (!strcmp(name, "--help") || !strcmp(name, "-h") || !strcmp(name, "help")) {
-        if (argc > 2 && strcmp(name, "help") == 0) {
-            /* "modelshare help VERB" is "modelshare VERB --help". */
-            char *sub[] = {argv[2], "--help", NULL};
-            for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++)
-                if (!strcmp(argv[2], verbs[i].name))
-                    return verbs[i].run(2, sub);
-        }
-        fputs(usage_main, stdout);
-        return MS__EXIT_OK;
-    }
-    if (!strcmp(name, "version") || !strcmp(name, "--version") || !strcmp(name, "-V")) {
-        if (argc > 2 && strcmp(argv[2], "--help") && strcmp(argv[2], "-h")) {
-            fprintf(stderr, "modelshare version: unexpected argument \"%s\"\n\n", argv[2]);
-            fputs("usage: modelshare version\n", stderr);
-            return MS__EXIT_USAGE;
-        }
-        if (argc > 2) {
-            fputs("usage: modelshare version\n\nPrints the version of modelshare.\n", stdout);
-            return MS__EXIT_OK;
-        }
-        return cmd_version();
-    }
+    if (!strcmp(name, "--help") || !strcmp(name, "-h") || !strcmp(name, "help"))
+        return cmd_help(argc, argv);
+    if (!strcmp(name, "version") || !strcmp(name, "--version") || !strcmp(name, "-V"))
+        return cmd_version_args(argc, argv);
     for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++)
         if (!strcmp(name, verbs[i].name))
             return verbs[i].run(argc - 1, argv + 1);

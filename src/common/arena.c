@@ -1,5 +1,6 @@
 /* A client's arena: a sealed memfd shared by the client and the worker of one model lease. */
 #include "arena.h"
+#include "fdlimit.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -14,7 +15,7 @@
 #include "modelshare.h"
 #include "util.h"
 
-#define ARENA_VERSION 2u
+#define ARENA_VERSION 3u
 #define ARENA_SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
 
 _Static_assert(sizeof(ms__arena_header) <= MS__ARENA_HEADER, "arena header must fit its page");
@@ -31,6 +32,10 @@ int ms__arena_create(uint64_t capacity, int *fd, void **base, char *err, size_t 
                         "arena capacity must be a multiple of %u bytes, got %llu", MS__ARENA_ALIGN,
                         (unsigned long long)capacity);
     int f = memfd_create("modelshare-arena", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (f < 0 && (errno == EMFILE || errno == ENFILE))
+        return ms__fd_limit_fail(err, errlen, "memfd_create for the arena failed",
+                                 errno == EMFILE ? "this process" : "the system (fs.file-max)",
+                                 errno == EMFILE ? ms__fd_limit(0) : -1);
     if (f < 0)
         return ms__fail(err, errlen, errno == ENOMEM ? MS_E_NOMEM : MS_E_IO,
                         "memfd_create for the arena failed: %s", strerror(errno));

@@ -89,6 +89,12 @@ bool ms__door_ring(ms__door *door)
     return true;
 }
 
+void ms__door_lost(ms__door *door)
+{
+    atomic_store(&door->down, 1);
+    atomic_fetch_add(&door->gen, 1);
+}
+
 void ms__door_done(ms__door *door)
 {
     uint32_t v = atomic_load_explicit(&door->inflight, memory_order_relaxed);

@@ -1,7 +1,7 @@
 /*
  * Environment variables: the one way every part of modelshare reads one. A variable that is
  * unset or empty counts as not given, so that `VAR= cmd` restores the default. The variables
- * themselves are listed in the README ("Environment").
+ * themselves are listed in docs/operations.md ("Where things are").
  */
 #ifndef MS_ENV_H
 #define MS_ENV_H

@@ -2,6 +2,7 @@
 #include "log.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -74,4 +75,29 @@ void ms__log(int level, const char *fmt, ...)
             break;
         off += (size_t)w;
     }
+}
+
+void ms__log_limited(ms__log_limit *lim, int level, const char *fmt, ...)
+{
+    if (level > log_level)
+        return;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    long long now = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    long long next = atomic_load(&lim->next_ns);
+    /* One thread wins the second: the others count themselves as suppressed. */
+    if (now < next || !atomic_compare_exchange_strong(&lim->next_ns, &next, now + 1000000000LL)) {
+        atomic_fetch_add(&lim->held, 1);
+        return;
+    }
+    char msg[1536];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    unsigned long long held = atomic_exchange(&lim->held, 0);
+    if (held > 0)
+        ms__log(level, "%s (%llu more like this suppressed in the last second or more)", msg, held);
+    else
+        ms__log(level, "%s", msg);
 }

@@ -423,22 +423,10 @@ static const char *descr_of(int dtype)
     return d != NULL ? d->npy : NULL;
 }
 
-int ms__npy_write(const char *path, int dtype, int rank, const int64_t *shape, const void *data,
-                  char *err, size_t errlen)
+/* The header's dictionary for rank (0..8) dimensions into header (512 bytes), padded with spaces
+ * and a final newline so the data starts at a multiple of 64. Returns its length. */
+static size_t npy_header(const char *descr, int rank, const int64_t *shape, char *header)
 {
-    const char *descr = descr_of(dtype);
-    if (!descr) {
-        char names[128];
-        ms__dtype_list(MS__DTYPE_NPY_NAME, "", " or ", names, sizeof names);
-        return ms__fail(err, errlen, MS_E_DTYPE, ".npy files hold %s; got %s", names,
-                        ms_dtype_name(dtype));
-    }
-    size_t numel, nbytes;
-    if (!path || rank < 0 || rank > 8 || (rank && !shape) ||
-        !ms__shape_numel(rank, shape, &numel) ||
-        ms__mul_overflow(numel, ms_dtype_size(dtype), &nbytes) || (nbytes && !data))
-        return ms__fail(err, errlen, MS_E_INVAL,
-                        "ms__npy_write: expected a path, rank 0..8, dimensions >= 0 and data");
     char dims[8 * 22 + 4];
     size_t n = 0;
     for (int i = 0; i < rank; i++)
@@ -447,17 +435,19 @@ int ms__npy_write(const char *path, int dtype, int rank, const int64_t *shape, c
         snprintf(dims + n, sizeof dims - n, ",");
     if (rank == 0)
         dims[0] = '\0';
-    char header[512];
-    int len = snprintf(header, sizeof header,
-                       "{'descr': '%s', 'fortran_order': False, 'shape': (%s), }", descr, dims);
-    /* Pad with spaces and a final newline so the data starts at a multiple of 64. */
+    int len = snprintf(header, 512, "{'descr': '%s', 'fortran_order': False, 'shape': (%s), }",
+                       descr, dims);
     size_t total = (10 + (size_t)len + 1 + 63) & ~(size_t)63;
     size_t hlen = total - 10;
     memset(header + len, ' ', hlen - (size_t)len - 1);
     header[hlen - 1] = '\n';
-    uint8_t prefix[10] = {
-        0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (uint8_t)(hlen & 0xff), (uint8_t)(hlen >> 8)};
+    return hlen;
+}
 
+/* Writes the file: prefix, header and data (removed again when a write fails). */
+static int npy_file(const char *path, const uint8_t *prefix, const char *header, size_t hlen,
+                    const void *data, size_t nbytes, char *err, size_t errlen)
+{
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
     if (!f) {
@@ -478,4 +468,28 @@ int ms__npy_write(const char *path, int dtype, int rank, const int64_t *shape, c
         return ms__fail(err, errlen, MS_E_IO, "cannot write \"%s\": %s", path, strerror(saved));
     }
     return 0;
+}
+
+int ms__npy_write(const char *path, int dtype, int rank, const int64_t *shape, const void *data,
+                  char *err, size_t errlen)
+{
+    const char *descr = descr_of(dtype);
+    if (!descr) {
+        char names[128];
+        ms__dtype_list(MS__DTYPE_NPY_NAME, "", " or ", names, sizeof names);
+        return ms__fail(err, errlen, MS_E_DTYPE, ".npy files hold %s; got %s", names,
+                        ms_dtype_name(dtype));
+    }
+    size_t numel, nbytes;
+    if (!path || rank < 0 || rank > 8 || (rank && !shape) ||
+        !ms__shape_numel(rank, shape, &numel) ||
+        ms__mul_overflow(numel, ms_dtype_size(dtype), &nbytes) || (nbytes && !data))
+        return ms__fail(err, errlen, MS_E_INVAL,
+                        "ms__npy_write: expected a path, rank 0..8, dimensions >= 0 and data");
+    char header[512];
+    size_t hlen = npy_header(descr, rank, shape, header);
+    uint8_t prefix[10] = {
+        0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (uint8_t)(hlen & 0xff), (uint8_t)(hlen >> 8)};
+
+    return npy_file(path, prefix, header, hlen, data, nbytes, err, errlen);
 }

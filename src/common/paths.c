@@ -101,33 +101,23 @@ int ms__path_with_suffix(const char *path, const char *suffix, char *buf, size_t
     return 0;
 }
 
-int ms__sibling_binary(const char *name, const char *env_override, char *buf, size_t buflen)
+/* The folder of the object this code is linked into, into self (PATH_MAX bytes). */
+static int self_dir(char *self, size_t selflen)
 {
-    if (name == NULL || buf == NULL || buflen == 0)
-        return MS_E_INVAL;
-    if (env_override != NULL) {
-        const char *env = ms__env_str(env_override, NULL);
-        if (env != NULL) {
-            int n = snprintf(buf, buflen, "%s", env);
-            return (n < 0 || (size_t)n >= buflen) ? MS_E_INVAL : 0;
-        }
-    }
-
-    char self[PATH_MAX];
     Dl_info info;
     struct link_map *map = NULL;
     if (dladdr1((void *)&ms__sibling_binary, &info, (void **)&map, RTLD_DL_LINKMAP) != 0 &&
         map != NULL && map->l_name != NULL && map->l_name[0] != '\0') {
         /* A shared object (libmodelshare.so): its name as the loader opened it. */
         if (map->l_name[0] == '/') {
-            snprintf(self, sizeof self, "%s", map->l_name);
+            snprintf(self, selflen, "%s", map->l_name);
         } else if (realpath(map->l_name, self) == NULL) {
             return MS_E_INVAL;
         }
     } else {
         /* The main program (ms_common linked statically): dladdr would give argv[0], which may
          * be relative or made up, so ask the kernel. */
-        ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+        ssize_t n = readlink("/proc/self/exe", self, selflen - 1);
         if (n <= 0)
             return MS_E_INVAL;
         self[n] = '\0';
@@ -136,6 +126,13 @@ int ms__sibling_binary(const char *name, const char *env_override, char *buf, si
     if (slash == NULL)
         return MS_E_INVAL;
     *slash = '\0';
+    return 0;
+}
+
+/* name's path in the folder self, else where an install puts it; the first place looked when it
+ * is in none. */
+static int beside(const char *self, const char *name, char *buf, size_t buflen)
+{
     /* Beside this object (the build folder, a bin/ folder, the Python package); else in the
      * bin/ folder of an installed tree whose library lies in lib/ or lib/<multiarch>/. */
     const char *const rel[] = {"", "/../bin", "/../../bin"};
@@ -154,4 +151,21 @@ int ms__sibling_binary(const char *name, const char *env_override, char *buf, si
     if (n < 0 || (size_t)n >= buflen)
         return MS_E_INVAL;
     return 0;
+}
+
+int ms__sibling_binary(const char *name, const char *env_override, char *buf, size_t buflen)
+{
+    if (name == NULL || buf == NULL || buflen == 0)
+        return MS_E_INVAL;
+    if (env_override != NULL) {
+        const char *env = ms__env_str(env_override, NULL);
+        if (env != NULL) {
+            int n = snprintf(buf, buflen, "%s", env);
+            return (n < 0 || (size_t)n >= buflen) ? MS_E_INVAL : 0;
+        }
+    }
+    char self[PATH_MAX];
+    if (self_dir(self, sizeof self) != 0)
+        return MS_E_INVAL;
+    return beside(self, name, buf, buflen);
 }

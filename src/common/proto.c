@@ -5,12 +5,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "dtype.h"
+#include "fdlimit.h"
 #include "modelshare.h"
 #include "util.h"
 
@@ -374,16 +376,22 @@ static int take_fds(struct msghdr *mh, int *q, int *qn, int qcap)
     return dropped;
 }
 
-/* One recvmsg into dst (at most want bytes), queueing descriptors. Returns bytes read, 0 on EOF,
- * or a negative MS_E_* code (-EAGAIN-like cases are reported as MS_E_TIMEOUT with *again set). */
+/* One recvmsg into dst (at most want bytes), never waiting (MSG_DONTWAIT, on a blocking socket
+ * too), queueing descriptors. Returns bytes read; 0 on EOF, or with *again set when nothing is
+ * there yet (the read would block: the caller polls, or stops for now); or a negative MS_E_*
+ * code. *lost is set when the kernel could not hand over every descriptor that came (this
+ * process at its RLIMIT_NOFILE, MSG_CTRUNC): those that did come with this read are closed, and
+ * the frame whose first byte this read began with is the one that lost them (descriptors travel
+ * with a frame's first byte, and a read never goes past them). */
 static ssize_t recv_some(int fd, uint8_t *dst, size_t want, int *q, int *qn, int qcap, int *again,
-                         char *err, size_t errlen)
+                         int *lost, char *err, size_t errlen)
 {
     union {
         char buf[CMSG_SPACE(sizeof(int) * CMSG_FDS_MAX)];
         struct cmsghdr align;
     } ctl;
     *again = 0;
+    *lost = 0;
     for (;;) {
         struct iovec iov = {.iov_base = dst, .iov_len = want};
         struct msghdr mh = {.msg_iov = &iov,
@@ -400,12 +408,15 @@ static ssize_t recv_some(int fd, uint8_t *dst, size_t want, int *q, int *qn, int
             }
             return ms__fail(err, errlen, MS_E_IO, "cannot receive: %s", strerror(errno));
         }
+        int before = *qn;
         int dropped = take_fds(&mh, q, qn, qcap);
-        if (mh.msg_flags & MSG_CTRUNC)
-            return ms__fail(err, errlen, MS_E_LIMIT,
-                            "expected at most %d descriptors in one message, got more "
-                            "(control data truncated)",
-                            CMSG_FDS_MAX);
+        if (mh.msg_flags & MSG_CTRUNC) {
+            /* Our own room is CMSG_FDS_MAX, four times what a message may carry: a truncation
+             * is the descriptor limit. */
+            close_fds(q + before, *qn - before);
+            *qn = before;
+            *lost = 1;
+        }
         if (dropped > 0)
             return ms__fail(err, errlen, MS_E_LIMIT,
                             "expected at most %d queued descriptors, got %d more", qcap, dropped);
@@ -413,9 +424,10 @@ static ssize_t recv_some(int fd, uint8_t *dst, size_t want, int *q, int *qn, int
     }
 }
 
-/* Reads exactly len bytes (blocking socket, poll for the deadline). */
+/* Reads exactly len bytes: poll() up to the deadline, then what recv_some finds, until len
+ * (MS_E_TIMEOUT when the deadline passes first). */
 static int recv_exact(int fd, uint8_t *dst, size_t len, int *q, int *qn, int qcap, int64_t deadline,
-                      int timeout_ms, size_t already, char *err, size_t errlen)
+                      int timeout_ms, size_t already, int *lost, char *err, size_t errlen)
 {
     size_t off = 0;
     while (off < len) {
@@ -431,10 +443,12 @@ static int recv_exact(int fd, uint8_t *dst, size_t len, int *q, int *qn, int qca
         if (pr == 0)
             return ms__fail(err, errlen, MS_E_TIMEOUT,
                             "timed out after %d ms waiting for a message", timeout_ms);
-        int again;
-        ssize_t r = recv_some(fd, dst + off, len - off, q, qn, qcap, &again, err, errlen);
+        int again, lost_now;
+        ssize_t r =
+            recv_some(fd, dst + off, len - off, q, qn, qcap, &again, &lost_now, err, errlen);
         if (r < 0)
             return (int)r;
+        *lost |= lost_now;
         if (again)
             continue;
         if (r == 0) {
@@ -451,11 +465,13 @@ static int recv_exact(int fd, uint8_t *dst, size_t len, int *q, int *qn, int qca
 
 /* Reads one frame and decodes it: *j (owned by the caller on success); descriptors that come
  * with it are queued in q. */
-static int recv_frame(int fd, int *q, int *qn, int timeout_ms, json_t **j, char *err, size_t errlen)
+static int recv_frame(int fd, int *q, int *qn, int timeout_ms, json_t **j, int *lost, char *err,
+                      size_t errlen)
 {
     int64_t deadline = deadline_from(timeout_ms);
     uint8_t hdr[4];
-    int rc = recv_exact(fd, hdr, 4, q, qn, CMSG_FDS_MAX, deadline, timeout_ms, 0, err, errlen);
+    int rc =
+        recv_exact(fd, hdr, 4, q, qn, CMSG_FDS_MAX, deadline, timeout_ms, 0, lost, err, errlen);
     if (rc != 0)
         return rc;
     uint32_t n;
@@ -465,7 +481,7 @@ static int recv_frame(int fd, int *q, int *qn, int timeout_ms, json_t **j, char 
     uint8_t *body = malloc(n);
     if (body == NULL)
         return ms__fail(err, errlen, MS_E_NOMEM, "out of memory for a %u-byte message", n);
-    rc = recv_exact(fd, body, n, q, qn, CMSG_FDS_MAX, deadline, timeout_ms, 4, err, errlen);
+    rc = recv_exact(fd, body, n, q, qn, CMSG_FDS_MAX, deadline, timeout_ms, 4, lost, err, errlen);
     if (rc == 0)
         rc = frame_body(body, n, j, err, errlen);
     free(body);
@@ -492,15 +508,35 @@ static int declared_fds_check(const json_t *msg, int maxfds, int qn, int *want, 
     return 0;
 }
 
+/* The message's descriptors were lost (this process at its RLIMIT_NOFILE): MS_E_LIMIT. */
+static int lost_fds(const json_t *msg, char *err, size_t errlen)
+{
+    char what[128];
+    const char *op = json_string_value(json_object_get(msg, "op"));
+    snprintf(what, sizeof what, "the %d descriptor(s) that came with %s%.40s%s were lost",
+             declared_nfds(msg), op != NULL ? "a \"" : "the daemon's reply", op != NULL ? op : "",
+             op != NULL ? "\" request" : "");
+    return ms__fd_limit_fail(err, errlen, what, "this process", ms__fd_limit(0));
+}
+
 int ms__msg_recv(int fd, json_t **msg, int *fds, int *nfds, int maxfds, int timeout_ms, char *err,
                  size_t errlen)
 {
     int q[CMSG_FDS_MAX];
-    int qn = 0, want = 0;
+    int qn = 0, want = 0, lost = 0;
     json_t *j = NULL;
     if (maxfds < 0 || (maxfds > 0 && fds == NULL))
         return ms__fail(err, errlen, MS_E_INVAL, "expected room for descriptors, got none");
-    int rc = recv_frame(fd, q, &qn, timeout_ms, &j, err, errlen);
+    if (nfds != NULL)
+        *nfds = 0;
+    int rc = recv_frame(fd, q, &qn, timeout_ms, &j, &lost, err, errlen);
+    if (rc == 0 && lost && declared_nfds(j) > 0) {
+        /* The stream is whole: the caller gets the message and decides (a lease granted is
+         * given back). */
+        close_fds(q, qn);
+        *msg = j;
+        return lost_fds(j, err, errlen);
+    }
     if (rc == 0)
         rc = declared_fds_check(j, maxfds, qn, &want, err, errlen);
     if (rc != 0) {
@@ -562,12 +598,18 @@ int ms__reader_fill(ms__reader *r, int fd, char *err, size_t errlen)
             r->buf = nb;
             r->cap = ncap;
         }
-        int again;
+        int again, lost;
         int qcap = (int)MS__ARRAY_LEN(r->fds);
         ssize_t n = recv_some(fd, r->buf + r->len, r->cap - r->len, r->fds, &r->nfds, qcap, &again,
-                              err, errlen);
+                              &lost, err, errlen);
         if (n < 0)
             return (int)n;
+        if (lost && n > 0) {
+            if (r->nlost == (int)MS__ARRAY_LEN(r->lost_at))
+                return ms__fd_limit_fail(err, errlen, "descriptors of several messages were lost",
+                                         "this process", ms__fd_limit(0));
+            r->lost_at[r->nlost++] = r->len;
+        }
         if (again)
             return reader_check_head(r, err, errlen);
         if (n == 0) {
@@ -578,36 +620,32 @@ int ms__reader_fill(ms__reader *r, int fd, char *err, size_t errlen)
     }
 }
 
-int ms__reader_next(ms__reader *r, json_t **msg, int *fds, int *nfds, char *err, size_t errlen)
+/* The first `used` bytes of the buffer are gone: true when the frame there lost its descriptors
+ * (it began where a truncated read began). */
+static bool reader_forget(ms__reader *r, size_t used)
 {
-    *msg = NULL;
-    if (nfds != NULL)
-        *nfds = 0;
-    if (r->len < 4)
-        return 0;
-    uint32_t n;
-    int rc = frame_length(r->buf, &n, err, errlen);
-    if (rc != 0)
-        return rc;
-    if (r->len - 4 < n)
-        return 0;
-    json_t *j = NULL;
-    rc = frame_body(r->buf + 4, n, &j, err, errlen);
-    /* The frame is consumed whether or not it parsed: its length was valid. */
-    size_t used = 4 + (size_t)n;
-    memmove(r->buf, r->buf + used, r->len - used);
-    r->len -= used;
-    if (r->cap > READER_CAP_MIN && r->len < READER_CAP_MIN) {
-        /* Give back a large buffer once it is drained. */
-        uint8_t *nb = realloc(r->buf, READER_CAP_MIN);
-        if (nb != NULL) {
-            r->buf = nb;
-            r->cap = READER_CAP_MIN;
-        }
+    bool lost = false;
+    int k = 0;
+    for (int i = 0; i < r->nlost; i++) {
+        if (r->lost_at[i] < used)
+            lost = true;
+        else
+            r->lost_at[k++] = r->lost_at[i] - used;
     }
-    if (rc != 0)
-        return rc;
+    r->nlost = k;
+    return lost;
+}
+
+/* The descriptors j declares, taken from r's queue into fds (*nfds), j given to the caller
+ * (*msg); j freed on an error. lost: its descriptors never came (ms__reader_next). */
+static int reader_take(ms__reader *r, json_t *j, bool lost, json_t **msg, int *fds, int *nfds,
+                       char *err, size_t errlen)
+{
     int want = declared_nfds(j);
+    if (lost && want > 0) {
+        *msg = j; /* its descriptors never came: the caller answers it (proto.h) */
+        return lost_fds(j, err, errlen);
+    }
     if (want < 0) {
         json_decref(j);
         return ms__fail(err, errlen, MS_E_PROTOCOL,
@@ -632,6 +670,39 @@ int ms__reader_next(ms__reader *r, json_t **msg, int *fds, int *nfds, char *err,
         *nfds = want;
     *msg = j;
     return 0;
+}
+
+int ms__reader_next(ms__reader *r, json_t **msg, int *fds, int *nfds, char *err, size_t errlen)
+{
+    *msg = NULL;
+    if (nfds != NULL)
+        *nfds = 0;
+    if (r->len < 4)
+        return 0;
+    uint32_t n;
+    int rc = frame_length(r->buf, &n, err, errlen);
+    if (rc != 0)
+        return rc;
+    if (r->len - 4 < n)
+        return 0;
+    json_t *j = NULL;
+    rc = frame_body(r->buf + 4, n, &j, err, errlen);
+    /* The frame is consumed whether or not it parsed: its length was valid. */
+    size_t used = 4 + (size_t)n;
+    memmove(r->buf, r->buf + used, r->len - used);
+    r->len -= used;
+    bool lost = reader_forget(r, used);
+    if (r->cap > READER_CAP_MIN && r->len < READER_CAP_MIN) {
+        /* Give back a large buffer once it is drained. */
+        uint8_t *nb = realloc(r->buf, READER_CAP_MIN);
+        if (nb != NULL) {
+            r->buf = nb;
+            r->cap = READER_CAP_MIN;
+        }
+    }
+    if (rc != 0)
+        return rc;
+    return reader_take(r, j, lost, msg, fds, nfds, err, errlen);
 }
 
 /* json_string() that never fails on bytes that are not UTF-8: they become '?'. */

@@ -14,8 +14,9 @@
  *    with "code" (an MS_E_* value) and "error" (the message for ms_errmsg()). The daemon answers
  *    one request of a connection at a time, in order.
  *
- *    {"op":"hello","id":1,"version":1}           -> {"ok":true,"version":1,"daemon_pid":123}
- *        Must be the first request. A different version -> MS_E_VERSION and the daemon closes.
+ *    {"op":"hello","id":1,"version":2}           -> {"ok":true,"version":2,"daemon_pid":123}
+ *        Must be the first request; version is MS_PROTOCOL_VERSION (modelshare/version.h, 2
+ *        now). A different version -> MS_E_VERSION and the daemon closes.
  *    {"op":"acquire","id":2,"tag":"t","spec":{...}|null,"nfds":1}   + fd: the client's arena memfd
  *        -> {"ok":true,"lease":7,"signature":SIG,"spec":{...canonical...},"nfds":N} + fds: the
  *           door of each of the model's N workers (ring.h), in instance order: requests for
@@ -116,7 +117,9 @@ int ms__msg_send(int fd, const json_t *msg, const int *fds, int nfds, int timeou
 /* Blocking receive of one message on a blocking stream socket: *msg (caller owns), and up to
  * maxfds descriptors in fds (*nfds set; O_CLOEXEC). Descriptors beyond what the message's "nfds"
  * declares are closed. timeout_ms -1 waits forever. Errors: MS_E_IO (EOF: message "connection
- * closed"), MS_E_TIMEOUT, MS_E_PROTOCOL, MS_E_TOO_LARGE. */
+ * closed"), MS_E_TIMEOUT, MS_E_PROTOCOL, MS_E_TOO_LARGE; MS_E_LIMIT with *msg set (the caller
+ * owns it) and no descriptors: they were lost, this process being at its RLIMIT_NOFILE (err
+ * names it), and the stream is still whole. */
 int ms__msg_recv(int fd, json_t **msg, int *fds, int *nfds, int maxfds, int timeout_ms, char *err,
                  size_t errlen);
 
@@ -127,6 +130,8 @@ typedef struct ms__reader {
     int fds[MS__FDS_MAX * 4];
     int nfds;
     int eof;
+    size_t lost_at[8]; /* where frames begin whose descriptors were lost (RLIMIT_NOFILE) */
+    int nlost;
 } ms__reader;
 
 void ms__reader_init(ms__reader *r);
@@ -138,7 +143,10 @@ void ms__reader_free(ms__reader *r);
 int ms__reader_fill(ms__reader *r, int fd, char *err, size_t errlen);
 /* Takes the next whole message if there is one: returns 0 with *msg NULL when none is complete
  * yet; with *msg set, also moves the message's declared "nfds" descriptors into fds (*nfds), and
- * fails with MS_E_PROTOCOL if fewer were received than declared or nfds > MS__FDS_MAX. */
+ * fails with MS_E_PROTOCOL if fewer were received than declared or nfds > MS__FDS_MAX.
+ * MS_E_LIMIT with *msg set (the caller owns it) and *nfds 0: the message's descriptors were
+ * lost, this process being at its limit of open files (err names RLIMIT_NOFILE); the stream is
+ * whole, so the caller answers this one message with the error and goes on. */
 int ms__reader_next(ms__reader *r, json_t **msg, int *fds, int *nfds, char *err, size_t errlen);
 
 /* Outgoing frames of a non-blocking stream socket, written as fast as the peer takes them and

@@ -90,12 +90,20 @@ static int check_kind(const ms__req *r, char *err, size_t errlen)
     if ((r->flags & ~MS__REQ_FLAGS_KNOWN) != 0)
         return ms__fail(err, errlen, MS_E_PROTOCOL,
                         "expected request flags 0 or bits of 0x%x (a method call, an object "
-                        "answer, an own input), got 0x%x",
+                        "answer, an own input, several tensors), got 0x%x",
                         MS__REQ_FLAGS_KNOWN, r->flags);
     if ((r->flags & MS__REQ_CALL) && (r->dtype != MS_UINT8 || r->rank != 1))
         return ms__fail(err, errlen, MS_E_PROTOCOL,
                         "a method call: expected a uint8 input of rank 1, got dtype %u rank %u",
                         r->dtype, r->rank);
+    if ((r->flags & MS__REQ_MULTI) &&
+        ((r->flags & MS__REQ_CALL) || r->dtype != MS_UINT8 || r->rank != 1 ||
+         r->in_len < MS__REQ_MULTI_MIN || r->in_len > MS__REQ_MULTI_MAX))
+        return ms__fail(err, errlen, MS_E_PROTOCOL,
+                        "several tensors: expected a uint8 manifest of rank 1 and %u to %u bytes, "
+                        "not a method call, got dtype %u rank %u, %llu bytes, flags 0x%x",
+                        MS__REQ_MULTI_MIN, (unsigned)MS__REQ_MULTI_MAX, r->dtype, r->rank,
+                        (unsigned long long)r->in_len, r->flags);
     return 0;
 }
 

@@ -28,7 +28,15 @@
  * may write them (the python backend hands it a writable array; by default a read-only one, since
  * an input passed by reference is the caller's memory). */
 #define MS__REQ_OWN_INPUT 4u
-#define MS__REQ_FLAGS_KNOWN (MS__REQ_CALL | MS__REQ_OBJECT | MS__REQ_OWN_INPUT)
+/* flags: several named tensors (protocol 3). The input is a uint8 tensor of rank 1 holding an
+ * input manifest (manifest.h: 16 + 128 * n bytes, n <= 16) that lists the tensors, in this arena
+ * or linked ones; the answer is uint8 [out_len] in the output room: the output manifest, then the
+ * outputs' bytes. Not with MS__REQ_CALL. */
+#define MS__REQ_MULTI 8u
+/* Bytes of an input manifest: 0 to 16 tensors (manifest.h checks it agrees). */
+#define MS__REQ_MULTI_MIN 16u
+#define MS__REQ_MULTI_MAX (16u + 16u * 128u)
+#define MS__REQ_FLAGS_KNOWN (MS__REQ_CALL | MS__REQ_OBJECT | MS__REQ_OWN_INPUT | MS__REQ_MULTI)
 
 /* A response's status for a request with MS__REQ_OBJECT: success, and the output is the pickled
  * answer (uint8, rank 1), not a tensor of the model. */

@@ -136,6 +136,9 @@ void ms__door_unmap(ms__door *door);
 /* Tells the worker behind door that there is work: bumps bell, and wakes it only if it sleeps.
  * Returns true when it made the futex call (the worker slept, or was about to). */
 bool ms__door_ring(ms__door *door);
+/* The door's worker is lost: down, then gen bumped (a client that reads the new gen then sees
+ * down), so its requests in flight fail with MS_E_WORKER_LOST and new ones wait. */
+void ms__door_lost(ms__door *door);
 /* One request less in flight (door->inflight), never below zero whatever clients did to it. */
 void ms__door_done(ms__door *door);
 /* Marks the client of ring as having published (its hint bit, or scan_all), then rings. Returns

@@ -6,8 +6,8 @@
  * optional spaces around and between them:
  *   none or B: bytes;  K, KB: 1000;  M, MB: 1000^2;  G, GB: 1000^3;  T, TB: 1000^4   (SI)
  *                     KiB: 1024;    MiB: 1024^2;    GiB: 1024^3;    TiB: 1024^4     (IEC)
- * so "4GB" is 4000000000 bytes and "4GiB" 4294967296, as the README and `--memory` say. Where a
- * share of a device is allowed, "90%" is a percentage above 0 and at most 100.
+ * so "4GB" is 4000000000 bytes and "4GiB" 4294967296, as docs/operations.md and `--memory` say.
+ * Where a share of a device is allowed, "90%" is a percentage above 0 and at most 100.
  */
 #ifndef MS_SIZE_H
 #define MS_SIZE_H

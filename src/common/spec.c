@@ -20,23 +20,19 @@
 #define SPEC_IDENTITY_TEXT_MAX 200
 #define DIFF_VALUE_MAX 300
 
-static const char *const known_fields[] = {
-    "backend",      "weights",      "device",      "devices",        "output",
-    "keep_alive",   "max_batch",    "batch_sizes", "batch_delay_us", "instances",
-    "thread_safe",  "threads",      "batchable",   "memory",         "load_timeout",
-    "call_timeout", "max_restarts", "python",      "version",
-};
+#define FIELD_NAME(name, dflt, keyword) #name,
+static const char *const known_fields[] = {MS__SPEC_FIELDS(FIELD_NAME)};
 
-/* "backend, weights, ..." into buf. */
-static void known_list(char *buf, size_t buflen)
+/* "backend, weights, ..." into buf: n names. */
+static void names_list(const char *const *names, size_t n, char *buf, size_t buflen)
 {
     size_t pos = 0;
     buf[0] = '\0';
-    for (size_t i = 0; i < MS__ARRAY_LEN(known_fields) && pos < buflen; i++) {
-        int n = snprintf(buf + pos, buflen - pos, "%s%s", i > 0 ? ", " : "", known_fields[i]);
-        if (n < 0)
+    for (size_t i = 0; i < n && pos < buflen; i++) {
+        int w = snprintf(buf + pos, buflen - pos, "%s%s", i > 0 ? ", " : "", names[i]);
+        if (w < 0)
             break;
-        pos += (size_t)n;
+        pos += (size_t)w;
     }
 }
 
@@ -173,12 +169,12 @@ static int python_unknown_fields(const json_t *v, char *err, size_t errlen)
         bool known = false;
         for (size_t i = 0; i < MS__ARRAY_LEN(python_fields) && !known; i++)
             known = strcmp(key, python_fields[i]) == 0;
-        if (!known)
+        if (!known) {
+            char names[256];
+            names_list(python_fields, MS__ARRAY_LEN(python_fields), names, sizeof names);
             return ms__fail(err, errlen, MS_E_SPEC,
-                            "unknown spec field \"python.%.64s\" (known: constructor, "
-                            "constructor_size, constructor_sha256, executable, cwd, path, "
-                            "framework, key, identity)",
-                            key);
+                            "unknown spec field \"python.%.64s\" (known: %s)", key, names);
+        }
     }
     return 0;
 }
@@ -320,6 +316,52 @@ static json_t *copy_or_null(const json_t *v, const char *field)
     return f != NULL ? json_deep_copy(f) : json_null();
 }
 
+/* The python object's canonical text (sorted keys, every field). malloc'd; NULL when out of
+ * memory. */
+static char *python_canonical(const json_t *v)
+{
+    const json_t *path = json_object_get(v, "path");
+    json_t *canon = json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "constructor",
+                              copy_or_null(v, "constructor"), "executable",
+                              copy_or_null(v, "executable"), "cwd", copy_or_null(v, "cwd"), "path",
+                              path != NULL ? json_deep_copy(path) : json_array(), "framework",
+                              copy_or_null(v, "framework"), "key", copy_or_null(v, "key"),
+                              "identity", copy_or_null(v, "identity"));
+    /* A pickle in a memfd: its size and hash (absent for an inline one, whose canonical text
+     * stays as it was before memfds). */
+    const json_t *size = given(v, "constructor_size");
+    if (canon != NULL && size != NULL &&
+        (json_object_set_new(canon, "constructor_size", json_deep_copy(size)) != 0 ||
+         json_object_set_new(canon, "constructor_sha256", copy_or_null(v, "constructor_sha256")) !=
+             0)) {
+        json_decref(canon);
+        canon = NULL;
+    }
+    char *text = canon != NULL ? json_dumps(canon, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(canon);
+    return text;
+}
+
+/* What two python specs compare: "framework\nkey:KEY", "...\nsha256:HASH" or "...\npickle:BASE64".
+ * malloc'd; NULL when out of memory. */
+static char *python_key(const json_t *v)
+{
+    const json_t *size = given(v, "constructor_size");
+    const char *fws = json_string_value(json_object_get(v, "framework"));
+    const char *ks = json_string_value(json_object_get(v, "key"));
+    const char *what = ks != NULL     ? ks
+                       : size != NULL ? json_string_value(json_object_get(v, "constructor_sha256"))
+                                      : json_string_value(json_object_get(v, "constructor"));
+    /* "key:", "sha256:" or "pickle:" before it: a pickle whose base64 happens to read as a key
+     * is not that key (fuzz_spec checks it). */
+    const char *kind = ks != NULL ? "key:" : size != NULL ? "sha256:" : "pickle:";
+    size_t klen = strlen(what) + strlen(kind) + 2 + (fws != NULL ? strlen(fws) : 0);
+    char *k = malloc(klen);
+    if (k != NULL)
+        snprintf(k, klen, "%s\n%s%s", fws != NULL ? fws : "", kind, what);
+    return k;
+}
+
 /* The "python" object: checked field by field, kept as canonical JSON text with what two specs
  * compare beside it (the framework, and the key when given, else the pickle). */
 static int parse_python(const json_t *v, ms__spec *s, char *err, size_t errlen)
@@ -334,77 +376,31 @@ static int parse_python(const json_t *v, ms__spec *s, char *err, size_t errlen)
         rc = python_what(v, err, errlen);
     if (rc != 0)
         return rc;
-    const json_t *path = json_object_get(v, "path");
-    const json_t *size = given(v, "constructor_size");
-    json_t *canon = json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "constructor",
-                              copy_or_null(v, "constructor"), "executable",
-                              copy_or_null(v, "executable"), "cwd", copy_or_null(v, "cwd"), "path",
-                              path != NULL ? json_deep_copy(path) : json_array(), "framework",
-                              copy_or_null(v, "framework"), "key", copy_or_null(v, "key"),
-                              "identity", copy_or_null(v, "identity"));
-    /* A pickle in a memfd: its size and hash (absent for an inline one, whose canonical text
-     * stays as it was before memfds). */
-    if (canon != NULL && size != NULL &&
-        (json_object_set_new(canon, "constructor_size", json_deep_copy(size)) != 0 ||
-         json_object_set_new(canon, "constructor_sha256", copy_or_null(v, "constructor_sha256")) !=
-             0)) {
-        json_decref(canon);
-        canon = NULL;
-    }
-    char *text = canon != NULL ? json_dumps(canon, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-    json_decref(canon);
-    const char *fws = json_string_value(json_object_get(v, "framework"));
-    const char *ks = json_string_value(json_object_get(v, "key"));
-    const char *what = ks != NULL     ? ks
-                       : size != NULL ? json_string_value(json_object_get(v, "constructor_sha256"))
-                                      : json_string_value(json_object_get(v, "constructor"));
-    /* "key:", "sha256:" or "pickle:" before it: a pickle whose base64 happens to read as a key
-     * is not that key (fuzz_spec checks it). */
-    const char *kind = ks != NULL ? "key:" : size != NULL ? "sha256:" : "pickle:";
-    size_t klen = strlen(what) + strlen(kind) + 2 + (fws != NULL ? strlen(fws) : 0);
-    char *k = malloc(klen);
+    char *text = python_canonical(v), *k = python_key(v);
     if (text == NULL || k == NULL) {
         free(text);
         free(k);
         return ms__fail(err, errlen, MS_E_NOMEM, "out of memory copying the spec");
     }
-    snprintf(k, klen, "%s\n%s%s", fws != NULL ? fws : "", kind, what);
     free(s->python);
     free(s->python_key);
     s->python = text;
     s->python_key = k;
+    const json_t *size = given(v, "constructor_size");
     s->python_ctor_size = size != NULL ? (uint64_t)json_integer_value(size) : 0;
     return 0;
 }
 
-/* The number and boolean fields: where each goes and what it takes. */
-enum { FIELD_DOUBLE, FIELD_INT, FIELD_U64, FIELD_BOOL };
+/* The number and boolean fields: where each goes and what it takes. FIELD_INT0: an integer
+ * whose 0 is written null (null parses as 0). */
+enum { FIELD_DOUBLE, FIELD_INT, FIELD_INT0, FIELD_U64, FIELD_BOOL };
 
-static const struct number_field {
+struct number_field {
     const char *name;
     int type;
     long long lo, hi;
     const char *expected;
     size_t offset; /* in ms__spec */
-} number_fields[] = {
-    {"keep_alive", FIELD_DOUBLE, 0, 1000000000000ll, "a number of seconds >= 0 (at most 1e12)",
-     offsetof(ms__spec, keep_alive)},
-    {"max_batch", FIELD_INT, 1, 65536, "an integer from 1 to 65536", offsetof(ms__spec, max_batch)},
-    {"batch_delay_us", FIELD_INT, 0, 1000000, "an integer from 0 to 1000000 (microseconds)",
-     offsetof(ms__spec, batch_delay_us)},
-    {"instances", FIELD_INT, 1, 64, "an integer from 1 to 64", offsetof(ms__spec, instances)},
-    {"thread_safe", FIELD_BOOL, 0, 1, "true or false", offsetof(ms__spec, thread_safe)},
-    {"threads", FIELD_INT, 0, 64, "null or an integer from 0 to 64 (0: one per CPU)",
-     offsetof(ms__spec, threads)},
-    {"batchable", FIELD_BOOL, 0, 1, "true or false", offsetof(ms__spec, batchable)},
-    {"memory", FIELD_U64, 0, SPEC_MEMORY_MAX,
-     "an integer number of bytes from 0 (estimate) to 2^62", offsetof(ms__spec, memory)},
-    {"load_timeout", FIELD_DOUBLE, 0, 86400, "a number of seconds from 0 to 86400",
-     offsetof(ms__spec, load_timeout)},
-    {"call_timeout", FIELD_DOUBLE, 0, 86400, "a number of seconds from 0 (off) to 86400",
-     offsetof(ms__spec, call_timeout)},
-    {"max_restarts", FIELD_INT, 0, MS__SPEC_RESTARTS_MAX, "an integer from 0 to 100",
-     offsetof(ms__spec, max_restarts)},
 };
 
 static int parse_number(const struct number_field *f, const json_t *v, ms__spec *s, char *err,
@@ -419,14 +415,17 @@ static int parse_number(const struct number_field *f, const json_t *v, ms__spec 
             break;
         *(double *)(void *)at = d;
         return 0;
+    case FIELD_INT0:
     case FIELD_INT:
     case FIELD_U64:
-        if (!get_int(v, f->lo, f->hi, &i))
+        if (f->type == FIELD_INT0 && json_is_null(v))
+            i = 0;
+        else if (!get_int(v, f->lo, f->hi, &i))
             break;
-        if (f->type == FIELD_INT)
-            *(int *)(void *)at = (int)i;
-        else
+        if (f->type == FIELD_U64)
             *(uint64_t *)(void *)at = (uint64_t)i;
+        else
+            *(int *)(void *)at = (int)i;
         return 0;
     default:
         if (!json_is_boolean(v))
@@ -436,6 +435,76 @@ static int parse_number(const struct number_field *f, const json_t *v, ms__spec 
     }
     return field_fail(err, errlen, f->name, f->expected, v);
 }
+
+static int number_json(const struct number_field *f, const ms__spec *s, json_t **out)
+{
+    const char *at = (const char *)s + f->offset;
+    switch (f->type) {
+    case FIELD_DOUBLE:
+        *out = json_real(*(const double *)(const void *)at);
+        break;
+    case FIELD_INT:
+        *out = json_integer(*(const int *)(const void *)at);
+        break;
+    case FIELD_INT0: {
+        int i = *(const int *)(const void *)at;
+        *out = i > 0 ? json_integer(i) : json_null();
+        break;
+    }
+    case FIELD_U64:
+        *out = json_integer((json_int_t) * (const uint64_t *)(const void *)at);
+        break;
+    default:
+        *out = json_boolean(*(const bool *)(const void *)at);
+    }
+    return *out != NULL ? 0 : -1;
+}
+
+static bool number_same(const struct number_field *f, const ms__spec *a, const ms__spec *b)
+{
+    const void *x = (const char *)a + f->offset, *y = (const char *)b + f->offset;
+    switch (f->type) {
+    case FIELD_DOUBLE:
+        return *(const double *)x == *(const double *)y;
+    case FIELD_U64:
+        return *(const uint64_t *)x == *(const uint64_t *)y;
+    case FIELD_BOOL:
+        return *(const bool *)x == *(const bool *)y;
+    default:
+        return *(const int *)x == *(const int *)y;
+    }
+}
+
+/* parse_, json_ and same_ of a number field, from its line below. */
+#define NUMBER_FIELD(name, type, lo, hi, expected)                                                 \
+    static const struct number_field nf_##name = {#name, type,     lo,                             \
+                                                  hi,    expected, offsetof(ms__spec, name)};      \
+    static int parse_##name(const json_t *v, ms__spec *s, char *err, size_t errlen)                \
+    {                                                                                              \
+        return parse_number(&nf_##name, v, s, err, errlen);                                        \
+    }                                                                                              \
+    static int json_##name(const ms__spec *s, json_t **out)                                        \
+    {                                                                                              \
+        return number_json(&nf_##name, s, out);                                                    \
+    }                                                                                              \
+    static bool same_##name(const ms__spec *a, const ms__spec *b)                                  \
+    {                                                                                              \
+        return number_same(&nf_##name, a, b);                                                      \
+    }
+
+NUMBER_FIELD(keep_alive, FIELD_DOUBLE, 0, 1000000000000ll,
+             "a number of seconds >= 0 (at most 1e12)")
+NUMBER_FIELD(max_batch, FIELD_INT, 1, 65536, "an integer from 1 to 65536")
+NUMBER_FIELD(batch_delay_us, FIELD_INT, 0, 1000000, "an integer from 0 to 1000000 (microseconds)")
+NUMBER_FIELD(instances, FIELD_INT, 1, 64, "an integer from 1 to 64")
+NUMBER_FIELD(thread_safe, FIELD_BOOL, 0, 1, "true or false")
+NUMBER_FIELD(threads, FIELD_INT0, 0, 64, "null or an integer from 0 to 64 (0: one per CPU)")
+NUMBER_FIELD(batchable, FIELD_BOOL, 0, 1, "true or false")
+NUMBER_FIELD(memory, FIELD_U64, 0, SPEC_MEMORY_MAX,
+             "an integer number of bytes from 0 (estimate) to 2^62")
+NUMBER_FIELD(load_timeout, FIELD_DOUBLE, 0, 86400, "a number of seconds from 0 to 86400")
+NUMBER_FIELD(call_timeout, FIELD_DOUBLE, 0, 86400, "a number of seconds from 0 (off) to 86400")
+NUMBER_FIELD(max_restarts, FIELD_INT, 0, MS__SPEC_RESTARTS_MAX, "an integer from 0 to 100")
 
 static int parse_backend(const json_t *v, ms__spec *s, char *err, size_t errlen)
 {
@@ -587,55 +656,179 @@ static int unknown_field(const char *key, char *err, size_t errlen)
     else
         snprintf(name, sizeof name, "%s", key);
     char known[512];
-    known_list(known, sizeof known);
+    names_list(known_fields, MS__ARRAY_LEN(known_fields), known, sizeof known);
     return ms__fail(err, errlen, MS_E_SPEC, "unknown spec field \"%s\" (known: %s)", name, known);
 }
 
-static int parse_field(const char *key, const json_t *v, ms__spec *s, bool *seen_backend, char *err,
-                       size_t errlen)
+/* The canonical JSON and the comparison of the fields that are not numbers. */
+static int json_backend(const ms__spec *s, json_t **out)
 {
-    if (strcmp(key, "backend") == 0) {
-        *seen_backend = true;
-        return parse_backend(v, s, err, errlen);
-    }
-    if (strcmp(key, "weights") == 0)
-        return parse_weights(v, s, err, errlen);
-    if (strcmp(key, "device") == 0)
-        return parse_device(v, s, err, errlen);
-    if (strcmp(key, "devices") == 0)
-        return parse_devices(v, s, err, errlen);
-    if (strcmp(key, "output") == 0)
-        return parse_output(v, s, err, errlen);
-    if (strcmp(key, "python") == 0)
-        return parse_python(v, s, err, errlen);
-    if (strcmp(key, "batch_sizes") == 0)
-        return parse_batch_sizes(v, s, err, errlen);
-    if (strcmp(key, "version") == 0)
-        return parse_version(v, s, err, errlen);
-    if (strcmp(key, "threads") == 0 && json_is_null(v))
-        return 0; /* the default: 0 */
-    for (size_t i = 0; i < MS__ARRAY_LEN(number_fields); i++)
-        if (strcmp(key, number_fields[i].name) == 0)
-            return parse_number(&number_fields[i], v, s, err, errlen);
+    return (*out = json_string(s->backend)) != NULL ? 0 : -1;
+}
+
+static bool same_backend(const ms__spec *a, const ms__spec *b)
+{
+    return strcmp(a->backend, b->backend) == 0;
+}
+
+static int json_weights(const ms__spec *s, json_t **out)
+{
+    *out = s->weights != NULL ? json_string(s->weights) : json_null();
+    return *out != NULL ? 0 : -1;
+}
+
+static bool same_weights(const ms__spec *a, const ms__spec *b)
+{
+    if (a->weights == NULL || b->weights == NULL)
+        return a->weights == b->weights;
+    return strcmp(a->weights, b->weights) == 0;
+}
+
+static int json_device(const ms__spec *s, json_t **out)
+{
+    return (*out = json_string(s->device)) != NULL ? 0 : -1;
+}
+
+static bool same_device(const ms__spec *a, const ms__spec *b)
+{
+    return strcmp(a->device, b->device) == 0;
+}
+
+/* null, "auto" or the list. */
+static int json_devices(const ms__spec *spec, json_t **out)
+{
+    json_t *a = spec->devices_auto    ? json_string("auto")
+                : spec->ndevices == 0 ? json_null()
+                                      : json_array();
+    for (int i = 0; a != NULL && json_is_array(a) && i < spec->ndevices; i++)
+        if (json_array_append_new(a, json_string(spec->devices[i])) != 0) {
+            json_decref(a);
+            a = NULL;
+        }
+    *out = a;
+    return a != NULL ? 0 : -1;
+}
+
+static bool same_devices(const ms__spec *a, const ms__spec *b)
+{
+    if (a->ndevices != b->ndevices || a->devices_auto != b->devices_auto)
+        return false;
+    for (int i = 0; i < a->ndevices; i++)
+        if (strcmp(a->devices[i], b->devices[i]) != 0)
+            return false;
+    return true;
+}
+
+static int json_output(const ms__spec *s, json_t **out)
+{
+    *out = json_string(s->output == MS__OUTPUT_SOFTMAX ? "softmax" : "linear");
+    return *out != NULL ? 0 : -1;
+}
+
+static bool same_output(const ms__spec *a, const ms__spec *b)
+{
+    return a->output == b->output;
+}
+
+static int json_batch_sizes(const ms__spec *s, json_t **out)
+{
+    json_t *sizes = s->nbatch_sizes > 0 ? json_array() : json_null();
+    for (int i = 0; sizes != NULL && i < s->nbatch_sizes; i++)
+        if (json_array_append_new(sizes, json_integer(s->batch_sizes[i])) != 0) {
+            json_decref(sizes);
+            sizes = NULL;
+        }
+    *out = sizes;
+    return sizes != NULL ? 0 : -1;
+}
+
+static bool same_batch_sizes(const ms__spec *a, const ms__spec *b)
+{
+    return a->nbatch_sizes == b->nbatch_sizes &&
+           memcmp(a->batch_sizes, b->batch_sizes, sizeof a->batch_sizes) == 0;
+}
+
+/* The python object, absent (*out NULL) without one. */
+static int json_python(const ms__spec *s, json_t **out)
+{
+    *out = s->python != NULL ? json_loads(s->python, 0, NULL) : NULL;
+    return s->python == NULL || *out != NULL ? 0 : -1;
+}
+
+/* What two python specs compare: the framework, and the key or the pickle. */
+static bool same_python(const ms__spec *a, const ms__spec *b)
+{
+    if (a->python_key == NULL || b->python_key == NULL)
+        return a->python_key == b->python_key;
+    return strcmp(a->python_key, b->python_key) == 0;
+}
+
+static int json_version(const ms__spec *s, json_t **out)
+{
+    *out = s->version[0] ? json_string(s->version) : json_null();
+    return *out != NULL ? 0 : -1;
+}
+
+static bool same_version(const ms__spec *a, const ms__spec *b)
+{
+    return strcmp(a->version, b->version) == 0;
+}
+
+static int parse_pad(const json_t *v, ms__spec *s, char *err, size_t errlen)
+{
+    return ms__spec_pad_parse(v, &s->pad, err, errlen);
+}
+
+/* Left out when none: the canonical text of specs without it stays as it was. */
+static int json_pad(const ms__spec *s, json_t **out)
+{
+    *out = s->pad.dim > 0 ? ms__spec_pad_json(&s->pad) : NULL;
+    return s->pad.dim == 0 || *out != NULL ? 0 : -1;
+}
+
+static bool same_pad(const ms__spec *a, const ms__spec *b)
+{
+    return memcmp(&a->pad, &b->pad, sizeof a->pad) == 0;
+}
+
+/* Every field's parser, canonical JSON and comparison, from MS__SPEC_FIELDS (spec.h). */
+static const struct spec_field {
+    const char *name;
+    const char *dflt; /* JSON text, NULL: none */
+    int (*parse)(const json_t *v, ms__spec *s, char *err, size_t errlen);
+    int (*to_json)(const ms__spec *s, json_t **out); /* *out NULL: the field is left out */
+    bool (*same)(const ms__spec *a, const ms__spec *b);
+} spec_fields[] = {
+#define FIELD_ROW(name, dflt, keyword) {#name, dflt, parse_##name, json_##name, same_##name},
+    MS__SPEC_FIELDS(FIELD_ROW)
+#undef FIELD_ROW
+};
+
+static int parse_field(const char *key, const json_t *v, ms__spec *s, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < MS__ARRAY_LEN(spec_fields); i++)
+        if (strcmp(key, spec_fields[i].name) == 0)
+            return spec_fields[i].parse(v, s, err, errlen);
     return unknown_field(key, err, errlen);
 }
 
-static void spec_defaults(ms__spec *s)
+/* Every field's default, through its own parser. */
+static int spec_defaults(ms__spec *s, char *err, size_t errlen)
 {
     memset(s, 0, sizeof *s);
-    s->weights = NULL;
-    snprintf(s->device, sizeof s->device, "cpu");
-    s->output = MS__OUTPUT_LINEAR;
-    s->keep_alive = 300;
-    s->max_batch = 64;
-    s->batch_delay_us = 0;
-    s->instances = 1;
-    s->thread_safe = false;
-    s->batchable = true;
-    s->memory = 0;
-    s->load_timeout = 60;
-    s->call_timeout = 600;
-    s->max_restarts = 5;
+    for (size_t i = 0; i < MS__ARRAY_LEN(spec_fields); i++) {
+        if (spec_fields[i].dflt == NULL)
+            continue;
+        json_t *v = json_loads(spec_fields[i].dflt, JSON_DECODE_ANY, NULL);
+        int rc = v != NULL ? spec_fields[i].parse(v, s, err, errlen)
+                           : ms__fail(err, errlen, MS_E_NOMEM, "out of memory reading the spec");
+        json_decref(v);
+        if (rc != 0) {
+            ms__spec_free(s);
+            return rc;
+        }
+    }
+    return 0;
 }
 
 /* Defaults that depend on the backend, for the fields obj does not give. batchable: the built-in
@@ -670,6 +863,10 @@ static int check_fields(const ms__spec *s, bool seen_backend, char *err, size_t 
                         "thread_safe (it runs one batch at a time), got %d; say thread_safe true "
                         "for more",
                         s->threads);
+    if (s->pad.dim > 0 && !s->batchable)
+        return ms__fail(err, errlen, MS_E_SPEC,
+                        "spec field \"pad\": expected only with batchable true (padded requests "
+                        "share a batch), got it with batchable false");
     if (s->nbatch_sizes > 0 && !s->batchable)
         return ms__fail(err, errlen, MS_E_SPEC,
                         "spec field \"batch_sizes\": expected only with batchable true (a run is "
@@ -694,23 +891,24 @@ int ms__spec_from_json(const json_t *obj, ms__spec *out, char *err, size_t errle
                         obj != NULL ? g : "nothing");
     }
     ms__spec s;
-    spec_defaults(&s);
-    bool seen_backend = false;
+    int rc = spec_defaults(&s, err, errlen);
+    if (rc != 0)
+        return rc;
     const char *key;
     json_t *v;
     json_object_foreach((json_t *)obj, key, v)
     {
         /* weights given twice cannot happen (duplicate keys are one key in an object). */
-        int rc = parse_field(key, v, &s, &seen_backend, err, errlen);
+        rc = parse_field(key, v, &s, err, errlen);
         if (rc != 0) {
             ms__spec_free(&s);
             return rc;
         }
     }
     backend_defaults(obj, &s);
-    int rc = check_devices(obj, &s, err, errlen);
+    rc = check_devices(obj, &s, err, errlen);
     if (rc == 0)
-        rc = check_fields(&s, seen_backend, err, errlen);
+        rc = check_fields(&s, json_object_get(obj, "backend") != NULL, err, errlen);
     if (rc != 0) {
         ms__spec_free(&s);
         return rc;
@@ -735,61 +933,24 @@ int ms__spec_parse(const char *text, ms__spec *out, char *err, size_t errlen)
     return rc;
 }
 
-/* null, "auto" or the list. New reference (NULL when out of memory). */
-static json_t *devices_json(const ms__spec *spec)
-{
-    if (spec->devices_auto)
-        return json_string("auto");
-    if (spec->ndevices == 0)
-        return json_null();
-    json_t *a = json_array();
-    for (int i = 0; a != NULL && i < spec->ndevices; i++)
-        if (json_array_append_new(a, json_string(spec->devices[i])) != 0) {
-            json_decref(a);
-            return NULL;
-        }
-    return a;
-}
-
 json_t *ms__spec_to_json(const ms__spec *spec)
 {
-    json_t *j = json_object();
-    if (j == NULL)
-        return NULL;
-    /* Inserted in sorted order: jansson keeps insertion order when dumping. */
-    int bad = 0;
-    bad |= json_object_set_new(j, "backend", json_string(spec->backend));
-    bad |= json_object_set_new(j, "batch_delay_us", json_integer(spec->batch_delay_us));
-    json_t *sizes = spec->nbatch_sizes > 0 ? json_array() : json_null();
-    for (int i = 0; sizes != NULL && i < spec->nbatch_sizes; i++)
-        bad |= json_array_append_new(sizes, json_integer(spec->batch_sizes[i]));
-    bad |= sizes == NULL ? -1 : json_object_set_new(j, "batch_sizes", sizes);
-    bad |= json_object_set_new(j, "batchable", json_boolean(spec->batchable));
-    bad |= json_object_set_new(j, "call_timeout", json_real(spec->call_timeout));
-    bad |= json_object_set_new(j, "device", json_string(spec->device));
-    bad |= json_object_set_new(j, "devices", devices_json(spec));
-    bad |= json_object_set_new(j, "instances", json_integer(spec->instances));
-    bad |= json_object_set_new(j, "keep_alive", json_real(spec->keep_alive));
-    bad |= json_object_set_new(j, "load_timeout", json_real(spec->load_timeout));
-    bad |= json_object_set_new(j, "max_batch", json_integer(spec->max_batch));
-    bad |= json_object_set_new(j, "max_restarts", json_integer(spec->max_restarts));
-    bad |= json_object_set_new(j, "memory", json_integer((json_int_t)spec->memory));
-    bad |= json_object_set_new(
-        j, "output", json_string(spec->output == MS__OUTPUT_SOFTMAX ? "softmax" : "linear"));
-    if (spec->python != NULL) {
-        json_t *py = json_loads(spec->python, 0, NULL);
-        bad |= py == NULL ? -1 : json_object_set_new(j, "python", py);
+    /* The fields by name (insertion sort: jansson keeps insertion order when dumping). */
+    size_t order[MS__ARRAY_LEN(spec_fields)];
+    for (size_t i = 0; i < MS__ARRAY_LEN(spec_fields); i++) {
+        size_t k = i;
+        for (; k > 0 && strcmp(spec_fields[order[k - 1]].name, spec_fields[i].name) > 0; k--)
+            order[k] = order[k - 1];
+        order[k] = i;
     }
-    bad |= json_object_set_new(j, "thread_safe", json_boolean(spec->thread_safe));
-    bad |= json_object_set_new(j, "threads",
-                               spec->threads > 0 ? json_integer(spec->threads) : json_null());
-    bad |= json_object_set_new(j, "version",
-                               spec->version[0] ? json_string(spec->version) : json_null());
-    bad |= json_object_set_new(j, "weights",
-                               spec->weights != NULL ? json_string(spec->weights) : json_null());
-    if (bad) {
-        json_decref(j);
-        return NULL;
+    json_t *j = json_object();
+    for (size_t i = 0; j != NULL && i < MS__ARRAY_LEN(spec_fields); i++) {
+        const struct spec_field *f = &spec_fields[order[i]];
+        json_t *v;
+        if (f->to_json(spec, &v) != 0 || (v != NULL && json_object_set_new(j, f->name, v) != 0)) {
+            json_decref(j);
+            j = NULL;
+        }
     }
     return j;
 }
@@ -958,28 +1119,18 @@ json_t *ms__spec_to_json_brief(const ms__spec *spec)
 
 bool ms__spec_equal(const ms__spec *a, const ms__spec *b)
 {
-    if ((a->python_key == NULL) != (b->python_key == NULL))
-        return false;
-    if (a->python_key != NULL && strcmp(a->python_key, b->python_key) != 0)
-        return false;
-    if ((a->weights == NULL) != (b->weights == NULL))
-        return false;
-    if (a->weights != NULL && strcmp(a->weights, b->weights) != 0)
-        return false;
-    if (a->ndevices != b->ndevices || a->devices_auto != b->devices_auto)
-        return false;
-    for (int i = 0; i < a->ndevices; i++)
-        if (strcmp(a->devices[i], b->devices[i]) != 0)
+    for (size_t i = 0; i < MS__ARRAY_LEN(spec_fields); i++)
+        if (!spec_fields[i].same(a, b))
             return false;
-    return strcmp(a->backend, b->backend) == 0 && strcmp(a->device, b->device) == 0 &&
-           strcmp(a->version, b->version) == 0 && a->output == b->output &&
-           a->keep_alive == b->keep_alive && a->max_batch == b->max_batch &&
-           a->batch_delay_us == b->batch_delay_us && a->instances == b->instances &&
-           a->thread_safe == b->thread_safe && a->threads == b->threads &&
-           a->batchable == b->batchable && a->memory == b->memory &&
-           a->load_timeout == b->load_timeout && a->call_timeout == b->call_timeout &&
-           a->max_restarts == b->max_restarts && a->nbatch_sizes == b->nbatch_sizes &&
-           memcmp(a->batch_sizes, b->batch_sizes, sizeof a->batch_sizes) == 0;
+    return true;
+}
+
+bool ms__spec_field_equal(const ms__spec *a, const ms__spec *b, const char *field)
+{
+    for (size_t i = 0; i < MS__ARRAY_LEN(spec_fields); i++)
+        if (strcmp(field, spec_fields[i].name) == 0)
+            return spec_fields[i].same(a, b);
+    return false;
 }
 
 int ms__spec_run_rows(const ms__spec *spec)

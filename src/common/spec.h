@@ -36,6 +36,8 @@
  *                  up to the next one, a request larger than
  *                  the largest is split (padding rows never
  *                  reach a caller)
+ *   pad            null | {dim, multiple, value}: requests of    null (ms__spec_pad)
+ *                  several tensors padded along dim
  *   max_restarts   restarts of crashed instances within 60 s     5
  *                  before the model is marked failed, 0..100 (0: the first crash fails it)
  *   version        null | a label of 1..64 printable characters  null
@@ -73,8 +75,61 @@
 
 enum { MS__OUTPUT_LINEAR = 0, MS__OUTPUT_SOFTMAX = 1 };
 enum { MS__SPEC_BATCH_SIZES_MAX = 32 };
+enum { MS__SPEC_PAD_VALUES_MAX = 16 };
+
+/* Spec field "pad" (spec_pad.c): requests of several named tensors that differ only along
+ * dimension dim share a batch, each tensor that has that dimension padded to the batch's longest
+ * (rounded up to multiple) with its name's value (0 when not named); outputs that carry the
+ * padded length there are cut back to each caller's. dim 0: no pad. */
+typedef struct ms__spec_pad {
+    int dim;      /* 1..7, 0: none */
+    int multiple; /* 1..65536 */
+    int nvalues;
+    char names[MS__SPEC_PAD_VALUES_MAX][32]; /* NUL-padded */
+    double values[MS__SPEC_PAD_VALUES_MAX];
+} ms__spec_pad;
+/* Parses the "pad" field's value into *pad (null: none): an object {"dim": 1..7, "multiple":
+ * 1..65536 (default 1), "value": {name: number, ...} (at most 16, names of 1 to 31 bytes)}.
+ * MS_E_SPEC naming the part. */
+int ms__spec_pad_parse(const json_t *v, ms__spec_pad *pad, char *err, size_t errlen);
+/* The field's canonical JSON (null when none; ms__spec_to_json leaves the field out then); NULL
+ * when out of memory. */
+json_t *ms__spec_pad_json(const ms__spec_pad *pad);
 /* The most entries of "devices", and the room for one ("cuda:63"). */
 enum { MS__SPEC_DEVICES_MAX = 16, MS__SPEC_DEVICE_LEN = 8 };
+
+/* The spec's fields, one line each, in the order messages list them (the "unknown spec field"
+ * message, include/modelshare.h's table, which tests/unit/test_spec.c checks against this one):
+ *   X(name, default, keyword)
+ *     name     the JSON field; spec.c has parse_<name>, json_<name> and same_<name> for it
+ *     default  the value a spec without the field gets, as JSON text run through the field's own
+ *              parser; NULL: none (backend is required, python only with backend "python").
+ *              batchable's default also depends on the backend (spec.c: backend_defaults).
+ *     keyword  1: the Python package takes it as a keyword argument (modelshare._core
+ *              .SPEC_FIELDS); 0: its factories set it (backend, weights, python).
+ * The canonical JSON has them sorted by name; ms__spec_equal and ms__spec_diff compare every one.
+ */
+#define MS__SPEC_FIELDS(X)                                                                         \
+    X(backend, NULL, 0)                                                                            \
+    X(weights, "null", 0)                                                                          \
+    X(device, "\"cpu\"", 1)                                                                        \
+    X(devices, "null", 1)                                                                          \
+    X(output, "\"linear\"", 1)                                                                     \
+    X(keep_alive, "300", 1)                                                                        \
+    X(max_batch, "64", 1)                                                                          \
+    X(batch_sizes, "null", 1)                                                                      \
+    X(batch_delay_us, "0", 1)                                                                      \
+    X(instances, "1", 1)                                                                           \
+    X(thread_safe, "false", 1)                                                                     \
+    X(threads, "null", 1)                                                                          \
+    X(batchable, "true", 1)                                                                        \
+    X(memory, "0", 1)                                                                              \
+    X(load_timeout, "60", 1)                                                                       \
+    X(call_timeout, "600", 1)                                                                      \
+    X(max_restarts, "5", 1)                                                                        \
+    X(python, NULL, 0)                                                                             \
+    X(version, "null", 1)                                                                          \
+    X(pad, "null", 1)
 
 /* The longest version label. */
 #define MS__SPEC_VERSION_MAX 64
@@ -104,6 +159,7 @@ typedef struct ms__spec {
     int batch_sizes[MS__SPEC_BATCH_SIZES_MAX]; /* increasing; unused entries 0 */
     int nbatch_sizes;                          /* 0: any row count up to max_batch */
     int max_restarts;
+    ms__spec_pad pad;                       /* "pad": dim 0 when none */
     char version[MS__SPEC_VERSION_MAX + 1]; /* "" when none */
     char *python;     /* malloc'd canonical JSON of the "python" object, NULL when absent */
     char *python_key; /* malloc'd: what two python specs compare (constructor, framework) */
@@ -131,6 +187,9 @@ json_t *ms__spec_to_json_brief(const ms__spec *spec);
 void ms__spec_diff(const ms__spec *loaded, const ms__spec *asked, char *buf, size_t buflen);
 /* True when two specs describe the same model (every field equal). */
 bool ms__spec_equal(const ms__spec *a, const ms__spec *b);
+/* True when one field (a name of MS__SPEC_FIELDS) is equal in a and b, as ms__spec_equal
+ * compares it; false for a name that is not a field. */
+bool ms__spec_field_equal(const ms__spec *a, const ms__spec *b, const char *field);
 /* The most rows one backend run takes: max_batch, or the largest of batch_sizes when smaller. */
 int ms__spec_run_rows(const ms__spec *spec);
 void ms__spec_free(ms__spec *spec);

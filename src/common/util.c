@@ -19,6 +19,12 @@ double ms__now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+uint64_t ms__even_part(uint64_t total, int n, int i)
+{
+    uint64_t parts = n < 1 ? 1 : (uint64_t)n;
+    return total / parts + (i == 0 ? total % parts : 0);
+}
+
 int ms__fail(char *err, size_t errlen, int code, const char *fmt, ...)
 {
     if (err != NULL && errlen > 0) {
@@ -92,12 +98,6 @@ bool ms__tag_valid(const char *tag)
     size_t len = strnlen(tag, MS__TAG_MAX + 1);
     if (len == 0 || len > MS__TAG_MAX)
         return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = tag[i];
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '.' || c == '_' || c == ':' || c == '/' || c == '@' || c == '+' || c == '-';
-        if (!ok)
-            return false;
-    }
-    return true;
+    return strspn(tag, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:/@+-") ==
+           len;
 }

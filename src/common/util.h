@@ -26,6 +26,10 @@ int ms__fail(char *err, size_t errlen, int code, const char *fmt, ...)
 bool ms__mul_overflow(size_t a, size_t b, size_t *result);
 bool ms__add_overflow(size_t a, size_t b, size_t *result);
 
+/* Part i (0..n-1) of total split evenly over n parts: total / n, and the remainder to part 0, so
+ * the parts add up to total. n < 1 counts as 1. */
+uint64_t ms__even_part(uint64_t total, int n, int i);
+
 /* Number of elements of a shape (product of dims; 1 for rank 0). Returns false when a dimension
  * is negative or the product overflows size_t. */
 bool ms__shape_numel(int rank, const int64_t *shape, size_t *numel);

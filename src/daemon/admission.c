@@ -121,6 +121,15 @@ static int holders_of(ms__models *ml, const ms__model *m, const ms__budget_dev *
     return n;
 }
 
+int ms__admission_over(ms__models *ml, ms__budget_dev *dev, ms__admission *a)
+{
+    a->dev = dev;
+    a->need = 0;
+    a->budget = ms__budget_bytes(dev);
+    a->n = holders_of(ml, NULL, dev, a->who, a->h);
+    return ms__over_plan(a->budget, a->h, a->n, a->evict);
+}
+
 /* What the models but skip hold on dev that neither an eviction nor an unload in progress frees
  * (leased, loading, waited on, swapping; on "host", GPU models' host memory). */
 static uint64_t kept_but(const ms__models *ml, const ms__budget_dev *dev, const ms__model *skip)

@@ -6,6 +6,7 @@
  */
 #include <stdio.h>
 
+#include "../common/fdlimit.h"
 #include "../common/log.h"
 #include "modelshare.h"
 #include "models_int.h"
@@ -21,10 +22,40 @@ static int attach_one(ms__wproc *w, const ms__lease *l, bool resume, char *err, 
     return rc;
 }
 
+/* A worker keeps one descriptor per lease (its arena) and per link: one more lease is refused
+ * (MS_E_LIMIT, naming the worker's RLIMIT_NOFILE) while it would have fewer than this many free,
+ * so that the clients it serves keep being served. What it has open is judged by the larger of
+ * what /proc/PID/fd lists now and what it had at "ready" plus one per lease: it reads its
+ * attaches between batches, so the listing lags a burst of acquires. Neither is looked at while
+ * the leases are far (FD_COUNT_NEAR) from the limit. */
+#define WORKER_FD_RESERVE 16
+#define FD_COUNT_NEAR 512
+
+static int worker_room(const ms__wproc *w, const ms__model *m, char *err, size_t errlen)
+{
+    long limit = ms__fd_limit(w->pid);
+    if (limit < 0 || limit - m->leases > FD_COUNT_NEAR)
+        return 0;
+    int open = ms__fd_count(w->pid);
+    if (w->fd_base >= 0 && w->fd_base + m->leases > open)
+        open = w->fd_base + m->leases;
+    if (open < 0 || open + WORKER_FD_RESERVE < limit)
+        return 0;
+    char who[MS__TAG_MAX + 96];
+    snprintf(who, sizeof who, "the worker of model \"%s\" (pid %ld, %d descriptors open)", m->tag,
+             (long)w->pid, open);
+    return ms__fd_limit_fail(err, errlen, "cannot attach one more client", who, limit);
+}
+
 int ms__workers_attach(ms__lease *l, int *doors, char *err, size_t errlen)
 {
     char why[MS__ERRLEN];
     ms__model *m = l->model;
+    for (int i = 0; i < m->ninst; i++) {
+        ms__instance *in = &m->inst[i];
+        if (in->state == MS__INST_UP && in->w != NULL && worker_room(in->w, m, err, errlen) != 0)
+            return MS_E_LIMIT;
+    }
     /* Every instance maps the arena and serves its own ring set in it (ring i for instance i);
      * the client gets every instance's door, in the same order, and picks one per request. An
      * instance that is down gets the lease when it is back (ms__workers_reattach). */
@@ -74,8 +105,8 @@ void ms__workers_detach(ms__lease *l)
     for (int i = 0; i < m->nworkers; i++) {
         ms__wproc *w = m->workers[i];
         if (w->ctrl_fd >= 0 && ms__sup_send(w, msg, NULL, 0, err, sizeof err) != 0)
-            ms__log_warn("cannot tell worker %ld to detach lease %llu: %s", (long)w->pid,
-                         (unsigned long long)l->id, err);
+            ms__log_warn_limited("cannot tell worker %ld to detach lease %llu: %s", (long)w->pid,
+                                 (unsigned long long)l->id, err);
     }
     json_decref(msg);
 }

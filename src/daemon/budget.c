@@ -124,6 +124,30 @@ uint64_t ms__budget_bytes(const ms__budget_dev *d)
     return d->bytes;
 }
 
+int ms__over_plan(uint64_t budget, const ms__holder *h, int n, bool *evict)
+{
+    uint64_t used = 0;
+    int marked = 0;
+    for (int i = 0; i < n; i++) {
+        evict[i] = false;
+        if (!h[i].unloading)
+            used += h[i].bytes;
+    }
+    while (budget > 0 && used > budget) {
+        int lru = -1;
+        for (int i = 0; i < n; i++)
+            if (h[i].idle && !h[i].unloading && !evict[i] &&
+                (lru < 0 || h[i].last_used_ns < h[lru].last_used_ns))
+                lru = i;
+        if (lru < 0)
+            break;
+        evict[lru] = true;
+        used -= h[lru].bytes;
+        marked++;
+    }
+    return marked;
+}
+
 int ms__admit_plan(uint64_t budget, uint64_t need, const ms__holder *h, int n, bool *evict,
                    uint64_t *free_out)
 {

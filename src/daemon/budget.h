@@ -68,6 +68,11 @@ enum {
  * when evicting every idle holder would still not be enough, none is evicted (WAIT): their
  * memory stays useful until leases drop. *free_out (may be NULL) gets the bytes free now.
  * evict must have n entries; all are written. */
+/* A device over its budget once its models are measured (a python model's estimate was low):
+ * marks in evict[] the idle holders to evict, least recently used first, until what is used
+ * (but what unloads already) is within budget, or no idle holder is left. Returns how many. */
+int ms__over_plan(uint64_t budget, const ms__holder *h, int n, bool *evict);
+
 int ms__admit_plan(uint64_t budget, uint64_t need, const ms__holder *h, int n, bool *evict,
                    uint64_t *free_out);
 

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "../common/env.h"
+#include "../common/fdlimit.h"
 #include "../common/log.h"
 #include "conn.h"
 #include "modelshare.h"
@@ -44,7 +45,7 @@ void ms__conn_rewatch(ms__conn *k)
         return;
     struct epoll_event ev = {.events = want, .data.ptr = &k->ev};
     if (epoll_ctl(k->proto->epfd, EPOLL_CTL_MOD, k->fd, &ev) != 0) {
-        ms__log_warn("epoll_ctl on a client connection: %s", strerror(errno));
+        ms__log_warn_limited("epoll_ctl on a client connection: %s", strerror(errno));
         return;
     }
     k->watched = want;
@@ -95,7 +96,8 @@ int ms__conn_send(ms__conn *k, json_t *msg, const int *fds, int nfds)
     int rc = ms__writer_push(&k->wr, msg, fds, nfds, err, sizeof err);
     json_decref(msg);
     if (rc != 0) {
-        ms__log_warn("dropping the client of pid %ld: cannot queue a reply: %s", (long)k->pid, err);
+        ms__log_warn_limited("dropping the client of pid %ld: cannot queue a reply: %s",
+                             (long)k->pid, err);
         ms__conn_kill(k, err);
         return rc;
     }
@@ -209,20 +211,39 @@ static int peer_check(const ms__proto *p, int fd, struct ucred *cred)
     char err[MS__ERRLEN];
     int r = ms__access_check(&p->access, fd, cred, err, sizeof err);
     if (r == MS_E_PERMISSION) {
-        ms__log_warn("%s (pid %ld)", err, (long)cred->pid);
+        ms__log_warn_limited("%s (pid %ld)", err, (long)cred->pid);
         refuse(fd, MS_E_PERMISSION, err);
     } else if (r != 0) {
-        ms__log_warn("%s; closing the connection", err);
+        ms__log_warn_limited("%s; closing the connection", err);
         close(fd);
     }
     return r;
+}
+
+void ms__conn_refuse_nofile(int fd)
+{
+    char err[MS__ERRLEN];
+    ms__fd_limit_fail(err, sizeof err, "refusing a new client", "modelshared", ms__fd_limit(0));
+    ms__log_warn_limited("%s", err);
+    refuse(fd, MS_E_LIMIT, err);
+}
+
+/* fd, a new connection, refused (closed) when it leaves modelshared fewer than
+ * MS__DAEMON_FD_RESERVE descriptors: every one under fd is open (the lowest free comes first). */
+static int room_check(int fd)
+{
+    long limit = ms__fd_limit(0);
+    if (limit < 0 || (long)fd + MS__DAEMON_FD_RESERVE < limit)
+        return 0;
+    ms__conn_refuse_nofile(fd);
+    return MS_E_LIMIT;
 }
 
 void ms__conn_open(ms__proto *p, int fd)
 {
     char err[MS__ERRLEN];
     struct ucred cred;
-    if (peer_check(p, fd, &cred) != 0)
+    if (room_check(fd) != 0 || peer_check(p, fd, &cred) != 0)
         return;
     ms__conn *k = calloc(1, sizeof *k);
     if (k == NULL) {
@@ -239,14 +260,14 @@ void ms__conn_open(ms__proto *p, int fd)
     ms__writer_init(&k->wr);
     int rc = ms__client_add(&p->models->reg, cred.pid, cred.uid, k, &k->client, err, sizeof err);
     if (rc != 0) {
-        ms__log_warn("refused a client of pid %ld: %s", (long)cred.pid, err);
+        ms__log_warn_limited("refused a client of pid %ld: %s", (long)cred.pid, err);
         free(k);
         refuse(fd, rc, err);
         return;
     }
     struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = &k->ev};
     if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
-        ms__log_warn("epoll_ctl for a client: %s", strerror(errno));
+        ms__log_warn_limited("epoll_ctl for a client: %s", strerror(errno));
         ms__client_remove(&p->models->reg, k->client, NULL, NULL);
         free(k);
         close(fd);

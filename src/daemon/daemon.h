@@ -13,7 +13,12 @@
 #include "errtail.h"
 
 /* Limits on what clients control. */
-#define MS__MODELS_MAX 256
+#define MS__MODELS_MAX                                                                             \
+    256 /* registered and not unloading: past it, the LRU idle one is evicted                      \
+         */
+/* The registry's room: MS__MODELS_MAX, and as many again being unloaded (evicted ones whose
+ * workers are still stopping). */
+#define MS__MODELS_TABLE (2 * MS__MODELS_MAX)
 #define MS__CLIENTS_MAX 1024
 #define MS__CLIENT_LEASES_MAX 4096
 #define MS__LEASES_MAX 65536 /* in all: each holds an arena descriptor in the daemon */
@@ -72,6 +77,9 @@ typedef struct ms__wproc {
     int64_t kill_at_ns;
     uint64_t memory_bytes; /* from "ready" */
     json_t *signature;     /* from "ready" */
+    int fd_base;           /* descriptors it had open when it said "ready"; -1: unknown */
+    char oom_file[192];    /* its memory cgroup's OOM kill count (oomkill.h); "" when none */
+    long long oom_kills;   /* that count when it started; -1: unknown */
     int leases;            /* leases served by this worker */
     ms__model *model;      /* NULL once detached from its model (an old worker being stopped) */
     ms__evsrc ev_ctrl, ev_pid, ev_err;

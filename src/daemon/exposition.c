@@ -245,6 +245,11 @@ static uint64_t get_ready(const ms__model *m)
     return m->state == MS__MODEL_READY;
 }
 
+static uint64_t get_over(const ms__model *m)
+{
+    return ms__model_over_memory(m);
+}
+
 static void model_metrics(const ctx *c)
 {
     tally_metric(c, "modelshare_loads_total", "Loads of a tag's model started.", false);
@@ -254,6 +259,9 @@ static void model_metrics(const ctx *c)
                  true);
     model_metric(c, "modelshare_leases", "gauge", "Leases held on a model now.", get_leases);
     memory_metric(c);
+    model_metric(c, "modelshare_over_memory_bytes", "gauge",
+                 "Bytes by which a model's measured memory exceeds its spec's memory (0: within).",
+                 get_over);
     model_metric(c, "modelshare_ready", "gauge", "1 when a model is loaded and serving, else 0.",
                  get_ready);
 }

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../common/exitstatus.h"
 #include "../common/log.h"
 #include "modelshare.h"
 #include "models_int.h"
@@ -88,7 +89,7 @@ static void give_up_text(const ms__model *m, const ms__wproc *w, const char *how
     char tail[600];
     ms__errtail_last(&w->err, sizeof tail - 1, tail, sizeof tail);
     snprintf(buf, buflen,
-             "instance %d: worker %ld %s after %d restart(s) within %lld s (spec max_restarts "
+             "instance %d: worker %ld %.200s after %d restart(s) within %lld s (spec max_restarts "
              "%d): the model is marked failed. %s%s",
              w->inst, (long)w->pid, how, m->ncrash,
              (long long)(MS__RESTART_WINDOW_NS / 1000000000LL), m->spec.max_restarts,
@@ -96,21 +97,25 @@ static void give_up_text(const ms__model *m, const ms__wproc *w, const char *how
              tail);
 }
 
-void ms__instance_lost(ms__models *ml, ms__model *m, const ms__wproc *w, int status)
+void ms__instance_lost(ms__models *ml, ms__model *m, const ms__wproc *w, int status,
+                       const char *how_given)
 {
-    char how[128], msg[MS__ERRLEN];
+    char how[512], msg[MS__ERRLEN];
     int64_t now = ms__registry_now(&ml->reg);
-    ms__sup_exit_text(status, how, sizeof how);
+    ms__exit_text(status, how, sizeof how);
+    if (how_given != NULL) /* the life cycle's verdict (an OOM kill: ms__measure_exit) */
+        snprintf(how, sizeof how, "%s", how_given);
     if (w->inst < 0 || w->inst >= m->ninst || m->inst[w->inst].door == NULL) {
         snprintf(msg, sizeof msg, "worker %ld %s (it served no instance)", (long)w->pid, how);
         give_up(ml, m, msg);
         return;
     }
     ms__instance *in = &m->inst[w->inst];
-    ms__sup_exit_brief(status, in->last_crash, sizeof in->last_crash);
-    /* down before gen (ring.h): a client that reads the new gen then sees down. */
-    atomic_store(&in->door->down, 1);
-    atomic_fetch_add(&in->door->gen, 1);
+    ms__exit_brief(status, in->last_crash, sizeof in->last_crash);
+    if (strstr(how, "OOM killer") != NULL)
+        snprintf(in->last_crash, sizeof in->last_crash, "%s",
+                 strstr(how, "killed by the kernel's") != NULL ? "OOM kill" : "SIGKILL (OOM?)");
+    ms__door_lost(in->door);
     if (!crash_allowed(m, now)) {
         give_up_text(m, w, how, msg, sizeof msg);
         give_up(ml, m, msg);

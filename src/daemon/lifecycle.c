@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../common/exitstatus.h"
 #include "../common/log.h"
 #include "modelshare.h"
 #include "models_int.h"
@@ -289,7 +290,7 @@ static bool act_load(ms__models *ml, ms__model *m, const ms__life_event *e, int 
 static void act_serve(ms__models *ml, ms__model *m, const ms__life_event *e, int a)
 {
     if (a & A_LOST)
-        ms__instance_lost(ml, m, e->w, e->status);
+        ms__instance_lost(ml, m, e->w, e->status, e->message);
     if (a & A_UP)
         ms__instance_up(ml, m, e->w);
     if (a & A_RESTART)
@@ -376,6 +377,12 @@ int ms__start_load(ms__models *ml, ms__model *m)
     return m->state == MS__MODEL_FAILED ? m->error_code : 0;
 }
 
+void ms__life_make_room(ms__models *ml, const char *tag)
+{
+    ms__load_make_room(ml, tag);
+    run(ml);
+}
+
 void ms__begin_unload(ms__models *ml, ms__model *m)
 {
     life_do_ev(ml, m, MS__EV_UNLOAD);
@@ -399,7 +406,7 @@ static int waiting_models(const ms__models *ml, ms__model **waiting)
 
 int64_t ms__admission_run(ms__models *ml)
 {
-    ms__model *waiting[MS__MODELS_MAX];
+    ms__model *waiting[MS__MODELS_TABLE];
     int64_t next = INT64_MAX;
     int n = waiting_models(ml, waiting);
     if (n == 0)
@@ -443,7 +450,13 @@ void ms__life_shutdown(ms__models *ml)
 
 int64_t ms__life_timers(ms__models *ml, int64_t now)
 {
+    int64_t measured = ml->next_measure_ns;
     int64_t next = ms__measure_due(ml, now), t;
+    if (ml->next_measure_ns != measured) {
+        /* Measured: a device over its budget evicts idle models until it is not. */
+        ms__load_measured(ml);
+        run(ml);
+    }
     /* The watchdog posts what it finds (HUNG, FAIL): acted on here. */
     t = ms__watchdog_run(ml, now);
     run(ml);
@@ -540,9 +553,10 @@ static void loading_worker_exit(ms__models *ml, ms__model *m, const ms__wproc *w
 
 void ms__life_worker_exit(ms__models *ml, ms__wproc *w, int status)
 {
-    char how[128];
-    ms__sup_exit_text(status, how, sizeof how);
+    char how[512];
+    ms__exit_text(status, how, sizeof how);
     ms__model *m = w->model;
+    ms__measure_exit(ml, m, w, status, how, sizeof how);
     if (m == NULL) {
         ms__log_info("worker %ld %s", (long)w->pid, how);
         return;
@@ -555,7 +569,7 @@ void ms__life_worker_exit(ms__models *ml, ms__wproc *w, int status)
     }
     bool was_ready = w->ready;
     ms__worker_detach(w);
-    ms__life_event e = {.m = m, .w = w, .inst = -1, .status = status};
+    ms__life_event e = {.m = m, .w = w, .inst = -1, .status = status, .message = how};
     if (m->state == MS__MODEL_READY) {
         e.ev = ms__swap_draining(m, w) ? MS__EV_DRAIN_LOST : MS__EV_LOST;
         life_do(ml, &e);

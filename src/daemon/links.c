@@ -45,8 +45,9 @@ static void tell_workers(const ms__lease *l, int k, const ms__lease *from)
             from == NULL || (w->inst >= 0 && w->inst < m->ninst && m->inst[w->inst].w == w &&
                              m->inst[w->inst].state == MS__INST_UP);
         if (w->ctrl_fd >= 0 && serves && send_link(w, l, k, from, err, sizeof err) != 0)
-            ms__log_warn("model \"%s\": cannot tell worker %ld of link %d of lease %llu: %s",
-                         m->tag, (long)w->pid, k, (unsigned long long)l->id, err);
+            ms__log_warn_limited(
+                "model \"%s\": cannot tell worker %ld of link %d of lease %llu: %s", m->tag,
+                (long)w->pid, k, (unsigned long long)l->id, err);
     }
 }
 

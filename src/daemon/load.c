@@ -80,6 +80,94 @@ static void evict(ms__models *ml, ms__model *victim, const ms__admission *a,
     ms__inbox_event(ml, victim, MS__EV_UNLOAD);
 }
 
+void ms__load_make_room(ms__models *ml, const char *tag)
+{
+    if (ms__registry_counted(&ml->reg) < MS__MODELS_MAX)
+        return;
+    ms__model *victim = ms__registry_lru_idle(&ml->reg);
+    if (victim == NULL)
+        return; /* ms__registry_add refuses, saying why */
+    ms__log_info("model \"%s\": evicted (idle, least recently used, at the limit of %d models) to "
+                 "make room for \"%s\"",
+                 victim->tag, MS__MODELS_MAX, tag);
+    ml->evictions++;
+    ms__tally_entry *e = ms__tally_get(&ml->tally, victim->tag, is_loaded, ml);
+    if (e != NULL)
+        e->evictions++;
+    ms__inbox_event(ml, victim, MS__EV_UNLOAD);
+}
+
+/* A hash of what makes a python model the same model: its constructor (spec.c's python_key). */
+static uint64_t ctor_key(const ms__model *m)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (const char *p = m->spec.python_key; p != NULL && *p != '\0'; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    return h;
+}
+
+/* Each measured python model's memory, one instance's, kept for its tag's next load. */
+static void remember(ms__models *ml)
+{
+    for (int i = 0; i < ml->reg.nmodels; i++) {
+        ms__model *m = ml->reg.models[i];
+        if (!m->measured || m->spec.python_key == NULL || m->state != MS__MODEL_READY)
+            continue;
+        ms__tally_entry *e = ms__tally_get(&ml->tally, m->tag, is_loaded, ml);
+        if (e != NULL) {
+            e->measured_bytes =
+                m->memory_bytes / (uint64_t)(m->spec.instances > 1 ? m->spec.instances : 1);
+            e->measured_key = ctor_key(m);
+        }
+    }
+}
+
+/* Its estimate before a load: the spec's memory, the backend's estimate, or (a python model,
+ * which the daemon cannot estimate) what its tag measured last with the same constructor. */
+static uint64_t estimate(ms__models *ml, const ms__model *m)
+{
+    if (m->spec.memory > 0)
+        return m->spec.memory;
+    uint64_t bytes = ms__backend_estimate(&m->spec);
+    if (bytes > 0 || m->spec.python_key == NULL)
+        return bytes;
+    ms__tally_entry *e = ms__tally_get(&ml->tally, m->tag, is_loaded, ml);
+    if (e == NULL || e->measured_bytes == 0 || e->measured_key != ctor_key(m))
+        return 0;
+    uint64_t n = m->spec.instances > 1 ? (uint64_t)m->spec.instances : 1;
+    ms__log_info("model \"%s\": estimate %.1f MiB, as measured at its last load", m->tag,
+                 mib(e->measured_bytes * n));
+    return e->measured_bytes * n;
+}
+
+void ms__load_measured(ms__models *ml)
+{
+    remember(ml);
+
+    ms__admission a;
+    for (int d = 0; d < ml->budgets.n; d++) {
+        ms__budget_dev *dev = &ml->budgets.dev[d];
+        if (ms__admission_over(ml, dev, &a) == 0)
+            continue;
+        char used[32], budget[32], size[32];
+        ms__bytes_str(ms__budget_used(ml, dev), used, sizeof used);
+        ms__bytes_str(a.budget, budget, sizeof budget);
+        for (int i = 0; i < a.n; i++) {
+            if (!a.evict[i])
+                continue;
+            ms__bytes_str(a.h[i].bytes, size, sizeof size);
+            ms__log_info("model \"%s\": evicted (idle, least recently used, %s on %s): %s is over "
+                         "its budget as measured (%s used of %s)",
+                         a.who[i]->tag, size, dev->name, dev->name, used, budget);
+            ml->evictions++;
+            ms__tally_entry *e = ms__tally_get(&ml->tally, a.who[i]->tag, is_loaded, ml);
+            if (e != NULL)
+                e->evictions++;
+            ms__inbox_event(ml, a.who[i], MS__EV_UNLOAD);
+        }
+    }
+}
+
 /* The plans for each of m's devices: the worst one (FITS < EVICT < WAIT < NEVER) is in *a.
  * When it is EVICT (every device fits or evicts), the evictions are made on every device. */
 static void plan_all(ms__models *ml, ms__model *m, ms__admission *a)
@@ -143,7 +231,7 @@ void ms__load_begin(ms__models *ml, ms__model *m)
         e->loads++;
     ms__log_info("model \"%s\": loading (load %u, backend %s, device %s, %d instance(s))", m->tag,
                  m->loads, m->spec.backend, m->spec.device, m->spec.instances);
-    ms__model_set_estimate(m, m->spec.memory > 0 ? m->spec.memory : ms__backend_estimate(&m->spec));
+    ms__model_set_estimate(m, estimate(ml, m));
 }
 
 void ms__load_log_ready(const ms__model *m)

@@ -1,9 +1,13 @@
 /* Measured memory of loaded models, and the check that an unloaded worker gave everything back. */
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "../common/log.h"
 #include "../common/nvml.h"
+#include "../common/oomkill.h"
 #include "../common/procmem.h"
 #include "models_int.h"
 
@@ -41,7 +45,7 @@ static bool measure_worker(ms__model *m, const ms__wproc *w)
     if (gpu_ok)
         m->inst_bytes[i] = bytes;
     else if (!m->measured)
-        m->inst_bytes[i] = m->estimate_bytes / (uint64_t)m->spec.instances;
+        m->inst_bytes[i] = ms__even_part(m->estimate_bytes, m->spec.instances, i);
     return gpu_ok;
 }
 
@@ -98,4 +102,38 @@ void ms__verify_release(const ms__model *m, const ms__wproc *w)
     else
         ms__log_info("model \"%s\": worker %ld gone; NVML no longer lists it on %s", m->tag,
                      (long)w->pid, dev);
+}
+
+/* What killed a worker that died of a SIGKILL the daemon did not send, said in how (replaced):
+ * the OOM killer when its memory cgroup's count went up since it started; else, with no count
+ * to read, the likely causes. Either way with its last measured memory and its budget. */
+void ms__measure_exit(ms__models *ml, const ms__model *m, const ms__wproc *w, int status, char *how,
+                      size_t howlen)
+{
+    if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL || w->killed || m == NULL)
+        return;
+    long long now = w->oom_file[0] != '\0' && w->oom_kills >= 0 ? ms__oom_kills(w->oom_file) : -1;
+    if (now >= 0 && now <= w->oom_kills)
+        return; /* counted, and not by the OOM killer: someone else's SIGKILL */
+    int i = w->inst >= 0 && w->inst < MS__INSTANCES_MAX ? w->inst : 0;
+    const char *dev = ms__model_inst_budget(m, i);
+    ms__budget_dev *d = ms__budgets_get(&ml->budgets, dev);
+    char had[32], budget[32] = "none", used[32] = "?";
+    ms__bytes_str(m->inst_bytes[i], had, sizeof had);
+    if (d != NULL) {
+        ms__bytes_str(ms__budget_bytes(d), budget, sizeof budget);
+        ms__bytes_str(ms__budget_used(ml, d), used, sizeof used);
+    }
+    if (now >= 0)
+        snprintf(how, howlen,
+                 "was killed by the kernel's OOM killer (oom_kill in %s went from %lld to %lld); "
+                 "it had %s%s on %s, whose budget is %s (%s used)",
+                 w->oom_file, w->oom_kills, now, had, m->measured ? " measured" : " estimated", dev,
+                 budget, used);
+    else
+        snprintf(how, howlen,
+                 "was killed by SIGKILL, not sent by modelshared: most likely the kernel's OOM "
+                 "killer (no memory cgroup count to confirm it); it had %s%s on %s, whose budget "
+                 "is %s (%s used)",
+                 had, m->measured ? " measured" : " estimated", dev, budget, used);
 }

@@ -83,6 +83,10 @@ bool ms__models_idle(const ms__models *ml);
  * m may wait for memory (state waiting) instead. On failure m is failed (FAILED told) and the
  * code is returned. */
 int ms__start_load(ms__models *ml, ms__model *m);
+/* Before a new tag is registered: at the model-count limit (MS__MODELS_MAX), the least recently
+ * used idle model is evicted, so that registering tag does not fail with MS_E_LIMIT while an
+ * idle model could make room. */
+void ms__life_make_room(ms__models *ml, const char *tag);
 /* Stops m's workers; once they are reaped UNLOADED is told, then m is loaded again when requests
  * with a spec wait for it, else FAILED is told and m removed. m may be gone when this returns. */
 void ms__begin_unload(ms__models *ml, ms__model *m);

@@ -124,6 +124,13 @@ void ms__inbox_clear(ms__models *ml);
 void ms__worker_detach(ms__wproc *w);
 /* A load of m begins (its counters, its estimate, logged). */
 void ms__load_begin(ms__models *ml, ms__model *m);
+/* The model-count limit: when MS__MODELS_MAX models count (registry.h), the least recently used
+ * idle one is evicted (UNLOAD posted, logged, tallied) to make room for tag. */
+void ms__load_make_room(ms__models *ml, const char *tag);
+/* After a measurement: each python model's figure is kept for its tag's next load (its estimate
+ * when its spec has no memory), and each device over its budget evicts idle models, least
+ * recently used first, until it is not (UNLOAD posted for each, logged, tallied). */
+void ms__load_measured(ms__models *ml);
 /* Admission's decision for m now, posted: ADMIT, WAIT, FAIL, or nothing (it waits on); the idle
  * models it evicts get UNLOAD first. */
 void ms__load_decide(ms__models *ml, ms__model *m, int64_t now);
@@ -142,7 +149,8 @@ int ms__instance_adopt(ms__model *m, ms__wproc *w, char *err, size_t errlen);
  * clients' requests in flight on it are lost (the door's gen), nothing more goes to it (down),
  * and it restarts after its back-off; or FAIL is posted after too many crashes, quoting w's
  * stderr. */
-void ms__instance_lost(ms__models *ml, ms__model *m, const ms__wproc *w, int status);
+void ms__instance_lost(ms__models *ml, ms__model *m, const ms__wproc *w, int status,
+                       const char *how);
 /* The restarted worker w of ready m said ready: every lease is attached to it again ("resume")
  * and its door opened (else it is stopped: one more crash). */
 void ms__instance_up(ms__models *ml, ms__model *m, ms__wproc *w);
@@ -198,11 +206,15 @@ typedef struct ms__admission {
     uint64_t need;       /* what m needs on dev: ms__model_charge */
     uint64_t budget, free_now;
     int n; /* the other models holding memory on dev */
-    ms__model *who[MS__MODELS_MAX];
-    ms__holder h[MS__MODELS_MAX];
-    bool evict[MS__MODELS_MAX]; /* plan EVICT: evict who[i] */
+    ms__model *who[MS__MODELS_TABLE];
+    ms__holder h[MS__MODELS_TABLE];
+    bool evict[MS__MODELS_TABLE]; /* plan EVICT: evict who[i] */
     char need_s[32], free_s[32], budget_s[32];
 } ms__admission;
+
+/* Device dev over its budget (after a measurement): a->who, a->h and a->budget filled, a->evict
+ * marking the idle models to evict (LRU first) until it is not. Returns how many are marked. */
+int ms__admission_over(ms__models *ml, ms__budget_dev *dev, ms__admission *a);
 
 /* Chooses the device of each instance of m (m->inst_device) from its spec: the spec's device,
  * or, for device "auto" and devices, placement.c's answer over the budgets (by free bytes now;
@@ -233,5 +245,11 @@ int64_t ms__measure_due(ms__models *ml, int64_t now);
 /* w of model m was reaped: confirms its process is gone (and, on a GPU, that NVML no longer
  * lists it), logging what it returned. */
 void ms__verify_release(const ms__model *m, const ms__wproc *w);
+/* w of m died with status: when of a SIGKILL the daemon did not send, how (what
+ * ms__exit_text said) is replaced by the verdict: the kernel's OOM killer (its memory
+ * cgroup's oom_kill count went up, oomkill.h) or, with no count to read, most likely it; with
+ * its last measured memory and its device's budget. Else how is left as it is. */
+void ms__measure_exit(ms__models *ml, const ms__model *m, const ms__wproc *w, int status, char *how,
+                      size_t howlen);
 
 #endif

@@ -29,14 +29,24 @@ typedef struct ms__proto {
  * $MODELSHARE_READ_TIMEOUT overrides it). */
 #define MS__READ_TIMEOUT_S 10.0
 
+/* Descriptors modelshared keeps free below its RLIMIT_NOFILE for the clients it has: a new
+ * connection that would leave fewer is refused (MS_E_LIMIT, naming the limit), an acquire that
+ * would leave fewer than half of them too. Each lease holds one (its arena), each worker about
+ * five (pidfd, control socket, stderr, door, stats page), a load a few more while it spawns. */
+#define MS__DAEMON_FD_RESERVE 16
+
 /* Nothing is allocated: p only points to what it is given. Reads $MODELSHARE_READ_TIMEOUT.
  * Admits the daemon's own user; the server sets p->access.has_group and gid for --group. */
 void ms__proto_init(ms__proto *p, ms__models *models, int epfd, const char *socket_path,
                     int64_t start_ns);
 /* A connection accepted on fd (close-on-exec, non-blocking), which this takes: the peer is
- * checked (p->access: another user outside the group is refused with MS_E_PERMISSION), the
+ * checked (p->access: another user outside the group is refused with MS_E_PERMISSION; a
+ * connection that leaves fewer than MS__DAEMON_FD_RESERVE descriptors free, with MS_E_LIMIT), the
  * client recorded and fd watched (MS__EV_CONN). */
 void ms__conn_open(ms__proto *p, int fd);
+/* fd, a connection accepted with the spare descriptor when none was left, refused: MS_E_LIMIT
+ * naming modelshared's RLIMIT_NOFILE (logged at most once a second), fd closed. */
+void ms__conn_refuse_nofile(int fd);
 /* epoll events on k: reads its requests and serves them. */
 void ms__conn_on_event(ms__proto *p, ms__conn *k, uint32_t events);
 /* Drops the clients that left a frame half sent for read_timeout_ns. Returns when to look again

@@ -247,15 +247,38 @@ ms__model *ms__registry_find(const ms__registry *r, const char *tag)
     return NULL;
 }
 
-int ms__registry_add(ms__registry *r, const char *tag, const ms__spec *spec, ms__model **out,
-                     char *err, size_t errlen)
+uint64_t ms__model_over_memory(const ms__model *m)
 {
-    if (!ms__tag_valid(tag))
-        return ms__fail(
-            err, errlen, MS_E_INVAL,
-            "expected a tag of 1 to %d characters of [A-Za-z0-9._:/@+-], got \"%.160s\"",
-            MS__TAG_MAX, tag);
-    if (r->nmodels >= MS__MODELS_MAX) {
+    if (!m->measured || m->spec.memory == 0 || m->memory_bytes <= m->spec.memory)
+        return 0;
+    return m->memory_bytes - m->spec.memory;
+}
+
+int ms__registry_counted(const ms__registry *r)
+{
+    int n = 0;
+    for (int i = 0; i < r->nmodels; i++)
+        n += r->models[i]->state != MS__MODEL_UNLOADING;
+    return n;
+}
+
+ms__model *ms__registry_lru_idle(const ms__registry *r)
+{
+    ms__model *lru = NULL;
+    for (int i = 0; i < r->nmodels; i++) {
+        ms__model *m = r->models[i];
+        if (m->state == MS__MODEL_READY && m->swap == NULL && m->leases == 0 && m->waiters == 0 &&
+            (lru == NULL || m->last_used_ns < lru->last_used_ns))
+            lru = m;
+    }
+    return lru;
+}
+
+/* Room in r for one more model: at the limit, the least recently used failed model without
+ * leases or workers is forgotten; else MS_E_LIMIT saying why. */
+static int room_for_one(ms__registry *r, char *err, size_t errlen)
+{
+    if (ms__registry_counted(r) >= MS__MODELS_MAX || r->nmodels >= MS__MODELS_TABLE) {
         /* A failed model without leases holds nothing but its error message: make room by
          * forgetting the least recently used one, or failed loads of distinct tags would fill
          * the table for good. */
@@ -269,10 +292,30 @@ int ms__registry_add(ms__registry *r, const char *tag, const ms__spec *spec, ms_
         if (old != NULL)
             ms__registry_remove(r, old);
     }
-    if (r->nmodels >= MS__MODELS_MAX)
+    if (ms__registry_counted(r) >= MS__MODELS_MAX)
         return ms__fail(err, errlen, MS_E_LIMIT,
-                        "expected at most %d models, %d are registered (unload one first)",
-                        MS__MODELS_MAX, r->nmodels);
+                        "expected at most %d models, %d are registered and none is idle to evict "
+                        "(each has leases or a load in progress): unload one first",
+                        MS__MODELS_MAX, ms__registry_counted(r));
+    if (r->nmodels >= MS__MODELS_TABLE)
+        return ms__fail(err, errlen, MS_E_LIMIT,
+                        "expected at most %d models, and %d more being unloaded; %d are "
+                        "unloading now: try again once they are gone",
+                        MS__MODELS_MAX, MS__MODELS_MAX, r->nmodels - ms__registry_counted(r));
+    return 0;
+}
+
+int ms__registry_add(ms__registry *r, const char *tag, const ms__spec *spec, ms__model **out,
+                     char *err, size_t errlen)
+{
+    if (!ms__tag_valid(tag))
+        return ms__fail(
+            err, errlen, MS_E_INVAL,
+            "expected a tag of 1 to %d characters of [A-Za-z0-9._:/@+-], got \"%.160s\"",
+            MS__TAG_MAX, tag);
+    int rc = room_for_one(r, err, errlen);
+    if (rc != 0)
+        return rc;
     ms__model *m = calloc(1, sizeof *m);
     if (m == NULL)
         return ms__fail(err, errlen, MS_E_NOMEM, "out of memory for a model");
@@ -503,8 +546,7 @@ void ms__model_split_memory(ms__model *m)
 {
     int n = inst_count(m);
     for (int i = 0; i < n; i++) {
-        m->inst_bytes[i] =
-            m->memory_bytes / (uint64_t)n + (i == 0 ? m->memory_bytes % (uint64_t)n : 0);
+        m->inst_bytes[i] = ms__even_part(m->memory_bytes, n, i);
         m->inst_host_bytes[i] = 0;
     }
     m->host_bytes = 0;
@@ -536,8 +578,7 @@ uint64_t ms__model_charge(const ms__model *m, const char *dev)
         const char *d = ms__model_inst_budget(m, i);
         bool gpu = strcmp(d, "host") != 0;
         if (strcmp(d, dev) == 0)
-            sum += m->inst_bytes[i] + m->swap_bytes / (uint64_t)n +
-                   (i == 0 ? m->swap_bytes % (uint64_t)n : 0);
+            sum += m->inst_bytes[i] + ms__even_part(m->swap_bytes, n, i);
         if (gpu && host)
             sum += m->inst_host_bytes[i];
     }

@@ -56,7 +56,7 @@ typedef struct ms__instance {
     int64_t backoff_ns;    /* the next restart's delay */
     int64_t restart_at_ns; /* down: when it starts again */
     int64_t up_since_ns;   /* up: since */
-    char last_crash[40];   /* "SIGKILL", "exit 3", "" before any */
+    char last_crash[40];   /* "SIGKILL", "exit 3", "OOM kill", "" before any */
 } ms__instance;
 
 /* A swap in progress (swap.c; opaque here). */
@@ -153,7 +153,7 @@ typedef int64_t (*ms__clock_fn)(void *ctx);
 typedef struct ms__registry {
     ms__clock_fn clock; /* CLOCK_MONOTONIC ns; NULL: ms__now_ns */
     void *clock_ctx;
-    ms__model *models[MS__MODELS_MAX]; /* in order of creation */
+    ms__model *models[MS__MODELS_TABLE]; /* in order of creation */
     int nmodels;
     struct ms__client_list clients; /* newest first */
     int nclients;
@@ -181,11 +181,20 @@ ms__lease *ms__client_lease(const ms__client *c, uint64_t id);
 ms__model *ms__registry_find(const ms__registry *r, const char *tag);
 /* New model in state loading (loads 0: call ms__model_begin_load). The spec is copied; the
  * model has no constructor memfd yet (ms__model_ctor_set).
- * At MS__MODELS_MAX it first frees the least recently used failed model without leases or
- * workers, if there is one. MS_E_INVAL for a bad tag, MS_E_LIMIT beyond MS__MODELS_MAX,
- * MS_E_NOMEM. */
+ * At MS__MODELS_MAX models that count (ms__registry_counted) it first frees the least recently
+ * used failed model without leases or workers, if there is one. MS_E_INVAL for a bad tag,
+ * MS_E_LIMIT beyond MS__MODELS_MAX (the caller evicts idle models first: ms__life_make_room) or
+ * a table full of unloading ones, MS_E_NOMEM. */
 int ms__registry_add(ms__registry *r, const char *tag, const ms__spec *spec, ms__model **out,
                      char *err, size_t errlen);
+/* By how many bytes m's measured memory exceeds the memory its spec gave (0: within it, not
+ * measured yet, or no memory in the spec). */
+uint64_t ms__model_over_memory(const ms__model *m);
+/* The models that count toward MS__MODELS_MAX: every registered one but those unloading. */
+int ms__registry_counted(const ms__registry *r);
+/* The least recently used model that is ready, not swapping, with no lease and no request
+ * waiting for it (one that can be evicted), or NULL. */
+ms__model *ms__registry_lru_idle(const ms__registry *r);
 /* Frees m. Its leases become dead (their holders can still release them). Its workers must have
  * been detached before. */
 void ms__registry_remove(ms__registry *r, ms__model *m);

@@ -1,5 +1,5 @@
-/* The client protocol's requests (proto.h): hello, acquire, release, load, unload, swap, status;
- * and a connection's events, which read them. See protocol.h. */
+/* The client protocol's requests (proto.h): hello, acquire, release, load, unload, swap, link,
+ * status; and a connection's events, which read them. See protocol.h. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "../common/ctorfd.h"
+#include "../common/fdlimit.h"
 #include "../common/log.h"
 #include "../common/spec.h"
 #include "modelshare.h"
@@ -126,7 +127,7 @@ static void do_hello(ms__conn *k, json_t *id, const json_t *msg)
                  "protocol version mismatch: the client speaks version %lld, this modelshared "
                  "(pid %ld) speaks version %d",
                  (long long)json_integer_value(v), (long)getpid(), MS_PROTOCOL_VERSION);
-        ms__log_warn("client pid %ld refused: %s", (long)k->pid, err);
+        ms__log_warn_limited("client pid %ld refused: %s", (long)k->pid, err);
         ms__conn_error(k, id, MS_E_VERSION, err);
         ms__conn_kill(k, "version mismatch");
         return;
@@ -156,9 +157,10 @@ static ms__model *model_for(ms__proto *p, ms__conn *k, json_t *id, const char *o
             ms__conn_error(k, id, MS_E_UNKNOWN_TAG, err);
             return NULL;
         }
+        ms__life_make_room(p->models, tag);
         int rc = ms__registry_add(&p->models->reg, tag, spec, &m, err, sizeof err);
         if (rc != 0) {
-            ms__log_warn("refused to load \"%s\" for pid %ld: %s", tag, (long)k->pid, err);
+            ms__log_warn_limited("refused to load \"%s\" for pid %ld: %s", tag, (long)k->pid, err);
             ms__conn_error(k, id, rc, err);
             return NULL;
         }
@@ -225,6 +227,19 @@ static void acquire_waits(ms__proto *p, ms__conn *k, json_t *id, ms__model *m, i
         k->p_deadline_ns = ms__registry_now(&p->models->reg) + timeout_ms * 1000000;
 }
 
+/* A lease keeps its arena open here, and a load opens a worker's: an acquire is refused (false,
+ * answered) while too few descriptors are left for that, so that every other client keeps what
+ * it has. */
+static bool acquire_room(ms__conn *k, json_t *id)
+{
+    char err[MS__ERRLEN];
+    if (ms__fd_room(MS__DAEMON_FD_RESERVE / 2, "acquire", "modelshared", err, sizeof err) == 0)
+        return true;
+    ms__log_warn_limited("refused an acquire of pid %ld: %s", (long)k->pid, err);
+    ms__conn_error(k, id, MS_E_LIMIT, err);
+    return false;
+}
+
 static void do_acquire(ms__proto *p, ms__conn *k, json_t *id, const json_t *msg, int *fds, int nfds)
 {
     char err[MS__ERRLEN], full[MS__ERRLEN + 64];
@@ -241,6 +256,8 @@ static void do_acquire(ms__proto *p, ms__conn *k, json_t *id, const json_t *msg,
     const char *tag = request_tag(k, id, msg, "acquire");
     int64_t timeout_ms;
     if (tag == NULL || request_timeout(k, id, msg, &timeout_ms) < 0)
+        return;
+    if (!acquire_room(k, id))
         return;
     int has = request_spec(k, id, msg, true, &spec);
     if (has < 0)
@@ -586,8 +603,15 @@ static void serve_requests(ms__proto *p, ms__conn *k)
         int fds[MS__FDS_MAX];
         int nfds = 0;
         int rc = ms__reader_next(&k->rd, &msg, fds, &nfds, err, sizeof err);
-        if (rc != 0) {
-            ms__log_info("client pid %ld sent a malformed message: %s", (long)k->pid, err);
+        if (rc == MS_E_LIMIT && msg != NULL) {
+            /* Its descriptors were lost (modelshared at its RLIMIT_NOFILE): this one request is
+             * refused; the connection and its leases stay. */
+            ms__log_warn_limited("refused a request of pid %ld: %s", (long)k->pid, err);
+            ms__conn_error(k, json_object_get(msg, "id"), rc, err);
+            json_decref(msg);
+            k->more = !k->dead;
+        } else if (rc != 0) {
+            ms__log_info_limited("client pid %ld sent a malformed message: %s", (long)k->pid, err);
             ms__conn_error(k, NULL, rc, err);
             if (rc != MS_E_PROTOCOL) /* the framing itself is broken */
                 ms__conn_kill(k, err);
@@ -620,7 +644,7 @@ void ms__conn_on_event(ms__proto *p, ms__conn *k, uint32_t events)
         int rc = ms__reader_fill(&k->rd, k->fd, err, sizeof err);
         if (rc != 0) {
             /* The framing is broken (or the socket is): say why, then close. */
-            ms__log_info("client pid %ld: %s; closing its connection", (long)k->pid, err);
+            ms__log_info_limited("client pid %ld: %s; closing its connection", (long)k->pid, err);
             ms__conn_error(k, NULL, rc, err);
             ms__conn_kill(k, err);
             return;

@@ -77,17 +77,20 @@ static void on_listen(ms__server *s)
         if (errno == EAGAIN || errno == EWOULDBLOCK)
             return;
         if ((errno == EMFILE || errno == ENFILE) && s->spare_fd >= 0) {
-            /* Out of descriptors: accept with the spare one and close at once, so that the
-             * client hears a refusal instead of waiting in the backlog forever. */
-            ms__log_warn("out of file descriptors: refusing a client");
+            /* Out of descriptors: accept with the spare one, so that the client hears why it
+             * is refused instead of waiting in the backlog forever (logged at most once a
+             * second). */
             close(s->spare_fd);
+            s->spare_fd = -1;
             fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
             if (fd >= 0)
-                close(fd);
+                ms__conn_refuse_nofile(fd);
             s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+            if (fd < 0)
+                return;
             continue;
         }
-        ms__log_warn("accept: %s", strerror(errno));
+        ms__log_warn_limited("accept: %s", strerror(errno));
         return;
     }
 }

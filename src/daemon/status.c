@@ -122,6 +122,8 @@ static void memory_json(json_t *o, const ms__model *m)
     json_object_set_new(o, "memory_bytes", json_integer((json_int_t)m->memory_bytes));
     json_object_set_new(o, "memory_measured", json_boolean(m->measured));
     json_object_set_new(o, "estimate_bytes", json_integer((json_int_t)m->estimate_bytes));
+    /* Measured over the memory its spec says it needs: by how much (0: within it). */
+    json_object_set_new(o, "over_memory_bytes", json_integer((json_int_t)ms__model_over_memory(m)));
     json_object_set_new(o, "budget_device", placed ? json_string(dev) : json_null());
     if ((placed && strcmp(dev, "host") != 0) || m->host_bytes > 0)
         json_object_set_new(o, "host_bytes", json_integer((json_int_t)m->host_bytes));

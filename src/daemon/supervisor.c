@@ -16,6 +16,7 @@
 
 #include "../common/ctorfd.h"
 #include "../common/log.h"
+#include "../common/oomkill.h"
 #include "../common/paths.h"
 #include "modelshare.h"
 
@@ -177,6 +178,10 @@ static void worker_watch(ms__supervisor *s, ms__wproc *w)
 static void worker_adopt(ms__supervisor *s, ms__wproc *w, pid_t pid, spawn_fds *f)
 {
     w->pid = pid;
+    /* The OOM killer's count now: one more when it dies of SIGKILL says who killed it. */
+    w->oom_kills = -1;
+    if (ms__oom_file(pid, w->oom_file, sizeof w->oom_file) == 0)
+        w->oom_kills = ms__oom_kills(w->oom_file);
     w->ctrl_fd = f->sv[0];
     w->err_fd = f->errp[0];
     w->stats = f->stats;
@@ -204,6 +209,7 @@ int ms__sup_exec(ms__supervisor *s, const ms__exec *x, ms__wproc **out, char *er
         return ms__fail(err, errlen, MS_E_NOMEM, "out of memory starting a worker");
     w->pidfd = w->ctrl_fd = w->err_fd = w->epfd = -1;
     w->inst = x->inst;
+    w->fd_base = -1;
     ms__reader_init(&w->reader);
     ms__writer_init(&w->wr);
     int rc = spawn_fds_make(&fds, x->door_fd, x->ctor_fd, err, errlen);
@@ -280,7 +286,12 @@ int ms__sup_ctrl_fill(ms__wproc *w, char *err, size_t errlen)
 int ms__sup_ctrl_next(ms__wproc *w, json_t **msg, char *err, size_t errlen)
 {
     /* Workers send no descriptors: any they declare are a protocol error. */
-    return ms__reader_next(&w->reader, msg, NULL, NULL, err, errlen);
+    int rc = ms__reader_next(&w->reader, msg, NULL, NULL, err, errlen);
+    if (rc != 0 && *msg != NULL) {
+        json_decref(*msg);
+        *msg = NULL;
+    }
+    return rc;
 }
 
 void ms__sup_ctrl_close(ms__supervisor *s, ms__wproc *w)
@@ -415,37 +426,4 @@ void ms__sup_stderr_read(ms__supervisor *s, ms__wproc *w)
         }
         return;
     }
-}
-
-/* "SIGKILL" for 9, else "signal N". */
-static void signal_name(int sig, char *buf, size_t buflen)
-{
-    const char *abbrev = sigabbrev_np(sig);
-    if (abbrev != NULL)
-        snprintf(buf, buflen, "SIG%s", abbrev);
-    else
-        snprintf(buf, buflen, "signal %d", sig);
-}
-
-void ms__sup_exit_text(int status, char *buf, size_t buflen)
-{
-    char name[32];
-    if (WIFEXITED(status)) {
-        snprintf(buf, buflen, "exited with status %d", WEXITSTATUS(status));
-    } else if (WIFSIGNALED(status)) {
-        signal_name(WTERMSIG(status), name, sizeof name);
-        snprintf(buf, buflen, "was killed by signal %d (%s)", WTERMSIG(status), name);
-    } else {
-        snprintf(buf, buflen, "ended with wait status %d", status);
-    }
-}
-
-void ms__sup_exit_brief(int status, char *buf, size_t buflen)
-{
-    if (WIFEXITED(status))
-        snprintf(buf, buflen, "exit %d", WEXITSTATUS(status));
-    else if (WIFSIGNALED(status))
-        signal_name(WTERMSIG(status), buf, buflen);
-    else
-        snprintf(buf, buflen, "wait status %d", status);
 }

@@ -86,9 +86,4 @@ void ms__sup_collect(ms__supervisor *s);
  * daemon's log, the last bytes stay in w->err. Closes the pipe at its end. */
 void ms__sup_stderr_read(ms__supervisor *s, ms__wproc *w);
 
-/* "exited with status 1" / "was killed by signal 9 (SIGKILL)". */
-void ms__sup_exit_text(int status, char *buf, size_t buflen);
-/* "exit 1" / "SIGKILL". */
-void ms__sup_exit_brief(int status, char *buf, size_t buflen);
-
 #endif

@@ -490,8 +490,7 @@ void ms__swap_drained(ms__models *ml, ms__wproc *w, const json_t *msg)
                       "as lost",
                       (long)w->pid);
         sw->in[i].old_lost = true;
-        atomic_store(&m->inst[i].door->down, 1);
-        atomic_fetch_add(&m->inst[i].door->gen, 1);
+        ms__door_lost(m->inst[i].door);
     } else {
         json_decref(sw->in[i].heads);
         sw->in[i].heads = json_incref((json_t *)heads);
@@ -516,22 +515,11 @@ void ms__swap_drain_lost(ms__models *ml, ms__model *m, const ms__wproc *w)
         return;
     /* It died before it drained: its requests in flight are lost, as in a crash (ring.h). */
     ms__instance *in = &m->inst[w->inst];
-    atomic_store(&in->door->down, 1);
-    atomic_fetch_add(&in->door->gen, 1);
+    ms__door_lost(in->door);
     sw->in[w->inst].old_lost = true;
     ms__log_warn("model \"%s\": instance %d: worker %ld died while it drained for the swap", m->tag,
                  w->inst, (long)w->pid);
     old_gone(ml, m, w->inst);
-}
-
-static bool same_devices(const ms__spec *a, const ms__spec *b)
-{
-    if (a->ndevices != b->ndevices || a->devices_auto != b->devices_auto)
-        return false;
-    for (int i = 0; i < a->ndevices; i++)
-        if (strcmp(a->devices[i], b->devices[i]) != 0)
-            return false;
-    return true;
 }
 
 /* The new spec: the loaded one with the fields of patch replaced. 0, or an error (err). */
@@ -553,11 +541,11 @@ static int new_spec(const ms__model *m, const json_t *patch, ms__spec *out, char
     json_decref(j);
     if (rc != 0)
         return ms__fail(err, errlen, rc, "swap: %s", why);
-    const char *field = strcmp(out->backend, m->spec.backend) != 0 ? "backend"
-                        : strcmp(out->device, m->spec.device) != 0 ? "device"
-                        : !same_devices(out, &m->spec)             ? "devices"
-                        : out->instances != m->spec.instances      ? "instances"
-                                                                   : NULL;
+    static const char *const fixed[] = {"backend", "device", "devices", "instances"};
+    const char *field = NULL;
+    for (size_t i = 0; field == NULL && i < MS__ARRAY_LEN(fixed); i++)
+        if (!ms__spec_field_equal(out, &m->spec, fixed[i]))
+            field = fixed[i];
     if (field != NULL) {
         ms__spec_free(out);
         return ms__fail(err, errlen, MS_E_SPEC,
@@ -572,10 +560,10 @@ static int new_spec(const ms__model *m, const json_t *patch, ms__spec *out, char
  * placed (a swap keeps each instance's device). */
 static uint64_t need_on(const ms__model *m, const char *dev, uint64_t need)
 {
-    uint64_t n = (uint64_t)m->spec.instances, sum = 0;
+    uint64_t sum = 0;
     for (int i = 0; i < m->spec.instances; i++)
         if (strcmp(ms__model_inst_budget(m, i), dev) == 0)
-            sum += need / n + (i == 0 ? need % n : 0);
+            sum += ms__even_part(need, m->spec.instances, i);
     return sum;
 }
 

@@ -1,7 +1,8 @@
 /*
  * Per-tag counters that outlive a model's record, for metrics: a tag's loads and evictions since
  * the daemon started, kept after the model is unloaded or evicted for good, so that
- * modelshare_loads_total and modelshare_evictions_total only ever go up. Pure data.
+ * modelshare_loads_total and modelshare_evictions_total only ever go up; and a python model's
+ * last measured memory, for its next load's estimate. Pure data.
  *
  * Tags are what clients send: at most MS__TALLY_MAX are kept; a new one then replaces the tag
  * touched least recently among those that have no model now (is_loaded says which).
@@ -21,6 +22,10 @@ typedef struct ms__tally_entry {
     uint64_t loads;
     uint64_t evictions;
     uint64_t touched; /* the tally's clock at the last count */
+    /* A python model's last measured memory, one instance's, and a hash of the constructor it
+     * was measured with: its next load's estimate when its spec gives no memory (load.c). */
+    uint64_t measured_bytes;
+    uint64_t measured_key;
 } ms__tally_entry;
 
 typedef struct ms__tally {

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include "../common/fdlimit.h"
 #include "../common/log.h"
 #include "conn.h"
 #include "modelshare.h"
@@ -32,14 +33,20 @@ void ms__conn_grant(ms__proto *p, ms__conn *k, json_t *id, ms__model *m, int are
     if (rc != 0) {
         ms__arena_unmap(hdr, MS__ARENA_HEADER);
         close(arena_fd);
-        ms__log_warn("model \"%s\": refused a lease to pid %ld: %s", m->tag, (long)k->pid, err);
+        ms__log_warn_limited("model \"%s\": refused a lease to pid %ld: %s", m->tag, (long)k->pid,
+                             err);
         ms__conn_error(k, id, rc, err);
         return;
     }
     int doors[MS__INSTANCES_MAX];
-    rc = ms__workers_attach(l, doors, msg, sizeof msg);
+    /* The reply carries a copy of each door: refused here, lease and all, when modelshared
+     * cannot make them, rather than dropping the connection when the reply cannot be queued. */
+    rc = ms__fd_room(m->ninst + 2, "acquire", "modelshared", msg, sizeof msg);
+    if (rc == 0)
+        rc = ms__workers_attach(l, doors, msg, sizeof msg);
     if (rc != 0) {
-        ms__log_warn("model \"%s\": lease for pid %ld failed: %s", m->tag, (long)k->pid, msg);
+        ms__log_warn_limited("model \"%s\": lease for pid %ld failed: %s", m->tag, (long)k->pid,
+                             msg);
         ms__workers_detach(l);
         ms__lease_release(&p->models->reg, l);
         ms__conn_error(k, id, rc, msg);

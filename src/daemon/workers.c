@@ -9,6 +9,8 @@
 #include <string.h>
 
 #include "../common/errors.h"
+#include "../common/exitstatus.h"
+#include "../common/fdlimit.h"
 #include "../common/log.h"
 #include "modelshare.h"
 #include "models_int.h"
@@ -31,6 +33,7 @@ static void msg_ready(ms__models *ml, ms__wproc *w, const json_t *msg)
     }
     w->ready = true;
     w->memory_bytes = (uint64_t)json_integer_value(mem);
+    w->fd_base = ms__fd_count(w->pid); /* before any lease is attached (attach.c) */
     w->signature = json_incref(sig != NULL ? sig : json_null());
     ms__life_worker_ready(ml, w);
 }
@@ -57,8 +60,8 @@ static void on_msg(ms__models *ml, ms__wproc *w, const json_t *msg)
     else if (op != NULL && strcmp(op, "drained") == 0)
         ms__life_worker_drained(ml, w, msg);
     else
-        ms__log_warn("worker %ld sent an unknown message (op %s); ignored", (long)w->pid,
-                     op != NULL ? op : "missing");
+        ms__log_warn_limited("worker %ld sent an unknown message (op %s); ignored", (long)w->pid,
+                             op != NULL ? op : "missing");
 }
 
 void ms__worker_on_ctrl(ms__models *ml, ms__wproc *w, uint32_t events)
@@ -71,12 +74,12 @@ void ms__worker_on_ctrl(ms__models *ml, ms__wproc *w, uint32_t events)
         rc = ms__sup_ctrl_fill(w, err, sizeof err);
     bool eof = rc != 0 || w->reader.eof;
     if (rc != 0)
-        ms__log_warn("worker %ld control socket: %s", (long)w->pid, err);
+        ms__log_warn_limited("worker %ld control socket: %s", (long)w->pid, err);
     for (;;) {
         json_t *msg = NULL;
         rc = ms__sup_ctrl_next(w, &msg, err, sizeof err);
         if (rc != 0) {
-            ms__log_warn("worker %ld sent a bad message: %s", (long)w->pid, err);
+            ms__log_warn_limited("worker %ld sent a bad message: %s", (long)w->pid, err);
             if (rc != MS_E_PROTOCOL) {
                 eof = true;
                 break;

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <stdio.h>
 #include <unistd.h>
 
 #include "../common/errors.h"
@@ -39,7 +40,7 @@ static int drain_stale(ms_client *client)
                                 "interrupted while the answer to an earlier interrupted request "
                                 "was awaited");
         int r = ms__msg_recv(client->fd, &msg, got, &ngot, MS__FDS_MAX, -1, err, sizeof err);
-        if (r < 0) {
+        if (r < 0 && !(r == MS_E_LIMIT && msg != NULL)) { /* lost descriptors: a whole reply */
             client->lost = true;
             return ms__lib_fail(client, MS_E_DAEMON_LOST,
                                 "lost the connection to the daemon at %s: %s", client->socket_path,
@@ -105,8 +106,13 @@ static int send_and_receive(ms_client *client, json_t *req, const int *fds, int 
          * closed it before reading anything: its refusal is still there to be read. */
         char why[MS__ERRLEN];
         client->lost = true;
-        if (ms__msg_recv(client->fd, msg, got, ngot, maxfds, 200, why, sizeof why) != 0 ||
-            !json_is_false(json_object_get(*msg, "ok")))
+        *msg = NULL;
+        int rr = ms__msg_recv(client->fd, msg, got, ngot, maxfds, 200, why, sizeof why);
+        if (rr != 0 && *msg != NULL) { /* its descriptors were lost: not a refusal */
+            json_decref(*msg);
+            *msg = NULL;
+        }
+        if (rr != 0 || !json_is_false(json_object_get(*msg, "ok")))
             return ms__lib_fail(client, MS_E_DAEMON_LOST,
                                 "lost the connection to the daemon at %s: %s", client->socket_path,
                                 err);
@@ -120,6 +126,11 @@ static int send_and_receive(ms_client *client, json_t *req, const int *fds, int 
                             "stays usable");
     }
     r = ms__msg_recv(client->fd, msg, got, ngot, maxfds, -1, err, sizeof err);
+    if (r == MS_E_LIMIT && *msg != NULL) {
+        /* The reply came whole but its descriptors did not (this process at its RLIMIT_NOFILE):
+         * the connection is fine; the caller gives back what the reply granted. */
+        return ms__lib_fail_msg(client, r, err);
+    }
     if (r < 0) {
         /* Whatever went wrong, the stream is out of step now. */
         client->lost = true;
@@ -182,6 +193,18 @@ int ms__lib_call(ms_client *client, json_t *req, const int *fds, int nfds, json_
         goto out;
     }
     r = send_and_receive(client, req, fds, nfds, &msg, got, &ngot, maxfds, id);
+    if (r == MS_E_LIMIT && msg != NULL) {
+        /* Its descriptors were lost: a reply that granted something is handed to the caller to
+         * give back, with the limit's message kept. */
+        char keep[MS__ERRLEN];
+        snprintf(keep, sizeof keep, "%s", ms_errmsg(client));
+        if (check_reply(client, msg, id) == 0) {
+            *reply = msg;
+            msg = NULL;
+        }
+        r = ms__lib_fail_msg(client, MS_E_LIMIT, keep);
+        goto out;
+    }
     if (r < 0)
         goto out;
     r = check_reply(client, msg, id);

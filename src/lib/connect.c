@@ -19,6 +19,8 @@
 
 #include "connect.h"
 #include "../common/env.h"
+#include "../common/exitstatus.h"
+#include "../common/fdlimit.h"
 #include "internal.h"
 
 extern char **environ;
@@ -59,6 +61,9 @@ static bool nobody_there(int e)
 
 static int connect_error(const char *path, int e, char *err, size_t errlen)
 {
+    if (e == -EMFILE)
+        return ms__fd_limit_fail(err, errlen, "cannot make a socket to connect to the daemon",
+                                 "this process", ms__fd_limit(0));
     if (e == -EACCES || e == -EPERM)
         return ms__fail(err, errlen, MS_E_PERMISSION, "cannot connect to the daemon at %s: %s",
                         path, strerror(-e));
@@ -200,12 +205,10 @@ static int spawn_daemon(const char *path, char *err, size_t errlen)
 
     if (!known || (WIFEXITED(status) && WEXITSTATUS(status) == 0))
         return 0;
-    if (WIFEXITED(status))
-        return ms__fail(err, errlen, MS_E_NO_DAEMON, "daemon %s for %s exited with status %d: %s",
-                        bin, path, WEXITSTATUS(status), t.len ? t.msg : "(no message)");
-    return ms__fail(err, errlen, MS_E_NO_DAEMON, "daemon %s for %s was killed by signal %d%s%s",
-                    bin, path, WIFSIGNALED(status) ? WTERMSIG(status) : 0, t.len ? ": " : "",
-                    t.msg);
+    char how[128];
+    ms__exit_text(status, how, sizeof how);
+    return ms__fail(err, errlen, MS_E_NO_DAEMON, "daemon %s for %s %s: %s", bin, path, how,
+                    t.len ? t.msg : "(no message)");
 }
 
 /* Locks the start lock, polling up to LOCK_WAIT_S. Returns the locked fd or an error. */

@@ -100,8 +100,8 @@ static void fill_req(ms__req *req, uint32_t flags, const ms_tensor *input, const
  * lock held; released while waiting). When the worker answers that the room is too small, once
  * more with the room it asks for (*room). On MS_E_TIMEOUT *out is NULL: the worker may still
  * write into it, and it is freed once the worker is done. */
-static int round_trip(ms_model *model, uint32_t flags, const ms_tensor *input, uint64_t *room,
-                      ms_tensor **out, ms__resp *resp)
+int ms__round_trip(ms_model *model, uint32_t flags, const ms_tensor *input, uint64_t *room,
+                   ms_tensor **out, ms__resp *resp)
 {
     for (int attempt = 0;; attempt++) {
         int r = ms__tensor_new_locked(model, *room, out);
@@ -201,7 +201,7 @@ static int request_resp(ms_model *model, const char *fn, uint32_t flags, const m
         if ((flags & MS__REQ_OBJECT) && room < least)
             room = least;
     }
-    r = round_trip(model, flags, input, &room, &out, &resp);
+    r = ms__round_trip(model, flags, input, &room, &out, &resp);
     if (r == 0)
         r = take_response(model, flags, input, room, out, &resp);
     if (r == 0) {

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "modelshare.h"
+#include "../common/records.h"
 
 /* ms_infer(model, input, output) with flags of MS__REQ_OBJECT and MS__REQ_OWN_INPUT
  * (records.h): the caller reads an answer that is not one array, and the input is a copy of its
@@ -14,5 +15,19 @@
  * ms_infer output is). Errors as ms_infer; MS_E_INVAL for other flags. */
 int ms__infer_flags(ms_model *model, const ms_tensor *input, uint32_t flags, ms_tensor **output,
                     bool *object);
+
+/* One request record for input (flags: MS__REQ_*) with *room bytes of output room (*out, made
+ * here), published and waited for (model lock held; released while waiting); when the worker
+ * answers that the room is too small, once more with the room it asks for (*room). *resp is the
+ * response, its status not yet looked at. On MS_E_TIMEOUT *out is NULL (freed once the worker
+ * is done with it). (infer.c; multi.c uses it for ms_infer_n) */
+int ms__round_trip(ms_model *model, uint32_t flags, const ms_tensor *input, uint64_t *room,
+                   ms_tensor **out, ms__resp *resp);
+/* ms_infer_n with MS__REQ_OBJECT in flags or not: a python model that runs the request alone may
+ * answer anything, then *outputs holds one uint8 output "0" (its pickle) and ms_outputs_count's
+ * form is 6 (MS__FORM_OBJECT). Bit i of own: input i is a copy made for this call, which the
+ * model may write (MS__MF_OWN). For the Python package. (multi.c) */
+int ms__infer_n_flags(ms_model *model, const ms_named *inputs, int n, int form, uint32_t flags,
+                      uint32_t own, ms_tensor **outputs);
 
 #endif

@@ -13,10 +13,14 @@
  *   wait.c      a thread's wait options: its calls' own deadline,   calls: -
  *               a check that cancels a wait (Ctrl-C, asyncio)
  *   exchange.c  one request through a ring slot: submit, await      calls: errors, tensor, wait
- *   infer.c     ms_infer, ms_call, ms__infer_flags: output room,      calls: errors, tensor,
- * exchange exchange, response model.c     model handles: acquire, release, signature calls: errors,
- * call, alloc, tensor, link, wait client.c    clients: connect, disconnect, status, load, unload
- * calls: errors, call, connect, fork, model
+ *   infer.c     ms_infer, ms_call, ms__infer_flags: output room,    calls: errors, tensor, exchange
+ *               exchange, response
+ *   multi.c     ms_infer_n: a manifest of named tensors, the    calls: errors, tensor, infer
+ *               answer's manifest checked; ms_outputs_*, ms_text_*
+ *   model.c     model handles: acquire, release, signature          calls: errors, call, alloc,
+ *                                                                          tensor, link, wait
+ *   client.c    clients: connect, disconnect, status, load, unload  calls: errors, call, connect,
+ *                                                                          fork, model
  *
  * Locking: a client has one lock for its control socket (one request at a time) and one for its
  * list of models. A model has one lock for its allocator, its live tensors and its rings; it is
@@ -58,6 +62,11 @@ struct ms_tensor {
     void *src_base;
     int64_t src_lease;
     LIST_ENTRY(ms_tensor) link; /* in the model's live tensors */
+    /* A list of strings (ms_text_from): MS_TEXT_UTF8 or MS_TEXT_BYTES and its items; 0 else. */
+    int text;
+    uint64_t items;
+    /* ms_infer_n's outputs: the decoded output manifest (offsets into the arena), owned. */
+    struct ms__manifest *answer;
 };
 
 /* One instance of the model as this handle sees it: the worker's door and our ring set for it. */
@@ -89,6 +98,7 @@ struct ms_model {
      * output, and the size of the last call's answer, so that retries for room are rare. */
     uint64_t out_per_row;
     uint64_t call_room;
+    uint64_t multi_room; /* the last ms_infer_n answer's size */
     /* Arenas of other models of this client that this model's workers map (link.c): the lease
      * of linked arena k at links[k - 1], 0 where none. Under lock. */
     int64_t links[MS__ARENA_LINKS];

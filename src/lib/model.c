@@ -241,6 +241,13 @@ int ms__acquire_ctor(ms_client *client, const char *tag, const char *spec_json, 
     if (ms__lib_check_tag(client, tag) != 0)
         return MS_E_INVAL;
     int r = ask_lease(client, tag, spec_json, ctor_fd, &a);
+    if (r == MS_E_LIMIT && a.reply != NULL) {
+        /* Granted, but its doors did not come (RLIMIT_NOFILE): the daemon takes it back, so
+         * that its lease count stays the client's. */
+        give_back_lease(client, a.reply, r);
+        acquiring_end(&a);
+        return r;
+    }
     if (r < 0) {
         acquiring_end(&a);
         return r;

@@ -43,6 +43,7 @@ void ms__tensor_free_locked(ms_tensor *t)
     LIST_REMOVE(t, link);
     if (!t->view)
         ms__alloc_put(&m->alloc, t->off, t->size);
+    free(t->answer);
     free(t);
 }
 
@@ -51,6 +52,7 @@ void ms__tensor_free_all_locked(ms_model *model)
     ms_tensor *t;
     while ((t = LIST_FIRST(&model->tensors)) != NULL) {
         LIST_REMOVE(t, link);
+        free(t->answer);
         free(t);
     }
 }

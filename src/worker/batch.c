@@ -12,15 +12,16 @@
 
 #define CATCH_UP_MAX_NS 1000000LL /* longest wait for the clients of the last batch */
 
-bool ms__batch_closed(const job *j)
+bool ms__batch_closed(const ms__job *j)
 {
     return j->nbatch > 0 &&
-           (!j->w->batchable || j->batch_rows >= j->w->max_batch || ms__is_call(&j->batch[0]));
+           (!j->w->batchable || j->batch_rows >= j->w->max_batch || ms__is_call(&j->batch[0]) ||
+            (ms__is_multi(&j->batch[0]) && !j->batch[0].rows_agree));
 }
 
 /* Whether t can join the batch whose first request is f: same dtype and rank, same dims after
  * the first, and first dimensions to concatenate along. */
-static bool compatible(const taken *f, const taken *t)
+static bool compatible(const ms__taken *f, const ms__taken *t)
 {
     if (f->in.dtype != t->in.dtype || f->in.rank != t->in.rank || f->in.rank < 1)
         return false;
@@ -32,10 +33,13 @@ static bool compatible(const taken *f, const taken *t)
 
 /* Whether t, read after the batch's first request, may join it: same row shape, within
  * max_batch rows and the staging bytes. A method call runs alone. */
-static bool joins(const job *j, const taken *t)
+static bool joins(const ms__job *j, const ms__taken *t)
 {
-    return j->w->batchable && !ms__is_call(t) && !ms__is_call(&j->batch[0]) &&
-           compatible(&j->batch[0], t) && j->batch_rows + t->rows <= j->w->max_batch &&
+    const ms__taken *f = &j->batch[0];
+    bool multi = ms__is_multi(f) || ms__is_multi(t);
+    return j->w->batchable && !ms__is_call(t) && !ms__is_call(f) &&
+           (multi ? ms__multi_joins(f, t, j->w->pad_dim) : compatible(f, t)) &&
+           j->batch_rows + t->rows <= j->w->max_batch &&
            j->batch_bytes + t->in.nbytes <= MS__BATCH_BYTES_MAX;
 }
 
@@ -43,9 +47,9 @@ enum { TAKE_NONE, TAKE_ANSWERED, TAKE_ADDED, TAKE_DEFERRED };
 
 /* Looks at the next request of c. A bad one is answered at once (TAKE_ANSWERED); one that fits
  * the batch joins it (TAKE_ADDED); one that does not stays in the ring (TAKE_DEFERRED). */
-static int take_one(server *s, job *j, client *c, int64_t now)
+static int take_one(ms__server *s, ms__job *j, ms__client *c, int64_t now)
 {
-    taken *t = &j->batch[j->nbatch];
+    ms__taken *t = &j->batch[j->nbatch];
     int r = ms__intake_peek(s, c, now, t);
     if (r == MS__TAKE_NONE)
         return TAKE_NONE;
@@ -68,7 +72,7 @@ static int take_one(server *s, job *j, client *c, int64_t now)
 /* One round-robin pass over the active clients: at most one request from each. Returns how many
  * it took or answered; *deferred when a client's next request has to wait for another batch.
  * A client whose ring is empty leaves the active list until it publishes again. */
-static size_t take_pass(server *s, job *j, int64_t now, bool *deferred)
+static size_t take_pass(ms__server *s, ms__job *j, int64_t now, bool *deferred)
 {
     size_t got = 0, n = s->nactive, start = 0;
     if (n == 0)
@@ -85,7 +89,7 @@ static size_t take_pass(server *s, job *j, int64_t now, bool *deferred)
             break;
         if (ms__batch_closed(j))
             break;
-        client *c = s->active[(start + k) % n];
+        ms__client *c = s->active[(start + k) % n];
         int r = take_one(s, j, c, now);
         if (r == TAKE_DEFERRED)
             *deferred = true;
@@ -108,7 +112,7 @@ static size_t take_pass(server *s, job *j, int64_t now, bool *deferred)
  * the last batch are waking up to send their next request, and a model that ran for a while is
  * worth a wait of a tenth of that (at most CATCH_UP_MAX_NS) to run them together. Returns the
  * end of the wait (0: none) and *enough, the rows that end it early. */
-static int64_t wait_until(const server *s, const job *j, int64_t now, bool deferred,
+static int64_t wait_until(const ms__server *s, const ms__job *j, int64_t now, bool deferred,
                           int64_t *enough)
 {
     *enough = s->w->max_batch;
@@ -124,7 +128,7 @@ static int64_t wait_until(const server *s, const job *j, int64_t now, bool defer
     return 0;
 }
 
-size_t ms__batch_take(server *s, job *j)
+size_t ms__batch_take(ms__server *s, ms__job *j)
 {
     int64_t now = ms__now_ns();
     bool deferred = false;

@@ -18,7 +18,7 @@
 #include "../common/log.h"
 #include "../common/util.h"
 
-static client *find(server *s, int64_t lease, size_t *at)
+static ms__client *find(ms__server *s, int64_t lease, size_t *at)
 {
     for (size_t i = 0; i < s->n; i++)
         if (s->clients[i]->lease == lease) {
@@ -29,7 +29,7 @@ static client *find(server *s, int64_t lease, size_t *at)
     return NULL;
 }
 
-void ms__clients_compact_active(server *s)
+void ms__clients_compact_active(ms__server *s)
 {
     size_t k = 0;
     for (size_t i = 0; i < s->nactive; i++)
@@ -38,9 +38,9 @@ void ms__clients_compact_active(server *s)
     s->nactive = k;
 }
 
-void ms__client_drop_at(server *s, size_t i, const char *why)
+void ms__client_drop_at(ms__server *s, size_t i, const char *why)
 {
-    client *c = s->clients[i];
+    ms__client *c = s->clients[i];
     s->clients[i] = s->clients[--s->n];
     if (c->active) {
         c->active = false;
@@ -62,7 +62,7 @@ void ms__client_drop_at(server *s, size_t i, const char *why)
 
 /* c's hint bit, which it sets on the door when it publishes: a free one exists, as clients are
  * fewer than MS__DOOR_HINTS. */
-static void take_hint(server *s, client *c)
+static void take_hint(ms__server *s, ms__client *c)
 {
     for (unsigned h = 0; h < MS__DOOR_HINTS; h++)
         if (s->by_hint[h] == NULL) {
@@ -86,7 +86,7 @@ static uint32_t first_entry(ms__ring *rg, bool resume, const json_t *head)
 
 /* resume: the lease was served by a worker of this door that died; its ring goes on from where
  * its tail stands (what was published before was the dead worker's). */
-static void attach(server *s, int64_t lease, int64_t ring, int arena_fd, bool resume,
+static void attach(ms__server *s, int64_t lease, int64_t ring, int arena_fd, bool resume,
                    const json_t *head)
 {
     char err[MS__ERRLEN];
@@ -94,30 +94,31 @@ static void attach(server *s, int64_t lease, int64_t ring, int arena_fd, bool re
     uint64_t cap = 0;
 
     if (s->n >= MS__WORKER_CLIENTS_MAX) {
-        ms__log_error("model \"%s\": refusing client with lease %lld: %d clients attached already",
-                      s->w->tag, (long long)lease, MS__WORKER_CLIENTS_MAX);
+        ms__log_error_limited(
+            "model \"%s\": refusing client with lease %lld: %d clients attached already", s->w->tag,
+            (long long)lease, MS__WORKER_CLIENTS_MAX);
         goto fail;
     }
     if (ring < 0 || ring >= (int64_t)MS__RINGS_MAX) {
-        ms__log_error("model \"%s\": refusing lease %lld: ring %lld, expected 0 to %u", s->w->tag,
-                      (long long)lease, (long long)ring, MS__RINGS_MAX - 1);
+        ms__log_error_limited("model \"%s\": refusing lease %lld: ring %lld, expected 0 to %u",
+                              s->w->tag, (long long)lease, (long long)ring, MS__RINGS_MAX - 1);
         goto fail;
     }
     if (find(s, lease, NULL) != NULL) {
-        ms__log_error("model \"%s\": refusing a second attach of lease %lld", s->w->tag,
-                      (long long)lease);
+        ms__log_error_limited("model \"%s\": refusing a second attach of lease %lld", s->w->tag,
+                              (long long)lease);
         goto fail;
     }
     int r = ms__arena_map(arena_fd, &base, &cap, err, sizeof err);
     if (r < 0) {
-        ms__log_error("model \"%s\": cannot map the arena of lease %lld: %s", s->w->tag,
-                      (long long)lease, err);
+        ms__log_error_limited("model \"%s\": cannot map the arena of lease %lld: %s", s->w->tag,
+                              (long long)lease, err);
         goto fail;
     }
-    client *c = calloc(1, sizeof *c);
+    ms__client *c = calloc(1, sizeof *c);
     if (c == NULL) {
-        ms__log_error("model \"%s\": out of memory attaching lease %lld", s->w->tag,
-                      (long long)lease);
+        ms__log_error_limited("model \"%s\": out of memory attaching lease %lld", s->w->tag,
+                              (long long)lease);
         goto fail;
     }
     c->lease = lease;
@@ -147,7 +148,7 @@ fail:
 /* "takeover": this worker, loaded beside the old version on a door of its own, moves onto the
  * instance's door (door_fd, which this takes) and serves the slots stamped with its gen. Only
  * before any attach: its clients come after, with the heads where the old worker stopped. */
-static void takeover(server *s, int door_fd)
+static void takeover(ms__server *s, int door_fd)
 {
     char err[MS__ERRLEN];
     ms__door *d = NULL;
@@ -168,7 +169,7 @@ static void takeover(server *s, int door_fd)
 /* "drain": a swap moves this instance to a new worker. Nothing is taken between two batches, so
  * every request taken is answered: what is left in the rings is the new worker's, from each
  * client's head on. Tells the daemon those heads ("drained") and ends the loop (s->drained). */
-static void drain(server *s)
+static void drain(ms__server *s)
 {
     char err[MS__ERRLEN];
     /* Runner threads may still hold requests taken before: answered first. */
@@ -188,7 +189,7 @@ static void drain(server *s)
     ms__log_info("model \"%s\": drained for a swap (%zu client(s)); stopping", s->w->tag, s->n);
 }
 
-static void control_msg(server *s, json_t *msg, int *fds, int nfds)
+static void control_msg(ms__server *s, json_t *msg, int *fds, int nfds)
 {
     const char *op = json_string_value(json_object_get(msg, "op"));
     json_t *lease = json_object_get(msg, "lease");
@@ -223,7 +224,7 @@ static void control_msg(server *s, json_t *msg, int *fds, int nfds)
     }
     if (op && strcmp(op, "detach") == 0 && json_is_integer(lease)) {
         size_t at;
-        client *c = find(s, json_integer_value(lease), &at);
+        ms__client *c = find(s, json_integer_value(lease), &at);
         if (c != NULL) {
             /* Not while a runner writes into its arena. */
             ms__runners_unpin(s, c);
@@ -233,16 +234,16 @@ static void control_msg(server *s, json_t *msg, int *fds, int nfds)
                           (long long)json_integer_value(lease));
         }
     } else {
-        ms__log_warn("model \"%s\": ignoring control message op \"%s\" (lease %s, %d fds)",
-                     s->w->tag, op ? op : "(none)", json_is_integer(lease) ? "set" : "missing",
-                     nfds);
+        ms__log_warn_limited("model \"%s\": ignoring control message op \"%s\" (lease %s, %d fds)",
+                             s->w->tag, op ? op : "(none)",
+                             json_is_integer(lease) ? "set" : "missing", nfds);
     }
     for (int i = 0; i < nfds; i++)
         close(fds[i]);
 }
 
 /* Reads what the control socket has, without blocking. Returns 1 when the daemon is gone. */
-int ms__control_poll(server *s)
+int ms__control_poll(ms__server *s)
 {
     char err[MS__ERRLEN];
     int r = ms__reader_fill(&s->rd, s->w->ctrl_fd, err, sizeof err);
@@ -260,6 +261,15 @@ int ms__control_poll(server *s)
         int fds[MS__FDS_MAX];
         int nfds = 0;
         int q = ms__reader_next(&s->rd, &msg, fds, &nfds, err, sizeof err);
+        if (q == MS_E_LIMIT && msg != NULL) {
+            /* Its descriptors were lost (this worker at its RLIMIT_NOFILE): that one message
+             * goes unserved (an attach: its client's calls time out); everyone else is served
+             * on. The daemon keeps a reserve of the worker's descriptors (attach.c), so this is
+             * the exception. */
+            ms__log_error_limited("model \"%s\": ignoring a control message: %s", s->w->tag, err);
+            json_decref(msg);
+            continue;
+        }
         if (q < 0) {
             ms__log_error("model \"%s\": bad message from the daemon: %s", s->w->tag, err);
             return 1;

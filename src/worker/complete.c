@@ -11,7 +11,7 @@
 #include "../common/util.h"
 #include "modelshare.h"
 
-void ms__complete(server *s, client *c, unsigned slot, const ms__resp *resp)
+void ms__complete(ms__server *s, ms__client *c, unsigned slot, const ms__resp *resp)
 {
     ms__slot *sl = ms__slot_of(c->base, c->ring, slot);
     /* Only the fixed fields and the message's used bytes: a success writes about 100 bytes. */
@@ -21,7 +21,7 @@ void ms__complete(server *s, client *c, unsigned slot, const ms__resp *resp)
     sl->resp.msg[ml] = '\0';
     /* Counted before the client can see its answer: a caller that reads the stats (status,
      * /metrics) after its call returns finds the call in them. */
-    STAT_ADD(s, requests, 1);
+    MS__STAT_ADD(s, requests, 1);
     if (resp->status != 0)
         ms__stats_error(s->w->stats, resp->status);
     if (s->pool != NULL)
@@ -36,7 +36,8 @@ void ms__complete(server *s, client *c, unsigned slot, const ms__resp *resp)
     ms__door_done(s->w->door);
 }
 
-void ms__complete_error(server *s, client *c, unsigned slot, uint64_t id, int code, const char *msg)
+void ms__complete_error(ms__server *s, ms__client *c, unsigned slot, uint64_t id, int code,
+                        const char *msg)
 {
     ms__resp resp;
     memset(&resp, 0, offsetof(ms__resp, msg));
@@ -50,7 +51,7 @@ void ms__complete_error(server *s, client *c, unsigned slot, uint64_t id, int co
     ms__complete(s, c, slot, &resp);
 }
 
-void ms__complete_ok(server *s, taken *t)
+void ms__complete_ok(ms__server *s, ms__taken *t)
 {
     /* Done after its deadline: the caller has given up on it (or is about to), and an answer
      * that comes late must not look like one in time. */
@@ -80,7 +81,8 @@ void ms__complete_ok(server *s, taken *t)
     ms__complete(s, t->c, t->slot, &resp);
 }
 
-void ms__complete_too_large(server *s, client *c, unsigned slot, const ms__req *req, size_t need)
+void ms__complete_too_large(ms__server *s, ms__client *c, unsigned slot, const ms__req *req,
+                            size_t need)
 {
     ms__resp resp;
     memset(&resp, 0, offsetof(ms__resp, msg));
@@ -93,7 +95,7 @@ void ms__complete_too_large(server *s, client *c, unsigned slot, const ms__req *
     ms__complete(s, c, slot, &resp);
 }
 
-void ms__complete_batch_error(job *j, int code, const char *msg)
+void ms__complete_batch_error(ms__job *j, int code, const char *msg)
 {
     for (size_t i = 0; i < j->nbatch; i++)
         ms__complete_error(j->s, j->batch[i].c, j->batch[i].slot, j->batch[i].req.id, code, msg);

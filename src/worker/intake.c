@@ -13,7 +13,7 @@
 #include "../common/util.h"
 #include "modelshare.h"
 
-void ms__intake_collect(server *s)
+void ms__intake_collect(ms__server *s)
 {
     ms__door *d = s->w->door;
     if (atomic_load_explicit(&d->scan_all, memory_order_relaxed) &&
@@ -25,7 +25,7 @@ void ms__intake_collect(server *s)
         if (atomic_load_explicit(&d->hints[w], memory_order_relaxed) == 0)
             continue;
         for (uint64_t bits = atomic_exchange(&d->hints[w], 0); bits != 0; bits &= bits - 1) {
-            client *c = s->by_hint[w * 64 + (unsigned)__builtin_ctzll(bits)];
+            ms__client *c = s->by_hint[w * 64 + (unsigned)__builtin_ctzll(bits)];
             if (c != NULL)
                 ms__client_activate(s, c);
         }
@@ -34,11 +34,12 @@ void ms__intake_collect(server *s)
 
 /* The client broke its own ring (its tail ran more than MS__RING_SLOTS ahead): answers whatever
  * it has submitted, and starts again from where its tail stands. */
-static void reset_ring(server *s, client *c, uint32_t tail)
+static void reset_ring(ms__server *s, ms__client *c, uint32_t tail)
 {
-    ms__log_warn("model \"%s\": lease %lld published %u entries past %u slots: resetting its "
-                 "ring",
-                 s->w->tag, (long long)c->lease, tail - c->head, MS__RING_SLOTS);
+    ms__log_warn_limited(
+        "model \"%s\": lease %lld published %u entries past %u slots: resetting its "
+        "ring",
+        s->w->tag, (long long)c->lease, tail - c->head, MS__RING_SLOTS);
     for (unsigned i = 0; i < MS__RING_SLOTS; i++) {
         ms__slot *sl = ms__slot_of(c->base, c->ring, i);
         if (atomic_load(&sl->state) == MS__SLOT_SUBMITTED)
@@ -50,7 +51,7 @@ static void reset_ring(server *s, client *c, uint32_t tail)
 }
 
 /* t's tensor views from its decoded request: the input in place in the client's arena. */
-static void view_input(const client *c, taken *t)
+static void view_input(const ms__client *c, ms__taken *t)
 {
     memset(&t->in, 0, sizeof t->in);
     memset(&t->out, 0, sizeof t->out);
@@ -66,7 +67,7 @@ static void view_input(const client *c, taken *t)
 /* What the backend will answer to t: for a method call, known after the call (the backend must
  * have methods); for a backend that describes its output by running, known after the run; else
  * the backend's output_for, which must describe a sound output. Returns 0 or an error (err). */
-static int describe_output(server *s, taken *t, char *err, size_t errlen)
+static int describe_output(ms__server *s, ms__taken *t, char *err, size_t errlen)
 {
     const ms__backend_ops *be = s->w->backend;
     if (ms__is_call(t)) {
@@ -74,6 +75,14 @@ static int describe_output(server *s, taken *t, char *err, size_t errlen)
             return ms__fail(err, errlen, MS_E_INVAL,
                             "the %s backend has no methods: expected a tensor to run, got a "
                             "method call",
+                            be->name);
+        return 0;
+    }
+    if (ms__is_multi(t)) {
+        if (be->run_multi == NULL)
+            return ms__fail(err, errlen, MS_E_INVAL,
+                            "the %s backend takes one tensor and gives one: expected a request "
+                            "of one tensor (ms_infer), got one of several named tensors",
                             be->name);
         return 0;
     }
@@ -89,8 +98,8 @@ static int describe_output(server *s, taken *t, char *err, size_t errlen)
 /* Copies the request record of slot e out of shared memory and checks it: decoded, in time, and
  * with an output the backend can describe. Returns 0, MS__TAKE_ANSWERED when it was answered
  * here (its output does not fit its room), or an error for the caller to answer (err). */
-static int read_request(server *s, client *c, unsigned e, int64_t now, taken *t, char *err,
-                        size_t errlen)
+static int read_request(ms__server *s, ms__client *c, unsigned e, int64_t now, ms__taken *t,
+                        char *err, size_t errlen)
 {
     ms__slot *sl = ms__slot_of(c->base, c->ring, e);
     union {
@@ -112,6 +121,13 @@ static int read_request(server *s, client *c, unsigned e, int64_t now, taken *t,
     r = describe_output(s, t, err, errlen);
     if (r < 0)
         return r;
+    if (ms__is_multi(t)) {
+        r = ms__multi_intake(c, t, err, errlen);
+        if (r == MS__MULTI_WAIT && !ms__links_wait_once(s, c))
+            r = ms__fail(err, errlen, MS_E_PROTOCOL,
+                         "a tensor of the request names a linked arena that is not linked");
+        return r;
+    }
     if (!ms__is_call(t) && s->w->backend->run_dynamic == NULL && t->out.nbytes > t->req.out_cap) {
         c->head++;
         ms__complete_too_large(s, c, e, &t->req, t->out.nbytes);
@@ -120,7 +136,7 @@ static int read_request(server *s, client *c, unsigned e, int64_t now, taken *t,
     return 0;
 }
 
-int ms__intake_peek(server *s, client *c, int64_t now, taken *t)
+int ms__intake_peek(ms__server *s, ms__client *c, int64_t now, ms__taken *t)
 {
     char err[MS__ERRLEN];
     if (s->pool != NULL)
@@ -137,8 +153,8 @@ int ms__intake_peek(server *s, client *c, int64_t now, taken *t)
         atomic_load_explicit(&c->rg->entries[c->head % MS__RING_SLOTS], memory_order_relaxed);
     if (e >= MS__RING_SLOTS) {
         /* No slot to answer in: skip it. The client's own wait will time out. */
-        ms__log_warn("model \"%s\": lease %lld published slot %u, expected 0 to %u", s->w->tag,
-                     (long long)c->lease, e, MS__RING_SLOTS - 1);
+        ms__log_warn_limited("model \"%s\": lease %lld published slot %u, expected 0 to %u",
+                             s->w->tag, (long long)c->lease, e, MS__RING_SLOTS - 1);
         c->head++;
         ms__stats_error(s->w->stats, MS_E_PROTOCOL);
         return MS__TAKE_ANSWERED;
@@ -156,6 +172,8 @@ int ms__intake_peek(server *s, client *c, int64_t now, taken *t)
     int r = read_request(s, c, e, now, t, err, sizeof err);
     if (r == MS__TAKE_ANSWERED)
         return r;
+    if (r == MS__MULTI_WAIT) /* left in the ring until the control socket was read */
+        return MS__TAKE_NONE;
     if (r < 0) {
         c->head++;
         ms__complete_error(s, c, e, t->req.id, r, err);
@@ -166,7 +184,8 @@ int ms__intake_peek(server *s, client *c, int64_t now, taken *t)
     t->object = false;
     t->submit_ns =
         atomic_load_explicit(&ms__slot_of(c->base, c->ring, e)->submit_ns, memory_order_relaxed);
-    t->rows = ms__is_call(t) ? 1 : t->in.rank >= 1 ? t->in.shape[0] : 1;
+    if (!ms__is_multi(t)) /* a multi request's rows: ms__multi_intake */
+        t->rows = ms__is_call(t) ? 1 : t->in.rank >= 1 ? t->in.shape[0] : 1;
     t->out.data = (char *)c->base + t->req.out_off;
     return MS__TAKE_READY;
 }

@@ -17,7 +17,7 @@
 #include "../common/log.h"
 #include "../common/util.h"
 
-void ms__client_unlink(server *s, client *c, unsigned k)
+void ms__client_unlink(ms__server *s, ms__client *c, unsigned k)
 {
     if (k < 1 || k > MS__ARENA_LINKS || c->link_base[k - 1] == NULL)
         return;
@@ -35,14 +35,14 @@ void ms__client_unlink(server *s, client *c, unsigned k)
 }
 
 /* Maps fd (taken), lease from's arena, as c's linked arena k, in place of the one there. */
-static void link_one(server *s, client *c, unsigned k, int64_t from, int fd)
+static void link_one(ms__server *s, ms__client *c, unsigned k, int64_t from, int fd)
 {
     char err[MS__ERRLEN];
     void *base = NULL;
     uint64_t cap = 0;
     if (ms__arena_map(fd, &base, &cap, err, sizeof err) < 0) {
-        ms__log_error("model \"%s\": cannot map arena %u linked to lease %lld: %s", s->w->tag, k,
-                      (long long)c->lease, err);
+        ms__log_error_limited("model \"%s\": cannot map arena %u linked to lease %lld: %s",
+                              s->w->tag, k, (long long)c->lease, err);
         close(fd);
         return;
     }
@@ -57,16 +57,22 @@ static void link_one(server *s, client *c, unsigned k, int64_t from, int fd)
                   (long long)c->lease, k, (unsigned long long)cap);
 }
 
-bool ms__links_await(server *s, client *c, const ms__slot *sl)
+bool ms__links_await(ms__server *s, ms__client *c, const ms__slot *sl)
 {
     /* A look at one field in shared memory: only a hint, the decoder checks the copy. */
     uint32_t k = ((const volatile ms__req *)&sl->req)->in_arena;
     uint64_t from = ((const volatile ms__req *)&sl->req)->in_link;
-    if (k == 0 || k > MS__ARENA_LINKS ||
-        (c->link_cap[k - 1] != 0 && (uint64_t)c->link_from[k - 1] == from)) {
+    if (k == 0 || k > MS__ARENA_LINKS)
+        return false; /* a wait for a tensor of several (ms__links_wait_once) stays */
+    if (c->link_cap[k - 1] != 0 && (uint64_t)c->link_from[k - 1] == from) {
         c->link_wait = 0;
         return false;
     }
+    return ms__links_wait_once(s, c);
+}
+
+bool ms__links_wait_once(ms__server *s, ms__client *c)
+{
     if (c->link_wait != c->head + 1) {
         c->link_wait = c->head + 1;
         c->link_polls = s->ctrl_polls;
@@ -78,7 +84,7 @@ bool ms__links_await(server *s, client *c, const ms__slot *sl)
     return true;
 }
 
-int ms__links_check(const client *c, const ms__req *req, char *err, size_t errlen)
+int ms__links_check(const ms__client *c, const ms__req *req, char *err, size_t errlen)
 {
     unsigned k = req->in_arena; /* decoded: 0, or a linked arena that is mapped */
     if (k == 0 || (uint64_t)c->link_from[k - 1] == req->in_link)
@@ -88,7 +94,7 @@ int ms__links_check(const client *c, const ms__req *req, char *err, size_t errle
                     (unsigned long long)req->in_link, (long long)c->link_from[k - 1]);
 }
 
-void ms__links_msg(server *s, client *c, bool link, const json_t *msg, int *fds, int nfds)
+void ms__links_msg(ms__server *s, ms__client *c, bool link, const json_t *msg, int *fds, int nfds)
 {
     json_t *arena = json_object_get(msg, "arena");
     json_t *from = json_object_get(msg, "from");
@@ -101,9 +107,9 @@ void ms__links_msg(server *s, client *c, bool link, const json_t *msg, int *fds,
         return;
     }
     if (!ok) {
-        ms__log_warn("model \"%s\": ignoring %s (lease %s, arena %lld, %d fds)", s->w->tag,
-                     link ? "link" : "unlink", c != NULL ? "attached" : "unknown", (long long)k,
-                     nfds);
+        ms__log_warn_limited("model \"%s\": ignoring %s (lease %s, arena %lld, %d fds)", s->w->tag,
+                             link ? "link" : "unlink", c != NULL ? "attached" : "unknown",
+                             (long long)k, nfds);
         for (int i = 0; i < nfds; i++)
             close(fds[i]);
         return;

@@ -277,6 +277,7 @@ static int serve(const char *tag, const loaded *m, ms__stats *stats)
         .max_batch = ms__spec_run_rows(&m->spec),
         .batch_sizes = m->spec.batch_sizes,
         .nbatch_sizes = m->spec.nbatch_sizes,
+        .pad_dim = m->spec.pad.dim,
         .batch_delay_ns = (int64_t)m->spec.batch_delay_us * 1000,
         .batchable = m->spec.batchable,
         .spin_ns = ms__spin_ns(MS__WORKER_SPIN_US),

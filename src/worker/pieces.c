@@ -21,10 +21,10 @@ int64_t ms__padded_rows(const ms__worker *w, int64_t rows)
     return rows;
 }
 
-bool ms__pieces_needed(const job *j, const taken *t)
+bool ms__pieces_needed(const ms__job *j, const ms__taken *t)
 {
     const ms__worker *w = j->w;
-    if (!w->batchable || ms__is_call(t) || t->in.rank < 1 || t->rows == 0)
+    if (!w->batchable || ms__is_call(t) || ms__is_multi(t) || t->in.rank < 1 || t->rows == 0)
         return false;
     if (t->rows <= w->max_batch && ms__padded_rows(w, t->rows) == t->rows)
         return false;
@@ -41,7 +41,7 @@ typedef struct piece_out {
 } piece_out;
 
 /* Rows [r0, r0 + k) of t's input as a view, staged with zero rows up to `rows` when padded. */
-static int piece_input(job *j, const taken *t, int64_t r0, int64_t k, int64_t rows,
+static int piece_input(ms__job *j, const ms__taken *t, int64_t r0, int64_t k, int64_t rows,
                        ms__tensor_view *in)
 {
     size_t row = t->in.nbytes / (size_t)t->rows;
@@ -63,7 +63,7 @@ static int piece_input(job *j, const taken *t, int64_t r0, int64_t k, int64_t ro
 }
 
 /* One piece through a backend that knows its output: in place, or staged when padded. */
-static int piece_static(job *j, taken *t, int64_t r0, int64_t k, const ms__tensor_view *in,
+static int piece_static(ms__job *j, ms__taken *t, int64_t r0, int64_t k, const ms__tensor_view *in,
                         char *err, size_t errlen)
 {
     size_t row = t->out.nbytes / (size_t)t->rows;
@@ -106,7 +106,7 @@ static bool piece_agrees(piece_out *po, const ms__tensor_view *o, int64_t rows)
 
 /* One piece through a backend that describes its output by running: its first k rows copied to
  * their place in t's room. */
-static int piece_dynamic(job *j, taken *t, int64_t r0, int64_t k, const ms__tensor_view *in,
+static int piece_dynamic(ms__job *j, ms__taken *t, int64_t r0, int64_t k, const ms__tensor_view *in,
                          piece_out *po, char *err, size_t errlen)
 {
     ms__tensor_view o;
@@ -133,7 +133,7 @@ static int piece_dynamic(job *j, taken *t, int64_t r0, int64_t k, const ms__tens
 }
 
 /* Rows [r0, r0 + k) of t: staged and padded as needed, run, written to t's room. */
-static int run_piece(job *j, taken *t, int64_t r0, int64_t k, piece_out *po, char *err,
+static int run_piece(ms__job *j, ms__taken *t, int64_t r0, int64_t k, piece_out *po, char *err,
                      size_t errlen)
 {
     ms__tensor_view in;
@@ -145,13 +145,13 @@ static int run_piece(job *j, taken *t, int64_t r0, int64_t k, piece_out *po, cha
     int64_t t0 = ms__now_ns();
     int r = j->w->backend->run_dynamic != NULL ? piece_dynamic(j, t, r0, k, &in, po, err, errlen)
                                                : piece_static(j, t, r0, k, &in, err, errlen);
-    STAT_RUN(j, k, t0);
+    MS__STAT_RUN(j, k, t0);
     if (r == 0)
-        STAT_ADD(j, rows, (uint64_t)k);
+        MS__STAT_ADD(j, rows, (uint64_t)k);
     return r;
 }
 
-void ms__pieces_run(job *j, taken *t)
+void ms__pieces_run(ms__job *j, ms__taken *t)
 {
     char err[MS__ERRLEN];
     piece_out po = {.known = false};

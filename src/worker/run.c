@@ -15,7 +15,8 @@
 
 /* Copies an output the backend owns (described by o, its bytes at src) to t's room; object: it is
  * a pickled answer (MS__RESP_OBJECT). */
-static void deliver_as(job *j, taken *t, const ms__tensor_view *o, const void *src, bool object)
+static void deliver_as(ms__job *j, ms__taken *t, const ms__tensor_view *o, const void *src,
+                       bool object)
 {
     if (o->nbytes > t->req.out_cap) {
         ms__complete_too_large(j->s, t->c, t->slot, &t->req, o->nbytes);
@@ -31,20 +32,20 @@ static void deliver_as(job *j, taken *t, const ms__tensor_view *o, const void *s
     ms__complete_ok(j->s, t);
 }
 
-static void deliver(job *j, taken *t, const ms__tensor_view *o, const void *src)
+static void deliver(ms__job *j, ms__taken *t, const ms__tensor_view *o, const void *src)
 {
     deliver_as(j, t, o, src, false);
 }
 
 /* A method call: bytes in, bytes out. */
-static void run_call(job *j, taken *t)
+static void run_call(ms__job *j, ms__taken *t)
 {
     char err[MS__ERRLEN];
     const void *res = NULL;
     size_t len = 0;
     int64_t t0 = ms__now_ns();
     int r = j->w->backend->call(j->w->state, t->in.data, t->in.nbytes, &res, &len, err, sizeof err);
-    STAT_RUN(j, 1, t0);
+    MS__STAT_RUN(j, 1, t0);
     if (r < 0) {
         ms__complete_error(j->s, t->c, t->slot, t->req.id, r, err);
         return;
@@ -59,7 +60,7 @@ static void run_call(job *j, taken *t)
 }
 
 /* One request through a backend that describes its output by running. */
-static void run_dynamic_alone(job *j, taken *t)
+static void run_dynamic_alone(ms__job *j, ms__taken *t)
 {
     char err[MS__ERRLEN];
     ms__tensor_view o, in = t->in;
@@ -70,7 +71,7 @@ static void run_dynamic_alone(job *j, taken *t)
         t->req.flags & (j->w->batchable ? MS__REQ_OWN_INPUT : MS__REQ_OBJECT | MS__REQ_OWN_INPUT);
     int64_t t0 = ms__now_ns();
     int r = j->w->backend->run_dynamic(j->w->state, &in, &o, err, sizeof err);
-    STAT_RUN(j, t->rows, t0);
+    MS__STAT_RUN(j, t->rows, t0);
     bool object =
         r == MS__RESP_OBJECT && (in.flags & MS__REQ_OBJECT) && o.dtype == MS_UINT8 && o.rank == 1;
     if (object)
@@ -87,12 +88,12 @@ static void run_dynamic_alone(job *j, taken *t)
         ms__complete_error(j->s, t->c, t->slot, t->req.id, r, err);
         return;
     }
-    STAT_ADD(j, rows, (uint64_t)t->rows);
+    MS__STAT_ADD(j, rows, (uint64_t)t->rows);
     deliver_as(j, t, &o, o.data, object);
 }
 
 /* Runs one request in place: its input and output both in its client's arena. */
-static void run_alone(job *j, taken *t)
+static void run_alone(ms__job *j, ms__taken *t)
 {
     char err[MS__ERRLEN];
     if (ms__is_call(t)) {
@@ -109,18 +110,18 @@ static void run_alone(job *j, taken *t)
     }
     int64_t t0 = ms__now_ns();
     int r = j->w->backend->run(j->w->state, &t->in, &t->out, err, sizeof err);
-    STAT_RUN(j, t->rows, t0);
+    MS__STAT_RUN(j, t->rows, t0);
     if (r < 0) {
         ms__complete_error(j->s, t->c, t->slot, t->req.id, r, err);
         return;
     }
-    STAT_ADD(j, rows, (uint64_t)t->rows);
+    MS__STAT_ADD(j, rows, (uint64_t)t->rows);
     ms__complete_ok(j->s, t);
 }
 
 /* Concatenates the batch's inputs into the staging buffer, then zero rows up to in->shape[0]
  * (the batch padded to an allowed size: batch_sizes). */
-static int stage_inputs(job *j, const ms__tensor_view *in)
+static int stage_inputs(ms__job *j, const ms__tensor_view *in)
 {
     if (ms__stage_grow(&j->stage_in, &j->stage_in_cap, in->nbytes) < 0)
         return MS_E_NOMEM;
@@ -137,7 +138,7 @@ static int stage_inputs(job *j, const ms__tensor_view *in)
  * inputs; when the output has one row per input row, each request gets its rows. Otherwise (an
  * output of another shape, or an error, which may be one request's fault) each request runs
  * alone and gets its own answer. */
-static void run_dynamic_batch(job *j, ms__tensor_view *in)
+static void run_dynamic_batch(ms__job *j, ms__tensor_view *in)
 {
     char err[MS__ERRLEN];
     if (j->batch_rows == 0 || stage_inputs(j, in) < 0) {
@@ -150,16 +151,16 @@ static void run_dynamic_batch(job *j, ms__tensor_view *in)
     memset(&o, 0, sizeof o);
     int64_t t0 = ms__now_ns();
     int r = j->w->backend->run_dynamic(j->w->state, in, &o, err, sizeof err);
-    STAT_RUN(j, j->batch_rows, t0);
+    MS__STAT_RUN(j, j->batch_rows, t0);
     if (r != 0 || !ms__output_sound(&o) || o.rank < 1 || o.shape[0] != in->shape[0]) {
         for (size_t i = 0; i < j->nbatch; i++)
             run_dynamic_alone(j, &j->batch[i]);
         return;
     }
-    STAT_ADD(j, rows, (uint64_t)j->batch_rows);
+    MS__STAT_ADD(j, rows, (uint64_t)j->batch_rows);
     size_t row_bytes = o.nbytes / (size_t)in->shape[0], off = 0; /* padding rows: not read */
     for (size_t i = 0; i < j->nbatch; i++) {
-        taken *t = &j->batch[i];
+        ms__taken *t = &j->batch[i];
         ms__tensor_view ot = o;
         ot.shape[0] = t->rows;
         ot.nbytes = row_bytes * (size_t)t->rows;
@@ -170,7 +171,7 @@ static void run_dynamic_batch(job *j, ms__tensor_view *in)
 
 /* Whether the backend's output for the whole batch (out) follows its input (in, padding rows
  * included) row for row, each request's rows of it shaped as that request's own output. */
-static bool rowwise(const job *j, const ms__tensor_view *in, const ms__tensor_view *out)
+static bool rowwise(const ms__job *j, const ms__tensor_view *in, const ms__tensor_view *out)
 {
     if (out->rank < 1 || out->shape[0] != in->shape[0])
         return false;
@@ -187,7 +188,7 @@ static bool rowwise(const job *j, const ms__tensor_view *in, const ms__tensor_vi
 
 /* One run of the concatenated inputs (in, staged) into the staging buffer (out), then each
  * request's rows copied to its client's arena. */
-static void run_staged(job *j, ms__tensor_view *in, ms__tensor_view *out)
+static void run_staged(ms__job *j, ms__tensor_view *in, ms__tensor_view *out)
 {
     char err[MS__ERRLEN];
     if (stage_inputs(j, in) < 0 ||
@@ -199,15 +200,15 @@ static void run_staged(job *j, ms__tensor_view *in, ms__tensor_view *out)
     out->data = j->stage_out;
     int64_t t0 = ms__now_ns();
     int r = j->w->backend->run(j->w->state, in, out, err, sizeof err);
-    STAT_RUN(j, j->batch_rows, t0);
+    MS__STAT_RUN(j, j->batch_rows, t0);
     if (r < 0) {
         ms__complete_batch_error(j, r, err);
         return;
     }
-    STAT_ADD(j, rows, (uint64_t)j->batch_rows);
+    MS__STAT_ADD(j, rows, (uint64_t)j->batch_rows);
     size_t off = 0;
     for (size_t i = 0; i < j->nbatch; i++) {
-        taken *t = &j->batch[i];
+        ms__taken *t = &j->batch[i];
         memcpy(t->out.data, (char *)j->stage_out + off, t->out.nbytes);
         off += t->out.nbytes;
         ms__complete_ok(j->s, t);
@@ -217,9 +218,13 @@ static void run_staged(job *j, ms__tensor_view *in, ms__tensor_view *out)
 /* Runs the batch as one backend call: inputs concatenated along the first dimension into the
  * staging buffer, outputs split back into each client's arena. Falls back to one call per
  * request when the model's output does not follow its input row for row. */
-static void batch_run(job *j)
+static void batch_run(ms__job *j)
 {
     char err[MS__ERRLEN];
+    if (ms__is_multi(&j->batch[0])) {
+        ms__multi_run(j);
+        return;
+    }
     if (j->nbatch == 1) {
         run_alone(j, &j->batch[0]);
         return;
@@ -243,7 +248,7 @@ static void batch_run(job *j)
     run_staged(j, &in, &out);
 }
 
-void ms__batch_run(job *j)
+void ms__batch_run(ms__job *j)
 {
     /* Seen by the daemon's watchdog while it runs (stats.h). */
     ms__stats_running(j->w->stats, j->run, ms__now_ns());
@@ -251,7 +256,7 @@ void ms__batch_run(job *j)
     ms__stats_running(j->w->stats, j->run, 0);
 }
 
-int ms__job_init(job *j, server *s)
+int ms__job_init(ms__job *j, ms__server *s)
 {
     memset(j, 0, sizeof *j);
     j->s = s;
@@ -260,7 +265,7 @@ int ms__job_init(job *j, server *s)
     return j->batch != NULL ? 0 : MS_E_NOMEM;
 }
 
-void ms__job_free(job *j)
+void ms__job_free(ms__job *j)
 {
     free(j->batch);
     free(j->stage_in);

@@ -41,16 +41,16 @@
 #include "modelshare.h"
 
 typedef struct runner {
-    struct pool *pool;
+    struct ms__pool *pool;
     pthread_t thread;
     pthread_cond_t go; /* signalled when it has a job, or the pool stops */
-    job j;
+    ms__job j;
     bool busy;    /* it holds j (under the pool's mutex) */
     bool started; /* the thread runs (to join) */
 } runner;
 
-typedef struct pool {
-    server *s;
+typedef struct ms__pool {
+    ms__server *s;
     pthread_mutex_t mu;
     pthread_cond_t freed; /* a runner finished a batch: the loop may be waiting for one */
     runner *r;
@@ -59,7 +59,7 @@ typedef struct pool {
     bool stop;
     int64_t last_rows, last_run_ns; /* the last batch finished, by a runner or inline */
     int64_t run_ewma_ns;            /* how long a batch runs, on average (see the top) */
-} pool;
+} ms__pool;
 
 /* A batch that runs for less than this, on average, runs on the loop's thread: a few hand-overs'
  * worth, so that what a runner saves (the loop builds the next batch meanwhile) is worth the
@@ -72,7 +72,7 @@ typedef struct pool {
 #define RUN_EWMA_START_NS (4 * INLINE_BELOW_NS)
 
 /* One more batch's run time in the average (under the pool's mutex). */
-static void ran(pool *p, int64_t rows, int64_t ns)
+static void ran(ms__pool *p, int64_t rows, int64_t ns)
 {
     p->last_rows = rows;
     p->last_run_ns = ns;
@@ -80,7 +80,7 @@ static void ran(pool *p, int64_t rows, int64_t ns)
 }
 
 /* Runs the batch it was handed; then unpins its clients and says it is free. */
-static void run_one(pool *p, runner *r)
+static void run_one(ms__pool *p, runner *r)
 {
     int64_t t0 = ms__now_ns();
     ms__batch_run(&r->j);
@@ -97,7 +97,7 @@ static void run_one(pool *p, runner *r)
 static void *runner_main(void *arg)
 {
     runner *r = arg;
-    pool *p = r->pool;
+    ms__pool *p = r->pool;
     const ms__worker *w = p->s->w;
     if (w->backend->thread != NULL)
         w->backend->thread(w->state, true);
@@ -116,7 +116,7 @@ static void *runner_main(void *arg)
     return NULL;
 }
 
-static void pool_free(pool *p)
+static void pool_free(ms__pool *p)
 {
     for (size_t i = 0; i < p->n; i++) {
         ms__job_free(&p->r[i].j);
@@ -129,9 +129,9 @@ static void pool_free(pool *p)
 }
 
 /* The runners' records and jobs, no thread started. NULL when out of memory. */
-static pool *pool_new(server *s, size_t n)
+static ms__pool *pool_new(ms__server *s, size_t n)
 {
-    pool *p = calloc(1, sizeof *p);
+    ms__pool *p = calloc(1, sizeof *p);
     if (p == NULL)
         return NULL;
     p->s = s;
@@ -161,11 +161,11 @@ static pool *pool_new(server *s, size_t n)
     return p;
 }
 
-int ms__runners_open(server *s)
+int ms__runners_open(ms__server *s)
 {
     if (s->w->threads < 2)
         return 0;
-    pool *p = pool_new(s, (size_t)s->w->threads);
+    ms__pool *p = pool_new(s, (size_t)s->w->threads);
     if (p == NULL) {
         ms__log_error("model \"%s\": out of memory for %d runner threads", s->w->tag,
                       s->w->threads);
@@ -185,9 +185,9 @@ int ms__runners_open(server *s)
     return 0;
 }
 
-void ms__runners_close(server *s)
+void ms__runners_close(ms__server *s)
 {
-    pool *p = s->pool;
+    ms__pool *p = s->pool;
     if (p == NULL)
         return;
     pthread_mutex_lock(&p->mu);
@@ -202,10 +202,10 @@ void ms__runners_close(server *s)
     s->pool = NULL;
 }
 
-job *ms__runners_free(server *s)
+ms__job *ms__runners_free(ms__server *s)
 {
-    pool *p = s->pool;
-    job *j = NULL;
+    ms__pool *p = s->pool;
+    ms__job *j = NULL;
     pthread_mutex_lock(&p->mu);
     if (p->busy == 0 && p->run_ewma_ns < INLINE_BELOW_NS)
         j = &s->own; /* a short batch: the loop runs it (see the top) */
@@ -218,17 +218,17 @@ job *ms__runners_free(server *s)
     return j;
 }
 
-void ms__runners_ran(server *s, int64_t rows, int64_t ns)
+void ms__runners_ran(ms__server *s, int64_t rows, int64_t ns)
 {
-    pool *p = s->pool;
+    ms__pool *p = s->pool;
     pthread_mutex_lock(&p->mu);
     ran(p, rows, ns);
     pthread_mutex_unlock(&p->mu);
 }
 
-void ms__runners_hand(server *s, job *j)
+void ms__runners_hand(ms__server *s, ms__job *j)
 {
-    pool *p = s->pool;
+    ms__pool *p = s->pool;
     runner *r = (runner *)((char *)j - offsetof(runner, j));
     pthread_mutex_lock(&p->mu);
     for (size_t i = 0; i < j->nbatch; i++)
@@ -250,9 +250,9 @@ static struct timespec deadline_in(int64_t ns)
     return ts;
 }
 
-bool ms__runners_wait_free(server *s, int64_t ns)
+bool ms__runners_wait_free(ms__server *s, int64_t ns)
 {
-    pool *p = s->pool;
+    ms__pool *p = s->pool;
     pthread_mutex_lock(&p->mu);
     if (p->busy == p->n) {
         struct timespec until = deadline_in(ns);
@@ -264,9 +264,9 @@ bool ms__runners_wait_free(server *s, int64_t ns)
     return free_one;
 }
 
-void ms__runners_unpin(server *s, const client *c)
+void ms__runners_unpin(ms__server *s, const ms__client *c)
 {
-    pool *p = s->pool;
+    ms__pool *p = s->pool;
     if (p == NULL)
         return;
     pthread_mutex_lock(&p->mu);
@@ -275,9 +275,9 @@ void ms__runners_unpin(server *s, const client *c)
     pthread_mutex_unlock(&p->mu);
 }
 
-void ms__runners_quiesce(server *s)
+void ms__runners_quiesce(ms__server *s)
 {
-    pool *p = s->pool;
+    ms__pool *p = s->pool;
     if (p == NULL)
         return;
     pthread_mutex_lock(&p->mu);

@@ -38,10 +38,10 @@
 
 /* Takes a batch and runs it, or hands it to a free runner. Returns how many requests it
  * handled (0 too when every runner is busy: the loop waits for one before it looks again). */
-static size_t serve_once(server *s)
+static size_t serve_once(ms__server *s)
 {
     /* With a pool: a runner's job, or the loop's own while batches are short (runners.c). */
-    job *j = s->pool != NULL ? ms__runners_free(s) : &s->own;
+    ms__job *j = s->pool != NULL ? ms__runners_free(s) : &s->own;
     if (j == NULL)
         return 0;
     size_t handled = ms__batch_take(s, j);
@@ -86,7 +86,7 @@ static void short_slice(void)
 }
 
 /* The loop's tables, and the control socket made non-blocking. MS_E_NOMEM (logged). */
-static int setup(server *s, ms__worker *w)
+static int setup(ms__server *s, ms__worker *w)
 {
     memset(s, 0, sizeof *s);
     s->w = w;
@@ -111,7 +111,7 @@ static int setup(server *s, ms__worker *w)
     return ms__runners_open(s);
 }
 
-static void teardown(server *s)
+static void teardown(ms__server *s)
 {
     /* Every batch a runner holds is answered before any arena goes. */
     ms__runners_close(s);
@@ -136,7 +136,7 @@ typedef struct loop_state {
 
 /* Idle: says so on the door, looks once more, then sleeps on the bell (at most SLEEP_SLICE_NS)
  * and serves what woke it. Returns 1 when the daemon is gone. */
-static int idle(server *s, loop_state *ls)
+static int idle(ms__server *s, loop_state *ls)
 {
     ms__door *door = s->w->door;
     int64_t quiet_since = ls->last_work;
@@ -196,7 +196,7 @@ static int idle(server *s, loop_state *ls)
 }
 
 /* Serves until the daemon goes away or a stop signal comes. */
-static void loop(server *s)
+static void loop(ms__server *s)
 {
     ms__worker *w = s->w;
     loop_state ls = {.more = true};
@@ -245,7 +245,7 @@ static void loop(server *s)
 
 int ms__worker_serve(ms__worker *w)
 {
-    server s;
+    ms__server s;
     int rc = setup(&s, w);
     if (rc == 0)
         loop(&s);

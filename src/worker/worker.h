@@ -36,12 +36,13 @@ typedef struct ms__worker {
     int max_batch;               /* rows per backend run (spec; at most the largest batch size) */
     const int *batch_sizes;      /* the row counts a run is padded to (spec), increasing */
     int nbatch_sizes;            /* 0: no padding */
-    int64_t batch_delay_ns;      /* wait for more rows after the oldest (spec) */
-    bool batchable;              /* false: one request per backend run */
-    int64_t spin_ns;             /* keep looking this long after the last request, then sleep */
-    int threads;                 /* batches run at once: 1 (the loop runs each itself), or 2 to
-                                  * MS__WORKER_THREADS_MAX runner threads (a thread_safe spec, a concurrent
-                                  * backend: ms__worker_threads) */
+    int pad_dim; /* spec "pad": requests of several tensors may differ along it (0: none) */
+    int64_t batch_delay_ns; /* wait for more rows after the oldest (spec) */
+    bool batchable;         /* false: one request per backend run */
+    int64_t spin_ns;        /* keep looking this long after the last request, then sleep */
+    int threads;            /* batches run at once: 1 (the loop runs each itself), or 2 to
+                             * MS__WORKER_THREADS_MAX runner threads (a thread_safe spec, a concurrent
+                             * backend: ms__worker_threads) */
 } ms__worker;
 
 /* Most runner threads of one worker (spec threads). */

@@ -1,6 +1,5 @@
 """The short version of each chaos scenario (tests/chaos/chaos.py, same code, smaller counts):
 a few seconds each, run by make test (test-integration). `make chaos` runs the full counts."""
-import pytest
 
 import chaos
 

@@ -2,7 +2,6 @@
 the card, unload gives the card's memory back, and 8 client processes share one copy and one
 CUDA context. Run with `make test-gpu`."""
 import json
-import time
 
 import numpy as np
 import pytest

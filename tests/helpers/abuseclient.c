@@ -18,6 +18,21 @@
  *       skipped" for a slot number out of range, which has no slot to answer in), then checks
  *       that the first lease still gets an answer to a good record and that the second lease is
  *       still served: prints "ok" last.
+ *   ms-abuseclient fdflood TAG SPEC_JSON N
+ *       Opens up to N clients, each acquiring TAG, until N are held or an acquire fails with
+ *       something other than MS_E_LIMIT; then calls every model held. Prints "ok A limit L other
+ *       O infer I" (acquires that worked, refused with MS_E_LIMIT, failed otherwise; held models
+ *       that answered), then "limit MESSAGE" and "other MESSAGE" (the first of each) and "held
+ *       A", waits for the end of its stdin and releases everything.
+ *   ms-abuseclient fdself TAG SPEC_JSON N
+ *       One client acquires TAG up to N times (this process at its own RLIMIT_NOFILE: until
+ *       MS_E_LIMIT); then, on the same connection, releases one lease and acquires again, and
+ *       calls every model held. Prints "limit MESSAGE" (the first MS_E_LIMIT), "again ok" and
+ *       "held A", waits for the end of stdin and releases everything.
+ *   ms-abuseclient garbage TAG SPEC_JSON N
+ *       Acquires TAG twice; publishes N entries naming no slot in the first lease's ring (each
+ *       one a warning of the worker's), with a good record answered after every 32, then checks
+ *       that the second lease is still served. Prints "ok".
  *   ms-abuseclient call TAG SPEC_JSON
  *       A method call (ms_call) with a few bytes: prints "MS_E_NAME message" or "ok N" (N bytes
  *       of answer).
@@ -386,8 +401,17 @@ static int ring_case(const char *name, ms__req *r, uint64_t cap)
         r->in_arena = 3;
     else if (strcmp(name, "arena_reserved") == 0)
         r->reserved = 1;
-    else if (strcmp(name, "slot_out_of_range") != 0 && strcmp(name, "tail_runaway") != 0 &&
-             strncmp(name, "linked_", 7) != 0)
+    else if (strcmp(name, "multi_not_manifest") == 0)
+        r->flags = MS__REQ_MULTI; /* a float32 input where a manifest belongs */
+    else if (strcmp(name, "multi_dense") == 0) {
+        r->flags = MS__REQ_MULTI; /* a manifest's size to a backend of one tensor */
+        r->dtype = MS_UINT8;
+        r->rank = 1;
+        r->shape[0] = 16;
+        r->shape[1] = 0;
+        r->in_len = 16;
+    } else if (strcmp(name, "slot_out_of_range") != 0 && strcmp(name, "tail_runaway") != 0 &&
+               strncmp(name, "linked_", 7) != 0)
         return -1;
     return 0;
 }
@@ -508,6 +532,31 @@ static int ring(const char *name, const char *tag, const char *spec)
     return finish_good(c, good, width);
 }
 
+static int garbage(const char *tag, const char *spec, int n)
+{
+    ms_client *c = NULL;
+    ms_model *bad = NULL, *good = NULL;
+    char answer[600];
+    if (open_leases(tag, spec, &c, &bad, &good) != 0)
+        return 1;
+    ms__req r;
+    for (int i = 0; i < n; i++) {
+        good_req(&r, 4);
+        publish_lie(bad, 5, &r, 999, 1);
+        if (i % 32 != 31 && i != n - 1)
+            continue;
+        /* A good record after them: once it is answered, the worker has read them all. */
+        publish_lie(bad, 6, &r, 6, 1);
+        slot_answer(bad, 6, answer, sizeof answer, 10000);
+        if (strcmp(answer, "OK") != 0) {
+            printf("error a good record after %d bad entries got %s\n", i + 1, answer);
+            return 1;
+        }
+    }
+    ms_release(bad);
+    return finish_good(c, good, 4);
+}
+
 /* A method call with a few bytes that are no pickle. */
 static int call(const char *tag, const char *spec)
 {
@@ -533,8 +582,105 @@ static int call(const char *tag, const char *spec)
     return 0;
 }
 
+#define FLOOD_MAX 4096
+
+typedef struct flood {
+    int ok, limit, other, infer;
+    char limit_msg[600], other_msg[600];
+} flood;
+
+/* One more client acquiring tag: its outcome counted in f. Returns the rc. */
+static int flood_one(flood *f, const char *tag, const char *spec, ms_client **c, ms_model **m)
+{
+    int rc = ms_connect(NULL, c);
+    if (rc == 0)
+        rc = ms_acquire(*c, tag, spec, m);
+    const char *msg = ms_errmsg(*c); /* NULL: the failed ms_connect of this thread */
+    if (rc == 0)
+        f->ok++;
+    else if (rc == MS_E_LIMIT && f->limit++ == 0)
+        snprintf(f->limit_msg, sizeof f->limit_msg, "%s", msg);
+    else if (rc != MS_E_LIMIT && f->other++ == 0)
+        snprintf(f->other_msg, sizeof f->other_msg, "%s %s", ms_errname(rc), msg);
+    return rc;
+}
+
+static void wait_stdin(void)
+{
+    char line[64];
+    while (fgets(line, sizeof line, stdin) != NULL) {
+    }
+}
+
+static int fdflood(const char *tag, const char *spec, int n)
+{
+    static ms_client *cs[FLOOD_MAX];
+    static ms_model *ms[FLOOD_MAX];
+    flood f = {0};
+    int held = 0;
+    for (int i = 0; i < n && i < FLOOD_MAX; i++) {
+        ms_client *c = NULL;
+        ms_model *m = NULL;
+        int rc = flood_one(&f, tag, spec, &c, &m);
+        if (rc == 0) {
+            cs[held] = c;
+            ms[held++] = m;
+        } else if (c != NULL) {
+            ms_disconnect(c);
+        }
+        if (rc != 0 && rc != MS_E_LIMIT)
+            break;
+    }
+    for (int i = 0; i < held; i++)
+        f.infer += infer_zeros(ms[i], 4) == 0;
+    printf("ok %d limit %d other %d infer %d\nlimit %s\nother %s\nheld %d\n", f.ok, f.limit,
+           f.other, f.infer, f.limit_msg, f.other_msg, held);
+    fflush(stdout);
+    wait_stdin();
+    for (int i = 0; i < held; i++) {
+        ms_release(ms[i]);
+        ms_disconnect(cs[i]);
+    }
+    return 0;
+}
+
+static int fdself(const char *tag, const char *spec, int n)
+{
+    static ms_model *ms[FLOOD_MAX];
+    ms_client *c = NULL;
+    int held = 0, rc = ms_connect(NULL, &c);
+    if (rc != 0)
+        return fail_line(c, rc);
+    while (held < n && held < FLOOD_MAX && (rc = ms_acquire(c, tag, spec, &ms[held])) == 0)
+        held++;
+    if (rc != MS_E_LIMIT)
+        return fail_line(c, rc);
+    printf("limit %s\n", ms_errmsg(c));
+    ms_release(ms[--held]);
+    rc = ms_acquire(c, tag, spec, &ms[held]);
+    if (rc != 0)
+        return fail_line(c, rc);
+    held++;
+    int infer = 0;
+    for (int i = 0; i < held; i++)
+        infer += infer_zeros(ms[i], 4) == 0;
+    printf("again ok\ninfer %d\nheld %d\n", infer, held);
+    fflush(stdout);
+    wait_stdin();
+    for (int i = 0; i < held; i++)
+        ms_release(ms[i]);
+    ms_disconnect(c);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 5 && strcmp(argv[1], "fdflood") == 0)
+        return fdflood(argv[2], argv[3], atoi(argv[4]));
+    if (argc == 5 && strcmp(argv[1], "garbage") == 0)
+        return garbage(argv[2], argv[3], atoi(argv[4]));
+    if (argc == 5 && strcmp(argv[1], "fdself") == 0)
+        return fdself(argv[2], argv[3], atoi(argv[4]));
     if (argc == 5 && strcmp(argv[1], "ring") == 0)
         return ring(argv[2], argv[3], argv[4]);
     if (argc == 4 && strcmp(argv[1], "call") == 0)

@@ -72,7 +72,7 @@ def frame(obj_or_bytes):
     return struct.pack("<I", len(body)) + body
 
 
-HELLO = frame({"op": "hello", "id": 1, "version": 2})
+HELLO = frame({"op": "hello", "id": 1, "version": 3})
 
 
 def frames_case(sends, hello=True):
@@ -312,7 +312,7 @@ CASES = [
     ("frame", "no_hello", frames_case([(frame({"op": "status", "id": 1}), 0)], hello=False),
      "MS_E_PROTOCOL", "expected \"hello\" as the first request"),
     ("frame", "hello_version", frames_case([(frame({"op": "hello", "id": 1, "version": 99}), 0)],
-                                            hello=False), "MS_E_VERSION", "speaks version 2"),
+                                            hello=False), "MS_E_VERSION", "speaks version 3"),
     ("frame", "hello_version_type",
      frames_case([(frame({"op": "hello", "id": 1, "version": "1"}), 0)], hello=False),
      "MS_E_PROTOCOL", "expected an integer \"version\""),
@@ -430,7 +430,8 @@ CASES = [
     ("tag", "daemon_bad_characters",
      frames_case([(frame({"op": "load", "id": 2, "tag": "a\nb",
                           "spec": {"backend": "identity"}}), 0)]),
-     "MS_E_INVAL", "load: expected a tag of 1 to 128 characters of [A-Za-z0-9._:/@+-], got \"a\nb\""),
+     "MS_E_INVAL",
+     "load: expected a tag of 1 to 128 characters of [A-Za-z0-9._:/@+-], got \"a\nb\""),
     ("tag", "daemon_unload_bad", frames_case([(frame({"op": "unload", "id": 2, "tag": "x y"}),
                                                0)]),
      "MS_E_INVAL", "unload: expected a tag of 1 to 128 characters"),
@@ -441,7 +442,8 @@ CASES = [
     ("weights", "truncated", weights_case(w_truncated), "MS_E_WEIGHTS", "safetensors"),
     ("weights", "bad_header", weights_case(w_bad_header), "MS_E_WEIGHTS", "JSON"),
     ("weights", "header_too_long", weights_case(w_header_too_long), "MS_E_WEIGHTS", "header"),
-    ("weights", "wrong_dtype", weights_case(w_wrong_dtype), "MS_E_WEIGHTS", "expected dtype F32, F16 or BF16, got int32"),
+    ("weights", "wrong_dtype", weights_case(w_wrong_dtype), "MS_E_WEIGHTS",
+     "expected dtype F32, F16 or BF16, got int32"),
     ("weights", "shapes_do_not_chain", weights_case(w_no_chain), "MS_E_WEIGHTS", "9"),
     ("weights", "no_layers", weights_case(w_no_layers), "MS_E_WEIGHTS", "weight"),
     # .npy inputs (the test client and `modelshare infer`)
@@ -473,6 +475,8 @@ RING = [
     ("garbage", "MS_E_PROTOCOL", "expected request magic"),
     ("flags", "MS_E_PROTOCOL", "expected request flags 0 or"),
     ("call_not_bytes", "MS_E_PROTOCOL", "a method call: expected a uint8 input of rank 1"),
+    ("multi_not_manifest", "MS_E_PROTOCOL", "several tensors: expected a uint8 manifest"),
+    ("multi_dense", "MS_E_INVAL", "the dense backend takes one tensor and gives one"),
     ("dtype_unknown", "MS_E_DTYPE", "expected an input dtype from 1 to 10"),
     ("rank_9", "MS_E_SHAPE", "expected a rank from 0 to 8"),
     ("unused_dim", "MS_E_PROTOCOL", "expected 0 in unused dimension 5"),

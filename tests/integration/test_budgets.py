@@ -7,7 +7,7 @@ import signal
 import subprocess
 import time
 
-from conftest import SANITIZED, TESTCLIENT, pid_alive, wait_until
+from conftest import SANITIZED, TESTCLIENT, wait_until
 
 MIB = 1 << 20
 
@@ -198,7 +198,7 @@ def test_measured_memory_replaces_the_estimate(ms):
     assert m["memory_measured"] is True
     assert 0 < m["memory_bytes"] < 40 * MIB, m
     with open(f"/proc/{m['worker_pids'][0]}/smaps_rollup") as f:
-        pss = next(int(l.split()[1]) * 1024 for l in f if l.startswith("Pss:"))
+        pss = next(int(line.split()[1]) * 1024 for line in f if line.startswith("Pss:"))
     assert abs(m["memory_bytes"] - pss) < 8 * MIB, (m["memory_bytes"], pss)
     # A second 150 MiB declaration fits only because "a" is charged its measurement.
     assert load(ms, "b", small, memory=150 * MIB).returncode == 0
@@ -232,7 +232,7 @@ def _fds(pid):
 
 def _rss(pid):
     with open(f"/proc/{pid}/status") as f:
-        return next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmRSS:"))
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
 
 
 def _children(pid):

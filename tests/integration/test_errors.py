@@ -3,6 +3,7 @@ worker go on serving everyone else."""
 import json
 
 import numpy as np
+import pytest
 
 from conftest import mlp_reference
 
@@ -86,6 +87,27 @@ def test_cli_usage_errors_exit_2(ms):
     assert ms.cli("frobnicate", check=False).returncode == 2
     assert ms.cli("make-dense", ms.tmp / "x.safetensors", check=False).returncode == 2
     assert ms.cli("infer", "t", check=False).returncode == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (("top", "--count", "0"), "--count: expected an integer from 1 to 1000000, got \"0\""),
+    (("top", "--interval", "0.01"), "--interval: expected seconds from 0.1 to 3600"),
+    (("bench", "t", "--clients", "x"), "--clients: expected an integer from 1 to 1024"),
+    (("demo", "--batch", "0"), "--batch: expected an integer from 1 to 65536"),
+    (("make-dense", "o.st", "--seed", "-1"), "--seed: expected an integer from 0 to"),
+    (("status", "--json=1"), "option '--json' takes no value"),
+    (("unload", "--frob", "t"), "unknown option '--frob'"),
+    (("swap", "t", "-x"), "unknown option '-x'"),
+    (("load", "t", "--spec"), "option '--spec' needs a value"),
+    (("swap",), "missing TAG"),
+    (("make-dense",), "missing OUT.safetensors"),
+    (("status", "extra"), "unexpected argument \"extra\""),
+])
+def test_cli_options_are_checked_with_one_wording(ms, args, message):
+    r = ms.cli(*args, check=False)
+    assert r.returncode == 2, r
+    assert f"modelshare {args[0]}: {message}" in r.stderr, r.stderr
+    assert "usage: modelshare " + args[0] in r.stderr
 
 
 def test_cli_status_without_daemon_does_not_start_one(ms):

@@ -209,7 +209,7 @@ def test_auto_when_no_card_has_room_now_goes_where_eviction_makes_room(ms):
     # cuda:0 is the larger card but a leased model holds most of it; cuda:1 holds an idle model.
     # "auto" goes where evicting idle models makes room (cuda:1), not to the largest budget,
     # where it would wait for the lease.
-    s = leased_card_and_idle_card(ms)
+    leased_card_and_idle_card(ms)
     r = load(ms, "m", device="auto", memory=6_000_000_000, load_timeout=1)
     assert r.returncode == 0, r.stderr
     assert ms.model("m")["device"] == "cuda:1"
@@ -220,7 +220,7 @@ def test_auto_when_no_card_has_room_now_goes_where_eviction_makes_room(ms):
 def test_devices_auto_when_no_card_has_room_now_spreads_where_eviction_makes_room(ms):
     # Two instances of 6 GB: cuda:0 can hold neither beside its leased model, cuda:1 both once
     # its idle model is evicted.
-    s = leased_card_and_idle_card(ms)
+    leased_card_and_idle_card(ms)
     r = load(ms, "m", devices="auto", instances=2, memory=12_000_000_000, load_timeout=1)
     assert r.returncode == 0, r.stderr
     assert [i["device"] for i in ms.model("m")["instances"]] == ["cuda:1", "cuda:1"]

@@ -210,7 +210,7 @@ def unit(name):
 def test_the_unit_files_start_the_daemon_as_written(tmp_path):
     sock_unit, service = unit("modelshared.socket"), unit("modelshared.service")
     listen = sock_unit["Socket"]["ListenStream"]
-    assert listen == "/run/modelshare/modelshared.sock"  # the README's machine-wide path
+    assert listen == "/run/modelshare/modelshared.sock"  # docs/operations.md's machine-wide path
     assert sock_unit["Socket"]["SocketMode"] == "0660"
     group = sock_unit["Socket"]["SocketGroup"]
     argv = shlex.split(service["Service"]["ExecStart"])

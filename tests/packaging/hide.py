@@ -23,8 +23,8 @@ TOOLS = ["cc", "gcc", "c++", "g++", "cpp", "clang", "clang++", "ld", "ld.bfd", "
          "x86_64-linux-gnu-gcc-12", "x86_64-linux-gnu-ld", "x86_64-linux-gnu-as"]
 LIBS = ["libjansson.so*", "libopenblas*.so*", "libmicrohttpd.so*", "libgfortran.so*",
         "libcmocka.so*"]
-LIBDIRS = ["/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu/openblas-pthread",
-           "/usr/local/lib"]
+LIBDIRS = ["/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu",
+           "/usr/lib/x86_64-linux-gnu/openblas-pthread", "/usr/local/lib"]
 
 
 def hidden(root):

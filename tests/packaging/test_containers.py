@@ -18,7 +18,6 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ROOT
 from testlib import mlp_reference, save_mlp, wait_until
 
 CLIENT = r"""
@@ -145,7 +144,8 @@ def test_clients_in_four_containers_share_one_daemon(tmp_path):
         w = np.random.default_rng(7).standard_normal((16, 5)).astype(np.float32)
         for g in got:
             # Each is PID 1 of a container of its own, with its own hostname, /tmp and /dev/shm.
-            assert g["pid"] == 1 and g["tmp"] == sorted(["modelshare", *kept_in_tmp()]) and g["shm"] == [], g
+            assert g["pid"] == 1 and g["tmp"] == sorted(["modelshare", *kept_in_tmp()]) and \
+                g["shm"] == [], g
             x = np.array(g["x"], np.float32)
             np.testing.assert_allclose(g["dense"], mlp_reference(weights, x), rtol=1e-4, atol=1e-5)
             np.testing.assert_allclose(g["affine"], x @ w + 1, rtol=1e-5, atol=1e-5)

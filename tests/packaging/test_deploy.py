@@ -45,7 +45,8 @@ def test_dockerfile_runs_the_daemon_in_the_foreground_under_tini():
     assert 'ENTRYPOINT ["/usr/bin/tini", "--", "modelshared", "--foreground"]' in lines
     assert "ENV PATH=/opt/modelshare/bin:$PATH \\" in lines
     assert any(line.startswith("MODELSHARE_SOCKET=/run/modelshare/") for line in lines)
-    copied = {line.split()[1] for line in lines if line.startswith("COPY ") and "--from" not in line}
+    copied = {line.split()[1] for line in lines
+              if line.startswith("COPY ") and "--from" not in line}
     copied |= {"CMakeLists.txt", "modelshare.pc.in"} if "COPY CMakeLists.txt modelshare.pc.in ./" \
         in lines else set()
     # What the root CMakeLists.txt reads.

@@ -7,7 +7,6 @@ also answers --help from the copy."""
 import glob
 import os
 import shutil
-import subprocess
 import sys
 
 import pytest

@@ -29,7 +29,8 @@ def base_python():
 @pytest.fixture
 def wheel():
     if not WHEELS:
-        pytest.skip("no dist/modelshare-*-manylinux*.whl: run make wheel (make test-packaging does)")
+        pytest.skip("no dist/modelshare-*-manylinux*.whl: run make wheel "
+                    "(make test-packaging does)")
     return WHEELS[-1]
 
 

@@ -13,7 +13,8 @@ def use_shared(shared, inherited, i, results, barrier):
             extra = None
             if inherited is not None:  # a handle acquired by the parent before fork()
                 extra = inherited(x)
-            results.put((i, os.getpid(), x, np.array(y), None if extra is None else np.array(extra)))
+            results.put((i, os.getpid(), x, np.array(y),
+                         None if extra is None else np.array(extra)))
             barrier.wait(timeout=120)
     except Exception as e:  # reported to the parent
         results.put((i, os.getpid(), None, repr(e), None))

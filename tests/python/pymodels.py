@@ -98,7 +98,6 @@ class Onnx:
     """y = x @ W + b as an ONNX graph built here, run by ONNX Runtime on the CPU."""
 
     def __init__(self):
-        import onnx
         import onnxruntime as ort
         from onnx import TensorProto, helper, numpy_helper
         w, b = onnx_weights()

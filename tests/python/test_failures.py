@@ -3,7 +3,6 @@ import os
 import signal
 
 import numpy as np
-import pytest
 
 import modelshare
 from conftest import mlp_reference, pid_alive, wait_until

@@ -4,7 +4,6 @@ imports torch, so only test_torch.py imports it, after pytest.importorskip("torc
 import threading
 import time
 
-import numpy as np
 import torch
 from torch import nn
 

@@ -119,6 +119,27 @@ static void test_plan_waits(void **state)
     assert_false(ev[1] || ev[2]);
 }
 
+/* Over budget once measured: idle holders go, least recently used first, until it is not; those
+ * unloading already do not count; with too few idle ones, every idle one goes. */
+static void test_over_budget_evicts_lru_until_within(void **state)
+{
+    (void)state;
+    bool evict[5];
+    ms__holder h[5] = {holder(100, 30, true, false), holder(100, 10, true, false),
+                       holder(100, 20, true, false), holder(100, 5, false, false),
+                       holder(100, 1, true, true)};
+    /* 400 used (the unloading one aside) of 250: the two oldest idle ones (10, 20) go. */
+    assert_int_equal(ms__over_plan(250 * MIB, h, 5, evict), 2);
+    assert_true(evict[1] && evict[2]);
+    assert_false(evict[0] || evict[3] || evict[4]);
+    /* Within budget: nothing. No budget: nothing. */
+    assert_int_equal(ms__over_plan(400 * MIB, h, 5, evict), 0);
+    assert_int_equal(ms__over_plan(0, h, 5, evict), 0);
+    /* Only the leased one would be left: every idle one goes, and that is all there is. */
+    assert_int_equal(ms__over_plan(50 * MIB, h, 5, evict), 3);
+    assert_false(evict[3]);
+}
+
 static void test_bytes_str(void **state)
 {
     (void)state;
@@ -136,6 +157,7 @@ int main(void)
         cmocka_unit_test(test_plan_fits_and_never),
         cmocka_unit_test(test_plan_evicts_lru_only_as_needed),
         cmocka_unit_test(test_plan_waits),
+        cmocka_unit_test(test_over_budget_evicts_lru_until_within),
         cmocka_unit_test(test_bytes_str),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -390,6 +390,61 @@ static void test_keep_alive_unloads_an_idle_ready_model(void **state)
 
 /* ---- admission ---- */
 
+/* After a measurement, a device over its budget evicts idle models, least recently used first,
+ * until it is within it (a python model measured far above its estimate); leased ones stay. */
+static void test_a_measurement_over_budget_evicts_idle_models_lru(void **state)
+{
+    (void)state;
+    ms__model *a = ready_model("a"); /* 2 instances, 100 MB estimated */
+    advance(SEC);
+    ms__model *b = ready_model("b");
+    advance(SEC);
+    ms__model *c = ready_model("c"); /* keeps its waiter: as good as leased */
+    ms__model_waiter_drop(a, true);
+    ms__model_waiter_drop(b, true);
+    advance(3 * SEC);
+    assert_string_equal(state_of(a), "ready"); /* 300 MB of 1000 MB */
+    /* b's first instance measured at 950 MB: 1200 MB used; a goes (older), then b. */
+    b->inst_bytes[0] = 950000000;
+    b->measured = true;
+    advance(3 * SEC);
+    assert_string_equal(state_of(a), "unloading");
+    assert_string_equal(state_of(b), "unloading");
+    assert_string_equal(state_of(c), "ready");
+}
+
+/* The model-count limit: a new tag at MS__MODELS_MAX evicts the least recently used idle model
+ * (ms__life_make_room) instead of being refused. */
+static void test_the_model_count_limit_evicts_the_lru_idle_model(void **state)
+{
+    (void)state;
+    ms__model *a = ready_model("a");
+    advance(SEC);
+    ms__model *b = ready_model("b");
+    ms__model_waiter_drop(a, true);
+    ms__model_waiter_drop(b, true);
+    /* Below the limit: nothing. */
+    ms__life_make_room(&F->ml, "new");
+    assert_string_equal(state_of(a), "ready");
+    /* Fill the table with models that count (loading ones, which are never evicted). */
+    char err[MS__ERRLEN], tag[32];
+    ms__spec spec;
+    assert_int_equal(ms__spec_parse("{\"backend\":\"identity\"}", &spec, err, sizeof err), 0);
+    for (int i = 2; i < MS__MODELS_MAX; i++) {
+        ms__model *m;
+        snprintf(tag, sizeof tag, "fill%d", i);
+        assert_int_equal(ms__registry_add(&F->ml.reg, tag, &spec, &m, err, sizeof err), 0);
+    }
+    assert_int_equal(ms__registry_add(&F->ml.reg, "new", &spec, &b, err, sizeof err), MS_E_LIMIT);
+    b = ms__registry_find(&F->ml.reg, "b");
+    ms__life_make_room(&F->ml, "new");
+    assert_string_equal(state_of(a), "unloading");
+    assert_string_equal(state_of(b), "ready");
+    ms__model *m;
+    assert_int_equal(ms__registry_add(&F->ml.reg, "new", &spec, &m, err, sizeof err), 0);
+    ms__spec_free(&spec);
+}
+
 static void test_a_load_that_does_not_fit_waits_and_starts_when_memory_is_free(void **state)
 {
     (void)state;
@@ -803,6 +858,8 @@ int main(void)
         T(test_an_unload_with_requests_waiting_with_a_spec_loads_again),
         T(test_an_unload_while_loading_or_failed_stops_what_there_is),
         T(test_keep_alive_unloads_an_idle_ready_model),
+        T(test_a_measurement_over_budget_evicts_idle_models_lru),
+        T(test_the_model_count_limit_evicts_the_lru_idle_model),
         T(test_a_load_that_does_not_fit_waits_and_starts_when_memory_is_free),
         T(test_a_waiting_load_times_out_or_is_forgotten),
         T(test_an_unload_of_a_waiting_load_with_a_spec_waiting_waits_again),

@@ -164,11 +164,11 @@ static void test_field_errors(void **state)
 static void test_unknown_field(void **state)
 {
     (void)state;
-    expect_err(
-        "{\"backend\":\"dense\",\"weigths\":\"w\"}",
-        "unknown spec field \"weigths\" (known: backend, weights, device, devices, output, "
-        "keep_alive, max_batch, batch_sizes, batch_delay_us, instances, thread_safe, "
-        "threads, batchable, memory, load_timeout, call_timeout, max_restarts, python, version)");
+    expect_err("{\"backend\":\"dense\",\"weigths\":\"w\"}",
+               "unknown spec field \"weigths\" (known: backend, weights, device, devices, output, "
+               "keep_alive, max_batch, batch_sizes, batch_delay_us, instances, thread_safe, "
+               "threads, batchable, memory, load_timeout, call_timeout, max_restarts, python, "
+               "version, pad)");
     /* A very long unknown name is shortened, the message stays whole. */
     char text[600];
     char name[400];
@@ -727,6 +727,80 @@ static void test_devices(void **state)
     expect_err("{" D "\"device\":\"Auto\"}", "spec field \"device\"");
 }
 
+/* include/modelshare.h's table of spec fields names the fields of MS__SPEC_FIELDS, in its order:
+ * the lines of the table that start a field ("   name   type ..."). */
+static void test_header_table_agrees(void **state)
+{
+    (void)state;
+#define NAME(name, dflt, keyword) #name,
+    static const char *const fields[] = {MS__SPEC_FIELDS(NAME)};
+#undef NAME
+    FILE *f = fopen(MS_SOURCE_DIR "/include/modelshare.h", "r");
+    assert_non_null(f);
+    char line[256];
+    bool in_table = false;
+    size_t n = 0;
+    while (fgets(line, sizeof line, f) != NULL) {
+        if (strstr(line, " *   field           type") == line) {
+            in_table = true;
+            continue;
+        }
+        if (in_table && strstr(line, " * Two specs are the same model") == line)
+            break;
+        /* A field's first line: three spaces, then a name; a continuation starts further in. */
+        char name[64];
+        if (!in_table || strncmp(line, " *   ", 5) != 0 || line[5] == ' ' ||
+            sscanf(line + 5, "%63[a-z_]", name) != 1)
+            continue;
+        assert_true(n < MS__ARRAY_LEN(fields));
+        assert_string_equal(name, fields[n]);
+        n++;
+    }
+    fclose(f);
+    assert_int_equal(n, MS__ARRAY_LEN(fields));
+}
+
+/* The canonical JSON has every field of the table (python with a python spec; pad when given,
+ * so that the canonical text of a spec without it is what it was before the field). */
+static void test_canonical_has_every_field(void **state)
+{
+    (void)state;
+#define NAME(name, dflt, keyword) #name,
+    static const char *const fields[] = {MS__SPEC_FIELDS(NAME)};
+#undef NAME
+    char err[MS__ERRLEN];
+    ms__spec s;
+    assert_int_equal(ms__spec_parse("{\"backend\":\"identity\"}", &s, err, sizeof err), 0);
+    json_t *j = ms__spec_to_json(&s);
+    assert_non_null(j);
+    for (size_t i = 0; i < MS__ARRAY_LEN(fields); i++)
+        assert_true((json_object_get(j, fields[i]) != NULL) ==
+                    (strcmp(fields[i], "python") != 0 && strcmp(fields[i], "pad") != 0));
+    assert_int_equal(json_object_size(j), MS__ARRAY_LEN(fields) - 2);
+    json_decref(j);
+    ms__spec_free(&s);
+}
+
+/* One field compared alone, as ms__spec_equal compares it. */
+static void test_field_equal(void **state)
+{
+    (void)state;
+    char err[MS__ERRLEN];
+    ms__spec a, b;
+    assert_int_equal(
+        ms__spec_parse("{\"backend\":\"identity\",\"devices\":[\"cpu\"]}", &a, err, sizeof err), 0);
+    assert_int_equal(
+        ms__spec_parse("{\"backend\":\"identity\",\"max_batch\":8}", &b, err, sizeof err), 0);
+    assert_false(ms__spec_field_equal(&a, &b, "max_batch"));
+    assert_false(ms__spec_field_equal(&a, &b, "devices"));
+    assert_false(ms__spec_field_equal(&a, &b, "device")); /* "auto" beside devices */
+    assert_true(ms__spec_field_equal(&a, &b, "backend"));
+    assert_true(ms__spec_field_equal(&a, &b, "instances"));
+    assert_false(ms__spec_field_equal(&a, &a, "no_such_field"));
+    ms__spec_free(&a);
+    ms__spec_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -745,6 +819,9 @@ int main(void)
         cmocka_unit_test(test_constructor_memfd),
         cmocka_unit_test(test_version),
         cmocka_unit_test(test_devices),
+        cmocka_unit_test(test_header_table_agrees),
+        cmocka_unit_test(test_canonical_has_every_field),
+        cmocka_unit_test(test_field_equal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

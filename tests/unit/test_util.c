@@ -110,6 +110,20 @@ static void test_overflow(void **state)
     assert_int_equal(r, 7);
 }
 
+/* An even split gives the remainder to part 0, so the parts add up to the whole. */
+static void test_even_part(void **state)
+{
+    (void)state;
+    assert_int_equal(ms__even_part(10, 4, 0), 4);
+    for (int i = 1; i < 4; i++)
+        assert_int_equal(ms__even_part(10, 4, i), 2);
+    uint64_t sum = 0;
+    for (int i = 0; i < 7; i++)
+        sum += ms__even_part(UINT64_MAX, 7, i);
+    assert_true(sum == UINT64_MAX);
+    assert_true(ms__even_part(5, 0, 0) == 5); /* no parts counts as one */
+}
+
 static void test_shape_numel(void **state)
 {
     (void)state;
@@ -460,15 +474,15 @@ static void test_log_line(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_errors_table), cmocka_unit_test(test_dtypes),
-        cmocka_unit_test(test_overflow),     cmocka_unit_test(test_shape_numel),
-        cmocka_unit_test(test_shape_str),    cmocka_unit_test(test_tags),
-        cmocka_unit_test(test_fail),         cmocka_unit_test(test_socket_path),
-        cmocka_unit_test(test_socket_dir),   cmocka_unit_test(test_sibling),
-        cmocka_unit_test(test_arena),        cmocka_unit_test(test_arena_unsealed),
-        cmocka_unit_test(test_arena_env),    cmocka_unit_test(test_stats),
-        cmocka_unit_test(test_procmem),      cmocka_unit_test(test_log_level),
-        cmocka_unit_test(test_log_line),
+        cmocka_unit_test(test_errors_table),   cmocka_unit_test(test_dtypes),
+        cmocka_unit_test(test_overflow),       cmocka_unit_test(test_even_part),
+        cmocka_unit_test(test_shape_numel),    cmocka_unit_test(test_shape_str),
+        cmocka_unit_test(test_tags),           cmocka_unit_test(test_fail),
+        cmocka_unit_test(test_socket_path),    cmocka_unit_test(test_socket_dir),
+        cmocka_unit_test(test_sibling),        cmocka_unit_test(test_arena),
+        cmocka_unit_test(test_arena_unsealed), cmocka_unit_test(test_arena_env),
+        cmocka_unit_test(test_stats),          cmocka_unit_test(test_procmem),
+        cmocka_unit_test(test_log_level),      cmocka_unit_test(test_log_line),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
