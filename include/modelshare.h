@@ -441,7 +441,8 @@ MS_EXPORT int ms_call(ms_model *model, const ms_tensor *input, ms_tensor **outpu
  * a free slot (a worker that stopped answering holds the 64 slots of its instance with requests
  * that timed out), an instance being restarted, or its answer. The worker skips a request it has
  * not started before its deadline, and an answer that comes late is discarded. What a timed-out
- * request holds (its ring slot, its output room in the arena) is given back when the worker is
+ * request holds (its ring slot, its output room in the arena, and its inputs: one freed meanwhile
+ * with ms_tensor_free keeps its room until then) is given back when the worker is
  * done with it or is replaced (the daemon restarts a worker that dies): until then at most 64 per
  * instance stay held, and later requests time out rather than wait for them, however many.
  * Errors: MS_E_INVAL (model NULL, or more than INT64_MAX / 1000 microseconds). */

@@ -85,6 +85,16 @@ static int spec_arg(PyObject *spec, PyObject **out)
     return *out ? 0 : -1;
 }
 
+/* ms__acquire_ctor with the wait options pw (GIL released). */
+static int acquire_waiting(ms_client *c, const char *tag, const char *spec, int ctor_fd,
+                           ms_py_wait *pw, ms_model **m)
+{
+    const ms__wait *outer = ms__wait_set(&pw->w);
+    int r = ms__acquire_ctor(c, tag, spec, ctor_fd, m);
+    ms__wait_set(outer);
+    return r;
+}
+
 static PyObject *client_acquire(ms_py_client *self, PyObject *args, PyObject *kwargs)
 {
     static char *kw[] = {"tag", "spec", "constructor_fd", "timeout", NULL};
@@ -107,13 +117,8 @@ static PyObject *client_acquire(ms_py_client *self, PyObject *args, PyObject *kw
     char msg[MS_PY_MSGLEN];
     ms_model *m = NULL;
     int r;
-    PyThreadState *ts = PyEval_SaveThread();
-    const ms__wait *outer = ms__wait_set(&pw.w);
-    r = ms__acquire_ctor(self->client, tag_s, spec_s, ctor_fd, &m);
-    ms__wait_set(outer);
-    if (r < 0)
-        snprintf(msg, sizeof msg, "%s", ms_errmsg(self->client));
-    PyEval_RestoreThread(ts);
+    MS_PY_CALL_NOGIL(r, self->client, msg,
+                     acquire_waiting(self->client, tag_s, spec_s, ctor_fd, &pw, &m));
     Py_XDECREF(spec_bytes);
     if (r < 0) /* ended by Ctrl-C: its KeyboardInterrupt */
         return pw.ended && PyErr_Occurred() ? NULL : fail((PyObject *)self, r, msg);

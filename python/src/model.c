@@ -329,8 +329,8 @@ static PyMethodDef model_methods[] = {
      "tensors (ms_infer_n). inputs: a list of (name, buffer or list of str/bytes, dtype "
      "override or 0); form: 0 model(*args), 1 model(**kwargs), 2 model(dict). outputs: "
      "(name, dtype, shape, offset, nbytes) into the Tensor's bytes, or (name, list) for a list "
-     "of strings; answer_form 6 (objects=True only): output \"0\" is a pickled answer. timeout and cancel as for "
-     "infer()."},
+     "of strings; answer_form 6 (objects=True only): output \"0\" is a pickled answer. timeout and "
+     "cancel as for infer()."},
     {"empty", (PyCFunction)model_empty, METH_VARARGS,
      "empty(shape: tuple, dtype: int) -> Tensor: room in shared memory to fill, then infer() "
      "with no copy."},

@@ -117,6 +117,10 @@ void ms__reap_orphans(ms_model *m)
             atomic_store(&sl->state, MS__SLOT_FREE);
             ms__tensor_free_locked(in->orphan_out[s]);
             in->orphan_out[s] = NULL;
+            for (int k = 0; k < MS__HELD_MAX && in->orphan_in[s][k] != NULL; k++) {
+                ms__tensor_unhold_locked(in->orphan_in[s][k]);
+                in->orphan_in[s][k] = NULL;
+            }
             in->orphaned &= ~(1ull << s);
             in->busy &= ~(1ull << s);
             freed = true;
@@ -362,12 +366,32 @@ static int wait_done(ms_model *m, const ms__ticket *tk, ms__slot *sl)
     return 0;
 }
 
+/* Slot s of in is orphaned: out and the inputs with room of their own stay reserved. The inputs'
+ * handles are the library's (made by ms_tensor_alloc and the like, never const objects). */
+static void orphan(ms__inst *in, unsigned s, ms_tensor *out, const ms_tensor *const *held,
+                   int nheld)
+{
+    in->orphaned |= 1ull << s;
+    in->orphan_out[s] = out;
+    int k = 0;
+    for (int i = 0; i < nheld && k < MS__HELD_MAX; i++) {
+        ms_tensor *t = (ms_tensor *)held[i];
+        if (t == NULL || t->view)
+            continue;
+        ms__tensor_hold_locked(t);
+        in->orphan_in[s][k++] = t;
+    }
+    if (k < MS__HELD_MAX)
+        in->orphan_in[s][k] = NULL;
+}
+
 bool ms__orphaned(const ms_model *m, const ms__ticket *tk)
 {
     return (m->inst[tk->inst].orphaned >> tk->slot) & 1u;
 }
 
-int ms__await(ms_model *m, const ms__ticket *tk, ms_tensor *out, ms__resp *resp)
+int ms__await(ms_model *m, const ms__ticket *tk, ms_tensor *out, const ms_tensor *const *held,
+              int nheld, ms__resp *resp)
 {
     char err[MS__ERRLEN];
     ms__slot *sl = ms__slot_of(m->arena_base, tk->inst, tk->slot);
@@ -375,10 +399,10 @@ int ms__await(ms_model *m, const ms__ticket *tk, ms_tensor *out, ms__resp *resp)
     pthread_mutex_lock(&m->lock);
     ms__inst *in = &m->inst[tk->inst];
     if (r == DEADLINE || r == CANCELLED) {
-        /* The worker still owns the slot and may write into out: both stay reserved until it
-         * is done or replaced (ms__reap_orphans). */
-        in->orphaned |= 1ull << tk->slot;
-        in->orphan_out[tk->slot] = out;
+        /* The worker still owns the slot, may write into out and read (or, for a copy made for
+         * the call, write) the inputs: all stay reserved until it is done or replaced
+         * (ms__reap_orphans). */
+        orphan(in, tk->slot, out, held, nheld);
         if (r == CANCELLED)
             return ms__lib_fail(m->client, MS_E_TIMEOUT,
                                 "the request to \"%s\" was cancelled while it waited for its "

@@ -67,7 +67,16 @@ struct ms_tensor {
     uint64_t items;
     /* ms_infer_n's outputs: the decoded output manifest (offsets into the arena), owned. */
     struct ms__manifest *answer;
+    /* Requests that timed out with this tensor among their inputs while their worker may still
+     * read or write it (exchange.c's orphans): its room is not given back before they are done.
+     * dropped: its owner freed it meanwhile, and the last of them frees it. Under the model lock.
+     */
+    int holds;
+    bool dropped;
 };
+
+/* The most inputs one request holds in the arena: its tensors and their manifest. */
+#define MS__HELD_MAX (MS_MAX_TENSORS + 1)
 
 /* One instance of the model as this handle sees it: the worker's door and our ring set for it. */
 typedef struct ms__inst {
@@ -77,7 +86,10 @@ typedef struct ms__inst {
     uint64_t busy;     /* slots in use: bit i for slot i */
     uint64_t orphaned; /* slots whose request timed out, still owned by the worker */
     ms_tensor *orphan_out[MS__RING_SLOTS]; /* their output room, freed when the worker is done */
-    uint32_t slot_gen[MS__RING_SLOTS];     /* the door's gen each slot was submitted in */
+    /* Their inputs with room in the arena (a copy made for the call, a manifest): held (holds)
+     * until the worker is done, NULL-ended when fewer than MS__HELD_MAX. */
+    ms_tensor *orphan_in[MS__RING_SLOTS][MS__HELD_MAX];
+    uint32_t slot_gen[MS__RING_SLOTS]; /* the door's gen each slot was submitted in */
 } ms__inst;
 
 struct ms_model {

@@ -2,6 +2,7 @@
 and Ctrl-C end a call that waits for a worker that does not answer, give back what it held, and
 leave the lease usable. No timed assertions: each bound only proves "does not hang"."""
 import asyncio
+import concurrent.futures
 import functools
 import os
 import signal
@@ -189,3 +190,32 @@ def test_ctrl_c_interrupts_a_waiting_acquire_and_the_connection_stays_usable(dae
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+@pytest.mark.parametrize("ninputs", [1, 2], ids=["one-tensor", "several-tensors"])
+def test_a_timed_out_calls_inputs_are_not_reused_while_its_worker_writes_them(daemon, tmp_path,
+                                                                               ninputs):
+    # The call's input copies (and, for several tensors, their manifest) stay the worker's after
+    # its timeout: later calls' inputs never go where it still writes, so their answers are theirs.
+    flag = str(tmp_path / "go")
+    shared = modelshare.Shared(functools.partial(pymodels.WritesItsInputLate, flag),
+                               tag=f"late-writer-{ninputs}")
+    shape = (64, 64)
+    with shared.acquire() as model:
+        np.testing.assert_array_equal(model(*[np.ones(shape, np.float32)] * ninputs),
+                                      ninputs * np.ones(shape, np.float32))
+        marker = np.zeros(shape, np.float32)
+        marker.flat[0] = -1
+        with pytest.raises(modelshare.Timeout):
+            model(*[marker] * ninputs, timeout=5)
+        assert os.path.exists(flag + ".started")  # the worker runs it: it was not skipped
+        xs = [np.full(shape, k, np.float32) for k in range(8)]
+        with concurrent.futures.ThreadPoolExecutor(len(xs)) as pool:
+            futures = [pool.submit(model, *[x] * ninputs) for x in xs]
+            # Every call's inputs are in shared memory and waiting behind the stuck one.
+            wait_until(lambda: sum(i["inflight"] for m in modelshare.status()["models"]
+                                   if m["tag"] == shared.tag for i in m["instances"])
+                       == 1 + len(xs), what="the calls in flight")
+            open(flag, "w").close()  # the late write happens now
+            for x, f in zip(xs, futures):
+                np.testing.assert_array_equal(f.result(), ninputs * x)
