@@ -118,8 +118,8 @@ class Shared:
         and an onnxruntime.InferenceSession as session.run(None, {its first input: x}).
     Shared.dense(weights, tag=...) -- the built-in dense backend (an MLP from safetensors).
     Spec options are keyword arguments: keep_alive, max_batch, batch_sizes, batch_delay_us,
-    instances, thread_safe, threads, batchable, memory, load_timeout, call_timeout, max_restarts, device
-    ("cpu", "cuda:N" or "auto"), devices (a list such as ["cuda:0", "cuda:1"], or "auto": the
+    instances, thread_safe, threads, batchable, memory, load_timeout, call_timeout, max_restarts,
+    device ("cpu", "cuda:N" or "auto"), devices (a list such as ["cuda:0", "cuda:1"], or "auto": the
     instances spread over them), output, version, pad (requests of several tensors that differ
     along one dimension share a batch, padded: {"dim": 1, "value": {"attention_mask": 0},
     "multiple": 8}). batchable=True says each output row depends

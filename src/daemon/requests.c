@@ -240,24 +240,34 @@ static bool acquire_room(ms__conn *k, json_t *id)
     return false;
 }
 
-static void do_acquire(ms__proto *p, ms__conn *k, json_t *id, const json_t *msg, int *fds, int nfds)
+/* An acquire's descriptors, tag and timeout, and room for its lease: its tag, or NULL
+ * (answered). */
+static const char *acquire_args(ms__conn *k, json_t *id, const json_t *msg, int nfds,
+                                int64_t *timeout_ms)
 {
-    char err[MS__ERRLEN], full[MS__ERRLEN + 64];
-    ms__spec spec;
-    int ctor = -1;
     if (nfds < 1) {
+        char full[MS__ERRLEN];
         snprintf(full, sizeof full,
                  "acquire: expected 1 descriptor (the arena memfd, \"nfds\":1), or 2 with a "
                  "constructor memfd, got %d",
                  nfds);
         ms__conn_error(k, id, MS_E_PROTOCOL, full);
-        return;
+        return NULL;
     }
     const char *tag = request_tag(k, id, msg, "acquire");
+    if (tag == NULL || request_timeout(k, id, msg, timeout_ms) < 0 || !acquire_room(k, id))
+        return NULL;
+    return tag;
+}
+
+static void do_acquire(ms__proto *p, ms__conn *k, json_t *id, const json_t *msg, int *fds, int nfds)
+{
+    char err[MS__ERRLEN], full[MS__ERRLEN + 64];
+    ms__spec spec;
+    int ctor = -1;
     int64_t timeout_ms;
-    if (tag == NULL || request_timeout(k, id, msg, &timeout_ms) < 0)
-        return;
-    if (!acquire_room(k, id))
+    const char *tag = acquire_args(k, id, msg, nfds, &timeout_ms);
+    if (tag == NULL)
         return;
     int has = request_spec(k, id, msg, true, &spec);
     if (has < 0)

@@ -320,8 +320,9 @@ static int look_alive(ms_model *m, const ms__ticket *tk)
     return 0;
 }
 
-/* Waits (no lock held) until the slot is done, the deadline passes, or a peer is gone. */
-static int wait_done(ms_model *m, const ms__ticket *tk, ms__slot *sl)
+/* Spins (no lock held) for the slot to be done for spin_budget: 0 done, DEADLINE, or -1 not yet
+ * (sleep on it). */
+static int spin_done(ms_model *m, const ms__ticket *tk, ms__slot *sl)
 {
     int64_t deadline = tk->deadline_ns;
     int64_t spin = spin_budget(m, tk);
@@ -336,9 +337,18 @@ static int wait_done(ms_model *m, const ms__ticket *tk, ms__slot *sl)
         if (deadline > 0 && now >= deadline)
             return DEADLINE;
         if (now - t0 >= spin)
-            break;
+            return -1;
         ms__spin_step(step0, now);
     }
+}
+
+/* Waits (no lock held) until the slot is done, the deadline passes, or a peer is gone. */
+static int wait_done(ms_model *m, const ms__ticket *tk, ms__slot *sl)
+{
+    int64_t deadline = tk->deadline_ns;
+    int spun = spin_done(m, tk, sl);
+    if (spun >= 0)
+        return spun;
     for (;;) {
         atomic_store(&sl->waiting, 1);
         if (atomic_load(&sl->state) == MS__SLOT_DONE)
