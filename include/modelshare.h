@@ -281,8 +281,18 @@ typedef struct ms_model ms_model;
  *                                                           backend's estimate); charged
  *                                                           evenly to its instances' devices
  *                                                           until measured
- *   load_timeout    number, seconds, 0..86400     60        how long a load waits for memory
- *                                                           in the budget
+ *   load_timeout    number, seconds, 0..86400     60        how long a load may take, the wait
+ *                                                           for memory in the budget and the
+ *                                                           worker's load (a constructor)
+ *                                                           included: past it the workers are
+ *                                                           killed and the load fails with
+ *                                                           MS_E_TIMEOUT naming its phase
+ *   call_timeout    number, seconds, 0..86400     600       how long one batch may run, or a
+ *                                                           worker not answer at all (stopped,
+ *                                                           hung): past it the daemon kills
+ *                                                           the worker (its requests fail with
+ *                                                           MS_E_TIMEOUT) and restarts it, as
+ *                                                           a crash toward max_restarts (0: off)
  *   max_restarts    integer, 0..100               5         crashed instances are restarted
  *                                                           (back-off 0.1 s doubling to 30 s);
  *                                                           one more crash within 60 s fails
@@ -315,9 +325,15 @@ typedef struct ms_model ms_model;
  * MS_E_UNKNOWN_TAG (spec_json NULL and no such model), MS_E_WEIGHTS, MS_E_DEVICE, MS_E_NO_MEMORY
  * (does not fit the device's budget within load_timeout; names what holds the memory),
  * MS_E_LOAD_FAILED (the worker's message passed through), MS_E_LIMIT (too many models, leases or
- * workers), MS_E_UNLOADED (force-unloaded while loading), MS_E_NOMEM, MS_E_DAEMON_LOST,
- * MS_E_PROTOCOL. */
+ * workers), MS_E_UNLOADED (force-unloaded while loading), MS_E_TIMEOUT (the load passed its
+ * load_timeout), MS_E_NOMEM, MS_E_DAEMON_LOST, MS_E_PROTOCOL. */
 MS_EXPORT int ms_acquire(ms_client *client, const char *tag, const char *spec_json, ms_model **out);
+
+/* ms_acquire() that waits at most timeout_us (0: as long as ms_acquire) for the model to be ready:
+ * past it, MS_E_TIMEOUT (the daemon answers, the client stays usable, and the load goes on for
+ * the others that wait for it). Errors: those of ms_acquire(), and MS_E_INVAL (more than a day). */
+MS_EXPORT int ms_acquire_timeout(ms_client *client, const char *tag, const char *spec_json,
+                                 uint64_t timeout_us, ms_model **out);
 
 /* Ends the lease and frees the handle (and every tensor still allocated from it). At zero leases
  * the model stays loaded for its keep_alive, then its worker exits. ms_release(NULL) is a no-op
@@ -422,10 +438,16 @@ MS_EXPORT int ms_infer(ms_model *model, const ms_tensor *input, ms_tensor **outp
  * MS_E_BACKEND, MS_E_TIMEOUT, MS_E_UNLOADED, MS_E_DAEMON_LOST, as ms_infer(). */
 MS_EXPORT int ms_call(ms_model *model, const ms_tensor *input, ms_tensor **output);
 
-/* Gives every later ms_infer on this handle a deadline timeout_us after it starts (0: none, the
- * default). A request past its deadline fails with MS_E_TIMEOUT: the worker skips it if it has
- * not started it, and an answer that comes late is discarded (its memory is reclaimed when the
- * worker is done with it). Errors: MS_E_INVAL (model NULL). */
+/* Gives every later ms_infer and ms_call on this handle a deadline timeout_us after it starts (0:
+ * none, the default). A request past its deadline fails with MS_E_TIMEOUT, whatever it waits for:
+ * a free slot (a worker that stopped answering holds the 64 slots of its instance with requests
+ * that timed out), an instance being restarted, or its answer. The worker skips a request it has
+ * not started before its deadline, and an answer that comes late is discarded. What a timed-out
+ * request holds (its ring slot, its output room in the arena, and its inputs: one freed meanwhile
+ * with ms_tensor_free keeps its room until then) is given back when the worker is
+ * done with it or is replaced (the daemon restarts a worker that dies): until then at most 64 per
+ * instance stay held, and later requests time out rather than wait for them, however many.
+ * Errors: MS_E_INVAL (model NULL, or more than INT64_MAX / 1000 microseconds). */
 MS_EXPORT int ms_set_timeout(ms_model *model, uint64_t timeout_us);
 
 /* ---------------------------------------------------------------------------------------------

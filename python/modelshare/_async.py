@@ -32,21 +32,35 @@ async def run(fn, *args):
     return await asyncio.get_running_loop().run_in_executor(_executor(), fn, *args)
 
 
+async def cancellable(fn):
+    """fn(event) in the pool, awaited from the running loop. When the awaiting task is cancelled
+    (asyncio.wait_for's timeout included), event (a threading.Event) is set: the call fn makes
+    looks at it while it waits (every 100 ms at most) and ends, so no pool thread stays stuck
+    with a call nobody awaits; a call not started yet never starts."""
+    event = threading.Event()
+    try:
+        return await asyncio.get_running_loop().run_in_executor(_executor(), fn, event)
+    except asyncio.CancelledError:
+        event.set()
+        raise
+
+
 class Acquiring:
     """What Shared.acquire_async() returns: `async with` it (the lease ends at the end of the
     block) or `await` it (a Model, ended with `await model.arelease()` or release())."""
 
-    __slots__ = ("_shared", "_model")
+    __slots__ = ("_shared", "_model", "_timeout")
 
-    def __init__(self, shared):
+    def __init__(self, shared, timeout=None):
         self._shared = shared
         self._model = None
+        self._timeout = timeout
 
     def __await__(self):
-        return run(self._shared.acquire).__await__()
+        return run(self._shared.acquire, self._timeout).__await__()
 
     async def __aenter__(self):
-        self._model = await run(self._shared.acquire)
+        self._model = await run(self._shared.acquire, self._timeout)
         return self._model
 
     async def __aexit__(self, *exc):

@@ -118,8 +118,8 @@ class Shared:
         and an onnxruntime.InferenceSession as session.run(None, {its first input: x}).
     Shared.dense(weights, tag=...) -- the built-in dense backend (an MLP from safetensors).
     Spec options are keyword arguments: keep_alive, max_batch, batch_sizes, batch_delay_us,
-    instances, thread_safe, threads, batchable, memory, load_timeout, max_restarts, device
-    ("cpu", "cuda:N" or "auto"), devices (a list such as ["cuda:0", "cuda:1"], or "auto": the
+    instances, thread_safe, threads, batchable, memory, load_timeout, call_timeout, max_restarts,
+    device ("cpu", "cuda:N" or "auto"), devices (a list such as ["cuda:0", "cuda:1"], or "auto": the
     instances spread over them), output, version, pad (requests of several tensors that differ
     along one dimension share a batch, padded: {"dim": 1, "value": {"attention_mask": 0},
     "multiple": 8}). batchable=True says each output row depends
@@ -131,7 +131,7 @@ class Shared:
     ONNX Runtime and PyTorch kernels do). swap() moves the tag to a new version while it serves.
     """
 
-    def __init__(self, constructor, tag, framework=None, key=None, **spec):
+    def __init__(self, constructor, tag, framework=None, key=None, timeout=None, **spec):
         if not callable(constructor):
             raise TypeError(f"Shared(tag={tag!r}): constructor must be callable, got "
                             f"{type(constructor).__name__}")
@@ -142,6 +142,7 @@ class Shared:
             raise ValueError(f"Shared(tag={tag!r}): key: expected None or a string of 1 to "
                              f"{KEY_MAX} characters, got {key!r:.80}")
         self.tag = tag
+        self._timeout = _timeout_arg(timeout, f"Shared(tag={tag!r})")
         self._spec = {"backend": "python", **_spec_from(spec, "Shared")}
         self._payload = _pickled(constructor, tag)
         if len(self._payload) > CONSTRUCTOR_MAX:
@@ -155,10 +156,11 @@ class Shared:
             _identity.of(constructor, self._payload)
 
     @classmethod
-    def dense(cls, weights, tag, **spec):
+    def dense(cls, weights, tag, timeout=None, **spec):
         """The dense backend: an MLP whose layers come from a safetensors file."""
         self = cls.__new__(cls)
         self.tag = tag
+        self._timeout = _timeout_arg(timeout, f"Shared.dense(tag={tag!r})")
         self._spec = {"backend": "dense", "weights": os.path.abspath(os.fspath(weights)),
                       **_spec_from(spec, "Shared.dense")}
         self._payload = None
@@ -204,21 +206,25 @@ class Shared:
             }
         return json.dumps(spec, sort_keys=True), memfd
 
-    def acquire(self):
+    def acquire(self, timeout=None):
         """A lease on the model, loading it first when no process has. Use it as a context
-        manager, or end it with release()."""
-        return self._acquire_as(Model)
+        manager, or end it with release(). timeout=S: raise Timeout when the model is not ready
+        within S seconds (the load goes on for the others that wait for it)."""
+        return self._acquire_as(Model, timeout)
 
-    def _acquire_as(self, model_type):
+    def _acquire_as(self, model_type, timeout=None):
         """acquire(), the lease as a model_type (Model or a subclass of it)."""
+        timeout = _timeout_arg(timeout, f"acquire of {self.tag!r}")
         spec, memfd = self._request()
         return model_type(self, control(lambda c: c.acquire(self.tag, spec,
-                                                             constructor_fd=_fd_of(memfd))))
+                                                             constructor_fd=_fd_of(memfd),
+                                                             timeout=timeout)))
 
-    def acquire_async(self):
+    def acquire_async(self, timeout=None):
         """acquire() for asyncio: `async with shared.acquire_async() as model:` or
-        `model = await shared.acquire_async()`. The load waits off the event loop."""
-        return _async.Acquiring(self)
+        `model = await shared.acquire_async()`. The load waits off the event loop; timeout= as
+        for acquire()."""
+        return _async.Acquiring(self, timeout)
 
     def release(self, model):
         """Ends the lease of a model from acquire()."""
@@ -270,10 +276,20 @@ class Shared:
 
     def __getstate__(self):
         return {"tag": self.tag, "_spec": self._spec, "_payload": self._payload,
-                "_framework": self._framework, "_key": self._key, "_outline": self._outline}
+                "_framework": self._framework, "_key": self._key, "_outline": self._outline,
+                "_timeout": self._timeout}
 
     def __setstate__(self, state):
-        self.__dict__.update(state)
+        self.__dict__.update({"_timeout": None, **state})
+
+
+def _timeout_arg(timeout, where):
+    """timeout=: None (no deadline) or seconds, a number > 0."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ValueError(f"{where}: timeout: expected None or seconds > 0, got {timeout!r:.80}")
+    return float(timeout)
 
 
 def _fd_of(memfd):
@@ -397,7 +413,17 @@ class Model:
             self._lost = True  # the next call takes a fresh lease (restarted, or loaded again)
             raise
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args, timeout=None, **kwargs):
+        """model(x): the model's answer. timeout=S: this call's deadline in seconds (default: the
+        Shared's timeout=, else none); past it the call raises Timeout and what it held in shared
+        memory is given back once its worker is done or replaced. Ctrl-C interrupts the wait at
+        once (KeyboardInterrupt); the lease stays usable. A python model's own keyword arguments
+        may be anything but timeout."""
+        return self._call(args, kwargs, timeout, None)
+
+    def _call(self, args, kwargs, timeout, cancel):
+        """model(*args, **kwargs) with its deadline (None: the Shared's) and a cancel event."""
+        timeout = _timeout_arg(timeout, f"model {self.tag!r}") or self._shared._timeout
         python = self._shared._spec["backend"] == "python"
         torch = _torch_input.tensor(args[0]) if len(args) == 1 and not kwargs else None
         if torch is not None:  # read in place on the CPU; from a device, copied here once
@@ -409,26 +435,27 @@ class Model:
             named = self._named(args, kwargs) if not self._objects_only else None
             if named is not None:
                 try:
-                    return self._infer_n(*named)
+                    return self._infer_n(*named, timeout, cancel)
                 except _core.BackendError as e:
                     if _multi.NOT_TENSORS not in str(e):
                         raise
                     # A batchable model that answers other things: such calls are pickled
                     # calls from now on, as before there was a path for several tensors.
                     self._objects_only = True
-            return self._remote("call", "__call__", args, kwargs)
+            return self._remote("call", "__call__", args, kwargs, timeout, cancel)
         if kwargs or len(args) != 1:
             raise TypeError(f"model {self.tag!r}: expected model(x) with one tensor")
         data, dtype = _as_input(args[0])
         if self._structured:
-            return self._infer_n(_multi.ARGS, [("0", data, dtype)])
+            return self._infer_n(_multi.ARGS, [("0", data, dtype)], timeout, cancel)
         try:
-            t = self._guard(lambda core: core.infer(data, dtype, python))
+            t = self._guard(lambda core: core.infer(data, dtype, python, timeout=timeout,
+                                                    cancel=cancel))
         except _core.BackendError as e:
             if not python or _STRUCTURED not in str(e):
                 raise
             self._structured = True  # a batchable model's tuple or dict: asked again that way
-            return self._infer_n(_multi.ARGS, [("0", data, dtype)])
+            return self._infer_n(_multi.ARGS, [("0", data, dtype)], timeout, cancel)
         if type(t) is bytes:  # a python model's answer that is not one array, pickled
             y = _pickling.loads(t)[1]
             values = y.values() if isinstance(y, collections.abc.Mapping) else \
@@ -474,10 +501,11 @@ class Model:
             named.append((name, *_as_input(value)))
         return form, named
 
-    def _infer_n(self, form, named):
+    def _infer_n(self, form, named, timeout=None, cancel=None):
         """Several named tensors through shared memory; the answer in the structure the model
         returned, every array a view of the shared memory."""
-        got, outputs, t = self._guard(lambda core: core.infer_n(named, form, True))
+        got, outputs, t = self._guard(lambda core: core.infer_n(named, form, True, timeout=timeout,
+                                                                cancel=cancel))
         values = []
         for out in outputs:
             if len(out) == 2:  # a list of strings
@@ -496,7 +524,7 @@ class Model:
             return dict(values)
         return (tuple if got == _multi.TUPLE else list)(v for _, v in values)
 
-    def _remote(self, op, name, args=(), kwargs=None):
+    def _remote(self, op, name, args=(), kwargs=None, timeout=None, cancel=None):
         if self._shared._spec["backend"] != "python":
             raise AttributeError(
                 f"model {self.tag!r} has no attribute {name!r}: the {self._shared._spec['backend']}"
@@ -506,7 +534,9 @@ class Model:
         except Exception as e:
             raise NotPicklable(f"model {self.tag!r}: the arguments of {name!r} cannot be "
                                f"pickled: {type(e).__name__}: {e}") from e
-        answer = _pickling.loads(self._guard(lambda core: core.call(payload)))
+        timeout = timeout or self._shared._timeout
+        answer = _pickling.loads(self._guard(lambda core: core.call(payload, timeout=timeout,
+                                                                    cancel=cancel)))
         if answer[0] == "ok":
             return answer[1]
         if answer[0] == "method":
@@ -538,14 +568,18 @@ class Model:
         """Ends the lease (once no output array of it is in use). Idempotent."""
         self._core.release()
 
-    async def ainfer(self, *args, **kwargs):
+    async def ainfer(self, *args, timeout=None, **kwargs):
         """await model.ainfer(x): model(x) for asyncio. The call waits in a thread of
-        modelshare's pool, off the event loop; concurrent coroutines are batched together."""
-        return await _async.run(lambda: self(*args, **kwargs))
+        modelshare's pool, off the event loop; concurrent coroutines are batched together.
+        timeout= as for model(x). Cancelling the task (asyncio.wait_for's timeout too) cancels
+        the call: its pool thread is free again within 100 ms."""
+        return await _async.cancellable(lambda ev: self._call(args, kwargs, timeout, ev))
 
     async def acall(self, name, *args, **kwargs):
-        """await model.acall("method", ...): model.method(...) for asyncio, off the loop."""
-        return await _async.run(lambda: self._remote("call", name, args, kwargs))
+        """await model.acall("method", ...): model.method(...) for asyncio, off the loop;
+        cancelled with its task, as ainfer()."""
+        return await _async.cancellable(
+            lambda ev: self._remote("call", name, args, kwargs, None, ev))
 
     async def arelease(self):
         """release() for asyncio."""

@@ -85,15 +85,28 @@ static int spec_arg(PyObject *spec, PyObject **out)
     return *out ? 0 : -1;
 }
 
+/* ms__acquire_ctor with the wait options pw (GIL released). */
+static int acquire_waiting(ms_client *c, const char *tag, const char *spec, int ctor_fd,
+                           ms_py_wait *pw, ms_model **m)
+{
+    const ms__wait *outer = ms__wait_set(&pw->w);
+    int r = ms__acquire_ctor(c, tag, spec, ctor_fd, m);
+    ms__wait_set(outer);
+    return r;
+}
+
 static PyObject *client_acquire(ms_py_client *self, PyObject *args, PyObject *kwargs)
 {
-    static char *kw[] = {"tag", "spec", "constructor_fd", NULL};
-    PyObject *tag, *spec = Py_None, *spec_bytes;
+    static char *kw[] = {"tag", "spec", "constructor_fd", "timeout", NULL};
+    PyObject *tag, *spec = Py_None, *spec_bytes, *timeout = Py_None;
     const char *tag_s;
     int ctor_fd = -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "U|O$i:acquire", kw, &tag, &spec, &ctor_fd))
+    ms_py_wait pw;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "U|O$iO:acquire", kw, &tag, &spec, &ctor_fd,
+                                     &timeout))
         return NULL;
-    if (check_process(self) < 0 || spec_arg(spec, &spec_bytes) < 0)
+    if (check_process(self) < 0 || ms_py_wait_init(&pw, timeout, Py_None) < 0 ||
+        spec_arg(spec, &spec_bytes) < 0)
         return NULL;
     tag_s = PyUnicode_AsUTF8(tag);
     if (tag_s == NULL) {
@@ -105,10 +118,10 @@ static PyObject *client_acquire(ms_py_client *self, PyObject *args, PyObject *kw
     ms_model *m = NULL;
     int r;
     MS_PY_CALL_NOGIL(r, self->client, msg,
-                     ms__acquire_ctor(self->client, tag_s, spec_s, ctor_fd, &m));
+                     acquire_waiting(self->client, tag_s, spec_s, ctor_fd, &pw, &m));
     Py_XDECREF(spec_bytes);
-    if (r < 0)
-        return fail((PyObject *)self, r, msg);
+    if (r < 0) /* ended by Ctrl-C: its KeyboardInterrupt */
+        return pw.ended && PyErr_Occurred() ? NULL : fail((PyObject *)self, r, msg);
 
     ms_py_state *st = ms_py_state_of((PyObject *)self);
     ms_py_model *obj = (ms_py_model *)st->model_type->tp_alloc(st->model_type, 0);

@@ -21,6 +21,7 @@
 #include <sys/types.h>
 
 #include "modelshare.h"
+#include "../../src/lib/wait.h"
 
 /* Room for a message copied from ms_errmsg() before the GIL is taken back. */
 #define MS_PY_MSGLEN 4096
@@ -70,6 +71,17 @@ typedef struct {
     Py_ssize_t shape[MS_MAX_RANK];
     Py_ssize_t strides[MS_MAX_RANK];
 } ms_py_tensor;
+
+/* wait.c: a blocked call's wait options (src/lib/wait.h): its timeout (seconds, None: the
+ * handle's), Ctrl-C, and cancel (an object with is_set(), or None; borrowed for the call). Set
+ * with ms__wait_set() once the GIL is released, put back before it is taken again; ended says
+ * the wait was ended by Ctrl-C or cancel (then an exception may be set: raise it). */
+typedef struct {
+    ms__wait w;
+    PyObject *cancel;
+    int ended;
+} ms_py_wait;
+int ms_py_wait_init(ms_py_wait *pw, PyObject *timeout, PyObject *cancel);
 
 /* errors.c */
 int ms_py_errors_init(PyObject *module, ms_py_state *st);

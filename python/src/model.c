@@ -68,12 +68,14 @@ char *ms_py_copy_strided(char *dst, const char *src, int dim, const Py_buffer *v
 
 static PyObject *model_infer(ms_py_model *self, PyObject *args, PyObject *kwargs)
 {
-    static char *kw[] = {"input", "dtype", "objects", NULL};
-    PyObject *x;
+    static char *kw[] = {"input", "dtype", "objects", "timeout", "cancel", NULL};
+    PyObject *x, *timeout = Py_None, *cancel = Py_None;
     int dtype = 0, objects = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|ip:infer", kw, &x, &dtype, &objects))
+    ms_py_wait pw;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|ip$OO:infer", kw, &x, &dtype, &objects,
+                                     &timeout, &cancel))
         return NULL;
-    if (ms_py_model_usable(self) < 0)
+    if (ms_py_model_usable(self) < 0 || ms_py_wait_init(&pw, timeout, cancel) < 0)
         return NULL;
     ms_py_state *st = ms_py_state_of((PyObject *)self);
     char msg[MS_PY_MSGLEN];
@@ -113,6 +115,7 @@ static PyObject *model_infer(ms_py_model *self, PyObject *args, PyObject *kwargs
     bool object = false;
     self->users++; /* the lease outlives this call, whatever another thread does */
     PyThreadState *ts = PyEval_SaveThread();
+    const ms__wait *outer = ms__wait_set(&pw.w);
     /* Already in shared memory (this model's or another's of this client): by reference. Else
      * one copy. An input of another model is held by the buffer view (its Tensor keeps that
      * model's lease) until the call returns. */
@@ -131,6 +134,7 @@ static PyObject *model_infer(ms_py_model *self, PyObject *args, PyObject *kwargs
     if (r < 0)
         snprintf(msg, sizeof msg, "%s", ms_errmsg(c));
     ms_tensor_free(in);
+    ms__wait_set(outer);
     PyEval_RestoreThread(ts);
     PyBuffer_Release(&view);
 
@@ -138,7 +142,8 @@ static PyObject *model_infer(ms_py_model *self, PyObject *args, PyObject *kwargs
         self->copied_bytes += (unsigned long long)view.len;
     PyObject *result;
     if (r < 0) {
-        result = ms_py_raise(st, r, msg);
+        /* Ended by Ctrl-C: its KeyboardInterrupt, not a Timeout. */
+        result = pw.ended && PyErr_Occurred() ? NULL : ms_py_raise(st, r, msg);
     } else if (object) { /* a pickled answer: its bytes, for the package to unpickle */
         result = PyBytes_FromStringAndSize(ms_tensor_data(out), (Py_ssize_t)ms_tensor_nbytes(out));
         ms_tensor_free(out);
@@ -183,9 +188,14 @@ static PyObject *model_copied_bytes(ms_py_model *self, void *closure)
     return PyLong_FromUnsignedLongLong(self->copied_bytes);
 }
 
-static PyObject *model_call(ms_py_model *self, PyObject *arg)
+static PyObject *model_call(ms_py_model *self, PyObject *args, PyObject *kwargs)
 {
-    if (ms_py_model_usable(self) < 0)
+    static char *kw[] = {"payload", "timeout", "cancel", NULL};
+    PyObject *arg, *timeout = Py_None, *cancel = Py_None;
+    ms_py_wait pw;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$OO:call", kw, &arg, &timeout, &cancel))
+        return NULL;
+    if (ms_py_model_usable(self) < 0 || ms_py_wait_init(&pw, timeout, cancel) < 0)
         return NULL;
     ms_py_state *st = ms_py_state_of((PyObject *)self);
     Py_buffer view;
@@ -199,16 +209,19 @@ static PyObject *model_call(ms_py_model *self, PyObject *arg)
     PyObject *result = NULL;
     self->users++;
     PyThreadState *ts = PyEval_SaveThread();
+    const ms__wait *outer = ms__wait_set(&pw.w);
     int r = ms_tensor_from(m, MS_UINT8, 1, shape, view.buf, (size_t)view.len, &in);
     if (r == 0)
         r = ms_call(m, in, &out);
     if (r < 0)
         snprintf(msg, sizeof msg, "%s", ms_errmsg(c));
     ms_tensor_free(in);
+    ms__wait_set(outer);
     PyEval_RestoreThread(ts);
     PyBuffer_Release(&view);
     if (r < 0) {
-        ms_py_raise(st, r, msg);
+        if (!(pw.ended && PyErr_Occurred()))
+            ms_py_raise(st, r, msg);
     } else {
         result = PyBytes_FromStringAndSize(ms_tensor_data(out), (Py_ssize_t)ms_tensor_nbytes(out));
         ts = PyEval_SaveThread();
@@ -307,19 +320,24 @@ static PyMethodDef model_methods[] = {
      "already (from empty(), or an output of this model); dtype overrides the ms_dtype read from "
      "the buffer's format (e.g. BFLOAT16 for uint16 bits). The Tensor views the output in shared "
      "memory. objects=True (a python model): an answer that is not one array comes back as the "
-     "bytes of its pickle."},
+     "bytes of its pickle. timeout=S: this call's deadline in seconds (None: the handle's, "
+     "none by default), Timeout past it; cancel: an object with is_set() (a threading.Event) "
+     "looked at while the call waits, Timeout once it is set. Ctrl-C ends the wait at once "
+     "(KeyboardInterrupt); the lease stays usable."},
     {"infer_n", (PyCFunction)(void (*)(void))ms_py_model_infer_n, METH_VARARGS | METH_KEYWORDS,
      "infer_n(inputs, form, objects=False) -> (answer_form, outputs, Tensor): several named "
      "tensors (ms_infer_n). inputs: a list of (name, buffer or list of str/bytes, dtype "
      "override or 0); form: 0 model(*args), 1 model(**kwargs), 2 model(dict). outputs: "
      "(name, dtype, shape, offset, nbytes) into the Tensor's bytes, or (name, list) for a list "
-     "of strings; answer_form 6 (objects=True only): output \"0\" is a pickled answer."},
+     "of strings; answer_form 6 (objects=True only): output \"0\" is a pickled answer. timeout and "
+     "cancel as for infer()."},
     {"empty", (PyCFunction)model_empty, METH_VARARGS,
      "empty(shape: tuple, dtype: int) -> Tensor: room in shared memory to fill, then infer() "
      "with no copy."},
-    {"call", (PyCFunction)model_call, METH_O,
-     "call(payload: bytes-like) -> bytes: a method call (ms_call) on a python-backend model: the "
-     "pickled (op, name, args, kwargs) in, the pickled answer out."},
+    {"call", (PyCFunction)(void (*)(void))model_call, METH_VARARGS | METH_KEYWORDS,
+     "call(payload: bytes-like, *, timeout=None, cancel=None) -> bytes: a method call (ms_call) "
+     "on a python-backend model: the pickled (op, name, args, kwargs) in, the pickled answer "
+     "out. timeout and cancel as for infer()."},
     {"release", (PyCFunction)model_release, METH_NOARGS,
      "release(): ends the lease once no call is in flight and no output Tensor is alive. "
      "Idempotent."},

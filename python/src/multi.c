@@ -205,12 +205,13 @@ static void unstage(staged *s, Py_ssize_t n)
 
 PyObject *ms_py_model_infer_n(ms_py_model *self, PyObject *args, PyObject *kwargs)
 {
-    static char *kw[] = {"inputs", "form", "objects", NULL};
-    PyObject *inputs;
+    static char *kw[] = {"inputs", "form", "objects", "timeout", "cancel", NULL};
+    PyObject *inputs, *timeout = Py_None, *cancel = Py_None;
     int form = 0, objects = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!i|p:infer_n", kw, &PyList_Type, &inputs,
-                                     &form, &objects) ||
-        ms_py_model_usable(self) < 0)
+    ms_py_wait pw;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!i|p$OO:infer_n", kw, &PyList_Type, &inputs,
+                                     &form, &objects, &timeout, &cancel) ||
+        ms_py_model_usable(self) < 0 || ms_py_wait_init(&pw, timeout, cancel) < 0)
         return NULL;
     ms_py_state *st = ms_py_state_of((PyObject *)self);
     char msg[MS_PY_MSGLEN];
@@ -231,6 +232,7 @@ PyObject *ms_py_model_infer_n(ms_py_model *self, PyObject *args, PyObject *kwarg
     unsigned long long copied = 0;
     self->users++;
     PyThreadState *ts = PyEval_SaveThread();
+    const ms__wait *outer = ms__wait_set(&pw.w);
     r = place_all(self->model, s, n, &copied);
     for (Py_ssize_t i = 0; r == 0 && i < n; i++) {
         named[i] = (ms_named){.name = s[i].name, .tensor = s[i].t};
@@ -243,11 +245,13 @@ PyObject *ms_py_model_infer_n(ms_py_model *self, PyObject *args, PyObject *kwarg
         snprintf(msg, sizeof msg, "%s", ms_errmsg(self->client->client));
     for (Py_ssize_t i = 0; i < n; i++)
         ms_tensor_free(s[i].t);
+    ms__wait_set(outer);
     PyEval_RestoreThread(ts);
     unstage(s, n);
     PyObject *result;
     if (r < 0) {
-        result = ms_py_raise(st, r, msg);
+        /* Ended by Ctrl-C: its KeyboardInterrupt, not a Timeout. */
+        result = pw.ended && PyErr_Occurred() ? NULL : ms_py_raise(st, r, msg);
     } else {
         self->copied_bytes += copied;
         result = answer(st, self, out);

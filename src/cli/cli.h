@@ -129,8 +129,9 @@ bool ms__cli_parse_double(const char *text, double min, double max, double *out)
 bool ms__cli_parse_layers(const char *text, int64_t *sizes, int max, int *count, char *err,
                           size_t errlen);
 
-/* A model's state from its status object: "ready", or while it loads its phase and bytes read
- * ("loading: reading weights 12.0 MiB of 1.0 GiB (1%)", "loading: constructing"). */
+/* A model's state from its status object: "ready", "ready, stuck 12.4 s" when an instance has run
+ * one batch or not turned its loop for a second or more (stuck_s), or while it loads its phase
+ * and bytes read ("loading: reading weights 12.0 MiB of 1.0 GiB (1%)", "loading: constructing"). */
 void ms__cli_fmt_state(const json_t *m, char *buf, size_t buflen);
 
 /* `load`'s progress line (load_progress.c): on a terminal (stderr), the phase and bytes read of

@@ -141,9 +141,28 @@ void ms__cli_fmt_bytes_bin(uint64_t bytes, char *buf, size_t buflen)
     fmt_bytes(bytes, 1024.0, names, buf, buflen);
 }
 
+/* The longest an instance of m has been stuck (status "stuck_s"), seconds. */
+static double stuck_s(const json_t *m)
+{
+    double most = 0.0;
+    const json_t *inst = json_object_get(m, "instances");
+    for (size_t i = 0; json_is_array(inst) && i < json_array_size(inst); i++) {
+        double s = json_number_value(json_object_get(json_array_get(inst, i), "stuck_s"));
+        if (s > most)
+            most = s;
+    }
+    return most;
+}
+
 void ms__cli_fmt_state(const json_t *m, char *buf, size_t buflen)
 {
     const char *state = ms__cli_jstr(m, "state", "?");
+    double stuck = stuck_s(m);
+    /* A second and more: a batch that long, or a worker that stopped (the watchdog's view). */
+    if (strcmp(state, "ready") == 0 && stuck >= 1.0) {
+        snprintf(buf, buflen, "ready, stuck %.1f s", stuck);
+        return;
+    }
     const char *phase = ms__cli_jstr(m, "load_phase", NULL);
     long long done = ms__cli_jint(m, "loaded_bytes"), total = ms__cli_jint(m, "load_total_bytes");
     if (strcmp(state, "loading") != 0 || phase == NULL) {

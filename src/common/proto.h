@@ -21,7 +21,8 @@
  *        -> {"ok":true,"lease":7,"signature":SIG,"spec":{...canonical...},"nfds":N} + fds: the
  *           door of each of the model's N workers (ring.h), in instance order: requests for
  *           instance i go in ring set i of the arena. The reply comes when the model is ready
- *           (or failed to load).
+ *           (or failed to load). An optional "timeout_ms" (0..86400000, 0 or null: none) bounds
+ *           the wait: past it, MS_E_TIMEOUT, and the load goes on.
  *    {"op":"release","id":3,"lease":7}          -> {"ok":true}
  *    {"op":"load","id":4,"tag":"t","spec":{...}} -> {"ok":true}  (loaded, no lease kept)
  *    {"op":"unload","id":5,"tag":"t","force":false} -> {"ok":true}  (reply once the worker is gone)

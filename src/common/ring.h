@@ -107,7 +107,13 @@ typedef struct ms__door {
     _Atomic uint32_t scan_all; /* a client published before it knew its hint bit */
     _Atomic uint32_t gen;      /* daemon: bumped each time the instance's worker is lost */
     _Atomic uint32_t down;     /* daemon sets, the restarted worker clears: send nothing */
-    uint32_t pad2[12];
+    /* daemon, before it kills a worker that ran one batch (or stopped turning) past the spec's
+     * call_timeout: 1 + the gen of that worker (0: none yet), how long it was stuck and the limit
+     * (ms), so that its callers fail with MS_E_TIMEOUT saying so rather than MS_E_WORKER_LOST */
+    _Atomic uint32_t hung_gen;
+    _Atomic uint32_t hung_ms;
+    _Atomic uint32_t hung_limit_ms;
+    uint32_t pad2[9];
     _Atomic uint64_t hints[MS__DOOR_HINTS / 64]; /* bit i: client i published */
 } ms__door;
 

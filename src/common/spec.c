@@ -503,6 +503,7 @@ NUMBER_FIELD(batchable, FIELD_BOOL, 0, 1, "true or false")
 NUMBER_FIELD(memory, FIELD_U64, 0, SPEC_MEMORY_MAX,
              "an integer number of bytes from 0 (estimate) to 2^62")
 NUMBER_FIELD(load_timeout, FIELD_DOUBLE, 0, 86400, "a number of seconds from 0 to 86400")
+NUMBER_FIELD(call_timeout, FIELD_DOUBLE, 0, 86400, "a number of seconds from 0 (off) to 86400")
 NUMBER_FIELD(max_restarts, FIELD_INT, 0, MS__SPEC_RESTARTS_MAX, "an integer from 0 to 100")
 
 static int parse_backend(const json_t *v, ms__spec *s, char *err, size_t errlen)

@@ -26,7 +26,11 @@
  *                  one batch (each output row depends only on    false (python)
  *                  its own input row)
  *   memory         bytes the model needs (0: estimate)          0
- *   load_timeout   seconds to wait for memory, 0..86400         60
+ *   load_timeout   seconds a load may take, waiting for memory   60
+ *                  and constructing included, 0..86400
+ *   call_timeout   seconds one batch may run (or the worker stop  600
+ *                  turning) before the daemon kills the worker and
+ *                  restarts it, 0..86400 (0: never)
  *   batch_sizes    null | increasing row counts the model runs  null (any count up to max_batch)
  *                  at (1..65536, at most 32): a batch is padded
  *                  up to the next one, a request larger than
@@ -128,6 +132,7 @@ enum { MS__SPEC_DEVICES_MAX = 16, MS__SPEC_DEVICE_LEN = 8 };
     X(batchable, "true", 1)                                                                        \
     X(memory, "0", 1)                                                                              \
     X(load_timeout, "60", 1)                                                                       \
+    X(call_timeout, "600", 1)                                                                      \
     X(max_restarts, "5", 1)                                                                        \
     X(python, NULL, 0)                                                                             \
     X(version, "null", 1)                                                                          \
@@ -157,6 +162,7 @@ typedef struct ms__spec {
     bool batchable;
     uint64_t memory;
     double load_timeout;
+    double call_timeout; /* seconds one batch may run before the daemon kills the worker; 0 off */
     int batch_sizes[MS__SPEC_BATCH_SIZES_MAX]; /* increasing; unused entries 0 */
     int nbatch_sizes;                          /* 0: any row count up to max_batch */
     int max_restarts;

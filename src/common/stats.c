@@ -182,3 +182,33 @@ const char *ms__phase_name(int phase)
                                                        "constructing", "warming up", "ready"};
     return phase >= 0 && phase < MS__PHASE_COUNT ? names[phase] : "unknown";
 }
+
+/* ---- the watchdog's view ---- */
+
+void ms__stats_beat(ms__stats *s, int64_t now_ns)
+{
+    if (s != NULL)
+        atomic_store_explicit(&s->heartbeat_ns, now_ns, memory_order_relaxed);
+}
+
+void ms__stats_running(ms__stats *s, int run, int64_t since_ns)
+{
+    if (s != NULL && run >= 0 && run < MS__STATS_RUNS)
+        atomic_store_explicit(&s->run_since_ns[run], since_ns, memory_order_relaxed);
+}
+
+int64_t ms__stats_stuck_ns(const ms__stats *s, int64_t now_ns)
+{
+    if (s == NULL)
+        return 0;
+    int64_t beat = atomic_load_explicit(&s->heartbeat_ns, memory_order_relaxed);
+    if (beat == 0)
+        return 0;
+    int64_t stuck = now_ns - beat >= MS__STATS_HEARTBEAT_GRACE_NS ? now_ns - beat : 0;
+    for (int i = 0; i < MS__STATS_RUNS; i++) {
+        int64_t since = atomic_load_explicit(&s->run_since_ns[i], memory_order_relaxed);
+        if (since != 0 && now_ns - since > stuck)
+            stuck = now_ns - since;
+    }
+    return stuck;
+}

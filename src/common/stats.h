@@ -32,6 +32,13 @@ typedef struct ms__hist_ns {
     _Atomic uint64_t sum; /* ns */
 } ms__hist_ns;
 
+/* Batches that can run at once: one per runner thread (spec threads, at most 64) and the
+ * loop's own. */
+#define MS__STATS_RUNS 65
+/* A loop that has not stamped its heartbeat for this long is not turning (stopped, or stuck in
+ * something other than a batch): it stamps at least every 100 ms while idle. */
+#define MS__STATS_HEARTBEAT_GRACE_NS 1000000000LL
+
 /* The load's phases, in order. */
 enum {
     MS__PHASE_STARTING = 0, /* the process started, nothing loaded yet */
@@ -57,6 +64,12 @@ typedef struct ms__stats {
     ms__hist_rows batch_rows; /* rows per backend run */
     ms__hist_ns queue_ns;     /* from the client's submit to the worker taking the request */
     ms__hist_ns run_ns;       /* one backend run */
+    /* For the daemon's watchdog (call_timeout), status and metrics, CLOCK_MONOTONIC ns: the
+     * serving loop stamps heartbeat_ns at each turn (0 before it serves); a batch stamps its
+     * start in run_since_ns[its runner's index + 1, or 0 for the loop's own] while it runs
+     * (0: none there). */
+    _Atomic int64_t heartbeat_ns;
+    _Atomic int64_t run_since_ns[MS__STATS_RUNS];
 } ms__stats;
 
 /* A plain copy of a stats page's counters (histogram buckets not cumulative), to add up pages
@@ -85,6 +98,16 @@ uint64_t ms__hist_ns_bound(int i);
 void ms__stats_error(ms__stats *s, int code);
 void ms__stats_batch(ms__stats *s, uint64_t rows, uint64_t run_ns);
 void ms__stats_queued(ms__stats *s, uint64_t wait_ns);
+
+/* The serving loop's heartbeat (s may be NULL: nothing). */
+void ms__stats_beat(ms__stats *s, int64_t now_ns);
+/* A batch begins (since_ns: now) or ends (since_ns 0) on run slot `run` (< MS__STATS_RUNS). */
+void ms__stats_running(ms__stats *s, int run, int64_t since_ns);
+/* How long the worker of page s has been stuck at now_ns (0: not stuck): the longest a batch
+ * has run so far, or, when its loop stopped turning (no heartbeat for
+ * MS__STATS_HEARTBEAT_GRACE_NS), since its last heartbeat, whichever is longer. 0 before the
+ * worker serves (a load is bounded by load_timeout). The daemon reads it. */
+int64_t ms__stats_stuck_ns(const ms__stats *s, int64_t now_ns);
 
 /* Adds the counters of page s (NULL: nothing) to *sum. */
 void ms__stats_add(ms__stats_sum *sum, const ms__stats *s);

@@ -130,6 +130,7 @@ static void pending_clear(ms__conn *k)
     k->p_id = NULL;
     k->p_model = NULL;
     k->p_spec = false;
+    k->p_deadline_ns = 0;
     k->pending = MS__OP_NONE;
 }
 

@@ -37,6 +37,8 @@ struct ms__conn {
     int p_arena_fd;     /* owned while pending, -1 when none */
     ms__arena_header *p_hdr; /* owned mapping while pending, NULL when none */
     bool p_spec;             /* the request carried a spec (may start a fresh load) */
+    int64_t p_deadline_ns;   /* registry clock; 0: none. An acquire's "timeout_ms": past it, it
+                              * fails with MS_E_TIMEOUT (ms__proto_timers) */
 };
 
 /* Replies queued for a client that does not read them, at most (a reply always fits an empty

@@ -163,6 +163,27 @@ static void inst_restarts(const ctx *c)
     }
 }
 
+/* How long each instance's worker has been stuck (a batch running, or its loop not turning). */
+static void inst_stuck(const ctx *c)
+{
+    const char *name = "modelshare_instance_stuck_seconds";
+    family(c->f, name, "gauge",
+           "How long an instance's worker has run one batch, or not turned its loop (stopped, "
+           "hung); the daemon kills it past the spec's call_timeout. 0 when it is not stuck.");
+    int64_t now = ms__now_ns();
+    for (int k = 0; k < c->ml->reg.nmodels; k++) {
+        const ms__model *m = c->ml->reg.models[k];
+        for (int i = 0; i < m->ninst; i++) {
+            const ms__instance *in = &m->inst[i];
+            int64_t ns = in->state == MS__INST_UP && in->w != NULL && in->w->stats != NULL
+                             ? ms__stats_stuck_ns(in->w->stats, now)
+                             : 0;
+            inst_labels(c->f, name, "", m, i);
+            fprintf(c->f, "} %.3f\n", (double)ns / 1e9);
+        }
+    }
+}
+
 /* name{tag="T"} v for every model; v from get. */
 static void model_metric(const ctx *c, const char *name, const char *type, const char *help,
                          uint64_t (*get)(const ms__model *))
@@ -284,6 +305,7 @@ static void instance_metrics(const ctx *c)
                  1e-9);
     errors_by_code(c);
     inst_restarts(c);
+    inst_stuck(c);
     inst_histogram(c, "modelshare_batch_rows", "Rows per backend run.", H_ROWS);
     inst_histogram(c, "modelshare_queue_wait_seconds",
                    "From a client's submit to the worker taking the request into a batch.",

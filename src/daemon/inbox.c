@@ -10,10 +10,11 @@
 const char *ms__life_event_name(int ev)
 {
     static const char *const names[MS__EV_N] = {
-        "load",        "admit",   "wait",       "recheck",     "forget",        "fail",
-        "all-ready",   "unload",  "stop",       "worker-gone", "reload",        "remove",
-        "lost",        "up",      "restart",    "swap",        "swap-drain",    "swap-ready",
-        "swap-failed", "drained", "drain-lost", "swap-load",   "swap-rollback", "swap-end"};
+        "load",       "admit",      "wait",          "recheck",     "forget",
+        "fail",       "all-ready",  "unload",        "stop",        "worker-gone",
+        "reload",     "remove",     "lost",          "up",          "restart",
+        "swap",       "swap-drain", "swap-ready",    "swap-failed", "drained",
+        "drain-lost", "swap-load",  "swap-rollback", "swap-end",    "hung"};
     return ev >= 0 && ev < MS__EV_N ? names[ev] : "?";
 }
 

@@ -176,6 +176,25 @@ void ms__instance_restart(ms__models *ml, ms__model *m, int i, int64_t now)
     ms__log_error("model \"%s\": %s; trying again in %.1f s", m->tag, msg, (double)delay / 1e9);
 }
 
+void ms__instance_hung(ms__models *ml, ms__model *m, int i, int stuck_ms)
+{
+    if (i < 0 || i >= m->ninst || m->inst[i].state != MS__INST_UP || m->inst[i].w == NULL ||
+        m->inst[i].w->killed)
+        return;
+    ms__instance *in = &m->inst[i];
+    uint32_t limit_ms = (uint32_t)(m->spec.call_timeout * 1000.0);
+    /* Before the kill, for the gen its callers' requests carry (ring.h): they fail with
+     * MS_E_TIMEOUT saying why, once ms__instance_lost moves the gen on. */
+    atomic_store(&in->door->hung_ms, (uint32_t)stuck_ms);
+    atomic_store(&in->door->hung_limit_ms, limit_ms);
+    atomic_store(&in->door->hung_gen, atomic_load(&in->door->gen) + 1);
+    ms__log_error("model \"%s\": instance %d: worker %ld ran one batch (or stopped answering) for "
+                  "%.1f s, past its call_timeout of %g s: killing it (SIGKILL); its requests in "
+                  "flight fail with MS_E_TIMEOUT and it restarts (a crash toward max_restarts)",
+                  m->tag, i, (long)in->w->pid, stuck_ms / 1000.0, m->spec.call_timeout);
+    ml->ops->kill(&ml->sup, in->w);
+}
+
 int ms__instances_due(const ms__model *m, int64_t now, int *due, int64_t *next)
 {
     int n = 0;

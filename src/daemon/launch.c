@@ -216,4 +216,4 @@ int ms__launch_spawn(ms__supervisor *s, ms__model *m, int inst, const ms__spec *
     return rc;
 }
 
-const ms__sup_ops ms__launch_ops = {ms__launch_spawn, ms__sup_stop};
+const ms__sup_ops ms__launch_ops = {ms__launch_spawn, ms__sup_stop, ms__sup_kill};

@@ -24,9 +24,10 @@ typedef struct ms__sup_ops {
                  const json_t *spec_json, int door_fd, int ctor_fd, ms__wproc **out, char *err,
                  size_t errlen);
     void (*stop)(ms__supervisor *s, ms__wproc *w, int64_t now);
+    void (*kill)(ms__supervisor *s, ms__wproc *w); /* SIGKILL now (the watchdog) */
 } ms__sup_ops;
 
-/* The real ones: ms__launch_spawn and ms__sup_stop. */
+/* The real ones: ms__launch_spawn, ms__sup_stop and ms__sup_kill. */
 extern const ms__sup_ops ms__launch_ops;
 
 /* ms__sup_ops.spawn: the exec context of m's worker (python or not, its device), then

@@ -40,6 +40,7 @@ enum {
     A_SWAP_LOAD = 1 << 22,   /* swap.c: drain-first, the new version loads */
     A_ROLLBACK = 1 << 23,    /* swap.c: drain-first, the old version loads again */
     A_SWAP_END = 1 << 24,    /* the swap record goes, SWAPPED told with the event's code */
+    A_HUNG = 1 << 25,        /* instances.c: a hung instance's worker is killed (then LOST) */
 };
 
 typedef struct row {
@@ -74,6 +75,8 @@ static const row table[] = {
     {MS__LIFE_SWAPPING, MS__EV_UP, MS__LIFE_SWAPPING, A_UP},
     {MS__LIFE_READY, MS__EV_RESTART, MS__LIFE_READY, A_RESTART},
     {MS__LIFE_SWAPPING, MS__EV_RESTART, MS__LIFE_SWAPPING, A_RESTART},
+    {MS__LIFE_READY, MS__EV_HUNG, MS__LIFE_READY, A_HUNG},
+    {MS__LIFE_SWAPPING, MS__EV_HUNG, MS__LIFE_SWAPPING, A_HUNG},
     /* a swap */
     {MS__LIFE_READY, MS__EV_SWAP, MS__LIFE_SWAPPING, A_SWAP_TAKE},
     {MS__LIFE_READY, MS__EV_SWAP_DRAIN, MS__LIFE_DRAINING, A_SWAP_TAKE | A_SWAP_DRAIN},
@@ -292,6 +295,8 @@ static void act_serve(ms__models *ml, ms__model *m, const ms__life_event *e, int
         ms__instance_up(ml, m, e->w);
     if (a & A_RESTART)
         ms__instance_restart(ml, m, e->inst, ms__registry_now(&ml->reg));
+    if (a & A_HUNG)
+        ms__instance_hung(ml, m, e->inst, e->code);
     if (a & A_SWAP_TAKE)
         ms__swap_attach(m, e->swap);
     if (a & A_SWAP_DRAIN)
@@ -452,6 +457,11 @@ int64_t ms__life_timers(ms__models *ml, int64_t now)
         ms__load_measured(ml);
         run(ml);
     }
+    /* The watchdog posts what it finds (HUNG, FAIL): acted on here. */
+    t = ms__watchdog_run(ml, now);
+    run(ml);
+    if (t < next)
+        next = t;
     ms__model *m;
     while ((m = ms__registry_expired(&ml->reg)) != NULL) {
         ms__log_info("model \"%s\": idle for its keep-alive of %g s: unloading", m->tag,

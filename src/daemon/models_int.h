@@ -59,6 +59,8 @@ enum {
     MS__EV_SWAP_ROLLBACK, /* drain-first: the new version failed (code, msg): the old loads again */
     MS__EV_SWAP_END,      /* the swap ends: code 0 (the new version serves) or the error (msg;
                            * status 1: it was stopped, logged so) */
+    MS__EV_HUNG,          /* the watchdog: instance inst's worker ran a batch (or stopped turning)
+                           * past call_timeout (code: for how many ms) */
     MS__EV_N
 };
 /* "ready", ..., for logs and tests. */
@@ -154,6 +156,9 @@ void ms__instance_lost(ms__models *ml, ms__model *m, const ms__wproc *w, int sta
 void ms__instance_up(ms__models *ml, ms__model *m, ms__wproc *w);
 /* Instance i of m starts again (its back-off passed); FAIL posted when it cannot, too often. */
 void ms__instance_restart(ms__models *ml, ms__model *m, int i, int64_t now);
+/* The watchdog found instance i of m stuck for stuck_ms (past call_timeout): its door says so
+ * (hung_gen, for its callers) and its worker is killed; its exit is LOST as any crash. */
+void ms__instance_hung(ms__models *ml, ms__model *m, int i, int stuck_ms);
 /* The instances of m whose back-off has passed, into due (room for MS__INSTANCES_MAX); returns
  * how many, and the next time one is due after them in *next (unchanged when none). */
 int ms__instances_due(const ms__model *m, int64_t now, int *due, int64_t *next);
@@ -227,6 +232,12 @@ void ms__admission_never_text(const ms__admission *a, const ms__model *m, char *
 void ms__admission_log_wait(const ms__admission *a, const ms__model *m);
 void ms__admission_timeout_text(const ms__admission *a, const ms__model *m, char *buf,
                                 size_t buflen);
+
+/* ---- watchdog.c: a policy over every model ---- */
+/* Posts HUNG for each instance whose worker ran one batch, or stopped turning, past its model's
+ * call_timeout (stats.h: ms__stats_stuck_ns), and FAIL (MS_E_TIMEOUT, naming the phase) for a
+ * model loading past its load_timeout, after killing its workers. Returns when to look again. */
+int64_t ms__watchdog_run(ms__models *ml, int64_t now);
 
 /* ---- measure.c ---- */
 /* Measures every loaded model when the period has passed; returns the next time to. */

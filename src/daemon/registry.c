@@ -418,6 +418,7 @@ void ms__model_begin_load(ms__registry *r, ms__model *m)
     ms__model_split_memory(m);
     m->idle_armed = false;
     m->last_used_ns = ms__registry_now(r);
+    m->load_since_ns = m->last_used_ns;
     m->ncrash = 0;
 }
 

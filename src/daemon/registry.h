@@ -110,6 +110,7 @@ struct ms__model {
     uint64_t inst_bytes[MS__INSTANCES_MAX];
     uint64_t inst_host_bytes[MS__INSTANCES_MAX];
     int64_t wait_since_ns, wait_deadline_ns; /* waiting: since, and until load_timeout */
+    int64_t load_since_ns; /* when the last load began: it fails at + load_timeout (watchdog.c) */
     int64_t last_used_ns;
     bool idle_armed; /* keep-alive running: unload at idle_deadline_ns */
     int64_t idle_deadline_ns;

@@ -202,6 +202,31 @@ static ms__model *model_for(ms__proto *p, ms__conn *k, json_t *id, const char *o
     return m;
 }
 
+/* The acquire's optional "timeout_ms" (0: none) into *ms; -1 (answered) when it is bad. */
+static int request_timeout(ms__conn *k, json_t *id, const json_t *msg, int64_t *ms)
+{
+    const json_t *t = json_object_get(msg, "timeout_ms");
+    *ms = 0;
+    if (t == NULL || json_is_null(t))
+        return 0;
+    if (!json_is_integer(t) || json_integer_value(t) < 0 || json_integer_value(t) > 86400000) {
+        ms__conn_error(k, id, MS_E_PROTOCOL,
+                       "acquire: \"timeout_ms\": expected null or an integer from 0 to 86400000");
+        return -1;
+    }
+    *ms = json_integer_value(t);
+    return 0;
+}
+
+/* k waits for m to be ready, at most timeout_ms when not 0. */
+static void acquire_waits(ms__proto *p, ms__conn *k, json_t *id, ms__model *m, int fd,
+                          ms__arena_header *hdr, bool with_spec, int64_t timeout_ms)
+{
+    ms__conn_set_pending(p, k, MS__OP_ACQUIRE, id, m, fd, hdr, with_spec);
+    if (timeout_ms > 0)
+        k->p_deadline_ns = ms__registry_now(&p->models->reg) + timeout_ms * 1000000;
+}
+
 /* A lease keeps its arena open here, and a load opens a worker's: an acquire is refused (false,
  * answered) while too few descriptors are left for that, so that every other client keeps what
  * it has. */
@@ -215,23 +240,34 @@ static bool acquire_room(ms__conn *k, json_t *id)
     return false;
 }
 
-static void do_acquire(ms__proto *p, ms__conn *k, json_t *id, const json_t *msg, int *fds, int nfds)
+/* An acquire's descriptors, tag and timeout, and room for its lease: its tag, or NULL
+ * (answered). */
+static const char *acquire_args(ms__conn *k, json_t *id, const json_t *msg, int nfds,
+                                int64_t *timeout_ms)
 {
-    char err[MS__ERRLEN], full[MS__ERRLEN + 64];
-    ms__spec spec;
-    int ctor = -1;
     if (nfds < 1) {
+        char full[MS__ERRLEN];
         snprintf(full, sizeof full,
                  "acquire: expected 1 descriptor (the arena memfd, \"nfds\":1), or 2 with a "
                  "constructor memfd, got %d",
                  nfds);
         ms__conn_error(k, id, MS_E_PROTOCOL, full);
-        return;
+        return NULL;
     }
     const char *tag = request_tag(k, id, msg, "acquire");
+    if (tag == NULL || request_timeout(k, id, msg, timeout_ms) < 0 || !acquire_room(k, id))
+        return NULL;
+    return tag;
+}
+
+static void do_acquire(ms__proto *p, ms__conn *k, json_t *id, const json_t *msg, int *fds, int nfds)
+{
+    char err[MS__ERRLEN], full[MS__ERRLEN + 64];
+    ms__spec spec;
+    int ctor = -1;
+    int64_t timeout_ms;
+    const char *tag = acquire_args(k, id, msg, nfds, &timeout_ms);
     if (tag == NULL)
-        return;
-    if (!acquire_room(k, id))
         return;
     int has = request_spec(k, id, msg, true, &spec);
     if (has < 0)
@@ -263,7 +299,7 @@ static void do_acquire(ms__proto *p, ms__conn *k, json_t *id, const json_t *msg,
     case MS__MODEL_LOADING:
     case MS__MODEL_WAITING:
     case MS__MODEL_UNLOADING:
-        ms__conn_set_pending(p, k, MS__OP_ACQUIRE, id, m, fd, hdr, has == 1);
+        acquire_waits(p, k, id, m, fd, hdr, has == 1, timeout_ms);
         break;
     default: /* failed at once */
         ms__arena_unmap(hdr, MS__ARENA_HEADER);
@@ -631,10 +667,41 @@ void ms__conn_on_event(ms__proto *p, ms__conn *k, uint32_t events)
         ms__conn_rewatch(k); /* nothing more to read: only the replies to write */
 }
 
+/* k's pending acquire past its "timeout_ms": MS_E_TIMEOUT, saying what its model was doing. */
+static void acquire_expired(ms__proto *p, ms__conn *k)
+{
+    char err[MS__ERRLEN];
+    const ms__model *m = k->p_model;
+    snprintf(err, sizeof err,
+             "acquire of \"%s\": the model was not ready within the acquire's timeout (it is %s); "
+             "it goes on loading for the others that wait",
+             m->tag, ms__model_state_name(m->state));
+    ms__conn_error(k, k->p_id, MS_E_TIMEOUT, err);
+    ms__conn_resume(p, k);
+}
+
+/* The pending acquires' deadlines: those past theirs fail; returns the next one. */
+static int64_t acquire_deadlines(ms__proto *p, int64_t now)
+{
+    int64_t next = INT64_MAX;
+    ms__client *c;
+    LIST_FOREACH(c, &p->models->reg.clients, link)
+    {
+        ms__conn *k = c->user;
+        if (k->dead || k->pending != MS__OP_ACQUIRE || k->p_deadline_ns == 0)
+            continue;
+        if (now >= k->p_deadline_ns)
+            acquire_expired(p, k);
+        else if (k->p_deadline_ns < next)
+            next = k->p_deadline_ns;
+    }
+    return next;
+}
+
 int64_t ms__proto_timers(ms__proto *p, int64_t now)
 {
     char err[MS__ERRLEN];
-    int64_t next = INT64_MAX;
+    int64_t next = acquire_deadlines(p, now);
     ms__client *c;
     LIST_FOREACH(c, &p->models->reg.clients, link)
     {

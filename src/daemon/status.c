@@ -6,9 +6,20 @@
 
 #include "conn.h"
 
+/* How long instance in's worker has been stuck (stats.h: ms__stats_stuck_ns), seconds; 0 when
+ * it is not, or not up. */
+static double stuck_s(const ms__instance *in)
+{
+    if (in->state != MS__INST_UP || in->w == NULL || in->w->stats == NULL)
+        return 0.0;
+    return (double)ms__stats_stuck_ns(in->w->stats, ms__now_ns()) / 1e9;
+}
+
 /* Each instance: its worker's pid (null while down), state, requests in flight (as its clients
- * count them on the door: a figure to watch, never trusted), restarts, last crash (null before
- * any) and, while down, the seconds until it starts again. Adds up the restarts in *restarts. */
+ * count them on the door: a figure to watch, never trusted), restarts, how long it has been
+ * stuck (one batch running, or its loop not turning: the watchdog kills it past call_timeout),
+ * last crash (null before any) and, while down, the seconds until it starts again. Adds up the
+ * restarts in *restarts. */
 static json_t *instances_json(const ms__model *m, int64_t now, unsigned *restarts)
 {
     json_t *a = json_array();
@@ -26,6 +37,7 @@ static json_t *instances_json(const ms__model *m, int64_t now, unsigned *restart
             o, "inflight",
             json_integer(in->door != NULL ? (json_int_t)atomic_load(&in->door->inflight) : 0));
         json_object_set_new(o, "restarts", json_integer(in->restarts));
+        json_object_set_new(o, "stuck_s", json_real(stuck_s(in)));
         if (in->w != NULL && !in->w->ready && in->w->stats != NULL)
             json_object_set_new(o, "load_phase",
                                 json_string(ms__phase_name((int)atomic_load_explicit(

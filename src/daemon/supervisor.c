@@ -243,6 +243,16 @@ void ms__sup_stop(ms__supervisor *s, ms__wproc *w, int64_t now)
         ms__log_warn("cannot stop worker %ld: %s", (long)w->pid, strerror(errno));
 }
 
+void ms__sup_kill(ms__supervisor *s, ms__wproc *w)
+{
+    (void)s;
+    if (w->killed)
+        return;
+    w->killed = true;
+    if (kill(w->pid, SIGKILL) != 0 && errno != ESRCH)
+        ms__log_warn("cannot kill worker %ld: %s", (long)w->pid, strerror(errno));
+}
+
 bool ms__sup_timers(ms__supervisor *s, int64_t now, int64_t *next)
 {
     bool any = false;

@@ -48,6 +48,9 @@ int ms__sup_exec(ms__supervisor *s, const ms__exec *x, ms__wproc **out, char *er
 /* SIGTERM now, SIGKILL at now + MS__KILL_GRACE_NS (see ms__sup_timers). Idempotent. */
 void ms__sup_stop(ms__supervisor *s, ms__wproc *w, int64_t now);
 
+/* SIGKILL now (a worker that does not answer: the watchdog). Idempotent. */
+void ms__sup_kill(ms__supervisor *s, ms__wproc *w);
+
 /* Sends SIGKILL to stopping workers past their grace; sets *next to the earliest pending SIGKILL
  * time and returns true when there is one. */
 bool ms__sup_timers(ms__supervisor *s, int64_t now, int64_t *next);

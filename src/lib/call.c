@@ -1,11 +1,81 @@
 /* One control request to the daemon and its reply (call.h). */
 #include "call.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <unistd.h>
 
 #include "../common/errors.h"
 #include "errors.h"
+#include "wait.h"
+
+/* While waiting for the daemon's reply, ask the thread's wait check (wait.h) this often. */
+#define CHECK_MS 100
+
+/* Waits until the daemon's next message has begun to arrive (or the socket broke: the read says
+ * so), asking the thread's wait check between slices: MS_E_TIMEOUT when it says to stop. */
+static int await_readable(ms_client *client)
+{
+    for (;;) {
+        struct pollfd p = {.fd = client->fd, .events = POLLIN};
+        int n = poll(&p, 1, CHECK_MS);
+        if (n > 0 || (n < 0 && errno != EINTR))
+            return 0;
+        if (ms__wait_cancelled())
+            return MS_E_TIMEOUT;
+    }
+}
+
+/* Reads and drops the reply to the interrupted request client->stale_id, giving back a lease it
+ * granted (whose release's reply is dropped the same way). The connection stays in step. */
+static int drain_stale(ms_client *client)
+{
+    char err[MS__ERRLEN];
+    while (client->stale_id != 0) {
+        json_t *msg = NULL;
+        int got[MS__FDS_MAX], ngot = 0;
+        if (await_readable(client) < 0)
+            return ms__lib_fail(client, MS_E_TIMEOUT,
+                                "interrupted while the answer to an earlier interrupted request "
+                                "was awaited");
+        int r = ms__msg_recv(client->fd, &msg, got, &ngot, MS__FDS_MAX, -1, err, sizeof err);
+        if (r < 0 && !(r == MS_E_LIMIT && msg != NULL)) { /* lost descriptors: a whole reply */
+            client->lost = true;
+            return ms__lib_fail(client, MS_E_DAEMON_LOST,
+                                "lost the connection to the daemon at %s: %s", client->socket_path,
+                                err);
+        }
+        for (int i = 0; i < ngot; i++)
+            close(got[i]);
+        json_t *rid = json_object_get(msg, "id"), *lease = json_object_get(msg, "lease");
+        bool ours = json_is_integer(rid) && json_integer_value(rid) == client->stale_id;
+        json_int_t give = ours && json_is_true(json_object_get(msg, "ok")) && json_is_integer(lease)
+                              ? json_integer_value(lease)
+                              : 0;
+        json_decref(msg);
+        if (!ours) {
+            client->lost = true;
+            return ms__lib_fail(client, MS_E_PROTOCOL,
+                                "daemon reply out of step after an "
+                                "interrupted request");
+        }
+        client->stale_id = 0;
+        if (give == 0)
+            continue;
+        json_t *rel = json_pack("{s:s, s:I, s:I}", "op", "release", "id",
+                                (json_int_t)++client->next_id, "lease", give);
+        r = rel != NULL ? ms__msg_send(client->fd, rel, NULL, 0, -1, err, sizeof err) : MS_E_NOMEM;
+        json_decref(rel);
+        if (r < 0) {
+            client->lost = true;
+            return ms__lib_fail(client, MS_E_DAEMON_LOST,
+                                "cannot give back the lease of an interrupted acquire");
+        }
+        client->stale_id = client->next_id;
+    }
+    return 0;
+}
 
 /* A client made before fork() or whose connection broke is not used again. */
 static int check_usable(ms_client *client)
@@ -25,7 +95,7 @@ static int check_usable(ms_client *client)
 /* Sends req with fds and receives the next message (*msg, with up to maxfds descriptors in got,
  * *ngot). A failure marks the client lost, except a request too large to send. */
 static int send_and_receive(ms_client *client, json_t *req, const int *fds, int nfds, json_t **msg,
-                            int *got, int *ngot, int maxfds)
+                            int *got, int *ngot, int maxfds, int64_t id)
 {
     char err[MS__ERRLEN];
     int r = ms__msg_send(client->fd, req, fds, nfds, -1, err, sizeof err);
@@ -47,6 +117,13 @@ static int send_and_receive(ms_client *client, json_t *req, const int *fds, int 
                                 "lost the connection to the daemon at %s: %s", client->socket_path,
                                 err);
         return 0;
+    }
+    if (await_readable(client) < 0) {
+        /* Interrupted (Ctrl-C): the reply comes later, and is dropped then. */
+        client->stale_id = id;
+        return ms__lib_fail(client, MS_E_TIMEOUT,
+                            "interrupted while waiting for the daemon's answer; the connection "
+                            "stays usable");
     }
     r = ms__msg_recv(client->fd, msg, got, ngot, maxfds, -1, err, sizeof err);
     if (r == MS_E_LIMIT && *msg != NULL) {
@@ -106,6 +183,8 @@ int ms__lib_call(ms_client *client, json_t *req, const int *fds, int nfds, json_
         maxfds = MS__FDS_MAX;
     pthread_mutex_lock(&client->lock);
     int r = check_usable(client);
+    if (r == 0)
+        r = drain_stale(client);
     if (r < 0)
         goto out;
     int64_t id = ++client->next_id;
@@ -113,7 +192,7 @@ int ms__lib_call(ms_client *client, json_t *req, const int *fds, int nfds, json_
         r = ms__lib_fail(client, MS_E_NOMEM, "out of memory building a request");
         goto out;
     }
-    r = send_and_receive(client, req, fds, nfds, &msg, got, &ngot, maxfds);
+    r = send_and_receive(client, req, fds, nfds, &msg, got, &ngot, maxfds, id);
     if (r == MS_E_LIMIT && msg != NULL) {
         /* Its descriptors were lost: a reply that granted something is handed to the caller to
          * give back, with the limit's message kept. */

@@ -16,6 +16,7 @@
 #include "exchange.h"
 #include "errors.h"
 #include "tensor.h"
+#include "wait.h"
 #include "../common/arena.h"
 
 /* Spin at least this long for a response before sleeping, and longer when the worker's recent
@@ -25,6 +26,12 @@
 #define CLIENT_SPIN_MAX_US 200
 /* While asleep, look this often at whether the worker or the daemon is gone. */
 #define LIVENESS_NS 100000000LL
+/* While waiting for a slot, ask the thread's wait check (wait.h) this often. */
+#define CHECK_NS 20000000LL
+/* wait_done's answers when the thread's wait check (wait.h) ended the wait, and when the
+ * request's deadline passed (the slot stays the worker's: both are orphaned). */
+#define CANCELLED 1
+#define DEADLINE 2
 
 /* The fixed spin ($MODELSHARE_SPIN_US), or -1: adaptive. Read once. */
 static int64_t client_spin_ns(void)
@@ -110,6 +117,10 @@ void ms__reap_orphans(ms_model *m)
             atomic_store(&sl->state, MS__SLOT_FREE);
             ms__tensor_free_locked(in->orphan_out[s]);
             in->orphan_out[s] = NULL;
+            for (int k = 0; k < MS__HELD_MAX && in->orphan_in[s][k] != NULL; k++) {
+                ms__tensor_unhold_locked(in->orphan_in[s][k]);
+                in->orphan_in[s][k] = NULL;
+            }
             in->orphaned &= ~(1ull << s);
             in->busy &= ~(1ull << s);
             freed = true;
@@ -169,17 +180,29 @@ static void wait_slot_free(ms_model *m, long ns)
     pthread_cond_timedwait(&m->slot_free, &m->lock, &until);
 }
 
-/* Every instance is down (their workers restart): waits 5 ms for one to be back (model lock
- * held, released meanwhile), failing when the request's timeout (since t0) passes or the daemon
- * went away. */
-static int wait_for_instance(ms_model *m, int64_t t0, int64_t *last_look)
+/* Fails the request with MS_E_TIMEOUT when its deadline passed or the thread's wait check says
+ * so, saying why it waited (why: "every instance ... was restarting"). */
+static int wait_expired(ms_model *m, const ms__ticket *tk, const char *why)
 {
-    int64_t now = ms__now_ns();
-    if (m->timeout_ns > 0 && now - t0 >= m->timeout_ns)
+    if (tk->deadline_ns > 0 && ms__now_ns() >= tk->deadline_ns)
         return ms__lib_fail(m->client, MS_E_TIMEOUT,
-                            "every instance of \"%s\" was restarting for the request's timeout "
-                            "of %.3f ms",
-                            m->tag, (double)m->timeout_ns / 1e6);
+                            "%s \"%s\" for the request's timeout of %.3f ms", why, m->tag,
+                            (double)tk->timeout_ns / 1e6);
+    if (ms__wait_cancelled())
+        return ms__lib_fail(m->client, MS_E_TIMEOUT, "the request to \"%s\" was cancelled while %s",
+                            m->tag, why);
+    return 0;
+}
+
+/* Every instance is down (their workers restart): waits 5 ms for one to be back (model lock
+ * held, released meanwhile), failing when the request's deadline passes or the daemon went
+ * away. */
+static int wait_for_instance(ms_model *m, const ms__ticket *tk, int64_t *last_look)
+{
+    int r = wait_expired(m, tk, "every instance was restarting of");
+    if (r < 0)
+        return r;
+    int64_t now = ms__now_ns();
     if (now - *last_look >= LIVENESS_NS) {
         *last_look = now;
         if (daemon_gone(m))
@@ -189,10 +212,11 @@ static int wait_for_instance(ms_model *m, int64_t t0, int64_t *last_look)
     return 0;
 }
 
-/* Waits for a free slot of an instance that is up: returns its index (*gen: its door's gen). */
-static int find_slot(ms_model *m, uint32_t *gen)
+/* Waits for a free slot of an instance that is up, at most until tk's deadline: returns its index
+ * (*gen: its door's gen). */
+static int find_slot(ms_model *m, const ms__ticket *tk, uint32_t *gen)
 {
-    int64_t t0 = 0, last_look = 0;
+    int64_t t0 = 0, last_look = 0, last_check = ms__now_ns();
     for (;;) {
         int r = arena_gone(m);
         if (r < 0)
@@ -205,7 +229,7 @@ static int find_slot(ms_model *m, uint32_t *gen)
         if (up == 0) {
             if (t0 == 0)
                 t0 = last_look = ms__now_ns();
-            r = wait_for_instance(m, t0, &last_look);
+            r = wait_for_instance(m, tk, &last_look);
             if (r < 0)
                 return r;
             continue;
@@ -214,6 +238,13 @@ static int find_slot(ms_model *m, uint32_t *gen)
          * daemon. */
         if (daemon_gone(m))
             return daemon_lost(m, "while every slot was in use for");
+        int64_t now = ms__now_ns();
+        if ((tk->deadline_ns > 0 && now >= tk->deadline_ns) || now - last_check >= CHECK_NS) {
+            last_check = now;
+            r = wait_expired(m, tk, "every slot was held by requests not answered yet of");
+            if (r < 0)
+                return r;
+        }
         /* Every slot of every instance is in flight (64 per instance): wait for one. Timed-out
          * requests free theirs only when someone looks (ms__reap_orphans), so look every
          * millisecond rather than wait for a signal that may not come. */
@@ -228,7 +259,9 @@ int ms__submit(ms_model *m, ms__req *req, ms__ticket *tk)
     if (atomic_load(&m->client->lost) && daemon_gone(m))
         return daemon_lost(m, "before this request to");
     uint32_t gen = 0;
-    int i = find_slot(m, &gen);
+    tk->timeout_ns = ms__wait_timeout(m->timeout_ns);
+    tk->deadline_ns = tk->timeout_ns > 0 ? ms__now_ns() + tk->timeout_ns : 0;
+    int i = find_slot(m, tk, &gen);
     if (i < 0)
         return i;
     ms__inst *in = &m->inst[i];
@@ -236,7 +269,7 @@ int ms__submit(ms_model *m, ms__req *req, ms__ticket *tk)
     in->busy |= 1ull << s;
     in->slot_gen[s] = gen;
     req->id = ++m->next_req_id;
-    req->deadline_ns = m->timeout_ns > 0 ? ms__now_ns() + m->timeout_ns : 0;
+    req->deadline_ns = tk->deadline_ns;
     ms__slot *sl = ms__slot_of(m->arena_base, (unsigned)i, s);
     memcpy(&sl->req, req, sizeof *req);
     atomic_store_explicit(&sl->waiting, 0, memory_order_relaxed);
@@ -259,7 +292,6 @@ int ms__submit(ms_model *m, ms__req *req, ms__ticket *tk)
     tk->slot = s;
     tk->gen = gen;
     tk->id = req->id;
-    tk->deadline_ns = req->deadline_ns;
     return 0;
 }
 
@@ -269,7 +301,16 @@ static int look_alive(ms_model *m, const ms__ticket *tk)
     int r = arena_gone(m);
     if (r < 0)
         return r;
-    if (atomic_load(&m->inst[tk->inst].door->gen) != tk->gen)
+    ms__door *door = m->inst[tk->inst].door;
+    if (atomic_load(&door->gen) != tk->gen && atomic_load(&door->hung_gen) == tk->gen + 1)
+        return ms__lib_fail(
+            m->client, MS_E_TIMEOUT,
+            "instance %u of \"%s\" ran one batch (or stopped answering) for %.1f s, "
+            "past its call_timeout of %g s: the daemon killed its worker and "
+            "restarts it; the handle stays usable",
+            tk->inst, m->tag, atomic_load(&door->hung_ms) / 1000.0,
+            atomic_load(&door->hung_limit_ms) / 1000.0);
+    if (atomic_load(&door->gen) != tk->gen)
         return ms__lib_fail(m->client, MS_E_WORKER_LOST,
                             "instance %u of \"%s\" lost its worker while it ran this request; "
                             "the daemon restarts it and the handle stays usable",
@@ -279,8 +320,9 @@ static int look_alive(ms_model *m, const ms__ticket *tk)
     return 0;
 }
 
-/* Waits (no lock held) until the slot is done, the deadline passes, or a peer is gone. */
-static int wait_done(ms_model *m, const ms__ticket *tk, ms__slot *sl)
+/* Spins (no lock held) for the slot to be done for spin_budget: 0 done, DEADLINE, or -1 not yet
+ * (sleep on it). */
+static int spin_done(ms_model *m, const ms__ticket *tk, ms__slot *sl)
 {
     int64_t deadline = tk->deadline_ns;
     int64_t spin = spin_budget(m, tk);
@@ -293,11 +335,20 @@ static int wait_done(ms_model *m, const ms__ticket *tk, ms__slot *sl)
             return 0;
         int64_t now = ms__now_ns();
         if (deadline > 0 && now >= deadline)
-            return MS_E_TIMEOUT;
+            return DEADLINE;
         if (now - t0 >= spin)
-            break;
+            return -1;
         ms__spin_step(step0, now);
     }
+}
+
+/* Waits (no lock held) until the slot is done, the deadline passes, or a peer is gone. */
+static int wait_done(ms_model *m, const ms__ticket *tk, ms__slot *sl)
+{
+    int64_t deadline = tk->deadline_ns;
+    int spun = spin_done(m, tk, sl);
+    if (spun >= 0)
+        return spun;
     for (;;) {
         atomic_store(&sl->waiting, 1);
         if (atomic_load(&sl->state) == MS__SLOT_DONE)
@@ -306,7 +357,7 @@ static int wait_done(ms_model *m, const ms__ticket *tk, ms__slot *sl)
         int64_t slice = LIVENESS_NS;
         if (deadline > 0) {
             if (now >= deadline)
-                return MS_E_TIMEOUT;
+                return DEADLINE;
             if (deadline - now < slice)
                 slice = deadline - now;
         }
@@ -317,28 +368,61 @@ static int wait_done(ms_model *m, const ms__ticket *tk, ms__slot *sl)
             int r = look_alive(m, tk);
             if (r < 0)
                 return r;
+            if (ms__wait_cancelled())
+                return CANCELLED;
         }
     }
     atomic_store_explicit(&sl->waiting, 0, memory_order_relaxed);
     return 0;
 }
 
-int ms__await(ms_model *m, const ms__ticket *tk, ms_tensor *out, ms__resp *resp)
+/* Slot s of in is orphaned: out and the inputs with room of their own stay reserved. The inputs'
+ * handles are the library's (made by ms_tensor_alloc and the like, never const objects). */
+static void orphan(ms__inst *in, unsigned s, ms_tensor *out, const ms_tensor *const *held,
+                   int nheld)
+{
+    in->orphaned |= 1ull << s;
+    in->orphan_out[s] = out;
+    int k = 0;
+    for (int i = 0; i < nheld && k < MS__HELD_MAX; i++) {
+        ms_tensor *t = (ms_tensor *)held[i];
+        if (t == NULL || t->view)
+            continue;
+        ms__tensor_hold_locked(t);
+        in->orphan_in[s][k++] = t;
+    }
+    if (k < MS__HELD_MAX)
+        in->orphan_in[s][k] = NULL;
+}
+
+bool ms__orphaned(const ms_model *m, const ms__ticket *tk)
+{
+    return (m->inst[tk->inst].orphaned >> tk->slot) & 1u;
+}
+
+int ms__await(ms_model *m, const ms__ticket *tk, ms_tensor *out, const ms_tensor *const *held,
+              int nheld, ms__resp *resp)
 {
     char err[MS__ERRLEN];
     ms__slot *sl = ms__slot_of(m->arena_base, tk->inst, tk->slot);
     int r = wait_done(m, tk, sl);
     pthread_mutex_lock(&m->lock);
     ms__inst *in = &m->inst[tk->inst];
-    if (r < 0) {
-        if (r == MS_E_TIMEOUT) {
-            /* The worker still owns the slot and may write into out: both stay reserved. */
-            in->orphaned |= 1ull << tk->slot;
-            in->orphan_out[tk->slot] = out;
+    if (r == DEADLINE || r == CANCELLED) {
+        /* The worker still owns the slot, may write into out and read (or, for a copy made for
+         * the call, write) the inputs: all stay reserved until it is done or replaced
+         * (ms__reap_orphans). */
+        orphan(in, tk->slot, out, held, nheld);
+        if (r == CANCELLED)
             return ms__lib_fail(m->client, MS_E_TIMEOUT,
-                                "\"%s\" did not answer within the request's timeout of %.3f ms",
-                                m->tag, (double)m->timeout_ns / 1e6);
-        }
+                                "the request to \"%s\" was cancelled while it waited for its "
+                                "answer",
+                                m->tag);
+        return ms__lib_fail(m->client, MS_E_TIMEOUT,
+                            "\"%s\" did not answer within the request's timeout of %.3f ms", m->tag,
+                            (double)tk->timeout_ns / 1e6);
+    }
+    if (r < 0) {
         /* The worker is gone: nobody will complete the slot. */
         in->busy &= ~(1ull << tk->slot);
         pthread_cond_broadcast(&m->slot_free);

@@ -99,10 +99,16 @@ static void fill_req(ms__req *req, uint32_t flags, const ms_tensor *input, const
 /* Makes *room bytes of output room (*out), publishes the request, waits for its response (model
  * lock held; released while waiting). When the worker answers that the room is too small, once
  * more with the room it asks for (*room). On MS_E_TIMEOUT *out is NULL: the worker may still
- * write into it, and it is freed once the worker is done. */
-int ms__round_trip(ms_model *model, uint32_t flags, const ms_tensor *input, uint64_t *room,
-                   ms_tensor **out, ms__resp *resp)
+ * write into it, and it is freed once the worker is done; input and the others it names stay
+ * held as long (exchange.h). */
+int ms__round_trip(ms_model *model, uint32_t flags, const ms_tensor *input,
+                   const ms_tensor *const *named, int nnamed, uint64_t *room, ms_tensor **out,
+                   ms__resp *resp)
 {
+    const ms_tensor *held[MS__HELD_MAX] = {input};
+    int nheld = 1;
+    for (int i = 0; i < nnamed && nheld < MS__HELD_MAX; i++)
+        held[nheld++] = named[i];
     for (int attempt = 0;; attempt++) {
         int r = ms__tensor_new_locked(model, *room, out);
         if (r < 0)
@@ -114,8 +120,8 @@ int ms__round_trip(ms_model *model, uint32_t flags, const ms_tensor *input, uint
         if (r < 0)
             return r;
         pthread_mutex_unlock(&model->lock);
-        r = ms__await(model, &tk, *out, resp); /* returns with the lock held */
-        if (r == MS_E_TIMEOUT)
+        r = ms__await(model, &tk, *out, held, nheld, resp); /* returns with the lock held */
+        if (r < 0 && ms__orphaned(model, &tk))
             *out = NULL;
         if (r < 0)
             return r;
@@ -201,7 +207,7 @@ static int request_resp(ms_model *model, const char *fn, uint32_t flags, const m
         if ((flags & MS__REQ_OBJECT) && room < least)
             room = least;
     }
-    r = ms__round_trip(model, flags, input, &room, &out, &resp);
+    r = ms__round_trip(model, flags, input, NULL, 0, &room, &out, &resp);
     if (r == 0)
         r = take_response(model, flags, input, room, out, &resp);
     if (r == 0) {

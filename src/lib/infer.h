@@ -20,9 +20,12 @@ int ms__infer_flags(ms_model *model, const ms_tensor *input, uint32_t flags, ms_
  * here), published and waited for (model lock held; released while waiting); when the worker
  * answers that the room is too small, once more with the room it asks for (*room). *resp is the
  * response, its status not yet looked at. On MS_E_TIMEOUT *out is NULL (freed once the worker
- * is done with it). (infer.c; multi.c uses it for ms_infer_n) */
-int ms__round_trip(ms_model *model, uint32_t flags, const ms_tensor *input, uint64_t *room,
-                   ms_tensor **out, ms__resp *resp);
+ * is done with it), and input and the nnamed tensors of named that the request names (ms_infer_n's
+ * manifest names them) are held as long: a free of one of them meanwhile takes effect then.
+ * (infer.c; multi.c uses it for ms_infer_n) */
+int ms__round_trip(ms_model *model, uint32_t flags, const ms_tensor *input,
+                   const ms_tensor *const *named, int nnamed, uint64_t *room, ms_tensor **out,
+                   ms__resp *resp);
 /* ms_infer_n with MS__REQ_OBJECT in flags or not: a python model that runs the request alone may
  * answer anything, then *outputs holds one uint8 output "0" (its pickle) and ms_outputs_count's
  * form is 6 (MS__FORM_OBJECT). Bit i of own: input i is a copy made for this call, which the

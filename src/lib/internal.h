@@ -10,13 +10,15 @@
  *   tensor.c    tensors in a model's arena                          calls: errors, alloc
  *   link.c      another model's arena linked to a model's workers   calls: errors, call
  *   view.c      ms_tensor_view: bytes of a live tensor, no copy     calls: errors, tensor, link
- *   exchange.c  one request through a ring slot: submit, await      calls: errors, tensor
+ *   wait.c      a thread's wait options: its calls' own deadline,   calls: -
+ *               a check that cancels a wait (Ctrl-C, asyncio)
+ *   exchange.c  one request through a ring slot: submit, await      calls: errors, tensor, wait
  *   infer.c     ms_infer, ms_call, ms__infer_flags: output room,    calls: errors, tensor, exchange
  *               exchange, response
  *   multi.c     ms_infer_n: a manifest of named tensors, the    calls: errors, tensor, infer
  *               answer's manifest checked; ms_outputs_*, ms_text_*
  *   model.c     model handles: acquire, release, signature          calls: errors, call, alloc,
- *                                                                          tensor, link
+ *                                                                          tensor, link, wait
  *   client.c    clients: connect, disconnect, status, load, unload  calls: errors, call, connect,
  *                                                                          fork, model
  *
@@ -65,7 +67,16 @@ struct ms_tensor {
     uint64_t items;
     /* ms_infer_n's outputs: the decoded output manifest (offsets into the arena), owned. */
     struct ms__manifest *answer;
+    /* Requests that timed out with this tensor among their inputs while their worker may still
+     * read or write it (exchange.c's orphans): its room is not given back before they are done.
+     * dropped: its owner freed it meanwhile, and the last of them frees it. Under the model lock.
+     */
+    int holds;
+    bool dropped;
 };
+
+/* The most inputs one request holds in the arena: its tensors and their manifest. */
+#define MS__HELD_MAX (MS_MAX_TENSORS + 1)
 
 /* One instance of the model as this handle sees it: the worker's door and our ring set for it. */
 typedef struct ms__inst {
@@ -75,7 +86,10 @@ typedef struct ms__inst {
     uint64_t busy;     /* slots in use: bit i for slot i */
     uint64_t orphaned; /* slots whose request timed out, still owned by the worker */
     ms_tensor *orphan_out[MS__RING_SLOTS]; /* their output room, freed when the worker is done */
-    uint32_t slot_gen[MS__RING_SLOTS];     /* the door's gen each slot was submitted in */
+    /* Their inputs with room in the arena (a copy made for the call, a manifest): held (holds)
+     * until the worker is done, NULL-ended when fewer than MS__HELD_MAX. */
+    ms_tensor *orphan_in[MS__RING_SLOTS][MS__HELD_MAX];
+    uint32_t slot_gen[MS__RING_SLOTS]; /* the door's gen each slot was submitted in */
 } ms__inst;
 
 struct ms_model {
@@ -117,7 +131,11 @@ struct ms_client {
     int64_t daemon_pid;
     pthread_mutex_t lock; /* the control socket */
     int64_t next_id;
-    _Atomic bool lost;   /* the connection broke: set by call.c, exchange.c and fork.c */
+    _Atomic bool lost; /* the connection broke: set by call.c, exchange.c and fork.c */
+    /* The id of a request whose wait was interrupted (call.c): its reply, still to come, is read
+     * and dropped (a lease it grants given back) before the next request's. 0: none. Under
+     * lock. */
+    int64_t stale_id;
     int64_t forked_from; /* the parent's pid when this is a copy that fork() made, else 0 */
     pthread_mutex_t models_lock;
     LIST_HEAD(, ms_model) models; /* owned */

@@ -13,6 +13,7 @@
 #include "errors.h"
 #include "link.h"
 #include "tensor.h"
+#include "wait.h"
 #include "../common/arena.h"
 
 int ms__lib_spec_prepare(const char *spec_json, json_t **out, char *err, size_t errlen)
@@ -106,6 +107,11 @@ static int ask_lease(ms_client *client, const char *tag, const char *spec_json, 
     int nfds = ctor_fd >= 0 ? 2 : 1;
     a->req =
         json_pack("{s:s, s:s, s:o, s:i}", "op", "acquire", "tag", tag, "spec", spec, "nfds", nfds);
+    /* The thread's deadline (wait.h; ms_acquire_timeout): the daemon answers MS_E_TIMEOUT by
+     * then, and the connection stays in step. */
+    int64_t timeout_ns = ms__wait_timeout(0);
+    if (a->req != NULL && timeout_ns > 0)
+        json_object_set_new(a->req, "timeout_ms", json_integer((timeout_ns + 999999) / 1000000));
     if (a->req == NULL)
         return ms__lib_fail(client, MS_E_NOMEM, "out of memory building a request");
     return ms__lib_call(client, a->req, fds, nfds, &a->reply, a->doors, &a->ndoors, MS__FDS_MAX);
@@ -204,6 +210,21 @@ fail:
 MS_EXPORT int ms_acquire(ms_client *client, const char *tag, const char *spec_json, ms_model **out)
 {
     return ms__acquire_ctor(client, tag, spec_json, -1, out);
+}
+
+MS_EXPORT int ms_acquire_timeout(ms_client *client, const char *tag, const char *spec_json,
+                                 uint64_t timeout_us, ms_model **out)
+{
+    if (client != NULL && timeout_us > 86400000000ull)
+        return ms__lib_fail(client, MS_E_INVAL,
+                            "ms_acquire_timeout: expected at most 86400000000 microseconds (a "
+                            "day), got %llu",
+                            (unsigned long long)timeout_us);
+    ms__wait w = {.timeout_ns = (int64_t)timeout_us * 1000};
+    const ms__wait *outer = ms__wait_set(timeout_us > 0 ? &w : NULL);
+    int r = ms__acquire_ctor(client, tag, spec_json, -1, out);
+    ms__wait_set(outer);
+    return r;
 }
 
 int ms__acquire_ctor(ms_client *client, const char *tag, const char *spec_json, int ctor_fd,

@@ -212,8 +212,12 @@ int ms__infer_n_flags(ms_model *model, const ms_named *inputs, int n, int form, 
     pthread_mutex_lock(&model->lock);
     r = write_manifest(model, inputs, n, form, own, &mf, &in_bytes);
     uint64_t room = answer_room(model, in_bytes);
+    const ms_tensor *named[MS_MAX_TENSORS];
+    for (int i = 0; i < n; i++)
+        named[i] = inputs[i].tensor;
     if (r == 0)
-        r = ms__round_trip(model, MS__REQ_MULTI | (flags & MS__REQ_OBJECT), mf, &room, &out, &resp);
+        r = ms__round_trip(model, MS__REQ_MULTI | (flags & MS__REQ_OBJECT), mf, named, n, &room,
+                           &out, &resp);
     if (r == 0)
         r = take_answer(model, flags, room, out, &resp);
     if (r == 0) {

@@ -39,12 +39,28 @@ int ms__tensor_new_locked(ms_model *model, uint64_t nbytes, ms_tensor **out)
 
 void ms__tensor_free_locked(ms_tensor *t)
 {
+    if (t->holds > 0) {
+        /* A timed-out request's worker may still read or write it: freed when done. */
+        t->dropped = true;
+        return;
+    }
     ms_model *m = t->model;
     LIST_REMOVE(t, link);
     if (!t->view)
         ms__alloc_put(&m->alloc, t->off, t->size);
     free(t->answer);
     free(t);
+}
+
+void ms__tensor_hold_locked(ms_tensor *t)
+{
+    t->holds++;
+}
+
+void ms__tensor_unhold_locked(ms_tensor *t)
+{
+    if (--t->holds == 0 && t->dropped)
+        ms__tensor_free_locked(t);
 }
 
 void ms__tensor_free_all_locked(ms_model *model)
@@ -156,7 +172,8 @@ bool ms__tensor_holds_locked(const ms_model *m, uint64_t off, uint64_t n)
 {
     const ms_tensor *t;
     LIST_FOREACH(t, &m->tensors, link)
-    if (!t->view && off >= t->off && off - t->off <= t->nbytes && n <= t->nbytes - (off - t->off))
+    if (!t->view && !t->dropped && off >= t->off && off - t->off <= t->nbytes &&
+        n <= t->nbytes - (off - t->off))
         return true;
     return false;
 }

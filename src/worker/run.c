@@ -218,7 +218,7 @@ static void run_staged(ms__job *j, ms__tensor_view *in, ms__tensor_view *out)
 /* Runs the batch as one backend call: inputs concatenated along the first dimension into the
  * staging buffer, outputs split back into each client's arena. Falls back to one call per
  * request when the model's output does not follow its input row for row. */
-void ms__batch_run(ms__job *j)
+static void batch_run(ms__job *j)
 {
     char err[MS__ERRLEN];
     if (ms__is_multi(&j->batch[0])) {
@@ -246,6 +246,14 @@ void ms__batch_run(ms__job *j)
         return;
     }
     run_staged(j, &in, &out);
+}
+
+void ms__batch_run(ms__job *j)
+{
+    /* Seen by the daemon's watchdog while it runs (stats.h). */
+    ms__stats_running(j->w->stats, j->run, ms__now_ns());
+    batch_run(j);
+    ms__stats_running(j->w->stats, j->run, 0);
 }
 
 int ms__job_init(ms__job *j, ms__server *s)

@@ -156,6 +156,7 @@ static ms__pool *pool_new(ms__server *s, size_t n)
             pool_free(p);
             return NULL;
         }
+        r->j.run = (int)p->n + 1;
     }
     return p;
 }

@@ -205,6 +205,7 @@ static void loop(ms__server *s)
     while (!*w->stop) {
         ms__door *door = w->door; /* a swap's takeover moves it (clients.c) */
         int64_t now = ms__now_ns();
+        ms__stats_beat(w->stats, now);
         if (now - ls.last_ctrl >= CTRL_POLL_NS || s->ctrl_due) {
             ls.last_ctrl = now;
             if (ms__control_poll(s))

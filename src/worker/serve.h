@@ -97,6 +97,7 @@ typedef struct ms__job {
     size_t batch_bytes;
     void *stage_in, *stage_out;
     size_t stage_in_cap, stage_out_cap;
+    int run; /* its slot in the stats page's run_since_ns: 0 the loop's, 1 + a runner's index */
 } ms__job;
 
 typedef struct ms__server {

@@ -490,3 +490,43 @@ class HoldsBytes:
     def sha256(self):
         import hashlib
         return hashlib.sha256(self.blob).hexdigest()
+
+
+class CallWaitsForFile:
+    """y = x + 1, once the file at path exists (each call looks; it makes path + ".started" when
+    it begins): a call that hangs as long as the test wants (at most 600 s)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __call__(self, x):
+        open(self.path + ".started", "w").close()
+        deadline = time.monotonic() + 600
+        while not os.path.exists(self.path) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return x + 1
+
+
+def never_returns():
+    """A constructor that never returns (at most an hour)."""
+    time.sleep(3600)
+
+
+class WritesItsInputLate:
+    """model(x) or model(a, b): the sum of its inputs. Given an input whose first element is -1, it
+    makes path + ".started", waits for the file at path (at most 600 s), then writes 7777 over
+    every input in place (the copies made for the call are its own) before it answers: a worker
+    that writes into the inputs of a call that timed out meanwhile."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __call__(self, *xs):
+        if xs[0].flat[0] == -1:
+            open(self.path + ".started", "w").close()
+            deadline = time.monotonic() + 600
+            while not os.path.exists(self.path) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            for x in xs:
+                x[...] = 7777
+        return sum(x.copy() for x in xs)

@@ -39,6 +39,7 @@ typedef struct fixture {
     int n;
     int spawn_fail; /* the next so many spawns fail */
     int stops;
+    int kills;
     told told[64];
     int ntold;
 } fixture;
@@ -99,7 +100,15 @@ static void fake_stop(ms__supervisor *s, ms__wproc *w, int64_t now)
     w->stopping = true;
 }
 
-static const ms__sup_ops fake_ops = {fake_spawn, fake_stop};
+static void fake_kill(ms__supervisor *s, ms__wproc *w)
+{
+    (void)s;
+    if (!w->killed)
+        F->kills++;
+    w->killed = true;
+}
+
+static const ms__sup_ops fake_ops = {fake_spawn, fake_stop, fake_kill};
 
 static int setup(void **state)
 {
@@ -512,6 +521,80 @@ static void test_too_many_crashes_fail_the_model(void **state)
     assert_int_equal(m->error_code, MS_E_WORKER_LOST);
 }
 
+/* Gives w a stats page whose serving loop last turned `ago` ns ago (real time, as workers
+ * stamp it) and whose batch on run slot 0 began then: stuck for ago. */
+static void stuck_for(ms__wproc *w, int64_t ago)
+{
+    int fd;
+    assert_int_equal(ms__stats_create(&fd, &w->stats), 0);
+    close(fd); /* the mapping stays; the supervisor unmaps it with the record */
+    int64_t then = ms__now_ns() - ago;
+    ms__stats_beat(w->stats, then);
+    ms__stats_running(w->stats, 0, then);
+}
+
+static void test_a_worker_stuck_past_call_timeout_is_killed_and_restarts(void **state)
+{
+    (void)state;
+    ms__model *m = ready_model("a"); /* call_timeout: the default, 600 s */
+    stuck_for(F->w[0], 599 * SEC);
+    advance(SEC);
+    assert_int_equal(F->kills, 0);
+    stuck_for(F->w[1], 601 * SEC);
+    advance(SEC);
+    assert_int_equal(F->kills, 1);
+    assert_true(F->w[1]->killed && !F->w[0]->killed);
+    /* Its callers learn why: the door names the gen it served and how long it was stuck. */
+    ms__door *door = m->inst[1].door;
+    assert_int_equal(atomic_load(&door->hung_gen), atomic_load(&door->gen) + 1);
+    assert_true(atomic_load(&door->hung_ms) >= 601000);
+    assert_int_equal(atomic_load(&door->hung_limit_ms), 600000);
+    /* Its death is a crash as any other: the instance restarts after its back-off. */
+    dies(F->w[1], W_EXITCODE(0, SIGKILL));
+    assert_int_equal(atomic_load(&door->hung_gen), atomic_load(&door->gen));
+    assert_string_equal(state_of(m), "ready");
+    assert_int_equal(m->ncrash, 1);
+    advance(SEC / 5);
+    assert_int_equal(F->n, 3);
+    says_ready(F->w[2]);
+    assert_string_equal(ms__inst_state_name(m->inst[1].state), "up");
+    /* During a swap the old version's workers are watched the same way. */
+    assert_int_equal(swap(m, "v2", false), 0);
+    stuck_for(F->w[0], 700 * SEC);
+    advance(SEC);
+    assert_int_equal(F->kills, 2);
+    assert_string_equal(state_of(m), "swapping");
+}
+
+static void test_call_timeout_0_never_kills(void **state)
+{
+    (void)state;
+    ms__model *m = load("a", "{\"backend\":\"identity\",\"call_timeout\":0}");
+    says_ready(F->w[0]);
+    stuck_for(F->w[0], 100000 * SEC);
+    advance(SEC);
+    assert_int_equal(F->kills, 0);
+    assert_string_equal(state_of(m), "ready");
+}
+
+static void test_a_load_past_load_timeout_fails_with_timeout_naming_its_phase(void **state)
+{
+    (void)state;
+    ms__model *m = load("a", "{\"backend\":\"identity\",\"instances\":2,\"load_timeout\":5}");
+    assert_int_equal(F->n, 2);
+    says_ready(F->w[0]);
+    stuck_for(F->w[1], 0);
+    atomic_store(&F->w[1]->stats->phase, MS__PHASE_CONSTRUCTING);
+    advance(4 * SEC);
+    assert_string_equal(state_of(m), "loading");
+    advance(2 * SEC);
+    assert_string_equal(state_of(m), "failed");
+    assert_int_equal(m->error_code, MS_E_TIMEOUT);
+    assert_non_null(strstr(m->error, "load_timeout of 5 s (phase: constructing"));
+    assert_int_equal(F->kills, 2);
+    assert_int_equal(last_told()->code, MS_E_TIMEOUT);
+}
+
 /* ---- swaps ---- */
 
 /* Both versions loaded at once: the old worker of instance i (old[i]) drains, its new one
@@ -782,6 +865,9 @@ int main(void)
         T(test_an_unload_of_a_waiting_load_with_a_spec_waiting_waits_again),
         T(test_a_crashed_instance_restarts_after_its_back_off_and_serves_again),
         T(test_too_many_crashes_fail_the_model),
+        T(test_a_worker_stuck_past_call_timeout_is_killed_and_restarts),
+        T(test_call_timeout_0_never_kills),
+        T(test_a_load_past_load_timeout_fails_with_timeout_naming_its_phase),
         T(test_a_swap_loads_the_new_version_beside_the_old_and_hands_over),
         T(test_a_swap_whose_new_worker_fails_stops_and_the_old_version_serves_on),
         T(test_a_swap_that_changes_the_signature_is_refused),

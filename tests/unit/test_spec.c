@@ -167,7 +167,8 @@ static void test_unknown_field(void **state)
     expect_err("{\"backend\":\"dense\",\"weigths\":\"w\"}",
                "unknown spec field \"weigths\" (known: backend, weights, device, devices, output, "
                "keep_alive, max_batch, batch_sizes, batch_delay_us, instances, thread_safe, "
-               "threads, batchable, memory, load_timeout, max_restarts, python, version, pad)");
+               "threads, batchable, memory, load_timeout, call_timeout, max_restarts, python, "
+               "version, pad)");
     /* A very long unknown name is shortened, the message stays whole. */
     char text[600];
     char name[400];
@@ -264,7 +265,7 @@ static void test_canonical(void **state)
     char *s = json_dumps(j, JSON_COMPACT);
     assert_string_equal(s,
                         "{\"backend\":\"dense\",\"batch_delay_us\":0,\"batch_sizes\":null,"
-                        "\"batchable\":true,"
+                        "\"batchable\":true,\"call_timeout\":600.0,"
                         "\"device\":\"cuda:0\",\"devices\":null,\"instances\":1,\"keep_alive\":2.5,"
                         "\"load_timeout\":60.0,\"max_batch\":64,\"max_restarts\":5,\"memory\":0,"
                         "\"output\":\"linear\",\"thread_safe\":false,\"threads\":null,"
