@@ -94,3 +94,20 @@ def assert_close_across_batches(actual, expected, reduction):
     scale = float(np.max(np.abs(expected))) if expected.size else 1.0
     tol = 4 * eps * reduction
     np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * max(scale, 1.0))
+
+
+def run_together(target, shared, n, calls, timeout=300):
+    """Starts n spawned processes target(shared, i, calls, go, results) at once (they wait on go)
+    and returns what each put on results, sorted."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    go, results = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(shared, i, calls, go, results)) for i in range(n)]
+    for p in procs:
+        p.start()
+    go.set()
+    got = sorted(results.get(timeout=timeout) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    return got

@@ -124,6 +124,17 @@ uint64_t ms__budget_bytes(const ms__budget_dev *d)
     return d->bytes;
 }
 
+/* The least recently used idle holder not unloading and not yet marked in evict; -1: none. */
+static int lru_idle(const ms__holder *h, int n, const bool *evict)
+{
+    int lru = -1;
+    for (int i = 0; i < n; i++)
+        if (h[i].idle && !h[i].unloading && !evict[i] &&
+            (lru < 0 || h[i].last_used_ns < h[lru].last_used_ns))
+            lru = i;
+    return lru;
+}
+
 int ms__over_plan(uint64_t budget, const ms__holder *h, int n, bool *evict)
 {
     uint64_t used = 0;
@@ -134,11 +145,7 @@ int ms__over_plan(uint64_t budget, const ms__holder *h, int n, bool *evict)
             used += h[i].bytes;
     }
     while (budget > 0 && used > budget) {
-        int lru = -1;
-        for (int i = 0; i < n; i++)
-            if (h[i].idle && !h[i].unloading && !evict[i] &&
-                (lru < 0 || h[i].last_used_ns < h[lru].last_used_ns))
-                lru = i;
+        int lru = lru_idle(h, n, evict);
         if (lru < 0)
             break;
         evict[lru] = true;
@@ -178,11 +185,7 @@ int ms__admit_plan(uint64_t budget, uint64_t need, const ms__holder *h, int n, b
     if (need > soon + idle)
         return MS__ADMIT_WAIT; /* evicting would not be enough: keep them until leases drop */
     while (need > soon) {
-        int lru = -1;
-        for (int i = 0; i < n; i++)
-            if (h[i].idle && !h[i].unloading && !evict[i] &&
-                (lru < 0 || h[i].last_used_ns < h[lru].last_used_ns))
-                lru = i;
+        int lru = lru_idle(h, n, evict);
         if (lru < 0)
             break; /* cannot happen: idle covered the need */
         evict[lru] = true;

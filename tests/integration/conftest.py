@@ -39,6 +39,28 @@ def finish(p, timeout=300):
     return out.strip()
 
 
+class LineClient:
+    """A helper program (tests/helpers/) that acquires a model, prints "acquired", then answers each
+    line it reads with one line."""
+
+    def __init__(self, argv, env):
+        self.proc = subprocess.Popen([str(a) for a in argv], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, env=env)
+        assert self.proc.stdout.readline().strip() == "acquired"
+
+    def command(self, line):
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        return self.proc.stdout.readline().strip()
+
+    def close(self, timeout=60, check=False):
+        """Ends its input and waits for it; check: it must exit 0."""
+        self.proc.stdin.close()
+        rc = self.proc.wait(timeout=timeout)
+        self.proc.stdout.close()
+        assert not check or rc == 0, rc
+
+
 class Session:
     """An ms-testclient 'session' process holding a lease, driven line by line."""
 

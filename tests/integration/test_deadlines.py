@@ -4,29 +4,20 @@ replaced (tests/helpers/deadlineclient.c)."""
 import json
 import os
 import signal
-import subprocess
 
-from conftest import BUILD, pid_alive, wait_until
+from conftest import BUILD, LineClient, pid_alive, wait_until
 
 DEADLINECLIENT = BUILD / "tests" / "ms-deadlineclient"
 
 
-class DeadlineClient:
-    def __init__(self, env, tag, spec):
-        self.proc = subprocess.Popen([str(DEADLINECLIENT), tag, json.dumps(spec)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                     env=env)
-        assert self.proc.stdout.readline().strip() == "acquired"
+class DeadlineClient(LineClient):
+    """An ms-deadlineclient (tests/helpers/deadlineclient.c) holding a lease, driven by lines."""
 
-    def command(self, line):
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-        return self.proc.stdout.readline().strip()
+    def __init__(self, env, tag, spec):
+        super().__init__([DEADLINECLIENT, tag, json.dumps(spec)], env)
 
     def close(self):
-        self.proc.stdin.close()
-        assert self.proc.wait(timeout=60) == 0
-        self.proc.stdout.close()
+        super().close(timeout=60, check=True)
 
 
 def test_200_timed_out_calls_in_c_on_a_stopped_worker_then_it_answers_again(ms):

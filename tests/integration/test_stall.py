@@ -7,31 +7,21 @@ import struct
 import subprocess
 import time
 
-from conftest import BUILD, TESTCLIENT, wait_until
+from conftest import BUILD, TESTCLIENT, LineClient, wait_until
 
 FAULTCLIENT = BUILD / "tests" / "ms-faultclient"
 OUTQ_MAX = 1 << 20  # MS__CONN_OUTQ_MAX (src/daemon/conn.h)
 
 
-class SlowReader:
+class SlowReader(LineClient):
     """An ms-faultclient slowreader: holds a lease, sends status requests and reads the replies
     only when told."""
 
     def __init__(self, env, tag, spec):
-        self.proc = subprocess.Popen([str(FAULTCLIENT), "slowreader", tag, json.dumps(spec)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                     env=env)
-        assert self.proc.stdout.readline().strip() == "acquired"
-
-    def command(self, line):
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-        return self.proc.stdout.readline().strip()
+        super().__init__([FAULTCLIENT, "slowreader", tag, json.dumps(spec)], env)
 
     def close(self):
-        self.proc.stdin.close()
-        self.proc.wait(timeout=30)
-        self.proc.stdout.close()
+        super().close(timeout=30)
 
 
 def ping(ms, count):

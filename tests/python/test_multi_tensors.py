@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 
 import modelshare  # noqa: E402
 import multimodels  # noqa: E402
+from testlib import run_together  # noqa: E402
 from multimodels import D_MODEL, LENGTH, VOCAB  # noqa: E402
 
 
@@ -88,17 +89,8 @@ def test_a_two_input_transformer_answers_as_in_process(daemon):
 def test_a_two_input_transformer_called_by_four_processes_is_batched_and_right(daemon):
     shared = modelshare.Shared(make_encoder, tag="enc4", batchable=True, max_batch=64,
                                batch_delay_us=5000)
-    ctx = multiprocessing.get_context("spawn")
     with shared.acquire():
-        go, results = ctx.Event(), ctx.Queue()
-        procs = [ctx.Process(target=multimodels.encoder_calls, args=(shared, i, 20, go, results))
-                 for i in range(4)]
-        for p in procs:
-            p.start()
-        go.set()
-        got = sorted(results.get(timeout=300) for _ in procs)
-        for p in procs:
-            p.join(timeout=60)
+        got = run_together(multimodels.encoder_calls, shared, 4, 20)
     assert got == [(i, None) for i in range(4)]
     m = model_status("enc4")
     assert m["batches"] < m["requests"], m  # requests of several processes ran together

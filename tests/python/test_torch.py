@@ -2,7 +2,6 @@
 module as it is, the caller passes torch tensors, and the answers equal the same module run in
 this process."""
 import functools
-import multiprocessing
 import threading
 
 import numpy as np
@@ -12,6 +11,7 @@ torch = pytest.importorskip("torch")
 
 import modelshare  # noqa: E402
 import torchmodels  # noqa: E402
+from testlib import run_together  # noqa: E402
 from torchmodels import D_IN, D_MODEL, D_OUT  # noqa: E402
 
 
@@ -135,17 +135,8 @@ def test_one_forward_at_a_time_unless_thread_safe(daemon):
 def test_batchable_calls_of_four_processes_are_merged_and_right(daemon):
     shared = modelshare.Shared(torchmodels.make_sequential, tag="batched", batchable=True,
                                max_batch=64, batch_delay_us=2000)
-    ctx = multiprocessing.get_context("spawn")
     with shared.acquire():
-        go, results = ctx.Event(), ctx.Queue()
-        procs = [ctx.Process(target=torchmodels.batched_calls, args=(shared, i, 40, go, results))
-                 for i in range(4)]
-        for p in procs:
-            p.start()
-        go.set()
-        got = sorted(results.get(timeout=300) for _ in procs)
-        for p in procs:
-            p.join(timeout=60)
+        got = run_together(torchmodels.batched_calls, shared, 4, 40)
     assert got == [(i, None) for i in range(4)]
     m = model_status("batched")
     assert m["spec"]["batchable"] is True
