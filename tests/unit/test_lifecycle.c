@@ -148,6 +148,10 @@ static void forget(ms__wproc *w)
 static int teardown(void **state)
 {
     fixture *f = *state;
+    /* A swap still in progress first: ending it stops its standby workers, whose records the
+     * loop below frees. */
+    for (int i = 0; i < f->ml.reg.nmodels; i++)
+        ms__swap_end(&f->ml, f->ml.reg.models[i]);
     for (int i = 0; i < f->n; i++) {
         if (f->freed[i])
             continue;
@@ -156,10 +160,8 @@ static int teardown(void **state)
         ms__sup_free(&f->ml.sup, f->w[i]);
         close(f->peer[i]);
     }
-    for (int i = 0; i < f->ml.reg.nmodels; i++) {
+    for (int i = 0; i < f->ml.reg.nmodels; i++)
         f->ml.reg.models[i]->nworkers = 0;
-        ms__swap_end(&f->ml, f->ml.reg.models[i]);
-    }
     ms__models_free(&f->ml);
     free(f);
     return 0;
