@@ -87,11 +87,16 @@ CHILD = textwrap.dedent("""
 """)
 
 
+def start_child(code, flag):
+    """A python process running code with the flag file's path, its lines on pipes."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, *sys.path]))
+    return subprocess.Popen([sys.executable, "-c", code, str(flag)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
 def test_ctrl_c_interrupts_a_blocked_call_and_the_lease_stays_usable(daemon, tmp_path):
     flag = tmp_path / "flag"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, *sys.path]))
-    p = subprocess.Popen([sys.executable, "-c", CHILD, str(flag)], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    p = start_child(CHILD, flag)
     try:
         assert p.stdout.readline().strip() == "calling"
         wait_until(lambda: os.path.exists(str(flag) + ".started"), timeout=60,
@@ -167,9 +172,7 @@ CHILD_ACQUIRE = textwrap.dedent("""
 
 def test_ctrl_c_interrupts_a_waiting_acquire_and_the_connection_stays_usable(daemon, tmp_path):
     flag = tmp_path / "flag"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, *sys.path]))
-    p = subprocess.Popen([sys.executable, "-c", CHILD_ACQUIRE, str(flag)], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    p = start_child(CHILD_ACQUIRE, flag)
     try:
         assert p.stdout.readline().strip() == "acquiring"
         wait_until(lambda: [m["state"] for m in modelshare.status()["models"]
