@@ -671,16 +671,25 @@ def run(name, size="short", seed=9):
         subprocess.run(["rm", "-rf", str(ms.dir), str(tmp)])
 
 
-def write_results(path, results, command):
-    lines = ["# modelshare — chaos and load figures", "",
-             f"Written by `{command}` on {time.strftime('%Y-%m-%d %H:%M')} "
-             f"({os.cpu_count()} CPUs). Every scenario's seed is printed; a loss fails the run.",
-             ""]
+def write_results(path, results, command, note="", keep=False):
+    """Writes the figures of results to the Markdown file path. keep (a run of some scenarios
+    only): the file's other sections stay as they are, and each section written says the command
+    that made it; else the whole file is written anew."""
+    when = f"on {time.strftime('%Y-%m-%d %H:%M')} ({os.cpu_count()} CPUs{note and ', ' + note})"
+    head = ["# modelshare — chaos and load figures", "",
+            f"Written by `{command}` {when}. Every scenario's seed is printed; a loss fails the "
+            "run.", ""]
+    old = pathlib.Path(path).read_text().split("\n## ") if keep and os.path.exists(path) else []
+    sections = {x.split(":", 1)[0]: "## " + x.rstrip("\n") + "\n" for x in old[1:]}
     for name, (figures, losses) in results.items():
-        lines += [f"## {name}: {'FAIL' if losses else 'ok'}", "", "```",
-                  json.dumps(figures, indent=1, default=str), "```", ""]
+        lines = [f"## {name}: {'FAIL' if losses else 'ok'}", ""]
+        if keep:
+            lines += [f"Written by `{command}` {when}.", ""]
+        lines += ["```", json.dumps(figures, indent=1, default=str), "```", ""]
         lines += [f"- LOSS: {x}" for x in losses] + ([""] if losses else [])
-    pathlib.Path(path).write_text("\n".join(lines))
+        sections[name] = "\n".join(lines)
+    text = old[0].rstrip("\n") + "\n" if old else "\n".join(head)
+    pathlib.Path(path).write_text(text + "\n" + "\n".join(sections.values()))
 
 
 def main():
@@ -688,13 +697,19 @@ def main():
     ap.add_argument("--full", action="store_true", help="the full counts (make chaos)")
     ap.add_argument("--seed", type=int, default=9)
     ap.add_argument("--only", default=",".join(SCENARIOS))
-    ap.add_argument("--results", help="write the figures to this Markdown file")
+    ap.add_argument("--results", help="write the figures to this Markdown file (with --only: "
+                    "its sections of the other scenarios are kept)")
+    ap.add_argument("--note", default="", help="words on the machine, for the results file")
     a = ap.parse_args()
     size = "full" if a.full else "short"
-    results = {name: run(name, size, a.seed) for name in a.only.split(",")}
+    names = a.only.split(",")
+    results = {name: run(name, size, a.seed) for name in names}
     if a.results:
         command = "python " + " ".join(sys.argv)
-        write_results(a.results, results, f"make chaos` (`{command}" if a.full else command)
+        every = set(names) == set(SCENARIOS)
+        write_results(a.results, results,
+                      f"make chaos` (`{command}" if a.full and every else command, a.note,
+                      keep=not every)
     failed = [n for n, (_, losses) in results.items() if losses]
     say(f"chaos: {len(results) - len(failed)} of {len(results)} scenarios without loss"
         + (f"; lost: {', '.join(failed)}" if failed else ""))
