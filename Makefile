@@ -111,7 +111,8 @@ test-asan: venv | deps
 		tests/chaos
 
 # The chaos and load suite at full counts (tests/chaos/chaos.py: kill -9 of 1000 clients, 100
-# workers, 20 daemons; 32 processes x 20,000 checked requests; stalling clients beside the load);
+# workers, 20 daemons; 20 SIGSTOPs of workers past their call_timeout; 32 processes x 20,000
+# checked requests; stalling clients beside the load);
 # prints each scenario's seed and figures, writes bench/RESULTS-chaos.md, fails on any loss.
 chaos: build venv
 	MODELSHARE_BUILD=$(abspath $(BUILD)) $(VENV)/bin/python tests/chaos/chaos.py --full \
