@@ -256,7 +256,7 @@ def worker_wrapper(tmp, out):
     path = os.path.join(tmp, "python-callgrind")
     with open(path, "w") as f:
         f.write(f"#!/bin/sh\nexec valgrind --tool=callgrind --callgrind-out-file={out} "
-                f"{os.path.realpath(sys.executable)} \"$@\"\n")
+                f"{sys.executable} \"$@\"\n")
     os.chmod(path, 0o755)
     return path
 
@@ -264,6 +264,7 @@ def worker_wrapper(tmp, out):
 def cost_run(tmp, system, calls):
     """(client Ir, worker Ir or None) of one run of `calls` calls."""
     d = tempfile.mkdtemp(prefix=f"{system}-{calls}-", dir=tmp)
+    d = os.path.abspath(d)
     os.chmod(d, 0o700)
     env = dict(os.environ, MODELSHARE_SOCKET=os.path.join(d, "s", "modelshared.sock"),
                MODELSHARE_SPIN_US="0", MODELSHARE_IDLE_EXIT="0")
@@ -274,7 +275,7 @@ def cost_run(tmp, system, calls):
             f"python_calls.cost_child({d!r}, {calls}, {system!r})")
     try:
         subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={client_out}",
-                        os.path.realpath(sys.executable), "-c", code], env=env, check=True,
+                        sys.executable, "-c", code], env=env, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=1800)
     finally:
         stop_daemon(env["MODELSHARE_SOCKET"])
@@ -304,8 +305,10 @@ def cost(args, tmp):
     lo, hi = (int(c) for c in args.cost_calls.split(","))
     out = {}
     for system in ("inproc", "modelshare"):
-        c_lo, w_lo = cost_run(tmp, system, lo)
-        c_hi, w_hi = cost_run(tmp, system, hi)
+        where = args.keep or tmp
+        os.makedirs(where, exist_ok=True)
+        c_lo, w_lo = cost_run(where, system, lo)
+        c_hi, w_hi = cost_run(where, system, hi)
         out[system] = {"client": (c_hi - c_lo) / (hi - lo),
                        "worker": (w_hi - w_lo) / (hi - lo) if w_lo is not None else None}
     print(f"instructions per call (callgrind, ({hi} calls - {lo} calls) / {hi - lo}):")
@@ -327,6 +330,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="few calls: to see it run")
     ap.add_argument("--cost", action="store_true", help="instructions per call (callgrind)")
     ap.add_argument("--cost-calls", default="200,1200")
+    ap.add_argument("--keep", help="--cost: keep the callgrind files in this folder")
     ap.add_argument("--json", action="store_true", help="also print one JSON object")
     args = ap.parse_args()
     if args.quick:
