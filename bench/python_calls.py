@@ -17,7 +17,9 @@ of its own under callgrind, with a worker of its own, also under callgrind; the 
 divided by the difference in calls is the cost of one call, in the worker and in the client
 (the client's own loop included; the in-process call of the model is counted the same way, for
 comparison). Waiting is made free of spinning for this (MODELSHARE_SPIN_US=0: the worker and
-the client sleep on their futex), so what is counted is the work of a call. Needs valgrind.
+the client sleep on their futex), and BLAS runs on one thread (a helper thread's wait would be
+counted too), so what is counted is the work of a call; the kernel's part (futex, scheduling)
+is not counted. Needs valgrind.
 
 Runs its own daemon on a private socket and stops it at the end. Not part of `make test`.
 """
@@ -28,7 +30,6 @@ import os
 import re
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -267,7 +268,8 @@ def cost_run(tmp, system, calls):
     d = os.path.abspath(d)
     os.chmod(d, 0o700)
     env = dict(os.environ, MODELSHARE_SOCKET=os.path.join(d, "s", "modelshared.sock"),
-               MODELSHARE_SPIN_US="0", MODELSHARE_IDLE_EXIT="0")
+               MODELSHARE_SPIN_US="0", MODELSHARE_IDLE_EXIT="0", PYTHONHASHSEED="0",
+               OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     worker_out = os.path.join(d, "worker.out")
     client_out = os.path.join(d, "client.out")
     code = (f"import sys; sys.path.insert(0, {HERE!r}); sys.executable = "

@@ -260,8 +260,7 @@ static int py_run_dynamic(void *state, const ms__tensor_view *in, ms__tensor_vie
     }
     PyObject *arr, *oshape;
     int dtype;
-    if (!run_answer(r, &arr, &dtype, &oshape) ||
-        PyTuple_GET_SIZE(oshape) > MS_MAX_RANK) {
+    if (!run_answer(r, &arr, &dtype, &oshape) || PyTuple_GET_SIZE(oshape) > MS_MAX_RANK) {
         rc = hook_failed(MS_E_BACKEND, "modelshare.worker._run: bad answer", err, errlen);
         goto out;
     }
