@@ -20,6 +20,7 @@ Every other attribute (model.method(...), model.attribute) is the wrapped model'
 detected without importing them: a framework that is not imported yet cannot have made the model.
 """
 import itertools
+import re
 import sys
 import warnings
 
@@ -220,6 +221,9 @@ class OnnxSession(_Adapter):
         ys = self._ms_model.run(None, feeds)
         return ys[0] if len(ys) == 1 else tuple(ys)
 
+    def _ms_signature(self):
+        return _onnx_side(self._ms_model.get_inputs()), _onnx_side(self._ms_model.get_outputs())
+
 
 def _numpy(a):
     """An input for ONNX Runtime: numpy arrays as they are; tensors of other frameworks (a pickled
@@ -227,3 +231,43 @@ def _numpy(a):
     if isinstance(a, np.ndarray) or not (hasattr(a, "__array__") or hasattr(a, "__dlpack__")):
         return a
     return np.asarray(a)
+
+
+# Names ms_infer_n takes (src/common/manifest.h), and at most MS_MAX_TENSORS of them.
+_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,31}")
+_MAX_TENSORS = 16
+_ONNX_TYPES = {"float": "float32", "float16": "float16", "bfloat16": "bfloat16",
+               "double": "float64", "int8": "int8", "uint8": "uint8", "int16": "int16",
+               "int32": "int32", "int64": "int64", "bool": "bool", "string": "str"}
+
+
+def signature(model):
+    """The model's named inputs and outputs, when its framework says them: (inputs, outputs),
+    each a list of {"name", "dtype" (a modelshare dtype name, "str", or None), "shape" (-1 for a
+    dimension that varies; None when not known)} in the model's order; None otherwise (or when a
+    name is not one ms_infer_n can send)."""
+    say = getattr(type(model), "_ms_signature", None)
+    sig = say(model) if say is not None else None
+    if sig is None:
+        return None
+    for side in sig:
+        if len(side) > _MAX_TENSORS or len({t["name"] for t in side}) != len(side) or \
+                not all(isinstance(t["name"], str) and _NAME.fullmatch(t["name"]) for t in side):
+            return None
+    return sig
+
+
+def _dims(shape):
+    """A framework's shape (ints, None or symbolic names for dimensions that vary) as ours."""
+    if shape is None:
+        return None
+    return [d if isinstance(d, int) and d >= 0 else -1 for d in shape]
+
+
+def _onnx_side(args):
+    out = []
+    for a in args:
+        t = a.type if isinstance(a.type, str) else ""
+        kind = t[len("tensor("):-1] if t.startswith("tensor(") else None
+        out.append({"name": a.name, "dtype": _ONNX_TYPES.get(kind), "shape": _dims(a.shape)})
+    return out

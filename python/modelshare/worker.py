@@ -14,6 +14,8 @@ GIL held, one at a time, or for a thread_safe spec from up to `threads` runner t
     _call(model, payload) -> pickled answer (bytes)
     _run_multi(model, form, requests) -> [(status, length)] per request | error text
         (several named tensors: _multi.py)
+    _signature(model) -> JSON text of the model's named inputs and outputs | None (once, after
+        _load)
 
 Nothing else is public here.
 """
@@ -179,6 +181,16 @@ def _load(spec_json):
         return False, f"the constructor's pickle cannot be used: {e}"
     except BaseException as e:  # the daemon gets the text; the worker exits
         return False, f"the constructor failed: {_text(e)}"
+
+
+def _signature(model):
+    """The model's named inputs and outputs as JSON text (src/common/signames.h), or None when
+    its framework does not say them (_adapters.signature)."""
+    try:
+        sig = _adapters.signature(model)
+    except Exception:  # a model that cannot say: served without names
+        return None
+    return None if sig is None else json.dumps({"inputs": sig[0], "outputs": sig[1]})
 
 
 def _plane_array(y):
