@@ -174,8 +174,9 @@ def _load(spec_json):
             constructor = _from_memfd(int(py["constructor_size"]), py["constructor_sha256"])
         else:
             constructor = _pickling.loads(base64.b64decode(py["constructor"]))
-        # A torch module or an ONNX Runtime session is wrapped once here, to be called in its
-        # framework's own types; a plain callable is called as it is (_adapters.py).
+        # A torch module, an ONNX Runtime session, a Keras model, a TensorFlow module or function
+        # or a jax.jit function is wrapped once here, to be called in its framework's own types;
+        # a plain callable is called as it is (_adapters.py).
         return True, _adapters.adapt(constructor(), py.get("framework"))
     except BadConstructorMemfd as e:
         return False, f"the constructor's pickle cannot be used: {e}"
@@ -190,7 +191,9 @@ def _signature(model):
         sig = _adapters.signature(model)
     except Exception:  # a model that cannot say: served without names
         return None
-    return None if sig is None else json.dumps({"inputs": sig[0], "outputs": sig[1]})
+    if sig is None:
+        return None
+    return json.dumps({k: v for k, v in zip(("inputs", "outputs"), sig) if v is not None})
 
 
 def _plane_array(y):
