@@ -632,17 +632,16 @@ class Model:
         (idt, ishape), (odt, oshape) = self._core.signature()
         return (_core.dtype_name(idt), ishape), (_core.dtype_name(odt), oshape)
 
-    def inputs(self):
-        """The model's inputs as it says them, in its order: a list of TensorInfo(name, dtype,
-        shape): the named inputs of an ONNX Runtime session or a Keras model, one unnamed
+    def named_signature(self):
+        """(inputs, outputs) as the model says them, each a list of TensorInfo(name, dtype,
+        shape) in the model's order (a tuple answer's order for outputs): the named tensors of
+        an ONNX Runtime session, a Keras model or a tf.function's input_signature, one unnamed
         (name None) for a dense model, [] when the model does not say (other python models).
         dtype is a dtype name ("str" or "bytes" for a list of strings; None when not known),
-        shape a tuple with None for a dimension that varies (None when not known)."""
-        return [_tensor_info(t) for t in self._core.tensors()[0]]
-
-    def outputs(self):
-        """The model's outputs as it says them, as inputs() (a tuple answer's order)."""
-        return [_tensor_info(t) for t in self._core.tensors()[1]]
+        shape a tuple with None for a dimension that varies (None when not known). Not
+        inputs()/outputs(): those stay the model's own attributes (a Keras model's)."""
+        ins, outs = self._core.tensors()
+        return [_tensor_info(t) for t in ins], [_tensor_info(t) for t in outs]
 
     def __getattr__(self, name):
         if name.startswith("__") or name in Model.__slots__:

@@ -47,10 +47,9 @@ def test_a_keras_functional_model_takes_its_inputs_by_name(daemon):
             np.testing.assert_allclose(y["total"], want["total"].numpy(), rtol=1e-5, atol=1e-5)
         # Its inputs and outputs by name, in the model's order, as Keras knows them.
         T = modelshare.TensorInfo
-        assert model.inputs() == [T("tokens", "int32", (None, 4)),
-                                  T("features", "float32", (None, D_IN))]
-        assert model.outputs() == [T("logits", "float32", (None, D_OUT)),
-                                   T("total", "float32", (None,))]
+        assert model.named_signature() == (
+            [T("tokens", "int32", (None, 4)), T("features", "float32", (None, D_IN))],
+            [T("logits", "float32", (None, D_OUT)), T("total", "float32", (None,))])
         with pytest.raises(modelshare.BackendError, match="takes the inputs"):
             model(tokens=tokens, other=features)
 

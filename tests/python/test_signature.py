@@ -1,5 +1,5 @@
 """What a model says of its inputs and outputs: names, dtypes and shapes (-1, in Python None, for a
-dimension that varies), from Python (Model.inputs, Model.outputs) and from C
+dimension that varies), from Python (Model.named_signature) and from C
 (ms_model_inputs_count, ms_model_input, ...: tests/helpers/sigclient.c)."""
 import os
 import pathlib
@@ -34,10 +34,9 @@ def test_an_onnx_session_says_its_named_inputs_and_outputs(daemon):
     shared = modelshare.Shared(pymodels.onnx_two_inputs, tag="sig-onnx", keep_alive=60)
     with shared.acquire() as model:
         T = modelshare.TensorInfo
-        assert model.inputs() == [T("input_ids", "int64", (None, None)),
-                                  T("scale", "float32", (None, 1))]
-        assert model.outputs() == [T("pooled", "float32", (None, 1)),
-                                   T("ids", "int64", (None, None))]
+        inputs, outputs = model.named_signature()
+        assert inputs == [T("input_ids", "int64", (None, None)), T("scale", "float32", (None, 1))]
+        assert outputs == [T("pooled", "float32", (None, 1)), T("ids", "int64", (None, None))]
         # The names are the ones the model is called with.
         ids = np.arange(6, dtype=np.int64).reshape(2, 3)
         pooled, same = model(input_ids=ids, scale=np.full((2, 1), 2, np.float32))
@@ -60,8 +59,8 @@ def test_the_dense_backend_says_its_one_unnamed_tensor_as_before(daemon, mlp):
     shared = modelshare.Shared.dense(str(mlp), tag="sig-dense", keep_alive=60)
     with shared.acquire() as model:
         assert model.signature() == (("float32", (None, 64)), ("float32", (None, 10)))
-        assert model.inputs() == [modelshare.TensorInfo(None, "float32", (None, 64))]
-        assert model.outputs() == [modelshare.TensorInfo(None, "float32", (None, 10))]
+        assert model.named_signature() == ([modelshare.TensorInfo(None, "float32", (None, 64))],
+                                           [modelshare.TensorInfo(None, "float32", (None, 10))])
     assert c_lines("sig-dense") == ["input - float32 [-1,64]", "output - float32 [-1,10]",
                                     "past the end MS_E_INVAL"]
 
@@ -74,6 +73,6 @@ def plain():
 def test_a_python_model_that_does_not_say_has_none(daemon):
     shared = modelshare.Shared(plain, tag="sig-plain", keep_alive=60)
     with shared.acquire() as model:
-        assert model.inputs() == [] and model.outputs() == []
+        assert model.named_signature() == ([], [])
         assert model.signature() == (("unknown", ()), ("unknown", ()))  # as before
     assert c_lines("sig-plain") == ["past the end MS_E_INVAL"]
