@@ -214,8 +214,9 @@ MS_EXPORT int ms_unload(ms_client *client, const char *tag, int force);
  * both versions do not fit a device's memory budget at once, MS_E_NO_MEMORY says so, unless
  * MS_SWAP_DRAIN_FIRST: then the old workers finish what they took and exit first, requests wait
  * in shared memory until the new version serves (or, if it fails to load, the old one again).
- * A new version whose signature (input and output dtypes and shapes) differs is refused with
- * MS_E_SPEC_CONFLICT, the old one serving on.
+ * A new version whose signature (input and output dtypes and shapes, and the names, dtypes and
+ * shapes of ms_model_input / ms_model_output) differs is refused with MS_E_SPEC_CONFLICT, the old
+ * one serving on.
  * Errors: MS_E_INVAL (tag malformed), MS_E_UNKNOWN_TAG, MS_E_SPEC (changes not an object of spec
  * fields, or changing backend, device, devices or instances), MS_E_BUSY (not ready yet, or swapping
  * already), MS_E_NO_MEMORY, MS_E_SPEC_CONFLICT, the new version's load errors (MS_E_WEIGHTS,
