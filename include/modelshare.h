@@ -214,8 +214,9 @@ MS_EXPORT int ms_unload(ms_client *client, const char *tag, int force);
  * both versions do not fit a device's memory budget at once, MS_E_NO_MEMORY says so, unless
  * MS_SWAP_DRAIN_FIRST: then the old workers finish what they took and exit first, requests wait
  * in shared memory until the new version serves (or, if it fails to load, the old one again).
- * A new version whose signature (input and output dtypes and shapes) differs is refused with
- * MS_E_SPEC_CONFLICT, the old one serving on.
+ * A new version whose signature (input and output dtypes and shapes, and the names, dtypes and
+ * shapes of ms_model_input / ms_model_output) differs is refused with MS_E_SPEC_CONFLICT, the old
+ * one serving on.
  * Errors: MS_E_INVAL (tag malformed), MS_E_UNKNOWN_TAG, MS_E_SPEC (changes not an object of spec
  * fields, or changing backend, device, devices or instances), MS_E_BUSY (not ready yet, or swapping
  * already), MS_E_NO_MEMORY, MS_E_SPEC_CONFLICT, the new version's load errors (MS_E_WEIGHTS,
@@ -344,7 +345,8 @@ MS_EXPORT int ms_release(ms_model *model);
 /* Describes the model's input and output: dtype (an ms_dtype value; 0 when not known), rank and
  * shape, with -1 for a dimension that may vary (the batch). Any OUT pointer may be NULL. shape
  * arrays hold MS_MAX_RANK entries. Dimensions of a backend that does not know its signature are
- * all -1 and rank 0. Errors: MS_E_INVAL (model NULL). */
+ * all -1 and rank 0. A model of several named tensors says them with ms_model_inputs_count and
+ * ms_model_input (below, with ms_infer_n). Errors: MS_E_INVAL (model NULL). */
 MS_EXPORT int ms_model_signature(const ms_model *model, int *in_dtype, int *in_rank,
                                  int64_t *in_shape, int *out_dtype, int *out_rank,
                                  int64_t *out_shape);
@@ -496,6 +498,26 @@ typedef struct ms_output {
     const void *data;
     size_t nbytes;
 } ms_output;
+/* What the model says of one of its inputs or outputs (ms_model_input, ms_model_output). */
+typedef struct ms_tensor_info {
+    const char *name; /* the model's name for it, owned by the model handle (valid until
+                         ms_release); NULL for the one unnamed tensor of ms_infer (dense) */
+    int dtype;        /* an ms_dtype, MS_TEXT_UTF8 / MS_TEXT_BYTES (a list of strings), or 0 when
+                         not known */
+    int rank;         /* -1 when not known (then shape is all -1) */
+    int64_t shape[MS_MAX_RANK]; /* rank dimensions, -1 for one that varies; the rest -1 */
+} ms_tensor_info;
+/* How many inputs (outputs) the model says it has, in its order: the named ones of a python
+ * model whose framework says them (an ONNX Runtime session: its inputs and outputs; a Keras
+ * model: its inputs and outputs by name), 1 for a model of one unnamed tensor each way (dense:
+ * the ms_model_signature one), 0 when the model does not say (other python models, identity).
+ * Outputs are in the order a tuple answer has them. Errors: MS_E_INVAL (model NULL). */
+MS_EXPORT int ms_model_inputs_count(const ms_model *model);
+MS_EXPORT int ms_model_outputs_count(const ms_model *model);
+/* Describes input (output) i, 0 <= i < its count, in *out (written only on success). Errors:
+ * MS_E_INVAL (model or out NULL, i out of range). */
+MS_EXPORT int ms_model_input(const ms_model *model, int i, ms_tensor_info *out);
+MS_EXPORT int ms_model_output(const ms_model *model, int i, ms_tensor_info *out);
 /* Runs the model on n named inputs (1 to MS_MAX_TENSORS, names unique) called as form says.
  *   outputs: OUT, one new tensor holding every output, owned by the caller (ms_tensor_free()).
  * Errors: MS_E_INVAL (a NULL or repeated name, a name that is not 1 to 31 of [A-Za-z0-9_.:-],

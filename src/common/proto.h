@@ -53,7 +53,10 @@
  *         "budgets":{"host":{"budget_bytes":..,"used_bytes":..}}}
  *
  *    SIG (a model's signature) is {"input":{"dtype":"float32","shape":[-1,1024]},
- *                                  "output":{"dtype":"float32","shape":[-1,1000]}}.
+ *                                  "output":{"dtype":"float32","shape":[-1,1000]}},
+ *    and for a python model that names its tensors (an ONNX Runtime session, a Keras model) also
+ *    "inputs":[{"name":"input_ids","dtype":"int64","shape":[-1,-1]},..] and "outputs":[..]
+ *    (signames.h).
  *
  * 2. daemon <-> worker (a socketpair; the worker has it as file descriptor 3, its stats page as
  *    4 and its door as 5).
@@ -185,6 +188,9 @@ typedef struct ms__sig {
 } ms__sig;
 json_t *ms__sig_to_json(const ms__sig *in, const ms__sig *out);
 int ms__sig_from_json(const json_t *j, ms__sig *in, ms__sig *out, char *err, size_t errlen);
+/* One side of it ({"dtype":..,"shape":[..]}; NULL or null: not known) into *s; which names it
+ * in err. Errors: MS_E_PROTOCOL. */
+int ms__sig_side_from(const json_t *o, const char *which, ms__sig *s, char *err, size_t errlen);
 
 /* "an integer", "a string", ... for messages that say what came; "nothing" for NULL. Static. */
 const char *ms__json_kind(const json_t *j);

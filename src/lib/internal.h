@@ -43,6 +43,7 @@
 #include "../common/paths.h"
 #include "../common/proto.h"
 #include "../common/records.h"
+#include "../common/signames.h"
 #include "../common/ring.h"
 #include "../common/util.h"
 
@@ -100,6 +101,9 @@ struct ms_model {
     void *arena_base;
     uint64_t arena_capacity;
     ms__sig sig_in, sig_out;
+    /* The named inputs and outputs the model says (signames.h); counts -1 when it does not. */
+    ms__sig_entry sig_ins[MS__MF_MAX], sig_outs[MS__MF_MAX];
+    int nsig_in, nsig_out;
     pthread_mutex_t lock;
     pthread_cond_t slot_free; /* a slot was freed: for threads waiting for one */
     ms__alloc alloc;

@@ -52,6 +52,21 @@ CASES = {
         assert pooled.shape == (4, 64) and not pooled.flags.owndata
         print("checked")
         """),
+    "keras-model": (("keras", "tensorflow"), "", """
+        want = make_model()({"tokens": t, "features": f})
+        assert list(out) == ["logits"] and out["logits"].shape == (2, 3)
+        np.testing.assert_allclose(out["logits"], want["logits"].numpy(), rtol=1e-5, atol=1e-5)
+        assert names == ["tokens", "features"], names
+        print("checked")
+        """),
+    "jax-function": (("jax",), "", """
+        want = np.ones((4, 8), np.float32) @ np.asarray(
+            np.random.default_rng(0).standard_normal((8, 3)), np.float32)
+        np.testing.assert_allclose(out["y"], want, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(out["norm"], np.linalg.norm(want, axis=1), rtol=1e-5)
+        assert isinstance(out["y"], np.ndarray)
+        print("checked")
+        """),
     "text-embedder": ((), "", """
         want = make_embedder()(["the cat sat", "on a mat", "a dog barked"])
         np.testing.assert_allclose(vectors, want, rtol=1e-6)
