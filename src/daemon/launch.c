@@ -205,13 +205,15 @@ int ms__launch_spawn(ms__supervisor *s, ms__model *m, int inst, const ms__spec *
                   .cwd = cmd.cwd,
                   .door_fd = door_fd,
                   .ctor_fd = spec->python_ctor_size > 0 ? ctor_fd : -1,
-                  .inst = inst};
+                  .inst = inst,
+                  .as = ms__owner_switches(&m->owner) ? &m->owner : NULL};
     rc = ms__sup_exec(s, &x, out, err, errlen);
     if (rc == 0)
-        ms__log_info("model \"%s\": started worker %ld for instance %d%s on %s (%s%s)", m->tag,
-                     (long)(*out)->pid, inst, spec_json != m->spec_json ? " of a swap" : "",
+        ms__log_info("model \"%s\": started worker %ld for instance %d%s on %s (%s%s) as uid %lu",
+                     m->tag, (long)(*out)->pid, inst, spec_json != m->spec_json ? " of a swap" : "",
                      device[0] ? device : "cpu", cmd.path,
-                     cmd.python ? " -m modelshare.worker" : "");
+                     cmd.python ? " -m modelshare.worker" : "",
+                     (unsigned long)(x.as != NULL ? x.as->uid : geteuid()));
     spawn_cmd_free(&cmd);
     return rc;
 }
