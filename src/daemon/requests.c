@@ -201,6 +201,30 @@ static void do_hello(ms__conn *k, json_t *id, const json_t *msg)
     ms__conn_send(k, r, NULL, 0);
 }
 
+/* A new model of spec for k (its owner: k's peer), its load started; *ctor_fd taken. NULL after
+ * an error reply. */
+static ms__model *new_model(ms__proto *p, ms__conn *k, json_t *id, const char *tag,
+                            const ms__spec *spec, int *ctor_fd)
+{
+    char err[MS__ERRLEN];
+    ms__owner owner;
+    ms__model *m;
+    if (!new_owner(p, k, id, spec, &owner))
+        return NULL;
+    ms__life_make_room(p->models, tag);
+    int rc = ms__registry_add(&p->models->reg, tag, spec, &m, err, sizeof err);
+    if (rc != 0) {
+        ms__log_warn_limited("refused to load \"%s\" for pid %ld: %s", tag, (long)k->pid, err);
+        ms__conn_error(k, id, rc, err);
+        return NULL;
+    }
+    m->owner = owner;
+    ms__model_ctor_set(m, *ctor_fd);
+    *ctor_fd = -1;
+    ms__start_load(p->models, m);
+    return m;
+}
+
 /* acquire and load share this: find or create the model, start its load when needed. *ctor_fd:
  * the spec's constructor memfd, checked (-1: none); taken (set to -1) when the model gets this
  * spec, left to the caller when it has the spec already. Returns the model to wait for or use,
@@ -217,21 +241,7 @@ static ms__model *model_for(ms__proto *p, ms__conn *k, json_t *id, const char *o
             ms__conn_error(k, id, MS_E_UNKNOWN_TAG, err);
             return NULL;
         }
-        ms__owner owner;
-        if (!new_owner(p, k, id, spec, &owner))
-            return NULL;
-        ms__life_make_room(p->models, tag);
-        int rc = ms__registry_add(&p->models->reg, tag, spec, &m, err, sizeof err);
-        if (rc != 0) {
-            ms__log_warn_limited("refused to load \"%s\" for pid %ld: %s", tag, (long)k->pid, err);
-            ms__conn_error(k, id, rc, err);
-            return NULL;
-        }
-        m->owner = owner;
-        ms__model_ctor_set(m, *ctor_fd);
-        *ctor_fd = -1;
-        ms__start_load(p->models, m);
-        return m;
+        return new_model(p, k, id, tag, spec, ctor_fd);
     }
     if (!may_use(p, k, id, m, op))
         return NULL;
