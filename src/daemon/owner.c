@@ -94,17 +94,25 @@ bool ms__owner_may_use(const ms__access *a, const ms__owner *o, const ms__spec *
     return ms__owner_manages(a, o, uid) || s->shared_group;
 }
 
+void ms__owner_name(const ms__owner *o, char *buf, size_t len)
+{
+    struct passwd pw, *found = NULL;
+    char pwbuf[1024];
+    if (getpwuid_r(o->uid, &pw, pwbuf, sizeof pwbuf, &found) != 0)
+        found = NULL;
+    if (found != NULL)
+        snprintf(buf, len, "uid %lu (%.64s)", (unsigned long)o->uid, found->pw_name);
+    else
+        snprintf(buf, len, "uid %lu", (unsigned long)o->uid);
+}
+
 int ms__owner_refuse(const ms__owner *o, const char *tag, const char *what, char *err,
                      size_t errlen)
 {
-    struct passwd pw, *found = NULL;
-    char buf[1024];
-    if (getpwuid_r(o->uid, &pw, buf, sizeof buf, &found) != 0)
-        found = NULL;
+    char who[96];
+    ms__owner_name(o, who, sizeof who);
     return ms__fail(err, errlen, MS_E_PERMISSION,
-                    "model \"%s\" belongs to uid %lu%s%s%s: only its owner or root may %s it", tag,
-                    (unsigned long)o->uid, found ? " (" : "", found ? found->pw_name : "",
-                    found ? ")" : "", what);
+                    "model \"%s\" belongs to %s: only its owner or root may %s it", tag, who, what);
 }
 
 int ms__owner_spec_allowed(const ms__access *a, const ms__owner *o, const ms__spec *s, char *err,

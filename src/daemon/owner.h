@@ -61,6 +61,8 @@ bool ms__owner_admin(const ms__access *a, uid_t uid);
 bool ms__owner_manages(const ms__access *a, const ms__owner *o, uid_t uid);
 /* Whether uid may acquire (and see) a model of owner o with spec s. */
 bool ms__owner_may_use(const ms__access *a, const ms__owner *o, const ms__spec *s, uid_t uid);
+/* "uid 1001 (alice)" (the name when the system knows one) into buf. */
+void ms__owner_name(const ms__owner *o, char *buf, size_t len);
 /* MS_E_PERMISSION: "model \"tag\" belongs to uid 1001 (alice): only its owner or root may
  * <what>" into err. */
 int ms__owner_refuse(const ms__owner *o, const char *tag, const char *what, char *err,

@@ -116,13 +116,14 @@ static int request_ctor(ms__conn *k, json_t *id, const char *op, const ms__spec 
 /* Whether k may use m (acquire, load): false after an MS_E_PERMISSION reply. */
 static bool may_use(ms__proto *p, ms__conn *k, json_t *id, const ms__model *m, const char *op)
 {
-    char err[MS__ERRLEN];
+    char err[MS__ERRLEN], who[96];
     if (ms__owner_may_use(&p->access, &m->owner, &m->spec, k->client->uid))
         return true;
-    ms__owner_refuse(&m->owner, m->tag, "share", err, sizeof err);
-    snprintf(err + strlen(err), sizeof err - strlen(err),
-             " (it is not shared_with \"group\"); refused the %s of uid %lu", op,
-             (unsigned long)k->client->uid);
+    ms__owner_name(&m->owner, who, sizeof who);
+    snprintf(err, sizeof err,
+             "model \"%s\" belongs to %s and is not shared_with \"group\": refused the %s of "
+             "uid %lu (its owner may load it with shared_with \"group\", or use another tag)",
+             m->tag, who, op, (unsigned long)k->client->uid);
     ms__log_info("%s", err);
     ms__conn_error(k, id, MS_E_PERMISSION, err);
     return false;
