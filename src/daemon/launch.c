@@ -83,6 +83,7 @@ typedef struct spawn_cmd {
     const char *path, *cwd;
     char **envp;      /* NULL: the daemon's environment */
     char **pinned;    /* owned array (strings not copied): envp with the GPU pinned, or NULL */
+    char **marked;    /* owned array (strings not copied): envp with MODELSHARE_WORKER_NODUMP */
     char visible[48]; /* "CUDA_VISIBLE_DEVICES=N" */
     char *argv[10];   /* points into spec_text, the model's tag and the supervisor */
 } spawn_cmd;
@@ -94,6 +95,27 @@ static void spawn_cmd_free(spawn_cmd *c)
     c->spec_text = NULL;
     free(c->pinned);
     c->pinned = NULL;
+    free(c->marked);
+    c->marked = NULL;
+}
+
+/* A worker started as a model's owner (owner.h) is told to make itself non-dumpable
+ * (MODELSHARE_WORKER_NODUMP=1, worker/main.c): no other process of that uid may then read,
+ * through /proc, the arenas of other members that it maps. The rest of its environment is
+ * c->envp's (or the daemon's). */
+static int mark_nodump(spawn_cmd *c)
+{
+    char **base = c->envp != NULL ? c->envp : environ;
+    size_t n = 0;
+    while (base[n] != NULL)
+        n++;
+    c->marked = calloc(n + 2, sizeof *c->marked);
+    if (c->marked == NULL)
+        return MS_E_NOMEM;
+    memcpy(c->marked, base, n * sizeof *base);
+    c->marked[n] = "MODELSHARE_WORKER_NODUMP=1";
+    c->envp = c->marked;
+    return 0;
 }
 
 /* The spec a worker of an instance on device gets: device as it sees it ("cpu", or "cuda:0" for
@@ -179,7 +201,7 @@ static int spawn_cmd_make(ms__supervisor *s, ms__model *m, const ms__spec *spec,
         c->argv[n++] = s->worker_path;
     }
     memcpy(&c->argv[n], tail, sizeof tail);
-    if (pin_gpu(c, device) != 0) {
+    if (pin_gpu(c, device) != 0 || (ms__owner_switches(&m->owner) && mark_nodump(c) != 0)) {
         spawn_cmd_free(c);
         return ms__fail(err, errlen, MS_E_NOMEM, "out of memory starting a worker");
     }

@@ -196,12 +196,19 @@ def test_workers_of_a_members_model_run_as_that_member(world):
     for tag in ("a-own", "a-shared"):
         m = model(st, tag)
         assert m["owner_uid"] == world.a.uid
+        # The root daemon still measures them (/proc/PID/smaps_rollup of another uid's process).
+        assert m["memory_measured"] and m["memory_bytes"] > 0, m
         for pid in m["worker_pids"]:
             uids = pathlib.Path(f"/proc/{pid}/status").read_text().split("Uid:")[1].split()[:4]
             assert uids == [str(world.a.uid)] * 4, (tag, uids)
             caps = pathlib.Path(f"/proc/{pid}/status").read_text()
             assert "NoNewPrivs:\t1" in caps
             assert "CapEff:\t0000000000000000" in caps and "CapPrm:\t0000000000000000" in caps
+            # Not dumpable: even A's other processes cannot read the arenas it maps (those of
+            # every member that uses a model A shares).
+            rc, out, err = world.a.run([world.env["MS_TEST_PYTHON"], "-c",
+                                        f"import os; os.listdir('/proc/{pid}/fd')"])
+            assert rc != 0 and "PermissionError" in err, (tag, out, err)
 
 
 def test_a_members_python_model_cannot_read_another_members_inputs(world):
