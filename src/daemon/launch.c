@@ -7,6 +7,8 @@
 #include "launch.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,11 +83,12 @@ typedef struct spawn_cmd {
     bool python;     /* the spec has a "python" constructor */
     char *spec_text; /* owned: the instance's spec, passed as --spec */
     const char *path, *cwd;
-    char **envp;      /* NULL: the daemon's environment */
-    char **pinned;    /* owned array (strings not copied): envp with the GPU pinned, or NULL */
-    char **marked;    /* owned array (strings not copied): envp with MODELSHARE_WORKER_NODUMP */
-    char visible[48]; /* "CUDA_VISIBLE_DEVICES=N" */
-    char *argv[10];   /* points into spec_text, the model's tag and the supervisor */
+    char **envp;   /* NULL: the daemon's environment */
+    char **pinned; /* owned array (strings not copied): envp with the GPU pinned, or NULL */
+    char **marked; /* owned array (strings not copied): envp as the owner (as_owner_env) */
+    char home[PATH_MAX + 8], user[80], logname[80]; /* "HOME=...", "USER=...", "LOGNAME=..." */
+    char visible[48];                               /* "CUDA_VISIBLE_DEVICES=N" */
+    char *argv[10]; /* points into spec_text, the model's tag and the supervisor */
 } spawn_cmd;
 
 static void spawn_cmd_free(spawn_cmd *c)
@@ -99,21 +102,38 @@ static void spawn_cmd_free(spawn_cmd *c)
     c->marked = NULL;
 }
 
-/* A worker started as a model's owner (owner.h) is told to make itself non-dumpable
- * (MODELSHARE_WORKER_NODUMP=1, worker/main.c): no other process of that uid may then read,
- * through /proc, the arenas of other members that it maps. The rest of its environment is
- * c->envp's (or the daemon's). */
-static int mark_nodump(spawn_cmd *c)
+/* A worker started as a model's owner (owner.h) gets the owner's HOME, USER and LOGNAME (when
+ * the system knows its name: a framework's caches go to its own home, not the daemon's), and is
+ * told to make itself non-dumpable (MODELSHARE_WORKER_NODUMP=1, worker/main.c): no other process
+ * of that uid may then read, through /proc, the arenas of other members that it maps. The rest of
+ * its environment is c->envp's (or the daemon's). */
+static int as_owner_env(spawn_cmd *c, const ms__owner *o)
 {
+    struct passwd pw, *found = NULL;
+    char buf[2048];
+    if (getpwuid_r(o->uid, &pw, buf, sizeof buf, &found) != 0)
+        found = NULL;
     char **base = c->envp != NULL ? c->envp : environ;
-    size_t n = 0;
+    size_t n = 0, k = 0;
     while (base[n] != NULL)
         n++;
-    c->marked = calloc(n + 2, sizeof *c->marked);
+    c->marked = calloc(n + 5, sizeof *c->marked);
     if (c->marked == NULL)
         return MS_E_NOMEM;
-    memcpy(c->marked, base, n * sizeof *base);
-    c->marked[n] = "MODELSHARE_WORKER_NODUMP=1";
+    for (size_t j = 0; j < n; j++)
+        if (found == NULL ||
+            (strncmp(base[j], "HOME=", 5) != 0 && strncmp(base[j], "USER=", 5) != 0 &&
+             strncmp(base[j], "LOGNAME=", 8) != 0))
+            c->marked[k++] = base[j];
+    if (found != NULL) {
+        snprintf(c->home, sizeof c->home, "HOME=%s", found->pw_dir);
+        snprintf(c->user, sizeof c->user, "USER=%s", found->pw_name);
+        snprintf(c->logname, sizeof c->logname, "LOGNAME=%s", found->pw_name);
+        c->marked[k++] = c->home;
+        c->marked[k++] = c->user;
+        c->marked[k++] = c->logname;
+    }
+    c->marked[k++] = "MODELSHARE_WORKER_NODUMP=1";
     c->envp = c->marked;
     return 0;
 }
@@ -201,7 +221,8 @@ static int spawn_cmd_make(ms__supervisor *s, ms__model *m, const ms__spec *spec,
         c->argv[n++] = s->worker_path;
     }
     memcpy(&c->argv[n], tail, sizeof tail);
-    if (pin_gpu(c, device) != 0 || (ms__owner_switches(&m->owner) && mark_nodump(c) != 0)) {
+    if (pin_gpu(c, device) != 0 ||
+        (ms__owner_switches(&m->owner) && as_owner_env(c, &m->owner) != 0)) {
         spawn_cmd_free(c);
         return ms__fail(err, errlen, MS_E_NOMEM, "out of memory starting a worker");
     }

@@ -306,3 +306,28 @@ def test_a_group_daemon_without_root_refuses_members_python_and_weights(world):
         assert rc == 0, err
     finally:
         stop_daemon(p)
+
+
+def test_a_members_workers_get_its_home_and_name(world):
+    """A member the system knows by name: its workers' HOME, USER and LOGNAME are its own (a
+    framework's caches go to its home, not the daemon's)."""
+    if shutil.which("useradd") is None or shutil.which("userdel") is None:
+        pytest.skip("useradd/userdel are not installed")
+    (uid,) = unused_ids(1)
+    name, home = f"mst{uid}", f"/nonexistent/mst{uid}"
+    subprocess.run(["useradd", "-M", "-N", "-u", str(uid), "-d", home, name], check=True,
+                   capture_output=True)
+    try:
+        rc, out, err = Member(uid, world.gid, world.env).cli(
+            "load", "c-ident", "--spec", '{"backend":"identity"}')
+        assert rc == 0, err
+        (pid,) = model(root_status(world), "c-ident")["worker_pids"]
+        environ = pathlib.Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        for want in (f"HOME={home}", f"USER={name}", f"LOGNAME={name}",
+                     "MODELSHARE_WORKER_NODUMP=1"):
+            assert want.encode() in environ, want
+        rc, out, err = world.b.cli("unload", "c-ident")
+        assert rc == 1 and f"belongs to uid {uid} ({name})" in err, err
+    finally:
+        subprocess.run([CLI, "unload", "c-ident"], env=world.env, capture_output=True)
+        subprocess.run(["userdel", name], capture_output=True)
