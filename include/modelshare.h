@@ -193,7 +193,9 @@ MS_EXPORT int ms_load(ms_client *client, const char *tag, const char *spec_json)
 /* Unloads a model now: its worker process is stopped, and all its memory goes back to the
  * system. Refused with MS_E_BUSY while leases exist, unless force is non-zero; then the holders'
  * next calls fail with MS_E_UNLOADED. Errors: MS_E_INVAL (tag not 1 to 128 characters of
- * [A-Za-z0-9._:/@+-]), MS_E_UNKNOWN_TAG, MS_E_BUSY, MS_E_DAEMON_LOST, MS_E_PROTOCOL. */
+ * [A-Za-z0-9._:/@+-]), MS_E_UNKNOWN_TAG, MS_E_BUSY, MS_E_PERMISSION (group mode: another member's
+ * model; only its owner, root and the daemon's uid may unload it), MS_E_DAEMON_LOST,
+ * MS_E_PROTOCOL. */
 MS_EXPORT int ms_unload(ms_client *client, const char *tag, int force);
 
 /* ms_swap flags. */
@@ -217,9 +219,10 @@ MS_EXPORT int ms_unload(ms_client *client, const char *tag, int force);
  * A new version whose signature (input and output dtypes and shapes) differs is refused with
  * MS_E_SPEC_CONFLICT, the old one serving on.
  * Errors: MS_E_INVAL (tag malformed), MS_E_UNKNOWN_TAG, MS_E_SPEC (changes not an object of spec
- * fields, or changing backend, device, devices or instances), MS_E_BUSY (not ready yet, or swapping
- * already), MS_E_NO_MEMORY, MS_E_SPEC_CONFLICT, the new version's load errors (MS_E_WEIGHTS,
- * MS_E_LOAD_FAILED, ...), MS_E_UNLOADED (unloaded during the swap). */
+ * fields, or changing backend, device, devices or instances), MS_E_PERMISSION (group mode: another
+ * member's model), MS_E_BUSY (not ready yet, or swapping already), MS_E_NO_MEMORY,
+ * MS_E_SPEC_CONFLICT, the new version's load errors (MS_E_WEIGHTS, MS_E_LOAD_FAILED, ...),
+ * MS_E_UNLOADED (unloaded during the swap). */
 MS_EXPORT int ms_swap(ms_client *client, const char *tag, const char *changes, unsigned flags);
 
 /* ---------------------------------------------------------------------------------------------
