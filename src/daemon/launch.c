@@ -7,6 +7,7 @@
 #include "launch.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pwd.h>
 #include <stdio.h>
@@ -35,7 +36,21 @@ static void py_launch_free(py_launch *pl)
 
 extern char **environ;
 
-static int py_launch_make(const ms__spec *spec, py_launch *pl, char *err, size_t errlen)
+/* 0 when o may run exe (checked with o's rights where the daemon takes them: owner.h), else
+ * why not (an errno). */
+static int exe_check(const ms__owner *o, const char *exe)
+{
+    char why[MS__ERRLEN];
+    ms__owner_fs fs;
+    if (ms__owner_enter(o, &fs, why, sizeof why) != 0)
+        return EPERM;
+    int rc = faccessat(AT_FDCWD, exe, X_OK, AT_EACCESS) == 0 ? 0 : errno;
+    ms__owner_leave(&fs);
+    return rc;
+}
+
+static int py_launch_make(const ms__spec *spec, const ms__owner *o, py_launch *pl, char *err,
+                          size_t errlen)
 {
     memset(pl, 0, sizeof *pl);
     pl->obj = json_loads(spec->python, 0, NULL);
@@ -64,10 +79,11 @@ static int py_launch_make(const ms__spec *spec, py_launch *pl, char *err, size_t
     pl->envp[k++] = pl->pythonpath;
     pl->envp[k] = NULL;
     const char *exe = json_string_value(json_object_get(pl->obj, "executable"));
-    if (access(exe, X_OK) != 0) {
+    int bad = exe_check(o, exe);
+    if (bad != 0) {
         int rc = ms__fail(err, errlen, MS_E_LOAD_FAILED,
                           "python worker: interpreter %s: expected an executable file, got %s", exe,
-                          strerror(errno));
+                          strerror(bad));
         py_launch_free(pl);
         return rc;
     }
@@ -189,7 +205,7 @@ static int spawn_cmd_make(ms__supervisor *s, ms__model *m, const ms__spec *spec,
     memset(c, 0, sizeof *c);
     c->python = spec->python != NULL;
     if (c->python) {
-        int rc = py_launch_make(spec, &c->pl, err, errlen);
+        int rc = py_launch_make(spec, &m->owner, &c->pl, err, errlen);
         if (rc < 0)
             return rc;
     } else if (access(s->worker_path, X_OK) != 0) {

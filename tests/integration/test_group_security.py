@@ -331,3 +331,18 @@ def test_a_members_workers_get_its_home_and_name(world):
     finally:
         subprocess.run([CLI, "unload", "c-ident"], env=world.env, capture_output=True)
         subprocess.run(["userdel", name], capture_output=True)
+
+
+def test_a_members_interpreter_is_checked_with_its_rights(world):
+    """The daemon looks at a python spec's interpreter as the member would: one in a folder only
+    root may enter is "Permission denied", before any worker starts (no oracle for what root sees,
+    no worker exec'd in vain)."""
+    hidden = world.work / "root-only"
+    hidden.mkdir(mode=0o700)
+    exe = hidden / "python3"
+    exe.symlink_to(os.path.realpath(world.env["MS_TEST_PYTHON"]))
+    spec = {"backend": "python", "python": {"constructor": "eA==", "executable": str(exe),
+                                            "cwd": str(world.work), "path": []}}
+    rc, out, err = world.b.cli("load", "b-hidden", "--spec", json.dumps(spec))
+    assert rc == 1, (out, err)
+    assert f"interpreter {exe}: expected an executable file, got Permission denied" in err, err
