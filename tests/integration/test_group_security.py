@@ -64,7 +64,7 @@ class Member:
 
     def python(self, *args):
         """group_member.py ACTION TAG as this member: its JSON outcome."""
-        rc, out, err = self.run([self.env["MS_TEST_PYTHON"], HERE / "group_member.py", *args])
+        rc, out, err = self.run([self.env["MS_TEST_PYTHON"], "group_member.py", *args])
         assert rc == 0, f"{args}: exit {rc}: {out}{err}"
         return json.loads(out.strip().splitlines()[-1])
 
@@ -76,7 +76,7 @@ class Holder:
     """A's process that holds a lease on its echo model and calls it on request."""
 
     def __init__(self, member, tag, shared_with):
-        self.proc = member.popen([member.env["MS_TEST_PYTHON"], HERE / "group_member.py", "hold",
+        self.proc = member.popen([member.env["MS_TEST_PYTHON"], "group_member.py", "hold",
                                   tag, shared_with], stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline().strip()
@@ -95,7 +95,7 @@ class Holder:
 def member_python(work, uid):
     """An interpreter a member can run with this test's packages (sys.path given as PYTHONPATH),
     or None: this one, unless it lives where other users cannot reach (a root-only pyenv)."""
-    path = ":".join([str(work), str(HERE)] + [p for p in sys.path if p and os.path.isdir(p)])
+    path = ":".join([str(work)] + [p for p in sys.path if p and os.path.isdir(p)])
     env = dict(os.environ, PYTHONPATH=path, PYTHONNOUSERSITE="1")
 
     def become():
@@ -153,6 +153,9 @@ def world():
     gid, a_uid, b_uid, s_uid = unused_ids(4)
     work = pathlib.Path(tempfile.mkdtemp(prefix="msgroup-", dir="/tmp"))
     os.chmod(work, 0o755)
+    for helper in ("group_member.py", "group_models.py"):  # where the members can read them
+        shutil.copy(HERE / helper, work / helper)
+        os.chmod(work / helper, 0o644)
     exe, path = member_python(work, a_uid)
     if exe is None:
         shutil.rmtree(work)
