@@ -425,6 +425,17 @@ static void do_load(ms__proto *p, ms__conn *k, json_t *id, const json_t *msg, in
     }
 }
 
+/* The pids of m's lessees as k may see them: in group mode, a member that is not root or the
+ * service sees no other member's pids (docs/SECURITY.md), only how many. */
+static void lease_pids_for(const ms__proto *p, const ms__conn *k, const ms__model *m, char *buf,
+                           size_t len)
+{
+    if (ms__owner_admin(&p->access, k->client->uid))
+        ms__model_lease_pids(m, buf, len);
+    else
+        snprintf(buf, len, "not shown to group members");
+}
+
 static void do_unload(ms__proto *p, ms__conn *k, json_t *id, const json_t *msg)
 {
     char err[MS__ERRLEN], pids[512];
@@ -452,7 +463,7 @@ static void do_unload(ms__proto *p, ms__conn *k, json_t *id, const json_t *msg)
         return;
     }
     if (m->leases > 0 && !force) {
-        ms__model_lease_pids(m, pids, sizeof pids);
+        lease_pids_for(p, k, m, pids, sizeof pids);
         snprintf(err, sizeof err,
                  "model \"%s\" has %d lease%s (client pids %s); unload --force to take them away",
                  tag, m->leases, m->leases == 1 ? "" : "s", pids);

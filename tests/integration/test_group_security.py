@@ -244,6 +244,10 @@ def test_another_members_model_cannot_be_unloaded(world):
         assert f"belongs to uid {world.a.uid}" in r["message"], r
         rc, out, err = world.b.cli("unload", tag, "--force")
         assert rc == 1 and "only its owner or root may unload it" in err, err
+    # The owner's own plain unload is refused while leases exist, without the lessees' pids.
+    rc, out, err = world.a.cli("unload", "a-shared")
+    assert rc == 1 and "has 1 lease (client pids not shown to group members)" in err, err
+    assert str(world.shared.proc.pid) not in err
     assert world.own.calls(16) == {"errors": 0, "wrong": 0}
     assert world.shared.calls(16) == {"errors": 0, "wrong": 0}
     st = root_status(world)
