@@ -193,7 +193,9 @@ MS_EXPORT int ms_load(ms_client *client, const char *tag, const char *spec_json)
 /* Unloads a model now: its worker process is stopped, and all its memory goes back to the
  * system. Refused with MS_E_BUSY while leases exist, unless force is non-zero; then the holders'
  * next calls fail with MS_E_UNLOADED. Errors: MS_E_INVAL (tag not 1 to 128 characters of
- * [A-Za-z0-9._:/@+-]), MS_E_UNKNOWN_TAG, MS_E_BUSY, MS_E_DAEMON_LOST, MS_E_PROTOCOL. */
+ * [A-Za-z0-9._:/@+-]), MS_E_UNKNOWN_TAG, MS_E_BUSY, MS_E_PERMISSION (group mode: another member's
+ * model; only its owner, root and the daemon's uid may unload it), MS_E_DAEMON_LOST,
+ * MS_E_PROTOCOL. */
 MS_EXPORT int ms_unload(ms_client *client, const char *tag, int force);
 
 /* ms_swap flags. */
@@ -218,9 +220,10 @@ MS_EXPORT int ms_unload(ms_client *client, const char *tag, int force);
  * shapes of ms_model_input / ms_model_output) differs is refused with MS_E_SPEC_CONFLICT, the old
  * one serving on.
  * Errors: MS_E_INVAL (tag malformed), MS_E_UNKNOWN_TAG, MS_E_SPEC (changes not an object of spec
- * fields, or changing backend, device, devices or instances), MS_E_BUSY (not ready yet, or swapping
- * already), MS_E_NO_MEMORY, MS_E_SPEC_CONFLICT, the new version's load errors (MS_E_WEIGHTS,
- * MS_E_LOAD_FAILED, ...), MS_E_UNLOADED (unloaded during the swap). */
+ * fields, or changing backend, device, devices or instances), MS_E_PERMISSION (group mode: another
+ * member's model), MS_E_BUSY (not ready yet, or swapping already), MS_E_NO_MEMORY,
+ * MS_E_SPEC_CONFLICT, the new version's load errors (MS_E_WEIGHTS, MS_E_LOAD_FAILED, ...),
+ * MS_E_UNLOADED (unloaded during the swap). */
 MS_EXPORT int ms_swap(ms_client *client, const char *tag, const char *changes, unsigned flags);
 
 /* ---------------------------------------------------------------------------------------------
@@ -318,16 +321,25 @@ typedef struct ms_model ms_model;
  *                                                           dim is named in cut (cut back) or
  *                                                           keep, else the call fails
  *                                                           (batchable only)
- * Two specs are the same model when every field above is equal; for python, the framework and
- * the key (else the pickled constructor, or its SHA-256) are compared, not where the worker
- * runs.
- * Errors: MS_E_INVAL (tag malformed), MS_E_SPEC (names the field), MS_E_SPEC_CONFLICT (names
- * each field, or python constructor part, that differs, with the loaded and the asked value),
- * MS_E_UNKNOWN_TAG (spec_json NULL and no such model), MS_E_WEIGHTS, MS_E_DEVICE, MS_E_NO_MEMORY
- * (does not fit the device's budget within load_timeout; names what holds the memory),
- * MS_E_LOAD_FAILED (the worker's message passed through), MS_E_LIMIT (too many models, leases or
- * workers), MS_E_UNLOADED (force-unloaded while loading), MS_E_TIMEOUT (the load passed its
- * load_timeout), MS_E_NOMEM, MS_E_DAEMON_LOST, MS_E_PROTOCOL. */
+ *   shared_with     "owner" | "group"             "owner"   in group mode (modelshared
+ *                                                           --group): who besides its owner
+ *                                                           (the uid that loaded it) may
+ *                                                           acquire it (docs/SECURITY.md);
+ *                                                           not compared, ignored by a
+ *                                                           single-user daemon
+ * Two specs are the same model when every field above but shared_with is equal; for python, the
+ * framework and the key (else the pickled constructor, or its SHA-256) are compared, not where
+ * the worker runs. In group mode, another member's model that is not shared_with "group" is
+ * refused with MS_E_PERMISSION naming its owner.
+ * Errors: MS_E_INVAL (tag malformed), MS_E_SPEC (names the field), MS_E_PERMISSION (group mode:
+ * another member's model not shared with the group, a spec change of a failed model of another
+ * member, a file this uid cannot read, the python backend where the daemon cannot run it as this
+ * uid), MS_E_SPEC_CONFLICT (names each field, or python constructor part, that differs, with the
+ * loaded and the asked value), MS_E_UNKNOWN_TAG (spec_json NULL and no such model), MS_E_WEIGHTS,
+ * MS_E_DEVICE, MS_E_NO_MEMORY (does not fit the device's budget within load_timeout; names what
+ * holds the memory), MS_E_LOAD_FAILED (the worker's message passed through), MS_E_LIMIT (too many
+ * models, leases or workers), MS_E_UNLOADED (force-unloaded while loading), MS_E_TIMEOUT (the load
+ * passed its load_timeout), MS_E_NOMEM, MS_E_DAEMON_LOST, MS_E_PROTOCOL. */
 MS_EXPORT int ms_acquire(ms_client *client, const char *tag, const char *spec_json, ms_model **out);
 
 /* ms_acquire() that waits at most timeout_us (0: as long as ms_acquire) for the model to be ready:

@@ -122,7 +122,8 @@ class Shared:
     device ("cpu", "cuda:N" or "auto"), devices (a list such as ["cuda:0", "cuda:1"], or "auto": the
     instances spread over them), output, version, pad (requests of several tensors that differ
     along one dimension share a batch, padded: {"dim": 1, "value": {"attention_mask": 0},
-    "multiple": 8}). batchable=True says each output row depends
+    "multiple": 8}), shared_with ("owner" or "group": in group mode, whether the other members
+    may use the model; docs/SECURITY.md). batchable=True says each output row depends
     only on its own input row, so calls of several processes may be merged into one batch (off
     by default for python models: merging a model that normalises over its batch would change
     its answers). thread_safe=True says the model may be called

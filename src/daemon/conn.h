@@ -79,8 +79,9 @@ void ms__conn_grant(ms__proto *p, ms__conn *k, json_t *id, ms__model *m, int are
 void ms__waiters_fail(ms__proto *p, ms__model *m, int code, const char *message);
 
 /* ---- status.c ---- */
-/* The status document (proto.h, docs/ARCHITECTURE.md, "Contracts"); NULL
- * when out of memory. */
-json_t *ms__status_json(ms__proto *p);
+/* The status document (proto.h, docs/ARCHITECTURE.md, "Contracts") as uid viewer may see it: in
+ * group mode a member other than root and the service sees only the models it may use
+ * (ms__owner_may_use), and the worker pids of its own only. NULL when out of memory. */
+json_t *ms__status_json(ms__proto *p, uid_t viewer);
 
 #endif

@@ -323,6 +323,11 @@ int ms__worker_main(int argc, char **argv, ms__backend_opener opener)
     /* Die with the daemon (also set before exec). If it is already gone, stop now. */
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || !parent_is_daemon())
         return 1;
+    /* Started as a member of a group daemon (docs/SECURITY.md): the arenas it will map are other
+     * members' too, and no other process of this uid may read them through /proc. */
+    const char *nodump = getenv("MODELSHARE_WORKER_NODUMP");
+    if (nodump != NULL && strcmp(nodump, "1") == 0 && prctl(PR_SET_DUMPABLE, 0) != 0)
+        return 1;
     ms__log_init("modelshare-worker", level);
     ms__stats *stats = NULL;
     if (take_fds(tag, &stats) < 0)
