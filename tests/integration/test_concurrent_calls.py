@@ -16,13 +16,14 @@ import modelshare  # noqa: E402
 import pymodels  # noqa: E402
 
 CONCURCLIENT = BUILD / "tests" / "ms-concurclient"
-FAST = json.dumps({"backend": "identity", "keep_alive": 60})
+FAST = json.dumps({"backend": "identity", "keep_alive": 600})
 
 
 def waits_for(flag, tag):
     """The spec of a python model y = x whose constructor returns once flag exists (it gives up
-    after 120 s: the bound of each line read below is shorter)."""
-    shared = modelshare.Shared(functools.partial(pymodels.WaitsForFile, str(flag)), tag=tag)
+    after 120 s, and its load_timeout is longer: the bound of each line read below is shorter)."""
+    shared = modelshare.Shared(functools.partial(pymodels.WaitsForFile, str(flag)), tag=tag,
+                               load_timeout=300)
     return shared._spec_json()
 
 
@@ -39,13 +40,10 @@ def line(p, bound=90):
     return p.stdout.readline().strip()
 
 
-def finish(p):
-    try:
-        assert p.wait(timeout=60) == 0, p.stderr.read()
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+def stop(p):
+    if p.poll() is None:
+        p.kill()
+    p.wait()
 
 
 def test_a_threads_control_calls_go_on_while_another_thread_of_its_client_waits(ms, tmp_path):
@@ -58,8 +56,9 @@ def test_a_threads_control_calls_go_on_while_another_thread_of_its_client_waits(
         assert ms.model("slow")["state"] == "loading"
         flag.write_text("go")
         assert line(p) == "first ok"
+        assert p.wait(timeout=60) == 0, p.stderr.read()
     finally:
-        finish(p)
+        stop(p)
 
 
 def test_two_threads_of_one_client_wait_for_two_loads_at_once(ms, tmp_path):
@@ -75,5 +74,6 @@ def test_two_threads_of_one_client_wait_for_two_loads_at_once(ms, tmp_path):
         assert line(p) == "both ok"
         # Each lease was released: the daemon holds none for the client.
         assert [ms.model(t)["leases"] for t in ("slow-a", "slow-b")] == [0, 0]
+        assert p.wait(timeout=60) == 0, p.stderr.read()
     finally:
-        finish(p)
+        stop(p)
