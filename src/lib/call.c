@@ -73,8 +73,8 @@ static void close_fds(const int *fds, int n)
 }
 
 /* Marks the client lost (under lock), code and message kept for the threads that wait. */
-static __attribute__((format(printf, 3, 4))) void set_lost(ms_client *c, int code,
-                                                           const char *fmt, ...)
+static __attribute__((format(printf, 3, 4))) void set_lost(ms_client *c, int code, const char *fmt,
+                                                           ...)
 {
     if (c->lost_code == 0) {
         va_list ap;
@@ -182,7 +182,8 @@ static int64_t deliver(ms_client *c, incoming *in)
     }
     if (json_is_integer(rid) && take_abandoned(c, json_integer_value(rid))) {
         give = granted_lease(in->msg);
-    } else if ((rid == NULL || json_is_null(rid)) && json_is_false(json_object_get(in->msg, "ok"))) {
+    } else if ((rid == NULL || json_is_null(rid)) &&
+               json_is_false(json_object_get(in->msg, "ok"))) {
         refused(c, in->msg);
     } else {
         set_lost(c, MS_E_PROTOCOL,
@@ -226,8 +227,8 @@ static int read_one(ms_client *c)
     pthread_mutex_unlock(&c->lock);
     int r = await_readable(c);
     if (r == 0)
-        in.rc = ms__msg_recv(c->fd, &in.msg, in.fds, &in.nfds, MS__FDS_MAX, -1, in.err,
-                             sizeof in.err);
+        in.rc =
+            ms__msg_recv(c->fd, &in.msg, in.fds, &in.nfds, MS__FDS_MAX, -1, in.err, sizeof in.err);
     pthread_mutex_lock(&c->lock);
     c->reading = false;
     if (r == 0 && in.rc < 0 && !(in.rc == MS_E_LIMIT && in.msg != NULL)) {
@@ -310,8 +311,8 @@ static int send_failed(ms_client *c, const char *err)
         incoming in = {0};
         c->reading = true;
         pthread_mutex_unlock(&c->lock);
-        int rr = ms__msg_recv(c->fd, &in.msg, in.fds, &in.nfds, MS__FDS_MAX, 200, in.err,
-                              sizeof in.err);
+        int rr =
+            ms__msg_recv(c->fd, &in.msg, in.fds, &in.nfds, MS__FDS_MAX, 200, in.err, sizeof in.err);
         pthread_mutex_lock(&c->lock);
         c->reading = false;
         close_fds(in.fds, in.nfds);
