@@ -230,7 +230,6 @@ static int read_one(ms_client *c)
         in.rc =
             ms__msg_recv(c->fd, &in.msg, in.fds, &in.nfds, MS__FDS_MAX, -1, in.err, sizeof in.err);
     pthread_mutex_lock(&c->lock);
-    c->reading = false;
     if (r == 0 && in.rc < 0 && !(in.rc == MS_E_LIMIT && in.msg != NULL)) {
         /* Whatever went wrong, the stream is out of step now. */
         set_lost(c, in.rc == MS_E_IO ? MS_E_DAEMON_LOST : in.rc,
@@ -239,9 +238,10 @@ static int read_one(ms_client *c)
         json_decref(in.msg);
     } else if (r == 0) {
         int64_t give = deliver(c, &in);
-        if (give != 0)
+        if (give != 0) /* still the reader: no later reply is read before the release goes */
             give_back(c, give);
     }
+    c->reading = false;
     pthread_cond_broadcast(&c->changed);
     return r;
 }
