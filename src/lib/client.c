@@ -134,7 +134,7 @@ static void forget(ms_client *c)
     }
     if (c->fd >= 0)
         close(c->fd);
-    pthread_mutex_destroy(&c->lock);
+    ms__lib_call_destroy(c);
     pthread_mutex_destroy(&c->models_lock);
     free(c);
 }
