@@ -20,11 +20,11 @@
  *    daemon: each can also give MS_E_DAEMON_LOST (the connection is gone, or the client was
  *    copied by fork()) and MS_E_PROTOCOL (the daemon answered something this library does not
  *    understand).
- *  - A client and everything made from it may be used from several threads at once. Calls on one
- *    model handle are serialised inside the library, and so are the control calls of one client
- *    (acquire, release, load, unload, status): while one thread's ms_acquire waits for a model to
- *    load, another thread's control call on the same client waits too. Threads that load models
- *    independently should each use a client of their own; ms_infer is never held up by this.
+ *  - A client and everything made from it may be used from several threads at once. The control
+ *    calls of one client (acquire, release, load, unload, swap, status) run concurrently: while
+ *    one thread's ms_acquire waits for a model to load, another thread's control calls and
+ *    ms_infer on the same client go on (up to 32 requests of a client in flight at once; past
+ *    that, a new one waits for room).
  *  - A client does not cross fork(): in the child, the copies of every client, model handle and
  *    tensor answer MS_E_DAEMON_LOST (tensors' bytes stay readable), and their descriptors are
  *    closed at once, so the parent's leases end when the parent does, whatever the child does.

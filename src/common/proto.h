@@ -11,8 +11,15 @@
  *
  * 1. client <-> daemon (the socket at ms__socket_path_default()). Each request has "op" and "id"
  *    (an integer chosen by the client); each reply echoes "id" and has "ok": true, or "ok": false
- *    with "code" (an MS_E_* value) and "error" (the message for ms_errmsg()). The daemon answers
- *    one request of a connection at a time, in order.
+ *    with "code" (an MS_E_* value) and "error" (the message for ms_errmsg()). The daemon reads a
+ *    connection's requests in order and answers each as soon as it can: a request that waits for
+ *    a model (an acquire or load during a load, an unload, a swap) is answered later, and the
+ *    connection's next requests are read and answered meanwhile, so replies may come in another
+ *    order than their requests (a client matches them by "id"; ids of requests in flight at once
+ *    must differ). Up to MS__CONN_PENDING_MAX (16, src/daemon/conn.h) such requests of one
+ *    connection wait at once; past it the daemon reads nothing more from that connection until
+ *    one is answered (the client's writes wait: nothing is refused). A client that sends one
+ *    request at a time sees no difference.
  *
  *    {"op":"hello","id":1,"version":2}           -> {"ok":true,"version":2,"daemon_pid":123}
  *        Must be the first request; version is MS_PROTOCOL_VERSION (modelshare/version.h, 2

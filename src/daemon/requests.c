@@ -301,9 +301,9 @@ static int request_timeout(ms__conn *k, json_t *id, const json_t *msg, int64_t *
 static void acquire_waits(ms__proto *p, ms__conn *k, json_t *id, ms__model *m, int fd,
                           ms__arena_header *hdr, bool with_spec, int64_t timeout_ms)
 {
-    ms__conn_set_pending(p, k, MS__OP_ACQUIRE, id, m, fd, hdr, with_spec);
-    if (timeout_ms > 0)
-        k->p_deadline_ns = ms__registry_now(&p->models->reg) + timeout_ms * 1000000;
+    ms__pend *q = ms__conn_set_pending(p, k, MS__OP_ACQUIRE, id, m, fd, hdr, with_spec);
+    if (q != NULL && timeout_ms > 0)
+        q->deadline_ns = ms__registry_now(&p->models->reg) + timeout_ms * 1000000;
 }
 
 /* A lease keeps its arena open here, and a load opens a worker's: an acquire is refused (false,
@@ -621,13 +621,18 @@ static void do_swap(ms__proto *p, ms__conn *k, json_t *id, const json_t *msg, in
     ms__log_info("swap of \"%s\" by pid %ld%s", tag, (long)k->pid,
                  json_is_true(df) ? " (drain first)" : "");
     /* Pending first: a swap that ends at once (nothing to drain) answers k. */
-    ms__conn_set_pending(p, k, MS__OP_SWAP, id, m, -1, NULL, false);
+    ms__pend *q = ms__conn_set_pending(p, k, MS__OP_SWAP, id, m, -1, NULL, false);
+    if (q == NULL)
+        return;
+    uint64_t seq = q->seq;
     int rc = ms__swap_start(p->models, m, spec, json_is_true(df), nfds == 1 ? &fds[0] : &none, err,
                             sizeof err);
     if (rc != 0) {
         ms__log_info("refused to swap \"%s\" for pid %ld: %s", tag, (long)k->pid, err);
         ms__conn_error(k, id, rc, err);
-        ms__conn_resume(p, k);
+        q = ms__conn_pend_find(k, seq); /* still there unless the refusal settled it */
+        if (q != NULL)
+            ms__conn_resume(p, k, q);
     }
 }
 
@@ -694,13 +699,13 @@ static void handle(ms__proto *p, ms__conn *k, json_t *msg, int *fds, int nfds)
     close_fds(fds, nfds); /* those not taken */
 }
 
-/* Starts the clock on part of a frame left in k's buffer (stopped while a request is pending:
- * the rest is not read until its answer). */
+/* Starts the clock on part of a frame left in k's buffer (stopped while k is at its bound of
+ * pending requests: the rest is not read until one ends). */
 static void partial_note(ms__proto *p, ms__conn *k)
 {
     /* A client that closed its side has as long to take its last replies. */
     bool waits = k->rd.len > 0 || (k->rd.eof && k->wr.bytes > 0);
-    if (k->dead || k->pending != MS__OP_NONE || !waits)
+    if (k->dead || !ms__conn_has_room(k) || !waits)
         k->partial_ns = 0;
     else if (k->partial_ns == 0)
         k->partial_ns = ms__registry_now(&p->models->reg);
@@ -714,7 +719,8 @@ static bool eof_done(const ms__conn *k)
     return k->rd.eof && !k->dead && !k->more && k->wr.bytes == 0;
 }
 
-/* Serves the next whole request buffered on k, if k may take one now. One a turn of the loop:
+/* Serves the next whole request buffered on k, if k may take one now (fewer than
+ * MS__CONN_PENDING_MAX pending: past it, backpressure, the client waits). One a turn of the loop:
  * a client that sends many at once (a flood of status requests) waits its turn behind everyone
  * else's instead of holding the loop; k->more brings it back next turn
  * (ms__proto_serve_more). */
@@ -722,7 +728,7 @@ static void serve_requests(ms__proto *p, ms__conn *k)
 {
     char err[MS__ERRLEN];
     k->more = false;
-    if (!k->dead && k->pending == MS__OP_NONE && !p->models->stopping) {
+    if (!k->dead && ms__conn_has_room(k) && !p->models->stopping) {
         json_t *msg = NULL;
         int fds[MS__FDS_MAX];
         int nfds = 0;
@@ -759,9 +765,8 @@ void ms__conn_on_event(ms__proto *p, ms__conn *k, uint32_t events)
         ms__conn_flush(k);
     if (k->dead)
         return;
-    if (k->pending != MS__OP_NONE) {
-        if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-            ms__conn_kill(k, "hang-up while a request was pending");
+    if (k->npend > 0 && (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
+        ms__conn_kill(k, "hang-up while a request was pending");
         return;
     }
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
@@ -781,17 +786,17 @@ void ms__conn_on_event(ms__proto *p, ms__conn *k, uint32_t events)
         ms__conn_rewatch(k); /* nothing more to read: only the replies to write */
 }
 
-/* k's pending acquire past its "timeout_ms": MS_E_TIMEOUT, saying what its model was doing. */
-static void acquire_expired(ms__proto *p, ms__conn *k)
+/* k's pending acquire q past its "timeout_ms": MS_E_TIMEOUT, saying what its model was doing. */
+static void acquire_expired(ms__proto *p, ms__conn *k, ms__pend *q)
 {
     char err[MS__ERRLEN];
-    const ms__model *m = k->p_model;
+    const ms__model *m = q->model;
     snprintf(err, sizeof err,
              "acquire of \"%s\": the model was not ready within the acquire's timeout (it is %s); "
              "it goes on loading for the others that wait",
              m->tag, ms__model_state_name(m->state));
-    ms__conn_error(k, k->p_id, MS_E_TIMEOUT, err);
-    ms__conn_resume(p, k);
+    ms__conn_error(k, q->id, MS_E_TIMEOUT, err);
+    ms__conn_resume(p, k, q);
 }
 
 /* The pending acquires' deadlines: those past theirs fail; returns the next one. */
@@ -802,12 +807,16 @@ static int64_t acquire_deadlines(ms__proto *p, int64_t now)
     LIST_FOREACH(c, &p->models->reg.clients, link)
     {
         ms__conn *k = c->user;
-        if (k->dead || k->pending != MS__OP_ACQUIRE || k->p_deadline_ns == 0)
-            continue;
-        if (now >= k->p_deadline_ns)
-            acquire_expired(p, k);
-        else if (k->p_deadline_ns < next)
-            next = k->p_deadline_ns;
+        ms__pend *q = TAILQ_FIRST(&k->pends), *after;
+        for (; q != NULL && !k->dead; q = after) {
+            after = TAILQ_NEXT(q, link);
+            if (q->op != MS__OP_ACQUIRE || q->deadline_ns == 0)
+                continue;
+            if (now >= q->deadline_ns)
+                acquire_expired(p, k, q);
+            else if (q->deadline_ns < next)
+                next = q->deadline_ns;
+        }
     }
     return next;
 }
