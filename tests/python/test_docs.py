@@ -86,6 +86,14 @@ CASES = {
     "python-model": ((), EMBEDDER, EMBEDDER_CHECK),
     "async": ((), textwrap.dedent(EMBEDDER)
               + 'shared = modelshare.Shared(load_embedder, tag="embedder")\n', EMBEDDER_CHECK),
+    "readme-torch": (("torch",), "", """
+        import numpy as np
+        with torch.no_grad():
+            want = make_classifier()(x).numpy()
+        np.testing.assert_allclose(scores, want, rtol=1e-4, atol=1e-5)
+        assert scores.shape == (8, 4) and scores.dtype == np.float32
+        print("checked")
+        """),
     "torch-encoder": (("torch",), "", """
         import numpy as np
         with torch.no_grad():
