@@ -92,7 +92,9 @@
 
 /* Largest frame body, and most descriptors in one message. */
 #define MS__FRAME_MAX (1u << 20)
-#define MS__FDS_MAX 64 /* an acquire reply carries one door per instance (MS__INSTANCES_MAX) */
+/* An acquire reply carries two descriptors per instance (MS__INSTANCES_MAX): its door, read-only,
+ * and its bell page (ring.h). */
+#define MS__FDS_MAX 128
 
 /* Pure decoder, used by every reader and fuzzed directly: looks at buf[0..len) and
  *  - returns 0 and sets *consumed to 0 when more bytes are needed for a whole frame,

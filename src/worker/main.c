@@ -162,17 +162,20 @@ static int take_fds(const char *tag, ms__stats **stats)
                      MS__WORKER_STATS_FD);
     }
 
-    if (!fd_open(MS__WORKER_DOOR_FD)) {
-        ms__log_error("worker for \"%s\": no door on fd %d (start it from modelshared)", tag,
-                      MS__WORKER_DOOR_FD);
+    if (!fd_open(MS__WORKER_DOOR_FD) || !fd_open(MS__WORKER_BELL_FD)) {
+        ms__log_error("worker for \"%s\": no door on fds %d and %d (start it from modelshared)",
+                      tag, MS__WORKER_DOOR_FD, MS__WORKER_BELL_FD);
         return -1;
     }
     fcntl(MS__WORKER_DOOR_FD, F_SETFD, FD_CLOEXEC);
-    if (ms__door_map(MS__WORKER_DOOR_FD, &the_door, err, sizeof err) < 0) {
+    fcntl(MS__WORKER_BELL_FD, F_SETFD, FD_CLOEXEC);
+    int rc = ms__door_map(MS__WORKER_DOOR_FD, MS__WORKER_BELL_FD, true, &the_door, err, sizeof err);
+    close(MS__WORKER_DOOR_FD);
+    close(MS__WORKER_BELL_FD);
+    if (rc < 0) {
         ms__log_error("worker for \"%s\": %s", tag, err);
         return -1;
     }
-    close(MS__WORKER_DOOR_FD);
     return 0;
 }
 

@@ -12,7 +12,8 @@
 /* The worker's fixed descriptors, set up by the daemon. */
 #define MS__WORKER_CTRL_FD 3
 #define MS__WORKER_STATS_FD 4
-#define MS__WORKER_DOOR_FD 5
+#define MS__WORKER_DOOR_FD 5 /* its door's page 0, read-write */
+#define MS__WORKER_BELL_FD 7 /* its door's bell page */
 
 /* How long the loop keeps looking for work after the last request before it sleeps, unless
  * $MODELSHARE_SPIN_US says otherwise. */
