@@ -15,11 +15,12 @@
  *    one request of a connection at a time, in order.
  *
  *    {"op":"hello","id":1,"version":2}           -> {"ok":true,"version":2,"daemon_pid":123}
- *        Must be the first request; version is MS_PROTOCOL_VERSION (modelshare/version.h, 2
+ *        Must be the first request; version is MS_PROTOCOL_VERSION (modelshare/version.h, 4
  *        now). A different version -> MS_E_VERSION and the daemon closes.
  *    {"op":"acquire","id":2,"tag":"t","spec":{...}|null,"nfds":1}   + fd: the client's arena memfd
- *        -> {"ok":true,"lease":7,"signature":SIG,"spec":{...canonical...},"nfds":N} + fds: the
- *           door of each of the model's N workers (ring.h), in instance order: requests for
+ *        -> {"ok":true,"lease":7,"signature":SIG,"spec":{...canonical...},"nfds":2N} + fds: the
+ *           door of each of the model's N workers (ring.h), in instance order, each as two
+ *           descriptors: its page 0 opened read-only, then its bell page. Requests for
  *           instance i go in ring set i of the arena. The reply comes when the model is ready
  *           (or failed to load). An optional "timeout_ms" (0..86400000, 0 or null: none) bounds
  *           the wait: past it, MS_E_TIMEOUT, and the load goes on.
@@ -56,7 +57,7 @@
  *                                  "output":{"dtype":"float32","shape":[-1,1000]}}.
  *
  * 2. daemon <-> worker (a socketpair; the worker has it as file descriptor 3, its stats page as
- *    4 and its door as 5).
+ *    4 and its door as 5 (page 0, read-write) and 7 (bell page)).
  *    worker -> daemon:
  *    {"op":"ready","memory_bytes":N,"signature":SIG}
  *    {"op":"failed","code":-10,"error":"weights file ...: not a safetensors file (...)"}
@@ -77,8 +78,9 @@
  *                                         of lease 9
  *    {"op":"open","keep_inflight":bool}   after a restart's or swap's attaches: the door opens
  *    {"op":"drain"}                       a swap: take nothing more, say "drained", exit
- *    {"op":"takeover","nfds":1}           + fd: the instance's door, which a swap's new worker
- *                                         serves from now on (before its attaches)
+ *    {"op":"takeover","nfds":2}           + fds: the instance's door (page 0, bell page), which a
+ *                                         swap's new worker serves from now on (before its
+ *                                         attaches)
  *    The worker's counters live in a shared page the daemon made (stats.h), not in messages.
  *    The daemon stops a worker with SIGTERM (SIGKILL after a grace period); a worker whose
  *    daemon dies gets SIGKILL (parent-death signal).
