@@ -131,7 +131,7 @@ int ms__msg_recv(int fd, json_t **msg, int *fds, int *nfds, int maxfds, int time
 typedef struct ms__reader {
     uint8_t *buf;
     size_t len, cap;
-    int fds[MS__FDS_MAX * 4];
+    int fds[MS__FDS_MAX * 2];
     int nfds;
     int eof;
     size_t lost_at[8]; /* where frames begin whose descriptors were lost (RLIMIT_NOFILE) */
