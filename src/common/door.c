@@ -54,8 +54,7 @@ static int trusted_finish(ms__door_fds *f, char *err, size_t errlen)
 {
     uint32_t magic = MS__DOOR_MAGIC;
     if (pwrite(f->rw, &magic, sizeof magic, 0) != (ssize_t)sizeof magic || fchmod(f->rw, 0400))
-        return ms__fail(err, errlen, MS_E_IO, "cannot write a worker's door: %s",
-                        strerror(errno));
+        return ms__fail(err, errlen, MS_E_IO, "cannot write a worker's door: %s", strerror(errno));
     char path[64];
     snprintf(path, sizeof path, "/proc/self/fd/%d", f->rw);
     f->ro = open(path, O_RDONLY | O_CLOEXEC);

@@ -6,9 +6,9 @@
  *
  *  - A worker's door (two pages per instance, memfds the daemon creates and gives to the worker
  *    and to every client of its model: page 0 read-write to the worker, read-only to clients;
- *    the bell page read-write to all, see ms__door). `bell` is the futex the worker sleeps on: a client
- *    bumps it after it publishes a request and makes the futex call only when `sleeping` says the
- *    worker sleeps. `inflight` counts requests submitted to the worker and not yet completed; a
+ *    the bell page read-write to all, see ms__door). `bell` is the futex the worker sleeps on: a
+ * client bumps it after it publishes a request and makes the futex call only when `sleeping` says
+ * the worker sleeps. `inflight` counts requests submitted to the worker and not yet completed; a
  *    client sends each request to the instance with the fewest. `hints` has a bit per attached
  *    client, set by the client when it publishes: the worker looks at the rings of those clients
  *    only, so that hundreds of idle clients cost it nothing. The worker tells each client its bit

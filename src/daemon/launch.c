@@ -187,8 +187,8 @@ static int spawn_cmd_make(ms__supervisor *s, ms__model *m, const ms__spec *spec,
 }
 
 int ms__launch_spawn(ms__supervisor *s, ms__model *m, int inst, const ms__spec *spec,
-                     const json_t *spec_json, const ms__door_fds *door, int ctor_fd, ms__wproc **out,
-                     char *err, size_t errlen)
+                     const json_t *spec_json, const ms__door_fds *door, int ctor_fd,
+                     ms__wproc **out, char *err, size_t errlen)
 {
     spawn_cmd cmd;
     const char *device = inst >= 0 && inst < MS__INSTANCES_MAX ? m->inst_device[inst] : "";

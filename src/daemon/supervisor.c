@@ -86,8 +86,7 @@ static void child_exec(pid_t parent, const spawn_fds *f, const char *path, char 
     int k = f->ctor_fd >= 0 ? fcntl(f->ctor_fd, F_DUPFD_CLOEXEC, CHILD_FD_HIGH) : -1;
     if (c < 0 || t < 0 || d < 0 || b < 0 || e < 0 || (f->ctor_fd >= 0 && k < 0) ||
         dup2(c, 3) != 3 || dup2(t, 4) != 4 || dup2(d, 5) != 5 || dup2(b, 7) != 7 ||
-        dup2(e, 2) != 2 ||
-        (k >= 0 && dup2(k, MS__WORKER_CTOR_FD) != MS__WORKER_CTOR_FD))
+        dup2(e, 2) != 2 || (k >= 0 && dup2(k, MS__WORKER_CTOR_FD) != MS__WORKER_CTOR_FD))
         _exit(126);
     /* dup2 leaves 2 to 5, 7 (and 6) without close-on-exec: the worker inherits exactly these
      * (and 0, 1). */
@@ -111,9 +110,12 @@ static void spawn_fds_close(spawn_fds *f)
     if (f->stats_fd >= 0)
         close(f->stats_fd);
     ms__stats_unmap(f->stats);
-    *f =
-        (spawn_fds){.sv = {-1, -1}, .stats_fd = -1, .door_fd = -1, .bell_fd = -1, .ctor_fd = -1,
-                    .errp = {-1, -1}};
+    *f = (spawn_fds){.sv = {-1, -1},
+                     .stats_fd = -1,
+                     .door_fd = -1,
+                     .bell_fd = -1,
+                     .ctor_fd = -1,
+                     .errp = {-1, -1}};
 }
 
 /* On failure everything made is closed again. x's door stays the instance's, its ctor_fd the

@@ -46,12 +46,12 @@
 enum { IN_LOADING = 0, IN_READY, IN_DRAINING, IN_DRAINED, IN_DONE };
 
 typedef struct swap_inst {
-    ms__wproc *w;   /* the new worker (standby until it takes over), NULL before spawn */
+    ms__wproc *w;          /* the new worker (standby until it takes over), NULL before spawn */
     ms__door_fds door_fds; /* owned: the door it loads on, -1 when none */
-    ms__door *door; /* owned mapping of it: rung when the takeover is sent */
-    int state;      /* IN_* */
-    json_t *heads;  /* owned: the old worker's [[lease, head], ...], NULL when none */
-    bool old_lost;  /* the old worker died before it drained: its requests are lost */
+    ms__door *door;        /* owned mapping of it: rung when the takeover is sent */
+    int state;             /* IN_* */
+    json_t *heads;         /* owned: the old worker's [[lease, head], ...], NULL when none */
+    bool old_lost;         /* the old worker died before it drained: its requests are lost */
 } swap_inst;
 
 struct ms__swap {
@@ -137,8 +137,8 @@ static int spawn_standby(ms__models *ml, ms__model *m, ms__swap *sw, char *err, 
         if (rc == 0)
             rc = ms__door_map(si->door_fds.rw, si->door_fds.bell, true, &si->door, err, errlen);
         if (rc == 0)
-            rc = ml->ops->spawn(&ml->sup, m, i, &sw->spec, sw->spec_json, &si->door_fds, sw->ctor_fd,
-                                &si->w, err, errlen);
+            rc = ml->ops->spawn(&ml->sup, m, i, &sw->spec, sw->spec_json, &si->door_fds,
+                                sw->ctor_fd, &si->w, err, errlen);
         if (rc != 0)
             return rc;
         si->w->model = m;

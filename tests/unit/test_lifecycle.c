@@ -65,8 +65,8 @@ static void on_settled(void *ctx, ms__model *m, int what, int code, const char *
 }
 
 static int fake_spawn(ms__supervisor *s, ms__model *m, int inst, const ms__spec *spec,
-                      const json_t *spec_json, const ms__door_fds *door, int ctor_fd, ms__wproc **out, char *err,
-                      size_t errlen)
+                      const json_t *spec_json, const ms__door_fds *door, int ctor_fd,
+                      ms__wproc **out, char *err, size_t errlen)
 {
     (void)s, (void)spec_json, (void)door, (void)ctor_fd;
     if (F->spawn_fail > 0) {
