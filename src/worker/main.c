@@ -4,10 +4,10 @@
  * the built-in backends, `python -m modelshare.worker` with the python backend.
  *
  *   modelshare-worker --tag TAG --spec JSON [--log-level L]
- *   fd 3: control socket to the daemon (proto.h); fd 4: stats memfd (stats.h); fd 5: the
- *   worker's door (ring.h), which its clients ring; fd 6, for a python spec whose constructor is
- *   in a memfd (python.constructor_size): that memfd (common/ctorfd.h), which the python
- *   backend's _load reads and closes.
+ *   fd 3: control socket to the daemon (proto.h); fd 4: stats memfd (stats.h); fds 5 and 7:
+ *   the worker's door (ring.h: page 0 read-write, the bell page), which its clients ring; fd 6,
+ *   for a python spec whose constructor is in a memfd (python.constructor_size): that memfd
+ *   (common/ctorfd.h), which the python backend's _load reads and closes.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -34,7 +34,7 @@ static void usage(void)
     fprintf(stderr, "usage: modelshare-worker --tag TAG --spec JSON [--log-level "
                     "error|warn|info|debug]\n"
                     "  (started by modelshared with fd 3 = control socket, fd 4 = stats memfd,\n"
-                    "   fd 5 = door memfd)\n");
+                    "   fds 5 and 7 = door memfds)\n");
 }
 
 /* Tells the daemon the load failed; the worker exits 1 after this. */
@@ -135,8 +135,8 @@ static int parse_args(int argc, char **argv, const char **tag, const char **spec
     return -1;
 }
 
-/* Takes the stats page on fd 4 (optional: without it the counters are off) and the door on fd 5,
- * both close-on-exec from here on, the descriptors closed once mapped; fd 3 is the control
+/* Takes the stats page on fd 4 (optional: without it the counters are off) and the door on fds 5
+ * and 7, all close-on-exec from here on, the descriptors closed once mapped; fd 3 is the control
  * socket. Returns 0, or -1 when fd 3 or the door is missing (logged). */
 static int take_fds(const char *tag, ms__stats **stats)
 {
