@@ -1,8 +1,9 @@
 """The python backend's worker: `python -m modelshare.worker --tag T --spec JSON`.
 
 modelshared starts it with the acquiring client's interpreter, working directory and sys.path
-(PYTHONPATH), and with fds 3 (control), 4 (stats) and 5 (door) as for modelshare-worker, and 6
-(the constructor's memfd) when the spec says python.constructor_size. The serving
+(PYTHONPATH), and with fds 3 (control), 4 (stats), 5 and 7 (door, bell page) as for
+modelshare-worker, and 6 (the constructor's memfd) when the spec says python.constructor_size. The
+serving
 loop is the C worker's (modelshare._core.serve_worker); it calls the three functions below with the
 GIL held, one at a time, or for a thread_safe spec from up to `threads` runner threads at once
 (each call's own GIL hold, released wherever the model's code releases it):
