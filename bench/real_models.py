@@ -478,9 +478,11 @@ def report(res, args, took):
         "the timed runs; answers: each client's first calls against the model in-process "
         f"(rtol {rtol:g}, atol {atol:g})",
         "- modelshare: Shared(constructor, tag, framework=\"torch\", batchable=True, "
-        f"max_batch={rm.MAX_BATCH_ROWS}), pad={rm.PAD} for the encoder where the field exists; "
+        f"max_batch={rm.MAX_BATCH_ROWS}{f', device={args.device!r}' if gpu else ''}), "
+        f"pad={rm.PAD} for the encoder where the field exists; "
         "Beam: MultiProcessShared(always_proxy=True), one server process; Ray Serve: one replica "
-        f"(num_cpus=2), @serve.batch(max_batch_size={rm.MAX_BATCH_ROWS // rm.ROWS}, "
+        f"(num_cpus=2{', num_gpus=1' if gpu else ''}), "
+        f"@serve.batch(max_batch_size={rm.MAX_BATCH_ROWS // rm.ROWS}, "
         "batch_wait_timeout_s=0.01) padding inside; copies: the model built in every client",
         "", "| workload | contender | rows/s | p50 / p99 ms | memory MiB (processes) | "
         f"{'GPU MiB (processes) | ' if gpu else ''}answers | calls | notes |",
