@@ -234,7 +234,11 @@ class Contender:
             from ray import serve
 
             import real_models_ray
-            ray.init(num_cpus=16, log_to_driver=False, logging_level="ERROR")
+            gpus = {}
+            if device != "cpu":  # Ray's GPU 0 is this card, which its replica gets (num_gpus=1)
+                os.environ["CUDA_VISIBLE_DEVICES"] = device.split(":")[1]
+                gpus = {"num_gpus": 1}
+            ray.init(num_cpus=16, log_to_driver=False, logging_level="ERROR", **gpus)
             serve.start(proxy_location="Disabled")
             app = real_models_ray.Encoder if workload == "encoder" else real_models_ray.Embedder
             app = app.options(ray_actor_options=real_models_ray.options(device))
@@ -564,6 +568,8 @@ def main():
     ap.add_argument("--skip-missing", action="store_true",
                     help="leave out Beam and Ray where they are not installed (make test-gpu)")
     args = ap.parse_args()
+    if args.device != "cpu":  # cuda:N is NVML's N (modelshare's device field) in every process
+        os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     check_device(ap, args.device)
     args.contenders, args.workloads = args.contenders.split(","), args.workloads.split(",")
     if args.skip_missing:

@@ -3,7 +3,8 @@ by name): one replica each, @serve.batch joining up to 8 requests (32 rows, as m
 max_batch) that waited together at most 10 ms into one model call. Answers are numpy arrays, so
 that the clients need no torch. On a GPU (device "cuda:N") the replica asks Ray for one GPU
 (options(), as Ray's users write it) and runs the model on the one Ray gives it ("cuda": Ray
-sets the replica's CUDA_VISIBLE_DEVICES), the inputs moved there and the answers back."""
+sets the replica's CUDA_VISIBLE_DEVICES; the bench starts Ray seeing cuda:N alone), the inputs
+moved there and the answers back."""
 import numpy as np
 from ray import serve
 
