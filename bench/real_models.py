@@ -6,7 +6,7 @@ MultiProcessShared, Ray Serve with @serve.batch and a copy of the model in every
                           # bench/RESULTS-real-models.md (shown in RESULTS.md)
     .venv/bin/python bench/real_models.py [--contenders modelshare,beam,ray,copies]
         [--workloads encoder,embedder] [--calls 100] [--repeat 3] [--threads N]
-        [--inputs numpy|torch] [--device cpu|cuda:N] [--quick]
+        [--inputs numpy|torch] [--device cpu|cuda:N] [--skip-missing] [--quick]
 
 The models (bench/real_models_torch.py, random weights seeded): a transformer encoder (30,000
 token vocabulary, 4 layers, d_model 256, 4 heads, mean-pooled over the attention mask), called as
