@@ -210,14 +210,16 @@ bench-real: python
 	$(VENV)/bin/python bench/real_models.py
 
 # The GPU tests and bench for a GPU machine without registry or build tools: $(BUILD)/gpu-kit,
-# at most 64 MiB (the C programs built here with their libraries, the test files, safetensors);
-# there, `./run.sh` runs them with that machine's python3 (scripts/gpu-kit.sh says what is in it).
-gpu-kit: build venv
+# at most 64 MiB (the C programs built here with their libraries, the test files, safetensors,
+# the benches and modelshare's Python package for .venv's CPython version); there, `./run.sh`
+# runs them with that machine's python3 (scripts/gpu-kit.sh says what is in it).
+gpu-kit: build python
 	bash scripts/gpu-kit.sh $(BUILD) $(BUILD)/gpu-kit
 
-# GPU tests (tests/gpu) and the GPU benchmark (bench/gpu_bench.py); without a GPU it says so
+# GPU tests (tests/gpu) and the GPU benchmarks (bench/gpu_bench.py, then a short
+# bench/real_models.py --device cuda:0 into bench/GPU-real-models.md); without a GPU it says so
 # and exits 0.
-test-gpu: build venv
+test-gpu: build python
 	MODELSHARE_BUILD=$(abspath $(BUILD)) VENV=$(VENV) bash tests/gpu/run.sh
 
 # libFuzzer builds of the fuzz targets (clang) in build-fuzz/fuzz/; `make fuzz-run` runs each for
