@@ -17,7 +17,7 @@
 #include "util.h"
 
 /* Descriptors a single receive call accepts before the kernel truncates the control data. */
-#define CMSG_FDS_MAX (MS__FDS_MAX * 4)
+#define CMSG_FDS_MAX (MS__FDS_MAX * 2)
 #define READER_CAP_MAX ((size_t)4 + MS__FRAME_MAX)
 #define READER_CAP_MIN ((size_t)4096)
 
@@ -411,7 +411,7 @@ static ssize_t recv_some(int fd, uint8_t *dst, size_t want, int *q, int *qn, int
         int before = *qn;
         int dropped = take_fds(&mh, q, qn, qcap);
         if (mh.msg_flags & MSG_CTRUNC) {
-            /* Our own room is CMSG_FDS_MAX, four times what a message may carry: a truncation
+            /* Our own room is CMSG_FDS_MAX, twice what a message may carry: a truncation
              * is the descriptor limit. */
             close_fds(q + before, *qn - before);
             *qn = before;
@@ -779,7 +779,7 @@ json_t *ms__sig_to_json(const ms__sig *in, const ms__sig *out)
     return j;
 }
 
-static int sig_side_from(const json_t *o, const char *which, ms__sig *s, char *err, size_t errlen)
+int ms__sig_side_from(const json_t *o, const char *which, ms__sig *s, char *err, size_t errlen)
 {
     memset(s, 0, sizeof *s);
     if (o == NULL || json_is_null(o))
@@ -826,10 +826,11 @@ int ms__sig_from_json(const json_t *j, ms__sig *in, ms__sig *out, char *err, siz
         return ms__fail(err, errlen, MS_E_PROTOCOL,
                         "expected the signature to be an object with \"input\" and \"output\"");
     int rc =
-        sig_side_from(j != NULL ? json_object_get(j, "input") : NULL, "input", &a, err, errlen);
+        ms__sig_side_from(j != NULL ? json_object_get(j, "input") : NULL, "input", &a, err, errlen);
     if (rc != 0)
         return rc;
-    rc = sig_side_from(j != NULL ? json_object_get(j, "output") : NULL, "output", &b, err, errlen);
+    rc = ms__sig_side_from(j != NULL ? json_object_get(j, "output") : NULL, "output", &b, err,
+                           errlen);
     if (rc != 0)
         return rc;
     if (in != NULL)

@@ -11,15 +11,23 @@
  *
  * 1. client <-> daemon (the socket at ms__socket_path_default()). Each request has "op" and "id"
  *    (an integer chosen by the client); each reply echoes "id" and has "ok": true, or "ok": false
- *    with "code" (an MS_E_* value) and "error" (the message for ms_errmsg()). The daemon answers
- *    one request of a connection at a time, in order.
+ *    with "code" (an MS_E_* value) and "error" (the message for ms_errmsg()). The daemon reads a
+ *    connection's requests in order and answers each as soon as it can: a request that waits for
+ *    a model (an acquire or load during a load, an unload, a swap) is answered later, and the
+ *    connection's next requests are read and answered meanwhile, so replies may come in another
+ *    order than their requests (a client matches them by "id"; ids of requests in flight at once
+ *    must differ). Up to MS__CONN_PENDING_MAX (16, src/daemon/conn.h) such requests of one
+ *    connection wait at once; past it the daemon reads nothing more from that connection until
+ *    one is answered (the client's writes wait: nothing is refused). A client that sends one
+ *    request at a time sees no difference.
  *
  *    {"op":"hello","id":1,"version":2}           -> {"ok":true,"version":2,"daemon_pid":123}
- *        Must be the first request; version is MS_PROTOCOL_VERSION (modelshare/version.h, 2
+ *        Must be the first request; version is MS_PROTOCOL_VERSION (modelshare/version.h, 4
  *        now). A different version -> MS_E_VERSION and the daemon closes.
  *    {"op":"acquire","id":2,"tag":"t","spec":{...}|null,"nfds":1}   + fd: the client's arena memfd
- *        -> {"ok":true,"lease":7,"signature":SIG,"spec":{...canonical...},"nfds":N} + fds: the
- *           door of each of the model's N workers (ring.h), in instance order: requests for
+ *        -> {"ok":true,"lease":7,"signature":SIG,"spec":{...canonical...},"nfds":2N} + fds: the
+ *           door of each of the model's N workers (ring.h), in instance order, each as two
+ *           descriptors: its page 0 opened read-only, then its bell page. Requests for
  *           instance i go in ring set i of the arena. The reply comes when the model is ready
  *           (or failed to load). An optional "timeout_ms" (0..86400000, 0 or null: none) bounds
  *           the wait: past it, MS_E_TIMEOUT, and the load goes on.
@@ -53,10 +61,13 @@
  *         "budgets":{"host":{"budget_bytes":..,"used_bytes":..}}}
  *
  *    SIG (a model's signature) is {"input":{"dtype":"float32","shape":[-1,1024]},
- *                                  "output":{"dtype":"float32","shape":[-1,1000]}}.
+ *                                  "output":{"dtype":"float32","shape":[-1,1000]}},
+ *    and for a python model that names its tensors (an ONNX Runtime session, a Keras model) also
+ *    "inputs":[{"name":"input_ids","dtype":"int64","shape":[-1,-1]},..] and "outputs":[..]
+ *    (signames.h).
  *
  * 2. daemon <-> worker (a socketpair; the worker has it as file descriptor 3, its stats page as
- *    4 and its door as 5).
+ *    4 and its door as 5 (page 0, read-write) and 7 (bell page)).
  *    worker -> daemon:
  *    {"op":"ready","memory_bytes":N,"signature":SIG}
  *    {"op":"failed","code":-10,"error":"weights file ...: not a safetensors file (...)"}
@@ -77,8 +88,9 @@
  *                                         of lease 9
  *    {"op":"open","keep_inflight":bool}   after a restart's or swap's attaches: the door opens
  *    {"op":"drain"}                       a swap: take nothing more, say "drained", exit
- *    {"op":"takeover","nfds":1}           + fd: the instance's door, which a swap's new worker
- *                                         serves from now on (before its attaches)
+ *    {"op":"takeover","nfds":2}           + fds: the instance's door (page 0, bell page), which a
+ *                                         swap's new worker serves from now on (before its
+ *                                         attaches)
  *    The worker's counters live in a shared page the daemon made (stats.h), not in messages.
  *    The daemon stops a worker with SIGTERM (SIGKILL after a grace period); a worker whose
  *    daemon dies gets SIGKILL (parent-death signal).
@@ -92,7 +104,9 @@
 
 /* Largest frame body, and most descriptors in one message. */
 #define MS__FRAME_MAX (1u << 20)
-#define MS__FDS_MAX 64 /* an acquire reply carries one door per instance (MS__INSTANCES_MAX) */
+/* An acquire reply carries two descriptors per instance (MS__INSTANCES_MAX): its door, read-only,
+ * and its bell page (ring.h). */
+#define MS__FDS_MAX 128
 
 /* Pure decoder, used by every reader and fuzzed directly: looks at buf[0..len) and
  *  - returns 0 and sets *consumed to 0 when more bytes are needed for a whole frame,
@@ -127,7 +141,7 @@ int ms__msg_recv(int fd, json_t **msg, int *fds, int *nfds, int maxfds, int time
 typedef struct ms__reader {
     uint8_t *buf;
     size_t len, cap;
-    int fds[MS__FDS_MAX * 4];
+    int fds[MS__FDS_MAX * 2];
     int nfds;
     int eof;
     size_t lost_at[8]; /* where frames begin whose descriptors were lost (RLIMIT_NOFILE) */
@@ -185,6 +199,9 @@ typedef struct ms__sig {
 } ms__sig;
 json_t *ms__sig_to_json(const ms__sig *in, const ms__sig *out);
 int ms__sig_from_json(const json_t *j, ms__sig *in, ms__sig *out, char *err, size_t errlen);
+/* One side of it ({"dtype":..,"shape":[..]}; NULL or null: not known) into *s; which names it
+ * in err. Errors: MS_E_PROTOCOL. */
+int ms__sig_side_from(const json_t *o, const char *which, ms__sig *s, char *err, size_t errlen);
 
 /* "an integer", "a string", ... for messages that say what came; "nothing" for NULL. Static. */
 const char *ms__json_kind(const json_t *j);

@@ -27,6 +27,7 @@
 #include "../common/spec.h"
 #include "../common/util.h"
 #include "daemon.h"
+#include "owner.h"
 
 /* waiting: admitted to nothing yet, it waits for memory in its device's budget (no worker). */
 enum {
@@ -48,7 +49,7 @@ const char *ms__inst_state_name(int state);
 /* One instance of a loaded model, for as long as it is loaded: ring i of every lease and door i
  * of every client; its worker process comes and goes (restarts, instances.c). */
 typedef struct ms__instance {
-    int door_fd;           /* owned, -1 when none: the door (ring.h), kept across restarts */
+    ms__door_fds door_fds; /* owned, -1 when none: the door (ring.h), kept across restarts */
     ms__door *door;        /* owned mapping: the daemon writes its gen and down */
     ms__wproc *w;          /* its worker (not owned), NULL while down */
     int state;             /* MS__INST_* */
@@ -70,6 +71,9 @@ LIST_HEAD(ms__client_list, ms__client);
 struct ms__model {
     char tag[MS__TAG_MAX + 1];
     ms__spec spec;
+    /* Who loaded it (owner.h): set by the request that made the record, kept for its life (zero,
+     * root, until then). */
+    ms__owner owner;
     json_t *spec_json; /* canonical */
     /* Owned, -1 when none: the sealed memfd holding the python constructor's pickle when spec
      * says python.constructor_size (common/ctorfd.h), checked when it came with the request

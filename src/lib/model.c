@@ -147,12 +147,14 @@ static void model_free_partial(ms_model *m)
     free(m);
 }
 
-/* Maps the doors the daemon passed, one per instance, each with its ring set in the arena. */
+/* Maps the doors the daemon passed, one per instance (its page 0 read-only, then its bell page:
+ * ring.h), each with its ring set in the arena. */
 static int map_doors(ms_client *client, ms_model *m, const acquiring *a)
 {
     char err[MS__ERRLEN];
-    for (int i = 0; i < a->ndoors; i++) {
-        if (ms__door_map(a->doors[i], &m->inst[i].door, err, sizeof err) < 0)
+    for (int i = 0; i < a->ndoors / 2; i++) {
+        if (ms__door_map(a->doors[2 * i], a->doors[2 * i + 1], false, &m->inst[i].door, err,
+                         sizeof err) < 0)
             return ms__lib_fail(client, MS_E_PROTOCOL, "acquire reply: door %d: %s", i, err);
         m->inst[i].ring = ms__ring_of(a->base, (unsigned)i);
         m->ninst = i + 1;
@@ -166,16 +168,18 @@ static ms_model *model_new(ms_client *client, const char *tag, const acquiring *
 {
     char err[MS__ERRLEN];
     json_t *lease = json_object_get(a->reply, "lease");
-    if (!json_is_integer(lease) || a->ndoors < 1 || a->ndoors > (int)MS__RINGS_MAX) {
-        *rc =
-            ms__lib_fail(client, MS_E_PROTOCOL,
-                         "acquire reply: expected an integer \"lease\" and 1 to %u descriptors "
-                         "(one door per instance), got %s and %d",
-                         MS__RINGS_MAX, json_is_integer(lease) ? "a lease" : "no lease", a->ndoors);
+    if (!json_is_integer(lease) || a->ndoors < 2 || a->ndoors > 2 * (int)MS__RINGS_MAX ||
+        a->ndoors % 2 != 0) {
+        *rc = ms__lib_fail(client, MS_E_PROTOCOL,
+                           "acquire reply: expected an integer \"lease\" and an even 2 to %u "
+                           "descriptors (two per instance: its door and its bell page), got %s "
+                           "and %d",
+                           2 * MS__RINGS_MAX, json_is_integer(lease) ? "a lease" : "no lease",
+                           a->ndoors);
         return NULL;
     }
     ms_model *m = calloc(1, sizeof *m);
-    if (m == NULL || (m->inst = calloc((size_t)a->ndoors, sizeof *m->inst)) == NULL) {
+    if (m == NULL || (m->inst = calloc((size_t)a->ndoors / 2, sizeof *m->inst)) == NULL) {
         *rc = ms__lib_fail(client, MS_E_NOMEM, "out of memory for a model handle");
         goto fail;
     }
@@ -185,6 +189,11 @@ static ms_model *model_new(ms_client *client, const char *tag, const acquiring *
     m->lease = json_integer_value(lease);
     *rc = ms__sig_from_json(json_object_get(a->reply, "signature"), &m->sig_in, &m->sig_out, err,
                             sizeof err);
+    const json_t *sig = json_object_get(a->reply, "signature");
+    if (*rc == 0)
+        *rc = ms__sig_list_from_json(sig, "inputs", m->sig_ins, &m->nsig_in, err, sizeof err);
+    if (*rc == 0)
+        *rc = ms__sig_list_from_json(sig, "outputs", m->sig_outs, &m->nsig_out, err, sizeof err);
     if (*rc < 0) {
         *rc = ms__lib_fail(client, MS_E_PROTOCOL, "acquire reply: bad signature: %s", err);
         goto fail;
@@ -340,4 +349,54 @@ MS_EXPORT int ms_model_signature(const ms_model *model, int *in_dtype, int *in_r
     sig_out_copy(&model->sig_in, in_dtype, in_rank, in_shape);
     sig_out_copy(&model->sig_out, out_dtype, out_rank, out_shape);
     return 0;
+}
+
+/* The count of one side: its names, else the one tensor of a signature that knows its dtype. */
+static int side_count(const ms__sig *one, int named)
+{
+    return named >= 0 ? named : one->dtype != 0 ? 1 : 0;
+}
+
+static int side_get(const ms_model *model, const ms__sig *one, const ms__sig_entry *e, int named,
+                    int i, ms_tensor_info *out)
+{
+    if (model == NULL || out == NULL)
+        return MS_E_INVAL;
+    int n = side_count(one, named);
+    if (i < 0 || i >= n)
+        return ms__lib_fail(model->client, MS_E_INVAL,
+                            "expected a tensor index 0 to %d (the model says %d), got %d", n - 1, n,
+                            i);
+    ms__lib_clear(model->client);
+    const ms__sig *s = named >= 0 ? &e[i].sig : one;
+    ms_tensor_info info = {.name = named >= 0 ? e[i].name : NULL, .dtype = s->dtype};
+    info.rank = named >= 0 && !e[i].shape_known ? -1 : s->rank;
+    for (int k = 0; k < MS_MAX_RANK; k++)
+        info.shape[k] = k < s->rank ? s->shape[k] : -1;
+    *out = info;
+    return 0;
+}
+
+MS_EXPORT int ms_model_inputs_count(const ms_model *model)
+{
+    return model == NULL ? MS_E_INVAL : side_count(&model->sig_in, model->nsig_in);
+}
+
+MS_EXPORT int ms_model_outputs_count(const ms_model *model)
+{
+    return model == NULL ? MS_E_INVAL : side_count(&model->sig_out, model->nsig_out);
+}
+
+MS_EXPORT int ms_model_input(const ms_model *model, int i, ms_tensor_info *out)
+{
+    return side_get(model, model != NULL ? &model->sig_in : NULL,
+                    model != NULL ? model->sig_ins : NULL, model != NULL ? model->nsig_in : -1, i,
+                    out);
+}
+
+MS_EXPORT int ms_model_output(const ms_model *model, int i, ms_tensor_info *out)
+{
+    return side_get(model, model != NULL ? &model->sig_out : NULL,
+                    model != NULL ? model->sig_outs : NULL, model != NULL ? model->nsig_out : -1, i,
+                    out);
 }

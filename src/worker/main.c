@@ -4,10 +4,10 @@
  * the built-in backends, `python -m modelshare.worker` with the python backend.
  *
  *   modelshare-worker --tag TAG --spec JSON [--log-level L]
- *   fd 3: control socket to the daemon (proto.h); fd 4: stats memfd (stats.h); fd 5: the
- *   worker's door (ring.h), which its clients ring; fd 6, for a python spec whose constructor is
- *   in a memfd (python.constructor_size): that memfd (common/ctorfd.h), which the python
- *   backend's _load reads and closes.
+ *   fd 3: control socket to the daemon (proto.h); fd 4: stats memfd (stats.h); fds 5 and 7:
+ *   the worker's door (ring.h: page 0 read-write, the bell page), which its clients ring; fd 6,
+ *   for a python spec whose constructor is in a memfd (python.constructor_size): that memfd
+ *   (common/ctorfd.h), which the python backend's _load reads and closes.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -24,6 +24,7 @@
 #include "worker.h"
 #include "../common/log.h"
 #include "../common/procmem.h"
+#include "../common/signames.h"
 #include "../common/proto.h"
 #include "../common/spec.h"
 #include "../common/util.h"
@@ -34,7 +35,7 @@ static void usage(void)
     fprintf(stderr, "usage: modelshare-worker --tag TAG --spec JSON [--log-level "
                     "error|warn|info|debug]\n"
                     "  (started by modelshared with fd 3 = control socket, fd 4 = stats memfd,\n"
-                    "   fd 5 = door memfd)\n");
+                    "   fds 5 and 7 = door memfds)\n");
 }
 
 /* Tells the daemon the load failed; the worker exits 1 after this. */
@@ -135,8 +136,8 @@ static int parse_args(int argc, char **argv, const char **tag, const char **spec
     return -1;
 }
 
-/* Takes the stats page on fd 4 (optional: without it the counters are off) and the door on fd 5,
- * both close-on-exec from here on, the descriptors closed once mapped; fd 3 is the control
+/* Takes the stats page on fd 4 (optional: without it the counters are off) and the door on fds 5
+ * and 7, all close-on-exec from here on, the descriptors closed once mapped; fd 3 is the control
  * socket. Returns 0, or -1 when fd 3 or the door is missing (logged). */
 static int take_fds(const char *tag, ms__stats **stats)
 {
@@ -162,17 +163,20 @@ static int take_fds(const char *tag, ms__stats **stats)
                      MS__WORKER_STATS_FD);
     }
 
-    if (!fd_open(MS__WORKER_DOOR_FD)) {
-        ms__log_error("worker for \"%s\": no door on fd %d (start it from modelshared)", tag,
-                      MS__WORKER_DOOR_FD);
+    if (!fd_open(MS__WORKER_DOOR_FD) || !fd_open(MS__WORKER_BELL_FD)) {
+        ms__log_error("worker for \"%s\": no door on fds %d and %d (start it from modelshared)",
+                      tag, MS__WORKER_DOOR_FD, MS__WORKER_BELL_FD);
         return -1;
     }
     fcntl(MS__WORKER_DOOR_FD, F_SETFD, FD_CLOEXEC);
-    if (ms__door_map(MS__WORKER_DOOR_FD, &the_door, err, sizeof err) < 0) {
+    fcntl(MS__WORKER_BELL_FD, F_SETFD, FD_CLOEXEC);
+    int rc = ms__door_map(MS__WORKER_DOOR_FD, MS__WORKER_BELL_FD, true, &the_door, err, sizeof err);
+    close(MS__WORKER_DOOR_FD);
+    close(MS__WORKER_BELL_FD);
+    if (rc < 0) {
         ms__log_error("worker for \"%s\": %s", tag, err);
         return -1;
     }
-    close(MS__WORKER_DOOR_FD);
     return 0;
 }
 
@@ -241,6 +245,25 @@ static int load(const char *tag, const char *spec_text, ms__backend_opener opene
     return 0;
 }
 
+/* Adds the model's named inputs and outputs (named: taken, NULL when it does not say them) to
+ * its signature, when they are what clients read (signames.h); else logs why they are left out. */
+static void add_names(const char *tag, json_t *sig, json_t *named)
+{
+    char err[MS__ERRLEN];
+    ms__sig_entry e[MS__MF_MAX];
+    int n;
+    if (named == NULL)
+        return;
+    if (ms__sig_list_from_json(named, "inputs", e, &n, err, sizeof err) < 0 ||
+        ms__sig_list_from_json(named, "outputs", e, &n, err, sizeof err) < 0)
+        ms__log_warn("model \"%s\": its inputs' and outputs' names are left out of its "
+                     "signature: %s",
+                     tag, err);
+    else
+        json_object_update(sig, named);
+    json_decref(named);
+}
+
 /* Tells the daemon the model is ready: its measured memory and its signature. 0 or -1 (logged). */
 static int send_ready(const char *tag, const loaded *m)
 {
@@ -250,6 +273,8 @@ static int send_ready(const char *tag, const loaded *m)
     memset(&sout, 0, sizeof sout);
     m->be->signature(m->state, &sin, &sout);
     json_t *sig = ms__sig_to_json(&sin, &sout);
+    if (sig != NULL && m->be->signature_named != NULL)
+        add_names(tag, sig, m->be->signature_named(m->state));
     json_t *ready = json_pack("{s:s, s:I, s:o}", "op", "ready", "memory_bytes",
                               (json_int_t)m->memory, "signature", sig ? sig : json_null());
     if (ready == NULL ||
@@ -300,6 +325,11 @@ int ms__worker_main(int argc, char **argv, ms__backend_opener opener)
 
     /* Die with the daemon (also set before exec). If it is already gone, stop now. */
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || !parent_is_daemon())
+        return 1;
+    /* Started as a member of a group daemon (docs/SECURITY.md): the arenas it will map are other
+     * members' too, and no other process of this uid may read them through /proc. */
+    const char *nodump = getenv("MODELSHARE_WORKER_NODUMP");
+    if (nodump != NULL && strcmp(nodump, "1") == 0 && prctl(PR_SET_DUMPABLE, 0) != 0)
         return 1;
     ms__log_init("modelshare-worker", level);
     ms__stats *stats = NULL;

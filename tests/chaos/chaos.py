@@ -354,8 +354,11 @@ def worker_kills(ms, n, seed, nclients=8):
 
         def serving():
             x = model_of(ms, tag)
+            # Every instance up again, the victim's replaced (worker_pids lists the instances
+            # that are up: with the victim gone alone, the other one would pass at once).
             return (x and x["state"] == "ready" and victim not in x["worker_pids"]
-                    and x["worker_pids"] and all(pid_alive(p) for p in x["worker_pids"]))
+                    and len(x["worker_pids"]) == spec["instances"]
+                    and all(pid_alive(p) for p in x["worker_pids"]))
         try:
             wait_until(serving, timeout=30, interval=0.02, what="the model serving again")
         except AssertionError:
