@@ -111,3 +111,18 @@ def run_together(target, shared, n, calls, timeout=300):
     for p in procs:
         p.join(timeout=60)
     return got
+
+
+def start_interruptible(code, *args, path=()):
+    """A python process running code (python -c) with args, its lines on text pipes, that Ctrl-C
+    (SIGINT) interrupts with KeyboardInterrupt as at a terminal: Python ignores SIGINT for good
+    when it starts with it ignored, as a command started in the background by a non-interactive
+    shell does (a CI runner's). path: directories put before sys.path in its PYTHONPATH."""
+    import signal
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([*path, *sys.path]))
+    return subprocess.Popen([sys.executable, "-c", code, *map(str, args)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))

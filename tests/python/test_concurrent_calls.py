@@ -6,8 +6,6 @@ import concurrent.futures
 import functools
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -15,6 +13,7 @@ import numpy as np
 import modelshare
 import pymodels
 from conftest import wait_until
+from testlib import start_interruptible
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BOUND = 60  # seconds; the slow constructors give up after 120
@@ -103,9 +102,7 @@ CHILD = textwrap.dedent("""
 
 def test_ctrl_c_ends_one_threads_acquire_while_another_threads_waits(daemon, tmp_path):
     flag = tmp_path / "flag"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, *sys.path]))
-    p = subprocess.Popen([sys.executable, "-c", CHILD, str(flag)], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    p = start_interruptible(CHILD, flag, path=[HERE])
     try:
         assert p.stdout.readline().strip() == "acquiring"
         wait_until(lambda: state("first") + state("other") == ["loading", "loading"],

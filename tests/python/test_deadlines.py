@@ -6,8 +6,6 @@ import concurrent.futures
 import functools
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -16,6 +14,7 @@ import pytest
 import modelshare
 import pymodels
 from conftest import wait_until
+from testlib import start_interruptible
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -88,10 +87,9 @@ CHILD = textwrap.dedent("""
 
 
 def start_child(code, flag):
-    """A python process running code with the flag file's path, its lines on pipes."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, *sys.path]))
-    return subprocess.Popen([sys.executable, "-c", code, str(flag)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    """A python process running code with the flag file's path, its lines on pipes; Ctrl-C
+    interrupts it."""
+    return start_interruptible(code, flag, path=[HERE])
 
 
 def test_ctrl_c_interrupts_a_blocked_call_and_the_lease_stays_usable(daemon, tmp_path):
