@@ -111,7 +111,8 @@ test-asan: venv | deps
 		tests/chaos
 
 # The chaos and load suite at full counts (tests/chaos/chaos.py: kill -9 of 1000 clients, 100
-# workers, 20 daemons; 32 processes x 20,000 checked requests; stalling clients beside the load);
+# workers, 20 daemons; 20 SIGSTOPs of workers past their call_timeout; 32 processes x 20,000
+# checked requests; stalling clients beside the load);
 # prints each scenario's seed and figures, writes bench/RESULTS-chaos.md, fails on any loss.
 chaos: build venv
 	MODELSHARE_BUILD=$(abspath $(BUILD)) $(VENV)/bin/python tests/chaos/chaos.py --full \
@@ -130,12 +131,13 @@ TSAN_TESTS := tests/integration/test_sharing.py::test_one_client_used_from_many_
 	tests/integration/test_dataplane.py::test_worker_killed_while_a_request_runs \
 	tests/integration/test_threads.py::test_eight_clients_get_their_own_answers_from_four_runners \
 	tests/integration/test_threads.py::test_client_killed_while_runners_hold_its_requests \
-	tests/integration/test_threads.py::test_swap_drains_every_runner_and_loses_nothing
+	tests/integration/test_threads.py::test_swap_drains_every_runner_and_loses_nothing \
+	tests/integration/test_concurrent_calls.py
 TSAN_LOGS := $(abspath $(TSAN_BUILD))/reports
 test-tsan: venv | deps
 	cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMS_TSAN=ON -DMS_CUDA=OFF >/dev/null
 	cmake --build $(TSAN_BUILD) -j $(JOBS) --target modelshared modelshare-worker modelshare-cli \
-		ms-testclient ms-abuseclient ms-planeclient
+		ms-testclient ms-abuseclient ms-planeclient ms-concurclient
 	rm -rf $(TSAN_LOGS) && mkdir -p $(TSAN_LOGS)
 	TSAN_OPTIONS="log_path=$(TSAN_LOGS)/tsan second_deadlock_stack=1" \
 		MODELSHARE_BUILD=$(abspath $(TSAN_BUILD)) $(PYTEST) -q $(TSAN_TESTS)

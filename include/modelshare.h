@@ -20,11 +20,11 @@
  *    daemon: each can also give MS_E_DAEMON_LOST (the connection is gone, or the client was
  *    copied by fork()) and MS_E_PROTOCOL (the daemon answered something this library does not
  *    understand).
- *  - A client and everything made from it may be used from several threads at once. Calls on one
- *    model handle are serialised inside the library, and so are the control calls of one client
- *    (acquire, release, load, unload, status): while one thread's ms_acquire waits for a model to
- *    load, another thread's control call on the same client waits too. Threads that load models
- *    independently should each use a client of their own; ms_infer is never held up by this.
+ *  - A client and everything made from it may be used from several threads at once. The control
+ *    calls of one client (acquire, release, load, unload, swap, status) run concurrently: while
+ *    one thread's ms_acquire waits for a model to load, another thread's control calls and
+ *    ms_infer on the same client go on (up to 32 requests of a client in flight at once; past
+ *    that, a new one waits for room).
  *  - A client does not cross fork(): in the child, the copies of every client, model handle and
  *    tensor answer MS_E_DAEMON_LOST (tensors' bytes stay readable), and their descriptors are
  *    closed at once, so the parent's leases end when the parent does, whatever the child does.
@@ -193,7 +193,9 @@ MS_EXPORT int ms_load(ms_client *client, const char *tag, const char *spec_json)
 /* Unloads a model now: its worker process is stopped, and all its memory goes back to the
  * system. Refused with MS_E_BUSY while leases exist, unless force is non-zero; then the holders'
  * next calls fail with MS_E_UNLOADED. Errors: MS_E_INVAL (tag not 1 to 128 characters of
- * [A-Za-z0-9._:/@+-]), MS_E_UNKNOWN_TAG, MS_E_BUSY, MS_E_DAEMON_LOST, MS_E_PROTOCOL. */
+ * [A-Za-z0-9._:/@+-]), MS_E_UNKNOWN_TAG, MS_E_BUSY, MS_E_PERMISSION (group mode: another member's
+ * model; only its owner, root and the daemon's uid may unload it), MS_E_DAEMON_LOST,
+ * MS_E_PROTOCOL. */
 MS_EXPORT int ms_unload(ms_client *client, const char *tag, int force);
 
 /* ms_swap flags. */
@@ -214,12 +216,14 @@ MS_EXPORT int ms_unload(ms_client *client, const char *tag, int force);
  * both versions do not fit a device's memory budget at once, MS_E_NO_MEMORY says so, unless
  * MS_SWAP_DRAIN_FIRST: then the old workers finish what they took and exit first, requests wait
  * in shared memory until the new version serves (or, if it fails to load, the old one again).
- * A new version whose signature (input and output dtypes and shapes) differs is refused with
- * MS_E_SPEC_CONFLICT, the old one serving on.
+ * A new version whose signature (input and output dtypes and shapes, and the names, dtypes and
+ * shapes of ms_model_input / ms_model_output) differs is refused with MS_E_SPEC_CONFLICT, the old
+ * one serving on.
  * Errors: MS_E_INVAL (tag malformed), MS_E_UNKNOWN_TAG, MS_E_SPEC (changes not an object of spec
- * fields, or changing backend, device, devices or instances), MS_E_BUSY (not ready yet, or swapping
- * already), MS_E_NO_MEMORY, MS_E_SPEC_CONFLICT, the new version's load errors (MS_E_WEIGHTS,
- * MS_E_LOAD_FAILED, ...), MS_E_UNLOADED (unloaded during the swap). */
+ * fields, or changing backend, device, devices or instances), MS_E_PERMISSION (group mode: another
+ * member's model), MS_E_BUSY (not ready yet, or swapping already), MS_E_NO_MEMORY,
+ * MS_E_SPEC_CONFLICT, the new version's load errors (MS_E_WEIGHTS, MS_E_LOAD_FAILED, ...),
+ * MS_E_UNLOADED (unloaded during the swap). */
 MS_EXPORT int ms_swap(ms_client *client, const char *tag, const char *changes, unsigned flags);
 
 /* ---------------------------------------------------------------------------------------------
@@ -317,16 +321,25 @@ typedef struct ms_model ms_model;
  *                                                           dim is named in cut (cut back) or
  *                                                           keep, else the call fails
  *                                                           (batchable only)
- * Two specs are the same model when every field above is equal; for python, the framework and
- * the key (else the pickled constructor, or its SHA-256) are compared, not where the worker
- * runs.
- * Errors: MS_E_INVAL (tag malformed), MS_E_SPEC (names the field), MS_E_SPEC_CONFLICT (names
- * each field, or python constructor part, that differs, with the loaded and the asked value),
- * MS_E_UNKNOWN_TAG (spec_json NULL and no such model), MS_E_WEIGHTS, MS_E_DEVICE, MS_E_NO_MEMORY
- * (does not fit the device's budget within load_timeout; names what holds the memory),
- * MS_E_LOAD_FAILED (the worker's message passed through), MS_E_LIMIT (too many models, leases or
- * workers), MS_E_UNLOADED (force-unloaded while loading), MS_E_TIMEOUT (the load passed its
- * load_timeout), MS_E_NOMEM, MS_E_DAEMON_LOST, MS_E_PROTOCOL. */
+ *   shared_with     "owner" | "group"             "owner"   in group mode (modelshared
+ *                                                           --group): who besides its owner
+ *                                                           (the uid that loaded it) may
+ *                                                           acquire it (docs/SECURITY.md);
+ *                                                           not compared, ignored by a
+ *                                                           single-user daemon
+ * Two specs are the same model when every field above but shared_with is equal; for python, the
+ * framework and the key (else the pickled constructor, or its SHA-256) are compared, not where
+ * the worker runs. In group mode, another member's model that is not shared_with "group" is
+ * refused with MS_E_PERMISSION naming its owner.
+ * Errors: MS_E_INVAL (tag malformed), MS_E_SPEC (names the field), MS_E_PERMISSION (group mode:
+ * another member's model not shared with the group, a spec change of a failed model of another
+ * member, a file this uid cannot read, the python backend where the daemon cannot run it as this
+ * uid), MS_E_SPEC_CONFLICT (names each field, or python constructor part, that differs, with the
+ * loaded and the asked value), MS_E_UNKNOWN_TAG (spec_json NULL and no such model), MS_E_WEIGHTS,
+ * MS_E_DEVICE, MS_E_NO_MEMORY (does not fit the device's budget within load_timeout; names what
+ * holds the memory), MS_E_LOAD_FAILED (the worker's message passed through), MS_E_LIMIT (too many
+ * models, leases or workers), MS_E_UNLOADED (force-unloaded while loading), MS_E_TIMEOUT (the load
+ * passed its load_timeout), MS_E_NOMEM, MS_E_DAEMON_LOST, MS_E_PROTOCOL. */
 MS_EXPORT int ms_acquire(ms_client *client, const char *tag, const char *spec_json, ms_model **out);
 
 /* ms_acquire() that waits at most timeout_us (0: as long as ms_acquire) for the model to be ready:
@@ -344,7 +357,8 @@ MS_EXPORT int ms_release(ms_model *model);
 /* Describes the model's input and output: dtype (an ms_dtype value; 0 when not known), rank and
  * shape, with -1 for a dimension that may vary (the batch). Any OUT pointer may be NULL. shape
  * arrays hold MS_MAX_RANK entries. Dimensions of a backend that does not know its signature are
- * all -1 and rank 0. Errors: MS_E_INVAL (model NULL). */
+ * all -1 and rank 0. A model of several named tensors says them with ms_model_inputs_count and
+ * ms_model_input (below, with ms_infer_n). Errors: MS_E_INVAL (model NULL). */
 MS_EXPORT int ms_model_signature(const ms_model *model, int *in_dtype, int *in_rank,
                                  int64_t *in_shape, int *out_dtype, int *out_rank,
                                  int64_t *out_shape);
@@ -496,6 +510,26 @@ typedef struct ms_output {
     const void *data;
     size_t nbytes;
 } ms_output;
+/* What the model says of one of its inputs or outputs (ms_model_input, ms_model_output). */
+typedef struct ms_tensor_info {
+    const char *name; /* the model's name for it, owned by the model handle (valid until
+                         ms_release); NULL for the one unnamed tensor of ms_infer (dense) */
+    int dtype;        /* an ms_dtype, MS_TEXT_UTF8 / MS_TEXT_BYTES (a list of strings), or 0 when
+                         not known */
+    int rank;         /* -1 when not known (then shape is all -1) */
+    int64_t shape[MS_MAX_RANK]; /* rank dimensions, -1 for one that varies; the rest -1 */
+} ms_tensor_info;
+/* How many inputs (outputs) the model says it has, in its order: the named ones of a python
+ * model whose framework says them (an ONNX Runtime session: its inputs and outputs; a Keras
+ * model: its inputs and outputs by name), 1 for a model of one unnamed tensor each way (dense:
+ * the ms_model_signature one), 0 when the model does not say (other python models, identity).
+ * Outputs are in the order a tuple answer has them. Errors: MS_E_INVAL (model NULL). */
+MS_EXPORT int ms_model_inputs_count(const ms_model *model);
+MS_EXPORT int ms_model_outputs_count(const ms_model *model);
+/* Describes input (output) i, 0 <= i < its count, in *out (written only on success). Errors:
+ * MS_E_INVAL (model or out NULL, i out of range). */
+MS_EXPORT int ms_model_input(const ms_model *model, int i, ms_tensor_info *out);
+MS_EXPORT int ms_model_output(const ms_model *model, int i, ms_tensor_info *out);
 /* Runs the model on n named inputs (1 to MS_MAX_TENSORS, names unique) called as form says.
  *   outputs: OUT, one new tensor holding every output, owned by the caller (ms_tensor_free()).
  * Errors: MS_E_INVAL (a NULL or repeated name, a name that is not 1 to 31 of [A-Za-z0-9_.:-],

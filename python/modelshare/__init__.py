@@ -21,7 +21,7 @@ MS_E_* name) and the daemon's message.
 """
 from . import _core
 from ._core import Error
-from ._shared import Model, NotPicklable, RemoteMethod, Shared, status, unload
+from ._shared import Model, NotPicklable, RemoteMethod, Shared, TensorInfo, status, unload
 
 __version__ = _core.library_version
 
@@ -30,5 +30,6 @@ for _type in _core.error_types.values():
     globals()[_type.__name__] = _type
 del _type
 
-__all__ = ["Shared", "Model", "RemoteMethod", "status", "unload", "Error", "NotPicklable",
+__all__ = ["Shared", "Model", "RemoteMethod", "TensorInfo", "status", "unload", "Error",
+           "NotPicklable",
            *sorted(t.__name__ for t in _core.error_types.values())]

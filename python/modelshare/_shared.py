@@ -122,7 +122,8 @@ class Shared:
     device ("cpu", "cuda:N" or "auto"), devices (a list such as ["cuda:0", "cuda:1"], or "auto": the
     instances spread over them), output, version, pad (requests of several tensors that differ
     along one dimension share a batch, padded: {"dim": 1, "value": {"attention_mask": 0},
-    "multiple": 8}). batchable=True says each output row depends
+    "multiple": 8}), shared_with ("owner" or "group": in group mode, whether the other members
+    may use the model; docs/SECURITY.md). batchable=True says each output row depends
     only on its own input row, so calls of several processes may be merged into one batch (off
     by default for python models: merging a model that normalises over its batch would change
     its answers). thread_safe=True says the model may be called
@@ -632,6 +633,17 @@ class Model:
         (idt, ishape), (odt, oshape) = self._core.signature()
         return (_core.dtype_name(idt), ishape), (_core.dtype_name(odt), oshape)
 
+    def named_signature(self):
+        """(inputs, outputs) as the model says them, each a list of TensorInfo(name, dtype,
+        shape) in the model's order (a tuple answer's order for outputs): the named tensors of
+        an ONNX Runtime session, a Keras model or a tf.function's input_signature, one unnamed
+        (name None) for a dense model, [] when the model does not say (other python models).
+        dtype is a dtype name ("str" or "bytes" for a list of strings; None when not known),
+        shape a tuple with None for a dimension that varies (None when not known). Not
+        inputs()/outputs(): those stay the model's own attributes (a Keras model's)."""
+        ins, outs = self._core.tensors()
+        return [_tensor_info(t) for t in ins], [_tensor_info(t) for t in outs]
+
     def __getattr__(self, name):
         if name.startswith("__") or name in Model.__slots__:
             raise AttributeError(name)
@@ -642,6 +654,17 @@ class Model:
     def __repr__(self):
         state = "released" if self._core.released else "held"
         return f"<modelshare.Model {self._core.tag!r} {state}>"
+
+
+TensorInfo = collections.namedtuple("TensorInfo", "name dtype shape")
+TensorInfo.__doc__ = "What a model says of one input or output (Model.inputs, Model.outputs)."
+_TEXT_KINDS = {64: "str", 65: "bytes"}  # MS_TEXT_UTF8, MS_TEXT_BYTES
+
+
+def _tensor_info(t):
+    name, code, shape = t
+    dtype = _TEXT_KINDS.get(code) or (_core.dtype_name(code) if code else None)
+    return TensorInfo(name, dtype, shape)
 
 
 def status():

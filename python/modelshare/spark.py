@@ -37,7 +37,8 @@ _OUTPUT_TYPES = {"float": np.float32, "double": np.float64, "int": np.int32,
                  "bigint": np.int64, "long": np.int64, "smallint": np.int16, "short": np.int16,
                  "tinyint": np.int8, "byte": np.int8, "boolean": np.bool_}
 
-_lock = threading.Lock()
+_lock = threading.Lock()  # guards _key_locks only, never held across a control call
+_key_locks = {}  # (socket, tag, identity) -> Lock: one thread acquires each model for all
 _leases = {}  # (socket, tag, identity) -> (pid, Model): this process's lease on each model
 
 
@@ -50,11 +51,24 @@ def lease(shared):
     if got is not None and got[0] == pid:
         return got[1]
     with _lock:
+        key_lock = _key_locks.setdefault(key, threading.Lock())
+    # Per model: a thread that acquires one model (a slow load) holds up no other model's.
+    with key_lock:
         got = _leases.get(key)
         if got is None or got[0] != pid:
             got = (pid, shared.acquire())
             _leases[key] = got
         return got[1]
+
+
+def _after_fork_in_child():
+    global _lock, _key_locks
+    # Another thread may have held a lock at fork(): start afresh (the leases are re-taken).
+    _lock = threading.Lock()
+    _key_locks = {}
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _output_type(text):

@@ -14,6 +14,8 @@ GIL held, one at a time, or for a thread_safe spec from up to `threads` runner t
     _call(model, payload) -> pickled answer (bytes)
     _run_multi(model, form, requests) -> [(status, length)] per request | error text
         (several named tensors: _multi.py)
+    _signature(model) -> JSON text of the model's named inputs and outputs | None (once, after
+        _load)
 
 Nothing else is public here.
 """
@@ -172,13 +174,26 @@ def _load(spec_json):
             constructor = _from_memfd(int(py["constructor_size"]), py["constructor_sha256"])
         else:
             constructor = _pickling.loads(base64.b64decode(py["constructor"]))
-        # A torch module or an ONNX Runtime session is wrapped once here, to be called in its
-        # framework's own types; a plain callable is called as it is (_adapters.py).
+        # A torch module, an ONNX Runtime session, a Keras model, a TensorFlow module or function
+        # or a jax.jit function is wrapped once here, to be called in its framework's own types;
+        # a plain callable is called as it is (_adapters.py).
         return True, _adapters.adapt(constructor(), py.get("framework"))
     except BadConstructorMemfd as e:
         return False, f"the constructor's pickle cannot be used: {e}"
     except BaseException as e:  # the daemon gets the text; the worker exits
         return False, f"the constructor failed: {_text(e)}"
+
+
+def _signature(model):
+    """The model's named inputs and outputs as JSON text (src/common/signames.h), or None when
+    its framework does not say them (_adapters.signature)."""
+    try:
+        sig = _adapters.signature(model)
+    except Exception:  # a model that cannot say: served without names
+        return None
+    if sig is None:
+        return None
+    return json.dumps({k: v for k, v in zip(("inputs", "outputs"), sig) if v is not None})
 
 
 def _plane_array(y):

@@ -278,6 +278,44 @@ static PyObject *model_signature(ms_py_model *self, PyObject *unused)
     return result;
 }
 
+/* One side's tensors as [(name or None, dtype code, shape tuple or None)]. */
+static PyObject *side_list(ms_py_model *self, int n,
+                           int (*get)(const ms_model *, int, ms_tensor_info *))
+{
+    PyObject *list = n >= 0 ? PyList_New(n) : NULL;
+    for (int i = 0; list != NULL && i < n; i++) {
+        ms_tensor_info t;
+        int r = get(self->model, i, &t);
+        if (r < 0) {
+            Py_DECREF(list);
+            return ms_py_raise(ms_py_state_of((PyObject *)self), r,
+                               ms_errmsg(self->client->client));
+        }
+        PyObject *shape = t.rank >= 0 ? shape_tuple(t.rank, t.shape) : Py_NewRef(Py_None);
+        PyObject *item = shape != NULL ? Py_BuildValue("(ziO)", t.name, t.dtype, shape) : NULL;
+        Py_XDECREF(shape);
+        if (item == NULL)
+            Py_CLEAR(list);
+        else
+            PyList_SET_ITEM(list, i, item);
+    }
+    return list;
+}
+
+static PyObject *model_tensors(ms_py_model *self, PyObject *unused)
+{
+    (void)unused;
+    if (ms_py_model_usable(self) < 0)
+        return NULL;
+    PyObject *in = side_list(self, ms_model_inputs_count(self->model), ms_model_input);
+    PyObject *out =
+        in != NULL ? side_list(self, ms_model_outputs_count(self->model), ms_model_output) : NULL;
+    PyObject *result = out != NULL ? PyTuple_Pack(2, in, out) : NULL;
+    Py_XDECREF(in);
+    Py_XDECREF(out);
+    return result;
+}
+
 static void model_dealloc(ms_py_model *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
@@ -344,6 +382,9 @@ static PyMethodDef model_methods[] = {
     {"signature", (PyCFunction)model_signature, METH_NOARGS,
      "signature() -> ((in_dtype, in_shape), (out_dtype, out_shape)); None for a dimension that "
      "varies."},
+    {"tensors", (PyCFunction)model_tensors, METH_NOARGS,
+     "tensors() -> (inputs, outputs), each [(name or None, dtype code, shape or None)] as "
+     "ms_model_input / ms_model_output say them; None for a dimension that varies."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -132,6 +132,23 @@ static void py_signature(void *state, ms__sig *in, ms__sig *out)
     memset(out, 0, sizeof *out);
 }
 
+/* modelshare.worker._signature(model): the model's named inputs and outputs as JSON text, or
+ * None. NULL when it does not say them (or the hook failed: the model serves without them). */
+static json_t *py_signature_named(void *state)
+{
+    py_state *st = state;
+    json_t *j = NULL;
+    PyGILState_STATE g = PyGILState_Ensure();
+    PyObject *r = PyObject_CallMethod(st->hooks, "_signature", "O", st->model);
+    const char *text = r != NULL && PyUnicode_Check(r) ? PyUnicode_AsUTF8(r) : NULL;
+    if (text != NULL)
+        j = json_loads(text, 0, NULL);
+    PyErr_Clear();
+    Py_XDECREF(r);
+    PyGILState_Release(g);
+    return j;
+}
+
 static int py_output_for(void *state, const ms__tensor_view *in, ms__tensor_view *out, char *err,
                          size_t errlen)
 {
@@ -406,6 +423,7 @@ static const ms__backend_ops python_ops = {
     .name = "python",
     .load = py_load,
     .signature = py_signature,
+    .signature_named = py_signature_named,
     .output_for = py_output_for,
     .run = py_run,
     .estimate = py_estimate,

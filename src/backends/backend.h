@@ -51,6 +51,10 @@ typedef struct ms__backend_ops {
     int (*load)(const ms__spec *spec, void **state, char *err, size_t errlen);
     /* The model's signature (dims that vary are -1). */
     void (*signature)(void *state, ms__sig *in, ms__sig *out);
+    /* Optional (NULL: the model's tensors have no names). The model's named inputs and outputs:
+     * a new object {"inputs":[..],"outputs":[..]} (signames.h), owned by the caller, or NULL when
+     * the model does not say them. Called once, after load. */
+    json_t *(*signature_named)(void *state);
     /* Output dtype/rank/shape/nbytes for this input (data pointers ignored), after checking the
      * input: MS_E_DTYPE / MS_E_SHAPE with "expected float32 [N, 1024], got float32 [3, 1000]". */
     int (*output_for)(void *state, const ms__tensor_view *in, ms__tensor_view *out, char *err,

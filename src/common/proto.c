@@ -779,7 +779,7 @@ json_t *ms__sig_to_json(const ms__sig *in, const ms__sig *out)
     return j;
 }
 
-static int sig_side_from(const json_t *o, const char *which, ms__sig *s, char *err, size_t errlen)
+int ms__sig_side_from(const json_t *o, const char *which, ms__sig *s, char *err, size_t errlen)
 {
     memset(s, 0, sizeof *s);
     if (o == NULL || json_is_null(o))
@@ -826,10 +826,11 @@ int ms__sig_from_json(const json_t *j, ms__sig *in, ms__sig *out, char *err, siz
         return ms__fail(err, errlen, MS_E_PROTOCOL,
                         "expected the signature to be an object with \"input\" and \"output\"");
     int rc =
-        sig_side_from(j != NULL ? json_object_get(j, "input") : NULL, "input", &a, err, errlen);
+        ms__sig_side_from(j != NULL ? json_object_get(j, "input") : NULL, "input", &a, err, errlen);
     if (rc != 0)
         return rc;
-    rc = sig_side_from(j != NULL ? json_object_get(j, "output") : NULL, "output", &b, err, errlen);
+    rc = ms__sig_side_from(j != NULL ? json_object_get(j, "output") : NULL, "output", &b, err,
+                           errlen);
     if (rc != 0)
         return rc;
     if (in != NULL)

@@ -11,8 +11,15 @@
  *
  * 1. client <-> daemon (the socket at ms__socket_path_default()). Each request has "op" and "id"
  *    (an integer chosen by the client); each reply echoes "id" and has "ok": true, or "ok": false
- *    with "code" (an MS_E_* value) and "error" (the message for ms_errmsg()). The daemon answers
- *    one request of a connection at a time, in order.
+ *    with "code" (an MS_E_* value) and "error" (the message for ms_errmsg()). The daemon reads a
+ *    connection's requests in order and answers each as soon as it can: a request that waits for
+ *    a model (an acquire or load during a load, an unload, a swap) is answered later, and the
+ *    connection's next requests are read and answered meanwhile, so replies may come in another
+ *    order than their requests (a client matches them by "id"; ids of requests in flight at once
+ *    must differ). Up to MS__CONN_PENDING_MAX (16, src/daemon/conn.h) such requests of one
+ *    connection wait at once; past it the daemon reads nothing more from that connection until
+ *    one is answered (the client's writes wait: nothing is refused). A client that sends one
+ *    request at a time sees no difference.
  *
  *    {"op":"hello","id":1,"version":2}           -> {"ok":true,"version":2,"daemon_pid":123}
  *        Must be the first request; version is MS_PROTOCOL_VERSION (modelshare/version.h, 2
@@ -53,7 +60,10 @@
  *         "budgets":{"host":{"budget_bytes":..,"used_bytes":..}}}
  *
  *    SIG (a model's signature) is {"input":{"dtype":"float32","shape":[-1,1024]},
- *                                  "output":{"dtype":"float32","shape":[-1,1000]}}.
+ *                                  "output":{"dtype":"float32","shape":[-1,1000]}},
+ *    and for a python model that names its tensors (an ONNX Runtime session, a Keras model) also
+ *    "inputs":[{"name":"input_ids","dtype":"int64","shape":[-1,-1]},..] and "outputs":[..]
+ *    (signames.h).
  *
  * 2. daemon <-> worker (a socketpair; the worker has it as file descriptor 3, its stats page as
  *    4 and its door as 5).
@@ -185,6 +195,9 @@ typedef struct ms__sig {
 } ms__sig;
 json_t *ms__sig_to_json(const ms__sig *in, const ms__sig *out);
 int ms__sig_from_json(const json_t *j, ms__sig *in, ms__sig *out, char *err, size_t errlen);
+/* One side of it ({"dtype":..,"shape":[..]}; NULL or null: not known) into *s; which names it
+ * in err. Errors: MS_E_PROTOCOL. */
+int ms__sig_side_from(const json_t *o, const char *which, ms__sig *s, char *err, size_t errlen);
 
 /* "an integer", "a string", ... for messages that say what came; "nothing" for NULL. Static. */
 const char *ms__json_kind(const json_t *j);

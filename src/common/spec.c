@@ -791,6 +791,30 @@ static bool same_pad(const ms__spec *a, const ms__spec *b)
     return memcmp(&a->pad, &b->pad, sizeof a->pad) == 0;
 }
 
+static int parse_shared_with(const json_t *v, ms__spec *s, char *err, size_t errlen)
+{
+    const char *w = json_string_value(v);
+    if (w == NULL || (strcmp(w, "owner") != 0 && strcmp(w, "group") != 0))
+        return field_fail(err, errlen, "shared_with", "\"owner\" or \"group\"", v);
+    s->shared_group = strcmp(w, "group") == 0;
+    return 0;
+}
+
+/* Left out when "owner" (the default): the canonical text of specs without it stays as it was. */
+static int json_shared_with(const ms__spec *s, json_t **out)
+{
+    *out = s->shared_group ? json_string("group") : NULL;
+    return !s->shared_group || *out != NULL ? 0 : -1;
+}
+
+/* Not compared (spec.h): who may use a loaded model is its owner's choice, not the asker's. */
+static bool same_shared_with(const ms__spec *a, const ms__spec *b)
+{
+    (void)a;
+    (void)b;
+    return true;
+}
+
 /* Every field's parser, canonical JSON and comparison, from MS__SPEC_FIELDS (spec.h). */
 static const struct spec_field {
     const char *name;

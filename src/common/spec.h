@@ -42,6 +42,10 @@
  *                  before the model is marked failed, 0..100 (0: the first crash fails it)
  *   version        null | a label of 1..64 printable characters  null
  *                  (no spaces): which version of the model the tag serves (modelshare swap)
+ *   shared_with    "owner" | "group": in group mode (modelshared  "owner"
+ *                  --group), who besides its owner (the uid that loaded it) may acquire the model;
+ *                  ignored by a single-user daemon. Not compared: the loaded model's value holds
+ *                  (its owner changes it with swap). Left out of the canonical JSON when "owner".
  *   python         object, required for (and only for) backend "python":
  *     constructor  base64 of the pickled constructor, at most 98304 characters (the spec reaches
  *                  the worker on its command line); null when the pickle is in a memfd
@@ -136,7 +140,8 @@ enum { MS__SPEC_DEVICES_MAX = 16, MS__SPEC_DEVICE_LEN = 8 };
     X(max_restarts, "5", 1)                                                                        \
     X(python, NULL, 0)                                                                             \
     X(version, "null", 1)                                                                          \
-    X(pad, "null", 1)
+    X(pad, "null", 1)                                                                              \
+    X(shared_with, "\"owner\"", 1)
 
 /* The longest version label. */
 #define MS__SPEC_VERSION_MAX 64
@@ -168,6 +173,7 @@ typedef struct ms__spec {
     int max_restarts;
     ms__spec_pad pad;                       /* "pad": dim 0 when none */
     char version[MS__SPEC_VERSION_MAX + 1]; /* "" when none */
+    bool shared_group;                      /* shared_with "group" */
     char *python;     /* malloc'd canonical JSON of the "python" object, NULL when absent */
     char *python_key; /* malloc'd: what two python specs compare (constructor, framework) */
     /* python.constructor_size: the pickle travels in a sealed memfd of this many bytes beside

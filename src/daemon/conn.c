@@ -1,4 +1,4 @@
-/* One client connection: open (peer check), send, the pending request, close. See conn.h. */
+/* One client connection: open (peer check), send, its pending requests, close. See conn.h. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,8 +37,8 @@ void ms__conn_rewatch(ms__conn *k)
         return;
     /* Once the client closed its side there is nothing to read: only its last replies go. */
     uint32_t want = k->rd.eof ? 0 : EPOLLRDHUP;
-    if (k->pending == MS__OP_NONE && !k->rd.eof)
-        want |= EPOLLIN; /* while a request is pending, the next one waits in the socket */
+    if (ms__conn_has_room(k) && !k->rd.eof)
+        want |= EPOLLIN; /* at the bound, the next requests wait in the socket */
     if (k->wr.bytes > 0)
         want |= EPOLLOUT;
     if (want == k->watched)
@@ -51,13 +51,18 @@ void ms__conn_rewatch(ms__conn *k)
     k->watched = want;
 }
 
-/* k no longer counts as waiting for its model (its request ended, or k died). */
-static void pending_unwait(ms__conn *k)
+bool ms__conn_has_room(const ms__conn *k)
 {
-    if (!k->p_waits)
+    return k->npend < MS__CONN_PENDING_MAX;
+}
+
+/* q no longer counts as waiting for its model (it ended, or its connection died). */
+static void pend_unwait(ms__pend *q)
+{
+    if (!q->waits)
         return;
-    k->p_waits = false;
-    ms__model_waiter_drop(k->p_model, k->p_spec);
+    q->waits = false;
+    ms__model_waiter_drop(q->model, q->spec);
 }
 
 void ms__conn_kill(ms__conn *k, const char *why)
@@ -65,7 +70,9 @@ void ms__conn_kill(ms__conn *k, const char *why)
     if (k->dead)
         return;
     k->dead = true;
-    pending_unwait(k);
+    ms__pend *q;
+    TAILQ_FOREACH(q, &k->pends, link)
+    pend_unwait(q);
     ms__log_debug("closing the connection of pid %ld: %s", (long)k->pid, why);
 }
 
@@ -117,45 +124,66 @@ int ms__conn_error(ms__conn *k, json_t *id, int code, const char *message)
     return ms__conn_send(k, ms__reply_err(id, code, message), NULL, 0);
 }
 
-static void pending_clear(ms__conn *k)
+/* Ends q: what it owns is closed, q is out of k's list and freed. */
+static void pend_free(ms__conn *k, ms__pend *q)
 {
-    pending_unwait(k);
-    if (k->p_hdr != NULL)
-        ms__arena_unmap(k->p_hdr, MS__ARENA_HEADER);
-    if (k->p_arena_fd >= 0)
-        close(k->p_arena_fd);
-    json_decref(k->p_id);
-    k->p_hdr = NULL;
-    k->p_arena_fd = -1;
-    k->p_id = NULL;
-    k->p_model = NULL;
-    k->p_spec = false;
-    k->p_deadline_ns = 0;
-    k->pending = MS__OP_NONE;
+    pend_unwait(q);
+    if (q->hdr != NULL)
+        ms__arena_unmap(q->hdr, MS__ARENA_HEADER);
+    if (q->arena_fd >= 0)
+        close(q->arena_fd);
+    json_decref(q->id);
+    TAILQ_REMOVE(&k->pends, q, link);
+    k->npend--;
+    free(q);
 }
 
-void ms__conn_set_pending(ms__proto *p, ms__conn *k, int op, json_t *id, ms__model *m, int arena_fd,
-                          ms__arena_header *hdr, bool with_spec)
+ms__pend *ms__conn_set_pending(ms__proto *p, ms__conn *k, int op, json_t *id, ms__model *m,
+                               int arena_fd, ms__arena_header *hdr, bool with_spec)
 {
     (void)p;
-    k->pending = op;
-    k->p_id = json_incref(id != NULL ? id : json_null());
-    k->p_model = m;
-    k->p_arena_fd = arena_fd;
-    k->p_hdr = hdr;
-    k->p_spec = with_spec;
-    k->p_waits = op == MS__OP_ACQUIRE || op == MS__OP_LOAD;
-    if (k->p_waits)
+    ms__pend *q = calloc(1, sizeof *q);
+    if (q == NULL) {
+        if (hdr != NULL)
+            ms__arena_unmap(hdr, MS__ARENA_HEADER);
+        if (arena_fd >= 0)
+            close(arena_fd);
+        ms__conn_error(k, id, MS_E_NOMEM, "modelshared is out of memory for a pending request");
+        return NULL;
+    }
+    q->op = op;
+    q->seq = ++k->pend_seq;
+    q->id = json_incref(id != NULL ? id : json_null());
+    q->model = m;
+    q->arena_fd = arena_fd;
+    q->hdr = hdr;
+    q->spec = with_spec;
+    q->waits = op == MS__OP_ACQUIRE || op == MS__OP_LOAD;
+    if (q->waits)
         ms__model_waiter_add(m, with_spec);
-    k->partial_ns = 0; /* the time to finish a frame starts again once the answer came */
+    TAILQ_INSERT_TAIL(&k->pends, q, link);
+    k->npend++;
     ms__conn_rewatch(k);
-    ms__log_debug("pid %ld waits for model \"%s\" (%s)", (long)k->pid, m->tag, op_names[op]);
+    ms__log_debug("pid %ld waits for model \"%s\" (%s; %d pending)", (long)k->pid, m->tag,
+                  op_names[op], k->npend);
+    return q;
 }
 
-void ms__conn_resume(ms__proto *p, ms__conn *k)
+ms__pend *ms__conn_pend_find(ms__conn *k, uint64_t seq)
+{
+    ms__pend *q;
+    TAILQ_FOREACH(q, &k->pends, link)
+    {
+        if (q->seq == seq)
+            return q;
+    }
+    return NULL;
+}
+
+void ms__conn_resume(ms__proto *p, ms__conn *k, ms__pend *q)
 {
     (void)p;
-    pending_clear(k);
+    pend_free(k, q);
     if (k->dead)
         return;
     ms__conn_rewatch(k);
@@ -176,7 +204,8 @@ void ms__conn_free(ms__proto *p, ms__conn *k)
                          k->client->nleases);
         ms__client_remove(&p->models->reg, k->client, on_release_detach, NULL);
     }
-    pending_clear(k);
+    while (!TAILQ_EMPTY(&k->pends))
+        pend_free(k, TAILQ_FIRST(&k->pends));
     /* What the socket takes now of the last replies (the reason it is closed, say); no wait. */
     char err[MS__ERRLEN];
     if (k->wr.bytes > 0)
@@ -255,7 +284,7 @@ void ms__conn_open(ms__proto *p, int fd)
     k->pid = cred.pid;
     k->ev.kind = MS__EV_CONN;
     k->ev.obj = k;
-    k->p_arena_fd = -1;
+    TAILQ_INIT(&k->pends);
     ms__reader_init(&k->rd);
     ms__writer_init(&k->wr);
     int rc = ms__client_add(&p->models->reg, cred.pid, cred.uid, k, &k->client, err, sizeof err);

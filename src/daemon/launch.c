@@ -7,6 +7,9 @@
 #include "launch.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,7 +36,21 @@ static void py_launch_free(py_launch *pl)
 
 extern char **environ;
 
-static int py_launch_make(const ms__spec *spec, py_launch *pl, char *err, size_t errlen)
+/* 0 when o may run exe (checked with o's rights where the daemon takes them: owner.h), else
+ * why not (an errno). */
+static int exe_check(const ms__owner *o, const char *exe)
+{
+    char why[MS__ERRLEN];
+    ms__owner_fs fs;
+    if (ms__owner_enter(o, &fs, why, sizeof why) != 0)
+        return EPERM;
+    int rc = faccessat(AT_FDCWD, exe, X_OK, AT_EACCESS) == 0 ? 0 : errno;
+    ms__owner_leave(&fs);
+    return rc;
+}
+
+static int py_launch_make(const ms__spec *spec, const ms__owner *o, py_launch *pl, char *err,
+                          size_t errlen)
 {
     memset(pl, 0, sizeof *pl);
     pl->obj = json_loads(spec->python, 0, NULL);
@@ -62,10 +79,11 @@ static int py_launch_make(const ms__spec *spec, py_launch *pl, char *err, size_t
     pl->envp[k++] = pl->pythonpath;
     pl->envp[k] = NULL;
     const char *exe = json_string_value(json_object_get(pl->obj, "executable"));
-    if (access(exe, X_OK) != 0) {
+    int bad = exe_check(o, exe);
+    if (bad != 0) {
         int rc = ms__fail(err, errlen, MS_E_LOAD_FAILED,
                           "python worker: interpreter %s: expected an executable file, got %s", exe,
-                          strerror(errno));
+                          strerror(bad));
         py_launch_free(pl);
         return rc;
     }
@@ -81,10 +99,12 @@ typedef struct spawn_cmd {
     bool python;     /* the spec has a "python" constructor */
     char *spec_text; /* owned: the instance's spec, passed as --spec */
     const char *path, *cwd;
-    char **envp;      /* NULL: the daemon's environment */
-    char **pinned;    /* owned array (strings not copied): envp with the GPU pinned, or NULL */
-    char visible[48]; /* "CUDA_VISIBLE_DEVICES=N" */
-    char *argv[10];   /* points into spec_text, the model's tag and the supervisor */
+    char **envp;   /* NULL: the daemon's environment */
+    char **pinned; /* owned array (strings not copied): envp with the GPU pinned, or NULL */
+    char **marked; /* owned array (strings not copied): envp as the owner (as_owner_env) */
+    char home[PATH_MAX + 8], user[80], logname[80]; /* "HOME=...", "USER=...", "LOGNAME=..." */
+    char visible[48];                               /* "CUDA_VISIBLE_DEVICES=N" */
+    char *argv[10]; /* points into spec_text, the model's tag and the supervisor */
 } spawn_cmd;
 
 static void spawn_cmd_free(spawn_cmd *c)
@@ -94,6 +114,44 @@ static void spawn_cmd_free(spawn_cmd *c)
     c->spec_text = NULL;
     free(c->pinned);
     c->pinned = NULL;
+    free(c->marked);
+    c->marked = NULL;
+}
+
+/* A worker started as a model's owner (owner.h) gets the owner's HOME, USER and LOGNAME (when
+ * the system knows its name: a framework's caches go to its own home, not the daemon's), and is
+ * told to make itself non-dumpable (MODELSHARE_WORKER_NODUMP=1, worker/main.c): no other process
+ * of that uid may then read, through /proc, the arenas of other members that it maps. The rest of
+ * its environment is c->envp's (or the daemon's). */
+static int as_owner_env(spawn_cmd *c, const ms__owner *o)
+{
+    struct passwd pw, *found = NULL;
+    char buf[2048];
+    if (getpwuid_r(o->uid, &pw, buf, sizeof buf, &found) != 0)
+        found = NULL;
+    char **base = c->envp != NULL ? c->envp : environ;
+    size_t n = 0, k = 0;
+    while (base[n] != NULL)
+        n++;
+    c->marked = calloc(n + 5, sizeof *c->marked);
+    if (c->marked == NULL)
+        return MS_E_NOMEM;
+    for (size_t j = 0; j < n; j++)
+        if (found == NULL ||
+            (strncmp(base[j], "HOME=", 5) != 0 && strncmp(base[j], "USER=", 5) != 0 &&
+             strncmp(base[j], "LOGNAME=", 8) != 0))
+            c->marked[k++] = base[j];
+    if (found != NULL) {
+        snprintf(c->home, sizeof c->home, "HOME=%s", found->pw_dir);
+        snprintf(c->user, sizeof c->user, "USER=%s", found->pw_name);
+        snprintf(c->logname, sizeof c->logname, "LOGNAME=%s", found->pw_name);
+        c->marked[k++] = c->home;
+        c->marked[k++] = c->user;
+        c->marked[k++] = c->logname;
+    }
+    c->marked[k++] = "MODELSHARE_WORKER_NODUMP=1";
+    c->envp = c->marked;
+    return 0;
 }
 
 /* The spec a worker of an instance on device gets: device as it sees it ("cpu", or "cuda:0" for
@@ -147,7 +205,7 @@ static int spawn_cmd_make(ms__supervisor *s, ms__model *m, const ms__spec *spec,
     memset(c, 0, sizeof *c);
     c->python = spec->python != NULL;
     if (c->python) {
-        int rc = py_launch_make(spec, &c->pl, err, errlen);
+        int rc = py_launch_make(spec, &m->owner, &c->pl, err, errlen);
         if (rc < 0)
             return rc;
     } else if (access(s->worker_path, X_OK) != 0) {
@@ -179,7 +237,8 @@ static int spawn_cmd_make(ms__supervisor *s, ms__model *m, const ms__spec *spec,
         c->argv[n++] = s->worker_path;
     }
     memcpy(&c->argv[n], tail, sizeof tail);
-    if (pin_gpu(c, device) != 0) {
+    if (pin_gpu(c, device) != 0 ||
+        (ms__owner_switches(&m->owner) && as_owner_env(c, &m->owner) != 0)) {
         spawn_cmd_free(c);
         return ms__fail(err, errlen, MS_E_NOMEM, "out of memory starting a worker");
     }
@@ -205,13 +264,15 @@ int ms__launch_spawn(ms__supervisor *s, ms__model *m, int inst, const ms__spec *
                   .cwd = cmd.cwd,
                   .door_fd = door_fd,
                   .ctor_fd = spec->python_ctor_size > 0 ? ctor_fd : -1,
-                  .inst = inst};
+                  .inst = inst,
+                  .as = ms__owner_switches(&m->owner) ? &m->owner : NULL};
     rc = ms__sup_exec(s, &x, out, err, errlen);
     if (rc == 0)
-        ms__log_info("model \"%s\": started worker %ld for instance %d%s on %s (%s%s)", m->tag,
-                     (long)(*out)->pid, inst, spec_json != m->spec_json ? " of a swap" : "",
+        ms__log_info("model \"%s\": started worker %ld for instance %d%s on %s (%s%s) as uid %lu",
+                     m->tag, (long)(*out)->pid, inst, spec_json != m->spec_json ? " of a swap" : "",
                      device[0] ? device : "cpu", cmd.path,
-                     cmd.python ? " -m modelshare.worker" : "");
+                     cmd.python ? " -m modelshare.worker" : "",
+                     (unsigned long)(x.as != NULL ? x.as->uid : geteuid()));
     spawn_cmd_free(&cmd);
     return rc;
 }

@@ -97,6 +97,19 @@ void ms__load_make_room(ms__models *ml, const char *tag)
     ms__inbox_event(ml, victim, MS__EV_UNLOAD);
 }
 
+uint64_t ms__load_backend_estimate(const ms__model *m, const ms__spec *spec)
+{
+    char err[MS__ERRLEN];
+    ms__owner_fs fs;
+    if (ms__owner_enter(&m->owner, &fs, err, sizeof err) != 0) {
+        ms__log_warn("model \"%s\": no estimate: %s", m->tag, err);
+        return 0;
+    }
+    uint64_t bytes = ms__backend_estimate(spec);
+    ms__owner_leave(&fs);
+    return bytes;
+}
+
 /* A hash of what makes a python model the same model: its constructor (spec.c's python_key). */
 static uint64_t ctor_key(const ms__model *m)
 {
@@ -128,7 +141,7 @@ static uint64_t estimate(ms__models *ml, const ms__model *m)
 {
     if (m->spec.memory > 0)
         return m->spec.memory;
-    uint64_t bytes = ms__backend_estimate(&m->spec);
+    uint64_t bytes = ms__load_backend_estimate(m, &m->spec);
     if (bytes > 0 || m->spec.python_key == NULL)
         return bytes;
     ms__tally_entry *e = ms__tally_get(&ml->tally, m->tag, is_loaded, ml);

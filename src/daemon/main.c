@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <dirent.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -352,6 +353,10 @@ static int serve(const daemon_args *a, int level, int ready_fd)
         .has_group = a->group != NULL,
         .gid = a->gid,
     };
+    /* Group mode: no other process of this uid (a service's python worker) reads the daemon's
+     * descriptors (clients' arenas) or memory through /proc (docs/SECURITY.md). */
+    if (a->group != NULL && prctl(PR_SET_DUMPABLE, 0) != 0)
+        ms__log_warn("prctl(PR_SET_DUMPABLE, 0): %s", strerror(errno));
     ms__server *s = NULL;
     int rc = ms__server_start(&opts, &s, err, sizeof err);
     if (rc != 0) {
@@ -361,6 +366,12 @@ static int serve(const daemon_args *a, int level, int ready_fd)
     ms__log_info("listening on %s%s (pid %ld, idle exit %s%g s)", a->socket_path,
                  a->listen_fd >= 0 ? ", a socket from the service manager" : "", (long)getpid(),
                  a->idle_exit > 0 ? "" : "off, ", a->idle_exit);
+    if (a->group != NULL)
+        ms__log_info("group mode: %s", geteuid() == 0
+                                           ? "running as root: each member's workers run with "
+                                             "its uid and groups, its files opened with its rights"
+                                           : "not root: members other than this uid may not load "
+                                             "python models or weights files (docs/SECURITY.md)");
     const char *visible = getenv("CUDA_VISIBLE_DEVICES");
     if (visible != NULL)
         ms__log_warn("CUDA_VISIBLE_DEVICES=%s in the daemon's environment does not choose its "

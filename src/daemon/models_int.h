@@ -124,6 +124,9 @@ void ms__inbox_clear(ms__models *ml);
 void ms__worker_detach(ms__wproc *w);
 /* A load of m begins (its counters, its estimate, logged). */
 void ms__load_begin(ms__models *ml, ms__model *m);
+/* The backend's estimate of spec (ms__backend_estimate), its files opened with the rights of m's
+ * owner (owner.h): 0 when they cannot be read that way. */
+uint64_t ms__load_backend_estimate(const ms__model *m, const ms__spec *spec);
 /* The model-count limit: when MS__MODELS_MAX models count (registry.h), the least recently used
  * idle one is evicted (UNLOAD posted, logged, tallied) to make room for tag. */
 void ms__load_make_room(ms__models *ml, const char *tag);

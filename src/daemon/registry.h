@@ -27,6 +27,7 @@
 #include "../common/spec.h"
 #include "../common/util.h"
 #include "daemon.h"
+#include "owner.h"
 
 /* waiting: admitted to nothing yet, it waits for memory in its device's budget (no worker). */
 enum {
@@ -70,6 +71,9 @@ LIST_HEAD(ms__client_list, ms__client);
 struct ms__model {
     char tag[MS__TAG_MAX + 1];
     ms__spec spec;
+    /* Who loaded it (owner.h): set by the request that made the record, kept for its life (zero,
+     * root, until then). */
+    ms__owner owner;
     json_t *spec_json; /* canonical */
     /* Owned, -1 when none: the sealed memfd holding the python constructor's pickle when spec
      * says python.constructor_size (common/ctorfd.h), checked when it came with the request

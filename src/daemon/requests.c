@@ -14,6 +14,7 @@
 #include "../common/spec.h"
 #include "modelshare.h"
 #include "conn.h"
+#include "owner.h"
 
 static void close_fds(int *fds, int n)
 {
@@ -110,6 +111,66 @@ static int request_ctor(ms__conn *k, json_t *id, const char *op, const ms__spec 
     return 0;
 }
 
+/* ---- permission checks (group mode, owner.h) ---- */
+
+/* Whether k may use m (acquire, load): false after an MS_E_PERMISSION reply. */
+static bool may_use(ms__proto *p, ms__conn *k, json_t *id, const ms__model *m, const char *op)
+{
+    char err[MS__ERRLEN], who[96];
+    if (ms__owner_may_use(&p->access, &m->owner, &m->spec, k->client->uid))
+        return true;
+    ms__owner_name(&m->owner, who, sizeof who);
+    snprintf(err, sizeof err,
+             "model \"%s\" belongs to %s and is not shared_with \"group\": refused the %s of "
+             "uid %lu (its owner may load it with shared_with \"group\", or use another tag)",
+             m->tag, who, op, (unsigned long)k->client->uid);
+    ms__log_info("%s", err);
+    ms__conn_error(k, id, MS_E_PERMISSION, err);
+    return false;
+}
+
+/* Whether k may change m (unload, swap, a new spec): false after an MS_E_PERMISSION reply. */
+static bool may_manage(ms__proto *p, ms__conn *k, json_t *id, const ms__model *m, const char *what)
+{
+    char err[MS__ERRLEN];
+    if (ms__owner_manages(&p->access, &m->owner, k->client->uid))
+        return true;
+    ms__owner_refuse(&m->owner, m->tag, what, err, sizeof err);
+    ms__log_info("refused uid %lu (pid %ld): %s", (unsigned long)k->client->uid, (long)k->pid, err);
+    ms__conn_error(k, id, MS_E_PERMISSION, err);
+    return false;
+}
+
+/* Whether k may give m (failed) another spec: false after an MS_E_PERMISSION reply. */
+static bool may_respec(ms__proto *p, ms__conn *k, json_t *id, const ms__model *m,
+                       const ms__spec *spec)
+{
+    char err[MS__ERRLEN];
+    if (!may_manage(p, k, id, m, "load another spec into"))
+        return false;
+    int rc = ms__owner_spec_allowed(&p->access, &m->owner, spec, err, sizeof err);
+    if (rc == 0)
+        return true;
+    ms__conn_error(k, id, rc, err);
+    return false;
+}
+
+/* k's peer as the owner of a new model, if the daemon may load spec for it: true with *owner, or
+ * false after an error reply. */
+static bool new_owner(ms__proto *p, ms__conn *k, json_t *id, const ms__spec *spec, ms__owner *owner)
+{
+    char err[MS__ERRLEN];
+    int rc = ms__owner_of_peer(k->fd, owner, err, sizeof err);
+    if (rc == 0)
+        rc = ms__owner_spec_allowed(&p->access, owner, spec, err, sizeof err);
+    if (rc == 0)
+        return true;
+    ms__log_info("refused a load for uid %lu (pid %ld): %s", (unsigned long)k->client->uid,
+                 (long)k->pid, err);
+    ms__conn_error(k, id, rc, err);
+    return false;
+}
+
 static void do_hello(ms__conn *k, json_t *id, const json_t *msg)
 {
     char err[MS__ERRLEN];
@@ -141,6 +202,30 @@ static void do_hello(ms__conn *k, json_t *id, const json_t *msg)
     ms__conn_send(k, r, NULL, 0);
 }
 
+/* A new model of spec for k (its owner: k's peer), its load started; *ctor_fd taken. NULL after
+ * an error reply. */
+static ms__model *new_model(ms__proto *p, ms__conn *k, json_t *id, const char *tag,
+                            const ms__spec *spec, int *ctor_fd)
+{
+    char err[MS__ERRLEN];
+    ms__owner owner;
+    ms__model *m;
+    if (!new_owner(p, k, id, spec, &owner))
+        return NULL;
+    ms__life_make_room(p->models, tag);
+    int rc = ms__registry_add(&p->models->reg, tag, spec, &m, err, sizeof err);
+    if (rc != 0) {
+        ms__log_warn_limited("refused to load \"%s\" for pid %ld: %s", tag, (long)k->pid, err);
+        ms__conn_error(k, id, rc, err);
+        return NULL;
+    }
+    m->owner = owner;
+    ms__model_ctor_set(m, *ctor_fd);
+    *ctor_fd = -1;
+    ms__start_load(p->models, m);
+    return m;
+}
+
 /* acquire and load share this: find or create the model, start its load when needed. *ctor_fd:
  * the spec's constructor memfd, checked (-1: none); taken (set to -1) when the model gets this
  * spec, left to the caller when it has the spec already. Returns the model to wait for or use,
@@ -157,18 +242,10 @@ static ms__model *model_for(ms__proto *p, ms__conn *k, json_t *id, const char *o
             ms__conn_error(k, id, MS_E_UNKNOWN_TAG, err);
             return NULL;
         }
-        ms__life_make_room(p->models, tag);
-        int rc = ms__registry_add(&p->models->reg, tag, spec, &m, err, sizeof err);
-        if (rc != 0) {
-            ms__log_warn_limited("refused to load \"%s\" for pid %ld: %s", tag, (long)k->pid, err);
-            ms__conn_error(k, id, rc, err);
-            return NULL;
-        }
-        ms__model_ctor_set(m, *ctor_fd);
-        *ctor_fd = -1;
-        ms__start_load(p->models, m);
-        return m;
+        return new_model(p, k, id, tag, spec, ctor_fd);
     }
+    if (!may_use(p, k, id, m, op))
+        return NULL;
     if (!has_spec) {
         /* A failed model (its worker died, or its load failed) is loaded again with the spec it
          * had: the caller learns of a load that fails again from that load's own error. */
@@ -182,6 +259,8 @@ static ms__model *model_for(ms__proto *p, ms__conn *k, json_t *id, const char *o
         /* A failed model holds nothing: the next spec is loaded, whatever it is (with its
          * constructor memfd, if it came with one: the failed load's may be what failed). */
         if (!ms__spec_equal(&m->spec, spec) || *ctor_fd >= 0) {
+            if (!may_respec(p, k, id, m, spec))
+                return NULL;
             int rc = ms__model_spec_replace(m, spec, err, sizeof err);
             if (rc != 0) {
                 ms__conn_error(k, id, rc, err);
@@ -222,9 +301,9 @@ static int request_timeout(ms__conn *k, json_t *id, const json_t *msg, int64_t *
 static void acquire_waits(ms__proto *p, ms__conn *k, json_t *id, ms__model *m, int fd,
                           ms__arena_header *hdr, bool with_spec, int64_t timeout_ms)
 {
-    ms__conn_set_pending(p, k, MS__OP_ACQUIRE, id, m, fd, hdr, with_spec);
-    if (timeout_ms > 0)
-        k->p_deadline_ns = ms__registry_now(&p->models->reg) + timeout_ms * 1000000;
+    ms__pend *q = ms__conn_set_pending(p, k, MS__OP_ACQUIRE, id, m, fd, hdr, with_spec);
+    if (q != NULL && timeout_ms > 0)
+        q->deadline_ns = ms__registry_now(&p->models->reg) + timeout_ms * 1000000;
 }
 
 /* A lease keeps its arena open here, and a load opens a worker's: an acquire is refused (false,
@@ -346,6 +425,17 @@ static void do_load(ms__proto *p, ms__conn *k, json_t *id, const json_t *msg, in
     }
 }
 
+/* The pids of m's lessees as k may see them: in group mode, a member that is not root or the
+ * service sees no other member's pids (docs/SECURITY.md), only how many. */
+static void lease_pids_for(const ms__proto *p, const ms__conn *k, const ms__model *m, char *buf,
+                           size_t len)
+{
+    if (ms__owner_admin(&p->access, k->client->uid))
+        ms__model_lease_pids(m, buf, len);
+    else
+        snprintf(buf, len, "not shown to group members");
+}
+
 static void do_unload(ms__proto *p, ms__conn *k, json_t *id, const json_t *msg)
 {
     char err[MS__ERRLEN], pids[512];
@@ -366,12 +456,14 @@ static void do_unload(ms__proto *p, ms__conn *k, json_t *id, const json_t *msg)
         ms__conn_error(k, id, MS_E_UNKNOWN_TAG, err);
         return;
     }
+    if (!may_manage(p, k, id, m, "unload"))
+        return;
     if (m->state == MS__MODEL_UNLOADING) {
         ms__conn_set_pending(p, k, MS__OP_UNLOAD, id, m, -1, NULL, false);
         return;
     }
     if (m->leases > 0 && !force) {
-        ms__model_lease_pids(m, pids, sizeof pids);
+        lease_pids_for(p, k, m, pids, sizeof pids);
         snprintf(err, sizeof err,
                  "model \"%s\" has %d lease%s (client pids %s); unload --force to take them away",
                  tag, m->leases, m->leases == 1 ? "" : "s", pids);
@@ -472,6 +564,26 @@ static void do_link(ms__conn *k, json_t *id, const json_t *msg)
     ms__conn_send(k, r, NULL, 0);
 }
 
+/* Whether k may swap m with the fields of patch: its owner's (or root's), and, where the daemon
+ * cannot act as the owner, to no weights file or python code. False after an MS_E_PERMISSION
+ * reply. */
+static bool may_swap(ms__proto *p, ms__conn *k, json_t *id, const ms__model *m, const json_t *patch)
+{
+    char err[MS__ERRLEN];
+    if (!may_manage(p, k, id, m, "swap"))
+        return false;
+    static char given[] = "given";
+    ms__spec names; /* only what ms__owner_spec_allowed looks at */
+    memset(&names, 0, sizeof names);
+    names.weights = json_object_get(patch, "weights") != NULL ? given : m->spec.weights;
+    names.python = json_object_get(patch, "python") != NULL ? given : m->spec.python;
+    int rc = ms__owner_spec_allowed(&p->access, &m->owner, &names, err, sizeof err);
+    if (rc == 0)
+        return true;
+    ms__conn_error(k, id, rc, err);
+    return false;
+}
+
 /* swap: the tag's model moves to a new version (swap.c); the answer comes when it has. fds: the
  * new constructor's memfd when its spec has one (checked by ms__swap_start, which takes it). */
 static void do_swap(ms__proto *p, ms__conn *k, json_t *id, const json_t *msg, int *fds, int nfds)
@@ -504,22 +616,29 @@ static void do_swap(ms__proto *p, ms__conn *k, json_t *id, const json_t *msg, in
         ms__conn_error(k, id, MS_E_UNKNOWN_TAG, err);
         return;
     }
+    if (!may_swap(p, k, id, m, spec))
+        return;
     ms__log_info("swap of \"%s\" by pid %ld%s", tag, (long)k->pid,
                  json_is_true(df) ? " (drain first)" : "");
     /* Pending first: a swap that ends at once (nothing to drain) answers k. */
-    ms__conn_set_pending(p, k, MS__OP_SWAP, id, m, -1, NULL, false);
+    ms__pend *q = ms__conn_set_pending(p, k, MS__OP_SWAP, id, m, -1, NULL, false);
+    if (q == NULL)
+        return;
+    uint64_t seq = q->seq;
     int rc = ms__swap_start(p->models, m, spec, json_is_true(df), nfds == 1 ? &fds[0] : &none, err,
                             sizeof err);
     if (rc != 0) {
         ms__log_info("refused to swap \"%s\" for pid %ld: %s", tag, (long)k->pid, err);
         ms__conn_error(k, id, rc, err);
-        ms__conn_resume(p, k);
+        q = ms__conn_pend_find(k, seq); /* still there unless the refusal settled it */
+        if (q != NULL)
+            ms__conn_resume(p, k, q);
     }
 }
 
 static void do_status(ms__proto *p, ms__conn *k, json_t *id)
 {
-    json_t *st = ms__status_json(p);
+    json_t *st = ms__status_json(p, k->client->uid);
     if (st == NULL) {
         ms__conn_error(k, id, MS_E_NOMEM, "modelshared is out of memory for the status");
         return;
@@ -580,13 +699,13 @@ static void handle(ms__proto *p, ms__conn *k, json_t *msg, int *fds, int nfds)
     close_fds(fds, nfds); /* those not taken */
 }
 
-/* Starts the clock on part of a frame left in k's buffer (stopped while a request is pending:
- * the rest is not read until its answer). */
+/* Starts the clock on part of a frame left in k's buffer (stopped while k is at its bound of
+ * pending requests: the rest is not read until one ends). */
 static void partial_note(ms__proto *p, ms__conn *k)
 {
     /* A client that closed its side has as long to take its last replies. */
     bool waits = k->rd.len > 0 || (k->rd.eof && k->wr.bytes > 0);
-    if (k->dead || k->pending != MS__OP_NONE || !waits)
+    if (k->dead || !ms__conn_has_room(k) || !waits)
         k->partial_ns = 0;
     else if (k->partial_ns == 0)
         k->partial_ns = ms__registry_now(&p->models->reg);
@@ -600,7 +719,8 @@ static bool eof_done(const ms__conn *k)
     return k->rd.eof && !k->dead && !k->more && k->wr.bytes == 0;
 }
 
-/* Serves the next whole request buffered on k, if k may take one now. One a turn of the loop:
+/* Serves the next whole request buffered on k, if k may take one now (fewer than
+ * MS__CONN_PENDING_MAX pending: past it, backpressure, the client waits). One a turn of the loop:
  * a client that sends many at once (a flood of status requests) waits its turn behind everyone
  * else's instead of holding the loop; k->more brings it back next turn
  * (ms__proto_serve_more). */
@@ -608,7 +728,7 @@ static void serve_requests(ms__proto *p, ms__conn *k)
 {
     char err[MS__ERRLEN];
     k->more = false;
-    if (!k->dead && k->pending == MS__OP_NONE && !p->models->stopping) {
+    if (!k->dead && ms__conn_has_room(k) && !p->models->stopping) {
         json_t *msg = NULL;
         int fds[MS__FDS_MAX];
         int nfds = 0;
@@ -645,9 +765,8 @@ void ms__conn_on_event(ms__proto *p, ms__conn *k, uint32_t events)
         ms__conn_flush(k);
     if (k->dead)
         return;
-    if (k->pending != MS__OP_NONE) {
-        if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-            ms__conn_kill(k, "hang-up while a request was pending");
+    if (k->npend > 0 && (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
+        ms__conn_kill(k, "hang-up while a request was pending");
         return;
     }
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
@@ -667,17 +786,17 @@ void ms__conn_on_event(ms__proto *p, ms__conn *k, uint32_t events)
         ms__conn_rewatch(k); /* nothing more to read: only the replies to write */
 }
 
-/* k's pending acquire past its "timeout_ms": MS_E_TIMEOUT, saying what its model was doing. */
-static void acquire_expired(ms__proto *p, ms__conn *k)
+/* k's pending acquire q past its "timeout_ms": MS_E_TIMEOUT, saying what its model was doing. */
+static void acquire_expired(ms__proto *p, ms__conn *k, ms__pend *q)
 {
     char err[MS__ERRLEN];
-    const ms__model *m = k->p_model;
+    const ms__model *m = q->model;
     snprintf(err, sizeof err,
              "acquire of \"%s\": the model was not ready within the acquire's timeout (it is %s); "
              "it goes on loading for the others that wait",
              m->tag, ms__model_state_name(m->state));
-    ms__conn_error(k, k->p_id, MS_E_TIMEOUT, err);
-    ms__conn_resume(p, k);
+    ms__conn_error(k, q->id, MS_E_TIMEOUT, err);
+    ms__conn_resume(p, k, q);
 }
 
 /* The pending acquires' deadlines: those past theirs fail; returns the next one. */
@@ -688,12 +807,16 @@ static int64_t acquire_deadlines(ms__proto *p, int64_t now)
     LIST_FOREACH(c, &p->models->reg.clients, link)
     {
         ms__conn *k = c->user;
-        if (k->dead || k->pending != MS__OP_ACQUIRE || k->p_deadline_ns == 0)
-            continue;
-        if (now >= k->p_deadline_ns)
-            acquire_expired(p, k);
-        else if (k->p_deadline_ns < next)
-            next = k->p_deadline_ns;
+        ms__pend *q = TAILQ_FIRST(&k->pends), *after;
+        for (; q != NULL && !k->dead; q = after) {
+            after = TAILQ_NEXT(q, link);
+            if (q->op != MS__OP_ACQUIRE || q->deadline_ns == 0)
+                continue;
+            if (now >= q->deadline_ns)
+                acquire_expired(p, k, q);
+            else if (q->deadline_ns < next)
+                next = q->deadline_ns;
+        }
     }
     return next;
 }

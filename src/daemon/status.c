@@ -136,6 +136,22 @@ static void memory_json(json_t *o, const ms__model *m)
         json_object_set_new(o, "memory_by_device", by);
 }
 
+/* What one viewer may see of the models (ms__status_json). */
+typedef struct viewer {
+    const ms__access *access;
+    uid_t uid;
+} viewer;
+
+/* Another member's model, seen by a member: its worker pids are left out (null, []). */
+static void hide_pids(json_t *o)
+{
+    json_object_set_new(o, "worker_pids", json_array());
+    size_t i;
+    json_t *in;
+    json_array_foreach(json_object_get(o, "instances"), i, in)
+        json_object_set_new(in, "pid", json_null());
+}
+
 static json_t *model_json(ms__model *m, int64_t now)
 {
     json_t *o = json_object();
@@ -194,7 +210,7 @@ static json_t *model_json(ms__model *m, int64_t now)
 }
 
 /* {"budget_bytes", "used_bytes", "free_bytes", "total_bytes", "models": {tag: bytes}} */
-static json_t *budget_json(const ms__models *ml, const ms__budget_dev *d)
+static json_t *budget_json(const ms__models *ml, const ms__budget_dev *d, const viewer *v)
 {
     json_t *o = json_object();
     json_t *held = json_object();
@@ -207,7 +223,7 @@ static json_t *budget_json(const ms__models *ml, const ms__budget_dev *d)
     for (int i = 0; i < ml->reg.nmodels; i++) {
         const ms__model *m = ml->reg.models[i];
         uint64_t bytes = ms__model_charges_memory(m) ? ms__model_charge(m, d->name) : 0;
-        if (bytes > 0)
+        if (bytes > 0 && ms__owner_may_use(v->access, &m->owner, &m->spec, v->uid))
             json_object_set_new(held, m->tag, json_integer((json_int_t)bytes));
     }
     json_object_set_new(o, "budget_bytes", json_integer((json_int_t)budget));
@@ -221,8 +237,32 @@ static json_t *budget_json(const ms__models *ml, const ms__budget_dev *d)
     return o;
 }
 
-json_t *ms__status_json(ms__proto *p)
+/* The models v may see: their JSON in models, their devices found in the budget table. */
+static int models_json(ms__models *ml, const viewer *v, int64_t now, json_t *models)
 {
+    for (int i = 0; i < ml->reg.nmodels; i++) {
+        ms__model *m = ml->reg.models[i];
+        if (!ms__owner_may_use(v->access, &m->owner, &m->spec, v->uid))
+            continue;
+        json_t *mj = model_json(m, now);
+        if (mj == NULL)
+            return -1;
+        if (v->access->has_group)
+            json_object_set_new(mj, "owner_uid", json_integer(m->owner.uid));
+        if (!ms__owner_manages(v->access, &m->owner, v->uid))
+            hide_pids(mj);
+        json_array_append_new(models, mj);
+        const char *devs[MS__INSTANCES_MAX + 1]; /* its devices are listed below */
+        int nd = ms__model_charges_memory(m) ? ms__model_devices(m, devs) : 0;
+        for (int d = 0; d < nd; d++)
+            ms__budget_find(ml, devs[d]);
+    }
+    return 0;
+}
+
+json_t *ms__status_json(ms__proto *p, uid_t viewer_uid)
+{
+    const viewer v = {&p->access, viewer_uid};
     ms__models *ml = p->models;
     int64_t now = ms__registry_now(&ml->reg);
     json_t *st = json_object();
@@ -230,19 +270,10 @@ json_t *ms__status_json(ms__proto *p)
     json_t *budgets = json_object();
     if (st == NULL || models == NULL || budgets == NULL)
         goto fail;
-    for (int i = 0; i < ml->reg.nmodels; i++) {
-        ms__model *m = ml->reg.models[i];
-        json_t *mj = model_json(m, now);
-        if (mj == NULL)
-            goto fail;
-        json_array_append_new(models, mj);
-        const char *devs[MS__INSTANCES_MAX + 1]; /* its devices are listed below */
-        int nd = ms__model_charges_memory(m) ? ms__model_devices(m, devs) : 0;
-        for (int d = 0; d < nd; d++)
-            ms__budget_find(ml, devs[d]);
-    }
+    if (models_json(ml, &v, now, models) != 0)
+        goto fail;
     for (int i = 0; i < ml->budgets.n; i++) {
-        json_t *b = budget_json(ml, &ml->budgets.dev[i]);
+        json_t *b = budget_json(ml, &ml->budgets.dev[i], &v);
         if (b == NULL)
             goto fail;
         json_object_set_new(budgets, ml->budgets.dev[i].name, b);

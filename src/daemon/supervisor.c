@@ -61,11 +61,40 @@ typedef struct spawn_fds {
     int errp[2]; /* its stderr pipe: [0] the daemon's end, [1] the worker's */
 } spawn_fds;
 
-/* In the child, between fork and exec: only async-signal-safe calls. cwd and envp: NULL to keep
- * the daemon's. */
-static void child_exec(pid_t parent, const spawn_fds *f, const char *path, char *const argv[],
-                       const char *cwd, char *const envp[])
+/* In the child, its stderr the daemon's pipe: says why it could not start, and exits. */
+static void child_fail(int status, const char *why)
 {
+    static const char head[] = "modelshare: the worker could not start: ";
+    if (write(2, head, sizeof head - 1) >= 0 && write(2, why, strlen(why)) >= 0)
+        (void)!write(2, "\n", 1);
+    _exit(status);
+}
+
+/* In the child: becomes o (groups, gid, uid: raw system calls, this process has one thread),
+ * keeping no privilege (no capabilities, ambient or not; no new ones by exec), and dies with the
+ * daemon again (a change of credentials clears the parent-death signal). Exits the child
+ * (status 124) when any of it fails: a worker never runs member code with the daemon's rights. */
+static void child_become(pid_t parent, const ms__owner *o)
+{
+    if (syscall(SYS_setgroups, (size_t)o->ngroups, o->groups) != 0 ||
+        syscall(SYS_setresgid, o->gid, o->gid, o->gid) != 0 ||
+        syscall(SYS_setresuid, o->uid, o->uid, o->uid) != 0)
+        child_fail(124, "cannot take the model owner's uid, gid and groups");
+    uid_t r, e, su;
+    if (getresuid(&r, &e, &su) != 0 || r != o->uid || e != o->uid || su != o->uid || setuid(0) == 0)
+        child_fail(124, "the model owner's uid did not hold");
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); /* EINVAL before Linux 4.3 */
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 ||
+        getppid() != parent)
+        child_fail(124, "cannot drop privileges");
+}
+
+/* In the child, between fork and exec: only async-signal-safe calls. cwd and envp: NULL to keep
+ * the daemon's; as: NULL to run as the daemon. */
+static void child_exec(pid_t parent, const spawn_fds *f, const ms__exec *x)
+{
+    const char *path = x->path, *cwd = x->cwd;
+    char *const *argv = x->argv, *const *envp = x->envp;
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
         _exit(126);
     sigset_t all;
@@ -88,13 +117,18 @@ static void child_exec(pid_t parent, const spawn_fds *f, const char *path, char 
         _exit(126);
     /* dup2 leaves 2 to 5 (and 6) without close-on-exec: the worker inherits exactly these (and
      * 0, 1). */
+    if (x->as != NULL)
+        child_become(parent, x->as);
     if (cwd != NULL && chdir(cwd) != 0)
-        _exit(125);
+        child_fail(125, x->as != NULL ? "cannot enter its working directory (python.cwd) as the "
+                                        "model's owner"
+                                      : "cannot enter its working directory (python.cwd)");
     if (envp != NULL)
         execve(path, argv, envp);
     else
         execv(path, argv);
-    _exit(127);
+    child_fail(127, x->as != NULL ? "cannot run its program as the model's owner"
+                                  : "cannot run its program");
 }
 
 static void spawn_fds_close(spawn_fds *f)
@@ -226,7 +260,7 @@ int ms__sup_exec(ms__supervisor *s, const ms__exec *x, ms__wproc **out, char *er
         return rc;
     }
     if (pid == 0)
-        child_exec(parent, &fds, x->path, x->argv, x->cwd, x->envp);
+        child_exec(parent, &fds, x);
     worker_adopt(s, w, pid, &fds);
     *out = w;
     return 0;

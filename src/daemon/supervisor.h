@@ -38,6 +38,9 @@ typedef struct ms__exec {
     int door_fd;       /* its fd 5 */
     int ctor_fd;       /* its fd 6, -1: none */
     int inst;          /* recorded in the worker record (ms__wproc.inst) */
+    /* Run as this owner (its uid, gid and groups, with no privilege left: no new privileges, no
+     * ambient capabilities), not as the daemon; NULL: as the daemon. Not taken. */
+    const ms__owner *as;
 } ms__exec;
 
 /* Starts one worker as x says and watches it in epoll. *out: the worker record (the

@@ -680,7 +680,7 @@ int ms__swap_prepare(ms__models *ml, ms__model *m, const json_t *patch, bool dra
         return rc;
     }
     sw->spec_json = ms__spec_to_json(&sw->spec);
-    sw->need = sw->spec.memory > 0 ? sw->spec.memory : ms__backend_estimate(&sw->spec);
+    sw->need = sw->spec.memory > 0 ? sw->spec.memory : ms__load_backend_estimate(m, &sw->spec);
     rc = sw->spec_json == NULL ? ms__fail(err, errlen, MS_E_NOMEM, "out of memory")
                                : new_ctor(m, sw, ctor_fd, err, errlen);
     if (rc == 0)

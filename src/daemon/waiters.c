@@ -59,78 +59,95 @@ void ms__conn_grant(ms__proto *p, ms__conn *k, json_t *id, ms__model *m, int are
     ms__conn_send(k, reply, doors, m->ninst);
 }
 
-/* The connections waiting for m, live ones only: the next after k (NULL: the first). */
-static ms__conn *next_waiter(ms__proto *p, ms__conn *k, const ms__model *m)
+/* What a pending request hears when its model settles: q ends (answered) or stays. */
+typedef void (*settle_fn)(ms__proto *p, ms__conn *k, ms__pend *q, ms__model *m, int code,
+                          const char *message);
+
+/* Calls fn for every pending request of a live connection that waits for m, oldest first in
+ * each connection. fn may end the request it is given (and no other); a connection that dies
+ * meanwhile is left for the sweep. */
+static void each_waiter(ms__proto *p, ms__model *m, settle_fn fn, int code, const char *message)
 {
-    ms__client *c = k == NULL ? LIST_FIRST(&p->models->reg.clients) : LIST_NEXT(k->client, link);
-    for (; c != NULL; c = LIST_NEXT(c, link)) {
-        ms__conn *o = c->user;
-        if (!o->dead && o->p_model == m)
-            return o;
+    ms__client *c;
+    LIST_FOREACH(c, &p->models->reg.clients, link)
+    {
+        ms__conn *k = c->user;
+        ms__pend *q = TAILQ_FIRST(&k->pends), *next;
+        for (; q != NULL && !k->dead; q = next) {
+            next = TAILQ_NEXT(q, link);
+            if (q->model == m)
+                fn(p, k, q, m, code, message);
+        }
     }
-    return NULL;
+}
+
+static void fail_one(ms__proto *p, ms__conn *k, ms__pend *q, ms__model *m, int code,
+                     const char *message)
+{
+    (void)m;
+    if (q->op != MS__OP_ACQUIRE && q->op != MS__OP_LOAD && q->op != MS__OP_SWAP)
+        return;
+    ms__conn_error(k, q->id, code, message);
+    ms__conn_resume(p, k, q);
 }
 
 void ms__waiters_fail(ms__proto *p, ms__model *m, int code, const char *message)
 {
-    for (ms__conn *k = next_waiter(p, NULL, m); k != NULL; k = next_waiter(p, k, m)) {
-        if (k->pending != MS__OP_ACQUIRE && k->pending != MS__OP_LOAD && k->pending != MS__OP_SWAP)
-            continue;
-        ms__conn_error(k, k->p_id, code, message);
-        ms__conn_resume(p, k);
-    }
+    each_waiter(p, m, fail_one, code, message);
 }
 
 /* m is ready: acquires get their lease, loads their answer. */
-static void waiters_ready(ms__proto *p, ms__model *m)
+static void ready_one(ms__proto *p, ms__conn *k, ms__pend *q, ms__model *m, int code,
+                      const char *message)
 {
-    for (ms__conn *k = next_waiter(p, NULL, m); k != NULL; k = next_waiter(p, k, m)) {
-        if (k->pending == MS__OP_ACQUIRE) {
-            json_t *id = json_incref(k->p_id);
-            int fd = k->p_arena_fd;
-            ms__arena_header *hdr = k->p_hdr;
-            k->p_arena_fd = -1;
-            k->p_hdr = NULL;
-            ms__conn_resume(p, k);
-            ms__conn_grant(p, k, id, m, fd, hdr);
-            json_decref(id);
-        } else if (k->pending == MS__OP_LOAD) {
-            ms__conn_send(k, ms__reply_ok(k->p_id), NULL, 0);
-            ms__conn_resume(p, k);
-        }
+    (void)code;
+    (void)message;
+    if (q->op == MS__OP_ACQUIRE) {
+        json_t *id = json_incref(q->id);
+        int fd = q->arena_fd;
+        ms__arena_header *hdr = q->hdr;
+        q->arena_fd = -1;
+        q->hdr = NULL;
+        ms__conn_resume(p, k, q);
+        ms__conn_grant(p, k, id, m, fd, hdr);
+        json_decref(id);
+    } else if (q->op == MS__OP_LOAD) {
+        ms__conn_send(k, ms__reply_ok(q->id), NULL, 0);
+        ms__conn_resume(p, k, q);
     }
 }
 
 /* m's workers are gone: unloads get their answer. */
-static void waiters_unloaded(ms__proto *p, ms__model *m)
+static void unloaded_one(ms__proto *p, ms__conn *k, ms__pend *q, ms__model *m, int code,
+                         const char *message)
 {
-    for (ms__conn *k = next_waiter(p, NULL, m); k != NULL; k = next_waiter(p, k, m)) {
-        if (k->pending != MS__OP_UNLOAD)
-            continue;
-        ms__conn_send(k, ms__reply_ok(k->p_id), NULL, 0);
-        ms__conn_resume(p, k);
-    }
+    (void)m;
+    (void)code;
+    (void)message;
+    if (q->op != MS__OP_UNLOAD)
+        return;
+    ms__conn_send(k, ms__reply_ok(q->id), NULL, 0);
+    ms__conn_resume(p, k, q);
 }
 
-/* m's swap ended: the swap that waits hears (code 0: the new version serves). */
-static void waiters_swapped(ms__proto *p, ms__model *m, int code, const char *message)
+/* m's swap ended: the swaps that wait hear (code 0: the new version serves). */
+static void swapped_one(ms__proto *p, ms__conn *k, ms__pend *q, ms__model *m, int code,
+                        const char *message)
 {
-    for (ms__conn *k = next_waiter(p, NULL, m); k != NULL; k = next_waiter(p, k, m)) {
-        if (k->pending != MS__OP_SWAP)
-            continue;
-        if (code != 0) {
-            ms__conn_error(k, k->p_id, code, message != NULL ? message : "the swap failed");
-        } else {
-            json_t *r = ms__reply_ok(k->p_id);
-            if (r != NULL) {
-                json_object_set(r, "spec", m->spec_json);
-                json_object_set_new(
-                    r, "version", m->spec.version[0] ? json_string(m->spec.version) : json_null());
-            }
-            ms__conn_send(k, r, NULL, 0);
+    if (q->op != MS__OP_SWAP)
+        return;
+    if (code != 0) {
+        ms__conn_error(k, q->id, code, message != NULL ? message : "the swap failed");
+    } else {
+        json_t *r = ms__reply_ok(q->id);
+        if (r != NULL) {
+            json_object_set(r, "spec", m->spec_json);
+            json_object_set_new(r, "version",
+                                m->spec.version[0] ? json_string(m->spec.version) : json_null());
         }
-        ms__conn_resume(p, k);
+        ms__conn_send(k, r, NULL, 0);
     }
+    ms__conn_resume(p, k, q);
 }
 
 void ms__proto_settled(void *ctx, ms__model *m, int what, int code, const char *message)
@@ -138,16 +155,16 @@ void ms__proto_settled(void *ctx, ms__model *m, int what, int code, const char *
     ms__proto *p = ctx;
     switch (what) {
     case MS__SETTLED_READY:
-        waiters_ready(p, m);
+        each_waiter(p, m, ready_one, 0, NULL);
         break;
     case MS__SETTLED_FAILED:
         ms__waiters_fail(p, m, code, message);
         break;
     case MS__SETTLED_UNLOADED:
-        waiters_unloaded(p, m);
+        each_waiter(p, m, unloaded_one, 0, NULL);
         break;
     case MS__SETTLED_SWAPPED:
-        waiters_swapped(p, m, code, message);
+        each_waiter(p, m, swapped_one, code, message);
         break;
     default:
         break;

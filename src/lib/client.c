@@ -41,7 +41,7 @@ static ms_client *client_new(int fd, const char *path)
     c->fd = fd;
     snprintf(c->socket_path, sizeof c->socket_path, "%s", path);
     c->serial = ms__lib_serial_next();
-    pthread_mutex_init(&c->lock, NULL);
+    ms__lib_call_init(c);
     pthread_mutex_init(&c->models_lock, NULL);
     LIST_INIT(&c->models);
     ms__lib_fork_track(c);
@@ -117,7 +117,7 @@ MS_EXPORT void ms_disconnect(ms_client *client)
     ms__lib_fork_untrack(client);
     if (client->fd >= 0)
         close(client->fd);
-    pthread_mutex_destroy(&client->lock);
+    ms__lib_call_destroy(client);
     pthread_mutex_destroy(&client->models_lock);
     free(client);
 }
@@ -134,7 +134,7 @@ static void forget(ms_client *c)
     }
     if (c->fd >= 0)
         close(c->fd);
-    pthread_mutex_destroy(&c->lock);
+    ms__lib_call_destroy(c);
     pthread_mutex_destroy(&c->models_lock);
     free(c);
 }

@@ -6,6 +6,8 @@
 
 #include <unistd.h>
 
+#include "call.h"
+
 static pthread_mutex_t all_lock = PTHREAD_MUTEX_INITIALIZER;
 static LIST_HEAD(, ms_client) all_clients = LIST_HEAD_INITIALIZER(all_clients);
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
@@ -34,7 +36,7 @@ static void fork_child(void)
         c->lost = true;
         if (c->forked_from == 0)
             c->forked_from = parent;
-        pthread_mutex_init(&c->lock, NULL);
+        ms__lib_call_init(c); /* the parent's waiting threads are not here */
         pthread_mutex_init(&c->models_lock, NULL);
         ms_model *m;
         LIST_FOREACH(m, &c->models, link)

@@ -3,9 +3,10 @@
  * file offers the others is in its own header; the files call each other in one direction only:
  *
  *   errors.c    per-thread error messages, client serials, argument checks
- *   fork.c      the process's clients, made harmless in a child of fork()
+ *   fork.c      the process's clients, made harmless in a child of fork()   calls: call
  *   connect.c   the daemon's socket, starting the daemon when none answers
- *   call.c      one control request to the daemon and its reply     calls: errors
+ *   call.c      control requests to the daemon and their replies,   calls: errors, wait
+ *               several threads' at once
  *   alloc.c     the arena allocator                                 calls: -
  *   tensor.c    tensors in a model's arena                          calls: errors, alloc
  *   link.c      another model's arena linked to a model's workers   calls: errors, call
@@ -22,9 +23,13 @@
  *   client.c    clients: connect, disconnect, status, load, unload  calls: errors, call, connect,
  *                                                                          fork, model
  *
- * Locking: a client has one lock for its control socket (one request at a time) and one for its
- * list of models. A model has one lock for its allocator, its live tensors and its rings; it is
- * not held while a request waits for its response, so several threads of one process can have
+ * Locking: a client's control requests (call.c) run concurrently: its lock guards the state of
+ * its requests in flight and is never held while a thread blocks on the socket; a send lock
+ * keeps each request's bytes together; one waiting thread at a time reads the socket and hands
+ * the others their replies (leader/follower, no thread of our own). A client has one more lock
+ * for its list of models. A model has one lock for its allocator, its live tensors and its
+ * rings; it is not held while a request waits for its response, so several threads of one
+ * process can have
  * requests in flight on one handle (up to MS__RING_SLOTS per instance). The allocator's
  * bookkeeping lives in this process's private memory, never in the shared arena.
  */
@@ -43,6 +48,7 @@
 #include "../common/paths.h"
 #include "../common/proto.h"
 #include "../common/records.h"
+#include "../common/signames.h"
 #include "../common/ring.h"
 #include "../common/util.h"
 
@@ -75,6 +81,10 @@ struct ms_tensor {
     bool dropped;
 };
 
+/* A client's control requests in flight at once, at most (its threads' and abandoned ones):
+ * fewer than the daemon's reader takes descriptors for (two per request at most). */
+#define MS__CALLS_MAX 32
+
 /* The most inputs one request holds in the arena: its tensors and their manifest. */
 #define MS__HELD_MAX (MS_MAX_TENSORS + 1)
 
@@ -100,6 +110,9 @@ struct ms_model {
     void *arena_base;
     uint64_t arena_capacity;
     ms__sig sig_in, sig_out;
+    /* The named inputs and outputs the model says (signames.h); counts -1 when it does not. */
+    ms__sig_entry sig_ins[MS__MF_MAX], sig_outs[MS__MF_MAX];
+    int nsig_in, nsig_out;
     pthread_mutex_t lock;
     pthread_cond_t slot_free; /* a slot was freed: for threads waiting for one */
     ms__alloc alloc;
@@ -129,13 +142,24 @@ struct ms_client {
     char socket_path[MS__SOCKET_PATH_MAX + 1];
     uint64_t serial; /* unique per client in this process, for ms_errmsg */
     int64_t daemon_pid;
-    pthread_mutex_t lock; /* the control socket */
+    /* Control requests (call.c). lock guards what follows it up to forked_from; it is never
+     * held while a thread blocks on the socket. */
+    pthread_mutex_t lock;
+    pthread_mutex_t send_lock; /* held while one request is written to the socket */
+    pthread_cond_t changed;    /* a reply was handed over, the reader left, or room came */
+    bool reading;              /* a thread reads the socket now; the others wait on changed */
     int64_t next_id;
     _Atomic bool lost; /* the connection broke: set by call.c, exchange.c and fork.c */
-    /* The id of a request whose wait was interrupted (call.c): its reply, still to come, is read
-     * and dropped (a lease it grants given back) before the next request's. 0: none. Under
-     * lock. */
-    int64_t stale_id;
+    int lost_code;     /* why, when call.c saw it break (0: not seen there) */
+    char lost_why[MS__ERRLEN];
+    /* The requests in flight whose threads wait (on their stacks, not owned), and the ids of
+     * requests whose wait was interrupted (Ctrl-C, a cancelled task): their replies are dropped
+     * when they come, a lease they grant given back. Together at most MS__CALLS_MAX: past it, a
+     * new request waits for room. */
+    struct ms__call *calls;
+    int ncalls;
+    int64_t abandoned[MS__CALLS_MAX];
+    int nabandoned;
     int64_t forked_from; /* the parent's pid when this is a copy that fork() made, else 0 */
     pthread_mutex_t models_lock;
     LIST_HEAD(, ms_model) models; /* owned */

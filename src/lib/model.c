@@ -185,6 +185,11 @@ static ms_model *model_new(ms_client *client, const char *tag, const acquiring *
     m->lease = json_integer_value(lease);
     *rc = ms__sig_from_json(json_object_get(a->reply, "signature"), &m->sig_in, &m->sig_out, err,
                             sizeof err);
+    const json_t *sig = json_object_get(a->reply, "signature");
+    if (*rc == 0)
+        *rc = ms__sig_list_from_json(sig, "inputs", m->sig_ins, &m->nsig_in, err, sizeof err);
+    if (*rc == 0)
+        *rc = ms__sig_list_from_json(sig, "outputs", m->sig_outs, &m->nsig_out, err, sizeof err);
     if (*rc < 0) {
         *rc = ms__lib_fail(client, MS_E_PROTOCOL, "acquire reply: bad signature: %s", err);
         goto fail;
@@ -340,4 +345,54 @@ MS_EXPORT int ms_model_signature(const ms_model *model, int *in_dtype, int *in_r
     sig_out_copy(&model->sig_in, in_dtype, in_rank, in_shape);
     sig_out_copy(&model->sig_out, out_dtype, out_rank, out_shape);
     return 0;
+}
+
+/* The count of one side: its names, else the one tensor of a signature that knows its dtype. */
+static int side_count(const ms__sig *one, int named)
+{
+    return named >= 0 ? named : one->dtype != 0 ? 1 : 0;
+}
+
+static int side_get(const ms_model *model, const ms__sig *one, const ms__sig_entry *e, int named,
+                    int i, ms_tensor_info *out)
+{
+    if (model == NULL || out == NULL)
+        return MS_E_INVAL;
+    int n = side_count(one, named);
+    if (i < 0 || i >= n)
+        return ms__lib_fail(model->client, MS_E_INVAL,
+                            "expected a tensor index 0 to %d (the model says %d), got %d", n - 1, n,
+                            i);
+    ms__lib_clear(model->client);
+    const ms__sig *s = named >= 0 ? &e[i].sig : one;
+    ms_tensor_info info = {.name = named >= 0 ? e[i].name : NULL, .dtype = s->dtype};
+    info.rank = named >= 0 && !e[i].shape_known ? -1 : s->rank;
+    for (int k = 0; k < MS_MAX_RANK; k++)
+        info.shape[k] = k < s->rank ? s->shape[k] : -1;
+    *out = info;
+    return 0;
+}
+
+MS_EXPORT int ms_model_inputs_count(const ms_model *model)
+{
+    return model == NULL ? MS_E_INVAL : side_count(&model->sig_in, model->nsig_in);
+}
+
+MS_EXPORT int ms_model_outputs_count(const ms_model *model)
+{
+    return model == NULL ? MS_E_INVAL : side_count(&model->sig_out, model->nsig_out);
+}
+
+MS_EXPORT int ms_model_input(const ms_model *model, int i, ms_tensor_info *out)
+{
+    return side_get(model, model != NULL ? &model->sig_in : NULL,
+                    model != NULL ? model->sig_ins : NULL, model != NULL ? model->nsig_in : -1, i,
+                    out);
+}
+
+MS_EXPORT int ms_model_output(const ms_model *model, int i, ms_tensor_info *out)
+{
+    return side_get(model, model != NULL ? &model->sig_out : NULL,
+                    model != NULL ? model->sig_outs : NULL, model != NULL ? model->nsig_out : -1, i,
+                    out);
 }

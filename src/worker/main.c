@@ -24,6 +24,7 @@
 #include "worker.h"
 #include "../common/log.h"
 #include "../common/procmem.h"
+#include "../common/signames.h"
 #include "../common/proto.h"
 #include "../common/spec.h"
 #include "../common/util.h"
@@ -241,6 +242,25 @@ static int load(const char *tag, const char *spec_text, ms__backend_opener opene
     return 0;
 }
 
+/* Adds the model's named inputs and outputs (named: taken, NULL when it does not say them) to
+ * its signature, when they are what clients read (signames.h); else logs why they are left out. */
+static void add_names(const char *tag, json_t *sig, json_t *named)
+{
+    char err[MS__ERRLEN];
+    ms__sig_entry e[MS__MF_MAX];
+    int n;
+    if (named == NULL)
+        return;
+    if (ms__sig_list_from_json(named, "inputs", e, &n, err, sizeof err) < 0 ||
+        ms__sig_list_from_json(named, "outputs", e, &n, err, sizeof err) < 0)
+        ms__log_warn("model \"%s\": its inputs' and outputs' names are left out of its "
+                     "signature: %s",
+                     tag, err);
+    else
+        json_object_update(sig, named);
+    json_decref(named);
+}
+
 /* Tells the daemon the model is ready: its measured memory and its signature. 0 or -1 (logged). */
 static int send_ready(const char *tag, const loaded *m)
 {
@@ -250,6 +270,8 @@ static int send_ready(const char *tag, const loaded *m)
     memset(&sout, 0, sizeof sout);
     m->be->signature(m->state, &sin, &sout);
     json_t *sig = ms__sig_to_json(&sin, &sout);
+    if (sig != NULL && m->be->signature_named != NULL)
+        add_names(tag, sig, m->be->signature_named(m->state));
     json_t *ready = json_pack("{s:s, s:I, s:o}", "op", "ready", "memory_bytes",
                               (json_int_t)m->memory, "signature", sig ? sig : json_null());
     if (ready == NULL ||
@@ -300,6 +322,11 @@ int ms__worker_main(int argc, char **argv, ms__backend_opener opener)
 
     /* Die with the daemon (also set before exec). If it is already gone, stop now. */
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || !parent_is_daemon())
+        return 1;
+    /* Started as a member of a group daemon (docs/SECURITY.md): the arenas it will map are other
+     * members' too, and no other process of this uid may read them through /proc. */
+    const char *nodump = getenv("MODELSHARE_WORKER_NODUMP");
+    if (nodump != NULL && strcmp(nodump, "1") == 0 && prctl(PR_SET_DUMPABLE, 0) != 0)
         return 1;
     ms__log_init("modelshare-worker", level);
     ms__stats *stats = NULL;

@@ -15,6 +15,7 @@ import json
 import os
 import pathlib
 import random
+import shlex
 import signal
 import subprocess
 import sys
@@ -46,9 +47,9 @@ CHAOS = BUILD / "tests" / "ms-chaosclient"
 # Counts of each scenario: "short" runs in make test (a few seconds each), "full" in make chaos.
 COUNTS = {
     "short": {"client_kills": 40, "worker_kills": 4, "daemon_kills": 3,
-              "load": (8, 1000), "stall": (4, 200)},
+              "load": (8, 1000), "stall": (4, 200), "stops": 3},
     "full": {"client_kills": 1000, "worker_kills": 100, "daemon_kills": 20,
-             "load": (32, 20000), "stall": (16, 2000)},
+             "load": (32, 20000), "stall": (16, 2000), "stops": 20},
 }
 IDENTITY = {"backend": "identity", "keep_alive": 3600}
 RSS_SLACK_KIB = 4096  # the daemon's RSS may end this much above its start figure (malloc's pools)
@@ -85,6 +86,11 @@ class Client:
     def count(self, prefix):
         with self.lock:
             return sum(1 for x in self.lines if x.startswith(prefix))
+
+    def stamps(self, *prefixes):
+        """The times (CLOCK_MONOTONIC ns, the last word) of the lines that start with a prefix."""
+        with self.lock:
+            return [int(x.split()[-1]) for x in self.lines if x.startswith(prefixes)]
 
     def last(self, prefix):
         with self.lock:
@@ -288,17 +294,21 @@ def _compare_figures(start, end, losses):
 
 # --- 2: workers killed mid-batch -----------------------------------------------------------
 
-def start_busy(ms, tag, spec, n, seed):
-    clients = [Client(ms.env, "busy", tag, json.dumps(spec), seed * 100 + k) for k in range(n)]
+def start_busy(ms, tag, spec, n, seed, *extra):
+    clients = [Client(ms.env, "busy", tag, json.dumps(spec), seed * 100 + k, *extra)
+               for k in range(n)]
     wait_until(lambda: all(c.count("connected") for c in clients) or
                any(c.proc.poll() is not None for c in clients), timeout=60,
                what="busy clients connected")
     return clients
 
 
-def finish_busy(clients, losses):
-    total = {"ok": 0, "wrong": 0, "worker_lost": 0, "daemon_lost": 0, "other": 0,
+def finish_busy(clients, losses, timeouts=False):
+    """Stops busy clients and adds up their counts; a loss for each wrong answer, unexpected
+    error, hang, and (unless timeouts) MS_E_TIMEOUT."""
+    total = {"ok": 0, "wrong": 0, "worker_lost": 0, "daemon_lost": 0, "timeout": 0, "other": 0,
              "max_infer_us": 0, "max_acquire_us": 0, "max_connect_us": 0}
+    first_timeout = ""
     for c in clients:
         s = c.finish(timeout=60)
         if s is None:
@@ -309,9 +319,15 @@ def finish_busy(clients, losses):
         if s["wrong"] or s["other"]:
             losses.append(f"a busy client saw {s['wrong']} wrong answers and {s['other']} "
                           f"other errors (first: {s['first_error']})")
+        if s["timeout"] and not timeouts:
+            losses.append(f"a busy client saw {s['timeout']} MS_E_TIMEOUT (first: "
+                          f"{s['first_timeout']})")
+        first_timeout = first_timeout or s["first_timeout"]
     for k in ("max_infer_us", "max_acquire_us", "max_connect_us"):
         if total[k] > CALL_BOUND_S * 1e6:
             losses.append(f"a call took {total[k] / 1e6:.1f} s ({k}): a hang")
+    if first_timeout:
+        total["first_timeout"] = first_timeout
     return total
 
 
@@ -338,8 +354,11 @@ def worker_kills(ms, n, seed, nclients=8):
 
         def serving():
             x = model_of(ms, tag)
+            # Every instance up again, the victim's replaced (worker_pids lists the instances
+            # that are up: with the victim gone alone, the other one would pass at once).
             return (x and x["state"] == "ready" and victim not in x["worker_pids"]
-                    and x["worker_pids"] and all(pid_alive(p) for p in x["worker_pids"]))
+                    and len(x["worker_pids"]) == spec["instances"]
+                    and all(pid_alive(p) for p in x["worker_pids"]))
         try:
             wait_until(serving, timeout=30, interval=0.02, what="the model serving again")
         except AssertionError:
@@ -361,7 +380,111 @@ def worker_kills(ms, n, seed, nclients=8):
     return figures, losses
 
 
-# --- 3: the daemon killed under load -------------------------------------------------------
+# --- 3: workers stopped (SIGSTOP) under load: the watchdog ---------------------------------
+
+STUCK_CALL_TIMEOUT_S = 1.5  # the models' call_timeout
+STUCK_DEADLINE_MS = 5000    # the clients' deadline on each call (ms_set_timeout)
+# A call may end this much past its deadline (a busy 2-core machine; more under the sanitizers).
+STUCK_SLACK_S = 5.0 if INTEGRATION.SANITIZED else 2.0
+
+
+def stuck(ms, n, seed, nmodels=4, per_model=2):
+    """n workers SIGSTOPped, one at a time, under busy clients whose calls have a deadline:
+    nmodels one-instance dense models with a call_timeout of STUCK_CALL_TIMEOUT_S, per_model
+    clients each, the stops going round the models (so that each model's restart back-off,
+    which doubles per crash within 60 s, stays that of a few crashes). Every call is answered
+    right or fails with MS_E_TIMEOUT naming its model or MS_E_WORKER_LOST within its deadline
+    plus STUCK_SLACK_S, the watchdog restarts the stopped instance (one restart in status per
+    stop) and the model serves again. Per stop: the time from the SIGSTOP to its callers' first
+    error and to the first right answer after it (the restarted instance serving)."""
+    rng = random.Random(seed)
+    losses, figures = [], {"stops": 0, "first_error_s": [], "serving_s": []}
+    w = ms.make_dense("stuck.safetensors", [64, 256, 256, 32], seed=seed)
+    spec = {"backend": "dense", "weights": str(w), "instances": 1, "keep_alive": 3600,
+            "call_timeout": STUCK_CALL_TIMEOUT_S, "max_restarts": 100}
+    tags = [f"stuck{k}" for k in range(min(nmodels, n))]
+    clients = {t: start_busy(ms, t, {**spec}, per_model, seed * 10 + k, STUCK_DEADLINE_MS)
+               for k, t in enumerate(tags)}
+    stops = dict.fromkeys(tags, 0)
+    for i in range(n):
+        tag = tags[i % len(tags)]
+        time.sleep(rng.uniform(0.05, 0.25))
+        stamps = _stop_one(ms, tag, clients[tag], i, losses)
+        if stamps is None:
+            break
+        stops[tag] += 1
+        figures["stops"] += 1
+        figures["first_error_s"].append(stamps[0])
+        figures["serving_s"].append(stamps[1])
+    for tag in tags:
+        m = model_of(ms, tag)
+        if not m or m["state"] != "ready" or m["restarts"] != stops[tag]:
+            losses.append(f"{tag} after {stops[tag]} stops: {m and m['state']}, "
+                          f"{m and m['restarts']} restarts in status")
+    total = finish_busy([c for t in tags for c in clients[t]], losses, timeouts=True)
+    figures.update(total)
+    bound_us = (STUCK_DEADLINE_MS / 1e3 + STUCK_SLACK_S) * 1e6
+    if total["max_infer_us"] > bound_us:
+        losses.append(f"a call took {total['max_infer_us'] / 1e6:.2f} s, past its deadline of "
+                      f"{STUCK_DEADLINE_MS} ms + {STUCK_SLACK_S} s")
+    if total["ok"] == 0:
+        losses.append("no request was answered")
+    for key in ("first_error_s", "serving_s"):
+        v = figures.pop(key)
+        figures[key.replace("_s", "_p50_s")] = round(pct(v, 50), 3)
+        figures[key.replace("_s", "_max_s")] = round(max(v), 3) if v else None
+    figures.update(call_timeout_s=STUCK_CALL_TIMEOUT_S, deadline_ms=STUCK_DEADLINE_MS,
+                   models=len(tags), clients=len(tags) * per_model)
+    say(f"  {figures['stops']} SIGSTOPs of workers (call_timeout {STUCK_CALL_TIMEOUT_S} s) under "
+        f"{figures['clients']} clients with a {STUCK_DEADLINE_MS} ms deadline: {total['ok']} "
+        f"answered right, {total['timeout']} MS_E_TIMEOUT, {total['worker_lost']} "
+        f"MS_E_WORKER_LOST, {total['wrong']} wrong, {total['other']} other errors; stop to the "
+        f"first error p50 {figures['first_error_p50_s']} s max {figures['first_error_max_s']} s, "
+        f"to serving again p50 {figures['serving_p50_s']} s max {figures['serving_max_s']} s; "
+        f"longest infer {total['max_infer_us'] / 1e3:.0f} ms")
+    return figures, losses
+
+
+def _stop_one(ms, tag, clients, i, losses):
+    """SIGSTOPs tag's worker and waits for the watchdog's restart and a right answer after its
+    callers' first error; returns (seconds to that error, seconds to that answer), or None (a
+    loss said why)."""
+    m = model_of(ms, tag)
+    if not m or m["state"] != "ready" or len(m["worker_pids"]) != 1:
+        losses.append(f"before stop {i}: {tag} is {m and m['state']}, workers "
+                      f"{m and m['worker_pids']}")
+        return None
+    victim, restarts = m["worker_pids"][0], m["restarts"]
+    t0 = time.monotonic_ns()
+    os.kill(victim, signal.SIGSTOP)
+    got = {}
+
+    def serving():
+        errs = [t for c in clients for t in c.stamps("timeout", "lost worker") if t >= t0]
+        served = [t for c in clients for t in c.stamps("served") if errs and t >= min(errs)]
+        x = model_of(ms, tag) if served else None  # a status call only once it may be done
+        if not (x and x["state"] == "ready" and x["restarts"] > restarts
+                and x["worker_pids"] and victim not in x["worker_pids"]):
+            return False
+        got.update(error=min(errs), served=min(served), restarts=x["restarts"])
+        return True
+    try:
+        wait_until(serving, timeout=STUCK_CALL_TIMEOUT_S + 60, interval=0.02,
+                   what="an error, the watchdog's restart and a right answer again")
+    except AssertionError:
+        losses.append(f"stop {i} (worker {victim} of {tag}): no error, restart and right answer "
+                      f"within {STUCK_CALL_TIMEOUT_S + 60} s: {model_of(ms, tag)}; a client: "
+                      f"{clients[0].output()}")
+        return None
+    finally:
+        if pid_alive(victim):
+            os.kill(victim, signal.SIGCONT)
+    if got["restarts"] != restarts + 1:
+        losses.append(f"stop {i}: {tag}'s restarts went from {restarts} to {got['restarts']}")
+    return round((got["error"] - t0) / 1e9, 3), round((got["served"] - t0) / 1e9, 3)
+
+
+# --- 4: the daemon killed under load -------------------------------------------------------
 
 def daemon_kills(ms, n, seed, nclients=4):
     """n daemons kill -9'd under nclients busy clients: the clients get MS_E_DAEMON_LOST (every
@@ -423,7 +546,7 @@ def daemon_kills(ms, n, seed, nclients=4):
     return figures, losses
 
 
-# --- 4 and 5: load, and load with stalling clients -------------------------------------------
+# --- 5 and 6: load, and load with stalling clients -------------------------------------------
 
 LAT = np.dtype([("ns", "<u8"), ("bytes", "<u4"), ("kind", "<u4")])
 SMALL = 16 * 1024  # requests of up to 16 rows
@@ -523,6 +646,7 @@ SCENARIOS = {
     "client_kills": lambda ms, c, seed: client_kills(ms, c["client_kills"], seed),
     "worker_kills": lambda ms, c, seed: worker_kills(ms, c["worker_kills"], seed),
     "daemon_kills": lambda ms, c, seed: daemon_kills(ms, c["daemon_kills"], seed),
+    "stuck": lambda ms, c, seed: stuck(ms, c["stops"], seed),
     "load": lambda ms, c, seed: load(ms, *c["load"], seed),
     "stall": lambda ms, c, seed: stall(ms, *c["stall"], seed),
 }
@@ -552,16 +676,25 @@ def run(name, size="short", seed=9):
         subprocess.run(["rm", "-rf", str(ms.dir), str(tmp)])
 
 
-def write_results(path, results, command):
-    lines = ["# modelshare — chaos and load figures", "",
-             f"Written by `{command}` on {time.strftime('%Y-%m-%d %H:%M')} "
-             f"({os.cpu_count()} CPUs). Every scenario's seed is printed; a loss fails the run.",
-             ""]
+def write_results(path, results, command, note="", keep=False):
+    """Writes the figures of results to the Markdown file path. keep (a run of some scenarios
+    only): the file's other sections stay as they are, and each section written says the command
+    that made it; else the whole file is written anew."""
+    when = f"on {time.strftime('%Y-%m-%d %H:%M')} ({os.cpu_count()} CPUs{note and ', ' + note})"
+    head = ["# modelshare — chaos and load figures", "",
+            f"Written by `{command}` {when}. Every scenario's seed is printed; a loss fails the "
+            "run.", ""]
+    old = pathlib.Path(path).read_text().split("\n## ") if keep and os.path.exists(path) else []
+    sections = {x.split(":", 1)[0]: "## " + x.rstrip("\n") + "\n" for x in old[1:]}
     for name, (figures, losses) in results.items():
-        lines += [f"## {name}: {'FAIL' if losses else 'ok'}", "", "```",
-                  json.dumps(figures, indent=1, default=str), "```", ""]
+        lines = [f"## {name}: {'FAIL' if losses else 'ok'}", ""]
+        if keep:
+            lines += [f"Written by `{command}` {when}.", ""]
+        lines += ["```", json.dumps(figures, indent=1, default=str), "```", ""]
         lines += [f"- LOSS: {x}" for x in losses] + ([""] if losses else [])
-    pathlib.Path(path).write_text("\n".join(lines))
+        sections[name] = "\n".join(lines)
+    text = old[0].rstrip("\n") + "\n" if old else "\n".join(head)
+    pathlib.Path(path).write_text(text + "\n" + "\n".join(sections.values()))
 
 
 def main():
@@ -569,13 +702,19 @@ def main():
     ap.add_argument("--full", action="store_true", help="the full counts (make chaos)")
     ap.add_argument("--seed", type=int, default=9)
     ap.add_argument("--only", default=",".join(SCENARIOS))
-    ap.add_argument("--results", help="write the figures to this Markdown file")
+    ap.add_argument("--results", help="write the figures to this Markdown file (with --only: "
+                    "its sections of the other scenarios are kept)")
+    ap.add_argument("--note", default="", help="words on the machine, for the results file")
     a = ap.parse_args()
     size = "full" if a.full else "short"
-    results = {name: run(name, size, a.seed) for name in a.only.split(",")}
+    names = a.only.split(",")
+    results = {name: run(name, size, a.seed) for name in names}
     if a.results:
-        command = "python " + " ".join(sys.argv)
-        write_results(a.results, results, f"make chaos` (`{command}" if a.full else command)
+        command = "python " + shlex.join(sys.argv)
+        every = set(names) == set(SCENARIOS)
+        write_results(a.results, results,
+                      f"make chaos` (`{command}" if a.full and every else command, a.note,
+                      keep=not every)
     failed = [n for n, (_, losses) in results.items() if losses]
     say(f"chaos: {len(results) - len(failed)} of {len(results)} scenarios without loss"
         + (f"; lost: {', '.join(failed)}" if failed else ""))

@@ -30,3 +30,7 @@ def test_load(ms):
 
 def test_stall(ms):
     check(ms, "stall")
+
+
+def test_stuck(ms):
+    check(ms, "stuck")

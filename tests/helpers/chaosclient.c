@@ -8,14 +8,18 @@
  *       Keeps the step it is in as one letter in the first byte of PHASEFILE (mapped shared:
  *       c connect, a acquire, t tensor, i infer, r release, d disconnect), so that whoever kills
  *       it can tell where it struck. On any failure prints "error ..." and exits 1.
- *   ms-chaosclient busy TAG SPEC SEED
+ *   ms-chaosclient busy TAG SPEC SEED [TIMEOUT_MS]
  *       Until SIGTERM: requests of 1 to 8 rows with inputs no other client uses, each checked
- *       against the model run in this process (dense) or against its input (identity).
+ *       against the model run in this process (dense) or against its input (identity), each
+ *       with a deadline of TIMEOUT_MS (ms_set_timeout; none when absent or 0).
  *       MS_E_WORKER_LOST: the lease is released and TAG acquired again. MS_E_DAEMON_LOST: the
  *       client disconnects, connects again (which starts a new daemon) and acquires again.
- *       Prints a line per event ("lost worker", "lost daemon", "connected DAEMON_PID"), then
- *       one JSON line of counts: ok, wrong, worker_lost, daemon_lost, other, the longest call of
- *       each kind in microseconds, and the first unexpected error.
+ *       MS_E_TIMEOUT whose message names TAG: counted apart, the lease kept (another is
+ *       "other"). Prints a line per event ("lost worker NS", "lost daemon NS", "timeout NS",
+ *       "connected DAEMON_PID", and "served NS" at the first right answer after a loss or a
+ *       timeout; NS: CLOCK_MONOTONIC in ns), then one JSON line of counts: ok, wrong,
+ *       worker_lost, daemon_lost, timeout, other, the longest call of each kind in
+ *       microseconds, the first unexpected error and the first timeout's message.
  *   ms-chaosclient load TAG SPEC SEED N LATFILE CTRL_EVERY
  *       N requests of mixed sizes to an identity model (rows of 256 float32, 1 row = 1 KiB to
  *       16384 rows = 16 MiB) with inputs from SEED; each output's checksum is compared with its
@@ -171,10 +175,12 @@ typedef struct busy {
     ms_model *m;
     reference ref;
     bool identity;
+    bool owe_served; /* a loss or timeout came: say "served" at the next right answer */
     int64_t width;
-    long ok, wrong, worker_lost, daemon_lost, other;
+    uint64_t timeout_us; /* each request's deadline; 0 none */
+    long ok, wrong, worker_lost, daemon_lost, timeout, other;
     int64_t max_ns[3]; /* infer, acquire, connect */
-    char first_error[512];
+    char first_error[512], first_timeout[512];
 } busy;
 
 enum { CALL_INFER, CALL_ACQUIRE, CALL_CONNECT };
@@ -206,7 +212,27 @@ static void busy_lost(busy *b, int rc)
     } else {
         b->worker_lost++;
     }
-    printf("lost %s\n", rc == MS_E_DAEMON_LOST ? "daemon" : "worker");
+    b->owe_served = true;
+    printf("lost %s %lld\n", rc == MS_E_DAEMON_LOST ? "daemon" : "worker", (long long)now_ns());
+    fflush(stdout);
+}
+
+/* MS_E_TIMEOUT: counted when its message names the model (the lease stays usable), else
+ * "other". */
+static void busy_timeout(busy *b)
+{
+    char named[160];
+    snprintf(named, sizeof named, "\"%s\"", b->tag);
+    const char *msg = ms_errmsg(b->c);
+    if (strstr(msg, named) == NULL) {
+        note_other(b, "infer (a timeout that does not name the model)", MS_E_TIMEOUT);
+        return;
+    }
+    b->timeout++;
+    b->owe_served = true;
+    if (b->first_timeout[0] == '\0')
+        snprintf(b->first_timeout, sizeof b->first_timeout, "%s", msg);
+    printf("timeout %lld\n", (long long)now_ns());
     fflush(stdout);
 }
 
@@ -244,6 +270,8 @@ static bool busy_open(busy *b)
         note_other(b, "acquire", rc);
         return false;
     }
+    if (b->timeout_us > 0 && (rc = ms_set_timeout(b->m, b->timeout_us)) != 0)
+        note_other(b, "set_timeout", rc);
     return true;
 }
 
@@ -277,6 +305,11 @@ static void busy_request(busy *b, uint64_t key)
     }
     if (rc == 0 && busy_check(b, x, y, rows)) {
         b->ok++;
+        if (b->owe_served) {
+            b->owe_served = false;
+            printf("served %lld\n", (long long)now_ns());
+            fflush(stdout);
+        }
     } else if (rc == 0) {
         b->wrong++;
         printf("mismatch: request %llx (%lld rows)\n", (unsigned long long)key, (long long)rows);
@@ -286,17 +319,46 @@ static void busy_request(busy *b, uint64_t key)
     ms_tensor_free(x);
     if (rc == MS_E_WORKER_LOST || rc == MS_E_DAEMON_LOST)
         busy_lost(b, rc);
+    else if (rc == MS_E_TIMEOUT)
+        busy_timeout(b);
     else if (rc != 0)
         note_other(b, "infer", rc);
 }
 
-static int busy_main(const char *tag, const char *spec, uint64_t seed)
+/* s as a JSON string's body (quotes and backslashes escaped, control characters dropped). */
+static void json_body(const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            putchar('\\');
+        if ((unsigned char)*s >= 0x20)
+            putchar(*s);
+    }
+}
+
+static void busy_summary(const busy *b)
+{
+    printf("{\"ok\": %ld, \"wrong\": %ld, \"worker_lost\": %ld, \"daemon_lost\": %ld, "
+           "\"timeout\": %ld, \"other\": %ld, \"max_infer_us\": %lld, \"max_acquire_us\": %lld, "
+           "\"max_connect_us\": %lld, \"first_error\": \"",
+           b->ok, b->wrong, b->worker_lost, b->daemon_lost, b->timeout, b->other,
+           (long long)(b->max_ns[CALL_INFER] / 1000), (long long)(b->max_ns[CALL_ACQUIRE] / 1000),
+           (long long)(b->max_ns[CALL_CONNECT] / 1000));
+    json_body(b->first_error);
+    printf("\", \"first_timeout\": \"");
+    json_body(b->first_timeout);
+    printf("\"}\n");
+    fflush(stdout);
+}
+
+static int busy_main(const char *tag, const char *spec, uint64_t seed, uint64_t timeout_ms)
 {
     catch_term();
     busy b;
     memset(&b, 0, sizeof b);
     b.tag = tag;
     b.spec = spec;
+    b.timeout_us = timeout_ms * 1000;
     if (!busy_open(&b))
         return fail(b.c, "the first acquire", MS_E_IO);
     int rank = 0;
@@ -313,13 +375,7 @@ static int busy_main(const char *tag, const char *spec, uint64_t seed)
         }
         busy_request(&b, mix(seed << 32 ^ i));
     }
-    printf("{\"ok\": %ld, \"wrong\": %ld, \"worker_lost\": %ld, \"daemon_lost\": %ld, "
-           "\"other\": %ld, \"max_infer_us\": %lld, \"max_acquire_us\": %lld, "
-           "\"max_connect_us\": %lld, \"first_error\": \"%s\"}\n",
-           b.ok, b.wrong, b.worker_lost, b.daemon_lost, b.other,
-           (long long)(b.max_ns[CALL_INFER] / 1000), (long long)(b.max_ns[CALL_ACQUIRE] / 1000),
-           (long long)(b.max_ns[CALL_CONNECT] / 1000), b.first_error);
-    fflush(stdout);
+    busy_summary(&b);
     return 0;
 }
 
@@ -500,8 +556,9 @@ int main(int argc, char **argv)
 {
     if (argc == 6 && strcmp(argv[1], "cycle") == 0)
         return cycle(argv[2], argv[3], strtoull(argv[4], NULL, 10), argv[5]);
-    if (argc == 5 && strcmp(argv[1], "busy") == 0)
-        return busy_main(argv[2], argv[3], strtoull(argv[4], NULL, 10));
+    if ((argc == 5 || argc == 6) && strcmp(argv[1], "busy") == 0)
+        return busy_main(argv[2], argv[3], strtoull(argv[4], NULL, 10),
+                         argc == 6 ? strtoull(argv[5], NULL, 10) : 0);
     if (argc == 8 && strcmp(argv[1], "load") == 0)
         return load_main(argv[2], argv[3], strtoull(argv[4], NULL, 10), atol(argv[5]), argv[6],
                          atol(argv[7]));
@@ -509,8 +566,10 @@ int main(int argc, char **argv)
         return abuser(argv[2], false);
     if (argc == 3 && strcmp(argv[1], "halfframe") == 0)
         return abuser(argv[2], true);
-    fprintf(stderr, "usage: ms-chaosclient cycle TAG SPEC SEED PHASEFILE | busy TAG SPEC SEED | "
-                    "load TAG SPEC SEED N LATFILE CTRL_EVERY | slowreader SOCKET | "
-                    "halfframe SOCKET\n");
+    fprintf(
+        stderr,
+        "usage: ms-chaosclient cycle TAG SPEC SEED PHASEFILE | busy TAG SPEC SEED [TIMEOUT_MS] | "
+        "load TAG SPEC SEED N LATFILE CTRL_EVERY | slowreader SOCKET | "
+        "halfframe SOCKET\n");
     return 2;
 }

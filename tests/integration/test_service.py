@@ -64,12 +64,12 @@ def cli(env, *args, user=None, check=True):
     return r
 
 
-def infer_identity(env, tmp, user=None, check=True):
+def infer_identity(env, tmp, user=None, check=True, spec='{"backend":"identity"}'):
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
     xin, yout = tmp / "x.npy", pathlib.Path(tempfile.mktemp(suffix=".npy", dir=tmp))
     np.save(xin, x)
     os.chmod(xin, 0o644)
-    r = cli(env, "infer", "ident", "--spec", '{"backend":"identity"}', "--input", xin,
+    r = cli(env, "infer", "ident", "--spec", spec, "--input", xin,
             "--output", yout, user=user, check=check)
     if r.returncode == 0:
         np.testing.assert_array_equal(np.load(yout), x)
@@ -161,8 +161,10 @@ def test_a_group_shares_one_daemon_and_others_stay_out(tmp_path):
         for f, mode in ((path, 0o660), (path.parent, 0o750)):
             st = os.stat(f)
             assert stat.S_IMODE(st.st_mode) == mode and st.st_gid == group, (f, oct(st.st_mode))
-        # A member through a supplementary group, and one through its primary group.
-        infer_identity(env, tmp, user=as_user(47001, 47001, [group]))
+        # A member through a supplementary group, and one through its primary group, share the
+        # model the first loaded for the group (docs/SECURITY.md: each model has an owner).
+        shared = '{"backend":"identity","shared_with":"group"}'
+        infer_identity(env, tmp, user=as_user(47001, 47001, [group]), spec=shared)
         infer_identity(env, tmp, user=as_user(47002, group, []))
         # Outside the group: the socket's mode keeps it out, and so would the daemon.
         r = infer_identity(env, tmp, user=as_user(47003, 47003, []), check=False)

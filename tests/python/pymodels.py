@@ -146,6 +146,30 @@ def onnx_model(outputs=1):
     return model.SerializeToString()
 
 
+def onnx_two_inputs():
+    """An onnxruntime.InferenceSession of two named inputs: "input_ids" int64 [batch, seq] and
+    "scale" float [batch, 1] (batch and seq symbolic: they vary); outputs "pooled" (the ids'
+    row sums times scale, float [batch, 1]) and "ids" (the ids as they came)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+    nodes = [helper.make_node("Cast", ["input_ids"], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("ReduceSum", ["f", "axes"], ["s"], keepdims=1),
+             helper.make_node("Mul", ["s", "scale"], ["pooled"]),
+             helper.make_node("Identity", ["input_ids"], ["ids"])]
+    graph = helper.make_graph(
+        nodes, "two_inputs",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+         helper.make_tensor_value_info("scale", TensorProto.FLOAT, ["batch", 1])],
+        [helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["batch", 1]),
+         helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "seq"])],
+        [numpy_helper.from_array(np.array([1], np.int64), "axes")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
 def use_in_child(shared, i, results):
     """Run in a child process: one call through the shared model."""
     try:

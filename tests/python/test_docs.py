@@ -52,6 +52,21 @@ CASES = {
         assert pooled.shape == (4, 64) and not pooled.flags.owndata
         print("checked")
         """),
+    "keras-model": (("keras", "tensorflow"), "", """
+        want = make_model()({"tokens": t, "features": f})
+        assert list(out) == ["logits"] and out["logits"].shape == (2, 3)
+        np.testing.assert_allclose(out["logits"], want["logits"].numpy(), rtol=1e-5, atol=1e-5)
+        assert names == ["tokens", "features"], names
+        print("checked")
+        """),
+    "jax-function": (("jax",), "", """
+        want = np.ones((4, 8), np.float32) @ np.asarray(
+            np.random.default_rng(0).standard_normal((8, 3)), np.float32)
+        np.testing.assert_allclose(out["y"], want, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(out["norm"], np.linalg.norm(want, axis=1), rtol=1e-5)
+        assert isinstance(out["y"], np.ndarray)
+        print("checked")
+        """),
     "text-embedder": ((), "", """
         want = make_embedder()(["the cat sat", "on a mat", "a dog barked"])
         np.testing.assert_allclose(vectors, want, rtol=1e-6)
@@ -71,6 +86,14 @@ CASES = {
     "python-model": ((), EMBEDDER, EMBEDDER_CHECK),
     "async": ((), textwrap.dedent(EMBEDDER)
               + 'shared = modelshare.Shared(load_embedder, tag="embedder")\n', EMBEDDER_CHECK),
+    "readme-torch": (("torch",), "", """
+        import numpy as np
+        with torch.no_grad():
+            want = make_classifier()(x).numpy()
+        np.testing.assert_allclose(scores, want, rtol=1e-4, atol=1e-5)
+        assert scores.shape == (8, 4) and scores.dtype == np.float32
+        print("checked")
+        """),
     "torch-encoder": (("torch",), "", """
         import numpy as np
         with torch.no_grad():

@@ -168,7 +168,7 @@ static void test_unknown_field(void **state)
                "unknown spec field \"weigths\" (known: backend, weights, device, devices, output, "
                "keep_alive, max_batch, batch_sizes, batch_delay_us, instances, thread_safe, "
                "threads, batchable, memory, load_timeout, call_timeout, max_restarts, python, "
-               "version, pad)");
+               "version, pad, shared_with)");
     /* A very long unknown name is shortened, the message stays whole. */
     char text[600];
     char name[400];
@@ -775,10 +775,34 @@ static void test_canonical_has_every_field(void **state)
     assert_non_null(j);
     for (size_t i = 0; i < MS__ARRAY_LEN(fields); i++)
         assert_true((json_object_get(j, fields[i]) != NULL) ==
-                    (strcmp(fields[i], "python") != 0 && strcmp(fields[i], "pad") != 0));
-    assert_int_equal(json_object_size(j), MS__ARRAY_LEN(fields) - 2);
+                    (strcmp(fields[i], "python") != 0 && strcmp(fields[i], "pad") != 0 &&
+                     strcmp(fields[i], "shared_with") != 0));
+    assert_int_equal(json_object_size(j), MS__ARRAY_LEN(fields) - 3);
     json_decref(j);
     ms__spec_free(&s);
+}
+
+/* shared_with: "owner" (default, left out of the canonical JSON) or "group" (kept); anything
+ * else names the field; two specs that differ only in it are the same model. */
+static void test_shared_with(void **state)
+{
+    (void)state;
+    char err[MS__ERRLEN];
+    ms__spec a, b;
+    assert_int_equal(ms__spec_parse("{\"backend\":\"identity\"}", &a, err, sizeof err), 0);
+    assert_false(a.shared_group);
+    assert_int_equal(
+        ms__spec_parse("{\"backend\":\"identity\",\"shared_with\":\"group\"}", &b, err, sizeof err),
+        0);
+    assert_true(b.shared_group);
+    json_t *j = ms__spec_to_json(&b);
+    assert_string_equal(json_string_value(json_object_get(j, "shared_with")), "group");
+    json_decref(j);
+    assert_true(ms__spec_equal(&a, &b));
+    ms__spec_free(&a);
+    ms__spec_free(&b);
+    expect_err("{\"backend\":\"identity\",\"shared_with\":\"all\"}", "spec field \"shared_with\"");
+    expect_err("{\"backend\":\"identity\",\"shared_with\":true}", "spec field \"shared_with\"");
 }
 
 /* One field compared alone, as ms__spec_equal compares it. */
@@ -821,6 +845,7 @@ int main(void)
         cmocka_unit_test(test_devices),
         cmocka_unit_test(test_header_table_agrees),
         cmocka_unit_test(test_canonical_has_every_field),
+        cmocka_unit_test(test_shared_with),
         cmocka_unit_test(test_field_equal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
