@@ -96,14 +96,14 @@ lint: venv build format-check
 test-unit: build
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
 
-test-integration: build venv
+test-integration: build python
 	MODELSHARE_BUILD=$(abspath $(BUILD)) $(PYTEST) -q tests/integration tests/chaos
 
 test-python: python
 	$(PYTEST) -q tests/python
 
 # The CUDA backend is built (and so checked to compile and link) by the normal build only.
-test-asan: venv | deps
+test-asan: python | deps
 	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DMS_SANITIZE=ON -DMS_CUDA=OFF >/dev/null
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	ASAN_OPTIONS=detect_leaks=1 ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS)
@@ -134,7 +134,7 @@ TSAN_TESTS := tests/integration/test_sharing.py::test_one_client_used_from_many_
 	tests/integration/test_threads.py::test_swap_drains_every_runner_and_loses_nothing \
 	tests/integration/test_concurrent_calls.py
 TSAN_LOGS := $(abspath $(TSAN_BUILD))/reports
-test-tsan: venv | deps
+test-tsan: python | deps
 	cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMS_TSAN=ON -DMS_CUDA=OFF >/dev/null
 	cmake --build $(TSAN_BUILD) -j $(JOBS) --target modelshared modelshare-worker modelshare-cli \
 		ms-testclient ms-abuseclient ms-planeclient ms-concurclient
@@ -215,14 +215,16 @@ bench-real: python
 	$(VENV)/bin/python bench/real_models.py
 
 # The GPU tests and bench for a GPU machine without registry or build tools: $(BUILD)/gpu-kit,
-# at most 64 MiB (the C programs built here with their libraries, the test files, safetensors);
-# there, `./run.sh` runs them with that machine's python3 (scripts/gpu-kit.sh says what is in it).
-gpu-kit: build venv
+# at most 64 MiB (the C programs built here with their libraries, the test files, safetensors,
+# the benches and modelshare's Python package for .venv's CPython version); there, `./run.sh`
+# runs them with that machine's python3 (scripts/gpu-kit.sh says what is in it).
+gpu-kit: build python
 	bash scripts/gpu-kit.sh $(BUILD) $(BUILD)/gpu-kit
 
-# GPU tests (tests/gpu) and the GPU benchmark (bench/gpu_bench.py); without a GPU it says so
+# GPU tests (tests/gpu) and the GPU benchmarks (bench/gpu_bench.py, then a short
+# bench/real_models.py --device cuda:0 into bench/GPU-real-models.md); without a GPU it says so
 # and exits 0.
-test-gpu: build venv
+test-gpu: build python
 	MODELSHARE_BUILD=$(abspath $(BUILD)) VENV=$(VENV) bash tests/gpu/run.sh
 
 # libFuzzer builds of the fuzz targets (clang) in build-fuzz/fuzz/; `make fuzz-run` runs each for

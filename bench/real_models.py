@@ -6,7 +6,7 @@ MultiProcessShared, Ray Serve with @serve.batch and a copy of the model in every
                           # bench/RESULTS-real-models.md (shown in RESULTS.md)
     .venv/bin/python bench/real_models.py [--contenders modelshare,beam,ray,copies]
         [--workloads encoder,embedder] [--calls 100] [--repeat 3] [--threads N]
-        [--inputs numpy|torch] [--quick]
+        [--inputs numpy|torch] [--device cpu|cuda:N] [--skip-missing] [--quick]
 
 The models (bench/real_models_torch.py, random weights seeded): a transformer encoder (30,000
 token vocabulary, 4 layers, d_model 256, 4 heads, mean-pooled over the attention mask), called as
@@ -47,6 +47,19 @@ worker, Beam's server, Ray's GCS, raylet, Serve controller, replica and idle wor
 the timed run with everything still up), and the answers of each client's first calls compared
 with the same model run in this process; a wrong answer fails the bench (exit 1, nothing
 written). Each timed figure is the median (by rows/s) of --repeat runs. Not part of make test.
+
+--device cuda:N (make test-gpu runs it on cuda:0, writing bench/GPU-real-models.md, shown at the
+end of RESULTS.md): every contender's model lives on that GPU as its users would write it.
+modelshare: Shared(..., device="cuda:N"), whose worker sees that card alone as cuda:0, and a
+constructor that returns the module .to("cuda:0") (the worker's torch adapter moves the inputs
+to the module's device and the answers back); a copy: each client's module .to(device), its
+inputs .to(device), its answer .cpu(); Beam: the server's wrapper moves them
+(real_models_torch.InferenceMode); Ray: a replica with num_gpus=1 moves them. TF32 is turned off
+in every process that runs the model and the answers are compared with rtol = atol = 1e-3 (GPU
+kernels sum in other orders for other batch shapes and paddings). Beside the PSS, the GPU memory
+each contender holds: NVML's used memory of each of its processes (CUDA context included), or,
+where NVML does not list them by our pids (another PID namespace), the card's used memory over
+what it was before the contender started. Without a usable GPU it stops at once and says why.
 """
 import argparse
 import datetime
@@ -54,6 +67,7 @@ import functools
 import multiprocessing as mp
 import os
 import pathlib
+import re
 import shlex
 import shutil
 import signal
@@ -62,6 +76,7 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
 
 import numpy as np
 
@@ -79,6 +94,7 @@ WORKLOADS = {"encoder": "transformer encoder, model(input_ids=, attention_mask=)
 CLIENTS = 8
 POOL = 16  # distinct requests per client, called in turn
 RTOL = ATOL = 1e-4  # float32 through other batch compositions and paddings
+GPU_RTOL = GPU_ATOL = 1e-3  # the same on a GPU, TF32 off: its kernels differ more by shape
 
 
 def threads_for(contender, threads):
@@ -90,27 +106,37 @@ def threads_for(contender, threads):
     return max(1, len(os.sched_getaffinity(0)) // (CLIENTS if contender == "copies" else 1))
 
 
-def constructor(contender, workload, threads):
+def tolerance(device):
+    return (RTOL, ATOL) if device == "cpu" else (GPU_RTOL, GPU_ATOL)
+
+
+def constructor(contender, workload, threads, device="cpu"):
+    """The model's constructor in the contender's processes. A modelshare worker of a model on
+    cuda:N sees that card alone, as cuda:0."""
+    if contender == "modelshare" and device != "cpu":
+        device = "cuda:0"
     if workload == "embedder":
-        return functools.partial(rm.make_embedder, threads)
+        return functools.partial(rm.make_embedder, threads, device)
     make = rm.make_encoder_inference if contender == "beam" else rm.make_encoder
-    return functools.partial(make, threads)
+    return functools.partial(make, threads, device)
 
 
 # ----------------------------------------------------------------------------------- clients
 
 def open_model(contender, workload, ctx):
     """(a function that makes one call, one that lets the model go, what the client saw)."""
-    ctor = constructor(contender, workload, ctx["threads"])
+    ctor = constructor(contender, workload, ctx["threads"], ctx["device"])
     encoder = workload == "encoder"
     if contender == "copies":
         model = ctor()
         import real_models_torch  # after the constructor, which imported torch
         import torch
+        device = real_models_torch.device_of(model) if encoder else None
 
-        def call(req):
+        def call(req):  # the inputs to the module's device, its answer back to the host
             with torch.inference_mode():
-                return model(**real_models_torch.tensors(req)) if encoder else model(req)
+                return model(**real_models_torch.tensors(req, device)).cpu() if encoder else \
+                    model(req)
         return call, lambda: None, {}
     if contender == "beam":
         from apache_beam.utils.multi_process_shared import MultiProcessShared
@@ -126,6 +152,8 @@ def open_model(contender, workload, ctx):
         return (lambda req: handle.remote(req).result()), ray.shutdown, {}
     import modelshare
     spec = dict(tag=ctx["tag"], framework="torch", batchable=True, max_batch=rm.MAX_BATCH_ROWS)
+    if ctx["device"] != "cpu":
+        spec["device"] = ctx["device"]
     seen = {"pad": False}
     try:  # the spec field that lets requests of other lengths share a batch, where it exists
         shared = modelshare.Shared(ctor, pad=rm.PAD, **spec) if encoder else None
@@ -191,24 +219,30 @@ class Contender:
     """What a contender runs beside its clients (started in the driver), and ctx, what a client
     needs to reach it."""
 
-    def __init__(self, contender, workload, tmp, threads, inputs):
+    def __init__(self, contender, workload, tmp, threads, inputs, device):
         self.contender, self.keep = contender, None
         self.ctx = {"threads": threads, "tag": f"real-{workload}-{os.getpid()}", "path": tmp,
-                    "inputs": inputs}
+                    "inputs": inputs, "device": device}
         if contender == "beam":
             from apache_beam.utils.multi_process_shared import MultiProcessShared
-            s = MultiProcessShared(constructor(contender, workload, threads), tag=self.ctx["tag"],
-                                   path=tmp, always_proxy=True, spawn_process=True)
+            s = MultiProcessShared(constructor(contender, workload, threads, device),
+                                   tag=self.ctx["tag"], path=tmp, always_proxy=True,
+                                   spawn_process=True)
             self.keep = (s, s.acquire())
         elif contender == "ray":
             import ray
             from ray import serve
 
             import real_models_ray
-            ray.init(num_cpus=16, log_to_driver=False, logging_level="ERROR")
+            gpus = {}
+            if device != "cpu":  # Ray's GPU 0 is this card, which its replica gets (num_gpus=1)
+                os.environ["CUDA_VISIBLE_DEVICES"] = device.split(":")[1]
+                gpus = {"num_gpus": 1}
+            ray.init(num_cpus=16, log_to_driver=False, logging_level="ERROR", **gpus)
             serve.start(proxy_location="Disabled")
             app = real_models_ray.Encoder if workload == "encoder" else real_models_ray.Embedder
-            serve.run(app.bind(threads), name=f"real-{workload}", route_prefix=None)
+            app = app.options(ray_actor_options=real_models_ray.options(device))
+            serve.run(app.bind(threads, device), name=f"real-{workload}", route_prefix=None)
             self.ctx.update(address=ray.get_runtime_context().gcs_address,
                             app=f"real-{workload}")
 
@@ -242,6 +276,41 @@ class Contender:
                 os.kill(pid, signal.SIGTERM)
 
 
+class GPU:
+    """The GPU memory a contender holds, by NVML (tests/gpu/nvml.py; no CUDA context of its
+    own): on the CPU, or without NVML, nothing."""
+
+    def __init__(self, device):
+        self.nv, self.index, self.before = None, 0, 0
+        if device == "cpu":
+            return
+        sys.path.insert(0, os.path.join(HERE, os.pardir, "tests", "gpu"))
+        try:
+            from nvml import probe
+            self.nv = probe()[0]
+            self.index = int(device.split(":")[1])  # NVML's order: the same on one card
+            self.before = self.nv.memory(self.index)[1] if self.nv else 0
+        except (ImportError, OSError, AssertionError):
+            self.nv = None
+
+    def used(self, pids):
+        """{"bytes", "processes" (with a CUDA context), "how"}, or None: NVML's used memory of
+        each of pids, else (NVML lists none of them: another PID namespace; or cannot say per
+        process) the card's used memory over what it was before."""
+        if self.nv is None:
+            return None
+        try:
+            listed = self.nv.processes(self.index)
+            card = self.nv.memory(self.index)[1]
+        except AssertionError:
+            return None
+        ours = {p: b for p, b in listed.items() if p in set(pids)}
+        if ours and all(b < 1 << 62 for b in ours.values()):  # NVML_VALUE_NOT_AVAILABLE: ~0
+            return {"bytes": sum(ours.values()), "processes": len(ours), "how": "NVML per process"}
+        return {"bytes": max(0, card - self.before), "processes": len(ours) or None,
+                "how": "the card's used memory over before"}
+
+
 def timed_runs(jobs, results, args):
     """The timed runs: the median by rows/s, with every client's checked answers."""
     runs, checked = [], []
@@ -264,10 +333,11 @@ def run_one(contender, workload, args, out):
                       MODELSHARE_IDLE_EXIT="0")
     res, sysm, clients = {"contender": contender, "workload": workload}, None, []
     ctx = mp.get_context("spawn")
+    gpu = GPU(args.device)
     try:
         t0 = time.monotonic()
         res["threads"] = threads_for(contender, args.threads)
-        sysm = Contender(contender, workload, tmp, res["threads"], args.inputs)
+        sysm = Contender(contender, workload, tmp, res["threads"], args.inputs, args.device)
         results, jobs = ctx.Queue(), [ctx.Queue() for _ in range(CLIENTS)]
         for i in range(CLIENTS):
             clients.append(ctx.Process(target=client_main, args=(
@@ -276,10 +346,10 @@ def run_one(contender, workload, args, out):
         res["seen"] = gather(results, CLIENTS, "ready")[0]
         res["start_s"] = time.monotonic() - t0
         res["timed"], res["checked"] = timed_runs(jobs, results, args)
-        per = sorted(((pss_bytes(p), comm(p)) for p in tree([os.getpid()] + sysm.roots())),
-                     reverse=True)
+        pids = tree([os.getpid()] + sysm.roots())
+        per = sorted(((pss_bytes(p), comm(p)) for p in pids), reverse=True)
         res["mem"] = {"pss_bytes": sum(b for b, _ in per), "processes": len(per),
-                      "top": [(c, b) for b, c in per[:12]]}
+                      "top": [(c, b) for b, c in per[:12]], "gpu": gpu.used(pids)}
         res["batches"] = sysm.batches()
         for q in jobs:
             q.put(None)
@@ -296,23 +366,25 @@ def run_one(contender, workload, args, out):
 
 # ----------------------------------------------------------------------------------- checks
 
-def check_answers(results, threads):
-    """Each checked answer against the model run in this process on that request alone: a list
-    of what differed (empty: every answer right)."""
+def check_answers(results, threads, device):
+    """Each checked answer against the model run in this process (on the same device) on that
+    request alone: a list of what differed (empty: every answer right)."""
     import torch
     from real_models_torch import tensors
     models, wrong = {}, []
+    rtol, atol = tolerance(device)
     for r in results:
         w = r["workload"]
         if w not in models:
-            models[w] = (rm.make_embedder if w == "embedder" else rm.make_encoder)(threads)
+            models[w] = (rm.make_embedder if w == "embedder" else rm.make_encoder)(threads, device)
         for client, j, got in r.get("checked", []):
             if w == "embedder":
                 want = models[w](rm.sentences(client, j))
             else:
                 with torch.inference_mode():
-                    want = models[w](**tensors(rm.encoder_request(client, j))).numpy()
-            if got.shape != want.shape or not np.allclose(got, want, rtol=RTOL, atol=ATOL):
+                    req = tensors(rm.encoder_request(client, j), torch.device(device))
+                    want = models[w](**req).cpu().numpy()
+            if got.shape != want.shape or not np.allclose(got, want, rtol=rtol, atol=atol):
                 diff = np.abs(got - want).max() if got.shape == want.shape else "shape"
                 wrong.append(f"{NAMES[r['contender']]}, {w}, client {client} request {j}: "
                              f"shape {got.shape} (expected {want.shape}), max diff {diff}")
@@ -322,10 +394,18 @@ def check_answers(results, threads):
 
 # ----------------------------------------------------------------------------------- the table
 
-def row(r):
+def gpu_cell(m):
+    g = m.get("gpu")
+    if g is None:
+        return "n/a (no NVML)"
+    n = f" ({g['processes']})" if g["processes"] else ""
+    return f"{g['bytes'] / 2**20:,.0f}{n}{'' if g['how'].startswith('NVML') else ' card'}"
+
+
+def row(r, gpu=False):
     if "error" in r:
         return f"| {WORKLOADS[r['workload']]} | {NAMES[r['contender']]} | failed: " \
-               f"{r['error'].splitlines()[-1][:200]} | | | | | |"
+               f"{r['error'].splitlines()[-1][:200]} | | | {'| ' * gpu}| | |"
     t, m = r["timed"], r["mem"]
     notes = [f"{r['threads']} torch thread{'s' * (r['threads'] > 1)}"]
     if r["batches"]:
@@ -334,7 +414,8 @@ def row(r):
         notes.append("pad" if r["seen"].get("pad") else "no pad field in this modelshare")
     return (f"| {WORKLOADS[r['workload']]} | {NAMES[r['contender']]} | {t['rows_per_s']:,.1f} | "
             f"{t['p50_us'] / 1e3:,.1f} / {t['p99_us'] / 1e3:,.1f} | "
-            f"{m['pss_bytes'] / 2**20:,.0f} ({m['processes']}) | {r['answers']} right | "
+            f"{m['pss_bytes'] / 2**20:,.0f} ({m['processes']}) | "
+            f"{gpu_cell(m) + ' | ' if gpu else ''}{r['answers']} right | "
             f"{t['calls']} | {'; '.join(notes)} |")
 
 
@@ -357,20 +438,36 @@ def goals(res):
             met = x >= 1 and mx <= 0.25
             out.append(f"| {w} | rows/s and memory of the copies' | >= 1x at <= 0.25x memory | "
                        f"{x:.2f}x at {mx:.2f}x | {'met' if met else '**not met**'} |")
+            gm, gc = ms["mem"].get("gpu"), got["copies"]["mem"].get("gpu")
+            if gm and gc and gc["bytes"]:
+                x = gm["bytes"] / gc["bytes"]
+                out.append(f"| {w} | GPU memory of the copies' (one copy, not 8) | <= 0.25x | "
+                           f"{x:.2f}x | {'met' if x <= 0.25 else '**not met**'} |")
     return out
 
 
 def report(res, args, took):
-    commit = subprocess.run(["git", "-C", HERE, "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip() or "unknown"
+    try:  # the GPU kit has no checkout, maybe no git
+        commit = subprocess.run(["git", "-C", HERE, "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True).stdout.strip() or "unknown"
+    except OSError:
+        commit = "unknown"
     import torch
+    gpu = args.device != "cpu"
+    rtol, atol = tolerance(args.device)
     lines = [
-        "# modelshare on real models: a PyTorch transformer encoder and a text embedder, "
-        "8 processes (issue 19)", "",
-        f"Written by `bench/real_models.py` (`make bench-real`): "
+        f"# {'GPU: ' if gpu else ''}modelshare on real models"
+        f"{' on ' + args.device if gpu else ''}: a PyTorch transformer encoder and a text "
+        "embedder, 8 processes (issue 19)", "",
+        f"Written by `bench/real_models.py` (`make {'test-gpu' if gpu else 'bench-real'}`): "
         f"`{shlex.join(['python', 'bench/real_models.py', *sys.argv[1:]])}`, "
         f"{took:.0f} s in all.{' A --quick smoke run: not figures.' if args.quick else ''}", "",
         f"- machine: {machine()}",
+        *([f"- device: {args.device} ({torch.cuda.get_device_name(args.device)}, CUDA "
+           f"{torch.version.cuda}), every contender's model on it; TF32 off in every process "
+           "that runs it; GPU memory: NVML's used memory of the contender's processes (CUDA "
+           "contexts included; \"card\": the card's used memory over before), with the "
+           "processes holding a CUDA context"] if gpu else []),
         f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, commit "
         f"{commit}; torch {torch.__version__}; torch.set_num_threads in each process that runs "
         "a model: " + (f"{args.threads}" if args.threads else "the cores over the processes "
@@ -383,20 +480,69 @@ def report(res, args, took):
         f"of {args.repeat} run(s); p50 / p99 over every call of every client; memory: PSS "
         "summed over the driver, the clients and every process the contender started, after "
         "the timed runs; answers: each client's first calls against the model in-process "
-        f"(rtol {RTOL:g}, atol {ATOL:g})",
+        f"(rtol {rtol:g}, atol {atol:g})",
         "- modelshare: Shared(constructor, tag, framework=\"torch\", batchable=True, "
-        f"max_batch={rm.MAX_BATCH_ROWS}), pad={rm.PAD} for the encoder where the field exists; "
+        f"max_batch={rm.MAX_BATCH_ROWS}{f', device={args.device!r}' if gpu else ''}), "
+        f"pad={rm.PAD} for the encoder where the field exists; "
         "Beam: MultiProcessShared(always_proxy=True), one server process; Ray Serve: one replica "
-        f"(num_cpus=2), @serve.batch(max_batch_size={rm.MAX_BATCH_ROWS // rm.ROWS}, "
+        f"(num_cpus=2{', num_gpus=1' if gpu else ''}), "
+        f"@serve.batch(max_batch_size={rm.MAX_BATCH_ROWS // rm.ROWS}, "
         "batch_wait_timeout_s=0.01) padding inside; copies: the model built in every client",
-        "", "| workload | contender | rows/s | p50 / p99 ms | memory MiB (processes) | answers | "
-        "calls | notes |", "| --- | --- | ---: | ---: | ---: | --- | ---: | --- |"]
-    lines += [row(r) for r in res]
+        "", "| workload | contender | rows/s | p50 / p99 ms | memory MiB (processes) | "
+        f"{'GPU MiB (processes) | ' if gpu else ''}answers | calls | notes |",
+        f"| --- | --- | ---: | ---: | ---: | {'---: | ' if gpu else ''}--- | ---: | --- |"]
+    lines += [row(r, gpu) for r in res]
     g = goals(res)
     if g:
         lines += ["", "| workload | goal (issue 19) | wanted | measured | |",
                   "| --- | --- | --- | --- | --- |"] + g
     return lines
+
+
+def no_driver():
+    """NVML's word on why there is no GPU (tests/gpu/nvml.py), or ""."""
+    sys.path.insert(0, os.path.join(HERE, os.pardir, "tests", "gpu"))
+    try:
+        from nvml import probe
+        return probe()[1] or ""
+    except (ImportError, OSError, AssertionError):
+        return ""
+
+
+def installed(contenders):
+    """contenders less Beam and Ray where their packages are not installed, said on stdout."""
+    import importlib.util
+    need = {"beam": "apache_beam", "ray": "ray"}
+    out = [c for c in contenders if c not in need or importlib.util.find_spec(need[c])]
+    for c in sorted(set(contenders) - set(out)):
+        print(f"{NAMES[c]}: left out ({need[c]} is not installed)", flush=True)
+    return out
+
+
+def check_device(ap, device):
+    """--device: cpu, or cuda:N that this torch can use; else the bench stops at once, saying
+    why."""
+    if device == "cpu":
+        return
+    m = re.fullmatch(r"cuda:(\d+)", device)
+    if m is None:
+        ap.error(f"--device {device}: expected cpu or cuda:N (cuda:0 for the first GPU)")
+    try:
+        import torch
+    except ImportError as e:
+        ap.error(f"--device {device}: the bench needs torch ({e})")
+    if torch.version.cuda is None:
+        ap.error(f"--device {device}: this torch ({torch.__version__}) is a CPU-only build")
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if n == 0:
+        why = "; ".join(str(w.message).strip().splitlines()[0] for w in said) or no_driver()
+        ap.error(f"--device {device}: no GPU that torch {torch.__version__} (CUDA "
+                 f"{torch.version.cuda}) can use here"
+                 f"{': ' + why if why else ' (torch.cuda.is_available() is False)'}")
+    if int(m[1]) >= n:
+        ap.error(f"--device {device}: this machine has {n} GPU(s), cuda:0..cuda:{n - 1}")
 
 
 def main():
@@ -415,9 +561,19 @@ def main():
                     help="a client stops a run after this many seconds even if calls remain")
     ap.add_argument("--quick", action="store_true",
                     help="a smoke run: 6 calls, 1 warm-up, 1 run; writes no file unless --out")
-    ap.add_argument("--out", help="default: bench/RESULTS-real-models.md (not with --quick)")
+    ap.add_argument("--device", default="cpu",
+                    help="cpu or cuda:N: where every contender's model runs (default cpu)")
+    ap.add_argument("--out", help="default: bench/RESULTS-real-models.md, with --device cuda:N "
+                    "bench/GPU-real-models.md (not with --quick)")
+    ap.add_argument("--skip-missing", action="store_true",
+                    help="leave out Beam and Ray where they are not installed (make test-gpu)")
     args = ap.parse_args()
+    if args.device != "cpu":  # cuda:N is NVML's N (modelshare's device field) in every process
+        os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    check_device(ap, args.device)
     args.contenders, args.workloads = args.contenders.split(","), args.workloads.split(",")
+    if args.skip_missing:
+        args.contenders = installed(args.contenders)
     for name, known in (("contenders", CONTENDERS), ("workloads", WORKLOADS)):
         bad = set(getattr(args, name)) - set(known)
         if bad:
@@ -426,7 +582,8 @@ def main():
     if args.quick:
         args.calls, args.warmup, args.check, args.repeat = 6, 1, 2, 1
     elif args.out is None:
-        args.out = os.path.join(HERE, "RESULTS-real-models.md")
+        args.out = os.path.join(HERE, "RESULTS-real-models.md" if args.device == "cpu" else
+                                "GPU-real-models.md")
     # Beam's server, Ray's replicas and modelshare's worker import the models by name.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [HERE, os.environ.get("PYTHONPATH")]))
     ctx = mp.get_context("spawn")
@@ -447,7 +604,7 @@ def main():
                           f"{r['timed']['rows_per_s']:.1f} rows/s, p50 "
                           f"{r['timed']['p50_us'] / 1e3:.1f} ms, "
                           f"{r['mem']['pss_bytes'] / 2**20:.0f} MiB"), flush=True)
-    wrong = check_answers(res, threads_for("reference", args.threads))
+    wrong = check_answers(res, threads_for("reference", args.threads), args.device)
     lines = report(res, args, time.monotonic() - t0)
     print("\n".join(lines))
     if wrong:
@@ -456,6 +613,8 @@ def main():
         pathlib.Path(args.out).write_text("\n".join(lines) + "\n")
         if os.path.abspath(args.out) == os.path.join(HERE, "RESULTS-real-models.md"):
             show_in_results(lines)
+        elif os.path.abspath(args.out) == os.path.join(HERE, "GPU-real-models.md"):
+            show_in_results(lines, at_end=True)
         print(f"wrote {args.out}")
     if any("error" in r for r in res):
         sys.exit("some contenders failed (above)")

@@ -14,27 +14,34 @@ MAX_BATCH_ROWS = 32  # a shared model's batch: 8 clients' calls at most
 PAD = {"dim": 1, "value": {"input_ids": 0, "attention_mask": 0}, "multiple": 8, "keep": ["0"]}
 
 
-def _torch(threads):
+def _torch(threads, device):
     import torch
     torch.set_num_threads(threads)
+    if device != "cpu":
+        # float32 matmuls as float32, not TF32 (the default since torch 1.12, said here so
+        # that every process that runs the model agrees with the bench's reference).
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     import real_models_torch
     return real_models_torch
 
 
-def make_encoder(threads):
-    """The encoder module as a constructor returns it (eval mode, weights seeded)."""
-    return _torch(threads).Encoder()
+def make_encoder(threads, device="cpu"):
+    """The encoder module as a constructor returns it (eval mode, weights seeded), moved to
+    device ("cpu" or "cuda:N")."""
+    return _torch(threads, device).Encoder().to(device)
 
 
-def make_encoder_inference(threads):
-    """The encoder wrapped to run under torch.inference_mode() (its answers can be pickled)."""
-    m = _torch(threads)
-    return m.InferenceMode(m.Encoder())
+def make_encoder_inference(threads, device="cpu"):
+    """The encoder wrapped to run under torch.inference_mode() (its answers can be pickled),
+    its inputs moved to device and its answers back to the host."""
+    m = _torch(threads, device)
+    return m.InferenceMode(m.Encoder().to(device))
 
 
-def make_embedder(threads):
-    """The text embedder: hashing tokenizer, then the encoder."""
-    return _torch(threads).Embedder()
+def make_embedder(threads, device="cpu"):
+    """The text embedder: hashing tokenizer, then the encoder on device."""
+    return _torch(threads, device).Embedder(device=device)
 
 
 def encoder_request(client, index):

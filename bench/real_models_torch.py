@@ -64,35 +64,47 @@ class HashTokenizer:
 
 
 class Embedder:
-    """Sentences in, one embedding each out: the tokenizer, then the encoder."""
+    """Sentences in, one embedding each out: the tokenizer, then the encoder (on device: the
+    tokens go there, the embeddings come back to the host)."""
 
-    def __init__(self, seed=0):
+    def __init__(self, seed=0, device="cpu"):
         self.tokenizer = HashTokenizer()
-        self.encoder = Encoder(seed)
+        self.encoder = Encoder(seed).to(device)
+        self.device = torch.device(device)
 
     def __call__(self, texts):
         with torch.inference_mode():
-            return self.encoder(**self.tokenizer(texts)).numpy()
+            return self.encoder(**tensors(self.tokenizer(texts), self.device)).cpu().numpy()
 
 
-def tensors(arrays):
-    """{name: numpy array or tensor} as {name: tensor} (numpy: over the same memory)."""
-    return {k: torch.from_numpy(v) if not isinstance(v, torch.Tensor) else v
-            for k, v in arrays.items()}
+def tensors(arrays, device=None):
+    """{name: numpy array or tensor} as {name: tensor} (numpy: over the same memory), moved to
+    device when one is given and they are elsewhere."""
+    out = {k: torch.from_numpy(v) if not isinstance(v, torch.Tensor) else v
+           for k, v in arrays.items()}
+    if device is not None:
+        out = {k: v.to(device) for k, v in out.items()}
+    return out
+
+
+def device_of(module):
+    """The device of the module's first parameter."""
+    return next(module.parameters()).device
 
 
 class InferenceMode:
     """The module called with tensors (numpy arrays made tensors in place) under
     torch.inference_mode(), its answer a numpy array: what a server that gets pickled arrays and
     pickles its answer back to clients without torch (Beam's) needs; a tensor that requires grad
-    cannot even be pickled."""
+    cannot even be pickled. A module on a GPU gets its inputs moved there and its answer back."""
 
     def __init__(self, module):
         self.module = module
+        self.device = device_of(module)
 
     def __call__(self, **arrays):
         with torch.inference_mode():
-            return self.module(**tensors(arrays)).numpy()
+            return self.module(**tensors(arrays, self.device)).cpu().numpy()
 
 
 def pad_stack(requests):

@@ -218,6 +218,10 @@ def main():
     if gpu.exists():
         text = gpu.read_text()
         lines += [text.replace("# Benchmark results\n", "", 1).strip(), ""]
+    # The real models on cuda:0 (make test-gpu: bench/real_models.py --device cuda:0), after them.
+    gpu_real = ROOT / "bench" / "GPU-real-models.md"
+    if gpu_real.exists():
+        lines += ["#" + gpu_real.read_text().strip(), ""]
     pathlib.Path(a.out).write_text("\n".join(lines))
     print(f"wrote {a.out}")
 

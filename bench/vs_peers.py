@@ -444,10 +444,10 @@ def main():
         print(json.dumps(res))
 
 
-def show_in_results(lines):
+def show_in_results(lines, at_end=False):
     """Puts the table in bench/RESULTS.md as bench/run.py does (its title one level down), in
-    place of the one there and before the GPU figures, so that make bench-peers (and
-    bench-real) need not run make bench again."""
+    place of the one there and before the GPU figures (at_end: after them, for GPU figures), so
+    that make bench-peers (and bench-real) need not run make bench again."""
     path = os.path.join(HERE, "RESULTS.md")
     if not os.path.exists(path):
         return
@@ -462,8 +462,8 @@ def show_in_results(lines):
             skipping = False
         if not skipping:
             keep.append(line)
-    at = next((i for i, line in enumerate(keep) if line.startswith(("# GPU", "## GPU"))),
-              len(keep))
+    at = len(keep) if at_end else next(
+        (i for i, line in enumerate(keep) if line.startswith(("# GPU", "## GPU"))), len(keep))
     keep[at:at] = [title] + lines[1:] + [""]
     with open(path, "w") as f:
         f.write("\n".join(keep))

@@ -2,6 +2,9 @@
 # The GPU kit's one command (made by `make gpu-kit`): the GPU tests (tests/gpu) and the GPU
 # benchmark (bench/gpu_bench.py) from this folder alone, with this machine's python3 (numpy and
 # pytest needed; nothing is installed, no network used). Without a GPU it says so and exits 0.
+# Then the real models on cuda:0 (bench/real_models.py, written to bench/GPU-real-models.md here)
+# where this python has torch with CUDA and can import the kit's modelshare package (built for
+# one CPython version: the one `make gpu-kit` ran with); else it says why it is left out.
 #   ./run.sh [pytest args...]          PYTHON=/path/to/python3 to pick another interpreter
 set -euo pipefail
 KIT=$(cd "$(dirname "$0")" && pwd)
@@ -54,3 +57,24 @@ fi
 export MODELSHARE_CUDA_BACKEND="$KIT/build/libmodelshare-cuda.so"
 "$PY" -m pytest -q -p no:cacheprovider tests/gpu "$@"
 "$PY" bench/gpu_bench.py
+
+if why=$("$PY" - 2>&1 <<'PY'
+import sys
+try:
+    import torch
+except ImportError as e:
+    sys.exit(f"no torch in {sys.executable} ({e})")
+if not torch.cuda.is_available():
+    sys.exit(f"torch {torch.__version__} in {sys.executable} sees no GPU")
+try:
+    import modelshare  # noqa: F401
+except ImportError as e:
+    sys.exit(f"the kit's modelshare package is not for this python {sys.version.split()[0]} "
+             f"({e}): PYTHON=<that version's python3> ./run.sh")
+PY
+); then
+    MODELSHARE_DAEMON="$KIT/build/modelshared" "$PY" bench/real_models.py --device cuda:0 \
+        --skip-missing --calls 30 --warmup 3 --repeat 1
+else
+    echo "gpu-kit: the real models' bench (bench/real_models.py --device cuda:0) left out: $why"
+fi

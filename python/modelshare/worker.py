@@ -1,8 +1,9 @@
 """The python backend's worker: `python -m modelshare.worker --tag T --spec JSON`.
 
 modelshared starts it with the acquiring client's interpreter, working directory and sys.path
-(PYTHONPATH), and with fds 3 (control), 4 (stats) and 5 (door) as for modelshare-worker, and 6
-(the constructor's memfd) when the spec says python.constructor_size. The serving
+(PYTHONPATH), and with fds 3 (control), 4 (stats), 5 and 7 (door, bell page) as for
+modelshare-worker, and 6 (the constructor's memfd) when the spec says python.constructor_size. The
+serving
 loop is the C worker's (modelshare._core.serve_worker); it calls the three functions below with the
 GIL held, one at a time, or for a thread_safe spec from up to `threads` runner threads at once
 (each call's own GIL hold, released wherever the model's code releases it):
@@ -36,6 +37,11 @@ from . import _adapters, _multi, _pickling
 _DTYPES = {1: np.float32, 2: np.float16, 4: np.float64, 5: np.int8, 6: np.uint8, 7: np.int16,
            8: np.int32, 9: np.int64, 10: np.bool_}
 _CODES = {np.dtype(v): k for k, v in _DTYPES.items()}
+# The same tables for _run's common case: ms_dtype -> numpy's dtype object, and that object's
+# id -> ms_dtype (numpy's own dtype objects, kept alive here: an array of a dtype equal to one of
+# them but not it is looked up in _CODES, by equality).
+_NP_DTYPES = {k: np.dtype(v) for k, v in _DTYPES.items()}
+_CODE_OF_ID = {id(d): k for k, d in _NP_DTYPES.items()}
 BFLOAT16 = 3
 try:  # pragma: no cover - optional
     import ml_dtypes
@@ -230,12 +236,12 @@ def _run(model, view, dtype, shape, objects=False):
     try:
         if dtype == BFLOAT16 and ml_dtypes is not None:
             x = np.frombuffer(view, dtype=ml_dtypes.bfloat16).reshape(shape)
-        else:
-            x = np.frombuffer(view, dtype=_DTYPES[dtype]).reshape(shape)
+        else:  # the request's bytes are its shape's (the worker checked): an array over them
+            x = np.ndarray(shape, _NP_DTYPES[dtype], view)
         y = model(x)
         del x
         if type(y) is np.ndarray and y.flags.c_contiguous:  # the common case, with no checks
-            code = _CODES.get(y.dtype)
+            code = _CODE_OF_ID.get(id(y.dtype)) or _CODES.get(y.dtype)
             if code is not None and y.ndim <= 8:
                 return y, code, y.shape
         y = _adapters.plain(y)  # a torch tensor of a plain callable: requiring grad, on a GPU

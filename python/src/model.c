@@ -10,6 +10,7 @@
 #include "../../src/common/records.h"
 #include "../../src/lib/infer.h"
 
+#include <limits.h>
 #include <stdbool.h>
 #include <string.h>
 #include <unistd.h>
@@ -66,15 +67,76 @@ char *ms_py_copy_strided(char *dst, const char *src, int dim, const Py_buffer *v
     return dst;
 }
 
-static PyObject *model_infer(ms_py_model *self, PyObject *args, PyObject *kwargs)
+/* infer()'s arguments. */
+typedef struct infer_args {
+    PyObject *x, *timeout, *cancel; /* borrowed */
+    int dtype, objects;
+} infer_args;
+
+/* The common forms of infer()'s arguments, read directly: input[, dtype[, objects]] with dtype
+ * an int and objects a bool, timeout= and cancel= by keyword. false for any other form. */
+static bool infer_args_fast(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                            infer_args *a)
+{
+    if (nargs < 1 || nargs > 3)
+        return false;
+    a->x = args[0];
+    if (nargs >= 2) {
+        int overflow;
+        long v = PyLong_CheckExact(args[1]) ? PyLong_AsLongAndOverflow(args[1], &overflow) : 0;
+        if (!PyLong_CheckExact(args[1]) || overflow != 0 || v < INT_MIN || v > INT_MAX)
+            return false;
+        a->dtype = (int)v;
+    }
+    if (nargs == 3 && args[2] != Py_True && args[2] != Py_False)
+        return false;
+    a->objects = nargs == 3 && args[2] == Py_True;
+    Py_ssize_t nkw = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        PyObject *k = PyTuple_GET_ITEM(kwnames, i);
+        if (PyUnicode_CompareWithASCIIString(k, "timeout") == 0)
+            a->timeout = args[nargs + i];
+        else if (PyUnicode_CompareWithASCIIString(k, "cancel") == 0)
+            a->cancel = args[nargs + i];
+        else
+            return false;
+    }
+    return true;
+}
+
+/* infer()'s arguments, any form: the common ones directly, the others (and every mistake, with
+ * its message) through PyArg_ParseTupleAndKeywords. Returns 0, or -1 with an exception set. */
+static int infer_args_parse(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                            infer_args *a)
 {
     static char *kw[] = {"input", "dtype", "objects", "timeout", "cancel", NULL};
-    PyObject *x, *timeout = Py_None, *cancel = Py_None;
-    int dtype = 0, objects = 0;
+    *a = (infer_args){.timeout = Py_None, .cancel = Py_None};
+    if (infer_args_fast(args, nargs, kwnames, a))
+        return 0;
+    *a = (infer_args){.timeout = Py_None, .cancel = Py_None};
+    PyObject *tuple = PyTuple_New(nargs), *dict = kwnames != NULL ? PyDict_New() : NULL;
+    int ok = tuple != NULL && (kwnames == NULL || dict != NULL);
+    for (Py_ssize_t i = 0; ok && i < nargs; i++)
+        PyTuple_SET_ITEM(tuple, i, Py_NewRef(args[i]));
+    for (Py_ssize_t i = 0; ok && kwnames != NULL && i < PyTuple_GET_SIZE(kwnames); i++)
+        ok = PyDict_SetItem(dict, PyTuple_GET_ITEM(kwnames, i), args[nargs + i]) == 0;
+    /* The objects parsed are borrowed from args, which the caller holds for the call. */
+    ok = ok && PyArg_ParseTupleAndKeywords(tuple, dict, "O|ip$OO:infer", kw, &a->x, &a->dtype,
+                                           &a->objects, &a->timeout, &a->cancel);
+    Py_XDECREF(tuple);
+    Py_XDECREF(dict);
+    return ok ? 0 : -1;
+}
+
+static PyObject *model_infer(ms_py_model *self, PyObject *const *args, Py_ssize_t nargs,
+                             PyObject *kwnames)
+{
+    infer_args a;
     ms_py_wait pw;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|ip$OO:infer", kw, &x, &dtype, &objects,
-                                     &timeout, &cancel))
+    if (infer_args_parse(args, nargs, kwnames, &a) < 0)
         return NULL;
+    PyObject *x = a.x, *timeout = a.timeout, *cancel = a.cancel;
+    int dtype = a.dtype, objects = a.objects;
     if (ms_py_model_usable(self) < 0 || ms_py_wait_init(&pw, timeout, cancel) < 0)
         return NULL;
     ms_py_state *st = ms_py_state_of((PyObject *)self);
@@ -119,7 +181,8 @@ static PyObject *model_infer(ms_py_model *self, PyObject *args, PyObject *kwargs
     /* Already in shared memory (this model's or another's of this client): by reference. Else
      * one copy. An input of another model is held by the buffer view (its Tensor keeps that
      * model's lease) until the call returns. */
-    bool copied = !contiguous || ms_tensor_view(m, d, view.ndim, shape, view.buf, &in) != 0;
+    bool copied = !contiguous || !ms__in_arenas(m, view.buf) ||
+                  ms_tensor_view(m, d, view.ndim, shape, view.buf, &in) != 0;
     r = copied ? ms_tensor_alloc(m, d, view.ndim, shape, &in) : 0;
     if (r == 0) {
         if (copied && contiguous)
@@ -352,7 +415,7 @@ static PyObject *model_client(ms_py_model *self, void *closure)
 }
 
 static PyMethodDef model_methods[] = {
-    {"infer", (PyCFunction)(void (*)(void))model_infer, METH_VARARGS | METH_KEYWORDS,
+    {"infer", (PyCFunction)(void (*)(void))model_infer, METH_FASTCALL | METH_KEYWORDS,
      "infer(input, dtype=0, objects=False) -> Tensor | bytes. input: any object with the buffer "
      "protocol (C-contiguous or strided), copied once into shared memory unless it lies there "
      "already (from empty(), or an output of this model); dtype overrides the ms_dtype read from "

@@ -13,6 +13,7 @@
  */
 #include "core.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -23,6 +24,13 @@
 typedef struct py_state {
     PyObject *hooks; /* modelshare.worker */
     PyObject *model;
+    PyObject *run;     /* hooks._run, looked up once */
+    PyObject *release; /* "release", interned */
+    /* The shape tuple of the last request (touched with the GIL held only): the next request
+     * of the same shape, the common case, passes it again. */
+    PyObject *shape;
+    int rank;
+    int64_t dims[MS_MAX_RANK];
 } py_state;
 
 /* What this thread's last run or call returned: its bytes back the output until the thread's
@@ -114,6 +122,15 @@ static int py_load(const ms__spec *spec, void **state, char *err, size_t errlen)
     }
     st->model = Py_NewRef(PyTuple_GET_ITEM(r, 1));
     Py_DECREF(r);
+    st->run = PyObject_GetAttrString(st->hooks, "_run");
+    st->release = PyUnicode_InternFromString("release");
+    if (st->run == NULL || st->release == NULL) {
+        rc = hook_failed(MS_E_LOAD_FAILED, "modelshare.worker._run", err, errlen);
+        Py_CLEAR(st->model);
+        Py_CLEAR(st->run);
+        Py_CLEAR(st->release);
+        goto out;
+    }
     *state = st;
     st = NULL;
 out:
@@ -167,6 +184,46 @@ static int py_run(void *state, const ms__tensor_view *in, ms__tensor_view *out, 
     return ms__fail(err, errlen, MS_E_BACKEND, "the python backend runs through run_dynamic");
 }
 
+/* The request's shape as a tuple (a new reference): the last one's again when it is the same. */
+static PyObject *shape_of(py_state *st, const ms__tensor_view *in)
+{
+    if (st->shape != NULL && st->rank == in->rank &&
+        memcmp(st->dims, in->shape, sizeof *in->shape * (size_t)in->rank) == 0)
+        return Py_NewRef(st->shape);
+    PyObject *shape = PyTuple_New(in->rank);
+    for (int i = 0; shape != NULL && i < in->rank; i++) {
+        PyObject *d = PyLong_FromLongLong(in->shape[i]);
+        if (d == NULL)
+            Py_CLEAR(shape);
+        else
+            PyTuple_SET_ITEM(shape, i, d);
+    }
+    if (shape != NULL && in->rank <= MS_MAX_RANK) {
+        Py_XSETREF(st->shape, Py_NewRef(shape));
+        st->rank = in->rank;
+        memcpy(st->dims, in->shape, sizeof *in->shape * (size_t)in->rank);
+    }
+    return shape;
+}
+
+/* _run's answer for one array: (array, ms_dtype, shape), read without a format when it has
+ * exactly these types. Returns 1, or 0 with an exception set. */
+static int run_answer(PyObject *r, PyObject **arr, int *dtype, PyObject **oshape)
+{
+    if (PyTuple_CheckExact(r) && PyTuple_GET_SIZE(r) == 3 &&
+        PyLong_CheckExact(PyTuple_GET_ITEM(r, 1)) && PyTuple_CheckExact(PyTuple_GET_ITEM(r, 2))) {
+        long v = PyLong_AsLong(PyTuple_GET_ITEM(r, 1));
+        if (v >= INT_MIN && v <= INT_MAX && !(v == -1 && PyErr_Occurred())) {
+            *arr = PyTuple_GET_ITEM(r, 0);
+            *dtype = (int)v;
+            *oshape = PyTuple_GET_ITEM(r, 2);
+            return 1;
+        }
+        PyErr_Clear();
+    }
+    return PyArg_ParseTuple(r, "OiO!", arr, dtype, &PyTuple_Type, oshape);
+}
+
 static int py_run_dynamic(void *state, const ms__tensor_view *in, ms__tensor_view *out, char *err,
                           size_t errlen)
 {
@@ -174,23 +231,28 @@ static int py_run_dynamic(void *state, const ms__tensor_view *in, ms__tensor_vie
     int rc = 0;
     PyGILState_STATE g = PyGILState_Ensure();
     drop_last();
-    PyObject *shape = PyTuple_New(in->rank);
+    PyObject *shape = shape_of(st, in);
     /* The request's own copy (MS__REQ_OWN_INPUT) may be written by the model; anything else is
      * read-only to it. */
     PyObject *mv =
         PyMemoryView_FromMemory(in->data, (Py_ssize_t)in->nbytes,
                                 (in->flags & MS__REQ_OWN_INPUT) ? PyBUF_WRITE : PyBUF_READ);
+    PyObject *dtype_code = PyLong_FromLong(in->dtype);
+    PyObject *objects = PyLong_FromLong((in->flags & MS__REQ_OBJECT) != 0);
     PyObject *r = NULL;
-    if (shape == NULL || mv == NULL) {
+    if (shape == NULL || mv == NULL || dtype_code == NULL || objects == NULL) {
+        Py_XDECREF(dtype_code);
+        Py_XDECREF(objects);
         rc = hook_failed(MS_E_NOMEM, "python backend", err, errlen);
         goto out;
     }
-    for (int i = 0; i < in->rank; i++)
-        PyTuple_SET_ITEM(shape, i, PyLong_FromLongLong(in->shape[i]));
-    r = PyObject_CallMethod(st->hooks, "_run", "OOiOi", st->model, mv, in->dtype, shape,
-                            (in->flags & MS__REQ_OBJECT) != 0);
+    /* _run(model, view, dtype, shape, objects) */
+    PyObject *argv[] = {st->model, mv, dtype_code, shape, objects};
+    r = PyObject_Vectorcall(st->run, argv, 5, NULL);
+    Py_DECREF(dtype_code);
+    Py_DECREF(objects);
     /* The input's memory is the client's: nothing may read it after this call. */
-    PyObject *rel = PyObject_CallMethod(mv, "release", NULL);
+    PyObject *rel = PyObject_CallMethodNoArgs(mv, st->release);
     if (rel == NULL)
         PyErr_Clear();
     Py_XDECREF(rel);
@@ -215,8 +277,7 @@ static int py_run_dynamic(void *state, const ms__tensor_view *in, ms__tensor_vie
     }
     PyObject *arr, *oshape;
     int dtype;
-    if (!PyArg_ParseTuple(r, "OiO!", &arr, &dtype, &PyTuple_Type, &oshape) ||
-        PyTuple_GET_SIZE(oshape) > MS_MAX_RANK) {
+    if (!run_answer(r, &arr, &dtype, &oshape) || PyTuple_GET_SIZE(oshape) > MS_MAX_RANK) {
         rc = hook_failed(MS_E_BACKEND, "modelshare.worker._run: bad answer", err, errlen);
         goto out;
     }
@@ -399,6 +460,9 @@ static void py_unload(void *state)
     PyGILState_STATE g = PyGILState_Ensure();
     drop_last();
     Py_CLEAR(st->model);
+    Py_CLEAR(st->shape);
+    Py_CLEAR(st->run);
+    Py_CLEAR(st->release);
     Py_CLEAR(st->hooks);
     PyMem_RawFree(st);
     PyGILState_Release(g);

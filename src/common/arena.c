@@ -8,14 +8,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "env.h"
 #include "modelshare.h"
 #include "util.h"
 
-#define ARENA_VERSION 3u
+#define ARENA_VERSION 4u
 #define ARENA_SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
 
 _Static_assert(sizeof(ms__arena_header) <= MS__ARENA_HEADER, "arena header must fit its page");
@@ -68,16 +70,27 @@ int ms__arena_create(uint64_t capacity, int *fd, void **base, char *err, size_t 
     return 0;
 }
 
-/* Checks that fd is a sealed memfd of an acceptable size; *size is its size. */
+/* Checks that fd is a sealed memfd of an acceptable size; *size is its size. A memfd of
+ * hugetlbfs (MFD_HUGETLB) is refused: its pages come from a pool that can run dry under a mapping
+ * (SIGBUS in the worker), and its mappings are huge-page sized. */
 static int arena_check_fd(int fd, uint64_t *size, char *err, size_t errlen)
 {
     struct stat st;
-    if (fstat(fd, &st) != 0)
+    struct statfs fs;
+    if (fstat(fd, &st) != 0 || fstatfs(fd, &fs) != 0)
         return ms__fail(err, errlen, MS_E_IO, "fstat of the arena failed: %s", strerror(errno));
     if (!S_ISREG(st.st_mode))
         return ms__fail(err, errlen, MS_E_PROTOCOL,
                         "expected the arena to be a memfd (regular file), got mode %o",
                         (unsigned)st.st_mode);
+    if ((unsigned long)fs.f_type != (unsigned long)TMPFS_MAGIC)
+        return ms__fail(err, errlen, MS_E_PROTOCOL,
+                        "expected the arena to be a memfd of tmpfs (filesystem magic 0x%lx), got "
+                        "filesystem magic 0x%lx%s",
+                        (unsigned long)TMPFS_MAGIC, (unsigned long)fs.f_type,
+                        (unsigned long)fs.f_type == (unsigned long)HUGETLBFS_MAGIC
+                            ? " (hugetlbfs: MFD_HUGETLB arenas are refused)"
+                            : "");
     int seals = fcntl(fd, F_GET_SEALS);
     if (seals < 0)
         return ms__fail(err, errlen, MS_E_PROTOCOL,

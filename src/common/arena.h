@@ -35,7 +35,7 @@ enum { MS__ARENA_LIVE = 0, MS__ARENA_UNLOADED = 1, MS__ARENA_LOST = 2 };
 
 typedef struct ms__arena_header {
     uint32_t magic;
-    uint32_t version;       /* 3 (MS_PROTOCOL_VERSION) */
+    uint32_t version;       /* 4 (MS_PROTOCOL_VERSION) */
     uint64_t capacity;      /* bytes of the whole file, header included */
     _Atomic uint32_t state; /* MS__ARENA_LIVE / MS__ARENA_UNLOADED */
 } ms__arena_header;

@@ -4,7 +4,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 
 #include "modelshare.h"
 #include "util.h"
@@ -21,11 +23,17 @@ int ms__ctorfd_check(int fd, uint64_t size, char *err, size_t errlen)
                         "the constructor descriptor: expected an open memfd, got one fstat "
                         "refuses (%s)",
                         strerror(fd < 0 ? EBADF : errno));
+    struct statfs fs;
     if (!S_ISREG(st.st_mode))
         return ms__fail(err, errlen, MS_E_SPEC,
                         "the constructor descriptor: expected a memfd (a regular file), got file "
                         "mode %o",
                         (unsigned)st.st_mode);
+    if (fstatfs(fd, &fs) != 0 || (unsigned long)fs.f_type != (unsigned long)TMPFS_MAGIC)
+        return ms__fail(err, errlen, MS_E_SPEC,
+                        "the constructor descriptor: expected a memfd of tmpfs (filesystem magic "
+                        "0x%lx), got another file system (hugetlbfs is refused)",
+                        (unsigned long)TMPFS_MAGIC);
     int seals = fcntl(fd, F_GET_SEALS);
     if (seals < 0)
         return ms__fail(err, errlen, MS_E_SPEC,

@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <sched.h>
 #include <linux/futex.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -22,52 +23,112 @@
 _Static_assert(sizeof(ms__ring) <= 4096u, "a ring's indices must fit in its page");
 _Static_assert(sizeof(ms__slot) <= MS__SLOT_BYTES, "a slot must fit in MS__SLOT_BYTES");
 _Static_assert(offsetof(ms__slot, req) % 8 == 0, "request records are 8-byte aligned");
-_Static_assert(sizeof(ms__door) <= MS__DOOR_BYTES, "a door must fit in its page");
+_Static_assert(sizeof(ms__door) == MS__DOOR_BYTES, "a door is its two pages");
+_Static_assert(offsetof(ms__door, hung_limit_ms) < MS__DOOR_PAGE, "trusted words in page 0");
+_Static_assert(offsetof(ms__door, bell) == MS__DOOR_PAGE, "the bell page is page 1");
 _Static_assert(MS__ARENA_DATA % MS__ARENA_ALIGN == 0, "tensors start aligned");
 _Static_assert(MS__ARENA_DATA < MS__ARENA_MIN, "the smallest arena has room after its rings");
 
-int ms__door_create(int *fd, char *err, size_t errlen)
+/* A sealed one-page memfd named name in *fd. */
+static int page_create(const char *name, int *fd, char *err, size_t errlen)
 {
-    int f = memfd_create("modelshare-door", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    int f = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (f < 0)
         return ms__fail(err, errlen, errno == ENOMEM ? MS_E_NOMEM : MS_E_IO,
                         "memfd_create for a worker's door: %s", strerror(errno));
-    if (ftruncate(f, MS__DOOR_BYTES) != 0 ||
+    if (ftruncate(f, MS__DOOR_PAGE) != 0 ||
         fcntl(f, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
         int e = errno;
         close(f);
         return ms__fail(err, errlen, MS_E_IO, "cannot size and seal a worker's door: %s",
                         strerror(e));
     }
-    ms__door *d = mmap(NULL, MS__DOOR_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, f, 0);
-    if (d == MAP_FAILED) {
-        int e = errno;
-        close(f);
-        return ms__fail(err, errlen, MS_E_NOMEM, "cannot map a worker's door: %s", strerror(e));
-    }
-    d->magic = MS__DOOR_MAGIC;
-    munmap(d, MS__DOOR_BYTES);
     *fd = f;
     return 0;
 }
 
-int ms__door_map(int fd, ms__door **door, char *err, size_t errlen)
+/* Writes the magic into page 0, then makes it mode 0400 (a process of another uid cannot open
+ * it for writing through /proc, whatever descriptor it holds) and opens it again read-only
+ * through /proc/self/fd: the descriptor clients get. */
+static int trusted_finish(ms__door_fds *f, char *err, size_t errlen)
+{
+    uint32_t magic = MS__DOOR_MAGIC;
+    if (pwrite(f->rw, &magic, sizeof magic, 0) != (ssize_t)sizeof magic || fchmod(f->rw, 0400))
+        return ms__fail(err, errlen, MS_E_IO, "cannot write a worker's door: %s", strerror(errno));
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", f->rw);
+    f->ro = open(path, O_RDONLY | O_CLOEXEC);
+    if (f->ro < 0)
+        return ms__fail(err, errlen, MS_E_IO,
+                        "cannot open a worker's door read-only for its clients (%s: %s; is /proc "
+                        "mounted?)",
+                        path, strerror(errno));
+    return 0;
+}
+
+int ms__door_create(ms__door_fds *fds, char *err, size_t errlen)
+{
+    ms__door_fds f = {.rw = -1, .ro = -1, .bell = -1};
+    int rc = page_create("modelshare-door", &f.rw, err, errlen);
+    if (rc == 0)
+        rc = page_create("modelshare-bell", &f.bell, err, errlen);
+    if (rc == 0)
+        rc = trusted_finish(&f, err, errlen);
+    if (rc != 0) {
+        ms__door_fds_close(&f);
+        return rc;
+    }
+    *fds = f;
+    return 0;
+}
+
+void ms__door_fds_close(ms__door_fds *fds)
+{
+    int *all[] = {&fds->rw, &fds->ro, &fds->bell};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        if (*all[i] >= 0)
+            close(*all[i]);
+        *all[i] = -1;
+    }
+}
+
+static int page_check(int fd, const char *what, char *err, size_t errlen)
 {
     struct stat st;
     if (fstat(fd, &st) != 0)
-        return ms__fail(err, errlen, MS_E_IO, "fstat of a door: %s", strerror(errno));
-    if (!S_ISREG(st.st_mode) || st.st_size != (off_t)MS__DOOR_BYTES)
+        return ms__fail(err, errlen, MS_E_IO, "fstat of a door's %s: %s", what, strerror(errno));
+    if (!S_ISREG(st.st_mode) || st.st_size != (off_t)MS__DOOR_PAGE)
         return ms__fail(err, errlen, MS_E_PROTOCOL,
-                        "expected a door memfd of %u bytes, got a file of %lld bytes",
-                        MS__DOOR_BYTES, (long long)st.st_size);
-    ms__door *d = mmap(NULL, MS__DOOR_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+                        "expected a door's %s as a memfd of %u bytes, got a file of %lld bytes",
+                        what, MS__DOOR_PAGE, (long long)st.st_size);
+    return 0;
+}
+
+int ms__door_map(int fd, int bell_fd, bool trusted, ms__door **door, char *err, size_t errlen)
+{
+    int rc = page_check(fd, "page", err, errlen);
+    if (rc == 0)
+        rc = page_check(bell_fd, "bell page", err, errlen);
+    if (rc != 0)
+        return rc;
+    /* Both pages side by side, in a reservation of the two. */
+    char *d = mmap(NULL, MS__DOOR_BYTES, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (d == MAP_FAILED)
         return ms__fail(err, errlen, MS_E_NOMEM, "cannot map a door: %s", strerror(errno));
-    if (d->magic != MS__DOOR_MAGIC) {
+    int prot = trusted ? PROT_READ | PROT_WRITE : PROT_READ;
+    if (mmap(d, MS__DOOR_PAGE, prot, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED ||
+        mmap(d + MS__DOOR_PAGE, MS__DOOR_PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+             bell_fd, 0) == MAP_FAILED) {
+        int e = errno;
+        munmap(d, MS__DOOR_BYTES);
+        return ms__fail(err, errlen, e == EACCES ? MS_E_PROTOCOL : MS_E_NOMEM,
+                        "cannot map a door: %s", strerror(e));
+    }
+    if (((ms__door *)d)->magic != MS__DOOR_MAGIC) {
         munmap(d, MS__DOOR_BYTES);
         return ms__fail(err, errlen, MS_E_PROTOCOL, "expected door magic 0x%08x", MS__DOOR_MAGIC);
     }
-    *door = d;
+    *door = (ms__door *)d;
     return 0;
 }
 

@@ -17,7 +17,7 @@
 #include "util.h"
 
 /* Descriptors a single receive call accepts before the kernel truncates the control data. */
-#define CMSG_FDS_MAX (MS__FDS_MAX * 4)
+#define CMSG_FDS_MAX (MS__FDS_MAX * 2)
 #define READER_CAP_MAX ((size_t)4 + MS__FRAME_MAX)
 #define READER_CAP_MIN ((size_t)4096)
 
@@ -411,7 +411,7 @@ static ssize_t recv_some(int fd, uint8_t *dst, size_t want, int *q, int *qn, int
         int before = *qn;
         int dropped = take_fds(&mh, q, qn, qcap);
         if (mh.msg_flags & MSG_CTRUNC) {
-            /* Our own room is CMSG_FDS_MAX, four times what a message may carry: a truncation
+            /* Our own room is CMSG_FDS_MAX, twice what a message may carry: a truncation
              * is the descriptor limit. */
             close_fds(q + before, *qn - before);
             *qn = before;

@@ -22,11 +22,12 @@
  *    request at a time sees no difference.
  *
  *    {"op":"hello","id":1,"version":2}           -> {"ok":true,"version":2,"daemon_pid":123}
- *        Must be the first request; version is MS_PROTOCOL_VERSION (modelshare/version.h, 2
+ *        Must be the first request; version is MS_PROTOCOL_VERSION (modelshare/version.h, 4
  *        now). A different version -> MS_E_VERSION and the daemon closes.
  *    {"op":"acquire","id":2,"tag":"t","spec":{...}|null,"nfds":1}   + fd: the client's arena memfd
- *        -> {"ok":true,"lease":7,"signature":SIG,"spec":{...canonical...},"nfds":N} + fds: the
- *           door of each of the model's N workers (ring.h), in instance order: requests for
+ *        -> {"ok":true,"lease":7,"signature":SIG,"spec":{...canonical...},"nfds":2N} + fds: the
+ *           door of each of the model's N workers (ring.h), in instance order, each as two
+ *           descriptors: its page 0 opened read-only, then its bell page. Requests for
  *           instance i go in ring set i of the arena. The reply comes when the model is ready
  *           (or failed to load). An optional "timeout_ms" (0..86400000, 0 or null: none) bounds
  *           the wait: past it, MS_E_TIMEOUT, and the load goes on.
@@ -66,7 +67,7 @@
  *    (signames.h).
  *
  * 2. daemon <-> worker (a socketpair; the worker has it as file descriptor 3, its stats page as
- *    4 and its door as 5).
+ *    4 and its door as 5 (page 0, read-write) and 7 (bell page)).
  *    worker -> daemon:
  *    {"op":"ready","memory_bytes":N,"signature":SIG}
  *    {"op":"failed","code":-10,"error":"weights file ...: not a safetensors file (...)"}
@@ -87,8 +88,9 @@
  *                                         of lease 9
  *    {"op":"open","keep_inflight":bool}   after a restart's or swap's attaches: the door opens
  *    {"op":"drain"}                       a swap: take nothing more, say "drained", exit
- *    {"op":"takeover","nfds":1}           + fd: the instance's door, which a swap's new worker
- *                                         serves from now on (before its attaches)
+ *    {"op":"takeover","nfds":2}           + fds: the instance's door (page 0, bell page), which a
+ *                                         swap's new worker serves from now on (before its
+ *                                         attaches)
  *    The worker's counters live in a shared page the daemon made (stats.h), not in messages.
  *    The daemon stops a worker with SIGTERM (SIGKILL after a grace period); a worker whose
  *    daemon dies gets SIGKILL (parent-death signal).
@@ -102,7 +104,9 @@
 
 /* Largest frame body, and most descriptors in one message. */
 #define MS__FRAME_MAX (1u << 20)
-#define MS__FDS_MAX 64 /* an acquire reply carries one door per instance (MS__INSTANCES_MAX) */
+/* An acquire reply carries two descriptors per instance (MS__INSTANCES_MAX): its door, read-only,
+ * and its bell page (ring.h). */
+#define MS__FDS_MAX 128
 
 /* Pure decoder, used by every reader and fuzzed directly: looks at buf[0..len) and
  *  - returns 0 and sets *consumed to 0 when more bytes are needed for a whole frame,
@@ -137,7 +141,7 @@ int ms__msg_recv(int fd, json_t **msg, int *fds, int *nfds, int maxfds, int time
 typedef struct ms__reader {
     uint8_t *buf;
     size_t len, cap;
-    int fds[MS__FDS_MAX * 4];
+    int fds[MS__FDS_MAX * 2];
     int nfds;
     int eof;
     size_t lost_at[8]; /* where frames begin whose descriptors were lost (RLIMIT_NOFILE) */

@@ -4,10 +4,11 @@
  *
  * Two kinds of shared memory:
  *
- *  - A worker's door (one page per worker process, a memfd the daemon creates and gives to the
- *    worker and to every client of its model). `bell` is the futex the worker sleeps on: a client
- *    bumps it after it publishes a request and makes the futex call only when `sleeping` says the
- *    worker sleeps. `inflight` counts requests submitted to the worker and not yet completed; a
+ *  - A worker's door (two pages per instance, memfds the daemon creates and gives to the worker
+ *    and to every client of its model: page 0 read-write to the worker, read-only to clients;
+ *    the bell page read-write to all, see ms__door). `bell` is the futex the worker sleeps on: a
+ * client bumps it after it publishes a request and makes the futex call only when `sleeping` says
+ * the worker sleeps. `inflight` counts requests submitted to the worker and not yet completed; a
  *    client sends each request to the instance with the fewest. `hints` has a bit per attached
  *    client, set by the client when it publishes: the worker looks at the rings of those clients
  *    only, so that hundreds of idle clients cost it nothing. The worker tells each client its bit
@@ -95,29 +96,46 @@ typedef struct ms__slot {
 } ms__slot;
 
 #define MS__DOOR_MAGIC 0x4d53444fu /* "MSDO" */
-#define MS__DOOR_BYTES 4096u
+#define MS__DOOR_PAGE 4096u
+#define MS__DOOR_BYTES (2u * MS__DOOR_PAGE) /* the trusted page, then the bell page */
 #define MS__DOOR_HINTS 4096u /* clients a worker can tell apart: MS__WORKER_CLIENTS_MAX */
 
+/* A door is two pages in two memfds, mapped side by side (ms__door_map). Page 0 holds what only
+ * the daemon and the worker write and what both trust: clients get it through a descriptor
+ * opened read-only, so that they can neither map it writable nor make their mapping writable
+ * (mmap and mprotect answer EACCES). Page 1, the bell page, holds what every client of the
+ * worker writes: each word there is a figure that the worker never trusts (a wrong one costs
+ * time, never an answer, and every SLEEP_SLICE_NS the worker looks at every ring whatever the
+ * hints say: serve.c). */
 typedef struct ms__door {
+    /* Page 0: the daemon and the worker write; clients map it read-only. */
     uint32_t magic;
     uint32_t pad0;
-    _Atomic uint32_t bell;     /* bumped by whoever has work for the worker; its futex */
-    _Atomic uint32_t sleeping; /* the worker sleeps (or is about to) on bell */
+    _Atomic uint32_t sleeping; /* worker: it sleeps (or is about to) on bell */
     _Atomic uint32_t cpu;      /* worker: 1 + the CPU it last woke up on, 0 unknown (a figure) */
-    uint32_t pad1[11];
-    _Atomic uint32_t inflight; /* requests submitted and not yet completed */
-    _Atomic uint32_t scan_all; /* a client published before it knew its hint bit */
-    _Atomic uint32_t gen;      /* daemon: bumped each time the instance's worker is lost */
-    _Atomic uint32_t down;     /* daemon sets, the restarted worker clears: send nothing */
+    uint32_t pad1[12];
+    _Atomic uint32_t gen;  /* daemon: bumped each time the instance's worker is lost */
+    _Atomic uint32_t down; /* daemon sets, the restarted worker clears: send nothing */
     /* daemon, before it kills a worker that ran one batch (or stopped turning) past the spec's
      * call_timeout: 1 + the gen of that worker (0: none yet), how long it was stuck and the limit
      * (ms), so that its callers fail with MS_E_TIMEOUT saying so rather than MS_E_WORKER_LOST */
     _Atomic uint32_t hung_gen;
     _Atomic uint32_t hung_ms;
     _Atomic uint32_t hung_limit_ms;
-    uint32_t pad2[9];
+    /* Page 1, the bell page: every client writes. */
+    _Alignas(MS__DOOR_PAGE) _Atomic uint32_t bell; /* bumped by whoever has work; its futex */
+    uint32_t pad2[15];
+    _Atomic uint32_t inflight; /* requests submitted and not yet completed (a figure) */
+    _Atomic uint32_t scan_all; /* a client published before it knew its hint bit */
+    uint32_t pad3[14];
     _Atomic uint64_t hints[MS__DOOR_HINTS / 64]; /* bit i: client i published */
 } ms__door;
+
+/* A door's descriptors as the daemon keeps them (-1: none): page 0 read-write (the daemon's and
+ * its workers'), page 0 again opened read-only (what clients get) and the bell page. */
+typedef struct ms__door_fds {
+    int rw, ro, bell;
+} ms__door_fds;
 
 /* The ring set of instance i (< MS__RINGS_MAX) in an arena mapped at base. */
 static inline ms__ring *ms__ring_of(void *base, unsigned i)
@@ -129,10 +147,15 @@ static inline ms__slot *ms__slot_of(void *base, unsigned i, unsigned slot)
     return (ms__slot *)((char *)ms__ring_of(base, i) + 4096u + (size_t)slot * MS__SLOT_BYTES);
 }
 
-/* The daemon makes a door: a sealed one-page memfd (O_CLOEXEC), initialised. */
-int ms__door_create(int *fd, char *err, size_t errlen);
-/* Maps a door (worker and clients) after checking its size and magic. */
-int ms__door_map(int fd, ms__door **door, char *err, size_t errlen);
+/* The daemon makes a door: two sealed one-page memfds (O_CLOEXEC), page 0 initialised, and the
+ * read-only descriptor of page 0 (see ms__door). On success *fds owns three descriptors. */
+int ms__door_create(ms__door_fds *fds, char *err, size_t errlen);
+/* Closes the descriptors of fds that are open and sets them to -1. */
+void ms__door_fds_close(ms__door_fds *fds);
+/* Maps a door: page 0 from fd (read-write when trusted: the daemon and the worker; read-only for
+ * clients), the bell page from bell_fd, side by side, after checking their sizes and the magic.
+ * Neither descriptor is taken. */
+int ms__door_map(int fd, int bell_fd, bool trusted, ms__door **door, char *err, size_t errlen);
 void ms__door_unmap(ms__door *door);
 
 /* Tells the worker behind door that there is work: bumps bell, and wakes it only if it sleeps.

@@ -57,8 +57,9 @@ int ms__workers_attach(ms__lease *l, int *doors, char *err, size_t errlen)
             return MS_E_LIMIT;
     }
     /* Every instance maps the arena and serves its own ring set in it (ring i for instance i);
-     * the client gets every instance's door, in the same order, and picks one per request. An
-     * instance that is down gets the lease when it is back (ms__workers_reattach). */
+     * the client gets every instance's door, in the same order, and picks one per request: page 0
+     * opened read-only, then the bell page (ring.h). An instance that is down gets the lease when
+     * it is back (ms__workers_reattach). */
     for (int i = 0; i < m->ninst; i++) {
         ms__instance *in = &m->inst[i];
         if (in->state == MS__INST_UP && in->w != NULL &&
@@ -66,7 +67,8 @@ int ms__workers_attach(ms__lease *l, int *doors, char *err, size_t errlen)
             return ms__fail(err, errlen, MS_E_WORKER_LOST,
                             "model \"%s\": cannot attach to worker %ld: %.800s", m->tag,
                             (long)in->w->pid, why);
-        doors[i] = in->door_fd;
+        doors[2 * i] = in->door_fds.ro;
+        doors[2 * i + 1] = in->door_fds.bell;
     }
     return 0;
 }

@@ -23,11 +23,11 @@ int ms__instances_open(ms__model *m, char *err, size_t errlen)
     for (int i = 0; i < m->spec.instances && i < MS__INSTANCES_MAX; i++) {
         ms__instance *in = &m->inst[i];
         memset(in, 0, sizeof *in);
-        in->door_fd = -1;
+        in->door_fds = (ms__door_fds){-1, -1, -1};
         m->ninst = i + 1;
-        int rc = ms__door_create(&in->door_fd, err, errlen);
+        int rc = ms__door_create(&in->door_fds, err, errlen);
         if (rc == 0)
-            rc = ms__door_map(in->door_fd, &in->door, err, errlen);
+            rc = ms__door_map(in->door_fds.rw, in->door_fds.bell, true, &in->door, err, errlen);
         if (rc != 0) {
             ms__model_instances_free(m);
             return rc;
@@ -158,7 +158,7 @@ void ms__instance_restart(ms__models *ml, ms__model *m, int i, int64_t now)
     if (i < 0 || i >= m->ninst || in->state != MS__INST_DOWN || now < in->restart_at_ns)
         return;
     ms__wproc *w;
-    int rc = ml->ops->spawn(&ml->sup, m, i, &m->spec, m->spec_json, in->door_fd, m->ctor_fd, &w,
+    int rc = ml->ops->spawn(&ml->sup, m, i, &m->spec, m->spec_json, &in->door_fds, m->ctor_fd, &w,
                             err, sizeof err);
     if (rc == 0 && (rc = ms__instance_adopt(m, w, err, sizeof err)) != 0)
         ml->ops->stop(&ml->sup, w, now);

@@ -246,8 +246,8 @@ static int spawn_cmd_make(ms__supervisor *s, ms__model *m, const ms__spec *spec,
 }
 
 int ms__launch_spawn(ms__supervisor *s, ms__model *m, int inst, const ms__spec *spec,
-                     const json_t *spec_json, int door_fd, int ctor_fd, ms__wproc **out, char *err,
-                     size_t errlen)
+                     const json_t *spec_json, const ms__door_fds *door, int ctor_fd,
+                     ms__wproc **out, char *err, size_t errlen)
 {
     spawn_cmd cmd;
     const char *device = inst >= 0 && inst < MS__INSTANCES_MAX ? m->inst_device[inst] : "";
@@ -262,7 +262,8 @@ int ms__launch_spawn(ms__supervisor *s, ms__model *m, int inst, const ms__spec *
                   .argv = cmd.argv,
                   .envp = cmd.envp,
                   .cwd = cmd.cwd,
-                  .door_fd = door_fd,
+                  .door_fd = door->rw,
+                  .bell_fd = door->bell,
                   .ctor_fd = spec->python_ctor_size > 0 ? ctor_fd : -1,
                   .inst = inst,
                   .as = ms__owner_switches(&m->owner) ? &m->owner : NULL};

@@ -16,13 +16,13 @@
 #include "supervisor.h"
 
 /* What the life cycle asks of worker processes: spawn one for instance inst of m, of spec
- * (canonical spec_json: m's own, or a swap's new version's) on door_fd with the constructor
- * memfd ctor_fd (-1: none; both stay the caller's), *out the worker record, linked to no model;
- * stop one (SIGTERM, SIGKILL after the grace). */
+ * (canonical spec_json: m's own, or a swap's new version's) on door (its read-write page 0 and its
+ * bell page) with the constructor memfd ctor_fd (-1: none; both stay the caller's), *out the worker
+ * record, linked to no model; stop one (SIGTERM, SIGKILL after the grace). */
 typedef struct ms__sup_ops {
     int (*spawn)(ms__supervisor *s, ms__model *m, int inst, const ms__spec *spec,
-                 const json_t *spec_json, int door_fd, int ctor_fd, ms__wproc **out, char *err,
-                 size_t errlen);
+                 const json_t *spec_json, const ms__door_fds *door, int ctor_fd, ms__wproc **out,
+                 char *err, size_t errlen);
     void (*stop)(ms__supervisor *s, ms__wproc *w, int64_t now);
     void (*kill)(ms__supervisor *s, ms__wproc *w); /* SIGKILL now (the watchdog) */
 } ms__sup_ops;
@@ -33,7 +33,7 @@ extern const ms__sup_ops ms__launch_ops;
 /* ms__sup_ops.spawn: the exec context of m's worker (python or not, its device), then
  * ms__sup_exec. MS_E_LOAD_FAILED / MS_E_IO / MS_E_LIMIT / MS_E_NOMEM with a message. */
 int ms__launch_spawn(ms__supervisor *s, ms__model *m, int inst, const ms__spec *spec,
-                     const json_t *spec_json, int door_fd, int ctor_fd, ms__wproc **out, char *err,
-                     size_t errlen);
+                     const json_t *spec_json, const ms__door_fds *door, int ctor_fd,
+                     ms__wproc **out, char *err, size_t errlen);
 
 #endif

@@ -38,8 +38,8 @@ void ms__load_spawn(ms__models *ml, ms__model *m)
     int rc = ms__instances_open(m, err, sizeof err);
     for (int i = 0; rc == 0 && i < m->ninst; i++) {
         ms__wproc *w;
-        rc = ml->ops->spawn(&ml->sup, m, i, &m->spec, m->spec_json, m->inst[i].door_fd, m->ctor_fd,
-                            &w, err, sizeof err);
+        rc = ml->ops->spawn(&ml->sup, m, i, &m->spec, m->spec_json, &m->inst[i].door_fds,
+                            m->ctor_fd, &w, err, sizeof err);
         if (rc == 0 && (rc = ms__instance_adopt(m, w, err, sizeof err)) != 0)
             ml->ops->stop(&ml->sup, w, ms__registry_now(&ml->reg));
     }

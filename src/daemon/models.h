@@ -121,8 +121,9 @@ void ms__workers_reap_unwatched(ms__models *ml);
 
 /* ---- leases' arenas to workers (attach.c) ---- */
 /* Sends lease l's arena (l->arena_fd, which stays l's) to the worker of every instance of its
- * model that is up, ring i to instance i, and gives the instances' doors in doors[0..ninst)
- * (not owned: they stay the instances'). MS_E_WORKER_LOST with a message when a worker cannot
+ * model that is up, ring i to instance i, and gives the instances' doors in doors[0..2 ninst):
+ * instance i's page 0 read-only at 2i, its bell page at 2i + 1 (not owned: they stay the
+ * instances'). MS_E_WORKER_LOST with a message when a worker cannot
  * take it. */
 int ms__workers_attach(ms__lease *l, int *doors, char *err, size_t errlen);
 /* Tells every worker of l's model that l is gone (nothing when l has no worker), after the links

@@ -323,7 +323,7 @@ int ms__registry_add(ms__registry *r, const char *tag, const ms__spec *spec, ms_
     m->ctor_fd = -1;
     LIST_INIT(&m->lease_list);
     for (int i = 0; i < MS__INSTANCES_MAX; i++)
-        m->inst[i].door_fd = -1;
+        m->inst[i].door_fds = (ms__door_fds){-1, -1, -1};
     if (ms__spec_copy(spec, &m->spec) != 0) {
         free(m);
         return ms__fail(err, errlen, MS_E_NOMEM, "out of memory for a spec");
@@ -438,10 +438,9 @@ void ms__model_instances_free(ms__model *m)
     for (int i = 0; i < m->ninst; i++) {
         ms__instance *in = &m->inst[i];
         ms__door_unmap(in->door);
-        if (in->door_fd >= 0)
-            close(in->door_fd);
+        ms__door_fds_close(&in->door_fds);
         memset(in, 0, sizeof *in);
-        in->door_fd = -1;
+        in->door_fds = (ms__door_fds){-1, -1, -1};
     }
     m->ninst = 0;
 }

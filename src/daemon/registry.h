@@ -49,7 +49,7 @@ const char *ms__inst_state_name(int state);
 /* One instance of a loaded model, for as long as it is loaded: ring i of every lease and door i
  * of every client; its worker process comes and goes (restarts, instances.c). */
 typedef struct ms__instance {
-    int door_fd;           /* owned, -1 when none: the door (ring.h), kept across restarts */
+    ms__door_fds door_fds; /* owned, -1 when none: the door (ring.h), kept across restarts */
     ms__door *door;        /* owned mapping: the daemon writes its gen and down */
     ms__wproc *w;          /* its worker (not owned), NULL while down */
     int state;             /* MS__INST_* */

@@ -56,7 +56,8 @@ typedef struct spawn_fds {
     int sv[2];    /* control socketpair: [0] the daemon's end, [1] the worker's */
     int stats_fd; /* the worker's counters page */
     ms__stats *stats;
-    int door_fd; /* its instance's door: not owned */
+    int door_fd; /* its instance's door (page 0, read-write): not owned */
+    int bell_fd; /* and its bell page: not owned */
     int ctor_fd; /* its model's constructor memfd, -1 when none: not owned */
     int errp[2]; /* its stderr pipe: [0] the daemon's end, [1] the worker's */
 } spawn_fds;
@@ -105,18 +106,19 @@ static void child_exec(pid_t parent, const spawn_fds *f, const ms__exec *x)
     dfl.sa_handler = SIG_DFL;
     for (int sig = 1; sig < NSIG; sig++)
         sigaction(sig, &dfl, NULL); /* fails harmlessly for SIGKILL, SIGSTOP and gaps */
-    /* Copies above 2 to 6 first, so that dup2 onto them never meets its own source. */
+    /* Copies above 2 to 7 first, so that dup2 onto them never meets its own source. */
     int c = fcntl(f->sv[1], F_DUPFD_CLOEXEC, CHILD_FD_HIGH);
     int t = fcntl(f->stats_fd, F_DUPFD_CLOEXEC, CHILD_FD_HIGH);
     int d = fcntl(f->door_fd, F_DUPFD_CLOEXEC, CHILD_FD_HIGH);
+    int b = fcntl(f->bell_fd, F_DUPFD_CLOEXEC, CHILD_FD_HIGH);
     int e = fcntl(f->errp[1], F_DUPFD_CLOEXEC, CHILD_FD_HIGH);
     int k = f->ctor_fd >= 0 ? fcntl(f->ctor_fd, F_DUPFD_CLOEXEC, CHILD_FD_HIGH) : -1;
-    if (c < 0 || t < 0 || d < 0 || e < 0 || (f->ctor_fd >= 0 && k < 0) || dup2(c, 3) != 3 ||
-        dup2(t, 4) != 4 || dup2(d, 5) != 5 || dup2(e, 2) != 2 ||
-        (k >= 0 && dup2(k, MS__WORKER_CTOR_FD) != MS__WORKER_CTOR_FD))
+    if (c < 0 || t < 0 || d < 0 || b < 0 || e < 0 || (f->ctor_fd >= 0 && k < 0) ||
+        dup2(c, 3) != 3 || dup2(t, 4) != 4 || dup2(d, 5) != 5 || dup2(b, 7) != 7 ||
+        dup2(e, 2) != 2 || (k >= 0 && dup2(k, MS__WORKER_CTOR_FD) != MS__WORKER_CTOR_FD))
         _exit(126);
-    /* dup2 leaves 2 to 5 (and 6) without close-on-exec: the worker inherits exactly these (and
-     * 0, 1). */
+    /* dup2 leaves 2 to 5, 7 (and 6) without close-on-exec: the worker inherits exactly these
+     * (and 0, 1). */
     if (x->as != NULL)
         child_become(parent, x->as);
     if (cwd != NULL && chdir(cwd) != 0)
@@ -142,16 +144,24 @@ static void spawn_fds_close(spawn_fds *f)
     if (f->stats_fd >= 0)
         close(f->stats_fd);
     ms__stats_unmap(f->stats);
-    *f =
-        (spawn_fds){.sv = {-1, -1}, .stats_fd = -1, .door_fd = -1, .ctor_fd = -1, .errp = {-1, -1}};
+    *f = (spawn_fds){.sv = {-1, -1},
+                     .stats_fd = -1,
+                     .door_fd = -1,
+                     .bell_fd = -1,
+                     .ctor_fd = -1,
+                     .errp = {-1, -1}};
 }
 
-/* On failure everything made is closed again. door_fd stays the instance's, ctor_fd the
+/* On failure everything made is closed again. x's door stays the instance's, its ctor_fd the
  * model's. */
-static int spawn_fds_make(spawn_fds *f, int door_fd, int ctor_fd, char *err, size_t errlen)
+static int spawn_fds_make(spawn_fds *f, const ms__exec *x, char *err, size_t errlen)
 {
-    *f = (spawn_fds){
-        .sv = {-1, -1}, .stats_fd = -1, .door_fd = door_fd, .ctor_fd = ctor_fd, .errp = {-1, -1}};
+    *f = (spawn_fds){.sv = {-1, -1},
+                     .stats_fd = -1,
+                     .door_fd = x->door_fd,
+                     .bell_fd = x->bell_fd,
+                     .ctor_fd = x->ctor_fd,
+                     .errp = {-1, -1}};
     int rc;
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, f->sv) != 0 ||
         pipe2(f->errp, O_CLOEXEC) != 0) {
@@ -165,7 +175,7 @@ static int spawn_fds_make(spawn_fds *f, int door_fd, int ctor_fd, char *err, siz
                       strerror(errno));
         goto fail;
     }
-    if (door_fd < 0) {
+    if (x->door_fd < 0 || x->bell_fd < 0) {
         rc = ms__fail(err, errlen, MS_E_LOAD_FAILED, "the instance has no door");
         goto fail;
     }
@@ -246,7 +256,7 @@ int ms__sup_exec(ms__supervisor *s, const ms__exec *x, ms__wproc **out, char *er
     w->fd_base = -1;
     ms__reader_init(&w->reader);
     ms__writer_init(&w->wr);
-    int rc = spawn_fds_make(&fds, x->door_fd, x->ctor_fd, err, errlen);
+    int rc = spawn_fds_make(&fds, x, err, errlen);
     if (rc != 0) {
         free(w);
         return rc;

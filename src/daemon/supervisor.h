@@ -35,7 +35,8 @@ typedef struct ms__exec {
     char *const *argv; /* NULL-terminated */
     char *const *envp; /* NULL: the daemon's environment */
     const char *cwd;   /* NULL: the daemon's working directory */
-    int door_fd;       /* its fd 5 */
+    int door_fd;       /* its fd 5: its door's page 0, read-write */
+    int bell_fd;       /* its fd 7: its door's bell page */
     int ctor_fd;       /* its fd 6, -1: none */
     int inst;          /* recorded in the worker record (ms__wproc.inst) */
     /* Run as this owner (its uid, gid and groups, with no privilege left: no new privileges, no

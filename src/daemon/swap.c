@@ -46,12 +46,12 @@
 enum { IN_LOADING = 0, IN_READY, IN_DRAINING, IN_DRAINED, IN_DONE };
 
 typedef struct swap_inst {
-    ms__wproc *w;   /* the new worker (standby until it takes over), NULL before spawn */
-    int door_fd;    /* owned: the door it loads on, -1 when none */
-    ms__door *door; /* owned mapping of it: rung when the takeover is sent */
-    int state;      /* IN_* */
-    json_t *heads;  /* owned: the old worker's [[lease, head], ...], NULL when none */
-    bool old_lost;  /* the old worker died before it drained: its requests are lost */
+    ms__wproc *w;          /* the new worker (standby until it takes over), NULL before spawn */
+    ms__door_fds door_fds; /* owned: the door it loads on, -1 when none */
+    ms__door *door;        /* owned mapping of it: rung when the takeover is sent */
+    int state;             /* IN_* */
+    json_t *heads;         /* owned: the old worker's [[lease, head], ...], NULL when none */
+    bool old_lost;         /* the old worker died before it drained: its requests are lost */
 } swap_inst;
 
 struct ms__swap {
@@ -77,8 +77,7 @@ static void swap_free(ms__swap *sw)
 {
     for (int i = 0; i < MS__INSTANCES_MAX; i++) {
         ms__door_unmap(sw->in[i].door);
-        if (sw->in[i].door_fd >= 0)
-            close(sw->in[i].door_fd);
+        ms__door_fds_close(&sw->in[i].door_fds);
         json_decref(sw->in[i].heads);
     }
     ms__spec_free(&sw->spec);
@@ -132,16 +131,14 @@ static int spawn_standby(ms__models *ml, ms__model *m, ms__swap *sw, char *err, 
         swap_inst *si = &sw->in[i];
         ms__door_unmap(si->door);
         si->door = NULL;
-        if (si->door_fd >= 0)
-            close(si->door_fd);
-        si->door_fd = -1;
+        ms__door_fds_close(&si->door_fds);
         si->w = NULL;
-        int rc = ms__door_create(&si->door_fd, err, errlen);
+        int rc = ms__door_create(&si->door_fds, err, errlen);
         if (rc == 0)
-            rc = ms__door_map(si->door_fd, &si->door, err, errlen);
+            rc = ms__door_map(si->door_fds.rw, si->door_fds.bell, true, &si->door, err, errlen);
         if (rc == 0)
-            rc = ml->ops->spawn(&ml->sup, m, i, &sw->spec, sw->spec_json, si->door_fd, sw->ctor_fd,
-                                &si->w, err, errlen);
+            rc = ml->ops->spawn(&ml->sup, m, i, &sw->spec, sw->spec_json, &si->door_fds,
+                                sw->ctor_fd, &si->w, err, errlen);
         if (rc != 0)
             return rc;
         si->w->model = m;
@@ -204,8 +201,10 @@ static int send_takeover(ms__model *m, int i, ms__wproc *w, char *err, size_t er
 {
     ms__swap *sw = m->swap;
     const swap_inst *si = &sw->in[i];
-    json_t *msg = json_pack("{s:s, s:i}", "op", "takeover", "nfds", 1);
-    int rc = msg != NULL ? ms__sup_send(w, msg, &m->inst[i].door_fd, 1, err, errlen) : MS_E_NOMEM;
+    /* Its page 0 read-write, then its bell page. */
+    int door[2] = {m->inst[i].door_fds.rw, m->inst[i].door_fds.bell};
+    json_t *msg = json_pack("{s:s, s:i}", "op", "takeover", "nfds", 2);
+    int rc = msg != NULL ? ms__sup_send(w, msg, door, 2, err, errlen) : MS_E_NOMEM;
     json_decref(msg);
     for (ms__lease *l = LIST_FIRST(&m->lease_list); rc == 0 && l != NULL;
          l = LIST_NEXT(l, by_model)) {
@@ -672,7 +671,7 @@ int ms__swap_prepare(ms__models *ml, ms__model *m, const json_t *patch, bool dra
     if (sw == NULL)
         return ms__fail(err, errlen, MS_E_NOMEM, "out of memory starting a swap");
     for (int i = 0; i < MS__INSTANCES_MAX; i++)
-        sw->in[i].door_fd = -1;
+        sw->in[i].door_fds = (ms__door_fds){-1, -1, -1};
     sw->ctor_fd = -1;
     rc = new_spec(m, patch, &sw->spec, err, errlen);
     if (rc != 0) {

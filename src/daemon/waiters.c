@@ -19,7 +19,7 @@ static json_t *grant_reply(json_t *id, const ms__model *m, const ms__lease *l)
         json_object_set_new(reply, "lease", json_integer((json_int_t)l->id));
         json_object_set(reply, "signature", m->signature != NULL ? m->signature : json_null());
         json_object_set(reply, "spec", m->spec_json);
-        json_object_set_new(reply, "nfds", json_integer(m->ninst));
+        json_object_set_new(reply, "nfds", json_integer(2 * m->ninst));
     }
     return reply;
 }
@@ -38,10 +38,10 @@ void ms__conn_grant(ms__proto *p, ms__conn *k, json_t *id, ms__model *m, int are
         ms__conn_error(k, id, rc, err);
         return;
     }
-    int doors[MS__INSTANCES_MAX];
+    int doors[2 * MS__INSTANCES_MAX];
     /* The reply carries a copy of each door: refused here, lease and all, when modelshared
      * cannot make them, rather than dropping the connection when the reply cannot be queued. */
-    rc = ms__fd_room(m->ninst + 2, "acquire", "modelshared", msg, sizeof msg);
+    rc = ms__fd_room(2 * m->ninst + 2, "acquire", "modelshared", msg, sizeof msg);
     if (rc == 0)
         rc = ms__workers_attach(l, doors, msg, sizeof msg);
     if (rc != 0) {
@@ -56,7 +56,7 @@ void ms__conn_grant(ms__proto *p, ms__conn *k, json_t *id, ms__model *m, int are
     ms__log_info("model \"%s\": lease %llu to pid %ld on %d instance(s) (%d lease(s))", m->tag,
                  (unsigned long long)l->id, (long)k->pid, m->ninst, m->leases);
     /* A failed send drops the connection, which releases the lease (and detaches it). */
-    ms__conn_send(k, reply, doors, m->ninst);
+    ms__conn_send(k, reply, doors, 2 * m->ninst);
 }
 
 /* What a pending request hears when its model settles: q ends (answered) or stays. */

@@ -150,8 +150,10 @@ static int pick_instance(ms_model *m, uint32_t *gen, int *up)
         (*up)++;
         if (m->inst[i].busy == UINT64_MAX)
             continue;
+        /* A figure any client may write (the bell page): UINT32_MAX there must not hide the
+         * instance, only make it look busy. */
         uint32_t load = atomic_load_explicit(&d->inflight, memory_order_relaxed);
-        if (load < best_load) {
+        if (best < 0 || load < best_load) {
             best = i;
             best_load = load;
             *gen = g;

@@ -33,4 +33,9 @@ int ms__round_trip(ms_model *model, uint32_t flags, const ms_tensor *input,
 int ms__infer_n_flags(ms_model *model, const ms_named *inputs, int n, int form, uint32_t flags,
                       uint32_t own, ms_tensor **outputs);
 
+/* Whether data lies in the arena of model or of another model of its client: where
+ * ms_tensor_view may find it (it may still refuse it: not inside a live tensor). A cheap look,
+ * with no error recorded, for a caller that copies what is elsewhere. (view.c) */
+bool ms__in_arenas(ms_model *model, const void *data);
+
 #endif

@@ -147,12 +147,14 @@ static void model_free_partial(ms_model *m)
     free(m);
 }
 
-/* Maps the doors the daemon passed, one per instance, each with its ring set in the arena. */
+/* Maps the doors the daemon passed, one per instance (its page 0 read-only, then its bell page:
+ * ring.h), each with its ring set in the arena. */
 static int map_doors(ms_client *client, ms_model *m, const acquiring *a)
 {
     char err[MS__ERRLEN];
-    for (int i = 0; i < a->ndoors; i++) {
-        if (ms__door_map(a->doors[i], &m->inst[i].door, err, sizeof err) < 0)
+    for (int i = 0; i < a->ndoors / 2; i++) {
+        if (ms__door_map(a->doors[2 * i], a->doors[2 * i + 1], false, &m->inst[i].door, err,
+                         sizeof err) < 0)
             return ms__lib_fail(client, MS_E_PROTOCOL, "acquire reply: door %d: %s", i, err);
         m->inst[i].ring = ms__ring_of(a->base, (unsigned)i);
         m->ninst = i + 1;
@@ -166,16 +168,18 @@ static ms_model *model_new(ms_client *client, const char *tag, const acquiring *
 {
     char err[MS__ERRLEN];
     json_t *lease = json_object_get(a->reply, "lease");
-    if (!json_is_integer(lease) || a->ndoors < 1 || a->ndoors > (int)MS__RINGS_MAX) {
-        *rc =
-            ms__lib_fail(client, MS_E_PROTOCOL,
-                         "acquire reply: expected an integer \"lease\" and 1 to %u descriptors "
-                         "(one door per instance), got %s and %d",
-                         MS__RINGS_MAX, json_is_integer(lease) ? "a lease" : "no lease", a->ndoors);
+    if (!json_is_integer(lease) || a->ndoors < 2 || a->ndoors > 2 * (int)MS__RINGS_MAX ||
+        a->ndoors % 2 != 0) {
+        *rc = ms__lib_fail(client, MS_E_PROTOCOL,
+                           "acquire reply: expected an integer \"lease\" and an even 2 to %u "
+                           "descriptors (two per instance: its door and its bell page), got %s "
+                           "and %d",
+                           2 * MS__RINGS_MAX, json_is_integer(lease) ? "a lease" : "no lease",
+                           a->ndoors);
         return NULL;
     }
     ms_model *m = calloc(1, sizeof *m);
-    if (m == NULL || (m->inst = calloc((size_t)a->ndoors, sizeof *m->inst)) == NULL) {
+    if (m == NULL || (m->inst = calloc((size_t)a->ndoors / 2, sizeof *m->inst)) == NULL) {
         *rc = ms__lib_fail(client, MS_E_NOMEM, "out of memory for a model handle");
         goto fail;
     }

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "errors.h"
+#include "infer.h"
 #include "link.h"
 #include "tensor.h"
 
@@ -61,6 +62,22 @@ static int find_place(ms_model *model, const void *data, size_t nbytes, size_t a
                         "ms_tensor_view: expected %zu bytes inside a live tensor of model \"%s\" "
                         "or of another model of this client (aligned to %zu bytes), got %p",
                         nbytes, model->tag, align, data);
+}
+
+bool ms__in_arenas(ms_model *model, const void *data)
+{
+    uintptr_t at = (uintptr_t)data;
+    ms_client *c = model->client;
+    bool in = false;
+    pthread_mutex_lock(&c->models_lock);
+    ms_model *m;
+    LIST_FOREACH(m, &c->models, link)
+    if (at >= (uintptr_t)m->arena_base && at - (uintptr_t)m->arena_base < m->arena_capacity) {
+        in = true;
+        break;
+    }
+    pthread_mutex_unlock(&c->models_lock);
+    return in;
 }
 
 MS_EXPORT int ms_tensor_view(ms_model *model, ms_dtype dtype, int rank, const int64_t *shape,

@@ -146,24 +146,26 @@ fail:
 }
 
 /* "takeover": this worker, loaded beside the old version on a door of its own, moves onto the
- * instance's door (door_fd, which this takes) and serves the slots stamped with its gen. Only
- * before any attach: its clients come after, with the heads where the old worker stopped. */
-static void takeover(ms__server *s, int door_fd)
+ * instance's door (fds: its page 0 read-write and its bell page, which this takes) and serves the
+ * slots stamped with its gen. Only before any attach: its clients come after, with the heads
+ * where the old worker stopped. */
+static void takeover(ms__server *s, const int *fds)
 {
     char err[MS__ERRLEN];
     ms__door *d = NULL;
     if (s->n > 0) {
         ms__log_error("model \"%s\": refusing a takeover with %zu client(s) attached", s->w->tag,
                       s->n);
-    } else if (ms__door_map(door_fd, &d, err, sizeof err) < 0) {
+    } else if (ms__door_map(fds[0], fds[1], true, &d, err, sizeof err) < 0) {
         ms__log_error("model \"%s\": cannot map the door to take over: %s", s->w->tag, err);
     } else {
-        /* The door it loaded on stays mapped (one page): a signal handler may ring it. */
+        /* The door it loaded on stays mapped (two pages): a signal handler may ring it. */
         s->w->door = d;
         s->gen = atomic_load(&d->gen);
         ms__log_info("model \"%s\": took over its instance's door (gen %u)", s->w->tag, s->gen);
     }
-    close(door_fd);
+    close(fds[0]);
+    close(fds[1]);
 }
 
 /* "drain": a swap moves this instance to a new worker. Nothing is taken between two batches, so
@@ -204,8 +206,8 @@ static void control_msg(ms__server *s, json_t *msg, int *fds, int nfds)
         ms__links_msg(s, find(s, json_integer_value(lease), NULL), op[0] == 'l', msg, fds, nfds);
         return;
     }
-    if (op && strcmp(op, "takeover") == 0 && nfds == 1) {
-        takeover(s, fds[0]);
+    if (op && strcmp(op, "takeover") == 0 && nfds == 2) {
+        takeover(s, fds);
         return;
     }
     if (op && strcmp(op, "drain") == 0 && nfds == 0) {

@@ -4,10 +4,10 @@
  * the built-in backends, `python -m modelshare.worker` with the python backend.
  *
  *   modelshare-worker --tag TAG --spec JSON [--log-level L]
- *   fd 3: control socket to the daemon (proto.h); fd 4: stats memfd (stats.h); fd 5: the
- *   worker's door (ring.h), which its clients ring; fd 6, for a python spec whose constructor is
- *   in a memfd (python.constructor_size): that memfd (common/ctorfd.h), which the python
- *   backend's _load reads and closes.
+ *   fd 3: control socket to the daemon (proto.h); fd 4: stats memfd (stats.h); fds 5 and 7:
+ *   the worker's door (ring.h: page 0 read-write, the bell page), which its clients ring; fd 6,
+ *   for a python spec whose constructor is in a memfd (python.constructor_size): that memfd
+ *   (common/ctorfd.h), which the python backend's _load reads and closes.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -35,7 +35,7 @@ static void usage(void)
     fprintf(stderr, "usage: modelshare-worker --tag TAG --spec JSON [--log-level "
                     "error|warn|info|debug]\n"
                     "  (started by modelshared with fd 3 = control socket, fd 4 = stats memfd,\n"
-                    "   fd 5 = door memfd)\n");
+                    "   fds 5 and 7 = door memfds)\n");
 }
 
 /* Tells the daemon the load failed; the worker exits 1 after this. */
@@ -136,8 +136,8 @@ static int parse_args(int argc, char **argv, const char **tag, const char **spec
     return -1;
 }
 
-/* Takes the stats page on fd 4 (optional: without it the counters are off) and the door on fd 5,
- * both close-on-exec from here on, the descriptors closed once mapped; fd 3 is the control
+/* Takes the stats page on fd 4 (optional: without it the counters are off) and the door on fds 5
+ * and 7, all close-on-exec from here on, the descriptors closed once mapped; fd 3 is the control
  * socket. Returns 0, or -1 when fd 3 or the door is missing (logged). */
 static int take_fds(const char *tag, ms__stats **stats)
 {
@@ -163,17 +163,20 @@ static int take_fds(const char *tag, ms__stats **stats)
                      MS__WORKER_STATS_FD);
     }
 
-    if (!fd_open(MS__WORKER_DOOR_FD)) {
-        ms__log_error("worker for \"%s\": no door on fd %d (start it from modelshared)", tag,
-                      MS__WORKER_DOOR_FD);
+    if (!fd_open(MS__WORKER_DOOR_FD) || !fd_open(MS__WORKER_BELL_FD)) {
+        ms__log_error("worker for \"%s\": no door on fds %d and %d (start it from modelshared)",
+                      tag, MS__WORKER_DOOR_FD, MS__WORKER_BELL_FD);
         return -1;
     }
     fcntl(MS__WORKER_DOOR_FD, F_SETFD, FD_CLOEXEC);
-    if (ms__door_map(MS__WORKER_DOOR_FD, &the_door, err, sizeof err) < 0) {
+    fcntl(MS__WORKER_BELL_FD, F_SETFD, FD_CLOEXEC);
+    int rc = ms__door_map(MS__WORKER_DOOR_FD, MS__WORKER_BELL_FD, true, &the_door, err, sizeof err);
+    close(MS__WORKER_DOOR_FD);
+    close(MS__WORKER_BELL_FD);
+    if (rc < 0) {
         ms__log_error("worker for \"%s\": %s", tag, err);
         return -1;
     }
-    close(MS__WORKER_DOOR_FD);
     return 0;
 }
 

@@ -129,10 +129,24 @@ static void teardown(ms__server *s)
 /* Where the loop stands between turns. */
 typedef struct loop_state {
     int64_t last_work, last_ctrl;
+    int64_t last_all; /* the last look at every ring (look_at_all) */
     uint32_t seen_bell;
     bool more; /* the rings may hold requests: look before waiting for the bell */
     bool nap;  /* sleep again without spinning first (see idle) */
 } loop_state;
+
+/* Every SLEEP_SLICE_NS, busy or idle, one look at every ring, hints or not: the hints, scan_all
+ * and the bell are written by clients (the door's bell page, ring.h), and one that clears other
+ * clients' hint bits or winds the bell back must cost them no more than this wait. */
+static void look_at_all(ms__server *s, loop_state *ls, int64_t now)
+{
+    if (now - ls->last_all < SLEEP_SLICE_NS)
+        return;
+    ls->last_all = now;
+    for (size_t i = 0; i < s->n; i++)
+        ms__client_activate(s, s->clients[i]);
+    ls->more = true;
+}
 
 /* Idle: says so on the door, looks once more, then sleeps on the bell (at most SLEEP_SLICE_NS)
  * and serves what woke it. Returns 1 when the daemon is gone. */
@@ -186,11 +200,8 @@ static int idle(ms__server *s, loop_state *ls)
     if (!timed_out) {
         /* Keep looking a while: the client that rang may have just attached. */
         ls->last_work = ls->last_ctrl;
-    } else {
-        /* Every SLEEP_SLICE_NS while idle, one look at every ring, hints or not. */
-        for (size_t i = 0; i < s->n; i++)
-            ms__client_activate(s, s->clients[i]);
     }
+    look_at_all(s, ls, ms__now_ns());
     ls->more = true;
     return 0;
 }
@@ -200,7 +211,7 @@ static void loop(ms__server *s)
 {
     ms__worker *w = s->w;
     loop_state ls = {.more = true};
-    ls.last_work = ls.last_ctrl = ms__now_ns();
+    ls.last_work = ls.last_ctrl = ls.last_all = ms__now_ns();
     ls.seen_bell = atomic_load(&w->door->bell);
     while (!*w->stop) {
         ms__door *door = w->door; /* a swap's takeover moves it (clients.c) */
@@ -216,6 +227,7 @@ static void loop(ms__server *s)
             s->relook = false;
             ls.more = true;
         }
+        look_at_all(s, &ls, now);
         if (s->pool != NULL && !ms__runners_wait_free(s, CTRL_POLL_NS)) {
             /* Every runner busy: the rings keep what they have until one is free. */
             ls.more = true;

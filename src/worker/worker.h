@@ -12,7 +12,8 @@
 /* The worker's fixed descriptors, set up by the daemon. */
 #define MS__WORKER_CTRL_FD 3
 #define MS__WORKER_STATS_FD 4
-#define MS__WORKER_DOOR_FD 5
+#define MS__WORKER_DOOR_FD 5 /* its door's page 0, read-write */
+#define MS__WORKER_BELL_FD 7 /* its door's bell page */
 
 /* How long the loop keeps looking for work after the last request before it sleeps, unless
  * $MODELSHARE_SPIN_US says otherwise. */
@@ -58,7 +59,7 @@ int ms__worker_threads(const ms__spec *spec, const ms__backend_ops *be);
 typedef int (*ms__backend_opener)(const ms__spec *spec, const ms__backend_ops **out, char *err,
                                   size_t errlen);
 
-/* The whole worker: parses argv (--tag, --spec, --log-level), takes fds 3, 4 and 5 from the
+/* The whole worker: parses argv (--tag, --spec, --log-level), takes fds 3, 4, 5 and 7 from the
  * daemon, loads the model through the backend that opener gives, tells the daemon it is ready,
  * serves until told to stop, and unloads. Returns the process's exit status (0, 1, or 2 for a
  * usage error). modelshare-worker's main() and `python -m modelshare.worker` both run it. */

@@ -225,14 +225,15 @@ static int loadloop(const char *tag, const char *spec, const char *kind, int64_t
 /* --- orphanworker ------------------------------------------------------------------------ */
 
 /* Starts worker with fds 3 (ctrl) and 5 (door) and no stats page. */
-static pid_t start_worker(const char *worker, const char *spec, int ctrl, int door)
+static pid_t start_worker(const char *worker, const char *spec, int ctrl, const ms__door_fds *door)
 {
     pid_t pid = fork();
     if (pid != 0)
         return pid;
-    /* Copies above 5 first: dup2 onto its own number would keep close-on-exec. */
-    int c = fcntl(ctrl, F_DUPFD_CLOEXEC, 10), d = fcntl(door, F_DUPFD_CLOEXEC, 10);
-    if (c < 0 || d < 0 || dup2(c, 3) != 3 || dup2(d, 5) != 5)
+    /* Copies above 7 first: dup2 onto its own number would keep close-on-exec. */
+    int c = fcntl(ctrl, F_DUPFD_CLOEXEC, 10), d = fcntl(door->rw, F_DUPFD_CLOEXEC, 10),
+        b = fcntl(door->bell, F_DUPFD_CLOEXEC, 10);
+    if (c < 0 || d < 0 || b < 0 || dup2(c, 3) != 3 || dup2(d, 5) != 5 || dup2(b, 7) != 7)
         _exit(126);
     close(4);
     execl(worker, worker, "--tag", "orphan", "--spec", spec, "--log-level", "warn", (char *)NULL);
@@ -242,15 +243,16 @@ static pid_t start_worker(const char *worker, const char *spec, int ctrl, int do
 static int orphanworker(const char *worker, const char *spec)
 {
     char err[MS__ERRLEN];
-    int sv[2], door = -1;
+    int sv[2];
+    ms__door_fds door;
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0 ||
         ms__door_create(&door, err, sizeof err) != 0) {
         printf("error setup\n");
         return 1;
     }
-    pid_t pid = start_worker(worker, spec, sv[1], door);
+    pid_t pid = start_worker(worker, spec, sv[1], &door);
     close(sv[1]);
-    close(door);
+    ms__door_fds_close(&door);
     json_t *ready = NULL;
     if (pid < 0 || ms__msg_recv(sv[0], &ready, NULL, NULL, 0, 30000, err, sizeof err) != 0 ||
         strcmp(json_string_value(json_object_get(ready, "op")) ?: "", "ready") != 0) {

@@ -72,7 +72,7 @@ def frame(obj_or_bytes):
     return struct.pack("<I", len(body)) + body
 
 
-HELLO = frame({"op": "hello", "id": 1, "version": 3})
+HELLO = frame({"op": "hello", "id": 1, "version": 4})
 
 
 def frames_case(sends, hello=True):
@@ -312,7 +312,10 @@ CASES = [
     ("frame", "no_hello", frames_case([(frame({"op": "status", "id": 1}), 0)], hello=False),
      "MS_E_PROTOCOL", "expected \"hello\" as the first request"),
     ("frame", "hello_version", frames_case([(frame({"op": "hello", "id": 1, "version": 99}), 0)],
-                                            hello=False), "MS_E_VERSION", "speaks version 3"),
+                                            hello=False), "MS_E_VERSION", "speaks version 4"),
+    # Version 3 had the door in one page that every client mapped read-write (ring.h).
+    ("frame", "hello_version_3", frames_case([(frame({"op": "hello", "id": 1, "version": 3}), 0)],
+                                              hello=False), "MS_E_VERSION", "speaks version 4"),
     ("frame", "hello_version_type",
      frames_case([(frame({"op": "hello", "id": 1, "version": "1"}), 0)], hello=False),
      "MS_E_PROTOCOL", "expected an integer \"version\""),
@@ -342,8 +345,8 @@ CASES = [
      frames_case([(frame({"op": "acquire", "id": 2, "tag": "victim"}), 0)]),
      "MS_E_PROTOCOL", "acquire: expected 1 descriptor (the arena memfd"),
     ("frame", "nfds_over_limit",
-     frames_case([(frame({"op": "status", "id": 2, "nfds": 65}), 65)]), "MS_E_PROTOCOL",
-     "expected \"nfds\" to be an integer from 0 to 64"),
+     frames_case([(frame({"op": "status", "id": 2, "nfds": 129}), 129)]), "MS_E_PROTOCOL",
+     "expected \"nfds\" to be an integer from 0 to 128"),
     ("frame", "fd_flood", frames_case([(frame({"op": "status", "id": 2}), 200),
                                        (frame({"op": "status", "id": 3}), 200)]),
      "MS_E_LIMIT", "expected at most"),

@@ -77,7 +77,7 @@ def test_failed_models_do_not_fill_the_table(ms, tmp_path):
     start_daemon(ms.socket)
     c = Conn(ms.socket)
     try:
-        assert c.call(op="hello", version=3)["ok"]
+        assert c.call(op="hello", version=4)["ok"]
         missing = str(tmp_path / "missing.safetensors")
         for i in range(256 + 8):
             r = c.call(op="load", tag=f"bad{i}", spec={"backend": "dense", "weights": missing})

@@ -85,7 +85,7 @@ def test_half_a_frame_delays_nobody_and_is_dropped_after_the_read_timeout(ms):
     try:
         for s in (half, idle):
             s.connect(str(ms.socket))
-            s.sendall(frame({"op": "hello", "id": 1, "version": 3}))
+            s.sendall(frame({"op": "hello", "id": 1, "version": 4}))
             s.settimeout(30)
             (n,) = struct.unpack("<I", s.recv(4, socket.MSG_WAITALL))
             assert json.loads(s.recv(n, socket.MSG_WAITALL))["ok"]
@@ -130,7 +130,7 @@ def test_a_flood_of_requests_waits_its_turn_and_none_is_lost(ms):
     try:
         flood.connect(str(ms.socket))
         flood.settimeout(60)
-        flood.sendall(frame({"op": "hello", "id": 1, "version": 3}))
+        flood.sendall(frame({"op": "hello", "id": 1, "version": 4}))
         assert read_reply(flood)["ok"]
         n = 500  # their replies (about 1 KB each) stay under the queue limit (1 MiB)
         burst = b"".join(frame({"op": "status", "id": 10 + i}) for i in range(n))
@@ -153,7 +153,7 @@ def test_a_closed_client_that_never_takes_its_replies_is_dropped(ms):
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         s.connect(str(ms.socket))
-        s.sendall(frame({"op": "hello", "id": 1, "version": 3}))
+        s.sendall(frame({"op": "hello", "id": 1, "version": 4}))
         s.sendall(b"".join(frame({"op": "status", "id": 10 + i}) for i in range(400)))
         s.shutdown(socket.SHUT_WR)  # and never reads: its replies stay queued
         wait_until(lambda: "did not take its last" in ms.log(), timeout=15,

@@ -65,10 +65,10 @@ static void on_settled(void *ctx, ms__model *m, int what, int code, const char *
 }
 
 static int fake_spawn(ms__supervisor *s, ms__model *m, int inst, const ms__spec *spec,
-                      const json_t *spec_json, int door_fd, int ctor_fd, ms__wproc **out, char *err,
-                      size_t errlen)
+                      const json_t *spec_json, const ms__door_fds *door, int ctor_fd,
+                      ms__wproc **out, char *err, size_t errlen)
 {
-    (void)s, (void)spec_json, (void)door_fd, (void)ctor_fd;
+    (void)s, (void)spec_json, (void)door, (void)ctor_fd;
     if (F->spawn_fail > 0) {
         F->spawn_fail--;
         return ms__fail(err, errlen, MS_E_LOAD_FAILED, "cannot fork a worker (test)");
