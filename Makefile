@@ -8,7 +8,7 @@ JOBS       ?= $(shell nproc)
 PYTEST     := $(VENV)/bin/python -m pytest
 
 .PHONY: all build deps venv python wheel demo test lint test-packaging gpu-kit test-unit test-integration test-python test-asan \
-        test-tsan test-python-asan test-gpu chaos fuzz fuzz-run bench bench-peers bench-real format format-check clean
+        test-tsan test-python-asan test-gpu chaos fuzz fuzz-run bench bench-waiting bench-peers bench-real format format-check clean
 
 all: build
 
@@ -187,6 +187,11 @@ test-python-asan: venv | deps
 # Data-plane benchmarks against the in-process limit and a pickling proxy; writes bench/RESULTS.md.
 bench: build venv
 	$(VENV)/bin/python bench/run.py --build $(BUILD)
+
+# What waiting costs (bench/waiting.py): clients 1, 2, 8, 32 x models of about 10 us, 1 ms and
+# 20 ms, with the clients' spin and without; writes bench/RESULTS-waiting.md.
+bench-waiting: build
+	python3 bench/waiting.py --build $(BUILD)
 
 # The peers the benchmarks below compare with, installed into .venv the first time.
 PEERS_INSTALL = $(VENV)/bin/python -c "import ray.serve, apache_beam" 2>/dev/null || \

@@ -10,6 +10,7 @@
  */
 #include "cli.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -17,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -44,7 +46,13 @@ const char ms__usage_bench[] =
     "                   than the spin time the worker is asleep when each request comes\n"
     "  --inproc         call the backend in this process (one caller)\n"
     "  --json           print one JSON object: clients, requests, batch, requests_per_s,\n"
-    "                   rows_per_s, p50_us, p99_us, mean_us, wall_s, mode\n"
+    "                   rows_per_s, p50_us, p99_us, mean_us, wall_s, mode, client_cpu_us,\n"
+    "                   worker_cpu_us\n"
+    "\n"
+    "Beside the latencies and rates it reports the CPU time used per request: by the clients\n"
+    "(their own user + system time over the timed requests) and by the model's workers (theirs,\n"
+    "from /proc, over the same span; in process, the caller's alone). With more clients than\n"
+    "cores, what a client burns while it waits is what the others and the model cannot use.\n"
     "  -h, --help       this help\n";
 
 typedef struct bench_cfg {
@@ -57,6 +65,7 @@ typedef struct bench_cfg {
 /* What every client writes back, in shared memory. */
 typedef struct bench_shared {
     int64_t finish_ns[1024];
+    int64_t cpu_ns[1024]; /* each client's user + system time over its timed requests */
     int rc[1024];
     char msg[1024][160];
     int64_t lat_ns[]; /* clients * requests */
@@ -85,8 +94,13 @@ static void fill_input(float *x, size_t n)
     ms__cli_rng_fill_uniform(&rng, x, n, -1.0f, 1.0f);
 }
 
+/* CPU time used per request: by the clients and by the model's workers (-1: not known). */
+typedef struct bench_cpu {
+    double client_us, worker_us;
+} bench_cpu;
+
 static void report(const bench_cfg *cfg, const char *mode, int64_t clients, int64_t *lat, size_t n,
-                   double wall_s)
+                   double wall_s, bench_cpu cpu)
 {
     qsort(lat, n, sizeof *lat, cmp_i64);
     double sum = 0;
@@ -98,11 +112,14 @@ static void report(const bench_cfg *cfg, const char *mode, int64_t clients, int6
     double rps = (double)n / wall_s;
     double rows = rps * (double)cfg->batch;
     if (cfg->json) {
-        json_t *j = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f}", "tag",
-                              cfg->tag, "mode", mode, "clients", (json_int_t)clients, "requests",
-                              (json_int_t)cfg->requests, "batch", (json_int_t)cfg->batch, "gap_us",
-                              (json_int_t)cfg->gap_us, "requests_per_s", rps, "rows_per_s", rows,
-                              "p50_us", p50, "p99_us", p99, "mean_us", mean, "wall_s", wall_s);
+        json_t *j = json_pack(
+            "{s:s, s:s, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:o, s:o}", "tag",
+            cfg->tag, "mode", mode, "clients", (json_int_t)clients, "requests",
+            (json_int_t)cfg->requests, "batch", (json_int_t)cfg->batch, "gap_us",
+            (json_int_t)cfg->gap_us, "requests_per_s", rps, "rows_per_s", rows, "p50_us", p50,
+            "p99_us", p99, "mean_us", mean, "wall_s", wall_s, "client_cpu_us",
+            cpu.client_us >= 0 ? json_real(cpu.client_us) : json_null(), "worker_cpu_us",
+            cpu.worker_us >= 0 ? json_real(cpu.worker_us) : json_null());
         char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
         if (text)
             printf("%s\n", text);
@@ -114,6 +131,74 @@ static void report(const bench_cfg *cfg, const char *mode, int64_t clients, int6
            (long long)clients, (long long)cfg->requests, (long long)cfg->batch);
     printf("  latency   p50 %.1f us   p99 %.1f us   mean %.1f us\n", p50, p99, mean);
     printf("  rate      %.0f requests/s   %.0f rows/s   (%.2f s)\n", rps, rows, wall_s);
+    if (cpu.worker_us >= 0)
+        printf("  cpu       %.1f us a request in the clients, %.1f us in the workers\n",
+               cpu.client_us, cpu.worker_us);
+    else
+        printf("  cpu       %.1f us a request\n", cpu.client_us);
+}
+
+/* This process's user + system time so far. */
+static int64_t self_cpu_ns(void)
+{
+    struct rusage u;
+    if (getrusage(RUSAGE_SELF, &u) != 0)
+        return 0;
+    return ((int64_t)u.ru_utime.tv_sec + u.ru_stime.tv_sec) * 1000000000LL +
+           ((int64_t)u.ru_utime.tv_usec + u.ru_stime.tv_usec) * 1000LL;
+}
+
+/* The time process pid's threads have run so far (each /proc/PID/task/TID/schedstat's first
+ * figure, in nanoseconds: /proc/PID/stat counts in clock ticks, too coarse here), or -1. */
+static int64_t proc_cpu_ns(long long pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%lld/task", pid);
+    DIR *d = opendir(path);
+    if (d == NULL)
+        return -1;
+    int64_t total = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char file[320], buf[128];
+        snprintf(file, sizeof file, "/proc/%lld/task/%s/schedstat", pid, e->d_name);
+        int fd = open(file, O_RDONLY | O_CLOEXEC);
+        ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+        if (fd >= 0)
+            close(fd);
+        if (n > 0) {
+            buf[n] = '\0';
+            total += strtoll(buf, NULL, 10);
+        }
+    }
+    closedir(d);
+    return total;
+}
+
+/* The CPU time used so far by the workers of tag's instances (status), or -1. */
+static int64_t workers_cpu_ns(const char *tag)
+{
+    json_t *st = NULL;
+    if (ms__cli_fetch_status(&st) < 0)
+        return -1;
+    int64_t total = -1;
+    size_t i, k;
+    json_t *m, *in;
+    json_array_foreach(json_object_get(st, "models"), i, m)
+    {
+        if (strcmp(ms__cli_jstr(m, "tag", ""), tag) != 0)
+            continue;
+        json_array_foreach(json_object_get(m, "instances"), k, in)
+        {
+            int64_t c = proc_cpu_ns(ms__cli_jint(in, "pid"));
+            if (c >= 0)
+                total = (total < 0 ? 0 : total) + c;
+        }
+    }
+    json_decref(st);
+    return total;
 }
 
 /* ---- in process ----------------------------------------------------------------------------- */
@@ -163,12 +248,13 @@ static void inproc_close(inproc *p)
 }
 
 /* Warms up, then times cfg->requests runs into lat. Returns 0, or -1 after printing why. */
-static int inproc_time(const bench_cfg *cfg, inproc *p, int64_t *lat, double *wall)
+static int inproc_time(const bench_cfg *cfg, inproc *p, int64_t *lat, double *wall,
+                       int64_t *cpu_ns)
 {
     char err[MS__ERRLEN];
     for (int64_t i = 0; i < cfg->warmup; i++)
         p->be->run(p->state, &p->in, &p->out, err, sizeof err);
-    int64_t t0 = ms__now_ns();
+    int64_t t0 = ms__now_ns(), c0 = self_cpu_ns();
     for (int64_t i = 0; i < cfg->requests; i++) {
         if (cfg->gap_us > 0)
             usleep((useconds_t)cfg->gap_us);
@@ -179,6 +265,7 @@ static int inproc_time(const bench_cfg *cfg, inproc *p, int64_t *lat, double *wa
             return ms__cli_error("run failed: %s", err), -1;
     }
     *wall = (double)(ms__now_ns() - t0) / 1e9;
+    *cpu_ns = self_cpu_ns() - c0;
     return 0;
 }
 
@@ -192,10 +279,12 @@ static int bench_inproc(const bench_cfg *cfg)
     inproc p = {0};
     int64_t *lat = malloc((size_t)cfg->requests * sizeof *lat);
     double wall = 0;
+    int64_t cpu = 0;
     if (!lat)
         ms__cli_error("out of memory");
-    else if (inproc_open(cfg, &spec, &p) == 0 && inproc_time(cfg, &p, lat, &wall) == 0) {
-        report(cfg, "in process", 1, lat, (size_t)cfg->requests, wall);
+    else if (inproc_open(cfg, &spec, &p) == 0 && inproc_time(cfg, &p, lat, &wall, &cpu) == 0) {
+        bench_cpu per = {(double)cpu / 1e3 / (double)cfg->requests, -1};
+        report(cfg, "in process", 1, lat, (size_t)cfg->requests, wall, per);
         ret = MS__EXIT_OK;
     }
     inproc_close(&p);
@@ -236,6 +325,7 @@ static void client_main(const bench_cfg *cfg, int index, bench_shared *sh, int r
     if (read(go_fd, &b, 1) < 0)
         _exit(1);
     int64_t *lat = sh->lat_ns + (size_t)index * (size_t)cfg->requests;
+    int64_t c0 = self_cpu_ns();
     for (int64_t i = 0; rc == 0 && i < cfg->requests; i++) {
         ms_tensor *y = NULL;
         if (cfg->gap_us > 0)
@@ -246,6 +336,7 @@ static void client_main(const bench_cfg *cfg, int index, bench_shared *sh, int r
         lat[i] = ms__now_ns() - a;
     }
     sh->finish_ns[index] = ms__now_ns();
+    sh->cpu_ns[index] = self_cpu_ns() - c0;
     sh->rc[index] = rc;
     if (rc != 0)
         snprintf(sh->msg[index], sizeof sh->msg[index], "%s: %s", ms_errname(rc), ms_errmsg(c));
@@ -310,7 +401,7 @@ static void fleet_reap(fleet *f)
 }
 
 /* After the run: reports it, or the first client's failure. Returns the exit status. */
-static int fleet_report(const bench_cfg *cfg, const fleet *f, int64_t t0)
+static int fleet_report(const bench_cfg *cfg, const fleet *f, int64_t t0, int64_t worker_ns)
 {
     if (f->errors > 0) {
         for (int64_t i = 0; i < cfg->clients; i++)
@@ -318,12 +409,16 @@ static int fleet_report(const bench_cfg *cfg, const fleet *f, int64_t t0)
                 return ms__cli_error("client %lld failed: %s", (long long)i, f->sh->msg[i]);
         return ms__cli_error("%d client(s) failed before the start", f->errors);
     }
-    int64_t last = t0;
-    for (int64_t i = 0; i < cfg->clients; i++)
+    int64_t last = t0, client_ns = 0;
+    for (int64_t i = 0; i < cfg->clients; i++) {
         if (f->sh->finish_ns[i] > last)
             last = f->sh->finish_ns[i];
-    report(cfg, "modelshare", cfg->clients, f->sh->lat_ns,
-           (size_t)cfg->clients * (size_t)cfg->requests, (double)(last - t0) / 1e9);
+        client_ns += f->sh->cpu_ns[i];
+    }
+    size_t n = (size_t)cfg->clients * (size_t)cfg->requests;
+    bench_cpu per = {(double)client_ns / 1e3 / (double)n,
+                     worker_ns >= 0 ? (double)worker_ns / 1e3 / (double)n : -1};
+    report(cfg, "modelshare", cfg->clients, f->sh->lat_ns, n, (double)(last - t0) / 1e9, per);
     return MS__EXIT_OK;
 }
 
@@ -331,15 +426,19 @@ static int fleet_report(const bench_cfg *cfg, const fleet *f, int64_t t0)
 static int fleet_run(const bench_cfg *cfg, fleet *f)
 {
     int ret = MS__EXIT_ERROR;
-    int64_t t0 = 0;
+    int64_t t0 = 0, w0 = -1, w1 = -1;
     bool started = fleet_start(cfg, f) == 0;
     if (started) {
+        w0 = workers_cpu_ns(cfg->tag);
         t0 = ms__now_ns();
         close_pipe_end(&f->go[1]); /* every client's read returns: go */
     }
     fleet_reap(f);
-    if (started)
-        ret = fleet_report(cfg, f, t0);
+    if (started) {
+        /* The workers' time from the start to the last client's end (a worker idles after). */
+        w1 = workers_cpu_ns(cfg->tag);
+        ret = fleet_report(cfg, f, t0, w0 >= 0 && w1 >= w0 ? w1 - w0 : -1);
+    }
     return ret;
 }
 

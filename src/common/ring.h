@@ -41,10 +41,12 @@
  * changes the word makes the futex call only when the other said it sleeps (sequentially
  * consistent: either the waker sees the flag or the sleeper sees the change). So a busy model
  * costs no system call, and a call to an idle one pays one wake-up, the client's to the worker:
- *  - The client spins for its answer as long as the worker's recent answers took (slot.done_ns,
+ *  - The client spins for its answer only when the worker's recent answers (slot.done_ns,
  *    stamped by the worker, minus submit_ns; an average per model handle, kept apart for requests
- *    that had to wake the worker), half as long again plus 20 us, between 50 and 200 us: a
- *    longer model gets 50 us, then the client sleeps and the worker wakes it.
+ *    that had to wake the worker) say it comes within about two wake-ups (50 us): then for what
+ *    they took, half as long again plus 20 us, at most 100 us. A longer call sleeps at once and
+ *    the worker wakes it: with more processes than cores, a spinning client would take the CPU
+ *    the worker and the other clients need (bench/waiting.py measures it).
  *  - The scheduler tends to run a woken task on its waker's CPU. When the worker last woke up on
  *    the client's CPU (door.cpu), a spinning client would keep it from running (sched_yield does
  *    not reliably hand the CPU over): the client sleeps at once instead. The worker asks for a

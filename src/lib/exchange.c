@@ -19,11 +19,13 @@
 #include "wait.h"
 #include "../common/arena.h"
 
-/* Spin at least this long for a response before sleeping, and longer when the worker's recent
- * answers say it will come soon (spin_budget), at most CLIENT_SPIN_MAX_US. $MODELSHARE_SPIN_US
- * fixes the spin instead. */
-#define CLIENT_SPIN_US 50
-#define CLIENT_SPIN_MAX_US 200
+/* How long a client spins for its answer before it sleeps on its slot (spin_budget): only when
+ * the answer is expected within CLIENT_SPIN_MAX_US; then for half as long again plus 20 us, at
+ * most CLIENT_SPIN_CAP_US; CLIENT_SPIN_US when nothing is known yet. $MODELSHARE_SPIN_US fixes
+ * the spin instead (0: never spin). */
+#define CLIENT_SPIN_US 20
+#define CLIENT_SPIN_MAX_US 50
+#define CLIENT_SPIN_CAP_US 100
 /* While asleep, look this often at whether the worker or the daemon is gone. */
 #define LIVENESS_NS 100000000LL
 /* While waiting for a slot, ask the thread's wait check (wait.h) this often. */
@@ -45,11 +47,12 @@ static int64_t client_spin_ns(void)
     return v;
 }
 
-/* How long to spin for the answer to tk before sleeping on its slot. A sleep costs a futex wake
- * from the worker and, on a loaded machine, much more (the woken client may wait for a CPU): so
- * spin for what the worker's recent answers took (half as long again, plus 20 us), between
- * CLIENT_SPIN_US and CLIENT_SPIN_MAX_US. A model whose answers take longer than that gets
- * CLIENT_SPIN_US only: no CPU burnt waiting for a long call. */
+/* How long to spin for the answer to tk before sleeping on its slot. A sleep costs a wake-up
+ * (a futex call by the worker, about 20 us before this client runs again); a spin costs the CPU
+ * it burns, which on a machine with more processes than cores is taken from the worker and from
+ * the other clients. So spin only when the worker's recent answers say this one comes within
+ * about two wake-ups (CLIENT_SPIN_MAX_US), for what they took, half as long again plus 20 us; a
+ * longer call sleeps at once and is woken by the worker: its wait then costs no CPU at all. */
 static int64_t spin_budget(ms_model *m, const ms__ticket *tk)
 {
     int64_t fixed = client_spin_ns();
@@ -59,12 +62,13 @@ static int64_t spin_budget(ms_model *m, const ms__ticket *tk)
      * would keep it from running, so sleep at once and let it wake us. */
     if (tk->beside)
         return 0;
-    int64_t base = CLIENT_SPIN_US * 1000LL, cap = CLIENT_SPIN_MAX_US * 1000LL;
     int64_t took = atomic_load_explicit(&m->answer_ns[tk->rang], memory_order_relaxed);
-    if (took <= 0 || took > cap)
-        return base;
+    if (took <= 0)
+        return CLIENT_SPIN_US * 1000LL;
+    if (took > CLIENT_SPIN_MAX_US * 1000LL)
+        return 0;
     int64_t b = took + took / 2 + 20000;
-    return b < base ? base : b > cap ? cap : b;
+    return b > CLIENT_SPIN_CAP_US * 1000LL ? CLIENT_SPIN_CAP_US * 1000LL : b;
 }
 
 /* Learns from the answer to tk, stamped done at done_ns by the worker (a figure, clamped). */
