@@ -15,7 +15,6 @@ could use: the no-spin columns show what sleeping at once costs instead.
 import argparse
 import datetime
 import json
-import os
 import pathlib
 import sys
 
@@ -89,8 +88,9 @@ def write(path, rows, command):
         "sleeps on its slot at once. CPU: microseconds of CPU time per request, clients' and the",
         "worker's.",
         "",
-        "| model (in-process batch 1) | clients | in process rows/s | spin rows/s (ratio) | spin p50 "
-        "| spin cpu client / worker | no spin rows/s | no spin p50 | no spin cpu client / worker |",
+        "| model (in-process batch 1) | clients | in process rows/s | spin rows/s (ratio) "
+        "| spin p50 | spin cpu client / worker | no spin rows/s | no spin p50 "
+        "| no spin cpu client / worker |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for target, us, layers, n, _r, inproc, spin, sleep in rows:

@@ -112,14 +112,14 @@ static void report(const bench_cfg *cfg, const char *mode, int64_t clients, int6
     double rps = (double)n / wall_s;
     double rows = rps * (double)cfg->batch;
     if (cfg->json) {
-        json_t *j = json_pack(
-            "{s:s, s:s, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:o, s:o}", "tag",
-            cfg->tag, "mode", mode, "clients", (json_int_t)clients, "requests",
-            (json_int_t)cfg->requests, "batch", (json_int_t)cfg->batch, "gap_us",
-            (json_int_t)cfg->gap_us, "requests_per_s", rps, "rows_per_s", rows, "p50_us", p50,
-            "p99_us", p99, "mean_us", mean, "wall_s", wall_s, "client_cpu_us",
-            cpu.client_us >= 0 ? json_real(cpu.client_us) : json_null(), "worker_cpu_us",
-            cpu.worker_us >= 0 ? json_real(cpu.worker_us) : json_null());
+        json_t *j =
+            json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:o, s:o}",
+                      "tag", cfg->tag, "mode", mode, "clients", (json_int_t)clients, "requests",
+                      (json_int_t)cfg->requests, "batch", (json_int_t)cfg->batch, "gap_us",
+                      (json_int_t)cfg->gap_us, "requests_per_s", rps, "rows_per_s", rows, "p50_us",
+                      p50, "p99_us", p99, "mean_us", mean, "wall_s", wall_s, "client_cpu_us",
+                      cpu.client_us >= 0 ? json_real(cpu.client_us) : json_null(), "worker_cpu_us",
+                      cpu.worker_us >= 0 ? json_real(cpu.worker_us) : json_null());
         char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
         if (text)
             printf("%s\n", text);
@@ -248,8 +248,7 @@ static void inproc_close(inproc *p)
 }
 
 /* Warms up, then times cfg->requests runs into lat. Returns 0, or -1 after printing why. */
-static int inproc_time(const bench_cfg *cfg, inproc *p, int64_t *lat, double *wall,
-                       int64_t *cpu_ns)
+static int inproc_time(const bench_cfg *cfg, inproc *p, int64_t *lat, double *wall, int64_t *cpu_ns)
 {
     char err[MS__ERRLEN];
     for (int64_t i = 0; i < cfg->warmup; i++)
