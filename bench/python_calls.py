@@ -106,20 +106,11 @@ def client_main(system, ctx, jobs, results):
         y = np.asarray(model(row()))
         from python_calls import make as constructor
         np.testing.assert_allclose(y, constructor()(row()), rtol=1e-5, atol=1e-6)
-        results.put(("ready", os.getpid()))
     except Exception:
         results.put(("error", traceback.format_exc()))
         return
-    while True:
-        job = jobs.get()
-        if job is None:
-            break
-        try:
-            results.put(("done", timed_calls(model, job)))
-        except Exception:
-            results.put(("error", traceback.format_exc()))
-    let_go()
-    results.put(("gone", os.getpid()))
+    from vs_peers import serve_jobs
+    serve_jobs(lambda job: timed_calls(model, job), let_go, jobs, results)
 
 
 def take(results, what, n, timeout=300):

@@ -104,23 +104,29 @@ def timed_calls(models, job):
     return {"lat": lat, "start": t_start, "end": time.monotonic()}
 
 
-def client_main(system, ctx, jobs, results):
-    try:
-        models, let_go = open_models(system, ctx)
-        results.put(("ready", os.getpid()))
-    except Exception:
-        results.put(("error", traceback.format_exc()))
-        return
+def serve_jobs(run, let_go, jobs, results):
+    """A ready client's loop: run(job) for each job until None, each answer (or the error) on
+    results, then let_go()."""
+    results.put(("ready", os.getpid()))
     while True:
         job = jobs.get()
         if job is None:
             break
         try:
-            results.put(("done", timed_calls(models, job)))
+            results.put(("done", run(job)))
         except Exception:
             results.put(("error", traceback.format_exc()))
     let_go()
     results.put(("gone", os.getpid()))
+
+
+def client_main(system, ctx, jobs, results):
+    try:
+        models, let_go = open_models(system, ctx)
+    except Exception:
+        results.put(("error", traceback.format_exc()))
+        return
+    serve_jobs(lambda job: timed_calls(models, job), let_go, jobs, results)
 
 
 # ----------------------------------------------------------------------------------- memory

@@ -17,6 +17,8 @@
  */
 #include <modelshare.h>
 
+#include "echo.h"
+
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -33,24 +35,6 @@ typedef struct job {
     atomic_bool done;
 } job;
 
-/* One call of one row on m: 0 when y == x. */
-static int one_call(ms_model *m, float value)
-{
-    int64_t shape[2] = {1, 4};
-    ms_tensor *x = NULL, *y = NULL;
-    int rc = ms_tensor_alloc(m, MS_FLOAT32, 2, shape, &x);
-    if (rc == 0) {
-        for (int i = 0; i < 4; i++)
-            ((float *)ms_tensor_data(x))[i] = value;
-        rc = ms_infer(m, x, &y);
-    }
-    if (rc == 0 && (ms_tensor_nbytes(y) != 16 || ((const float *)ms_tensor_data(y))[3] != value))
-        rc = MS_E_PROTOCOL; /* a wrong answer: never expected */
-    ms_tensor_free(y);
-    ms_tensor_free(x);
-    return rc;
-}
-
 /* Acquires j's model, calls it once, releases it. */
 static void *acquire_and_call(void *arg)
 {
@@ -58,7 +42,7 @@ static void *acquire_and_call(void *arg)
     ms_model *m = NULL;
     j->rc = ms_acquire(client, j->tag, j->spec, &m);
     if (j->rc == 0)
-        j->rc = one_call(m, 7.0f);
+        j->rc = echo_call(m, 7.0f);
     if (j->rc != 0)
         snprintf(j->msg, sizeof j->msg, "%s %s", ms_errname(j->rc), ms_errmsg(client));
     if (m != NULL)
