@@ -152,6 +152,11 @@ size_t ms__batch_take(ms__server *s, ms__job *j)
         now = ms__now_ns();
         if (now >= until)
             break;
+        /* The clients that publish while we wait are known by their hint bits only: a client
+         * whose ring was empty left the active list. Without this look, the wait gathered the
+         * rows of the clients already active, and batch_delay_us and the catch-up none of
+         * the others'. */
+        ms__intake_collect(s);
         size_t got = take_pass(s, j, now, &deferred);
         handled += got;
         if (got == 0)

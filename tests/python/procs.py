@@ -62,3 +62,32 @@ def spawn_all(target, argsets, timeout=300):
         for p in procs:
             p.join(timeout=60)
     return got, [p.exitcode for p in procs]
+
+
+
+def call_after(shared, warmed, started, first, delay, value, results):
+    """Acquires and makes one call (the worker knows this client from then on); once both
+    processes have (warmed, a barrier), the first takes the model's figures, says so (started)
+    and calls at once, the other waits for that and delay seconds more, then calls. Each call is
+    one row of value; puts (value, the last answer's rows, the figures or None), or (value,
+    the error, None)."""
+    import time
+
+    import modelshare
+
+    try:
+        with shared.acquire() as model:
+            x = np.full((1, 4), value, np.float32)
+            model(x)
+            warmed.wait(120)
+            figures = None
+            if first:
+                m = next(m for m in modelshare.status()["models"] if m["tag"] == shared.tag)
+                figures = (m["requests"], m["batches"])
+                started.set()
+            else:
+                started.wait(120)
+                time.sleep(delay)
+            results.put((value, np.asarray(model(x)).tolist(), figures))
+    except Exception as e:  # reported to the parent
+        results.put((value, repr(e), None))

@@ -7,8 +7,8 @@ import pytest
 
 import modelshare
 from modelshare.beam import MultiProcessShared
-from procs import acquire_beam, acquire_shared, centered_calls, spawn_all
-from pymodels import AnswerBy, Centered, Rowwise
+from procs import acquire_beam, acquire_shared, call_after, centered_calls, spawn_all
+from pymodels import AnswerBy, Centered, Rowwise, make_scale
 
 PROCS = 4
 CALLS = 400
@@ -137,3 +137,20 @@ def test_path_scopes_the_tag_and_hard_delete_of_an_unheld_tag_does_nothing(daemo
 
 def test_the_drop_in_is_generic_like_beams():
     assert MultiProcessShared[AnswerBy] is not None
+
+
+def test_a_request_sent_during_the_batch_delay_joins_that_batch(daemon):
+    # B's request comes 0.1 s into A's batch's wait of up to 1 s for more rows. Before, the wait
+    # looked only at the clients whose rings held requests when it began: B's (known by its hint
+    # bit alone) ran in a batch of its own once A's wait had ended.
+    import multiprocessing
+    ctx = multiprocessing.get_context("spawn")
+    shared = modelshare.Shared(make_scale, tag="delay", batchable=True, batch_delay_us=1_000_000)
+    warmed, started = ctx.Barrier(2), ctx.Event()
+    got, _ = spawn_all(call_after, [(shared, warmed, started, True, 0, 1.0),
+                                    (shared, warmed, started, False, 0.1, 3.0)])
+    got = sorted(got)
+    assert [(v, y) for v, y, _ in got] == [(1.0, [[2.0] * 4]), (3.0, [[6.0] * 4])], got
+    requests, batches = got[0][2]
+    m = model_status("delay")
+    assert (m["requests"] - requests, m["batches"] - batches) == (2, 1), m
